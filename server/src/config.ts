@@ -1,0 +1,139 @@
+import { validatePlatform } from "./tenancy/naming.js";
+
+/** The shortest API key accepted: shorter keys can be guessed. */
+export const MIN_API_KEY_LENGTH = 16;
+
+/**
+ * The gateway's settings, read once from the environment (names as in the
+ * design notes, seed 001 §8.3), validated with every problem reported at once,
+ * and frozen. Secrets (API keys, the database URL's password) are kept here
+ * and nowhere else; `describeSettings` prints them redacted.
+ */
+export interface Settings {
+  /** PostgreSQL server URL for the gateway's administrative connection; undefined: run an embedded PostgreSQL. */
+  readonly databaseUrl: string | undefined;
+  readonly host: string;
+  readonly port: number;
+  /** Server certificate chain, its key, and the CA that client certificates must chain to (PEM file paths). */
+  readonly tls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string } | undefined;
+  /** API key of each platform, by platform name. */
+  readonly platformKeys: ReadonlyMap<string, string>;
+  readonly adminKey: string | undefined;
+  readonly maxConnectionsPerPool: number;
+  readonly poolIdleTimeoutMillis: number;
+  /** Where development material lives: embedded PostgreSQL data, certificates, keys. */
+  readonly dataDir: string;
+  /** Port of the embedded PostgreSQL; 0 picks a free one. */
+  readonly embeddedPostgresPort: number;
+}
+
+/** Raised when settings are invalid; `problems` lists every one of them. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid settings:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+const API_KEY_PREFIX = "API_KEY_";
+
+/** Reads and validates the settings from an environment (process.env by default). */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const problems: string[] = [];
+  const int = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === "") return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`${name} must be an integer from ${min} to ${max} (got "${raw}")`);
+      return fallback;
+    }
+    return n;
+  };
+
+  const databaseUrl = env.DATABASE_URL || undefined;
+  if (databaseUrl !== undefined) {
+    try {
+      const url = new URL(databaseUrl);
+      if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") problems.push("DATABASE_URL must be a postgres:// or postgresql:// URL");
+    } catch {
+      problems.push("DATABASE_URL is not a valid URL");
+    }
+  }
+
+  const tlsNames = ["TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE"] as const;
+  const tlsSet = tlsNames.filter((n) => env[n]);
+  let tls: Settings["tls"];
+  if (tlsSet.length === tlsNames.length) {
+    tls = { certFile: env.TLS_CERT_FILE!, keyFile: env.TLS_KEY_FILE!, clientCaFile: env.TLS_CLIENT_CA_FILE! };
+  } else if (tlsSet.length > 0) {
+    problems.push(`set all of ${tlsNames.join(", ")} or none (missing: ${tlsNames.filter((n) => !env[n]).join(", ")})`);
+  } else if (databaseUrl !== undefined) {
+    problems.push(`${tlsNames.join(", ")} are required with DATABASE_URL (development certificates are only made for the embedded PostgreSQL)`);
+  }
+
+  const platformKeys = new Map<string, string>();
+  let adminKey: string | undefined;
+  const seen = new Map<string, string>();
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(API_KEY_PREFIX) || value === undefined) continue;
+    const suffix = name.slice(API_KEY_PREFIX.length);
+    if (value.length < MIN_API_KEY_LENGTH) {
+      problems.push(`${name} must be at least ${MIN_API_KEY_LENGTH} characters`);
+      continue;
+    }
+    const other = seen.get(value);
+    if (other !== undefined) {
+      problems.push(`${name} has the same value as ${other}: every key must be different`);
+      continue;
+    }
+    seen.set(value, name);
+    if (suffix === "ADMIN") {
+      adminKey = value;
+      continue;
+    }
+    const platform = suffix.toLowerCase();
+    try {
+      validatePlatform(platform);
+      platformKeys.set(platform, value);
+    } catch {
+      problems.push(`${name}: platform names are letters and digits starting with a letter (API_KEY_MEDSTOREAPP)`);
+    }
+  }
+  if (databaseUrl !== undefined && platformKeys.size === 0 && adminKey === undefined) {
+    problems.push("no API keys: set API_KEY_ADMIN and one API_KEY_<PLATFORM> per platform");
+  }
+
+  const settings: Settings = {
+    databaseUrl,
+    host: env.GATEWAY_HOST || "127.0.0.1",
+    port: int("GATEWAY_PORT", 9000, 0, 65535),
+    tls,
+    platformKeys,
+    adminKey,
+    maxConnectionsPerPool: int("MAX_CONNECTIONS_PER_POOL", 10, 1, 10_000),
+    poolIdleTimeoutMillis: int("POOL_IDLE_TIMEOUT_SECS", 1800, 1, 86_400 * 7) * 1000,
+    dataDir: env.GATEWAY_DATA_DIR || ".data",
+    embeddedPostgresPort: int("EMBEDDED_PG_PORT", 0, 0, 65535),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(settings);
+}
+
+/** Settings as a printable object, with every secret redacted. */
+export function describeSettings(settings: Settings): Record<string, unknown> {
+  let database = "embedded PostgreSQL";
+  if (settings.databaseUrl !== undefined) {
+    const url = new URL(settings.databaseUrl);
+    if (url.password) url.password = "***";
+    database = url.toString();
+  }
+  return {
+    database,
+    listen: `${settings.host}:${settings.port}`,
+    platforms: [...settings.platformKeys.keys()].sort(),
+    adminKey: settings.adminKey === undefined ? "not set" : "set",
+    maxConnectionsPerPool: settings.maxConnectionsPerPool,
+    poolIdleTimeoutSecs: settings.poolIdleTimeoutMillis / 1000,
+  };
+}

@@ -1,0 +1,206 @@
+import { create, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { anyPack } from "@bufbuild/protobuf/wkt";
+import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";
+import { DatabaseError } from "pg";
+import { PostgresErrorSchema, StatementLocationSchema, type PostgresError } from "./gen/dbgateway/v1/errors_pb.js";
+import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { StatusSchema, type Status as RpcStatus } from "./gen/google/rpc/status_pb.js";
+
+/** The `domain` of every `google.rpc.ErrorInfo` the gateway sends. */
+export const ERROR_DOMAIN = "dbgateway";
+
+/**
+ * The catalogue of error reasons: each has one gRPC status code. The reason is
+ * the stable, machine-readable string sent in `google.rpc.ErrorInfo.reason`;
+ * messages are for people and may change.
+ */
+export const Reason = {
+  /** Missing, unknown or malformed API key. Says nothing about which. */
+  UNAUTHENTICATED: Status.UNAUTHENTICATED,
+  /** A valid key used for another platform, or a platform key on AdminService. */
+  PERMISSION_DENIED: Status.PERMISSION_DENIED,
+  INVALID_PLATFORM: Status.INVALID_ARGUMENT,
+  INVALID_TENANT_ID: Status.INVALID_ARGUMENT,
+  INVALID_TEMPLATE: Status.INVALID_ARGUMENT,
+  INVALID_PARAMETER: Status.INVALID_ARGUMENT,
+  INVALID_REQUEST: Status.INVALID_ARGUMENT,
+  DATABASE_NOT_FOUND: Status.NOT_FOUND,
+  TEMPLATE_NOT_FOUND: Status.NOT_FOUND,
+  DATABASE_EXISTS: Status.ALREADY_EXISTS,
+  TEMPLATE_IN_USE: Status.FAILED_PRECONDITION,
+  /** PostgreSQL rejected the statement; the code comes from its SQLSTATE. */
+  QUERY_FAILED: Status.UNKNOWN,
+  /** PostgreSQL could not be reached, or the connection broke. */
+  DATABASE_UNAVAILABLE: Status.UNAVAILABLE,
+  NOT_IMPLEMENTED: Status.UNIMPLEMENTED,
+  INTERNAL: Status.INTERNAL,
+} as const satisfies Record<string, Status>;
+
+export type ReasonCode = keyof typeof Reason;
+
+/**
+ * The one error type of the gateway: a stable reason, a gRPC status code, a
+ * message safe to show to the caller, and optional `ErrorInfo` metadata and
+ * extra status details. Every foreign error becomes one in `toGatewayError`.
+ */
+export class GatewayError extends Error {
+  override readonly name = "GatewayError";
+  readonly code: Status;
+
+  constructor(
+    readonly reason: ReasonCode,
+    message: string,
+    readonly metadata: Record<string, string> = {},
+    readonly details: ReadonlyArray<DetailMessage> = [],
+    code?: Status,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.code = code ?? Reason[reason];
+  }
+}
+
+/** A protobuf message with its schema, to be packed into `google.rpc.Status.details`. */
+export interface DetailMessage<Desc extends DescMessage = DescMessage> {
+  schema: Desc;
+  message: MessageShape<Desc>;
+}
+
+/**
+ * How each SQLSTATE (or its two-character class) maps to a gRPC status code.
+ * Exact codes are looked up first, then the class; anything else is UNKNOWN.
+ */
+const SQLSTATE_CODES: ReadonlyMap<string, Status> = new Map([
+  ["23505", Status.ALREADY_EXISTS], // unique_violation
+  ["40001", Status.ABORTED], // serialization_failure
+  ["40P01", Status.ABORTED], // deadlock_detected
+  ["55P03", Status.ABORTED], // lock_not_available
+  ["57014", Status.CANCELLED], // query_canceled
+  ["42501", Status.PERMISSION_DENIED], // insufficient_privilege
+  ["3D000", Status.NOT_FOUND], // invalid_catalog_name
+  ["53300", Status.RESOURCE_EXHAUSTED], // too_many_connections
+  ["57P01", Status.UNAVAILABLE], // admin_shutdown
+  ["57P02", Status.UNAVAILABLE], // crash_shutdown
+  ["57P03", Status.UNAVAILABLE], // cannot_connect_now
+  ["XX000", Status.INTERNAL], // internal_error
+  // classes
+  ["08", Status.UNAVAILABLE], // connection exception
+  ["0A", Status.UNIMPLEMENTED], // feature not supported
+  ["21", Status.INVALID_ARGUMENT], // cardinality violation
+  ["22", Status.INVALID_ARGUMENT], // data exception
+  ["23", Status.FAILED_PRECONDITION], // integrity constraint violation
+  ["25", Status.FAILED_PRECONDITION], // invalid transaction state
+  ["26", Status.INVALID_ARGUMENT], // invalid SQL statement name
+  ["28", Status.PERMISSION_DENIED], // invalid authorization specification
+  ["2B", Status.FAILED_PRECONDITION], // dependent privilege descriptors still exist
+  ["34", Status.INVALID_ARGUMENT], // invalid cursor name
+  ["3F", Status.NOT_FOUND], // invalid schema name
+  ["40", Status.ABORTED], // transaction rollback
+  ["42", Status.INVALID_ARGUMENT], // syntax error or access rule violation
+  ["44", Status.FAILED_PRECONDITION], // WITH CHECK OPTION violation
+  ["53", Status.RESOURCE_EXHAUSTED], // insufficient resources
+  ["54", Status.INVALID_ARGUMENT], // program limit exceeded
+  ["55", Status.FAILED_PRECONDITION], // object not in prerequisite state
+  ["57", Status.UNAVAILABLE], // operator intervention
+  ["58", Status.INTERNAL], // system error
+  ["P0", Status.FAILED_PRECONDITION], // PL/pgSQL raise_exception and friends
+  ["XX", Status.INTERNAL], // internal error
+]);
+
+/** The gRPC status code for a PostgreSQL SQLSTATE. */
+export function statusForSqlstate(sqlstate: string): Status {
+  return SQLSTATE_CODES.get(sqlstate) ?? SQLSTATE_CODES.get(sqlstate.slice(0, 2)) ?? Status.UNKNOWN;
+}
+
+/** Copies every field PostgreSQL sent with an error into the `PostgresError` detail. */
+export function postgresErrorDetail(err: DatabaseError): PostgresError {
+  return create(PostgresErrorSchema, {
+    sqlstate: err.code ?? "",
+    severity: err.severity ?? "",
+    message: err.message,
+    detail: err.detail ?? "",
+    hint: err.hint ?? "",
+    position: toUint(err.position),
+    internalPosition: toUint(err.internalPosition),
+    internalQuery: err.internalQuery ?? "",
+    where: err.where ?? "",
+    schemaName: err.schema ?? "",
+    tableName: err.table ?? "",
+    columnName: err.column ?? "",
+    dataTypeName: err.dataType ?? "",
+    constraintName: err.constraint ?? "",
+    file: err.file ?? "",
+    line: toUint(err.line),
+    routine: err.routine ?? "",
+  });
+}
+
+function toUint(text: string | undefined): number {
+  const n = Number(text);
+  return Number.isInteger(n) && n > 0 ? n : 0;
+}
+
+/** A statement error from PostgreSQL, with every field it sent. */
+export function queryFailed(err: DatabaseError, metadata: Record<string, string> = {}): GatewayError {
+  const sqlstate = err.code ?? "";
+  return new GatewayError(
+    "QUERY_FAILED",
+    err.message,
+    { ...metadata, sqlstate },
+    [{ schema: PostgresErrorSchema, message: postgresErrorDetail(err) }],
+    statusForSqlstate(sqlstate),
+    { cause: err },
+  );
+}
+
+/** Adds the index of the failing statement of a batch to an error's details. */
+export function atStatement(err: GatewayError, index: number): GatewayError {
+  return new GatewayError(
+    err.reason,
+    `statement ${index}: ${err.message}`,
+    { ...err.metadata, statement_index: String(index) },
+    [...err.details, { schema: StatementLocationSchema, message: create(StatementLocationSchema, { statementIndex: index }) }],
+    err.code,
+    { cause: err.cause },
+  );
+}
+
+const UNAVAILABLE_ERRNOS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
+
+/**
+ * Converts any error into a GatewayError: the one place where foreign errors
+ * (pg, node's network errors, bugs) are mapped. Messages of unexpected errors
+ * are not passed on: they may name hosts, users or internals.
+ */
+export function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  if (err instanceof DatabaseError) return queryFailed(err);
+  const errno = (err as { code?: unknown } | null)?.code;
+  if (typeof errno === "string" && UNAVAILABLE_ERRNOS.has(errno)) {
+    return new GatewayError("DATABASE_UNAVAILABLE", "the database server is unavailable", {}, [], undefined, { cause: err });
+  }
+  if (err instanceof Error && /Connection terminated|connection timeout|Client has encountered a connection error/i.test(err.message)) {
+    return new GatewayError("DATABASE_UNAVAILABLE", "the connection to the database server was lost", {}, [], undefined, { cause: err });
+  }
+  return new GatewayError("INTERNAL", "internal error", {}, [], undefined, { cause: err });
+}
+
+/**
+ * The gRPC status for an error: code, message, and `grpc-status-details-bin`
+ * holding a `google.rpc.Status` with an `ErrorInfo` and any extra details.
+ */
+export function toStatusObject(err: GatewayError): Partial<StatusObject> {
+  const metadata = new Metadata();
+  metadata.set("grpc-status-details-bin", Buffer.from(toBinary(StatusSchema, toRpcStatus(err))));
+  return { code: err.code, details: err.message, metadata };
+}
+
+/** The `google.rpc.Status` for an error, as sent in status details and in batch results. */
+export function toRpcStatus(err: GatewayError): RpcStatus {
+  const info = create(ErrorInfoSchema, { reason: err.reason, domain: ERROR_DOMAIN, metadata: err.metadata });
+  return create(StatusSchema, {
+    code: err.code,
+    message: err.message,
+    details: [anyPack(ErrorInfoSchema, info), ...err.details.map((d) => anyPack(d.schema, d.message))],
+  });
+}

@@ -1,0 +1,136 @@
+import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
+import { parse as parseConnectionString } from "pg-connection-string";
+import type { GatewayError } from "./errors.js";
+import { AdminService } from "./gen/dbgateway/v1/admin_service_pb.js";
+import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
+import { ApiKeys, requireAdmin } from "./grpc/api-keys.js";
+import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
+import { addStandardServices } from "./grpc/standard-services.js";
+import { PoolMap } from "./pool/pool-map.js";
+import { createAdminService } from "./services/admin-service.js";
+import { createQueryService } from "./services/query-service.js";
+import { TenantLifecycle } from "./tenancy/lifecycle.js";
+import { DatabaseRegistry } from "./tenancy/registry.js";
+
+/** PEM material for mutual TLS. */
+export interface TlsMaterial {
+  /** The server's certificate chain. */
+  cert: Buffer;
+  key: Buffer;
+  /** The CA that every client certificate must chain to. */
+  clientCa: Buffer;
+}
+
+/** Everything a gateway needs, resolved: no environment is read below this point. */
+export interface GatewayOptions {
+  host: string;
+  /** 0 picks a free port (see `Gateway.port`). */
+  port: number;
+  /** The administrative PostgreSQL connection: it reads pg_database and creates and drops databases. */
+  databaseUrl: string;
+  tls: TlsMaterial;
+  platformKeys: ReadonlyMap<string, string>;
+  adminKey: string | undefined;
+  maxConnectionsPerPool: number;
+  poolIdleTimeoutMillis: number;
+  /** Receives errors worth an operator's attention: internal errors and failing idle connections. */
+  onError?: (message: string, err: unknown) => void;
+}
+
+/** A running gateway. */
+export interface Gateway {
+  readonly port: number;
+  /** Stops accepting calls, lets calls in flight finish (up to `graceMillis`), then closes every connection. */
+  close(graceMillis?: number): Promise<void>;
+}
+
+/**
+ * Starts a gateway: loads the database registry, then serves QueryService,
+ * AdminService, health and reflection over mutual TLS.
+ */
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const connection = connectionConfig(options.databaseUrl);
+  const admin = new pg.Pool({ ...connection, max: 4, application_name: "db-gateway-admin" });
+  admin.on("error", (err) => options.onError?.("idle administrative connection failed", err));
+  const registry = new DatabaseRegistry();
+  try {
+    await registry.load(admin);
+  } catch (err) {
+    await admin.end();
+    throw err;
+  }
+  const pools = new PoolMap({
+    connection,
+    maxConnectionsPerPool: options.maxConnectionsPerPool,
+    idleTimeoutMillis: options.poolIdleTimeoutMillis,
+    onIdleError: (database, err) => options.onError?.(`idle connection to "${database}" failed`, err),
+  });
+  const lifecycle = new TenantLifecycle(admin, registry, pools);
+  const keys = new ApiKeys(options.platformKeys, options.adminKey);
+
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": 16 * 1024 * 1024,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.min_ping_interval_without_data_ms": 10_000,
+  });
+  const onError: ServiceHooks["onError"] = (method, err: GatewayError) => {
+    if (err.reason === "INTERNAL") options.onError?.(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
+  };
+  const authenticate = (metadata: grpc.Metadata) => keys.authenticate(metadata);
+  addService(server, QueryService, createQueryService(registry, pools), { authenticate, onError });
+  addService(server, AdminService, createAdminService(registry, lifecycle, new Set(options.platformKeys.keys())), {
+    authenticate,
+    authorize: requireAdmin,
+    onError,
+  });
+  const setServing = addStandardServices(server, [QueryService, AdminService]);
+
+  const credentials = grpc.ServerCredentials.createSsl(options.tls.clientCa, [{ cert_chain: options.tls.cert, private_key: options.tls.key }], true);
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${formatHost(options.host)}:${options.port}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
+    );
+  } catch (err) {
+    await admin.end();
+    throw err;
+  }
+  setServing("SERVING");
+
+  return {
+    port,
+    async close(graceMillis = 5_000) {
+      setServing("NOT_SERVING");
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMillis);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await pools.closeAll();
+      await admin.end();
+    },
+  };
+}
+
+/** Connection settings from a URL, without the database: each pool sets its own. */
+function connectionConfig(url: string): pg.ClientConfig {
+  const parsed = parseConnectionString(url);
+  const config: pg.ClientConfig = {};
+  if (parsed.host) config.host = parsed.host;
+  if (parsed.port) config.port = Number(parsed.port);
+  if (parsed.user) config.user = parsed.user;
+  if (parsed.password) config.password = parsed.password;
+  if (parsed.database) config.database = parsed.database;
+  if (parsed.ssl !== undefined && parsed.ssl !== null) config.ssl = parsed.ssl as pg.ClientConfig["ssl"];
+  return config;
+}
+
+function formatHost(host: string): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+}

@@ -1,0 +1,131 @@
+/**
+ * The composition root: settings → database (embedded unless DATABASE_URL) →
+ * TLS material and keys (development ones when none are configured) →
+ * gateway → signals.
+ */
+import { readFileSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
+import { ConfigError, describeSettings, loadSettings, type Settings } from "./config.js";
+import { startEmbeddedPostgres, type EmbeddedServer } from "./database/embedded-postgres.js";
+import {
+  DEVELOPMENT_PLATFORMS,
+  ensureDevelopmentDatabases,
+  ensureDevelopmentKeys,
+  ensureDevelopmentPki,
+  type DevelopmentKeys,
+  type DevelopmentPki,
+} from "./dev/development-setup.js";
+import { startGateway, type Gateway } from "./gateway.js";
+
+async function main(): Promise<void> {
+  let settings: Settings;
+  try {
+    settings = loadSettings();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`db-gateway: ${err.message}`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const dataDir = resolve(settings.dataDir);
+  let embedded: EmbeddedServer | undefined;
+  let databaseUrl = settings.databaseUrl;
+  if (databaseUrl === undefined) {
+    console.log(`db-gateway: starting embedded PostgreSQL (data in ${relative(process.cwd(), join(dataDir, "postgres")) || "."})`);
+    embedded = await startEmbeddedPostgres({ dir: join(dataDir, "postgres"), port: settings.embeddedPostgresPort });
+    databaseUrl = embedded.url;
+  }
+
+  let pki: DevelopmentPki | undefined;
+  let tls;
+  if (settings.tls !== undefined) {
+    tls = { cert: readFileSync(settings.tls.certFile), key: readFileSync(settings.tls.keyFile), clientCa: readFileSync(settings.tls.clientCaFile) };
+  } else {
+    pki = await ensureDevelopmentPki(join(dataDir, "certs"));
+    tls = { cert: readFileSync(pki.serverCert), key: readFileSync(pki.serverKey), clientCa: readFileSync(pki.caCert) };
+  }
+
+  let devKeys: DevelopmentKeys | undefined;
+  let platformKeys = settings.platformKeys;
+  let adminKey = settings.adminKey;
+  if (embedded !== undefined && platformKeys.size === 0 && adminKey === undefined) {
+    devKeys = await ensureDevelopmentKeys(join(dataDir, "dev-api-keys.json"));
+    platformKeys = new Map(Object.entries(devKeys.platforms));
+    adminKey = devKeys.admin;
+    await ensureDevelopmentDatabases(databaseUrl);
+  }
+
+  let gateway: Gateway;
+  try {
+    gateway = await startGateway({
+      host: settings.host,
+      port: settings.port,
+      databaseUrl,
+      tls,
+      platformKeys,
+      adminKey,
+      maxConnectionsPerPool: settings.maxConnectionsPerPool,
+      poolIdleTimeoutMillis: settings.poolIdleTimeoutMillis,
+      onError: (message, err) => console.error(`db-gateway: ${message}:`, err),
+    });
+  } catch (err) {
+    await embedded?.stop();
+    throw err;
+  }
+  console.log(`db-gateway: serving on ${settings.host}:${gateway.port}`, describeSettings({ ...settings, platformKeys, adminKey }));
+  if (pki !== undefined && devKeys !== undefined) printDevelopmentUsage(settings.host, gateway.port, pki, devKeys);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`db-gateway: ${signal}: draining`);
+    await gateway.close();
+    await embedded?.stop();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+}
+
+/** Development only: the generated keys are printed so the example can be pasted. */
+function printDevelopmentUsage(host: string, port: number, pki: DevelopmentPki, keys: DevelopmentKeys): void {
+  const platform = DEVELOPMENT_PLATFORMS[0];
+  const rel = (p: string) => relative(process.cwd(), p);
+  const client = pki.clients[platform]!;
+  const target = `${host === "0.0.0.0" || host === "::" ? "localhost" : host}:${port}`;
+  const body = JSON.stringify({ platform, sql: "SELECT now() AS now, $1::int8 + 1 AS next", params: [{ int64Value: "41" }] });
+  console.log(`
+Development mode: certificates in ${rel(pki.dir)}/, API keys in ${rel(join(pki.dir, "..", "dev-api-keys.json"))}.
+
+Call it with grpcurl (server reflection, no .proto files needed):
+
+  grpcurl -cacert ${rel(pki.caCert)} -cert ${rel(client.cert)} -key ${rel(client.key)} \\
+    -H 'x-api-key: ${keys.platforms[platform]}' \\
+    -d '${body}' \\
+    ${target} dbgateway.v1.QueryService/Query
+
+or with buf curl (installed with this project: npx buf):
+
+  npx buf curl --protocol grpc --cacert ${rel(pki.caCert)} --cert ${rel(client.cert)} --key ${rel(client.key)} \\
+    -H 'x-api-key: ${keys.platforms[platform]}' \\
+    -d '${body}' \\
+    https://${target}/dbgateway.v1.QueryService/Query
+
+or from TypeScript with the SDK (@db-gateway/client):
+
+  import { createClient } from "@db-gateway/client";
+  const gateway = createClient({
+    url: "https://${target}",
+    apiKey: "${keys.platforms[platform]}",
+    tls: { ca: "${rel(pki.caCert)}", cert: "${rel(client.cert)}", key: "${rel(client.key)}" },
+  });
+  const { rows } = await gateway.platform("${platform}").query("SELECT $1::int8 + 1 AS next", [41n]);
+`);
+}
+
+main().catch((err: unknown) => {
+  console.error("db-gateway: failed to start:", err);
+  process.exit(1);
+});

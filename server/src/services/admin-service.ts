@@ -1,0 +1,38 @@
+import { create } from "@bufbuild/protobuf";
+import { DatabaseSchema, DatabaseType, type AdminService, type Database } from "../gen/dbgateway/v1/admin_service_pb.js";
+import type { ServiceImpl } from "../grpc/service-adapter.js";
+import type { TenantLifecycle } from "../tenancy/lifecycle.js";
+import { parseDatabaseName, validatePlatform } from "../tenancy/naming.js";
+import type { DatabaseRegistry } from "../tenancy/registry.js";
+
+/** AdminService: tenant database lifecycle. Only the admin key reaches it (see `ServiceHooks.authorize`). */
+export function createAdminService(
+  registry: DatabaseRegistry,
+  lifecycle: TenantLifecycle,
+  configuredPlatforms: ReadonlySet<string>,
+): ServiceImpl<(typeof AdminService)["method"]> {
+  return {
+    async createTenant(request) {
+      const name = await lifecycle.create(request.platform, request.tenantId, request.template);
+      return { database: describe(name) };
+    },
+    async dropTenant(request) {
+      const name = await lifecycle.drop(request.platform, request.tenantId);
+      return { database: describe(name) };
+    },
+    async listDatabases(request) {
+      const platforms = request.platform === "" ? configuredPlatforms : new Set([validatePlatform(request.platform)]);
+      return { databases: registry.list(platforms).map((d) => describe(d.name)) };
+    },
+  };
+}
+
+function describe(name: string): Database {
+  const parsed = parseDatabaseName(name)!;
+  return create(DatabaseSchema, {
+    name,
+    platform: parsed.platform,
+    tenantId: parsed.tenantId,
+    type: parsed.tenantId === "" ? DatabaseType.MAIN : DatabaseType.TENANT,
+  });
+}

@@ -1,0 +1,116 @@
+import pg from "pg";
+import { DatabaseError, escapeIdentifier } from "pg";
+import { GatewayError, toGatewayError } from "../errors.js";
+import type { PoolMap } from "../pool/pool-map.js";
+import { databaseName, parseDatabaseName } from "./naming.js";
+import type { DatabaseRegistry } from "./registry.js";
+
+/**
+ * Creates and drops tenant databases. Each change holds a PostgreSQL advisory
+ * lock on the database name for its whole duration, so concurrent changes of
+ * one name (from this gateway or another instance) run one after the other:
+ * of 20 simultaneous creates, one creates and 19 find the database there.
+ * Identifiers in DDL cannot be bound parameters; they are validated by
+ * `databaseName` and quoted with `escapeIdentifier`.
+ */
+export class TenantLifecycle {
+  constructor(
+    private readonly admin: pg.Pool,
+    private readonly registry: DatabaseRegistry,
+    private readonly pools: PoolMap,
+  ) {}
+
+  /** Creates `{platform}_{tenantId}` (the main database for an empty id), optionally from a template. */
+  async create(platform: string, tenantId: string, template: string): Promise<string> {
+    const name = databaseName(platform, tenantId);
+    if (template !== "") this.validateTemplate(platform, template, name);
+    return this.locked(name, async (client) => {
+      if (await exists(client, name)) {
+        this.registry.add(name);
+        throw new GatewayError("DATABASE_EXISTS", `database "${name}" already exists`, { database: name });
+      }
+      let sql = `CREATE DATABASE ${escapeIdentifier(name)}`;
+      if (template !== "") {
+        if (!(await exists(client, template))) {
+          throw new GatewayError("TEMPLATE_NOT_FOUND", `template database "${template}" does not exist`, { template });
+        }
+        // Our own idle connections to the template would make PostgreSQL refuse to copy it.
+        await this.pools.close(template);
+        sql += ` TEMPLATE ${escapeIdentifier(template)}`;
+      }
+      try {
+        await client.query(sql);
+      } catch (err) {
+        throw createError(err, name, template);
+      }
+      this.registry.add(name);
+      return name;
+    });
+  }
+
+  /** Drops a tenant's database, terminating its open connections. */
+  async drop(platform: string, tenantId: string): Promise<string> {
+    if (tenantId === "") throw new GatewayError("INVALID_TENANT_ID", "tenant_id is required: the main database is not dropped through DropTenant");
+    const name = databaseName(platform, tenantId);
+    return this.locked(name, async (client) => {
+      if (!(await exists(client, name))) {
+        this.registry.delete(name);
+        throw new GatewayError("DATABASE_NOT_FOUND", `database "${name}" does not exist`, { database: name });
+      }
+      // New calls are refused from here on; calls in flight end when their backends are terminated.
+      this.registry.delete(name);
+      const closing = this.pools.close(name).catch(() => undefined);
+      await client.query(`DROP DATABASE IF EXISTS ${escapeIdentifier(name)} WITH (FORCE)`);
+      await closing;
+      return name;
+    });
+  }
+
+  private validateTemplate(platform: string, template: string, name: string): void {
+    const parsed = parseDatabaseName(template);
+    if (parsed === undefined || parsed.platform !== platform || template.length > 63) {
+      throw new GatewayError("INVALID_TEMPLATE", `template must be the name of a database of platform "${platform}" ("${platform}_…")`);
+    }
+    if (template === name) throw new GatewayError("INVALID_TEMPLATE", "a database cannot be its own template");
+  }
+
+  private async locked<T>(name: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.admin.connect();
+    } catch (err) {
+      throw new GatewayError("DATABASE_UNAVAILABLE", "the database server is unavailable", {}, [], undefined, { cause: err });
+    }
+    let broken: Error | undefined;
+    try {
+      await client.query("SELECT pg_advisory_lock(hashtext($1))", [`db-gateway/database/${name}`]);
+      try {
+        return await fn(client);
+      } finally {
+        await client.query("SELECT pg_advisory_unlock(hashtext($1))", [`db-gateway/database/${name}`]);
+      }
+    } catch (err) {
+      if (!(err instanceof GatewayError) && !(err instanceof DatabaseError && err.severity === "ERROR")) broken = err as Error;
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+}
+
+async function exists(client: pg.PoolClient, name: string): Promise<boolean> {
+  const result = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
+  return result.rowCount === 1;
+}
+
+function createError(err: unknown, name: string, template: string): GatewayError {
+  if (err instanceof DatabaseError) {
+    if (err.code === "42P04" || err.code === "23505") {
+      return new GatewayError("DATABASE_EXISTS", `database "${name}" already exists`, { database: name }, [], undefined, { cause: err });
+    }
+    if (err.code === "55006") {
+      return new GatewayError("TEMPLATE_IN_USE", `template database "${template}" has open connections; it can be copied only when none are open`, { template }, [], undefined, { cause: err });
+    }
+  }
+  return toGatewayError(err);
+}

@@ -1,0 +1,44 @@
+import type { Queryable } from "../execution/execute.js";
+import { parseDatabaseName, type ParsedDatabaseName } from "./naming.js";
+
+/** A database the gateway routes to, with the parts of its name. */
+export interface RegisteredDatabase extends ParsedDatabaseName {
+  name: string;
+}
+
+/**
+ * The set of databases that exist, read from `pg_database` at start and kept
+ * current by tenant creation and removal. Routing consults it so that a call
+ * for a missing tenant is NOT_FOUND without a connection attempt.
+ */
+export class DatabaseRegistry {
+  #names = new Set<string>();
+
+  /** Replaces the contents with the databases that exist now. */
+  async load(admin: Queryable): Promise<void> {
+    const result = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE datallowconn");
+    this.#names = new Set(result.rows.map((r) => r.datname));
+  }
+
+  has(name: string): boolean {
+    return this.#names.has(name);
+  }
+
+  add(name: string): void {
+    this.#names.add(name);
+  }
+
+  delete(name: string): void {
+    this.#names.delete(name);
+  }
+
+  /** The databases of the given platforms (all parseable ones when undefined), sorted by name. */
+  list(platforms?: ReadonlySet<string>): RegisteredDatabase[] {
+    const found: RegisteredDatabase[] = [];
+    for (const name of this.#names) {
+      const parsed = parseDatabaseName(name);
+      if (parsed !== undefined && (platforms === undefined || platforms.has(parsed.platform))) found.push({ name, ...parsed });
+    }
+    return found.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+}
