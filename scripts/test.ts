@@ -1,0 +1,42 @@
+/**
+ * `npm test`: runs every test file with node's test runner against a real
+ * PostgreSQL: the server in PG_URL when set (e.g. the machine's own), or else
+ * an embedded PostgreSQL started for this run and removed after it.
+ */
+import { spawn } from "node:child_process";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
+
+const root = new URL("..", import.meta.url).pathname;
+
+async function testFiles(): Promise<string[]> {
+  const only = process.argv.slice(2);
+  if (only.length > 0) return only;
+  const files: string[] = [];
+  for (const dir of ["test", "server/test", "client-sdk/test"]) {
+    const entries = await readdir(join(root, dir), { recursive: true }).catch(() => [] as string[]);
+    files.push(...entries.filter((f) => f.endsWith(".test.ts")).map((f) => join(dir, f)));
+  }
+  return files.sort();
+}
+
+let embedded: EmbeddedServer | undefined;
+let tempDir: string | undefined;
+const env = { ...process.env };
+if (!env.PG_URL) {
+  tempDir = await mkdtemp(join(tmpdir(), "db-gateway-test-"));
+  embedded = await startEmbeddedPostgres({ dir: tempDir, persistent: false });
+  env.PG_URL = embedded.url;
+  console.log("# PostgreSQL: embedded, started for this run");
+} else {
+  console.log("# PostgreSQL: PG_URL");
+}
+
+const files = await testFiles();
+const child = spawn(process.execPath, ["--import", "tsx", "--test", "--test-timeout=180000", ...files], { cwd: root, env, stdio: "inherit" });
+const code = await new Promise<number>((resolve) => child.on("exit", (c, signal) => resolve(c ?? (signal ? 1 : 0))));
+await embedded?.stop();
+if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
+process.exit(code);

@@ -1,0 +1,124 @@
+import { randomBytes } from "node:crypto";
+import type { Transport } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import pg from "pg";
+import { createClient, type ClientOptions, type GatewayClient } from "../../client-sdk/src/index.js";
+import { startGateway, type Gateway, type GatewayOptions } from "../../server/src/gateway.js";
+import { testPki } from "./pki.js";
+
+/** The PostgreSQL server of this test run (see scripts/test.ts). */
+export function pgUrl(): string {
+  const url = process.env.PG_URL;
+  if (!url) throw new Error("PG_URL is not set: run the tests with `npm test`");
+  return url;
+}
+
+/** A random platform name, so that test files can share one PostgreSQL server. */
+export function randomPlatform(prefix = "t"): string {
+  return `${prefix}${randomBytes(5).toString("hex").replace(/^\d/, "x")}`;
+}
+
+/** A gateway started for a test, with its own platforms and keys. */
+export interface TestGateway {
+  gateway: Gateway;
+  port: number;
+  url: string;
+  /** Platform names (random), each with an API key. */
+  platforms: string[];
+  keys: Record<string, string>;
+  adminKey: string;
+  /** SDK client options for a key (a platform's, or the admin's). */
+  clientOptions(apiKey: string): ClientOptions;
+  /** An SDK client with the given platform's key (the first platform's by default). */
+  client(platform?: string): GatewayClient;
+  adminClient(): GatewayClient;
+  /** A direct PostgreSQL connection as the administrative user, to check what the gateway did. */
+  pg(database?: string): Promise<pg.Client>;
+  /** Stops the gateway and drops every database of its platforms. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a gateway on port 0 against the run's PostgreSQL, with `platforms`
+ * random platforms whose main databases are created unless `createMain` is false.
+ */
+export async function startTestGateway(options: { platforms?: number; createMain?: boolean; overrides?: Partial<GatewayOptions> } = {}): Promise<TestGateway> {
+  const pki = testPki();
+  const platforms = Array.from({ length: options.platforms ?? 2 }, () => randomPlatform());
+  const keys = Object.fromEntries(platforms.map((p) => [p, `key-${p}-${randomBytes(16).toString("hex")}`]));
+  const adminKey = `admin-${randomBytes(16).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: pgUrl() });
+  await admin.connect();
+  try {
+    if (options.createMain !== false) {
+      for (const p of platforms) await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(`${p}_main`)}`);
+    }
+  } finally {
+    await admin.end();
+  }
+  const gateway = await startGateway({
+    host: "127.0.0.1",
+    port: 0,
+    databaseUrl: pgUrl(),
+    tls: { cert: Buffer.from(pki.server.cert), key: Buffer.from(pki.server.key), clientCa: Buffer.from(pki.ca.cert) },
+    platformKeys: new Map(Object.entries(keys)),
+    adminKey,
+    maxConnectionsPerPool: 5,
+    poolIdleTimeoutMillis: 30_000,
+    ...options.overrides,
+  });
+  const url = `https://localhost:${gateway.port}`;
+  const clients: GatewayClient[] = [];
+  const clientOptions = (apiKey: string): ClientOptions => ({ url, apiKey, tls: { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key } });
+  const track = (c: GatewayClient) => (clients.push(c), c);
+  const connections: pg.Client[] = [];
+  return {
+    gateway,
+    port: gateway.port,
+    url,
+    platforms,
+    keys,
+    adminKey,
+    clientOptions,
+    client: (platform = platforms[0]!) => track(createClient(clientOptions(keys[platform]!))),
+    adminClient: () => track(createClient(clientOptions(adminKey))),
+    async pg(database) {
+      const client = new pg.Client({ connectionString: pgUrl(), ...(database ? { database } : {}) });
+      await client.connect();
+      connections.push(client);
+      return client;
+    },
+    async close() {
+      clients.forEach((c) => c.close());
+      await Promise.all(connections.map((c) => c.end().catch(() => undefined)));
+      await gateway.close(1_000);
+      await dropPlatformDatabases(platforms);
+    },
+  };
+}
+
+/** Drops every database whose name starts with one of the platforms' prefixes. */
+export async function dropPlatformDatabases(platforms: readonly string[]): Promise<void> {
+  const admin = new pg.Client({ connectionString: pgUrl() });
+  await admin.connect();
+  try {
+    for (const p of platforms) {
+      const { rows } = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", [`${p}_`]);
+      for (const { datname } of rows) await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);
+    }
+  } finally {
+    await admin.end();
+  }
+}
+
+/**
+ * A Connect transport to the gateway with explicit TLS material and no API
+ * key interceptor: for calls the SDK would refuse to make (no key, no client
+ * certificate, a certificate from another CA). Close it with `close()`.
+ */
+export function rawTransport(t: TestGateway, tls: { cert?: string; key?: string; ca?: string } = {}): { transport: Transport; close: () => void } {
+  const pki = testPki();
+  const nodeOptions = { ca: tls.ca ?? pki.ca.cert, ...(tls.cert ? { cert: tls.cert, key: tls.key } : {}) };
+  const sessionManager = new Http2SessionManager(t.url, {}, nodeOptions);
+  return { transport: createGrpcTransport({ baseUrl: t.url, sessionManager }), close: () => sessionManager.abort() };
+}
