@@ -83,7 +83,9 @@ export async function startTestGateway(options: { platforms?: number; createMain
     client: (platform = platforms[0]!) => track(createClient(clientOptions(keys[platform]!))),
     adminClient: () => track(createClient(clientOptions(adminKey))),
     async pg(database) {
-      const client = new pg.Client({ connectionString: pgUrl(), ...(database ? { database } : {}) });
+      const url = new URL(pgUrl());
+      if (database) url.pathname = `/${database}`;
+      const client = new pg.Client({ connectionString: url.toString() });
       await client.connect();
       connections.push(client);
       return client;

@@ -1,0 +1,65 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ConfigError, describeSettings, loadSettings } from "../src/config.js";
+
+const KEY = "k".repeat(16);
+
+describe("settings", () => {
+  it("defaults to an embedded PostgreSQL on 127.0.0.1:9000", () => {
+    const s = loadSettings({});
+    assert.equal(s.databaseUrl, undefined);
+    assert.equal(s.host, "127.0.0.1");
+    assert.equal(s.port, 9000);
+    assert.equal(s.maxConnectionsPerPool, 10);
+    assert.equal(s.poolIdleTimeoutMillis, 1_800_000);
+    assert.ok(Object.isFrozen(s));
+  });
+
+  it("reads API_KEY_<PLATFORM> and API_KEY_ADMIN", () => {
+    const s = loadSettings({ API_KEY_MEDSTOREAPP: `ms_${KEY}`, API_KEY_ADMIN: `ad_${KEY}`, API_KEY_SCHOOL2: `s2_${KEY}` });
+    assert.deepEqual([...s.platformKeys.keys()].sort(), ["medstoreapp", "school2"]);
+    assert.equal(s.adminKey, `ad_${KEY}`);
+  });
+
+  it("reports every problem at once", () => {
+    try {
+      loadSettings({
+        DATABASE_URL: "mysql://x",
+        GATEWAY_PORT: "70000",
+        MAX_CONNECTIONS_PER_POOL: "zero",
+        TLS_CERT_FILE: "/x.crt",
+        API_KEY_SHORT: "short",
+        API_KEY_BAD_NAME: `x_${KEY}`,
+        API_KEY_A: `same_${KEY}`,
+        API_KEY_B: `same_${KEY}`,
+      });
+      assert.fail("expected a ConfigError");
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      const text = err.problems.join("\n");
+      for (const expected of ["DATABASE_URL", "GATEWAY_PORT", "MAX_CONNECTIONS_PER_POOL", "TLS_KEY_FILE", "API_KEY_SHORT", "API_KEY_BAD_NAME", "API_KEY_B"]) {
+        assert.match(text, new RegExp(expected));
+      }
+      assert.equal(err.problems.length, 7);
+      assert.doesNotMatch(err.message, /same_k|short/, "no key value in the message");
+    }
+  });
+
+  it("requires certificates and keys with DATABASE_URL", () => {
+    assert.throws(() => loadSettings({ DATABASE_URL: "postgres://u:p@db/postgres" }), (err: ConfigError) => err.problems.length === 2);
+  });
+
+  it("never prints secrets", () => {
+    const s = loadSettings({
+      DATABASE_URL: "postgres://gateway:s3cret-pass@db:5432/postgres",
+      TLS_CERT_FILE: "a",
+      TLS_KEY_FILE: "b",
+      TLS_CLIENT_CA_FILE: "c",
+      API_KEY_MEDSTOREAPP: `ms_${KEY}`,
+      API_KEY_ADMIN: `ad_${KEY}`,
+    });
+    const printed = JSON.stringify(describeSettings(s));
+    assert.doesNotMatch(printed, /s3cret-pass|ms_k|ad_k/);
+    assert.match(printed, /medstoreapp/);
+  });
+});

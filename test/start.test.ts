@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import { spawn, execFile } from "node:child_process";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { promisify } from "node:util";
+
+const root = new URL("..", import.meta.url).pathname;
+const BUF = join(root, "node_modules/.bin/buf");
+
+/**
+ * What `npm start` does on a fresh checkout: an embedded PostgreSQL, development
+ * certificates and keys, and a printed command line that works as printed.
+ */
+describe("npm start in development mode", () => {
+  let dataDir: string | undefined;
+  after(async () => {
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("serves on an embedded PostgreSQL and prints a buf curl command that runs a query", async (t) => {
+    dataDir = await mkdtemp(join(tmpdir(), "db-gateway-start-"));
+    await chmod(dataDir, 0o755); // as root, PostgreSQL runs as another user that must reach its data
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, GATEWAY_DATA_DIR: dataDir, GATEWAY_PORT: "0" };
+    const started = Date.now();
+    const child = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    try {
+      await waitFor(() => output.includes("from TypeScript with the SDK") || child.exitCode !== null, 90_000);
+      assert.equal(child.exitCode, null, output);
+      t.diagnostic(`serving after ${Date.now() - started} ms`);
+
+      // The printed buf curl command, run as printed (with the project's buf binary).
+      const command = output.split("or with buf curl")[1]!.split("\n\n")[1]!.replace(/\\\n\s*/g, " ").trim();
+      assert.match(command, /^npx buf curl /);
+      const { stdout } = await promisify(execFile)("sh", ["-c", command.replace(/^npx buf/, BUF)], { cwd: root, timeout: 30_000 });
+      const response = JSON.parse(stdout);
+      assert.deepEqual(response.result.rows[0][1], "42");
+      assert.deepEqual(
+        response.result.columns.map((c: { name: string }) => c.name),
+        ["now", "next"],
+      );
+    } finally {
+      child.kill("SIGTERM");
+      assert.equal(await exited, 0, output);
+    }
+  });
+});
+
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
