@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -41,6 +41,25 @@ describe("a foreign gRPC client (buf curl) over mTLS, through reflection", () =>
   it("lists every service", async () => {
     const services = (await bufCurl("--list-services", t.url)).trim().split("\n").sort();
     assert.deepEqual(services, ["dbgateway.v1.AdminService", "dbgateway.v1.QueryService", "grpc.health.v1.Health"]);
+  });
+
+  it("lists them through the older v1alpha reflection protocol too", async () => {
+    const services = (await bufCurl("--reflect-protocol", "grpc-v1alpha", "--list-services", t.url)).trim().split("\n").sort();
+    assert.deepEqual(services, ["dbgateway.v1.AdminService", "dbgateway.v1.QueryService", "grpc.health.v1.Health"]);
+  });
+
+  it("streams the serving status from Health/Watch", async () => {
+    const child = spawn(BUF, ["curl", ...tlsArgs, `${t.url}/grpc.health.v1.Health/Watch`], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!output.includes("}") && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(JSON.parse(output), { status: "SERVING" });
+      assert.equal(child.exitCode, null, "the watch stays open");
+    } finally {
+      child.kill();
+    }
   });
 
   it("passes the health check, for the server and for each service", async () => {
