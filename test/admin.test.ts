@@ -88,6 +88,22 @@ describe("AdminService: tenant databases", () => {
     assert.ok(!(await admin.listDatabases(platform)).some((d) => d.tenantId === "doomed"));
   });
 
+  it("touches no database of a platform that is not configured", async () => {
+    const admin = t.adminClient().admin();
+    const outsider = `${platform}x`; // a valid platform name with no key
+    const direct = await t.pg();
+    await direct.query(`CREATE DATABASE ${outsider}_production`);
+    try {
+      await rejectsWith(admin.dropTenant(outsider, "production"), Code.NotFound, "PLATFORM_NOT_FOUND");
+      await rejectsWith(admin.createTenant(outsider, "x"), Code.NotFound, "PLATFORM_NOT_FOUND");
+      await rejectsWith(admin.listDatabases(outsider), Code.NotFound, "PLATFORM_NOT_FOUND");
+      assert.ok(await exists(`${outsider}_production`));
+      assert.equal(await exists(`${outsider}_x`), false);
+    } finally {
+      await direct.query(`DROP DATABASE IF EXISTS ${outsider}_production`);
+    }
+  });
+
   it("does not drop the main database through DropTenant", async () => {
     await rejectsWith(t.adminClient().admin().dropTenant(platform, ""), Code.InvalidArgument, "INVALID_TENANT_ID");
     assert.ok(await exists(`${platform}_main`));

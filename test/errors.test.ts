@@ -138,7 +138,24 @@ describe("errors: gRPC status, reason and PostgreSQL fields", () => {
         const [postgres] = err.findDetails(PostgresErrorSchema);
         assert.equal(postgres?.message, 'relation "missing_table" does not exist');
         assert.equal(postgres?.routine, "parserOpenTable");
+      assert.match(postgres?.file ?? "", /\.c$/);
+      assert.ok((postgres?.line ?? 0) > 0);
+      assert.equal(postgres?.position, 15);
       }
+    });
+    it("errors inside functions carry the internal query and position", async () => {
+      await client.platform(a).query("CREATE FUNCTION broken() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN (SELECT nope FROM items); END $$");
+      const err = await rejectsWith(client.platform(a).query("SELECT broken()"), Code.InvalidArgument, "QUERY_FAILED");
+      assert.equal(err.sqlstate, "42703");
+      assert.equal(err.postgres?.internalQuery, "(SELECT nope FROM items)");
+      assert.equal(err.postgres?.internalPosition, 9);
+    });
+    it("a not-null violation names the column", async () => {
+      await client.platform(a).query("CREATE TABLE strict_t (v text NOT NULL)");
+      const err = await rejectsWith(client.platform(a).query("INSERT INTO strict_t VALUES ($1)", [null]), Code.FailedPrecondition, "QUERY_FAILED");
+      assert.equal(err.sqlstate, "23502");
+      assert.equal(err.postgres?.columnName, "v");
+      assert.equal(err.postgres?.tableName, "strict_t");
     });
     it("a failed statement leaves the connection usable", async () => {
       await assert.rejects(client.platform(a).query("SELECT 1/0"));
@@ -150,14 +167,15 @@ describe("errors: gRPC status, reason and PostgreSQL fields", () => {
   describe("methods of later issues", () => {
     it("answer UNIMPLEMENTED", async () => {
       await rejectsWith(client.raw.query.batch({ platform: a, statements: [{ sql: "SELECT 1" }] }), Code.Unimplemented, "NOT_IMPLEMENTED");
-      const stream = client.raw.query.streamQuery({ platform: a, sql: "SELECT 1" });
-      await rejectsWith(
-        (async () => {
-          for await (const _ of stream) void _;
-        })(),
-        Code.Unimplemented,
-        "NOT_IMPLEMENTED",
-      );
+      const drain = async (stream: AsyncIterable<unknown>) => {
+        for await (const _ of stream) void _;
+      };
+      await rejectsWith(drain(client.raw.query.streamQuery({ platform: a, sql: "SELECT 1" })), Code.Unimplemented, "NOT_IMPLEMENTED");
+      await rejectsWith(drain(client.raw.query.listen({ platform: a, channels: ["c"] })), Code.Unimplemented, "NOT_IMPLEMENTED");
+      async function* begin() {
+        yield { kind: { case: "begin" as const, value: { platform: a } } };
+      }
+      await rejectsWith(drain(client.raw.query.transaction(begin())), Code.Unimplemented, "NOT_IMPLEMENTED");
     });
     it("still authenticate first", async () => {
       const stranger = createClient(t.clientOptions("z".repeat(20)));

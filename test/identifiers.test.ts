@@ -32,7 +32,8 @@ describe("identifiers are validated strictly", () => {
 
   async function databases(): Promise<string[]> {
     const admin = await t.pg();
-    const { rows } = await admin.query<{ datname: string }>("SELECT datname FROM pg_database ORDER BY 1");
+    // Only this file's platform: other test files may create databases at the same time.
+    const { rows } = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", [`${platform}_`]);
     await admin.end();
     return rows.map((r) => r.datname);
   }

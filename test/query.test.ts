@@ -84,3 +84,24 @@ describe("Query through the SDK over mTLS", () => {
     }
   });
 });
+
+describe("a connection never carries one call's transaction into the next", () => {
+  let t: TestGateway;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1, overrides: { maxConnectionsPerPool: 1 } });
+  });
+  after(() => t.close());
+
+  it("a BEGIN left open is not inherited: the next call's write commits on its own", async () => {
+    const platform = t.platforms[0]!;
+    const db = t.client().platform(platform);
+    await db.query("CREATE TABLE notes (v text)");
+    await db.query("BEGIN");
+    await db.query("INSERT INTO notes VALUES ($1)", ["committed"]);
+    const direct = await t.pg(`${platform}_main`);
+    const { rows } = await direct.query("SELECT v FROM notes");
+    assert.deepEqual(rows, [{ v: "committed" }]);
+    const { rows: xid } = await db.query("SELECT txid_current_if_assigned() AS xid");
+    assert.deepEqual(xid, [{ xid: null }]);
+  });
+});

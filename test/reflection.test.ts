@@ -64,8 +64,10 @@ describe("a foreign gRPC client (buf curl) over mTLS, through reflection", () =>
 
   it("passes the health check, for the server and for each service", async () => {
     assert.deepEqual(JSON.parse(await bufCurl(`${t.url}/grpc.health.v1.Health/Check`)), { status: "SERVING" });
-    const body = JSON.stringify({ service: "dbgateway.v1.QueryService" });
-    assert.deepEqual(JSON.parse(await bufCurl("-d", body, `${t.url}/grpc.health.v1.Health/Check`)), { status: "SERVING" });
+    for (const service of ["dbgateway.v1.QueryService", "dbgateway.v1.AdminService"]) {
+      const body = JSON.stringify({ service });
+      assert.deepEqual(JSON.parse(await bufCurl("-d", body, `${t.url}/grpc.health.v1.Health/Check`)), { status: "SERVING" });
+    }
   });
 
   it("runs a parameterized query, with rows readable as JSON", async () => {

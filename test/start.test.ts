@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -40,6 +40,9 @@ describe("npm start in development mode", () => {
       const { stdout } = await promisify(execFile)("sh", ["-c", command.replace(/^npx buf/, BUF)], { cwd: root, timeout: 30_000 });
       const response = JSON.parse(stdout);
       assert.deepEqual(response.result.rows[0][1], "42");
+      // The banner shows where the keys are, never a key.
+      const keys = JSON.parse(await readFile(join(dataDir, "dev-api-keys.json"), "utf8")) as { platforms: Record<string, string>; admin: string };
+      for (const key of [...Object.values(keys.platforms), keys.admin]) assert.ok(!output.includes(key), "a key was printed");
       assert.deepEqual(
         response.result.columns.map((c: { name: string }) => c.name),
         ["now", "next"],

@@ -1,3 +1,4 @@
+import { accessSync, constants } from "node:fs";
 import { validatePlatform } from "./tenancy/naming.js";
 
 /** The shortest API key accepted: shorter keys can be guessed. */
@@ -66,6 +67,13 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   let tls: Settings["tls"];
   if (tlsSet.length === tlsNames.length) {
     tls = { certFile: env.TLS_CERT_FILE!, keyFile: env.TLS_KEY_FILE!, clientCaFile: env.TLS_CLIENT_CA_FILE! };
+    for (const name of tlsNames) {
+      try {
+        accessSync(env[name]!, constants.R_OK);
+      } catch {
+        problems.push(`${name}: cannot read "${env[name]}"`);
+      }
+    }
   } else if (tlsSet.length > 0) {
     problems.push(`set all of ${tlsNames.join(", ")} or none (missing: ${tlsNames.filter((n) => !env[n]).join(", ")})`);
   } else if (databaseUrl !== undefined) {
@@ -95,6 +103,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     const platform = suffix.toLowerCase();
     try {
       validatePlatform(platform);
+      if (platformKeys.has(platform)) {
+        problems.push(`${name}: another API_KEY_ variable already names platform "${platform}" (names are case-insensitive)`);
+        continue;
+      }
       platformKeys.set(platform, value);
     } catch {
       problems.push(`${name}: platform names are letters and digits starting with a letter (API_KEY_MEDSTOREAPP)`);

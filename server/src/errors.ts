@@ -2,7 +2,7 @@ import { create, toBinary, type DescMessage, type MessageShape } from "@bufbuild
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";
 import { DatabaseError } from "pg";
-import { PostgresErrorSchema, StatementLocationSchema, type PostgresError } from "./gen/dbgateway/v1/errors_pb.js";
+import { PostgresErrorSchema, type PostgresError } from "./gen/dbgateway/v1/errors_pb.js";
 import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { StatusSchema, type Status as RpcStatus } from "./gen/google/rpc/status_pb.js";
 
@@ -25,6 +25,8 @@ export const Reason = {
   INVALID_PARAMETER: Status.INVALID_ARGUMENT,
   INVALID_REQUEST: Status.INVALID_ARGUMENT,
   DATABASE_NOT_FOUND: Status.NOT_FOUND,
+  /** AdminService on a platform that has no API key configured. */
+  PLATFORM_NOT_FOUND: Status.NOT_FOUND,
   TEMPLATE_NOT_FOUND: Status.NOT_FOUND,
   DATABASE_EXISTS: Status.ALREADY_EXISTS,
   TEMPLATE_IN_USE: Status.FAILED_PRECONDITION,
@@ -46,18 +48,31 @@ export type ReasonCode = keyof typeof Reason;
 export class GatewayError extends Error {
   override readonly name = "GatewayError";
   readonly code: Status;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly details: ReadonlyArray<DetailMessage>;
 
   constructor(
     readonly reason: ReasonCode,
     message: string,
-    readonly metadata: Record<string, string> = {},
-    readonly details: ReadonlyArray<DetailMessage> = [],
-    code?: Status,
-    options?: { cause?: unknown },
+    options: GatewayErrorOptions = {},
   ) {
-    super(message, options);
-    this.code = code ?? Reason[reason];
+    super(message, { cause: options.cause });
+    this.code = options.code ?? Reason[reason];
+    this.metadata = options.metadata ?? {};
+    this.details = options.details ?? [];
   }
+}
+
+/** The optional parts of a GatewayError. */
+export interface GatewayErrorOptions {
+  /** `ErrorInfo.metadata`: short, non-secret facts such as the database or the SQLSTATE. */
+  metadata?: Record<string, string>;
+  /** Extra messages for `google.rpc.Status.details`, after the ErrorInfo. */
+  details?: ReadonlyArray<DetailMessage>;
+  /** Overrides the reason's code (QUERY_FAILED takes its code from the SQLSTATE). */
+  code?: Status;
+  /** The foreign error this one stands for: logged, never sent. */
+  cause?: unknown;
 }
 
 /** A protobuf message with its schema, to be packed into `google.rpc.Status.details`. */
@@ -143,29 +158,26 @@ function toUint(text: string | undefined): number {
 /** A statement error from PostgreSQL, with every field it sent. */
 export function queryFailed(err: DatabaseError, metadata: Record<string, string> = {}): GatewayError {
   const sqlstate = err.code ?? "";
-  return new GatewayError(
-    "QUERY_FAILED",
-    err.message,
-    { ...metadata, sqlstate },
-    [{ schema: PostgresErrorSchema, message: postgresErrorDetail(err) }],
-    statusForSqlstate(sqlstate),
-    { cause: err },
-  );
-}
-
-/** Adds the index of the failing statement of a batch to an error's details. */
-export function atStatement(err: GatewayError, index: number): GatewayError {
-  return new GatewayError(
-    err.reason,
-    `statement ${index}: ${err.message}`,
-    { ...err.metadata, statement_index: String(index) },
-    [...err.details, { schema: StatementLocationSchema, message: create(StatementLocationSchema, { statementIndex: index }) }],
-    err.code,
-    { cause: err.cause },
-  );
+  return new GatewayError("QUERY_FAILED", err.message, {
+    metadata: { ...metadata, sqlstate },
+    details: [{ schema: PostgresErrorSchema, message: postgresErrorDetail(err) }],
+    code: statusForSqlstate(sqlstate),
+    cause: err,
+  });
 }
 
 const UNAVAILABLE_ERRNOS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
+
+/**
+ * Whether a connection can go back to its pool after a call failed with this
+ * error: only after an ordinary statement ERROR, or a refusal that never
+ * reached PostgreSQL. FATAL errors, broken sockets and the unknown destroy it.
+ */
+export function leavesConnectionUsable(err: unknown): boolean {
+  if (err instanceof DatabaseError) return err.severity === "ERROR";
+  if (!(err instanceof GatewayError)) return false;
+  return err.cause === undefined || (err.cause instanceof DatabaseError && err.cause.severity === "ERROR");
+}
 
 /**
  * Converts any error into a GatewayError: the one place where foreign errors
@@ -177,12 +189,12 @@ export function toGatewayError(err: unknown): GatewayError {
   if (err instanceof DatabaseError) return queryFailed(err);
   const errno = (err as { code?: unknown } | null)?.code;
   if (typeof errno === "string" && UNAVAILABLE_ERRNOS.has(errno)) {
-    return new GatewayError("DATABASE_UNAVAILABLE", "the database server is unavailable", {}, [], undefined, { cause: err });
+    return new GatewayError("DATABASE_UNAVAILABLE", "the database server is unavailable", { cause: err });
   }
   if (err instanceof Error && /Connection terminated|connection timeout|Client has encountered a connection error/i.test(err.message)) {
-    return new GatewayError("DATABASE_UNAVAILABLE", "the connection to the database server was lost", {}, [], undefined, { cause: err });
+    return new GatewayError("DATABASE_UNAVAILABLE", "the connection to the database server was lost", { cause: err });
   }
-  return new GatewayError("INTERNAL", "internal error", {}, [], undefined, { cause: err });
+  return new GatewayError("INTERNAL", "internal error", { cause: err });
 }
 
 /**

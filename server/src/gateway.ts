@@ -66,7 +66,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     idleTimeoutMillis: options.poolIdleTimeoutMillis,
     onIdleError: (database, err) => options.onError?.(`idle connection to "${database}" failed`, err),
   });
-  const lifecycle = new TenantLifecycle(admin, registry, pools);
+  const platforms = new Set(options.platformKeys.keys());
+  const lifecycle = new TenantLifecycle(admin, registry, pools, platforms);
   const keys = new ApiKeys(options.platformKeys, options.adminKey);
 
   const server = new grpc.Server({
@@ -79,7 +80,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   };
   const authenticate = (metadata: grpc.Metadata) => keys.authenticate(metadata);
   addService(server, QueryService, createQueryService(registry, pools), { authenticate, onError });
-  addService(server, AdminService, createAdminService(registry, lifecycle, new Set(options.platformKeys.keys())), {
+  addService(server, AdminService, createAdminService(registry, lifecycle, platforms), {
     authenticate,
     authorize: requireAdmin,
     onError,

@@ -47,10 +47,11 @@ async function main(): Promise<void> {
   }
 
   let devKeys: DevelopmentKeys | undefined;
+  const keysFile = join(dataDir, "dev-api-keys.json");
   let platformKeys = settings.platformKeys;
   let adminKey = settings.adminKey;
   if (embedded !== undefined && platformKeys.size === 0 && adminKey === undefined) {
-    devKeys = await ensureDevelopmentKeys(join(dataDir, "dev-api-keys.json"));
+    devKeys = await ensureDevelopmentKeys(keysFile);
     platformKeys = new Map(Object.entries(devKeys.platforms));
     adminKey = devKeys.admin;
     await ensureDevelopmentDatabases(databaseUrl);
@@ -74,7 +75,7 @@ async function main(): Promise<void> {
     throw err;
   }
   console.log(`db-gateway: serving on ${settings.host}:${gateway.port}`, describeSettings({ ...settings, platformKeys, adminKey }));
-  if (pki !== undefined && devKeys !== undefined) printDevelopmentUsage(settings.host, gateway.port, pki, devKeys);
+  if (pki !== undefined && devKeys !== undefined) printDevelopmentUsage(settings.host, gateway.port, pki, keysFile);
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -89,36 +90,41 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void stop("SIGTERM"));
 }
 
-/** Development only: the generated keys are printed so the example can be pasted. */
-function printDevelopmentUsage(host: string, port: number, pki: DevelopmentPki, keys: DevelopmentKeys): void {
+/**
+ * Development only: prints working example calls. Keys are not printed (no
+ * secret goes to a log); the commands read them from the development key file.
+ */
+function printDevelopmentUsage(host: string, port: number, pki: DevelopmentPki, keysFile: string): void {
   const platform = DEVELOPMENT_PLATFORMS[0];
   const rel = (p: string) => relative(process.cwd(), p);
   const client = pki.clients[platform]!;
+  const keyLookup = `$(node -p "JSON.parse(require('fs').readFileSync('${rel(keysFile)}')).platforms.${platform}")`;
   const target = `${host === "0.0.0.0" || host === "::" ? "localhost" : host}:${port}`;
   const body = JSON.stringify({ platform, sql: "SELECT now() AS now, $1::int8 + 1 AS next", params: [{ int64Value: "41" }] });
   console.log(`
-Development mode: certificates in ${rel(pki.dir)}/, API keys in ${rel(join(pki.dir, "..", "dev-api-keys.json"))}.
+Development mode: certificates in ${rel(pki.dir)}/, API keys in ${rel(keysFile)}.
 
 Call it with grpcurl (server reflection, no .proto files needed):
 
   grpcurl -cacert ${rel(pki.caCert)} -cert ${rel(client.cert)} -key ${rel(client.key)} \\
-    -H 'x-api-key: ${keys.platforms[platform]}' \\
+    -H "x-api-key: ${keyLookup}" \\
     -d '${body}' \\
     ${target} dbgateway.v1.QueryService/Query
 
 or with buf curl (installed with this project: npx buf):
 
   npx buf curl --protocol grpc --cacert ${rel(pki.caCert)} --cert ${rel(client.cert)} --key ${rel(client.key)} \\
-    -H 'x-api-key: ${keys.platforms[platform]}' \\
+    -H "x-api-key: ${keyLookup}" \\
     -d '${body}' \\
     https://${target}/dbgateway.v1.QueryService/Query
 
 or from TypeScript with the SDK (@db-gateway/client):
 
+  import { readFileSync } from "node:fs";
   import { createClient } from "@db-gateway/client";
   const gateway = createClient({
     url: "https://${target}",
-    apiKey: "${keys.platforms[platform]}",
+    apiKey: JSON.parse(readFileSync("${rel(keysFile)}", "utf8")).platforms.${platform},
     tls: { ca: "${rel(pki.caCert)}", cert: "${rel(client.cert)}", key: "${rel(client.key)}" },
   });
   const { rows } = await gateway.platform("${platform}").query("SELECT $1::int8 + 1 AS next", [41n]);

@@ -32,15 +32,17 @@ describe("settings", () => {
         API_KEY_BAD_NAME: `x_${KEY}`,
         API_KEY_A: `same_${KEY}`,
         API_KEY_B: `same_${KEY}`,
+        API_KEY_Medstore: `m1_${KEY}`,
+        API_KEY_MEDSTORE: `m2_${KEY}`,
       });
       assert.fail("expected a ConfigError");
     } catch (err) {
       assert.ok(err instanceof ConfigError);
       const text = err.problems.join("\n");
-      for (const expected of ["DATABASE_URL", "GATEWAY_PORT", "MAX_CONNECTIONS_PER_POOL", "TLS_KEY_FILE", "API_KEY_SHORT", "API_KEY_BAD_NAME", "API_KEY_B"]) {
+      for (const expected of ["DATABASE_URL", "GATEWAY_PORT", "MAX_CONNECTIONS_PER_POOL", "TLS_KEY_FILE", "API_KEY_SHORT", "API_KEY_BAD_NAME", "API_KEY_B", "medstore"]) {
         assert.match(text, new RegExp(expected));
       }
-      assert.equal(err.problems.length, 7);
+      assert.equal(err.problems.length, 8);
       assert.doesNotMatch(err.message, /same_k|short/, "no key value in the message");
     }
   });
@@ -49,12 +51,19 @@ describe("settings", () => {
     assert.throws(() => loadSettings({ DATABASE_URL: "postgres://u:p@db/postgres" }), (err: ConfigError) => err.problems.length === 2);
   });
 
+  it("checks that the TLS files can be read", () => {
+    assert.throws(
+      () => loadSettings({ TLS_CERT_FILE: "/nonexistent/a.crt", TLS_KEY_FILE: "/nonexistent/a.key", TLS_CLIENT_CA_FILE: "/nonexistent/ca.crt" }),
+      (err: ConfigError) => err.problems.length === 3 && err.problems.every((p) => p.includes("cannot read")),
+    );
+  });
+
   it("never prints secrets", () => {
     const s = loadSettings({
       DATABASE_URL: "postgres://gateway:s3cret-pass@db:5432/postgres",
-      TLS_CERT_FILE: "a",
-      TLS_KEY_FILE: "b",
-      TLS_CLIENT_CA_FILE: "c",
+      TLS_CERT_FILE: "/dev/null",
+      TLS_KEY_FILE: "/dev/null",
+      TLS_CLIENT_CA_FILE: "/dev/null",
       API_KEY_MEDSTOREAPP: `ms_${KEY}`,
       API_KEY_ADMIN: `ad_${KEY}`,
     });

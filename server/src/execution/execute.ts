@@ -1,7 +1,6 @@
 import type pg from "pg";
-import { DatabaseError } from "pg";
 import type { ResultSet, Statement } from "../gen/dbgateway/v1/values_pb.js";
-import { GatewayError, queryFailed, toGatewayError } from "../errors.js";
+import { GatewayError, toGatewayError } from "../errors.js";
 import { toPgParams, type PgParam } from "./params.js";
 import { toResultSet } from "./result-set.js";
 
@@ -20,7 +19,7 @@ export async function execute(on: Queryable, statement: PreparedStatement): Prom
   try {
     result = await on.query({ text: sql, values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
   } catch (err) {
-    throw err instanceof DatabaseError ? queryFailed(err) : toGatewayError(err);
+    throw toGatewayError(err);
   }
   return toResultSet(result, process.hrtime.bigint() - started);
 }

@@ -30,7 +30,7 @@ function toPgParam(value: Value, where: string): PgParam {
       return kind.value.toString();
     case "doubleValue":
       // JavaScript prints the shortest text that reads back as the same double.
-      return Number.isNaN(kind.value) ? "NaN" : kind.value === Infinity ? "Infinity" : kind.value === -Infinity ? "-Infinity" : String(kind.value);
+      return doubleText(kind.value);
     case "textValue":
       if (kind.value.includes("\0")) throw invalid(where, "text cannot contain a zero byte (use bytes_value)");
       return kind.value;
@@ -54,6 +54,14 @@ function toPgParam(value: Value, where: string): PgParam {
   }
 }
 
+/** PostgreSQL's spelling of a double; JavaScript prints the shortest text that reads back as the same value. */
+function doubleText(value: number): string {
+  if (Number.isNaN(value)) return "NaN";
+  if (value === Infinity) return "Infinity";
+  if (value === -Infinity) return "-Infinity";
+  return Object.is(value, -0) ? "-0" : String(value);
+}
+
 /** An ISO 8601 UTC instant with microseconds, as PostgreSQL reads it. */
 function timestampText(seconds: bigint, nanos: number, where: string): string {
   if (nanos < 0 || nanos > 999_999_999) throw invalid(where, "timestamp_value nanos must be 0 to 999,999,999");
@@ -66,5 +74,5 @@ function timestampText(seconds: bigint, nanos: number, where: string): string {
 }
 
 function invalid(where: string, message: string): GatewayError {
-  return new GatewayError("INVALID_PARAMETER", `parameter ${where}: ${message}`, { parameter: where });
+  return new GatewayError("INVALID_PARAMETER", `parameter ${where}: ${message}`, { metadata: { parameter: where } });
 }

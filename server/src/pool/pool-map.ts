@@ -1,6 +1,6 @@
 import pg from "pg";
 import { DatabaseError } from "pg";
-import { GatewayError } from "../errors.js";
+import { GatewayError, leavesConnectionUsable } from "../errors.js";
 
 /** Options shared by every per-database pool. */
 export interface PoolMapOptions {
@@ -57,21 +57,22 @@ export class PoolMap {
       client = await this.get(database).connect();
     } catch (err) {
       if (err instanceof DatabaseError && err.code === "3D000") {
-        throw new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { database }, [], undefined, { cause: err });
+        // Dropped behind our back (or while this call was being routed): forget its pool.
+        void this.close(database).catch(() => undefined);
+        throw new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database }, cause: err });
       }
-      throw new GatewayError("DATABASE_UNAVAILABLE", `database "${database}" is unavailable`, { database }, [], undefined, { cause: err });
+      throw new GatewayError("DATABASE_UNAVAILABLE", `database "${database}" is unavailable`, { metadata: { database }, cause: err });
     }
+    let result: T;
     try {
-      const result = await fn(client);
-      client.release();
-      return result;
+      result = await fn(client);
     } catch (err) {
-      // An ordinary statement error leaves the connection usable; anything else may not.
-      const cause = err instanceof GatewayError ? err.cause : err;
-      const reusable = err instanceof GatewayError && (cause === undefined || (cause instanceof DatabaseError && cause.severity === "ERROR"));
-      client.release(reusable ? undefined : (err as Error));
+      client.release(leavesConnectionUsable(err) ? undefined : (err as Error));
       throw err;
     }
+    // A statement may have opened a transaction (BEGIN); such a connection must not serve the next call.
+    client.release(client.getTransactionStatus() === "I" ? undefined : new Error("connection left inside a transaction"));
+    return result;
   }
 
   /** Removes a database's pool and closes its connections once they are released. */

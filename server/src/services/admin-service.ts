@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { DatabaseSchema, DatabaseType, type AdminService, type Database } from "../gen/dbgateway/v1/admin_service_pb.js";
 import type { ServiceImpl } from "../grpc/service-adapter.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
-import { parseDatabaseName, validatePlatform } from "../tenancy/naming.js";
+import { parseDatabaseName } from "../tenancy/naming.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
 
 /** AdminService: tenant database lifecycle. Only the admin key reaches it (see `ServiceHooks.authorize`). */
@@ -21,7 +21,8 @@ export function createAdminService(
       return { database: describe(name) };
     },
     async listDatabases(request) {
-      const platforms = request.platform === "" ? configuredPlatforms : new Set([validatePlatform(request.platform)]);
+      if (request.platform !== "") lifecycle.requireConfigured(request.platform);
+      const platforms = request.platform === "" ? configuredPlatforms : new Set([request.platform]);
       return { databases: registry.list(platforms).map((d) => describe(d.name)) };
     },
   };

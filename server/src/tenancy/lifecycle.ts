@@ -1,8 +1,8 @@
 import pg from "pg";
 import { DatabaseError, escapeIdentifier } from "pg";
-import { GatewayError, toGatewayError } from "../errors.js";
+import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import type { PoolMap } from "../pool/pool-map.js";
-import { databaseName, parseDatabaseName } from "./naming.js";
+import { databaseName, parseDatabaseName, validatePlatform } from "./naming.js";
 import type { DatabaseRegistry } from "./registry.js";
 
 /**
@@ -11,28 +11,40 @@ import type { DatabaseRegistry } from "./registry.js";
  * one name (from this gateway or another instance) run one after the other:
  * of 20 simultaneous creates, one creates and 19 find the database there.
  * Identifiers in DDL cannot be bound parameters; they are validated by
- * `databaseName` and quoted with `escapeIdentifier`.
+ * `databaseName` and quoted with `escapeIdentifier`. Only databases of
+ * configured platforms are touched: an operator's `ops_production` is not a
+ * tenant of a platform "ops" unless that platform has a key.
  */
 export class TenantLifecycle {
   constructor(
     private readonly admin: pg.Pool,
     private readonly registry: DatabaseRegistry,
     private readonly pools: PoolMap,
+    private readonly platforms: ReadonlySet<string>,
   ) {}
+
+  /** NOT_FOUND unless the platform is configured (has an API key). */
+  requireConfigured(platform: string): void {
+    validatePlatform(platform);
+    if (!this.platforms.has(platform)) {
+      throw new GatewayError("PLATFORM_NOT_FOUND", `platform "${platform}" is not configured`, { metadata: { platform } });
+    }
+  }
 
   /** Creates `{platform}_{tenantId}` (the main database for an empty id), optionally from a template. */
   async create(platform: string, tenantId: string, template: string): Promise<string> {
+    this.requireConfigured(platform);
     const name = databaseName(platform, tenantId);
     if (template !== "") this.validateTemplate(platform, template, name);
     return this.locked(name, async (client) => {
       if (await exists(client, name)) {
         this.registry.add(name);
-        throw new GatewayError("DATABASE_EXISTS", `database "${name}" already exists`, { database: name });
+        throw new GatewayError("DATABASE_EXISTS", `database "${name}" already exists`, { metadata: { database: name } });
       }
       let sql = `CREATE DATABASE ${escapeIdentifier(name)}`;
       if (template !== "") {
         if (!(await exists(client, template))) {
-          throw new GatewayError("TEMPLATE_NOT_FOUND", `template database "${template}" does not exist`, { template });
+          throw new GatewayError("TEMPLATE_NOT_FOUND", `template database "${template}" does not exist`, { metadata: { template } });
         }
         // Our own idle connections to the template would make PostgreSQL refuse to copy it.
         await this.pools.close(template);
@@ -50,18 +62,25 @@ export class TenantLifecycle {
 
   /** Drops a tenant's database, terminating its open connections. */
   async drop(platform: string, tenantId: string): Promise<string> {
+    this.requireConfigured(platform);
     if (tenantId === "") throw new GatewayError("INVALID_TENANT_ID", "tenant_id is required: the main database is not dropped through DropTenant");
     const name = databaseName(platform, tenantId);
     return this.locked(name, async (client) => {
       if (!(await exists(client, name))) {
         this.registry.delete(name);
-        throw new GatewayError("DATABASE_NOT_FOUND", `database "${name}" does not exist`, { database: name });
+        throw new GatewayError("DATABASE_NOT_FOUND", `database "${name}" does not exist`, { metadata: { database: name } });
       }
       // New calls are refused from here on; calls in flight end when their backends are terminated.
       this.registry.delete(name);
       const closing = this.pools.close(name).catch(() => undefined);
-      await client.query(`DROP DATABASE IF EXISTS ${escapeIdentifier(name)} WITH (FORCE)`);
-      await closing;
+      try {
+        await client.query(`DROP DATABASE IF EXISTS ${escapeIdentifier(name)} WITH (FORCE)`);
+      } catch (err) {
+        if (await exists(client, name).catch(() => true)) this.registry.add(name);
+        throw err;
+      } finally {
+        await closing;
+      }
       return name;
     });
   }
@@ -79,7 +98,7 @@ export class TenantLifecycle {
     try {
       client = await this.admin.connect();
     } catch (err) {
-      throw new GatewayError("DATABASE_UNAVAILABLE", "the database server is unavailable", {}, [], undefined, { cause: err });
+      throw new GatewayError("DATABASE_UNAVAILABLE", "the database server is unavailable", { cause: err });
     }
     let broken: Error | undefined;
     try {
@@ -90,7 +109,7 @@ export class TenantLifecycle {
         await client.query("SELECT pg_advisory_unlock(hashtext($1))", [`db-gateway/database/${name}`]);
       }
     } catch (err) {
-      if (!(err instanceof GatewayError) && !(err instanceof DatabaseError && err.severity === "ERROR")) broken = err as Error;
+      if (!leavesConnectionUsable(err)) broken = err as Error;
       throw err;
     } finally {
       client.release(broken);
@@ -106,10 +125,13 @@ async function exists(client: pg.PoolClient, name: string): Promise<boolean> {
 function createError(err: unknown, name: string, template: string): GatewayError {
   if (err instanceof DatabaseError) {
     if (err.code === "42P04" || err.code === "23505") {
-      return new GatewayError("DATABASE_EXISTS", `database "${name}" already exists`, { database: name }, [], undefined, { cause: err });
+      return new GatewayError("DATABASE_EXISTS", `database "${name}" already exists`, { metadata: { database: name }, cause: err });
     }
     if (err.code === "55006") {
-      return new GatewayError("TEMPLATE_IN_USE", `template database "${template}" has open connections; it can be copied only when none are open`, { template }, [], undefined, { cause: err });
+      return new GatewayError("TEMPLATE_IN_USE", `template database "${template}" has open connections; it can be copied only when none are open`, {
+        metadata: { template },
+        cause: err,
+      });
     }
   }
   return toGatewayError(err);

@@ -14,7 +14,7 @@ export function routeCall(registry: DatabaseRegistry, principal: Principal, plat
   const name = databaseName(platform, tenantId);
   if (!registry.has(name)) {
     const what = tenantId === "" ? `the main database of platform "${platform}"` : `tenant "${tenantId}" of platform "${platform}"`;
-    throw new GatewayError("DATABASE_NOT_FOUND", `${what} does not exist`, { platform, tenant_id: tenantId });
+    throw new GatewayError("DATABASE_NOT_FOUND", `${what} does not exist`, { metadata: { platform, tenant_id: tenantId } });
   }
   return name;
 }
