@@ -88,7 +88,7 @@ describe("Query through the SDK over mTLS", () => {
 describe("a connection never carries one call's transaction into the next", () => {
   let t: TestGateway;
   before(async () => {
-    t = await startTestGateway({ platforms: 1, overrides: { maxConnectionsPerPool: 1 } });
+    t = await startTestGateway({ platforms: 1, pool: { maxConnectionsPerPool: 1 } });
   });
   after(() => t.close());
 

@@ -20,13 +20,31 @@ export interface Settings {
   /** API key of each platform, by platform name. */
   readonly platformKeys: ReadonlyMap<string, string>;
   readonly adminKey: string | undefined;
-  readonly maxConnectionsPerPool: number;
-  readonly poolIdleTimeoutMillis: number;
+  /** Secret from which every tenant role's password is derived. */
+  readonly gatewaySecret: string | undefined;
+  readonly pool: PoolSettings;
+  readonly registryRefreshMillis: number;
   /** Where development material lives: embedded PostgreSQL data, certificates, keys. */
   readonly dataDir: string;
   /** Port of the embedded PostgreSQL; 0 picks a free one. */
   readonly embeddedPostgresPort: number;
 }
+
+/** Pool manager settings (see `PoolManagerOptions`), in milliseconds. */
+export interface PoolSettings {
+  readonly maxConnectionsPerPool: number;
+  readonly maxTotalConnections: number;
+  readonly maxPools: number;
+  readonly maxWaitersPerPool: number;
+  readonly acquireTimeoutMillis: number;
+  readonly poolIdleTimeoutMillis: number;
+  readonly connectionIdleTimeoutMillis: number;
+  readonly maxLifetimeMillis: number;
+  readonly validateAfterIdleMillis: number;
+}
+
+/** The shortest gateway secret accepted. */
+export const MIN_SECRET_LENGTH = 32;
 
 /** Raised when settings are invalid; `problems` lists every one of them. */
 export class ConfigError extends Error {
@@ -112,6 +130,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       problems.push(`${name}: platform names are letters and digits starting with a letter (API_KEY_MEDSTOREAPP)`);
     }
   }
+  const gatewaySecret = env.GATEWAY_SECRET || undefined;
+  if (gatewaySecret !== undefined && gatewaySecret.length < MIN_SECRET_LENGTH) {
+    problems.push(`GATEWAY_SECRET must be at least ${MIN_SECRET_LENGTH} characters`);
+  } else if (gatewaySecret === undefined && databaseUrl !== undefined) {
+    problems.push("GATEWAY_SECRET is required with DATABASE_URL: tenant role passwords are derived from it (keep it stable)");
+  }
   if (databaseUrl !== undefined && platformKeys.size === 0 && adminKey === undefined) {
     problems.push("no API keys: set API_KEY_ADMIN and one API_KEY_<PLATFORM> per platform");
   }
@@ -123,8 +147,19 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     tls,
     platformKeys,
     adminKey,
-    maxConnectionsPerPool: int("MAX_CONNECTIONS_PER_POOL", 10, 1, 10_000),
-    poolIdleTimeoutMillis: int("POOL_IDLE_TIMEOUT_SECS", 1800, 1, 86_400 * 7) * 1000,
+    gatewaySecret,
+    pool: {
+      maxConnectionsPerPool: int("MAX_CONNECTIONS_PER_POOL", 10, 1, 10_000),
+      maxTotalConnections: int("MAX_TOTAL_CONNECTIONS", 200, 1, 100_000),
+      maxPools: int("MAX_POOLS", 50, 1, 100_000),
+      maxWaitersPerPool: int("MAX_WAITERS_PER_POOL", 100, 0, 1_000_000),
+      acquireTimeoutMillis: int("POOL_ACQUIRE_TIMEOUT_MS", 5_000, 1, 3_600_000),
+      poolIdleTimeoutMillis: int("POOL_IDLE_TIMEOUT_SECS", 1800, 1, 86_400 * 7) * 1000,
+      connectionIdleTimeoutMillis: int("CONNECTION_IDLE_TIMEOUT_SECS", 300, 1, 86_400 * 7) * 1000,
+      maxLifetimeMillis: int("CONNECTION_MAX_LIFETIME_SECS", 3600, 1, 86_400 * 30) * 1000,
+      validateAfterIdleMillis: int("CONNECTION_VALIDATE_AFTER_IDLE_SECS", 30, 0, 86_400) * 1000,
+    },
+    registryRefreshMillis: int("REGISTRY_REFRESH_SECS", 10, 1, 86_400) * 1000,
     dataDir: env.GATEWAY_DATA_DIR || ".data",
     embeddedPostgresPort: int("EMBEDDED_PG_PORT", 0, 0, 65535),
   };
@@ -145,7 +180,9 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     listen: `${settings.host}:${settings.port}`,
     platforms: [...settings.platformKeys.keys()].sort(),
     adminKey: settings.adminKey === undefined ? "not set" : "set",
-    maxConnectionsPerPool: settings.maxConnectionsPerPool,
-    poolIdleTimeoutSecs: settings.poolIdleTimeoutMillis / 1000,
+    gatewaySecret: settings.gatewaySecret === undefined ? "not set" : "set",
+    maxConnectionsPerPool: settings.pool.maxConnectionsPerPool,
+    maxTotalConnections: settings.pool.maxTotalConnections,
+    maxPools: settings.pool.maxPools,
   };
 }

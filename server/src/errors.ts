@@ -30,6 +30,14 @@ export const Reason = {
   TEMPLATE_NOT_FOUND: Status.NOT_FOUND,
   DATABASE_EXISTS: Status.ALREADY_EXISTS,
   TEMPLATE_IN_USE: Status.FAILED_PRECONDITION,
+  /** No connection became free within the acquire timeout or the call's deadline. */
+  POOL_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
+  /** Too many calls were already waiting for a connection to this database. */
+  TOO_MANY_WAITERS: Status.RESOURCE_EXHAUSTED,
+  DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
+  CANCELLED: Status.CANCELLED,
+  /** A role the gateway would create exists already and is not one of the gateway's. */
+  ROLE_CONFLICT: Status.FAILED_PRECONDITION,
   /** PostgreSQL rejected the statement; the code comes from its SQLSTATE. */
   QUERY_FAILED: Status.UNKNOWN,
   /** PostgreSQL could not be reached, or the connection broke. */

@@ -1,17 +1,20 @@
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import { parse as parseConnectionString } from "pg-connection-string";
+import type { PoolSettings } from "./config.js";
 import type { GatewayError } from "./errors.js";
 import { AdminService } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import { ApiKeys, requireAdmin } from "./grpc/api-keys.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
-import { PoolMap } from "./pool/pool-map.js";
+import { PoolManager } from "./pool/pool-manager.js";
 import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
 import { TenantLifecycle } from "./tenancy/lifecycle.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
+import { TenantRoles } from "./tenancy/roles.js";
+import { Router } from "./tenancy/router.js";
 
 /** PEM material for mutual TLS. */
 export interface TlsMaterial {
@@ -27,13 +30,15 @@ export interface GatewayOptions {
   host: string;
   /** 0 picks a free port (see `Gateway.port`). */
   port: number;
-  /** The administrative PostgreSQL connection: it reads pg_database and creates and drops databases. */
+  /** The administrative PostgreSQL connection: it reads pg_database, creates and drops databases and roles. */
   databaseUrl: string;
   tls: TlsMaterial;
   platformKeys: ReadonlyMap<string, string>;
   adminKey: string | undefined;
-  maxConnectionsPerPool: number;
-  poolIdleTimeoutMillis: number;
+  /** Tenant role passwords are derived from it. */
+  gatewaySecret: string;
+  pool: PoolSettings;
+  registryRefreshMillis: number;
   /** Receives errors worth an operator's attention: internal errors and failing idle connections. */
   onError?: (message: string, err: unknown) => void;
 }
@@ -45,31 +50,60 @@ export interface Gateway {
   close(graceMillis?: number): Promise<void>;
 }
 
+/** Connections a tenant role may open beyond its pool: room for a LISTEN connection and an operator. */
+const ROLE_CONNECTION_HEADROOM = 2;
+
 /**
- * Starts a gateway: loads the database registry, then serves QueryService,
- * AdminService, health and reflection over mutual TLS.
+ * Starts a gateway: loads the database registry and brings existing tenant
+ * databases under the role scheme, then serves QueryService, AdminService,
+ * health and reflection over mutual TLS.
  */
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const connection = connectionConfig(options.databaseUrl);
   const admin = new pg.Pool({ ...connection, max: 4, application_name: "db-gateway-admin" });
   admin.on("error", (err) => options.onError?.("idle administrative connection failed", err));
+  const connectTo = async (database: string) => {
+    const client = new pg.Client({ ...connection, database, application_name: "db-gateway-admin" });
+    await client.connect();
+    return client;
+  };
+  const roles = new TenantRoles(options.gatewaySecret, options.pool.maxConnectionsPerPool + ROLE_CONNECTION_HEADROOM);
+  const pools = new PoolManager({
+    ...options.pool,
+    reapIntervalMillis: Math.min(1_000, options.pool.connectionIdleTimeoutMillis),
+    connectionFor: (database) => {
+      const role = roles.roleName(database);
+      return { ...connection, database, user: role, password: roles.password(role) };
+    },
+    onError: (database, err) => options.onError?.(`connection to "${database}" failed`, err),
+  });
   const registry = new DatabaseRegistry();
+  const platforms = new Set(options.platformKeys.keys());
+  const lifecycle = new TenantLifecycle({ admin, connectTo, roles, registry, pools, platforms });
+
+  let syncing: Promise<void> | undefined;
+  /** Reads pg_database again: closes the pools of dropped databases, adopts new ones. Single-flight. */
+  const sync = (): Promise<void> =>
+    (syncing ??= (async () => {
+      try {
+        const changes = await registry.refresh(admin);
+        changes.removed.forEach((d) => pools.close(d));
+        await lifecycle.adopt(changes.added);
+      } finally {
+        syncing = undefined;
+      }
+    })());
   try {
-    await registry.load(admin);
+    await sync();
   } catch (err) {
+    await pools.closeAll();
     await admin.end();
     throw err;
   }
-  const pools = new PoolMap({
-    connection,
-    maxConnectionsPerPool: options.maxConnectionsPerPool,
-    idleTimeoutMillis: options.poolIdleTimeoutMillis,
-    onIdleError: (database, err) => options.onError?.(`idle connection to "${database}" failed`, err),
-  });
-  const platforms = new Set(options.platformKeys.keys());
-  const lifecycle = new TenantLifecycle(admin, registry, pools, platforms);
-  const keys = new ApiKeys(options.platformKeys, options.adminKey);
+  const refresher = setInterval(() => sync().catch((err: unknown) => options.onError?.("registry refresh failed", err)), options.registryRefreshMillis);
+  refresher.unref();
 
+  const keys = new ApiKeys(options.platformKeys, options.adminKey);
   const server = new grpc.Server({
     "grpc.max_receive_message_length": 16 * 1024 * 1024,
     "grpc.keepalive_permit_without_calls": 1,
@@ -79,12 +113,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (err.reason === "INTERNAL") options.onError?.(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
   };
   const authenticate = (metadata: grpc.Metadata) => keys.authenticate(metadata);
-  addService(server, QueryService, createQueryService(registry, pools), { authenticate, onError });
-  addService(server, AdminService, createAdminService(registry, lifecycle, platforms), {
-    authenticate,
-    authorize: requireAdmin,
-    onError,
-  });
+  const router = new Router(registry, sync);
+  addService(server, QueryService, createQueryService(router, pools), { authenticate, onError });
+  addService(server, AdminService, createAdminService(registry, lifecycle, pools, platforms), { authenticate, authorize: requireAdmin, onError });
   const setServing = addStandardServices(server, [QueryService, AdminService]);
 
   const credentials = grpc.ServerCredentials.createSsl(options.tls.clientCa, [{ cert_chain: options.tls.cert, private_key: options.tls.key }], true);
@@ -94,6 +125,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       server.bindAsync(`${formatHost(options.host)}:${options.port}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
     );
   } catch (err) {
+    clearInterval(refresher);
+    await pools.closeAll();
     await admin.end();
     throw err;
   }
@@ -103,6 +136,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     port,
     async close(graceMillis = 5_000) {
       setServing("NOT_SERVING");
+      clearInterval(refresher);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           server.forceShutdown();
@@ -113,13 +147,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           resolve();
         });
       });
+      await syncing?.catch(() => undefined);
       await pools.closeAll();
       await admin.end();
     },
   };
 }
 
-/** Connection settings from a URL, without the database: each pool sets its own. */
+/** Connection settings from a URL: host, port, TLS, and the administrative user and database. */
 function connectionConfig(url: string): pg.ClientConfig {
   const parsed = parseConnectionString(url);
   const config: pg.ClientConfig = {};

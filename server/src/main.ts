@@ -12,6 +12,7 @@ import {
   ensureDevelopmentDatabases,
   ensureDevelopmentKeys,
   ensureDevelopmentPki,
+  ensureDevelopmentSecret,
   type DevelopmentKeys,
   type DevelopmentPki,
 } from "./dev/development-setup.js";
@@ -57,6 +58,9 @@ async function main(): Promise<void> {
     await ensureDevelopmentDatabases(databaseUrl);
   }
 
+  // Checked by loadSettings: only the embedded development mode may run without GATEWAY_SECRET.
+  const gatewaySecret = settings.gatewaySecret ?? (await ensureDevelopmentSecret(join(dataDir, "gateway-secret")));
+
   let gateway: Gateway;
   try {
     gateway = await startGateway({
@@ -66,8 +70,9 @@ async function main(): Promise<void> {
       tls,
       platformKeys,
       adminKey,
-      maxConnectionsPerPool: settings.maxConnectionsPerPool,
-      poolIdleTimeoutMillis: settings.poolIdleTimeoutMillis,
+      gatewaySecret,
+      pool: settings.pool,
+      registryRefreshMillis: settings.registryRefreshMillis,
       onError: (message, err) => console.error(`db-gateway: ${message}:`, err),
     });
   } catch (err) {

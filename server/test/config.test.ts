@@ -10,8 +10,11 @@ describe("settings", () => {
     assert.equal(s.databaseUrl, undefined);
     assert.equal(s.host, "127.0.0.1");
     assert.equal(s.port, 9000);
-    assert.equal(s.maxConnectionsPerPool, 10);
-    assert.equal(s.poolIdleTimeoutMillis, 1_800_000);
+    assert.equal(s.pool.maxConnectionsPerPool, 10);
+    assert.equal(s.pool.maxTotalConnections, 200);
+    assert.equal(s.pool.maxPools, 50);
+    assert.equal(s.pool.poolIdleTimeoutMillis, 1_800_000);
+    assert.equal(s.pool.maxLifetimeMillis, 3_600_000);
     assert.ok(Object.isFrozen(s));
   });
 
@@ -42,13 +45,13 @@ describe("settings", () => {
       for (const expected of ["DATABASE_URL", "GATEWAY_PORT", "MAX_CONNECTIONS_PER_POOL", "TLS_KEY_FILE", "API_KEY_SHORT", "API_KEY_BAD_NAME", "API_KEY_B", "medstore"]) {
         assert.match(text, new RegExp(expected));
       }
-      assert.equal(err.problems.length, 8);
+      assert.equal(err.problems.length, 9); // the eight above, and GATEWAY_SECRET
       assert.doesNotMatch(err.message, /same_k|short/, "no key value in the message");
     }
   });
 
   it("requires certificates and keys with DATABASE_URL", () => {
-    assert.throws(() => loadSettings({ DATABASE_URL: "postgres://u:p@db/postgres" }), (err: ConfigError) => err.problems.length === 2);
+    assert.throws(() => loadSettings({ DATABASE_URL: "postgres://u:p@db/postgres" }), (err: ConfigError) => err.problems.length === 3);
   });
 
   it("checks that the TLS files can be read", () => {
@@ -66,9 +69,10 @@ describe("settings", () => {
       TLS_CLIENT_CA_FILE: "/dev/null",
       API_KEY_MEDSTOREAPP: `ms_${KEY}`,
       API_KEY_ADMIN: `ad_${KEY}`,
+      GATEWAY_SECRET: "the-gateway-secret-0123456789abcdef",
     });
     const printed = JSON.stringify(describeSettings(s));
-    assert.doesNotMatch(printed, /s3cret-pass|ms_k|ad_k/);
+    assert.doesNotMatch(printed, /s3cret-pass|ms_k|ad_k|the-gateway-secret/);
     assert.match(printed, /medstoreapp/);
   });
 });

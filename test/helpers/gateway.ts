@@ -3,6 +3,7 @@ import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import pg from "pg";
 import { createClient, type ClientOptions, type GatewayClient } from "../../client-sdk/src/index.js";
+import type { PoolSettings } from "../../server/src/config.js";
 import { startGateway, type Gateway, type GatewayOptions } from "../../server/src/gateway.js";
 import { testPki } from "./pki.js";
 
@@ -17,6 +18,19 @@ export function pgUrl(): string {
 export function randomPlatform(prefix = "t"): string {
   return `${prefix}${randomBytes(5).toString("hex").replace(/^\d/, "x")}`;
 }
+
+/** Pool settings for tests: small, with the production defaults' shape. */
+export const TEST_POOL: PoolSettings = {
+  maxConnectionsPerPool: 5,
+  maxTotalConnections: 50,
+  maxPools: 50,
+  maxWaitersPerPool: 100,
+  acquireTimeoutMillis: 5_000,
+  poolIdleTimeoutMillis: 60_000,
+  connectionIdleTimeoutMillis: 30_000,
+  maxLifetimeMillis: 3_600_000,
+  validateAfterIdleMillis: 30_000,
+};
 
 /** A gateway started for a test, with its own platforms and keys. */
 export interface TestGateway {
@@ -42,7 +56,9 @@ export interface TestGateway {
  * Starts a gateway on port 0 against the run's PostgreSQL, with `platforms`
  * random platforms whose main databases are created unless `createMain` is false.
  */
-export async function startTestGateway(options: { platforms?: number; createMain?: boolean; overrides?: Partial<GatewayOptions> } = {}): Promise<TestGateway> {
+export async function startTestGateway(
+  options: { platforms?: number; createMain?: boolean; overrides?: Partial<GatewayOptions>; pool?: Partial<PoolSettings> } = {},
+): Promise<TestGateway> {
   const pki = testPki();
   const platforms = Array.from({ length: options.platforms ?? 2 }, () => randomPlatform());
   const keys = Object.fromEntries(platforms.map((p) => [p, `key-${p}-${randomBytes(16).toString("hex")}`]));
@@ -63,9 +79,10 @@ export async function startTestGateway(options: { platforms?: number; createMain
     tls: { cert: Buffer.from(pki.server.cert), key: Buffer.from(pki.server.key), clientCa: Buffer.from(pki.ca.cert) },
     platformKeys: new Map(Object.entries(keys)),
     adminKey,
-    maxConnectionsPerPool: 5,
-    poolIdleTimeoutMillis: 30_000,
+    gatewaySecret: randomBytes(32).toString("hex"),
+    registryRefreshMillis: 60_000,
     ...options.overrides,
+    pool: { ...TEST_POOL, ...options.pool },
   });
   const url = `https://localhost:${gateway.port}`;
   const clients: GatewayClient[] = [];
@@ -99,7 +116,7 @@ export async function startTestGateway(options: { platforms?: number; createMain
   };
 }
 
-/** Drops every database whose name starts with one of the platforms' prefixes. */
+/** Drops every database and role whose name starts with one of the platforms' prefixes. */
 export async function dropPlatformDatabases(platforms: readonly string[]): Promise<void> {
   const admin = new pg.Client({ connectionString: pgUrl() });
   await admin.connect();
@@ -107,6 +124,8 @@ export async function dropPlatformDatabases(platforms: readonly string[]): Promi
     for (const p of platforms) {
       const { rows } = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", [`${p}_`]);
       for (const { datname } of rows) await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);
+      const roles = await admin.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", [`${p}_`]);
+      for (const { rolname } of roles.rows) await admin.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(rolname)}`);
     }
   } finally {
     await admin.end();

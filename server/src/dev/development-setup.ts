@@ -80,3 +80,11 @@ export async function ensureDevelopmentDatabases(databaseUrl: string): Promise<v
     await client.end();
   }
 }
+
+/** Reads the development gateway secret from `file`, making a random one on first use. */
+export async function ensureDevelopmentSecret(file: string): Promise<string> {
+  if (existsSync(file)) return (await readFile(file, "utf8")).trim();
+  const secret = randomBytes(32).toString("base64url");
+  await writeFile(file, secret + "\n", { mode: 0o600 });
+  return secret;
+}

@@ -8,8 +8,10 @@ import type { Principal } from "./api-keys.js";
 export interface CallContext {
   readonly principal: Principal;
   readonly metadata: grpc.Metadata;
-  /** Aborted when the client cancels or the call's deadline passes. */
+  /** Aborted when the client cancels. */
   readonly signal: AbortSignal;
+  /** The call's deadline in epoch milliseconds; Infinity when it has none. */
+  readonly deadline: number;
 }
 
 type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O>>;
@@ -87,7 +89,9 @@ function unaryHandler(
       fail(err);
       return;
     }
-    handler(call.request, { principal, metadata: call.metadata, signal: abort.signal }).then(
+    const deadline = call.getDeadline();
+    const context = { principal, metadata: call.metadata, signal: abort.signal, deadline: deadline instanceof Date ? deadline.getTime() : deadline };
+    handler(call.request, context).then(
       (response) => callback(null, create(method.output, response)),
       fail,
     );

@@ -1,6 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { DatabaseSchema, DatabaseType, type AdminService, type Database } from "../gen/dbgateway/v1/admin_service_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "../grpc/service-adapter.js";
+import type { PoolManager } from "../pool/pool-manager.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
 import { parseDatabaseName } from "../tenancy/naming.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
@@ -9,6 +11,7 @@ import type { DatabaseRegistry } from "../tenancy/registry.js";
 export function createAdminService(
   registry: DatabaseRegistry,
   lifecycle: TenantLifecycle,
+  pools: PoolManager,
   configuredPlatforms: ReadonlySet<string>,
 ): ServiceImpl<(typeof AdminService)["method"]> {
   return {
@@ -19,6 +22,36 @@ export function createAdminService(
     async dropTenant(request) {
       const name = await lifecycle.drop(request.platform, request.tenantId);
       return { database: describe(name) };
+    },
+    async getPoolStats(request) {
+      if (request.platform !== "") lifecycle.requireConfigured(request.platform);
+      const prefix = request.platform === "" ? "" : `${request.platform}_`;
+      const totals = pools.stats();
+      return {
+        totals: { ...totals, evictions: BigInt(totals.evictions), poolsCreated: BigInt(totals.poolsCreated) },
+        pools: pools
+          .poolStats()
+          .filter((p) => p.database.startsWith(prefix))
+          .map((p) => ({
+            database: p.database,
+            size: p.size,
+            connecting: p.connecting,
+            idle: p.idle,
+            busy: p.busy,
+            waiting: p.waiting,
+            hits: BigInt(p.hits),
+            misses: BigInt(p.misses),
+            timeouts: BigInt(p.timeouts),
+            rejected: BigInt(p.rejected),
+            connectionsOpened: BigInt(p.opened),
+            connectionsClosed: BigInt(p.closed),
+            connectionsStolen: BigInt(p.stolen),
+            connectionsIdleClosed: BigInt(p.idleClosed),
+            connectionsExpired: BigInt(p.expired),
+            connectionsDiscarded: BigInt(p.discarded),
+            lastUsedTime: timestampFromMs(p.lastUsedAt),
+          })),
+      };
     },
     async listDatabases(request) {
       if (request.platform !== "") lifecycle.requireConfigured(request.platform);

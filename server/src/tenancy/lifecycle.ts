@@ -1,44 +1,60 @@
 import pg from "pg";
 import { DatabaseError, escapeIdentifier } from "pg";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
-import type { PoolMap } from "../pool/pool-map.js";
+import type { PoolManager } from "../pool/pool-manager.js";
 import { databaseName, parseDatabaseName, validatePlatform } from "./naming.js";
 import type { DatabaseRegistry } from "./registry.js";
+import type { TenantRoles } from "./roles.js";
+
+/** What the lifecycle needs besides the registry and the pools. */
+export interface TenantLifecycleOptions {
+  /** The administrative pool (on the server's maintenance database). */
+  admin: pg.Pool;
+  /** Opens an administrative connection to a given database (for work inside it). */
+  connectTo(database: string): Promise<pg.Client>;
+  roles: TenantRoles;
+  registry: DatabaseRegistry;
+  pools: PoolManager;
+  /** Platforms with an API key: the only ones whose databases are touched. */
+  platforms: ReadonlySet<string>;
+}
 
 /**
- * Creates and drops tenant databases. Each change holds a PostgreSQL advisory
- * lock on the database name for its whole duration, so concurrent changes of
- * one name (from this gateway or another instance) run one after the other:
- * of 20 simultaneous creates, one creates and 19 find the database there.
- * Identifiers in DDL cannot be bound parameters; they are validated by
- * `databaseName` and quoted with `escapeIdentifier`. Only databases of
- * configured platforms are touched: an operator's `ops_production` is not a
- * tenant of a platform "ops" unless that platform has a key.
+ * Creates, adopts and drops tenant databases with their roles. Each change
+ * holds a PostgreSQL advisory lock on the database name for its whole
+ * duration, so concurrent changes of one name (from this gateway or another
+ * instance) run one after the other: of 20 simultaneous creates, one creates
+ * and 19 find the database there. Identifiers in DDL cannot be bound
+ * parameters; they are validated by `databaseName` and quoted with
+ * `escapeIdentifier`. Only databases of configured platforms are touched: an
+ * operator's `ops_production` is not a tenant of a platform "ops" unless that
+ * platform has a key.
  */
 export class TenantLifecycle {
-  constructor(
-    private readonly admin: pg.Pool,
-    private readonly registry: DatabaseRegistry,
-    private readonly pools: PoolMap,
-    private readonly platforms: ReadonlySet<string>,
-  ) {}
+  constructor(private readonly o: TenantLifecycleOptions) {}
 
   /** NOT_FOUND unless the platform is configured (has an API key). */
   requireConfigured(platform: string): void {
     validatePlatform(platform);
-    if (!this.platforms.has(platform)) {
+    if (!this.o.platforms.has(platform)) {
       throw new GatewayError("PLATFORM_NOT_FOUND", `platform "${platform}" is not configured`, { metadata: { platform } });
     }
   }
 
-  /** Creates `{platform}_{tenantId}` (the main database for an empty id), optionally from a template. */
+  /** Whether a database belongs to a configured platform, by its name. */
+  isManaged(database: string): boolean {
+    const parsed = parseDatabaseName(database);
+    return parsed !== undefined && this.o.platforms.has(parsed.platform);
+  }
+
+  /** Creates `{platform}_{tenantId}` (the main database for an empty id) with its role, optionally from a template. */
   async create(platform: string, tenantId: string, template: string): Promise<string> {
     this.requireConfigured(platform);
     const name = databaseName(platform, tenantId);
-    if (template !== "") this.validateTemplate(platform, template, name);
-    return this.locked(name, async (client) => {
+    if (template !== "") this.#validateTemplate(platform, template, name);
+    return this.#locked(name, async (client) => {
       if (await exists(client, name)) {
-        this.registry.add(name);
+        this.o.registry.add(name);
         throw new GatewayError("DATABASE_EXISTS", `database "${name}" already exists`, { metadata: { database: name } });
       }
       let sql = `CREATE DATABASE ${escapeIdentifier(name)}`;
@@ -47,7 +63,7 @@ export class TenantLifecycle {
           throw new GatewayError("TEMPLATE_NOT_FOUND", `template database "${template}" does not exist`, { metadata: { template } });
         }
         // Our own idle connections to the template would make PostgreSQL refuse to copy it.
-        await this.pools.close(template);
+        this.o.pools.close(template);
         sql += ` TEMPLATE ${escapeIdentifier(template)}`;
       }
       try {
@@ -55,37 +71,64 @@ export class TenantLifecycle {
       } catch (err) {
         throw createError(err, name, template);
       }
-      this.registry.add(name);
+      try {
+        await this.o.roles.provision(client, name, this.o.connectTo, template === "" ? undefined : this.o.roles.roleName(template));
+      } catch (err) {
+        // No half-made tenant: without its role the database is unusable.
+        await client.query(`DROP DATABASE IF EXISTS ${escapeIdentifier(name)} WITH (FORCE)`).catch(() => undefined);
+        await this.o.roles.dropRole(client, name).catch(() => undefined);
+        throw err;
+      }
+      this.o.registry.add(name);
       return name;
     });
   }
 
-  /** Drops a tenant's database, terminating its open connections. */
+  /** Brings existing databases of configured platforms under the role scheme (those not there yet). */
+  async adopt(databases: readonly string[]): Promise<void> {
+    const managed = databases.filter((d) => this.isManaged(d));
+    if (managed.length === 0) return;
+    const client = await this.o.admin.connect();
+    let pending: string[];
+    try {
+      pending = await this.o.roles.unprovisioned(client, managed);
+    } finally {
+      client.release();
+    }
+    for (const name of pending) {
+      await this.#locked(name, async (locked) => {
+        if ((await this.o.roles.unprovisioned(locked, [name])).length === 0) return;
+        if (!(await exists(locked, name))) return;
+        await this.o.roles.provision(locked, name, this.o.connectTo);
+      });
+    }
+  }
+
+  /** Drops a tenant's database, terminating its open connections, and then its role. */
   async drop(platform: string, tenantId: string): Promise<string> {
     this.requireConfigured(platform);
     if (tenantId === "") throw new GatewayError("INVALID_TENANT_ID", "tenant_id is required: the main database is not dropped through DropTenant");
     const name = databaseName(platform, tenantId);
-    return this.locked(name, async (client) => {
+    return this.#locked(name, async (client) => {
       if (!(await exists(client, name))) {
-        this.registry.delete(name);
+        this.o.registry.delete(name);
         throw new GatewayError("DATABASE_NOT_FOUND", `database "${name}" does not exist`, { metadata: { database: name } });
       }
       // New calls are refused from here on; calls in flight end when their backends are terminated.
-      this.registry.delete(name);
-      const closing = this.pools.close(name).catch(() => undefined);
+      this.o.registry.delete(name);
+      this.o.pools.close(name);
       try {
         await client.query(`DROP DATABASE IF EXISTS ${escapeIdentifier(name)} WITH (FORCE)`);
       } catch (err) {
-        if (await exists(client, name).catch(() => true)) this.registry.add(name);
+        if (await exists(client, name).catch(() => true)) this.o.registry.add(name);
         throw err;
-      } finally {
-        await closing;
       }
+      await this.o.roles.dropRole(client, name);
       return name;
     });
   }
 
-  private validateTemplate(platform: string, template: string, name: string): void {
+  #validateTemplate(platform: string, template: string, name: string): void {
     const parsed = parseDatabaseName(template);
     if (parsed === undefined || parsed.platform !== platform || template.length > 63) {
       throw new GatewayError("INVALID_TEMPLATE", `template must be the name of a database of platform "${platform}" ("${platform}_…")`);
@@ -93,10 +136,10 @@ export class TenantLifecycle {
     if (template === name) throw new GatewayError("INVALID_TEMPLATE", "a database cannot be its own template");
   }
 
-  private async locked<T>(name: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  async #locked<T>(name: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     let client: pg.PoolClient;
     try {
-      client = await this.admin.connect();
+      client = await this.o.admin.connect();
     } catch (err) {
       throw new GatewayError("DATABASE_UNAVAILABLE", "the database server is unavailable", { cause: err });
     }
@@ -117,7 +160,7 @@ export class TenantLifecycle {
   }
 }
 
-async function exists(client: pg.PoolClient, name: string): Promise<boolean> {
+async function exists(client: pg.ClientBase, name: string): Promise<boolean> {
   const result = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
   return result.rowCount === 1;
 }

@@ -6,18 +6,35 @@ export interface RegisteredDatabase extends ParsedDatabaseName {
   name: string;
 }
 
+/** What a refresh found changed. */
+export interface RegistryChanges {
+  added: string[];
+  removed: string[];
+}
+
 /**
- * The set of databases that exist, read from `pg_database` at start and kept
- * current by tenant creation and removal. Routing consults it so that a call
- * for a missing tenant is NOT_FOUND without a connection attempt.
+ * The set of databases that exist, read from `pg_database` at start, kept
+ * current by tenant creation and removal, and refreshed periodically and on
+ * a miss so that databases created or dropped by another gateway instance or
+ * out of band are seen. Routing consults it so that a call for a missing
+ * tenant is NOT_FOUND without a connection attempt.
  */
 export class DatabaseRegistry {
   #names = new Set<string>();
 
-  /** Replaces the contents with the databases that exist now. */
-  async load(admin: Queryable): Promise<void> {
+  /** Replaces the contents with the databases that exist now, and says what changed. */
+  async refresh(admin: Queryable): Promise<RegistryChanges> {
     const result = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE datallowconn");
-    this.#names = new Set(result.rows.map((r) => r.datname));
+    const names = new Set(result.rows.map((r) => r.datname));
+    const added = [...names].filter((n) => !this.#names.has(n));
+    const removed = [...this.#names].filter((n) => !names.has(n));
+    this.#names = names;
+    return { added, removed };
+  }
+
+  /** Every database name known now. */
+  names(): string[] {
+    return [...this.#names];
   }
 
   has(name: string): boolean {

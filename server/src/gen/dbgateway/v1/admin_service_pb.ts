@@ -4,13 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file dbgateway/v1/admin_service.proto.
  */
 export const file_dbgateway_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSpfCgxEYXRhYmFzZVR5cGUSHQoZREFUQUJBU0VfVFlQRV9VTlNQRUNJRklFRBAAEhYKEkRBVEFCQVNFX1RZUEVfTUFJThABEhgKFERBVEFCQVNFX1RZUEVfVEVOQU5UEAIykAIKDEFkbWluU2VydmljZRJVCgxDcmVhdGVUZW5hbnQSIS5kYmdhdGV3YXkudjEuQ3JlYXRlVGVuYW50UmVxdWVzdBoiLmRiZ2F0ZXdheS52MS5DcmVhdGVUZW5hbnRSZXNwb25zZRJPCgpEcm9wVGVuYW50Eh8uZGJnYXRld2F5LnYxLkRyb3BUZW5hbnRSZXF1ZXN0GiAuZGJnYXRld2F5LnYxLkRyb3BUZW5hbnRSZXNwb25zZRJYCg1MaXN0RGF0YWJhc2VzEiIuZGJnYXRld2F5LnYxLkxpc3REYXRhYmFzZXNSZXF1ZXN0GiMuZGJnYXRld2F5LnYxLkxpc3REYXRhYmFzZXNSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSInChNHZXRQb29sU3RhdHNSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJImgKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmRiZ2F0ZXdheS52MS5Qb29sVG90YWxzEiYKBXBvb2xzGAIgAygLMhcuZGJnYXRld2F5LnYxLlBvb2xTdGF0cyKQAQoKUG9vbFRvdGFscxIZChF0b3RhbF9jb25uZWN0aW9ucxgBIAEoDRIdChVtYXhfdG90YWxfY29ubmVjdGlvbnMYAiABKA0SDQoFcG9vbHMYAyABKA0SDwoHd2FpdGluZxgEIAEoDRIRCglldmljdGlvbnMYBSABKAQSFQoNcG9vbHNfY3JlYXRlZBgGIAEoBCKTAwoJUG9vbFN0YXRzEhAKCGRhdGFiYXNlGAEgASgJEgwKBHNpemUYAiABKA0SEgoKY29ubmVjdGluZxgDIAEoDRIMCgRpZGxlGAQgASgNEgwKBGJ1c3kYBSABKA0SDwoHd2FpdGluZxgGIAEoDRIMCgRoaXRzGAcgASgEEg4KBm1pc3NlcxgIIAEoBBIQCgh0aW1lb3V0cxgJIAEoBBIQCghyZWplY3RlZBgKIAEoBBIaChJjb25uZWN0aW9uc19vcGVuZWQYCyABKAQSGgoSY29ubmVjdGlvbnNfY2xvc2VkGAwgASgEEhoKEmNvbm5lY3Rpb25zX3N0b2xlbhgNIAEoBBIfChdjb25uZWN0aW9uc19pZGxlX2Nsb3NlZBgOIAEoBBIbChNjb25uZWN0aW9uc19leHBpcmVkGA8gASgEEh0KFWNvbm5lY3Rpb25zX2Rpc2NhcmRlZBgQIAEoBBIyCg5sYXN0X3VzZWRfdGltZRgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqXwoMRGF0YWJhc2VUeXBlEh0KGURBVEFCQVNFX1RZUEVfVU5TUEVDSUZJRUQQABIWChJEQVRBQkFTRV9UWVBFX01BSU4QARIYChREQVRBQkFTRV9UWVBFX1RFTkFOVBACMucCCgxBZG1pblNlcnZpY2USVQoMQ3JlYXRlVGVuYW50EiEuZGJnYXRld2F5LnYxLkNyZWF0ZVRlbmFudFJlcXVlc3QaIi5kYmdhdGV3YXkudjEuQ3JlYXRlVGVuYW50UmVzcG9uc2USTwoKRHJvcFRlbmFudBIfLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVxdWVzdBogLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVzcG9uc2USWAoNTGlzdERhdGFiYXNlcxIiLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVxdWVzdBojLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVzcG9uc2USVQoMR2V0UG9vbFN0YXRzEiEuZGJnYXRld2F5LnYxLkdldFBvb2xTdGF0c1JlcXVlc3QaIi5kYmdhdGV3YXkudjEuR2V0UG9vbFN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message dbgateway.v1.CreateTenantRequest
@@ -179,6 +181,216 @@ export const DatabaseSchema: GenMessage<Database> = /*@__PURE__*/
   messageDesc(file_dbgateway_v1_admin_service, 6);
 
 /**
+ * @generated from message dbgateway.v1.GetPoolStatsRequest
+ */
+export type GetPoolStatsRequest = Message<"dbgateway.v1.GetPoolStatsRequest"> & {
+  /**
+   * Only this platform's pools; empty for all.
+   *
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.GetPoolStatsRequest.
+ * Use `create(GetPoolStatsRequestSchema)` to create a new message.
+ */
+export const GetPoolStatsRequestSchema: GenMessage<GetPoolStatsRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 7);
+
+/**
+ * @generated from message dbgateway.v1.GetPoolStatsResponse
+ */
+export type GetPoolStatsResponse = Message<"dbgateway.v1.GetPoolStatsResponse"> & {
+  /**
+   * @generated from field: dbgateway.v1.PoolTotals totals = 1;
+   */
+  totals?: PoolTotals | undefined;
+
+  /**
+   * The pools, most recently used first.
+   *
+   * @generated from field: repeated dbgateway.v1.PoolStats pools = 2;
+   */
+  pools: PoolStats[];
+};
+
+/**
+ * Describes the message dbgateway.v1.GetPoolStatsResponse.
+ * Use `create(GetPoolStatsResponseSchema)` to create a new message.
+ */
+export const GetPoolStatsResponseSchema: GenMessage<GetPoolStatsResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 8);
+
+/**
+ * Totals over every pool of the gateway instance.
+ *
+ * @generated from message dbgateway.v1.PoolTotals
+ */
+export type PoolTotals = Message<"dbgateway.v1.PoolTotals"> & {
+  /**
+   * Connections of all pools: connecting, idle and busy. Never above max_total_connections.
+   *
+   * @generated from field: uint32 total_connections = 1;
+   */
+  totalConnections: number;
+
+  /**
+   * @generated from field: uint32 max_total_connections = 2;
+   */
+  maxTotalConnections: number;
+
+  /**
+   * @generated from field: uint32 pools = 3;
+   */
+  pools: number;
+
+  /**
+   * Calls waiting for a connection.
+   *
+   * @generated from field: uint32 waiting = 4;
+   */
+  waiting: number;
+
+  /**
+   * Pools closed for being unused or beyond the pool limit.
+   *
+   * @generated from field: uint64 evictions = 5;
+   */
+  evictions: bigint;
+
+  /**
+   * @generated from field: uint64 pools_created = 6;
+   */
+  poolsCreated: bigint;
+};
+
+/**
+ * Describes the message dbgateway.v1.PoolTotals.
+ * Use `create(PoolTotalsSchema)` to create a new message.
+ */
+export const PoolTotalsSchema: GenMessage<PoolTotals> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 9);
+
+/**
+ * One database's pool.
+ *
+ * @generated from message dbgateway.v1.PoolStats
+ */
+export type PoolStats = Message<"dbgateway.v1.PoolStats"> & {
+  /**
+   * @generated from field: string database = 1;
+   */
+  database: string;
+
+  /**
+   * Connections: connecting + idle + busy.
+   *
+   * @generated from field: uint32 size = 2;
+   */
+  size: number;
+
+  /**
+   * @generated from field: uint32 connecting = 3;
+   */
+  connecting: number;
+
+  /**
+   * @generated from field: uint32 idle = 4;
+   */
+  idle: number;
+
+  /**
+   * @generated from field: uint32 busy = 5;
+   */
+  busy: number;
+
+  /**
+   * @generated from field: uint32 waiting = 6;
+   */
+  waiting: number;
+
+  /**
+   * Calls served at once by an idle connection.
+   *
+   * @generated from field: uint64 hits = 7;
+   */
+  hits: bigint;
+
+  /**
+   * Calls that had to wait for a connection to be opened or released.
+   *
+   * @generated from field: uint64 misses = 8;
+   */
+  misses: bigint;
+
+  /**
+   * Calls that gave up waiting (POOL_EXHAUSTED).
+   *
+   * @generated from field: uint64 timeouts = 9;
+   */
+  timeouts: bigint;
+
+  /**
+   * Calls refused because too many were waiting (TOO_MANY_WAITERS).
+   *
+   * @generated from field: uint64 rejected = 10;
+   */
+  rejected: bigint;
+
+  /**
+   * @generated from field: uint64 connections_opened = 11;
+   */
+  connectionsOpened: bigint;
+
+  /**
+   * @generated from field: uint64 connections_closed = 12;
+   */
+  connectionsClosed: bigint;
+
+  /**
+   * Idle connections closed to give their slot to another database's waiting call.
+   *
+   * @generated from field: uint64 connections_stolen = 13;
+   */
+  connectionsStolen: bigint;
+
+  /**
+   * Connections closed after idling too long.
+   *
+   * @generated from field: uint64 connections_idle_closed = 14;
+   */
+  connectionsIdleClosed: bigint;
+
+  /**
+   * Connections closed at their maximum lifetime.
+   *
+   * @generated from field: uint64 connections_expired = 15;
+   */
+  connectionsExpired: bigint;
+
+  /**
+   * Connections destroyed as broken, left in a transaction, or failing their reset.
+   *
+   * @generated from field: uint64 connections_discarded = 16;
+   */
+  connectionsDiscarded: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_used_time = 17;
+   */
+  lastUsedTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message dbgateway.v1.PoolStats.
+ * Use `create(PoolStatsSchema)` to create a new message.
+ */
+export const PoolStatsSchema: GenMessage<PoolStats> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 10);
+
+/**
  * @generated from enum dbgateway.v1.DatabaseType
  */
 export enum DatabaseType {
@@ -247,6 +459,17 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListDatabasesRequestSchema;
     output: typeof ListDatabasesResponseSchema;
+  },
+  /**
+   * GetPoolStats reports the connection pools of this gateway instance: per
+   * database and in total.
+   *
+   * @generated from rpc dbgateway.v1.AdminService.GetPoolStats
+   */
+  getPoolStats: {
+    methodKind: "unary";
+    input: typeof GetPoolStatsRequestSchema;
+    output: typeof GetPoolStatsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dbgateway_v1_admin_service, 0);

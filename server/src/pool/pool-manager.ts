@@ -1,0 +1,512 @@
+import pg from "pg";
+import { DatabaseError } from "pg";
+import { GatewayError, leavesConnectionUsable } from "../errors.js";
+
+/** Settings of the pool manager; every duration is in milliseconds. */
+export interface PoolManagerOptions {
+  /** Connection settings for a database: host, port, and the credentials of that database's own role. */
+  connectionFor(database: string): pg.ClientConfig;
+  /** Most connections one database's pool holds (connecting, idle and busy). */
+  maxConnectionsPerPool: number;
+  /** Most connections of all pools together: never exceeded. */
+  maxTotalConnections: number;
+  /** Most pools that keep connections; least recently used idle pools are closed beyond it. */
+  maxPools: number;
+  /** Most calls waiting for one database's connection; more fail at once with TOO_MANY_WAITERS. */
+  maxWaitersPerPool: number;
+  /** Longest wait for a connection (a call's deadline may shorten it); then POOL_EXHAUSTED. */
+  acquireTimeoutMillis: number;
+  /** A pool unused this long is closed with all its connections. */
+  poolIdleTimeoutMillis: number;
+  /** An idle connection beyond a pool's one warm connection is closed after this long. */
+  connectionIdleTimeoutMillis: number;
+  /** A connection older than this is closed when it is next idle. */
+  maxLifetimeMillis: number;
+  /** A connection idle longer than this is checked with a round trip before it is used. */
+  validateAfterIdleMillis: number;
+  /** How often timeouts and limits are enforced. */
+  reapIntervalMillis: number;
+  /** Errors worth an operator's attention (a failing idle connection, a failed reset). */
+  onError?(database: string, err: unknown): void;
+}
+
+/** What a call brings to the pool: its deadline (epoch ms, Infinity for none) and cancellation. */
+export interface CallLimits {
+  deadline: number;
+  signal?: AbortSignal;
+}
+
+/** Counters and gauges of one database's pool. */
+export interface PoolStats {
+  database: string;
+  /** Connections: connecting + idle + busy. */
+  size: number;
+  connecting: number;
+  idle: number;
+  busy: number;
+  waiting: number;
+  /** Calls served at once by an idle connection. */
+  hits: number;
+  /** Calls that had to wait for a connection to be opened or released. */
+  misses: number;
+  /** Calls that gave up waiting: POOL_EXHAUSTED. */
+  timeouts: number;
+  /** Calls refused because too many were waiting: TOO_MANY_WAITERS. */
+  rejected: number;
+  /** Connections opened, and closed (for any reason). */
+  opened: number;
+  closed: number;
+  /** Idle connections closed to give their slot to another database's waiting call. */
+  stolen: number;
+  /** Connections closed for idling too long, and for reaching their maximum lifetime. */
+  idleClosed: number;
+  expired: number;
+  /** Connections destroyed because they were broken, left in a transaction, or failed their reset. */
+  discarded: number;
+  /** Epoch milliseconds of the last call. */
+  lastUsedAt: number;
+}
+
+/** Totals over every pool. */
+export interface ManagerStats {
+  totalConnections: number;
+  maxTotalConnections: number;
+  pools: number;
+  waiting: number;
+  /** Pools closed for being unused or for exceeding the pool limit. */
+  evictions: number;
+  poolsCreated: number;
+}
+
+interface Connection {
+  readonly client: pg.Client;
+  readonly pool: DatabasePool;
+  readonly createdAt: number;
+  idleSince: number;
+}
+
+interface Waiter {
+  readonly seq: number;
+  resolve(connection: Connection): void;
+  reject(err: GatewayError): void;
+}
+
+class DatabasePool {
+  readonly idle: Connection[] = []; // most recently used last
+  readonly busy = new Set<Connection>();
+  connecting = 0;
+  readonly waiters: Waiter[] = [];
+  readonly stats: Omit<PoolStats, "database" | "size" | "connecting" | "idle" | "busy" | "waiting" | "lastUsedAt"> = {
+    hits: 0,
+    misses: 0,
+    timeouts: 0,
+    rejected: 0,
+    opened: 0,
+    closed: 0,
+    stolen: 0,
+    idleClosed: 0,
+    expired: 0,
+    discarded: 0,
+  };
+  lastUsedAt = Date.now();
+  constructor(readonly database: string) {}
+
+  get size(): number {
+    return this.idle.length + this.busy.size + this.connecting;
+  }
+}
+
+/**
+ * The only result parser: every value stays PostgreSQL's text form, which the
+ * gateway passes through instead of parsing and re-encoding it.
+ */
+const TEXT_PASSTHROUGH = { getTypeParser: () => (value: string) => value };
+
+/**
+ * Per-database connection pools under one global cap. pg-pool cannot share a
+ * cap between pools or take an idle connection from one database to serve
+ * another, so this is a small scheduler in pg-pool's own style: all state
+ * changes end in `pulse()`, which hands connections to waiting calls in this
+ * order: first a database with waiting calls and no connection at all (taking
+ * the slot of the longest-idle connection of another database if the cap is
+ * reached, so one busy tenant cannot starve the rest), then idle connections
+ * to their own database's callers, then new connections while capacity lasts.
+ *
+ * A connection goes back to its pool only if it is outside any transaction and
+ * `DISCARD ALL` succeeded on it, so no session state (SET, PREPARE, temporary
+ * tables, LISTEN, advisory locks) reaches the next call; anything in doubt is
+ * destroyed.
+ */
+export class PoolManager {
+  readonly #pools = new Map<string, DatabasePool>(); // least recently used first
+  #total = 0;
+  #seq = 0;
+  #closed = false;
+  #evictions = 0;
+  #poolsCreated = 0;
+  readonly #reaper: NodeJS.Timeout;
+
+  constructor(private readonly options: PoolManagerOptions) {
+    this.#reaper = setInterval(() => this.#reap(), options.reapIntervalMillis);
+    this.#reaper.unref();
+  }
+
+  /**
+   * Runs `fn` on a connection of the database and gives the connection back
+   * after. If the call's deadline passes or it is cancelled while `fn` runs,
+   * the connection is destroyed (a stopped backend cannot hold the call) and
+   * the call fails with DEADLINE_EXCEEDED or CANCELLED.
+   */
+  async withConnection<T>(database: string, fn: (client: pg.Client) => Promise<T>, limits: CallLimits): Promise<T> {
+    const connection = await this.#acquire(database, limits);
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const interrupted = new Promise<never>((_, reject) => {
+      const interrupt = (err: GatewayError) => {
+        this.#destroy(connection, "discarded", true);
+        reject(err);
+      };
+      const remaining = limits.deadline - Date.now();
+      if (Number.isFinite(remaining)) {
+        timer = setTimeout(() => interrupt(new GatewayError("DEADLINE_EXCEEDED", "the call's deadline passed while the statement ran")), Math.max(0, remaining));
+      }
+      onAbort = () => interrupt(new GatewayError("CANCELLED", "the call was cancelled"));
+      limits.signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    interrupted.catch(() => undefined);
+    try {
+      const result = await Promise.race([fn(connection.client), interrupted]);
+      this.#release(connection, undefined);
+      return result;
+    } catch (err) {
+      this.#release(connection, err);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) limits.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */
+  close(database: string): void {
+    const pool = this.#pools.get(database);
+    if (pool === undefined) return;
+    this.#pools.delete(database);
+    this.#evictions++;
+    for (const waiter of pool.waiters.splice(0)) {
+      waiter.reject(new GatewayError("DATABASE_NOT_FOUND", `database "${database}" was dropped`, { metadata: { database } }));
+    }
+    for (const connection of [...pool.idle]) this.#destroy(connection, "closed");
+    // Busy connections are destroyed when released: their pool is no longer in the map.
+    this.#pulse();
+  }
+
+  /** Closes every pool and stops the reaper. */
+  async closeAll(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#reaper);
+    const ending: Promise<void>[] = [];
+    for (const pool of this.#pools.values()) {
+      for (const waiter of pool.waiters.splice(0)) waiter.reject(new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down"));
+      for (const connection of [...pool.idle, ...pool.busy]) ending.push(this.#destroy(connection, "closed"));
+    }
+    this.#pools.clear();
+    await Promise.all(ending);
+  }
+
+  /** Per-pool statistics, most recently used first. */
+  poolStats(): PoolStats[] {
+    return [...this.#pools.values()].reverse().map((p) => ({
+      database: p.database,
+      size: p.size,
+      connecting: p.connecting,
+      idle: p.idle.length,
+      busy: p.busy.size,
+      waiting: p.waiters.length,
+      lastUsedAt: p.lastUsedAt,
+      ...p.stats,
+    }));
+  }
+
+  /** Totals over every pool. */
+  stats(): ManagerStats {
+    let waiting = 0;
+    for (const p of this.#pools.values()) waiting += p.waiters.length;
+    return {
+      totalConnections: this.#total,
+      maxTotalConnections: this.options.maxTotalConnections,
+      pools: this.#pools.size,
+      waiting,
+      evictions: this.#evictions,
+      poolsCreated: this.#poolsCreated,
+    };
+  }
+
+  async #acquire(database: string, limits: CallLimits): Promise<Connection> {
+    if (this.#closed) throw new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down");
+    const pool = this.#pool(database);
+    pool.lastUsedAt = Date.now();
+    if (pool.waiters.length === 0 && pool.idle.length > 0) {
+      pool.stats.hits++;
+      return this.#checkOut(pool.idle.pop()!);
+    }
+    if (pool.waiters.length >= this.options.maxWaitersPerPool) {
+      pool.stats.rejected++;
+      throw new GatewayError("TOO_MANY_WAITERS", `too many calls are waiting for a connection to "${database}"`, { metadata: { database } });
+    }
+    pool.stats.misses++;
+    const wait = Math.min(this.options.acquireTimeoutMillis, limits.deadline - Date.now());
+    if (!(wait > 0)) throw this.#exhausted(pool);
+    const connection = await new Promise<Connection>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        clearTimeout(timer);
+        limits.signal?.removeEventListener("abort", onAbort);
+      };
+      const leave = () => {
+        const at = pool.waiters.indexOf(waiter);
+        if (at >= 0) pool.waiters.splice(at, 1);
+        done();
+      };
+      const onAbort = () => {
+        leave();
+        reject(new GatewayError("CANCELLED", "the call was cancelled while waiting for a connection"));
+      };
+      const waiter: Waiter = {
+        seq: ++this.#seq,
+        resolve: (c) => (done(), resolve(c)),
+        reject: (e) => (done(), reject(e)),
+      };
+      timer = setTimeout(() => {
+        leave();
+        pool.stats.timeouts++;
+        reject(this.#exhausted(pool));
+        this.#pulse();
+      }, wait);
+      limits.signal?.addEventListener("abort", onAbort, { once: true });
+      pool.waiters.push(waiter);
+      this.#pulse();
+    });
+    return this.#checkOut(connection);
+  }
+
+  #exhausted(pool: DatabasePool): GatewayError {
+    return new GatewayError("POOL_EXHAUSTED", `no connection to "${pool.database}" became free in time`, { metadata: { database: pool.database } });
+  }
+
+  /** Marks a connection busy; one that sat idle long is checked first, and replaced if it fails. */
+  async #checkOut(connection: Connection): Promise<Connection> {
+    const pool = connection.pool;
+    pool.busy.add(connection);
+    if (Date.now() - connection.idleSince > this.options.validateAfterIdleMillis) {
+      try {
+        await connection.client.query("SELECT 1");
+      } catch {
+        this.#destroy(connection, "discarded", true);
+        return this.#acquire(pool.database, { deadline: Date.now() + this.options.acquireTimeoutMillis });
+      }
+    }
+    return connection;
+  }
+
+  #release(connection: Connection, err: unknown): void {
+    const pool = connection.pool;
+    if (!pool.busy.has(connection)) return; // already destroyed (interrupted)
+    if (this.#pools.get(pool.database) !== pool || this.#closed) {
+      this.#destroy(connection, "closed");
+      return;
+    }
+    if ((err !== undefined && !leavesConnectionUsable(err)) || connection.client.getTransactionStatus() !== "I") {
+      this.#destroy(connection, "discarded", true);
+      return;
+    }
+    if (Date.now() - connection.createdAt > this.options.maxLifetimeMillis) {
+      this.#destroy(connection, "expired");
+      return;
+    }
+    // DISCARD ALL: CLOSE ALL, RESET ALL (role and settings), DEALLOCATE ALL, UNLISTEN *,
+    // pg_advisory_unlock_all(), DISCARD TEMP/PLANS/SEQUENCES. The caller already has its answer.
+    connection.client.query("DISCARD ALL").then(
+      () => {
+        if (!pool.busy.has(connection)) return;
+        pool.busy.delete(connection);
+        if (this.#pools.get(pool.database) !== pool || this.#closed) {
+          void this.#end(connection);
+          this.#total--;
+          pool.stats.closed++;
+          return;
+        }
+        connection.idleSince = Date.now();
+        pool.idle.push(connection);
+        this.#pulse();
+      },
+      (resetError: unknown) => {
+        this.options.onError?.(pool.database, resetError);
+        this.#destroy(connection, "discarded", true);
+      },
+    );
+  }
+
+  #pool(database: string): DatabasePool {
+    let pool = this.#pools.get(database);
+    if (pool === undefined) {
+      pool = new DatabasePool(database);
+      this.#poolsCreated++;
+    } else {
+      this.#pools.delete(database); // re-inserted last: most recently used
+    }
+    this.#pools.set(database, pool);
+    return pool;
+  }
+
+  /** The scheduler: run after every change of state. */
+  #pulse(): void {
+    if (this.#closed) return;
+    const waiting = [...this.#pools.values()].filter((p) => p.waiters.length > 0).sort((a, b) => a.waiters[0]!.seq - b.waiters[0]!.seq);
+    // 1. A database with callers and no connection gets one first, even at the cap.
+    for (const pool of waiting) {
+      if (pool.size === 0 && this.#makeRoom(pool)) this.#open(pool);
+    }
+    // 2. Idle connections serve their own database's callers, oldest caller first.
+    for (const pool of waiting) {
+      while (pool.waiters.length > 0 && pool.idle.length > 0) {
+        const connection = pool.idle.pop()!;
+        pool.busy.add(connection); // counted as busy from here; #checkOut finds it there
+        pool.waiters.shift()!.resolve(connection);
+      }
+    }
+    // 3. New connections for the callers still waiting, while capacity lasts.
+    for (const pool of waiting) {
+      let needed = pool.waiters.length - pool.connecting;
+      while (needed > 0 && pool.size < this.options.maxConnectionsPerPool && this.#makeRoom(pool)) {
+        this.#open(pool);
+        needed--;
+      }
+    }
+    this.#enforcePoolLimit();
+  }
+
+  /** True when one more connection fits under the cap, closing another database's longest-idle connection if needed. */
+  #makeRoom(forPool: DatabasePool): boolean {
+    if (this.#total < this.options.maxTotalConnections) return true;
+    let victim: Connection | undefined;
+    for (const pool of this.#pools.values()) {
+      if (pool === forPool) continue;
+      const oldest = pool.idle[0];
+      if (oldest !== undefined && (victim === undefined || oldest.idleSince < victim.idleSince)) victim = oldest;
+    }
+    if (victim === undefined) return false;
+    this.#destroy(victim, "stolen");
+    return true;
+  }
+
+  #open(pool: DatabasePool): void {
+    pool.connecting++;
+    this.#total++;
+    const client = new pg.Client({ ...this.options.connectionFor(pool.database), types: TEXT_PASSTHROUGH, application_name: "db-gateway" });
+    client.connect().then(
+      () => {
+        pool.connecting--;
+        pool.stats.opened++;
+        const now = Date.now();
+        const connection: Connection = { client, pool, createdAt: now, idleSince: now };
+        client.on("error", (err) => {
+          // An idle connection's backend died (restart, pg_terminate_backend): forget it.
+          if (pool.idle.includes(connection)) {
+            this.options.onError?.(pool.database, err);
+            this.#destroy(connection, "discarded", true);
+          }
+        });
+        if (this.#pools.get(pool.database) !== pool || this.#closed) {
+          pool.stats.closed++;
+          this.#total--;
+          void this.#end(connection);
+          return;
+        }
+        pool.idle.push(connection);
+        this.#pulse();
+      },
+      (err: unknown) => {
+        pool.connecting--;
+        this.#total--;
+        const database = pool.database;
+        if (err instanceof DatabaseError && err.code === "3D000") {
+          const gone = new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database }, cause: err });
+          if (this.#pools.get(database) === pool) this.#pools.delete(database);
+          for (const waiter of pool.waiters.splice(0)) waiter.reject(gone);
+        } else {
+          // Only the oldest caller fails, so that a brief failure does not fail a whole queue.
+          pool.waiters.shift()?.reject(
+            new GatewayError("DATABASE_UNAVAILABLE", `database "${database}" is unavailable`, { metadata: { database }, cause: err }),
+          );
+        }
+        this.#pulse();
+      },
+    );
+  }
+
+  /** Removes a connection from its pool and closes it; `force` drops the socket instead of saying goodbye. */
+  #destroy(connection: Connection, why: "closed" | "stolen" | "idleClosed" | "expired" | "discarded", force = false): Promise<void> {
+    const pool = connection.pool;
+    const at = pool.idle.indexOf(connection);
+    if (at >= 0) pool.idle.splice(at, 1);
+    else if (!pool.busy.delete(connection)) return Promise.resolve();
+    this.#total--;
+    pool.stats.closed++;
+    if (why !== "closed") pool.stats[why]++;
+    const ending = force ? this.#kill(connection) : this.#end(connection);
+    this.#pulse();
+    return ending;
+  }
+
+  #end(connection: Connection): Promise<void> {
+    return connection.client.end().catch(() => undefined);
+  }
+
+  #kill(connection: Connection): Promise<void> {
+    connection.client.on("error", () => undefined);
+    (connection.client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    return Promise.resolve();
+  }
+
+  /** Beyond `maxPools` pools with connections, closes the least recently used pools that no call is using. */
+  #enforcePoolLimit(): void {
+    let withConnections = 0;
+    for (const p of this.#pools.values()) if (p.size > 0) withConnections++;
+    for (const pool of this.#pools.values()) {
+      if (withConnections <= this.options.maxPools) break;
+      if (pool.size > 0 && pool.busy.size === 0 && pool.connecting === 0 && pool.waiters.length === 0) {
+        this.#evict(pool);
+        withConnections--;
+      }
+    }
+  }
+
+  #evict(pool: DatabasePool): void {
+    this.#pools.delete(pool.database);
+    this.#evictions++;
+    for (const connection of [...pool.idle]) void this.#destroy(connection, "closed");
+  }
+
+  /** Enforces idle timeouts and lifetimes, keeps one warm connection per active pool, forgets unused pools. */
+  #reap(): void {
+    const now = Date.now();
+    for (const pool of [...this.#pools.values()]) {
+      const inUse = pool.busy.size > 0 || pool.connecting > 0 || pool.waiters.length > 0;
+      if (!inUse && now - pool.lastUsedAt > this.options.poolIdleTimeoutMillis) {
+        this.#evict(pool);
+        continue;
+      }
+      for (const connection of [...pool.idle]) {
+        if (now - connection.createdAt > this.options.maxLifetimeMillis) {
+          void this.#destroy(connection, "expired");
+        } else if (now - connection.idleSince > this.options.connectionIdleTimeoutMillis && pool.size > 1) {
+          void this.#destroy(connection, "idleClosed");
+        }
+      }
+      // One warm connection per active pool, if it fits under the cap without taking anyone's.
+      if (pool.size === 0 && !this.#closed && this.#total < this.options.maxTotalConnections) this.#open(pool);
+    }
+    this.#pulse();
+  }
+}

@@ -1,0 +1,195 @@
+import { createHmac, pbkdf2Sync, randomBytes, createHash } from "node:crypto";
+import type pg from "pg";
+import { escapeIdentifier, escapeLiteral } from "pg";
+import { GatewayError } from "../errors.js";
+
+/** The non-login role that owns every database of the gateway. */
+export const OWNER_ROLE = "dbgateway_owner";
+
+/** Marks the roles the gateway made, so that it never takes over or drops anyone else's. */
+const ROLE_COMMENT_PREFIX = "db-gateway: login role of database ";
+
+/**
+ * Each database gets its own login role, named like the database, and the
+ * gateway runs that database's SQL as that role only. The role is
+ * NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION with a
+ * connection limit; it may CONNECT to and create TEMP tables and schemas in
+ * its own database, and owns the `public` schema and every object there. The
+ * database itself belongs to the non-login `dbgateway_owner`, and PUBLIC
+ * may not connect to it, so no tenant role can reach another tenant's data.
+ *
+ * Passwords are never stored: each is HMAC-SHA256(gateway secret, role name),
+ * derived again when needed, and PostgreSQL is only ever sent its SCRAM
+ * verifier, so the password appears in no statement and no server log.
+ */
+export class TenantRoles {
+  #adminIsSuperuser: boolean | undefined;
+
+  constructor(
+    private readonly secret: string,
+    private readonly connectionLimit: number,
+  ) {}
+
+  /** The login role of a database. */
+  roleName(database: string): string {
+    return database;
+  }
+
+  /** The role's password, derived from the gateway secret. */
+  password(role: string): string {
+    return createHmac("sha256", this.secret).update(`db-gateway role password\0${role}`).digest("base64url");
+  }
+
+  /** The databases among `databases` that lack their role or are not owned by the owner role. */
+  async unprovisioned(admin: pg.ClientBase, databases: readonly string[]): Promise<string[]> {
+    const { rows } = await admin.query<{ datname: string }>(
+      `SELECT d.datname FROM pg_database d
+        WHERE d.datname = ANY($1::text[])
+          AND (pg_get_userbyid(d.datdba) <> $2 OR NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = d.datname))`,
+      [databases, OWNER_ROLE],
+    );
+    return rows.map((r) => r.datname);
+  }
+
+  /**
+   * Brings a database under the scheme, idempotently: owner role, login role
+   * (created, or repaired if it is one of ours), ownership and privileges, and
+   * inside the database every object handed to the login role (objects copied
+   * from a template, or made by an administrator before). `admin` is an
+   * administrative connection; `connectTo` opens one to the database itself.
+   * `previousRole` is the template's role, whose privileges are removed.
+   */
+  async provision(admin: pg.ClientBase, database: string, connectTo: (database: string) => Promise<pg.Client>, previousRole?: string): Promise<void> {
+    const role = this.roleName(database);
+    const superuser = await this.#adminSuperuser(admin);
+    await ensureOwnerRole(admin);
+    const existing = await admin.query<{ comment: string | null; rolsuper: boolean }>(
+      "SELECT shobj_description(oid, 'pg_authid') AS comment, rolsuper FROM pg_roles WHERE rolname = $1",
+      [role],
+    );
+    const found = existing.rows[0];
+    if (found !== undefined && (found.comment !== ROLE_COMMENT_PREFIX + database || found.rolsuper)) {
+      throw new GatewayError("ROLE_CONFLICT", `a role named "${role}" exists and was not made by db-gateway`, { metadata: { database } });
+    }
+    const r = escapeIdentifier(role);
+    if (found === undefined) await createIgnoringDuplicate(admin, `CREATE ROLE ${r} LOGIN`);
+    await admin.query(
+      `ALTER ROLE ${r} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION NOINHERIT ` +
+        `CONNECTION LIMIT ${this.connectionLimit} PASSWORD ${escapeLiteral(scramVerifier(this.password(role)))}`,
+    );
+    await admin.query(`COMMENT ON ROLE ${r} IS ${escapeLiteral(ROLE_COMMENT_PREFIX + database)}`);
+    if (!superuser) {
+      // Changing owners needs the privileges of both roles.
+      await admin.query(`GRANT ${r}, ${escapeIdentifier(OWNER_ROLE)} TO CURRENT_USER`);
+    }
+    const d = escapeIdentifier(database);
+    await admin.query(`ALTER DATABASE ${d} OWNER TO ${escapeIdentifier(OWNER_ROLE)}`);
+    await admin.query(`REVOKE ALL ON DATABASE ${d} FROM PUBLIC`);
+    await admin.query(`GRANT CONNECT, TEMPORARY, CREATE ON DATABASE ${d} TO ${r}`);
+
+    const inside = await connectTo(database);
+    try {
+      await inside.query("SELECT set_config('dbgateway.role', $1, false)", [role]);
+      await inside.query(GIVE_OBJECTS_TO_ROLE);
+      if (previousRole !== undefined && previousRole !== role) {
+        const known = await inside.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [previousRole]);
+        if (known.rowCount === 1) await inside.query(`DROP OWNED BY ${escapeIdentifier(previousRole)}`);
+      }
+    } finally {
+      await inside.end();
+    }
+  }
+
+  /** Drops a database's login role, if it is one of ours. Call after the database is dropped. */
+  async dropRole(admin: pg.ClientBase, database: string): Promise<void> {
+    const role = this.roleName(database);
+    const { rows } = await admin.query<{ comment: string | null }>("SELECT shobj_description(oid, 'pg_authid') AS comment FROM pg_roles WHERE rolname = $1", [role]);
+    if (rows[0]?.comment === ROLE_COMMENT_PREFIX + database) await admin.query(`DROP ROLE IF EXISTS ${escapeIdentifier(role)}`);
+  }
+
+  async #adminSuperuser(admin: pg.ClientBase): Promise<boolean> {
+    if (this.#adminIsSuperuser === undefined) {
+      const { rows } = await admin.query<{ rolsuper: boolean }>("SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
+      this.#adminIsSuperuser = rows[0]?.rolsuper === true;
+    }
+    return this.#adminIsSuperuser;
+  }
+}
+
+async function ensureOwnerRole(admin: pg.ClientBase): Promise<void> {
+  const { rowCount } = await admin.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [OWNER_ROLE]);
+  if (rowCount === 0) await createIgnoringDuplicate(admin, `CREATE ROLE ${escapeIdentifier(OWNER_ROLE)} NOLOGIN`);
+}
+
+/** CREATE ROLE racing another gateway (or call) for the same name: the loser carries on. */
+async function createIgnoringDuplicate(admin: pg.ClientBase, sql: string): Promise<void> {
+  try {
+    await admin.query(sql);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== "42710" && code !== "23505") throw err;
+  }
+}
+
+/**
+ * Runs inside a database as an administrator: gives every user object (tables,
+ * views, sequences, routines, types, schemas; not extension members, and not
+ * sequences that follow their table) to the role in `dbgateway.role`.
+ */
+const GIVE_OBJECTS_TO_ROLE = `
+DO $$
+DECLARE
+  target name := current_setting('dbgateway.role');
+  r record;
+BEGIN
+  FOR r IN
+    SELECT n.nspname FROM pg_namespace n
+     WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+       AND pg_get_userbyid(n.nspowner) <> target
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', r.nspname, target);
+  END LOOP;
+  FOR r IN
+    SELECT c.oid::regclass AS obj, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+       AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+       AND pg_get_userbyid(c.relowner) <> target
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+  LOOP
+    EXECUTE format('ALTER %s %s OWNER TO %I',
+      CASE r.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+      r.obj, target);
+  END LOOP;
+  FOR r IN
+    SELECT p.oid::regprocedure AS obj FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+       AND pg_get_userbyid(p.proowner) <> target
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('ALTER ROUTINE %s OWNER TO %I', r.obj, target);
+  END LOOP;
+  FOR r IN
+    SELECT t.oid::regtype AS obj FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+     WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+       AND (t.typtype IN ('d', 'e', 'r') OR (t.typtype = 'c' AND (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c'))
+       AND pg_get_userbyid(t.typowner) <> target
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('ALTER TYPE %s OWNER TO %I', r.obj, target);
+  END LOOP;
+END
+$$`;
+
+/**
+ * The SCRAM-SHA-256 verifier of a password (RFC 5802/7677, as PostgreSQL
+ * stores it), so that the password itself is never sent to the server.
+ */
+export function scramVerifier(password: string, iterations = 4096): string {
+  const salt = randomBytes(16);
+  const salted = pbkdf2Sync(password.normalize("NFKC"), salt, iterations, 32, "sha256");
+  const clientKey = createHmac("sha256", salted).update("Client Key").digest();
+  const storedKey = createHash("sha256").update(clientKey).digest();
+  const serverKey = createHmac("sha256", salted).update("Server Key").digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString("base64")}$${storedKey.toString("base64")}:${serverKey.toString("base64")}`;
+}
