@@ -70,7 +70,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const roles = new TenantRoles(options.gatewaySecret, options.pool.maxConnectionsPerPool + ROLE_CONNECTION_HEADROOM);
   const pools = new PoolManager({
     ...options.pool,
-    reapIntervalMillis: Math.min(1_000, options.pool.connectionIdleTimeoutMillis),
+    reapIntervalMillis: Math.min(1_000, options.pool.connectionIdleTimeoutMillis, options.pool.maxLifetimeMillis),
     connectionFor: (database) => {
       const role = roles.roleName(database);
       return { ...connection, database, user: role, password: roles.password(role) };

@@ -41,6 +41,10 @@ export interface TestGateway {
   platforms: string[];
   keys: Record<string, string>;
   adminKey: string;
+  /** The secret tenant role passwords derive from. */
+  gatewaySecret: string;
+  /** The PostgreSQL server behind this gateway. */
+  databaseUrl: string;
   /** SDK client options for a key (a platform's, or the admin's). */
   clientOptions(apiKey: string): ClientOptions;
   /** An SDK client with the given platform's key (the first platform's by default). */
@@ -57,13 +61,15 @@ export interface TestGateway {
  * random platforms whose main databases are created unless `createMain` is false.
  */
 export async function startTestGateway(
-  options: { platforms?: number; createMain?: boolean; overrides?: Partial<GatewayOptions>; pool?: Partial<PoolSettings> } = {},
+  options: { platforms?: number; createMain?: boolean; overrides?: Partial<GatewayOptions>; pool?: Partial<PoolSettings>; databaseUrl?: string } = {},
 ): Promise<TestGateway> {
+  const databaseUrl = options.databaseUrl ?? pgUrl();
+  const gatewaySecret = randomBytes(32).toString("hex");
   const pki = testPki();
   const platforms = Array.from({ length: options.platforms ?? 2 }, () => randomPlatform());
   const keys = Object.fromEntries(platforms.map((p) => [p, `key-${p}-${randomBytes(16).toString("hex")}`]));
   const adminKey = `admin-${randomBytes(16).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: pgUrl() });
+  const admin = new pg.Client({ connectionString: databaseUrl });
   await admin.connect();
   try {
     if (options.createMain !== false) {
@@ -75,11 +81,11 @@ export async function startTestGateway(
   const gateway = await startGateway({
     host: "127.0.0.1",
     port: 0,
-    databaseUrl: pgUrl(),
+    databaseUrl,
     tls: { cert: Buffer.from(pki.server.cert), key: Buffer.from(pki.server.key), clientCa: Buffer.from(pki.ca.cert) },
     platformKeys: new Map(Object.entries(keys)),
     adminKey,
-    gatewaySecret: randomBytes(32).toString("hex"),
+    gatewaySecret,
     registryRefreshMillis: 60_000,
     ...options.overrides,
     pool: { ...TEST_POOL, ...options.pool },
@@ -96,11 +102,13 @@ export async function startTestGateway(
     platforms,
     keys,
     adminKey,
+    gatewaySecret,
+    databaseUrl,
     clientOptions,
     client: (platform = platforms[0]!) => track(createClient(clientOptions(keys[platform]!))),
     adminClient: () => track(createClient(clientOptions(adminKey))),
     async pg(database) {
-      const url = new URL(pgUrl());
+      const url = new URL(databaseUrl);
       if (database) url.pathname = `/${database}`;
       const client = new pg.Client({ connectionString: url.toString() });
       await client.connect();
@@ -111,14 +119,14 @@ export async function startTestGateway(
       clients.forEach((c) => c.close());
       await Promise.all(connections.map((c) => c.end().catch(() => undefined)));
       await gateway.close(1_000);
-      await dropPlatformDatabases(platforms);
+      await dropPlatformDatabases(platforms, databaseUrl);
     },
   };
 }
 
 /** Drops every database and role whose name starts with one of the platforms' prefixes. */
-export async function dropPlatformDatabases(platforms: readonly string[]): Promise<void> {
-  const admin = new pg.Client({ connectionString: pgUrl() });
+export async function dropPlatformDatabases(platforms: readonly string[], databaseUrl = pgUrl()): Promise<void> {
+  const admin = new pg.Client({ connectionString: databaseUrl });
   await admin.connect();
   try {
     for (const p of platforms) {

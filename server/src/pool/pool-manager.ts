@@ -126,11 +126,13 @@ const TEXT_PASSTHROUGH = { getTypeParser: () => (value: string) => value };
  * Per-database connection pools under one global cap. pg-pool cannot share a
  * cap between pools or take an idle connection from one database to serve
  * another, so this is a small scheduler in pg-pool's own style: all state
- * changes end in `pulse()`, which hands connections to waiting calls in this
- * order: first a database with waiting calls and no connection at all (taking
- * the slot of the longest-idle connection of another database if the cap is
- * reached, so one busy tenant cannot starve the rest), then idle connections
- * to their own database's callers, then new connections while capacity lasts.
+ * changes end in `pulse()`, which hands idle connections to their own
+ * database's waiting calls, then opens one for each database with waiting
+ * calls and no connection at all (closing the longest-idle connection of a
+ * database nobody waits for if the cap is reached), then more while capacity
+ * lasts. At the cap, a connection freed by a busy database goes to a database
+ * with no connection before its own next caller, so one busy tenant cannot
+ * starve the rest.
  *
  * A connection goes back to its pool only if it is outside any transaction and
  * `DISCARD ALL` succeeded on it, so no session state (SET, PREPARE, temporary
@@ -144,6 +146,8 @@ export class PoolManager {
   #closed = false;
   #evictions = 0;
   #poolsCreated = 0;
+  #pulsing = false;
+  #pulseAgain = false;
   readonly #reaper: NodeJS.Timeout;
 
   constructor(private readonly options: PoolManagerOptions) {
@@ -294,10 +298,14 @@ export class PoolManager {
     return new GatewayError("POOL_EXHAUSTED", `no connection to "${pool.database}" became free in time`, { metadata: { database: pool.database } });
   }
 
-  /** Marks a connection busy; one that sat idle long is checked first, and replaced if it fails. */
+  /** Marks a connection busy; one past its lifetime is replaced, one that sat idle long is checked first. */
   async #checkOut(connection: Connection): Promise<Connection> {
     const pool = connection.pool;
     pool.busy.add(connection);
+    if (Date.now() - connection.createdAt > this.options.maxLifetimeMillis) {
+      void this.#destroy(connection, "expired");
+      return this.#acquire(pool.database, { deadline: Date.now() + this.options.acquireTimeoutMillis });
+    }
     if (Date.now() - connection.idleSince > this.options.validateAfterIdleMillis) {
       try {
         await connection.client.query("SELECT 1");
@@ -338,6 +346,11 @@ export class PoolManager {
         }
         connection.idleSince = Date.now();
         pool.idle.push(connection);
+        if (this.#total >= this.options.maxTotalConnections && this.#someoneStarving()) {
+          // At the cap, a database without any connection gets this slot before our own next caller.
+          void this.#destroy(connection, "stolen");
+          return;
+        }
         this.#pulse();
       },
       (resetError: unknown) => {
@@ -359,21 +372,41 @@ export class PoolManager {
     return pool;
   }
 
-  /** The scheduler: run after every change of state. */
+  /**
+   * The scheduler: run after every change of state. Changes made while it runs
+   * (a connection closed to make room) only ask for another round, so that
+   * no nested round can spend a slot this one has counted on.
+   */
   #pulse(): void {
     if (this.#closed) return;
-    const waiting = [...this.#pools.values()].filter((p) => p.waiters.length > 0).sort((a, b) => a.waiters[0]!.seq - b.waiters[0]!.seq);
-    // 1. A database with callers and no connection gets one first, even at the cap.
-    for (const pool of waiting) {
-      if (pool.size === 0 && this.#makeRoom(pool)) this.#open(pool);
+    if (this.#pulsing) {
+      this.#pulseAgain = true;
+      return;
     }
-    // 2. Idle connections serve their own database's callers, oldest caller first.
+    this.#pulsing = true;
+    try {
+      do {
+        this.#pulseAgain = false;
+        this.#pulseOnce();
+      } while (this.#pulseAgain && !this.#closed);
+    } finally {
+      this.#pulsing = false;
+    }
+  }
+
+  #pulseOnce(): void {
+    const waiting = [...this.#pools.values()].filter((p) => p.waiters.length > 0).sort((a, b) => a.waiters[0]!.seq - b.waiters[0]!.seq);
+    // 1. Idle connections serve their own database's callers, oldest caller first.
     for (const pool of waiting) {
       while (pool.waiters.length > 0 && pool.idle.length > 0) {
         const connection = pool.idle.pop()!;
         pool.busy.add(connection); // counted as busy from here; #checkOut finds it there
         pool.waiters.shift()!.resolve(connection);
       }
+    }
+    // 2. A database with callers and no connection gets one first, even at the cap.
+    for (const pool of waiting) {
+      if (pool.waiters.length > 0 && pool.size === 0 && this.#makeRoom(pool)) this.#open(pool);
     }
     // 3. New connections for the callers still waiting, while capacity lasts.
     for (const pool of waiting) {
@@ -386,12 +419,21 @@ export class PoolManager {
     this.#enforcePoolLimit();
   }
 
-  /** True when one more connection fits under the cap, closing another database's longest-idle connection if needed. */
+  /** Whether some database has callers waiting and no connection at all. */
+  #someoneStarving(): boolean {
+    for (const pool of this.#pools.values()) if (pool.waiters.length > 0 && pool.size === 0) return true;
+    return false;
+  }
+
+  /**
+   * True when one more connection fits under the cap, closing the longest-idle
+   * connection of a database that nobody is waiting for if needed.
+   */
   #makeRoom(forPool: DatabasePool): boolean {
     if (this.#total < this.options.maxTotalConnections) return true;
     let victim: Connection | undefined;
     for (const pool of this.#pools.values()) {
-      if (pool === forPool) continue;
+      if (pool === forPool || pool.waiters.length > 0) continue;
       const oldest = pool.idle[0];
       if (oldest !== undefined && (victim === undefined || oldest.idleSince < victim.idleSince)) victim = oldest;
     }

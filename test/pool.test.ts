@@ -1,0 +1,211 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Code, GatewayError, type GatewayClient } from "../client-sdk/src/index.js";
+import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { mapLimit, waitFor } from "./helpers/wait.js";
+
+async function poolStats(t: TestGateway, platform?: string) {
+  const client = t.adminClient();
+  try {
+    return await client.raw.admin.getPoolStats({ platform: platform ?? "" });
+  } finally {
+    client.close();
+  }
+}
+
+function statsOf(stats: Awaited<ReturnType<typeof poolStats>>, database: string) {
+  return stats.pools.find((p) => p.database === database);
+}
+
+describe("pool manager: one global cap over 100 tenant databases", () => {
+  let t: TestGateway;
+  let platform: string;
+  const TENANTS = Array.from({ length: 100 }, (_, i) => `t${String(i).padStart(3, "0")}`);
+  const CAP = 20;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1, pool: { maxTotalConnections: CAP, maxConnectionsPerPool: 5, maxPools: 50, acquireTimeoutMillis: 10_000 } });
+    platform = t.platforms[0]!;
+    const admin = t.adminClient().admin();
+    await mapLimit(TENANTS, 4, (tenant) => admin.createTenant(platform, tenant));
+  });
+  after(() => t.close());
+
+  it("50 concurrent callers never make the gateway exceed the cap; every call succeeds or is RESOURCE_EXHAUSTED with a reason", async () => {
+    const sampler = await t.pg();
+    let peak = 0;
+    let samples = 0;
+    let sampling = true;
+    const sampling$ = (async () => {
+      while (sampling) {
+        const { rows } = await sampler.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-gateway' AND starts_with(usename, $1)",
+          [`${platform}_`],
+        );
+        peak = Math.max(peak, rows[0]!.n);
+        samples++;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    const client = t.client();
+    const outcomes = { ok: 0, exhausted: 0 };
+    const reasons = new Set<string>();
+    await mapLimit(
+      Array.from({ length: 50 }, (_, i) => i),
+      50,
+      async (caller) => {
+        for (let n = 0; n < 20; n++) {
+          const tenant = TENANTS[(caller * 7 + n * 13) % TENANTS.length]!;
+          try {
+            const { rows } = await client.platform(platform).tenant(tenant).query<{ db: string }>("SELECT current_database() AS db, pg_sleep(0.005)");
+            assert.equal(rows[0]!.db, `${platform}_${tenant}`);
+            outcomes.ok++;
+          } catch (err) {
+            const e = GatewayError.from(err);
+            assert.equal(e.code, Code.ResourceExhausted, `${e.reason}: ${e.message}`);
+            reasons.add(e.reason);
+            outcomes.exhausted++;
+          }
+        }
+      },
+    );
+    sampling = false;
+    await sampling$;
+    const stats = await poolStats(t);
+    assert.ok(samples > 5, `sampled ${samples} times`);
+    assert.ok(peak <= CAP, `peak ${peak} connections > cap ${CAP}`);
+    assert.ok(stats.totals!.totalConnections <= CAP);
+    assert.ok(peak >= CAP / 2, `the load should use the pool (peak ${peak})`);
+    assert.equal(outcomes.ok + outcomes.exhausted, 1000);
+    assert.ok(outcomes.ok > 900, JSON.stringify({ ...outcomes, reasons: [...reasons] }));
+    for (const reason of reasons) assert.ok(["POOL_EXHAUSTED", "TOO_MANY_WAITERS"].includes(reason), reason);
+    const stolen = stats.pools.reduce((sum, p) => sum + Number(p.connectionsStolen), 0);
+    assert.ok(stolen > 0, "at the cap, idle connections of some databases were given to others");
+  });
+});
+
+describe("pool manager: fairness, limits, timeouts, hygiene", () => {
+  let t: TestGateway;
+  let platform: string;
+  let client: GatewayClient;
+  before(async () => {
+    t = await startTestGateway({
+      platforms: 1,
+      pool: {
+        maxTotalConnections: 2,
+        maxConnectionsPerPool: 2,
+        maxPools: 2,
+        maxWaitersPerPool: 2,
+        acquireTimeoutMillis: 5_000,
+        connectionIdleTimeoutMillis: 300,
+        poolIdleTimeoutMillis: 1_500,
+        maxLifetimeMillis: 60_000,
+      },
+    });
+    platform = t.platforms[0]!;
+    const admin = t.adminClient().admin();
+    for (const tenant of ["busy", "quiet", "x1", "x2", "x3"]) await admin.createTenant(platform, tenant);
+    client = t.client();
+  });
+  after(() => t.close());
+
+  it("a tenant without a connection is served while a busy tenant holds the whole cap", async () => {
+    const busy = client.platform(platform).tenant("busy");
+    let running = true;
+    const load = Array.from({ length: 4 }, async () => {
+      while (running) await busy.query("SELECT pg_sleep(0.2)").catch(() => undefined);
+    });
+    await waitFor(async () => (statsOf(await poolStats(t), `${platform}_busy`)?.busy ?? 0) === 2, 5_000, "busy tenant at the cap");
+    const started = Date.now();
+    const { rows } = await client.platform(platform).tenant("quiet").query("SELECT 1 AS one");
+    const waited = Date.now() - started;
+    running = false;
+    await Promise.all(load);
+    assert.deepEqual(rows, [{ one: 1 }]);
+    assert.ok(waited < 2_000, `the quiet tenant waited ${waited} ms`);
+    const busyStats = statsOf(await poolStats(t), `${platform}_busy`);
+    assert.ok(Number(busyStats?.connectionsStolen ?? 0) >= 1, "a connection of the busy tenant made room");
+  });
+
+  it("too many waiters fail at once with TOO_MANY_WAITERS, waiting ones with POOL_EXHAUSTED after the acquire timeout", async () => {
+    const fast = await startTestGateway({ platforms: 1, pool: { maxTotalConnections: 1, maxConnectionsPerPool: 1, maxWaitersPerPool: 2, acquireTimeoutMillis: 300 } });
+    try {
+      const db = fast.client().platform(fast.platforms[0]!);
+      const holder = db.query("SELECT pg_sleep(1.5)");
+      await waitFor(async () => (statsOf(await poolStats(fast), `${fast.platforms[0]}_main`)?.busy ?? 0) === 1, 5_000, "holder running");
+      const results = await Promise.allSettled(Array.from({ length: 4 }, () => db.query("SELECT 1")));
+      await holder;
+      const reasons = results.map((r) => (r.status === "rejected" ? GatewayError.from(r.reason).reason : "ok")).sort();
+      assert.deepEqual(reasons, ["POOL_EXHAUSTED", "POOL_EXHAUSTED", "TOO_MANY_WAITERS", "TOO_MANY_WAITERS"]);
+      for (const r of results) if (r.status === "rejected") assert.equal(GatewayError.from(r.reason).code, Code.ResourceExhausted);
+      const stats = statsOf(await poolStats(fast), `${fast.platforms[0]}_main`)!;
+      assert.equal(Number(stats.timeouts), 2);
+      assert.equal(Number(stats.rejected), 2);
+    } finally {
+      await fast.close();
+    }
+  });
+
+  it("closes idle connections beyond the warm one, then the unused pool", async () => {
+    const db = client.platform(platform).tenant("x1");
+    await Promise.all([db.query("SELECT pg_sleep(0.1)"), db.query("SELECT pg_sleep(0.1)")]);
+    assert.equal(statsOf(await poolStats(t), `${platform}_x1`)?.size, 2);
+    await waitFor(async () => statsOf(await poolStats(t), `${platform}_x1`)?.size === 1, 5_000, "one warm connection left");
+    assert.ok(Number(statsOf(await poolStats(t), `${platform}_x1`)!.connectionsIdleClosed) >= 1);
+    const evictionsBefore = Number((await poolStats(t)).totals!.evictions);
+    await waitFor(async () => statsOf(await poolStats(t), `${platform}_x1`) === undefined, 5_000, "unused pool closed");
+    assert.ok(Number((await poolStats(t)).totals!.evictions) > evictionsBefore);
+  });
+
+  it("keeps at most MAX_POOLS pools with connections, evicting the least recently used", async () => {
+    for (const tenant of ["x1", "x2", "x3"]) await client.platform(platform).tenant(tenant).query("SELECT 1");
+    const stats = await poolStats(t);
+    const withConnections = stats.pools.filter((p) => p.size > 0).map((p) => p.database);
+    assert.ok(withConnections.length <= 2, withConnections.join());
+    assert.ok(!withConnections.includes(`${platform}_x1`), "x1 was the least recently used");
+  });
+
+  it("replaces connections at their maximum lifetime", async () => {
+    const short = await startTestGateway({ platforms: 1, pool: { maxLifetimeMillis: 300 } });
+    try {
+      const db = short.client().platform(short.platforms[0]!);
+      const first = (await db.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+      await new Promise((r) => setTimeout(r, 600));
+      const second = (await db.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+      assert.notEqual(second, first);
+      assert.ok(Number(statsOf(await poolStats(short), `${short.platforms[0]}_main`)!.connectionsExpired) >= 1);
+    } finally {
+      await short.close();
+    }
+  });
+});
+
+describe("pool manager: no session state reaches the next call", () => {
+  let t: TestGateway;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1, pool: { maxConnectionsPerPool: 1 } });
+  });
+  after(() => t.close());
+
+  it("SET, set_config, PREPARE, temporary tables, LISTEN and advisory locks are reset on the same connection", async () => {
+    const db = t.client().platform(t.platforms[0]!);
+    const pid = async () => (await db.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+    const backend = await pid();
+    await db.query("SET work_mem = '7MB'");
+    await db.query("SELECT set_config('app.tenant', 'leaked', false)");
+    await db.query("PREPARE leaked_plan AS SELECT 1");
+    await db.query("CREATE TEMP TABLE leaked_temp (v int)");
+    await db.query("LISTEN leaked_channel");
+    await db.query("SELECT pg_advisory_lock(4242)");
+    await db.query("SET search_path = pg_catalog");
+    const { rows } = await db.query(`
+      SELECT current_setting('work_mem') AS work_mem,
+             coalesce(current_setting('app.tenant', true), '') AS app_tenant,
+             (SELECT count(*)::int FROM pg_prepared_statements) AS prepared,
+             to_regclass('pg_temp.leaked_temp') IS NULL AS temp_gone,
+             (SELECT count(*)::int FROM pg_listening_channels()) AS listening,
+             (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory,
+             current_setting('search_path') AS search_path`);
+    assert.deepEqual(rows, [{ work_mem: "4MB", app_tenant: "", prepared: 0, temp_gone: true, listening: 0, advisory: 0, search_path: '"$user", public' }]);
+    assert.equal(await pid(), backend, "the same connection was reused, reset");
+  });
+});
