@@ -24,6 +24,8 @@ export interface Settings {
   readonly gatewaySecret: string | undefined;
   readonly pool: PoolSettings;
   readonly registryRefreshMillis: number;
+  /** Longest a statement may run when its call has no (shorter) deadline. */
+  readonly maxStatementMillis: number;
   /** Where development material lives: embedded PostgreSQL data, certificates, keys. */
   readonly dataDir: string;
   /** Port of the embedded PostgreSQL; 0 picks a free one. */
@@ -160,6 +162,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       validateAfterIdleMillis: int("CONNECTION_VALIDATE_AFTER_IDLE_SECS", 30, 0, 86_400) * 1000,
     },
     registryRefreshMillis: int("REGISTRY_REFRESH_SECS", 10, 1, 86_400) * 1000,
+    maxStatementMillis: int("MAX_STATEMENT_TIME_SECS", 300, 1, 86_400) * 1000,
     dataDir: env.GATEWAY_DATA_DIR || ".data",
     embeddedPostgresPort: int("EMBEDDED_PG_PORT", 0, 0, 65535),
   };

@@ -39,6 +39,8 @@ export interface GatewayOptions {
   gatewaySecret: string;
   pool: PoolSettings;
   registryRefreshMillis: number;
+  /** Longest a statement may run when its call has no (shorter) deadline. */
+  maxStatementMillis: number;
   /** Receives errors worth an operator's attention: internal errors and failing idle connections. */
   onError?: (message: string, err: unknown) => void;
 }
@@ -113,8 +115,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (err.reason === "INTERNAL") options.onError?.(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
   };
   const authenticate = (metadata: grpc.Metadata) => keys.authenticate(metadata);
-  const router = new Router(registry, sync);
-  addService(server, QueryService, createQueryService(router, pools), { authenticate, onError });
+  const router = new Router(registry, async (database) => {
+    if (!lifecycle.isManaged(database)) return false;
+    const { rowCount } = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn", [database]);
+    if (rowCount !== 1) return false;
+    await lifecycle.adopt([database]);
+    registry.add(database);
+    return true;
+  });
+  addService(server, QueryService, createQueryService(router, pools, options.maxStatementMillis), { authenticate, onError });
   addService(server, AdminService, createAdminService(registry, lifecycle, pools, platforms), { authenticate, authorize: requireAdmin, onError });
   const setServing = addStandardServices(server, [QueryService, AdminService]);
 

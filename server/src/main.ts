@@ -73,6 +73,7 @@ async function main(): Promise<void> {
       gatewaySecret,
       pool: settings.pool,
       registryRefreshMillis: settings.registryRefreshMillis,
+      maxStatementMillis: settings.maxStatementMillis,
       onError: (message, err) => console.error(`db-gateway: ${message}:`, err),
     });
   } catch (err) {

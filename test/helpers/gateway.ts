@@ -64,11 +64,11 @@ export async function startTestGateway(
   options: { platforms?: number; createMain?: boolean; overrides?: Partial<GatewayOptions>; pool?: Partial<PoolSettings>; databaseUrl?: string } = {},
 ): Promise<TestGateway> {
   const databaseUrl = options.databaseUrl ?? pgUrl();
-  const gatewaySecret = randomBytes(32).toString("hex");
+  const gatewaySecret = options.overrides?.gatewaySecret ?? randomBytes(32).toString("hex");
   const pki = testPki();
   const platforms = Array.from({ length: options.platforms ?? 2 }, () => randomPlatform());
   const keys = Object.fromEntries(platforms.map((p) => [p, `key-${p}-${randomBytes(16).toString("hex")}`]));
-  const adminKey = `admin-${randomBytes(16).toString("hex")}`;
+  const adminKey = options.overrides?.adminKey ?? `admin-${randomBytes(16).toString("hex")}`;
   const admin = new pg.Client({ connectionString: databaseUrl });
   await admin.connect();
   try {
@@ -87,6 +87,7 @@ export async function startTestGateway(
     adminKey,
     gatewaySecret,
     registryRefreshMillis: 60_000,
+    maxStatementMillis: 60_000,
     ...options.overrides,
     pool: { ...TEST_POOL, ...options.pool },
   });

@@ -262,7 +262,6 @@ export class PoolManager {
     const wait = Math.min(this.options.acquireTimeoutMillis, limits.deadline - Date.now());
     if (!(wait > 0)) throw this.#exhausted(pool);
     const connection = await new Promise<Connection>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
       const done = () => {
         clearTimeout(timer);
         limits.signal?.removeEventListener("abort", onAbort);
@@ -281,7 +280,7 @@ export class PoolManager {
         resolve: (c) => (done(), resolve(c)),
         reject: (e) => (done(), reject(e)),
       };
-      timer = setTimeout(() => {
+      const timer = setTimeout(() => {
         leave();
         pool.stats.timeouts++;
         reject(this.#exhausted(pool));

@@ -3,20 +3,27 @@ import { requirePlatform, type Principal } from "../grpc/api-keys.js";
 import { databaseName, validatePlatform } from "./naming.js";
 import type { DatabaseRegistry } from "./registry.js";
 
+/** Names that were looked for and missing are not looked for again for this long. */
+const MISS_TTL_MILLIS = 1_000;
+/** Bounds the memory of remembered misses (names come from callers). */
+const MAX_REMEMBERED_MISSES = 10_000;
+
 /**
  * Routes data calls to their database: checks the platform name, that the
  * caller's key is that platform's, the tenant id, and that the database
- * exists, in that order. A database missing from the registry is looked for
- * once more through `refresh` (at most every `missRefreshMillis`), so a
- * tenant just created by another gateway instance is found at once.
+ * exists, in that order. A name missing from the registry is looked up once
+ * in PostgreSQL (`lookup`, which also registers and adopts it when found), so
+ * a tenant just created by another gateway instance or out of band is found
+ * at once; misses are remembered for a second so that a stream of calls for
+ * a missing tenant does not become a stream of look-ups.
  */
 export class Router {
-  #lastMiss = 0;
+  readonly #misses = new Map<string, number>();
+  readonly #lookups = new Map<string, Promise<boolean>>();
 
   constructor(
     private readonly registry: DatabaseRegistry,
-    private readonly refresh: () => Promise<void>,
-    private readonly missRefreshMillis = 1_000,
+    private readonly lookup: (database: string) => Promise<boolean>,
   ) {}
 
   /** The database name of a call, or an error with the right status. */
@@ -24,13 +31,28 @@ export class Router {
     validatePlatform(platform);
     requirePlatform(principal, platform);
     const name = databaseName(platform, tenantId);
-    if (this.registry.has(name)) return name;
-    if (Date.now() - this.#lastMiss > this.missRefreshMillis) {
-      this.#lastMiss = Date.now();
-      await this.refresh().catch(() => undefined);
-      if (this.registry.has(name)) return name;
-    }
+    if (this.registry.has(name) || (await this.#lookUp(name))) return name;
     const what = tenantId === "" ? `the main database of platform "${platform}"` : `tenant "${tenantId}" of platform "${platform}"`;
     throw new GatewayError("DATABASE_NOT_FOUND", `${what} does not exist`, { metadata: { platform, tenant_id: tenantId } });
+  }
+
+  async #lookUp(name: string): Promise<boolean> {
+    const missedAt = this.#misses.get(name);
+    if (missedAt !== undefined && Date.now() - missedAt < MISS_TTL_MILLIS) return false;
+    let pending = this.#lookups.get(name);
+    if (pending === undefined) {
+      pending = this.lookup(name)
+        .catch(() => false)
+        .finally(() => this.#lookups.delete(name));
+      this.#lookups.set(name, pending);
+    }
+    const found = await pending;
+    if (found) {
+      this.#misses.delete(name);
+    } else {
+      if (this.#misses.size >= MAX_REMEMBERED_MISSES) this.#misses.clear();
+      this.#misses.set(name, Date.now());
+    }
+    return found;
   }
 }
