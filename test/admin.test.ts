@@ -43,8 +43,15 @@ describe("AdminService: tenant databases", () => {
     await template.query("INSERT INTO settings VALUES ('theme', 'dark')");
     // The gateway holds an idle pooled connection to the template now; creating from it must still work.
     await admin.createTenant(platform, "clinic_tpl", { template: `${platform}_template` });
-    const { rows } = await t.client(platform).platform(platform).tenant("clinic_tpl").query("SELECT v FROM settings WHERE k = $1", ["theme"]);
+    const copy = t.client(platform).platform(platform).tenant("clinic_tpl");
+    const { rows } = await copy.query("SELECT v FROM settings WHERE k = $1", ["theme"]);
     assert.deepEqual(rows, [{ v: "dark" }]);
+    // The copy's role owns the copied objects; the template's role keeps its own database.
+    await copy.query("ALTER TABLE settings ADD COLUMN changed_at timestamptz");
+    await copy.query("INSERT INTO settings VALUES ($1, $2)", ["lang", "en"]);
+    await admin.createTenant(platform, "clinic_tpl2", { template: `${platform}_template` });
+    const { rows: still } = await template.query("SELECT count(*)::int AS n FROM settings");
+    assert.deepEqual(still, [{ n: 1 }]);
   });
 
   it("refuses templates that are missing or belong to another platform", async () => {

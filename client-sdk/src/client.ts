@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { createClient as createConnectClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { AdminService, DatabaseType } from "./gen/dbgateway/v1/admin_service_pb.js";
+import { AdminService, DatabaseType, type GetPoolStatsResponse } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { ResultSet } from "./gen/dbgateway/v1/values_pb.js";
 import { GatewayError } from "./gateway-error.js";
@@ -77,6 +77,8 @@ export interface AdminClient {
   createTenant(platform: string, tenantId: string, options?: { template?: string } & CallOptions): Promise<DatabaseInfo>;
   dropTenant(platform: string, tenantId: string, options?: CallOptions): Promise<DatabaseInfo>;
   listDatabases(platform?: string, options?: CallOptions): Promise<DatabaseInfo[]>;
+  /** The gateway instance's connection pools, per database (of one platform, or all) and in total. */
+  getPoolStats(platform?: string, options?: CallOptions): Promise<GetPoolStatsResponse>;
 }
 
 /** A connection to a gateway: one HTTP/2 connection shared by every call. */
@@ -133,6 +135,7 @@ export function createClient(options: ClientOptions): GatewayClient {
           call(async () => describe((await admin.createTenant({ platform, tenantId, template: o.template ?? "" }, o)).database)),
         dropTenant: (platform, tenantId, o = {}) => call(async () => describe((await admin.dropTenant({ platform, tenantId }, o)).database)),
         listDatabases: (platform = "", o = {}) => call(async () => (await admin.listDatabases({ platform }, o)).databases.map(describe)),
+        getPoolStats: (platform = "", o = {}) => call(() => admin.getPoolStats({ platform }, o)),
       };
     },
     raw: { query, admin },

@@ -72,7 +72,7 @@ export class TenantLifecycle {
         throw createError(err, name, template);
       }
       try {
-        await this.o.roles.provision(client, name, this.o.connectTo, template === "" ? undefined : this.o.roles.roleName(template));
+        await this.o.roles.provision(client, name, this.o.connectTo);
       } catch (err) {
         // No half-made tenant: without its role the database is unusable.
         await client.query(`DROP DATABASE IF EXISTS ${escapeIdentifier(name)} WITH (FORCE)`).catch(() => undefined);

@@ -57,9 +57,8 @@ export class TenantRoles {
    * inside the database every object handed to the login role (objects copied
    * from a template, or made by an administrator before). `admin` is an
    * administrative connection; `connectTo` opens one to the database itself.
-   * `previousRole` is the template's role, whose privileges are removed.
    */
-  async provision(admin: pg.ClientBase, database: string, connectTo: (database: string) => Promise<pg.Client>, previousRole?: string): Promise<void> {
+  async provision(admin: pg.ClientBase, database: string, connectTo: (database: string) => Promise<pg.Client>): Promise<void> {
     const role = this.roleName(database);
     const superuser = await this.#adminSuperuser(admin);
     await ensureOwnerRole(admin);
@@ -90,11 +89,11 @@ export class TenantRoles {
     const inside = await connectTo(database);
     try {
       await inside.query("SELECT set_config('dbgateway.role', $1, false)", [role]);
+      // Changing an owner moves the old owner's privileges to the new one, so the
+      // template's role keeps nothing here. (DROP OWNED would be wrong: it also
+      // revokes the template role's privileges on shared objects, such as
+      // CONNECT on the template database itself.)
       await inside.query(GIVE_OBJECTS_TO_ROLE);
-      if (previousRole !== undefined && previousRole !== role) {
-        const known = await inside.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [previousRole]);
-        if (known.rowCount === 1) await inside.query(`DROP OWNED BY ${escapeIdentifier(previousRole)}`);
-      }
     } finally {
       await inside.end();
     }
