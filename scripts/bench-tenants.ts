@@ -4,7 +4,7 @@
  * latency percentiles, errors by reason, the gateway's peak PostgreSQL
  * connections (sampled from pg_stat_activity) and its memory.
  *
- *   npm run bench:tenants -- --tenants 1000 --duration 30 --concurrency 64
+ *   npm run bench:tenants -- --tenants 1000 --duration 30 --concurrency 64 [--env MAX_POOLS=200]
  *
  * Runs against an embedded PostgreSQL (max_connections 300) unless PG_URL is
  * set; the gateway runs as its own process, started with `npm start`'s entry
@@ -27,6 +27,7 @@ const { values: args } = parseArgs({
     duration: { type: "string", default: "30" },
     concurrency: { type: "string", default: "64" },
     json: { type: "string" },
+    env: { type: "string", multiple: true, default: [] },
   },
 });
 const TENANTS = Number(args.tenants);
@@ -66,6 +67,8 @@ const gatewayProcess = spawn(process.execPath, ["--import", "tsx", "server/src/m
     API_KEY_BENCH: platformKey,
     API_KEY_ADMIN: adminKey,
     GATEWAY_SECRET: randomBytes(32).toString("hex"),
+    // --env MAX_POOLS=200 and the like: gateway settings other than the defaults.
+    ...Object.fromEntries((args.env ?? []).map((kv) => kv.split(/=(.*)/s).slice(0, 2))),
   },
   stdio: ["ignore", "pipe", "pipe"],
 });
@@ -161,8 +164,9 @@ try {
     maxTotalConnections: stats.totals?.maxTotalConnections,
     gatewayPeakRssMb: Math.round(peakRssKb / 1024),
     gatewayCpuMicrosPerCall: Math.round((cpuSeconds * 1e6) / Math.max(1, latencies.length)),
-    poolHitRate: round(hitRate(stats.pools)),
-    connectionsOpened: stats.pools.reduce((s, p) => s + Number(p.connectionsOpened), 0),
+    settings: args.env,
+    poolHitRate: round(Number(stats.totals!.hits) / Math.max(1, Number(stats.totals!.hits) + Number(stats.totals!.misses))),
+    connectionsOpened: Number(stats.totals!.connectionsOpened),
     tenantCreateSeconds: createSeconds,
     postgres: embedded ? "embedded (max_connections 300)" : "PG_URL",
   };
@@ -178,6 +182,7 @@ try {
     for (const { datname } of rows) await direct.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);
     const roles = await direct.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE starts_with(rolname, 'bench_')");
     for (const { rolname } of roles.rows) await direct.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(rolname)}`);
+    await direct.query("DROP ROLE IF EXISTS dbgateway_owner").catch(() => undefined);
   }
   await direct.end();
   await embedded?.stop();
@@ -186,16 +191,6 @@ try {
 
 function round(n: number): number {
   return Math.round(n * 100) / 100;
-}
-
-function hitRate(pools: { hits: bigint; misses: bigint }[]): number {
-  let hits = 0;
-  let all = 0;
-  for (const p of pools) {
-    hits += Number(p.hits);
-    all += Number(p.hits) + Number(p.misses);
-  }
-  return all === 0 ? 0 : hits / all;
 }
 
 async function rssKb(pid: number): Promise<number> {

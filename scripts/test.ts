@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -37,6 +38,14 @@ if (!env.PG_URL) {
 const files = await testFiles();
 const child = spawn(process.execPath, ["--import", "tsx", "--test", "--test-timeout=180000", ...files], { cwd: root, env, stdio: "inherit" });
 const code = await new Promise<number>((resolve) => child.on("exit", (c, signal) => resolve(c ?? (signal ? 1 : 0))));
+if (embedded === undefined) {
+  // A shared server: the tests dropped their databases and roles; drop the
+  // gateway's owner role too unless something real still uses it.
+  const admin = new pg.Client({ connectionString: env.PG_URL });
+  await admin.connect();
+  await admin.query("DROP ROLE IF EXISTS dbgateway_owner").catch(() => undefined);
+  await admin.end();
+}
 await embedded?.stop();
 if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
 process.exit(code);

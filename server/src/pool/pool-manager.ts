@@ -76,6 +76,10 @@ export interface ManagerStats {
   /** Pools closed for being unused or for exceeding the pool limit. */
   evictions: number;
   poolsCreated: number;
+  /** Over the gateway's life, including pools since closed. */
+  hits: number;
+  misses: number;
+  connectionsOpened: number;
 }
 
 interface Connection {
@@ -146,6 +150,9 @@ export class PoolManager {
   #closed = false;
   #evictions = 0;
   #poolsCreated = 0;
+  #hits = 0;
+  #misses = 0;
+  #opened = 0;
   #pulsing = false;
   #pulseAgain = false;
   readonly #reaper: NodeJS.Timeout;
@@ -243,6 +250,9 @@ export class PoolManager {
       waiting,
       evictions: this.#evictions,
       poolsCreated: this.#poolsCreated,
+      hits: this.#hits,
+      misses: this.#misses,
+      connectionsOpened: this.#opened,
     };
   }
 
@@ -252,6 +262,7 @@ export class PoolManager {
     pool.lastUsedAt = Date.now();
     if (pool.waiters.length === 0 && pool.idle.length > 0) {
       pool.stats.hits++;
+      this.#hits++;
       return this.#checkOut(pool.idle.pop()!);
     }
     if (pool.waiters.length >= this.options.maxWaitersPerPool) {
@@ -259,6 +270,7 @@ export class PoolManager {
       throw new GatewayError("TOO_MANY_WAITERS", `too many calls are waiting for a connection to "${database}"`, { metadata: { database } });
     }
     pool.stats.misses++;
+    this.#misses++;
     const wait = Math.min(this.options.acquireTimeoutMillis, limits.deadline - Date.now());
     if (!(wait > 0)) throw this.#exhausted(pool);
     const connection = await new Promise<Connection>((resolve, reject) => {
@@ -449,6 +461,7 @@ export class PoolManager {
       () => {
         pool.connecting--;
         pool.stats.opened++;
+        this.#opened++;
         const now = Date.now();
         const connection: Connection = { client, pool, createdAt: now, idleSince: now };
         client.on("error", (err) => {

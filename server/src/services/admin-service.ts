@@ -28,7 +28,14 @@ export function createAdminService(
       const prefix = request.platform === "" ? "" : `${request.platform}_`;
       const totals = pools.stats();
       return {
-        totals: { ...totals, evictions: BigInt(totals.evictions), poolsCreated: BigInt(totals.poolsCreated) },
+        totals: {
+          ...totals,
+          evictions: BigInt(totals.evictions),
+          poolsCreated: BigInt(totals.poolsCreated),
+          hits: BigInt(totals.hits),
+          misses: BigInt(totals.misses),
+          connectionsOpened: BigInt(totals.connectionsOpened),
+        },
         pools: pools
           .poolStats()
           .filter((p) => p.database.startsWith(prefix))
