@@ -164,26 +164,39 @@ describe("errors: gRPC status, reason and PostgreSQL fields", () => {
     });
   });
 
-  describe("methods of later issues", () => {
-    it("answer UNIMPLEMENTED", async () => {
-      await rejectsWith(client.raw.query.batch({ platform: a, statements: [{ sql: "SELECT 1" }] }), Code.Unimplemented, "NOT_IMPLEMENTED");
-      const drain = async (stream: AsyncIterable<unknown>) => {
-        for await (const _ of stream) void _;
-      };
-      await rejectsWith(drain(client.raw.query.streamQuery({ platform: a, sql: "SELECT 1" })), Code.Unimplemented, "NOT_IMPLEMENTED");
-      await rejectsWith(drain(client.raw.query.listen({ platform: a, channels: ["c"] })), Code.Unimplemented, "NOT_IMPLEMENTED");
-      async function* begin() {
-        yield { kind: { case: "begin" as const, value: { platform: a } } };
-      }
-      await rejectsWith(drain(client.raw.query.transaction(begin())), Code.Unimplemented, "NOT_IMPLEMENTED");
-    });
-    it("still authenticate first", async () => {
+  describe("every method of QueryService authenticates and authorizes first", () => {
+    const drain = async (stream: AsyncIterable<unknown>) => {
+      for await (const _ of stream) void _;
+    };
+    const calls = (c: GatewayClient, platform: string): [string, () => Promise<unknown>][] => [
+      ["Batch", () => c.raw.query.batch({ platform, statements: [{ sql: "SELECT 1" }] })],
+      ["StreamQuery", () => drain(c.raw.query.streamQuery({ platform, sql: "SELECT 1" }))],
+      ["Listen", () => drain(c.raw.query.listen({ platform, channels: ["c"] }))],
+      [
+        "Transaction",
+        () =>
+          drain(
+            c.raw.query.transaction(
+              (async function* () {
+                yield { kind: { case: "begin" as const, value: { platform } } };
+              })(),
+            ),
+          ),
+      ],
+    ];
+    it("an unknown key is UNAUTHENTICATED on every method", async () => {
       const stranger = createClient(t.clientOptions("z".repeat(20)));
       try {
-        await rejectsWith(stranger.raw.query.batch({ platform: a }), Code.Unauthenticated, "UNAUTHENTICATED");
+        for (const [method, call] of calls(stranger, a)) {
+          const err = await rejectsWith(call(), Code.Unauthenticated, "UNAUTHENTICATED");
+          assert.equal(err.message, "unauthenticated", method);
+        }
       } finally {
         stranger.close();
       }
+    });
+    it("another platform's database is PERMISSION_DENIED on every method", async () => {
+      for (const [, call] of calls(client, b)) await rejectsWith(call(), Code.PermissionDenied, "PERMISSION_DENIED");
     });
   });
 });

@@ -3,10 +3,9 @@ import { createClient as createConnectClient, type Client, type Interceptor, typ
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AdminService, DatabaseType, type GetPoolStatsResponse } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
-import type { ResultSet } from "./gen/dbgateway/v1/values_pb.js";
+import { createDatabase, type CallOptions, type Database } from "./database.js";
 import { GatewayError } from "./gateway-error.js";
 import { typeParsers, type Int8Mode, type TypeParser } from "./type-parsers.js";
-import { toValue, type Param } from "./values.js";
 
 /** A PEM given as its text or bytes, or as the path of a file holding it. */
 export type PemSource = string | Uint8Array;
@@ -25,42 +24,9 @@ export interface ClientOptions {
   typeParsers?: Readonly<Record<number, TypeParser>>;
 }
 
-/** A column of a result, named as in `pg`'s `FieldDef`. */
-export interface Field {
-  name: string;
-  dataTypeID: number;
-  dataTypeModifier: number;
-  tableID: number;
-  columnID: number;
-}
-
-/** The result of a query, shaped like `pg`'s. */
-export interface QueryResult<Row> {
-  rows: Row[];
-  /** Rows returned or affected. */
-  rowCount: number;
-  fields: Field[];
-  /** SELECT, INSERT, UPDATE … */
-  command: string;
-  /** Time PostgreSQL took, as measured by the gateway. */
-  executionTimeMs: number;
-}
-
-/** One database: a platform's main database or a tenant's. */
-export interface Database {
-  /** Runs one parameterized statement; rows are objects keyed by column name. */
-  query<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[], options?: CallOptions): Promise<QueryResult<Row>>;
-}
-
 /** A platform's main database, and the way to its tenants. */
 export interface PlatformDatabase extends Database {
   tenant(tenantId: string): Database;
-}
-
-/** Per-call options. */
-export interface CallOptions {
-  signal?: AbortSignal;
-  timeoutMs?: number;
 }
 
 /** A database entry listed by the admin API. */
@@ -107,20 +73,9 @@ export function createClient(options: ClientOptions): GatewayClient {
   const admin = createConnectClient(AdminService, transport);
   const parserFor = typeParsers(options.int8 ?? "bigint", options.typeParsers);
 
-  const database = (platform: string, tenantId: string): Database => ({
-    async query<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = [], call: CallOptions = {}) {
-      try {
-        const response = await query.query({ platform, tenantId, sql, params: params.map(toValue) }, call);
-        return decodeResult<Row>(response.result, parserFor);
-      } catch (err) {
-        throw GatewayError.from(err);
-      }
-    },
-  });
-
   return {
     platform(platform) {
-      return { ...database(platform, ""), tenant: (tenantId) => database(platform, tenantId) };
+      return { ...createDatabase(query, { platform, tenantId: "" }, parserFor), tenant: (tenantId) => createDatabase(query, { platform, tenantId }, parserFor) };
     },
     admin() {
       const call = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -148,33 +103,6 @@ export function createClient(options: ClientOptions): GatewayClient {
 function pem(source: PemSource): Buffer {
   if (typeof source !== "string") return Buffer.from(source);
   return source.includes("-----BEGIN") ? Buffer.from(source) : readFileSync(source);
-}
-
-function decodeResult<Row>(result: ResultSet | undefined, parserFor: (oid: number) => TypeParser): QueryResult<Row> {
-  if (result === undefined) throw new GatewayError("the gateway sent no result", 13, "INTERNAL", {}, undefined);
-  const parsers = result.columns.map((c) => parserFor(c.typeOid));
-  const names = result.columns.map((c) => c.name);
-  const rows = result.rows.map((row) => {
-    const out: Record<string, unknown> = {};
-    row.values.forEach((value, i) => {
-      out[names[i]!] = value.kind.case === "stringValue" ? parsers[i]!(value.kind.value) : null;
-    });
-    return out as Row;
-  });
-  const time = result.executionTime;
-  return {
-    rows,
-    rowCount: Number(result.rowsAffected),
-    fields: result.columns.map((c) => ({
-      name: c.name,
-      dataTypeID: c.typeOid,
-      dataTypeModifier: c.typeModifier,
-      tableID: c.tableOid,
-      columnID: c.columnNumber,
-    })),
-    command: result.command,
-    executionTimeMs: time === undefined ? 0 : Number(time.seconds) * 1000 + time.nanos / 1e6,
-  };
 }
 
 function describe(db: { name: string; platform: string; tenantId: string; type: DatabaseType } | undefined): DatabaseInfo {

@@ -1,7 +1,9 @@
+import { anyIs, anyUnpack, type Any } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { PostgresError } from "./gen/dbgateway/v1/errors_pb.js";
 import { PostgresErrorSchema } from "./gen/dbgateway/v1/errors_pb.js";
 import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import type { Status } from "./gen/google/rpc/status_pb.js";
 
 /**
  * The one error type of the SDK. `code` is the gRPC status code (Connect's
@@ -38,6 +40,19 @@ export class GatewayError extends Error {
       cause: err,
     });
   }
+
+  /** The error a `google.rpc.Status` inside a response describes (a batch statement's, a transaction statement's). */
+  static fromStatus(status: Status): GatewayError {
+    const info = unpack(status.details, ErrorInfoSchema);
+    const postgres = unpack(status.details, PostgresErrorSchema);
+    const code = status.code as Code;
+    return new GatewayError(status.message, code, info?.reason ?? Code[code] ?? "UNKNOWN", info?.metadata ?? {}, postgres);
+  }
+}
+
+function unpack<Desc extends typeof ErrorInfoSchema | typeof PostgresErrorSchema>(details: readonly Any[], schema: Desc) {
+  const any = details.find((d) => anyIs(d, schema));
+  return any === undefined ? undefined : anyUnpack(any, schema);
 }
 
 export { Code };

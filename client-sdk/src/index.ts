@@ -2,19 +2,21 @@
  * @db-gateway/client: the TypeScript client of db-gateway.
  * The public API is exactly what this file exports.
  */
-export {
-  createClient,
-  type AdminClient,
-  type CallOptions,
-  type ClientOptions,
-  type Database,
-  type DatabaseInfo,
-  type Field,
-  type GatewayClient,
-  type PemSource,
-  type PlatformDatabase,
-  type QueryResult,
-} from "./client.js";
+export { createClient, type AdminClient, type ClientOptions, type DatabaseInfo, type GatewayClient, type PemSource, type PlatformDatabase } from "./client.js";
+export type {
+  BatchOptions,
+  BatchStatement,
+  CallOptions,
+  Database,
+  NotificationEvent,
+  RowStream,
+  StreamOptions,
+  StreamSummary,
+  Subscription,
+  TransactionCallOptions,
+} from "./database.js";
+export type { Field, QueryResult } from "./result.js";
+export type { Transaction, TransactionOptions } from "./transaction.js";
 export { Code, GatewayError } from "./gateway-error.js";
 export type { Int8Mode, TypeParser } from "./type-parsers.js";
 export { toValue, type Param } from "./values.js";

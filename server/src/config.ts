@@ -26,6 +26,8 @@ export interface Settings {
   readonly registryRefreshMillis: number;
   /** Longest a statement may run when its call has no (shorter) deadline. */
   readonly maxStatementMillis: number;
+  /** Longest an interactive transaction may wait for its client's next message before it is rolled back. */
+  readonly transactionIdleTimeoutMillis: number;
   /** Where development material lives: embedded PostgreSQL data, certificates, keys. */
   readonly dataDir: string;
   /** Port of the embedded PostgreSQL; 0 picks a free one. */
@@ -163,6 +165,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     },
     registryRefreshMillis: int("REGISTRY_REFRESH_SECS", 10, 1, 86_400) * 1000,
     maxStatementMillis: int("MAX_STATEMENT_TIME_SECS", 300, 1, 86_400) * 1000,
+    transactionIdleTimeoutMillis: int("TRANSACTION_IDLE_TIMEOUT_SECS", 60, 1, 86_400) * 1000,
     dataDir: env.GATEWAY_DATA_DIR || ".data",
     embeddedPostgresPort: int("EMBEDDED_PG_PORT", 0, 0, 65535),
   };

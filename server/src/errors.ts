@@ -2,8 +2,8 @@ import { create, toBinary, type DescMessage, type MessageShape } from "@bufbuild
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";
 import { DatabaseError } from "pg";
-import { PostgresErrorSchema, type PostgresError } from "./gen/dbgateway/v1/errors_pb.js";
-import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { PostgresErrorSchema, StatementLocationSchema, type PostgresError } from "./gen/dbgateway/v1/errors_pb.js";
+import { ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { StatusSchema, type Status as RpcStatus } from "./gen/google/rpc/status_pb.js";
 
 /** The `domain` of every `google.rpc.ErrorInfo` the gateway sends. */
@@ -40,6 +40,22 @@ export const Reason = {
   ROLE_CONFLICT: Status.FAILED_PRECONDITION,
   /** PostgreSQL rejected the statement; the code comes from its SQLSTATE. */
   QUERY_FAILED: Status.UNKNOWN,
+  /**
+   * A serialization failure (40001) or deadlock (40P01): the transaction was
+   * rolled back and running it again from the start may well succeed.
+   */
+  TRANSACTION_CONFLICT: Status.ABORTED,
+  /** COMMIT of a transaction in which a statement had failed: it was rolled back instead. */
+  TRANSACTION_ABORTED: Status.FAILED_PRECONDITION,
+  /** The client sent nothing for longer than the idle-in-transaction timeout: rolled back. */
+  TRANSACTION_IDLE_TIMEOUT: Status.ABORTED,
+  /** A statement ended the transaction itself (COMMIT, ROLLBACK …): use the stream's commit and rollback. */
+  TRANSACTION_ENDED_BY_STATEMENT: Status.FAILED_PRECONDITION,
+  /** The connection broke after COMMIT was sent: the transaction may or may not have committed. */
+  COMMIT_OUTCOME_UNKNOWN: Status.UNAVAILABLE,
+  INVALID_CHANNEL: Status.INVALID_ARGUMENT,
+  /** A Listen subscriber did not read its notifications fast enough; it was disconnected. */
+  SUBSCRIBER_TOO_SLOW: Status.RESOURCE_EXHAUSTED,
   /** PostgreSQL could not be reached, or the connection broke. */
   DATABASE_UNAVAILABLE: Status.UNAVAILABLE,
   NOT_IMPLEMENTED: Status.UNIMPLEMENTED,
@@ -130,10 +146,22 @@ const SQLSTATE_CODES: ReadonlyMap<string, Status> = new Map([
   ["XX", Status.INTERNAL], // internal error
 ]);
 
-/** The gRPC status code for a PostgreSQL SQLSTATE. */
-export function statusForSqlstate(sqlstate: string): Status {
+/**
+ * The gRPC status code for a PostgreSQL SQLSTATE. A 57014 (query_canceled)
+ * caused by `statement_timeout` is DEADLINE_EXCEEDED; any other is CANCELLED.
+ * The cause is only told by the message, so a server with translated messages
+ * reports every 57014 as CANCELLED.
+ */
+export function statusForSqlstate(sqlstate: string, message = ""): Status {
+  if (sqlstate === "57014" && message.includes("statement timeout")) return Status.DEADLINE_EXCEEDED;
   return SQLSTATE_CODES.get(sqlstate) ?? SQLSTATE_CODES.get(sqlstate.slice(0, 2)) ?? Status.UNKNOWN;
 }
+
+/** SQLSTATEs after which the whole transaction can be retried: serialization_failure, deadlock_detected. */
+const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(["40001", "40P01"]);
+
+/** How long a client should wait before retrying a TRANSACTION_CONFLICT: sent as `google.rpc.RetryInfo`. */
+const CONFLICT_RETRY_DELAY = { seconds: 0n, nanos: 20_000_000 };
 
 /** Copies every field PostgreSQL sent with an error into the `PostgresError` detail. */
 export function postgresErrorDetail(err: DatabaseError): PostgresError {
@@ -163,14 +191,37 @@ function toUint(text: string | undefined): number {
   return Number.isInteger(n) && n > 0 ? n : 0;
 }
 
-/** A statement error from PostgreSQL, with every field it sent. */
+/**
+ * A statement error from PostgreSQL, with every field it sent. Serialization
+ * failures and deadlocks are TRANSACTION_CONFLICT (ABORTED) with a
+ * `google.rpc.RetryInfo`; every other error is QUERY_FAILED with the code of
+ * its SQLSTATE.
+ */
 export function queryFailed(err: DatabaseError, metadata: Record<string, string> = {}): GatewayError {
   const sqlstate = err.code ?? "";
+  const details: DetailMessage[] = [{ schema: PostgresErrorSchema, message: postgresErrorDetail(err) }];
+  if (RETRYABLE_SQLSTATES.has(sqlstate)) {
+    details.push({ schema: RetryInfoSchema, message: create(RetryInfoSchema, { retryDelay: CONFLICT_RETRY_DELAY }) });
+    return new GatewayError("TRANSACTION_CONFLICT", err.message, { metadata: { ...metadata, sqlstate }, details, cause: err });
+  }
   return new GatewayError("QUERY_FAILED", err.message, {
     metadata: { ...metadata, sqlstate },
-    details: [{ schema: PostgresErrorSchema, message: postgresErrorDetail(err) }],
-    code: statusForSqlstate(sqlstate),
+    details,
+    code: statusForSqlstate(sqlstate, err.message),
     cause: err,
+  });
+}
+
+/**
+ * The error of the statement at `index` of a batch: the same error with a
+ * `StatementLocation` detail and `statement_index` in its ErrorInfo metadata.
+ */
+export function atStatement(err: GatewayError, index: number): GatewayError {
+  return new GatewayError(err.reason, err.message, {
+    code: err.code,
+    metadata: { ...err.metadata, statement_index: String(index) },
+    details: [...err.details, { schema: StatementLocationSchema, message: create(StatementLocationSchema, { statementIndex: index }) }],
+    cause: err.cause,
   });
 }
 

@@ -8,6 +8,7 @@ import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import { ApiKeys, requireAdmin } from "./grpc/api-keys.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
+import { ListenerHub } from "./notifications/listener-hub.js";
 import { PoolManager } from "./pool/pool-manager.js";
 import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
@@ -41,6 +42,8 @@ export interface GatewayOptions {
   registryRefreshMillis: number;
   /** Longest a statement may run when its call has no (shorter) deadline. */
   maxStatementMillis: number;
+  /** Longest an interactive transaction may wait for its client's next message. */
+  transactionIdleTimeoutMillis: number;
   /** Receives errors worth an operator's attention: internal errors and failing idle connections. */
   onError?: (message: string, err: unknown) => void;
 }
@@ -51,6 +54,12 @@ export interface Gateway {
   /** Stops accepting calls, lets calls in flight finish (up to `graceMillis`), then closes every connection. */
   close(graceMillis?: number): Promise<void>;
 }
+
+/** After a call is interrupted, how long its backend has to stop before its connection is destroyed. */
+const CANCEL_GRACE_MILLIS = 2_000;
+
+/** Notifications a Listen subscriber may leave unread before it is disconnected (SUBSCRIBER_TOO_SLOW). */
+const MAX_PENDING_NOTIFICATIONS = 10_000;
 
 /** Connections a tenant role may open beyond its pool: room for a LISTEN connection and an operator. */
 const ROLE_CONNECTION_HEADROOM = 2;
@@ -73,9 +82,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const pools = new PoolManager({
     ...options.pool,
     reapIntervalMillis: Math.min(1_000, options.pool.connectionIdleTimeoutMillis, options.pool.maxLifetimeMillis),
+    cancelGraceMillis: CANCEL_GRACE_MILLIS,
     connectionFor: (database) => {
       const role = roles.roleName(database);
-      return { ...connection, database, user: role, password: roles.password(role) };
+      // statement_timeout: PostgreSQL's own backstop for the longest statement, should the gateway's timer not fire.
+      return { ...connection, database, user: role, password: roles.password(role), statement_timeout: options.maxStatementMillis };
     },
     onError: (database, err) => options.onError?.(`connection to "${database}" failed`, err),
   });
@@ -123,7 +134,17 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     registry.add(database);
     return true;
   });
-  addService(server, QueryService, createQueryService(router, pools, options.maxStatementMillis), { authenticate, onError });
+  const listeners = new ListenerHub(pools, {
+    retryMillis: 100,
+    maxRetryMillis: 5_000,
+    onError: (database, err) => options.onError?.(`listening connection to "${database}" lost`, err),
+  });
+  const queryService = createQueryService(router, pools, listeners, {
+    maxStatementMillis: options.maxStatementMillis,
+    transactionIdleTimeoutMillis: options.transactionIdleTimeoutMillis,
+    maxPendingNotifications: MAX_PENDING_NOTIFICATIONS,
+  });
+  addService(server, QueryService, queryService, { authenticate, onError });
   addService(server, AdminService, createAdminService(registry, lifecycle, pools, platforms), { authenticate, authorize: requireAdmin, onError });
   const setServing = addStandardServices(server, [QueryService, AdminService]);
 
@@ -146,6 +167,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     async close(graceMillis = 5_000) {
       setServing("NOT_SERVING");
       clearInterval(refresher);
+      listeners.close();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           server.forceShutdown();

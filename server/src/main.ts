@@ -74,6 +74,7 @@ async function main(): Promise<void> {
       pool: settings.pool,
       registryRefreshMillis: settings.registryRefreshMillis,
       maxStatementMillis: settings.maxStatementMillis,
+      transactionIdleTimeoutMillis: settings.transactionIdleTimeoutMillis,
       onError: (message, err) => console.error(`db-gateway: ${message}:`, err),
     });
   } catch (err) {

@@ -88,6 +88,7 @@ export async function startTestGateway(
     gatewaySecret,
     registryRefreshMillis: 60_000,
     maxStatementMillis: 60_000,
+    transactionIdleTimeoutMillis: 60_000,
     ...options.overrides,
     pool: { ...TEST_POOL, ...options.pool },
   });

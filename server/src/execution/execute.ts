@@ -2,7 +2,7 @@ import type pg from "pg";
 import type { ResultSet, Statement } from "../gen/dbgateway/v1/values_pb.js";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { toPgParams, type PgParam } from "./params.js";
-import { toResultSet } from "./result-set.js";
+import { toResultSet, type TextRow } from "./result-set.js";
 
 /** Anything a statement can run on: a pool or one checked-out client. */
 export type Queryable = Pick<pg.Pool, "query"> | Pick<pg.PoolClient, "query">;
@@ -15,7 +15,7 @@ export type Queryable = Pick<pg.Pool, "query"> | Pick<pg.PoolClient, "query">;
 export async function execute(on: Queryable, statement: PreparedStatement): Promise<ResultSet> {
   const { sql, values } = statement;
   const started = process.hrtime.bigint();
-  let result: pg.QueryArrayResult<(string | null)[]>;
+  let result: pg.QueryArrayResult<TextRow>;
   try {
     result = await on.query({ text: sql, values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
   } catch (err) {

@@ -16,10 +16,59 @@ export interface CallContext {
 
 type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O>>;
 
-/** Handlers of a service's unary methods, by their local (camelCase) name. Missing ones answer UNIMPLEMENTED. */
+/**
+ * A response message already in its wire encoding, for the hot paths that
+ * encode rows by hand (see execution/row-encoding.ts): sent as is.
+ */
+export class EncodedMessage {
+  constructor(readonly bytes: Buffer) {}
+}
+
+/**
+ * The responses of a streaming call. `send` resolves once the transport can
+ * take more (HTTP/2 flow control reaches back to the handler), or at once when
+ * the call is over (check `ctx.signal`); messages sent after the call ended
+ * are dropped.
+ */
+export interface ResponseStream<O extends DescMessage> {
+  send(message: MessageInitShape<O> | EncodedMessage): Promise<void>;
+  /** Messages written and not yet taken by the transport. */
+  readonly pending: number;
+}
+
+/** The requests of a client-streaming call, read one at a time: undefined once the client has half-closed. */
+export interface RequestStream<I extends DescMessage> {
+  next(): Promise<MessageShape<I> | undefined>;
+}
+
+type ServerStreamingImpl<I extends DescMessage, O extends DescMessage> = (
+  request: MessageShape<I>,
+  responses: ResponseStream<O>,
+  ctx: CallContext,
+) => Promise<void>;
+
+type BidiStreamingImpl<I extends DescMessage, O extends DescMessage> = (
+  requests: RequestStream<I>,
+  responses: ResponseStream<O>,
+  ctx: CallContext,
+) => Promise<void>;
+
+/**
+ * Handlers of a service's methods, by their local (camelCase) name. Missing
+ * ones answer UNIMPLEMENTED. A streaming handler's call ends with OK when its
+ * promise resolves, and with the error's status when it rejects.
+ */
 export type ServiceImpl<S extends GenServiceMethods> = {
-  [K in keyof S]?: S[K] extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage } ? UnaryImpl<I, O> : never;
+  [K in keyof S]?: S[K] extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+    ? UnaryImpl<I, O>
+    : S[K] extends { methodKind: "server_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+      ? ServerStreamingImpl<I, O>
+      : S[K] extends { methodKind: "bidi_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+        ? BidiStreamingImpl<I, O>
+        : never;
 };
+
+type AnyImpl = (...args: never[]) => Promise<unknown>;
 
 /** Cross-cutting behaviour applied to every call of a service. */
 export interface ServiceHooks {
@@ -48,9 +97,17 @@ export function addService<S extends GenServiceMethods>(
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of (service as DescService).methods) {
     definition[method.name] = methodDefinition(service as DescService, method);
-    const handler = (impl as Record<string, UnaryImpl<DescMessage, DescMessage> | undefined>)[method.localName];
+    const handler = (impl as Record<string, AnyImpl | undefined>)[method.localName];
     handlers[method.name] =
-      method.methodKind === "unary" && handler !== undefined ? unaryHandler(method, handler, hooks) : unimplementedHandler(method, hooks);
+      handler === undefined
+        ? unimplementedHandler(method, hooks)
+        : method.methodKind === "unary"
+          ? unaryHandler(method, handler as unknown as UnaryImpl<DescMessage, DescMessage>, hooks)
+          : method.methodKind === "server_streaming"
+            ? serverStreamingHandler(method, handler as unknown as ServerStreamingImpl<DescMessage, DescMessage>, hooks)
+            : method.methodKind === "bidi_streaming"
+              ? bidiStreamingHandler(method, handler as unknown as BidiStreamingImpl<DescMessage, DescMessage>, hooks)
+              : unimplementedHandler(method, hooks);
   }
   server.addService(definition as grpc.ServiceDefinition, handlers);
 }
@@ -62,10 +119,42 @@ function methodDefinition(service: DescService, method: DescMethod): grpc.Method
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: (message) => Buffer.from(toBinary(method.input, message as MessageShape<DescMessage>)),
     requestDeserialize: (bytes) => fromBinary(method.input, bytes),
-    responseSerialize: (message) => Buffer.from(toBinary(method.output, message as MessageShape<DescMessage>)),
+    responseSerialize: (message) =>
+      message instanceof EncodedMessage ? message.bytes : Buffer.from(toBinary(method.output, message as MessageShape<DescMessage>)),
     responseDeserialize: (bytes) => fromBinary(method.output, bytes),
     originalName: method.localName,
   };
+}
+
+/**
+ * What every handler shares: authentication and authorization before the
+ * handler runs, an AbortSignal for cancellation (the client's, or the
+ * deadline's as grpc-js sees it), and one conversion of any error.
+ */
+function startCall(
+  method: DescMethod,
+  call: { metadata: grpc.Metadata; getDeadline(): grpc.Deadline; once(event: "cancelled", listener: () => void): unknown },
+  hooks: ServiceHooks,
+  fail: (status: Partial<grpc.StatusObject>) => void,
+): { context: CallContext; fail: (err: unknown) => void } | undefined {
+  const abort = new AbortController();
+  call.once("cancelled", () => abort.abort());
+  const failWith = (err: unknown) => {
+    const error = toGatewayError(err);
+    hooks.onError?.(method, error);
+    fail(toStatusObject(error));
+  };
+  let principal: Principal;
+  try {
+    principal = hooks.authenticate(call.metadata);
+    hooks.authorize?.(principal);
+  } catch (err) {
+    failWith(err);
+    return undefined;
+  }
+  const deadline = call.getDeadline();
+  const context = { principal, metadata: call.metadata, signal: abort.signal, deadline: deadline instanceof Date ? deadline.getTime() : deadline };
+  return { context, fail: failWith };
 }
 
 function unaryHandler(
@@ -74,27 +163,110 @@ function unaryHandler(
   hooks: ServiceHooks,
 ): grpc.handleUnaryCall<MessageShape<DescMessage>, MessageShape<DescMessage>> {
   return (call, callback) => {
-    const abort = new AbortController();
-    call.once("cancelled", () => abort.abort());
-    const fail = (err: unknown) => {
-      const error = toGatewayError(err);
-      hooks.onError?.(method, error);
-      callback(toStatusObject(error));
-    };
-    let principal: Principal;
-    try {
-      principal = hooks.authenticate(call.metadata);
-      hooks.authorize?.(principal);
-    } catch (err) {
-      fail(err);
+    const started = startCall(method, call, hooks, (status) => callback(status));
+    if (started === undefined) return;
+    handler(call.request, started.context).then(
+      (response) => callback(null, create(method.output, response)),
+      started.fail,
+    );
+  };
+}
+
+function serverStreamingHandler(
+  method: DescMethod,
+  handler: ServerStreamingImpl<DescMessage, DescMessage>,
+  hooks: ServiceHooks,
+): grpc.handleServerStreamingCall<MessageShape<DescMessage>, MessageShape<DescMessage>> {
+  return (call) => {
+    const started = startCall(method, call, hooks, (status) => call.emit("error", status));
+    if (started === undefined) return;
+    handler(call.request, responseStream(method, call, started.context.signal), started.context).then(() => call.end(), started.fail);
+  };
+}
+
+function bidiStreamingHandler(
+  method: DescMethod,
+  handler: BidiStreamingImpl<DescMessage, DescMessage>,
+  hooks: ServiceHooks,
+): grpc.handleBidiStreamingCall<MessageShape<DescMessage>, MessageShape<DescMessage>> {
+  return (call) => {
+    const started = startCall(method, call, hooks, (status) => call.emit("error", status));
+    if (started === undefined) return;
+    const requests = requestStream(call);
+    handler(requests, responseStream(method, call, started.context.signal), started.context).then(() => call.end(), started.fail);
+  };
+}
+
+/**
+ * The writing side of a grpc-js call with backpressure: when `write` reports
+ * a full buffer, `send` waits for 'drain' (or the end of the call).
+ */
+function responseStream(
+  method: DescMethod,
+  call: grpc.ServerWritableStream<object, object> | grpc.ServerDuplexStream<object, object>,
+  signal: AbortSignal,
+): ResponseStream<DescMessage> {
+  let pending = 0;
+  const written = () => pending--;
+  return {
+    get pending() {
+      return pending;
+    },
+    async send(message) {
+      if (signal.aborted || call.writableEnded || call.destroyed) return;
+      pending++;
+      if (call.write(message instanceof EncodedMessage ? message : create(method.output, message), written)) return;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          call.off("drain", done);
+          signal.removeEventListener("abort", done);
+          resolve();
+        };
+        call.on("drain", done);
+        signal.addEventListener("abort", done, { once: true });
+      });
+    },
+  };
+}
+
+/**
+ * The reading side of a bidirectional call, pulled one message at a time:
+ * the call is paused while a message waits to be read, so a client cannot
+ * queue unbounded requests in the gateway. Resolves undefined at half-close
+ * or when the call ends.
+ */
+function requestStream(call: grpc.ServerDuplexStream<object, object>): RequestStream<DescMessage> {
+  const queue: MessageShape<DescMessage>[] = [];
+  let ended = false;
+  let waiting: ((message: MessageShape<DescMessage> | undefined) => void) | undefined;
+  const finish = () => {
+    ended = true;
+    waiting?.(undefined);
+    waiting = undefined;
+  };
+  call.on("data", (message: MessageShape<DescMessage>) => {
+    if (waiting !== undefined) {
+      const resolve = waiting;
+      waiting = undefined;
+      resolve(message);
       return;
     }
-    const deadline = call.getDeadline();
-    const context = { principal, metadata: call.metadata, signal: abort.signal, deadline: deadline instanceof Date ? deadline.getTime() : deadline };
-    handler(call.request, context).then(
-      (response) => callback(null, create(method.output, response)),
-      fail,
-    );
+    queue.push(message);
+    call.pause();
+  });
+  call.on("end", finish);
+  call.on("cancelled", finish);
+  call.on("error", finish);
+  return {
+    next() {
+      const message = queue.shift();
+      if (message !== undefined) {
+        call.resume();
+        return Promise.resolve(message);
+      }
+      if (ended) return Promise.resolve(undefined);
+      return new Promise((resolve) => (waiting = resolve));
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 import pg from "pg";
 import { DatabaseError } from "pg";
 import { GatewayError, leavesConnectionUsable } from "../errors.js";
+import { sendCancelRequest } from "./cancel-request.js";
 
 /** Settings of the pool manager; every duration is in milliseconds. */
 export interface PoolManagerOptions {
@@ -26,6 +27,8 @@ export interface PoolManagerOptions {
   validateAfterIdleMillis: number;
   /** How often timeouts and limits are enforced. */
   reapIntervalMillis: number;
+  /** After an interruption, how long the backend has to end its statement before its connection is destroyed. */
+  cancelGraceMillis: number;
   /** Errors worth an operator's attention (a failing idle connection, a failed reset). */
   onError?(database: string, err: unknown): void;
 }
@@ -34,6 +37,15 @@ export interface PoolManagerOptions {
 export interface CallLimits {
   deadline: number;
   signal?: AbortSignal;
+}
+
+/** A connection checked out for one call (see `PoolManager.withConnection`). */
+export interface Lease {
+  readonly client: pg.Client;
+  /** Aborted (with the call's error as reason) when the call is interrupted: stop using the client. */
+  readonly signal: AbortSignal;
+  /** Ends the call with `err`: its running statement is cancelled and its transaction rolled back. */
+  interrupt(err: GatewayError): void;
 }
 
 /** Counters and gauges of one database's pool. */
@@ -120,11 +132,14 @@ class DatabasePool {
   }
 }
 
+/** A connection whose reset (ROLLBACK, DISCARD ALL) takes longer than this is destroyed. */
+const RESET_TIMEOUT_MILLIS = 10_000;
+
 /**
  * The only result parser: every value stays PostgreSQL's text form, which the
  * gateway passes through instead of parsing and re-encoding it.
  */
-const TEXT_PASSTHROUGH = { getTypeParser: () => (value: string) => value };
+export const TEXT_PASSTHROUGH = { getTypeParser: () => (value: string) => value };
 
 /**
  * Per-database connection pools under one global cap. pg-pool cannot share a
@@ -164,38 +179,73 @@ export class PoolManager {
 
   /**
    * Runs `fn` on a connection of the database and gives the connection back
-   * after. If the call's deadline passes or it is cancelled while `fn` runs,
-   * the connection is destroyed (a stopped backend cannot hold the call) and
-   * the call fails with DEADLINE_EXCEEDED or CANCELLED.
+   * after: reset with `DISCARD ALL`, after a `ROLLBACK` if `fn` left a
+   * transaction open, or destroyed if anything is in doubt.
+   *
+   * The call is interrupted when its deadline passes, its signal aborts, or
+   * `fn` calls `lease.interrupt`: the call fails at once (DEADLINE_EXCEEDED,
+   * CANCELLED, or the given error), `lease.signal` aborts so that `fn` stops,
+   * and PostgreSQL is asked to cancel the backend's statement. The connection
+   * is reused only once `fn` has settled and the cancel request has been
+   * delivered, so a late cancel can never hit a later statement; a backend
+   * that does not answer within the grace period (a stopped process, a lost
+   * network) has its connection destroyed instead.
    */
-  async withConnection<T>(database: string, fn: (client: pg.Client) => Promise<T>, limits: CallLimits): Promise<T> {
+  async withConnection<T>(database: string, fn: (lease: Lease) => Promise<T>, limits: CallLimits): Promise<T> {
     const connection = await this.#acquire(database, limits);
-    let timer: NodeJS.Timeout | undefined;
-    let onAbort: (() => void) | undefined;
+    const abort = new AbortController();
+    let interrupt!: (err: GatewayError) => void;
     const interrupted = new Promise<never>((_, reject) => {
-      const interrupt = (err: GatewayError) => {
-        this.#destroy(connection, "discarded", true);
+      interrupt = (err) => {
+        if (abort.signal.aborted) return;
+        abort.abort(err);
         reject(err);
       };
-      const remaining = limits.deadline - Date.now();
-      if (Number.isFinite(remaining)) {
-        timer = setTimeout(() => interrupt(new GatewayError("DEADLINE_EXCEEDED", "the call's deadline passed while the statement ran")), Math.max(0, remaining));
-      }
-      onAbort = () => interrupt(new GatewayError("CANCELLED", "the call was cancelled"));
-      limits.signal?.addEventListener("abort", onAbort, { once: true });
     });
     interrupted.catch(() => undefined);
+    const remaining = limits.deadline - Date.now();
+    const timer = Number.isFinite(remaining)
+      ? setTimeout(() => interrupt(new GatewayError("DEADLINE_EXCEEDED", "the call's deadline passed while the statement ran")), Math.max(0, remaining))
+      : undefined;
+    const onAbort = () => interrupt(new GatewayError("CANCELLED", "the call was cancelled"));
+    if (limits.signal?.aborted) onAbort();
+    else limits.signal?.addEventListener("abort", onAbort, { once: true });
+    const work = (async () => fn({ client: connection.client, signal: abort.signal, interrupt }))();
     try {
-      const result = await Promise.race([fn(connection.client), interrupted]);
+      const result = await Promise.race([work, interrupted]);
       this.#release(connection, undefined);
       return result;
     } catch (err) {
-      this.#release(connection, err);
+      if (abort.signal.aborted) void this.#recover(connection, work);
+      else this.#release(connection, err);
       throw err;
     } finally {
       clearTimeout(timer);
-      if (onAbort) limits.signal?.removeEventListener("abort", onAbort);
+      limits.signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /**
+   * After an interruption: cancels the backend's statement, waits (within the
+   * grace period) for the call's work to end and the cancel to be delivered,
+   * then releases the connection as usual; destroys it if either is late.
+   */
+  async #recover(connection: Connection, work: Promise<unknown>): Promise<void> {
+    const grace = this.options.cancelGraceMillis;
+    const cancelled = sendCancelRequest(this.options.connectionFor(connection.pool.database), connection.client, grace);
+    const outcome = work.then(
+      () => ({ err: undefined as unknown }),
+      (err: unknown) => ({ err }),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), grace)));
+    const ended = await Promise.race([Promise.all([outcome, cancelled]), late]);
+    clearTimeout(timer);
+    if (ended === "late" || !ended[1]) {
+      this.#destroy(connection, "discarded", true);
+      return;
+    }
+    this.#release(connection, ended[0].err);
   }
 
   /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */
@@ -335,7 +385,9 @@ export class PoolManager {
       this.#destroy(connection, "closed");
       return;
     }
-    if ((err !== undefined && !leavesConnectionUsable(err)) || connection.client.getTransactionStatus() !== "I") {
+    const client = connection.client as pg.Client & { _getActiveQuery?(): unknown };
+    if ((err !== undefined && !leavesConnectionUsable(err)) || client._getActiveQuery?.()) {
+      // Broken, or still busy with something its call walked away from (an unclosed cursor).
       this.#destroy(connection, "discarded", true);
       return;
     }
@@ -344,10 +396,19 @@ export class PoolManager {
       return;
     }
     // DISCARD ALL: CLOSE ALL, RESET ALL (role and settings), DEALLOCATE ALL, UNLISTEN *,
-    // pg_advisory_unlock_all(), DISCARD TEMP/PLANS/SEQUENCES. The caller already has its answer.
-    connection.client.query("DISCARD ALL").then(
+    // pg_advisory_unlock_all(), DISCARD TEMP/PLANS/SEQUENCES. A transaction the call left
+    // open (it cannot run inside one) is rolled back first. The caller already has its answer.
+    const status = client.getTransactionStatus();
+    const reset = status === "I" ? client.query("DISCARD ALL") : client.query("ROLLBACK").then(() => client.query("DISCARD ALL"));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("the connection's reset took too long")), RESET_TIMEOUT_MILLIS)));
+    Promise.race([reset, late]).finally(() => clearTimeout(timer)).then(
       () => {
         if (!pool.busy.has(connection)) return;
+        if (client.getTransactionStatus() !== "I") {
+          this.#destroy(connection, "discarded", true);
+          return;
+        }
         pool.busy.delete(connection);
         if (this.#pools.get(pool.database) !== pool || this.#closed) {
           void this.#end(connection);
@@ -456,7 +517,7 @@ export class PoolManager {
   #open(pool: DatabasePool): void {
     pool.connecting++;
     this.#total++;
-    const client = new pg.Client({ ...this.options.connectionFor(pool.database), types: TEXT_PASSTHROUGH, application_name: "db-gateway" });
+    const client = new pg.Client({ ...this.options.connectionFor(pool.database), types: TEXT_PASSTHROUGH, application_name: "db-gateway", keepAlive: true });
     client.connect().then(
       () => {
         pool.connecting--;

@@ -1,22 +1,98 @@
+import { GatewayError } from "../errors.js";
 import type { QueryService } from "../gen/dbgateway/v1/query_service_pb.js";
+import { prepareBatch, runBatch } from "../execution/batch.js";
 import { execute, prepareStatement } from "../execution/execute.js";
+import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
+import { chunkLimits, streamQuery } from "../execution/stream-query.js";
+import { beginStatement } from "../execution/transaction-control.js";
 import type { ServiceImpl } from "../grpc/service-adapter.js";
+import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import type { Router } from "../tenancy/router.js";
 
+/** Limits of the data plane. */
+export interface QueryServiceLimits {
+  /** Longest a statement (or a streamed result) runs when its call has no shorter deadline. */
+  maxStatementMillis: number;
+  /** Longest an interactive transaction may wait for its client's next message. */
+  transactionIdleTimeoutMillis: number;
+  /** Notifications a Listen subscriber may leave unread before it is disconnected. */
+  maxPendingNotifications: number;
+}
+
 /**
  * QueryService: request → route to the tenant's database → pool → PostgreSQL
- * → result. A statement runs until the call's deadline, or for at most
- * `maxStatementMillis` when the call has none.
+ * → result. Requests are checked before a connection is taken. A call's
+ * deadline bounds its wait for a connection and its statements (a transaction
+ * as a whole, each of its statements at most `maxStatementMillis`); when it
+ * passes or the client cancels, the running statement is cancelled on
+ * PostgreSQL.
  */
-export function createQueryService(router: Router, pools: PoolManager, maxStatementMillis: number): ServiceImpl<(typeof QueryService)["method"]> {
+export function createQueryService(router: Router, pools: PoolManager, listeners: ListenerHub, limits: QueryServiceLimits): ServiceImpl<(typeof QueryService)["method"]> {
+  const statementLimits = (ctx: { deadline: number; signal: AbortSignal }) => ({
+    deadline: Math.min(ctx.deadline, Date.now() + limits.maxStatementMillis),
+    signal: ctx.signal,
+  });
   return {
     async query(request, ctx) {
       const database = await router.route(ctx.principal, request.platform, request.tenantId);
       const statement = prepareStatement(request);
-      const limits = { deadline: Math.min(ctx.deadline, Date.now() + maxStatementMillis), signal: ctx.signal };
-      const result = await pools.withConnection(database, (client) => execute(client, statement), limits);
+      const result = await pools.withConnection(database, (lease) => execute(lease.client, statement), statementLimits(ctx));
       return { result };
+    },
+
+    async streamQuery(request, responses, ctx) {
+      const database = await router.route(ctx.principal, request.platform, request.tenantId);
+      const statement = prepareStatement(request);
+      const chunks = chunkLimits(request.maxRowsPerMessage, request.maxBytesPerMessage);
+      await pools.withConnection(database, (lease) => streamQuery(lease, statement, responses, chunks), statementLimits(ctx));
+    },
+
+    async batch(request, ctx) {
+      const database = await router.route(ctx.principal, request.platform, request.tenantId);
+      const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions);
+      const results = await pools.withConnection(database, (lease) => runBatch(lease, batch), statementLimits(ctx));
+      return { results };
+    },
+
+    async transaction(requests, responses, ctx) {
+      const first = await requests.next();
+      if (first === undefined) return; // the client gave up before beginning
+      if (first.kind.case !== "begin") throw new GatewayError("INVALID_REQUEST", "the first message of a transaction stream must be begin");
+      const { platform, tenantId, options } = first.kind.value;
+      const database = await router.route(ctx.principal, platform, tenantId);
+      const begin = beginStatement(options);
+      const transactionLimits = { maxStatementMillis: limits.maxStatementMillis, idleTimeoutMillis: limits.transactionIdleTimeoutMillis };
+      await pools.withConnection(database, (lease) => runInteractiveTransaction(lease, begin, requests, responses, transactionLimits), {
+        deadline: ctx.deadline,
+        signal: ctx.signal,
+      });
+    },
+
+    async listen(request, responses, ctx) {
+      const database = await router.route(ctx.principal, request.platform, request.tenantId);
+      const channels = validateChannels(request.channels);
+      await new Promise<void>((resolve, reject) => {
+        const subscription = listeners.subscribe(database, channels, {
+          started: () => void responses.send({ kind: { case: "started", value: {} } }),
+          notify: (n) => {
+            if (responses.pending >= limits.maxPendingNotifications) {
+              subscription.unsubscribe();
+              reject(new GatewayError("SUBSCRIBER_TOO_SLOW", `more than ${limits.maxPendingNotifications} notifications were left unread`));
+              return;
+            }
+            void responses.send({ kind: { case: "notification", value: n } });
+          },
+          missed: () => void responses.send({ kind: { case: "missed", value: {} } }),
+          failed: reject,
+        });
+        const stop = () => {
+          subscription.unsubscribe();
+          resolve();
+        };
+        if (ctx.signal.aborted) stop();
+        else ctx.signal.addEventListener("abort", stop, { once: true });
+      });
     },
   };
 }

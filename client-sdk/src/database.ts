@@ -1,0 +1,220 @@
+import type { Client } from "@connectrpc/connect";
+import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
+import { Code, GatewayError } from "./gateway-error.js";
+import { decodeResult, durationMs, RowDecoder, type Field, type QueryResult } from "./result.js";
+import { runTransactionOnce, transactionOptions, type Transaction, type TransactionOptions } from "./transaction.js";
+import type { TypeParser } from "./type-parsers.js";
+import { toValue, type Param } from "./values.js";
+
+/** Per-call options. */
+export interface CallOptions {
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+/** Options of `stream`: how the gateway cuts the result into messages (0 or absent: its defaults). */
+export interface StreamOptions extends CallOptions {
+  maxRowsPerMessage?: number;
+  maxBytesPerMessage?: number;
+}
+
+/** The end of a streamed result. */
+export interface StreamSummary {
+  command: string;
+  /** Rows returned or affected. */
+  rowCount: number;
+  executionTimeMs: number;
+}
+
+/**
+ * Rows of a streamed result, read with `for await`. The gateway reads from
+ * PostgreSQL only as fast as they are consumed; leaving the loop early
+ * cancels the statement. A stream that ends without the gateway's summary
+ * throws rather than look like a shorter result.
+ */
+export interface RowStream<Row> extends AsyncIterable<Row> {
+  /** The columns, known once the first row (or the end) has arrived. */
+  readonly fields: Field[];
+  /** Set once every row has been read. */
+  readonly summary: StreamSummary | undefined;
+}
+
+/** A statement of a batch: SQL alone, or with parameters. */
+export type BatchStatement = string | { sql: string; params?: readonly Param[] };
+
+/** Options of `batch`. */
+export interface BatchOptions extends CallOptions, TransactionOptions {
+  /** All statements in one transaction: all commit, or the first error throws and none does. */
+  atomic?: boolean;
+}
+
+/** Options of `transaction`. */
+export interface TransactionCallOptions extends CallOptions, TransactionOptions {
+  /** How often the callback runs at most when the transaction is ABORTED (serialization failure, deadlock). Default 3. */
+  maxAttempts?: number;
+}
+
+/** A notification, or word that some may have been missed while the gateway reconnected. */
+export type NotificationEvent = { type: "notification"; channel: string; payload: string; senderPid: number } | { type: "missed" };
+
+/** Notifications of a `listen` call, read with `for await` until `close()`. */
+export interface Subscription extends AsyncIterable<NotificationEvent> {
+  close(): void;
+}
+
+/** One database: a platform's main database or a tenant's. */
+export interface Database {
+  /** Runs one parameterized statement; rows are objects keyed by column name. */
+  query<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[], options?: CallOptions): Promise<QueryResult<Row>>;
+  /** Runs one statement and streams its rows. */
+  stream<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[], options?: StreamOptions): RowStream<Row>;
+  /**
+   * Runs several statements in one call. Independent (default): each commits
+   * on its own and its entry is its result or its GatewayError. Atomic: one
+   * transaction; the first error throws (its `metadata.statement_index` names
+   * the statement) and nothing commits.
+   */
+  batch(statements: readonly BatchStatement[], options?: BatchOptions): Promise<(QueryResult<Record<string, unknown>> | GatewayError)[]>;
+  /**
+   * Runs `fn` in an interactive transaction: committed when it returns,
+   * rolled back when it throws. On ABORTED (serialization failure, deadlock)
+   * the whole callback runs again, up to `maxAttempts` times.
+   */
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionCallOptions): Promise<T>;
+  /** Subscribes to NOTIFY on the channels; resolves once the gateway listens on all of them. */
+  listen(channels: string | readonly string[], options?: CallOptions): Promise<Subscription>;
+}
+
+/** The handle of one database, over the QueryService client. */
+export function createDatabase(
+  client: Client<typeof QueryService>,
+  target: { platform: string; tenantId: string },
+  parserFor: (oid: number) => TypeParser,
+): Database {
+  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw GatewayError.from(err);
+    }
+  };
+  return {
+    query<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = [], options: CallOptions = {}) {
+      return call(async () => decodeResult<Row>((await client.query({ ...target, sql, params: params.map(toValue) }, options)).result, parserFor));
+    },
+
+    stream<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = [], options: StreamOptions = {}): RowStream<Row> {
+      let decoder: RowDecoder | undefined;
+      let summary: StreamSummary | undefined;
+      let started = false;
+      const request = {
+        ...target,
+        sql,
+        params: params.map(toValue),
+        maxRowsPerMessage: options.maxRowsPerMessage ?? 0,
+        maxBytesPerMessage: options.maxBytesPerMessage ?? 0,
+      };
+      return {
+        get fields() {
+          return decoder?.fields ?? [];
+        },
+        get summary() {
+          return summary;
+        },
+        async *[Symbol.asyncIterator]() {
+          if (started) throw new TypeError("a row stream can be read only once");
+          started = true;
+          // Connect's stream iterable ignores return(): leaving the loop early must abort the call itself.
+          const abort = new AbortController();
+          const onAbort = () => abort.abort(options.signal?.reason);
+          if (options.signal?.aborted) onAbort();
+          options.signal?.addEventListener("abort", onAbort, { once: true });
+          try {
+            for await (const message of client.streamQuery(request, { ...options, signal: abort.signal })) {
+              decoder ??= new RowDecoder(message.columns, parserFor);
+              for (const row of message.rows) yield decoder.decode<Row>(row);
+              if (message.summary !== undefined) {
+                const s = message.summary;
+                summary = { command: s.command, rowCount: Number(s.rowsAffected), executionTimeMs: durationMs(s.executionTime) };
+              }
+            }
+          } catch (err) {
+            throw GatewayError.from(err);
+          } finally {
+            options.signal?.removeEventListener("abort", onAbort);
+            abort.abort();
+          }
+          if (summary === undefined) throw new GatewayError("the result stream ended before its summary", Code.DataLoss, "STREAM_INCOMPLETE", {}, undefined);
+        },
+      };
+    },
+
+    batch(statements: readonly BatchStatement[], options: BatchOptions = {}) {
+      return call(async () => {
+        const response = await client.batch(
+          {
+            ...target,
+            statements: statements.map((s) => (typeof s === "string" ? { sql: s } : { sql: s.sql, params: (s.params ?? []).map(toValue) })),
+            atomic: options.atomic ?? false,
+            transactionOptions: transactionOptions(options),
+          },
+          options,
+        );
+        return response.results.map((r) =>
+          r.outcome.case === "error" ? GatewayError.fromStatus(r.outcome.value) : decodeResult<Record<string, unknown>>(r.outcome.value, parserFor),
+        );
+      });
+    },
+
+    async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionCallOptions = {}): Promise<T> {
+      const attempts = options.maxAttempts ?? 3;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await runTransactionOnce(client, target, fn, options, options, parserFor);
+        } catch (err) {
+          const error = GatewayError.from(err);
+          if (error.code !== Code.Aborted || attempt >= attempts || options.signal?.aborted) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 10 * 2 ** attempt * Math.random()));
+        }
+      }
+    },
+
+    async listen(channels: string | readonly string[], options: CallOptions = {}): Promise<Subscription> {
+      const abort = new AbortController();
+      const onAbort = () => abort.abort();
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      const close = () => {
+        options.signal?.removeEventListener("abort", onAbort);
+        abort.abort();
+      };
+      const responses = client.listen({ ...target, channels: typeof channels === "string" ? [channels] : [...channels] }, { ...options, signal: abort.signal });
+      const iterator = responses[Symbol.asyncIterator]();
+      try {
+        const first = await iterator.next();
+        if (first.done || first.value.kind.case !== "started") throw new GatewayError("the gateway did not start listening", Code.Internal, "INTERNAL", {}, undefined);
+      } catch (err) {
+        close();
+        throw GatewayError.from(err);
+      }
+      return {
+        close,
+        async *[Symbol.asyncIterator]() {
+          try {
+            for (;;) {
+              const next = await iterator.next();
+              if (next.done) return;
+              const kind = next.value.kind;
+              if (kind.case === "notification") yield { type: "notification", channel: kind.value.channel, payload: kind.value.payload, senderPid: kind.value.senderPid };
+              else if (kind.case === "missed") yield { type: "missed" };
+            }
+          } catch (err) {
+            if (abort.signal.aborted) return;
+            throw GatewayError.from(err);
+          } finally {
+            close();
+          }
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,72 @@
+import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
+import type { ListValue } from "@bufbuild/protobuf/wkt";
+import { GatewayError } from "./gateway-error.js";
+import type { TypeParser } from "./type-parsers.js";
+
+/** A column of a result, named as in `pg`'s `FieldDef`. */
+export interface Field {
+  name: string;
+  dataTypeID: number;
+  dataTypeModifier: number;
+  tableID: number;
+  columnID: number;
+}
+
+/** The result of a query, shaped like `pg`'s. */
+export interface QueryResult<Row> {
+  rows: Row[];
+  /** Rows returned or affected. */
+  rowCount: number;
+  fields: Field[];
+  /** SELECT, INSERT, UPDATE … */
+  command: string;
+  /** Time PostgreSQL took, as measured by the gateway. */
+  executionTimeMs: number;
+}
+
+/** Turns rows of PostgreSQL text values into JavaScript objects keyed by column name. */
+export class RowDecoder {
+  readonly fields: Field[];
+  readonly #parsers: TypeParser[];
+  readonly #names: string[];
+
+  constructor(columns: readonly Column[], parserFor: (oid: number) => TypeParser) {
+    this.fields = columns.map((c) => ({
+      name: c.name,
+      dataTypeID: c.typeOid,
+      dataTypeModifier: c.typeModifier,
+      tableID: c.tableOid,
+      columnID: c.columnNumber,
+    }));
+    this.#parsers = columns.map((c) => parserFor(c.typeOid));
+    this.#names = columns.map((c) => c.name);
+  }
+
+  decode<Row>(row: ListValue): Row {
+    const out: Record<string, unknown> = {};
+    const values = row.values;
+    for (let i = 0; i < values.length; i++) {
+      const kind = values[i]!.kind;
+      out[this.#names[i]!] = kind.case === "stringValue" ? this.#parsers[i]!(kind.value) : null;
+    }
+    return out as Row;
+  }
+}
+
+/** A whole result, decoded. */
+export function decodeResult<Row>(result: ResultSet | undefined, parserFor: (oid: number) => TypeParser): QueryResult<Row> {
+  if (result === undefined) throw new GatewayError("the gateway sent no result", 13, "INTERNAL", {}, undefined);
+  const decoder = new RowDecoder(result.columns, parserFor);
+  return {
+    rows: result.rows.map((row) => decoder.decode<Row>(row)),
+    rowCount: Number(result.rowsAffected),
+    fields: decoder.fields,
+    command: result.command,
+    executionTimeMs: durationMs(result.executionTime),
+  };
+}
+
+/** Milliseconds of a `google.protobuf.Duration`. */
+export function durationMs(duration: { seconds: bigint; nanos: number } | undefined): number {
+  return duration === undefined ? 0 : Number(duration.seconds) * 1000 + duration.nanos / 1e6;
+}

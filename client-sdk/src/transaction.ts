@@ -1,0 +1,137 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { Client } from "@connectrpc/connect";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
+import { IsolationLevel, TransactionRequestSchema, type QueryService, type TransactionResponse } from "./gen/dbgateway/v1/query_service_pb.js";
+import { Code, GatewayError } from "./gateway-error.js";
+import { decodeResult, type QueryResult } from "./result.js";
+import type { TypeParser } from "./type-parsers.js";
+import { toValue, type Param } from "./values.js";
+
+/** How a transaction runs. */
+export interface TransactionOptions {
+  isolationLevel?: "read committed" | "repeatable read" | "serializable";
+  readOnly?: boolean;
+  /** Only meaningful for a serializable read-only transaction. */
+  deferrable?: boolean;
+}
+
+/** The handle a `transaction()` callback runs its statements on. */
+export interface Transaction {
+  /** Runs one statement inside the transaction. Statements run one at a time, in call order. */
+  query<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[]): Promise<QueryResult<Row>>;
+}
+
+const ISOLATION = {
+  "read committed": IsolationLevel.READ_COMMITTED,
+  "repeatable read": IsolationLevel.REPEATABLE_READ,
+  serializable: IsolationLevel.SERIALIZABLE,
+} as const;
+
+/** Encodes transaction options for the wire. */
+export function transactionOptions(options: TransactionOptions): { isolationLevel: IsolationLevel; readOnly: boolean; deferrable: boolean } {
+  return {
+    isolationLevel: options.isolationLevel === undefined ? IsolationLevel.UNSPECIFIED : ISOLATION[options.isolationLevel],
+    readOnly: options.readOnly ?? false,
+    deferrable: options.deferrable ?? false,
+  };
+}
+
+/** Codes with which the outcome of a COMMIT that was sent stays unknown to the client. */
+const UNCERTAIN = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Canceled, Code.Unknown, Code.Internal]);
+
+/**
+ * One attempt of an interactive transaction over a Transaction stream: begin,
+ * the callback's statements, then commit when it returns or rollback when it
+ * throws. An error after commit was sent that does not say what happened
+ * (a broken connection, a deadline) becomes COMMIT_OUTCOME_UNKNOWN.
+ */
+export async function runTransactionOnce<T>(
+  client: Client<typeof QueryService>,
+  target: { platform: string; tenantId: string },
+  fn: (tx: Transaction) => Promise<T>,
+  options: TransactionOptions,
+  call: { signal?: AbortSignal; timeoutMs?: number },
+  parserFor: (oid: number) => TypeParser,
+): Promise<T> {
+  const requests = createWritableIterable<MessageInitShape<typeof TransactionRequestSchema>>();
+  const abort = new AbortController();
+  const onAbort = () => abort.abort(call.signal?.reason);
+  call.signal?.addEventListener("abort", onAbort, { once: true });
+  const responses = client.transaction(requests, { signal: abort.signal, timeoutMs: call.timeoutMs })[Symbol.asyncIterator]();
+  const send = (request: MessageInitShape<typeof TransactionRequestSchema>) => {
+    requests.write(create(TransactionRequestSchema, request)).catch(() => undefined);
+  };
+  const receive = async (): Promise<TransactionResponse["kind"]> => {
+    let next: IteratorResult<TransactionResponse>;
+    try {
+      next = await responses.next();
+    } catch (err) {
+      throw GatewayError.from(err);
+    }
+    if (next.done) throw new GatewayError("the gateway ended the transaction stream without an answer", Code.Internal, "INTERNAL", {}, undefined);
+    return next.value.kind;
+  };
+  let open = true;
+  try {
+    send({ kind: { case: "begin", value: { ...target, options: transactionOptions(options) } } });
+    expect(await receive(), "begun");
+    let queue: Promise<unknown> = Promise.resolve();
+    const tx: Transaction = {
+      query<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = []) {
+        const run = async () => {
+          if (!open) throw new GatewayError("the transaction is over", Code.FailedPrecondition, "TRANSACTION_OVER", {}, undefined);
+          send({ kind: { case: "statement", value: { sql, params: params.map(toValue) } } });
+          const answer = await receive();
+          if (answer.case === "error") throw GatewayError.fromStatus(answer.value);
+          if (answer.case !== "result") throw unexpected(answer.case);
+          return decodeResult<Row>(answer.value, parserFor);
+        };
+        const result = queue.then(run, run);
+        queue = result.catch(() => undefined);
+        return result;
+      },
+    };
+    let value: T;
+    try {
+      value = await fn(tx);
+      await queue;
+    } catch (err) {
+      if (open) {
+        send({ kind: { case: "rollback", value: {} } });
+        await receive().catch(() => undefined);
+        await responses.next().catch(() => undefined); // the call's status: the stream ends cleanly
+      }
+      throw err;
+    }
+    send({ kind: { case: "commit", value: {} } });
+    try {
+      expect(await receive(), "committed");
+      await responses.next(); // the call's status: the stream ends cleanly
+    } catch (err) {
+      const error = GatewayError.from(err);
+      if (!UNCERTAIN.has(error.code) || error.reason === "COMMIT_OUTCOME_UNKNOWN") throw error;
+      throw new GatewayError(
+        `the transaction may or may not have committed: ${error.message}`,
+        Code.Unavailable,
+        "COMMIT_OUTCOME_UNKNOWN",
+        error.metadata,
+        undefined,
+        { cause: error },
+      );
+    }
+    return value;
+  } finally {
+    open = false;
+    requests.close();
+    call.signal?.removeEventListener("abort", onAbort);
+    abort.abort();
+  }
+}
+
+function expect(answer: TransactionResponse["kind"], kind: "begun" | "committed"): void {
+  if (answer.case !== kind) throw unexpected(answer.case);
+}
+
+function unexpected(kind: string | undefined): GatewayError {
+  return new GatewayError(`the gateway answered "${kind}" out of turn`, Code.Internal, "INTERNAL", {}, undefined);
+}

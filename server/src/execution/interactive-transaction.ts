@@ -1,0 +1,92 @@
+import { GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } from "../errors.js";
+import type { TransactionRequestSchema, TransactionResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
+import type { RequestStream, ResponseStream } from "../grpc/service-adapter.js";
+import type { Lease } from "../pool/pool-manager.js";
+import { execute, prepareStatement } from "./execute.js";
+import { commit, control, ensureStillInTransaction } from "./transaction-control.js";
+
+/** Limits of an interactive transaction. */
+export interface TransactionLimits {
+  /** Longest one statement may run (the call's deadline bounds the whole transaction). */
+  maxStatementMillis: number;
+  /** Longest the client may leave the open transaction without a message. */
+  idleTimeoutMillis: number;
+}
+
+type Requests = RequestStream<typeof TransactionRequestSchema>;
+type Responses = ResponseStream<typeof TransactionResponseSchema>;
+
+/**
+ * Runs an interactive transaction on a leased connection, after the `begin`
+ * message: BEGIN, then each statement message in order on this connection,
+ * each answered by its result or its error (the stream stays open, as the
+ * transaction does in PostgreSQL until rollback or ROLLBACK TO SAVEPOINT).
+ * `commit` and `rollback` end it. When the client half-closes without either,
+ * the transaction is rolled back and `rolled_back` sent. A statement running
+ * past `maxStatementMillis`, or a client silent past `idleTimeoutMillis`,
+ * interrupts the lease: the statement is cancelled, the transaction rolled
+ * back, and the call fails (DEADLINE_EXCEEDED, TRANSACTION_IDLE_TIMEOUT).
+ */
+export async function runInteractiveTransaction(lease: Lease, begin: string, requests: Requests, responses: Responses, limits: TransactionLimits): Promise<void> {
+  const { client } = lease;
+  await control(client, begin);
+  await responses.send({ kind: { case: "begun", value: {} } });
+  for (;;) {
+    const request = await nextWithin(requests, lease, limits.idleTimeoutMillis);
+    if (lease.signal.aborted) return;
+    const kind = request?.kind;
+    switch (kind?.case) {
+      case undefined:
+        if (request !== undefined) throw new GatewayError("INVALID_REQUEST", "a transaction message must be a statement, commit or rollback");
+        await control(client, "ROLLBACK");
+        await responses.send({ kind: { case: "rolledBack", value: {} } });
+        return;
+      case "begin":
+        throw new GatewayError("INVALID_REQUEST", "begin must be the first message of a transaction stream, and only the first");
+      case "commit":
+        await commit(client);
+        await responses.send({ kind: { case: "committed", value: {} } });
+        return;
+      case "rollback":
+        await control(client, "ROLLBACK");
+        await responses.send({ kind: { case: "rolledBack", value: {} } });
+        return;
+      case "statement": {
+        const timer = setTimeout(
+          () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statement ran longer than the longest allowed (${limits.maxStatementMillis} ms)`)),
+          limits.maxStatementMillis,
+        );
+        try {
+          const result = await execute(client, prepareStatement(kind.value));
+          ensureStillInTransaction(client);
+          await responses.send({ kind: { case: "result", value: result } });
+        } catch (err) {
+          const error = toGatewayError(err);
+          if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT") throw error;
+          await responses.send({ kind: { case: "error", value: toRpcStatus(error) } });
+        } finally {
+          clearTimeout(timer);
+        }
+      }
+    }
+  }
+}
+
+/** The next request, or undefined at half-close; interrupts the lease if none comes within `idleMillis`. */
+async function nextWithin(requests: Requests, lease: Lease, idleMillis: number): ReturnType<Requests["next"]> {
+  const timer = setTimeout(
+    () => lease.interrupt(new GatewayError("TRANSACTION_IDLE_TIMEOUT", `no message for ${idleMillis} ms inside an open transaction: it was rolled back`)),
+    idleMillis,
+  );
+  let onAbort: () => void = () => undefined;
+  const aborted = new Promise<undefined>((resolve) => {
+    onAbort = () => resolve(undefined);
+    lease.signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([requests.next(), aborted]);
+  } finally {
+    clearTimeout(timer);
+    lease.signal.removeEventListener("abort", onAbort);
+  }
+}

@@ -1,0 +1,151 @@
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import type pg from "pg";
+import Cursor from "pg-cursor";
+import { toGatewayError } from "../errors.js";
+import { StreamQueryResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
+import { EncodedMessage, type ResponseStream } from "../grpc/service-adapter.js";
+import type { Lease } from "../pool/pool-manager.js";
+import { TEXT_PASSTHROUGH } from "../pool/pool-manager.js";
+import type { PreparedStatement } from "./execute.js";
+import { toColumns, toDuration, type TextRow } from "./result-set.js";
+import { encodeRows } from "./row-encoding.js";
+
+/** Bounds of one response message of a streamed result. */
+export interface ChunkLimits {
+  maxRows: number;
+  /** Approximate: a row's size is the length of its values' text. A single larger row is sent alone. */
+  maxBytes: number;
+}
+
+/** Defaults and ceilings of the chunk limits a request may ask for. */
+export const STREAM_CHUNK = {
+  defaultRows: 1_000,
+  maxRows: 100_000,
+  defaultBytes: 1 << 20,
+  /** Below the 4 MiB that gRPC clients accept by default. */
+  maxBytes: 4_000_000,
+  /** The first read is small: nothing is known yet of the rows' size. */
+  firstRead: 64,
+} as const;
+
+/** The chunk limits of a request: 0 picks the default, values beyond the ceiling are lowered to it. */
+export function chunkLimits(maxRows: number, maxBytes: number): ChunkLimits {
+  return {
+    maxRows: Math.min(maxRows || STREAM_CHUNK.defaultRows, STREAM_CHUNK.maxRows),
+    maxBytes: Math.min(maxBytes || STREAM_CHUNK.defaultBytes, STREAM_CHUNK.maxBytes),
+  };
+}
+
+/** Per-value overhead of the protobuf encoding, used in the size estimate. */
+const VALUE_OVERHEAD = 4;
+/** StreamQueryResponse.rows */
+const ROWS_FIELD = 2;
+const EMPTY = Buffer.alloc(0);
+
+type StreamQueryResponses = ResponseStream<typeof StreamQueryResponseSchema>;
+
+/** pg-cursor's state and result, which its type declarations do not show. */
+interface CursorInternals {
+  state: "initialized" | "submitted" | "idle" | "busy" | "done" | "error";
+  _result: { fields: pg.FieldDef[]; command: string | null; rowCount: number | null };
+}
+
+/**
+ * Streams a statement's rows from a portal (pg-cursor: Execute with a row
+ * limit, so PostgreSQL produces rows only as they are asked for). Each read is
+ * about one message's worth, sized from the rows seen so far, and the next
+ * read is in flight while a chunk is being sent; `send` waits when the client
+ * reads slowly, so at most two reads' rows are in memory whatever the result's
+ * size. The first message carries the columns, the last the summary; an error
+ * part-way rejects, and the call ends with its status after the rows before it.
+ */
+export async function streamQuery(lease: Lease, statement: PreparedStatement, responses: StreamQueryResponses, limits: ChunkLimits): Promise<void> {
+  const started = process.hrtime.bigint();
+  const cursor = lease.client.query(new Cursor<TextRow>(statement.sql, statement.values, { rowMode: "array", types: TEXT_PASSTHROUGH }));
+  const internals = cursor as unknown as CursorInternals;
+  let readSize: number = Math.min(STREAM_CHUNK.firstRead, limits.maxRows);
+  let reading: Promise<TextRow[]> | undefined = cursor.read(readSize);
+  let rowCount = 0;
+  let bytesSeen = 0;
+  let columnsSent = false;
+  try {
+    while (reading !== undefined) {
+      const rows = await reading;
+      reading = undefined;
+      if (lease.signal.aborted) return;
+      const done = internals.state === "done";
+      for (const row of rows) bytesSeen += rowBytes(row);
+      rowCount += rows.length;
+      if (!done) {
+        const averageRow = rowCount > 0 ? bytesSeen / rowCount : limits.maxBytes;
+        readSize = Math.max(1, Math.min(limits.maxRows, Math.floor(limits.maxBytes / averageRow)));
+        reading = cursor.read(readSize);
+        reading.catch(() => undefined); // awaited in the next round, or abandoned on abort
+      }
+      const chunks = chunk(rows, limits);
+      for (let i = 0; i < chunks.length || (done && i === 0) || !columnsSent; i++) {
+        const last = done && i >= chunks.length - 1;
+        const head = columnsSent ? undefined : encodePart({ columns: toColumns(internals._result.fields) });
+        const tail = last
+          ? encodePart({
+              summary: {
+                command: internals._result.command ?? "",
+                rowsAffected: BigInt(rowsAffected(internals._result, rowCount)),
+                executionTime: toDuration(process.hrtime.bigint() - started),
+              },
+            })
+          : undefined;
+        const body = encodeRows(ROWS_FIELD, chunks[i] ?? []);
+        await responses.send(new EncodedMessage(head === undefined && tail === undefined ? body : Buffer.concat([head ?? EMPTY, body, tail ?? EMPTY])));
+        columnsSent = true;
+        if (lease.signal.aborted) return;
+        if (last) break;
+      }
+    }
+  } catch (err) {
+    throw toGatewayError(err);
+  } finally {
+    // An open portal (the client went away, or a send failed) is closed so the connection is idle again.
+    if (internals.state === "idle" || internals.state === "busy") await cursor.close().catch(() => undefined);
+  }
+}
+
+/** Splits rows into messages of at most `maxRows` rows and about `maxBytes` bytes. */
+function chunk(rows: TextRow[], limits: ChunkLimits): TextRow[][] {
+  const chunks: TextRow[][] = [];
+  let current: TextRow[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    const size = rowBytes(row);
+    if (current.length > 0 && (current.length >= limits.maxRows || bytes + size > limits.maxBytes)) {
+      chunks.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(row);
+    bytes += size;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
+}
+
+/** A StreamQueryResponse's fields other than rows, encoded: concatenated with the rows, it is one message. */
+function encodePart(part: MessageInitShape<typeof StreamQueryResponseSchema>): Buffer {
+  return Buffer.from(toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, part)));
+}
+
+/**
+ * Rows returned or affected. The command tag of a portal fetched in parts
+ * counts only the last part's rows, so for a statement that returns rows
+ * (SELECT, or a write with RETURNING) the gateway counts them itself; a
+ * write without RETURNING has its count in the tag.
+ */
+function rowsAffected(result: CursorInternals["_result"], streamed: number): number {
+  return result.fields.length > 0 || result.rowCount === null ? streamed : result.rowCount;
+}
+
+function rowBytes(row: TextRow): number {
+  let bytes = 0;
+  for (const value of row) bytes += (value === null ? 0 : value.length) + VALUE_OVERHEAD;
+  return bytes;
+}

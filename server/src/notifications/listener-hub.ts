@@ -1,0 +1,284 @@
+import pg from "pg";
+import { GatewayError, toGatewayError } from "../errors.js";
+import type { Lease, PoolManager } from "../pool/pool-manager.js";
+
+/** A notification as PostgreSQL delivered it. */
+export interface Notification {
+  channel: string;
+  payload: string;
+  /** The PostgreSQL process id of the notifying session. */
+  senderPid: number;
+}
+
+/** What a subscriber is told. Calls come from the hub; none may throw. */
+export interface Subscriber {
+  /** Every channel is being listened to: notifications flow from now on. */
+  started(): void;
+  notify(notification: Notification): void;
+  /** The listening connection was lost and is back: notifications sent in between may have been missed. */
+  missed(): void;
+  /** The subscription is over (the database was dropped, the gateway is closing, it could not start). */
+  failed(err: GatewayError): void;
+}
+
+/** A subscriber's handle: `unsubscribe` stops its notifications; safe to call more than once. */
+export interface Subscription {
+  unsubscribe(): void;
+}
+
+/** Counts of what the hub holds. */
+export interface ListenerStats {
+  /** Databases with a listening connection (or one being opened). */
+  databases: number;
+  channels: number;
+  subscribers: number;
+}
+
+/** Options of the hub. */
+export interface ListenerHubOptions {
+  /** First delay before a lost listening connection is opened again; doubled up to `maxRetryMillis`. */
+  retryMillis: number;
+  maxRetryMillis: number;
+  onError?(database: string, err: unknown): void;
+}
+
+/**
+ * LISTEN for many subscribers through few connections: one listening
+ * connection per database, leased from the pool manager (so it counts against
+ * the global cap like any other), shared by every subscriber of that
+ * database. Channels are reference-counted: LISTEN when the first subscriber
+ * of a channel arrives, UNLISTEN when the last one leaves, and the connection
+ * goes back to its pool (reset by DISCARD ALL) when no subscriber is left.
+ * A lost listening connection is opened again with backoff; its subscribers
+ * are then told that notifications may have been missed.
+ */
+export class ListenerHub {
+  readonly #listeners = new Map<string, DatabaseListener>();
+  readonly #closing = new AbortController();
+
+  constructor(
+    private readonly pools: PoolManager,
+    private readonly options: ListenerHubOptions,
+  ) {}
+
+  /** Subscribes to channels of a database; `subscriber.started` is called once all are listened to. */
+  subscribe(database: string, channels: readonly string[], subscriber: Subscriber): Subscription {
+    if (this.#closing.signal.aborted) {
+      subscriber.failed(new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down"));
+      return { unsubscribe: () => undefined };
+    }
+    let listener = this.#listeners.get(database);
+    if (listener === undefined) {
+      listener = new DatabaseListener(database, this.pools, this.options, this.#closing.signal, () => this.#listeners.delete(database));
+      this.#listeners.set(database, listener);
+    }
+    return listener.add(new Set(channels), subscriber);
+  }
+
+  /** Ends every subscription (UNAVAILABLE) and gives the listening connections back. */
+  close(): void {
+    this.#closing.abort();
+    for (const listener of this.#listeners.values()) listener.failAll(new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down"));
+  }
+
+  stats(): ListenerStats {
+    const stats = { databases: this.#listeners.size, channels: 0, subscribers: 0 };
+    for (const listener of this.#listeners.values()) {
+      stats.channels += listener.channels.size;
+      stats.subscribers += listener.subscribers.size;
+    }
+    return stats;
+  }
+}
+
+interface Member {
+  readonly channels: ReadonlySet<string>;
+  readonly subscriber: Subscriber;
+  started: boolean;
+}
+
+/** The listening connection of one database and its subscribers. */
+class DatabaseListener {
+  /** Subscribers by channel. */
+  readonly channels = new Map<string, Set<Member>>();
+  readonly subscribers = new Set<Member>();
+  /** The listening connection while it is up. */
+  #client: pg.Client | undefined;
+  /** Resolves when the last subscriber left, so the lease ends. */
+  #empty: (() => void) | undefined;
+  #running = false;
+
+  constructor(
+    readonly database: string,
+    private readonly pools: PoolManager,
+    private readonly options: ListenerHubOptions,
+    private readonly closing: AbortSignal,
+    private readonly forget: () => void,
+  ) {}
+
+  add(channels: ReadonlySet<string>, subscriber: Subscriber): Subscription {
+    const member: Member = { channels, subscriber, started: false };
+    this.subscribers.add(member);
+    const added: string[] = [];
+    for (const channel of channels) {
+      let members = this.channels.get(channel);
+      if (members === undefined) {
+        members = new Set();
+        this.channels.set(channel, members);
+        added.push(channel);
+      }
+      members.add(member);
+    }
+    const client = this.#client;
+    if (client !== undefined) {
+      // Already listening: LISTEN the new channels (queued behind any earlier LISTEN), then start.
+      listen(client, added).then(
+        () => this.#start(member),
+        (err: unknown) => {
+          // A broken connection is handled by the run loop, which starts the member after reconnecting.
+          if (err instanceof pg.DatabaseError && err.severity === "ERROR") this.#fail(member, toGatewayError(err));
+        },
+      );
+    } else if (!this.#running) {
+      void this.#run();
+    }
+    return { unsubscribe: () => this.#remove(member) };
+  }
+
+  failAll(err: GatewayError): void {
+    for (const member of [...this.subscribers]) this.#fail(member, err);
+  }
+
+  #start(member: Member): void {
+    if (!this.subscribers.has(member) || member.started) return;
+    member.started = true;
+    member.subscriber.started();
+  }
+
+  #fail(member: Member, err: GatewayError): void {
+    if (!this.subscribers.has(member)) return;
+    this.#remove(member);
+    member.subscriber.failed(err);
+  }
+
+  #remove(member: Member): void {
+    if (!this.subscribers.delete(member)) return;
+    const dropped: string[] = [];
+    for (const channel of member.channels) {
+      const members = this.channels.get(channel);
+      members?.delete(member);
+      if (members?.size === 0) {
+        this.channels.delete(channel);
+        dropped.push(channel);
+      }
+    }
+    if (this.subscribers.size === 0) {
+      this.#empty?.();
+    } else if (this.#client !== undefined && dropped.length > 0) {
+      unlisten(this.#client, dropped).catch(() => undefined); // a broken connection is the run loop's to handle
+    }
+  }
+
+  /** Holds a listening connection while there are subscribers, opening it again when it is lost. */
+  async #run(): Promise<void> {
+    this.#running = true;
+    let delay = this.options.retryMillis;
+    let lost = false;
+    try {
+      while (this.subscribers.size > 0 && !this.closing.aborted) {
+        try {
+          await this.pools.withConnection(this.database, (lease) => this.#hold(lease, lost), { deadline: Infinity, signal: this.closing });
+          delay = this.options.retryMillis;
+          lost = false;
+        } catch (err) {
+          const error = toGatewayError(err);
+          if (error.reason === "DATABASE_NOT_FOUND" || this.closing.aborted) {
+            this.failAll(error);
+            return;
+          }
+          // Subscribers still waiting for their start fail now rather than hang; started ones wait for the reconnection.
+          for (const member of [...this.subscribers]) if (!member.started) this.#fail(member, error);
+          if (this.subscribers.size === 0) return;
+          if (!lost) this.options.onError?.(this.database, err);
+          lost = true;
+          await new Promise((resolve) => setTimeout(resolve, delay));
+          delay = Math.min(delay * 2, this.options.maxRetryMillis);
+        }
+      }
+    } finally {
+      this.#running = false;
+      if (this.subscribers.size === 0) this.forget();
+      else if (!this.closing.aborted) void this.#run(); // subscribed while the loop was ending
+    }
+  }
+
+  /** Listens on the leased connection until no subscriber is left (resolves) or the connection breaks (rejects). */
+  async #hold(lease: Lease, reconnected: boolean): Promise<void> {
+    const { client } = lease;
+    const onNotification = (message: pg.Notification) => {
+      const notification = { channel: message.channel, payload: message.payload ?? "", senderPid: message.processId };
+      for (const member of this.channels.get(message.channel) ?? []) if (member.started) member.subscriber.notify(notification);
+    };
+    let broken: (err: unknown) => void = () => undefined;
+    const lost = new Promise<never>((_, reject) => (broken = reject));
+    lost.catch(() => undefined);
+    const onError = (err: unknown) => broken(err);
+    const onEnd = () => broken(new Error("Connection terminated: the listening connection was closed"));
+    client.on("notification", onNotification);
+    client.on("error", onError);
+    client.on("end", onEnd);
+    try {
+      await Promise.race([listen(client, [...this.channels.keys()]), lost]);
+      this.#client = client;
+      for (const member of [...this.subscribers]) {
+        if (!member.started) this.#start(member);
+        else if (reconnected) member.subscriber.missed();
+      }
+      const empty = new Promise<void>((resolve) => (this.#empty = resolve));
+      if (this.subscribers.size > 0) await Promise.race([empty, lost, aborted(lease.signal)]);
+    } finally {
+      this.#client = undefined;
+      this.#empty = undefined;
+      client.off("notification", onNotification);
+      client.off("error", onError);
+      client.off("end", onEnd);
+    }
+  }
+}
+
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+}
+
+/**
+ * LISTEN takes an identifier, not a parameter: channel names are checked by
+ * the caller (see `validateChannels`) and quoted here, so a name is matched
+ * exactly as `pg_notify` spells it.
+ */
+async function listen(client: pg.Client, channels: readonly string[]): Promise<void> {
+  for (const channel of channels) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+}
+
+async function unlisten(client: pg.Client, channels: readonly string[]): Promise<void> {
+  for (const channel of channels) await client.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`);
+}
+
+/** Channel names: what `validateChannels` accepts. */
+const CHANNEL = /^[A-Za-z0-9_.:-]{1,63}$/;
+/** The most channels one Listen call may name. */
+export const MAX_CHANNELS = 100;
+
+/**
+ * Checks the channels of a Listen request: 1 to 100 distinct names of 1 to 63
+ * letters, digits, `_`, `.`, `:` or `-` (PostgreSQL truncates longer names).
+ */
+export function validateChannels(channels: readonly string[]): string[] {
+  if (channels.length === 0) throw new GatewayError("INVALID_CHANNEL", "name at least one channel");
+  if (channels.length > MAX_CHANNELS) throw new GatewayError("INVALID_CHANNEL", `at most ${MAX_CHANNELS} channels per call`);
+  for (const channel of channels) {
+    if (!CHANNEL.test(channel)) {
+      throw new GatewayError("INVALID_CHANNEL", "channel names are 1 to 63 letters, digits, '_', '.', ':' or '-'", { metadata: { channel: channel.slice(0, 63) } });
+    }
+  }
+  return [...new Set(channels)];
+}

@@ -1,0 +1,41 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { StreamQueryResponseSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
+import { ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
+import { toRow, type TextRow } from "../src/execution/result-set.js";
+import { encodeRows } from "../src/execution/row-encoding.js";
+
+const ROWS: TextRow[] = [
+  ["1", null, "", "abc"],
+  [null],
+  [],
+  ["naïve 🐘 \"quoted\" back\\slash", "\u0000 is not here but \u00ff is"],
+  ["x".repeat(127), "y".repeat(128), "z".repeat(16_383), "w".repeat(16_384), "é".repeat(100_000)],
+];
+
+describe("row encoding", () => {
+  it("writes the same bytes as protobuf-es for the rows field of StreamQueryResponse and ResultSet", () => {
+    for (const [field, schema] of [
+      [2, StreamQueryResponseSchema],
+      [2, ResultSetSchema],
+    ] as const) {
+      const expected = toBinary(schema, create(schema, { rows: ROWS.map(toRow) }));
+      assert.deepEqual(new Uint8Array(encodeRows(field, ROWS)), expected);
+    }
+  });
+
+  it("concatenates with the other fields into one message that decodes back to the rows", () => {
+    const head = toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, { columns: [{ name: "a", typeOid: 25 }] }));
+    const tail = toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, { summary: { command: "SELECT", rowsAffected: 5n } }));
+    const message = fromBinary(StreamQueryResponseSchema, Buffer.concat([head, encodeRows(2, ROWS), tail]));
+    assert.equal(message.columns[0]?.name, "a");
+    assert.equal(message.summary?.rowsAffected, 5n);
+    const decoded = message.rows.map((r) => r.values.map((v) => (v.kind.case === "stringValue" ? v.kind.value : null)));
+    assert.deepEqual(decoded, ROWS);
+  });
+
+  it("encodes no rows as nothing", () => {
+    assert.equal(encodeRows(2, []).length, 0);
+  });
+});

@@ -1,0 +1,111 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createClient, type ClientOptions, type GatewayClient } from "../../client-sdk/src/index.js";
+import { testPki } from "./pki.js";
+
+const root = new URL("../..", import.meta.url).pathname;
+
+/** A gateway running as a process of its own (the `npm start` entry point), so its memory and CPU are its own. */
+export interface GatewayProcess {
+  readonly pid: number;
+  readonly port: number;
+  readonly url: string;
+  readonly platform: string;
+  readonly platformKey: string;
+  readonly adminKey: string;
+  clientOptions(apiKey: string): ClientOptions;
+  client(): GatewayClient;
+  adminClient(): GatewayClient;
+  /** Resident set size, from /proc. */
+  rssBytes(): Promise<number>;
+  /** User plus system CPU time so far, in microseconds, from /proc. */
+  cpuMicros(): Promise<number>;
+  /** Everything the process printed. */
+  output(): string;
+  /** Stops the process (SIGTERM) and removes its files. Databases it made are the caller's to drop. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts `server/src/main.ts` against `databaseUrl` with real mTLS material
+ * (the test PKI written to a temporary folder), one platform with a random
+ * name, an admin key, and any further settings in `env`.
+ */
+export async function startGatewayProcess(options: { databaseUrl: string; platform?: string; env?: Record<string, string> }): Promise<GatewayProcess> {
+  const work = await mkdtemp(join(tmpdir(), "db-gateway-process-"));
+  await chmod(work, 0o700);
+  const pki = testPki();
+  await writeFile(join(work, "ca.crt"), pki.ca.cert);
+  await writeFile(join(work, "server.crt"), pki.server.cert);
+  await writeFile(join(work, "server.key"), pki.server.key);
+  const platform = options.platform ?? `p${randomBytes(5).toString("hex")}`;
+  const platformKey = `key-${randomBytes(16).toString("hex")}`;
+  const adminKey = `admin-${randomBytes(16).toString("hex")}`;
+  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], {
+    cwd: root,
+    env: {
+      PATH: process.env.PATH,
+      DATABASE_URL: options.databaseUrl,
+      GATEWAY_PORT: "0",
+      TLS_CERT_FILE: join(work, "server.crt"),
+      TLS_KEY_FILE: join(work, "server.key"),
+      TLS_CLIENT_CA_FILE: join(work, "ca.crt"),
+      [`API_KEY_${platform.toUpperCase()}`]: platformKey,
+      API_KEY_ADMIN: adminKey,
+      GATEWAY_SECRET: randomBytes(32).toString("hex"),
+      ...options.env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const match = /serving on [^:]+:(\d+)/.exec(output);
+      if (match) {
+        clearInterval(timer);
+        resolve(Number(match[1]));
+      } else if (child.exitCode !== null) {
+        clearInterval(timer);
+        reject(new Error(`the gateway exited:\n${output}`));
+      }
+    }, 50);
+  });
+  const url = `https://localhost:${port}`;
+  const clients: GatewayClient[] = [];
+  const clientOptions = (apiKey: string): ClientOptions => ({ url, apiKey, tls: { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key } });
+  const track = (c: GatewayClient) => (clients.push(c), c);
+  const stat = async () => (await readFile(`/proc/${child.pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
+  return {
+    pid: child.pid!,
+    port,
+    url,
+    platform,
+    platformKey,
+    adminKey,
+    clientOptions,
+    client: () => track(createClient(clientOptions(platformKey))),
+    adminClient: () => track(createClient(clientOptions(adminKey))),
+    async rssBytes() {
+      const status = await readFile(`/proc/${child.pid}/status`, "utf8");
+      return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+    },
+    async cpuMicros() {
+      // Fields 14 and 15 of /proc/<pid>/stat (utime, stime), in clock ticks of 1/100 s; counted from after the ") ".
+      const fields = await stat();
+      return (Number(fields[11]) + Number(fields[12])) * 10_000;
+    },
+    output: () => output,
+    async close() {
+      clients.forEach((c) => c.close());
+      child.kill("SIGTERM");
+      await exited;
+      await rm(work, { recursive: true, force: true });
+    },
+  };
+}
