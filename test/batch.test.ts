@@ -1,0 +1,158 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { IsolationLevel } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import { StatementLocationSchema } from "../client-sdk/src/gen/dbgateway/v1/errors_pb.js";
+import { Code, GatewayError, type Database } from "../client-sdk/src/index.js";
+import { ConnectError } from "@connectrpc/connect";
+import { rejectsWith } from "./helpers/assert-error.js";
+import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+
+describe("Batch", () => {
+  let t: TestGateway;
+  let platform: string;
+  let db: Database;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1, pool: { maxConnectionsPerPool: 1 } });
+    platform = t.platforms[0]!;
+    db = t.client().platform(platform);
+    await db.query("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)");
+  });
+  after(() => t.close());
+
+  const names = async () => (await db.query<{ name: string }>("SELECT name FROM items ORDER BY id")).rows.map((r) => r.name);
+
+  it("runs independent statements in order, each with its own result or error; the others commit", async () => {
+    await db.query("TRUNCATE items");
+    const results = await db.batch([
+      { sql: "INSERT INTO items VALUES ($1, $2)", params: [1, "one"] },
+      { sql: "INSERT INTO items VALUES ($1, $2)", params: [1, "duplicate"] },
+      { sql: "INSERT INTO items VALUES ($1, $2) RETURNING id", params: [2, "two"] },
+      "SELECT count(*)::int AS n FROM items",
+    ]);
+    assert.equal(results.length, 4);
+    assert.ok(!(results[0] instanceof GatewayError) && results[0]!.rowCount === 1);
+    const error = results[1];
+    assert.ok(error instanceof GatewayError);
+    assert.equal(error.code, Code.AlreadyExists);
+    assert.equal(error.sqlstate, "23505");
+    assert.equal(error.metadata.statement_index, "1");
+    assert.ok(!(results[2] instanceof GatewayError));
+    assert.deepEqual(!(results[2] instanceof GatewayError) && results[2]!.rows, [{ id: 2 }]);
+    assert.deepEqual(!(results[3] instanceof GatewayError) && results[3]!.rows, [{ n: 2 }]);
+    assert.deepEqual(await names(), ["one", "two"]);
+  });
+
+  it("atomic: all statements commit together", async () => {
+    await db.query("TRUNCATE items");
+    const results = await db.batch(
+      [
+        { sql: "INSERT INTO items VALUES ($1, $2)", params: [1, "a"] },
+        { sql: "INSERT INTO items VALUES ($1, $2)", params: [2, "b"] },
+        "SELECT txid_current_if_assigned() IS NOT NULL AS in_tx",
+      ],
+      { atomic: true },
+    );
+    assert.deepEqual(!(results[2] instanceof GatewayError) && results[2]!.rows, [{ in_tx: true }]);
+    assert.deepEqual(await names(), ["a", "b"]);
+  });
+
+  it("atomic: the first error fails the call with the statement's index, and nothing commits", async () => {
+    await db.query("TRUNCATE items");
+    const err = await rejectsWith(
+      db.batch(
+        [
+          { sql: "INSERT INTO items VALUES ($1, $2)", params: [1, "a"] },
+          { sql: "INSERT INTO items VALUES ($1, $2)", params: [2, null] },
+          { sql: "INSERT INTO items VALUES ($1, $2)", params: [3, "c"] },
+        ],
+        { atomic: true },
+      ),
+      Code.FailedPrecondition,
+      "QUERY_FAILED",
+    );
+    assert.equal(err.sqlstate, "23502");
+    assert.equal(err.metadata.statement_index, "1");
+    const location = ConnectError.from(err.cause).findDetails(StatementLocationSchema)[0];
+    assert.equal(location?.statementIndex, 1);
+    assert.deepEqual(await names(), []);
+    // The connection (the pool's only one) is clean again.
+    assert.deepEqual((await db.query("SELECT txid_current_if_assigned() AS x")).rows, [{ x: null }]);
+  });
+
+  it("atomic: applies the transaction options", async () => {
+    const results = await db.batch(["SELECT current_setting('transaction_isolation') AS iso, current_setting('transaction_read_only') AS ro"], {
+      atomic: true,
+      isolationLevel: "repeatable read",
+      readOnly: true,
+    });
+    assert.deepEqual(!(results[0] instanceof GatewayError) && results[0]!.rows, [{ iso: "repeatable read", ro: "on" }]);
+    const err = await rejectsWith(db.batch(["DELETE FROM items"], { atomic: true, readOnly: true }), Code.FailedPrecondition, "QUERY_FAILED");
+    assert.equal(err.sqlstate, "25006");
+  });
+
+  it("a statement that ends an atomic batch's transaction fails it (TRANSACTION_ENDED_BY_STATEMENT)", async () => {
+    const err = await rejectsWith(db.batch(["SELECT 1", "COMMIT", "SELECT 2"], { atomic: true }), Code.FailedPrecondition, "TRANSACTION_ENDED_BY_STATEMENT");
+    assert.equal(err.metadata.statement_index, "1");
+  });
+
+  it("a statement that opens a transaction in an independent batch is reported and rolled back; the next ones still commit on their own", async () => {
+    await db.query("TRUNCATE items");
+    const results = await db.batch(["BEGIN", { sql: "INSERT INTO items VALUES ($1, $2)", params: [7, "seven"] }]);
+    assert.ok(results[0] instanceof GatewayError);
+    assert.equal(results[0].reason, "TRANSACTION_ENDED_BY_STATEMENT");
+    assert.ok(!(results[1] instanceof GatewayError));
+    assert.deepEqual(await names(), ["seven"]);
+  });
+
+  it("checks every statement before taking a connection: an invalid one fails the call with its index and nothing runs", async () => {
+    await db.query("TRUNCATE items");
+    const err = await rejectsWith(
+      t.client().raw.query.batch({
+        platform,
+        statements: [
+          { sql: "INSERT INTO items VALUES (1, 'x')" },
+          { sql: "SELECT $1::numeric", params: [{ kind: { case: "numericValue", value: "12abc" } }] },
+        ],
+      }),
+      Code.InvalidArgument,
+      "INVALID_PARAMETER",
+    );
+    assert.equal(err.metadata.statement_index, "1");
+    assert.deepEqual(await names(), []);
+    await rejectsWith(db.batch([]), Code.InvalidArgument, "INVALID_REQUEST");
+    await rejectsWith(
+      t.client().raw.query.batch({ platform, statements: [{ sql: "SELECT 1" }], atomic: true, transactionOptions: { isolationLevel: 9 as IsolationLevel } }),
+      Code.InvalidArgument,
+      "INVALID_REQUEST",
+    );
+  });
+
+  it("a serialization failure in an atomic batch is ABORTED with reason TRANSACTION_CONFLICT", async () => {
+    // Two atomic batches that read-then-write the same row under SERIALIZABLE, interleaved by a lock.
+    const wide = await startTestGateway({ platforms: 1 });
+    try {
+      const w = wide.client().platform(wide.platforms[0]!);
+      await w.query("CREATE TABLE counter (id int PRIMARY KEY, n int)");
+      await w.query("INSERT INTO counter VALUES (1, 0)");
+      const bump = ["SELECT n FROM counter WHERE id = 1", "SELECT pg_sleep(0.3)", "UPDATE counter SET n = n + 1 WHERE id = 1"];
+      const results = await Promise.allSettled([
+        w.batch(bump, { atomic: true, isolationLevel: "serializable" }),
+        w.batch(bump, { atomic: true, isolationLevel: "serializable" }),
+      ]);
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => GatewayError.from(r.reason));
+      assert.equal(failed.length, 1);
+      assert.equal(failed[0]!.code, Code.Aborted);
+      assert.equal(failed[0]!.reason, "TRANSACTION_CONFLICT");
+      assert.equal(failed[0]!.sqlstate, "40001");
+      assert.equal(failed[0]!.metadata.statement_index, "2");
+    } finally {
+      await wide.close();
+    }
+  });
+
+  it("a deadline cancels a long batch on PostgreSQL", async () => {
+    const err = await db.batch(["SELECT 1", "SELECT pg_sleep(30)"], { timeoutMs: 500 }).then(() => undefined, GatewayError.from);
+    assert.equal(err?.code, Code.DeadlineExceeded);
+    assert.deepEqual((await db.query("SELECT 1 AS one", [], { timeoutMs: 3_000 })).rows, [{ one: 1 }]);
+  });
+});

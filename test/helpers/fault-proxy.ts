@@ -1,0 +1,73 @@
+import { createServer, connect, type Server, type Socket } from "node:net";
+
+/** What the proxy does when an armed pattern passes from client to server. */
+export type Fault =
+  /** Forward the chunk holding the pattern, then cut both sides before any answer comes back. */
+  | "forward-then-cut"
+  /** Cut both sides without forwarding the chunk. */
+  | "cut";
+
+/** A TCP proxy in front of PostgreSQL that can cut connections at a chosen moment. */
+export interface FaultProxy {
+  readonly port: number;
+  /** `databaseUrl` with its host and port replaced by the proxy's. */
+  url(databaseUrl: string): string;
+  /** The next connection that sends `pattern` to the server is cut (once). */
+  arm(pattern: string, fault: Fault): void;
+  /** Whether an armed fault has happened. */
+  readonly tripped: boolean;
+  close(): Promise<void>;
+}
+
+/** Starts a proxy on 127.0.0.1 (port 0) forwarding to `target`. */
+export async function startFaultProxy(target: { host: string; port: number }): Promise<FaultProxy> {
+  let armed: { pattern: Buffer; fault: Fault } | undefined;
+  let tripped = false;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = connect(target.port, target.host);
+    sockets.add(client).add(upstream);
+    const cut = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("data", (chunk: Buffer) => {
+      if (armed !== undefined && chunk.includes(armed.pattern)) {
+        const { fault } = armed;
+        armed = undefined;
+        tripped = true;
+        if (fault === "forward-then-cut") upstream.end(chunk);
+        client.destroy();
+        if (fault === "cut") upstream.destroy();
+        return;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on("data", (chunk: Buffer) => client.write(chunk));
+    client.on("error", cut).on("close", () => (upstream.end(), sockets.delete(client)));
+    upstream.on("error", cut).on("close", () => (client.destroy(), sockets.delete(upstream)));
+  });
+  const port = await new Promise<number>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
+  );
+  return {
+    port,
+    url(databaseUrl) {
+      const url = new URL(databaseUrl);
+      url.hostname = "127.0.0.1";
+      url.port = String(port);
+      return url.toString();
+    },
+    arm(pattern, fault) {
+      armed = { pattern: Buffer.from(pattern), fault };
+      tripped = false;
+    },
+    get tripped() {
+      return tripped;
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
