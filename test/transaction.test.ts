@@ -317,6 +317,32 @@ describe("Transaction: serialization failures are ABORTED and retryable", () => 
     assert.deepEqual(rows, [{ n: 1 }]);
   });
 
+  it("a deadlock (40P01) is ABORTED with reason TRANSACTION_CONFLICT too", async () => {
+    await db.query("TRUNCATE doctors");
+    await db.query("INSERT INTO doctors VALUES (1, true), (2, true)");
+    let locked!: () => void;
+    const bothLocked = new Promise<void>((resolve) => {
+      let n = 0;
+      locked = () => ++n === 2 && resolve();
+    });
+    const crossing = (first: number, second: number) =>
+      db.transaction(
+        async (tx) => {
+          await tx.query("UPDATE doctors SET on_call = false WHERE id = $1", [first]);
+          locked();
+          await bothLocked;
+          await tx.query("UPDATE doctors SET on_call = false WHERE id = $1", [second]);
+        },
+        { maxAttempts: 1 },
+      );
+    const results = await Promise.allSettled([crossing(1, 2), crossing(2, 1)]);
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => GatewayError.from(r.reason));
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0]!.code, Code.Aborted);
+    assert.equal(failed[0]!.reason, "TRANSACTION_CONFLICT");
+    assert.equal(failed[0]!.sqlstate, "40P01");
+  });
+
   it("a client-side retry of the whole transaction succeeds", async () => {
     const { results, attempts } = await writeSkew(3);
     assert.deepEqual(
