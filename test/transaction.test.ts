@@ -4,7 +4,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { createWritableIterable } from "@connectrpc/connect/protocol";
 import pg from "pg";
 import { TransactionRequestSchema, type TransactionResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
-import { Code, GatewayError, type Database, type GatewayClient } from "../client-sdk/src/index.js";
+import { Code, createClient, GatewayError, type Database, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";
 import { pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
@@ -122,7 +122,9 @@ describe("Transaction streams", () => {
     for (const cut of ["cancels", "disconnects", "half-closes without committing"] as const) {
       it(`the client ${cut} ${step}: nothing commits, the lock is released, the connection comes back clean`, async () => {
         await reset();
-        const client = t.client();
+        // A disconnect is a real one: the TCP connection between client and gateway is cut.
+        const proxy = await startFaultProxy({ host: "127.0.0.1", port: t.port });
+        const client = createClient({ ...t.clientOptions(t.keys[platform]!), url: `https://localhost:${proxy.port}` });
         const s = openStream(client, platform);
         s.begin({ options: { isolationLevel: 3 } });
         await expectKind(s, "begun");
@@ -135,7 +137,7 @@ describe("Transaction streams", () => {
           await expectKind(s, "result");
         }
         if (cut === "cancels") s.cancel();
-        else if (cut === "disconnects") client.close();
+        else if (cut === "disconnects") proxy.cutAll();
         else {
           s.halfClose();
           await expectKind(s, "rolledBack");
@@ -143,6 +145,8 @@ describe("Transaction streams", () => {
         }
         await assertReleased();
         assert.deepEqual(await balances(), [100, 0]);
+        client.close();
+        await proxy.close();
       });
     }
   }

@@ -1,28 +1,14 @@
-import { readFileSync } from "node:fs";
-import { createClient as createConnectClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createClient as createConnectClient, type Client } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
 import { AdminService, DatabaseType, type GetPoolStatsResponse } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
+import { validateClientOptions, type ClientOptions } from "./client-options.js";
 import { createDatabase, type CallOptions, type Database } from "./database.js";
 import { GatewayError } from "./gateway-error.js";
-import { typeParsers, type Int8Mode, type TypeParser } from "./type-parsers.js";
-
-/** A PEM given as its text or bytes, or as the path of a file holding it. */
-export type PemSource = string | Uint8Array;
-
-/** Options of `createClient`. */
-export interface ClientOptions {
-  /** The gateway's address, e.g. "https://db-gateway.internal:9000". */
-  url: string;
-  /** The API key: a platform's, or the admin key for `admin()`. */
-  apiKey: string;
-  /** Mutual TLS: the CA that signed the gateway's certificate, and this client's certificate and key. */
-  tls: { ca: PemSource; cert: PemSource; key: PemSource };
-  /** int8 values as bigint (default, exact) or as strings (as `pg` returns them). */
-  int8?: Int8Mode;
-  /** Custom parsers by type OID, applied before the built-in ones. */
-  typeParsers?: Readonly<Record<number, TypeParser>>;
-}
+import { createGrpcJsTransport } from "./grpc-js-transport.js";
+import { withRetries } from "./retry.js";
+import { injectTraceContext, traceContextReady } from "./trace-context.js";
+import { typeParsers } from "./type-parsers.js";
 
 /** A platform's main database, and the way to its tenants. */
 export interface PlatformDatabase extends Database {
@@ -40,6 +26,7 @@ export interface DatabaseInfo {
 
 /** Tenant lifecycle calls; needs the admin key. */
 export interface AdminClient {
+  /** Creates `{platform}_{tenantId}` (the main database for an empty tenant id), optionally as a copy of `template`. */
   createTenant(platform: string, tenantId: string, options?: { template?: string } & CallOptions): Promise<DatabaseInfo>;
   dropTenant(platform: string, tenantId: string, options?: CallOptions): Promise<DatabaseInfo>;
   listDatabases(platform?: string, options?: CallOptions): Promise<DatabaseInfo[]>;
@@ -57,52 +44,56 @@ export interface GatewayClient {
   close(): void;
 }
 
-/** Connects to a gateway over mutual TLS with an API key. */
+/**
+ * Connects to a gateway over mutual TLS with an API key. The options are
+ * checked (and TLS files read) here, all problems reported in one TypeError.
+ * One HTTP/2 connection carries every call, kept alive with pings and opened
+ * again with backoff when it is lost.
+ */
 export function createClient(options: ClientOptions): GatewayClient {
-  const url = new URL(options.url);
-  if (url.protocol !== "https:") throw new TypeError(`url must be https:// (the gateway requires TLS), got "${options.url}"`);
-  if (!options.apiKey) throw new TypeError("apiKey is required");
-  const nodeOptions = { ca: pem(options.tls.ca), cert: pem(options.tls.cert), key: pem(options.tls.key) };
-  const sessionManager = new Http2SessionManager(url, { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, idleConnectionTimeoutMs: 300_000 }, nodeOptions);
-  const apiKey: Interceptor = (next) => (req) => {
-    req.header.set("x-api-key", options.apiKey);
-    return next(req);
-  };
-  const transport: Transport = createGrpcTransport({ baseUrl: url.origin, sessionManager, interceptors: [apiKey] });
+  const resolved = validateClientOptions(options);
+  const transport = createGrpcJsTransport({
+    target: resolved.target,
+    credentials: grpc.credentials.createSsl(resolved.tls.ca, resolved.tls.key, resolved.tls.cert),
+    maxReceiveMessageBytes: resolved.maxReceiveMessageBytes,
+    ready: traceContextReady,
+    decorate(metadata) {
+      metadata.set("x-api-key", resolved.apiKey);
+      injectTraceContext(metadata);
+    },
+  });
   const query = createConnectClient(QueryService, transport);
   const admin = createConnectClient(AdminService, transport);
-  const parserFor = typeParsers(options.int8 ?? "bigint", options.typeParsers);
+  const context = {
+    client: query,
+    parserFor: typeParsers(resolved.int8, resolved.typeParsers),
+    retry: resolved.retry,
+    timeoutMs: resolved.timeoutMs,
+  };
 
   return {
     platform(platform) {
-      return { ...createDatabase(query, { platform, tenantId: "" }, parserFor), tenant: (tenantId) => createDatabase(query, { platform, tenantId }, parserFor) };
+      return { ...createDatabase(context, { platform, tenantId: "" }), tenant: (tenantId) => createDatabase(context, { platform, tenantId }) };
     },
     admin() {
-      const call = async <T>(fn: () => Promise<T>): Promise<T> => {
-        try {
-          return await fn();
-        } catch (err) {
-          throw GatewayError.from(err);
-        }
+      /** Admin calls: reads are idempotent; creating and dropping are retried only when they never reached the gateway's database. */
+      const call = <T>(fn: (o: CallOptions) => Promise<T>, o: CallOptions, idempotent: boolean): Promise<T> => {
+        const timeoutMs = o.timeoutMs ?? resolved.timeoutMs;
+        return withRetries((t) => fn({ ...o, timeoutMs: t }), resolved.retry, { ...o, timeoutMs, idempotent: o.idempotent ?? idempotent });
       };
       return {
         createTenant: (platform, tenantId, o = {}) =>
-          call(async () => describe((await admin.createTenant({ platform, tenantId, template: o.template ?? "" }, o)).database)),
-        dropTenant: (platform, tenantId, o = {}) => call(async () => describe((await admin.dropTenant({ platform, tenantId }, o)).database)),
-        listDatabases: (platform = "", o = {}) => call(async () => (await admin.listDatabases({ platform }, o)).databases.map(describe)),
-        getPoolStats: (platform = "", o = {}) => call(() => admin.getPoolStats({ platform }, o)),
+          call(async (c) => describe((await admin.createTenant({ platform, tenantId, template: o.template ?? "" }, c)).database), o, false),
+        dropTenant: (platform, tenantId, o = {}) => call(async (c) => describe((await admin.dropTenant({ platform, tenantId }, c)).database), o, false),
+        listDatabases: (platform = "", o = {}) => call(async (c) => (await admin.listDatabases({ platform }, c)).databases.map(describe), o, true),
+        getPoolStats: (platform = "", o = {}) => call((c) => admin.getPoolStats({ platform }, c), o, true),
       };
     },
     raw: { query, admin },
     close() {
-      sessionManager.abort();
+      transport.close();
     },
   };
-}
-
-function pem(source: PemSource): Buffer {
-  if (typeof source !== "string") return Buffer.from(source);
-  return source.includes("-----BEGIN") ? Buffer.from(source) : readFileSync(source);
 }
 
 function describe(db: { name: string; platform: string; tenantId: string; type: DatabaseType } | undefined): DatabaseInfo {

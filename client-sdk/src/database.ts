@@ -1,7 +1,9 @@
 import type { Client } from "@connectrpc/connect";
+import type { RetryOptions } from "./client-options.js";
 import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
-import { decodeResult, durationMs, RowDecoder, type Field, type QueryResult } from "./result.js";
+import { decodeResult, durationMs, RowDecoder, type Field, type QueryResult, type RowMode } from "./result.js";
+import { withRetries } from "./retry.js";
 import { runTransactionOnce, transactionOptions, type Transaction, type TransactionOptions } from "./transaction.js";
 import type { TypeParser } from "./type-parsers.js";
 import { toValue, type Param } from "./values.js";
@@ -9,7 +11,26 @@ import { toValue, type Param } from "./values.js";
 /** Per-call options. */
 export interface CallOptions {
   signal?: AbortSignal;
+  /** The call's deadline (retries included); the gateway cancels its statement when it passes. */
   timeoutMs?: number;
+  /**
+   * The call may run twice without harm (a read, an upsert …): after
+   * UNAVAILABLE it is retried even when it may have reached PostgreSQL.
+   * Without it, only calls that certainly did not are retried.
+   */
+  idempotent?: boolean;
+}
+
+/** Options of `query`. */
+export interface QueryOptions extends CallOptions {
+  /** "array": each row as an array of values in column order, as with pg's `rowMode: "array"`. */
+  rowMode?: RowMode;
+}
+
+/** A query as one object, as pg's `client.query({ text, values, rowMode })` takes it. */
+export interface QueryConfig extends QueryOptions {
+  text: string;
+  values?: readonly Param[];
 }
 
 /** Options of `stream`: how the gateway cuts the result into messages (0 or absent: its defaults). */
@@ -65,7 +86,12 @@ export interface Subscription extends AsyncIterable<NotificationEvent> {
 /** One database: a platform's main database or a tenant's. */
 export interface Database {
   /** Runs one parameterized statement; rows are objects keyed by column name. */
-  query<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[], options?: CallOptions): Promise<QueryResult<Row>>;
+  query<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[], options?: QueryOptions & { rowMode?: undefined }): Promise<QueryResult<Row>>;
+  /** Runs one parameterized statement; rows are arrays of values in column order. */
+  query<Row extends unknown[] = unknown[]>(sql: string, params: readonly Param[] | undefined, options: QueryOptions & { rowMode: "array" }): Promise<QueryResult<Row>>;
+  /** pg's object form: `{ text, values, rowMode }`. */
+  query<Row extends Record<string, unknown> = Record<string, unknown>>(config: QueryConfig & { rowMode?: undefined }): Promise<QueryResult<Row>>;
+  query<Row extends unknown[] = unknown[]>(config: QueryConfig & { rowMode: "array" }): Promise<QueryResult<Row>>;
   /** Runs one statement and streams its rows. */
   stream<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[], options?: StreamOptions): RowStream<Row>;
   /**
@@ -85,22 +111,28 @@ export interface Database {
   listen(channels: string | readonly string[], options?: CallOptions): Promise<Subscription>;
 }
 
+/** What every database handle of one client shares. */
+export interface DatabaseContext {
+  client: Client<typeof QueryService>;
+  parserFor: (oid: number) => TypeParser;
+  retry: Required<RetryOptions>;
+  /** The client's default deadline. */
+  timeoutMs: number | undefined;
+}
+
 /** The handle of one database, over the QueryService client. */
-export function createDatabase(
-  client: Client<typeof QueryService>,
-  target: { platform: string; tenantId: string },
-  parserFor: (oid: number) => TypeParser,
-): Database {
-  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      throw GatewayError.from(err);
-    }
+export function createDatabase(context: DatabaseContext, target: { platform: string; tenantId: string }): Database {
+  const { client, parserFor } = context;
+  /** A unary call with the client's default deadline and safe retries; errors become GatewayErrors. */
+  const call = <T>(fn: (options: CallOptions) => Promise<T>, options: CallOptions): Promise<T> => {
+    const timeoutMs = options.timeoutMs ?? context.timeoutMs;
+    return withRetries((t) => fn({ ...options, timeoutMs: t }), context.retry, { ...options, timeoutMs });
   };
   return {
-    query<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = [], options: CallOptions = {}) {
-      return call(async () => decodeResult<Row>((await client.query({ ...target, sql, params: params.map(toValue) }, options)).result, parserFor));
+    query(first: string | QueryConfig, params?: readonly Param[], options?: QueryOptions) {
+      const { text, values, ...rest } = typeof first === "string" ? { text: first, values: params, ...options } : first;
+      const request = { ...target, sql: text, params: (values ?? []).map(toValue) };
+      return call(async (o) => decodeResult((await client.query(request, o)).result, parserFor, rest.rowMode), rest);
     },
 
     stream<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = [], options: StreamOptions = {}): RowStream<Row> {
@@ -123,6 +155,7 @@ export function createDatabase(
         },
         async *[Symbol.asyncIterator]() {
           if (started) throw new TypeError("a row stream can be read only once");
+          const timeoutMs = options.timeoutMs ?? context.timeoutMs;
           started = true;
           // Connect's stream iterable ignores return(): leaving the loop early must abort the call itself.
           const abort = new AbortController();
@@ -130,7 +163,7 @@ export function createDatabase(
           if (options.signal?.aborted) onAbort();
           options.signal?.addEventListener("abort", onAbort, { once: true });
           try {
-            for await (const message of client.streamQuery(request, { ...options, signal: abort.signal })) {
+            for await (const message of client.streamQuery(request, { timeoutMs, signal: abort.signal })) {
               decoder ??= new RowDecoder(message.columns, parserFor);
               for (const row of message.rows) yield decoder.decode<Row>(row);
               if (message.summary !== undefined) {
@@ -150,7 +183,7 @@ export function createDatabase(
     },
 
     batch(statements: readonly BatchStatement[], options: BatchOptions = {}) {
-      return call(async () => {
+      return call(async (o) => {
         const response = await client.batch(
           {
             ...target,
@@ -158,19 +191,19 @@ export function createDatabase(
             atomic: options.atomic ?? false,
             transactionOptions: transactionOptions(options),
           },
-          options,
+          o,
         );
         return response.results.map((r) =>
           r.outcome.case === "error" ? GatewayError.fromStatus(r.outcome.value) : decodeResult<Record<string, unknown>>(r.outcome.value, parserFor),
         );
-      });
+      }, options);
     },
 
     async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionCallOptions = {}): Promise<T> {
       const attempts = options.maxAttempts ?? 3;
       for (let attempt = 1; ; attempt++) {
         try {
-          return await runTransactionOnce(client, target, fn, options, options, parserFor);
+          return await runTransactionOnce(client, target, fn, options, { signal: options.signal, timeoutMs: options.timeoutMs ?? context.timeoutMs }, parserFor);
         } catch (err) {
           const error = GatewayError.from(err);
           if (error.code !== Code.Aborted || attempt >= attempts || options.signal?.aborted) throw error;
@@ -187,7 +220,10 @@ export function createDatabase(
         options.signal?.removeEventListener("abort", onAbort);
         abort.abort();
       };
-      const responses = client.listen({ ...target, channels: typeof channels === "string" ? [channels] : [...channels] }, { ...options, signal: abort.signal });
+      const responses = client.listen(
+        { ...target, channels: typeof channels === "string" ? [channels] : [...channels] },
+        { timeoutMs: options.timeoutMs, signal: abort.signal },
+      );
       const iterator = responses[Symbol.asyncIterator]();
       try {
         const first = await iterator.next();

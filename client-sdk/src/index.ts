@@ -2,20 +2,23 @@
  * @db-gateway/client: the TypeScript client of db-gateway.
  * The public API is exactly what this file exports.
  */
-export { createClient, type AdminClient, type ClientOptions, type DatabaseInfo, type GatewayClient, type PemSource, type PlatformDatabase } from "./client.js";
+export { createClient, type AdminClient, type DatabaseInfo, type GatewayClient, type PlatformDatabase } from "./client.js";
+export type { ClientOptions, PemSource, RetryOptions } from "./client-options.js";
 export type {
   BatchOptions,
   BatchStatement,
   CallOptions,
   Database,
   NotificationEvent,
+  QueryConfig,
+  QueryOptions,
   RowStream,
   StreamOptions,
   StreamSummary,
   Subscription,
   TransactionCallOptions,
 } from "./database.js";
-export type { Field, QueryResult } from "./result.js";
+export type { Field, QueryResult, RowMode } from "./result.js";
 export type { Transaction, TransactionOptions } from "./transaction.js";
 export { Code, GatewayError } from "./gateway-error.js";
 export type { Int8Mode, TypeParser } from "./type-parsers.js";

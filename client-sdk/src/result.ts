@@ -24,7 +24,10 @@ export interface QueryResult<Row> {
   executionTimeMs: number;
 }
 
-/** Turns rows of PostgreSQL text values into JavaScript objects keyed by column name. */
+/** How rows are returned: objects keyed by column name (default), or arrays in column order. */
+export type RowMode = "array" | undefined;
+
+/** Turns rows of PostgreSQL text values into JavaScript objects keyed by column name, or arrays. */
 export class RowDecoder {
   readonly fields: Field[];
   readonly #parsers: TypeParser[];
@@ -51,14 +54,24 @@ export class RowDecoder {
     }
     return out as Row;
   }
+
+  decodeArray<Row>(row: ListValue): Row {
+    const values = row.values;
+    const out = new Array<unknown>(values.length);
+    for (let i = 0; i < values.length; i++) {
+      const kind = values[i]!.kind;
+      out[i] = kind.case === "stringValue" ? this.#parsers[i]!(kind.value) : null;
+    }
+    return out as Row;
+  }
 }
 
 /** A whole result, decoded. */
-export function decodeResult<Row>(result: ResultSet | undefined, parserFor: (oid: number) => TypeParser): QueryResult<Row> {
+export function decodeResult<Row>(result: ResultSet | undefined, parserFor: (oid: number) => TypeParser, rowMode?: RowMode): QueryResult<Row> {
   if (result === undefined) throw new GatewayError("the gateway sent no result", 13, "INTERNAL", {}, undefined);
   const decoder = new RowDecoder(result.columns, parserFor);
   return {
-    rows: result.rows.map((row) => decoder.decode<Row>(row)),
+    rows: rowMode === "array" ? result.rows.map((row) => decoder.decodeArray<Row>(row)) : result.rows.map((row) => decoder.decode<Row>(row)),
     rowCount: Number(result.rowsAffected),
     fields: decoder.fields,
     command: result.command,

@@ -1,9 +1,5 @@
-import { createRequire } from "node:module";
+import { parse as parseArray } from "postgres-array";
 import types from "pg-types";
-
-const require = createRequire(import.meta.url);
-// postgres-array is what pg-types itself parses arrays with.
-const { parse: parseArray } = require("postgres-array") as { parse: <T>(text: string, transform: (v: string) => T) => (T | null)[] };
 
 /** Turns PostgreSQL's text form of one value into a JavaScript value. */
 export type TypeParser = (text: string) => unknown;
@@ -13,11 +9,17 @@ export type Int8Mode = "bigint" | "string";
 
 const INT8 = 20;
 const INT8_ARRAY = 1016;
+const NUMERIC_ARRAY = 1231;
+const identity: TypeParser = (text) => text;
 
 /**
- * The parser for a type OID: node-postgres's own defaults (from pg-types, the
- * library pg uses) so rows look as they would with `pg`, except int8, which
- * is a `bigint` unless `int8: "string"` asks for pg's string.
+ * The parser for a type OID: node-postgres's own defaults (pg-types, the same
+ * version pg uses) so rows look as they would with `pg`, with two exceptions
+ * made for exactness: int8 is a `bigint` unless `int8: "string"` asks for pg's
+ * string, and numeric[] elements are strings like numeric values (pg turns
+ * them into floats, losing digits). Custom parsers by OID come first. Types
+ * pg-types does not know (ranges, enums, domains of them, geometric types …)
+ * stay PostgreSQL's text.
  */
 export function typeParsers(int8: Int8Mode, overrides: Readonly<Record<number, TypeParser>> = {}): (oid: number) => TypeParser {
   const cache = new Map<number, TypeParser>();
@@ -34,5 +36,6 @@ export function typeParsers(int8: Int8Mode, overrides: Readonly<Record<number, T
 function builtin(oid: number, int8: Int8Mode): TypeParser {
   if (int8 === "bigint" && oid === INT8) return (text) => BigInt(text);
   if (int8 === "bigint" && oid === INT8_ARRAY) return (text) => parseArray(text, (v) => BigInt(v));
+  if (oid === NUMERIC_ARRAY) return (text) => parseArray(text, identity);
   return types.getTypeParser(oid, "text") as TypeParser;
 }

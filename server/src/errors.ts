@@ -225,6 +225,21 @@ export function atStatement(err: GatewayError, index: number): GatewayError {
   });
 }
 
+/**
+ * The same error, marked as raised before anything of the call reached
+ * PostgreSQL (`statement_sent: "false"` in its ErrorInfo metadata): a client
+ * may safely send the call again, whatever its statements do.
+ */
+export function beforeStatement(err: unknown): GatewayError {
+  const error = toGatewayError(err);
+  return new GatewayError(error.reason, error.message, {
+    code: error.code,
+    metadata: { ...error.metadata, statement_sent: "false" },
+    details: error.details,
+    cause: error.cause,
+  });
+}
+
 const UNAVAILABLE_ERRNOS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
 
 /**

@@ -7,7 +7,7 @@ export type Fault =
   /** Cut both sides without forwarding the chunk. */
   | "cut";
 
-/** A TCP proxy in front of PostgreSQL that can cut connections at a chosen moment. */
+/** A TCP proxy (in front of PostgreSQL, or of the gateway) that can cut connections at a chosen moment. */
 export interface FaultProxy {
   readonly port: number;
   /** `databaseUrl` with its host and port replaced by the proxy's. */
@@ -16,6 +16,8 @@ export interface FaultProxy {
   arm(pattern: string, fault: Fault): void;
   /** Whether an armed fault has happened. */
   readonly tripped: boolean;
+  /** Cuts every open connection at once, as a network failure would. */
+  cutAll(): void;
   close(): Promise<void>;
 }
 
@@ -64,6 +66,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     },
     get tripped() {
       return tripped;
+    },
+    cutAll() {
+      for (const socket of sockets) socket.destroy();
     },
     async close() {
       for (const socket of sockets) socket.destroy();

@@ -1,6 +1,6 @@
 import pg from "pg";
 import { DatabaseError } from "pg";
-import { GatewayError, leavesConnectionUsable } from "../errors.js";
+import { beforeStatement, GatewayError, leavesConnectionUsable } from "../errors.js";
 import { sendCancelRequest } from "./cancel-request.js";
 
 /** Settings of the pool manager; every duration is in milliseconds. */
@@ -192,7 +192,12 @@ export class PoolManager {
    * network) has its connection destroyed instead.
    */
   async withConnection<T>(database: string, fn: (lease: Lease) => Promise<T>, limits: CallLimits): Promise<T> {
-    const connection = await this.#acquire(database, limits);
+    let connection: Connection;
+    try {
+      connection = await this.#acquire(database, limits);
+    } catch (err) {
+      throw beforeStatement(err);
+    }
     const abort = new AbortController();
     let interrupt!: (err: GatewayError) => void;
     const interrupted = new Promise<never>((_, reject) => {

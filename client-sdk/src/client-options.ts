@@ -1,0 +1,136 @@
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { Int8Mode, TypeParser } from "./type-parsers.js";
+
+/** A PEM given as its text or bytes, or as the path of a file holding it. */
+export type PemSource = string | Uint8Array;
+
+/** How calls that failed with UNAVAILABLE are retried, where that is safe (see `CallOptions.idempotent`). */
+export interface RetryOptions {
+  /** Attempts in all, the first included; 1 turns retries off. Default 3. */
+  maxAttempts?: number;
+  /** The first backoff; each next one doubles, with full jitter. Default 50. */
+  baseDelayMs?: number;
+  /** The longest backoff. Default 1000. */
+  maxDelayMs?: number;
+}
+
+/** Options of `createClient`. */
+export interface ClientOptions {
+  /** The gateway's address, e.g. "https://db-gateway.internal:9000". */
+  url: string;
+  /** The API key: a platform's, or the admin key for `admin()`. */
+  apiKey: string;
+  /** Mutual TLS: the CA that signed the gateway's certificate, and this client's certificate and key (PEM text, bytes, or file paths). */
+  tls: { ca: PemSource; cert: PemSource; key: PemSource };
+  /** int8 values as bigint (default, exact) or as strings (as `pg` returns them). */
+  int8?: Int8Mode;
+  /** Custom parsers by type OID, applied before the built-in ones. */
+  typeParsers?: Readonly<Record<number, TypeParser>>;
+  /** Deadline of every call that sets none of its own, in milliseconds. Default: none. */
+  timeoutMs?: number;
+  retry?: RetryOptions;
+  /** The largest response message accepted, in bytes. Default 256 MiB. */
+  maxReceiveMessageBytes?: number;
+}
+
+/** Options after validation: files read, defaults filled in. */
+export interface ResolvedClientOptions {
+  url: URL;
+  /** host:port */
+  target: string;
+  apiKey: string;
+  tls: { ca: Buffer; cert: Buffer; key: Buffer };
+  int8: Int8Mode;
+  typeParsers: Readonly<Record<number, TypeParser>>;
+  timeoutMs: number | undefined;
+  retry: Required<RetryOptions>;
+  maxReceiveMessageBytes: number;
+}
+
+/** HTTP header values: visible ASCII and spaces inside, as an API key must be to travel as metadata. */
+const HEADER_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
+/**
+ * Checks `createClient`'s options once, reading the TLS files, and reports
+ * every problem at once in one TypeError, so a misconfigured client fails at
+ * start rather than at its first call.
+ */
+export function validateClientOptions(options: ClientOptions): ResolvedClientOptions {
+  const problems: string[] = [];
+  if (typeof options !== "object" || options === null) throw new TypeError("createClient: options must be an object");
+
+  let url: URL | undefined;
+  if (typeof options.url !== "string") problems.push("url must be a string such as https://db-gateway.internal:9000");
+  else {
+    try {
+      url = new URL(options.url);
+      if (url.protocol !== "https:") problems.push(`url must be https:// (the gateway requires TLS), got "${options.url}"`);
+      else if (url.pathname !== "/" || url.search !== "" || url.username !== "") problems.push(`url must be the gateway's origin only, got "${options.url}"`);
+    } catch {
+      problems.push(`url is not a valid URL: "${options.url}"`);
+    }
+  }
+
+  if (typeof options.apiKey !== "string" || options.apiKey === "") problems.push("apiKey is required");
+  else if (!HEADER_VALUE.test(options.apiKey)) problems.push("apiKey must be printable ASCII without leading or trailing spaces");
+
+  const tls: ResolvedClientOptions["tls"] = { ca: Buffer.alloc(0), cert: Buffer.alloc(0), key: Buffer.alloc(0) };
+  if (typeof options.tls !== "object" || options.tls === null) problems.push("tls is required: { ca, cert, key } as PEM text, bytes or file paths");
+  else {
+    for (const name of ["ca", "cert", "key"] as const) {
+      const pem = readPem(options.tls[name], `tls.${name}`, problems);
+      if (pem === undefined) continue;
+      tls[name] = pem;
+      try {
+        if (name === "key") createPrivateKey(pem);
+        else new X509Certificate(pem);
+      } catch {
+        problems.push(`tls.${name} is not a PEM ${name === "key" ? "private key" : "certificate"}`);
+      }
+    }
+  }
+
+  if (options.int8 !== undefined && options.int8 !== "bigint" && options.int8 !== "string") problems.push(`int8 must be "bigint" or "string", got ${JSON.stringify(options.int8)}`);
+  for (const [oid, parser] of Object.entries(options.typeParsers ?? {})) {
+    if (!/^[1-9]\d*$/.test(oid)) problems.push(`typeParsers: "${oid}" is not a type OID`);
+    if (typeof parser !== "function") problems.push(`typeParsers[${oid}] must be a function`);
+  }
+  const positive = (value: unknown, name: string, min = 1) => {
+    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < min)) problems.push(`${name} must be a number of at least ${min}`);
+  };
+  positive(options.timeoutMs, "timeoutMs");
+  positive(options.maxReceiveMessageBytes, "maxReceiveMessageBytes");
+  const retry = { maxAttempts: 3, baseDelayMs: 50, maxDelayMs: 1_000, ...options.retry };
+  if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1 || retry.maxAttempts > 10) problems.push("retry.maxAttempts must be an integer from 1 to 10");
+  positive(retry.baseDelayMs, "retry.baseDelayMs", 0);
+  positive(retry.maxDelayMs, "retry.maxDelayMs", 0);
+
+  if (problems.length > 0 || url === undefined) throw new TypeError(`createClient: invalid options:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  return {
+    url,
+    target: `${url.hostname}:${url.port || 443}`,
+    apiKey: options.apiKey,
+    tls,
+    int8: options.int8 ?? "bigint",
+    typeParsers: options.typeParsers ?? {},
+    timeoutMs: options.timeoutMs,
+    retry,
+    maxReceiveMessageBytes: options.maxReceiveMessageBytes ?? 256 * 1024 * 1024,
+  };
+}
+
+function readPem(source: PemSource | undefined, name: string, problems: string[]): Buffer | undefined {
+  if (source instanceof Uint8Array) return Buffer.from(source);
+  if (typeof source !== "string" || source === "") {
+    problems.push(`${name} is required: PEM text, bytes or a file path`);
+    return undefined;
+  }
+  if (source.includes("-----BEGIN")) return Buffer.from(source);
+  try {
+    return readFileSync(source);
+  } catch (err) {
+    problems.push(`${name}: cannot read "${source}" (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+    return undefined;
+  }
+}

@@ -1,0 +1,230 @@
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescMessage,
+  type DescMethod,
+  type DescMethodStreaming,
+  type DescMethodUnary,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import { Code, ConnectError, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+
+/** Options of `createGrpcJsTransport`. */
+export interface GrpcJsTransportOptions {
+  /** `host:port` of the gateway. */
+  target: string;
+  credentials: grpc.ChannelCredentials;
+  /** Adds the metadata every call carries (the API key, trace context). */
+  decorate(metadata: grpc.Metadata): void;
+  /** Awaited before the first call: what `decorate` needs to be loaded. */
+  ready: Promise<void>;
+  /** Largest response message accepted. */
+  maxReceiveMessageBytes: number;
+}
+
+/** A Connect transport that can also be closed. */
+export interface ClosableTransport extends Transport {
+  close(): void;
+}
+
+/**
+ * A Connect `Transport` over @grpc/grpc-js: Connect's typed clients on top,
+ * grpc-js's HTTP/2 and gRPC framing underneath. Measured against Connect's
+ * own gRPC transport on the same gateway, it costs the client about half the
+ * CPU per call (BENCHMARKS.md), and grpc-js's channel brings keepalive and
+ * reconnection with backoff. Errors are ConnectErrors with the status details
+ * the gateway sent (google.rpc.Status in grpc-status-details-bin).
+ */
+export function createGrpcJsTransport(options: GrpcJsTransportOptions): ClosableTransport {
+  const client = new grpc.Client(options.target, options.credentials, {
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 5_000,
+    "grpc.max_receive_message_length": options.maxReceiveMessageBytes,
+    "grpc.max_send_message_length": -1,
+  });
+  const codecs = new Map<DescMethod, Codec>();
+  /** Calls in flight, cancelled by `close`. */
+  const active = new Set<{ cancel(): void }>();
+  const codec = (method: DescMethod): Codec => {
+    let c = codecs.get(method);
+    if (c === undefined) {
+      c = {
+        path: `/${method.parent.typeName}/${method.name}`,
+        serialize: (message) => Buffer.from(toBinary(method.input, message)),
+        deserialize: (bytes) => fromBinary(method.output, bytes),
+      };
+      codecs.set(method, c);
+    }
+    return c;
+  };
+  const callOptions = (timeoutMs: number | undefined): grpc.CallOptions =>
+    timeoutMs !== undefined && timeoutMs > 0 ? { deadline: Date.now() + timeoutMs } : {};
+  const metadataOf = (header: HeaderInit | undefined): grpc.Metadata => {
+    const metadata = new grpc.Metadata();
+    if (header !== undefined) new Headers(header).forEach((value, key) => metadata.set(key, value));
+    options.decorate(metadata);
+    return metadata;
+  };
+
+  return {
+    async unary<I extends DescMessage, O extends DescMessage>(
+      method: DescMethodUnary<I, O>,
+      signal: AbortSignal | undefined,
+      timeoutMs: number | undefined,
+      header: HeaderInit | undefined,
+      input: MessageInitShape<I>,
+    ): Promise<UnaryResponse<I, O>> {
+      await options.ready;
+      if (signal?.aborted) throw aborted(signal);
+      const { path, serialize, deserialize } = codec(method);
+      return new Promise((resolve, reject) => {
+        let responseHeader: grpc.Metadata | undefined;
+        let trailer: grpc.Metadata | undefined;
+        const onAbort = () => call.cancel();
+        const call = client.makeUnaryRequest(path, serialize, deserialize, create(method.input, input), metadataOf(header), callOptions(timeoutMs), (err, value) => {
+          signal?.removeEventListener("abort", onAbort);
+          active.delete(call);
+          if (err) reject(toConnectError(err, signal));
+          else
+            resolve({
+              stream: false,
+              service: method.parent,
+              method,
+              header: toHeaders(responseHeader),
+              message: value as MessageShape<O>,
+              trailer: toHeaders(trailer),
+            });
+        });
+        call.on("metadata", (m: grpc.Metadata) => (responseHeader = m));
+        call.on("status", (s: grpc.StatusObject) => (trailer = s.metadata));
+        signal?.addEventListener("abort", onAbort, { once: true });
+        active.add(call);
+      });
+    },
+
+    async stream<I extends DescMessage, O extends DescMessage>(
+      method: DescMethodStreaming<I, O>,
+      signal: AbortSignal | undefined,
+      timeoutMs: number | undefined,
+      header: HeaderInit | undefined,
+      input: AsyncIterable<MessageInitShape<I>>,
+    ): Promise<StreamResponse<I, O>> {
+      await options.ready;
+      if (signal?.aborted) throw aborted(signal);
+      const { path, serialize, deserialize } = codec(method);
+      const metadata = metadataOf(header);
+      let call: grpc.ClientReadableStream<MessageShape<DescMessage>>;
+      switch (method.methodKind) {
+        case "server_streaming": {
+          let request: MessageInitShape<I> | undefined;
+          for await (const message of input) {
+            request = message;
+            break;
+          }
+          if (request === undefined) throw new ConnectError("a server-streaming call needs its request", Code.InvalidArgument);
+          call = client.makeServerStreamRequest(path, serialize, deserialize, create(method.input, request), metadata, callOptions(timeoutMs));
+          break;
+        }
+        case "bidi_streaming": {
+          const duplex = client.makeBidiStreamRequest(path, serialize, deserialize, metadata, callOptions(timeoutMs));
+          void pump(input, duplex, method.input as DescMessage);
+          call = duplex;
+          break;
+        }
+        default:
+          throw new ConnectError(`${method.methodKind} calls are not supported`, Code.Unimplemented);
+      }
+      const onAbort = () => call.cancel();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      active.add(call);
+      call.on("status", () => active.delete(call));
+      const responseHeader = new Headers();
+      const trailer = new Headers();
+      call.on("metadata", (m: grpc.Metadata) => copyInto(responseHeader, m));
+      call.on("status", (s: grpc.StatusObject) => copyInto(trailer, s.metadata));
+      async function* messages(): AsyncGenerator<MessageShape<O>> {
+        try {
+          for await (const message of call as AsyncIterable<MessageShape<O>>) yield message;
+        } catch (err) {
+          throw toConnectError(err as grpc.ServiceError, signal);
+        } finally {
+          signal?.removeEventListener("abort", onAbort);
+          call.cancel(); // a no-op once the call has ended; stops it when the reader left early
+        }
+      }
+      return { stream: true, service: method.parent, method, header: responseHeader, message: messages(), trailer };
+    },
+
+    close() {
+      for (const call of active) call.cancel();
+      active.clear();
+      client.close();
+    },
+  };
+}
+
+/** What Connect passes as call headers (the DOM's HeadersInit). */
+type HeaderInit = ConstructorParameters<typeof Headers>[0];
+
+interface Codec {
+  path: string;
+  serialize(message: MessageShape<DescMessage>): Buffer;
+  deserialize(bytes: Buffer): MessageShape<DescMessage>;
+}
+
+/** Writes the request messages of a bidirectional call as they come, with backpressure, then half-closes. */
+async function pump(input: AsyncIterable<MessageInitShape<DescMessage>>, call: grpc.ClientDuplexStream<MessageShape<DescMessage>, unknown>, schema: DescMessage): Promise<void> {
+  try {
+    for await (const message of input) {
+      if (!call.write(create(schema, message))) await new Promise((resolve) => call.once("drain", resolve));
+    }
+    call.end();
+  } catch {
+    call.cancel();
+  }
+}
+
+function aborted(signal: AbortSignal): ConnectError {
+  return new ConnectError("the operation was aborted", Code.Canceled, undefined, undefined, signal.reason);
+}
+
+/**
+ * A grpc-js error as a ConnectError: same code (both number them as gRPC
+ * does), the server's message, its trailers, and the details of the
+ * `google.rpc.Status` in grpc-status-details-bin.
+ */
+function toConnectError(err: grpc.ServiceError, signal: AbortSignal | undefined): ConnectError {
+  if (err.code === grpc.status.CANCELLED && signal?.aborted) return aborted(signal);
+  if (typeof err.code !== "number") return ConnectError.from(err);
+  const metadata = err.metadata as grpc.Metadata | undefined;
+  const error = new ConnectError(err.details ?? err.message, err.code as number as Code, toHeaders(metadata), undefined, err);
+  const bin = metadata?.get("grpc-status-details-bin")[0];
+  if (bin instanceof Buffer) {
+    try {
+      const status = fromBinary(StatusSchema, bin);
+      error.details = status.details.map((any) => ({ type: any.typeUrl.slice(any.typeUrl.lastIndexOf("/") + 1), value: any.value }));
+    } catch {
+      // Malformed details: the code and message still stand.
+    }
+  }
+  return error;
+}
+
+function toHeaders(metadata: grpc.Metadata | undefined): Headers {
+  const headers = new Headers();
+  if (metadata !== undefined) copyInto(headers, metadata);
+  return headers;
+}
+
+function copyInto(headers: Headers, metadata: grpc.Metadata): void {
+  for (const [key, values] of Object.entries(metadata.getMap())) {
+    headers.append(key, typeof values === "string" ? values : Buffer.from(values).toString("base64"));
+  }
+}
