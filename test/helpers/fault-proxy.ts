@@ -18,6 +18,8 @@ export interface FaultProxy {
   readonly tripped: boolean;
   /** Cuts every open connection at once, as a network failure would. */
   cutAll(): void;
+  /** Connections accepted so far. */
+  readonly connections: number;
   close(): Promise<void>;
 }
 
@@ -25,8 +27,10 @@ export interface FaultProxy {
 export async function startFaultProxy(target: { host: string; port: number }): Promise<FaultProxy> {
   let armed: { pattern: Buffer; fault: Fault } | undefined;
   let tripped = false;
+  let connections = 0;
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
+    connections++;
     const upstream = connect(target.port, target.host);
     sockets.add(client).add(upstream);
     const cut = () => {
@@ -69,6 +73,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     },
     cutAll() {
       for (const socket of sockets) socket.destroy();
+    },
+    get connections() {
+      return connections;
     },
     async close() {
       for (const socket of sockets) socket.destroy();

@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { testPki } from "./helpers/pki.js";
+
+const run = promisify(execFile);
+const root = new URL("..", import.meta.url).pathname;
+
+/** What the consumer does with the SDK, written once for ESM and once for CommonJS. */
+const USAGE = `
+  const client = createClient({
+    url: process.env.GATEWAY_URL!,
+    apiKey: process.env.GATEWAY_KEY!,
+    tls: { ca: process.env.CA_FILE!, cert: process.env.CERT_FILE!, key: process.env.KEY_FILE! },
+  });
+  const db = client.platform(process.env.PLATFORM!);
+  type Row = { n: bigint; label: string };
+  const result: QueryResult<Row> = await db.query<Row>("SELECT $1::int8 AS n, $2::text AS label", [41n, "x"]);
+  const asArrays = await db.query<[number]>("SELECT 1", [], { rowMode: "array" });
+  let streamed = 0;
+  for await (const row of db.stream<{ g: number }>("SELECT g FROM generate_series(1, 100) g")) streamed += row.g;
+  const batch = await db.batch(["SELECT 1 AS one", "SELECT 1/0"]);
+  const fromTx = await db.transaction(async (tx) => (await tx.query<{ two: number }>("SELECT 2 AS two")).rows[0]!.two);
+  let failure: GatewayError | undefined;
+  try {
+    await db.query("SELECT * FROM missing_table");
+  } catch (err) {
+    if (err instanceof GatewayError) failure = err;
+  }
+  client.close();
+  console.log(JSON.stringify({
+    n: String(result.rows[0]!.n + 1n),
+    label: result.rows[0]!.label,
+    arrays: asArrays.rows,
+    streamed,
+    batch: batch.map((r) => (r instanceof GatewayError ? r.sqlstate : r.rows)),
+    fromTx,
+    failure: failure && [Code[failure.code], failure.reason, failure.sqlstate],
+  }));
+`;
+
+const EXPECTED = {
+  n: "42",
+  label: "x",
+  arrays: [[1]],
+  streamed: 5050,
+  batch: [[{ one: 1 }], "22012"],
+  fromTx: 2,
+  failure: ["InvalidArgument", "QUERY_FAILED", "42P01"],
+};
+
+describe("the SDK as a package: npm pack, installed in a project outside the workspace", () => {
+  let t: TestGateway;
+  let dir: string;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1 });
+    dir = await mkdtemp(join(tmpdir(), "db-gateway-consumer-"));
+  });
+  after(async () => {
+    await t.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("type-checks and runs from TypeScript compiled to ESM and to CommonJS", async (ctx) => {
+    // npm pack runs the package's prepack build (ESM, CommonJS and declarations).
+    await run("npm", ["pack", "--pack-destination", dir], { cwd: join(root, "client-sdk"), timeout: 120_000 });
+    const tarball = (await readdir(dir)).find((f) => f.endsWith(".tgz"))!;
+    await writeFile(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
+    await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts", `./${tarball}`], { cwd: dir, timeout: 180_000 });
+
+    await writeFile(join(dir, "esm.mts"), `import { Code, createClient, GatewayError, type QueryResult } from "@db-gateway/client";\n${USAGE}`);
+    await writeFile(
+      join(dir, "cjs.cts"),
+      `import { Code, createClient, GatewayError, type QueryResult } from "@db-gateway/client";\nasync function main() {${USAGE}}\nvoid main();\n`,
+    );
+    await writeFile(
+      join(dir, "tsconfig.json"),
+      JSON.stringify({
+        compilerOptions: {
+          target: "ES2022",
+          module: "NodeNext",
+          moduleResolution: "NodeNext",
+          strict: true,
+          outDir: "out",
+          types: ["node"],
+          typeRoots: [join(root, "node_modules/@types")],
+        },
+        files: ["esm.mts", "cjs.cts"],
+      }),
+    );
+    // Type-check and compile with the workspace's TypeScript: the package's own declarations must be enough.
+    await run(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", "."], { cwd: dir, timeout: 120_000 }).catch((err: { stdout: string }) => {
+      assert.fail(`tsc failed:\n${err.stdout}`);
+    });
+
+    const pki = testPki();
+    for (const [name, text] of [
+      ["ca.pem", pki.ca.cert],
+      ["cert.pem", pki.client.cert],
+      ["key.pem", pki.client.key],
+    ]) {
+      await writeFile(join(dir, name!), text!);
+    }
+    const env = {
+      PATH: process.env.PATH,
+      GATEWAY_URL: t.url,
+      GATEWAY_KEY: t.keys[t.platforms[0]!]!,
+      PLATFORM: t.platforms[0]!,
+      CA_FILE: join(dir, "ca.pem"),
+      CERT_FILE: join(dir, "cert.pem"),
+      KEY_FILE: join(dir, "key.pem"),
+    };
+    for (const file of ["out/esm.mjs", "out/cjs.cjs"]) {
+      const { stdout } = await run(process.execPath, [file], { cwd: dir, env, timeout: 60_000 });
+      assert.deepEqual(JSON.parse(stdout), EXPECTED, file);
+      ctx.diagnostic(`${file}: ok`);
+    }
+  });
+});
