@@ -95,6 +95,17 @@ describe("Batch", () => {
     assert.equal(err.metadata.statement_index, "1");
   });
 
+  it("so does one that replaces it with a chained transaction; ROLLBACK TO SAVEPOINT does not", async () => {
+    await db.query("TRUNCATE items");
+    const insert = (id: number) => ({ sql: "INSERT INTO items VALUES ($1, $2)", params: [id, `n${id}`] });
+    const err = await rejectsWith(db.batch([insert(1), "ROLLBACK AND CHAIN", insert(2)], { atomic: true }), Code.FailedPrecondition, "TRANSACTION_ENDED_BY_STATEMENT");
+    assert.equal(err.metadata.statement_index, "1");
+    await rejectsWith(db.batch([insert(3), "COMMIT AND CHAIN", insert(4)], { atomic: true }), Code.FailedPrecondition, "TRANSACTION_ENDED_BY_STATEMENT");
+    assert.deepEqual(await names(), ["n3"], "only what the statement itself committed");
+    await db.batch([insert(5), "SAVEPOINT s", insert(6), "ROLLBACK TO SAVEPOINT s", insert(7)], { atomic: true });
+    assert.deepEqual(await names(), ["n3", "n5", "n7"]);
+  });
+
   it("a statement that opens a transaction in an independent batch is reported and rolled back; the next ones still commit on their own", async () => {
     await db.query("TRUNCATE items");
     const results = await db.batch(["BEGIN", { sql: "INSERT INTO items VALUES ($1, $2)", params: [7, "seven"] }]);

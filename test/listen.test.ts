@@ -110,6 +110,50 @@ describe("Listen", () => {
     subscription.close();
   });
 
+  it("a subscriber arriving while others' channels are being LISTENed gets its own channel too", async () => {
+    const db = t.client().platform(platform);
+    const many = Array.from({ length: 100 }, (_, i) => `many${i}`);
+    const [a, b] = await Promise.all([db.listen(many), db.listen("late_channel")]);
+    const events = collect(b).events;
+    await direct.query("SELECT pg_notify('late_channel', 'b')");
+    await waitFor(() => events.length === 1, 5_000, "the late subscriber's notification");
+    a.close();
+    b.close();
+    // Subscribing again right after the last subscriber left works too.
+    await waitFor(async () => (await busyConnections(t, database)) === 0, 5_000, "released");
+    const again = await db.listen("late_channel");
+    const more = collect(again).events;
+    await direct.query("SELECT pg_notify('late_channel', 'again')");
+    await waitFor(() => more.length === 1, 5_000, "after re-subscribing");
+    again.close();
+  });
+
+  it("a subscriber that does not read is ended with SUBSCRIBER_TOO_SLOW, without a listener per unread message", async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name + ": " + w.message);
+    process.on("warning", onWarning);
+    try {
+      const slow = await t.client().platform(platform).listen("flood");
+      await direct.query("SELECT pg_notify('flood', repeat('x', 100) || g) FROM generate_series(1, 15000) g");
+      const iterator = slow[Symbol.asyncIterator]();
+      let received = 0;
+      const err = await (async () => {
+        for (;;) {
+          const next = await iterator.next();
+          if (next.done) return undefined;
+          received++;
+        }
+      })().then(() => undefined, (e: unknown) => e as { code?: Code; reason?: string });
+      assert.equal(err?.code, Code.ResourceExhausted);
+      assert.equal(err?.reason, "SUBSCRIBER_TOO_SLOW");
+      assert.ok(received < 15_000, `${received} notifications before the end`);
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(warnings.filter((w) => w.includes("MaxListeners")), []);
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   it("rejects invalid channel names with INVALID_ARGUMENT before listening", async () => {
     const db = t.client().platform(platform);
     for (const channels of [[], ['x"; DROP TABLE y; --'], ["a".repeat(64)], ["with space"], Array.from({ length: 101 }, (_, i) => `c${i}`)]) {

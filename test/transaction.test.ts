@@ -201,6 +201,19 @@ describe("Transaction streams", () => {
     await assertReleased();
   });
 
+  it("COMMIT AND CHAIN inside the stream fails it: what came after it is not committed", async () => {
+    await reset();
+    const s = openStream(t.client(), platform);
+    s.begin();
+    await expectKind(s, "begun");
+    s.statement("UPDATE accounts SET balance = 1 WHERE id = 1");
+    await expectKind(s, "result");
+    s.statement("COMMIT AND CHAIN");
+    await rejectsWith(s.next(), Code.FailedPrecondition, "TRANSACTION_ENDED_BY_STATEMENT");
+    await assertReleased();
+    assert.deepEqual(await balances(), [1, 0], "the statement's own COMMIT stands; nothing more was committed");
+  });
+
   it("applies isolation level, read only and deferrable", async () => {
     const s = openStream(t.client(), platform);
     s.begin({ options: { isolationLevel: 3, readOnly: true, deferrable: true } });

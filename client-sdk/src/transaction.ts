@@ -106,7 +106,6 @@ export async function runTransactionOnce<T>(
     send({ kind: { case: "commit", value: {} } });
     try {
       expect(await receive(), "committed");
-      await responses.next(); // the call's status: the stream ends cleanly
     } catch (err) {
       const error = GatewayError.from(err);
       if (!UNCERTAIN.has(error.code) || error.reason === "COMMIT_OUTCOME_UNKNOWN") throw error;
@@ -119,6 +118,8 @@ export async function runTransactionOnce<T>(
         { cause: error },
       );
     }
+    // Committed, and confirmed. Reading the call's status lets the stream end cleanly; a failure now changes nothing.
+    await responses.next().catch(() => undefined);
     return value;
   } finally {
     open = false;

@@ -4,7 +4,7 @@ import type { BatchResultSchema, TransactionOptions } from "../gen/dbgateway/v1/
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { execute, prepareStatement, type PreparedStatement } from "./execute.js";
-import { beginStatement, commit, control, ensureStillInTransaction } from "./transaction-control.js";
+import { beginStatement, OpenTransaction } from "./transaction-control.js";
 
 /** The most statements one batch may hold. */
 export const MAX_BATCH_STATEMENTS = 1_000;
@@ -44,24 +44,25 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Mess
   const { client } = lease;
   const results: MessageInitShape<typeof BatchResultSchema>[] = [];
   if (batch.atomic) {
-    await control(client, batch.begin);
+    const transaction = await OpenTransaction.begin(lease, batch.begin);
     for (const [i, statement] of batch.statements.entries()) {
       try {
-        results.push({ outcome: { case: "result", value: await execute(client, statement) } });
-        ensureStillInTransaction(client);
+        const result = await execute(client, statement);
+        await transaction.check(result.command);
+        results.push({ outcome: { case: "result", value: result } });
       } catch (err) {
         throw atStatement(toGatewayError(err), i);
       }
       if (lease.signal.aborted) return results;
     }
-    await commit(client);
+    await transaction.commit();
     return results;
   }
   for (const [i, statement] of batch.statements.entries()) {
     try {
       results.push({ outcome: { case: "result", value: await execute(client, statement) } });
       if (client.getTransactionStatus() !== "I") {
-        await control(client, "ROLLBACK");
+        await client.query("ROLLBACK");
         throw new GatewayError(
           "TRANSACTION_ENDED_BY_STATEMENT",
           "a statement of an independent batch opened a transaction (rolled back): use an atomic batch instead",

@@ -1,9 +1,10 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } from "../errors.js";
 import type { TransactionRequestSchema, TransactionResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
 import type { RequestStream, ResponseStream } from "../grpc/service-adapter.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { execute, prepareStatement } from "./execute.js";
-import { commit, control, ensureStillInTransaction } from "./transaction-control.js";
+import { OpenTransaction } from "./transaction-control.js";
 
 /** Limits of an interactive transaction. */
 export interface TransactionLimits {
@@ -28,8 +29,7 @@ type Responses = ResponseStream<typeof TransactionResponseSchema>;
  * back, and the call fails (DEADLINE_EXCEEDED, TRANSACTION_IDLE_TIMEOUT).
  */
 export async function runInteractiveTransaction(lease: Lease, begin: string, requests: Requests, responses: Responses, limits: TransactionLimits): Promise<void> {
-  const { client } = lease;
-  await control(client, begin);
+  const transaction = await OpenTransaction.begin(lease, begin);
   await responses.send({ kind: { case: "begun", value: {} } });
   for (;;) {
     const request = await nextWithin(requests, lease, limits.idleTimeoutMillis);
@@ -38,37 +38,50 @@ export async function runInteractiveTransaction(lease: Lease, begin: string, req
     switch (kind?.case) {
       case undefined:
         if (request !== undefined) throw new GatewayError("INVALID_REQUEST", "a transaction message must be a statement, commit or rollback");
-        await control(client, "ROLLBACK");
+        await transaction.rollback();
         await responses.send({ kind: { case: "rolledBack", value: {} } });
         return;
       case "begin":
         throw new GatewayError("INVALID_REQUEST", "begin must be the first message of a transaction stream, and only the first");
       case "commit":
-        await commit(client);
+        await transaction.commit();
         await responses.send({ kind: { case: "committed", value: {} } });
         return;
       case "rollback":
-        await control(client, "ROLLBACK");
+        await transaction.rollback();
         await responses.send({ kind: { case: "rolledBack", value: {} } });
         return;
-      case "statement": {
-        const timer = setTimeout(
-          () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statement ran longer than the longest allowed (${limits.maxStatementMillis} ms)`)),
-          limits.maxStatementMillis,
-        );
-        try {
-          const result = await execute(client, prepareStatement(kind.value));
-          ensureStillInTransaction(client);
-          await responses.send({ kind: { case: "result", value: result } });
-        } catch (err) {
-          const error = toGatewayError(err);
-          if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT") throw error;
-          await responses.send({ kind: { case: "error", value: toRpcStatus(error) } });
-        } finally {
-          clearTimeout(timer);
-        }
-      }
+      case "statement":
+        await responses.send({ kind: await runStatement(lease, transaction, kind.value, limits.maxStatementMillis) });
     }
+  }
+}
+
+/**
+ * One statement of the transaction, timed by `maxStatementMillis` (the
+ * result's delivery is not): its result, or its error as a message when the
+ * transaction can go on (PostgreSQL's own errors); anything else throws.
+ */
+async function runStatement(
+  lease: Lease,
+  transaction: OpenTransaction,
+  statement: Parameters<typeof prepareStatement>[0],
+  maxStatementMillis: number,
+): Promise<MessageInitShape<typeof TransactionResponseSchema>["kind"]> {
+  const timer = setTimeout(
+    () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statement ran longer than the longest allowed (${maxStatementMillis} ms)`)),
+    maxStatementMillis,
+  );
+  try {
+    const result = await execute(lease.client, prepareStatement(statement));
+    await transaction.check(result.command);
+    return { case: "result", value: result };
+  } catch (err) {
+    const error = toGatewayError(err);
+    if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT") throw error;
+    return { case: "error", value: toRpcStatus(error) };
+  } finally {
+    clearTimeout(timer);
   }
 }
 

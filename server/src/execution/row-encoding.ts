@@ -22,14 +22,34 @@ const STRING_VALUE_TAG = 0x1a; // Value.string_value = 3, length-delimited
  * concatenated with the rest of that message's encoding.
  */
 export function encodeRows(fieldNumber: number, rows: readonly TextRow[]): Buffer {
+  return encodeRowChunks(fieldNumber, rows, { maxRows: Infinity, maxBytes: Infinity }).chunks[0] ?? Buffer.alloc(0);
+}
+
+/** Rows encoded in chunks (see `encodeRowChunks`). */
+export interface EncodedChunks {
+  chunks: Buffer[];
+  /** Encoded bytes of all rows. */
+  bytes: number;
+}
+
+/**
+ * Encodes rows like `encodeRows`, cut into chunks of at most `maxRows` rows
+ * and `maxBytes` encoded bytes (a single larger row makes a chunk of its
+ * own). Sizes are exact: each value's UTF-8 length is measured once.
+ */
+export function encodeRowChunks(fieldNumber: number, rows: readonly TextRow[], limits: { maxRows: number; maxBytes: number }): EncodedChunks {
   const rowTag = (fieldNumber << 3) | 2;
   // Pass 1: sizes. UTF-8 lengths are kept so that pass 2 does not compute them again.
   const utf8Lengths: number[] = [];
   const rowLengths: number[] = [];
+  const ends: number[] = []; // exclusive end row of each chunk
+  let chunkBytes = 0;
+  let chunkRows = 0;
   let total = 0;
-  for (const row of rows) {
+  const chunkSizes: number[] = [];
+  for (let r = 0; r < rows.length; r++) {
     let rowLength = 0;
-    for (const value of row) {
+    for (const value of rows[r]!) {
       if (value === null) {
         rowLength += NULL_ENTRY.length;
         continue;
@@ -40,29 +60,47 @@ export function encodeRows(fieldNumber: number, rows: readonly TextRow[]): Buffe
       rowLength += 1 + varintSize(valueLength) + valueLength;
     }
     rowLengths.push(rowLength);
-    total += 1 + varintSize(rowLength) + rowLength;
+    const entry = 1 + varintSize(rowLength) + rowLength;
+    if (chunkRows > 0 && (chunkRows >= limits.maxRows || chunkBytes + entry > limits.maxBytes)) {
+      ends.push(r);
+      chunkSizes.push(chunkBytes);
+      chunkBytes = 0;
+      chunkRows = 0;
+    }
+    chunkBytes += entry;
+    chunkRows++;
+    total += entry;
+  }
+  if (chunkRows > 0) {
+    ends.push(rows.length);
+    chunkSizes.push(chunkBytes);
   }
   // Pass 2: bytes.
-  const out = Buffer.allocUnsafe(total);
-  let at = 0;
+  const chunks: Buffer[] = [];
+  let r = 0;
   let nextLength = 0;
-  for (let r = 0; r < rows.length; r++) {
-    out[at++] = rowTag;
-    at = writeVarint(out, at, rowLengths[r]!);
-    for (const value of rows[r]!) {
-      if (value === null) {
-        for (const byte of NULL_ENTRY) out[at++] = byte;
-        continue;
+  for (const [c, end] of ends.entries()) {
+    const out = Buffer.allocUnsafe(chunkSizes[c]!);
+    let at = 0;
+    for (; r < end; r++) {
+      out[at++] = rowTag;
+      at = writeVarint(out, at, rowLengths[r]!);
+      for (const value of rows[r]!) {
+        if (value === null) {
+          for (const byte of NULL_ENTRY) out[at++] = byte;
+          continue;
+        }
+        const length = utf8Lengths[nextLength++]!;
+        out[at++] = LIST_VALUE_ENTRY_TAG;
+        at = writeVarint(out, at, 1 + varintSize(length) + length);
+        out[at++] = STRING_VALUE_TAG;
+        at = writeVarint(out, at, length);
+        at += out.write(value, at, length, "utf8");
       }
-      const length = utf8Lengths[nextLength++]!;
-      out[at++] = LIST_VALUE_ENTRY_TAG;
-      at = writeVarint(out, at, 1 + varintSize(length) + length);
-      out[at++] = STRING_VALUE_TAG;
-      at = writeVarint(out, at, length);
-      at += out.write(value, at, length, "utf8");
     }
+    chunks.push(out);
   }
-  return out;
+  return { chunks, bytes: total };
 }
 
 function varintSize(n: number): number {

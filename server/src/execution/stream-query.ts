@@ -8,12 +8,12 @@ import type { Lease } from "../pool/pool-manager.js";
 import { TEXT_PASSTHROUGH } from "../pool/pool-manager.js";
 import type { PreparedStatement } from "./execute.js";
 import { toColumns, toDuration, type TextRow } from "./result-set.js";
-import { encodeRows } from "./row-encoding.js";
+import { encodeRowChunks } from "./row-encoding.js";
 
 /** Bounds of one response message of a streamed result. */
 export interface ChunkLimits {
   maxRows: number;
-  /** Approximate: a row's size is the length of its values' text. A single larger row is sent alone. */
+  /** Encoded bytes of the rows of one message; a single larger row is sent alone. */
   maxBytes: number;
 }
 
@@ -26,6 +26,12 @@ export const STREAM_CHUNK = {
   maxBytes: 4_000_000,
   /** The first read is small: nothing is known yet of the rows' size. */
   firstRead: 64,
+  /**
+   * Later reads fetch about this many bytes of rows, however large messages
+   * may be: with the read ahead and the response buffer, what one stream
+   * holds stays at a few MB.
+   */
+  readBytes: 1 << 20,
 } as const;
 
 /** The chunk limits of a request: 0 picks the default, values beyond the ceiling are lowered to it. */
@@ -36,8 +42,6 @@ export function chunkLimits(maxRows: number, maxBytes: number): ChunkLimits {
   };
 }
 
-/** Per-value overhead of the protobuf encoding, used in the size estimate. */
-const VALUE_OVERHEAD = 4;
 /** StreamQueryResponse.rows */
 const ROWS_FIELD = 2;
 const EMPTY = Buffer.alloc(0);
@@ -53,11 +57,12 @@ interface CursorInternals {
 /**
  * Streams a statement's rows from a portal (pg-cursor: Execute with a row
  * limit, so PostgreSQL produces rows only as they are asked for). Each read is
- * about one message's worth, sized from the rows seen so far, and the next
- * read is in flight while a chunk is being sent; `send` waits when the client
- * reads slowly, so at most two reads' rows are in memory whatever the result's
- * size. The first message carries the columns, the last the summary; an error
- * part-way rejects, and the call ends with its status after the rows before it.
+ * about a message's worth (at most 1 MiB), sized from the rows seen so far,
+ * and the next read is in flight while a chunk is being sent; `send` waits
+ * when the client reads slowly, so at most two reads' rows are in memory
+ * whatever the result's size. The first message carries the columns, the
+ * last the summary; an error part-way rejects, and the call ends with its
+ * status after the rows before it.
  */
 export async function streamQuery(lease: Lease, statement: PreparedStatement, responses: StreamQueryResponses, limits: ChunkLimits): Promise<void> {
   const started = process.hrtime.bigint();
@@ -74,15 +79,15 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
       reading = undefined;
       if (lease.signal.aborted) return;
       const done = internals.state === "done";
-      for (const row of rows) bytesSeen += rowBytes(row);
+      const { chunks, bytes } = encodeRowChunks(ROWS_FIELD, rows, limits);
+      bytesSeen += bytes;
       rowCount += rows.length;
       if (!done) {
         const averageRow = rowCount > 0 ? bytesSeen / rowCount : limits.maxBytes;
-        readSize = Math.max(1, Math.min(limits.maxRows, Math.floor(limits.maxBytes / averageRow)));
+        readSize = Math.max(1, Math.min(limits.maxRows, Math.floor(Math.min(limits.maxBytes, STREAM_CHUNK.readBytes) / averageRow)));
         reading = cursor.read(readSize);
         reading.catch(() => undefined); // awaited in the next round, or abandoned on abort
       }
-      const chunks = chunk(rows, limits);
       for (let i = 0; i < chunks.length || (done && i === 0) || !columnsSent; i++) {
         const last = done && i >= chunks.length - 1;
         const head = columnsSent ? undefined : encodePart({ columns: toColumns(internals._result.fields) });
@@ -95,7 +100,7 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
               },
             })
           : undefined;
-        const body = encodeRows(ROWS_FIELD, chunks[i] ?? []);
+        const body = chunks[i] ?? EMPTY;
         await responses.send(new EncodedMessage(head === undefined && tail === undefined ? body : Buffer.concat([head ?? EMPTY, body, tail ?? EMPTY])));
         columnsSent = true;
         if (lease.signal.aborted) return;
@@ -108,25 +113,6 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
     // An open portal (the client went away, or a send failed) is closed so the connection is idle again.
     if (internals.state === "idle" || internals.state === "busy") await cursor.close().catch(() => undefined);
   }
-}
-
-/** Splits rows into messages of at most `maxRows` rows and about `maxBytes` bytes. */
-function chunk(rows: TextRow[], limits: ChunkLimits): TextRow[][] {
-  const chunks: TextRow[][] = [];
-  let current: TextRow[] = [];
-  let bytes = 0;
-  for (const row of rows) {
-    const size = rowBytes(row);
-    if (current.length > 0 && (current.length >= limits.maxRows || bytes + size > limits.maxBytes)) {
-      chunks.push(current);
-      current = [];
-      bytes = 0;
-    }
-    current.push(row);
-    bytes += size;
-  }
-  if (current.length > 0) chunks.push(current);
-  return chunks;
 }
 
 /** A StreamQueryResponse's fields other than rows, encoded: concatenated with the rows, it is one message. */
@@ -142,10 +128,4 @@ function encodePart(part: MessageInitShape<typeof StreamQueryResponseSchema>): B
  */
 function rowsAffected(result: CursorInternals["_result"], streamed: number): number {
   return result.fields.length > 0 || result.rowCount === null ? streamed : result.rowCount;
-}
-
-function rowBytes(row: TextRow): number {
-  let bytes = 0;
-  for (const value of row) bytes += (value === null ? 0 : value.length) + VALUE_OVERHEAD;
-  return bytes;
 }

@@ -1,6 +1,7 @@
 import pg from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { IsolationLevel, type TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
+import type { Lease } from "../pool/pool-manager.js";
 
 const ISOLATION: ReadonlyMap<IsolationLevel, string> = new Map([
   [IsolationLevel.UNSPECIFIED, ""],
@@ -19,46 +20,79 @@ export function beginStatement(options: TransactionOptions | undefined): string 
   return `BEGIN${isolation}${options?.readOnly ? " READ ONLY" : ""}${options?.deferrable ? " DEFERRABLE" : ""}`;
 }
 
-/** Runs a transaction-control statement (BEGIN, ROLLBACK …), converting its errors. */
-export async function control(client: pg.Client, sql: string): Promise<void> {
-  try {
-    await client.query(sql);
-  } catch (err) {
-    throw toGatewayError(err);
-  }
-}
-
 /**
- * Commits the transaction open on `client`. A statement ERROR means PostgreSQL
- * rolled back (a serialization failure at commit, a deferred constraint): that
- * error. A COMMIT answered with ROLLBACK means the transaction had failed
- * before: TRANSACTION_ABORTED. Anything else after COMMIT was sent (a broken
- * connection, a FATAL error) leaves the outcome unknown: COMMIT_OUTCOME_UNKNOWN,
- * never an answer that claims either outcome.
+ * A transaction the gateway opened on a leased connection, for a Batch or a
+ * Transaction stream: begun, checked after each of the caller's statements,
+ * and ended by commit or rollback.
  */
-export async function commit(client: pg.Client): Promise<void> {
-  let result: pg.QueryResult;
-  try {
-    result = await client.query("COMMIT");
-  } catch (err) {
-    if (err instanceof pg.DatabaseError && err.severity === "ERROR") throw toGatewayError(err);
-    throw new GatewayError(
-      "COMMIT_OUTCOME_UNKNOWN",
-      "the connection to the database broke after COMMIT was sent: the transaction may or may not have committed",
-      { cause: err },
-    );
-  }
-  if (result.command === "ROLLBACK") {
-    throw new GatewayError("TRANSACTION_ABORTED", "a statement of the transaction had failed, so COMMIT rolled it back");
-  }
-}
+export class OpenTransaction {
+  private constructor(
+    private readonly lease: Lease,
+    /** transaction_timestamp() at BEGIN: a transaction chained by COMMIT/ROLLBACK AND CHAIN has another. */
+    private readonly startedAt: string,
+  ) {}
 
-/** Fails when a statement ended the transaction it ran in (COMMIT, ROLLBACK, END …): the caller's next statements would run outside it. */
-export function ensureStillInTransaction(client: pg.Client): void {
-  if (client.getTransactionStatus() === "I") {
-    throw new GatewayError(
-      "TRANSACTION_ENDED_BY_STATEMENT",
-      "a statement ended the transaction: control the transaction with the call's own commit and rollback, not with SQL",
-    );
+  /** Runs BEGIN, and reads the transaction's start time in the same round trip. */
+  static async begin(lease: Lease, begin: string): Promise<OpenTransaction> {
+    try {
+      const results = (await lease.client.query(`${begin}; SELECT transaction_timestamp()::text AS started`)) as unknown as pg.QueryResult<{ started: string }>[];
+      return new OpenTransaction(lease, results[1]!.rows[0]!.started);
+    } catch (err) {
+      throw toGatewayError(err);
+    }
+  }
+
+  /**
+   * Fails with TRANSACTION_ENDED_BY_STATEMENT when the caller's statement
+   * (whose command tag is `command`) ended this transaction: COMMIT, ROLLBACK,
+   * PREPARE TRANSACTION, or one of them AND CHAIN, which opens a new one. Its
+   * later statements would otherwise run outside the transaction asked for.
+   * `ROLLBACK TO SAVEPOINT`, whose tag is also ROLLBACK, keeps it.
+   */
+  async check(command: string): Promise<void> {
+    const client = this.lease.client;
+    let ended = client.getTransactionStatus() === "I" || command === "COMMIT";
+    if (!ended && command === "ROLLBACK") {
+      const { rows } = await client.query<{ started: string }>("SELECT transaction_timestamp()::text AS started");
+      ended = rows[0]?.started !== this.startedAt;
+    }
+    if (ended) {
+      throw new GatewayError(
+        "TRANSACTION_ENDED_BY_STATEMENT",
+        "a statement ended the transaction: control the transaction with the call's own commit and rollback, not with SQL",
+      );
+    }
+  }
+
+  /**
+   * Commits. A statement ERROR means PostgreSQL rolled back (a serialization
+   * failure at commit, a deferred constraint): that error. A COMMIT answered
+   * with ROLLBACK means the transaction had failed before: TRANSACTION_ABORTED.
+   * Anything else after COMMIT was sent (a broken connection, a FATAL error,
+   * the call interrupted) leaves the outcome unknown: COMMIT_OUTCOME_UNKNOWN,
+   * never an answer that claims either outcome. An interruption sends no
+   * cancel: a COMMIT on its way is left to finish.
+   */
+  async commit(): Promise<void> {
+    const unknown = (cause?: unknown) =>
+      new GatewayError("COMMIT_OUTCOME_UNKNOWN", "the call ended after COMMIT was sent: the transaction may or may not have committed", { cause });
+    let result: pg.QueryResult;
+    try {
+      result = await this.lease.uninterruptible(() => this.lease.client.query("COMMIT"), unknown());
+    } catch (err) {
+      if (err instanceof pg.DatabaseError && err.severity === "ERROR") throw toGatewayError(err);
+      throw err instanceof GatewayError ? err : unknown(err);
+    }
+    if (result.command === "ROLLBACK") {
+      throw new GatewayError("TRANSACTION_ABORTED", "a statement of the transaction had failed, so COMMIT rolled it back");
+    }
+  }
+
+  async rollback(): Promise<void> {
+    try {
+      await this.lease.client.query("ROLLBACK");
+    } catch (err) {
+      throw toGatewayError(err);
+    }
   }
 }

@@ -197,9 +197,16 @@ function bidiStreamingHandler(
   };
 }
 
+/** Bytes a streaming call may have written and not yet handed to HTTP/2 before `send` waits. */
+const RESPONSE_BUFFER_BYTES = 1 << 20;
+
 /**
- * The writing side of a grpc-js call with backpressure: when `write` reports
- * a full buffer, `send` waits for 'drain' (or the end of the call).
+ * The writing side of a grpc-js call with backpressure by bytes: messages are
+ * encoded here, and once more than `RESPONSE_BUFFER_BYTES` are written but not
+ * yet taken by HTTP/2 (whose flow control follows the client's reading),
+ * `send` waits. grpc-js's own high-water mark counts 16 messages whatever
+ * their size. Every waiting `send` shares one promise, so a handler that does
+ * not await (Listen) adds no listener per message.
  */
 function responseStream(
   method: DescMethod,
@@ -207,24 +214,36 @@ function responseStream(
   signal: AbortSignal,
 ): ResponseStream<DescMessage> {
   let pending = 0;
-  const written = () => pending--;
+  let pendingBytes = 0;
+  let room: { promise: Promise<void>; resolve: () => void } | undefined;
+  const free = () => {
+    const waiting = room;
+    room = undefined;
+    waiting?.resolve();
+  };
+  signal.addEventListener("abort", free, { once: true });
   return {
     get pending() {
       return pending;
     },
-    async send(message) {
-      if (signal.aborted || call.writableEnded || call.destroyed) return;
+    send(message) {
+      if (signal.aborted || call.writableEnded || call.destroyed) return Promise.resolve();
+      const encoded = message instanceof EncodedMessage ? message : new EncodedMessage(Buffer.from(toBinary(method.output, create(method.output, message))));
+      const size = encoded.bytes.length;
       pending++;
-      if (call.write(message instanceof EncodedMessage ? message : create(method.output, message), written)) return;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          call.off("drain", done);
-          signal.removeEventListener("abort", done);
-          resolve();
-        };
-        call.on("drain", done);
-        signal.addEventListener("abort", done, { once: true });
+      pendingBytes += size;
+      call.write(encoded, () => {
+        pending--;
+        pendingBytes -= size;
+        if (pendingBytes <= RESPONSE_BUFFER_BYTES) free();
       });
+      if (pendingBytes <= RESPONSE_BUFFER_BYTES) return Promise.resolve();
+      if (room === undefined) {
+        let resolve!: () => void;
+        const promise = new Promise<void>((r) => (resolve = r));
+        room = { promise, resolve };
+      }
+      return room.promise;
     },
   };
 }

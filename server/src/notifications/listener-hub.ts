@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import pg from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";
 import type { Lease, PoolManager } from "../pool/pool-manager.js";
@@ -59,7 +60,10 @@ export class ListenerHub {
   constructor(
     private readonly pools: PoolManager,
     private readonly options: ListenerHubOptions,
-  ) {}
+  ) {
+    // Each listening connection's lease watches this signal: one listener per database listened to.
+    setMaxListeners(0, this.#closing.signal);
+  }
 
   /** Subscribes to channels of a database; `subscriber.started` is called once all are listened to. */
   subscribe(database: string, channels: readonly string[], subscriber: Subscriber): Subscription {
@@ -102,8 +106,10 @@ class DatabaseListener {
   /** Subscribers by channel. */
   readonly channels = new Map<string, Set<Member>>();
   readonly subscribers = new Set<Member>();
-  /** The listening connection while it is up. */
+  /** The listening connection while it is up and not being given back. */
   #client: pg.Client | undefined;
+  /** Channels LISTENed (or being LISTENed) on `#client`: a LISTEN is sent once per channel, and awaited by everyone who needs it. */
+  #listening = new Map<string, Promise<void>>();
   /** Resolves when the last subscriber left, so the lease ends. */
   #empty: (() => void) | undefined;
   #running = false;
@@ -119,30 +125,45 @@ class DatabaseListener {
   add(channels: ReadonlySet<string>, subscriber: Subscriber): Subscription {
     const member: Member = { channels, subscriber, started: false };
     this.subscribers.add(member);
-    const added: string[] = [];
     for (const channel of channels) {
       let members = this.channels.get(channel);
       if (members === undefined) {
         members = new Set();
         this.channels.set(channel, members);
-        added.push(channel);
       }
       members.add(member);
     }
-    const client = this.#client;
-    if (client !== undefined) {
-      // Already listening: LISTEN the new channels (queued behind any earlier LISTEN), then start.
-      listen(client, added).then(
-        () => this.#start(member),
-        (err: unknown) => {
-          // A broken connection is handled by the run loop, which starts the member after reconnecting.
-          if (err instanceof pg.DatabaseError && err.severity === "ERROR") this.#fail(member, toGatewayError(err));
-        },
-      );
-    } else if (!this.#running) {
-      void this.#run();
-    }
+    if (this.#client !== undefined) this.#startWhenListening(this.#client, member);
+    else if (!this.#running) void this.#run();
     return { unsubscribe: () => this.#remove(member) };
+  }
+
+  /** LISTENs whichever of the channels are not yet listened to on `client`; resolves once all are (including those already on their way). */
+  #ensureListening(client: pg.Client, channels: Iterable<string>): Promise<unknown> {
+    const ready: Promise<void>[] = [];
+    for (const channel of channels) {
+      let listened = this.#listening.get(channel);
+      if (listened === undefined) {
+        listened = client.query(`LISTEN ${pg.escapeIdentifier(channel)}`).then(() => undefined);
+        listened.catch(() => undefined); // failures reach whoever awaits it
+        this.#listening.set(channel, listened);
+      }
+      ready.push(listened);
+    }
+    return Promise.all(ready);
+  }
+
+  /** Starts the member once its channels are listened to. */
+  #startWhenListening(client: pg.Client, member: Member): void {
+    this.#ensureListening(client, member.channels).then(
+      () => {
+        if (this.#client === client) this.#start(member);
+      },
+      (err: unknown) => {
+        // A broken connection is the run loop's: it starts the member after reconnecting.
+        if (err instanceof pg.DatabaseError && err.severity === "ERROR") this.#fail(member, toGatewayError(err));
+      },
+    );
   }
 
   failAll(err: GatewayError): void {
@@ -173,9 +194,14 @@ class DatabaseListener {
       }
     }
     if (this.subscribers.size === 0) {
+      // The connection goes back to its pool: a subscriber arriving now waits for the next one.
+      this.#client = undefined;
       this.#empty?.();
-    } else if (this.#client !== undefined && dropped.length > 0) {
-      unlisten(this.#client, dropped).catch(() => undefined); // a broken connection is the run loop's to handle
+    } else if (this.#client !== undefined) {
+      for (const channel of dropped) {
+        this.#listening.delete(channel);
+        this.#client.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => undefined); // a broken connection is the run loop's
+      }
     }
   }
 
@@ -228,16 +254,18 @@ class DatabaseListener {
     client.on("error", onError);
     client.on("end", onEnd);
     try {
-      await Promise.race([listen(client, [...this.channels.keys()]), lost]);
       this.#client = client;
-      for (const member of [...this.subscribers]) {
-        if (!member.started) this.#start(member);
-        else if (reconnected) member.subscriber.missed();
-      }
+      this.#listening = new Map();
+      // Those started on a connection that was lost are told they may have missed notifications; the others start.
+      const startedBefore = [...this.subscribers].filter((member) => member.started);
+      const all = this.#ensureListening(client, this.channels.keys());
+      for (const member of this.subscribers) if (!member.started) this.#startWhenListening(client, member);
+      await Promise.race([all, lost]);
+      if (reconnected) for (const member of startedBefore) if (this.subscribers.has(member)) member.subscriber.missed();
       const empty = new Promise<void>((resolve) => (this.#empty = resolve));
       if (this.subscribers.size > 0) await Promise.race([empty, lost, aborted(lease.signal)]);
     } finally {
-      this.#client = undefined;
+      if (this.#client === client) this.#client = undefined;
       this.#empty = undefined;
       client.off("notification", onNotification);
       client.off("error", onError);
@@ -250,19 +278,6 @@ function aborted(signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
 }
 
-/**
- * LISTEN takes an identifier, not a parameter: channel names are checked by
- * the caller (see `validateChannels`) and quoted here, so a name is matched
- * exactly as `pg_notify` spells it.
- */
-async function listen(client: pg.Client, channels: readonly string[]): Promise<void> {
-  for (const channel of channels) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
-}
-
-async function unlisten(client: pg.Client, channels: readonly string[]): Promise<void> {
-  for (const channel of channels) await client.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`);
-}
-
 /** Channel names: what `validateChannels` accepts. */
 const CHANNEL = /^[A-Za-z0-9_.:-]{1,63}$/;
 /** The most channels one Listen call may name. */
@@ -271,6 +286,9 @@ export const MAX_CHANNELS = 100;
 /**
  * Checks the channels of a Listen request: 1 to 100 distinct names of 1 to 63
  * letters, digits, `_`, `.`, `:` or `-` (PostgreSQL truncates longer names).
+ * LISTEN takes an identifier, not a parameter: names are checked here and
+ * quoted where they are used, so a name is matched exactly as `pg_notify`
+ * spells it.
  */
 export function validateChannels(channels: readonly string[]): string[] {
   if (channels.length === 0) throw new GatewayError("INVALID_CHANNEL", "name at least one channel");

@@ -46,6 +46,12 @@ export interface Lease {
   readonly signal: AbortSignal;
   /** Ends the call with `err`: its running statement is cancelled and its transaction rolled back. */
   interrupt(err: GatewayError): void;
+  /**
+   * Runs `work` (a COMMIT) so that an interruption meanwhile ends the call
+   * with `outcome` instead, and sends PostgreSQL no cancel: what was sent is
+   * left to finish.
+   */
+  uninterruptible<T>(work: () => Promise<T>, outcome: GatewayError): Promise<T>;
 }
 
 /** Counters and gauges of one database's pool. */
@@ -199,14 +205,26 @@ export class PoolManager {
       throw beforeStatement(err);
     }
     const abort = new AbortController();
+    let shield: GatewayError | undefined;
+    let cancelOnRecovery = true;
     let interrupt!: (err: GatewayError) => void;
     const interrupted = new Promise<never>((_, reject) => {
       interrupt = (err) => {
         if (abort.signal.aborted) return;
-        abort.abort(err);
-        reject(err);
+        cancelOnRecovery = shield === undefined;
+        const reason = shield ?? err;
+        abort.abort(reason);
+        reject(reason);
       };
     });
+    const uninterruptible = async <R>(work: () => Promise<R>, outcome: GatewayError): Promise<R> => {
+      shield = outcome;
+      try {
+        return await work();
+      } finally {
+        shield = undefined;
+      }
+    };
     interrupted.catch(() => undefined);
     const remaining = limits.deadline - Date.now();
     const timer = Number.isFinite(remaining)
@@ -215,13 +233,13 @@ export class PoolManager {
     const onAbort = () => interrupt(new GatewayError("CANCELLED", "the call was cancelled"));
     if (limits.signal?.aborted) onAbort();
     else limits.signal?.addEventListener("abort", onAbort, { once: true });
-    const work = (async () => fn({ client: connection.client, signal: abort.signal, interrupt }))();
+    const work = (async () => fn({ client: connection.client, signal: abort.signal, interrupt, uninterruptible }))();
     try {
       const result = await Promise.race([work, interrupted]);
       this.#release(connection, undefined);
       return result;
     } catch (err) {
-      if (abort.signal.aborted) void this.#recover(connection, work);
+      if (abort.signal.aborted) void this.#recover(connection, work, cancelOnRecovery);
       else this.#release(connection, err);
       throw err;
     } finally {
@@ -231,13 +249,14 @@ export class PoolManager {
   }
 
   /**
-   * After an interruption: cancels the backend's statement, waits (within the
-   * grace period) for the call's work to end and the cancel to be delivered,
-   * then releases the connection as usual; destroys it if either is late.
+   * After an interruption: cancels the backend's statement (unless it is an
+   * uninterruptible COMMIT), waits (within the grace period) for the call's
+   * work to end and the cancel to be delivered, then releases the connection
+   * as usual; destroys it if either is late.
    */
-  async #recover(connection: Connection, work: Promise<unknown>): Promise<void> {
+  async #recover(connection: Connection, work: Promise<unknown>, cancel: boolean): Promise<void> {
     const grace = this.options.cancelGraceMillis;
-    const cancelled = sendCancelRequest(this.options.connectionFor(connection.pool.database), connection.client, grace);
+    const cancelled = cancel ? sendCancelRequest(this.options.connectionFor(connection.pool.database), connection.client, grace) : Promise.resolve(true);
     const outcome = work.then(
       () => ({ err: undefined as unknown }),
       (err: unknown) => ({ err }),
