@@ -1,0 +1,149 @@
+/**
+ * `npm run bench:sdk`: the client's CPU cost per call, by transport, against
+ * one gateway running as its own process (real mTLS) on the embedded
+ * PostgreSQL (or PG_URL). The same point query through:
+ *
+ *   - the SDK (`createClient`: Connect's typed client over the grpc-js transport),
+ *   - Connect's typed client over Connect's own gRPC transport (@connectrpc/connect-node),
+ *   - a bare @grpc/grpc-js client with the same protobuf-es messages (the floor).
+ *
+ *   npm run bench:sdk -- --calls 20000 --concurrency 1,16 [--json out.json]
+ *
+ * Client CPU is this process's user+system time divided by calls; the
+ * gateway's is read from /proc. Rounds alternate between transports so that
+ * noise on this shared machine spreads over all of them.
+ */
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { createClient as createConnectClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import { QueryRequestSchema, QueryResponseSchema, QueryService, type QueryRequest, type QueryResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
+import { dropPlatformDatabases } from "../test/helpers/gateway.js";
+import { startGatewayProcess } from "../test/helpers/gateway-process.js";
+import { testPki } from "../test/helpers/pki.js";
+
+const { values: args } = parseArgs({
+  options: {
+    calls: { type: "string", default: "20000" },
+    concurrency: { type: "string", default: "1,16" },
+    rounds: { type: "string", default: "2" },
+    json: { type: "string" },
+  },
+});
+const CALLS = Number(args.calls);
+const ROUNDS = Number(args.rounds);
+const CONCURRENCY = args.concurrency!.split(",").map(Number);
+
+let embedded: EmbeddedServer | undefined;
+let work: string | undefined;
+let databaseUrl = process.env.PG_URL;
+if (!databaseUrl) {
+  work = await mkdtemp(join(tmpdir(), "db-gateway-bench-sdk-"));
+  await chmod(work, 0o755);
+  embedded = await startEmbeddedPostgres({ dir: work, persistent: false });
+  databaseUrl = embedded.url;
+}
+const gateway = await startGatewayProcess({ databaseUrl });
+const results: { transport: string; concurrency: number; callsPerSecond: number; clientCpuMicros: number; gatewayCpuMicros: number }[] = [];
+try {
+  await gateway.adminClient().admin().createTenant(gateway.platform, "");
+  const pki = testPki();
+  const request: QueryRequest = create(QueryRequestSchema, {
+    platform: gateway.platform,
+    sql: "SELECT $1::int AS id, 'point query' AS label",
+    params: [{ kind: { case: "int64Value", value: 42n } }],
+  });
+
+  const sdk = gateway.client().platform(gateway.platform);
+  const session = new Http2SessionManager(gateway.url, { pingIntervalMs: 30_000 }, { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key });
+  const connect = createConnectClient(
+    QueryService,
+    createGrpcTransport({
+      baseUrl: gateway.url,
+      sessionManager: session,
+      interceptors: [(next) => (req) => (req.header.set("x-api-key", gateway.platformKey), next(req))],
+    }),
+  );
+  const Bare = grpc.makeGenericClientConstructor(
+    {
+      Query: {
+        path: "/dbgateway.v1.QueryService/Query",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (m: QueryRequest) => Buffer.from(toBinary(QueryRequestSchema, m)),
+        requestDeserialize: (b: Buffer) => fromBinary(QueryRequestSchema, b),
+        responseSerialize: (m: QueryResponse) => Buffer.from(toBinary(QueryResponseSchema, m)),
+        responseDeserialize: (b: Buffer) => fromBinary(QueryResponseSchema, b),
+      },
+    },
+    "QueryService",
+  );
+  const bare = new Bare(`localhost:${gateway.port}`, grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)));
+  const metadata = new grpc.Metadata();
+  metadata.set("x-api-key", gateway.platformKey);
+  const bareQuery = (bare as unknown as { Query: (r: QueryRequest, m: grpc.Metadata, cb: (e: Error | null) => void) => void }).Query.bind(bare);
+
+  const transports: [string, () => Promise<unknown>][] = [
+    ["SDK query() (grpc-js transport)", () => sdk.query("SELECT $1::int AS id, 'point query' AS label", [42])],
+    ["Connect client, Connect gRPC transport", () => connect.query(request)],
+    ["bare grpc-js client (floor)", () => new Promise<void>((resolve, reject) => bareQuery(request, metadata, (e) => (e ? reject(e) : resolve())))],
+  ];
+
+  const measure = async (call: () => Promise<unknown>, concurrency: number) => {
+    for (let i = 0; i < 1_000; i++) await call(); // warm-up: JIT, connection, pool
+    const cpu = process.cpuUsage();
+    const gatewayCpu = await gateway.cpuMicros();
+    const started = performance.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next++ < CALLS) await call();
+      }),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const used = process.cpuUsage(cpu);
+    return {
+      callsPerSecond: CALLS / seconds,
+      clientCpuMicros: (used.user + used.system) / CALLS,
+      gatewayCpuMicros: ((await gateway.cpuMicros()) - gatewayCpu) / CALLS,
+    };
+  };
+
+  for (const concurrency of CONCURRENCY) {
+    const sums = new Map<string, { callsPerSecond: number; clientCpuMicros: number; gatewayCpuMicros: number }>();
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [name, call] of transports) {
+        const r = await measure(call, concurrency);
+        const s = sums.get(name) ?? { callsPerSecond: 0, clientCpuMicros: 0, gatewayCpuMicros: 0 };
+        sums.set(name, { callsPerSecond: s.callsPerSecond + r.callsPerSecond, clientCpuMicros: s.clientCpuMicros + r.clientCpuMicros, gatewayCpuMicros: s.gatewayCpuMicros + r.gatewayCpuMicros });
+      }
+    }
+    for (const [name, s] of sums) {
+      results.push({
+        transport: name,
+        concurrency,
+        callsPerSecond: Math.round(s.callsPerSecond / ROUNDS),
+        clientCpuMicros: Math.round(s.clientCpuMicros / ROUNDS),
+        gatewayCpuMicros: Math.round(s.gatewayCpuMicros / ROUNDS),
+      });
+    }
+  }
+  session.abort();
+  bare.close();
+
+  console.log(`\n${CALLS} point queries per measurement, ${ROUNDS} rounds averaged\n`);
+  console.log("| transport | concurrency | calls/s | client CPU µs/call | gateway CPU µs/call |");
+  console.log("|---|---|---|---|---|");
+  for (const r of results) console.log(`| ${r.transport} | ${r.concurrency} | ${r.callsPerSecond} | ${r.clientCpuMicros} | ${r.gatewayCpuMicros} |`);
+  if (args.json) await writeFile(args.json, JSON.stringify({ calls: CALLS, rounds: ROUNDS, results }, null, 2));
+} finally {
+  await gateway.close();
+  await dropPlatformDatabases([gateway.platform], databaseUrl);
+  await embedded?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+}
