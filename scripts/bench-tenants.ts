@@ -61,6 +61,7 @@ const gatewayProcess = spawn(process.execPath, ["--import", "tsx", "server/src/m
     PATH: process.env.PATH,
     DATABASE_URL: databaseUrl,
     GATEWAY_PORT: "0",
+    METRICS_PORT: "0",
     TLS_CERT_FILE: join(work, "server.crt"),
     TLS_KEY_FILE: join(work, "server.key"),
     TLS_CLIENT_CA_FILE: join(work, "ca.crt"),
@@ -77,7 +78,7 @@ gatewayProcess.stdout.on("data", (d) => (gatewayOutput += d));
 gatewayProcess.stderr.on("data", (d) => (gatewayOutput += d));
 const port = await new Promise<number>((resolve, reject) => {
   const timer = setInterval(() => {
-    const match = /serving on [^:]+:(\d+)/.exec(gatewayOutput);
+    const match = /"port":(\d+),"metricsPort":\d+[^\n]*"msg":"serving"/.exec(gatewayOutput);
     if (match) {
       clearInterval(timer);
       resolve(Number(match[1]));

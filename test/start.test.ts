@@ -22,7 +22,7 @@ describe("npm start in development mode", () => {
   it("serves on an embedded PostgreSQL and prints a buf curl command that runs a query", async (t) => {
     dataDir = await mkdtemp(join(tmpdir(), "db-gateway-start-"));
     await chmod(dataDir, 0o755); // as root, PostgreSQL runs as another user that must reach its data
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, GATEWAY_DATA_DIR: dataDir, GATEWAY_PORT: "0" };
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, GATEWAY_DATA_DIR: dataDir, GATEWAY_PORT: "0", METRICS_PORT: "0" };
     const started = Date.now();
     const child = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";

@@ -1,5 +1,7 @@
 import { accessSync, constants } from "node:fs";
-import { validatePlatform } from "./tenancy/naming.js";
+import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
+import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
+import { parseDatabaseName, validatePlatform } from "./tenancy/naming.js";
 
 /** The shortest API key accepted: shorter keys can be guessed. */
 export const MIN_API_KEY_LENGTH = 16;
@@ -28,6 +30,16 @@ export interface Settings {
   readonly maxStatementMillis: number;
   /** Longest an interactive transaction may wait for its client's next message before it is rolled back. */
   readonly transactionIdleTimeoutMillis: number;
+  readonly logLevel: LogLevel;
+  /** The operators' HTTP port: /metrics, /health. */
+  readonly metrics: { readonly host: string; readonly port: number };
+  /** Calls per second and burst per platform; undefined: unlimited. */
+  readonly rateLimit: { readonly perSecond: number; readonly burst: number } | undefined;
+  /** The database of the gateway's audit trail. */
+  readonly catalogDatabase: string;
+  readonly healthCheckMillis: number;
+  /** OpenTelemetry tracing: on when OTEL_* names an exporter or an OTLP endpoint (the SDK reads the rest of OTEL_* itself). */
+  readonly tracing: { readonly serviceName: string } | undefined;
   /** Where development material lives: embedded PostgreSQL data, certificates, keys. */
   readonly dataDir: string;
   /** Port of the embedded PostgreSQL; 0 picks a free one. */
@@ -59,6 +71,9 @@ export class ConfigError extends Error {
 }
 
 const API_KEY_PREFIX = "API_KEY_";
+
+/** Reserved: the gateway's catalog database would be this platform's. */
+const RESERVED_PLATFORM = "dbgateway";
 
 /** Reads and validates the settings from an environment (process.env by default). */
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
@@ -123,6 +138,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       continue;
     }
     const platform = suffix.toLowerCase();
+    if (platform === RESERVED_PLATFORM) {
+      problems.push(`${name}: the platform name "${RESERVED_PLATFORM}" is reserved for the gateway's own catalog`);
+      continue;
+    }
     try {
       validatePlatform(platform);
       if (platformKeys.has(platform)) {
@@ -144,9 +163,23 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     problems.push("no API keys: set API_KEY_ADMIN and one API_KEY_<PLATFORM> per platform");
   }
 
+  const logLevel = (env.LOG_LEVEL || "info") as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")} (got "${env.LOG_LEVEL}")`);
+  const catalogDatabase = env.CATALOG_DATABASE || DEFAULT_CATALOG_DATABASE;
+  const catalogPlatform = parseDatabaseName(catalogDatabase)?.platform;
+  if (!/^[a-z][a-z0-9_]{0,62}$/.test(catalogDatabase)) problems.push("CATALOG_DATABASE must be lowercase letters, digits and underscores, at most 63");
+  else if (catalogPlatform !== undefined && platformKeys.has(catalogPlatform)) problems.push(`CATALOG_DATABASE "${catalogDatabase}" would be a database of platform "${catalogPlatform}"`);
+  const ratePerSecond = int("RATE_LIMIT_PER_SEC", 0, 0, 1_000_000);
+  const rateBurst = int("RATE_LIMIT_BURST", Math.max(1, ratePerSecond), 1, 1_000_000);
+  const host = env.GATEWAY_HOST || "127.0.0.1";
+  const tracesExporter = env.OTEL_TRACES_EXPORTER?.trim();
+  const tracingOn =
+    env.OTEL_SDK_DISABLED?.trim().toLowerCase() !== "true" &&
+    (tracesExporter ? tracesExporter !== "none" : Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT));
+
   const settings: Settings = {
     databaseUrl,
-    host: env.GATEWAY_HOST || "127.0.0.1",
+    host,
     port: int("GATEWAY_PORT", 9000, 0, 65535),
     tls,
     platformKeys,
@@ -166,6 +199,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     registryRefreshMillis: int("REGISTRY_REFRESH_SECS", 10, 1, 86_400) * 1000,
     maxStatementMillis: int("MAX_STATEMENT_TIME_SECS", 300, 1, 86_400) * 1000,
     transactionIdleTimeoutMillis: int("TRANSACTION_IDLE_TIMEOUT_SECS", 60, 1, 86_400) * 1000,
+    logLevel,
+    metrics: { host: env.METRICS_HOST || host, port: int("METRICS_PORT", 9464, 0, 65535) },
+    rateLimit: ratePerSecond > 0 ? { perSecond: ratePerSecond, burst: rateBurst } : undefined,
+    catalogDatabase,
+    healthCheckMillis: int("HEALTH_CHECK_INTERVAL_SECS", 2, 1, 3_600) * 1000,
+    tracing: tracingOn ? { serviceName: env.OTEL_SERVICE_NAME || "db-gateway" } : undefined,
     dataDir: env.GATEWAY_DATA_DIR || ".data",
     embeddedPostgresPort: int("EMBEDDED_PG_PORT", 0, 0, 65535),
   };
@@ -190,5 +229,7 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     maxConnectionsPerPool: settings.pool.maxConnectionsPerPool,
     maxTotalConnections: settings.pool.maxTotalConnections,
     maxPools: settings.pool.maxPools,
+    metrics: `${settings.metrics.host}:${settings.metrics.port}`,
+    tracing: settings.tracing === undefined ? "off" : "on",
   };
 }

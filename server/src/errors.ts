@@ -34,6 +34,8 @@ export const Reason = {
   POOL_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
   /** Too many calls were already waiting for a connection to this database. */
   TOO_MANY_WAITERS: Status.RESOURCE_EXHAUSTED,
+  /** The platform is over its rate limit (RATE_LIMIT_PER_SEC); a RetryInfo says when to try again. */
+  RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
   DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
   CANCELLED: Status.CANCELLED,
   /** A role the gateway would create exists already and is not one of the gateway's. */

@@ -5,7 +5,9 @@ import type { PoolSettings } from "./config.js";
 import type { GatewayError } from "./errors.js";
 import { AdminService } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
-import { ApiKeys, requireAdmin } from "./grpc/api-keys.js";
+import { AuditLog } from "./audit/audit-log.js";
+import { ApiKeys, requireAdmin, type Principal } from "./grpc/api-keys.js";
+import { RateLimiter } from "./grpc/rate-limiter.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import { ListenerHub } from "./notifications/listener-hub.js";
@@ -16,6 +18,11 @@ import { TenantLifecycle } from "./tenancy/lifecycle.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
 import { TenantRoles } from "./tenancy/roles.js";
 import { Router } from "./tenancy/router.js";
+import { CallTelemetry } from "./telemetry/call-telemetry.js";
+import { HealthMonitor } from "./telemetry/health.js";
+import { startHttpEndpoints, type HttpEndpoints } from "./telemetry/http-endpoints.js";
+import type { Logger } from "./telemetry/logger.js";
+import { GatewayMetrics } from "./telemetry/metrics.js";
 
 /** PEM material for mutual TLS. */
 export interface TlsMaterial {
@@ -44,13 +51,23 @@ export interface GatewayOptions {
   maxStatementMillis: number;
   /** Longest an interactive transaction may wait for its client's next message. */
   transactionIdleTimeoutMillis: number;
-  /** Receives errors worth an operator's attention: internal errors and failing idle connections. */
-  onError?: (message: string, err: unknown) => void;
+  /** Where the call log and errors worth an operator's attention go. */
+  logger: Logger;
+  /** The operators' HTTP port (/metrics, /health): host and port (0 picks a free one). */
+  metrics: { host: string; port: number };
+  /** Calls per second and burst allowed to each platform; undefined: no limit. */
+  rateLimit: { perSecond: number; burst: number } | undefined;
+  /** The database holding the audit trail (created if missing). */
+  catalogDatabase: string;
+  /** How often PostgreSQL's availability is checked for the health endpoints. */
+  healthCheckMillis: number;
 }
 
 /** A running gateway. */
 export interface Gateway {
   readonly port: number;
+  /** The port of /metrics and /health. */
+  readonly metricsPort: number;
   /** Stops accepting calls, lets calls in flight finish (up to `graceMillis`), then closes every connection. */
   close(graceMillis?: number): Promise<void>;
 }
@@ -70,9 +87,11 @@ const ROLE_CONNECTION_HEADROOM = 2;
  * health and reflection over mutual TLS.
  */
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const log = options.logger;
+  const onError = (message: string, err: unknown) => log.error({ err }, message);
   const connection = connectionConfig(options.databaseUrl);
   const admin = new pg.Pool({ ...connection, max: 4, application_name: "db-gateway-admin" });
-  admin.on("error", (err) => options.onError?.("idle administrative connection failed", err));
+  admin.on("error", (err) => onError("idle administrative connection failed", err));
   const connectTo = async (database: string) => {
     const client = new pg.Client({ ...connection, database, application_name: "db-gateway-admin" });
     await client.connect();
@@ -88,7 +107,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       // statement_timeout: PostgreSQL's own backstop for the longest statement, should the gateway's timer not fire.
       return { ...connection, database, user: role, password: roles.password(role), statement_timeout: options.maxStatementMillis };
     },
-    onError: (database, err) => options.onError?.(`connection to "${database}" failed`, err),
+    onError: (database, err) => onError(`connection to "${database}" failed`, err),
+    onAcquired: (waitMillis) => metrics?.poolWait.observe(waitMillis / 1000),
+  });
+  // Read at scrape time (see GatewayMetrics); `listeners` is made below.
+  const metrics: GatewayMetrics | undefined = new GatewayMetrics({
+    poolTotals: () => pools.stats(),
+    pools: () => pools.poolStats(),
+    listeners: () => listeners.stats(),
   });
   const registry = new DatabaseRegistry();
   const platforms = new Set(options.platformKeys.keys());
@@ -106,14 +132,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         syncing = undefined;
       }
     })());
+  let audit: AuditLog;
   try {
     await sync();
+    audit = await AuditLog.open(admin, connection, options.catalogDatabase);
   } catch (err) {
     await pools.closeAll();
     await admin.end();
     throw err;
   }
-  const refresher = setInterval(() => sync().catch((err: unknown) => options.onError?.("registry refresh failed", err)), options.registryRefreshMillis);
+  const refresher = setInterval(() => sync().catch((err: unknown) => onError("registry refresh failed", err)), options.registryRefreshMillis);
   refresher.unref();
 
   const keys = new ApiKeys(options.platformKeys, options.adminKey);
@@ -122,10 +150,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   });
-  const onError: ServiceHooks["onError"] = (method, err: GatewayError) => {
-    if (err.reason === "INTERNAL") options.onError?.(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
+  const onCallError: ServiceHooks["onError"] = (method, err: GatewayError) => {
+    if (err.reason === "INTERNAL") onError(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
   };
   const authenticate = (metadata: grpc.Metadata) => keys.authenticate(metadata);
+  const telemetry = new CallTelemetry(log, metrics);
+  const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
+  const admitPlatform = (principal: Principal) => {
+    if (principal.kind === "platform") limiter?.take(principal.platform);
+  };
   const router = new Router(registry, async (database) => {
     if (!lifecycle.isManaged(database)) return false;
     const { rowCount } = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn", [database]);
@@ -137,16 +170,35 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const listeners = new ListenerHub(pools, {
     retryMillis: 100,
     maxRetryMillis: 5_000,
-    onError: (database, err) => options.onError?.(`listening connection to "${database}" lost`, err),
+    onError: (database, err) => onError(`listening connection to "${database}" lost`, err),
   });
   const queryService = createQueryService(router, pools, listeners, {
     maxStatementMillis: options.maxStatementMillis,
     transactionIdleTimeoutMillis: options.transactionIdleTimeoutMillis,
     maxPendingNotifications: MAX_PENDING_NOTIFICATIONS,
   });
-  addService(server, QueryService, queryService, { authenticate, onError });
-  addService(server, AdminService, createAdminService(registry, lifecycle, pools, platforms), { authenticate, authorize: requireAdmin, onError });
+  addService(server, QueryService, queryService, { authenticate, authorize: admitPlatform, telemetry, onError: onCallError });
+  const adminService = createAdminService(registry, lifecycle, pools, platforms, {
+    audit,
+    onAuditFailure: (err) => {
+      metrics?.auditFailures.inc();
+      onError("an administrative action could not be recorded in the audit trail", err);
+    },
+  });
+  addService(server, AdminService, adminService, { authenticate, authorize: requireAdmin, telemetry, onError: onCallError });
   const setServing = addStandardServices(server, [QueryService, AdminService]);
+  const health = new HealthMonitor(
+    admin,
+    options.healthCheckMillis,
+    () => {
+      const totals = pools.stats();
+      return { activePools: pools.poolStats().filter((p) => p.size > 0).length, totalConnections: totals.totalConnections };
+    },
+    (serving) => {
+      setServing(serving ? "SERVING" : "NOT_SERVING");
+      log.warn({ serving }, serving ? "PostgreSQL answers again: serving" : "PostgreSQL does not answer: not serving");
+    },
+  );
 
   const credentials = grpc.ServerCredentials.createSsl(options.tls.clientCa, [{ cert_chain: options.tls.cert, private_key: options.tls.key }], true);
   let port: number;
@@ -156,7 +208,21 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     );
   } catch (err) {
     clearInterval(refresher);
+    health.drain();
     await pools.closeAll();
+    await audit.close();
+    await admin.end();
+    throw err;
+  }
+  let http: HttpEndpoints;
+  try {
+    http = await startHttpEndpoints({ host: options.metrics.host, port: options.metrics.port, metrics, health });
+  } catch (err) {
+    server.forceShutdown();
+    clearInterval(refresher);
+    health.drain();
+    await pools.closeAll();
+    await audit.close();
     await admin.end();
     throw err;
   }
@@ -164,8 +230,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   return {
     port,
+    metricsPort: http.port,
     async close(graceMillis = 5_000) {
-      setServing("NOT_SERVING");
+      health.drain();
       clearInterval(refresher);
       listeners.close();
       await new Promise<void>((resolve) => {
@@ -179,7 +246,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         });
       });
       await syncing?.catch(() => undefined);
+      await http.close();
       await pools.closeAll();
+      await audit.close();
       await admin.end();
     },
   };

@@ -17,6 +17,11 @@ import {
   type DevelopmentPki,
 } from "./dev/development-setup.js";
 import { startGateway, type Gateway } from "./gateway.js";
+import { createLogger } from "./telemetry/logger.js";
+import { startTracing } from "./telemetry/tracing.js";
+
+/** The gateway's version, as reported in traces. */
+const VERSION = "0.1.0";
 
 async function main(): Promise<void> {
   let settings: Settings;
@@ -61,6 +66,10 @@ async function main(): Promise<void> {
   // Checked by loadSettings: only the embedded development mode may run without GATEWAY_SECRET.
   const gatewaySecret = settings.gatewaySecret ?? (await ensureDevelopmentSecret(join(dataDir, "gateway-secret")));
 
+  const logger = createLogger(settings.logLevel);
+  // Off unless OTEL_* asks for it: then the OpenTelemetry SDK is loaded at all.
+  const tracing = settings.tracing === undefined ? undefined : await startTracing({ serviceName: settings.tracing.serviceName, serviceVersion: VERSION });
+
   let gateway: Gateway;
   try {
     gateway = await startGateway({
@@ -75,21 +84,27 @@ async function main(): Promise<void> {
       registryRefreshMillis: settings.registryRefreshMillis,
       maxStatementMillis: settings.maxStatementMillis,
       transactionIdleTimeoutMillis: settings.transactionIdleTimeoutMillis,
-      onError: (message, err) => console.error(`db-gateway: ${message}:`, err),
+      logger,
+      metrics: settings.metrics,
+      rateLimit: settings.rateLimit,
+      catalogDatabase: settings.catalogDatabase,
+      healthCheckMillis: settings.healthCheckMillis,
     });
   } catch (err) {
+    await tracing?.shutdown();
     await embedded?.stop();
     throw err;
   }
-  console.log(`db-gateway: serving on ${settings.host}:${gateway.port}`, describeSettings({ ...settings, platformKeys, adminKey }));
+  logger.info({ port: gateway.port, metricsPort: gateway.metricsPort, settings: describeSettings({ ...settings, platformKeys, adminKey }) }, "serving");
   if (pki !== undefined && devKeys !== undefined) printDevelopmentUsage(settings.host, gateway.port, pki, keysFile);
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(`db-gateway: ${signal}: draining`);
+    logger.info({ signal }, "draining");
     await gateway.close();
+    await tracing?.shutdown();
     await embedded?.stop();
     process.exit(0);
   };

@@ -12,6 +12,8 @@ const root = new URL("../..", import.meta.url).pathname;
 export interface GatewayProcess {
   readonly pid: number;
   readonly port: number;
+  /** The port of /metrics and /health. */
+  readonly metricsPort: number;
   readonly url: string;
   readonly platform: string;
   readonly platformKey: string;
@@ -32,7 +34,8 @@ export interface GatewayProcess {
 /**
  * Starts `server/src/main.ts` against `databaseUrl` with real mTLS material
  * (the test PKI written to a temporary folder), one platform with a random
- * name, an admin key, and any further settings in `env`.
+ * name, an admin key, an audit catalog of its own (`catalog_{platform}`,
+ * dropped by `dropPlatformDatabases`), and any further settings in `env`.
  */
 export async function startGatewayProcess(options: { databaseUrl: string; platform?: string; env?: Record<string, string> }): Promise<GatewayProcess> {
   const work = await mkdtemp(join(tmpdir(), "db-gateway-process-"));
@@ -50,6 +53,8 @@ export async function startGatewayProcess(options: { databaseUrl: string; platfo
       PATH: process.env.PATH,
       DATABASE_URL: options.databaseUrl,
       GATEWAY_PORT: "0",
+      METRICS_PORT: "0",
+      CATALOG_DATABASE: `catalog_${platform}`,
       TLS_CERT_FILE: join(work, "server.crt"),
       TLS_KEY_FILE: join(work, "server.key"),
       TLS_CLIENT_CA_FILE: join(work, "ca.crt"),
@@ -64,12 +69,12 @@ export async function startGatewayProcess(options: { databaseUrl: string; platfo
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
+  const [port, metricsPort] = await new Promise<[number, number]>((resolve, reject) => {
     const timer = setInterval(() => {
-      const match = /serving on [^:]+:(\d+)/.exec(output);
+      const match = /"port":(\d+),"metricsPort":(\d+)[^\n]*"msg":"serving"/.exec(output);
       if (match) {
         clearInterval(timer);
-        resolve(Number(match[1]));
+        resolve([Number(match[1]), Number(match[2])]);
       } else if (child.exitCode !== null) {
         clearInterval(timer);
         reject(new Error(`the gateway exited:\n${output}`));
@@ -84,6 +89,7 @@ export async function startGatewayProcess(options: { databaseUrl: string; platfo
   return {
     pid: child.pid!,
     port,
+    metricsPort,
     url,
     platform,
     platformKey,

@@ -5,6 +5,7 @@ import pg from "pg";
 import { createClient, type ClientOptions, type GatewayClient } from "../../client-sdk/src/index.js";
 import type { PoolSettings } from "../../server/src/config.js";
 import { startGateway, type Gateway, type GatewayOptions } from "../../server/src/gateway.js";
+import { createLogger } from "../../server/src/telemetry/logger.js";
 import { testPki } from "./pki.js";
 
 /** The PostgreSQL server of this test run (see scripts/test.ts). */
@@ -45,6 +46,8 @@ export interface TestGateway {
   gatewaySecret: string;
   /** The PostgreSQL server behind this gateway. */
   databaseUrl: string;
+  /** http://127.0.0.1:{port} of /metrics and /health. */
+  httpUrl: string;
   /** SDK client options for a key (a platform's, or the admin's). */
   clientOptions(apiKey: string): ClientOptions;
   /** An SDK client with the given platform's key (the first platform's by default). */
@@ -78,6 +81,7 @@ export async function startTestGateway(
   } finally {
     await admin.end();
   }
+  const catalog = `catalog_${platforms[0] ?? randomPlatform()}`;
   const gateway = await startGateway({
     host: "127.0.0.1",
     port: 0,
@@ -89,6 +93,11 @@ export async function startTestGateway(
     registryRefreshMillis: 60_000,
     maxStatementMillis: 60_000,
     transactionIdleTimeoutMillis: 60_000,
+    logger: createLogger("silent"),
+    metrics: { host: "127.0.0.1", port: 0 },
+    rateLimit: undefined,
+    catalogDatabase: catalog,
+    healthCheckMillis: 1_000,
     ...options.overrides,
     pool: { ...TEST_POOL, ...options.pool },
   });
@@ -106,6 +115,7 @@ export async function startTestGateway(
     adminKey,
     gatewaySecret,
     databaseUrl,
+    httpUrl: `http://127.0.0.1:${gateway.metricsPort}`,
     clientOptions,
     client: (platform = platforms[0]!) => track(createClient(clientOptions(keys[platform]!))),
     adminClient: () => track(createClient(clientOptions(adminKey))),
@@ -121,16 +131,22 @@ export async function startTestGateway(
       clients.forEach((c) => c.close());
       await Promise.all(connections.map((c) => c.end().catch(() => undefined)));
       await gateway.close(1_000);
-      await dropPlatformDatabases(platforms, databaseUrl);
+      await dropPlatformDatabases(platforms, databaseUrl, [catalog]);
     },
   };
 }
 
-/** Drops every database and role whose name starts with one of the platforms' prefixes. */
-export async function dropPlatformDatabases(platforms: readonly string[], databaseUrl = pgUrl()): Promise<void> {
+/**
+ * Drops every database and role whose name starts with one of the platforms'
+ * prefixes, their audit catalogs (`catalog_{platform}`), and `also`.
+ */
+export async function dropPlatformDatabases(platforms: readonly string[], databaseUrl = pgUrl(), also: readonly string[] = []): Promise<void> {
   const admin = new pg.Client({ connectionString: databaseUrl });
   await admin.connect();
   try {
+    for (const database of [...also, ...platforms.map((p) => `catalog_${p}`)]) {
+      await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(database)} WITH (FORCE)`);
+    }
     for (const p of platforms) {
       const { rows } = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", [`${p}_`]);
       for (const { datname } of rows) await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);

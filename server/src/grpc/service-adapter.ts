@@ -2,6 +2,8 @@ import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type D
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
 import { GatewayError, toGatewayError, toStatusObject } from "../errors.js";
+import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
+import { runInContext } from "../telemetry/tracing.js";
 import type { Principal } from "./api-keys.js";
 
 /** What a handler knows about its call besides the request. */
@@ -12,6 +14,12 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** The call's deadline in epoch milliseconds; Infinity when it has none. */
   readonly deadline: number;
+  /** The call's record for logs, metrics and traces: the handler's routing tells it the database. */
+  readonly record: CallRecord;
+  /** The client's address. */
+  readonly peer: string;
+  /** The subject (CN) of the client's certificate, "" if it has none. */
+  readonly clientCertificate: string;
 }
 
 type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O>>;
@@ -74,8 +82,10 @@ type AnyImpl = (...args: never[]) => Promise<unknown>;
 export interface ServiceHooks {
   /** Authenticates the call from its metadata; throws to refuse it. */
   authenticate(metadata: grpc.Metadata): Principal;
-  /** Further checks of the principal for this service (e.g. admin only). */
+  /** Further checks of the principal for this service (admin only, rate limits); throws to refuse the call. */
   authorize?(principal: Principal): void;
+  /** Observes every call: request id, log line, metrics, server span. */
+  telemetry: CallTelemetry;
   /** Called with every error sent to a client, after conversion. */
   onError?(method: DescMethod, err: GatewayError): void;
 }
@@ -127,34 +137,63 @@ function methodDefinition(service: DescService, method: DescMethod): grpc.Method
 }
 
 /**
- * What every handler shares: authentication and authorization before the
- * handler runs, an AbortSignal for cancellation (the client's, or the
- * deadline's as grpc-js sees it), and one conversion of any error.
+ * What every handler shares: the call's record (request id sent back at once
+ * in the response headers, log line, metrics, server span), authentication
+ * and authorization before the handler runs, an AbortSignal for cancellation
+ * (the client's, or the deadline's as grpc-js sees it), and one conversion of
+ * any error. `run` runs the handler inside the call's trace context and ends
+ * the record with its outcome.
  */
 function startCall(
   method: DescMethod,
-  call: { metadata: grpc.Metadata; getDeadline(): grpc.Deadline; once(event: "cancelled", listener: () => void): unknown },
+  call: {
+    metadata: grpc.Metadata;
+    getDeadline(): grpc.Deadline;
+    once(event: "cancelled", listener: () => void): unknown;
+    sendMetadata(metadata: grpc.Metadata): void;
+    getPeer(): string;
+    getAuthContext(): ReturnType<grpc.ServerUnaryCall<object, object>["getAuthContext"]>;
+  },
   hooks: ServiceHooks,
   fail: (status: Partial<grpc.StatusObject>) => void,
-): { context: CallContext; fail: (err: unknown) => void } | undefined {
+): { context: CallContext; run: (handler: () => Promise<void>) => void } | undefined {
+  const record = hooks.telemetry.start(method, call.metadata);
+  const headers = new grpc.Metadata();
+  headers.set(REQUEST_ID_HEADER, record.requestId);
+  call.sendMetadata(headers);
   const abort = new AbortController();
   call.once("cancelled", () => abort.abort());
   const failWith = (err: unknown) => {
     const error = toGatewayError(err);
+    record.end(error);
     hooks.onError?.(method, error);
     fail(toStatusObject(error));
   };
   let principal: Principal;
   try {
     principal = hooks.authenticate(call.metadata);
+    record.platform = principal.kind === "admin" ? "admin" : principal.platform;
     hooks.authorize?.(principal);
   } catch (err) {
     failWith(err);
     return undefined;
   }
   const deadline = call.getDeadline();
-  const context = { principal, metadata: call.metadata, signal: abort.signal, deadline: deadline instanceof Date ? deadline.getTime() : deadline };
-  return { context, fail: failWith };
+  const subject = call.getAuthContext()?.sslPeerCertificate?.subject as { CN?: string | string[] } | undefined;
+  const context = {
+    principal,
+    metadata: call.metadata,
+    signal: abort.signal,
+    deadline: deadline instanceof Date ? deadline.getTime() : deadline,
+    record,
+    peer: call.getPeer(),
+    clientCertificate: [subject?.CN ?? ""].flat().join(","),
+  };
+  return {
+    context,
+    run: (handler) =>
+      runInContext(record.traceContext, handler).then(() => record.end(undefined), failWith),
+  };
 }
 
 function unaryHandler(
@@ -164,11 +203,10 @@ function unaryHandler(
 ): grpc.handleUnaryCall<MessageShape<DescMessage>, MessageShape<DescMessage>> {
   return (call, callback) => {
     const started = startCall(method, call, hooks, (status) => callback(status));
-    if (started === undefined) return;
-    handler(call.request, started.context).then(
-      (response) => callback(null, create(method.output, response)),
-      started.fail,
-    );
+    started?.run(async () => {
+      const response = await handler(call.request, started.context);
+      callback(null, create(method.output, response));
+    });
   };
 }
 
@@ -179,8 +217,10 @@ function serverStreamingHandler(
 ): grpc.handleServerStreamingCall<MessageShape<DescMessage>, MessageShape<DescMessage>> {
   return (call) => {
     const started = startCall(method, call, hooks, (status) => call.emit("error", status));
-    if (started === undefined) return;
-    handler(call.request, responseStream(method, call, started.context.signal), started.context).then(() => call.end(), started.fail);
+    started?.run(async () => {
+      await handler(call.request, responseStream(method, call, started.context.signal), started.context);
+      call.end();
+    });
   };
 }
 
@@ -191,9 +231,10 @@ function bidiStreamingHandler(
 ): grpc.handleBidiStreamingCall<MessageShape<DescMessage>, MessageShape<DescMessage>> {
   return (call) => {
     const started = startCall(method, call, hooks, (status) => call.emit("error", status));
-    if (started === undefined) return;
-    const requests = requestStream(call);
-    handler(requests, responseStream(method, call, started.context.signal), started.context).then(() => call.end(), started.fail);
+    started?.run(async () => {
+      await handler(requestStream(call), responseStream(method, call, started.context.signal), started.context);
+      call.end();
+    });
   };
 }
 

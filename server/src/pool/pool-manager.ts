@@ -1,6 +1,7 @@
 import pg from "pg";
 import { DatabaseError } from "pg";
 import { beforeStatement, GatewayError, leavesConnectionUsable } from "../errors.js";
+import { withSpan } from "../telemetry/tracing.js";
 import { sendCancelRequest } from "./cancel-request.js";
 
 /** Settings of the pool manager; every duration is in milliseconds. */
@@ -31,6 +32,8 @@ export interface PoolManagerOptions {
   cancelGraceMillis: number;
   /** Errors worth an operator's attention (a failing idle connection, a failed reset). */
   onError?(database: string, err: unknown): void;
+  /** Told how long each call waited for its connection (0 for a hit), for the wait-time histogram. */
+  onAcquired?(waitMillis: number): void;
 }
 
 /** What a call brings to the pool: its deadline (epoch ms, Infinity for none) and cancellation. */
@@ -98,6 +101,9 @@ export interface ManagerStats {
   hits: number;
   misses: number;
   connectionsOpened: number;
+  /** Calls that gave up waiting (POOL_EXHAUSTED), and calls refused for too many waiters (TOO_MANY_WAITERS). */
+  timeouts: number;
+  rejected: number;
 }
 
 interface Connection {
@@ -174,6 +180,8 @@ export class PoolManager {
   #hits = 0;
   #misses = 0;
   #opened = 0;
+  #timeouts = 0;
+  #rejected = 0;
   #pulsing = false;
   #pulseAgain = false;
   readonly #reaper: NodeJS.Timeout;
@@ -200,7 +208,7 @@ export class PoolManager {
   async withConnection<T>(database: string, fn: (lease: Lease) => Promise<T>, limits: CallLimits): Promise<T> {
     let connection: Connection;
     try {
-      connection = await this.#acquire(database, limits);
+      connection = await withSpan("pool.acquire", { "db.namespace": database }, () => this.#acquire(database, limits));
     } catch (err) {
       throw beforeStatement(err);
     }
@@ -327,6 +335,8 @@ export class PoolManager {
       hits: this.#hits,
       misses: this.#misses,
       connectionsOpened: this.#opened,
+      timeouts: this.#timeouts,
+      rejected: this.#rejected,
     };
   }
 
@@ -337,15 +347,18 @@ export class PoolManager {
     if (pool.waiters.length === 0 && pool.idle.length > 0) {
       pool.stats.hits++;
       this.#hits++;
+      this.options.onAcquired?.(0);
       return this.#checkOut(pool.idle.pop()!);
     }
     if (pool.waiters.length >= this.options.maxWaitersPerPool) {
       pool.stats.rejected++;
+      this.#rejected++;
       throw new GatewayError("TOO_MANY_WAITERS", `too many calls are waiting for a connection to "${database}"`, { metadata: { database } });
     }
     pool.stats.misses++;
     this.#misses++;
-    const wait = Math.min(this.options.acquireTimeoutMillis, limits.deadline - Date.now());
+    const waitStarted = Date.now();
+    const wait = Math.min(this.options.acquireTimeoutMillis, limits.deadline - waitStarted);
     if (!(wait > 0)) throw this.#exhausted(pool);
     const connection = await new Promise<Connection>((resolve, reject) => {
       const done = () => {
@@ -369,6 +382,7 @@ export class PoolManager {
       const timer = setTimeout(() => {
         leave();
         pool.stats.timeouts++;
+        this.#timeouts++;
         reject(this.#exhausted(pool));
         this.#pulse();
       }, wait);
@@ -376,6 +390,7 @@ export class PoolManager {
       pool.waiters.push(waiter);
       this.#pulse();
     });
+    this.options.onAcquired?.(Date.now() - waitStarted);
     return this.#checkOut(connection);
   }
 

@@ -1,27 +1,83 @@
 import { create } from "@bufbuild/protobuf";
+import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { AuditLog } from "../audit/audit-log.js";
+import { GatewayError, toGatewayError } from "../errors.js";
 import { DatabaseSchema, DatabaseType, type AdminService, type Database } from "../gen/dbgateway/v1/admin_service_pb.js";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "../grpc/service-adapter.js";
+import type { CallContext, ServiceImpl } from "../grpc/service-adapter.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
-import { parseDatabaseName } from "../tenancy/naming.js";
+import { databaseName, parseDatabaseName } from "../tenancy/naming.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
 
-/** AdminService: tenant database lifecycle. Only the admin key reaches it (see `ServiceHooks.authorize`). */
+/** Where administrative actions are recorded. */
+export interface AuditOptions {
+  audit: AuditLog;
+  /** Told when an action could not be recorded: the action itself stands. */
+  onAuditFailure(err: unknown): void;
+}
+
+/**
+ * AdminService: tenant database lifecycle and the audit trail. Only the admin
+ * key reaches it (see `ServiceHooks.authorize`). Every CreateTenant and
+ * DropTenant is recorded in the audit trail with its outcome, failures
+ * included.
+ */
 export function createAdminService(
   registry: DatabaseRegistry,
   lifecycle: TenantLifecycle,
   pools: PoolManager,
   configuredPlatforms: ReadonlySet<string>,
+  { audit, onAuditFailure }: AuditOptions,
 ): ServiceImpl<(typeof AdminService)["method"]> {
+  /** Runs an action and records it, whatever its outcome. */
+  const audited = async (ctx: CallContext, action: string, target: { platform: string; tenantId: string }, detail: Record<string, string>, run: () => Promise<string>) => {
+    let outcome = "OK";
+    let database = "";
+    try {
+      database = await run();
+      return database;
+    } catch (err) {
+      outcome = toGatewayError(err).reason;
+      throw err;
+    } finally {
+      await audit
+        .record({
+          actor: ctx.clientCertificate ? `admin key, client certificate "${ctx.clientCertificate}"` : "admin key",
+          peer: ctx.peer,
+          requestId: ctx.record.requestId,
+          action,
+          ...target,
+          database: database || safeDatabaseName(target.platform, target.tenantId),
+          outcome,
+          detail,
+        })
+        .catch(onAuditFailure);
+    }
+  };
   return {
-    async createTenant(request) {
-      const name = await lifecycle.create(request.platform, request.tenantId, request.template);
+    async createTenant(request, ctx) {
+      const detail: Record<string, string> = request.template ? { template: request.template } : {};
+      const name = await audited(ctx, "tenant.create", request, detail, () => lifecycle.create(request.platform, request.tenantId, request.template));
       return { database: describe(name) };
     },
-    async dropTenant(request) {
-      const name = await lifecycle.drop(request.platform, request.tenantId);
+    async dropTenant(request, ctx) {
+      const name = await audited(ctx, "tenant.drop", request, {}, () => lifecycle.drop(request.platform, request.tenantId));
       return { database: describe(name) };
+    },
+    async listAuditEvents(request) {
+      if (request.platform !== "") lifecycle.requireConfigured(request.platform);
+      const limit = Math.min(request.pageSize || 100, 1_000);
+      let beforeId: bigint | undefined;
+      if (request.pageToken !== "") {
+        if (!/^[1-9]\d{0,18}$/.test(request.pageToken)) throw new GatewayError("INVALID_REQUEST", "page_token is not one this call returned");
+        beforeId = BigInt(request.pageToken);
+      }
+      const events = await audit.list({ platform: request.platform, beforeId, limit: limit + 1 });
+      const page = events.slice(0, limit);
+      return {
+        events: page.map((e) => ({ ...e, time: timestampFromDate(e.time) })),
+        nextPageToken: events.length > limit ? page.at(-1)!.id.toString() : "",
+      };
     },
     async getPoolStats(request) {
       if (request.platform !== "") lifecycle.requireConfigured(request.platform);
@@ -35,6 +91,8 @@ export function createAdminService(
           hits: BigInt(totals.hits),
           misses: BigInt(totals.misses),
           connectionsOpened: BigInt(totals.connectionsOpened),
+          timeouts: BigInt(totals.timeouts),
+          rejected: BigInt(totals.rejected),
         },
         pools: pools
           .poolStats()
@@ -66,6 +124,15 @@ export function createAdminService(
       return { databases: registry.list(platforms).map((d) => describe(d.name)) };
     },
   };
+}
+
+/** The database an action was about, when its names are valid; empty otherwise (the error says why). */
+function safeDatabaseName(platform: string, tenantId: string): string {
+  try {
+    return databaseName(platform, tenantId);
+  } catch {
+    return "";
+  }
 }
 
 function describe(name: string): Database {

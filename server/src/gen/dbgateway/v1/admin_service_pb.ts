@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dbgateway/v1/admin_service.proto.
  */
 export const file_dbgateway_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSInChNHZXRQb29sU3RhdHNSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJImgKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmRiZ2F0ZXdheS52MS5Qb29sVG90YWxzEiYKBXBvb2xzGAIgAygLMhcuZGJnYXRld2F5LnYxLlBvb2xTdGF0cyLKAQoKUG9vbFRvdGFscxIZChF0b3RhbF9jb25uZWN0aW9ucxgBIAEoDRIdChVtYXhfdG90YWxfY29ubmVjdGlvbnMYAiABKA0SDQoFcG9vbHMYAyABKA0SDwoHd2FpdGluZxgEIAEoDRIRCglldmljdGlvbnMYBSABKAQSFQoNcG9vbHNfY3JlYXRlZBgGIAEoBBIMCgRoaXRzGAcgASgEEg4KBm1pc3NlcxgIIAEoBBIaChJjb25uZWN0aW9uc19vcGVuZWQYCSABKAQikwMKCVBvb2xTdGF0cxIQCghkYXRhYmFzZRgBIAEoCRIMCgRzaXplGAIgASgNEhIKCmNvbm5lY3RpbmcYAyABKA0SDAoEaWRsZRgEIAEoDRIMCgRidXN5GAUgASgNEg8KB3dhaXRpbmcYBiABKA0SDAoEaGl0cxgHIAEoBBIOCgZtaXNzZXMYCCABKAQSEAoIdGltZW91dHMYCSABKAQSEAoIcmVqZWN0ZWQYCiABKAQSGgoSY29ubmVjdGlvbnNfb3BlbmVkGAsgASgEEhoKEmNvbm5lY3Rpb25zX2Nsb3NlZBgMIAEoBBIaChJjb25uZWN0aW9uc19zdG9sZW4YDSABKAQSHwoXY29ubmVjdGlvbnNfaWRsZV9jbG9zZWQYDiABKAQSGwoTY29ubmVjdGlvbnNfZXhwaXJlZBgPIAEoBBIdChVjb25uZWN0aW9uc19kaXNjYXJkZWQYECABKAQSMgoObGFzdF91c2VkX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKl8KDERhdGFiYXNlVHlwZRIdChlEQVRBQkFTRV9UWVBFX1VOU1BFQ0lGSUVEEAASFgoSREFUQUJBU0VfVFlQRV9NQUlOEAESGAoUREFUQUJBU0VfVFlQRV9URU5BTlQQAjLnAgoMQWRtaW5TZXJ2aWNlElUKDENyZWF0ZVRlbmFudBIhLmRiZ2F0ZXdheS52MS5DcmVhdGVUZW5hbnRSZXF1ZXN0GiIuZGJnYXRld2F5LnYxLkNyZWF0ZVRlbmFudFJlc3BvbnNlEk8KCkRyb3BUZW5hbnQSHy5kYmdhdGV3YXkudjEuRHJvcFRlbmFudFJlcXVlc3QaIC5kYmdhdGV3YXkudjEuRHJvcFRlbmFudFJlc3BvbnNlElgKDUxpc3REYXRhYmFzZXMSIi5kYmdhdGV3YXkudjEuTGlzdERhdGFiYXNlc1JlcXVlc3QaIy5kYmdhdGV3YXkudjEuTGlzdERhdGFiYXNlc1Jlc3BvbnNlElUKDEdldFBvb2xTdGF0cxIhLmRiZ2F0ZXdheS52MS5HZXRQb29sU3RhdHNSZXF1ZXN0GiIuZGJnYXRld2F5LnYxLkdldFBvb2xTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSInChNHZXRQb29sU3RhdHNSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJImgKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmRiZ2F0ZXdheS52MS5Qb29sVG90YWxzEiYKBXBvb2xzGAIgAygLMhcuZGJnYXRld2F5LnYxLlBvb2xTdGF0cyLuAQoKUG9vbFRvdGFscxIZChF0b3RhbF9jb25uZWN0aW9ucxgBIAEoDRIdChVtYXhfdG90YWxfY29ubmVjdGlvbnMYAiABKA0SDQoFcG9vbHMYAyABKA0SDwoHd2FpdGluZxgEIAEoDRIRCglldmljdGlvbnMYBSABKAQSFQoNcG9vbHNfY3JlYXRlZBgGIAEoBBIMCgRoaXRzGAcgASgEEg4KBm1pc3NlcxgIIAEoBBIaChJjb25uZWN0aW9uc19vcGVuZWQYCSABKAQSEAoIdGltZW91dHMYCiABKAQSEAoIcmVqZWN0ZWQYCyABKAQikwMKCVBvb2xTdGF0cxIQCghkYXRhYmFzZRgBIAEoCRIMCgRzaXplGAIgASgNEhIKCmNvbm5lY3RpbmcYAyABKA0SDAoEaWRsZRgEIAEoDRIMCgRidXN5GAUgASgNEg8KB3dhaXRpbmcYBiABKA0SDAoEaGl0cxgHIAEoBBIOCgZtaXNzZXMYCCABKAQSEAoIdGltZW91dHMYCSABKAQSEAoIcmVqZWN0ZWQYCiABKAQSGgoSY29ubmVjdGlvbnNfb3BlbmVkGAsgASgEEhoKEmNvbm5lY3Rpb25zX2Nsb3NlZBgMIAEoBBIaChJjb25uZWN0aW9uc19zdG9sZW4YDSABKAQSHwoXY29ubmVjdGlvbnNfaWRsZV9jbG9zZWQYDiABKAQSGwoTY29ubmVjdGlvbnNfZXhwaXJlZBgPIAEoBBIdChVjb25uZWN0aW9uc19kaXNjYXJkZWQYECABKAQSMgoObGFzdF91c2VkX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrACCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEgwKBHBlZXIYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSEAoIcGxhdGZvcm0YByABKAkSEQoJdGVuYW50X2lkGAggASgJEhAKCGRhdGFiYXNlGAkgASgJEg8KB291dGNvbWUYCiABKAkSNAoGZGV0YWlsGAsgAygLMiQuZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQuRGV0YWlsRW50cnkaLQoLRGV0YWlsRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASpfCgxEYXRhYmFzZVR5cGUSHQoZREFUQUJBU0VfVFlQRV9VTlNQRUNJRklFRBAAEhYKEkRBVEFCQVNFX1RZUEVfTUFJThABEhgKFERBVEFCQVNFX1RZUEVfVEVOQU5UEAIyxwMKDEFkbWluU2VydmljZRJVCgxDcmVhdGVUZW5hbnQSIS5kYmdhdGV3YXkudjEuQ3JlYXRlVGVuYW50UmVxdWVzdBoiLmRiZ2F0ZXdheS52MS5DcmVhdGVUZW5hbnRSZXNwb25zZRJPCgpEcm9wVGVuYW50Eh8uZGJnYXRld2F5LnYxLkRyb3BUZW5hbnRSZXF1ZXN0GiAuZGJnYXRld2F5LnYxLkRyb3BUZW5hbnRSZXNwb25zZRJYCg1MaXN0RGF0YWJhc2VzEiIuZGJnYXRld2F5LnYxLkxpc3REYXRhYmFzZXNSZXF1ZXN0GiMuZGJnYXRld2F5LnYxLkxpc3REYXRhYmFzZXNSZXNwb25zZRJVCgxHZXRQb29sU3RhdHMSIS5kYmdhdGV3YXkudjEuR2V0UG9vbFN0YXRzUmVxdWVzdBoiLmRiZ2F0ZXdheS52MS5HZXRQb29sU3RhdHNSZXNwb25zZRJeCg9MaXN0QXVkaXRFdmVudHMSJC5kYmdhdGV3YXkudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBolLmRiZ2F0ZXdheS52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message dbgateway.v1.CreateTenantRequest
@@ -281,6 +281,19 @@ export type PoolTotals = Message<"dbgateway.v1.PoolTotals"> & {
    * @generated from field: uint64 connections_opened = 9;
    */
   connectionsOpened: bigint;
+
+  /**
+   * Since the gateway started: calls that gave up waiting (POOL_EXHAUSTED), and
+   * calls refused because too many were waiting (TOO_MANY_WAITERS).
+   *
+   * @generated from field: uint64 timeouts = 10;
+   */
+  timeouts: bigint;
+
+  /**
+   * @generated from field: uint64 rejected = 11;
+   */
+  rejected: bigint;
 };
 
 /**
@@ -408,6 +421,148 @@ export const PoolStatsSchema: GenMessage<PoolStats> = /*@__PURE__*/
   messageDesc(file_dbgateway_v1_admin_service, 10);
 
 /**
+ * @generated from message dbgateway.v1.ListAuditEventsRequest
+ */
+export type ListAuditEventsRequest = Message<"dbgateway.v1.ListAuditEventsRequest"> & {
+  /**
+   * Only this platform's events; empty for all.
+   *
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * The most events to return; 0 means 100, and at most 1,000 are returned.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of a previous response, to read further back.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.ListAuditEventsRequest.
+ * Use `create(ListAuditEventsRequestSchema)` to create a new message.
+ */
+export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 11);
+
+/**
+ * @generated from message dbgateway.v1.ListAuditEventsResponse
+ */
+export type ListAuditEventsResponse = Message<"dbgateway.v1.ListAuditEventsResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated dbgateway.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * Empty when there is nothing older.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.ListAuditEventsResponse.
+ * Use `create(ListAuditEventsResponseSchema)` to create a new message.
+ */
+export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 12);
+
+/**
+ * One administrative action.
+ *
+ * @generated from message dbgateway.v1.AuditEvent
+ */
+export type AuditEvent = Message<"dbgateway.v1.AuditEvent"> & {
+  /**
+   * Increasing with time: later events have larger ids.
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Who: the key that authorized it and the client certificate's subject.
+   *
+   * @generated from field: string actor = 3;
+   */
+  actor: string;
+
+  /**
+   * The client's address.
+   *
+   * @generated from field: string peer = 4;
+   */
+  peer: string;
+
+  /**
+   * The call's x-request-id, to match the gateway's log lines.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+
+  /**
+   * What: "tenant.create" or "tenant.drop".
+   *
+   * @generated from field: string action = 6;
+   */
+  action: string;
+
+  /**
+   * @generated from field: string platform = 7;
+   */
+  platform: string;
+
+  /**
+   * @generated from field: string tenant_id = 8;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string database = 9;
+   */
+  database: string;
+
+  /**
+   * "OK", or the reason of the error the call failed with.
+   *
+   * @generated from field: string outcome = 10;
+   */
+  outcome: string;
+
+  /**
+   * Further facts, e.g. the template a tenant was copied from.
+   *
+   * @generated from field: map<string, string> detail = 11;
+   */
+  detail: { [key: string]: string };
+};
+
+/**
+ * Describes the message dbgateway.v1.AuditEvent.
+ * Use `create(AuditEventSchema)` to create a new message.
+ */
+export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 13);
+
+/**
  * @generated from enum dbgateway.v1.DatabaseType
  */
 export enum DatabaseType {
@@ -487,6 +642,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof GetPoolStatsRequestSchema;
     output: typeof GetPoolStatsResponseSchema;
+  },
+  /**
+   * ListAuditEvents reads the audit trail of administrative actions (every
+   * CreateTenant and DropTenant, whatever its outcome), newest first. The
+   * trail is append-only and shared by every gateway instance.
+   *
+   * @generated from rpc dbgateway.v1.AdminService.ListAuditEvents
+   */
+  listAuditEvents: {
+    methodKind: "unary";
+    input: typeof ListAuditEventsRequestSchema;
+    output: typeof ListAuditEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dbgateway_v1_admin_service, 0);

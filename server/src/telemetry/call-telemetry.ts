@@ -1,0 +1,105 @@
+import { randomUUID } from "node:crypto";
+import type { DescMethod } from "@bufbuild/protobuf";
+import type { Context, Span } from "@opentelemetry/api";
+import { status as Status, type Metadata } from "@grpc/grpc-js";
+import type { GatewayError } from "../errors.js";
+import type { Logger } from "./logger.js";
+import type { GatewayMetrics } from "./metrics.js";
+import { endServerSpan, startServerSpan } from "./tracing.js";
+
+/** The metadata key of the request id, read from the call and sent back in its response headers. */
+export const REQUEST_ID_HEADER = "x-request-id";
+
+/** A caller's request id is taken as is when it is 1 to 128 visible ASCII characters. */
+const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
+
+/** Reasons whose messages PostgreSQL wrote: they can quote parameter values, so they are never logged. */
+const POSTGRES_MESSAGES = new Set(["QUERY_FAILED", "TRANSACTION_CONFLICT"]);
+
+/**
+ * Observes every call for the log, the metrics and the trace: a request id
+ * (the caller's `x-request-id`, or a new one), the server span, and at the
+ * end one JSON log line with the fields of seed 000's logging standard
+ * (timestamp, request id, platform, operation, database, status, duration).
+ * Never a parameter, a key or a certificate: PostgreSQL's error messages,
+ * which can quote values, are logged as their SQLSTATE only.
+ */
+export class CallTelemetry {
+  constructor(
+    private readonly logger: Logger,
+    private readonly metrics: GatewayMetrics | undefined,
+  ) {}
+
+  start(method: DescMethod, metadata: Metadata): CallRecord {
+    return new CallRecord(method, metadata, this.logger, this.metrics);
+  }
+}
+
+/** One call being observed. The handler tells it the platform and database once known. */
+export class CallRecord {
+  readonly requestId: string;
+  platform = "";
+  database = "";
+  readonly #started = process.hrtime.bigint();
+  readonly #operation: string;
+  readonly #method: DescMethod;
+  readonly #span: Span | undefined;
+  /** The trace context to run the handler in (undefined when tracing is off). */
+  readonly traceContext: Context | undefined;
+  #ended = false;
+
+  constructor(
+    method: DescMethod,
+    metadata: Metadata,
+    private readonly logger: Logger,
+    private readonly metrics: GatewayMetrics | undefined,
+  ) {
+    const given = metadata.get(REQUEST_ID_HEADER)[0];
+    this.requestId = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    this.#method = method;
+    this.#operation = `${method.parent.typeName}/${method.name}`;
+    const traced = startServerSpan(method.parent.typeName, method.name, metadata);
+    this.#span = traced?.span;
+    this.traceContext = traced?.context;
+    this.#span?.setAttribute("db_gateway.request_id", this.requestId);
+    if (method.methodKind !== "unary") this.metrics?.openStreams.inc({ method: method.name });
+    if (method.name === "Transaction") this.metrics?.openTransactions.inc();
+  }
+
+  /** Ends the record once, with the call's outcome: the error, or none for OK. */
+  end(error: GatewayError | undefined): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    const seconds = Number(process.hrtime.bigint() - this.#started) / 1e9;
+    const code = error?.code ?? Status.OK;
+    const method = this.#method.name;
+    if (this.metrics !== undefined) {
+      const labels = { platform: this.platform, method };
+      this.metrics.queries.inc(labels);
+      this.metrics.duration.observe(labels, seconds);
+      if (error !== undefined) this.metrics.errors.inc({ type: error.reason });
+      if (error?.reason === "RATE_LIMITED") this.metrics.rateLimited.inc({ platform: this.platform });
+      if (this.#method.methodKind !== "unary") this.metrics.openStreams.dec({ method });
+      if (method === "Transaction") this.metrics.openTransactions.dec();
+    }
+    if (this.#span !== undefined) {
+      if (this.database) this.#span.setAttribute("db.namespace", this.database);
+      endServerSpan(this.#span, code, error?.reason);
+    }
+    const line: Record<string, unknown> = {
+      request_id: this.requestId,
+      platform: this.platform,
+      operation: this.#operation,
+      database: this.database,
+      status: Status[code],
+      duration_ms: Math.round(seconds * 1e6) / 1e3,
+    };
+    if (error !== undefined) {
+      line.reason = error.reason;
+      if (error.metadata.sqlstate) line.sqlstate = error.metadata.sqlstate;
+      if (!POSTGRES_MESSAGES.has(error.reason)) line.error = error.message;
+    }
+    if (code === Status.INTERNAL || code === Status.UNKNOWN || code === Status.DATA_LOSS) this.logger.error(line, "call failed");
+    else this.logger.info(line, "call");
+  }
+}

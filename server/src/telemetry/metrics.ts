@@ -1,0 +1,116 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ListenerStats } from "../notifications/listener-hub.js";
+import type { ManagerStats, PoolStats } from "../pool/pool-manager.js";
+
+/** Where the gauges read the current state at scrape time. */
+export interface MetricSources {
+  poolTotals(): ManagerStats;
+  pools(): PoolStats[];
+  listeners(): ListenerStats;
+}
+
+/** Seconds: from a fast point query to a long report. */
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/**
+ * The gateway's Prometheus metrics (prom-client), named after seed 001 §4.5
+ * and §9.1 with Prometheus's conventions (`_total` counters, `_seconds`).
+ * Every label has a bounded set of values: platforms are the configured ones,
+ * methods and reasons come from the contract, and the one per-database metric
+ * (`db_gateway_pool_connections`) lists only pools that hold connections,
+ * which `MAX_POOLS` caps. Counts the pool manager keeps are read at scrape
+ * time rather than copied on every call.
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  /** Calls by platform ("admin" for AdminService, "" before authentication) and method. */
+  readonly queries: Counter<"platform" | "method">;
+  readonly duration: Histogram<"platform" | "method">;
+  /** Failed calls by reason (the ErrorInfo reason: a fixed catalogue). */
+  readonly errors: Counter<"type">;
+  readonly poolWait: Histogram;
+  readonly rateLimited: Counter<"platform">;
+  readonly openStreams: Gauge<"method">;
+  readonly openTransactions: Gauge;
+  readonly auditFailures: Counter;
+
+  constructor(sources: MetricSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.queries = new Counter({ name: "db_gateway_queries_total", help: "Calls received, by platform and method.", labelNames: ["platform", "method"], registers });
+    this.duration = new Histogram({
+      name: "db_gateway_query_duration_seconds",
+      help: "Duration of calls, from arrival to the last response, by platform and method.",
+      labelNames: ["platform", "method"],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.errors = new Counter({ name: "db_gateway_errors_total", help: "Failed calls, by reason (the ErrorInfo reason).", labelNames: ["type"], registers });
+    this.poolWait = new Histogram({
+      name: "db_gateway_pool_wait_seconds",
+      help: "Time calls waited for a connection (0 when one was idle).",
+      buckets: [0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.rateLimited = new Counter({ name: "db_gateway_rate_limited_total", help: "Calls refused by a platform's rate limit.", labelNames: ["platform"], registers });
+    this.openStreams = new Gauge({ name: "db_gateway_open_streams", help: "Streaming calls in progress, by method.", labelNames: ["method"], registers });
+    this.openTransactions = new Gauge({ name: "db_gateway_open_transactions", help: "Interactive transactions (Transaction streams) in progress.", registers });
+    this.auditFailures = new Counter({ name: "db_gateway_audit_failures_total", help: "Administrative actions whose audit record could not be written.", registers });
+
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    const total = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    gauge("db_gateway_active_pools", "Database pools holding connections.", () => sources.pools().filter((p) => p.size > 0).length);
+    gauge("db_gateway_total_connections", "PostgreSQL connections of all pools: connecting, idle and busy.", () => sources.poolTotals().totalConnections);
+    gauge("db_gateway_max_connections", "The global connection cap (MAX_TOTAL_CONNECTIONS).", () => sources.poolTotals().maxTotalConnections);
+    gauge("db_gateway_pool_waiting", "Calls waiting for a connection.", () => sources.poolTotals().waiting);
+    total("db_gateway_pool_hits_total", "Calls served at once by an idle connection.", () => sources.poolTotals().hits);
+    total("db_gateway_pool_misses_total", "Calls that waited for a connection to be opened or freed.", () => sources.poolTotals().misses);
+    total("db_gateway_pool_acquire_timeouts_total", "Calls that found no connection in time (POOL_EXHAUSTED).", () => sources.poolTotals().timeouts);
+    total("db_gateway_pool_rejections_total", "Calls refused because too many were waiting (TOO_MANY_WAITERS).", () => sources.poolTotals().rejected);
+    total("db_gateway_pool_evictions_total", "Pools closed for being unused or beyond MAX_POOLS.", () => sources.poolTotals().evictions);
+    total("db_gateway_connections_opened_total", "PostgreSQL connections opened.", () => sources.poolTotals().connectionsOpened);
+    new Gauge({
+      name: "db_gateway_pool_connections",
+      help: "Connections of each pool that holds any, by state (at most MAX_POOLS databases).",
+      labelNames: ["database", "state"],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of sources.pools()) {
+          if (p.size === 0) continue;
+          this.set({ database: p.database, state: "idle" }, p.idle);
+          this.set({ database: p.database, state: "busy" }, p.busy);
+          this.set({ database: p.database, state: "connecting" }, p.connecting);
+        }
+      },
+    });
+    gauge("db_gateway_listen_connections", "Listening connections (one per database with Listen subscribers).", () => sources.listeners().databases);
+    gauge("db_gateway_listen_subscribers", "Listen calls in progress.", () => sources.listeners().subscribers);
+  }
+
+  /** The exposition text for GET /metrics. */
+  expose(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,109 @@
+import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from "@opentelemetry/api";
+import type { Metadata } from "@grpc/grpc-js";
+
+/** The tracer, once `startTracing` has run with tracing on; undefined means off, and every helper here costs nothing. */
+let tracer: Tracer | undefined;
+
+/** A running OpenTelemetry SDK. */
+export interface Tracing {
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Starts the OpenTelemetry Node SDK for traces, configured by the standard
+ * OTEL_* environment variables (service name, resource attributes, sampler,
+ * OTLP endpoint, protocol, headers …), which the SDK reads itself. Only
+ * traces: no OTel metrics (Prometheus serves those) and no OTel logs.
+ */
+export async function startTracing(options: { serviceName: string; serviceVersion: string }): Promise<Tracing> {
+  const { NodeSDK } = await import("@opentelemetry/sdk-node");
+  const sdk = new NodeSDK({ serviceName: options.serviceName, metricReaders: [], logRecordProcessors: [] });
+  sdk.start();
+  tracer = trace.getTracer("db-gateway", options.serviceVersion);
+  return {
+    async shutdown() {
+      tracer = undefined;
+      await sdk.shutdown();
+    },
+  };
+}
+
+/** For tests that register their own tracer provider. */
+export function useTracer(t: Tracer | undefined): void {
+  tracer = t;
+}
+
+const getter = {
+  keys: (carrier: Metadata) => Object.keys(carrier.getMap()),
+  get: (carrier: Metadata, key: string) => {
+    const values = carrier.get(key);
+    return values.length === 0 ? undefined : values.map(String);
+  },
+};
+
+/**
+ * The server span of an RPC (RPC semantic conventions), continuing the
+ * caller's W3C trace context from the call's metadata, and the context to
+ * run the handler in so that its spans become children. Undefined when
+ * tracing is off.
+ */
+export function startServerSpan(service: string, method: string, metadata: Metadata): { span: Span; context: Context } | undefined {
+  if (tracer === undefined) return undefined;
+  const parent = propagation.extract(context.active(), metadata, getter);
+  const span = tracer.startSpan(
+    `${service}/${method}`,
+    { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method } },
+    parent,
+  );
+  return { span, context: trace.setSpan(parent, span) };
+}
+
+/** Ends a server span with the call's gRPC status. */
+export function endServerSpan(span: Span, code: number, reason: string | undefined): void {
+  span.setAttribute("rpc.grpc.status_code", code);
+  if (reason !== undefined) span.setAttribute("db_gateway.reason", reason);
+  if (code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: reason });
+  span.end();
+}
+
+/** Runs `fn` in a child span of the active one; without tracing, just runs it. */
+export async function withSpan<T>(name: string, attributes: Attributes, fn: () => Promise<T>): Promise<T> {
+  if (tracer === undefined) return fn();
+  return tracer.startActiveSpan(name, { kind: SpanKind.INTERNAL, attributes }, async (span) => {
+    try {
+      return await fn();
+    } catch (err) {
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (err as { reason?: string }).reason ?? "error" });
+      throw err;
+    } finally {
+      span.end();
+    }
+  });
+}
+
+/** A span for one statement, following the database conventions: the SQL text has placeholders, never the values. */
+export function withStatementSpan<T>(database: string, sql: string, fn: () => Promise<T>): Promise<T> {
+  if (tracer === undefined) return fn();
+  const operation = /^\s*([A-Za-z]+)/.exec(sql)?.[1]?.toUpperCase() ?? "SQL";
+  return withClientSpan(`${operation} ${database}`, { "db.system": "postgresql", "db.system.name": "postgresql", "db.namespace": database, "db.operation.name": operation, "db.query.text": sql }, fn);
+}
+
+async function withClientSpan<T>(name: string, attributes: Attributes, fn: () => Promise<T>): Promise<T> {
+  return tracer!.startActiveSpan(name, { kind: SpanKind.CLIENT, attributes }, async (span) => {
+    try {
+      return await fn();
+    } catch (err) {
+      const e = err as { reason?: string; metadata?: Record<string, string> };
+      if (e.metadata?.sqlstate) span.setAttribute("db.response.status_code", e.metadata.sqlstate);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: e.reason ?? "error" });
+      throw err;
+    } finally {
+      span.end();
+    }
+  });
+}
+
+/** Runs `fn` in `ctx` (the server span's context); without tracing, just runs it. */
+export function runInContext<T>(ctx: Context | undefined, fn: () => T): T {
+  return ctx === undefined ? fn() : context.with(ctx, fn);
+}
