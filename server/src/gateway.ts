@@ -115,6 +115,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     poolTotals: () => pools.stats(),
     pools: () => pools.poolStats(),
     listeners: () => listeners.stats(),
+    postgresUp: () => health.report().postgres_connected,
   });
   const registry = new DatabaseRegistry();
   const platforms = new Set(options.platformKeys.keys());

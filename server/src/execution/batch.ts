@@ -47,7 +47,7 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Mess
     const transaction = await OpenTransaction.begin(lease, batch.begin);
     for (const [i, statement] of batch.statements.entries()) {
       try {
-        const result = await execute(client, statement);
+        const result = await execute(lease, statement);
         await transaction.check(result.command);
         results.push({ outcome: { case: "result", value: result } });
       } catch (err) {
@@ -60,7 +60,7 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Mess
   }
   for (const [i, statement] of batch.statements.entries()) {
     try {
-      results.push({ outcome: { case: "result", value: await execute(client, statement) } });
+      results.push({ outcome: { case: "result", value: await execute(lease, statement) } });
       if (client.getTransactionStatus() !== "I") {
         await client.query("ROLLBACK");
         throw new GatewayError(

@@ -2,26 +2,28 @@ import type pg from "pg";
 import type { ResultSet, Statement } from "../gen/dbgateway/v1/values_pb.js";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { toPgParams, type PgParam } from "./params.js";
+import type { Lease } from "../pool/pool-manager.js";
+import { withStatementSpan } from "../telemetry/tracing.js";
 import { toResultSet, type TextRow } from "./result-set.js";
 
-/** Anything a statement can run on: a pool or one checked-out client. */
-export type Queryable = Pick<pg.Pool, "query"> | Pick<pg.PoolClient, "query">;
-
 /**
- * Runs one statement with bound parameters and returns its protobuf result.
- * The extended protocol is used even without parameters, so the SQL text is
- * exactly one statement and is never interpreted as a script.
+ * Runs one statement with bound parameters on a leased connection and returns
+ * its protobuf result, in a span of its own when tracing is on. The extended
+ * protocol is used even without parameters, so the SQL text is exactly one
+ * statement and is never interpreted as a script.
  */
-export async function execute(on: Queryable, statement: PreparedStatement): Promise<ResultSet> {
-  const { sql, values } = statement;
-  const started = process.hrtime.bigint();
-  let result: pg.QueryArrayResult<TextRow>;
-  try {
-    result = await on.query({ text: sql, values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
-  } catch (err) {
-    throw toGatewayError(err);
-  }
-  return toResultSet(result, process.hrtime.bigint() - started);
+export function execute(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<ResultSet> {
+  return withStatementSpan(lease.database, statement.sql, async () => {
+    const { sql, values } = statement;
+    const started = process.hrtime.bigint();
+    let result: pg.QueryArrayResult<TextRow>;
+    try {
+      result = await lease.client.query({ text: sql, values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
+    } catch (err) {
+      throw toGatewayError(err);
+    }
+    return toResultSet(result, process.hrtime.bigint() - started);
+  });
 }
 
 /** A statement whose parameters are checked and converted, ready to run. */

@@ -73,7 +73,7 @@ async function runStatement(
     maxStatementMillis,
   );
   try {
-    const result = await execute(lease.client, prepareStatement(statement));
+    const result = await execute(lease, prepareStatement(statement));
     await transaction.check(result.command);
     return { case: "result", value: result };
   } catch (err) {

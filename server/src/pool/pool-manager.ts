@@ -45,6 +45,8 @@ export interface CallLimits {
 /** A connection checked out for one call (see `PoolManager.withConnection`). */
 export interface Lease {
   readonly client: pg.Client;
+  /** The database the connection is to. */
+  readonly database: string;
   /** Aborted (with the call's error as reason) when the call is interrupted: stop using the client. */
   readonly signal: AbortSignal;
   /** Ends the call with `err`: its running statement is cancelled and its transaction rolled back. */
@@ -241,7 +243,7 @@ export class PoolManager {
     const onAbort = () => interrupt(new GatewayError("CANCELLED", "the call was cancelled"));
     if (limits.signal?.aborted) onAbort();
     else limits.signal?.addEventListener("abort", onAbort, { once: true });
-    const work = (async () => fn({ client: connection.client, signal: abort.signal, interrupt, uninterruptible }))();
+    const work = (async () => fn({ client: connection.client, database, signal: abort.signal, interrupt, uninterruptible }))();
     try {
       const result = await Promise.race([work, interrupted]);
       this.#release(connection, undefined);

@@ -8,6 +8,7 @@ import { beginStatement } from "../execution/transaction-control.js";
 import type { ServiceImpl } from "../grpc/service-adapter.js";
 import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
 import type { PoolManager } from "../pool/pool-manager.js";
+import { withStatementSpan } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
 
 /** Limits of the data plane. */
@@ -35,21 +36,21 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
   });
   return {
     async query(request, ctx) {
-      const database = await router.route(ctx.principal, request.platform, request.tenantId);
+      const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request);
-      const result = await pools.withConnection(database, (lease) => execute(lease.client, statement), statementLimits(ctx));
+      const result = await pools.withConnection(database, (lease) => execute(lease, statement), statementLimits(ctx));
       return { result };
     },
 
     async streamQuery(request, responses, ctx) {
-      const database = await router.route(ctx.principal, request.platform, request.tenantId);
+      const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request);
       const chunks = chunkLimits(request.maxRowsPerMessage, request.maxBytesPerMessage);
-      await pools.withConnection(database, (lease) => streamQuery(lease, statement, responses, chunks), statementLimits(ctx));
+      await pools.withConnection(database, (lease) => withStatementSpan(database, statement.sql, () => streamQuery(lease, statement, responses, chunks)), statementLimits(ctx));
     },
 
     async batch(request, ctx) {
-      const database = await router.route(ctx.principal, request.platform, request.tenantId);
+      const database = await router.route(ctx, request.platform, request.tenantId);
       const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions);
       const results = await pools.withConnection(database, (lease) => runBatch(lease, batch), statementLimits(ctx));
       return { results };
@@ -60,7 +61,7 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       if (first === undefined) return; // the client gave up before beginning
       if (first.kind.case !== "begin") throw new GatewayError("INVALID_REQUEST", "the first message of a transaction stream must be begin");
       const { platform, tenantId, options } = first.kind.value;
-      const database = await router.route(ctx.principal, platform, tenantId);
+      const database = await router.route(ctx, platform, tenantId);
       const begin = beginStatement(options);
       const transactionLimits = { maxStatementMillis: limits.maxStatementMillis, idleTimeoutMillis: limits.transactionIdleTimeoutMillis };
       await pools.withConnection(database, (lease) => runInteractiveTransaction(lease, begin, requests, responses, transactionLimits), {
@@ -70,7 +71,7 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
     },
 
     async listen(request, responses, ctx) {
-      const database = await router.route(ctx.principal, request.platform, request.tenantId);
+      const database = await router.route(ctx, request.platform, request.tenantId);
       const channels = validateChannels(request.channels);
       await new Promise<void>((resolve, reject) => {
         const subscription = listeners.subscribe(database, channels, {

@@ -7,6 +7,8 @@ export interface MetricSources {
   poolTotals(): ManagerStats;
   pools(): PoolStats[];
   listeners(): ListenerStats;
+  /** Whether PostgreSQL answered the last health check. */
+  postgresUp(): boolean;
 }
 
 /** Seconds: from a fast point query to a long report. */
@@ -37,6 +39,9 @@ export class GatewayMetrics {
   constructor(sources: MetricSources) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
+    // prom-client names three gauges with "_total", which Prometheus keeps for counters (promtool
+    // rejects them); the same counts remain as nodejs_active_handles, _requests and _resources by type.
+    for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(name);
     this.queries = new Counter({ name: "db_gateway_queries_total", help: "Calls received, by platform and method.", labelNames: ["platform", "method"], registers });
     this.duration = new Histogram({
       name: "db_gateway_query_duration_seconds",
@@ -76,6 +81,7 @@ export class GatewayMetrics {
           this.inc(read());
         },
       });
+    gauge("db_gateway_postgres_up", "1 when PostgreSQL answered the last health check, else 0.", () => (sources.postgresUp() ? 1 : 0));
     gauge("db_gateway_active_pools", "Database pools holding connections.", () => sources.pools().filter((p) => p.size > 0).length);
     gauge("db_gateway_total_connections", "PostgreSQL connections of all pools: connecting, idle and busy.", () => sources.poolTotals().totalConnections);
     gauge("db_gateway_max_connections", "The global connection cap (MAX_TOTAL_CONNECTIONS).", () => sources.poolTotals().maxTotalConnections);

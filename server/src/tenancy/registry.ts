@@ -1,5 +1,8 @@
-import type { Queryable } from "../execution/execute.js";
+import type pg from "pg";
 import { parseDatabaseName, type ParsedDatabaseName } from "./naming.js";
+
+/** Where the registry reads pg_database: the administrative pool. */
+type Queryable = Pick<pg.Pool, "query">;
 
 /** A database the gateway routes to, with the parts of its name. */
 export interface RegisteredDatabase extends ParsedDatabaseName {

@@ -26,11 +26,15 @@ export class Router {
     private readonly lookup: (database: string) => Promise<boolean>,
   ) {}
 
-  /** The database name of a call, or an error with the right status. */
-  async route(principal: Principal, platform: string, tenantId: string): Promise<string> {
+  /**
+   * The database name of a call, or an error with the right status. The
+   * call's record learns the database, for its log line and span.
+   */
+  async route(call: { principal: Principal; record: { database: string } }, platform: string, tenantId: string): Promise<string> {
     validatePlatform(platform);
-    requirePlatform(principal, platform);
+    requirePlatform(call.principal, platform);
     const name = databaseName(platform, tenantId);
+    call.record.database = name;
     if (this.registry.has(name) || (await this.#lookUp(name))) return name;
     const what = tenantId === "" ? `the main database of platform "${platform}"` : `tenant "${tenantId}" of platform "${platform}"`;
     throw new GatewayError("DATABASE_NOT_FOUND", `${what} does not exist`, { metadata: { platform, tenant_id: tenantId } });

@@ -1,0 +1,382 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { after, before, describe, it } from "node:test";
+import { createClient as createConnectClient } from "@connectrpc/connect";
+import pg from "pg";
+import { HealthCheckResponse_ServingStatus, Health } from "../client-sdk/src/gen/health/v1/health_pb.js";
+import { RetryInfoSchema } from "../client-sdk/src/gen/google/rpc/error_details_pb.js";
+import { ConnectError } from "@connectrpc/connect";
+import { Code, GatewayError } from "../client-sdk/src/index.js";
+import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
+import { createLogger } from "../server/src/telemetry/logger.js";
+import { rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { testPki } from "./helpers/pki.js";
+import { mapLimit, waitFor } from "./helpers/wait.js";
+
+const root = new URL("..", import.meta.url).pathname;
+
+/** The value of one series in Prometheus text, or 0 when absent. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number {
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name)) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (match?.[1] !== name) continue;
+    const set = Object.fromEntries([...(match[2] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([k, v]) => set[k] === v)) return Number(match[3]);
+  }
+  return 0;
+}
+
+async function metricsText(t: TestGateway): Promise<string> {
+  const res = await fetch(`${t.httpUrl}/metrics`);
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type") ?? "", /^text\/plain/);
+  return res.text();
+}
+
+function promtool(): string | undefined {
+  try {
+    execFileSync("promtool", ["--version"], { stdio: "ignore" });
+    return "promtool";
+  } catch {
+    return undefined;
+  }
+}
+
+describe("metrics", () => {
+  let t: TestGateway;
+  let platform: string;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1, pool: { maxPools: 20 } });
+    platform = t.platforms[0]!;
+  });
+  after(() => t.close());
+
+  it("GET /metrics passes promtool check metrics, and has every metric the alerts and the dashboard use", async (ctx) => {
+    await t.client().platform(platform).query("SELECT 1");
+    const text = await metricsText(t);
+    const used = new Set<string>();
+    for (const file of ["ops/prometheus/alerts.yml", "ops/grafana/db-gateway.json"]) {
+      for (const m of (await readFile(join(root, file), "utf8")).matchAll(/\b(db_gateway_[a-z_]+|process_[a-z_]+|nodejs_[a-z0-9_]+)\b/g)) used.add(m[1]!);
+    }
+    assert.ok(used.size > 10);
+    for (const name of used) {
+      const base = name.replace(/_(bucket|sum|count)$/, "");
+      assert.match(text, new RegExp(`^# TYPE ${base} `, "m"), `${name} is used in ops/ but not exposed`);
+    }
+    const tool = promtool();
+    if (tool === undefined) {
+      ctx.skip("promtool is not installed (Debian's prometheus package; .ci/run installs it)");
+      return;
+    }
+    const check = execFileSync(tool, ["check", "metrics"], { input: text, encoding: "utf8" });
+    assert.equal(check.trim(), "");
+  });
+
+  it("the alert rules pass promtool check rules and their unit tests", async (ctx) => {
+    const tool = promtool();
+    if (tool === undefined) {
+      ctx.skip("promtool is not installed (Debian's prometheus package; .ci/run installs it)");
+      return;
+    }
+    execFileSync(tool, ["check", "rules", "ops/prometheus/alerts.yml"], { cwd: root, stdio: "pipe" });
+    const out = execFileSync(tool, ["test", "rules", "ops/prometheus/alerts.test.yml"], { cwd: root, encoding: "utf8" });
+    assert.match(out, /SUCCESS/);
+  });
+
+  it("counters and histograms move as calls happen", async () => {
+    const before = await metricsText(t);
+    const db = t.client().platform(platform);
+    for (let i = 0; i < 3; i++) await db.query("SELECT $1::int AS i", [i]);
+    await assert.rejects(db.query("SELECT * FROM no_such_table"));
+    await db.batch(["SELECT 1"]);
+    for await (const row of db.stream("SELECT generate_series(1, 3)")) void row;
+    const now = await metricsText(t);
+    const delta = (name: string, labels: Record<string, string> = {}) => sample(now, name, labels) - sample(before, name, labels);
+    assert.equal(delta("db_gateway_queries_total", { platform, method: "Query" }), 4);
+    assert.equal(delta("db_gateway_queries_total", { platform, method: "Batch" }), 1);
+    assert.equal(delta("db_gateway_queries_total", { platform, method: "StreamQuery" }), 1);
+    assert.equal(delta("db_gateway_query_duration_seconds_count", { platform, method: "Query" }), 4);
+    assert.equal(delta("db_gateway_query_duration_seconds_bucket", { platform, method: "Query", le: "+Inf" }), 4);
+    assert.equal(delta("db_gateway_errors_total", { type: "QUERY_FAILED" }), 1);
+    assert.ok(delta("db_gateway_pool_hits_total") + delta("db_gateway_pool_misses_total") >= 6);
+    assert.ok(delta("db_gateway_pool_wait_seconds_count") >= 6);
+    assert.equal(sample(now, "db_gateway_open_streams", { method: "StreamQuery" }), 0);
+    assert.equal(sample(now, "db_gateway_postgres_up"), 1);
+    assert.ok(sample(now, "db_gateway_total_connections") >= 1);
+    assert.equal(sample(now, "db_gateway_max_connections"), 50);
+  });
+
+  it("label sets stay bounded with 500 tenants", async () => {
+    const admin = t.adminClient().admin();
+    const tenants = Array.from({ length: 500 }, (_, i) => `m${String(i).padStart(3, "0")}`);
+    await mapLimit(tenants, 8, (tenant) => admin.createTenant(platform, tenant));
+    const client = t.client();
+    await mapLimit(tenants, 16, (tenant) => client.platform(platform).tenant(tenant).query("SELECT 1"));
+    const text = await metricsText(t);
+    const series = (name: string) => text.split("\n").filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `)).length;
+    // One database label per pool holding connections, capped by MAX_POOLS (20 here), three states each.
+    assert.ok(series("db_gateway_pool_connections") <= 20 * 3, `${series("db_gateway_pool_connections")} pool series`);
+    // No other metric names a database or tenant.
+    for (const line of text.split("\n")) {
+      if (line.startsWith("db_gateway_pool_connections")) continue;
+      assert.doesNotMatch(line, /_m\d{3}/, `a tenant in ${line}`);
+    }
+    assert.ok(series("db_gateway_queries_total") <= 10, `${series("db_gateway_queries_total")} queries_total series`);
+  });
+});
+
+describe("logs", () => {
+  const lines: string[] = [];
+  let t: TestGateway;
+  before(async () => {
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(...String(chunk).split("\n").filter(Boolean));
+        done();
+      },
+    });
+    t = await startTestGateway({ platforms: 1, overrides: { logger: createLogger("info", sink) } });
+  });
+  after(() => t.close());
+
+  it("one JSON line per call with the standard fields, the caller's request id sent back, and no secret or parameter", async () => {
+    const platform = t.platforms[0]!;
+    const secretValue = "s3cr3t-parameter-value";
+    let echoed: string | null = null;
+    await t.client().raw.query.query(
+      { platform, sql: "SELECT $1::text AS v", params: [{ kind: { case: "textValue", value: secretValue } }] },
+      { headers: { "x-request-id": "req-abc-123" }, onHeader: (h) => (echoed = h.get("x-request-id")) },
+    );
+    assert.equal(echoed, "req-abc-123");
+    await assert.rejects(t.client().platform(platform).query("SELECT $1::int", [`${secretValue}-2`])); // PostgreSQL's message quotes it
+    await assert.rejects(t.client().platform(platform).tenant("nobody").query("SELECT 1"));
+    await new Promise((r) => setTimeout(r, 100));
+    const calls = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "call");
+    assert.ok(calls.length >= 3, `${calls.length} call lines`);
+    for (const line of calls) {
+      for (const field of ["time", "request_id", "platform", "operation", "database", "status", "duration_ms"]) assert.ok(field in line, `${field} in ${JSON.stringify(line)}`);
+      assert.ok(!Number.isNaN(Date.parse(String(line.time))));
+    }
+    const first = calls.find((l) => l.request_id === "req-abc-123")!;
+    assert.deepEqual([first.platform, first.operation, first.database, first.status], [platform, "dbgateway.v1.QueryService/Query", `${platform}_main`, "OK"]);
+    const failed = calls.find((l) => l.reason === "QUERY_FAILED")!;
+    assert.equal(failed.sqlstate, "22P02");
+    const notFound = calls.find((l) => l.reason === "DATABASE_NOT_FOUND")!;
+    assert.equal(notFound.status, "NOT_FOUND");
+    const all = lines.join("\n");
+    for (const secret of [secretValue, t.keys[platform]!, t.adminKey, t.gatewaySecret, "BEGIN CERTIFICATE", "PRIVATE KEY"]) {
+      assert.ok(!all.includes(secret), `the logs contain "${secret.slice(0, 12)}…"`);
+    }
+  });
+});
+
+describe("health", () => {
+  let dir: string;
+  let server: EmbeddedServer;
+  let t: TestGateway;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "db-gateway-health-"));
+    await chmod(dir, 0o755);
+    server = await startEmbeddedPostgres({ dir });
+    t = await startTestGateway({ platforms: 1, databaseUrl: server.url, overrides: { healthCheckMillis: 300 } });
+  });
+  after(async () => {
+    await t.close();
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("turns NOT_SERVING (grpc.health.v1 and /health) while PostgreSQL is stopped, and SERVING again when it returns", async () => {
+    const { transport, close } = rawTransport(t, { cert: testPki().client.cert, key: testPki().client.key });
+    const health = createConnectClient(Health, transport);
+    const status = async () => (await health.check({ service: "" })).status;
+    const http = async (path: string) => {
+      const res = await fetch(`${t.httpUrl}${path}`);
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    try {
+      assert.equal(await status(), HealthCheckResponse_ServingStatus.SERVING);
+      const healthy = await http("/health");
+      assert.equal(healthy.status, 200);
+      assert.deepEqual(Object.keys(healthy.body).sort(), ["active_pools", "postgres_connected", "status", "total_connections"]);
+      assert.equal(healthy.body.status, "healthy");
+      await server.stop();
+      await waitFor(async () => (await status()) === HealthCheckResponse_ServingStatus.NOT_SERVING, 5_000, "NOT_SERVING");
+      assert.deepEqual(await http("/health"), { status: 503, body: { status: "unhealthy", postgres_connected: false, active_pools: 0, total_connections: 0 } });
+      assert.equal((await http("/health/ready")).status, 503);
+      assert.equal((await http("/health/live")).status, 200, "alive: restarting the gateway would not help");
+      assert.equal(sample(await metricsText(t), "db_gateway_postgres_up"), 0);
+      server = await startEmbeddedPostgres({ dir, port: Number(new URL(t.databaseUrl).port) });
+      await waitFor(async () => (await status()) === HealthCheckResponse_ServingStatus.SERVING, 10_000, "SERVING again");
+      assert.equal((await http("/health/ready")).status, 200);
+    } finally {
+      close();
+    }
+  });
+});
+
+describe("audit trail", () => {
+  let t: TestGateway;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1 });
+  });
+  after(() => t.close());
+
+  it("records every administrative action with who, what, when and the outcome, newest first, append-only", async () => {
+    const platform = t.platforms[0]!;
+    const admin = t.adminClient().admin();
+    const started = Date.now();
+    await admin.createTenant(platform, "audited");
+    await assert.rejects(admin.createTenant(platform, "audited"));
+    await admin.dropTenant(platform, "audited");
+    const raw = t.adminClient().raw.admin;
+    const { events } = await raw.listAuditEvents({ platform });
+    assert.deepEqual(
+      events.map((e) => [e.action, e.tenantId, e.database, e.outcome]),
+      [
+        ["tenant.drop", "audited", `${platform}_audited`, "OK"],
+        ["tenant.create", "audited", `${platform}_audited`, "DATABASE_EXISTS"],
+        ["tenant.create", "audited", `${platform}_audited`, "OK"],
+      ],
+    );
+    for (const e of events) {
+      assert.match(e.actor, /^admin key, client certificate "test-client"$/);
+      assert.match(e.peer, /127\.0\.0\.1|localhost|::1/);
+      assert.ok(e.requestId.length > 0);
+      assert.ok(Number(e.time!.seconds) * 1000 >= started - 1_000);
+    }
+    const page = await raw.listAuditEvents({ platform, pageSize: 2 });
+    assert.equal(page.events.length, 2);
+    const rest = await raw.listAuditEvents({ platform, pageSize: 2, pageToken: page.nextPageToken });
+    assert.deepEqual(
+      rest.events.map((e) => e.id),
+      [events[2]!.id],
+    );
+    assert.equal(rest.nextPageToken, "");
+    // Append-only, even for the administrative role that writes it.
+    const url = new URL(t.databaseUrl);
+    url.pathname = `/catalog_${platform}`;
+    const direct = new pg.Client({ connectionString: url.toString() });
+    await direct.connect();
+    try {
+      for (const sql of ["UPDATE audit_log SET outcome = 'OK'", "DELETE FROM audit_log", "TRUNCATE audit_log"]) {
+        await assert.rejects(direct.query(sql), /append-only/, sql);
+      }
+    } finally {
+      await direct.end();
+    }
+    // A platform key cannot read it.
+    await assert.rejects(t.client().raw.admin.listAuditEvents({}), (err: unknown) => GatewayError.from(err).code === Code.PermissionDenied);
+  });
+});
+
+describe("rate limits", () => {
+  let t: TestGateway;
+  before(async () => {
+    t = await startTestGateway({ platforms: 2, overrides: { rateLimit: { perSecond: 5, burst: 5 } } });
+  });
+  after(() => t.close());
+
+  it("refuse calls beyond a platform's rate with RESOURCE_EXHAUSTED, RATE_LIMITED and a RetryInfo, per platform", async () => {
+    const [a, b] = t.platforms as [string, string];
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => t.client(a).platform(a).query("SELECT 1")));
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => GatewayError.from(r.reason));
+    assert.ok(refused.length >= 10, `${refused.length} refused`);
+    for (const err of refused) {
+      assert.equal(err.code, Code.ResourceExhausted);
+      assert.equal(err.reason, "RATE_LIMITED");
+      assert.ok(err.retryable === false);
+      const retry = ConnectError.from(err.cause).findDetails(RetryInfoSchema)[0];
+      assert.ok(retry?.retryDelay !== undefined && retry.retryDelay.nanos + Number(retry.retryDelay.seconds) * 1e9 > 0);
+    }
+    // Another platform has a bucket of its own.
+    await t.client(b).platform(b).query("SELECT 1");
+    assert.ok(sample(await metricsText(t), "db_gateway_rate_limited_total", { platform: a }) >= 10);
+  });
+});
+
+describe("traces", () => {
+  it("an SDK call inside a span arrives at an OTLP receiver as one trace: caller → gateway server span → pool and statement spans", async () => {
+    const { trace, context } = await import("@opentelemetry/api");
+    const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
+    const { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = await import("@opentelemetry/sdk-trace-base");
+    const { createServer } = await import("node:http");
+    const { startGatewayProcess } = await import("./helpers/gateway-process.js");
+    const { dropPlatformDatabases, pgUrl } = await import("./helpers/gateway.js");
+
+    // A real OTLP/HTTP (JSON) receiver.
+    const received: { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; attributes: { key: string; value: Record<string, unknown> }[] }[] = [];
+    const receiver = createServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => (body += d));
+      req.on("end", () => {
+        if (req.url === "/v1/traces") {
+          const payload = JSON.parse(body) as { resourceSpans: { scopeSpans: { spans: (typeof received)[number][] }[] }[] };
+          for (const rs of payload.resourceSpans) for (const ss of rs.scopeSpans) received.push(...ss.spans);
+        }
+        res.writeHead(200, { "content-type": "application/json" }).end("{}");
+      });
+    });
+    const receiverPort = await new Promise<number>((resolve) => receiver.listen(0, "127.0.0.1", () => resolve((receiver.address() as { port: number }).port)));
+
+    const exporter = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+    trace.setGlobalTracerProvider(provider);
+
+    const gateway = await startGatewayProcess({
+      databaseUrl: pgUrl(),
+      env: {
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${receiverPort}`,
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        OTEL_BSP_SCHEDULE_DELAY: "100",
+        OTEL_SERVICE_NAME: "db-gateway-test",
+      },
+    });
+    try {
+      await gateway.adminClient().admin().createTenant(gateway.platform, "");
+      const db = gateway.client().platform(gateway.platform);
+      const caller = trace.getTracer("test");
+      let callerSpan: { traceId: string; spanId: string } | undefined;
+      await caller.startActiveSpan("checkout", async (span) => {
+        callerSpan = span.spanContext();
+        await db.query("SELECT $1::text AS secret_param", ["not-in-the-trace"]);
+        span.end();
+      });
+      const server = () => received.find((s) => s.traceId === callerSpan!.traceId && s.name === "dbgateway.v1.QueryService/Query");
+      await waitFor(() => server() !== undefined && received.filter((s) => s.parentSpanId === server()!.spanId).length >= 2, 10_000, "the gateway's spans").catch((err: Error) => {
+        throw new Error(`${err.message}; caller ${JSON.stringify(callerSpan)} received ${JSON.stringify(received.map((s) => [s.name, s.traceId, s.spanId, s.parentSpanId]))}`);
+      });
+      const serverSpan = server()!;
+      assert.equal(serverSpan.parentSpanId, callerSpan!.spanId, "the caller's span is the parent of the gateway's server span");
+      assert.equal(serverSpan.kind, 2); // SERVER
+      const attr = (s: (typeof received)[number], key: string) => Object.values(s.attributes.find((a) => a.key === key)?.value ?? {})[0];
+      assert.equal(attr(serverSpan, "rpc.system"), "grpc");
+      assert.equal(attr(serverSpan, "rpc.method"), "Query");
+      const children = received.filter((s) => s.parentSpanId === serverSpan.spanId);
+      const acquire = children.find((s) => s.name === "pool.acquire");
+      const statement = children.find((s) => attr(s, "db.system") === "postgresql");
+      assert.ok(acquire, `children: ${children.map((c) => c.name).join(", ")}`);
+      assert.ok(statement);
+      assert.equal(statement.name, `SELECT ${gateway.platform}_main`);
+      assert.equal(attr(statement, "db.namespace"), `${gateway.platform}_main`);
+      assert.equal(attr(statement, "db.query.text"), "SELECT $1::text AS secret_param");
+      assert.ok(!JSON.stringify(received).includes("not-in-the-trace"), "parameter values never reach a trace");
+      assert.deepEqual(
+        exporter.getFinishedSpans().map((s) => s.name),
+        ["checkout"],
+      );
+    } finally {
+      await gateway.close();
+      await dropPlatformDatabases([gateway.platform]);
+      receiver.close();
+      trace.disable();
+      context.disable();
+    }
+  });
+});
