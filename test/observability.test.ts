@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
@@ -11,9 +10,9 @@ import { HealthCheckResponse_ServingStatus, Health } from "../client-sdk/src/gen
 import { RetryInfoSchema } from "../client-sdk/src/gen/google/rpc/error_details_pb.js";
 import { ConnectError } from "@connectrpc/connect";
 import { Code, GatewayError } from "../client-sdk/src/index.js";
-import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
 import { createLogger } from "../server/src/telemetry/logger.js";
 import { rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { startOwnPostgres, type OwnPostgres } from "./helpers/own-postgres.js";
 import { testPki } from "./helpers/pki.js";
 import { mapLimit, waitFor } from "./helpers/wait.js";
 
@@ -176,19 +175,15 @@ describe("logs", () => {
 });
 
 describe("health", () => {
-  let dir: string;
-  let server: EmbeddedServer;
+  let server: OwnPostgres;
   let t: TestGateway;
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "db-gateway-health-"));
-    await chmod(dir, 0o755);
-    server = await startEmbeddedPostgres({ dir });
+    server = await startOwnPostgres();
     t = await startTestGateway({ platforms: 1, databaseUrl: server.url, overrides: { healthCheckMillis: 300 } });
   });
   after(async () => {
     await t.close();
-    await server.stop();
-    await rm(dir, { recursive: true, force: true });
+    await server.close();
   });
 
   it("turns NOT_SERVING (grpc.health.v1 and /health) while PostgreSQL is stopped, and SERVING again when it returns", async () => {
@@ -211,7 +206,7 @@ describe("health", () => {
       assert.equal((await http("/health/ready")).status, 503);
       assert.equal((await http("/health/live")).status, 200, "alive: restarting the gateway would not help");
       assert.equal(sample(await metricsText(t), "db_gateway_postgres_up"), 0);
-      server = await startEmbeddedPostgres({ dir, port: Number(new URL(t.databaseUrl).port) });
+      await server.start();
       await waitFor(async () => (await status()) === HealthCheckResponse_ServingStatus.SERVING, 10_000, "SERVING again");
       assert.equal((await http("/health/ready")).status, 200);
     } finally {

@@ -1,11 +1,8 @@
 import assert from "node:assert/strict";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, GatewayError } from "../client-sdk/src/index.js";
-import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { startOwnPostgres, type OwnPostgres } from "./helpers/own-postgres.js";
 import { waitFor } from "./helpers/wait.js";
 
 async function busyConnections(t: TestGateway, database: string): Promise<number | undefined> {
@@ -18,20 +15,16 @@ async function busyConnections(t: TestGateway, database: string): Promise<number
 }
 
 describe("recovery: PostgreSQL restarted under load", () => {
-  let dir: string;
-  let server: EmbeddedServer;
+  let server: OwnPostgres;
   let t: TestGateway;
   before(async () => {
     // A PostgreSQL of this test's own, since it is stopped and started.
-    dir = await mkdtemp(join(tmpdir(), "db-gateway-recovery-"));
-    await chmod(dir, 0o755);
-    server = await startEmbeddedPostgres({ dir });
+    server = await startOwnPostgres();
     t = await startTestGateway({ platforms: 1, databaseUrl: server.url, pool: { acquireTimeoutMillis: 1_000 } });
   });
   after(async () => {
     await t.close();
-    await server.stop();
-    await rm(dir, { recursive: true, force: true });
+    await server.close();
   });
 
   it("calls fail with UNAVAILABLE while the server is down and succeed again after, without a gateway restart", async () => {
@@ -55,7 +48,7 @@ describe("recovery: PostgreSQL restarted under load", () => {
     await server.stop();
     const stoppedAt = outcomes.length;
     await waitFor(() => outcomes.length >= stoppedAt + 5, 10_000, "calls while down");
-    server = await startEmbeddedPostgres({ dir, port: Number(new URL(t.databaseUrl).port) });
+    await server.start();
     const restartedAt = outcomes.length;
     await waitFor(() => outcomes.slice(restartedAt).includes("ok"), 15_000, "a call after the restart");
     running = false;
