@@ -171,6 +171,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const listeners = new ListenerHub(pools, {
     retryMillis: 100,
     maxRetryMillis: 5_000,
+    exists: (database) => registry.has(database),
     onError: (database, err) => onError(`listening connection to "${database}" lost`, err),
   });
   const queryService = createQueryService(router, pools, listeners, {

@@ -40,6 +40,13 @@ export interface ListenerHubOptions {
   /** First delay before a lost listening connection is opened again; doubled up to `maxRetryMillis`. */
   retryMillis: number;
   maxRetryMillis: number;
+  /**
+   * Whether the gateway still routes to the database: asked whenever a
+   * listening connection is lost, so that subscribers of a dropped database
+   * end with NOT_FOUND however the reconnection fails (its role may be gone
+   * before PostgreSQL can say the database is).
+   */
+  exists(database: string): boolean;
   onError?(database: string, err: unknown): void;
 }
 
@@ -220,6 +227,10 @@ class DatabaseListener {
           const error = toGatewayError(err);
           if (error.reason === "DATABASE_NOT_FOUND" || this.closing.aborted) {
             this.failAll(error);
+            return;
+          }
+          if (!this.options.exists(this.database)) {
+            this.failAll(new GatewayError("DATABASE_NOT_FOUND", `database "${this.database}" was dropped`, { metadata: { database: this.database } }));
             return;
           }
           // Subscribers still waiting for their start fail now rather than hang; started ones wait for the reconnection.
