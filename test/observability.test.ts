@@ -215,6 +215,27 @@ describe("health", () => {
   });
 });
 
+describe("health while draining", () => {
+  it("/health and /health/ready say draining while calls in flight finish", async () => {
+    const t = await startTestGateway({ platforms: 1 });
+    try {
+      const running = t.client().platform(t.platforms[0]!).query("SELECT pg_sleep(1)");
+      await waitFor(async () => ((await t.adminClient().admin().getPoolStats()).totals?.totalConnections ?? 0) > 0, 5_000, "the call running");
+      const httpUrl = t.httpUrl;
+      const closing = t.gateway.close(5_000);
+      const health = await fetch(`${httpUrl}/health`);
+      assert.equal(health.status, 503);
+      assert.equal(((await health.json()) as { status: string }).status, "draining");
+      assert.equal((await fetch(`${httpUrl}/health/ready`)).status, 503);
+      assert.equal((await fetch(`${httpUrl}/health/live`)).status, 200);
+      await running;
+      await closing;
+    } finally {
+      await t.close().catch(() => undefined);
+    }
+  });
+});
+
 describe("audit trail", () => {
   let t: TestGateway;
   before(async () => {
