@@ -17,7 +17,7 @@ import {
   type DevelopmentPki,
 } from "./dev/development-setup.js";
 import { startGateway, type Gateway } from "./gateway.js";
-import { createLogger } from "./telemetry/logger.js";
+import { createLogger, flushLogs } from "./telemetry/logger.js";
 import { startTracing } from "./telemetry/tracing.js";
 
 /** The gateway's version, as reported in traces. */
@@ -106,6 +106,7 @@ async function main(): Promise<void> {
     await gateway.close();
     await tracing?.shutdown();
     await embedded?.stop();
+    await flushLogs(logger);
     process.exit(0);
   };
   process.on("SIGINT", () => void stop("SIGINT"));

@@ -37,7 +37,7 @@ export interface GatewayProcess {
  * name, an admin key, an audit catalog of its own (`catalog_{platform}`,
  * dropped by `dropPlatformDatabases`), and any further settings in `env`.
  */
-export async function startGatewayProcess(options: { databaseUrl: string; platform?: string; env?: Record<string, string> }): Promise<GatewayProcess> {
+export async function startGatewayProcess(options: { databaseUrl: string; platform?: string; env?: Record<string, string>; nodeArgs?: string[] }): Promise<GatewayProcess> {
   const work = await mkdtemp(join(tmpdir(), "db-gateway-process-"));
   await chmod(work, 0o700);
   const pki = testPki();
@@ -47,7 +47,7 @@ export async function startGatewayProcess(options: { databaseUrl: string; platfo
   const platform = options.platform ?? `p${randomBytes(5).toString("hex")}`;
   const platformKey = `key-${randomBytes(16).toString("hex")}`;
   const adminKey = `admin-${randomBytes(16).toString("hex")}`;
-  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], {
+  const child: ChildProcess = spawn(process.execPath, [...(options.nodeArgs ?? []), "--import", "tsx", "server/src/main.ts"], {
     cwd: root,
     env: {
       PATH: process.env.PATH,

@@ -18,7 +18,7 @@ export interface CallContext {
   readonly record: CallRecord;
   /** The client's address. */
   readonly peer: string;
-  /** The subject (CN) of the client's certificate, "" if it has none. */
+  /** The subject (CN) of the client's certificate, "" if it has none. Read on demand: it is costly (a full X.509 parse). */
   readonly clientCertificate: string;
 }
 
@@ -149,24 +149,36 @@ function startCall(
   call: {
     metadata: grpc.Metadata;
     getDeadline(): grpc.Deadline;
-    once(event: "cancelled", listener: () => void): unknown;
+    on(event: "cancelled", listener: () => void): unknown;
+    off(event: "cancelled", listener: () => void): unknown;
     sendMetadata(metadata: grpc.Metadata): void;
     getPeer(): string;
     getAuthContext(): ReturnType<grpc.ServerUnaryCall<object, object>["getAuthContext"]>;
   },
   hooks: ServiceHooks,
   fail: (status: Partial<grpc.StatusObject>) => void,
-): { context: CallContext; run: (handler: () => Promise<void>) => void } | undefined {
+): { context: CallContext; run: (handler: () => Promise<void>) => void; sendHeaders: () => void } | undefined {
   const record = hooks.telemetry.start(method, call.metadata);
-  const headers = new grpc.Metadata();
-  headers.set(REQUEST_ID_HEADER, record.requestId);
-  call.sendMetadata(headers);
+  let headersSent = false;
+  /** The response headers (the request id), once. */
+  const sendHeaders = () => {
+    if (headersSent) return;
+    headersSent = true;
+    const headers = new grpc.Metadata();
+    headers.set(REQUEST_ID_HEADER, record.requestId);
+    call.sendMetadata(headers);
+  };
   const abort = new AbortController();
-  call.once("cancelled", () => abort.abort());
+  // grpc-js also reports "cancelled" after every call it has ended: listen only while the call runs.
+  const onCancelled = () => abort.abort();
+  call.on("cancelled", onCancelled);
+  const ended = () => call.off("cancelled", onCancelled);
   const failWith = (err: unknown) => {
     const error = toGatewayError(err);
+    ended();
     record.end(error);
     hooks.onError?.(method, error);
+    sendHeaders();
     fail(toStatusObject(error));
   };
   let principal: Principal;
@@ -179,20 +191,26 @@ function startCall(
     return undefined;
   }
   const deadline = call.getDeadline();
-  const subject = call.getAuthContext()?.sslPeerCertificate?.subject as { CN?: string | string[] } | undefined;
-  const context = {
+  const context: CallContext = {
     principal,
     metadata: call.metadata,
     signal: abort.signal,
     deadline: deadline instanceof Date ? deadline.getTime() : deadline,
     record,
     peer: call.getPeer(),
-    clientCertificate: [subject?.CN ?? ""].flat().join(","),
+    get clientCertificate() {
+      const subject = call.getAuthContext()?.sslPeerCertificate?.subject as { CN?: string | string[] } | undefined;
+      return [subject?.CN ?? ""].flat().join(",");
+    },
   };
   return {
     context,
+    sendHeaders,
     run: (handler) =>
-      runInContext(record.traceContext, handler).then(() => record.end(undefined), failWith),
+      runInContext(record.traceContext, handler).then(() => {
+        ended();
+        record.end(undefined);
+      }, failWith),
   };
 }
 
@@ -205,6 +223,8 @@ function unaryHandler(
     const started = startCall(method, call, hooks, (status) => callback(status));
     started?.run(async () => {
       const response = await handler(call.request, started.context);
+      // Headers and response leave in the same tick: one write.
+      started.sendHeaders();
       callback(null, create(method.output, response));
     });
   };
@@ -217,6 +237,7 @@ function serverStreamingHandler(
 ): grpc.handleServerStreamingCall<MessageShape<DescMessage>, MessageShape<DescMessage>> {
   return (call) => {
     const started = startCall(method, call, hooks, (status) => call.emit("error", status));
+    started?.sendHeaders();
     started?.run(async () => {
       await handler(call.request, responseStream(method, call, started.context.signal), started.context);
       call.end();
@@ -231,6 +252,7 @@ function bidiStreamingHandler(
 ): grpc.handleBidiStreamingCall<MessageShape<DescMessage>, MessageShape<DescMessage>> {
   return (call) => {
     const started = startCall(method, call, hooks, (status) => call.emit("error", status));
+    started?.sendHeaders();
     started?.run(async () => {
       await handler(requestStream(call), responseStream(method, call, started.context.signal), started.context);
       call.end();
