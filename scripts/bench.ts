@@ -32,7 +32,7 @@ import pg from "pg";
 import Cursor from "pg-cursor";
 import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
-import { startGatewayProcess, type GatewayProcess } from "../test/helpers/gateway-process.js";
+import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { mapLimit } from "../test/helpers/wait.js";
 
 const { values: args } = parseArgs({
