@@ -41,6 +41,7 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     const backend = await pid();
     const abort = new AbortController();
     const call = db.query("SELECT pg_sleep(30)", [], { signal: abort.signal });
+    call.catch(() => undefined); // it may fail before rejectsWith below listens: not an unhandled rejection
     await waitFor(async () => (await backendState(admin, backend))?.query === "SELECT pg_sleep(30)", 2_000, "the statement running");
     abort.abort();
     await rejectsWith(call, Code.Canceled, "Canceled");
@@ -89,6 +90,7 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     assert.equal(timedOut.sqlstate, "57014");
     const backend = await pid();
     const call = db.query("SELECT pg_sleep(30)");
+    call.catch(() => undefined); // it may fail before rejectsWith below listens: not an unhandled rejection
     await waitFor(async () => (await backendState(admin, backend))?.query === "SELECT pg_sleep(30)", 2_000, "the statement running");
     await admin.query("SELECT pg_cancel_backend($1)", [backend]);
     const err = await rejectsWith(call, Code.Canceled, "QUERY_FAILED");
