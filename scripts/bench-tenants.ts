@@ -8,18 +8,16 @@
  *
  * Runs against an embedded PostgreSQL (max_connections 300) unless PG_URL is
  * set; the gateway runs as its own process, started with `npm start`'s entry
- * point and real mTLS, so its memory is its own.
+ * point and real mTLS (test/helpers/gateway-process.ts), so its memory is its own.
  */
-import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
-import { createClient, GatewayError } from "../client-sdk/src/index.js";
+import { GatewayError } from "../client-sdk/src/index.js";
 import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
-import { createCertificateAuthority, issueCertificate } from "../server/src/dev/certificates.js";
+import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -35,7 +33,6 @@ const DURATION_MS = Number(args.duration) * 1000;
 const CONCURRENCY = Number(args.concurrency);
 const PLATFORM = "bench";
 const ROWS = 100;
-const root = new URL("..", import.meta.url).pathname;
 
 const work = await mkdtemp(join(tmpdir(), "db-gateway-bench-"));
 await chmod(work, 0o755);
@@ -46,53 +43,14 @@ if (!databaseUrl) {
   databaseUrl = embedded.url;
 }
 
-const ca = createCertificateAuthority("bench CA");
-const serverCert = issueCertificate(ca, { commonName: "localhost", usage: "server", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
-const clientCert = issueCertificate(ca, { commonName: "bench", usage: "client" });
-for (const [name, text] of Object.entries({ "ca.crt": ca.cert, "server.crt": serverCert.cert, "server.key": serverCert.key })) {
-  await writeFile(join(work, name), text);
-}
-const platformKey = `bench-${randomBytes(16).toString("hex")}`;
-const adminKey = `admin-${randomBytes(16).toString("hex")}`;
-
-const gatewayProcess = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], {
-  cwd: root,
-  env: {
-    PATH: process.env.PATH,
-    DATABASE_URL: databaseUrl,
-    GATEWAY_PORT: "0",
-    METRICS_PORT: "0",
-    TLS_CERT_FILE: join(work, "server.crt"),
-    TLS_KEY_FILE: join(work, "server.key"),
-    TLS_CLIENT_CA_FILE: join(work, "ca.crt"),
-    API_KEY_BENCH: platformKey,
-    API_KEY_ADMIN: adminKey,
-    GATEWAY_SECRET: randomBytes(32).toString("hex"),
-    // --env MAX_POOLS=200 and the like: gateway settings other than the defaults.
-    ...Object.fromEntries((args.env ?? []).map((kv) => kv.split(/=(.*)/s).slice(0, 2))),
-  },
-  stdio: ["ignore", "pipe", "pipe"],
+// --env MAX_POOLS=200 and the like: gateway settings other than the defaults.
+const gateway = await startGatewayProcess({
+  databaseUrl,
+  platform: PLATFORM,
+  env: Object.fromEntries((args.env ?? []).map((kv) => kv.split(/=(.*)/s).slice(0, 2))),
 });
-let gatewayOutput = "";
-gatewayProcess.stdout.on("data", (d) => (gatewayOutput += d));
-gatewayProcess.stderr.on("data", (d) => (gatewayOutput += d));
-const port = await new Promise<number>((resolve, reject) => {
-  const timer = setInterval(() => {
-    const match = /"port":(\d+),"metricsPort":\d+[^\n]*"msg":"serving"/.exec(gatewayOutput);
-    if (match) {
-      clearInterval(timer);
-      resolve(Number(match[1]));
-    } else if (gatewayProcess.exitCode !== null) {
-      clearInterval(timer);
-      reject(new Error(`gateway exited:\n${gatewayOutput}`));
-    }
-  }, 50);
-});
-
-const tls = { ca: ca.cert, cert: clientCert.cert, key: clientCert.key };
-const url = `https://localhost:${port}`;
-const client = createClient({ url, apiKey: platformKey, tls });
-const admin = createClient({ url, apiKey: adminKey, tls }).admin();
+const client = gateway.client();
+const admin = gateway.adminClient().admin();
 const direct = new pg.Client({ connectionString: databaseUrl });
 await direct.connect();
 
@@ -121,11 +79,11 @@ try {
     while (sampling) {
       const { rows } = await direct.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-gateway'");
       peakConnections = Math.max(peakConnections, rows[0]!.n);
-      peakRssKb = Math.max(peakRssKb, await rssKb(gatewayProcess.pid!));
+      peakRssKb = Math.max(peakRssKb, (await gateway.rssBytes()) / 1024);
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
-  const cpuBefore = await cpuTicks(gatewayProcess.pid!);
+  const cpuBefore = await gateway.cpuMicros();
   const latencies: number[] = [];
   const errors = new Map<string, number>();
   const started = Date.now();
@@ -147,7 +105,7 @@ try {
     }),
   );
   const elapsed = (Date.now() - started) / 1000;
-  const cpuSeconds = ((await cpuTicks(gatewayProcess.pid!)) - cpuBefore) / 100;
+  const cpuSeconds = ((await gateway.cpuMicros()) - cpuBefore) / 1e6;
   sampling = false;
   await sampler;
   const stats = await admin.getPoolStats();
@@ -174,15 +132,14 @@ try {
   console.log(JSON.stringify(result, null, 2));
   if (args.json) await writeFile(args.json, JSON.stringify(result, null, 2) + "\n");
 } finally {
-  client.close();
-  gatewayProcess.kill("SIGTERM");
-  await new Promise((r) => gatewayProcess.once("exit", r));
+  await gateway.close();
   if (!embedded) {
     // A shared server: remove what the benchmark made.
     const { rows } = await direct.query<{ datname: string }>("SELECT datname FROM pg_database WHERE starts_with(datname, 'bench_')");
     for (const { datname } of rows) await direct.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);
     const roles = await direct.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE starts_with(rolname, 'bench_')");
     for (const { rolname } of roles.rows) await direct.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(rolname)}`);
+    await direct.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(`catalog_${PLATFORM}`)} WITH (FORCE)`);
     await direct.query("DROP ROLE IF EXISTS dbgateway_owner").catch(() => undefined);
   }
   await direct.end();
@@ -192,16 +149,4 @@ try {
 
 function round(n: number): number {
   return Math.round(n * 100) / 100;
-}
-
-async function rssKb(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-}
-
-/** utime + stime of a process, in clock ticks (1/100 s). */
-async function cpuTicks(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
 }

@@ -192,10 +192,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const health = new HealthMonitor(
     admin,
     options.healthCheckMillis,
-    () => {
-      const totals = pools.stats();
-      return { activePools: pools.poolStats().filter((p) => p.size > 0).length, totalConnections: totals.totalConnections };
-    },
+    () => pools.stats(),
     (serving) => {
       setServing(serving ? "SERVING" : "NOT_SERVING");
       log.warn({ serving }, serving ? "PostgreSQL answers again: serving" : "PostgreSQL does not answer: not serving");

@@ -95,6 +95,8 @@ export interface ManagerStats {
   totalConnections: number;
   maxTotalConnections: number;
   pools: number;
+  /** Pools holding at least one connection. */
+  activePools: number;
   waiting: number;
   /** Pools closed for being unused or for exceeding the pool limit. */
   evictions: number;
@@ -326,11 +328,16 @@ export class PoolManager {
   /** Totals over every pool. */
   stats(): ManagerStats {
     let waiting = 0;
-    for (const p of this.#pools.values()) waiting += p.waiters.length;
+    let activePools = 0;
+    for (const p of this.#pools.values()) {
+      waiting += p.waiters.length;
+      if (p.size > 0) activePools++;
+    }
     return {
       totalConnections: this.#total,
       maxTotalConnections: this.options.maxTotalConnections,
       pools: this.#pools.size,
+      activePools,
       waiting,
       evictions: this.#evictions,
       poolsCreated: this.#poolsCreated,

@@ -82,7 +82,7 @@ export class GatewayMetrics {
         },
       });
     gauge("db_gateway_postgres_up", "1 when PostgreSQL answered the last health check, else 0.", () => (sources.postgresUp() ? 1 : 0));
-    gauge("db_gateway_active_pools", "Database pools holding connections.", () => sources.pools().filter((p) => p.size > 0).length);
+    gauge("db_gateway_active_pools", "Database pools holding connections.", () => sources.poolTotals().activePools);
     gauge("db_gateway_total_connections", "PostgreSQL connections of all pools: connecting, idle and busy.", () => sources.poolTotals().totalConnections);
     gauge("db_gateway_max_connections", "The global connection cap (MAX_TOTAL_CONNECTIONS).", () => sources.poolTotals().maxTotalConnections);
     gauge("db_gateway_pool_waiting", "Calls waiting for a connection.", () => sources.poolTotals().waiting);

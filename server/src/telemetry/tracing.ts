@@ -28,11 +28,6 @@ export async function startTracing(options: { serviceName: string; serviceVersio
   };
 }
 
-/** For tests that register their own tracer provider. */
-export function useTracer(t: Tracer | undefined): void {
-  tracer = t;
-}
-
 const getter = {
   keys: (carrier: Metadata) => Object.keys(carrier.getMap()),
   get: (carrier: Metadata, key: string) => {
