@@ -57,6 +57,11 @@ export interface Lease {
    * left to finish.
    */
   uninterruptible<T>(work: () => Promise<T>, outcome: GatewayError): Promise<T>;
+  /**
+   * Says that the last thing run on the connection was `DISCARD ALL`, outside
+   * any transaction: the pool takes it back without resetting it again.
+   */
+  markReset(): void;
 }
 
 /** Counters and gauges of one database's pool. */
@@ -245,10 +250,14 @@ export class PoolManager {
     const onAbort = () => interrupt(new GatewayError("CANCELLED", "the call was cancelled"));
     if (limits.signal?.aborted) onAbort();
     else limits.signal?.addEventListener("abort", onAbort, { once: true });
-    const work = (async () => fn({ client: connection.client, database, signal: abort.signal, interrupt, uninterruptible }))();
+    let reset = false;
+    const markReset = () => {
+      reset = true;
+    };
+    const work = (async () => fn({ client: connection.client, database, signal: abort.signal, interrupt, uninterruptible, markReset }))();
     try {
       const result = await Promise.race([work, interrupted]);
-      this.#release(connection, undefined);
+      this.#release(connection, undefined, reset);
       return result;
     } catch (err) {
       if (abort.signal.aborted) void this.#recover(connection, work, cancelOnRecovery);
@@ -426,15 +435,15 @@ export class PoolManager {
     return connection;
   }
 
-  #release(connection: Connection, err: unknown): void {
+  #release(connection: Connection, err: unknown, alreadyReset = false): void {
     const pool = connection.pool;
     if (!pool.busy.has(connection)) return; // already destroyed (interrupted)
     if (this.#pools.get(pool.database) !== pool || this.#closed) {
       this.#destroy(connection, "closed");
       return;
     }
-    const client = connection.client as pg.Client & { _getActiveQuery?(): unknown };
-    if ((err !== undefined && !leavesConnectionUsable(err)) || client._getActiveQuery?.()) {
+    const client = connection.client as pg.Client & { _getActiveQuery?(): unknown; _queryable?: boolean };
+    if ((err !== undefined && !leavesConnectionUsable(err)) || client._queryable === false || client._getActiveQuery?.()) {
       // Broken, or still busy with something its call walked away from (an unclosed cursor).
       this.#destroy(connection, "discarded", true);
       return;
@@ -447,6 +456,10 @@ export class PoolManager {
     // pg_advisory_unlock_all(), DISCARD TEMP/PLANS/SEQUENCES. A transaction the call left
     // open (it cannot run inside one) is rolled back first. The caller already has its answer.
     const status = client.getTransactionStatus();
+    if (alreadyReset && status === "I") {
+      this.#putBack(connection);
+      return;
+    }
     const reset = status === "I" ? client.query("DISCARD ALL") : client.query("ROLLBACK").then(() => client.query("DISCARD ALL"));
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("the connection's reset took too long")), RESET_TIMEOUT_MILLIS)));
@@ -457,27 +470,33 @@ export class PoolManager {
           this.#destroy(connection, "discarded", true);
           return;
         }
-        pool.busy.delete(connection);
-        if (this.#pools.get(pool.database) !== pool || this.#closed) {
-          void this.#end(connection);
-          this.#total--;
-          pool.stats.closed++;
-          return;
-        }
-        connection.idleSince = Date.now();
-        pool.idle.push(connection);
-        if (this.#total >= this.options.maxTotalConnections && this.#someoneStarving()) {
-          // At the cap, a database without any connection gets this slot before our own next caller.
-          void this.#destroy(connection, "stolen");
-          return;
-        }
-        this.#pulse();
+        this.#putBack(connection);
       },
       (resetError: unknown) => {
         this.options.onError?.(pool.database, resetError);
         this.#destroy(connection, "discarded", true);
       },
     );
+  }
+
+  /** A busy connection, reset and outside any transaction, goes back to its pool's idle ones. */
+  #putBack(connection: Connection): void {
+    const pool = connection.pool;
+    pool.busy.delete(connection);
+    if (this.#pools.get(pool.database) !== pool || this.#closed) {
+      void this.#end(connection);
+      this.#total--;
+      pool.stats.closed++;
+      return;
+    }
+    connection.idleSince = Date.now();
+    pool.idle.push(connection);
+    if (this.#total >= this.options.maxTotalConnections && this.#someoneStarving()) {
+      // At the cap, a database without any connection gets this slot before our own next caller.
+      void this.#destroy(connection, "stolen");
+      return;
+    }
+    this.#pulse();
   }
 
   #pool(database: string): DatabasePool {

@@ -1,7 +1,9 @@
-import { GatewayError } from "../errors.js";
+import { GatewayError, toRpcStatus } from "../errors.js";
 import type { QueryService } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
-import { execute, prepareStatement } from "../execution/execute.js";
+import { prepareStatement } from "../execution/execute.js";
+import { runPipelined } from "../execution/pipeline.js";
+import { runQueryMany } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
@@ -38,8 +40,15 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
     async query(request, ctx) {
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request);
-      const result = await pools.withConnection(database, (lease) => execute(lease, statement), statementLimits(ctx));
-      return { result };
+      const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement]), statementLimits(ctx));
+      if (outcome!.error !== undefined) throw outcome!.error;
+      return { result: outcome!.result };
+    },
+
+    async queryMany(request, ctx) {
+      const database = await router.route(ctx, request.platform, request.tenantId);
+      const outcomes = await runQueryMany(pools, database, request.statements, statementLimits(ctx));
+      return { results: outcomes.map((o) => (o.error !== undefined ? { outcome: { case: "error", value: toRpcStatus(o.error) } } : { outcome: { case: "result", value: o.result } })) };
     },
 
     async streamQuery(request, responses, ctx) {

@@ -1,0 +1,99 @@
+import type { Socket } from "node:net";
+import pg, { DatabaseError } from "pg";
+import type { ResultSet } from "../gen/dbgateway/v1/values_pb.js";
+import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
+import type { Lease } from "../pool/pool-manager.js";
+import { withStatementSpan } from "../telemetry/tracing.js";
+import type { PreparedStatement } from "./execute.js";
+import { toResultSet, type TextRow } from "./result-set.js";
+
+/** The outcome of one statement run as a call of its own. */
+export type Outcome = { result: ResultSet; error?: undefined } | { result?: undefined; error: GatewayError };
+
+/** node-postgres's pipeline mode (pg ≥ 8.23) and its socket, which the typings do not show. */
+type PipelineClient = pg.Client & { pipeline: boolean; connection: { stream: Socket } };
+
+/** The reset that follows every statement, as in the pool's release: see `PoolManager`. */
+const RESET = "DISCARD ALL";
+
+/**
+ * Runs statements that belong to separate calls on one leased connection,
+ * each exactly as the pool runs a call of its own: the statement in its own
+ * implicit transaction (the extended protocol's Sync), then `DISCARD ALL`, so
+ * no session state reaches the next one. Everything is written at once
+ * (pipelined) and answered in order, so n statements cost one write and about
+ * one round trip instead of 2n.
+ *
+ * A statement that leaves a transaction open (BEGIN) makes the reset after it
+ * fail, which aborts that transaction: the statements pipelined behind it
+ * then fail with 25P02 without running, so none of them can run inside it.
+ * They are run again once the connection is rolled back and reset.
+ *
+ * The connection is left reset (`lease.markReset`) when every statement has
+ * been answered, so the pool does not reset it again.
+ */
+export async function runPipelined(lease: Lease, statements: readonly PreparedStatement[]): Promise<Outcome[]> {
+  const client = lease.client as PipelineClient;
+  const outcomes: Outcome[] = new Array<Outcome>(statements.length);
+  let pending = statements.map((_, i) => i);
+  while (pending.length > 0) {
+    const rerun: number[] = [];
+    let resetFailed = false;
+    client.pipeline = true;
+    const socket = client.connection.stream;
+    let previousDone = process.hrtime.bigint();
+    const answers: Promise<void>[] = [];
+    socket.cork();
+    try {
+      for (const i of pending) {
+        const { sql, values } = statements[i]!;
+        answers.push(
+          withStatementSpan(lease.database, sql, () =>
+            client.query({ text: sql, values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig) as unknown as Promise<pg.QueryArrayResult<TextRow>>,
+          ).then(
+            (result) => {
+              const done = process.hrtime.bigint();
+              outcomes[i] = { result: toResultSet(result, done - previousDone) };
+            },
+            (err: unknown) => {
+              if (err instanceof DatabaseError && err.code === "25P02") rerun.push(i);
+              else outcomes[i] = { error: toGatewayError(err) };
+            },
+          ),
+          client.query(RESET).then(
+            () => {
+              previousDone = process.hrtime.bigint();
+            },
+            () => {
+              previousDone = process.hrtime.bigint();
+              resetFailed = true;
+            },
+          ),
+        );
+      }
+    } finally {
+      socket.uncork();
+    }
+    await Promise.all(answers);
+    client.pipeline = false;
+    if (lease.signal.aborted) throw lease.signal.reason;
+    // A lost connection: every statement has its error; the pool destroys the connection.
+    if (outcomes.some((o) => o?.error !== undefined && !leavesConnectionUsable(o.error))) return fillUnanswered(outcomes, rerun);
+    if (!resetFailed) break;
+    // A statement left a transaction open: roll it back, reset, and run the ones behind it again.
+    if (client.getTransactionStatus() !== "I") await client.query("ROLLBACK");
+    await client.query(RESET);
+    pending = rerun.sort((a, b) => a - b);
+    if (pending.length === 0) break;
+  }
+  lease.markReset();
+  return outcomes;
+}
+
+/** Statements that were to run again when the connection was lost: their outcome is unknown, as for any statement sent. */
+function fillUnanswered(outcomes: Outcome[], unanswered: readonly number[]): Outcome[] {
+  for (const i of unanswered) {
+    outcomes[i] = { error: new GatewayError("DATABASE_UNAVAILABLE", "the connection to the database server was lost") };
+  }
+  return outcomes;
+}
