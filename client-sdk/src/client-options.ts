@@ -32,6 +32,12 @@ export interface ClientOptions {
   retry?: RetryOptions;
   /** The largest response message accepted, in bytes. Default 256 MiB. */
   maxReceiveMessageBytes?: number;
+  /**
+   * Concurrent `query` calls to one database (same timeout, no AbortSignal)
+   * made in the same turn of the event loop go to the gateway as one
+   * QueryMany call, which runs each exactly as its own Query. Default true.
+   */
+  coalesce?: boolean;
 }
 
 /** Options after validation: files read, defaults filled in. */
@@ -46,6 +52,7 @@ export interface ResolvedClientOptions {
   timeoutMs: number | undefined;
   retry: Required<RetryOptions>;
   maxReceiveMessageBytes: number;
+  coalesce: boolean;
 }
 
 /** HTTP header values: visible ASCII and spaces inside, as an API key must be to travel as metadata. */
@@ -100,6 +107,7 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
     if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < min)) problems.push(`${name} must be a number of at least ${min}`);
   };
   positive(options.timeoutMs, "timeoutMs");
+  if (options.coalesce !== undefined && typeof options.coalesce !== "boolean") problems.push("coalesce must be a boolean");
   positive(options.maxReceiveMessageBytes, "maxReceiveMessageBytes");
   const retry = { maxAttempts: 3, baseDelayMs: 50, maxDelayMs: 1_000, ...options.retry };
   if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1 || retry.maxAttempts > 10) problems.push("retry.maxAttempts must be an integer from 1 to 10");
@@ -117,6 +125,7 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
     timeoutMs: options.timeoutMs,
     retry,
     maxReceiveMessageBytes: options.maxReceiveMessageBytes ?? 256 * 1024 * 1024,
+    coalesce: options.coalesce ?? true,
   };
 }
 

@@ -3,6 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import { AdminService, DatabaseType, type GetPoolStatsResponse } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import { validateClientOptions, type ClientOptions } from "./client-options.js";
+import { QueryCoalescer } from "./coalescer.js";
 import { createDatabase, type CallOptions, type Database } from "./database.js";
 import { GatewayError } from "./gateway-error.js";
 import { createGrpcJsTransport } from "./grpc-js-transport.js";
@@ -69,6 +70,7 @@ export function createClient(options: ClientOptions): GatewayClient {
     parserFor: typeParsers(resolved.int8, resolved.typeParsers),
     retry: resolved.retry,
     timeoutMs: resolved.timeoutMs,
+    coalescer: resolved.coalesce ? new QueryCoalescer(query) : undefined,
   };
 
   return {

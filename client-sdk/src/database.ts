@@ -1,5 +1,6 @@
 import type { Client } from "@connectrpc/connect";
 import type { RetryOptions } from "./client-options.js";
+import type { QueryCoalescer } from "./coalescer.js";
 import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
 import { decodeResult, durationMs, RowDecoder, type Field, type QueryResult, type RowMode } from "./result.js";
@@ -118,6 +119,8 @@ export interface DatabaseContext {
   retry: Required<RetryOptions>;
   /** The client's default deadline. */
   timeoutMs: number | undefined;
+  /** Coalesces concurrent queries (absent when the client turned it off). */
+  coalescer: QueryCoalescer | undefined;
 }
 
 /** The handle of one database, over the QueryService client. */
@@ -131,8 +134,19 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
   return {
     query(first: string | QueryConfig, params?: readonly Param[], options?: QueryOptions) {
       const { text, values, ...rest } = typeof first === "string" ? { text: first, values: params, ...options } : first;
-      const request = { ...target, sql: text, params: (values ?? []).map(toValue) };
-      return call(async (o) => decodeResult((await client.query(request, o)).result, parserFor, rest.rowMode), rest);
+      const bound = (values ?? []).map(toValue);
+      const { coalescer } = context;
+      return call(
+        async (o) =>
+          decodeResult(
+            coalescer !== undefined && o.signal === undefined
+              ? await coalescer.query(target, text, bound, o.timeoutMs)
+              : (await client.query({ ...target, sql: text, params: bound }, o)).result,
+            parserFor,
+            rest.rowMode,
+          ),
+        rest,
+      );
     },
 
     stream<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = [], options: StreamOptions = {}): RowStream<Row> {

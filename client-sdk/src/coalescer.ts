@@ -1,0 +1,98 @@
+import type { Client } from "@connectrpc/connect";
+import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
+import type { ResultSet, Value } from "./gen/dbgateway/v1/values_pb.js";
+import { Code, GatewayError } from "./gateway-error.js";
+
+/** The most queries one coalesced call carries. */
+export const MAX_QUERIES_PER_CALL = 64;
+
+interface Pending {
+  readonly sql: string;
+  readonly params: Value[];
+  resolve(result: ResultSet): void;
+  reject(err: unknown): void;
+}
+
+interface Group {
+  readonly platform: string;
+  readonly tenantId: string;
+  readonly timeoutMs: number | undefined;
+  readonly queries: Pending[];
+}
+
+/**
+ * Coalesces concurrent queries to one database into one call. Queries made
+ * in the same turn of the event loop (say, by 64 request handlers resumed by
+ * the same network read) for the same database and with the same timeout are
+ * sent together at the end of that turn: one of them alone as a Query call,
+ * several as one QueryMany call (up to `MAX_QUERIES_PER_CALL` each), which
+ * the gateway runs exactly as separate Query calls: each its own implicit
+ * transaction, no session state shared, its own result or error. What it
+ * saves is the per-call cost of gRPC on both sides, and round trips to
+ * PostgreSQL (the gateway pipelines them).
+ *
+ * Calls with an AbortSignal are not coalesced (sent at once as Query): a
+ * cancelled QueryMany would cancel its neighbours too.
+ */
+export class QueryCoalescer {
+  readonly #groups = new Map<string, Group>();
+  #scheduled = false;
+
+  constructor(private readonly client: Client<typeof QueryService>) {}
+
+  /** Runs one query, with others of this turn when there are any. */
+  query(target: { platform: string; tenantId: string }, sql: string, params: Value[], timeoutMs: number | undefined): Promise<ResultSet> {
+    const key = `${target.platform}/${target.tenantId}/${timeoutMs ?? ""}`;
+    let group = this.#groups.get(key);
+    if (group === undefined) {
+      group = { platform: target.platform, tenantId: target.tenantId, timeoutMs, queries: [] };
+      this.#groups.set(key, group);
+    }
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => this.#flush());
+    }
+    const queries = group.queries;
+    return new Promise<ResultSet>((resolve, reject) => queries.push({ sql, params, resolve, reject }));
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const groups = [...this.#groups.values()];
+    this.#groups.clear();
+    for (const group of groups) {
+      for (let i = 0; i < group.queries.length; i += MAX_QUERIES_PER_CALL) this.#send(group, group.queries.slice(i, i + MAX_QUERIES_PER_CALL));
+    }
+  }
+
+  #send(group: Group, queries: Pending[]): void {
+    const { platform, tenantId, timeoutMs } = group;
+    if (queries.length === 1) {
+      const [q] = queries as [Pending];
+      this.client.query({ platform, tenantId, sql: q.sql, params: q.params }, { timeoutMs }).then(
+        (response) => (response.result === undefined ? q.reject(noResult()) : q.resolve(response.result)),
+        (err: unknown) => q.reject(err),
+      );
+      return;
+    }
+    this.client.queryMany({ platform, tenantId, statements: queries.map((q) => ({ sql: q.sql, params: q.params })) }, { timeoutMs }).then(
+      (response) => {
+        for (const [i, q] of queries.entries()) {
+          const outcome = response.results[i]?.outcome;
+          if (outcome?.case === "result") q.resolve(outcome.value);
+          else if (outcome?.case === "error") q.reject(GatewayError.fromStatus(outcome.value));
+          else q.reject(noResult());
+        }
+      },
+      (err: unknown) => {
+        // A gateway from before QueryMany: one Query call each.
+        if (GatewayError.from(err).code === Code.Unimplemented) for (const q of queries) this.#send(group, [q]);
+        else for (const q of queries) q.reject(err);
+      },
+    );
+  }
+}
+
+function noResult(): GatewayError {
+  return new GatewayError("the gateway sent no result", Code.Internal, "INTERNAL", {}, undefined);
+}
