@@ -74,7 +74,7 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
     } finally {
       socket.uncork();
     }
-    await Promise.all(answers);
+    await settle(lease, answers);
     client.pipeline = false;
     if (lease.signal.aborted) throw lease.signal.reason;
     // A lost connection: every statement has its error; the pool destroys the connection.
@@ -96,4 +96,33 @@ function fillUnanswered(outcomes: Outcome[], unanswered: readonly number[]): Out
     outcomes[i] = { error: new GatewayError("DATABASE_UNAVAILABLE", "the connection to the database server was lost") };
   }
   return outcomes;
+}
+
+/** How often an interrupted pipeline asks PostgreSQL again to cancel its running statement. */
+const CANCEL_AGAIN_MILLIS = 50;
+
+/**
+ * Waits for every pipelined answer. When the call is interrupted meanwhile,
+ * the pool cancels the statement running then; those queued behind it would
+ * still run, so the cancel is repeated until all have been answered, and
+ * each is delivered before this returns, so that none can reach a later
+ * call's statement (the pool destroys the connection if all that takes
+ * longer than its grace period).
+ */
+async function settle(lease: Lease, answers: Promise<void>[]): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const cancels: Promise<boolean>[] = [];
+  const repeat = () => {
+    timer = setInterval(() => cancels.push(lease.cancelAgain()), CANCEL_AGAIN_MILLIS);
+  };
+  if (lease.signal.aborted) repeat();
+  else lease.signal.addEventListener("abort", repeat, { once: true });
+  try {
+    await Promise.all(answers);
+  } finally {
+    clearInterval(timer);
+    lease.signal.removeEventListener("abort", repeat);
+    // Every cancel delivered before the connection can serve another call.
+    await Promise.all(cancels);
+  }
 }

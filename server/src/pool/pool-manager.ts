@@ -62,6 +62,13 @@ export interface Lease {
    * any transaction: the pool takes it back without resetting it again.
    */
   markReset(): void;
+  /**
+   * Asks PostgreSQL once more to cancel the statement the connection is
+   * running, for an interrupted call that pipelined several: each cancel
+   * stops only the statement running when it arrives. Only after `signal`
+   * has aborted, so that it can only hit this call's own statements.
+   */
+  cancelAgain(): Promise<boolean>;
 }
 
 /** Counters and gauges of one database's pool. */
@@ -254,7 +261,9 @@ export class PoolManager {
     const markReset = () => {
       reset = true;
     };
-    const work = (async () => fn({ client: connection.client, database, signal: abort.signal, interrupt, uninterruptible, markReset }))();
+    const cancelAgain = () =>
+      abort.signal.aborted && cancelOnRecovery ? sendCancelRequest(this.options.connectionFor(database), connection.client, this.options.cancelGraceMillis) : Promise.resolve(false);
+    const work = (async () => fn({ client: connection.client, database, signal: abort.signal, interrupt, uninterruptible, markReset, cancelAgain }))();
     try {
       const result = await Promise.race([work, interrupted]);
       this.#release(connection, undefined, reset);

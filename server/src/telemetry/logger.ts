@@ -6,15 +6,34 @@ export type { Logger };
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/** Log lines held back until this many bytes are waiting, or the next flush tick. */
+const LOG_BUFFER_BYTES = 4096;
+/** The longest a log line waits in the buffer. */
+const LOG_FLUSH_MILLIS = 200;
+
+/**
+ * Stdout, written asynchronously in batches: lines are held until 4 KiB are
+ * waiting or 200 ms have passed, so a busy gateway spends one system call per
+ * few dozen lines instead of one per call (measured with `npm run bench`:
+ * one write per call cost about a fifth of the gateway's CPU per query at
+ * concurrency 1). `flushLogs` empties it before exit.
+ */
+function bufferedStdout(): pino.DestinationStream {
+  const destination = pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES });
+  const timer = setInterval(() => {
+    if (!(destination as { destroyed?: boolean }).destroyed) destination.flush();
+  }, LOG_FLUSH_MILLIS);
+  timer.unref();
+  return destination;
+}
+
 /**
  * The gateway's logger: one JSON object per line (pino), with an ISO
- * timestamp, on stdout unless `destination` says otherwise. Stdout is written
- * asynchronously, so lines written while a write is under way leave together
- * (one system call per batch instead of per call); `flushLogs` empties it
- * before exit. What goes in is chosen by the callers: never a parameter
+ * timestamp, on stdout (buffered, see `bufferedStdout`) unless `destination`
+ * says otherwise. What goes in is chosen by the callers: never a parameter
  * value, an API key, a password or a certificate.
  */
-export function createLogger(level: LogLevel, destination: pino.DestinationStream = pino.destination({ dest: 1, sync: false })): Logger {
+export function createLogger(level: LogLevel, destination: pino.DestinationStream = bufferedStdout()): Logger {
   return pino({ level, base: { service: "db-gateway" }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } }, destination);
 }
 

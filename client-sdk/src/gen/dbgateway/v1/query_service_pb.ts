@@ -747,8 +747,9 @@ export const QueryService: GenService<{
    * pipelines the statements on its connections (several at once), so many
    * queries cost one gRPC call and a few round trips to PostgreSQL. Results
    * come back in request order. The call's deadline and cancellation apply to
-   * every statement of it; statements already sent to PostgreSQL when it
-   * passes may still complete.
+   * every statement of it: the running statement and those pipelined behind
+   * it are cancelled, and the call fails with DEADLINE_EXCEEDED or CANCELLED
+   * (a statement that had already finished keeps its effect).
    *
    * @generated from rpc dbgateway.v1.QueryService.QueryMany
    */

@@ -1,0 +1,26 @@
+import { startGatewayProcess } from "../test/helpers/gateway-process.js";
+import { dropPlatformDatabases } from "../test/helpers/gateway.js";
+const url = "postgres://postgres@127.0.0.1:5432/postgres";
+const conc = Number(process.argv[2] ?? 1);
+const gw = await startGatewayProcess({ databaseUrl: url, nodeArgs: process.env.PROF ? ["--cpu-prof", "--cpu-prof-dir=/tmp/prof"] : [], env: process.env.GW_LOG ? { LOG_LEVEL: process.env.GW_LOG } : {} });
+try {
+  await gw.adminClient().admin().createTenant(gw.platform, "");
+  const db = gw.client().platform(gw.platform);
+  await db.query("CREATE TABLE items (id int PRIMARY KEY, note text)");
+  await db.query("INSERT INTO items SELECT g, 'x' || g FROM generate_series(1, 100000) g");
+  const end = Date.now() + 6000;
+  let n = 0;
+  const { readdir, readFile } = await import("node:fs/promises");
+  const threads = async () => { const m = new Map<string, number>(); for (const t of await readdir(`/proc/${gw.pid}/task`)) { const st = await readFile(`/proc/${gw.pid}/task/${t}/stat`, "utf8"); const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")")); const f = st.slice(st.lastIndexOf(")") + 2).split(" "); m.set(`${t} ${comm}`, (Number(f[11]) + Number(f[12])) * 10); } return m; };
+  const th0 = await threads();
+  const c0 = await gw.cpuMicros();
+  const t0 = Date.now();
+  await Promise.all(Array.from({ length: conc }, async () => { while (Date.now() < end) { await db.query("SELECT id, note FROM items WHERE id = $1", [1 + Math.floor(Math.random() * 100000)]); n++; } }));
+  const c1 = await gw.cpuMicros();
+  const th1 = await threads();
+  for (const [k, v] of th1) { const d = v - (th0.get(k) ?? 0); if (d > 0) console.log(`thread ${k}: ${d} ms`); }
+  console.log(`${n} calls, ${(n / ((Date.now() - t0) / 1000)).toFixed(0)}/s, gateway cpu ${((c1 - c0) / n).toFixed(0)} µs/call`);
+} finally {
+  await gw.close();
+  await dropPlatformDatabases([gw.platform], url);
+}
