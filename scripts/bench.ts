@@ -33,6 +33,7 @@ import Cursor from "pg-cursor";
 import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
+import { createClient } from "../client-sdk/src/index.js";
 import { mapLimit } from "../test/helpers/wait.js";
 
 const { values: args } = parseArgs({
@@ -94,6 +95,8 @@ const pools: pg.Pool[] = [];
 try {
   const sdkClient = gateway.client();
   const sdk = sdkClient.platform(PLATFORM);
+  const uncoalescedClient = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: false });
+  const uncoalesced = uncoalescedClient.platform(PLATFORM);
   const adminSdk = gateway.adminClient().admin();
   await adminSdk.createTenant(PLATFORM, "");
   await sdk.query("CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL, note text NOT NULL)");
@@ -130,9 +133,13 @@ try {
         await measure(scenario, "B pg via PgBouncer", concurrency, () => b.query(pointSql, [randomId()]));
       }
       await measure(scenario, "C SDK via gateway", concurrency, () => sdk.query(pointSql, [randomId()]), { gateway: true });
+      // The same without coalescing concurrent queries into QueryMany calls: one Query call per query.
+      await measure(scenario, "C SDK via gateway, coalescing off", concurrency, () => uncoalesced.query(pointSql, [randomId()]), { gateway: true });
       await closePools();
     }
   }
+
+  uncoalescedClient.close();
 
   // ------------------------------------------------------------ write transaction
   if (SCENARIOS.has("write")) {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Code, GatewayError, type GatewayClient } from "../client-sdk/src/index.js";
+import { Code, createClient, GatewayError, type GatewayClient } from "../client-sdk/src/index.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { mapLimit, waitFor } from "./helpers/wait.js";
 
@@ -129,7 +129,9 @@ describe("pool manager: fairness, limits, timeouts, hygiene", () => {
   it("too many waiters fail at once with TOO_MANY_WAITERS, waiting ones with POOL_EXHAUSTED after the acquire timeout", async () => {
     const fast = await startTestGateway({ platforms: 1, pool: { maxTotalConnections: 1, maxConnectionsPerPool: 1, maxWaitersPerPool: 2, acquireTimeoutMillis: 300 } });
     try {
-      const db = fast.client().platform(fast.platforms[0]!);
+      // Separate calls, each waiting for a connection of its own: not coalesced into one QueryMany.
+      const separate = createClient({ ...fast.clientOptions(fast.keys[fast.platforms[0]!]!), coalesce: false });
+      const db = separate.platform(fast.platforms[0]!);
       const holder = db.query("SELECT pg_sleep(1.5)");
       await waitFor(async () => (statsOf(await poolStats(fast), `${fast.platforms[0]}_main`)?.busy ?? 0) === 1, 5_000, "holder running");
       const results = await Promise.allSettled(Array.from({ length: 4 }, () => db.query("SELECT 1")));
@@ -140,6 +142,7 @@ describe("pool manager: fairness, limits, timeouts, hygiene", () => {
       const stats = statsOf(await poolStats(fast), `${fast.platforms[0]}_main`)!;
       assert.equal(Number(stats.timeouts), 2);
       assert.equal(Number(stats.rejected), 2);
+      separate.close();
     } finally {
       await fast.close();
     }

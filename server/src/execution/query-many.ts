@@ -6,17 +6,18 @@ import { MAX_BATCH_STATEMENTS } from "./batch.js";
 import { runPipelined, type Outcome } from "./pipeline.js";
 
 /**
- * Statements pipelined on one connection at most. A deeper pipeline costs
- * fewer round trips; a shallower one spreads a call over more connections
- * (more PostgreSQL backends working at once). Chosen with `npm run bench`.
+ * Statements pipelined on one connection when the pool has no connection
+ * free: a deeper pipeline costs fewer round trips, a shallower one waits for
+ * more connections. Chosen with `npm run bench`.
  */
 export const PIPELINE_DEPTH = 8;
 
 /**
  * QueryMany: independent queries, each run as its own Query call would be.
  * A statement that cannot run (invalid) gets its own error and the others
- * run. The rest are spread evenly over ⌈n / PIPELINE_DEPTH⌉ connections of
- * the database and pipelined on each (see `runPipelined`). A connection that
+ * run. The rest are spread evenly over as many of the database's connections
+ * as are free (at least ⌈n / PIPELINE_DEPTH⌉) and pipelined on each (see
+ * `runPipelined`). A connection that
  * cannot be had (pool exhausted, database unavailable) fails only the
  * statements meant for it; the call's deadline or cancellation fails the
  * whole call.
@@ -35,7 +36,9 @@ export async function runQueryMany(pools: PoolManager, database: string, stateme
       outcomes[index] = { error: toGatewayError(err) };
     }
   }
-  const connections = Math.ceil(runnable.length / PIPELINE_DEPTH);
+  // As many connections as the pool can give at once, so that slow statements run side by side as
+  // separate Query calls would; pipelines (at most PIPELINE_DEPTH deep while waiting) once it cannot.
+  const connections = Math.min(runnable.length, Math.max(pools.available(database), Math.ceil(runnable.length / PIPELINE_DEPTH)));
   const chunks = Array.from({ length: connections }, (_, c) => runnable.filter((_, i) => i % connections === c));
   await Promise.all(
     chunks.map(async (chunk) => {

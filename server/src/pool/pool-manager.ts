@@ -329,6 +329,19 @@ export class PoolManager {
     await Promise.all(ending);
   }
 
+  /**
+   * Connections a call to the database could have now without waiting: idle
+   * ones no one waits for, and new ones that fit under the pool's and the
+   * global cap.
+   */
+  available(database: string): number {
+    const pool = this.#pools.get(database);
+    const size = pool?.size ?? 0;
+    const idle = Math.max(0, (pool?.idle.length ?? 0) - (pool?.waiters.length ?? 0));
+    const room = Math.max(0, Math.min(this.options.maxConnectionsPerPool - size, this.options.maxTotalConnections - this.#total));
+    return idle + room;
+  }
+
   /** Per-pool statistics, most recently used first. */
   poolStats(): PoolStats[] {
     return [...this.#pools.values()].reverse().map((p) => ({

