@@ -1,6 +1,14 @@
+/**
+ * Point selects through one gateway process for 6 s at a given concurrency,
+ * printing calls per second, the gateway's CPU per call (from /proc), and
+ * the CPU of each of its threads. With PROF=1 the gateway writes a V8 CPU
+ * profile (node --cpu-prof) to /tmp/prof.
+ *
+ *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres npx tsx scripts/profile-gateway.ts [concurrency]
+ */
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
-const url = "postgres://postgres@127.0.0.1:5432/postgres";
+const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const conc = Number(process.argv[2] ?? 1);
 const gw = await startGatewayProcess({ databaseUrl: url, nodeArgs: process.env.PROF ? ["--cpu-prof", "--cpu-prof-dir=/tmp/prof"] : [], env: process.env.GW_LOG ? { LOG_LEVEL: process.env.GW_LOG } : {} });
 try {
