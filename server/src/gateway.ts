@@ -82,13 +82,32 @@ const MAX_PENDING_NOTIFICATIONS = 10_000;
 const ROLE_CONNECTION_HEADROOM = 2;
 
 /**
+ * What of an error goes in the log: its type, SQLSTATE or errno, and stack,
+ * never the error object itself (pg's errors carry the client, with its
+ * connection settings and the backend's cancel key) nor PostgreSQL's message
+ * (it can quote parameter values).
+ */
+export function loggableError(err: unknown): Record<string, unknown> {
+  if (!(err instanceof Error)) return { type: typeof err };
+  const cause = (err as { cause?: unknown }).cause;
+  if (err instanceof pg.DatabaseError) return { type: "DatabaseError", sqlstate: err.code, severity: err.severity, routine: err.routine };
+  return {
+    type: err.name,
+    message: err.message,
+    ...((err as { code?: unknown }).code !== undefined ? { code: String((err as { code?: unknown }).code) } : {}),
+    stack: err.stack,
+    ...(cause !== undefined && cause !== err ? { cause: loggableError(cause) } : {}),
+  };
+}
+
+/**
  * Starts a gateway: loads the database registry and brings existing tenant
  * databases under the role scheme, then serves QueryService, AdminService,
  * health and reflection over mutual TLS.
  */
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const log = options.logger;
-  const onError = (message: string, err: unknown) => log.error({ err }, message);
+  const onError = (message: string, err: unknown) => log.error({ err: loggableError(err) }, message);
   const connection = connectionConfig(options.databaseUrl);
   const admin = new pg.Pool({ ...connection, max: 4, application_name: "db-gateway-admin" });
   admin.on("error", (err) => onError("idle administrative connection failed", err));
