@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import pg from "pg";
-import { loggableError } from "../server/src/gateway.js";
+import { loggableError } from "../server/src/telemetry/logger.js";
 import { pgUrl } from "./helpers/gateway.js";
 
 describe("errors in the gateway's log", () => {

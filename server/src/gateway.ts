@@ -21,7 +21,7 @@ import { Router } from "./tenancy/router.js";
 import { CallTelemetry } from "./telemetry/call-telemetry.js";
 import { HealthMonitor } from "./telemetry/health.js";
 import { startHttpEndpoints, type HttpEndpoints } from "./telemetry/http-endpoints.js";
-import type { Logger } from "./telemetry/logger.js";
+import { loggableError, type Logger } from "./telemetry/logger.js";
 import { GatewayMetrics } from "./telemetry/metrics.js";
 
 /** PEM material for mutual TLS. */
@@ -80,25 +80,6 @@ const MAX_PENDING_NOTIFICATIONS = 10_000;
 
 /** Connections a tenant role may open beyond its pool: room for a LISTEN connection and an operator. */
 const ROLE_CONNECTION_HEADROOM = 2;
-
-/**
- * What of an error goes in the log: its type, SQLSTATE or errno, and stack,
- * never the error object itself (pg's errors carry the client, with its
- * connection settings and the backend's cancel key) nor PostgreSQL's message
- * (it can quote parameter values).
- */
-export function loggableError(err: unknown): Record<string, unknown> {
-  if (!(err instanceof Error)) return { type: typeof err };
-  const cause = (err as { cause?: unknown }).cause;
-  if (err instanceof pg.DatabaseError) return { type: "DatabaseError", sqlstate: err.code, severity: err.severity, routine: err.routine };
-  return {
-    type: err.name,
-    message: err.message,
-    ...((err as { code?: unknown }).code !== undefined ? { code: String((err as { code?: unknown }).code) } : {}),
-    stack: err.stack,
-    ...(cause !== undefined && cause !== err ? { cause: loggableError(cause) } : {}),
-  };
-}
 
 /**
  * Starts a gateway: loads the database registry and brings existing tenant

@@ -8,22 +8,28 @@ import { toResultSet, type TextRow } from "./result-set.js";
 
 /**
  * Runs one statement with bound parameters on a leased connection and returns
- * its protobuf result, in a span of its own when tracing is on. The extended
- * protocol is used even without parameters, so the SQL text is exactly one
- * statement and is never interpreted as a script.
+ * its protobuf result, in a span of its own when tracing is on.
  */
 export function execute(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<ResultSet> {
   return withStatementSpan(lease.database, statement.sql, async () => {
-    const { sql, values } = statement;
     const started = process.hrtime.bigint();
     let result: pg.QueryArrayResult<TextRow>;
     try {
-      result = await lease.client.query({ text: sql, values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
+      result = await sendStatement(lease.client, statement);
     } catch (err) {
       throw toGatewayError(err);
     }
     return toResultSet(result, process.hrtime.bigint() - started);
   });
+}
+
+/**
+ * Sends one statement with the extended protocol (even without parameters,
+ * so the SQL text is exactly one statement, never a script) and resolves with
+ * its rows as arrays of PostgreSQL's text.
+ */
+export function sendStatement(client: pg.Client, statement: PreparedStatement): Promise<pg.QueryArrayResult<TextRow>> {
+  return client.query({ text: statement.sql, values: statement.values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
 }
 
 /** A statement whose parameters are checked and converted, ready to run. */

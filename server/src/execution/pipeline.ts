@@ -1,20 +1,17 @@
 import type { Socket } from "node:net";
-import pg, { DatabaseError } from "pg";
+import { DatabaseError, type Client } from "pg";
 import type { ResultSet } from "../gen/dbgateway/v1/values_pb.js";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
-import type { Lease } from "../pool/pool-manager.js";
+import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
-import type { PreparedStatement } from "./execute.js";
-import { toResultSet, type TextRow } from "./result-set.js";
+import { sendStatement, type PreparedStatement } from "./execute.js";
+import { toResultSet } from "./result-set.js";
 
 /** The outcome of one statement run as a call of its own. */
 export type Outcome = { result: ResultSet; error?: undefined } | { result?: undefined; error: GatewayError };
 
 /** node-postgres's pipeline mode (pg ≥ 8.23) and its socket, which the typings do not show. */
-type PipelineClient = pg.Client & { pipeline: boolean; connection: { stream: Socket } };
-
-/** The reset that follows every statement, as in the pool's release: see `PoolManager`. */
-const RESET = "DISCARD ALL";
+type PipelineClient = Client & { pipeline: boolean; connection: { stream: Socket } };
 
 /**
  * Runs statements that belong to separate calls on one leased connection,
@@ -46,11 +43,9 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
     socket.cork();
     try {
       for (const i of pending) {
-        const { sql, values } = statements[i]!;
+        const statement = statements[i]!;
         answers.push(
-          withStatementSpan(lease.database, sql, () =>
-            client.query({ text: sql, values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig) as unknown as Promise<pg.QueryArrayResult<TextRow>>,
-          ).then(
+          withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(
             (result) => {
               const done = process.hrtime.bigint();
               outcomes[i] = { result: toResultSet(result, done - previousDone) };
@@ -60,7 +55,7 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
               else outcomes[i] = { error: toGatewayError(err) };
             },
           ),
-          client.query(RESET).then(
+          client.query(RESET_STATEMENT).then(
             () => {
               previousDone = process.hrtime.bigint();
             },
@@ -82,7 +77,7 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
     if (!resetFailed) break;
     // A statement left a transaction open: roll it back, reset, and run the ones behind it again.
     if (client.getTransactionStatus() !== "I") await client.query("ROLLBACK");
-    await client.query(RESET);
+    await client.query(RESET_STATEMENT);
     pending = rerun.sort((a, b) => a - b);
     if (pending.length === 0) break;
   }

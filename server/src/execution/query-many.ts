@@ -39,7 +39,8 @@ export async function runQueryMany(pools: PoolManager, database: string, stateme
   // As many connections as the pool can give at once, so that slow statements run side by side as
   // separate Query calls would; pipelines (at most PIPELINE_DEPTH deep while waiting) once it cannot.
   const connections = Math.min(runnable.length, Math.max(pools.available(database), Math.ceil(runnable.length / PIPELINE_DEPTH)));
-  const chunks = Array.from({ length: connections }, (_, c) => runnable.filter((_, i) => i % connections === c));
+  const chunks = Array.from({ length: connections }, (): typeof runnable => []);
+  for (const [i, r] of runnable.entries()) chunks[i % connections]!.push(r);
   await Promise.all(
     chunks.map(async (chunk) => {
       try {

@@ -160,6 +160,9 @@ class DatabasePool {
   }
 }
 
+/** What resets a connection between calls (see `PoolManager`). */
+export const RESET_STATEMENT = "DISCARD ALL";
+
 /** A connection whose reset (ROLLBACK, DISCARD ALL) takes longer than this is destroyed. */
 const RESET_TIMEOUT_MILLIS = 10_000;
 
@@ -482,7 +485,7 @@ export class PoolManager {
       this.#putBack(connection);
       return;
     }
-    const reset = status === "I" ? client.query("DISCARD ALL") : client.query("ROLLBACK").then(() => client.query("DISCARD ALL"));
+    const reset = status === "I" ? client.query(RESET_STATEMENT) : client.query("ROLLBACK").then(() => client.query(RESET_STATEMENT));
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("the connection's reset took too long")), RESET_TIMEOUT_MILLIS)));
     Promise.race([reset, late]).finally(() => clearTimeout(timer)).then(

@@ -1,3 +1,4 @@
+import { DatabaseError } from "pg";
 import pino, { type Logger } from "pino";
 
 export type { Logger };
@@ -55,4 +56,23 @@ export async function flushLogs(logger: Logger): Promise<void> {
   } catch {
     // Nothing more can be done about a log that cannot be written.
   }
+}
+
+/**
+ * What of an error goes in the log: its type, SQLSTATE or errno, and stack,
+ * never the error object itself (pg's errors carry the client, with its
+ * connection settings and the backend's cancel key) nor PostgreSQL's message
+ * (it can quote parameter values).
+ */
+export function loggableError(err: unknown): Record<string, unknown> {
+  if (!(err instanceof Error)) return { type: typeof err };
+  const cause = (err as { cause?: unknown }).cause;
+  if (err instanceof DatabaseError) return { type: "DatabaseError", sqlstate: err.code, severity: err.severity, routine: err.routine };
+  return {
+    type: err.name,
+    message: err.message,
+    ...((err as { code?: unknown }).code !== undefined ? { code: String((err as { code?: unknown }).code) } : {}),
+    stack: err.stack,
+    ...(cause !== undefined && cause !== err ? { cause: loggableError(cause) } : {}),
+  };
 }
