@@ -13,16 +13,14 @@
  * gateway's is read from /proc. Rounds alternate between transports so that
  * noise on this shared machine spreads over all of them.
  */
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient as createConnectClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { QueryRequestSchema, QueryResponseSchema, QueryService, type QueryRequest, type QueryResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
-import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
+import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { testPki } from "../test/helpers/pki.js";
@@ -39,16 +37,8 @@ const CALLS = Number(args.calls);
 const ROUNDS = Number(args.rounds);
 const CONCURRENCY = args.concurrency!.split(",").map(Number);
 
-let embedded: EmbeddedServer | undefined;
-let work: string | undefined;
-let databaseUrl = process.env.PG_URL;
-if (!databaseUrl) {
-  work = await mkdtemp(join(tmpdir(), "db-gateway-bench-sdk-"));
-  await chmod(work, 0o755);
-  embedded = await startEmbeddedPostgres({ dir: work, persistent: false });
-  databaseUrl = embedded.url;
-}
-const gateway = await startGatewayProcess({ databaseUrl });
+const postgres = await postgresForRun("db-gateway-bench-sdk-");
+const gateway = await startGatewayProcess({ databaseUrl: postgres.url });
 const results: { transport: string; concurrency: number; callsPerSecond: number; clientCpuMicros: number; gatewayCpuMicros: number }[] = [];
 try {
   await gateway.adminClient().admin().createTenant(gateway.platform, "");
@@ -143,7 +133,6 @@ try {
   if (args.json) await writeFile(args.json, JSON.stringify({ calls: CALLS, rounds: ROUNDS, results }, null, 2));
 } finally {
   await gateway.close();
-  await dropPlatformDatabases([gateway.platform], databaseUrl);
-  await embedded?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
+  await dropPlatformDatabases([gateway.platform], postgres.url);
+  await postgres.close();
 }

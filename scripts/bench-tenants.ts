@@ -10,13 +10,11 @@
  * set; the gateway runs as its own process, started with `npm start`'s entry
  * point and real mTLS (test/helpers/gateway-process.ts), so its memory is its own.
  */
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { GatewayError } from "../client-sdk/src/index.js";
-import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
+import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 
 const { values: args } = parseArgs({
@@ -34,14 +32,8 @@ const CONCURRENCY = Number(args.concurrency);
 const PLATFORM = "bench";
 const ROWS = 100;
 
-const work = await mkdtemp(join(tmpdir(), "db-gateway-bench-"));
-await chmod(work, 0o755);
-let embedded: EmbeddedServer | undefined;
-let databaseUrl = process.env.PG_URL;
-if (!databaseUrl) {
-  embedded = await startEmbeddedPostgres({ dir: join(work, "postgres"), persistent: false });
-  databaseUrl = embedded.url;
-}
+const postgres = await postgresForRun("db-gateway-bench-");
+const databaseUrl = postgres.url;
 
 // --env MAX_POOLS=200 and the like: gateway settings other than the defaults.
 const gateway = await startGatewayProcess({
@@ -127,13 +119,13 @@ try {
     poolHitRate: round(Number(stats.totals!.hits) / Math.max(1, Number(stats.totals!.hits) + Number(stats.totals!.misses))),
     connectionsOpened: Number(stats.totals!.connectionsOpened),
     tenantCreateSeconds: createSeconds,
-    postgres: embedded ? "embedded (max_connections 300)" : "PG_URL",
+    postgres: postgres.embedded ? "embedded (max_connections 300)" : "PG_URL",
   };
   console.log(JSON.stringify(result, null, 2));
   if (args.json) await writeFile(args.json, JSON.stringify(result, null, 2) + "\n");
 } finally {
   await gateway.close();
-  if (!embedded) {
+  if (!postgres.embedded) {
     // A shared server: remove what the benchmark made.
     const { rows } = await direct.query<{ datname: string }>("SELECT datname FROM pg_database WHERE starts_with(datname, 'bench_')");
     for (const { datname } of rows) await direct.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);
@@ -143,8 +135,7 @@ try {
     await direct.query("DROP ROLE IF EXISTS dbgateway_owner").catch(() => undefined);
   }
   await direct.end();
-  await embedded?.stop();
-  await rm(work, { recursive: true, force: true });
+  await postgres.close();
 }
 
 function round(n: number): number {

@@ -24,15 +24,15 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import Cursor from "pg-cursor";
-import { startEmbeddedPostgres, type EmbeddedServer } from "../server/src/database/embedded-postgres.js";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
+import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { createClient } from "../client-sdk/src/index.js";
 import { mapLimit } from "../test/helpers/wait.js";
 
@@ -69,14 +69,8 @@ interface Row {
 const results: Row[] = [];
 
 // ---------------------------------------------------------------- setup
-const work = await mkdtemp(join(tmpdir(), "db-gateway-bench-"));
-await chmod(work, 0o755);
-let embedded: EmbeddedServer | undefined;
-let databaseUrl = process.env.PG_URL;
-if (!databaseUrl) {
-  embedded = await startEmbeddedPostgres({ dir: join(work, "postgres"), persistent: false });
-  databaseUrl = embedded.url;
-}
+const postgres = await postgresForRun("db-gateway-bench-");
+const { work, url: databaseUrl } = postgres;
 const adminUrl = new URL(databaseUrl);
 const urlFor = (database: string, port?: number) => {
   const url = new URL(adminUrl);
@@ -294,7 +288,7 @@ try {
     await writeFile(
       args.json,
       JSON.stringify(
-        { durationSeconds: DURATION_MS / 1000, rows: ROWS, tenants: TENANTS, streamRows: STREAM_ROWS, postgres: embedded ? "embedded" : "PG_URL", pgbouncer: bouncer !== undefined, results },
+        { durationSeconds: DURATION_MS / 1000, rows: ROWS, tenants: TENANTS, streamRows: STREAM_ROWS, postgres: postgres.embedded ? "embedded" : "PG_URL", pgbouncer: bouncer !== undefined, results },
         null,
         2,
       ) + "\n",
@@ -306,8 +300,7 @@ try {
   await gateway.close();
   await dropPlatformDatabases([PLATFORM], databaseUrl);
   await admin.end();
-  await embedded?.stop();
-  await rm(work, { recursive: true, force: true });
+  await postgres.close();
 }
 
 // ---------------------------------------------------------------- helpers
@@ -479,7 +472,7 @@ async function startPgBouncer(dir: string): Promise<{ port: number; process: Chi
 }
 
 function printTable(): void {
-  console.log(`\n${args.duration} s per measurement; ${ROWS.toLocaleString("en")} rows; PostgreSQL ${embedded ? "embedded" : "PG_URL"}\n`);
+  console.log(`\n${args.duration} s per measurement; ${ROWS.toLocaleString("en")} rows; PostgreSQL ${postgres.embedded ? "embedded" : "PG_URL"}\n`);
   console.log("| scenario | setup | ops/s | p50 ms | p99 ms | vs A | gateway CPU µs/op | gateway peak RSS MB | peak PG connections | errors |");
   console.log("|---|---|---|---|---|---|---|---|---|---|");
   for (const r of results) {
