@@ -265,7 +265,7 @@ export class PoolManager {
       reset = true;
     };
     const cancelAgain = () =>
-      abort.signal.aborted && cancelOnRecovery ? sendCancelRequest(this.options.connectionFor(database), connection.client, this.options.cancelGraceMillis) : Promise.resolve(false);
+      abort.signal.aborted && cancelOnRecovery ? this.#cancel(connection) : Promise.resolve(false);
     const work = (async () => fn({ client: connection.client, database, signal: abort.signal, interrupt, uninterruptible, markReset, cancelAgain }))();
     try {
       const result = await Promise.race([work, interrupted]);
@@ -289,7 +289,7 @@ export class PoolManager {
    */
   async #recover(connection: Connection, work: Promise<unknown>, cancel: boolean): Promise<void> {
     const grace = this.options.cancelGraceMillis;
-    const cancelled = cancel ? sendCancelRequest(this.options.connectionFor(connection.pool.database), connection.client, grace) : Promise.resolve(true);
+    const cancelled = cancel ? this.#cancel(connection) : Promise.resolve(true);
     const outcome = work.then(
       () => ({ err: undefined as unknown }),
       (err: unknown) => ({ err }),
@@ -303,6 +303,11 @@ export class PoolManager {
       return;
     }
     this.#release(connection, ended[0].err);
+  }
+
+  /** Asks PostgreSQL to cancel the connection's running statement; true once delivered within the grace period. */
+  #cancel(connection: Connection): Promise<boolean> {
+    return sendCancelRequest(this.options.connectionFor(connection.pool.database), connection.client, this.options.cancelGraceMillis);
   }
 
   /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */
