@@ -12,6 +12,7 @@ import {
 import { Code, ConnectError, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+import { decoderFor } from "./result-decoding.js";
 
 /** Options of `createGrpcJsTransport`. */
 export interface GrpcJsTransportOptions {
@@ -58,7 +59,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
       c = {
         path: `/${method.parent.typeName}/${method.name}`,
         serialize: (message) => Buffer.from(toBinary(method.input, message)),
-        deserialize: (bytes) => fromBinary(method.output, bytes),
+        deserialize: decoderFor(method.output),
       };
       codecs.set(method, c);
     }

@@ -1,0 +1,360 @@
+import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import type { Duration, ListValue, Value } from "@bufbuild/protobuf/wkt";
+import type { BatchResult, QueryResponse, StreamQueryResponse, StreamSummary, TransactionResponse } from "./gen/dbgateway/v1/query_service_pb.js";
+import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
+import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+
+/**
+ * Hand-written protobuf decoding of the responses that carry rows.
+ *
+ * protobuf-es decodes by reflection: for every field of every message it
+ * looks the field up in the schema and goes through a reflective setter.
+ * Rows are the bulk of every result, two or more `google.protobuf.Value`s
+ * per row, so this was most of the SDK's CPU per streamed row
+ * (BENCHMARKS.md). These decoders walk the wire format of the few result
+ * messages directly and build the very objects `fromBinary` builds (plain
+ * objects with `$typeName`, the same fields and defaults; compared with
+ * `fromBinary` in test/result-decoding.test.ts).
+ *
+ * Anything they were not written for (an unknown field from a newer
+ * gateway, an unexpected wire type, a singular message sent twice, a
+ * malformed message) makes them give up, and `fromBinary` decodes the
+ * message instead: the same result or the same error, only slower.
+ */
+
+/** Decoders by the message's type name. */
+const DECODERS = new Map<string, (r: Reader) => object>([
+  ["dbgateway.v1.QueryResponse", readQueryResponse],
+  ["dbgateway.v1.QueryManyResponse", (r) => readResultsResponse(r, "dbgateway.v1.QueryManyResponse")],
+  ["dbgateway.v1.BatchResponse", (r) => readResultsResponse(r, "dbgateway.v1.BatchResponse")],
+  ["dbgateway.v1.StreamQueryResponse", readStreamQueryResponse],
+  ["dbgateway.v1.TransactionResponse", readTransactionResponse],
+]);
+
+/** A decoder of `schema`'s messages: hand-written for result messages, `fromBinary` for the rest. */
+export function decoderFor<S extends DescMessage>(schema: S): (bytes: Uint8Array) => MessageShape<S> {
+  if (!DECODERS.has(schema.typeName)) return (bytes) => fromBinary(schema, bytes);
+  return (bytes) => (decodeByHand(schema.typeName, bytes) as MessageShape<S> | undefined) ?? fromBinary(schema, bytes);
+}
+
+/** A result message decoded by hand, or undefined where the hand-written decoders give up. */
+export function decodeByHand(typeName: string, bytes: Uint8Array): object | undefined {
+  const read = DECODERS.get(typeName);
+  if (read === undefined) return undefined;
+  const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  try {
+    return read(new Reader(buffer, 0, buffer.length));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Thrown where the hand-written decoders stop and `fromBinary` takes over (one object: nothing is built per throw). */
+const GIVE_UP = new Error("left to fromBinary");
+
+const VARINT = 0;
+const I64 = 1;
+const LEN = 2;
+
+class Reader {
+  constructor(
+    readonly buf: Buffer,
+    public pos: number,
+    readonly end: number,
+  ) {}
+
+  more(): boolean {
+    return this.pos < this.end;
+  }
+
+  /** A field's tag: field number << 3 | wire type. */
+  tag(): number {
+    return this.uint32();
+  }
+
+  /** A varint's low 32 bits, unsigned (the rest of a longer varint is read and dropped, as protobuf does for 32-bit fields). */
+  uint32(): number {
+    const buf = this.buf;
+    let pos = this.pos;
+    let b = buf[pos++]!;
+    let value = b & 0x7f;
+    if (b >= 0x80) {
+      b = buf[pos++]!;
+      value |= (b & 0x7f) << 7;
+      if (b >= 0x80) {
+        b = buf[pos++]!;
+        value |= (b & 0x7f) << 14;
+        if (b >= 0x80) {
+          b = buf[pos++]!;
+          value |= (b & 0x7f) << 21;
+          if (b >= 0x80) {
+            b = buf[pos++]!;
+            value |= (b & 0x0f) << 28;
+            for (let i = 5; b >= 0x80; i++) {
+              if (i === 10) throw GIVE_UP;
+              b = buf[pos++]!;
+            }
+          }
+        }
+      }
+    }
+    if (pos > this.end) throw GIVE_UP;
+    this.pos = pos;
+    return value >>> 0;
+  }
+
+  int32(): number {
+    return this.uint32() | 0;
+  }
+
+  /** A varint of up to 64 bits, unsigned. */
+  uint64(): bigint {
+    const buf = this.buf;
+    let pos = this.pos;
+    let low = 0;
+    let high = 0;
+    let b = 0x80;
+    for (let shift = 0; shift < 28 && b >= 0x80; shift += 7) {
+      b = buf[pos++]!;
+      low |= (b & 0x7f) << shift;
+    }
+    if (b >= 0x80) {
+      b = buf[pos++]!;
+      low |= (b & 0x0f) << 28;
+      high = (b & 0x7f) >> 4;
+      for (let shift = 3; shift < 32 && b >= 0x80; shift += 7) {
+        b = buf[pos++]!;
+        high |= (b & 0x7f) << shift;
+      }
+      if (b >= 0x80) throw GIVE_UP;
+    }
+    if (pos > this.end) throw GIVE_UP;
+    this.pos = pos;
+    return high === 0 ? BigInt(low >>> 0) : (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
+  }
+
+  int64(): bigint {
+    return BigInt.asIntN(64, this.uint64());
+  }
+
+  double(): number {
+    if (this.pos + 8 > this.end) throw GIVE_UP;
+    const value = this.buf.readDoubleLE(this.pos);
+    this.pos += 8;
+    return value;
+  }
+
+  /** The bounds of a length-delimited field's bytes, as a reader of them; this reader moves past them. */
+  sub(): Reader {
+    const length = this.uint32();
+    const start = this.pos;
+    const end = start + length;
+    if (end > this.end) throw GIVE_UP;
+    this.pos = end;
+    return new Reader(this.buf, start, end);
+  }
+
+  string(): string {
+    const length = this.uint32();
+    const start = this.pos;
+    const end = start + length;
+    if (end > this.end) throw GIVE_UP;
+    this.pos = end;
+    return length === 0 ? "" : this.buf.toString("utf8", start, end);
+  }
+}
+
+/** Checks a field's wire type, giving up on anything else. */
+function expect(tag: number, wireType: number): void {
+  if ((tag & 7) !== wireType) throw GIVE_UP;
+}
+
+function readQueryResponse(r: Reader): QueryResponse {
+  const message: QueryResponse = { $typeName: "dbgateway.v1.QueryResponse" };
+  while (r.more()) {
+    const tag = r.tag();
+    if (tag !== ((1 << 3) | LEN) || message.result !== undefined) throw GIVE_UP;
+    message.result = readResultSet(r.sub());
+  }
+  return message;
+}
+
+function readResultsResponse<T extends "dbgateway.v1.QueryManyResponse" | "dbgateway.v1.BatchResponse">(r: Reader, typeName: T): { $typeName: T; results: BatchResult[] } {
+  const results: BatchResult[] = [];
+  while (r.more()) {
+    if (r.tag() !== ((1 << 3) | LEN)) throw GIVE_UP;
+    results.push(readBatchResult(r.sub()));
+  }
+  return { $typeName: typeName, results };
+}
+
+function readBatchResult(r: Reader): BatchResult {
+  const message: BatchResult = { $typeName: "dbgateway.v1.BatchResult", outcome: { case: undefined } };
+  while (r.more()) {
+    const tag = r.tag();
+    if (message.outcome.case !== undefined) throw GIVE_UP;
+    expect(tag, LEN);
+    if (tag >>> 3 === 1) message.outcome = { case: "result", value: readResultSet(r.sub()) };
+    else if (tag >>> 3 === 2) message.outcome = { case: "error", value: readStatus(r.sub()) };
+    else throw GIVE_UP;
+  }
+  return message;
+}
+
+function readTransactionResponse(r: Reader): TransactionResponse {
+  // Only a statement's result is worth decoding by hand; the other kinds are small and rare.
+  if (r.tag() !== ((2 << 3) | LEN)) throw GIVE_UP;
+  const result = readResultSet(r.sub());
+  if (r.more()) throw GIVE_UP;
+  return { $typeName: "dbgateway.v1.TransactionResponse", kind: { case: "result", value: result } };
+}
+
+function readStreamQueryResponse(r: Reader): StreamQueryResponse {
+  const message: StreamQueryResponse = { $typeName: "dbgateway.v1.StreamQueryResponse", columns: [], rows: [] };
+  while (r.more()) {
+    const tag = r.tag();
+    expect(tag, LEN);
+    switch (tag >>> 3) {
+      case 1:
+        message.columns.push(readColumn(r.sub()));
+        break;
+      case 2:
+        message.rows.push(readListValue(r.sub()));
+        break;
+      case 3:
+        if (message.summary !== undefined) throw GIVE_UP;
+        message.summary = readStreamSummary(r.sub());
+        break;
+      default:
+        throw GIVE_UP;
+    }
+  }
+  return message;
+}
+
+function readStreamSummary(r: Reader): StreamSummary {
+  const message: StreamSummary = { $typeName: "dbgateway.v1.StreamSummary", command: "", rowsAffected: 0n };
+  while (r.more()) {
+    const tag = r.tag();
+    switch (tag) {
+      case (1 << 3) | LEN:
+        message.command = r.string();
+        break;
+      case (2 << 3) | VARINT:
+        message.rowsAffected = r.uint64();
+        break;
+      case (3 << 3) | LEN:
+        if (message.executionTime !== undefined) throw GIVE_UP;
+        message.executionTime = readDuration(r.sub());
+        break;
+      default:
+        throw GIVE_UP;
+    }
+  }
+  return message;
+}
+
+function readResultSet(r: Reader): ResultSet {
+  const message: ResultSet = { $typeName: "dbgateway.v1.ResultSet", columns: [], rows: [], command: "", rowsAffected: 0n };
+  while (r.more()) {
+    const tag = r.tag();
+    switch (tag) {
+      case (1 << 3) | LEN:
+        message.columns.push(readColumn(r.sub()));
+        break;
+      case (2 << 3) | LEN:
+        message.rows.push(readListValue(r.sub()));
+        break;
+      case (3 << 3) | LEN:
+        message.command = r.string();
+        break;
+      case (4 << 3) | VARINT:
+        message.rowsAffected = r.uint64();
+        break;
+      case (5 << 3) | LEN:
+        if (message.executionTime !== undefined) throw GIVE_UP;
+        message.executionTime = readDuration(r.sub());
+        break;
+      default:
+        throw GIVE_UP;
+    }
+  }
+  return message;
+}
+
+function readColumn(r: Reader): Column {
+  const message: Column = { $typeName: "dbgateway.v1.Column", name: "", typeOid: 0, typeModifier: 0, tableOid: 0, columnNumber: 0 };
+  while (r.more()) {
+    const tag = r.tag();
+    switch (tag) {
+      case (1 << 3) | LEN:
+        message.name = r.string();
+        break;
+      case (2 << 3) | VARINT:
+        message.typeOid = r.uint32();
+        break;
+      case (3 << 3) | VARINT:
+        message.typeModifier = r.int32();
+        break;
+      case (4 << 3) | VARINT:
+        message.tableOid = r.uint32();
+        break;
+      case (5 << 3) | VARINT:
+        message.columnNumber = r.uint32();
+        break;
+      default:
+        throw GIVE_UP;
+    }
+  }
+  return message;
+}
+
+function readListValue(r: Reader): ListValue {
+  const values: Value[] = [];
+  while (r.more()) {
+    if (r.tag() !== ((1 << 3) | LEN)) throw GIVE_UP;
+    values.push(readValue(r.sub()));
+  }
+  return { $typeName: "google.protobuf.ListValue", values };
+}
+
+/** A `google.protobuf.Value` of the kinds a result holds: text, NULL, and (for completeness) number and bool. */
+function readValue(r: Reader): Value {
+  let kind: Value["kind"] = { case: undefined };
+  while (r.more()) {
+    const tag = r.tag();
+    switch (tag) {
+      case (3 << 3) | LEN:
+        kind = { case: "stringValue", value: r.string() };
+        break;
+      case (1 << 3) | VARINT:
+        kind = { case: "nullValue", value: r.int32() };
+        break;
+      case (2 << 3) | I64:
+        kind = { case: "numberValue", value: r.double() };
+        break;
+      case (4 << 3) | VARINT:
+        kind = { case: "boolValue", value: r.uint32() !== 0 };
+        break;
+      default:
+        throw GIVE_UP;
+    }
+  }
+  return { $typeName: "google.protobuf.Value", kind };
+}
+
+function readDuration(r: Reader): Duration {
+  const message: Duration = { $typeName: "google.protobuf.Duration", seconds: 0n, nanos: 0 };
+  while (r.more()) {
+    const tag = r.tag();
+    if (tag === ((1 << 3) | VARINT)) message.seconds = r.int64();
+    else if (tag === ((2 << 3) | VARINT)) message.nanos = r.int32();
+    else throw GIVE_UP;
+  }
+  return message;
+}
+
+/** An error's `google.rpc.Status`: rare, so protobuf-es decodes it. */
+function readStatus(r: Reader) {
+  return fromBinary(StatusSchema, r.buf.subarray(r.pos, r.end));
+}

@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import {
+  BatchResponseSchema,
+  QueryManyResponseSchema,
+  QueryResponseSchema,
+  StreamQueryResponseSchema,
+  TransactionResponseSchema,
+} from "../src/gen/dbgateway/v1/query_service_pb.js";
+import type { ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
+import { decodeByHand, decoderFor } from "../src/result-decoding.js";
+
+type ResultSetInit = MessageInitShape<typeof ResultSetSchema>;
+
+const texts = ["", "a", "ünïcødé ✓ 𝄞", "x".repeat(127), "y".repeat(128), "z".repeat(70_000), "line\nbreak\0nul"];
+
+/** A result with every field set, values of every length class, NULLs, and extreme numbers. */
+function resultSet(seed: number): ResultSetInit {
+  return {
+    columns: [
+      { name: "id", typeOid: 23, typeModifier: -1, tableOid: 4_294_967_295, columnNumber: 1 },
+      { name: "nöte", typeOid: 25, typeModifier: 2_147_483_647, tableOid: 16_384, columnNumber: 32_767 },
+      {},
+    ],
+    rows: Array.from({ length: seed % 4 }, (_, r) => ({
+      values: [
+        { kind: { case: "stringValue" as const, value: texts[(seed + r) % texts.length]! } },
+        { kind: { case: "nullValue" as const, value: 0 } },
+        { kind: { case: "stringValue" as const, value: String(seed * r) } },
+      ],
+    })),
+    command: seed % 2 ? "SELECT" : "",
+    rowsAffected: [0n, 1n, 127n, 128n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 53n + 1n, 2n ** 64n - 1n][seed % 8]!,
+    executionTime: seed % 3 === 0 ? undefined : { seconds: BigInt(seed) * 1_000_000_007n, nanos: 999_999_999 - seed },
+  };
+}
+
+/** Asserts that the hand-written decoder decodes `message` by itself, to exactly what protobuf-es decodes. */
+function assertSameAsProtobufEs<S extends DescMessage>(schema: S, message: MessageInitShape<S>): void {
+  // grpc-js hands the decoder Buffers (so bytes fields, as in an error's details, are Buffers too).
+  const bytes = Buffer.from(toBinary(schema, create(schema, message)));
+  const byHand = decodeByHand(schema.typeName, bytes);
+  assert.ok(byHand !== undefined, `${schema.typeName} was left to fromBinary`);
+  assert.deepStrictEqual(byHand, fromBinary(schema, bytes));
+  // A Uint8Array that is not a Buffer, at an offset in a larger buffer.
+  const shifted = new Uint8Array(bytes.length + 3).subarray(3);
+  shifted.set(bytes);
+  assert.deepStrictEqual(decodeByHand(schema.typeName, shifted), fromBinary(schema, bytes));
+}
+
+describe("decoding result messages by hand", () => {
+  it("gives what protobuf-es gives, for every result message", () => {
+    for (let seed = 0; seed < 24; seed++) {
+      assertSameAsProtobufEs(QueryResponseSchema, { result: resultSet(seed) });
+      assertSameAsProtobufEs(TransactionResponseSchema, { kind: { case: "result", value: resultSet(seed) } });
+      const results = [
+        { outcome: { case: "result" as const, value: resultSet(seed) } },
+        { outcome: { case: "error" as const, value: { code: 3, message: "invalid input syntax", details: [{ typeUrl: "type.googleapis.com/x", value: new Uint8Array([1, 2]) }] } } },
+        { outcome: { case: "result" as const, value: resultSet(seed + 1) } },
+        {},
+      ];
+      assertSameAsProtobufEs(QueryManyResponseSchema, { results });
+      assertSameAsProtobufEs(BatchResponseSchema, { results });
+      const { columns, rows, command, rowsAffected, executionTime } = resultSet(seed);
+      assertSameAsProtobufEs(StreamQueryResponseSchema, { columns: seed % 2 ? columns : [], rows, summary: seed % 3 ? { command, rowsAffected, executionTime } : undefined });
+    }
+    assertSameAsProtobufEs(QueryResponseSchema, {});
+    assertSameAsProtobufEs(StreamQueryResponseSchema, {});
+    assertSameAsProtobufEs(QueryManyResponseSchema, { results: [] });
+  });
+
+  it("decodes numbers and booleans in values, and negative durations", () => {
+    assertSameAsProtobufEs(StreamQueryResponseSchema, {
+      rows: [{ values: [{ kind: { case: "numberValue", value: -1.5e300 } }, { kind: { case: "boolValue", value: true } }, { kind: { case: "boolValue", value: false } }, {}] }],
+      summary: { executionTime: { seconds: -5n, nanos: -7 } },
+    });
+  });
+
+  it("leaves to protobuf-es what it was not written for, with the same result", () => {
+    // A field a newer gateway might add, on a result, a column and a value.
+    const unknown = (schema: DescMessage, init: object, field: number) => {
+      const writer = new BinaryWriter();
+      writer.raw(toBinary(schema, create(schema, init)));
+      writer.tag(field, WireType.LengthDelimited).string("new");
+      return writer.finish();
+    };
+    const withUnknown = unknown(QueryResponseSchema, { result: resultSet(5) }, 9);
+    assert.equal(decodeByHand(QueryResponseSchema.typeName, withUnknown), undefined);
+    assert.deepStrictEqual(decoderFor(QueryResponseSchema)(withUnknown), fromBinary(QueryResponseSchema, withUnknown));
+    assert.equal(fromBinary(QueryResponseSchema, withUnknown).$unknown?.length, 1);
+
+    // Other kinds of transaction response, and values that hold structures.
+    const begun = toBinary(TransactionResponseSchema, create(TransactionResponseSchema, { kind: { case: "begun", value: {} } }));
+    assert.equal(decodeByHand(TransactionResponseSchema.typeName, begun), undefined);
+    assert.deepStrictEqual(decoderFor(TransactionResponseSchema)(begun), fromBinary(TransactionResponseSchema, begun));
+    const nested = toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, { rows: [{ values: [{ kind: { case: "listValue", value: { values: [] } } }] }] }));
+    assert.equal(decodeByHand(StreamQueryResponseSchema.typeName, nested), undefined);
+    assert.deepStrictEqual(decoderFor(StreamQueryResponseSchema)(nested), fromBinary(StreamQueryResponseSchema, nested));
+  });
+
+  it("fails on malformed messages exactly as protobuf-es does", () => {
+    const bytes = toBinary(QueryResponseSchema, create(QueryResponseSchema, { result: resultSet(7) }));
+    for (const cut of [1, 2, 10, bytes.length - 1]) {
+      const truncated = bytes.subarray(0, cut);
+      assert.equal(decodeByHand(QueryResponseSchema.typeName, truncated), undefined, `cut at ${cut}`);
+      assert.throws(() => decoderFor(QueryResponseSchema)(truncated), (err: Error) => {
+        assert.throws(() => fromBinary(QueryResponseSchema, truncated), { message: err.message });
+        return true;
+      });
+    }
+  });
+});
