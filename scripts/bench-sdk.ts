@@ -3,7 +3,8 @@
  * one gateway running as its own process (real mTLS) on the embedded
  * PostgreSQL (or PG_URL). The same point query through:
  *
- *   - the SDK (`createClient`: Connect's typed client over the grpc-js transport),
+ *   - the SDK (`createClient`: Connect's typed client over the grpc-js transport,
+ *     with coalescing off so that every query is its own call),
  *   - Connect's typed client over Connect's own gRPC transport (@connectrpc/connect-node),
  *   - a bare @grpc/grpc-js client with the same protobuf-es messages (the floor).
  *
@@ -24,6 +25,7 @@ import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { testPki } from "../test/helpers/pki.js";
+import { createClient } from "../client-sdk/src/index.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -49,7 +51,9 @@ try {
     params: [{ kind: { case: "int64Value", value: 42n } }],
   });
 
-  const sdk = gateway.client().platform(gateway.platform);
+  // Without coalescing: this compares one call's cost by transport (coalescing is measured by `npm run bench`).
+  const sdkClient = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: false });
+  const sdk = sdkClient.platform(gateway.platform);
   const session = new Http2SessionManager(gateway.url, { pingIntervalMs: 30_000 }, { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key });
   const connect = createConnectClient(
     QueryService,
@@ -125,6 +129,7 @@ try {
   }
   session.abort();
   bare.close();
+  sdkClient.close();
 
   console.log(`\n${CALLS} point queries per measurement, ${ROUNDS} rounds averaged\n`);
   console.log("| transport | concurrency | calls/s | client CPU µs/call | gateway CPU µs/call |");

@@ -30,7 +30,7 @@ import { parseArgs } from "node:util";
 import pg from "pg";
 import Cursor from "pg-cursor";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
-import { startGatewayProcess } from "../test/helpers/gateway-process.js";
+import { startGatewayProcess, type GatewayProcess } from "../test/helpers/gateway-process.js";
 import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { createClient } from "../client-sdk/src/index.js";
 import { mapLimit } from "../test/helpers/wait.js";
@@ -68,7 +68,8 @@ interface Row {
 const results: Row[] = [];
 
 // ---------------------------------------------------------------- setup
-const postgres = await postgresForRun("db-gateway-bench-");
+// Room for a connection per tenant database (the tenants scenario's second gateway) and more.
+const postgres = await postgresForRun("db-gateway-bench-", { maxConnections: Math.max(300, TENANTS + 200) });
 const { work, url: databaseUrl } = postgres;
 const adminUrl = new URL(databaseUrl);
 const urlFor = (database: string, port?: number) => {
@@ -82,7 +83,9 @@ const urlFor = (database: string, port?: number) => {
 };
 const admin = new pg.Client({ connectionString: databaseUrl });
 await admin.connect();
-const gateway = await startGatewayProcess({ databaseUrl, platform: PLATFORM });
+// Shared by the tenants scenario's second gateway, which must log in as the same tenant roles.
+const GATEWAY_SECRET = randomBytes(32).toString("hex");
+const gateway = await startGatewayProcess({ databaseUrl, platform: PLATFORM, env: { GATEWAY_SECRET } });
 let bouncer: { port: number; process: ChildProcess } | undefined;
 const pools: pg.Pool[] = [];
 try {
@@ -125,9 +128,9 @@ try {
         const b = bounced(mainDb, concurrency);
         await measure(scenario, "B pg via PgBouncer", concurrency, () => b.query(pointSql, [randomId()]));
       }
-      await measure(scenario, "C SDK via gateway", concurrency, () => sdk.query(pointSql, [randomId()]), { gateway: true });
+      await measure(scenario, "C SDK via gateway", concurrency, () => sdk.query(pointSql, [randomId()]), { gateway });
       // The same without coalescing concurrent queries into QueryMany calls: one Query call per query.
-      await measure(scenario, "C SDK via gateway, coalescing off", concurrency, () => uncoalesced.query(pointSql, [randomId()]), { gateway: true });
+      await measure(scenario, "C SDK via gateway, coalescing off", concurrency, () => uncoalesced.query(pointSql, [randomId()]), { gateway });
       await closePools();
     }
   }
@@ -171,7 +174,7 @@ try {
           { atomic: true },
         );
       },
-      { gateway: true },
+      { gateway },
     );
     await measure(
       scenario,
@@ -183,7 +186,7 @@ try {
           await tx.query(update, [1, id]);
           await tx.query(insert, [1, id]);
         }),
-      { gateway: true },
+      { gateway },
     );
   }
 
@@ -218,7 +221,7 @@ try {
         for await (const row of sdk.stream(sql, [STREAM_ROWS])) n += row ? 1 : 0;
         return n;
       },
-      { gateway: true },
+      { gateway },
     );
   }
 
@@ -239,9 +242,9 @@ try {
       async () => {
         for (const s of ten()) await sdk.query(s.sql, s.params);
       },
-      { gateway: true },
+      { gateway },
     );
-    await measure(scenario, "C SDK, one batch of 10", 16, () => sdk.batch(ten()), { gateway: true });
+    await measure(scenario, "C SDK, one batch of 10", 16, () => sdk.batch(ten()), { gateway });
   }
 
   // ------------------------------------------------------------ many tenants
@@ -260,22 +263,55 @@ try {
     const tenantId = () => 1 + Math.floor(Math.random() * 100);
     const perTenant = (make: (database: string) => pg.Pool) => {
       const byTenant = new Map<string, pg.Pool>();
-      return () => {
-        const tenant = pick();
+      return (tenant: string) => {
         let pool = byTenant.get(tenant);
         if (pool === undefined) byTenant.set(tenant, (pool = make(`${PLATFORM}_${tenant}`)));
         return pool.query(pointSql, [tenantId()]);
       };
     };
-    // The gateway first: direct pg and PgBouncer may leave PostgreSQL without a free connection for a while.
-    await measure(scenario, "C SDK via gateway", 64, () => sdk.tenant(pick()).query(pointSql, [tenantId()]), { gateway: true, sampleConnections: true });
+    /** Measures a setup after one query to every tenant (16 at a time), which opens its connections. */
+    const measureTenants = async (setup: string, queryTenant: (tenant: string) => Promise<unknown>, gatewayProcess?: GatewayProcess) => {
+      await mapLimit(tenants, 16, (tenant) => queryTenant(tenant).catch(() => undefined));
+      await measure(scenario, setup, 64, () => queryTenant(pick()), { gateway: gatewayProcess, sampleConnections: true });
+    };
+    // Each setup starts with no connection to the tenant databases: those the previous one left
+    // (PgBouncer's and the gateways' idle server connections) are closed first.
+    const tenantConnections = `SELECT pid FROM pg_stat_activity WHERE datname ~ '^${PLATFORM}_t[0-9]+$'`;
+    const closeTenantConnections = async () => {
+      await admin.query(`SELECT pg_terminate_backend(pid) FROM (${tenantConnections}) c`);
+      while ((await admin.query(tenantConnections)).rowCount! > 0) await new Promise((r) => setTimeout(r, 50));
+    };
     // What a platform would write without a gateway: a pool per tenant database (pg's default size, 10).
-    await measure(scenario, "A pg direct (a pool per tenant)", 64, perTenant((d) => direct(d, 10)), { sampleConnections: true });
+    await closeTenantConnections();
+    await measureTenants("A pg direct (a pool per tenant)", perTenant((d) => direct(d, 10)));
     await closePools();
     if (bouncer) {
-      await measure(scenario, "B pg via PgBouncer (a pool per tenant)", 64, perTenant((d) => bounced(d, 10)), { sampleConnections: true });
+      await closeTenantConnections();
+      await measureTenants("B pg via PgBouncer (a pool per tenant)", perTenant((d) => bounced(d, 10)));
       await closePools();
     }
+    // The gateway sized for this many tenants: a cap above their number and a pool for each, so
+    // that every tenant database keeps a connection. The queries of a turn, whatever their
+    // tenants, travel in one QueryMany call.
+    const { rows: settings } = await admin.query<{ setting: string }>("SELECT setting FROM pg_settings WHERE name = 'max_connections'");
+    const sizedCap = TENANTS + 100;
+    if (sizedCap + 50 <= Number(settings[0]!.setting)) {
+      await closeTenantConnections();
+      const env = { MAX_TOTAL_CONNECTIONS: String(sizedCap), MAX_POOLS: String(TENANTS + 10) };
+      const sized = await startGatewayProcess({ databaseUrl, platform: PLATFORM, env: { ...env, GATEWAY_SECRET } });
+      try {
+        const sizedSdk = sized.client().platform(PLATFORM);
+        const setup = `C SDK via gateway (MAX_TOTAL_CONNECTIONS=${env.MAX_TOTAL_CONNECTIONS}, MAX_POOLS=${env.MAX_POOLS})`;
+        await measureTenants(setup, (tenant) => sizedSdk.tenant(tenant).query(pointSql, [tenantId()]), sized);
+      } finally {
+        await sized.close();
+      }
+    } else {
+      console.log(`max_connections ${settings[0]!.setting}: too few for a gateway with a connection per tenant (${sizedCap}); that setup is left out`);
+    }
+    // The gateway as started for every scenario: default settings (a cap of 200 connections, 50 pools).
+    await closeTenantConnections();
+    await measureTenants("C SDK via gateway (defaults)", (tenant) => sdk.tenant(tenant).query(pointSql, [tenantId()]), gateway);
   }
 
   for (const row of results) {
@@ -310,7 +346,7 @@ async function measure(
   setup: string,
   concurrency: number,
   op: () => Promise<unknown>,
-  options: { gateway?: boolean; sampleConnections?: boolean } = {},
+  options: { gateway?: GatewayProcess; sampleConnections?: boolean } = {},
 ): Promise<void> {
   // Warm-up: connections opened, code compiled.
   const warm = Date.now();
@@ -318,7 +354,7 @@ async function measure(
     while (Date.now() - warm < Math.min(1_000, DURATION_MS / 4)) await op().catch(() => undefined);
   }));
   const sampler = startSampler(options);
-  const cpu = options.gateway ? await gateway.cpuMicros() : 0;
+  const cpu = options.gateway ? await options.gateway.cpuMicros() : 0;
   const latencies: number[] = [];
   const errors: Record<string, number> = {};
   const started = performance.now();
@@ -337,19 +373,19 @@ async function measure(
     }),
   );
   const seconds = (performance.now() - started) / 1000;
-  const gatewayCpu = options.gateway ? (await gateway.cpuMicros()) - cpu : 0;
+  const gatewayCpu = options.gateway ? (await options.gateway.cpuMicros()) - cpu : 0;
   const peaks = await sampler.stop();
   record(scenario, setup, latencies, seconds, errors, options.gateway ? gatewayCpu : undefined, peaks);
 }
 
 /** Reads one whole stream and records rows per second. */
-async function measureStream(scenario: string, setup: string, read: () => Promise<number>, options: { gateway?: boolean } = {}): Promise<void> {
+async function measureStream(scenario: string, setup: string, read: () => Promise<number>, options: { gateway?: GatewayProcess } = {}): Promise<void> {
   const sampler = startSampler({ gateway: options.gateway, clientRss: !options.gateway });
-  const cpu = options.gateway ? await gateway.cpuMicros() : 0;
+  const cpu = options.gateway ? await options.gateway.cpuMicros() : 0;
   const started = performance.now();
   const rows = await read();
   const seconds = (performance.now() - started) / 1000;
-  const gatewayCpu = options.gateway ? (await gateway.cpuMicros()) - cpu : 0;
+  const gatewayCpu = options.gateway ? (await options.gateway.cpuMicros()) - cpu : 0;
   const peaks = await sampler.stop();
   if (rows !== STREAM_ROWS) throw new Error(`${setup}: read ${rows} rows of ${STREAM_ROWS}`);
   results.push({
@@ -391,11 +427,11 @@ interface Peaks {
   connections?: number;
 }
 
-/** Samples, every 50 ms, the gateway's RSS (or this process's) and PostgreSQL's client connections. */
-function startSampler(options: { gateway?: boolean; clientRss?: boolean; sampleConnections?: boolean }): { stop(): Promise<Peaks> } {
+/** Samples, every 50 ms, the gateway's RSS (or this process's) and PostgreSQL's connections to the tenant databases. */
+function startSampler(options: { gateway?: GatewayProcess; clientRss?: boolean; sampleConnections?: boolean }): { stop(): Promise<Peaks> } {
   const peaks: Peaks = {};
   let running = true;
-  const rss = async () => (options.gateway ? (await gateway.rssBytes()) / 1048576 : options.clientRss ? process.memoryUsage.rss() / 1048576 : undefined);
+  const rss = async () => (options.gateway ? (await options.gateway.rssBytes()) / 1048576 : options.clientRss ? process.memoryUsage.rss() / 1048576 : undefined);
   const loop = (async () => {
     const start = await rss();
     peaks.rssStartMb = start === undefined ? undefined : Math.round(start);
@@ -403,7 +439,8 @@ function startSampler(options: { gateway?: boolean; clientRss?: boolean; sampleC
       const r = await rss();
       if (r !== undefined) peaks.rssMb = Math.max(peaks.rssMb ?? 0, Math.round(r));
       if (options.sampleConnections) {
-        const { rows } = await admin.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
+        // Connections to the tenant databases only: not the other gateway's to the main database, nor this sampler's.
+        const { rows } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname ~ '^${PLATFORM}_t[0-9]+$'`);
         peaks.connections = Math.max(peaks.connections ?? 0, rows[0]!.n);
       }
       await new Promise((r) => setTimeout(r, 50));

@@ -92,13 +92,22 @@ describe("metrics", () => {
     const db = t.client().platform(platform);
     for (let i = 0; i < 3; i++) await db.query("SELECT $1::int AS i", [i]);
     await assert.rejects(db.query("SELECT * FROM no_such_table"));
-    await db.batch(["SELECT 1"]);
+    await db.batch(["SELECT 1", "SELECT 2"]);
     for await (const row of db.stream("SELECT generate_series(1, 3)")) void row;
+    await db.transaction(async (tx) => {
+      await tx.query("SELECT 1");
+      await tx.query("SELECT 2");
+    });
     const now = await metricsText(t);
     const delta = (name: string, labels: Record<string, string> = {}) => sample(now, name, labels) - sample(before, name, labels);
     assert.equal(delta("db_gateway_queries_total", { platform, method: "Query" }), 4);
     assert.equal(delta("db_gateway_queries_total", { platform, method: "Batch" }), 1);
     assert.equal(delta("db_gateway_queries_total", { platform, method: "StreamQuery" }), 1);
+    assert.equal(delta("db_gateway_queries_total", { platform, method: "Transaction" }), 1);
+    assert.equal(delta("db_gateway_statements_total", { platform, method: "Query" }), 4);
+    assert.equal(delta("db_gateway_statements_total", { platform, method: "Batch" }), 2);
+    assert.equal(delta("db_gateway_statements_total", { platform, method: "StreamQuery" }), 1);
+    assert.equal(delta("db_gateway_statements_total", { platform, method: "Transaction" }), 2);
     assert.equal(delta("db_gateway_query_duration_seconds_count", { platform, method: "Query" }), 4);
     assert.equal(delta("db_gateway_query_duration_seconds_bucket", { platform, method: "Query", le: "+Inf" }), 4);
     assert.equal(delta("db_gateway_errors_total", { type: "QUERY_FAILED" }), 1);

@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { Code, GatewayError } from "../client-sdk/src/index.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { BatchResult } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
-import type { StatementSchema } from "../client-sdk/src/gen/dbgateway/v1/values_pb.js";
+import type { TenantQuerySchema } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { waitFor } from "./helpers/wait.js";
@@ -15,10 +15,10 @@ function cell(result: BatchResult | undefined, column = 0): unknown {
   return result.outcome.value.rows[0]?.values[column]?.kind.value;
 }
 
-/** Calls of a method counted by the gateway's metrics, for one platform. */
-async function callsOf(t: TestGateway, platform: string, method: string): Promise<number> {
+/** Calls (or, with `statements`, their statements) of a method counted by the gateway's metrics, for one platform. */
+async function callsOf(t: TestGateway, platform: string, method: string, counter = "db_gateway_queries_total"): Promise<number> {
   const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`db_gateway_queries_total{platform="${platform}",method="${method}"}`));
+  const line = text.split("\n").find((l) => l.startsWith(`${counter}{platform="${platform}",method="${method}"}`));
   return line === undefined ? 0 : Number(line.split(" ").at(-1));
 }
 
@@ -32,8 +32,8 @@ describe("QueryMany: independent queries, pipelined, each as its own call", () =
   });
   after(() => t.close());
 
-  const queryMany = (sqls: (string | MessageInitShape<typeof StatementSchema>)[], timeoutMs?: number) =>
-    t.client().raw.query.queryMany({ platform, tenantId: "", statements: sqls.map((s) => (typeof s === "string" ? { sql: s } : s)) }, { timeoutMs });
+  const queryMany = (sqls: (string | MessageInitShape<typeof TenantQuerySchema>)[], timeoutMs?: number) =>
+    t.client().raw.query.queryMany({ platform, queries: sqls.map((s) => (typeof s === "string" ? { sql: s } : s)) }, { timeoutMs });
 
   it("resets session state between the statements of one call, on the same backend", async () => {
     const { results } = await queryMany([
@@ -100,6 +100,35 @@ describe("QueryMany: independent queries, pipelined, each as its own call", () =
     assert.equal(cell(results[4]), "e");
   });
 
+  it("runs each query in its own tenant's database, with an error of its own for a tenant that does not exist", async () => {
+    await t.adminClient().admin().createTenant(platform, "north");
+    await t.adminClient().admin().createTenant(platform, "south");
+    const { results } = await queryMany([
+      { tenantId: "north", sql: "SELECT current_database()" },
+      { sql: "SELECT current_database()" },
+      { tenantId: "missing", sql: "SELECT current_database()" },
+      { tenantId: "south", sql: "SELECT current_database()" },
+      { tenantId: "north", sql: "SELECT 1 / 0" },
+      { tenantId: "bad name!", sql: "SELECT current_database()" },
+      { tenantId: "north", sql: "SELECT current_database()" },
+    ]);
+    assert.deepEqual(
+      [0, 1, 3, 6].map((i) => cell(results[i])),
+      [`${platform}_north`, `${platform}_main`, `${platform}_south`, `${platform}_north`],
+    );
+    const errors = results.map((r) => (r.outcome.case === "error" ? GatewayError.fromStatus(r.outcome.value) : undefined));
+    assert.equal(errors[2]?.code, Code.NotFound);
+    assert.equal(errors[2]?.reason, "DATABASE_NOT_FOUND");
+    assert.equal(errors[2]?.metadata.tenant_id, "missing");
+    assert.equal(errors[4]?.metadata.sqlstate, "22012");
+    assert.equal(errors[5]?.code, Code.InvalidArgument);
+  });
+
+  it("refuses, as a whole, a call for another platform than the key's", async () => {
+    const other = t.client().raw.query.queryMany({ platform: `${platform}x`, queries: [{ sql: "SELECT 1" }] });
+    await rejectsWith(other, Code.PermissionDenied, "PERMISSION_DENIED");
+  });
+
   it("refuses an empty call and one over 1,000 statements", async () => {
     await rejectsWith(queryMany([]), Code.InvalidArgument, "INVALID_REQUEST");
     await rejectsWith(queryMany(Array.from({ length: 1_001 }, () => "SELECT 1")), Code.InvalidArgument, "INVALID_REQUEST");
@@ -124,7 +153,7 @@ describe("QueryMany: independent queries, pipelined, each as its own call", () =
   });
 });
 
-describe("SDK: concurrent queries to one database are coalesced", () => {
+describe("SDK: concurrent queries of one platform are coalesced", () => {
   let t: TestGateway;
   let platform: string;
   before(async () => {
@@ -137,6 +166,7 @@ describe("SDK: concurrent queries to one database are coalesced", () => {
     const client = t.client();
     const db = client.platform(platform);
     const before = await callsOf(t, platform, "QueryMany");
+    const statementsBefore = await callsOf(t, platform, "QueryMany", "db_gateway_statements_total");
     const results = await Promise.all(Array.from({ length: 50 }, (_, i) => db.query<{ n: number; db: string }>("SELECT $1::int AS n, current_database() AS db", [i])));
     assert.deepEqual(
       results.map((r) => r.rows[0]!.n),
@@ -144,6 +174,7 @@ describe("SDK: concurrent queries to one database are coalesced", () => {
     );
     assert.ok(results.every((r) => r.rows[0]!.db === `${platform}_main`));
     assert.equal((await callsOf(t, platform, "QueryMany")) - before, 1);
+    assert.equal((await callsOf(t, platform, "QueryMany", "db_gateway_statements_total")) - statementsBefore, 50);
     client.close();
   });
 
@@ -158,7 +189,7 @@ describe("SDK: concurrent queries to one database are coalesced", () => {
     assert.equal(error.metadata.sqlstate, "22012");
   });
 
-  it("keeps databases, timeouts and calls with a signal apart", async () => {
+  it("keeps timeouts and calls with a signal apart, and sends queries to several tenants together", async () => {
     await t.adminClient().admin().createTenant(platform, "clinic_001");
     const main = t.client().platform(platform);
     const tenant = main.tenant("clinic_001");
@@ -176,7 +207,7 @@ describe("SDK: concurrent queries to one database are coalesced", () => {
       results.map((r) => r.rows[0]!.db),
       [`${platform}_main`, `${platform}_main`, `${platform}_clinic_001`, `${platform}_clinic_001`, `${platform}_main`, `${platform}_main`],
     );
-    assert.equal((await callsOf(t, platform, "QueryMany")) - before.many, 2, "main and tenant, two each");
+    assert.equal((await callsOf(t, platform, "QueryMany")) - before.many, 1, "main and tenant, two each, in one call");
     assert.equal((await callsOf(t, platform, "Query")) - before.one, 2, "the one with its own timeout, the one with a signal");
   });
 

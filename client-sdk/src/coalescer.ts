@@ -7,6 +7,7 @@ import { Code, GatewayError } from "./gateway-error.js";
 export const MAX_QUERIES_PER_CALL = 64;
 
 interface Pending {
+  readonly tenantId: string;
   readonly sql: string;
   readonly params: Value[];
   resolve(result: ResultSet): void;
@@ -15,21 +16,20 @@ interface Pending {
 
 interface Group {
   readonly platform: string;
-  readonly tenantId: string;
   readonly timeoutMs: number | undefined;
   readonly queries: Pending[];
 }
 
 /**
- * Coalesces concurrent queries to one database into one call. Queries made
- * in the same turn of the event loop (say, by 64 request handlers resumed by
- * the same network read) for the same database and with the same timeout are
- * sent together at the end of that turn: one of them alone as a Query call,
- * several as one QueryMany call (up to `MAX_QUERIES_PER_CALL` each), which
- * the gateway runs exactly as separate Query calls: each its own implicit
- * transaction, no session state shared, its own result or error. What it
- * saves is the per-call cost of gRPC on both sides, and round trips to
- * PostgreSQL (the gateway pipelines them).
+ * Coalesces concurrent queries into one call. Queries made in the same turn
+ * of the event loop (say, by 64 request handlers resumed by the same network
+ * read) for the same platform and with the same timeout, whatever their
+ * tenants, are sent together at the end of that turn: one of them alone as a
+ * Query call, several as one QueryMany call (up to `MAX_QUERIES_PER_CALL`
+ * each), which the gateway runs exactly as separate Query calls: each its own
+ * implicit transaction, no session state shared, its own result or error.
+ * What it saves is the per-call cost of gRPC on both sides, and round trips
+ * to PostgreSQL (the gateway pipelines queries to one database).
  *
  * Calls with an AbortSignal are not coalesced (sent at once as Query): a
  * cancelled QueryMany would cancel its neighbours too.
@@ -42,10 +42,10 @@ export class QueryCoalescer {
 
   /** Runs one query, with others of this turn when there are any. */
   query(target: { platform: string; tenantId: string }, sql: string, params: Value[], timeoutMs: number | undefined): Promise<ResultSet> {
-    const key = `${target.platform}/${target.tenantId}/${timeoutMs ?? ""}`;
+    const key = `${target.platform}/${timeoutMs ?? ""}`;
     let group = this.#groups.get(key);
     if (group === undefined) {
-      group = { platform: target.platform, tenantId: target.tenantId, timeoutMs, queries: [] };
+      group = { platform: target.platform, timeoutMs, queries: [] };
       this.#groups.set(key, group);
     }
     if (!this.#scheduled) {
@@ -53,7 +53,7 @@ export class QueryCoalescer {
       setImmediate(() => this.#flush());
     }
     const queries = group.queries;
-    return new Promise<ResultSet>((resolve, reject) => queries.push({ sql, params, resolve, reject }));
+    return new Promise<ResultSet>((resolve, reject) => queries.push({ tenantId: target.tenantId, sql, params, resolve, reject }));
   }
 
   #flush(): void {
@@ -66,16 +66,16 @@ export class QueryCoalescer {
   }
 
   #send(group: Group, queries: Pending[]): void {
-    const { platform, tenantId, timeoutMs } = group;
+    const { platform, timeoutMs } = group;
     if (queries.length === 1) {
       const [q] = queries as [Pending];
-      this.client.query({ platform, tenantId, sql: q.sql, params: q.params }, { timeoutMs }).then(
+      this.client.query({ platform, tenantId: q.tenantId, sql: q.sql, params: q.params }, { timeoutMs }).then(
         (response) => (response.result === undefined ? q.reject(noResult()) : q.resolve(response.result)),
         (err: unknown) => q.reject(err),
       );
       return;
     }
-    this.client.queryMany({ platform, tenantId, statements: queries.map((q) => ({ sql: q.sql, params: q.params })) }, { timeoutMs }).then(
+    this.client.queryMany({ platform, queries: queries.map((q) => ({ tenantId: q.tenantId, sql: q.sql, params: q.params })) }, { timeoutMs }).then(
       (response) => {
         for (const [i, q] of queries.entries()) {
           const outcome = response.results[i]?.outcome;

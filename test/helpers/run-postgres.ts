@@ -15,12 +15,12 @@ export interface RunPostgres {
   close(): Promise<void>;
 }
 
-/** The server in PG_URL when set, or else an embedded PostgreSQL started for this run (max_connections 300). */
-export async function postgresForRun(prefix: string): Promise<RunPostgres> {
+/** The server in PG_URL when set, or else an embedded PostgreSQL started for this run (max_connections 300 unless given). */
+export async function postgresForRun(prefix: string, options: { maxConnections?: number } = {}): Promise<RunPostgres> {
   const work = await mkdtemp(join(tmpdir(), prefix));
   await chmod(work, 0o755);
   const given = process.env.PG_URL;
-  const server = given ? undefined : await startEmbeddedPostgres({ dir: join(work, "postgres"), persistent: false });
+  const server = given ? undefined : await startEmbeddedPostgres({ dir: join(work, "postgres"), persistent: false, maxConnections: options.maxConnections });
   return {
     url: given ?? server!.url,
     embedded: server !== undefined,

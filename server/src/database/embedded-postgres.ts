@@ -19,7 +19,7 @@ export interface EmbeddedServer {
  * the package runs PostgreSQL as an unprivileged `postgres` system user, as
  * PostgreSQL requires.
  */
-export async function startEmbeddedPostgres(options: { dir: string; port?: number; persistent?: boolean }): Promise<EmbeddedServer> {
+export async function startEmbeddedPostgres(options: { dir: string; port?: number; persistent?: boolean; maxConnections?: number }): Promise<EmbeddedServer> {
   const dir = resolve(options.dir);
   const dataDir = join(dir, "data");
   const passwordFile = join(dir, "superuser-password");
@@ -38,7 +38,7 @@ export async function startEmbeddedPostgres(options: { dir: string; port?: numbe
     authMethod: "scram-sha-256",
     persistent: options.persistent ?? true,
     createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"],
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", `max_connections=${options.maxConnections ?? 300}`],
     onLog: (message) => log.push(String(message)),
     onError: (message) => log.push(String(message)),
   });

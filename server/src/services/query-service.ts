@@ -38,6 +38,7 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
   });
   return {
     async query(request, ctx) {
+      ctx.record.statements = 1;
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request);
       const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement]), statementLimits(ctx));
@@ -46,12 +47,15 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
     },
 
     async queryMany(request, ctx) {
-      const database = await router.route(ctx, request.platform, request.tenantId);
-      const outcomes = await runQueryMany(pools, database, request.statements, statementLimits(ctx));
+      ctx.record.statements = request.queries.length;
+      router.checkPlatform(ctx, request.platform);
+      const { outcomes, databases } = await runQueryMany(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, statementLimits(ctx));
+      ctx.record.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
       return { results: outcomes.map((o) => (o.error !== undefined ? { outcome: { case: "error", value: toRpcStatus(o.error) } } : { outcome: { case: "result", value: o.result } })) };
     },
 
     async streamQuery(request, responses, ctx) {
+      ctx.record.statements = 1;
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request);
       const chunks = chunkLimits(request.maxRowsPerMessage, request.maxBytesPerMessage);
@@ -59,6 +63,7 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
     },
 
     async batch(request, ctx) {
+      ctx.record.statements = request.statements.length;
       const database = await router.route(ctx, request.platform, request.tenantId);
       const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions);
       const results = await pools.withConnection(database, (lease) => runBatch(lease, batch), statementLimits(ctx));
@@ -73,7 +78,14 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       const database = await router.route(ctx, platform, tenantId);
       const begin = beginStatement(options);
       const transactionLimits = { maxStatementMillis: limits.maxStatementMillis, idleTimeoutMillis: limits.transactionIdleTimeoutMillis };
-      await pools.withConnection(database, (lease) => runInteractiveTransaction(lease, begin, requests, responses, transactionLimits), {
+      const counted = {
+        async next() {
+          const request = await requests.next();
+          if (request?.kind.case === "statement") ctx.record.statements++;
+          return request;
+        },
+      };
+      await pools.withConnection(database, (lease) => runInteractiveTransaction(lease, begin, counted, responses, transactionLimits), {
         deadline: ctx.deadline,
         signal: ctx.signal,
       });

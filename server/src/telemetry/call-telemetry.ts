@@ -40,6 +40,8 @@ export class CallRecord {
   readonly requestId: string;
   platform = "";
   database = "";
+  /** Statements the call carried (one for Query and StreamQuery), for the statements counter. */
+  statements = 0;
   readonly #started = process.hrtime.bigint();
   readonly #operation: string;
   readonly #method: DescMethod;
@@ -76,6 +78,7 @@ export class CallRecord {
     if (this.metrics !== undefined) {
       const labels = { platform: this.platform, method };
       this.metrics.queries.inc(labels);
+      if (this.statements > 0) this.metrics.statements.inc(labels, this.statements);
       this.metrics.duration.observe(labels, seconds);
       if (error !== undefined) this.metrics.errors.inc({ type: error.reason });
       if (error?.reason === "RATE_LIMITED") this.metrics.rateLimited.inc({ platform: this.platform });

@@ -27,6 +27,8 @@ export class GatewayMetrics {
   readonly registry = new Registry();
   /** Calls by platform ("admin" for AdminService, "" before authentication) and method. */
   readonly queries: Counter<"platform" | "method">;
+  /** Statements by platform and method: a coalesced QueryMany call counts each of its queries. */
+  readonly statements: Counter<"platform" | "method">;
   readonly duration: Histogram<"platform" | "method">;
   /** Failed calls by reason (the ErrorInfo reason: a fixed catalogue). */
   readonly errors: Counter<"type">;
@@ -43,6 +45,12 @@ export class GatewayMetrics {
     // rejects them); the same counts remain as nodejs_active_handles, _requests and _resources by type.
     for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(name);
     this.queries = new Counter({ name: "db_gateway_queries_total", help: "Calls received, by platform and method.", labelNames: ["platform", "method"], registers });
+    this.statements = new Counter({
+      name: "db_gateway_statements_total",
+      help: "Statements received, by platform and method: one per Query or StreamQuery call, each statement of a QueryMany, Batch or Transaction call.",
+      labelNames: ["platform", "method"],
+      registers,
+    });
     this.duration = new Histogram({
       name: "db_gateway_query_duration_seconds",
       help: "Duration of calls, from arrival to the last response, by platform and method.",

@@ -31,10 +31,20 @@ export class Router {
    * call's record learns the database, for its log line and span.
    */
   async route(call: { principal: Principal; record: { database: string } }, platform: string, tenantId: string): Promise<string> {
+    this.checkPlatform(call, platform);
+    call.record.database = databaseName(platform, tenantId);
+    return this.database(platform, tenantId);
+  }
+
+  /** Checks the platform name, and that the caller's key is that platform's. */
+  checkPlatform(call: { principal: Principal }, platform: string): void {
     validatePlatform(platform);
     requirePlatform(call.principal, platform);
+  }
+
+  /** The database of a tenant of a platform already checked (`checkPlatform`), or an error with the right status. */
+  async database(platform: string, tenantId: string): Promise<string> {
     const name = databaseName(platform, tenantId);
-    call.record.database = name;
     if (this.registry.has(name) || (await this.#lookUp(name))) return name;
     const what = tenantId === "" ? `the main database of platform "${platform}"` : `tenant "${tenantId}" of platform "${platform}"`;
     throw new GatewayError("DATABASE_NOT_FOUND", `${what} does not exist`, { metadata: { platform, tenant_id: tenantId } });

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dbgateway/v1/query_service.proto.
  */
 export const file_dbgateway_v1_query_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBkYmdhdGV3YXkvdjEvcXVlcnlfc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxImUKDFF1ZXJ5UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSCwoDc3FsGAMgASgJEiMKBnBhcmFtcxgEIAMoCzITLmRiZ2F0ZXdheS52MS5WYWx1ZSI4Cg1RdWVyeVJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXQiZAoQUXVlcnlNYW55UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSKwoKc3RhdGVtZW50cxgDIAMoCzIXLmRiZ2F0ZXdheS52MS5TdGF0ZW1lbnQiPwoRUXVlcnlNYW55UmVzcG9uc2USKgoHcmVzdWx0cxgBIAMoCzIZLmRiZ2F0ZXdheS52MS5CYXRjaFJlc3VsdCKoAQoSU3RyZWFtUXVlcnlSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRILCgNzcWwYAyABKAkSIwoGcGFyYW1zGAQgAygLMhMuZGJnYXRld2F5LnYxLlZhbHVlEhwKFG1heF9yb3dzX3Blcl9tZXNzYWdlGAUgASgNEh0KFW1heF9ieXRlc19wZXJfbWVzc2FnZRgGIAEoDSKUAQoTU3RyZWFtUXVlcnlSZXNwb25zZRIlCgdjb2x1bW5zGAEgAygLMhQuZGJnYXRld2F5LnYxLkNvbHVtbhIoCgRyb3dzGAIgAygLMhouZ29vZ2xlLnByb3RvYnVmLkxpc3RWYWx1ZRIsCgdzdW1tYXJ5GAMgASgLMhsuZGJnYXRld2F5LnYxLlN0cmVhbVN1bW1hcnkiagoNU3RyZWFtU3VtbWFyeRIPCgdjb21tYW5kGAEgASgJEhUKDXJvd3NfYWZmZWN0ZWQYAiABKAQSMQoOZXhlY3V0aW9uX3RpbWUYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icgoSVHJhbnNhY3Rpb25PcHRpb25zEjUKD2lzb2xhdGlvbl9sZXZlbBgBIAEoDjIcLmRiZ2F0ZXdheS52MS5Jc29sYXRpb25MZXZlbBIRCglyZWFkX29ubHkYAiABKAgSEgoKZGVmZXJyYWJsZRgDIAEoCCKvAQoMQmF0Y2hSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIrCgpzdGF0ZW1lbnRzGAMgAygLMhcuZGJnYXRld2F5LnYxLlN0YXRlbWVudBIOCgZhdG9taWMYBCABKAgSPQoTdHJhbnNhY3Rpb25fb3B0aW9ucxgFIAEoCzIgLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbk9wdGlvbnMiOwoNQmF0Y2hSZXNwb25zZRIqCgdyZXN1bHRzGAEgAygLMhkuZGJnYXRld2F5LnYxLkJhdGNoUmVzdWx0ImgKC0JhdGNoUmVzdWx0EikKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXRIABIjCgVlcnJvchgCIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSABCCQoHb3V0Y29tZSLlAQoSVHJhbnNhY3Rpb25SZXF1ZXN0Ei8KBWJlZ2luGAEgASgLMh4uZGJnYXRld2F5LnYxLkJlZ2luVHJhbnNhY3Rpb25IABIsCglzdGF0ZW1lbnQYAiABKAsyFy5kYmdhdGV3YXkudjEuU3RhdGVtZW50SAASMQoGY29tbWl0GAMgASgLMh8uZGJnYXRld2F5LnYxLkNvbW1pdFRyYW5zYWN0aW9uSAASNQoIcm9sbGJhY2sYBCABKAsyIS5kYmdhdGV3YXkudjEuUm9sbGJhY2tUcmFuc2FjdGlvbkgAQgYKBGtpbmQiagoQQmVnaW5UcmFuc2FjdGlvbhIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbk9wdGlvbnMiEwoRQ29tbWl0VHJhbnNhY3Rpb24iFQoTUm9sbGJhY2tUcmFuc2FjdGlvbiKTAgoTVHJhbnNhY3Rpb25SZXNwb25zZRIvCgViZWd1bhgBIAEoCzIeLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbkJlZ3VuSAASKQoGcmVzdWx0GAIgASgLMhcuZGJnYXRld2F5LnYxLlJlc3VsdFNldEgAEjcKCWNvbW1pdHRlZBgDIAEoCzIiLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbkNvbW1pdHRlZEgAEjoKC3JvbGxlZF9iYWNrGAQgASgLMiMuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uUm9sbGVkQmFja0gAEiMKBWVycm9yGAUgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXNIAEIGCgRraW5kIhIKEFRyYW5zYWN0aW9uQmVndW4iFgoUVHJhbnNhY3Rpb25Db21taXR0ZWQiFwoVVHJhbnNhY3Rpb25Sb2xsZWRCYWNrIkYKDUxpc3RlblJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCGNoYW5uZWxzGAMgAygJIrEBCg5MaXN0ZW5SZXNwb25zZRIuCgdzdGFydGVkGAEgASgLMhsuZGJnYXRld2F5LnYxLkxpc3RlblN0YXJ0ZWRIABIyCgxub3RpZmljYXRpb24YAiABKAsyGi5kYmdhdGV3YXkudjEuTm90aWZpY2F0aW9uSAASMwoGbWlzc2VkGAMgASgLMiEuZGJnYXRld2F5LnYxLk5vdGlmaWNhdGlvbnNNaXNzZWRIAEIGCgRraW5kIg8KDUxpc3RlblN0YXJ0ZWQiRAoMTm90aWZpY2F0aW9uEg8KB2NoYW5uZWwYASABKAkSDwoHcGF5bG9hZBgCIAEoCRISCgpzZW5kZXJfcGlkGAMgASgFIhUKE05vdGlmaWNhdGlvbnNNaXNzZWQqnAEKDklzb2xhdGlvbkxldmVsEh8KG0lTT0xBVElPTl9MRVZFTF9VTlNQRUNJRklFRBAAEiIKHklTT0xBVElPTl9MRVZFTF9SRUFEX0NPTU1JVFRFRBABEiMKH0lTT0xBVElPTl9MRVZFTF9SRVBFQVRBQkxFX1JFQUQQAhIgChxJU09MQVRJT05fTEVWRUxfU0VSSUFMSVpBQkxFEAMy1QMKDFF1ZXJ5U2VydmljZRJACgVRdWVyeRIaLmRiZ2F0ZXdheS52MS5RdWVyeVJlcXVlc3QaGy5kYmdhdGV3YXkudjEuUXVlcnlSZXNwb25zZRJMCglRdWVyeU1hbnkSHi5kYmdhdGV3YXkudjEuUXVlcnlNYW55UmVxdWVzdBofLmRiZ2F0ZXdheS52MS5RdWVyeU1hbnlSZXNwb25zZRJUCgtTdHJlYW1RdWVyeRIgLmRiZ2F0ZXdheS52MS5TdHJlYW1RdWVyeVJlcXVlc3QaIS5kYmdhdGV3YXkudjEuU3RyZWFtUXVlcnlSZXNwb25zZTABEkAKBUJhdGNoEhouZGJnYXRld2F5LnYxLkJhdGNoUmVxdWVzdBobLmRiZ2F0ZXdheS52MS5CYXRjaFJlc3BvbnNlElYKC1RyYW5zYWN0aW9uEiAuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uUmVxdWVzdBohLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvblJlc3BvbnNlKAEwARJFCgZMaXN0ZW4SGy5kYmdhdGV3YXkudjEuTGlzdGVuUmVxdWVzdBocLmRiZ2F0ZXdheS52MS5MaXN0ZW5SZXNwb25zZTABYgZwcm90bzM", [file_dbgateway_v1_values, file_google_protobuf_duration, file_google_protobuf_struct, file_google_rpc_status]);
+  fileDesc("CiBkYmdhdGV3YXkvdjEvcXVlcnlfc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxImUKDFF1ZXJ5UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSCwoDc3FsGAMgASgJEiMKBnBhcmFtcxgEIAMoCzITLmRiZ2F0ZXdheS52MS5WYWx1ZSI4Cg1RdWVyeVJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXQicwoQUXVlcnlNYW55UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIqCgdxdWVyaWVzGAQgAygLMhkuZGJnYXRld2F5LnYxLlRlbmFudFF1ZXJ5SgQIAhADSgQIAxAEUgl0ZW5hbnRfaWRSCnN0YXRlbWVudHMiUgoLVGVuYW50UXVlcnkSEQoJdGVuYW50X2lkGAEgASgJEgsKA3NxbBgCIAEoCRIjCgZwYXJhbXMYAyADKAsyEy5kYmdhdGV3YXkudjEuVmFsdWUiPwoRUXVlcnlNYW55UmVzcG9uc2USKgoHcmVzdWx0cxgBIAMoCzIZLmRiZ2F0ZXdheS52MS5CYXRjaFJlc3VsdCKoAQoSU3RyZWFtUXVlcnlSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRILCgNzcWwYAyABKAkSIwoGcGFyYW1zGAQgAygLMhMuZGJnYXRld2F5LnYxLlZhbHVlEhwKFG1heF9yb3dzX3Blcl9tZXNzYWdlGAUgASgNEh0KFW1heF9ieXRlc19wZXJfbWVzc2FnZRgGIAEoDSKUAQoTU3RyZWFtUXVlcnlSZXNwb25zZRIlCgdjb2x1bW5zGAEgAygLMhQuZGJnYXRld2F5LnYxLkNvbHVtbhIoCgRyb3dzGAIgAygLMhouZ29vZ2xlLnByb3RvYnVmLkxpc3RWYWx1ZRIsCgdzdW1tYXJ5GAMgASgLMhsuZGJnYXRld2F5LnYxLlN0cmVhbVN1bW1hcnkiagoNU3RyZWFtU3VtbWFyeRIPCgdjb21tYW5kGAEgASgJEhUKDXJvd3NfYWZmZWN0ZWQYAiABKAQSMQoOZXhlY3V0aW9uX3RpbWUYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icgoSVHJhbnNhY3Rpb25PcHRpb25zEjUKD2lzb2xhdGlvbl9sZXZlbBgBIAEoDjIcLmRiZ2F0ZXdheS52MS5Jc29sYXRpb25MZXZlbBIRCglyZWFkX29ubHkYAiABKAgSEgoKZGVmZXJyYWJsZRgDIAEoCCKvAQoMQmF0Y2hSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIrCgpzdGF0ZW1lbnRzGAMgAygLMhcuZGJnYXRld2F5LnYxLlN0YXRlbWVudBIOCgZhdG9taWMYBCABKAgSPQoTdHJhbnNhY3Rpb25fb3B0aW9ucxgFIAEoCzIgLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbk9wdGlvbnMiOwoNQmF0Y2hSZXNwb25zZRIqCgdyZXN1bHRzGAEgAygLMhkuZGJnYXRld2F5LnYxLkJhdGNoUmVzdWx0ImgKC0JhdGNoUmVzdWx0EikKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXRIABIjCgVlcnJvchgCIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSABCCQoHb3V0Y29tZSLlAQoSVHJhbnNhY3Rpb25SZXF1ZXN0Ei8KBWJlZ2luGAEgASgLMh4uZGJnYXRld2F5LnYxLkJlZ2luVHJhbnNhY3Rpb25IABIsCglzdGF0ZW1lbnQYAiABKAsyFy5kYmdhdGV3YXkudjEuU3RhdGVtZW50SAASMQoGY29tbWl0GAMgASgLMh8uZGJnYXRld2F5LnYxLkNvbW1pdFRyYW5zYWN0aW9uSAASNQoIcm9sbGJhY2sYBCABKAsyIS5kYmdhdGV3YXkudjEuUm9sbGJhY2tUcmFuc2FjdGlvbkgAQgYKBGtpbmQiagoQQmVnaW5UcmFuc2FjdGlvbhIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbk9wdGlvbnMiEwoRQ29tbWl0VHJhbnNhY3Rpb24iFQoTUm9sbGJhY2tUcmFuc2FjdGlvbiKTAgoTVHJhbnNhY3Rpb25SZXNwb25zZRIvCgViZWd1bhgBIAEoCzIeLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbkJlZ3VuSAASKQoGcmVzdWx0GAIgASgLMhcuZGJnYXRld2F5LnYxLlJlc3VsdFNldEgAEjcKCWNvbW1pdHRlZBgDIAEoCzIiLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbkNvbW1pdHRlZEgAEjoKC3JvbGxlZF9iYWNrGAQgASgLMiMuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uUm9sbGVkQmFja0gAEiMKBWVycm9yGAUgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXNIAEIGCgRraW5kIhIKEFRyYW5zYWN0aW9uQmVndW4iFgoUVHJhbnNhY3Rpb25Db21taXR0ZWQiFwoVVHJhbnNhY3Rpb25Sb2xsZWRCYWNrIkYKDUxpc3RlblJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCGNoYW5uZWxzGAMgAygJIrEBCg5MaXN0ZW5SZXNwb25zZRIuCgdzdGFydGVkGAEgASgLMhsuZGJnYXRld2F5LnYxLkxpc3RlblN0YXJ0ZWRIABIyCgxub3RpZmljYXRpb24YAiABKAsyGi5kYmdhdGV3YXkudjEuTm90aWZpY2F0aW9uSAASMwoGbWlzc2VkGAMgASgLMiEuZGJnYXRld2F5LnYxLk5vdGlmaWNhdGlvbnNNaXNzZWRIAEIGCgRraW5kIg8KDUxpc3RlblN0YXJ0ZWQiRAoMTm90aWZpY2F0aW9uEg8KB2NoYW5uZWwYASABKAkSDwoHcGF5bG9hZBgCIAEoCRISCgpzZW5kZXJfcGlkGAMgASgFIhUKE05vdGlmaWNhdGlvbnNNaXNzZWQqnAEKDklzb2xhdGlvbkxldmVsEh8KG0lTT0xBVElPTl9MRVZFTF9VTlNQRUNJRklFRBAAEiIKHklTT0xBVElPTl9MRVZFTF9SRUFEX0NPTU1JVFRFRBABEiMKH0lTT0xBVElPTl9MRVZFTF9SRVBFQVRBQkxFX1JFQUQQAhIgChxJU09MQVRJT05fTEVWRUxfU0VSSUFMSVpBQkxFEAMy1QMKDFF1ZXJ5U2VydmljZRJACgVRdWVyeRIaLmRiZ2F0ZXdheS52MS5RdWVyeVJlcXVlc3QaGy5kYmdhdGV3YXkudjEuUXVlcnlSZXNwb25zZRJMCglRdWVyeU1hbnkSHi5kYmdhdGV3YXkudjEuUXVlcnlNYW55UmVxdWVzdBofLmRiZ2F0ZXdheS52MS5RdWVyeU1hbnlSZXNwb25zZRJUCgtTdHJlYW1RdWVyeRIgLmRiZ2F0ZXdheS52MS5TdHJlYW1RdWVyeVJlcXVlc3QaIS5kYmdhdGV3YXkudjEuU3RyZWFtUXVlcnlSZXNwb25zZTABEkAKBUJhdGNoEhouZGJnYXRld2F5LnYxLkJhdGNoUmVxdWVzdBobLmRiZ2F0ZXdheS52MS5CYXRjaFJlc3BvbnNlElYKC1RyYW5zYWN0aW9uEiAuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uUmVxdWVzdBohLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvblJlc3BvbnNlKAEwARJFCgZMaXN0ZW4SGy5kYmdhdGV3YXkudjEuTGlzdGVuUmVxdWVzdBocLmRiZ2F0ZXdheS52MS5MaXN0ZW5SZXNwb25zZTABYgZwcm90bzM", [file_dbgateway_v1_values, file_google_protobuf_duration, file_google_protobuf_struct, file_google_rpc_status]);
 
 /**
  * @generated from message dbgateway.v1.QueryRequest
@@ -86,16 +86,11 @@ export type QueryManyRequest = Message<"dbgateway.v1.QueryManyRequest"> & {
   platform: string;
 
   /**
-   * @generated from field: string tenant_id = 2;
-   */
-  tenantId: string;
-
-  /**
    * The queries: at most 1,000. Each is run as a Query call would run it.
    *
-   * @generated from field: repeated dbgateway.v1.Statement statements = 3;
+   * @generated from field: repeated dbgateway.v1.TenantQuery queries = 4;
    */
-  statements: Statement[];
+  queries: TenantQuery[];
 };
 
 /**
@@ -106,11 +101,41 @@ export const QueryManyRequestSchema: GenMessage<QueryManyRequest> = /*@__PURE__*
   messageDesc(file_dbgateway_v1_query_service, 2);
 
 /**
+ * One query of a QueryMany call: a statement and the tenant whose database it
+ * runs in ("" for the platform's main database).
+ *
+ * @generated from message dbgateway.v1.TenantQuery
+ */
+export type TenantQuery = Message<"dbgateway.v1.TenantQuery"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string sql = 2;
+   */
+  sql: string;
+
+  /**
+   * @generated from field: repeated dbgateway.v1.Value params = 3;
+   */
+  params: Value[];
+};
+
+/**
+ * Describes the message dbgateway.v1.TenantQuery.
+ * Use `create(TenantQuerySchema)` to create a new message.
+ */
+export const TenantQuerySchema: GenMessage<TenantQuery> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_query_service, 3);
+
+/**
  * @generated from message dbgateway.v1.QueryManyResponse
  */
 export type QueryManyResponse = Message<"dbgateway.v1.QueryManyResponse"> & {
   /**
-   * One entry per statement, in request order.
+   * One entry per query, in request order.
    *
    * @generated from field: repeated dbgateway.v1.BatchResult results = 1;
    */
@@ -122,7 +147,7 @@ export type QueryManyResponse = Message<"dbgateway.v1.QueryManyResponse"> & {
  * Use `create(QueryManyResponseSchema)` to create a new message.
  */
 export const QueryManyResponseSchema: GenMessage<QueryManyResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 3);
+  messageDesc(file_dbgateway_v1_query_service, 4);
 
 /**
  * @generated from message dbgateway.v1.StreamQueryRequest
@@ -168,7 +193,7 @@ export type StreamQueryRequest = Message<"dbgateway.v1.StreamQueryRequest"> & {
  * Use `create(StreamQueryRequestSchema)` to create a new message.
  */
 export const StreamQueryRequestSchema: GenMessage<StreamQueryRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 4);
+  messageDesc(file_dbgateway_v1_query_service, 5);
 
 /**
  * @generated from message dbgateway.v1.StreamQueryResponse
@@ -201,7 +226,7 @@ export type StreamQueryResponse = Message<"dbgateway.v1.StreamQueryResponse"> & 
  * Use `create(StreamQueryResponseSchema)` to create a new message.
  */
 export const StreamQueryResponseSchema: GenMessage<StreamQueryResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 5);
+  messageDesc(file_dbgateway_v1_query_service, 6);
 
 /**
  * The end of a streamed result.
@@ -230,7 +255,7 @@ export type StreamSummary = Message<"dbgateway.v1.StreamSummary"> & {
  * Use `create(StreamSummarySchema)` to create a new message.
  */
 export const StreamSummarySchema: GenMessage<StreamSummary> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 6);
+  messageDesc(file_dbgateway_v1_query_service, 7);
 
 /**
  * How a transaction is run.
@@ -262,7 +287,7 @@ export type TransactionOptions = Message<"dbgateway.v1.TransactionOptions"> & {
  * Use `create(TransactionOptionsSchema)` to create a new message.
  */
 export const TransactionOptionsSchema: GenMessage<TransactionOptions> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 7);
+  messageDesc(file_dbgateway_v1_query_service, 8);
 
 /**
  * @generated from message dbgateway.v1.BatchRequest
@@ -306,14 +331,14 @@ export type BatchRequest = Message<"dbgateway.v1.BatchRequest"> & {
  * Use `create(BatchRequestSchema)` to create a new message.
  */
 export const BatchRequestSchema: GenMessage<BatchRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 8);
+  messageDesc(file_dbgateway_v1_query_service, 9);
 
 /**
  * @generated from message dbgateway.v1.BatchResponse
  */
 export type BatchResponse = Message<"dbgateway.v1.BatchResponse"> & {
   /**
-   * One entry per statement, in request order.
+   * One entry per query, in request order.
    *
    * @generated from field: repeated dbgateway.v1.BatchResult results = 1;
    */
@@ -325,7 +350,7 @@ export type BatchResponse = Message<"dbgateway.v1.BatchResponse"> & {
  * Use `create(BatchResponseSchema)` to create a new message.
  */
 export const BatchResponseSchema: GenMessage<BatchResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 9);
+  messageDesc(file_dbgateway_v1_query_service, 10);
 
 /**
  * The outcome of one statement of a batch.
@@ -358,7 +383,7 @@ export type BatchResult = Message<"dbgateway.v1.BatchResult"> & {
  * Use `create(BatchResultSchema)` to create a new message.
  */
 export const BatchResultSchema: GenMessage<BatchResult> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 10);
+  messageDesc(file_dbgateway_v1_query_service, 11);
 
 /**
  * @generated from message dbgateway.v1.TransactionRequest
@@ -407,7 +432,7 @@ export type TransactionRequest = Message<"dbgateway.v1.TransactionRequest"> & {
  * Use `create(TransactionRequestSchema)` to create a new message.
  */
 export const TransactionRequestSchema: GenMessage<TransactionRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 11);
+  messageDesc(file_dbgateway_v1_query_service, 12);
 
 /**
  * @generated from message dbgateway.v1.BeginTransaction
@@ -434,7 +459,7 @@ export type BeginTransaction = Message<"dbgateway.v1.BeginTransaction"> & {
  * Use `create(BeginTransactionSchema)` to create a new message.
  */
 export const BeginTransactionSchema: GenMessage<BeginTransaction> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 12);
+  messageDesc(file_dbgateway_v1_query_service, 13);
 
 /**
  * @generated from message dbgateway.v1.CommitTransaction
@@ -447,7 +472,7 @@ export type CommitTransaction = Message<"dbgateway.v1.CommitTransaction"> & {
  * Use `create(CommitTransactionSchema)` to create a new message.
  */
 export const CommitTransactionSchema: GenMessage<CommitTransaction> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 13);
+  messageDesc(file_dbgateway_v1_query_service, 14);
 
 /**
  * @generated from message dbgateway.v1.RollbackTransaction
@@ -460,7 +485,7 @@ export type RollbackTransaction = Message<"dbgateway.v1.RollbackTransaction"> & 
  * Use `create(RollbackTransactionSchema)` to create a new message.
  */
 export const RollbackTransactionSchema: GenMessage<RollbackTransaction> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 14);
+  messageDesc(file_dbgateway_v1_query_service, 15);
 
 /**
  * @generated from message dbgateway.v1.TransactionResponse
@@ -520,7 +545,7 @@ export type TransactionResponse = Message<"dbgateway.v1.TransactionResponse"> & 
  * Use `create(TransactionResponseSchema)` to create a new message.
  */
 export const TransactionResponseSchema: GenMessage<TransactionResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 15);
+  messageDesc(file_dbgateway_v1_query_service, 16);
 
 /**
  * @generated from message dbgateway.v1.TransactionBegun
@@ -533,7 +558,7 @@ export type TransactionBegun = Message<"dbgateway.v1.TransactionBegun"> & {
  * Use `create(TransactionBegunSchema)` to create a new message.
  */
 export const TransactionBegunSchema: GenMessage<TransactionBegun> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 16);
+  messageDesc(file_dbgateway_v1_query_service, 17);
 
 /**
  * @generated from message dbgateway.v1.TransactionCommitted
@@ -546,7 +571,7 @@ export type TransactionCommitted = Message<"dbgateway.v1.TransactionCommitted"> 
  * Use `create(TransactionCommittedSchema)` to create a new message.
  */
 export const TransactionCommittedSchema: GenMessage<TransactionCommitted> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 17);
+  messageDesc(file_dbgateway_v1_query_service, 18);
 
 /**
  * @generated from message dbgateway.v1.TransactionRolledBack
@@ -559,7 +584,7 @@ export type TransactionRolledBack = Message<"dbgateway.v1.TransactionRolledBack"
  * Use `create(TransactionRolledBackSchema)` to create a new message.
  */
 export const TransactionRolledBackSchema: GenMessage<TransactionRolledBack> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 18);
+  messageDesc(file_dbgateway_v1_query_service, 19);
 
 /**
  * @generated from message dbgateway.v1.ListenRequest
@@ -588,7 +613,7 @@ export type ListenRequest = Message<"dbgateway.v1.ListenRequest"> & {
  * Use `create(ListenRequestSchema)` to create a new message.
  */
 export const ListenRequestSchema: GenMessage<ListenRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 19);
+  messageDesc(file_dbgateway_v1_query_service, 20);
 
 /**
  * @generated from message dbgateway.v1.ListenResponse
@@ -628,7 +653,7 @@ export type ListenResponse = Message<"dbgateway.v1.ListenResponse"> & {
  * Use `create(ListenResponseSchema)` to create a new message.
  */
 export const ListenResponseSchema: GenMessage<ListenResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 20);
+  messageDesc(file_dbgateway_v1_query_service, 21);
 
 /**
  * @generated from message dbgateway.v1.ListenStarted
@@ -641,7 +666,7 @@ export type ListenStarted = Message<"dbgateway.v1.ListenStarted"> & {
  * Use `create(ListenStartedSchema)` to create a new message.
  */
 export const ListenStartedSchema: GenMessage<ListenStarted> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 21);
+  messageDesc(file_dbgateway_v1_query_service, 22);
 
 /**
  * @generated from message dbgateway.v1.Notification
@@ -670,7 +695,7 @@ export type Notification = Message<"dbgateway.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 22);
+  messageDesc(file_dbgateway_v1_query_service, 23);
 
 /**
  * @generated from message dbgateway.v1.NotificationsMissed
@@ -683,7 +708,7 @@ export type NotificationsMissed = Message<"dbgateway.v1.NotificationsMissed"> & 
  * Use `create(NotificationsMissedSchema)` to create a new message.
  */
 export const NotificationsMissedSchema: GenMessage<NotificationsMissed> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 23);
+  messageDesc(file_dbgateway_v1_query_service, 24);
 
 /**
  * @generated from enum dbgateway.v1.IsolationLevel
@@ -742,11 +767,14 @@ export const QueryService: GenService<{
    * QueryMany runs several independent queries in one call, each exactly as
    * if it were a Query call of its own: its own implicit transaction, no
    * session state (SET, PREPARE, temporary tables, advisory locks …) shared
-   * with the others, and its own result or error. It is what a client sends
-   * when it coalesces concurrent Query calls to one database: the gateway
-   * pipelines the statements on its connections (several at once), so many
-   * queries cost one gRPC call and a few round trips to PostgreSQL. Results
-   * come back in request order. The call's deadline and cancellation apply to
+   * with the others, and its own result or error. Each query names its
+   * tenant, so one call can carry queries to any of the platform's databases.
+   * It is what a client sends when it coalesces concurrent Query calls: the
+   * gateway runs the queries to different databases side by side and
+   * pipelines those to one database on its connections (several at once), so
+   * many queries cost one gRPC call and a few round trips to PostgreSQL. A
+   * query whose database does not exist gets its own DATABASE_NOT_FOUND error.
+   * Results come back in request order. The call's deadline and cancellation apply to
    * every statement of it: the running statement and those pipelined behind
    * it are cancelled, and the call fails with DEADLINE_EXCEEDED or CANCELLED
    * (a statement that had already finished keeps its effect).
