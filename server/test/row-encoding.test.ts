@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { StreamQueryResponseSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
 import { ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
-import { toRow, type TextRow } from "../src/execution/result-set.js";
+import { encodeResultSet, toResultSet, toRow, type TextRow } from "../src/execution/result-set.js";
 import { encodeRows } from "../src/execution/row-encoding.js";
 
 const ROWS: TextRow[] = [
@@ -37,5 +37,21 @@ describe("row encoding", () => {
 
   it("encodes no rows as nothing", () => {
     assert.equal(encodeRows(2, []).length, 0);
+  });
+
+  it("writes a whole ResultSet as protobuf-es does, for results with and without rows, columns, command and count", () => {
+    const field = (name: string, dataTypeID: number, dataTypeModifier: number, tableID: number, columnID: number) => ({ name, dataTypeID, dataTypeModifier, tableID, columnID, dataTypeSize: -1, format: "text" as const });
+    const results = [
+      { fields: [field("id", 23, -1, 16_384, 1), field("?column?", 25, 0, 0, 0), field("", 1043, 68, 4_294_967_295, 32_767)], rows: ROWS.slice(0, 2), command: "SELECT", rowCount: 2 },
+      { fields: [], rows: [], command: "INSERT", rowCount: 3_000_000_000 },
+      { fields: [], rows: [], command: "", rowCount: null },
+      { fields: [field("n", 20, -1, 0, 0)], rows: [], command: "SELECT", rowCount: 0 },
+    ];
+    for (const result of results) {
+      for (const elapsed of [0n, 999n, 1_000_000_000n, 12_345_678_901n]) {
+        const pgResult = { ...result, oid: 0 } as unknown as Parameters<typeof toResultSet>[0];
+        assert.deepEqual(new Uint8Array(encodeResultSet(pgResult, elapsed)), toBinary(ResultSetSchema, toResultSet(pgResult, elapsed)));
+      }
+    }
   });
 });

@@ -1,14 +1,13 @@
 import type { Socket } from "node:net";
 import { DatabaseError, type Client } from "pg";
-import type { ResultSet } from "../gen/dbgateway/v1/values_pb.js";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
 import { sendStatement, type PreparedStatement } from "./execute.js";
-import { toResultSet } from "./result-set.js";
+import { encodeResultSet } from "./result-set.js";
 
-/** The outcome of one statement run as a call of its own. */
-export type Outcome = { result: ResultSet; error?: undefined } | { result?: undefined; error: GatewayError };
+/** The outcome of one statement run as a call of its own: its ResultSet, encoded (`encodeResultSet`), or its error. */
+export type Outcome = { result: Uint8Array; error?: undefined } | { result?: undefined; error: GatewayError };
 
 /** node-postgres's pipeline mode (pg ≥ 8.23) and its socket, which the typings do not show. */
 type PipelineClient = Client & { pipeline: boolean; connection: { stream: Socket } };
@@ -48,7 +47,7 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
           withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(
             (result) => {
               const done = process.hrtime.bigint();
-              outcomes[i] = { result: toResultSet(result, done - previousDone) };
+              outcomes[i] = { result: encodeResultSet(result, done - previousDone) };
             },
             (err: unknown) => {
               if (err instanceof DatabaseError && err.code === "25P02") rerun.push(i);

@@ -22,7 +22,7 @@ export interface CallContext {
   readonly clientCertificate: string;
 }
 
-type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O>>;
+type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O> | EncodedMessage>;
 
 /**
  * A response message already in its wire encoding, for the hot paths that
@@ -225,7 +225,7 @@ function unaryHandler(
       const response = await handler(call.request, started.context);
       // Headers and response leave in the same tick: one write.
       started.sendHeaders();
-      callback(null, create(method.output, response));
+      callback(null, response instanceof EncodedMessage ? (response as unknown as MessageShape<DescMessage>) : create(method.output, response));
     });
   };
 }

@@ -1,4 +1,7 @@
+import { toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { GatewayError, toRpcStatus } from "../errors.js";
+import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import type { QueryService } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
@@ -7,7 +10,7 @@ import { runQueryMany } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
-import type { ServiceImpl } from "../grpc/service-adapter.js";
+import { EncodedMessage, type ServiceImpl } from "../grpc/service-adapter.js";
 import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
@@ -43,7 +46,7 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       const statement = prepareStatement(request);
       const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement]), statementLimits(ctx));
       if (outcome!.error !== undefined) throw outcome!.error;
-      return { result: outcome!.result };
+      return new EncodedMessage(Buffer.from(new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(outcome!.result).finish()));
     },
 
     async queryMany(request, ctx) {
@@ -51,7 +54,15 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       router.checkPlatform(ctx, request.platform);
       const { outcomes, databases } = await runQueryMany(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, statementLimits(ctx));
       ctx.record.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
-      return { results: outcomes.map((o) => (o.error !== undefined ? { outcome: { case: "error", value: toRpcStatus(o.error) } } : { outcome: { case: "result", value: o.result } })) };
+      // QueryManyResponse.results: BatchResult { result = 1 | error = 2 }, encoded without message objects.
+      const w = new BinaryWriter();
+      for (const o of outcomes) {
+        w.tag(1, WireType.LengthDelimited).fork();
+        if (o.error === undefined) w.tag(1, WireType.LengthDelimited).bytes(o.result);
+        else w.tag(2, WireType.LengthDelimited).bytes(toBinary(StatusSchema, toRpcStatus(o.error)));
+        w.join();
+      }
+      return new EncodedMessage(Buffer.from(w.finish()));
     },
 
     async streamQuery(request, responses, ctx) {
