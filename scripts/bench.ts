@@ -276,7 +276,7 @@ try {
     };
     // Each setup starts with no connection to the tenant databases: those the previous one left
     // (PgBouncer's and the gateways' idle server connections) are closed first.
-    const tenantConnections = `SELECT pid FROM pg_stat_activity WHERE datname ~ '^${PLATFORM}_t[0-9]+$'`;
+    const tenantConnections = `SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname ~ '^${PLATFORM}_t[0-9]+$'`;
     const closeTenantConnections = async () => {
       await admin.query(`SELECT pg_terminate_backend(pid) FROM (${tenantConnections}) c`);
       while ((await admin.query(tenantConnections)).rowCount! > 0) await new Promise((r) => setTimeout(r, 50));
@@ -355,6 +355,7 @@ async function measure(
   }));
   const sampler = startSampler(options);
   const cpu = options.gateway ? await options.gateway.cpuMicros() : 0;
+  const opened = options.gateway && options.sampleConnections ? await connectionsOpened(options.gateway) : 0;
   const latencies: number[] = [];
   const errors: Record<string, number> = {};
   const started = performance.now();
@@ -376,6 +377,7 @@ async function measure(
   const gatewayCpu = options.gateway ? (await options.gateway.cpuMicros()) - cpu : 0;
   const peaks = await sampler.stop();
   record(scenario, setup, latencies, seconds, errors, options.gateway ? gatewayCpu : undefined, peaks);
+  if (options.gateway && options.sampleConnections) results.at(-1)!.note = `${(await connectionsOpened(options.gateway)) - opened} connections opened while measured`;
 }
 
 /** Reads one whole stream and records rows per second. */
@@ -439,8 +441,11 @@ function startSampler(options: { gateway?: GatewayProcess; clientRss?: boolean; 
       const r = await rss();
       if (r !== undefined) peaks.rssMb = Math.max(peaks.rssMb ?? 0, Math.round(r));
       if (options.sampleConnections) {
-        // Connections to the tenant databases only: not the other gateway's to the main database, nor this sampler's.
-        const { rows } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname ~ '^${PLATFORM}_t[0-9]+$'`);
+        // Client connections to the tenant databases only: not the other gateway's to the main database,
+        // nor this sampler's, nor PostgreSQL's own autovacuum workers.
+        const { rows } = await admin.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname ~ '^${PLATFORM}_t[0-9]+$'`,
+        );
         peaks.connections = Math.max(peaks.connections ?? 0, rows[0]!.n);
       }
       await new Promise((r) => setTimeout(r, 50));
@@ -453,6 +458,12 @@ function startSampler(options: { gateway?: GatewayProcess; clientRss?: boolean; 
       return peaks;
     },
   };
+}
+
+/** PostgreSQL connections a gateway has opened so far (its db_gateway_connections_opened_total). */
+async function connectionsOpened(gatewayProcess: GatewayProcess): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${gatewayProcess.metricsPort}/metrics`)).text();
+  return Number(/^db_gateway_connections_opened_total (\d+)/m.exec(text)?.[1] ?? NaN);
 }
 
 async function closePools(): Promise<void> {
