@@ -128,9 +128,9 @@ try {
         const b = bounced(mainDb, concurrency);
         await measure(scenario, "B pg via PgBouncer", concurrency, () => b.query(pointSql, [randomId()]));
       }
-      await measure(scenario, "C SDK via gateway", concurrency, () => sdk.query(pointSql, [randomId()]), { gateway });
-      // The same without coalescing concurrent queries into QueryMany calls: one Query call per query.
+      // Without coalescing concurrent queries into QueryMany calls (one Query call per query), then with.
       await measure(scenario, "C SDK via gateway, coalescing off", concurrency, () => uncoalesced.query(pointSql, [randomId()]), { gateway });
+      await measure(scenario, "C SDK via gateway", concurrency, () => sdk.query(pointSql, [randomId()]), { gateway });
       await closePools();
     }
   }

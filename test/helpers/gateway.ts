@@ -130,8 +130,12 @@ export async function startTestGateway(
     async close() {
       clients.forEach((c) => c.close());
       await Promise.all(connections.map((c) => c.end().catch(() => undefined)));
-      await gateway.close(1_000);
-      await dropPlatformDatabases(platforms, databaseUrl, [catalog]);
+      try {
+        await gateway.close(1_000);
+      } finally {
+        // Even when the gateway was closed already (a test that closes it itself): nothing may be left behind.
+        await dropPlatformDatabases(platforms, databaseUrl, [catalog]);
+      }
     },
   };
 }

@@ -1,0 +1,66 @@
+/**
+ * The SDK's own CPU per operation against one gateway process: point selects
+ * from 64 concurrent callers for 6 s (`point`), or one stream of 1,000,000
+ * rows (`stream`), after a warm-up round. Prints operations per second, this
+ * process's CPU per operation (the SDK: encoding, the transport, decoding
+ * rows into objects) and the gateway's (from /proc). With PROF=1 it writes a
+ * V8 CPU profile of this process to /tmp/prof; with COALESCE=0 the SDK sends
+ * every query as its own call.
+ *
+ *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres npx tsx scripts/profile-sdk.ts [point|stream] [concurrency]
+ */
+import { mkdir, writeFile } from "node:fs/promises";
+import { Session } from "node:inspector/promises";
+import { startGatewayProcess } from "../test/helpers/gateway-process.js";
+import { dropPlatformDatabases } from "../test/helpers/gateway.js";
+import { createClient } from "../client-sdk/src/index.js";
+
+const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const mode = process.argv[2] ?? "point";
+const concurrency = Number(process.argv[3] ?? 64);
+const gateway = await startGatewayProcess({ databaseUrl: url });
+try {
+  await gateway.adminClient().admin().createTenant(gateway.platform, "");
+  const db = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: process.env.COALESCE !== "0" }).platform(gateway.platform);
+  await db.query("CREATE TABLE items (id int PRIMARY KEY, qty int, note text)");
+  await db.query("INSERT INTO items SELECT g, 0, 'item ' || g FROM generate_series(1, 100000) g");
+  const round = async (label: string) => {
+    const client0 = process.cpuUsage();
+    const gateway0 = await gateway.cpuMicros();
+    const started = Date.now();
+    let n = 0;
+    if (mode === "point") {
+      const end = Date.now() + 6_000;
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (Date.now() < end) {
+            await db.query("SELECT id, qty, note FROM items WHERE id = $1", [1 + Math.floor(Math.random() * 100_000)]);
+            n++;
+          }
+        }),
+      );
+    } else {
+      for await (const row of db.stream("SELECT g AS n, md5(g::text) AS hash FROM generate_series(1, $1::int) g", [1_000_000])) n += row ? 1 : 0;
+    }
+    const client = process.cpuUsage(client0);
+    const gatewayMicros = (await gateway.cpuMicros()) - gateway0;
+    const seconds = (Date.now() - started) / 1000;
+    console.log(`${label}: ${n} ${mode === "point" ? "queries" : "rows"}, ${(n / seconds).toFixed(0)}/s, SDK CPU ${((client.user + client.system) / n).toFixed(2)} µs, gateway CPU ${(gatewayMicros / n).toFixed(2)} µs each`);
+  };
+  await round("warm-up");
+  const session = new Session();
+  if (process.env.PROF) {
+    session.connect();
+    await session.post("Profiler.enable");
+    await session.post("Profiler.start");
+  }
+  await round("measured");
+  if (process.env.PROF) {
+    const { profile } = await session.post("Profiler.stop");
+    await mkdir("/tmp/prof", { recursive: true });
+    await writeFile(`/tmp/prof/sdk-${mode}.cpuprofile`, JSON.stringify(profile));
+  }
+} finally {
+  await gateway.close();
+  await dropPlatformDatabases([gateway.platform], url);
+}
