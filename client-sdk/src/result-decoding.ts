@@ -76,27 +76,12 @@ class Reader {
   uint32(): number {
     const buf = this.buf;
     let pos = this.pos;
-    let b = buf[pos++]!;
-    let value = b & 0x7f;
-    if (b >= 0x80) {
-      b = buf[pos++]!;
-      value |= (b & 0x7f) << 7;
-      if (b >= 0x80) {
-        b = buf[pos++]!;
-        value |= (b & 0x7f) << 14;
-        if (b >= 0x80) {
-          b = buf[pos++]!;
-          value |= (b & 0x7f) << 21;
-          if (b >= 0x80) {
-            b = buf[pos++]!;
-            value |= (b & 0x0f) << 28;
-            for (let i = 5; b >= 0x80; i++) {
-              if (i === 10) throw GIVE_UP;
-              b = buf[pos++]!;
-            }
-          }
-        }
-      }
+    let value = 0;
+    for (let shift = 0; ; shift += 7) {
+      if (shift === 70) throw GIVE_UP; // more than 10 bytes
+      const b = buf[pos++]!;
+      if (shift < 32) value |= (b & 0x7f) << shift; // bits past 32 fall off the shift
+      if (b < 0x80) break;
     }
     if (pos > this.end) throw GIVE_UP;
     this.pos = pos;
@@ -234,24 +219,30 @@ function readStreamQueryResponse(r: Reader): StreamQueryResponse {
 
 function readStreamSummary(r: Reader): StreamSummary {
   const message: StreamSummary = { $typeName: "dbgateway.v1.StreamSummary", command: "", rowsAffected: 0n };
-  while (r.more()) {
-    const tag = r.tag();
-    switch (tag) {
-      case (1 << 3) | LEN:
-        message.command = r.string();
-        break;
-      case (2 << 3) | VARINT:
-        message.rowsAffected = r.uint64();
-        break;
-      case (3 << 3) | LEN:
-        if (message.executionTime !== undefined) throw GIVE_UP;
-        message.executionTime = readDuration(r.sub());
-        break;
-      default:
-        throw GIVE_UP;
-    }
-  }
+  while (r.more()) readSummaryField(r, r.tag(), message, 1);
   return message;
+}
+
+/**
+ * Reads one of the `command`, `rows_affected` and `execution_time` fields
+ * that a ResultSet (numbered from 3) and a StreamSummary (from 1) share;
+ * gives up on any other field.
+ */
+function readSummaryField(r: Reader, tag: number, message: Pick<ResultSet, "command" | "rowsAffected" | "executionTime">, first: number): void {
+  switch (tag) {
+    case (first << 3) | LEN:
+      message.command = r.string();
+      break;
+    case ((first + 1) << 3) | VARINT:
+      message.rowsAffected = r.uint64();
+      break;
+    case ((first + 2) << 3) | LEN:
+      if (message.executionTime !== undefined) throw GIVE_UP;
+      message.executionTime = readDuration(r.sub());
+      break;
+    default:
+      throw GIVE_UP;
+  }
 }
 
 function readResultSet(r: Reader): ResultSet {
@@ -265,18 +256,8 @@ function readResultSet(r: Reader): ResultSet {
       case (2 << 3) | LEN:
         message.rows.push(readListValue(r.sub()));
         break;
-      case (3 << 3) | LEN:
-        message.command = r.string();
-        break;
-      case (4 << 3) | VARINT:
-        message.rowsAffected = r.uint64();
-        break;
-      case (5 << 3) | LEN:
-        if (message.executionTime !== undefined) throw GIVE_UP;
-        message.executionTime = readDuration(r.sub());
-        break;
       default:
-        throw GIVE_UP;
+        readSummaryField(r, tag, message, 3);
     }
   }
   return message;

@@ -363,7 +363,7 @@ export class PoolManager {
     const pool = this.#pools.get(database);
     const size = pool?.size ?? 0;
     const idle = Math.max(0, (pool?.idle.length ?? 0) - (pool?.waiters.length ?? 0));
-    const room = Math.max(0, Math.min(this.options.maxConnectionsPerPool - size, this.options.maxTotalConnections - this.#total - this.#closing));
+    const room = Math.max(0, Math.min(this.options.maxConnectionsPerPool - size, this.#roomUnderCap()));
     return idle + room;
   }
 
@@ -529,16 +529,14 @@ export class PoolManager {
   /** A busy connection, reset and outside any transaction, goes back to its pool's idle ones. */
   #putBack(connection: Connection): void {
     const pool = connection.pool;
-    pool.busy.delete(connection);
     if (this.#pools.get(pool.database) !== pool || this.#closed) {
-      void this.#end(connection);
-      this.#total--;
-      pool.stats.closed++;
+      void this.#destroy(connection, "closed");
       return;
     }
+    pool.busy.delete(connection);
     connection.idleSince = Date.now();
     pool.idle.push(connection);
-    if (this.#total + this.#closing >= this.options.maxTotalConnections && this.#someoneStarving()) {
+    if (this.#roomUnderCap() <= 0 && this.#someoneStarving()) {
       // At the cap, a database without any connection gets this slot before our own next caller.
       void this.#destroy(connection, "stolen");
       return;
@@ -608,6 +606,11 @@ export class PoolManager {
     this.#enforcePoolLimit();
   }
 
+  /** Connections that can still be opened under the global cap (closing ones count until gone). */
+  #roomUnderCap(): number {
+    return this.options.maxTotalConnections - this.#total - this.#closing;
+  }
+
   /** Whether some database has callers waiting and no connection at all. */
   #someoneStarving(): boolean {
     for (const pool of this.#pools.values()) if (pool.waiters.length > 0 && pool.size === 0) return true;
@@ -618,13 +621,12 @@ export class PoolManager {
    * True when one more connection fits under the cap. At the cap, closes the
    * longest-idle connection (idle for at least `minIdleMillis`) of a database
    * that nobody is waiting for, one that database can spare if there is any,
-   * and the
-   * room is there once its backend has gone (the scheduler runs again then);
-   * one such close at a time per pool, so that a pool does not empty others
-   * while it waits.
+   * and the room is there once its backend has gone (the scheduler runs again
+   * then); one such close at a time per pool, so that a pool does not empty
+   * others while it waits.
    */
   #makeRoom(forPool: DatabasePool, minIdleMillis = 0): boolean {
-    if (this.#total + this.#closing < this.options.maxTotalConnections) return true;
+    if (this.#roomUnderCap() > 0) return true;
     if (forPool.freeing > 0) return false;
     // A connection a database can spare (it keeps another) before a database's last one.
     let spare: Connection | undefined;
@@ -668,7 +670,7 @@ export class PoolManager {
         if (this.#pools.get(pool.database) !== pool || this.#closed) {
           pool.stats.closed++;
           this.#total--;
-          void this.#end(connection);
+          void this.#close(connection, false);
           return;
         }
         pool.idle.push(connection);
@@ -700,15 +702,23 @@ export class PoolManager {
     if (at >= 0) pool.idle.splice(at, 1);
     else if (!pool.busy.delete(connection)) return Promise.resolve();
     this.#total--;
-    this.#closing++;
     pool.stats.closed++;
     if (why !== "closed") pool.stats[why]++;
-    const ending = (force ? this.#kill(connection) : this.#end(connection)).then(() => {
+    const ending = this.#close(connection, force);
+    this.#pulse();
+    return ending;
+  }
+
+  /**
+   * Closes a connection no longer counted in its pool; it counts against the
+   * cap (`#closing`) until its socket has closed, by when its backend is gone.
+   */
+  #close(connection: Connection, force: boolean): Promise<void> {
+    this.#closing++;
+    return (force ? this.#kill(connection) : this.#end(connection)).then(() => {
       this.#closing--;
       this.#pulse();
     });
-    this.#pulse();
-    return ending;
   }
 
   #end(connection: Connection): Promise<void> {
@@ -757,7 +767,7 @@ export class PoolManager {
         }
       }
       // One warm connection per active pool, if it fits under the cap without taking anyone's.
-      if (pool.size === 0 && !this.#closed && this.#total + this.#closing < this.options.maxTotalConnections) this.#open(pool);
+      if (pool.size === 0 && !this.#closed && this.#roomUnderCap() > 0) this.#open(pool);
     }
     this.#pulse();
   }

@@ -32,8 +32,9 @@ export class Router {
    */
   async route(call: { principal: Principal; record: { database: string } }, platform: string, tenantId: string): Promise<string> {
     this.checkPlatform(call, platform);
-    call.record.database = databaseName(platform, tenantId);
-    return this.database(platform, tenantId);
+    const name = databaseName(platform, tenantId);
+    call.record.database = name;
+    return this.#existing(platform, tenantId, name);
   }
 
   /** Checks the platform name, and that the caller's key is that platform's. */
@@ -43,8 +44,12 @@ export class Router {
   }
 
   /** The database of a tenant of a platform already checked (`checkPlatform`), or an error with the right status. */
-  async database(platform: string, tenantId: string): Promise<string> {
-    const name = databaseName(platform, tenantId);
+  database(platform: string, tenantId: string): Promise<string> {
+    return this.#existing(platform, tenantId, databaseName(platform, tenantId));
+  }
+
+  /** `name`, the tenant's database, once known to exist; DATABASE_NOT_FOUND otherwise. */
+  async #existing(platform: string, tenantId: string, name: string): Promise<string> {
     if (this.registry.has(name) || (await this.#lookUp(name))) return name;
     const what = tenantId === "" ? `the main database of platform "${platform}"` : `tenant "${tenantId}" of platform "${platform}"`;
     throw new GatewayError("DATABASE_NOT_FOUND", `${what} does not exist`, { metadata: { platform, tenant_id: tenantId } });
