@@ -4,7 +4,8 @@
  * rows (`stream`), after a warm-up round. Prints operations per second, this
  * process's CPU per operation (the SDK: encoding, the transport, decoding
  * rows into objects) and the gateway's (from /proc). With PROF=1 it writes a
- * V8 CPU profile of this process to /tmp/prof; with COALESCE=0 the SDK sends
+ * V8 CPU profile of this process to /tmp/prof, with GATEWAY_PROF=1 one of the
+ * gateway's (node --cpu-prof, both rounds); with COALESCE=0 the SDK sends
  * every query as its own call.
  *
  *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres npx tsx scripts/profile-sdk.ts [point|stream] [concurrency]
@@ -18,7 +19,7 @@ import { createClient } from "../client-sdk/src/index.js";
 const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const mode = process.argv[2] ?? "point";
 const concurrency = Number(process.argv[3] ?? 64);
-const gateway = await startGatewayProcess({ databaseUrl: url });
+const gateway = await startGatewayProcess({ databaseUrl: url, nodeArgs: process.env.GATEWAY_PROF ? ["--cpu-prof", "--cpu-prof-dir=/tmp/prof"] : [] });
 try {
   await gateway.adminClient().admin().createTenant(gateway.platform, "");
   const db = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: process.env.COALESCE !== "0" }).platform(gateway.platform);

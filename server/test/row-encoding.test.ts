@@ -4,7 +4,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { StreamQueryResponseSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
 import { ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
 import { encodeResultSet, toResultSet, toRow, type TextRow } from "../src/execution/result-set.js";
-import { encodeRows } from "../src/execution/row-encoding.js";
+import { encodeRows, RowChunker } from "../src/execution/row-encoding.js";
 
 const ROWS: TextRow[] = [
   ["1", null, "", "abc"],
@@ -13,6 +13,18 @@ const ROWS: TextRow[] = [
   ["naïve 🐘 \"quoted\" back\\slash", "\u0000 is not here but \u00ff is"],
   ["x".repeat(127), "y".repeat(128), "z".repeat(16_383), "w".repeat(16_384), "é".repeat(100_000)],
 ];
+
+/** A DataRow message's payload as PostgreSQL sends it: int16 field count, then each field's int32 length (-1 for NULL) and bytes. */
+function dataRow(row: TextRow): Buffer {
+  const parts = [Buffer.from([row.length >> 8, row.length & 0xff])];
+  for (const value of row) {
+    const bytes = value === null ? Buffer.alloc(0) : Buffer.from(value, "utf8");
+    const length = Buffer.alloc(4);
+    length.writeInt32BE(value === null ? -1 : bytes.length);
+    parts.push(length, bytes);
+  }
+  return Buffer.concat(parts);
+}
 
 describe("row encoding", () => {
   it("writes the same bytes as protobuf-es for the rows field of StreamQueryResponse and ResultSet", () => {
@@ -33,6 +45,45 @@ describe("row encoding", () => {
     assert.equal(message.summary?.rowsAffected, 5n);
     const decoded = message.rows.map((r) => r.values.map((v) => (v.kind.case === "stringValue" ? v.kind.value : null)));
     assert.deepEqual(decoded, ROWS);
+  });
+
+  it("encodes rows added one by one, from DataRow bytes or from text, as encodeRows does, in chunks within the limits", () => {
+    const rows = [...ROWS, ...ROWS, ...ROWS];
+    for (const limits of [
+      { maxRows: Infinity, maxBytes: Infinity },
+      { maxRows: 2, maxBytes: Infinity },
+      { maxRows: 1_000, maxBytes: 150 },
+      { maxRows: 1, maxBytes: 1 },
+    ]) {
+      for (const from of ["bytes", "text"] as const) {
+        const chunker = new RowChunker(2, limits);
+        const chunks: Buffer[] = [];
+        for (const [i, row] of rows.entries()) {
+          if (from === "bytes") {
+            // At an offset in a larger buffer, as in the parser's buffer.
+            const payload = Buffer.concat([Buffer.from("xyz"), dataRow(row), Buffer.from("tail")]);
+            chunker.addDataRow(payload, 3);
+          } else {
+            chunker.addTextRow(row);
+          }
+          if (i === 4) chunks.push(...chunker.take());
+        }
+        chunks.push(...chunker.take());
+        assert.deepEqual(chunker.take(), [], "nothing is left once taken");
+        assert.deepEqual(Buffer.concat(chunks), encodeRows(2, rows), `${from}, ${JSON.stringify(limits)}`);
+        assert.equal(chunker.rows, rows.length);
+        assert.equal(chunker.bytes, encodeRows(2, rows).length);
+        let decodedRows = 0;
+        for (const chunk of chunks) {
+          const message = fromBinary(StreamQueryResponseSchema, chunk);
+          assert.ok(message.rows.length >= 1);
+          assert.ok(message.rows.length <= limits.maxRows, "at most maxRows rows a chunk");
+          assert.ok(message.rows.length === 1 || chunk.length <= limits.maxBytes, "at most maxBytes a chunk unless it is one row");
+          decodedRows += message.rows.length;
+        }
+        assert.equal(decodedRows, rows.length);
+      }
+    }
   });
 
   it("encodes no rows as nothing", () => {

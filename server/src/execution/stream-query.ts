@@ -6,9 +6,10 @@ import { StreamQueryResponseSchema } from "../gen/dbgateway/v1/query_service_pb.
 import { EncodedMessage, type ResponseStream } from "../grpc/service-adapter.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { TEXT_PASSTHROUGH } from "../pool/pool-manager.js";
+import { RawDataRow } from "../pool/data-row-parser.js";
 import type { PreparedStatement } from "./execute.js";
 import { toColumns, toDuration, type TextRow } from "./result-set.js";
-import { encodeRowChunks } from "./row-encoding.js";
+import { RowChunker } from "./row-encoding.js";
 
 /** Bounds of one response message of a streamed result. */
 export interface ChunkLimits {
@@ -55,6 +56,25 @@ interface CursorInternals {
 }
 
 /**
+ * A pg-cursor that encodes each row into `rows` as it arrives instead of
+ * keeping it (its reads resolve with no rows): from the DataRow's bytes when
+ * the connection passes them on (`passDataRowBytes`), else from its text.
+ */
+class EncodingCursor extends Cursor<TextRow> {
+  constructor(
+    statement: PreparedStatement,
+    readonly rows: RowChunker,
+  ) {
+    super(statement.sql, statement.values, { rowMode: "array", types: TEXT_PASSTHROUGH });
+  }
+
+  handleDataRow(message: RawDataRow | { fields: TextRow }): void {
+    if (message instanceof RawDataRow) this.rows.addDataRow(message.bytes, message.offset);
+    else this.rows.addTextRow(message.fields);
+  }
+}
+
+/**
  * Streams a statement's rows from a portal (pg-cursor: Execute with a row
  * limit, so PostgreSQL produces rows only as they are asked for). Each read is
  * about a message's worth (at most 1 MiB), sized from the rows seen so far,
@@ -66,24 +86,22 @@ interface CursorInternals {
  */
 export async function streamQuery(lease: Lease, statement: PreparedStatement, responses: StreamQueryResponses, limits: ChunkLimits): Promise<void> {
   const started = process.hrtime.bigint();
-  const cursor = lease.client.query(new Cursor<TextRow>(statement.sql, statement.values, { rowMode: "array", types: TEXT_PASSTHROUGH }));
+  const rows = new RowChunker(ROWS_FIELD, limits);
+  const cursor = lease.client.query(new EncodingCursor(statement, rows));
   const internals = cursor as unknown as CursorInternals;
   let readSize: number = Math.min(STREAM_CHUNK.firstRead, limits.maxRows);
   let reading: Promise<TextRow[]> | undefined = cursor.read(readSize);
-  let rowCount = 0;
-  let bytesSeen = 0;
   let columnsSent = false;
   try {
     while (reading !== undefined) {
-      const rows = await reading;
+      await reading;
       reading = undefined;
       if (lease.signal.aborted) return;
       const done = internals.state === "done";
-      const { chunks, bytes } = encodeRowChunks(ROWS_FIELD, rows, limits);
-      bytesSeen += bytes;
-      rowCount += rows.length;
+      // Taken before the next read is sent: its rows are encoded as they arrive.
+      const chunks = rows.take();
       if (!done) {
-        const averageRow = rowCount > 0 ? bytesSeen / rowCount : limits.maxBytes;
+        const averageRow = rows.rows > 0 ? rows.bytes / rows.rows : limits.maxBytes;
         readSize = Math.max(1, Math.min(limits.maxRows, Math.floor(Math.min(limits.maxBytes, STREAM_CHUNK.readBytes) / averageRow)));
         reading = cursor.read(readSize);
         reading.catch(() => undefined); // awaited in the next round, or abandoned on abort
@@ -95,7 +113,7 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
           ? encodePart({
               summary: {
                 command: internals._result.command ?? "",
-                rowsAffected: BigInt(rowsAffected(internals._result, rowCount)),
+                rowsAffected: BigInt(rowsAffected(internals._result, rows.rows)),
                 executionTime: toDuration(process.hrtime.bigint() - started),
               },
             })

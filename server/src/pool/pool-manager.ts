@@ -3,6 +3,7 @@ import { DatabaseError } from "pg";
 import { beforeStatement, GatewayError, leavesConnectionUsable } from "../errors.js";
 import { withSpan } from "../telemetry/tracing.js";
 import { sendCancelRequest } from "./cancel-request.js";
+import { passDataRowBytes } from "./data-row-parser.js";
 
 /** Settings of the pool manager; every duration is in milliseconds. */
 export interface PoolManagerOptions {
@@ -653,6 +654,7 @@ export class PoolManager {
     pool.connecting++;
     this.#total++;
     const client = new pg.Client({ ...this.options.connectionFor(pool.database), types: TEXT_PASSTHROUGH, application_name: "db-gateway", keepAlive: true });
+    passDataRowBytes(client);
     client.connect().then(
       () => {
         pool.connecting--;
