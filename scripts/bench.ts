@@ -213,9 +213,20 @@ try {
     };
     await measureStream(scenario, "A pg-cursor direct", viaCursor(urlFor(mainDb)));
     if (bouncer) await measureStream(scenario, "B pg-cursor via PgBouncer", viaCursor(urlFor(mainDb, bouncer.port)));
+    // As pg-cursor's read(1000) above: rows a message (1,000 by default) at a time.
     await measureStream(
       scenario,
-      "C SDK stream() via gateway",
+      "C SDK stream().batches() via gateway",
+      async () => {
+        let n = 0;
+        for await (const rows of sdk.stream(sql, [STREAM_ROWS]).batches()) n += rows.length;
+        return n;
+      },
+      { gateway },
+    );
+    await measureStream(
+      scenario,
+      "C SDK stream() row by row via gateway",
       async () => {
         let n = 0;
         for await (const row of sdk.stream(sql, [STREAM_ROWS])) n += row ? 1 : 0;

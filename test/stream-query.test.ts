@@ -86,6 +86,25 @@ describe("StreamQuery", () => {
     assert.equal(stream.summary?.command, "SELECT");
   });
 
+  it("batches() hands over the rows in the gateway's messages, and a stream is read only once", async () => {
+    const stream = db.stream<{ n: number }>("SELECT g AS n FROM generate_series(1, 2500) g", [], { maxRowsPerMessage: 1_000 });
+    const batches = [];
+    for await (const rows of stream.batches()) batches.push(rows);
+    assert.deepEqual(
+      batches.map((rows) => rows.length),
+      [64, 1_000, 1_000, 436],
+      "the gateway's first read is 64 rows, then up to maxRowsPerMessage",
+    );
+    assert.deepEqual(
+      batches.flat().map((row) => row.n),
+      Array.from({ length: 2_500 }, (_, i) => i + 1),
+    );
+    assert.equal(stream.summary?.rowCount, 2_500);
+    await assert.rejects(async () => {
+      for await (const row of stream) assert.fail(`read again: ${JSON.stringify(row)}`);
+    }, TypeError);
+  });
+
   it("streams an empty result as one message with the columns and the summary", async () => {
     const messages = [];
     for await (const m of t.client().raw.query.streamQuery({ platform: t.platforms[0]!, sql: "SELECT 1 AS one WHERE false" })) messages.push(m);

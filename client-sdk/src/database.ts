@@ -55,9 +55,16 @@ export interface StreamSummary {
  * throws rather than look like a shorter result.
  */
 export interface RowStream<Row> extends AsyncIterable<Row> {
+  /**
+   * The same rows in the groups the gateway sent them in (one array per
+   * message, `maxRowsPerMessage` at most), for a reader that handles rows in
+   * bulk as with pg-cursor's `read(n)`: one step of the loop per message
+   * rather than per row. A stream is read once, by rows or by batches.
+   */
+  batches(): AsyncIterable<Row[]>;
   /** The columns, known once the first row (or the end) has arrived. */
   readonly fields: Field[];
-  /** Set once every row has been read. */
+  /** Set once the last rows have arrived. */
   readonly summary: StreamSummary | undefined;
 }
 
@@ -168,6 +175,9 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
           return summary;
         },
         async *[Symbol.asyncIterator]() {
+          for await (const rows of this.batches()) yield* rows;
+        },
+        async *batches() {
           if (started) throw new TypeError("a row stream can be read only once");
           const timeoutMs = options.timeoutMs ?? context.timeoutMs;
           started = true;
@@ -178,12 +188,13 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
           options.signal?.addEventListener("abort", onAbort, { once: true });
           try {
             for await (const message of client.streamQuery(request, { timeoutMs, signal: abort.signal })) {
-              decoder ??= new RowDecoder(message.columns, parserFor);
-              for (const row of message.rows) yield decoder.decode<Row>(row);
+              const rowDecoder = (decoder ??= new RowDecoder(message.columns, parserFor));
+              const rows = message.rows.map((row) => rowDecoder.decode<Row>(row));
               if (message.summary !== undefined) {
                 const s = message.summary;
                 summary = { command: s.command, rowCount: Number(s.rowsAffected), executionTimeMs: durationMs(s.executionTime) };
               }
+              if (rows.length > 0) yield rows;
             }
           } catch (err) {
             throw GatewayError.from(err);

@@ -20,7 +20,7 @@ const EMPTY = Buffer.alloc(0);
 /** The first chunk's room; later chunks start with the size of the one before. */
 const FIRST_CHUNK = 64 * 1024;
 /** Values shorter than this are copied byte by byte: cheaper than a call into Buffer.copy. */
-const SHORT_COPY = 32;
+const SHORT_COPY = 48;
 
 /**
  * Encodes rows as the entries of a repeated `google.protobuf.ListValue` field
