@@ -27,6 +27,7 @@ import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import Cursor from "pg-cursor";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
@@ -131,6 +132,12 @@ try {
       // Without coalescing concurrent queries into QueryMany calls (one Query call per query), then with.
       await measure(scenario, "C SDK via gateway, coalescing off", concurrency, () => uncoalesced.query(pointSql, [randomId()]), { gateway });
       await measure(scenario, "C SDK via gateway", concurrency, () => sdk.query(pointSql, [randomId()]), { gateway });
+      if (concurrency === 1) {
+        // What the gRPC hop alone costs (mTLS, HTTP/2, grpc-js and the gateway's interceptors, no database): the floor of (C)'s latency.
+        const health = healthChecker(gateway);
+        await measure(scenario, "C′ gRPC hop alone: grpc-js health Check on the gateway", concurrency, health.check, { gateway });
+        health.close();
+      }
       await closePools();
     }
   }
@@ -389,6 +396,22 @@ async function measure(
   const peaks = await sampler.stop();
   record(scenario, setup, latencies, seconds, errors, options.gateway ? gatewayCpu : undefined, peaks);
   if (options.gateway && options.sampleConnections) results.at(-1)!.note = `${(await connectionsOpened(options.gateway)) - opened} connections opened while measured`;
+}
+
+/** A plain grpc-js client of the gateway's grpc.health.v1 Health/Check, over the same mTLS as the SDK. */
+function healthChecker(gateway: GatewayProcess): { check: () => Promise<void>; close: () => void } {
+  const { url, tls } = gateway.clientOptions(gateway.platformKey);
+  const credentials = grpc.credentials.createSsl(Buffer.from(tls!.ca!), Buffer.from(tls!.key!), Buffer.from(tls!.cert!));
+  const client = new grpc.Client(new URL(url).host, credentials);
+  const bytes = (b: Buffer) => b;
+  const empty = Buffer.alloc(0); // HealthCheckRequest { service: "" }
+  return {
+    check: () =>
+      new Promise<void>((resolve, reject) => {
+        client.makeUnaryRequest("/grpc.health.v1.Health/Check", bytes, bytes, empty, (err) => (err ? reject(err) : resolve()));
+      }),
+    close: () => client.close(),
+  };
 }
 
 /** Reads one whole stream and records rows per second. */

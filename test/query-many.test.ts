@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Code, GatewayError } from "../client-sdk/src/index.js";
+import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { BatchResult } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import type { TenantQuerySchema } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
@@ -220,5 +220,44 @@ describe("SDK: concurrent queries of one platform are coalesced", () => {
     } finally {
       client.close();
     }
+  });
+});
+
+describe("QueryMany: how deep statements are pipelined", () => {
+  let t: TestGateway;
+  before(async () => {
+    t = await startTestGateway({ platforms: 2, pool: { maxConnectionsPerPool: 16 } });
+  });
+  after(() => t.close());
+
+  /** One call of `n` copies of `sql` to a platform's main database: the backends that ran them, and how long it took. */
+  async function run(platform: string, sql: string, n: number): Promise<{ backends: number; millis: number }> {
+    const client = createClient(t.clientOptions(t.keys[platform]!));
+    try {
+      const started = performance.now();
+      const { results } = await client.raw.query.queryMany({ platform, queries: Array.from({ length: n }, () => ({ sql })) });
+      const millis = performance.now() - started;
+      return { backends: new Set(results.map((r) => cell(r))).size, millis };
+    } finally {
+      client.close();
+    }
+  }
+
+  it("runs slow statements side by side, each on a connection of its own", async () => {
+    const platform = t.platforms[0]!;
+    for (let round = 0; round < 3; round++) {
+      const { backends, millis } = await run(platform, "SELECT pg_backend_pid() FROM pg_sleep(0.3)", 6);
+      assert.equal(backends, 6, `round ${round}: 6 statements on ${backends} backends`);
+      assert.ok(millis < 1_500, `round ${round}: 6 sleeps of 0.3 s took ${Math.round(millis)} ms (1.8 s one after another)`);
+    }
+  });
+
+  it("pipelines fast statements deep on a few connections once their time is known", async () => {
+    const platform = t.platforms[1]!;
+    const first = await run(platform, "SELECT pg_backend_pid()", 64);
+    assert.ok(first.backends >= 8, `unmeasured, 64 statements are spread over the free connections (${first.backends} backends)`);
+    let last = first;
+    for (let round = 0; round < 10; round++) last = await run(platform, "SELECT pg_backend_pid()", 64);
+    assert.ok(last.backends <= 8, `measured fast, 64 statements ran on ${last.backends} backends`);
   });
 });

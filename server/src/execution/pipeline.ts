@@ -26,12 +26,21 @@ type PipelineClient = Client & { pipeline: boolean; connection: { stream: Socket
  * They are run again once the connection is rolled back and reset.
  *
  * The connection is left reset (`lease.markReset`) when every statement has
- * been answered, so the pool does not reset it again.
+ * been answered, so the pool does not reset it again. With two statements or
+ * more, `onStatementTime` learns the time per statement (and its reset) that
+ * the pipeline took beyond one round trip: the span from the first answer to
+ * the last, over the statements after the first.
  */
-export async function runPipelined(lease: Lease, statements: readonly PreparedStatement[]): Promise<Outcome[]> {
+export async function runPipelined(lease: Lease, statements: readonly PreparedStatement[], onStatementTime?: (micros: number) => void): Promise<Outcome[]> {
   const client = lease.client as PipelineClient;
   const outcomes: Outcome[] = new Array<Outcome>(statements.length);
   let pending = statements.map((_, i) => i);
+  let firstAnswer: bigint | undefined;
+  let lastAnswer = 0n;
+  const answered = (at: bigint) => {
+    firstAnswer ??= at;
+    lastAnswer = at;
+  };
   while (pending.length > 0) {
     const rerun: number[] = [];
     let resetFailed = false;
@@ -47,9 +56,11 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
           withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(
             (result) => {
               const done = process.hrtime.bigint();
+              answered(done);
               outcomes[i] = { result: encodeResultSet(result, done - previousDone) };
             },
             (err: unknown) => {
+              answered(process.hrtime.bigint());
               if (err instanceof DatabaseError && err.code === "25P02") rerun.push(i);
               else outcomes[i] = { error: toGatewayError(err) };
             },
@@ -81,6 +92,7 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
     if (pending.length === 0) break;
   }
   lease.markReset();
+  if (statements.length > 1 && firstAnswer !== undefined) onStatementTime?.(Number(lastAnswer - firstAnswer) / 1_000 / (statements.length - 1));
   return outcomes;
 }
 

@@ -12,6 +12,29 @@ import { runPipelined, type Outcome } from "./pipeline.js";
  */
 export const PIPELINE_DEPTH = 8;
 
+/**
+ * Free connections are not all used for fast statements: each costs a write
+ * and a wake-up of its own, in the gateway and in PostgreSQL. Statements are
+ * pipelined as deep as keeps a pipeline's expected time (from the database's
+ * recent time per statement) within this budget, at most
+ * `MAX_PIPELINE_DEPTH`; slow statements, or a database not yet measured, run
+ * side by side. Measured with `npx tsx scripts/profile-gateway.ts 64` (point
+ * selects, 64 per call; queries/s of two runs each): spread over every free
+ * connection 6,108 and 6,122; at least 4 a connection 7,049 and 7,787; at
+ * least 8 7,761 and 7,273; as deep as this budget allows, at most 16, 10,590
+ * and 12,095 (gateway CPU 56 and 51 µs a query, from 101); at most 32 11,186
+ * and 8,063; at most 64 9,991 and 9,388. 16 is kept: no slower within the
+ * noise, and the shortest wait behind a statement slower than expected.
+ */
+export const PIPELINE_BUDGET_MICROS = 1_000;
+export const MAX_PIPELINE_DEPTH = 16;
+
+/** The depth a database's recent time per statement allows (see `PIPELINE_BUDGET_MICROS`). */
+export function pipelineDepth(statementMicros: number | undefined): number {
+  if (statementMicros === undefined) return 1;
+  return Math.max(1, Math.min(MAX_PIPELINE_DEPTH, Math.floor(PIPELINE_BUDGET_MICROS / Math.max(statementMicros, 1))));
+}
+
 /** A query ready to run: its place in the call and its statement. */
 interface Runnable {
   index: number;
@@ -22,8 +45,9 @@ interface Runnable {
  * QueryMany: independent queries, each run as its own Query call would be.
  * A query that cannot run (invalid, or its database does not exist) gets its
  * own error and the others run. Queries to different databases run side by
- * side; those to one database are spread evenly over as many of its
- * connections as are free (at least ⌈n / PIPELINE_DEPTH⌉) and pipelined on
+ * side; those to one database are spread evenly over its connections (as
+ * many as are free for slow statements, fewer for fast ones: see
+ * `PIPELINE_BUDGET_MICROS`; at least ⌈n / PIPELINE_DEPTH⌉) and pipelined on
  * each (see `runPipelined`). A connection that cannot be had (pool
  * exhausted, database unavailable) fails only the queries meant for it; the
  * call's deadline or cancellation fails the whole call.
@@ -67,15 +91,19 @@ export async function runQueryMany(
 async function runOnDatabase(pools: PoolManager, database: string, runnable: Runnable[], limits: CallLimits, outcomes: Outcome[]): Promise<void> {
   // Queries in request order (routing may have finished out of order).
   runnable.sort((a, b) => a.index - b.index);
-  // As many connections as the pool can give at once, so that slow statements run side by side as
-  // separate Query calls would; pipelines (at most PIPELINE_DEPTH deep while waiting) once it cannot.
-  const connections = Math.min(runnable.length, Math.max(pools.available(database), Math.ceil(runnable.length / PIPELINE_DEPTH)));
+  // Slow statements on as many connections as the pool can give at once, so that they run side by side
+  // as separate Query calls would; fast ones pipelined as deep as the budget allows; and pipelines
+  // (at most PIPELINE_DEPTH deep, or the budget's depth) while waiting for connections.
+  const n = runnable.length;
+  const depth = pipelineDepth(pools.statementMicros(database));
+  const connections = Math.min(n, Math.max(Math.min(pools.available(database), Math.ceil(n / depth)), Math.ceil(n / Math.max(depth, PIPELINE_DEPTH))));
   const chunks = Array.from({ length: connections }, (): Runnable[] => []);
   for (const [i, r] of runnable.entries()) chunks[i % connections]!.push(r);
   await Promise.all(
     chunks.map(async (chunk) => {
       try {
-        const results = await pools.withConnection(database, (lease) => runPipelined(lease, chunk.map((r) => r.statement)), limits);
+        const statements = chunk.map((r) => r.statement);
+        const results = await pools.withConnection(database, (lease) => runPipelined(lease, statements, (micros) => pools.recordStatementTime(database, micros)), limits);
         for (const [j, r] of chunk.entries()) outcomes[r.index] = results[j]!;
       } catch (err) {
         const error = toGatewayError(err);

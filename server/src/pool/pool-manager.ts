@@ -156,6 +156,8 @@ class DatabasePool {
     discarded: 0,
   };
   lastUsedAt = Date.now();
+  /** Recent microseconds per statement (see `PoolManager.recordStatementTime`); undefined until measured. */
+  statementMicros: number | undefined;
   constructor(readonly database: string) {}
 
   get size(): number {
@@ -177,6 +179,9 @@ const RESET_TIMEOUT_MILLIS = 10_000;
  * kept closing connections used moments before and opening others.
  */
 const STEAL_AFTER_IDLE_MILLIS = 1_000;
+
+/** The weight of a new measurement in a database's mean time per statement. */
+const STATEMENT_TIME_WEIGHT = 0.2;
 
 /**
  * The only result parser: every value stays PostgreSQL's text form, which the
@@ -360,6 +365,24 @@ export class PoolManager {
    * ones no one waits for, and new ones that fit under the pool's and the
    * global cap.
    */
+  /**
+   * Records how long statements to `database` took (`micros` each, as
+   * measured by the caller): kept as an exponentially weighted mean that
+   * follows a change within a few calls, for as long as the database's pool
+   * lives. Nothing is recorded for a database without a pool.
+   */
+  recordStatementTime(database: string, micros: number): void {
+    const pool = this.#pools.get(database);
+    if (pool === undefined) return;
+    const mean = pool.statementMicros;
+    pool.statementMicros = mean === undefined ? micros : mean + STATEMENT_TIME_WEIGHT * (micros - mean);
+  }
+
+  /** The recent microseconds per statement of `database` (`recordStatementTime`), undefined when unknown. */
+  statementMicros(database: string): number | undefined {
+    return this.#pools.get(database)?.statementMicros;
+  }
+
   available(database: string): number {
     const pool = this.#pools.get(database);
     const size = pool?.size ?? 0;
