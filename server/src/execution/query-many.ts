@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { GatewayError, toGatewayError } from "../errors.js";
 import type { TenantQuery } from "../gen/dbgateway/v1/query_service_pb.js";
 import type { CallLimits, PoolManager } from "../pool/pool-manager.js";
@@ -83,6 +84,9 @@ export async function runQueryMany(
       }
     }),
   );
+  // Each connection waited for listens to the call's signal until it is had: up to one listener per
+  // statement, not a leak (node warns beyond 10).
+  if (limits.signal !== undefined) setMaxListeners(0, limits.signal);
   await Promise.all([...byDatabase].map(([database, runnable]) => runOnDatabase(pools, database, runnable, limits, outcomes)));
   return { outcomes, databases: [...byDatabase.keys()] };
 }
