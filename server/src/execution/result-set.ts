@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/protobuf/wkt";
 import type { FieldDef, QueryArrayResult } from "pg";
 import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "../gen/dbgateway/v1/values_pb.js";
+import { int32Size, lengthDelimitedSize, lengthDelimitedTag, varintSize, writeInt32Field, writeStringField, writeVarint, writeVarintField } from "./protobuf-wire.js";
 import { encodeRows } from "./row-encoding.js";
 
 const NULL: JsonValue = { $typeName: "google.protobuf.Value", kind: { case: "nullValue", value: NullValue.NULL_VALUE } };
@@ -27,31 +27,59 @@ export function toResultSet(result: QueryArrayResult<TextRow>, elapsedNanos: big
 
 /**
  * The same result as `toResultSet`, already in its wire encoding (the same
- * bytes `toBinary` writes for it: see server/test/row-encoding.test.ts):
- * rows by hand, the rest with protobuf-es's BinaryWriter, and no message
- * objects built. Query and QueryMany, the hot paths, send their results so.
+ * bytes `toBinary` writes for it: see server/test/row-encoding.test.ts),
+ * written by hand into one buffer sized beforehand, with no message objects
+ * built. Query and QueryMany, the hot paths, send their results so.
  */
 export function encodeResultSet(result: QueryArrayResult<TextRow>, elapsedNanos: bigint): Uint8Array {
-  const w = new BinaryWriter();
-  // proto3: fields at their default value are not written.
-  for (const f of result.fields) {
-    w.tag(1, WireType.LengthDelimited).fork();
-    if (f.name !== "") w.tag(1, WireType.LengthDelimited).string(f.name);
-    if (f.dataTypeID !== 0) w.tag(2, WireType.Varint).uint32(f.dataTypeID);
-    if (f.dataTypeModifier !== 0) w.tag(3, WireType.Varint).int32(f.dataTypeModifier);
-    if (f.tableID !== 0) w.tag(4, WireType.Varint).uint32(f.tableID);
-    if (f.columnID !== 0) w.tag(5, WireType.Varint).uint32(f.columnID);
-    w.join();
+  // Pass 1: sizes. proto3: fields at their default value are not written.
+  const { fields } = result;
+  const nameLengths: number[] = [];
+  const columnLengths: number[] = [];
+  let size = 0;
+  for (const f of fields) {
+    const nameLength = f.name === "" ? 0 : Buffer.byteLength(f.name, "utf8");
+    let column = nameLength === 0 ? 0 : lengthDelimitedSize(nameLength);
+    if (f.dataTypeID !== 0) column += 1 + varintSize(f.dataTypeID);
+    if (f.dataTypeModifier !== 0) column += 1 + int32Size(f.dataTypeModifier);
+    if (f.tableID !== 0) column += 1 + varintSize(f.tableID);
+    if (f.columnID !== 0) column += 1 + varintSize(f.columnID);
+    nameLengths.push(nameLength);
+    columnLengths.push(column);
+    size += lengthDelimitedSize(column);
   }
-  if (result.rows.length > 0) w.raw(encodeRows(2, result.rows));
-  if (result.command) w.tag(3, WireType.LengthDelimited).string(result.command);
-  if (result.rowCount) w.tag(4, WireType.Varint).uint64(result.rowCount);
-  const { seconds, nanos } = toDuration(elapsedNanos);
-  w.tag(5, WireType.LengthDelimited).fork();
-  if (seconds !== 0n) w.tag(1, WireType.Varint).int64(seconds);
-  if (nanos !== 0) w.tag(2, WireType.Varint).int32(nanos);
-  w.join();
-  return w.finish();
+  const rows = result.rows.length > 0 ? encodeRows(2, result.rows) : undefined;
+  size += rows?.length ?? 0;
+  const command = result.command ?? "";
+  const commandLength = command === "" ? 0 : Buffer.byteLength(command, "utf8");
+  if (commandLength !== 0) size += lengthDelimitedSize(commandLength);
+  const rowCount = result.rowCount ?? 0;
+  if (rowCount !== 0) size += 1 + varintSize(rowCount);
+  const duration = toDuration(elapsedNanos);
+  const seconds = Number(duration.seconds);
+  const durationLength = (seconds !== 0 ? 1 + varintSize(seconds) : 0) + (duration.nanos !== 0 ? 1 + varintSize(duration.nanos) : 0);
+  size += lengthDelimitedSize(durationLength);
+  // Pass 2: bytes.
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const [i, f] of fields.entries()) {
+    out[at++] = lengthDelimitedTag(1);
+    at = writeVarint(out, at, columnLengths[i]!);
+    if (nameLengths[i] !== 0) at = writeStringField(out, at, 1, f.name, nameLengths[i]!);
+    if (f.dataTypeID !== 0) at = writeVarintField(out, at, 2, f.dataTypeID);
+    if (f.dataTypeModifier !== 0) at = writeInt32Field(out, at, 3, f.dataTypeModifier);
+    if (f.tableID !== 0) at = writeVarintField(out, at, 4, f.tableID);
+    if (f.columnID !== 0) at = writeVarintField(out, at, 5, f.columnID);
+  }
+  if (rows !== undefined) at += rows.copy(out, at);
+  if (commandLength !== 0) at = writeStringField(out, at, 3, command, commandLength);
+  if (rowCount !== 0) at = writeVarintField(out, at, 4, rowCount);
+  out[at++] = lengthDelimitedTag(5);
+  at = writeVarint(out, at, durationLength);
+  if (seconds !== 0) at = writeVarintField(out, at, 1, seconds);
+  if (duration.nanos !== 0) at = writeVarintField(out, at, 2, duration.nanos);
+  if (at !== size) throw new Error(`a result set was sized at ${size} bytes but ${at} were written`);
+  return out;
 }
 
 /** Column metadata of a result. */

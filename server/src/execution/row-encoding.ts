@@ -1,3 +1,4 @@
+import { varintSize, writeVarint } from "./protobuf-wire.js";
 import type { TextRow } from "./result-set.js";
 
 /**
@@ -201,17 +202,4 @@ function writeTextRow(out: Buffer, at: number, row: TextRow, utf8Lengths: readon
 
 function readInt32(bytes: Buffer, at: number): number {
   return (bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!;
-}
-
-function varintSize(n: number): number {
-  return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5;
-}
-
-function writeVarint(out: Buffer, at: number, n: number): number {
-  while (n >= 0x80) {
-    out[at++] = (n & 0x7f) | 0x80;
-    n >>>= 7;
-  }
-  out[at++] = n;
-  return at;
 }

@@ -1,11 +1,11 @@
 import { toBinary } from "@bufbuild/protobuf";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { GatewayError, toRpcStatus } from "../errors.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import type { QueryService } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
 import { runPipelined } from "../execution/pipeline.js";
+import { lengthDelimitedSize, lengthDelimitedTag, writeBytesField, writeVarint } from "../execution/protobuf-wire.js";
 import { runQueryMany } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
@@ -46,7 +46,10 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       const statement = prepareStatement(request);
       const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement]), statementLimits(ctx));
       if (outcome!.error !== undefined) throw outcome!.error;
-      return new EncodedMessage(Buffer.from(new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(outcome!.result).finish()));
+      // QueryResponse { result = 1 }
+      const response = Buffer.allocUnsafe(lengthDelimitedSize(outcome!.result.length));
+      writeBytesField(response, 0, 1, outcome!.result);
+      return new EncodedMessage(response);
     },
 
     async queryMany(request, ctx) {
@@ -54,15 +57,16 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       router.checkPlatform(ctx, request.platform);
       const { outcomes, databases } = await runQueryMany(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, statementLimits(ctx));
       ctx.record.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
-      // QueryManyResponse.results: BatchResult { result = 1 | error = 2 }, encoded without message objects.
-      const w = new BinaryWriter();
-      for (const o of outcomes) {
-        w.tag(1, WireType.LengthDelimited).fork();
-        if (o.error === undefined) w.tag(1, WireType.LengthDelimited).bytes(o.result);
-        else w.tag(2, WireType.LengthDelimited).bytes(toBinary(StatusSchema, toRpcStatus(o.error)));
-        w.join();
+      // QueryManyResponse { repeated BatchResult results = 1 }, BatchResult { result = 1 | error = 2 }, written by hand.
+      const parts = outcomes.map((o) => (o.error === undefined ? { field: 1, bytes: o.result } : { field: 2, bytes: toBinary(StatusSchema, toRpcStatus(o.error)) }));
+      const response = Buffer.allocUnsafe(parts.reduce((size, p) => size + lengthDelimitedSize(lengthDelimitedSize(p.bytes.length)), 0));
+      let at = 0;
+      for (const p of parts) {
+        response[at++] = lengthDelimitedTag(1);
+        at = writeVarint(response, at, lengthDelimitedSize(p.bytes.length));
+        at = writeBytesField(response, at, p.field, p.bytes);
       }
-      return new EncodedMessage(Buffer.from(w.finish()));
+      return new EncodedMessage(response);
     },
 
     async streamQuery(request, responses, ctx) {

@@ -1,0 +1,97 @@
+/**
+ * The few pieces of the protobuf wire format that the gateway's hand
+ * encoders (result rows, result sets, QueryMany responses) write: varints,
+ * tags and length-delimited fields, into a buffer sized beforehand.
+ */
+
+/** The tag of a length-delimited field (wire type 2; fieldNumber < 16, a one-byte tag). */
+export function lengthDelimitedTag(fieldNumber: number): number {
+  return (fieldNumber << 3) | 2;
+}
+
+/** The tag of a varint field (wire type 0; fieldNumber < 16). */
+export function varintTag(fieldNumber: number): number {
+  return fieldNumber << 3;
+}
+
+/** Bytes of `n` (an integer, 0 ≤ n < 2^53) as a varint. */
+export function varintSize(n: number): number {
+  if (n < 0x80) return 1;
+  if (n < 0x4000) return 2;
+  if (n < 0x200000) return 3;
+  if (n < 0x10000000) return 4;
+  let size = 4;
+  for (n = Math.floor(n / 0x10000000); n > 0; n = Math.floor(n / 0x80)) size++;
+  return size;
+}
+
+/** Writes `n` (an integer, 0 ≤ n < 2^53) as a varint at `at`; returns the end. */
+export function writeVarint(out: Uint8Array, at: number, n: number): number {
+  while (n > 0x7fffffff) {
+    out[at++] = (n % 0x80) | 0x80;
+    n = Math.floor(n / 0x80);
+  }
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
+  }
+  out[at++] = n;
+  return at;
+}
+
+/** A negative int32 as protobuf writes it: the ten-byte varint of its 64-bit two's complement. */
+const negativeInt32s = new Map<number, Uint8Array>();
+function negativeInt32(n: number): Uint8Array {
+  let bytes = negativeInt32s.get(n);
+  if (bytes === undefined) {
+    bytes = new Uint8Array(10);
+    let v = BigInt.asUintN(64, BigInt(n));
+    for (let i = 0; i < 10; i++, v >>= 7n) bytes[i] = Number(v & 0x7fn) | (i < 9 ? 0x80 : 0);
+    if (negativeInt32s.size < 1_000) negativeInt32s.set(n, bytes);
+  }
+  return bytes;
+}
+
+/** Bytes of an int32 value as a varint (a negative one takes ten). */
+export function int32Size(n: number): number {
+  return n < 0 ? 10 : varintSize(n);
+}
+
+/** Writes an int32 value as a varint at `at`; returns the end. */
+export function writeInt32(out: Uint8Array, at: number, n: number): number {
+  if (n >= 0) return writeVarint(out, at, n);
+  out.set(negativeInt32(n), at);
+  return at + 10;
+}
+
+/** Writes a varint field (fieldNumber < 16) holding `n` (0 ≤ n < 2^53); returns the end. */
+export function writeVarintField(out: Uint8Array, at: number, fieldNumber: number, n: number): number {
+  out[at] = varintTag(fieldNumber);
+  return writeVarint(out, at + 1, n);
+}
+
+/** Writes an int32 field (fieldNumber < 16); returns the end. */
+export function writeInt32Field(out: Uint8Array, at: number, fieldNumber: number, n: number): number {
+  out[at] = varintTag(fieldNumber);
+  return writeInt32(out, at + 1, n);
+}
+
+/** Writes a string field (fieldNumber < 16) whose UTF-8 encoding is `utf8Length` bytes; returns the end. */
+export function writeStringField(out: Buffer, at: number, fieldNumber: number, value: string, utf8Length: number): number {
+  out[at++] = lengthDelimitedTag(fieldNumber);
+  at = writeVarint(out, at, utf8Length);
+  return at + out.write(value, at, utf8Length, "utf8");
+}
+
+/** Writes a length-delimited field (fieldNumber < 16) holding `bytes`; returns the end. */
+export function writeBytesField(out: Uint8Array, at: number, fieldNumber: number, bytes: Uint8Array): number {
+  out[at++] = lengthDelimitedTag(fieldNumber);
+  at = writeVarint(out, at, bytes.length);
+  out.set(bytes, at);
+  return at + bytes.length;
+}
+
+/** Bytes of a length-delimited field (fieldNumber < 16) whose content is `length` bytes. */
+export function lengthDelimitedSize(length: number): number {
+  return 1 + varintSize(length) + length;
+}
