@@ -1,7 +1,6 @@
 import {
   create,
   fromBinary,
-  toBinary,
   type DescMessage,
   type DescMethod,
   type DescMethodStreaming,
@@ -12,6 +11,7 @@ import {
 import { Code, ConnectError, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+import { encoderFor } from "./request-encoding.js";
 import { decoderFor } from "./result-decoding.js";
 
 /** Options of `createGrpcJsTransport`. */
@@ -58,7 +58,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
     if (c === undefined) {
       c = {
         path: `/${method.parent.typeName}/${method.name}`,
-        serialize: (message) => Buffer.from(toBinary(method.input, message)),
+        ...requestCodec(method.input),
         deserialize: decoderFor(method.output),
       };
       codecs.set(method, c);
@@ -84,12 +84,13 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
     ): Promise<UnaryResponse<I, O>> {
       await options.ready;
       if (signal?.aborted) throw aborted(signal);
-      const { path, serialize, deserialize } = codec(method);
+      const { path, serialize, deserialize, byHand } = codec(method);
       return new Promise((resolve, reject) => {
         let responseHeader: grpc.Metadata | undefined;
         let trailer: grpc.Metadata | undefined;
         const onAbort = () => call.cancel();
-        const call = client.makeUnaryRequest(path, serialize, deserialize, create(method.input, input), metadataOf(header), callOptions(timeoutMs), (err, value) => {
+        const message = byHand ? input : create(method.input, input);
+        const call = client.makeUnaryRequest(path, serialize, deserialize, message, metadataOf(header), callOptions(timeoutMs), (err, value) => {
           signal?.removeEventListener("abort", onAbort);
           active.delete(call);
           if (err) reject(toConnectError(err, signal));
@@ -176,8 +177,22 @@ type HeaderInit = ConstructorParameters<typeof Headers>[0];
 
 interface Codec {
   path: string;
-  serialize(message: MessageShape<DescMessage>): Buffer;
+  /** Requests are encoded from their init shape by hand (`encoderFor`): no message is made of them first. */
+  byHand: boolean;
+  serialize(message: MessageShape<DescMessage> | MessageInitShape<DescMessage>): Buffer;
   deserialize(bytes: Buffer): MessageShape<DescMessage>;
+}
+
+/** How a method's requests are encoded (see `encoderFor`). */
+function requestCodec(schema: DescMessage): Pick<Codec, "byHand" | "serialize"> {
+  const { byHand, encode } = encoderFor(schema);
+  return {
+    byHand,
+    serialize: (message) => {
+      const bytes = encode(message);
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    },
+  };
 }
 
 /** Writes the request messages of a bidirectional call as they come, with backpressure, then half-closes. */

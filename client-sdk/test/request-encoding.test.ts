@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { QueryManyRequestSchema, QueryRequestSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
+import { ValueSchema } from "../src/gen/dbgateway/v1/values_pb.js";
+import { encoderFor } from "../src/request-encoding.js";
+import { toValue } from "../src/values.js";
+
+const PARAMS = [
+  null,
+  true,
+  false,
+  0,
+  1,
+  -1,
+  2 ** 53 - 1,
+  -(2 ** 53),
+  9_223_372_036_854_775_807n,
+  -9_223_372_036_854_775_808n,
+  0.5,
+  -0,
+  Number.NaN,
+  Number.POSITIVE_INFINITY,
+  "",
+  "naïve 🐘",
+  new Uint8Array([0, 1, 255]),
+  new Uint8Array(0),
+  new Date(0),
+  new Date(-1_234_567),
+  new Date("2026-11-24T12:34:56.789Z"),
+  [1, [2, null], "x", []],
+  { a: 1, b: [true] },
+].map(toValue);
+
+describe("request encoding by hand", () => {
+  it("writes QueryManyRequest as toBinary does, for every kind of parameter toValue makes", () => {
+    const { byHand, encode } = encoderFor(QueryManyRequestSchema);
+    assert.equal(byHand, true);
+    const inits = [
+      { platform: "clinic", queries: [{ tenantId: "t1", sql: "SELECT $1", params: PARAMS }] },
+      { platform: "clinic", queries: PARAMS.map((p, i) => ({ tenantId: i % 2 === 0 ? "" : `tenant_${i}`, sql: `SELECT $1 -- ${i}`, params: [p] })) },
+      { platform: "", queries: [{ tenantId: "", sql: "", params: [] }] },
+      { platform: "p", queries: [] },
+      { platform: "p", queries: [{ sql: "SELECT 1", params: [create(ValueSchema, { kind: { case: "numericValue", value: "-12.5000" } }), create(ValueSchema)] }] },
+    ];
+    for (const init of inits) {
+      assert.deepEqual(encode(init), toBinary(QueryManyRequestSchema, create(QueryManyRequestSchema, init)));
+    }
+  });
+
+  it("leaves other requests to protobuf-es", () => {
+    const { byHand, encode } = encoderFor(QueryRequestSchema);
+    assert.equal(byHand, false);
+    const message = create(QueryRequestSchema, { platform: "p", sql: "SELECT 1" });
+    assert.deepEqual(encode(message), toBinary(QueryRequestSchema, message));
+  });
+});
