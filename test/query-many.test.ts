@@ -226,7 +226,7 @@ describe("SDK: concurrent queries of one platform are coalesced", () => {
 describe("QueryMany: how deep statements are pipelined", () => {
   let t: TestGateway;
   before(async () => {
-    t = await startTestGateway({ platforms: 2, pool: { maxConnectionsPerPool: 16 } });
+    t = await startTestGateway({ platforms: 1, pool: { maxConnectionsPerPool: 16 } });
   });
   after(() => t.close());
 
@@ -250,16 +250,5 @@ describe("QueryMany: how deep statements are pipelined", () => {
       assert.equal(backends, 6, `round ${round}: 6 statements on ${backends} backends`);
       assert.ok(millis < 1_500, `round ${round}: 6 sleeps of 0.3 s took ${Math.round(millis)} ms (1.8 s one after another)`);
     }
-  });
-
-  it("pipelines fast statements deep on a few connections once their time is known", async () => {
-    const platform = t.platforms[1]!;
-    // The pool's 16 connections opened (one statement each teaches nothing of the time per statement).
-    assert.equal((await run(platform, "SELECT pg_backend_pid() FROM pg_sleep(0.3)", 16)).backends, 16);
-    const first = await run(platform, "SELECT pg_backend_pid()", 64);
-    assert.ok(first.backends >= 8, `unmeasured, 64 statements are spread over the free connections (${first.backends} backends)`);
-    let last = first;
-    for (let round = 0; round < 10; round++) last = await run(platform, "SELECT pg_backend_pid()", 64);
-    assert.ok(last.backends <= 8, `measured fast, 64 statements ran on ${last.backends} backends`);
   });
 });

@@ -91,6 +91,19 @@ export async function runQueryMany(
   return { outcomes, databases: [...byDatabase.keys()] };
 }
 
+/**
+ * Over how many connections `statements` statements to one database are
+ * spread, with `available` connections to be had at once and the database's
+ * recent time per statement (see `PIPELINE_BUDGET_MICROS`): no more than
+ * there are statements, as many as the budget's depth needs (up to those
+ * available), and enough to keep pipelines at most `PIPELINE_DEPTH` deep (or
+ * the budget's depth, if deeper) while waiting for connections.
+ */
+export function connectionsFor(statements: number, available: number, statementMicros: number | undefined): number {
+  const depth = pipelineDepth(statementMicros);
+  return Math.min(statements, Math.max(Math.min(available, Math.ceil(statements / depth)), Math.ceil(statements / Math.max(depth, PIPELINE_DEPTH))));
+}
+
 /** Runs one database's share of a QueryMany call, its outcomes written into `outcomes`. */
 async function runOnDatabase(pools: PoolManager, database: string, runnable: Runnable[], limits: CallLimits, outcomes: Outcome[]): Promise<void> {
   // Queries in request order (routing may have finished out of order).
@@ -98,9 +111,7 @@ async function runOnDatabase(pools: PoolManager, database: string, runnable: Run
   // Slow statements on as many connections as the pool can give at once, so that they run side by side
   // as separate Query calls would; fast ones pipelined as deep as the budget allows; and pipelines
   // (at most PIPELINE_DEPTH deep, or the budget's depth) while waiting for connections.
-  const n = runnable.length;
-  const depth = pipelineDepth(pools.statementMicros(database));
-  const connections = Math.min(n, Math.max(Math.min(pools.available(database), Math.ceil(n / depth)), Math.ceil(n / Math.max(depth, PIPELINE_DEPTH))));
+  const connections = connectionsFor(runnable.length, pools.available(database), pools.statementMicros(database));
   const chunks = Array.from({ length: connections }, (): Runnable[] => []);
   for (const [i, r] of runnable.entries()) chunks[i % connections]!.push(r);
   await Promise.all(
