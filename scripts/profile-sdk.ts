@@ -1,14 +1,14 @@
 /**
  * The SDK's own CPU per operation against one gateway process: point selects
  * from 64 concurrent callers for 6 s (`point`), or one stream of 1,000,000
- * rows (`stream`), after a warm-up round. Prints operations per second, this
+ * rows (`stream` row by row, `batches` a message's rows at a time), after a warm-up round. Prints operations per second, this
  * process's CPU per operation (the SDK: encoding, the transport, decoding
  * rows into objects) and the gateway's (from /proc). With PROF=1 it writes a
  * V8 CPU profile of this process to /tmp/prof, with GATEWAY_PROF=1 one of the
  * gateway's (node --cpu-prof, both rounds); with COALESCE=0 the SDK sends
  * every query as its own call.
  *
- *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres npx tsx scripts/profile-sdk.ts [point|stream] [concurrency]
+ *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres npx tsx scripts/profile-sdk.ts [point|stream|batches] [concurrency]
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { Session } from "node:inspector/promises";
@@ -41,7 +41,9 @@ try {
         }),
       );
     } else {
-      for await (const row of db.stream("SELECT g AS n, md5(g::text) AS hash FROM generate_series(1, $1::int) g", [1_000_000])) n += row ? 1 : 0;
+      const stream = db.stream("SELECT g AS n, md5(g::text) AS hash FROM generate_series(1, $1::int) g", [1_000_000]);
+      if (mode === "batches") for await (const rows of stream.batches()) n += rows.length;
+      else for await (const row of stream) n += row ? 1 : 0;
     }
     const client = process.cpuUsage(client0);
     const gatewayMicros = (await gateway.cpuMicros()) - gateway0;

@@ -189,7 +189,7 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
           try {
             for await (const message of client.streamQuery(request, { timeoutMs, signal: abort.signal })) {
               const rowDecoder = (decoder ??= new RowDecoder(message.columns, parserFor));
-              const rows = message.rows.map((row) => rowDecoder.decode<Row>(row));
+              const rows = rowDecoder.rowsOf<Row>(message);
               if (message.summary !== undefined) {
                 const s = message.summary;
                 summary = { command: s.command, rowCount: Number(s.rowsAffected), executionTimeMs: durationMs(s.executionTime) };

@@ -1,6 +1,7 @@
 import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
 import type { ListValue } from "@bufbuild/protobuf/wkt";
 import { GatewayError } from "./gateway-error.js";
+import { readRowArrays, readRowObjects, rowBytesOf } from "./result-decoding.js";
 import type { TypeParser } from "./type-parsers.js";
 
 /** A column of a result, named as in `pg`'s `FieldDef`. */
@@ -45,6 +46,16 @@ export class RowDecoder {
     this.#names = columns.map((c) => c.name);
   }
 
+  /**
+   * The rows of a result message: read from its bytes where the SDK's own
+   * decoder left them so (no `ListValue`s made), else from its `rows`.
+   */
+  rowsOf<Row>(message: { rows: ListValue[] }, rowMode?: RowMode): Row[] {
+    const bytes = rowBytesOf(message);
+    if (bytes !== undefined) return rowMode === "array" ? readRowArrays<Row>(bytes, this.#parsers) : readRowObjects<Row>(bytes, this.#names, this.#parsers);
+    return rowMode === "array" ? message.rows.map((row) => this.decodeArray<Row>(row)) : message.rows.map((row) => this.decode<Row>(row));
+  }
+
   decode<Row>(row: ListValue): Row {
     const out: Record<string, unknown> = {};
     const values = row.values;
@@ -71,7 +82,7 @@ export function decodeResult<Row>(result: ResultSet | undefined, parserFor: (oid
   if (result === undefined) throw new GatewayError("the gateway sent no result", 13, "INTERNAL", {}, undefined);
   const decoder = new RowDecoder(result.columns, parserFor);
   return {
-    rows: rowMode === "array" ? result.rows.map((row) => decoder.decodeArray<Row>(row)) : result.rows.map((row) => decoder.decode<Row>(row)),
+    rows: decoder.rowsOf<Row>(result, rowMode),
     rowCount: Number(result.rowsAffected),
     fields: decoder.fields,
     command: result.command,

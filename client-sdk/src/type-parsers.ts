@@ -10,7 +10,15 @@ export type Int8Mode = "bigint" | "string";
 const INT8 = 20;
 const INT8_ARRAY = 1016;
 const NUMERIC_ARRAY = 1231;
+const INTEGER_OIDS = new Set([21, 23, 26]); // int2, int4, oid
 const identity: TypeParser = (text) => text;
+
+/**
+ * int2, int4 and oid values, as pg-types parses them. The SDK reads values
+ * that have this parser straight from the response's bytes, with no string
+ * made of them first (`readRowObjects`).
+ */
+export const parseInteger: TypeParser = (text) => parseInt(text, 10);
 
 /**
  * The parser for a type OID: node-postgres's own defaults (pg-types, the same
@@ -37,5 +45,6 @@ function builtin(oid: number, int8: Int8Mode): TypeParser {
   if (int8 === "bigint" && oid === INT8) return (text) => BigInt(text);
   if (int8 === "bigint" && oid === INT8_ARRAY) return (text) => parseArray(text, (v) => BigInt(v));
   if (oid === NUMERIC_ARRAY) return (text) => parseArray(text, identity);
+  if (INTEGER_OIDS.has(oid)) return parseInteger;
   return types.getTypeParser(oid, "text") as TypeParser;
 }
