@@ -145,6 +145,17 @@ describe("StreamQuery", () => {
     assert.deepEqual((await db.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
   });
 
+  it("hands rows over one at a time in order across messages, also to reads made before the last one answered", async () => {
+    const stream = db.stream<{ n: number }>("SELECT g AS n FROM generate_series(1, 10) g", [], { maxRowsPerMessage: 3 });
+    const iterator = stream[Symbol.asyncIterator]();
+    const results = await Promise.all(Array.from({ length: 12 }, () => iterator.next()));
+    assert.deepEqual(
+      results.map((r) => (r.done ? "done" : r.value.n)),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, "done", "done"],
+    );
+    assert.equal(stream.summary?.rowCount, 10);
+  });
+
   it("leaving the loop early closes the portal and frees the connection", async () => {
     let n = 0;
     for await (const row of db.stream("SELECT g FROM generate_series(1, 1000000) g")) if (row && ++n === 10) break;
