@@ -87,17 +87,23 @@ describe("decoding result messages by hand", () => {
       const byHand = decodeByHand(schema.typeName, bytes) as { result?: { columns: never[]; rows: never[] }; columns?: never[]; rows?: never[] };
       const reference = fromBinary(schema, bytes) as typeof byHand;
       const [hand, ref] = schema === QueryResponseSchema ? [byHand.result!, reference.result!] : [byHand as { columns: never[]; rows: never[] }, reference as { columns: never[]; rows: never[] }];
-      assert.equal(rowBytesOf(hand) !== undefined, ref.rows.length > 0);
+      // Results of 16 rows or more are read from their bytes; smaller ones through ListValues.
+      assert.equal(rowBytesOf(hand) !== undefined, ref.rows.length >= 16);
       const decoder = new RowDecoder(ref.columns, parserFor);
       assert.deepStrictEqual(decoder.rowsOf(hand), decoder.rowsOf(ref));
       assert.deepStrictEqual(decoder.rowsOf(hand, "array"), decoder.rowsOf(ref, "array"));
       assert.equal(rowBytesOf(ref), undefined);
+      // The whole message, lazy rows included, is what protobuf-es makes.
+      assert.deepStrictEqual(byHand, reference);
       return decoder.rowsOf(hand, "array");
     };
     for (let seed = 0; seed < 24; seed++) {
-      check(QueryResponseSchema, { result: resultSet(seed) });
-      const { columns, rows } = resultSet(seed);
-      check(StreamQueryResponseSchema, { columns, rows });
+      const { columns, rows, ...rest } = resultSet(seed);
+      for (const copies of [1, 6, 16]) {
+        const many = Array.from({ length: copies }, () => rows ?? []).flat();
+        check(QueryResponseSchema, { result: { columns, rows: many, ...rest } });
+        check(StreamQueryResponseSchema, { columns, rows: many });
+      }
     }
     // A value that names two kinds counts the last, as protobuf reads a oneof; numbers and bools are not text: null.
     const value = (...fields: [number, number, Uint8Array | number][]) => {
@@ -121,10 +127,14 @@ describe("decoding result messages by hand", () => {
       value([3, WireType.LengthDelimited, text("")]),
     ])
       row.tag(1, WireType.LengthDelimited).bytes(v);
-    const message = new BinaryWriter().tag(2, WireType.LengthDelimited).bytes(row.finish()).finish();
+    const rowBytes = row.finish();
+    const writer = new BinaryWriter();
+    for (let i = 0; i < 16; i++) writer.tag(2, WireType.LengthDelimited).bytes(rowBytes);
+    const message = writer.finish();
     const columns = Array.from({ length: 6 }, (_, i) => create(ColumnSchema, { name: `c${i}`, typeOid: 25 }));
     const decoded = decodeByHand(StreamQueryResponseSchema.typeName, message) as { rows: never[] };
-    assert.deepStrictEqual(new RowDecoder(columns, parserFor).rowsOf(decoded, "array"), [[null, "<last>", null, null, null, "<>"]]);
+    assert.ok(rowBytesOf(decoded) !== undefined);
+    assert.deepStrictEqual(new RowDecoder(columns, parserFor).rowsOf(decoded, "array"), Array(16).fill([null, "<last>", null, null, null, "<>"]));
     assert.deepStrictEqual(decoded, fromBinary(StreamQueryResponseSchema, message));
   });
 
@@ -132,6 +142,7 @@ describe("decoding result messages by hand", () => {
     const texts = ["0", "-0", "7", "-32768", "32767", "-2147483648", "2147483647", "4294967295", "9999999999", "12345678901", "-", "", "1e3", "12a", " 1", "+5", "٣"];
     const columns = [21, 23, 26].map((typeOid) => create(ColumnSchema, { name: `c${typeOid}`, typeOid }));
     const rows = texts.map((text) => ({ values: columns.map(() => ({ kind: { case: "stringValue" as const, value: text } })) }));
+    assert.ok(rows.length >= 16); // read from their bytes
     const bytes = Buffer.from(toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, { columns, rows })));
     const decoder = new RowDecoder(columns, typeParsers("bigint"));
     const decoded = decoder.rowsOf<Record<string, number>>(decodeByHand(StreamQueryResponseSchema.typeName, bytes) as { rows: never[] });
