@@ -22,7 +22,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import * as grpc from "@grpc/grpc-js";
 import { QueryRequestSchema, QueryResponseSchema, QueryService, type QueryRequest, type QueryResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import { postgresForRun } from "../test/helpers/run-postgres.js";
-import { dropPlatformDatabases } from "../test/helpers/gateway.js";
+import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { testPki } from "../test/helpers/pki.js";
 import { createClient } from "../client-sdk/src/index.js";
@@ -139,5 +139,6 @@ try {
 } finally {
   await gateway.close();
   await dropPlatformDatabases([gateway.platform], postgres.url);
+  await dropOwnerRole(postgres.url);
   await postgres.close();
 }

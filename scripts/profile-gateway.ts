@@ -7,7 +7,7 @@
  *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres npx tsx scripts/profile-gateway.ts [concurrency]
  */
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
-import { dropPlatformDatabases } from "../test/helpers/gateway.js";
+import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const conc = Number(process.argv[2] ?? 1);
 const gw = await startGatewayProcess({ databaseUrl: url, nodeArgs: process.env.PROF ? ["--cpu-prof", "--cpu-prof-dir=" + (process.env.PROF_DIR ?? "/tmp/prof")] : [], env: process.env.GW_LOG ? { LOG_LEVEL: process.env.GW_LOG } : {} });
@@ -31,4 +31,5 @@ try {
 } finally {
   await gw.close();
   await dropPlatformDatabases([gw.platform], url);
+  await dropOwnerRole(url);
 }

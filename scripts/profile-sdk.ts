@@ -13,7 +13,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { Session } from "node:inspector/promises";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
-import { dropPlatformDatabases } from "../test/helpers/gateway.js";
+import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { createClient } from "../client-sdk/src/index.js";
 
 const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -66,4 +66,5 @@ try {
 } finally {
   await gateway.close();
   await dropPlatformDatabases([gateway.platform], url);
+  await dropOwnerRole(url);
 }

@@ -6,6 +6,7 @@ import { createClient, type ClientOptions, type GatewayClient } from "../../clie
 import type { PoolSettings } from "../../server/src/config.js";
 import { startGateway, type Gateway, type GatewayOptions } from "../../server/src/gateway.js";
 import { createLogger } from "../../server/src/telemetry/logger.js";
+import { OWNER_ROLE } from "../../server/src/tenancy/roles.js";
 import { testPki } from "./pki.js";
 
 /** The PostgreSQL server of this test run (see scripts/test.ts). */
@@ -157,6 +158,22 @@ export async function dropPlatformDatabases(platforms: readonly string[], databa
       const roles = await admin.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", [`${p}_`]);
       for (const { rolname } of roles.rows) await admin.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(rolname)}`);
     }
+  } finally {
+    await admin.end();
+  }
+}
+
+/**
+ * Drops the gateway's owner role (`dbgateway_owner`) unless something still
+ * uses it (then DROP ROLE fails, and that is left alone). For scripts that
+ * run alone against a shared server, at their end: never while tests run,
+ * which create and use it concurrently.
+ */
+export async function dropOwnerRole(databaseUrl = pgUrl()): Promise<void> {
+  const admin = new pg.Client({ connectionString: databaseUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(OWNER_ROLE)}`).catch(() => undefined);
   } finally {
     await admin.end();
   }
