@@ -175,7 +175,7 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
           return summary;
         },
         [Symbol.asyncIterator]() {
-          return rowsOf(this.batches());
+          return rowByRow(this.batches());
         },
         async *batches() {
           if (started) throw new TypeError("a row stream can be read only once");
@@ -286,7 +286,7 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
  * resolved promise (`npx tsx scripts/profile-sdk.ts stream`, BENCHMARKS.md).
  * Leaving early (`return`) returns the batches, which ends the call.
  */
-function rowsOf<Row>(batches: AsyncIterable<Row[]>): AsyncIterableIterator<Row> {
+function rowByRow<Row>(batches: AsyncIterable<Row[]>): AsyncIterableIterator<Row> {
   const source = batches[Symbol.asyncIterator]();
   let rows: Row[] = [];
   let next = 0;

@@ -158,14 +158,13 @@ class Reader {
 }
 
 /**
- * A Buffer's bytes as UTF-8 text: Buffer's own `utf8Slice` where it has one
- * (every Node.js since 0.x; `toString` checks its arguments and looks the
- * encoding up before calling it, a fifth of the time per short value).
+ * A Buffer's bytes as UTF-8 text through Buffer's own `utf8Slice` (in every
+ * Node.js, though undeclared): `toString` checks its arguments and looks the
+ * encoding up before calling it, a fifth of the time per short value.
  */
-const utf8: (buf: Buffer, start: number, end: number) => string =
-  typeof (Buffer.prototype as { utf8Slice?: unknown }).utf8Slice === "function"
-    ? (buf, start, end) => (buf as Buffer & { utf8Slice(start: number, end: number): string }).utf8Slice(start, end)
-    : (buf, start, end) => buf.toString("utf8", start, end);
+function utf8(buf: Buffer, start: number, end: number): string {
+  return (buf as Buffer & { utf8Slice(start: number, end: number): string }).utf8Slice(start, end);
+}
 
 /** Checks a field's wire type, giving up on anything else. */
 function expect(tag: number, wireType: number): void {
@@ -286,7 +285,7 @@ function readResultSet(r: Reader): ResultSet {
 /**
  * The rows of a result message as the hand-written decoders leave them:
  * checked, and not yet made into objects. A row's values are read straight
- * into the caller's row objects (`readRowObjects`, `readRowArrays`), with no
+ * into the caller's row objects (`readRows`), with no
  * `ListValue` and `Value` objects made of them: those were most of the
  * objects, and much of the CPU, per decoded row (BENCHMARKS.md).
  */
@@ -317,24 +316,31 @@ const LAZY_ROWS = 16;
  */
 function withRowBytes<M extends { rows: ListValue[] }>(message: M, buf: Buffer, bounds: number[]): M {
   if (bounds.length < 2 * LAZY_ROWS) {
-    for (let i = 0; i < bounds.length; i += 2) message.rows.push(readListValue(new Reader(buf, bounds[i]!, bounds[i + 1]!)));
+    message.rows = listValues(buf, bounds);
     return message;
   }
+  const setRows = (target: M, rows: ListValue[]) => Object.defineProperty(target, "rows", { value: rows, enumerable: true, configurable: true, writable: true });
   Object.defineProperty(message, ROW_BYTES, { value: { buf, bounds } satisfies RowBytes });
   Object.defineProperty(message, "rows", {
     enumerable: true,
     configurable: true,
     get(this: M) {
-      const rows: ListValue[] = [];
-      for (let i = 0; i < bounds.length; i += 2) rows.push(readListValue(new Reader(buf, bounds[i]!, bounds[i + 1]!)));
-      Object.defineProperty(this, "rows", { value: rows, enumerable: true, configurable: true, writable: true });
+      const rows = listValues(buf, bounds);
+      setRows(this, rows);
       return rows;
     },
     set(this: M, rows: ListValue[]) {
-      Object.defineProperty(this, "rows", { value: rows, enumerable: true, configurable: true, writable: true });
+      setRows(this, rows);
     },
   });
   return message;
+}
+
+/** The checked rows at `bounds` in `buf` as `ListValue`s. */
+function listValues(buf: Buffer, bounds: readonly number[]): ListValue[] {
+  const rows: ListValue[] = [];
+  for (let i = 0; i < bounds.length; i += 2) rows.push(readListValue(new Reader(buf, bounds[i]!, bounds[i + 1]!)));
+  return rows;
 }
 
 /**
@@ -367,31 +373,19 @@ function skipListValue(r: Reader, bounds: number[]): void {
   }
 }
 
-/** Rows of checked row bytes as objects keyed by `names`, each value made by its column's parser (NULL: null). */
-export function readRowObjects<Row>(rows: RowBytes, names: readonly string[], parsers: readonly TypeParser[]): Row[] {
+/**
+ * Rows of checked row bytes, each value made by its column's parser (NULL:
+ * null): objects keyed by `names`, or without names arrays in column order.
+ */
+export function readRows<Row>(rows: RowBytes, parsers: readonly TypeParser[], names?: readonly string[]): Row[] {
   const { buf, bounds } = rows;
   const out = new Array<Row>(bounds.length >>> 1);
   const r = new Reader(buf, 0, buf.length);
   for (let k = 0; k < bounds.length; k += 2) {
-    const row: Record<string, unknown> = {};
+    const row = (names === undefined ? [] : {}) as Record<string | number, unknown>;
     r.pos = bounds[k]!;
     const end = bounds[k + 1]!;
-    for (let i = 0; r.pos < end; i++) row[names[i]!] = nextValue(r, parsers[i]!);
-    out[k >>> 1] = row as Row;
-  }
-  return out;
-}
-
-/** Rows of checked row bytes as arrays in column order. */
-export function readRowArrays<Row>(rows: RowBytes, parsers: readonly TypeParser[]): Row[] {
-  const { buf, bounds } = rows;
-  const out = new Array<Row>(bounds.length >>> 1);
-  const r = new Reader(buf, 0, buf.length);
-  for (let k = 0; k < bounds.length; k += 2) {
-    const row: unknown[] = [];
-    r.pos = bounds[k]!;
-    const end = bounds[k + 1]!;
-    for (let i = 0; r.pos < end; i++) row.push(nextValue(r, parsers[i]!));
+    for (let i = 0; r.pos < end; i++) row[names === undefined ? i : names[i]!] = nextValue(r, parsers[i]!);
     out[k >>> 1] = row as Row;
   }
   return out;

@@ -1,7 +1,7 @@
 import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
 import type { ListValue } from "@bufbuild/protobuf/wkt";
 import { GatewayError } from "./gateway-error.js";
-import { readRowArrays, readRowObjects, rowBytesOf } from "./result-decoding.js";
+import { readRows, rowBytesOf } from "./result-decoding.js";
 import type { TypeParser } from "./type-parsers.js";
 
 /** A column of a result, named as in `pg`'s `FieldDef`. */
@@ -52,7 +52,7 @@ export class RowDecoder {
    */
   rowsOf<Row>(message: { rows: ListValue[] }, rowMode?: RowMode): Row[] {
     const bytes = rowBytesOf(message);
-    if (bytes !== undefined) return rowMode === "array" ? readRowArrays<Row>(bytes, this.#parsers) : readRowObjects<Row>(bytes, this.#names, this.#parsers);
+    if (bytes !== undefined) return readRows<Row>(bytes, this.#parsers, rowMode === "array" ? undefined : this.#names);
     return rowMode === "array" ? message.rows.map((row) => this.decodeArray<Row>(row)) : message.rows.map((row) => this.decode<Row>(row));
   }
 

@@ -16,7 +16,7 @@ const identity: TypeParser = (text) => text;
 /**
  * int2, int4 and oid values, as pg-types parses them. The SDK reads values
  * that have this parser straight from the response's bytes, with no string
- * made of them first (`readRowObjects`).
+ * made of them first (`readRows`).
  */
 export const parseInteger: TypeParser = (text) => parseInt(text, 10);
 

@@ -1,6 +1,6 @@
 import type { EventEmitter } from "node:events";
 import type pg from "pg";
-import type { BackendMessage, ParameterStatusMessage } from "pg-protocol/dist/messages.js";
+import type { BackendMessage, DataRowMessage, ParameterStatusMessage } from "pg-protocol/dist/messages.js";
 import { Parser } from "pg-protocol/dist/parser.js";
 
 /** The protocol's DataRow message code ('D'), and ParameterStatus ('S'). */
@@ -13,8 +13,8 @@ const PARAMETER_STATUS = 0x53;
  * `offset` in `bytes`. `bytes` is the parser's buffer, which the next chunk
  * read from the socket may overwrite, so the bytes are valid only while the
  * message is being handled: pg hands a message to the active query
- * synchronously, and a query that keeps values reads `fields`, which decodes
- * them (as pg-protocol does) on first use.
+ * synchronously, and a query that keeps values reads `fields`, which
+ * pg-protocol's own parser decodes on first use.
  *
  * Only rows known to be UTF-8 are kept as bytes (see `passDataRowBytes`), so
  * the bytes of a value are the UTF-8 encoding of its text.
@@ -27,25 +27,12 @@ export class RawDataRow {
     readonly bytes: Buffer,
     readonly offset: number,
     readonly length: number,
+    /** pg-protocol's parsing of a message (its parser's `handlePacket`), for `fields`. */
+    private readonly parse: ParserInternals["handlePacket"],
   ) {}
 
   get fields(): (string | null)[] {
-    if (this.#fields !== undefined) return this.#fields;
-    const { bytes } = this;
-    const count = bytes.readInt16BE(this.offset);
-    const fields = new Array<string | null>(count);
-    let at = this.offset + 2;
-    for (let i = 0; i < count; i++) {
-      const length = bytes.readInt32BE(at);
-      at += 4;
-      if (length < 0) {
-        fields[i] = null;
-      } else {
-        fields[i] = bytes.toString("utf8", at, at + length);
-        at += length;
-      }
-    }
-    return (this.#fields = fields);
+    return (this.#fields ??= (this.parse(this.offset, DATA_ROW, this.length, this.bytes) as DataRowMessage).fields);
   }
 }
 
@@ -80,7 +67,7 @@ export function passDataRowBytes(client: pg.Client): void {
   const encodings = { server_encoding: "", client_encoding: "" };
   let utf8 = false;
   parser.handlePacket = (offset, code, length, bytes) => {
-    if (code === DATA_ROW && utf8) return new RawDataRow(bytes, offset, length) as unknown as BackendMessage;
+    if (code === DATA_ROW && utf8) return new RawDataRow(bytes, offset, length, handlePacket) as unknown as BackendMessage;
     const message = handlePacket(offset, code, length, bytes);
     if (code === PARAMETER_STATUS) {
       const { parameterName, parameterValue } = message as ParameterStatusMessage;
