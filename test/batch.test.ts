@@ -79,6 +79,56 @@ describe("Batch", () => {
     assert.deepEqual((await db.query("SELECT txid_current_if_assigned() AS x")).rows, [{ x: null }]);
   });
 
+  it("atomic: statements pipelined behind a failed one never run", async () => {
+    await db.query("TRUNCATE items");
+    await db.query("CREATE SEQUENCE IF NOT EXISTS probe");
+    const before = (await db.query<{ n: string }>("SELECT nextval('probe')::text AS n")).rows[0]!.n;
+    const err = await rejectsWith(
+      db.batch(
+        [
+          { sql: "INSERT INTO items VALUES ($1, $2)", params: [1, "a"] },
+          { sql: "INSERT INTO items VALUES ($1, $2)", params: [1, "again"] },
+          "SELECT nextval('probe')", // a sequence does not roll back: it would show that this ran
+          { sql: "INSERT INTO items VALUES ($1, $2)", params: [3, "c"] },
+        ],
+        { atomic: true },
+      ),
+      Code.AlreadyExists,
+      "QUERY_FAILED",
+    );
+    assert.equal(err.metadata.statement_index, "1");
+    assert.deepEqual(await names(), []);
+    const after = (await db.query<{ n: string }>("SELECT nextval('probe')::text AS n")).rows[0]!.n;
+    assert.equal(BigInt(after), BigInt(before) + 1n);
+  });
+
+  it("atomic: a deadline that passes while pipelined statements run commits nothing and leaves the connection clean", async () => {
+    await db.query("TRUNCATE items");
+    const insert = (id: number) => ({ sql: "INSERT INTO items VALUES ($1, $2)", params: [id, `n${id}`] });
+    const err = await db.batch([insert(1), "SELECT pg_sleep(30)", insert(2)], { atomic: true, timeoutMs: 500 }).then(() => undefined, GatewayError.from);
+    assert.equal(err?.code, Code.DeadlineExceeded);
+    assert.deepEqual(await names(), []);
+    assert.deepEqual((await db.query("SELECT txid_current_if_assigned() AS x, pg_is_in_recovery() AS r", [], { timeoutMs: 3_000 })).rows, [{ x: null, r: false }]);
+  });
+
+  it("independent: what a statement sets is seen by the statements after it in the batch, and reset after the batch", async () => {
+    const results = await db.batch(["SELECT set_config('app.note', 'kept', false)", "SELECT current_setting('app.note', true) AS note"]);
+    assert.deepEqual(!(results[1] instanceof GatewayError) && results[1]!.rows, [{ note: "kept" }]);
+    const { rows } = await db.query<{ note: string | null }>("SELECT current_setting('app.note', true) AS note");
+    assert.notEqual(rows[0]!.note, "kept");
+  });
+
+  it("a batch with a statement other than a data statement runs one statement at a time, with the same outcome", async () => {
+    await db.query("TRUNCATE items");
+    const insert = (id: number) => ({ sql: "INSERT INTO items VALUES ($1, $2)", params: [id, `n${id}`] });
+    const results = await db.batch([insert(1), "SET LOCAL lock_timeout = '2s'", "SELECT current_setting('lock_timeout') AS t", insert(2)], { atomic: true });
+    assert.deepEqual(!(results[2] instanceof GatewayError) && results[2]!.rows, [{ t: "2s" }]);
+    assert.deepEqual(await names(), ["n1", "n2"]);
+    const err = await rejectsWith(db.batch([insert(3), "SET LOCAL lock_timeout = '2s'", insert(3)], { atomic: true }), Code.AlreadyExists, "QUERY_FAILED");
+    assert.equal(err.metadata.statement_index, "2");
+    assert.deepEqual(await names(), ["n1", "n2"]);
+  });
+
   it("atomic: applies the transaction options", async () => {
     const results = await db.batch(["SELECT current_setting('transaction_isolation') AS iso, current_setting('transaction_read_only') AS ro"], {
       atomic: true,

@@ -1,10 +1,15 @@
+import type pg from "pg";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { atStatement, GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } from "../errors.js";
 import type { BatchResultSchema, TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
-import type { Lease } from "../pool/pool-manager.js";
-import { execute, prepareStatement, type PreparedStatement } from "./execute.js";
-import { beginStatement, OpenTransaction } from "./transaction-control.js";
+import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
+import { withStatementSpan } from "../telemetry/tracing.js";
+import { execute, prepareStatement, sendStatement, type PreparedStatement } from "./execute.js";
+import { canPipeline } from "./leading-keyword.js";
+import { sendPipelined } from "./pipeline.js";
+import { toResultSet, type TextRow } from "./result-set.js";
+import { beginStatement, commit, OpenTransaction } from "./transaction-control.js";
 
 /** The most statements one batch may hold. */
 export const MAX_BATCH_STATEMENTS = 1_000;
@@ -39,8 +44,16 @@ export function prepareBatch(statements: readonly Statement[], atomic: boolean, 
  * Independent: each statement commits on its own and reports its own result
  * or error; only a broken connection fails the whole call (naming the
  * statement whose outcome is unknown).
+ *
+ * When every statement is one that can neither end nor open a transaction
+ * (`canPipeline`: SELECT, INSERT, UPDATE, DELETE, MERGE, WITH …), they are
+ * pipelined: written at once and answered in order, one round trip to
+ * PostgreSQL instead of one per statement (an atomic batch's BEGIN goes
+ * with them, its COMMIT follows once all have succeeded). Otherwise the
+ * statements run one at a time, each checked before the next is sent.
  */
 export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<MessageInitShape<typeof BatchResultSchema>[]> {
+  if (batch.statements.every((s) => canPipeline(s.sql))) return batch.atomic ? runAtomicPipelined(lease, batch) : runIndependentPipelined(lease, batch);
   const { client } = lease;
   const results: MessageInitShape<typeof BatchResultSchema>[] = [];
   if (batch.atomic) {
@@ -55,7 +68,7 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Mess
       }
       if (lease.signal.aborted) return results;
     }
-    await transaction.commit();
+    await commit(lease);
     return results;
   }
   for (const [i, statement] of batch.statements.entries()) {
@@ -76,4 +89,78 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Mess
     if (lease.signal.aborted) return results;
   }
   return results;
+}
+
+/**
+ * An atomic batch in two round trips: BEGIN and every statement pipelined,
+ * then, if all succeeded and the call still runs, COMMIT with the
+ * connection's reset behind it. BEGIN's text is the gateway's own and cannot
+ * fail on a connection that is alive, so no statement runs outside the
+ * transaction; one that fails aborts it, and those behind it fail with
+ * 25P02 without running. COMMIT is sent only after the answers, so an
+ * interrupted call never commits, and a cancel can never reach COMMIT.
+ */
+async function runAtomicPipelined(lease: Lease, batch: PreparedBatch): Promise<MessageInitShape<typeof BatchResultSchema>[]> {
+  const timed = timer();
+  const [begun, ...answers] = await sendPipelined(lease, (client) => [
+    client.query(batch.begin).then(timed.lap),
+    ...batch.statements.map((statement) => withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(timed.lap)),
+  ]);
+  if (lease.signal.aborted) throw lease.signal.reason;
+  if (begun!.status === "rejected") throw toGatewayError(begun!.reason);
+  const results: MessageInitShape<typeof BatchResultSchema>[] = [];
+  for (const [i, answer] of answers.entries()) {
+    if (answer.status === "rejected") throw atStatement(toGatewayError(answer.reason), i);
+    const [result, nanos] = answer.value as [pg.QueryArrayResult<TextRow>, bigint];
+    results.push({ outcome: { case: "result", value: toResultSet(result, nanos) } });
+  }
+  // None of these statements can end the transaction; checked all the same, as cheap as it is.
+  if (lease.client.getTransactionStatus() !== "T") throw new GatewayError("TRANSACTION_ENDED_BY_STATEMENT", "a statement ended the transaction");
+  await commit(lease);
+  return results;
+}
+
+/**
+ * An independent batch in one round trip: every statement pipelined, each in
+ * its own implicit transaction (its own Sync), then the connection's reset.
+ */
+async function runIndependentPipelined(lease: Lease, batch: PreparedBatch): Promise<MessageInitShape<typeof BatchResultSchema>[]> {
+  const timed = timer();
+  const answers = await sendPipelined(lease, (client) => [
+    ...batch.statements.map((statement) => withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(timed.lap, timed.failed)),
+    client.query(RESET_STATEMENT).then(timed.lap),
+  ]);
+  if (lease.signal.aborted) throw lease.signal.reason;
+  const reset = answers.pop()!;
+  const results: MessageInitShape<typeof BatchResultSchema>[] = [];
+  for (const [i, answer] of answers.entries()) {
+    if (answer.status === "fulfilled") {
+      const [result, nanos] = answer.value as [pg.QueryArrayResult<TextRow>, bigint];
+      results.push({ outcome: { case: "result", value: toResultSet(result, nanos) } });
+      continue;
+    }
+    const error = atStatement(toGatewayError(answer.reason), i);
+    if (!leavesConnectionUsable(error)) throw error;
+    results.push({ outcome: { case: "error", value: toRpcStatus(error) } });
+  }
+  if (reset.status === "fulfilled" && lease.client.getTransactionStatus() === "I") lease.markReset();
+  return results;
+}
+
+/** Pairs each pipelined answer with the time since the previous one was answered (the first: since sending). */
+function timer() {
+  let previous = process.hrtime.bigint();
+  const elapsed = () => {
+    const now = process.hrtime.bigint();
+    const nanos = now - previous;
+    previous = now;
+    return nanos;
+  };
+  return {
+    lap: <T>(value: T): [T, bigint] => [value, elapsed()],
+    failed: (err: unknown): never => {
+      elapsed();
+      throw err;
+    },
+  };
 }

@@ -13,6 +13,37 @@ export type Outcome = { result: Uint8Array; error?: undefined } | { result?: und
 type PipelineClient = Client & { pipeline: boolean; connection: { stream: Socket } };
 
 /**
+ * Sends the queries `send` makes on the leased connection in pipeline mode,
+ * all in one write, and waits until every one has been answered (cancelling
+ * them on PostgreSQL if the call is interrupted meanwhile: see `settle`).
+ * Returns each query's outcome, in order.
+ */
+export async function sendPipelined<T>(lease: Lease, send: (client: Client) => Promise<T>[]): Promise<PromiseSettledResult<T>[]> {
+  const client = lease.client as PipelineClient;
+  const socket = client.connection.stream;
+  client.pipeline = true;
+  let answers: Promise<T>[];
+  socket.cork();
+  try {
+    answers = send(client);
+  } finally {
+    socket.uncork();
+  }
+  const outcomes = answers.map((answer) =>
+    answer.then(
+      (value): PromiseSettledResult<T> => ({ status: "fulfilled", value }),
+      (reason: unknown): PromiseSettledResult<T> => ({ status: "rejected", reason }),
+    ),
+  );
+  try {
+    await settle(lease, outcomes);
+  } finally {
+    client.pipeline = false;
+  }
+  return Promise.all(outcomes);
+}
+
+/**
  * Runs statements that belong to separate calls on one leased connection,
  * each exactly as the pool runs a call of its own: the statement in its own
  * implicit transaction (the extended protocol's Sync), then `DISCARD ALL`, so
@@ -115,7 +146,7 @@ const CANCEL_AGAIN_MILLIS = 50;
  * call's statement (the pool destroys the connection if all that takes
  * longer than its grace period).
  */
-async function settle(lease: Lease, answers: Promise<void>[]): Promise<void> {
+async function settle(lease: Lease, answers: Promise<unknown>[]): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const cancels: Promise<boolean>[] = [];
   const repeat = () => {

@@ -1,7 +1,8 @@
 import pg from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { IsolationLevel, type TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
-import type { Lease } from "../pool/pool-manager.js";
+import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
+import { sendPipelined } from "./pipeline.js";
 
 const ISOLATION: ReadonlyMap<IsolationLevel, string> = new Map([
   [IsolationLevel.UNSPECIFIED, ""],
@@ -64,28 +65,9 @@ export class OpenTransaction {
     }
   }
 
-  /**
-   * Commits. A statement ERROR means PostgreSQL rolled back (a serialization
-   * failure at commit, a deferred constraint): that error. A COMMIT answered
-   * with ROLLBACK means the transaction had failed before: TRANSACTION_ABORTED.
-   * Anything else after COMMIT was sent (a broken connection, a FATAL error,
-   * the call interrupted) leaves the outcome unknown: COMMIT_OUTCOME_UNKNOWN,
-   * never an answer that claims either outcome. An interruption sends no
-   * cancel: a COMMIT on its way is left to finish.
-   */
-  async commit(): Promise<void> {
-    const unknown = (cause?: unknown) =>
-      new GatewayError("COMMIT_OUTCOME_UNKNOWN", "the call ended after COMMIT was sent: the transaction may or may not have committed", { cause });
-    let result: pg.QueryResult;
-    try {
-      result = await this.lease.uninterruptible(() => this.lease.client.query("COMMIT"), unknown());
-    } catch (err) {
-      if (err instanceof pg.DatabaseError && err.severity === "ERROR") throw toGatewayError(err);
-      throw err instanceof GatewayError ? err : unknown(err);
-    }
-    if (result.command === "ROLLBACK") {
-      throw new GatewayError("TRANSACTION_ABORTED", "a statement of the transaction had failed, so COMMIT rolled it back");
-    }
+  /** Commits: see `commit`. */
+  commit(): Promise<void> {
+    return commit(this.lease);
   }
 
   async rollback(): Promise<void> {
@@ -94,5 +76,42 @@ export class OpenTransaction {
     } catch (err) {
       throw toGatewayError(err);
     }
+  }
+}
+
+/**
+ * Commits the lease's open transaction, with the connection's reset
+ * (`DISCARD ALL`) pipelined behind COMMIT, so the pool need not reset it in
+ * a round trip of its own. A statement ERROR means PostgreSQL rolled back (a
+ * serialization failure at commit, a deferred constraint): that error. A
+ * COMMIT answered with ROLLBACK means the transaction had failed before:
+ * TRANSACTION_ABORTED. Anything else after COMMIT was sent (a broken
+ * connection, a FATAL error, the call interrupted) leaves the outcome
+ * unknown: COMMIT_OUTCOME_UNKNOWN, never an answer that claims either
+ * outcome. An interruption sends no cancel: a COMMIT on its way is left to
+ * finish.
+ */
+export async function commit(lease: Lease): Promise<void> {
+  const unknown = (cause?: unknown) =>
+    new GatewayError("COMMIT_OUTCOME_UNKNOWN", "the call ended after COMMIT was sent: the transaction may or may not have committed", { cause });
+  const answers = lease.uninterruptible(
+    () => sendPipelined(lease, (client) => [client.query("COMMIT"), client.query(RESET_STATEMENT)]),
+    unknown(),
+  );
+  let committed: PromiseSettledResult<pg.QueryResult>;
+  try {
+    const [answer, reset] = await answers;
+    if (reset!.status === "fulfilled" && lease.client.getTransactionStatus() === "I") lease.markReset();
+    committed = answer!;
+  } catch (err) {
+    throw err instanceof GatewayError ? err : unknown(err);
+  }
+  if (committed.status === "rejected") {
+    const err = committed.reason;
+    if (err instanceof pg.DatabaseError && err.severity === "ERROR") throw toGatewayError(err);
+    throw err instanceof GatewayError ? err : unknown(err);
+  }
+  if (committed.value.command === "ROLLBACK") {
+    throw new GatewayError("TRANSACTION_ABORTED", "a statement of the transaction had failed, so COMMIT rolled it back");
   }
 }

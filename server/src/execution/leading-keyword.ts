@@ -1,0 +1,58 @@
+/**
+ * Statements that may be sent to PostgreSQL behind one another before the
+ * first is answered (pipelined) inside a batch: those that can neither end
+ * the batch's transaction nor open one. Judged by the statement's first
+ * keyword, which decides its kind: a Parse message holds exactly one
+ * statement. Anything else (COMMIT, ROLLBACK, BEGIN, PREPARE TRANSACTION,
+ * SET, CALL, DO, EXPLAIN …, or a keyword this lexer does not find) runs one
+ * statement at a time, checked after each. A procedure or DO block cannot
+ * end a transaction from inside one, and a function never can.
+ */
+const PIPELINABLE = new Set(["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "TABLE", "("]);
+
+export function canPipeline(sql: string): boolean {
+  return PIPELINABLE.has(leadingKeyword(sql));
+}
+
+/**
+ * The statement's first token, as PostgreSQL's lexer reads it, when it is a
+ * word of ASCII letters (upper-cased) or "(": after white space, `--` line
+ * comments and nested `/* *\/` comments. Anything else gives "".
+ */
+export function leadingKeyword(sql: string): string {
+  const n = sql.length;
+  let i = 0;
+  for (;;) {
+    while (i < n && isSpace(sql.charCodeAt(i))) i++;
+    if (sql.startsWith("--", i)) {
+      while (i < n && sql[i] !== "\n" && sql[i] !== "\r") i++;
+    } else if (sql.startsWith("/*", i)) {
+      let depth = 0;
+      do {
+        if (sql.startsWith("/*", i)) {
+          depth++;
+          i += 2;
+        } else if (sql.startsWith("*/", i)) {
+          depth--;
+          i += 2;
+        } else i++;
+      } while (depth > 0 && i < n);
+      if (depth > 0) return ""; // unterminated
+    } else break;
+  }
+  if (sql[i] === "(") return "(";
+  let end = i;
+  while (end < n && isIdentifierPart(sql.charCodeAt(end))) end++;
+  const word = sql.slice(i, end);
+  return /^[A-Za-z]+$/.test(word) ? word.toUpperCase() : "";
+}
+
+/** PostgreSQL's white space: space, \t, \n, \r, \f (and \v, which PostgreSQL 16 added). */
+function isSpace(c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d);
+}
+
+/** A character that continues an unquoted identifier or keyword: letters, digits, _, $, and any non-ASCII. */
+function isIdentifierPart(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x24 || c >= 0x80;
+}
