@@ -2,9 +2,11 @@
  * Point selects through one gateway process for 6 s at a given concurrency,
  * printing calls per second, the gateway's CPU per call (from /proc), and
  * the CPU of each of its threads. With PROF=1 the gateway writes a V8 CPU
- * profile (node --cpu-prof) to /tmp/prof.
+ * profile (node --cpu-prof) to /tmp/prof. OP=atomic runs the benchmark's
+ * write transaction as an atomic batch (an update and an insert) instead,
+ * OP=batch10 a batch of 10 point selects.
  *
- *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres npx tsx scripts/profile-gateway.ts [concurrency]
+ *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres [OP=point|atomic|batch10] npx tsx scripts/profile-gateway.ts [concurrency]
  */
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
@@ -14,8 +16,26 @@ const gw = await startGatewayProcess({ databaseUrl: url, nodeArgs: process.env.P
 try {
   await gw.adminClient().admin().createTenant(gw.platform, "");
   const db = gw.client().platform(gw.platform);
-  await db.query("CREATE TABLE items (id int PRIMARY KEY, note text)");
+  await db.query("CREATE TABLE items (id int PRIMARY KEY, note text, qty int NOT NULL DEFAULT 0)");
   await db.query("INSERT INTO items SELECT g, 'x' || g FROM generate_series(1, 100000) g");
+  await db.query("CREATE TABLE history (id bigserial PRIMARY KEY, item int NOT NULL, delta int NOT NULL)");
+  const id = () => 1 + Math.floor(Math.random() * 100000);
+  const point = "SELECT id, note FROM items WHERE id = $1";
+  const ops: Record<string, () => Promise<unknown>> = {
+    point: () => db.query(point, [id()]),
+    atomic: () => {
+      const item = id();
+      return db.batch(
+        [
+          { sql: "UPDATE items SET qty = qty + $1 WHERE id = $2", params: [1, item] },
+          { sql: "INSERT INTO history (item, delta) VALUES ($2, $1)", params: [1, item] },
+        ],
+        { atomic: true },
+      );
+    },
+    batch10: () => db.batch(Array.from({ length: 10 }, () => ({ sql: point, params: [id()] }))),
+  };
+  const op = ops[process.env.OP ?? "point"]!;
   const end = Date.now() + 6000;
   let n = 0;
   const { readdir, readFile } = await import("node:fs/promises");
@@ -23,7 +43,7 @@ try {
   const th0 = await threads();
   const c0 = await gw.cpuMicros();
   const t0 = Date.now();
-  await Promise.all(Array.from({ length: conc }, async () => { while (Date.now() < end) { await db.query("SELECT id, note FROM items WHERE id = $1", [1 + Math.floor(Math.random() * 100000)]); n++; } }));
+  await Promise.all(Array.from({ length: conc }, async () => { while (Date.now() < end) { await op(); n++; } }));
   const c1 = await gw.cpuMicros();
   const th1 = await threads();
   for (const [k, v] of th1) { const d = v - (th0.get(k) ?? 0); if (d > 0) console.log(`thread ${k}: ${d} ms`); }

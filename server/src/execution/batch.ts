@@ -1,14 +1,13 @@
 import type pg from "pg";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import { atStatement, GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } from "../errors.js";
-import type { BatchResultSchema, TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
+import { atStatement, GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
+import type { TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
-import { execute, prepareStatement, sendStatement, type PreparedStatement } from "./execute.js";
+import { prepareStatement, runStatement, sendStatement, type PreparedStatement } from "./execute.js";
 import { canPipeline } from "./leading-keyword.js";
-import { sendPipelined } from "./pipeline.js";
-import { toResultSet, type TextRow } from "./result-set.js";
+import { sendPipelined, type Outcome } from "./pipeline.js";
+import { encodeResultSet, type TextRow } from "./result-set.js";
 import { beginStatement, commit, OpenTransaction } from "./transaction-control.js";
 
 /** The most statements one batch may hold. */
@@ -52,17 +51,17 @@ export function prepareBatch(statements: readonly Statement[], atomic: boolean, 
  * with them, its COMMIT follows once all have succeeded). Otherwise the
  * statements run one at a time, each checked before the next is sent.
  */
-export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<MessageInitShape<typeof BatchResultSchema>[]> {
+export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Outcome[]> {
   if (batch.statements.every((s) => canPipeline(s.sql))) return batch.atomic ? runAtomicPipelined(lease, batch) : runIndependentPipelined(lease, batch);
   const { client } = lease;
-  const results: MessageInitShape<typeof BatchResultSchema>[] = [];
+  const results: Outcome[] = [];
   if (batch.atomic) {
     const transaction = await OpenTransaction.begin(lease, batch.begin);
     for (const [i, statement] of batch.statements.entries()) {
       try {
-        const result = await execute(lease, statement);
+        const { result, nanos } = await runStatement(lease, statement);
         await transaction.check(result.command);
-        results.push({ outcome: { case: "result", value: result } });
+        results.push({ result: encodeResultSet(result, nanos) });
       } catch (err) {
         throw atStatement(toGatewayError(err), i);
       }
@@ -73,7 +72,8 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Mess
   }
   for (const [i, statement] of batch.statements.entries()) {
     try {
-      results.push({ outcome: { case: "result", value: await execute(lease, statement) } });
+      const { result, nanos } = await runStatement(lease, statement);
+      results.push({ result: encodeResultSet(result, nanos) });
       if (client.getTransactionStatus() !== "I") {
         await client.query("ROLLBACK");
         throw new GatewayError(
@@ -84,7 +84,7 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Mess
     } catch (err) {
       const error = atStatement(toGatewayError(err), i);
       if (!leavesConnectionUsable(error)) throw error;
-      results[i] = { outcome: { case: "error", value: toRpcStatus(error) } };
+      results[i] = { error };
     }
     if (lease.signal.aborted) return results;
   }
@@ -100,7 +100,7 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Mess
  * 25P02 without running. COMMIT is sent only after the answers, so an
  * interrupted call never commits, and a cancel can never reach COMMIT.
  */
-async function runAtomicPipelined(lease: Lease, batch: PreparedBatch): Promise<MessageInitShape<typeof BatchResultSchema>[]> {
+async function runAtomicPipelined(lease: Lease, batch: PreparedBatch): Promise<Outcome[]> {
   const timed = timer();
   const [begun, ...answers] = await sendPipelined(lease, (client) => [
     client.query(batch.begin).then(timed.lap),
@@ -108,11 +108,11 @@ async function runAtomicPipelined(lease: Lease, batch: PreparedBatch): Promise<M
   ]);
   if (lease.signal.aborted) throw lease.signal.reason;
   if (begun!.status === "rejected") throw toGatewayError(begun!.reason);
-  const results: MessageInitShape<typeof BatchResultSchema>[] = [];
+  const results: Outcome[] = [];
   for (const [i, answer] of answers.entries()) {
     if (answer.status === "rejected") throw atStatement(toGatewayError(answer.reason), i);
     const [result, nanos] = answer.value as [pg.QueryArrayResult<TextRow>, bigint];
-    results.push({ outcome: { case: "result", value: toResultSet(result, nanos) } });
+    results.push({ result: encodeResultSet(result, nanos) });
   }
   // None of these statements can end the transaction; checked all the same, as cheap as it is.
   if (lease.client.getTransactionStatus() !== "T") throw new GatewayError("TRANSACTION_ENDED_BY_STATEMENT", "a statement ended the transaction");
@@ -124,7 +124,7 @@ async function runAtomicPipelined(lease: Lease, batch: PreparedBatch): Promise<M
  * An independent batch in one round trip: every statement pipelined, each in
  * its own implicit transaction (its own Sync), then the connection's reset.
  */
-async function runIndependentPipelined(lease: Lease, batch: PreparedBatch): Promise<MessageInitShape<typeof BatchResultSchema>[]> {
+async function runIndependentPipelined(lease: Lease, batch: PreparedBatch): Promise<Outcome[]> {
   const timed = timer();
   const answers = await sendPipelined(lease, (client) => [
     ...batch.statements.map((statement) => withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(timed.lap, timed.failed)),
@@ -132,16 +132,16 @@ async function runIndependentPipelined(lease: Lease, batch: PreparedBatch): Prom
   ]);
   if (lease.signal.aborted) throw lease.signal.reason;
   const reset = answers.pop()!;
-  const results: MessageInitShape<typeof BatchResultSchema>[] = [];
+  const results: Outcome[] = [];
   for (const [i, answer] of answers.entries()) {
     if (answer.status === "fulfilled") {
       const [result, nanos] = answer.value as [pg.QueryArrayResult<TextRow>, bigint];
-      results.push({ outcome: { case: "result", value: toResultSet(result, nanos) } });
+      results.push({ result: encodeResultSet(result, nanos) });
       continue;
     }
     const error = atStatement(toGatewayError(answer.reason), i);
     if (!leavesConnectionUsable(error)) throw error;
-    results.push({ outcome: { case: "error", value: toRpcStatus(error) } });
+    results.push({ error });
   }
   if (reset.status === "fulfilled" && lease.client.getTransactionStatus() === "I") lease.markReset();
   return results;

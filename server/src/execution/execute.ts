@@ -10,16 +10,21 @@ import { toResultSet, type TextRow } from "./result-set.js";
  * Runs one statement with bound parameters on a leased connection and returns
  * its protobuf result, in a span of its own when tracing is on.
  */
-export function execute(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<ResultSet> {
+export async function execute(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<ResultSet> {
+  const { result, nanos } = await runStatement(lease, statement);
+  return toResultSet(result, nanos);
+}
+
+/** Runs one statement like `execute`, and returns node-postgres's result and the time it took. */
+export function runStatement(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<{ result: pg.QueryArrayResult<TextRow>; nanos: bigint }> {
   return withStatementSpan(lease.database, statement.sql, async () => {
     const started = process.hrtime.bigint();
-    let result: pg.QueryArrayResult<TextRow>;
     try {
-      result = await sendStatement(lease.client, statement);
+      const result = await sendStatement(lease.client, statement);
+      return { result, nanos: process.hrtime.bigint() - started };
     } catch (err) {
       throw toGatewayError(err);
     }
-    return toResultSet(result, process.hrtime.bigint() - started);
   });
 }
 

@@ -4,7 +4,7 @@ import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import type { QueryService } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
-import { runPipelined } from "../execution/pipeline.js";
+import { runPipelined, type Outcome } from "../execution/pipeline.js";
 import { lengthDelimitedSize, lengthDelimitedTag, writeBytesField, writeVarint } from "../execution/protobuf-wire.js";
 import { runQueryMany } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
@@ -57,16 +57,7 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       router.checkPlatform(ctx, request.platform);
       const { outcomes, databases } = await runQueryMany(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, statementLimits(ctx));
       ctx.record.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
-      // QueryManyResponse { repeated BatchResult results = 1 }, BatchResult { result = 1 | error = 2 }, written by hand.
-      const parts = outcomes.map((o) => (o.error === undefined ? { field: 1, bytes: o.result } : { field: 2, bytes: toBinary(StatusSchema, toRpcStatus(o.error)) }));
-      const response = Buffer.allocUnsafe(parts.reduce((size, p) => size + lengthDelimitedSize(lengthDelimitedSize(p.bytes.length)), 0));
-      let at = 0;
-      for (const p of parts) {
-        response[at++] = lengthDelimitedTag(1);
-        at = writeVarint(response, at, lengthDelimitedSize(p.bytes.length));
-        at = writeBytesField(response, at, p.field, p.bytes);
-      }
-      return new EncodedMessage(response);
+      return encodeResults(outcomes);
     },
 
     async streamQuery(request, responses, ctx) {
@@ -81,8 +72,7 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       ctx.record.statements = request.statements.length;
       const database = await router.route(ctx, request.platform, request.tenantId);
       const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions);
-      const results = await pools.withConnection(database, (lease) => runBatch(lease, batch), statementLimits(ctx));
-      return { results };
+      return encodeResults(await pools.withConnection(database, (lease) => runBatch(lease, batch), statementLimits(ctx)));
     },
 
     async transaction(requests, responses, ctx) {
@@ -132,4 +122,21 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       });
     },
   };
+}
+
+/**
+ * A QueryManyResponse or a BatchResponse (the same wire format:
+ * `repeated BatchResult results = 1`, BatchResult `{ result = 1 | error = 2 }`),
+ * written by hand around the results already encoded.
+ */
+function encodeResults(outcomes: readonly Outcome[]): EncodedMessage {
+  const parts = outcomes.map((o) => (o.error === undefined ? { field: 1, bytes: o.result } : { field: 2, bytes: toBinary(StatusSchema, toRpcStatus(o.error)) }));
+  const response = Buffer.allocUnsafe(parts.reduce((size, p) => size + lengthDelimitedSize(lengthDelimitedSize(p.bytes.length)), 0));
+  let at = 0;
+  for (const p of parts) {
+    response[at++] = lengthDelimitedTag(1);
+    at = writeVarint(response, at, lengthDelimitedSize(p.bytes.length));
+    at = writeBytesField(response, at, p.field, p.bytes);
+  }
+  return new EncodedMessage(response);
 }
