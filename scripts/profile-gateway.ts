@@ -12,7 +12,7 @@ import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const conc = Number(process.argv[2] ?? 1);
-const gw = await startGatewayProcess({ databaseUrl: url, nodeArgs: process.env.PROF ? ["--cpu-prof", "--cpu-prof-dir=" + (process.env.PROF_DIR ?? "/tmp/prof")] : [], env: process.env.GW_LOG ? { LOG_LEVEL: process.env.GW_LOG } : {} });
+const gw = await startGatewayProcess({ databaseUrl: url, nodeArgs: [...(process.env.PROF ? ["--cpu-prof", "--cpu-prof-dir=" + (process.env.PROF_DIR ?? "/tmp/prof")] : []), ...(process.env.GW_NODE_ARGS?.split(" ").filter(Boolean) ?? [])], env: process.env.GW_LOG ? { LOG_LEVEL: process.env.GW_LOG } : {} });
 try {
   await gw.adminClient().admin().createTenant(gw.platform, "");
   const db = gw.client().platform(gw.platform);
