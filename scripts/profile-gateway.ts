@@ -4,9 +4,10 @@
  * the CPU of each of its threads. With PROF=1 the gateway writes a V8 CPU
  * profile (node --cpu-prof) to /tmp/prof. OP=atomic runs the benchmark's
  * write transaction as an atomic batch (an update and an insert) instead,
- * OP=batch10 a batch of 10 point selects.
+ * OP=batch10 a batch of 10 point selects, OP=tx the write transaction with
+ * transaction().
  *
- *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres [OP=point|atomic|batch10] npx tsx scripts/profile-gateway.ts [concurrency]
+ *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres [OP=point|atomic|batch10|tx] npx tsx scripts/profile-gateway.ts [concurrency]
  */
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
@@ -34,6 +35,12 @@ try {
       );
     },
     batch10: () => db.batch(Array.from({ length: 10 }, () => ({ sql: point, params: [id()] }))),
+    tx: () =>
+      db.transaction(async (tx) => {
+        const item = id();
+        await tx.query("UPDATE items SET qty = qty + $1 WHERE id = $2", [1, item]);
+        await tx.query("INSERT INTO history (item, delta) VALUES ($2, $1)", [1, item]);
+      }),
   };
   const op = ops[process.env.OP ?? "point"]!;
   const end = Date.now() + 6000;

@@ -278,6 +278,27 @@ describe("Transaction streams", () => {
       assert.deepEqual(await balances(), [100, 0]);
       await assertReleased();
     });
+
+    it("transaction() sends its first statement with the begin: a begin that fails fails the transaction, even when the callback catches the error", async () => {
+      const missing = t.client().platform(platform).tenant("no_such_tenant");
+      let seen: unknown;
+      const err = await missing
+        .transaction(async (tx) => {
+          seen = await tx.query("SELECT 1").catch((e: unknown) => e);
+          return "carried on";
+        })
+        .then(() => undefined, GatewayError.from);
+      assert.equal(err?.code, Code.NotFound);
+      assert.equal(GatewayError.from(seen).code, Code.NotFound);
+      // A callback that throws before the gateway has answered the begin: its own error, and nothing is left behind.
+      await assert.rejects(
+        db.transaction(async () => {
+          throw new Error("before any statement");
+        }),
+        /before any statement/,
+      );
+      await assertReleased();
+    });
   });
 });
 

@@ -112,7 +112,10 @@ export interface Database {
   /**
    * Runs `fn` in an interactive transaction: committed when it returns,
    * rolled back when it throws. On ABORTED (serialization failure, deadlock)
-   * the whole callback runs again, up to `maxAttempts` times.
+   * the whole callback runs again, up to `maxAttempts` times. `fn` starts at
+   * once: its first statement goes with the begin, without waiting for the
+   * gateway's answer to it, and a begin that fails (an unknown tenant, no
+   * connection) fails that statement and the transaction.
    */
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionCallOptions): Promise<T>;
   /** Subscribes to NOTIFY on the channels; resolves once the gateway listens on all of them. */

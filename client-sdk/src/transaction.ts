@@ -73,14 +73,17 @@ export async function runTransactionOnce<T>(
   };
   let open = true;
   try {
+    // The first statement is sent without waiting for `begun`: the gateway answers in order.
     send({ kind: { case: "begin", value: { ...target, options: transactionOptions(options) } } });
-    expect(await receive(), "begun");
+    const begun = receive().then((answer) => expect(answer, "begun"));
+    begun.catch(() => undefined); // awaited before anything else is read
     let queue: Promise<unknown> = Promise.resolve();
     const tx: Transaction = {
       query<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = []) {
         const run = async () => {
           if (!open) throw new GatewayError("the transaction is over", Code.FailedPrecondition, "TRANSACTION_OVER", {}, undefined);
           send({ kind: { case: "statement", value: { sql, params: params.map(toValue) } } });
+          await begun;
           const answer = await receive();
           if (answer.case === "error") throw GatewayError.fromStatus(answer.value);
           if (answer.case !== "result") throw unexpected(answer.case);
@@ -95,7 +98,9 @@ export async function runTransactionOnce<T>(
     try {
       value = await fn(tx);
       await queue;
+      await begun; // a failed begin fails the transaction, even if `fn` caught the error
     } catch (err) {
+      await begun.catch(() => undefined);
       if (open) {
         send({ kind: { case: "rollback", value: {} } });
         await receive().catch(() => undefined);
