@@ -1,21 +1,16 @@
 import type pg from "pg";
-import type { ResultSet, Statement } from "../gen/dbgateway/v1/values_pb.js";
+import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { toPgParams, type PgParam } from "./params.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
-import { toResultSet, type TextRow } from "./result-set.js";
+import type { TextRow } from "./result-set.js";
 
 /**
- * Runs one statement with bound parameters on a leased connection and returns
- * its protobuf result, in a span of its own when tracing is on.
+ * Runs one statement with bound parameters on a leased connection, in a span
+ * of its own when tracing is on, and returns node-postgres's result (rows as
+ * arrays of PostgreSQL's text) and the time it took.
  */
-export async function execute(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<ResultSet> {
-  const { result, nanos } = await runStatement(lease, statement);
-  return toResultSet(result, nanos);
-}
-
-/** Runs one statement like `execute`, and returns node-postgres's result and the time it took. */
 export function runStatement(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<{ result: pg.QueryArrayResult<TextRow>; nanos: bigint }> {
   return withStatementSpan(lease.database, statement.sql, async () => {
     const started = process.hrtime.bigint();

@@ -1,9 +1,11 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } from "../errors.js";
 import type { TransactionRequestSchema, TransactionResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
-import type { RequestStream, ResponseStream } from "../grpc/service-adapter.js";
+import { EncodedMessage, type RequestStream, type ResponseStream } from "../grpc/service-adapter.js";
 import type { Lease } from "../pool/pool-manager.js";
-import { execute, prepareStatement } from "./execute.js";
+import { prepareStatement, runStatement } from "./execute.js";
+import { lengthDelimitedSize, writeBytesField } from "./protobuf-wire.js";
+import { encodeResultSet } from "./result-set.js";
 import { OpenTransaction } from "./transaction-control.js";
 
 /** Limits of an interactive transaction. */
@@ -52,7 +54,7 @@ export async function runInteractiveTransaction(lease: Lease, begin: string, req
         await responses.send({ kind: { case: "rolledBack", value: {} } });
         return;
       case "statement":
-        await responses.send({ kind: await runStatement(lease, transaction, kind.value, limits.maxStatementMillis) });
+        await responses.send(await answerStatement(lease, transaction, kind.value, limits.maxStatementMillis));
     }
   }
 }
@@ -62,24 +64,28 @@ export async function runInteractiveTransaction(lease: Lease, begin: string, req
  * result's delivery is not): its result, or its error as a message when the
  * transaction can go on (PostgreSQL's own errors); anything else throws.
  */
-async function runStatement(
+async function answerStatement(
   lease: Lease,
   transaction: OpenTransaction,
   statement: Parameters<typeof prepareStatement>[0],
   maxStatementMillis: number,
-): Promise<MessageInitShape<typeof TransactionResponseSchema>["kind"]> {
+): Promise<MessageInitShape<typeof TransactionResponseSchema> | EncodedMessage> {
   const timer = setTimeout(
     () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statement ran longer than the longest allowed (${maxStatementMillis} ms)`)),
     maxStatementMillis,
   );
   try {
-    const result = await execute(lease, prepareStatement(statement));
+    const { result, nanos } = await runStatement(lease, prepareStatement(statement));
     await transaction.check(result.command);
-    return { case: "result", value: result };
+    // TransactionResponse { ResultSet result = 2 }, written by hand around the encoded result.
+    const encoded = encodeResultSet(result, nanos);
+    const response = Buffer.allocUnsafe(lengthDelimitedSize(encoded.length));
+    writeBytesField(response, 0, 2, encoded);
+    return new EncodedMessage(response);
   } catch (err) {
     const error = toGatewayError(err);
     if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT") throw error;
-    return { case: "error", value: toRpcStatus(error) };
+    return { kind: { case: "error", value: toRpcStatus(error) } };
   } finally {
     clearTimeout(timer);
   }
