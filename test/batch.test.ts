@@ -129,6 +129,20 @@ describe("Batch", () => {
     assert.deepEqual(await names(), ["n1", "n2"]);
   });
 
+  it("the largest batch, pipelined whole: 1,000 statements with their rows, atomic and independent", async () => {
+    await db.query("TRUNCATE items");
+    const inserts = Array.from({ length: 1_000 }, (_, i) => ({ sql: "INSERT INTO items VALUES ($1, $2) RETURNING id, name", params: [i, "x".repeat(1_000) + i] }));
+    const results = await db.batch(inserts, { atomic: true });
+    assert.equal(results.length, 1_000);
+    assert.deepEqual(!(results[999] instanceof GatewayError) && results[999]!.rows, [{ id: 999, name: "x".repeat(1_000) + 999 }]);
+    const selects = Array.from({ length: 1_000 }, (_, i) => (i === 500 ? "SELECT 1/0" : { sql: "SELECT name FROM items WHERE id = $1", params: [i] }));
+    const answers = await db.batch(selects);
+    assert.equal(answers.filter((a) => a instanceof GatewayError).length, 1);
+    assert.equal((answers[500] as GatewayError).sqlstate, "22012");
+    assert.deepEqual(!(answers[999] instanceof GatewayError) && answers[999]!.rows, [{ name: "x".repeat(1_000) + 999 }]);
+    assert.equal((await db.query("SELECT count(*)::int AS n FROM items")).rows[0]!.n, 1_000);
+  });
+
   it("atomic: applies the transaction options", async () => {
     const results = await db.batch(["SELECT current_setting('transaction_isolation') AS iso, current_setting('transaction_read_only') AS ro"], {
       atomic: true,
