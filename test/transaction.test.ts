@@ -191,6 +191,35 @@ describe("Transaction streams", () => {
     assert.deepEqual(await balances(), [100, 0]);
   });
 
+  it("BEGIN goes with the first statement: a first statement that fails leaves the transaction aborted, never autocommitting what follows", async () => {
+    await reset();
+    const s = openStream(t.client(), platform);
+    s.begin();
+    await expectKind(s, "begun");
+    s.statement("SELECT 1/0");
+    const first = await expectKind(s, "error");
+    assert.equal(first.case === "error" && GatewayError.fromStatus(first.value).sqlstate, "22012");
+    s.statement("UPDATE accounts SET balance = 1 WHERE id = 1");
+    const next = await expectKind(s, "error");
+    assert.equal(next.case === "error" && GatewayError.fromStatus(next.value).sqlstate, "25P02");
+    s.send({ kind: { case: "commit", value: {} } });
+    await rejectsWith(s.next(), Code.FailedPrecondition, "TRANSACTION_ABORTED");
+    await assertReleased();
+    assert.deepEqual(await balances(), [100, 0]);
+  });
+
+  for (const end of ["commit", "rollback"] as const) {
+    it(`a transaction with no statement ends at once on ${end}, and its connection goes back clean`, async () => {
+      const s = openStream(t.client(), platform);
+      s.begin({ options: { isolationLevel: 3 } });
+      await expectKind(s, "begun");
+      s.send({ kind: { case: end, value: {} } });
+      await expectKind(s, end === "commit" ? "committed" : "rolledBack");
+      assert.equal(await s.next(), "end");
+      await assertReleased();
+    });
+  }
+
   it("a statement that ends the transaction itself fails the stream (TRANSACTION_ENDED_BY_STATEMENT)", async () => {
     await reset();
     const s = openStream(t.client(), platform);

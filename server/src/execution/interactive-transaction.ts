@@ -3,7 +3,7 @@ import { GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } fro
 import type { TransactionRequestSchema, TransactionResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
 import { EncodedMessage, type RequestStream, type ResponseStream } from "../grpc/service-adapter.js";
 import type { Lease } from "../pool/pool-manager.js";
-import { prepareStatement, runStatement } from "./execute.js";
+import { prepareStatement } from "./execute.js";
 import { lengthDelimitedSize, writeBytesField } from "./protobuf-wire.js";
 import { encodeResultSet } from "./result-set.js";
 import { OpenTransaction } from "./transaction-control.js";
@@ -21,7 +21,8 @@ type Responses = ResponseStream<typeof TransactionResponseSchema>;
 
 /**
  * Runs an interactive transaction on a leased connection, after the `begin`
- * message: BEGIN, then each statement message in order on this connection,
+ * message (answered once the connection is had; BEGIN itself goes to
+ * PostgreSQL with the first statement): each statement message in order on this connection,
  * each answered by its result or its error (the stream stays open, as the
  * transaction does in PostgreSQL until rollback or ROLLBACK TO SAVEPOINT).
  * `commit` and `rollback` end it. When the client half-closes without either,
@@ -31,7 +32,7 @@ type Responses = ResponseStream<typeof TransactionResponseSchema>;
  * back, and the call fails (DEADLINE_EXCEEDED, TRANSACTION_IDLE_TIMEOUT).
  */
 export async function runInteractiveTransaction(lease: Lease, begin: string, requests: Requests, responses: Responses, limits: TransactionLimits): Promise<void> {
-  const transaction = await OpenTransaction.begin(lease, begin);
+  const transaction = OpenTransaction.deferred(lease, begin);
   await responses.send({ kind: { case: "begun", value: {} } });
   for (;;) {
     const request = await nextWithin(requests, lease, limits.idleTimeoutMillis);
@@ -75,7 +76,7 @@ async function answerStatement(
     maxStatementMillis,
   );
   try {
-    const { result, nanos } = await runStatement(lease, prepareStatement(statement));
+    const { result, nanos } = await transaction.run(prepareStatement(statement));
     await transaction.check(result.command);
     // TransactionResponse { ResultSet result = 2 }, written by hand around the encoded result.
     const encoded = encodeResultSet(result, nanos);
@@ -84,7 +85,7 @@ async function answerStatement(
     return new EncodedMessage(response);
   } catch (err) {
     const error = toGatewayError(err);
-    if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT") throw error;
+    if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT" || transaction.failed) throw error;
     return { kind: { case: "error", value: toRpcStatus(error) } };
   } finally {
     clearTimeout(timer);

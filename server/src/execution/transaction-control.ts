@@ -2,7 +2,10 @@ import pg from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { IsolationLevel, type TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
+import { withStatementSpan } from "../telemetry/tracing.js";
+import { runStatement, sendStatement, type PreparedStatement } from "./execute.js";
 import { sendPipelined } from "./pipeline.js";
+import type { TextRow } from "./result-set.js";
 
 const ISOLATION: ReadonlyMap<IsolationLevel, string> = new Map([
   [IsolationLevel.UNSPECIFIED, ""],
@@ -27,21 +30,64 @@ export function beginStatement(options: TransactionOptions | undefined): string 
  * and ended by commit or rollback.
  */
 export class OpenTransaction {
+  /** BEGIN, when it has not been sent yet (see `deferred`). */
+  #begin: string | undefined;
+  /** Set when a deferred BEGIN failed: the transaction never began, and the call must end. */
+  #failed = false;
+
   private constructor(
     private readonly lease: Lease,
     /** transaction_timestamp() at BEGIN: a transaction chained by COMMIT/ROLLBACK AND CHAIN has another. */
-    private readonly startedAt: string,
+    private startedAt: string,
   ) {}
 
   /** Runs BEGIN, and reads the transaction's start time in the same round trip. */
   static async begin(lease: Lease, begin: string): Promise<OpenTransaction> {
     try {
-      const results = (await lease.client.query(`${begin}; SELECT transaction_timestamp()::text AS started`)) as unknown as pg.QueryResult<{ started: string }>[];
-      return new OpenTransaction(lease, results[1]!.rows[0]!.started);
+      return new OpenTransaction(lease, startedAt(await lease.client.query(beginAndStart(begin))));
     } catch (err) {
       throw toGatewayError(err);
     }
   }
+
+  /**
+   * A transaction whose BEGIN is sent with its first statement, in the same
+   * write (see `run`): one round trip to PostgreSQL less. A transaction that
+   * runs no statement never begins: its commit and rollback have nothing to
+   * do. BEGIN's text is the gateway's own, so it fails only on a broken
+   * connection or (SERIALIZABLE) on a standby, where no statement can write.
+   */
+  static deferred(lease: Lease, begin: string): OpenTransaction {
+    const transaction = new OpenTransaction(lease, "");
+    transaction.#begin = begin;
+    return transaction;
+  }
+
+  /** Whether a deferred BEGIN failed: the call must end rather than answer the error and go on. */
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  /** Runs one of the caller's statements in the transaction (the first pipelined behind a deferred BEGIN). */
+  async run(statement: PreparedStatement): Promise<{ result: pg.QueryArrayResult<TextRow>; nanos: bigint }> {
+    const begin = this.#begin;
+    if (begin === undefined) return runStatement(this.lease, statement);
+    this.#begin = undefined;
+    const started = process.hrtime.bigint();
+    let answered = started;
+    const [begun, answer] = await sendPipelined(this.lease, (client) => [
+      client.query(beginAndStart(begin)),
+      withStatementSpan(this.lease.database, statement.sql, () => sendStatement(client, statement)).finally(() => (answered = process.hrtime.bigint())),
+    ]);
+    if (begun!.status === "rejected") {
+      this.#failed = true;
+      throw toGatewayError(begun!.reason);
+    }
+    this.startedAt = startedAt(begun!.value);
+    if (answer!.status === "rejected") throw toGatewayError(answer!.reason);
+    return { result: answer!.value as pg.QueryArrayResult<TextRow>, nanos: answered - started };
+  }
+
 
   /**
    * Fails with TRANSACTION_ENDED_BY_STATEMENT when the caller's statement
@@ -65,12 +111,18 @@ export class OpenTransaction {
     }
   }
 
-  /** Commits: see `commit`. */
+  /** Commits: see `commit`. A transaction that never began has nothing to commit. */
   commit(): Promise<void> {
-    return commit(this.lease);
+    if (this.#begin === undefined) return commit(this.lease);
+    this.lease.markReset(); // nothing ran since the connection's last reset
+    return Promise.resolve();
   }
 
   async rollback(): Promise<void> {
+    if (this.#begin !== undefined) {
+      this.lease.markReset(); // nothing ran since the connection's last reset
+      return;
+    }
     try {
       await this.lease.client.query("ROLLBACK");
     } catch (err) {
@@ -114,4 +166,14 @@ export async function commit(lease: Lease): Promise<void> {
   if (committed.value.command === "ROLLBACK") {
     throw new GatewayError("TRANSACTION_ABORTED", "a statement of the transaction had failed, so COMMIT rolled it back");
   }
+}
+
+/** BEGIN, and the transaction's start time read in the same simple query. */
+function beginAndStart(begin: string): string {
+  return `${begin}; SELECT transaction_timestamp()::text AS started`;
+}
+
+/** The start time from the answer to `beginAndStart`. */
+function startedAt(results: unknown): string {
+  return (results as pg.QueryResult<{ started: string }>[])[1]!.rows[0]!.started;
 }
