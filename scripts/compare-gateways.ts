@@ -1,0 +1,56 @@
+/**
+ * Compares two builds of the gateway in one run, on a machine whose speed
+ * drifts: this checkout's and the one at BASE (a `git worktree` of another
+ * commit, with node_modules linked), each its own process on the same
+ * PostgreSQL, measured in alternating 2 s windows (after one warm-up window
+ * each) of one operation at a given concurrency through this checkout's SDK.
+ * Prints operations per second, median latency and gateway CPU per
+ * operation for each.
+ *
+ *   git worktree add /tmp/base HEAD~1 && ln -s "$PWD/node_modules" /tmp/base/node_modules
+ *   BASE=/tmp/base OP=point|tx|atomic [WINDOWS=10] [PG_URL=…] npx tsx scripts/compare-gateways.ts [concurrency]
+ */
+import { startGatewayProcess as startNew } from "../test/helpers/gateway-process.js";
+import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
+const base = process.env.BASE;
+if (base === undefined) throw new Error("BASE: the directory of the other checkout");
+const { startGatewayProcess: startOld } = (await import(`${base}/test/helpers/gateway-process.ts`)) as { startGatewayProcess: typeof startNew };
+const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const conc = Number(process.argv[2] ?? 1);
+const windows = Number(process.env.WINDOWS ?? 10);
+const gws = { base: await startOld({ databaseUrl: url }), this: await startNew({ databaseUrl: url }) };
+try {
+  const ops: Record<string, () => Promise<unknown>> = {};
+  for (const [k, gw] of Object.entries(gws)) {
+    await gw.adminClient().admin().createTenant(gw.platform, "");
+    const db = gw.client().platform(gw.platform);
+    await db.query("CREATE TABLE items (id int PRIMARY KEY, note text, qty int NOT NULL DEFAULT 0)");
+    await db.query("INSERT INTO items SELECT g, 'x' || g FROM generate_series(1, 100000) g");
+    await db.query("CREATE TABLE history (id bigserial PRIMARY KEY, item int NOT NULL, delta int NOT NULL)");
+    const id = () => 1 + Math.floor(Math.random() * 100000);
+    const all: Record<string, () => Promise<unknown>> = {
+      point: () => db.query("SELECT id, note FROM items WHERE id = $1", [id()]),
+      tx: () => db.transaction(async (tx) => { const item = id(); await tx.query("UPDATE items SET qty = qty + $1 WHERE id = $2", [1, item]); await tx.query("INSERT INTO history (item, delta) VALUES ($2, $1)", [1, item]); }),
+      atomic: () => { const item = id(); return db.batch([{ sql: "UPDATE items SET qty = qty + $1 WHERE id = $2", params: [1, item] }, { sql: "INSERT INTO history (item, delta) VALUES ($2, $1)", params: [1, item] }], { atomic: true }); },
+    };
+    ops[k] = all[process.env.OP ?? "point"]!;
+  }
+  const lat: Record<string, number[]> = { base: [], this: [] };
+  const cpu: Record<string, number> = { base: 0, this: 0 };
+  const secs: Record<string, number> = { base: 0, this: 0 };
+  for (let w = 0; w < windows + 2; w++) {
+    const k = w % 2 === 0 ? "base" : "this";
+    const gw = gws[k as "base" | "this"];
+    const c0 = await gw.cpuMicros(); const t0 = performance.now();
+    const end = Date.now() + 2000;
+    const l: number[] = [];
+    await Promise.all(Array.from({ length: conc }, async () => { while (Date.now() < end) { const s = performance.now(); await ops[k]!(); l.push(performance.now() - s); } }));
+    if (w < 2) continue; // warm-up
+    lat[k]!.push(...l); cpu[k]! += (await gw.cpuMicros()) - c0; secs[k]! += (performance.now() - t0) / 1000;
+  }
+  for (const k of ["base", "this"]) { const a = lat[k]!.sort((x, y) => x - y); console.log(`${k}: ${(a.length / secs[k]!).toFixed(0)}/s p50 ${a[a.length >> 1]!.toFixed(3)} ms, gateway cpu ${(cpu[k]! / a.length).toFixed(0)} µs/op`); }
+} finally {
+  for (const gw of Object.values(gws)) await gw.close();
+  await dropPlatformDatabases(Object.values(gws).map((g) => g.platform), url);
+  await dropOwnerRole(url);
+}
