@@ -143,6 +143,16 @@ describe("Batch", () => {
     assert.equal((await db.query("SELECT count(*)::int AS n FROM items")).rows[0]!.n, 1_000);
   });
 
+  it("independent: a deadline stops a pipelined batch within the part already written (16 statements)", async () => {
+    await db.query("TRUNCATE items");
+    // 5 ms each: a cancel (the first, then one every 50 ms) stops only the statement running when it arrives.
+    const inserts = Array.from({ length: 200 }, (_, i) => ({ sql: "INSERT INTO items SELECT $1, 'slow' FROM pg_sleep(0.005)", params: [i] }));
+    const err = await db.batch(inserts, { timeoutMs: 100 }).then(() => undefined, GatewayError.from);
+    assert.equal(err?.code, Code.DeadlineExceeded);
+    const { rows } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM items", [], { timeoutMs: 5_000 });
+    assert.ok(rows[0]!.n >= 1 && rows[0]!.n <= 32, `${rows[0]!.n} statements ran`); // the part written when the deadline passed, and the one before
+  });
+
   it("atomic: applies the transaction options", async () => {
     const results = await db.batch(["SELECT current_setting('transaction_isolation') AS iso, current_setting('transaction_read_only') AS ro"], {
       atomic: true,

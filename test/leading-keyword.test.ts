@@ -63,7 +63,7 @@ describe("the leading keyword that decides whether a batch's statements are pipe
         await client.query("BEGIN");
         let command: string | undefined;
         try {
-          command = (await client.query({ text: sql, values: [] })).command;
+          command = (await client.query({ text: sql, queryMode: "extended" } as pg.QueryConfig)).command; // as the gateway sends it: one Parse
         } catch {
           // PostgreSQL refused it: nothing ran.
         }

@@ -6,7 +6,7 @@ import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
 import { prepareStatement, runStatement, sendStatement, type PreparedStatement } from "./execute.js";
 import { canPipeline } from "./leading-keyword.js";
-import { sendPipelined, type Outcome } from "./pipeline.js";
+import { sendPipelined, shieldedBegin, type Outcome } from "./pipeline.js";
 import { encodeResultSet, type TextRow } from "./result-set.js";
 import { beginStatement, commit, OpenTransaction } from "./transaction-control.js";
 
@@ -102,8 +102,9 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Outc
  */
 async function runAtomicPipelined(lease: Lease, batch: PreparedBatch): Promise<Outcome[]> {
   const timed = timer();
+  if (lease.signal.aborted) throw lease.signal.reason;
   const [begun, ...answers] = await sendPipelined(lease, (client) => [
-    client.query(batch.begin).then(timed.lap),
+    shieldedBegin(lease, client, batch.begin).then(timed.lap),
     ...batch.statements.map((statement) => withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(timed.lap)),
   ]);
   if (lease.signal.aborted) throw lease.signal.reason;
@@ -121,29 +122,44 @@ async function runAtomicPipelined(lease: Lease, batch: PreparedBatch): Promise<O
 }
 
 /**
- * An independent batch in one round trip: every statement pipelined, each in
- * its own implicit transaction (its own Sync), then the connection's reset.
+ * Statements of an independent batch written at once. Each commits on its
+ * own, so those already sent run even when the call is interrupted (a cancel
+ * stops only the one running when it arrives): writing a long batch in parts
+ * bounds what runs after an interruption, as QueryMany's pipelines are.
+ */
+export const INDEPENDENT_PIPELINE_DEPTH = 16;
+
+/**
+ * An independent batch in one round trip per `INDEPENDENT_PIPELINE_DEPTH`
+ * statements: each statement pipelined in its own implicit transaction (its
+ * own Sync), the connection's reset behind the last.
  */
 async function runIndependentPipelined(lease: Lease, batch: PreparedBatch): Promise<Outcome[]> {
-  const timed = timer();
-  const answers = await sendPipelined(lease, (client) => [
-    ...batch.statements.map((statement) => withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(timed.lap, timed.failed)),
-    client.query(RESET_STATEMENT).then(timed.lap),
-  ]);
-  if (lease.signal.aborted) throw lease.signal.reason;
-  const reset = answers.pop()!;
   const results: Outcome[] = [];
-  for (const [i, answer] of answers.entries()) {
-    if (answer.status === "fulfilled") {
-      const [result, nanos] = answer.value as [pg.QueryArrayResult<TextRow>, bigint];
-      results.push({ result: encodeResultSet(result, nanos) });
-      continue;
+  const { statements } = batch;
+  for (let from = 0; from < statements.length; from += INDEPENDENT_PIPELINE_DEPTH) {
+    if (lease.signal.aborted) throw lease.signal.reason;
+    const part = statements.slice(from, from + INDEPENDENT_PIPELINE_DEPTH);
+    const last = from + part.length === statements.length;
+    const timed = timer();
+    const answers = await sendPipelined(lease, (client) => [
+      ...part.map((statement) => withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(timed.lap, timed.failed)),
+      ...(last ? [client.query(RESET_STATEMENT).then(timed.lap)] : []),
+    ]);
+    if (lease.signal.aborted) throw lease.signal.reason;
+    const reset = last ? answers.pop()! : undefined;
+    for (const [i, answer] of answers.entries()) {
+      if (answer.status === "fulfilled") {
+        const [result, nanos] = answer.value as [pg.QueryArrayResult<TextRow>, bigint];
+        results.push({ result: encodeResultSet(result, nanos) });
+        continue;
+      }
+      const error = atStatement(toGatewayError(answer.reason), from + i);
+      if (!leavesConnectionUsable(error)) throw error;
+      results.push({ error });
     }
-    const error = atStatement(toGatewayError(answer.reason), i);
-    if (!leavesConnectionUsable(error)) throw error;
-    results.push({ error });
+    if (reset?.status === "fulfilled" && lease.client.getTransactionStatus() === "I") lease.markReset();
   }
-  if (reset.status === "fulfilled" && lease.client.getTransactionStatus() === "I") lease.markReset();
   return results;
 }
 

@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import { DatabaseError, type Client } from "pg";
+import { DatabaseError, type Client, type QueryResult } from "pg";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
@@ -22,25 +22,25 @@ export async function sendPipelined<T>(lease: Lease, send: (client: Client) => P
   const client = lease.client as PipelineClient;
   const socket = client.connection.stream;
   client.pipeline = true;
-  let answers: Promise<T>[];
-  socket.cork();
   try {
-    answers = send(client);
-  } finally {
-    socket.uncork();
-  }
-  const outcomes = answers.map((answer) =>
-    answer.then(
-      (value): PromiseSettledResult<T> => ({ status: "fulfilled", value }),
-      (reason: unknown): PromiseSettledResult<T> => ({ status: "rejected", reason }),
-    ),
-  );
-  try {
+    let answers: Promise<T>[];
+    socket.cork();
+    try {
+      answers = send(client);
+    } finally {
+      socket.uncork();
+    }
+    const outcomes = answers.map((answer) =>
+      answer.then(
+        (value): PromiseSettledResult<T> => ({ status: "fulfilled", value }),
+        (reason: unknown): PromiseSettledResult<T> => ({ status: "rejected", reason }),
+      ),
+    );
     await settle(lease, outcomes);
+    return await Promise.all(outcomes);
   } finally {
     client.pipeline = false;
   }
-  return Promise.all(outcomes);
 }
 
 /**
@@ -126,6 +126,20 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
   if (statements.length > 1 && firstAnswer !== undefined) onStatementTime?.(Number(lastAnswer - firstAnswer) / 1_000 / (statements.length - 1));
   return outcomes;
 }
+
+/**
+ * Sends BEGIN with statements to be pipelined behind it. Until BEGIN has been
+ * answered, an interruption sends PostgreSQL no cancel: a cancel that reached
+ * BEGIN itself would leave the statements behind it to run, and commit, each
+ * on its own. One that comes later aborts the transaction.
+ */
+export function shieldedBegin(lease: Lease, client: Client, begin: string): Promise<QueryResult> {
+  const answered = client.query(begin);
+  void lease.uninterruptible(() => answered.then(noop, noop));
+  return answered;
+}
+
+function noop(): void {}
 
 /** Statements that were to run again when the connection was lost: their outcome is unknown, as for any statement sent. */
 function fillUnanswered(outcomes: Outcome[], unanswered: readonly number[]): Outcome[] {

@@ -4,7 +4,7 @@ import { IsolationLevel, type TransactionOptions } from "../gen/dbgateway/v1/que
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
 import { runStatement, sendStatement, type PreparedStatement } from "./execute.js";
-import { sendPipelined } from "./pipeline.js";
+import { sendPipelined, shieldedBegin } from "./pipeline.js";
 import type { TextRow } from "./result-set.js";
 
 const ISOLATION: ReadonlyMap<IsolationLevel, string> = new Map([
@@ -73,10 +73,11 @@ export class OpenTransaction {
     const begin = this.#begin;
     if (begin === undefined) return runStatement(this.lease, statement);
     this.#begin = undefined;
+    if (this.lease.signal.aborted) throw this.lease.signal.reason;
     const started = process.hrtime.bigint();
     let answered = started;
     const [begun, answer] = await sendPipelined(this.lease, (client) => [
-      client.query(beginAndStart(begin)),
+      shieldedBegin(this.lease, client, beginAndStart(begin)),
       withStatementSpan(this.lease.database, statement.sql, () => sendStatement(client, statement)).finally(() => (answered = process.hrtime.bigint())),
     ]);
     if (begun!.status === "rejected") {

@@ -53,11 +53,12 @@ export interface Lease {
   /** Ends the call with `err`: its running statement is cancelled and its transaction rolled back. */
   interrupt(err: GatewayError): void;
   /**
-   * Runs `work` (a COMMIT) so that an interruption meanwhile ends the call
-   * with `outcome` instead, and sends PostgreSQL no cancel: what was sent is
-   * left to finish.
+   * Runs `work` (a COMMIT, a BEGIN with statements pipelined behind it) so
+   * that an interruption meanwhile sends PostgreSQL no cancel: what was sent
+   * is left to finish. The call then ends with `outcome` when given, or else
+   * with the interruption's own error.
    */
-  uninterruptible<T>(work: () => Promise<T>, outcome: GatewayError): Promise<T>;
+  uninterruptible<T>(work: () => Promise<T>, outcome?: GatewayError): Promise<T>;
   /**
    * Says that the last thing run on the connection was `DISCARD ALL`, outside
    * any transaction: the pool takes it back without resetting it again.
@@ -255,23 +256,26 @@ export class PoolManager {
       throw beforeStatement(err);
     }
     const abort = new AbortController();
+    let shielded = false;
     let shield: GatewayError | undefined;
     let cancelOnRecovery = true;
     let interrupt!: (err: GatewayError) => void;
     const interrupted = new Promise<never>((_, reject) => {
       interrupt = (err) => {
         if (abort.signal.aborted) return;
-        cancelOnRecovery = shield === undefined;
+        cancelOnRecovery = !shielded;
         const reason = shield ?? err;
         abort.abort(reason);
         reject(reason);
       };
     });
-    const uninterruptible = async <R>(work: () => Promise<R>, outcome: GatewayError): Promise<R> => {
+    const uninterruptible = async <R>(work: () => Promise<R>, outcome?: GatewayError): Promise<R> => {
+      shielded = true;
       shield = outcome;
       try {
         return await work();
       } finally {
+        shielded = false;
         shield = undefined;
       }
     };
