@@ -802,9 +802,10 @@ export const QueryService: GenService<{
    * Batch runs several statements in one call, either independently or
    * atomically in one transaction. When all are data statements (SELECT,
    * INSERT, UPDATE, DELETE, MERGE, WITH, VALUES, TABLE), they are pipelined
-   * to PostgreSQL: one round trip for an independent batch, two for an atomic
-   * one (COMMIT is sent once every statement has succeeded). Any other
-   * statement makes the batch run one statement at a time.
+   * to PostgreSQL: one round trip per 16 statements for an independent batch,
+   * two for an atomic one (COMMIT is sent once every statement has
+   * succeeded). Any other statement makes the batch run one statement at a
+   * time.
    *
    * @generated from rpc dbgateway.v1.QueryService.Batch
    */
