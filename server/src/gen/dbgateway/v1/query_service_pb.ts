@@ -776,8 +776,9 @@ export const QueryService: GenService<{
    * query whose database does not exist gets its own DATABASE_NOT_FOUND error.
    * Results come back in request order. The call's deadline and cancellation apply to
    * every statement of it: the running statement and those pipelined behind
-   * it are cancelled, and the call fails with DEADLINE_EXCEEDED or CANCELLED
-   * (a statement that had already finished keeps its effect).
+   * it (at most 15 a connection) are cancelled, and the call fails with
+   * DEADLINE_EXCEEDED or CANCELLED (a statement that finished before a cancel
+   * reached it keeps its effect).
    *
    * @generated from rpc dbgateway.v1.QueryService.QueryMany
    */
