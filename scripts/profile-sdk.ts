@@ -1,14 +1,15 @@
 /**
  * The SDK's own CPU per operation against one gateway process: point selects
  * from 64 concurrent callers for 6 s (`point`), or one stream of 1,000,000
- * rows (`stream` row by row, `batches` a message's rows at a time), after a warm-up round. Prints operations per second, this
+ * rows (`stream` row by row, `batches` a message's rows at a time), or write
+ * transactions with `transaction()` (`tx`: an update and an insert), after a warm-up round. Prints operations per second, this
  * process's CPU per operation (the SDK: encoding, the transport, decoding
  * rows into objects) and the gateway's (from /proc). With PROF=1 it writes a
  * V8 CPU profile of this process to /tmp/prof, with GATEWAY_PROF=1 one of the
  * gateway's (node --cpu-prof, both rounds); with COALESCE=0 the SDK sends
  * every query as its own call.
  *
- *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres npx tsx scripts/profile-sdk.ts [point|stream|batches] [concurrency]
+ *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres npx tsx scripts/profile-sdk.ts [point|stream|batches|tx] [concurrency]
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { Session } from "node:inspector/promises";
@@ -25,17 +26,28 @@ try {
   const db = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: process.env.COALESCE !== "0" }).platform(gateway.platform);
   await db.query("CREATE TABLE items (id int PRIMARY KEY, qty int, note text)");
   await db.query("INSERT INTO items SELECT g, 0, 'item ' || g FROM generate_series(1, 100000) g");
+  await db.query("CREATE TABLE history (id bigserial PRIMARY KEY, item int NOT NULL, delta int NOT NULL)");
   const round = async (label: string) => {
     const client0 = process.cpuUsage();
     const gateway0 = await gateway.cpuMicros();
     const started = Date.now();
     let n = 0;
-    if (mode === "point") {
+    if (mode === "point" || mode === "tx") {
       const end = Date.now() + 6_000;
+      const id = () => 1 + Math.floor(Math.random() * 100_000);
+      const op =
+        mode === "point"
+          ? () => db.query("SELECT id, qty, note FROM items WHERE id = $1", [id()])
+          : () =>
+              db.transaction(async (tx) => {
+                const item = id();
+                await tx.query("UPDATE items SET qty = qty + $1 WHERE id = $2", [1, item]);
+                await tx.query("INSERT INTO history (item, delta) VALUES ($2, $1)", [1, item]);
+              });
       await Promise.all(
         Array.from({ length: concurrency }, async () => {
           while (Date.now() < end) {
-            await db.query("SELECT id, qty, note FROM items WHERE id = $1", [1 + Math.floor(Math.random() * 100_000)]);
+            await op();
             n++;
           }
         }),
@@ -48,7 +60,7 @@ try {
     const client = process.cpuUsage(client0);
     const gatewayMicros = (await gateway.cpuMicros()) - gateway0;
     const seconds = (Date.now() - started) / 1000;
-    console.log(`${label}: ${n} ${mode === "point" ? "queries" : "rows"}, ${(n / seconds).toFixed(0)}/s, SDK CPU ${((client.user + client.system) / n).toFixed(2)} µs, gateway CPU ${(gatewayMicros / n).toFixed(2)} µs each`);
+    console.log(`${label}: ${n} ${mode === "point" ? "queries" : mode === "tx" ? "transactions" : "rows"}, ${(n / seconds).toFixed(0)}/s, SDK CPU ${((client.user + client.system) / n).toFixed(2)} µs, gateway CPU ${(gatewayMicros / n).toFixed(2)} µs each`);
   };
   await round("warm-up");
   const session = new Session();

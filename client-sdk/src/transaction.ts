@@ -103,12 +103,14 @@ export async function runTransactionOnce<T>(
       await begun.catch(() => undefined);
       if (open) {
         send({ kind: { case: "rollback", value: {} } });
+        requests.close(); // nothing follows: half-close, so the call ends cleanly on both sides
         await receive().catch(() => undefined);
         await responses.next().catch(() => undefined); // the call's status: the stream ends cleanly
       }
       throw err;
     }
     send({ kind: { case: "commit", value: {} } });
+    requests.close();
     try {
       expect(await receive(), "committed");
     } catch (err) {
@@ -130,9 +132,12 @@ export async function runTransactionOnce<T>(
     open = false;
     requests.close();
     call.signal?.removeEventListener("abort", onAbort);
-    abort.abort();
+    abort.abort(OVER); // ends the call if it is still open; a reason of our own spares making an AbortError per call
   }
 }
+
+/** The reason the SDK gives when it ends a transaction's call itself, after the transaction is over. */
+const OVER = new GatewayError("the transaction is over", Code.Canceled, "TRANSACTION_OVER", {}, undefined);
 
 function expect(answer: TransactionResponse["kind"], kind: "begun" | "committed"): void {
   if (answer.case !== kind) throw unexpected(answer.case);
