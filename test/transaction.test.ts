@@ -488,3 +488,26 @@ describe("Transaction: idle timeout and the unknown outcome of COMMIT", () => {
     assert.equal(runs, 1);
   });
 });
+
+describe("A deadline while COMMIT runs", () => {
+  let t: TestGateway;
+  let db: Database;
+  before(async () => {
+    // The gateway's own limit on a statement (here 400 ms) is what passes: the client sets no deadline, so it hears the gateway's answer.
+    t = await startTestGateway({ platforms: 1, overrides: { maxStatementMillis: 400 } });
+    db = t.client().platform(t.platforms[0]!);
+    await db.query("CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)");
+    await db.query("INSERT INTO accounts VALUES (1, 100)");
+    // A deferred constraint trigger runs at COMMIT: this one makes COMMIT last a second.
+    await db.query("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$");
+    await db.query("CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON accounts DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()");
+  });
+  after(() => t.close());
+
+  it("is UNAVAILABLE with reason COMMIT_OUTCOME_UNKNOWN; the COMMIT is not cancelled, and commits", async () => {
+    const err = await db.batch([{ sql: "UPDATE accounts SET balance = $1 WHERE id = 1", params: [7] }], { atomic: true }).then(() => undefined, GatewayError.from);
+    assert.equal(err?.code, Code.Unavailable);
+    assert.equal(err?.reason, "COMMIT_OUTCOME_UNKNOWN");
+    await waitFor(async () => (await db.query<{ balance: number }>("SELECT balance FROM accounts WHERE id = 1")).rows[0]!.balance === 7, 5_000, "the COMMIT to finish");
+  });
+});

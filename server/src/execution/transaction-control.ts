@@ -149,7 +149,7 @@ export async function commit(lease: Lease): Promise<void> {
     new GatewayError("COMMIT_OUTCOME_UNKNOWN", "the call ended after COMMIT was sent: the transaction may or may not have committed", { cause });
   const answers = lease.uninterruptible(
     () => sendPipelined(lease, (client) => [client.query("COMMIT"), client.query(RESET_STATEMENT)]),
-    unknown(),
+    () => unknown(),
   );
   let committed: PromiseSettledResult<pg.QueryResult>;
   try {

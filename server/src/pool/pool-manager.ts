@@ -55,10 +55,10 @@ export interface Lease {
   /**
    * Runs `work` (a COMMIT, a BEGIN with statements pipelined behind it) so
    * that an interruption meanwhile sends PostgreSQL no cancel: what was sent
-   * is left to finish. The call then ends with `outcome` when given, or else
-   * with the interruption's own error.
+   * is left to finish. The call then ends with the error `outcome` makes when
+   * given (made only then), or else with the interruption's own error.
    */
-  uninterruptible<T>(work: () => Promise<T>, outcome?: GatewayError): Promise<T>;
+  uninterruptible<T>(work: () => Promise<T>, outcome?: () => GatewayError): Promise<T>;
   /**
    * Says that the last thing run on the connection was `DISCARD ALL`, outside
    * any transaction: the pool takes it back without resetting it again.
@@ -257,19 +257,19 @@ export class PoolManager {
     }
     const abort = new AbortController();
     let shielded = false;
-    let shield: GatewayError | undefined;
+    let shield: (() => GatewayError) | undefined;
     let cancelOnRecovery = true;
     let interrupt!: (err: GatewayError) => void;
     const interrupted = new Promise<never>((_, reject) => {
       interrupt = (err) => {
         if (abort.signal.aborted) return;
         cancelOnRecovery = !shielded;
-        const reason = shield ?? err;
+        const reason = shield?.() ?? err;
         abort.abort(reason);
         reject(reason);
       };
     });
-    const uninterruptible = async <R>(work: () => Promise<R>, outcome?: GatewayError): Promise<R> => {
+    const uninterruptible = async <R>(work: () => Promise<R>, outcome?: () => GatewayError): Promise<R> => {
       shielded = true;
       shield = outcome;
       try {
