@@ -8,10 +8,11 @@
  * operation for each.
  *
  *   git worktree add /tmp/base HEAD~1 && ln -s "$PWD/node_modules" /tmp/base/node_modules
- *   BASE=/tmp/base OP=point|tx|atomic [WINDOWS=10] [PG_URL=…] npx tsx scripts/compare-gateways.ts [concurrency]
+ *   BASE=/tmp/base OP=point|atomic|batch10|tx [WINDOWS=10] [PG_URL=…] npx tsx scripts/compare-gateways.ts [concurrency]
  */
 import { startGatewayProcess as startNew } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
+import { createWorkloadTables, workloadOperation, type Operation } from "./workload.js";
 const base = process.env.BASE;
 if (base === undefined) throw new Error("BASE: the directory of the other checkout");
 const { startGatewayProcess: startOld } = (await import(`${base}/test/helpers/gateway-process.ts`)) as { startGatewayProcess: typeof startNew };
@@ -24,16 +25,8 @@ try {
   for (const [k, gw] of Object.entries(gws)) {
     await gw.adminClient().admin().createTenant(gw.platform, "");
     const db = gw.client().platform(gw.platform);
-    await db.query("CREATE TABLE items (id int PRIMARY KEY, note text, qty int NOT NULL DEFAULT 0)");
-    await db.query("INSERT INTO items SELECT g, 'x' || g FROM generate_series(1, 100000) g");
-    await db.query("CREATE TABLE history (id bigserial PRIMARY KEY, item int NOT NULL, delta int NOT NULL)");
-    const id = () => 1 + Math.floor(Math.random() * 100000);
-    const all: Record<string, () => Promise<unknown>> = {
-      point: () => db.query("SELECT id, note FROM items WHERE id = $1", [id()]),
-      tx: () => db.transaction(async (tx) => { const item = id(); await tx.query("UPDATE items SET qty = qty + $1 WHERE id = $2", [1, item]); await tx.query("INSERT INTO history (item, delta) VALUES ($2, $1)", [1, item]); }),
-      atomic: () => { const item = id(); return db.batch([{ sql: "UPDATE items SET qty = qty + $1 WHERE id = $2", params: [1, item] }, { sql: "INSERT INTO history (item, delta) VALUES ($2, $1)", params: [1, item] }], { atomic: true }); },
-    };
-    ops[k] = all[process.env.OP ?? "point"]!;
+    await createWorkloadTables(db);
+    ops[k] = workloadOperation(db, (process.env.OP ?? "point") as Operation);
   }
   const lat: Record<string, number[]> = { base: [], this: [] };
   const cpu: Record<string, number> = { base: 0, this: 0 };

@@ -11,38 +11,15 @@
  */
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
+import { createWorkloadTables, workloadOperation, type Operation } from "./workload.js";
 const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const conc = Number(process.argv[2] ?? 1);
 const gw = await startGatewayProcess({ databaseUrl: url, nodeArgs: [...(process.env.PROF ? ["--cpu-prof", "--cpu-prof-dir=" + (process.env.PROF_DIR ?? "/tmp/prof")] : []), ...(process.env.GW_NODE_ARGS?.split(" ").filter(Boolean) ?? [])], env: process.env.GW_LOG ? { LOG_LEVEL: process.env.GW_LOG } : {} });
 try {
   await gw.adminClient().admin().createTenant(gw.platform, "");
   const db = gw.client().platform(gw.platform);
-  await db.query("CREATE TABLE items (id int PRIMARY KEY, note text, qty int NOT NULL DEFAULT 0)");
-  await db.query("INSERT INTO items SELECT g, 'x' || g FROM generate_series(1, 100000) g");
-  await db.query("CREATE TABLE history (id bigserial PRIMARY KEY, item int NOT NULL, delta int NOT NULL)");
-  const id = () => 1 + Math.floor(Math.random() * 100000);
-  const point = "SELECT id, note FROM items WHERE id = $1";
-  const ops: Record<string, () => Promise<unknown>> = {
-    point: () => db.query(point, [id()]),
-    atomic: () => {
-      const item = id();
-      return db.batch(
-        [
-          { sql: "UPDATE items SET qty = qty + $1 WHERE id = $2", params: [1, item] },
-          { sql: "INSERT INTO history (item, delta) VALUES ($2, $1)", params: [1, item] },
-        ],
-        { atomic: true },
-      );
-    },
-    batch10: () => db.batch(Array.from({ length: 10 }, () => ({ sql: point, params: [id()] }))),
-    tx: () =>
-      db.transaction(async (tx) => {
-        const item = id();
-        await tx.query("UPDATE items SET qty = qty + $1 WHERE id = $2", [1, item]);
-        await tx.query("INSERT INTO history (item, delta) VALUES ($2, $1)", [1, item]);
-      }),
-  };
-  const op = ops[process.env.OP ?? "point"]!;
+  await createWorkloadTables(db);
+  const op = workloadOperation(db, (process.env.OP ?? "point") as Operation);
   const end = Date.now() + 6000;
   let n = 0;
   const { readdir, readFile } = await import("node:fs/promises");

@@ -16,6 +16,7 @@ import { Session } from "node:inspector/promises";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { createClient } from "../client-sdk/src/index.js";
+import { createWorkloadTables, workloadOperation } from "./workload.js";
 
 const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const mode = process.argv[2] ?? "point";
@@ -24,9 +25,7 @@ const gateway = await startGatewayProcess({ databaseUrl: url, nodeArgs: process.
 try {
   await gateway.adminClient().admin().createTenant(gateway.platform, "");
   const db = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: process.env.COALESCE !== "0" }).platform(gateway.platform);
-  await db.query("CREATE TABLE items (id int PRIMARY KEY, qty int, note text)");
-  await db.query("INSERT INTO items SELECT g, 0, 'item ' || g FROM generate_series(1, 100000) g");
-  await db.query("CREATE TABLE history (id bigserial PRIMARY KEY, item int NOT NULL, delta int NOT NULL)");
+  await createWorkloadTables(db);
   const round = async (label: string) => {
     const client0 = process.cpuUsage();
     const gateway0 = await gateway.cpuMicros();
@@ -34,16 +33,7 @@ try {
     let n = 0;
     if (mode === "point" || mode === "tx") {
       const end = Date.now() + 6_000;
-      const id = () => 1 + Math.floor(Math.random() * 100_000);
-      const op =
-        mode === "point"
-          ? () => db.query("SELECT id, qty, note FROM items WHERE id = $1", [id()])
-          : () =>
-              db.transaction(async (tx) => {
-                const item = id();
-                await tx.query("UPDATE items SET qty = qty + $1 WHERE id = $2", [1, item]);
-                await tx.query("INSERT INTO history (item, delta) VALUES ($2, $1)", [1, item]);
-              });
+      const op = workloadOperation(db, mode);
       await Promise.all(
         Array.from({ length: concurrency }, async () => {
           while (Date.now() < end) {

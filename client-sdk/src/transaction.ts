@@ -137,7 +137,7 @@ export async function runTransactionOnce<T>(
 }
 
 /** The reason the SDK gives when it ends a transaction's call itself, after the transaction is over. */
-const OVER = new GatewayError("the transaction is over", Code.Canceled, "TRANSACTION_OVER", {}, undefined);
+const OVER = new GatewayError("the transaction is over", Code.FailedPrecondition, "TRANSACTION_OVER", {}, undefined);
 
 function expect(answer: TransactionResponse["kind"], kind: "begun" | "committed"): void {
   if (answer.case !== kind) throw unexpected(answer.case);

@@ -3,10 +3,9 @@ import { atStatement, GatewayError, leavesConnectionUsable, toGatewayError } fro
 import type { TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
-import { withStatementSpan } from "../telemetry/tracing.js";
-import { prepareStatement, runStatement, sendStatement, type PreparedStatement } from "./execute.js";
+import { prepareStatement, runStatement, sendTraced, type PreparedStatement } from "./execute.js";
 import { canPipeline } from "./leading-keyword.js";
-import { sendPipelined, shieldedBegin, type Outcome } from "./pipeline.js";
+import { lapTimer, sendPipelined, shieldedBegin, type Outcome } from "./pipeline.js";
 import { encodeResultSet, type TextRow } from "./result-set.js";
 import { beginStatement, commit, OpenTransaction } from "./transaction-control.js";
 
@@ -101,11 +100,11 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Outc
  * interrupted call never commits, and a cancel can never reach COMMIT.
  */
 async function runAtomicPipelined(lease: Lease, batch: PreparedBatch): Promise<Outcome[]> {
-  const timed = timer();
+  const timed = lapTimer();
   if (lease.signal.aborted) throw lease.signal.reason;
   const [begun, ...answers] = await sendPipelined(lease, (client) => [
     shieldedBegin(lease, client, batch.begin).then(timed.lap),
-    ...batch.statements.map((statement) => withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(timed.lap)),
+    ...batch.statements.map((statement) => sendTraced(client, lease.database, statement).then(timed.lap)),
   ]);
   if (lease.signal.aborted) throw lease.signal.reason;
   if (begun!.status === "rejected") throw toGatewayError(begun!.reason);
@@ -141,9 +140,9 @@ async function runIndependentPipelined(lease: Lease, batch: PreparedBatch): Prom
     if (lease.signal.aborted) throw lease.signal.reason;
     const part = statements.slice(from, from + INDEPENDENT_PIPELINE_DEPTH);
     const last = from + part.length === statements.length;
-    const timed = timer();
+    const timed = lapTimer();
     const answers = await sendPipelined(lease, (client) => [
-      ...part.map((statement) => withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(timed.lap, timed.failed)),
+      ...part.map((statement) => sendTraced(client, lease.database, statement).then(timed.lap, timed.failed)),
       ...(last ? [client.query(RESET_STATEMENT).then(timed.lap)] : []),
     ]);
     if (lease.signal.aborted) throw lease.signal.reason;
@@ -161,22 +160,4 @@ async function runIndependentPipelined(lease: Lease, batch: PreparedBatch): Prom
     if (reset?.status === "fulfilled" && lease.client.getTransactionStatus() === "I") lease.markReset();
   }
   return results;
-}
-
-/** Pairs each pipelined answer with the time since the previous one was answered (the first: since sending). */
-function timer() {
-  let previous = process.hrtime.bigint();
-  const elapsed = () => {
-    const now = process.hrtime.bigint();
-    const nanos = now - previous;
-    previous = now;
-    return nanos;
-  };
-  return {
-    lap: <T>(value: T): [T, bigint] => [value, elapsed()],
-    failed: (err: unknown): never => {
-      elapsed();
-      throw err;
-    },
-  };
 }

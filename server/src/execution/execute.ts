@@ -11,16 +11,19 @@ import type { TextRow } from "./result-set.js";
  * of its own when tracing is on, and returns node-postgres's result (rows as
  * arrays of PostgreSQL's text) and the time it took.
  */
-export function runStatement(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<{ result: pg.QueryArrayResult<TextRow>; nanos: bigint }> {
-  return withStatementSpan(lease.database, statement.sql, async () => {
-    const started = process.hrtime.bigint();
-    try {
-      const result = await sendStatement(lease.client, statement);
-      return { result, nanos: process.hrtime.bigint() - started };
-    } catch (err) {
-      throw toGatewayError(err);
-    }
-  });
+export async function runStatement(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<{ result: pg.QueryArrayResult<TextRow>; nanos: bigint }> {
+  const started = process.hrtime.bigint();
+  try {
+    const result = await sendTraced(lease.client, lease.database, statement);
+    return { result, nanos: process.hrtime.bigint() - started };
+  } catch (err) {
+    throw toGatewayError(err);
+  }
+}
+
+/** `sendStatement` in a span of its own when tracing is on. */
+export function sendTraced(client: pg.Client, database: string, statement: PreparedStatement): Promise<pg.QueryArrayResult<TextRow>> {
+  return withStatementSpan(database, statement.sql, () => sendStatement(client, statement));
 }
 
 /**

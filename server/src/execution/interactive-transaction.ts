@@ -4,7 +4,7 @@ import type { TransactionRequestSchema, TransactionResponseSchema } from "../gen
 import { EncodedMessage, type RequestStream, type ResponseStream } from "../grpc/service-adapter.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { prepareStatement } from "./execute.js";
-import { lengthDelimitedSize, writeBytesField } from "./protobuf-wire.js";
+import { encodeBytesField } from "./protobuf-wire.js";
 import { encodeResultSet } from "./result-set.js";
 import { OpenTransaction } from "./transaction-control.js";
 
@@ -78,11 +78,7 @@ async function answerStatement(
   try {
     const { result, nanos } = await transaction.run(prepareStatement(statement));
     await transaction.check(result.command);
-    // TransactionResponse { ResultSet result = 2 }, written by hand around the encoded result.
-    const encoded = encodeResultSet(result, nanos);
-    const response = Buffer.allocUnsafe(lengthDelimitedSize(encoded.length));
-    writeBytesField(response, 0, 2, encoded);
-    return new EncodedMessage(response);
+    return new EncodedMessage(encodeBytesField(2, encodeResultSet(result, nanos))); // TransactionResponse { ResultSet result = 2 }
   } catch (err) {
     const error = toGatewayError(err);
     if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT" || transaction.failed) throw error;

@@ -2,8 +2,7 @@ import type { Socket } from "node:net";
 import { DatabaseError, type Client, type QueryResult } from "pg";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
-import { withStatementSpan } from "../telemetry/tracing.js";
-import { sendStatement, type PreparedStatement } from "./execute.js";
+import { sendTraced, type PreparedStatement } from "./execute.js";
 import { encodeResultSet } from "./result-set.js";
 
 /** The outcome of one statement run as a call of its own: its ResultSet, encoded (`encodeResultSet`), or its error. */
@@ -84,7 +83,7 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
       for (const i of pending) {
         const statement = statements[i]!;
         answers.push(
-          withStatementSpan(lease.database, statement.sql, () => sendStatement(client, statement)).then(
+          sendTraced(client, lease.database, statement).then(
             (result) => {
               const done = process.hrtime.bigint();
               answered(done);
@@ -140,6 +139,28 @@ export function shieldedBegin(lease: Lease, client: Client, begin: string): Prom
 }
 
 function noop(): void {}
+
+/**
+ * Times pipelined answers: `lap` pairs an answer with the time since the
+ * previous one was answered (the first: since the timer was made, when the
+ * pipeline was sent); `failed` counts a failed answer's time and rethrows.
+ */
+export function lapTimer() {
+  let previous = process.hrtime.bigint();
+  const elapsed = () => {
+    const now = process.hrtime.bigint();
+    const nanos = now - previous;
+    previous = now;
+    return nanos;
+  };
+  return {
+    lap: <T>(value: T): [T, bigint] => [value, elapsed()],
+    failed: (err: unknown): never => {
+      elapsed();
+      throw err;
+    },
+  };
+}
 
 /** Statements that were to run again when the connection was lost: their outcome is unknown, as for any statement sent. */
 function fillUnanswered(outcomes: Outcome[], unanswered: readonly number[]): Outcome[] {

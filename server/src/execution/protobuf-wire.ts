@@ -91,6 +91,13 @@ export function writeBytesField(out: Uint8Array, at: number, fieldNumber: number
   return at + bytes.length;
 }
 
+/** A message of one length-delimited field (fieldNumber < 16) holding `bytes`, e.g. QueryResponse { result = 1 }. */
+export function encodeBytesField(fieldNumber: number, bytes: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(lengthDelimitedSize(bytes.length));
+  writeBytesField(out, 0, fieldNumber, bytes);
+  return out;
+}
+
 /** Bytes of a length-delimited field (fieldNumber < 16) whose content is `length` bytes. */
 export function lengthDelimitedSize(length: number): number {
   return 1 + varintSize(length) + length;

@@ -2,9 +2,8 @@ import pg from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { IsolationLevel, type TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
-import { withStatementSpan } from "../telemetry/tracing.js";
-import { runStatement, sendStatement, type PreparedStatement } from "./execute.js";
-import { sendPipelined, shieldedBegin } from "./pipeline.js";
+import { runStatement, sendTraced, type PreparedStatement } from "./execute.js";
+import { lapTimer, sendPipelined, shieldedBegin } from "./pipeline.js";
 import type { TextRow } from "./result-set.js";
 
 const ISOLATION: ReadonlyMap<IsolationLevel, string> = new Map([
@@ -74,11 +73,10 @@ export class OpenTransaction {
     if (begin === undefined) return runStatement(this.lease, statement);
     this.#begin = undefined;
     if (this.lease.signal.aborted) throw this.lease.signal.reason;
-    const started = process.hrtime.bigint();
-    let answered = started;
-    const [begun, answer] = await sendPipelined(this.lease, (client) => [
+    const timed = lapTimer(); // the statement's time counts from sending, BEGIN included
+    const [begun, answer] = await sendPipelined<unknown>(this.lease, (client) => [
       shieldedBegin(this.lease, client, beginAndStart(begin)),
-      withStatementSpan(this.lease.database, statement.sql, () => sendStatement(client, statement)).finally(() => (answered = process.hrtime.bigint())),
+      sendTraced(client, this.lease.database, statement).then(timed.lap),
     ]);
     if (begun!.status === "rejected") {
       this.#failed = true;
@@ -86,7 +84,8 @@ export class OpenTransaction {
     }
     this.startedAt = startedAt(begun!.value);
     if (answer!.status === "rejected") throw toGatewayError(answer!.reason);
-    return { result: answer!.value as pg.QueryArrayResult<TextRow>, nanos: answered - started };
+    const [result, nanos] = answer!.value as [pg.QueryArrayResult<TextRow>, bigint];
+    return { result, nanos };
   }
 
 

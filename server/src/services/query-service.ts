@@ -5,7 +5,7 @@ import type { QueryService } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
 import { runPipelined, type Outcome } from "../execution/pipeline.js";
-import { lengthDelimitedSize, lengthDelimitedTag, writeBytesField, writeVarint } from "../execution/protobuf-wire.js";
+import { encodeBytesField, lengthDelimitedSize, lengthDelimitedTag, writeBytesField, writeVarint } from "../execution/protobuf-wire.js";
 import { runQueryMany } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
@@ -46,10 +46,7 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       const statement = prepareStatement(request);
       const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement]), statementLimits(ctx));
       if (outcome!.error !== undefined) throw outcome!.error;
-      // QueryResponse { result = 1 }
-      const response = Buffer.allocUnsafe(lengthDelimitedSize(outcome!.result.length));
-      writeBytesField(response, 0, 1, outcome!.result);
-      return new EncodedMessage(response);
+      return new EncodedMessage(encodeBytesField(1, outcome!.result)); // QueryResponse { result = 1 }
     },
 
     async queryMany(request, ctx) {
