@@ -8,8 +8,11 @@
  * operation for each.
  *
  *   git worktree add /tmp/base HEAD~1 && ln -s "$PWD/node_modules" /tmp/base/node_modules
- *   BASE=/tmp/base OP=point|atomic|batch10|tx [WINDOWS=10] [PG_URL=…] npx tsx scripts/compare-gateways.ts [concurrency]
+ * COALESCE=0 turns the SDK's coalescing off (every query a call of its own).
+ *
+ *   BASE=/tmp/base OP=point|atomic|batch10|tx [COALESCE=0] [WINDOWS=10] [PG_URL=…] npx tsx scripts/compare-gateways.ts [concurrency]
  */
+import { createClient } from "../client-sdk/src/index.js";
 import { startGatewayProcess as startNew } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { createWorkloadTables, workloadOperation, type Operation } from "./workload.js";
@@ -26,7 +29,8 @@ try {
     await gw.adminClient().admin().createTenant(gw.platform, "");
     const db = gw.client().platform(gw.platform);
     await createWorkloadTables(db);
-    ops[k] = workloadOperation(db, (process.env.OP ?? "point") as Operation);
+    const measured = process.env.COALESCE === "0" ? createClient({ ...gw.clientOptions(gw.platformKey), coalesce: false }).platform(gw.platform) : db;
+    ops[k] = workloadOperation(measured, (process.env.OP ?? "point") as Operation);
   }
   const lat: Record<string, number[]> = { base: [], this: [] };
   const cpu: Record<string, number> = { base: 0, this: 0 };

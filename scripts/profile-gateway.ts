@@ -1,14 +1,17 @@
 /**
  * Point selects through one gateway process for 6 s at a given concurrency,
  * printing calls per second, the gateway's CPU per call (from /proc), and
- * the CPU of each of its threads. With PROF=1 the gateway writes a V8 CPU
+ * the CPU of each of its threads, the client's (this process) and PostgreSQL's
+ * (every `postgres` process) per call. GW_OUTPUT=<file> saves what the gateway printed. With PROF=1 the gateway writes a V8 CPU
  * profile (node --cpu-prof) to /tmp/prof. OP=atomic runs the benchmark's
  * write transaction as an atomic batch (an update and an insert) instead,
  * OP=batch10 a batch of 10 point selects, OP=tx the write transaction with
- * transaction().
+ * transaction(). COALESCE=0 turns the SDK's coalescing off (every query a
+ * call of its own).
  *
- *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres [OP=point|atomic|batch10|tx] npx tsx scripts/profile-gateway.ts [concurrency]
+ *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres [OP=point|atomic|batch10|tx] [COALESCE=0] npx tsx scripts/profile-gateway.ts [concurrency]
  */
+import { createClient } from "../client-sdk/src/index.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { createWorkloadTables, workloadOperation, type Operation } from "./workload.js";
@@ -19,19 +22,26 @@ try {
   await gw.adminClient().admin().createTenant(gw.platform, "");
   const db = gw.client().platform(gw.platform);
   await createWorkloadTables(db);
-  const op = workloadOperation(db, (process.env.OP ?? "point") as Operation);
+  const measured = process.env.COALESCE === "0" ? createClient({ ...gw.clientOptions(gw.platformKey), coalesce: false }).platform(gw.platform) : db;
+  const op = workloadOperation(measured, (process.env.OP ?? "point") as Operation);
   const end = Date.now() + 6000;
   let n = 0;
   const { readdir, readFile } = await import("node:fs/promises");
-  const threads = async () => { const m = new Map<string, number>(); for (const t of await readdir(`/proc/${gw.pid}/task`)) { const st = await readFile(`/proc/${gw.pid}/task/${t}/stat`, "utf8"); const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")")); const f = st.slice(st.lastIndexOf(")") + 2).split(" "); m.set(`${t} ${comm}`, (Number(f[11]) + Number(f[12])) * 10); } return m; };
+  const threads = async () => { const m = new Map<string, number>(); for (const t of await readdir(`/proc/${gw.pid}/task`)) { const st = await readFile(`/proc/${gw.pid}/task/${t}/stat`, "utf8"); const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")")); const f = st.slice(st.lastIndexOf(")") + 2).split(" "); m.set(`${t} ${comm} user`, Number(f[11]) * 10); m.set(`${t} ${comm} system`, Number(f[12]) * 10); } return m; };
   const th0 = await threads();
+  const pgCpu = async () => { let total = 0; for (const pid of await readdir("/proc")) { if (!/^\d+$/.test(pid)) continue; try { const st = await readFile(`/proc/${pid}/stat`, "utf8"); if (!st.includes("(postgres)")) continue; const f = st.slice(st.lastIndexOf(")") + 2).split(" "); total += (Number(f[11]) + Number(f[12])) * 10_000; } catch { /* gone */ } } return total; };
+  const p0 = await pgCpu();
+  const me0 = process.cpuUsage();
   const c0 = await gw.cpuMicros();
   const t0 = Date.now();
   await Promise.all(Array.from({ length: conc }, async () => { while (Date.now() < end) { await op(); n++; } }));
   const c1 = await gw.cpuMicros();
+  const me1 = process.cpuUsage(me0);
+  const p1 = await pgCpu();
   const th1 = await threads();
   for (const [k, v] of th1) { const d = v - (th0.get(k) ?? 0); if (d > 0) console.log(`thread ${k}: ${d} ms`); }
-  console.log(`${n} calls, ${(n / ((Date.now() - t0) / 1000)).toFixed(0)}/s, gateway cpu ${((c1 - c0) / n).toFixed(0)} µs/call`);
+  if (process.env.GW_OUTPUT) await (await import("node:fs/promises")).writeFile(process.env.GW_OUTPUT, gw.output());
+  console.log(`${n} calls, ${(n / ((Date.now() - t0) / 1000)).toFixed(0)}/s, gateway cpu ${((c1 - c0) / n).toFixed(0)} µs/call, client (this process) ${((me1.user + me1.system) / n).toFixed(0)}, PostgreSQL ${((p1 - p0) / n).toFixed(0)}`);
 } finally {
   await gw.close();
   await dropPlatformDatabases([gw.platform], url);

@@ -1,0 +1,58 @@
+/**
+ * The least a gRPC server in front of PostgreSQL can do, for
+ * `scripts/latency-floor.ts`: grpc-js over the same mTLS as the gateway,
+ * QueryService/Query only, on one pg connection, with no authentication,
+ * routing, pool, deadline, telemetry or error details. MODE (the one
+ * argument's `mode`) says what it does per call: "reset" runs the statement
+ * with `DISCARD ALL` pipelined behind it, as the gateway does; "statement"
+ * the statement alone; "memory" answers with the first call's result again
+ * without asking PostgreSQL. Started by latency-floor.ts with fork(); tells
+ * its port with process.send.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
+import { encodeBytesField } from "../server/src/execution/protobuf-wire.js";
+import { toPgParams } from "../server/src/execution/params.js";
+import { encodeResultSet, type TextRow } from "../server/src/execution/result-set.js";
+import { QueryRequestSchema, type QueryRequest } from "../server/src/gen/dbgateway/v1/query_service_pb.js";
+import { RESET_STATEMENT, TEXT_PASSTHROUGH } from "../server/src/pool/pool-manager.js";
+
+const { key, cert, ca, url, mode } = JSON.parse(process.argv[2]!) as { key: string; cert: string; ca: string; url: string; mode: "reset" | "statement" | "memory" };
+const client = new pg.Client({ connectionString: url, types: TEXT_PASSTHROUGH });
+await client.connect();
+const piped = client as pg.Client & { pipeline: boolean; connection: { stream: import("node:net").Socket } };
+let remembered: Buffer | undefined;
+
+const query: grpc.handleUnaryCall<QueryRequest, Buffer> = (call, callback) => {
+  if (mode === "memory" && remembered !== undefined) return callback(null, remembered);
+  const started = process.hrtime.bigint();
+  piped.pipeline = true;
+  piped.connection.stream.cork();
+  const answer = client.query<TextRow>({ text: call.request.sql, values: toPgParams(call.request.params), rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
+  const reset = mode === "reset" ? client.query(RESET_STATEMENT) : undefined;
+  piped.connection.stream.uncork();
+  Promise.all([answer, reset]).then(
+    ([result]) => {
+      piped.pipeline = false;
+      remembered = encodeBytesField(1, encodeResultSet(result, process.hrtime.bigint() - started)); // QueryResponse { result = 1 }
+      callback(null, remembered);
+    },
+    (err: unknown) => callback({ code: grpc.status.INTERNAL, details: String(err) }),
+  );
+};
+
+const server = new grpc.Server();
+const definition: grpc.MethodDefinition<QueryRequest, Buffer> = {
+  path: "/dbgateway.v1.QueryService/Query",
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: () => Buffer.alloc(0),
+  requestDeserialize: (bytes) => fromBinary(QueryRequestSchema, bytes),
+  responseSerialize: (bytes) => bytes,
+  responseDeserialize: (bytes) => bytes,
+};
+server.addService({ Query: definition } as grpc.ServiceDefinition, { Query: query });
+const credentials = grpc.ServerCredentials.createSsl(Buffer.from(ca), [{ cert_chain: Buffer.from(cert), private_key: Buffer.from(key) }], true);
+const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (err, bound) => (err ? reject(err) : resolve(bound))));
+process.send!({ port });
