@@ -12,10 +12,9 @@
  *
  *   BASE=/tmp/base OP=point|atomic|batch10|tx [COALESCE=0] [WINDOWS=10] [PG_URL=…] npx tsx scripts/compare-gateways.ts [concurrency]
  */
-import { createClient } from "../client-sdk/src/index.js";
 import { startGatewayProcess as startNew } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
-import { createWorkloadTables, workloadOperation, type Operation } from "./workload.js";
+import { createWorkloadTables, measuredDatabase, workloadOperation, type Operation } from "./workload.js";
 const base = process.env.BASE;
 if (base === undefined) throw new Error("BASE: the directory of the other checkout");
 const { startGatewayProcess: startOld } = (await import(`${base}/test/helpers/gateway-process.ts`)) as { startGatewayProcess: typeof startNew };
@@ -29,8 +28,7 @@ try {
     await gw.adminClient().admin().createTenant(gw.platform, "");
     const db = gw.client().platform(gw.platform);
     await createWorkloadTables(db);
-    const measured = process.env.COALESCE === "0" ? createClient({ ...gw.clientOptions(gw.platformKey), coalesce: false }).platform(gw.platform) : db;
-    ops[k] = workloadOperation(measured, (process.env.OP ?? "point") as Operation);
+    ops[k] = workloadOperation(measuredDatabase(gw, db), (process.env.OP ?? "point") as Operation);
   }
   const lat: Record<string, number[]> = { base: [], this: [] };
   const cpu: Record<string, number> = { base: 0, this: 0 };

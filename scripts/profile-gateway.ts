@@ -11,10 +11,18 @@
  *
  *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres [OP=point|atomic|batch10|tx] [COALESCE=0] npx tsx scripts/profile-gateway.ts [concurrency]
  */
-import { createClient } from "../client-sdk/src/index.js";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
-import { createWorkloadTables, workloadOperation, type Operation } from "./workload.js";
+import { createWorkloadTables, measuredDatabase, workloadOperation, type Operation } from "./workload.js";
+
+/** A process's or thread's name and its user and system CPU time so far, in microseconds, from its /proc stat file (fields 14 and 15, in ticks of 10 ms). */
+async function cpuOf(statFile: string): Promise<{ name: string; user: number; system: number }> {
+  const stat = await readFile(statFile, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), user: Number(fields[11]) * 10_000, system: Number(fields[12]) * 10_000 };
+}
+
 const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const conc = Number(process.argv[2] ?? 1);
 const gw = await startGatewayProcess({ databaseUrl: url, nodeArgs: [...(process.env.PROF ? ["--cpu-prof", "--cpu-prof-dir=" + (process.env.PROF_DIR ?? "/tmp/prof")] : []), ...(process.env.GW_NODE_ARGS?.split(" ").filter(Boolean) ?? [])], env: process.env.GW_LOG ? { LOG_LEVEL: process.env.GW_LOG } : {} });
@@ -22,14 +30,12 @@ try {
   await gw.adminClient().admin().createTenant(gw.platform, "");
   const db = gw.client().platform(gw.platform);
   await createWorkloadTables(db);
-  const measured = process.env.COALESCE === "0" ? createClient({ ...gw.clientOptions(gw.platformKey), coalesce: false }).platform(gw.platform) : db;
-  const op = workloadOperation(measured, (process.env.OP ?? "point") as Operation);
+  const op = workloadOperation(measuredDatabase(gw, db), (process.env.OP ?? "point") as Operation);
   const end = Date.now() + 6000;
   let n = 0;
-  const { readdir, readFile } = await import("node:fs/promises");
-  const threads = async () => { const m = new Map<string, number>(); for (const t of await readdir(`/proc/${gw.pid}/task`)) { const st = await readFile(`/proc/${gw.pid}/task/${t}/stat`, "utf8"); const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")")); const f = st.slice(st.lastIndexOf(")") + 2).split(" "); m.set(`${t} ${comm} user`, Number(f[11]) * 10); m.set(`${t} ${comm} system`, Number(f[12]) * 10); } return m; };
+  const threads = async () => { const m = new Map<string, number>(); for (const t of await readdir(`/proc/${gw.pid}/task`)) { const { name, user, system } = await cpuOf(`/proc/${gw.pid}/task/${t}/stat`); m.set(`${t} ${name} user`, user / 1000); m.set(`${t} ${name} system`, system / 1000); } return m; };
   const th0 = await threads();
-  const pgCpu = async () => { let total = 0; for (const pid of await readdir("/proc")) { if (!/^\d+$/.test(pid)) continue; try { const st = await readFile(`/proc/${pid}/stat`, "utf8"); if (!st.includes("(postgres)")) continue; const f = st.slice(st.lastIndexOf(")") + 2).split(" "); total += (Number(f[11]) + Number(f[12])) * 10_000; } catch { /* gone */ } } return total; };
+  const pgCpu = async () => { let total = 0; for (const pid of await readdir("/proc")) { if (!/^\d+$/.test(pid)) continue; try { const { name, user, system } = await cpuOf(`/proc/${pid}/stat`); if (name === "postgres") total += user + system; } catch { /* gone */ } } return total; };
   const p0 = await pgCpu();
   const me0 = process.cpuUsage();
   const c0 = await gw.cpuMicros();
@@ -40,7 +46,7 @@ try {
   const p1 = await pgCpu();
   const th1 = await threads();
   for (const [k, v] of th1) { const d = v - (th0.get(k) ?? 0); if (d > 0) console.log(`thread ${k}: ${d} ms`); }
-  if (process.env.GW_OUTPUT) await (await import("node:fs/promises")).writeFile(process.env.GW_OUTPUT, gw.output());
+  if (process.env.GW_OUTPUT) await writeFile(process.env.GW_OUTPUT, gw.output());
   console.log(`${n} calls, ${(n / ((Date.now() - t0) / 1000)).toFixed(0)}/s, gateway cpu ${((c1 - c0) / n).toFixed(0)} µs/call, client (this process) ${((me1.user + me1.system) / n).toFixed(0)}, PostgreSQL ${((p1 - p0) / n).toFixed(0)}`);
 } finally {
   await gw.close();

@@ -3,7 +3,8 @@
  * (`items`, 100,000 rows, and `history`) and the operations they time, the
  * same as `npm run bench`'s point select and write transaction.
  */
-import type { Database } from "../client-sdk/src/index.js";
+import { createClient, type Database } from "../client-sdk/src/index.js";
+import type { GatewayProcess } from "../test/helpers/gateway-process.js";
 
 export type Operation = "point" | "atomic" | "batch10" | "tx";
 
@@ -48,4 +49,14 @@ export function workloadOperation(db: Database, operation: Operation): () => Pro
           await tx.query(INSERT, [1, item]);
         });
   }
+}
+
+/**
+ * The platform's database as the measured operations reach it: `db` (the
+ * gateway process's own client), or, with COALESCE=0 in the environment, a
+ * client whose every query is a call of its own.
+ */
+export function measuredDatabase(gw: GatewayProcess, db: Database): Database {
+  if (process.env.COALESCE !== "0") return db;
+  return createClient({ ...gw.clientOptions(gw.platformKey), coalesce: false }).platform(gw.platform);
 }

@@ -44,6 +44,12 @@ async function expectKind(stream: ReturnType<typeof openStream>, kind: string): 
   return answer;
 }
 
+/** Reads the next answer, which must be an error with the given SQLSTATE. */
+async function expectSqlstate(stream: ReturnType<typeof openStream>, sqlstate: string): Promise<void> {
+  const answer = await expectKind(stream, "error");
+  assert.equal(answer.case === "error" && GatewayError.fromStatus(answer.value).sqlstate, sqlstate);
+}
+
 describe("Transaction streams", () => {
   let t: TestGateway;
   let platform: string;
@@ -183,8 +189,7 @@ describe("Transaction streams", () => {
     s.statement("SELECT 1/0");
     await expectKind(s, "error");
     s.statement("SELECT 1");
-    const after = await expectKind(s, "error");
-    assert.equal(after.case === "error" && GatewayError.fromStatus(after.value).sqlstate, "25P02");
+    await expectSqlstate(s, "25P02");
     s.send({ kind: { case: "commit", value: {} } });
     await rejectsWith(s.next(), Code.FailedPrecondition, "TRANSACTION_ABORTED");
     await assertReleased();
@@ -197,11 +202,9 @@ describe("Transaction streams", () => {
     s.begin();
     await expectKind(s, "begun");
     s.statement("SELECT 1/0");
-    const first = await expectKind(s, "error");
-    assert.equal(first.case === "error" && GatewayError.fromStatus(first.value).sqlstate, "22012");
+    await expectSqlstate(s, "22012");
     s.statement("UPDATE accounts SET balance = 1 WHERE id = 1");
-    const next = await expectKind(s, "error");
-    assert.equal(next.case === "error" && GatewayError.fromStatus(next.value).sqlstate, "25P02");
+    await expectSqlstate(s, "25P02");
     s.send({ kind: { case: "commit", value: {} } });
     await rejectsWith(s.next(), Code.FailedPrecondition, "TRANSACTION_ABORTED");
     await assertReleased();
@@ -251,8 +254,7 @@ describe("Transaction streams", () => {
     const r = await expectKind(s, "result");
     assert.equal(r.case === "result" && r.value.rows[0]!.values[0]!.kind.value, "serializable on on");
     s.statement("UPDATE accounts SET balance = 0");
-    const e = await expectKind(s, "error");
-    assert.equal(e.case === "error" && GatewayError.fromStatus(e.value).sqlstate, "25006");
+    await expectSqlstate(s, "25006");
     s.send({ kind: { case: "rollback", value: {} } });
     await expectKind(s, "rolledBack");
   });

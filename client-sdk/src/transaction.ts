@@ -81,7 +81,7 @@ export async function runTransactionOnce<T>(
     const tx: Transaction = {
       query<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = []) {
         const run = async () => {
-          if (!open) throw new GatewayError("the transaction is over", Code.FailedPrecondition, "TRANSACTION_OVER", {}, undefined);
+          if (!open) throw transactionOver();
           send({ kind: { case: "statement", value: { sql, params: params.map(toValue) } } });
           await begun;
           const answer = await receive();
@@ -136,8 +136,13 @@ export async function runTransactionOnce<T>(
   }
 }
 
+/** The error of a statement made after its transaction is over. */
+function transactionOver(): GatewayError {
+  return new GatewayError("the transaction is over", Code.FailedPrecondition, "TRANSACTION_OVER", {}, undefined);
+}
+
 /** The reason the SDK gives when it ends a transaction's call itself, after the transaction is over. */
-const OVER = new GatewayError("the transaction is over", Code.FailedPrecondition, "TRANSACTION_OVER", {}, undefined);
+const OVER = transactionOver();
 
 function expect(answer: TransactionResponse["kind"], kind: "begun" | "committed"): void {
   if (answer.case !== kind) throw unexpected(answer.case);

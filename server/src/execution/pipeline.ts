@@ -18,6 +18,22 @@ type PipelineClient = Client & { pipeline: boolean; connection: { stream: Socket
  * Returns each query's outcome, in order.
  */
 export async function sendPipelined<T>(lease: Lease, send: (client: Client) => Promise<T>[]): Promise<PromiseSettledResult<T>[]> {
+  const outcomes = await writePipelined(lease, (client) =>
+    send(client).map((answer) =>
+      answer.then(
+        (value): PromiseSettledResult<T> => ({ status: "fulfilled", value }),
+        (reason: unknown): PromiseSettledResult<T> => ({ status: "rejected", reason }),
+      ),
+    ),
+  );
+  return Promise.all(outcomes);
+}
+
+/**
+ * The pipeline itself: the queries `send` makes (whose promises must not
+ * reject) written in one write in pipeline mode, then `settle`d.
+ */
+async function writePipelined<T>(lease: Lease, send: (client: Client) => Promise<T>[]): Promise<Promise<T>[]> {
   const client = lease.client as PipelineClient;
   const socket = client.connection.stream;
   client.pipeline = true;
@@ -29,14 +45,8 @@ export async function sendPipelined<T>(lease: Lease, send: (client: Client) => P
     } finally {
       socket.uncork();
     }
-    const outcomes = answers.map((answer) =>
-      answer.then(
-        (value): PromiseSettledResult<T> => ({ status: "fulfilled", value }),
-        (reason: unknown): PromiseSettledResult<T> => ({ status: "rejected", reason }),
-      ),
-    );
-    await settle(lease, outcomes);
-    return await Promise.all(outcomes);
+    await settle(lease, answers);
+    return answers;
   } finally {
     client.pipeline = false;
   }
@@ -62,7 +72,7 @@ export async function sendPipelined<T>(lease: Lease, send: (client: Client) => P
  * the last, over the statements after the first.
  */
 export async function runPipelined(lease: Lease, statements: readonly PreparedStatement[], onStatementTime?: (micros: number) => void): Promise<Outcome[]> {
-  const client = lease.client as PipelineClient;
+  const { client } = lease;
   const outcomes: Outcome[] = new Array<Outcome>(statements.length);
   let pending = statements.map((_, i) => i);
   let firstAnswer: bigint | undefined;
@@ -74,16 +84,12 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
   while (pending.length > 0) {
     const rerun: number[] = [];
     let resetFailed = false;
-    client.pipeline = true;
-    const socket = client.connection.stream;
     let previousDone = process.hrtime.bigint();
-    const answers: Promise<void>[] = [];
-    socket.cork();
-    try {
+    await writePipelined(lease, () => {
+      const answers: Promise<void>[] = [];
       for (const i of pending) {
-        const statement = statements[i]!;
         answers.push(
-          sendTraced(client, lease.database, statement).then(
+          sendTraced(client, lease.database, statements[i]!).then(
             (result) => {
               const done = process.hrtime.bigint();
               answered(done);
@@ -106,11 +112,8 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
           ),
         );
       }
-    } finally {
-      socket.uncork();
-    }
-    await settle(lease, answers);
-    client.pipeline = false;
+      return answers;
+    });
     if (lease.signal.aborted) throw lease.signal.reason;
     // A lost connection: every statement has its error; the pool destroys the connection.
     if (outcomes.some((o) => o?.error !== undefined && !leavesConnectionUsable(o.error))) return fillUnanswered(outcomes, rerun);

@@ -88,7 +88,6 @@ export class OpenTransaction {
     return { result, nanos };
   }
 
-
   /**
    * Fails with TRANSACTION_ENDED_BY_STATEMENT when the caller's statement
    * (whose command tag is `command`) ended this transaction: COMMIT, ROLLBACK,
