@@ -94,6 +94,8 @@ try {
   const sdk = sdkClient.platform(PLATFORM);
   const uncoalescedClient = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: false });
   const uncoalesced = uncoalescedClient.platform(PLATFORM);
+  const callsClient = createClient({ ...gateway.clientOptions(gateway.platformKey), queryStream: false });
+  const byCalls = callsClient.platform(PLATFORM);
   const adminSdk = gateway.adminClient().admin();
   await adminSdk.createTenant(PLATFORM, "");
   await sdk.query("CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL, note text NOT NULL)");
@@ -129,8 +131,10 @@ try {
         const b = bounced(mainDb, concurrency);
         await measure(scenario, "B pg via PgBouncer", concurrency, () => b.query(pointSql, [randomId()]));
       }
-      // Without coalescing concurrent queries into QueryMany calls (one Query call per query), then with.
+      // Without coalescing (one Query call per query), then coalesced into a QueryMany call per turn, then
+      // as the SDK does by default: coalesced over a QueryStream.
       await measure(scenario, "C SDK via gateway, coalescing off", concurrency, () => uncoalesced.query(pointSql, [randomId()]), { gateway });
+      if (concurrency > 1) await measure(scenario, "C SDK via gateway, QueryMany calls (queryStream: false)", concurrency, () => byCalls.query(pointSql, [randomId()]), { gateway });
       await measure(scenario, "C SDK via gateway", concurrency, () => sdk.query(pointSql, [randomId()]), { gateway });
       if (concurrency === 1) {
         // What the gRPC hop alone costs (mTLS, HTTP/2, grpc-js and the gateway's interceptors, no database): the floor of (C)'s latency.
@@ -143,6 +147,7 @@ try {
   }
 
   uncoalescedClient.close();
+  callsClient.close();
 
   // ------------------------------------------------------------ write transaction
   if (SCENARIOS.has("write")) {

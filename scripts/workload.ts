@@ -57,6 +57,7 @@ export function workloadOperation(db: Database, operation: Operation): () => Pro
  * client whose every query is a call of its own.
  */
 export function measuredDatabase(gw: GatewayProcess, db: Database): Database {
-  if (process.env.COALESCE !== "0") return db;
-  return createClient({ ...gw.clientOptions(gw.platformKey), coalesce: false }).platform(gw.platform);
+  if (process.env.COALESCE === "0") return createClient({ ...gw.clientOptions(gw.platformKey), coalesce: false }).platform(gw.platform);
+  if (process.env.QUERY_STREAM === "0") return createClient({ ...gw.clientOptions(gw.platformKey), queryStream: false }).platform(gw.platform);
+  return db;
 }

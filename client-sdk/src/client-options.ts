@@ -38,6 +38,13 @@ export interface ClientOptions {
    * QueryMany call, which runs each exactly as its own Query. Default true.
    */
   coalesce?: boolean;
+  /**
+   * Coalesced queries travel over one long-lived QueryStream per platform
+   * while several are in flight, each answered as soon as it is done
+   * (BENCHMARKS.md); false: one QueryMany call per turn, answered whole
+   * (for a proxy between client and gateway that cuts long streams). Default true.
+   */
+  queryStream?: boolean;
 }
 
 /** Options after validation: files read, defaults filled in. */
@@ -53,6 +60,7 @@ export interface ResolvedClientOptions {
   retry: Required<RetryOptions>;
   maxReceiveMessageBytes: number;
   coalesce: boolean;
+  queryStream: boolean;
 }
 
 /** HTTP header values: visible ASCII and spaces inside, as an API key must be to travel as metadata. */
@@ -108,6 +116,7 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
   };
   positive(options.timeoutMs, "timeoutMs");
   if (options.coalesce !== undefined && typeof options.coalesce !== "boolean") problems.push("coalesce must be a boolean");
+  if (options.queryStream !== undefined && typeof options.queryStream !== "boolean") problems.push("queryStream must be a boolean");
   positive(options.maxReceiveMessageBytes, "maxReceiveMessageBytes");
   const retry = { maxAttempts: 3, baseDelayMs: 50, maxDelayMs: 1_000, ...options.retry };
   if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1 || retry.maxAttempts > 10) problems.push("retry.maxAttempts must be an integer from 1 to 10");
@@ -126,6 +135,7 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
     retry,
     maxReceiveMessageBytes: options.maxReceiveMessageBytes ?? 256 * 1024 * 1024,
     coalesce: options.coalesce ?? true,
+    queryStream: options.queryStream ?? true,
   };
 }
 

@@ -70,7 +70,7 @@ export function createClient(options: ClientOptions): GatewayClient {
     parserFor: typeParsers(resolved.int8, resolved.typeParsers),
     retry: resolved.retry,
     timeoutMs: resolved.timeoutMs,
-    coalescer: resolved.coalesce ? new QueryCoalescer(query) : undefined,
+    coalescer: resolved.coalesce ? new QueryCoalescer(query, resolved.queryStream) : undefined,
   };
 
   return {

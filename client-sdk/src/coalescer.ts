@@ -2,17 +2,12 @@ import type { Client } from "@connectrpc/connect";
 import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { ResultSet, Value } from "./gen/dbgateway/v1/values_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
+import { QueryStreamSession, type PendingQuery } from "./query-stream.js";
 
 /** The most queries one coalesced call carries. */
 export const MAX_QUERIES_PER_CALL = 64;
 
-interface Pending {
-  readonly tenantId: string;
-  readonly sql: string;
-  readonly params: Value[];
-  resolve(result: ResultSet): void;
-  reject(err: unknown): void;
-}
+type Pending = PendingQuery;
 
 interface Group {
   readonly platform: string;
@@ -31,14 +26,31 @@ interface Group {
  * What it saves is the per-call cost of gRPC on both sides, and round trips
  * to PostgreSQL (the gateway pipelines queries to one database).
  *
+ * Where several queries of a platform are in flight at once, they go over
+ * one QueryStream instead (`QueryStreamSession`): a message per turn, each
+ * query answered as soon as its connection's share is done, so the callers
+ * answered first send their next queries while the rest still run. A
+ * platform's stream is opened by a turn with two queries or more and kept
+ * while queries keep coming; a gateway without QueryStream gets QueryMany.
+ *
  * Calls with an AbortSignal are not coalesced (sent at once as Query): a
  * cancelled QueryMany would cancel its neighbours too.
  */
 export class QueryCoalescer {
   readonly #groups = new Map<string, Group>();
+  /** Each platform's open QueryStream. */
+  readonly #sessions = new Map<string, QueryStreamSession>();
+  /** Until the gateway answers QueryStream with UNIMPLEMENTED. */
+  #streams: boolean;
   #scheduled = false;
 
-  constructor(private readonly client: Client<typeof QueryService>) {}
+  /** With `streams` false, a turn's queries go as one QueryMany call (not over a QueryStream). */
+  constructor(
+    private readonly client: Client<typeof QueryService>,
+    streams = true,
+  ) {
+    this.#streams = streams;
+  }
 
   /** Runs one query, with others of this turn when there are any. */
   query(target: { platform: string; tenantId: string }, sql: string, params: Value[], timeoutMs: number | undefined): Promise<ResultSet> {
@@ -67,6 +79,23 @@ export class QueryCoalescer {
 
   #send(group: Group, queries: Pending[]): void {
     const { platform, timeoutMs } = group;
+    let session = this.#sessions.get(platform);
+    if (this.#streams && (session !== undefined || queries.length > 1)) {
+      if (session === undefined) {
+        session = new QueryStreamSession(
+          this.client,
+          platform,
+          (closed, error) => {
+            if (this.#sessions.get(platform) === closed) this.#sessions.delete(platform);
+            if (error?.code === Code.Unimplemented) this.#streams = false;
+          },
+          (unanswered, timeout) => this.#send({ platform, timeoutMs: timeout, queries: unanswered }, unanswered),
+        );
+        this.#sessions.set(platform, session);
+      }
+      session.send(queries, timeoutMs);
+      return;
+    }
     if (queries.length === 1) {
       const [q] = queries as [Pending];
       this.client.query({ platform, tenantId: q.tenantId, sql: q.sql, params: q.params }, { timeoutMs }).then(

@@ -1,6 +1,6 @@
 import { toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import type { QueryManyRequestSchema } from "./gen/dbgateway/v1/query_service_pb.js";
+import type { QueryManyRequestSchema, QueryStreamRequestSchema } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { Value } from "./gen/dbgateway/v1/values_pb.js";
 
 /**
@@ -12,9 +12,14 @@ import type { Value } from "./gen/dbgateway/v1/values_pb.js";
  * client-sdk/test/request-encoding.test.ts). Parameter values are those
  * `toValue` builds.
  */
-const ENCODERS = new Map<string, (init: object) => Uint8Array>([["dbgateway.v1.QueryManyRequest", (init) => encodeQueryManyRequest(init as QueryManyInit)]]);
+const ENCODERS = new Map<string, (init: object) => Uint8Array>([
+  ["dbgateway.v1.QueryManyRequest", (init) => encodeQueryManyRequest(init as QueryManyInit)],
+  ["dbgateway.v1.QueryStreamRequest", (init) => encodeQueryStreamRequest(init as QueryStreamInit)],
+]);
 
 type QueryManyInit = MessageInitShape<typeof QueryManyRequestSchema>;
+type QueryStreamInit = MessageInitShape<typeof QueryStreamRequestSchema>;
+type TenantQueryInit = NonNullable<QueryManyInit["queries"]>[number];
 
 /**
  * The encoder of a request message from its init shape: by hand where there
@@ -27,12 +32,27 @@ export function encoderFor(schema: DescMessage): { byHand: boolean; encode: (mes
   return { byHand: false, encode: (message) => toBinary(schema, message as never) };
 }
 
-/** QueryManyRequest { platform = 1; repeated TenantQuery queries = 4 }, TenantQuery { tenant_id = 1; sql = 2; repeated Value params = 3 }. */
+/** QueryManyRequest { platform = 1; repeated TenantQuery queries = 4 }. */
 function encodeQueryManyRequest(init: QueryManyInit): Uint8Array {
   const w = new BinaryWriter();
   if (init.platform) w.tag(1, WireType.LengthDelimited).string(init.platform);
-  for (const query of init.queries ?? []) {
-    w.tag(4, WireType.LengthDelimited).fork();
+  writeQueries(w, 4, init.queries ?? []);
+  return w.finish();
+}
+
+/** QueryStreamRequest { platform = 1; repeated TenantQuery queries = 2; uint32 timeout_ms = 3 }. */
+function encodeQueryStreamRequest(init: QueryStreamInit): Uint8Array {
+  const w = new BinaryWriter();
+  if (init.platform) w.tag(1, WireType.LengthDelimited).string(init.platform);
+  writeQueries(w, 2, init.queries ?? []);
+  if (init.timeoutMs) w.tag(3, WireType.Varint).uint32(init.timeoutMs);
+  return w.finish();
+}
+
+/** TenantQuery { tenant_id = 1; sql = 2; repeated Value params = 3 }, each as field `field`. */
+function writeQueries(w: BinaryWriter, field: number, queries: readonly TenantQueryInit[]): void {
+  for (const query of queries) {
+    w.tag(field, WireType.LengthDelimited).fork();
     if (query.tenantId) w.tag(1, WireType.LengthDelimited).string(query.tenantId);
     if (query.sql) w.tag(2, WireType.LengthDelimited).string(query.sql);
     for (const param of query.params ?? []) {
@@ -42,7 +62,6 @@ function encodeQueryManyRequest(init: QueryManyInit): Uint8Array {
     }
     w.join();
   }
-  return w.finish();
 }
 
 /** The fields of a dbgateway.v1.Value (a oneof: the member set is written even at its default). */

@@ -1,6 +1,6 @@
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { Duration, ListValue, Value } from "@bufbuild/protobuf/wkt";
-import type { BatchResult, QueryResponse, StreamQueryResponse, StreamSummary, TransactionResponse } from "./gen/dbgateway/v1/query_service_pb.js";
+import type { BatchResult, QueryAnswer, QueryResponse, QueryStreamResponse, StreamQueryResponse, StreamSummary, TransactionResponse } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
 import { parseInteger, type TypeParser } from "./type-parsers.js";
@@ -30,6 +30,7 @@ const DECODERS = new Map<string, (r: Reader) => object>([
   ["dbgateway.v1.BatchResponse", (r) => readResultsResponse(r, "dbgateway.v1.BatchResponse")],
   ["dbgateway.v1.StreamQueryResponse", readStreamQueryResponse],
   ["dbgateway.v1.TransactionResponse", readTransactionResponse],
+  ["dbgateway.v1.QueryStreamResponse", readQueryStreamResponse],
 ]);
 
 /** A decoder of `schema`'s messages: hand-written for result messages, `fromBinary` for the rest. */
@@ -198,6 +199,32 @@ function readBatchResult(r: Reader): BatchResult {
     expect(tag, LEN);
     if (tag >>> 3 === 1) message.outcome = { case: "result", value: readResultSet(r.sub()) };
     else if (tag >>> 3 === 2) message.outcome = { case: "error", value: readStatus(r.sub()) };
+    else throw GIVE_UP;
+  }
+  return message;
+}
+
+function readQueryStreamResponse(r: Reader): QueryStreamResponse {
+  const answers: QueryAnswer[] = [];
+  while (r.more()) {
+    if (r.tag() !== ((1 << 3) | LEN)) throw GIVE_UP;
+    answers.push(readQueryAnswer(r.sub()));
+  }
+  return { $typeName: "dbgateway.v1.QueryStreamResponse", answers };
+}
+
+function readQueryAnswer(r: Reader): QueryAnswer {
+  const message: QueryAnswer = { $typeName: "dbgateway.v1.QueryAnswer", query: 0n, outcome: { case: undefined } };
+  while (r.more()) {
+    const tag = r.tag();
+    if (tag === ((1 << 3) | VARINT)) {
+      message.query = r.uint64();
+      continue;
+    }
+    if (message.outcome.case !== undefined) throw GIVE_UP;
+    expect(tag, LEN);
+    if (tag >>> 3 === 2) message.outcome = { case: "result", value: readResultSet(r.sub()) };
+    else if (tag >>> 3 === 3) message.outcome = { case: "error", value: readStatus(r.sub()) };
     else throw GIVE_UP;
   }
   return message;

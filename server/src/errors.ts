@@ -60,6 +60,8 @@ export const Reason = {
   SUBSCRIBER_TOO_SLOW: Status.RESOURCE_EXHAUSTED,
   /** PostgreSQL could not be reached, or the connection broke. */
   DATABASE_UNAVAILABLE: Status.UNAVAILABLE,
+  /** The gateway is shutting down: a QueryStream ends, its queries without an answer not run. */
+  SHUTTING_DOWN: Status.UNAVAILABLE,
   NOT_IMPLEMENTED: Status.UNIMPLEMENTED,
   INTERNAL: Status.INTERNAL,
 } as const satisfies Record<string, Status>;

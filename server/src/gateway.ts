@@ -77,6 +77,8 @@ const CANCEL_GRACE_MILLIS = 2_000;
 
 /** Notifications a Listen subscriber may leave unread before it is disconnected (SUBSCRIBER_TOO_SLOW). */
 const MAX_PENDING_NOTIFICATIONS = 10_000;
+/** Queries of one QueryStream read and not yet answered, at most: beyond, the stream is not read until some are answered. */
+const MAX_STREAM_QUERIES = 4_096;
 
 /** Connections a tenant role may open beyond its pool: room for a LISTEN connection and an operator. */
 const ROLE_CONNECTION_HEADROOM = 2;
@@ -174,11 +176,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     exists: (database) => registry.has(database),
     onError: (database, err) => onError(`listening connection to "${database}" lost`, err),
   });
+  /** Aborted when the gateway begins to shut down: QueryStreams stop reading, answer what they read, and end. */
+  const draining = new AbortController();
   const queryService = createQueryService(router, pools, listeners, {
     maxStatementMillis: options.maxStatementMillis,
     transactionIdleTimeoutMillis: options.transactionIdleTimeoutMillis,
     maxPendingNotifications: MAX_PENDING_NOTIFICATIONS,
-  });
+    maxStreamQueries: MAX_STREAM_QUERIES,
+  }, draining.signal);
   addService(server, QueryService, queryService, { authenticate, authorize: admitPlatform, telemetry, onError: onCallError });
   const adminService = createAdminService(registry, lifecycle, pools, platforms, {
     audit,
@@ -234,6 +239,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       health.drain();
       clearInterval(refresher);
       listeners.close();
+      draining.abort();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           server.forceShutdown();

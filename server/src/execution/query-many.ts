@@ -63,12 +63,46 @@ export async function runQueryMany(
   limits: CallLimits,
 ): Promise<{ outcomes: Outcome[]; databases: string[] }> {
   if (queries.length === 0) throw new GatewayError("INVALID_REQUEST", "QueryMany needs at least one query");
-  if (queries.length > MAX_BATCH_STATEMENTS) {
-    throw new GatewayError("INVALID_REQUEST", `QueryMany takes at most ${MAX_BATCH_STATEMENTS} queries (got ${queries.length})`);
-  }
+  checkQueryCount(queries.length, "QueryMany");
   const outcomes = new Array<Outcome>(queries.length);
+  const databases = await runQueries(pools, databaseOf, queries, limits, (indexes, answers) => {
+    for (const [j, index] of indexes.entries()) outcomes[index] = answers[j]!;
+  });
+  return { outcomes, databases };
+}
+
+/** Refuses more queries than one QueryMany call or QueryStream message carries. */
+export function checkQueryCount(count: number, what: string): void {
+  if (count > MAX_BATCH_STATEMENTS) throw new GatewayError("INVALID_REQUEST", `${what} takes at most ${MAX_BATCH_STATEMENTS} queries (got ${count})`);
+}
+
+/**
+ * Receives the outcomes of some of the queries (by their index in the
+ * request) as soon as they are known: those that could not run at once, then
+ * each connection's share when its pipeline has been answered.
+ */
+export type Answers = (indexes: readonly number[], outcomes: readonly Outcome[]) => void;
+
+/**
+ * Runs independent queries as QueryMany does (see `runQueryMany`), handing
+ * over each group of outcomes as soon as it is known. With `interruptions:
+ * "throw"`, the deadline or cancellation of `limits` rejects the whole run
+ * (QueryMany fails as a call); with "answer", they are the outcome of the
+ * queries they stopped, as any other error. Resolves once every query has
+ * been answered, with the databases the queries went to.
+ */
+export async function runQueries(
+  pools: PoolManager,
+  databaseOf: (tenantId: string) => Promise<string>,
+  queries: readonly TenantQuery[],
+  limits: CallLimits,
+  answer: Answers,
+  interruptions: "throw" | "answer" = "throw",
+): Promise<string[]> {
   const routes = new Map<string, Promise<string>>();
   const byDatabase = new Map<string, Runnable[]>();
+  const failed: number[] = [];
+  const failures: Outcome[] = [];
   await Promise.all(
     queries.map(async (query, index) => {
       try {
@@ -80,15 +114,17 @@ export async function runQueryMany(
         if (runnable === undefined) byDatabase.set(database, (runnable = []));
         runnable.push({ index, statement });
       } catch (err) {
-        outcomes[index] = { error: toGatewayError(err) };
+        failed.push(index);
+        failures.push({ error: toGatewayError(err) });
       }
     }),
   );
+  if (failed.length > 0) answer(failed, failures);
   // Each connection waited for listens to the call's signal until it is had: up to one listener per
   // statement, not a leak (node warns beyond 10).
   if (limits.signal !== undefined) setMaxListeners(0, limits.signal);
-  await Promise.all([...byDatabase].map(([database, runnable]) => runOnDatabase(pools, database, runnable, limits, outcomes)));
-  return { outcomes, databases: [...byDatabase.keys()] };
+  await Promise.all([...byDatabase].map(([database, runnable]) => runOnDatabase(pools, database, runnable, limits, answer, interruptions)));
+  return [...byDatabase.keys()];
 }
 
 /**
@@ -104,8 +140,15 @@ export function connectionsFor(statements: number, available: number, statementM
   return Math.min(statements, Math.max(Math.min(available, Math.ceil(statements / depth)), Math.ceil(statements / Math.max(depth, PIPELINE_DEPTH))));
 }
 
-/** Runs one database's share of a QueryMany call, its outcomes written into `outcomes`. */
-async function runOnDatabase(pools: PoolManager, database: string, runnable: Runnable[], limits: CallLimits, outcomes: Outcome[]): Promise<void> {
+/** Runs one database's share of the queries, answering each connection's share when it is done. */
+async function runOnDatabase(
+  pools: PoolManager,
+  database: string,
+  runnable: Runnable[],
+  limits: CallLimits,
+  answer: Answers,
+  interruptions: "throw" | "answer",
+): Promise<void> {
   // Queries in request order (routing may have finished out of order).
   runnable.sort((a, b) => a.index - b.index);
   // Slow statements on as many connections as the pool can give at once, so that they run side by side
@@ -116,15 +159,17 @@ async function runOnDatabase(pools: PoolManager, database: string, runnable: Run
   for (const [i, r] of runnable.entries()) chunks[i % connections]!.push(r);
   await Promise.all(
     chunks.map(async (chunk) => {
+      const indexes = chunk.map((r) => r.index);
+      let outcomes: Outcome[];
       try {
         const statements = chunk.map((r) => r.statement);
-        const results = await pools.withConnection(database, (lease) => runPipelined(lease, statements, (micros) => pools.recordStatementTime(database, micros)), limits);
-        for (const [j, r] of chunk.entries()) outcomes[r.index] = results[j]!;
+        outcomes = await pools.withConnection(database, (lease) => runPipelined(lease, statements, (micros) => pools.recordStatementTime(database, micros)), limits);
       } catch (err) {
         const error = toGatewayError(err);
-        if (error.reason === "DEADLINE_EXCEEDED" || error.reason === "CANCELLED") throw error;
-        for (const r of chunk) outcomes[r.index] = { error };
+        if (interruptions === "throw" && (error.reason === "DEADLINE_EXCEEDED" || error.reason === "CANCELLED")) throw error;
+        outcomes = chunk.map(() => ({ error }));
       }
+      answer(indexes, outcomes);
     }),
   );
 }

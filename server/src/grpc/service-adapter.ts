@@ -20,6 +20,14 @@ export interface CallContext {
   readonly peer: string;
   /** The subject (CN) of the client's certificate, "" if it has none. Read on demand: it is costly (a full X.509 parse). */
   readonly clientCertificate: string;
+  /** A record of its own for one part of a long-lived stream (a QueryStream message): its own log line, metrics and span. */
+  startPart(): CallRecord;
+  /**
+   * Authenticates and authorizes the call again, for a part of a long-lived
+   * stream: its key may have been revoked since it began, and the rate limit
+   * takes a token. Throws to refuse; tells `record` the platform.
+   */
+  reauthorize(record: CallRecord): void;
 }
 
 type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O> | EncodedMessage>;
@@ -201,6 +209,12 @@ function startCall(
     get clientCertificate() {
       const subject = call.getAuthContext()?.sslPeerCertificate?.subject as { CN?: string | string[] } | undefined;
       return [subject?.CN ?? ""].flat().join(",");
+    },
+    startPart: () => hooks.telemetry.start(method, call.metadata, true),
+    reauthorize(part) {
+      const again = hooks.authenticate(call.metadata);
+      part.platform = again.kind === "admin" ? "admin" : again.platform;
+      hooks.authorize?.(again);
     },
   };
   return {

@@ -1,12 +1,12 @@
 import { toBinary } from "@bufbuild/protobuf";
-import { GatewayError, toRpcStatus } from "../errors.js";
+import { beforeStatement, GatewayError, toGatewayError, toRpcStatus } from "../errors.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
-import type { QueryService } from "../gen/dbgateway/v1/query_service_pb.js";
+import type { QueryService, QueryStreamRequest } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
 import { runPipelined, type Outcome } from "../execution/pipeline.js";
-import { encodeBytesField, lengthDelimitedSize, lengthDelimitedTag, writeBytesField, writeVarint } from "../execution/protobuf-wire.js";
-import { runQueryMany } from "../execution/query-many.js";
+import { encodeBytesField, lengthDelimitedSize, lengthDelimitedTag, varintSize, varintTag, writeBytesField, writeVarint } from "../execution/protobuf-wire.js";
+import { checkQueryCount, runQueries, runQueryMany, type Answers } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
@@ -14,6 +14,7 @@ import { EncodedMessage, type ServiceImpl } from "../grpc/service-adapter.js";
 import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
+import type { CallRecord } from "../telemetry/call-telemetry.js";
 import type { Router } from "../tenancy/router.js";
 
 /** Limits of the data plane. */
@@ -24,6 +25,8 @@ export interface QueryServiceLimits {
   transactionIdleTimeoutMillis: number;
   /** Notifications a Listen subscriber may leave unread before it is disconnected. */
   maxPendingNotifications: number;
+  /** Most queries of one QueryStream read and not yet answered: the stream is not read further meanwhile. */
+  maxStreamQueries: number;
 }
 
 /**
@@ -34,7 +37,13 @@ export interface QueryServiceLimits {
  * passes or the client cancels, the running statement is cancelled on
  * PostgreSQL.
  */
-export function createQueryService(router: Router, pools: PoolManager, listeners: ListenerHub, limits: QueryServiceLimits): ServiceImpl<(typeof QueryService)["method"]> {
+export function createQueryService(
+  router: Router,
+  pools: PoolManager,
+  listeners: ListenerHub,
+  limits: QueryServiceLimits,
+  draining: AbortSignal,
+): ServiceImpl<(typeof QueryService)["method"]> {
   const statementLimits = (ctx: { deadline: number; signal: AbortSignal }) => ({
     deadline: Math.min(ctx.deadline, Date.now() + limits.maxStatementMillis),
     signal: ctx.signal,
@@ -55,6 +64,63 @@ export function createQueryService(router: Router, pools: PoolManager, listeners
       const { outcomes, databases } = await runQueryMany(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, statementLimits(ctx));
       ctx.record.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
       return encodeResults(outcomes);
+    },
+
+    async queryStream(requests, responses, ctx) {
+      let numbered = 0; // queries read so far: the next one's number
+      let unanswered = 0;
+      let room: (() => void) | undefined;
+      const running = new Set<Promise<void>>();
+      const stopped = new Promise<undefined>((resolve) => {
+        if (draining.aborted) resolve(undefined);
+        else draining.addEventListener("abort", () => resolve(undefined), { once: true });
+      });
+      for (;;) {
+        const request = await Promise.race([requests.next(), stopped]);
+        if (request === undefined) break;
+        const first = numbered;
+        numbered += request.queries.length;
+        if (request.queries.length === 0) continue;
+        const record = ctx.startPart();
+        try {
+          ctx.reauthorize(record);
+        } catch (err) {
+          record.end(toGatewayError(err));
+          throw err;
+        }
+        record.statements = request.queries.length;
+        unanswered += request.queries.length;
+        const answer: Answers = (indexes, outcomes) => {
+          void responses.send(encodeAnswers(first, indexes, outcomes));
+          unanswered -= indexes.length;
+          if (unanswered < limits.maxStreamQueries) room?.();
+        };
+        const run = runStreamedQueries(request, record, answer).finally(() => running.delete(run));
+        running.add(run);
+        while (unanswered >= limits.maxStreamQueries && !ctx.signal.aborted) await new Promise<void>((resolve) => (room = resolve));
+      }
+      await Promise.all(running);
+      if (draining.aborted) throw beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: queries without an answer were not run"));
+
+      async function runStreamedQueries(request: QueryStreamRequest, record: CallRecord, answer: Answers): Promise<void> {
+        let error: GatewayError | undefined;
+        try {
+          router.checkPlatform(ctx, request.platform);
+          checkQueryCount(request.queries.length, "a QueryStream message");
+          const timeout = request.timeoutMs > 0 ? Date.now() + request.timeoutMs : Infinity;
+          const callLimits = { deadline: Math.min(timeout, Date.now() + limits.maxStatementMillis), signal: ctx.signal };
+          const databases = await runQueries(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, callLimits, answer, "answer");
+          record.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
+        } catch (err) {
+          // The message as a whole could not run (a platform that is not the key's, too many queries): each query gets the error.
+          error = toGatewayError(err);
+          answer(
+            request.queries.map((_, i) => i),
+            request.queries.map(() => ({ error: error! })),
+          );
+        }
+        record.end(error);
+      }
     },
 
     async streamQuery(request, responses, ctx) {
@@ -133,6 +199,32 @@ function encodeResults(outcomes: readonly Outcome[]): EncodedMessage {
   for (const p of parts) {
     response[at++] = lengthDelimitedTag(1);
     at = writeVarint(response, at, lengthDelimitedSize(p.bytes.length));
+    at = writeBytesField(response, at, p.field, p.bytes);
+  }
+  return new EncodedMessage(response);
+}
+
+/**
+ * A QueryStreamResponse written by hand around the results already encoded:
+ * `repeated QueryAnswer answers = 1`, QueryAnswer `{ uint64 query = 1;
+ * result = 2 | error = 3 }`, the query numbered `first` + its index in its message.
+ */
+function encodeAnswers(first: number, indexes: readonly number[], outcomes: readonly Outcome[]): EncodedMessage {
+  const parts = outcomes.map((o, j) => {
+    const query = first + indexes[j]!;
+    const bytes = o.error === undefined ? o.result : toBinary(StatusSchema, toRpcStatus(o.error));
+    const size = (query === 0 ? 0 : 1 + varintSize(query)) + lengthDelimitedSize(bytes.length);
+    return { query, field: o.error === undefined ? 2 : 3, bytes, size };
+  });
+  const response = Buffer.allocUnsafe(parts.reduce((size, p) => size + lengthDelimitedSize(p.size), 0));
+  let at = 0;
+  for (const p of parts) {
+    response[at++] = lengthDelimitedTag(1);
+    at = writeVarint(response, at, p.size);
+    if (p.query !== 0) {
+      response[at++] = varintTag(1);
+      at = writeVarint(response, at, p.query);
+    }
     at = writeBytesField(response, at, p.field, p.bytes);
   }
   return new EncodedMessage(response);

@@ -30,8 +30,9 @@ export class CallTelemetry {
     private readonly metrics: GatewayMetrics | undefined,
   ) {}
 
-  start(method: DescMethod, metadata: Metadata): CallRecord {
-    return new CallRecord(method, metadata, this.logger, this.metrics);
+  /** A call's record; with `part`, the record of one part of a long-lived stream (a QueryStream message), which is no stream of its own. */
+  start(method: DescMethod, metadata: Metadata, part = false): CallRecord {
+    return new CallRecord(method, metadata, this.logger, this.metrics, part);
   }
 }
 
@@ -46,6 +47,8 @@ export class CallRecord {
   readonly #operation: string;
   readonly #method: DescMethod;
   readonly #span: Span | undefined;
+  /** Counted as an open stream (a streaming call, not a part of one). */
+  readonly #stream: boolean;
   /** The trace context to run the handler in (undefined when tracing is off). */
   readonly traceContext: Context | undefined;
   #ended = false;
@@ -55,6 +58,7 @@ export class CallRecord {
     metadata: Metadata,
     private readonly logger: Logger,
     private readonly metrics: GatewayMetrics | undefined,
+    part: boolean,
   ) {
     const given = metadata.get(REQUEST_ID_HEADER)[0];
     this.requestId = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
@@ -64,7 +68,8 @@ export class CallRecord {
     this.#span = traced?.span;
     this.traceContext = traced?.context;
     this.#span?.setAttribute("db_gateway.request_id", this.requestId);
-    if (method.methodKind !== "unary") this.metrics?.openStreams.inc({ method: method.name });
+    this.#stream = method.methodKind !== "unary" && !part;
+    if (this.#stream) this.metrics?.openStreams.inc({ method: method.name });
     if (method.name === "Transaction") this.metrics?.openTransactions.inc();
   }
 
@@ -82,7 +87,7 @@ export class CallRecord {
       this.metrics.duration.observe(labels, seconds);
       if (error !== undefined) this.metrics.errors.inc({ type: error.reason });
       if (error?.reason === "RATE_LIMITED") this.metrics.rateLimited.inc({ platform: this.platform });
-      if (this.#method.methodKind !== "unary") this.metrics.openStreams.dec({ method });
+      if (this.#stream) this.metrics.openStreams.dec({ method });
       if (method === "Transaction") this.metrics.openTransactions.dec();
     }
     if (this.#span !== undefined) {

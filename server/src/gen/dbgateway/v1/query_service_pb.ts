@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dbgateway/v1/query_service.proto.
  */
 export const file_dbgateway_v1_query_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBkYmdhdGV3YXkvdjEvcXVlcnlfc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxImUKDFF1ZXJ5UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSCwoDc3FsGAMgASgJEiMKBnBhcmFtcxgEIAMoCzITLmRiZ2F0ZXdheS52MS5WYWx1ZSI4Cg1RdWVyeVJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXQicwoQUXVlcnlNYW55UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIqCgdxdWVyaWVzGAQgAygLMhkuZGJnYXRld2F5LnYxLlRlbmFudFF1ZXJ5SgQIAhADSgQIAxAEUgl0ZW5hbnRfaWRSCnN0YXRlbWVudHMiUgoLVGVuYW50UXVlcnkSEQoJdGVuYW50X2lkGAEgASgJEgsKA3NxbBgCIAEoCRIjCgZwYXJhbXMYAyADKAsyEy5kYmdhdGV3YXkudjEuVmFsdWUiPwoRUXVlcnlNYW55UmVzcG9uc2USKgoHcmVzdWx0cxgBIAMoCzIZLmRiZ2F0ZXdheS52MS5CYXRjaFJlc3VsdCKoAQoSU3RyZWFtUXVlcnlSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRILCgNzcWwYAyABKAkSIwoGcGFyYW1zGAQgAygLMhMuZGJnYXRld2F5LnYxLlZhbHVlEhwKFG1heF9yb3dzX3Blcl9tZXNzYWdlGAUgASgNEh0KFW1heF9ieXRlc19wZXJfbWVzc2FnZRgGIAEoDSKUAQoTU3RyZWFtUXVlcnlSZXNwb25zZRIlCgdjb2x1bW5zGAEgAygLMhQuZGJnYXRld2F5LnYxLkNvbHVtbhIoCgRyb3dzGAIgAygLMhouZ29vZ2xlLnByb3RvYnVmLkxpc3RWYWx1ZRIsCgdzdW1tYXJ5GAMgASgLMhsuZGJnYXRld2F5LnYxLlN0cmVhbVN1bW1hcnkiagoNU3RyZWFtU3VtbWFyeRIPCgdjb21tYW5kGAEgASgJEhUKDXJvd3NfYWZmZWN0ZWQYAiABKAQSMQoOZXhlY3V0aW9uX3RpbWUYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icgoSVHJhbnNhY3Rpb25PcHRpb25zEjUKD2lzb2xhdGlvbl9sZXZlbBgBIAEoDjIcLmRiZ2F0ZXdheS52MS5Jc29sYXRpb25MZXZlbBIRCglyZWFkX29ubHkYAiABKAgSEgoKZGVmZXJyYWJsZRgDIAEoCCKvAQoMQmF0Y2hSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIrCgpzdGF0ZW1lbnRzGAMgAygLMhcuZGJnYXRld2F5LnYxLlN0YXRlbWVudBIOCgZhdG9taWMYBCABKAgSPQoTdHJhbnNhY3Rpb25fb3B0aW9ucxgFIAEoCzIgLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbk9wdGlvbnMiOwoNQmF0Y2hSZXNwb25zZRIqCgdyZXN1bHRzGAEgAygLMhkuZGJnYXRld2F5LnYxLkJhdGNoUmVzdWx0ImgKC0JhdGNoUmVzdWx0EikKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXRIABIjCgVlcnJvchgCIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSABCCQoHb3V0Y29tZSLlAQoSVHJhbnNhY3Rpb25SZXF1ZXN0Ei8KBWJlZ2luGAEgASgLMh4uZGJnYXRld2F5LnYxLkJlZ2luVHJhbnNhY3Rpb25IABIsCglzdGF0ZW1lbnQYAiABKAsyFy5kYmdhdGV3YXkudjEuU3RhdGVtZW50SAASMQoGY29tbWl0GAMgASgLMh8uZGJnYXRld2F5LnYxLkNvbW1pdFRyYW5zYWN0aW9uSAASNQoIcm9sbGJhY2sYBCABKAsyIS5kYmdhdGV3YXkudjEuUm9sbGJhY2tUcmFuc2FjdGlvbkgAQgYKBGtpbmQiagoQQmVnaW5UcmFuc2FjdGlvbhIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbk9wdGlvbnMiEwoRQ29tbWl0VHJhbnNhY3Rpb24iFQoTUm9sbGJhY2tUcmFuc2FjdGlvbiKTAgoTVHJhbnNhY3Rpb25SZXNwb25zZRIvCgViZWd1bhgBIAEoCzIeLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbkJlZ3VuSAASKQoGcmVzdWx0GAIgASgLMhcuZGJnYXRld2F5LnYxLlJlc3VsdFNldEgAEjcKCWNvbW1pdHRlZBgDIAEoCzIiLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbkNvbW1pdHRlZEgAEjoKC3JvbGxlZF9iYWNrGAQgASgLMiMuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uUm9sbGVkQmFja0gAEiMKBWVycm9yGAUgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXNIAEIGCgRraW5kIhIKEFRyYW5zYWN0aW9uQmVndW4iFgoUVHJhbnNhY3Rpb25Db21taXR0ZWQiFwoVVHJhbnNhY3Rpb25Sb2xsZWRCYWNrIkYKDUxpc3RlblJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCGNoYW5uZWxzGAMgAygJIrEBCg5MaXN0ZW5SZXNwb25zZRIuCgdzdGFydGVkGAEgASgLMhsuZGJnYXRld2F5LnYxLkxpc3RlblN0YXJ0ZWRIABIyCgxub3RpZmljYXRpb24YAiABKAsyGi5kYmdhdGV3YXkudjEuTm90aWZpY2F0aW9uSAASMwoGbWlzc2VkGAMgASgLMiEuZGJnYXRld2F5LnYxLk5vdGlmaWNhdGlvbnNNaXNzZWRIAEIGCgRraW5kIg8KDUxpc3RlblN0YXJ0ZWQiRAoMTm90aWZpY2F0aW9uEg8KB2NoYW5uZWwYASABKAkSDwoHcGF5bG9hZBgCIAEoCRISCgpzZW5kZXJfcGlkGAMgASgFIhUKE05vdGlmaWNhdGlvbnNNaXNzZWQqnAEKDklzb2xhdGlvbkxldmVsEh8KG0lTT0xBVElPTl9MRVZFTF9VTlNQRUNJRklFRBAAEiIKHklTT0xBVElPTl9MRVZFTF9SRUFEX0NPTU1JVFRFRBABEiMKH0lTT0xBVElPTl9MRVZFTF9SRVBFQVRBQkxFX1JFQUQQAhIgChxJU09MQVRJT05fTEVWRUxfU0VSSUFMSVpBQkxFEAMy1QMKDFF1ZXJ5U2VydmljZRJACgVRdWVyeRIaLmRiZ2F0ZXdheS52MS5RdWVyeVJlcXVlc3QaGy5kYmdhdGV3YXkudjEuUXVlcnlSZXNwb25zZRJMCglRdWVyeU1hbnkSHi5kYmdhdGV3YXkudjEuUXVlcnlNYW55UmVxdWVzdBofLmRiZ2F0ZXdheS52MS5RdWVyeU1hbnlSZXNwb25zZRJUCgtTdHJlYW1RdWVyeRIgLmRiZ2F0ZXdheS52MS5TdHJlYW1RdWVyeVJlcXVlc3QaIS5kYmdhdGV3YXkudjEuU3RyZWFtUXVlcnlSZXNwb25zZTABEkAKBUJhdGNoEhouZGJnYXRld2F5LnYxLkJhdGNoUmVxdWVzdBobLmRiZ2F0ZXdheS52MS5CYXRjaFJlc3BvbnNlElYKC1RyYW5zYWN0aW9uEiAuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uUmVxdWVzdBohLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvblJlc3BvbnNlKAEwARJFCgZMaXN0ZW4SGy5kYmdhdGV3YXkudjEuTGlzdGVuUmVxdWVzdBocLmRiZ2F0ZXdheS52MS5MaXN0ZW5SZXNwb25zZTABYgZwcm90bzM", [file_dbgateway_v1_values, file_google_protobuf_duration, file_google_protobuf_struct, file_google_rpc_status]);
+  fileDesc("CiBkYmdhdGV3YXkvdjEvcXVlcnlfc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxImUKDFF1ZXJ5UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSCwoDc3FsGAMgASgJEiMKBnBhcmFtcxgEIAMoCzITLmRiZ2F0ZXdheS52MS5WYWx1ZSI4Cg1RdWVyeVJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXQicwoQUXVlcnlNYW55UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIqCgdxdWVyaWVzGAQgAygLMhkuZGJnYXRld2F5LnYxLlRlbmFudFF1ZXJ5SgQIAhADSgQIAxAEUgl0ZW5hbnRfaWRSCnN0YXRlbWVudHMiUgoLVGVuYW50UXVlcnkSEQoJdGVuYW50X2lkGAEgASgJEgsKA3NxbBgCIAEoCRIjCgZwYXJhbXMYAyADKAsyEy5kYmdhdGV3YXkudjEuVmFsdWUiPwoRUXVlcnlNYW55UmVzcG9uc2USKgoHcmVzdWx0cxgBIAMoCzIZLmRiZ2F0ZXdheS52MS5CYXRjaFJlc3VsdCJmChJRdWVyeVN0cmVhbVJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSKgoHcXVlcmllcxgCIAMoCzIZLmRiZ2F0ZXdheS52MS5UZW5hbnRRdWVyeRISCgp0aW1lb3V0X21zGAMgASgNIkEKE1F1ZXJ5U3RyZWFtUmVzcG9uc2USKgoHYW5zd2VycxgBIAMoCzIZLmRiZ2F0ZXdheS52MS5RdWVyeUFuc3dlciJ3CgtRdWVyeUFuc3dlchINCgVxdWVyeRgBIAEoBBIpCgZyZXN1bHQYAiABKAsyFy5kYmdhdGV3YXkudjEuUmVzdWx0U2V0SAASIwoFZXJyb3IYAyABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAQgkKB291dGNvbWUiqAEKElN0cmVhbVF1ZXJ5UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSCwoDc3FsGAMgASgJEiMKBnBhcmFtcxgEIAMoCzITLmRiZ2F0ZXdheS52MS5WYWx1ZRIcChRtYXhfcm93c19wZXJfbWVzc2FnZRgFIAEoDRIdChVtYXhfYnl0ZXNfcGVyX21lc3NhZ2UYBiABKA0ilAEKE1N0cmVhbVF1ZXJ5UmVzcG9uc2USJQoHY29sdW1ucxgBIAMoCzIULmRiZ2F0ZXdheS52MS5Db2x1bW4SKAoEcm93cxgCIAMoCzIaLmdvb2dsZS5wcm90b2J1Zi5MaXN0VmFsdWUSLAoHc3VtbWFyeRgDIAEoCzIbLmRiZ2F0ZXdheS52MS5TdHJlYW1TdW1tYXJ5ImoKDVN0cmVhbVN1bW1hcnkSDwoHY29tbWFuZBgBIAEoCRIVCg1yb3dzX2FmZmVjdGVkGAIgASgEEjEKDmV4ZWN1dGlvbl90aW1lGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uInIKElRyYW5zYWN0aW9uT3B0aW9ucxI1Cg9pc29sYXRpb25fbGV2ZWwYASABKA4yHC5kYmdhdGV3YXkudjEuSXNvbGF0aW9uTGV2ZWwSEQoJcmVhZF9vbmx5GAIgASgIEhIKCmRlZmVycmFibGUYAyABKAgirwEKDEJhdGNoUmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSKwoKc3RhdGVtZW50cxgDIAMoCzIXLmRiZ2F0ZXdheS52MS5TdGF0ZW1lbnQSDgoGYXRvbWljGAQgASgIEj0KE3RyYW5zYWN0aW9uX29wdGlvbnMYBSABKAsyIC5kYmdhdGV3YXkudjEuVHJhbnNhY3Rpb25PcHRpb25zIjsKDUJhdGNoUmVzcG9uc2USKgoHcmVzdWx0cxgBIAMoCzIZLmRiZ2F0ZXdheS52MS5CYXRjaFJlc3VsdCJoCgtCYXRjaFJlc3VsdBIpCgZyZXN1bHQYASABKAsyFy5kYmdhdGV3YXkudjEuUmVzdWx0U2V0SAASIwoFZXJyb3IYAiABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAQgkKB291dGNvbWUi5QEKElRyYW5zYWN0aW9uUmVxdWVzdBIvCgViZWdpbhgBIAEoCzIeLmRiZ2F0ZXdheS52MS5CZWdpblRyYW5zYWN0aW9uSAASLAoJc3RhdGVtZW50GAIgASgLMhcuZGJnYXRld2F5LnYxLlN0YXRlbWVudEgAEjEKBmNvbW1pdBgDIAEoCzIfLmRiZ2F0ZXdheS52MS5Db21taXRUcmFuc2FjdGlvbkgAEjUKCHJvbGxiYWNrGAQgASgLMiEuZGJnYXRld2F5LnYxLlJvbGxiYWNrVHJhbnNhY3Rpb25IAEIGCgRraW5kImoKEEJlZ2luVHJhbnNhY3Rpb24SEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5kYmdhdGV3YXkudjEuVHJhbnNhY3Rpb25PcHRpb25zIhMKEUNvbW1pdFRyYW5zYWN0aW9uIhUKE1JvbGxiYWNrVHJhbnNhY3Rpb24ikwIKE1RyYW5zYWN0aW9uUmVzcG9uc2USLwoFYmVndW4YASABKAsyHi5kYmdhdGV3YXkudjEuVHJhbnNhY3Rpb25CZWd1bkgAEikKBnJlc3VsdBgCIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXRIABI3Cgljb21taXR0ZWQYAyABKAsyIi5kYmdhdGV3YXkudjEuVHJhbnNhY3Rpb25Db21taXR0ZWRIABI6Cgtyb2xsZWRfYmFjaxgEIAEoCzIjLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvblJvbGxlZEJhY2tIABIjCgVlcnJvchgFIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSABCBgoEa2luZCISChBUcmFuc2FjdGlvbkJlZ3VuIhYKFFRyYW5zYWN0aW9uQ29tbWl0dGVkIhcKFVRyYW5zYWN0aW9uUm9sbGVkQmFjayJGCg1MaXN0ZW5SZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIQCghjaGFubmVscxgDIAMoCSKxAQoOTGlzdGVuUmVzcG9uc2USLgoHc3RhcnRlZBgBIAEoCzIbLmRiZ2F0ZXdheS52MS5MaXN0ZW5TdGFydGVkSAASMgoMbm90aWZpY2F0aW9uGAIgASgLMhouZGJnYXRld2F5LnYxLk5vdGlmaWNhdGlvbkgAEjMKBm1pc3NlZBgDIAEoCzIhLmRiZ2F0ZXdheS52MS5Ob3RpZmljYXRpb25zTWlzc2VkSABCBgoEa2luZCIPCg1MaXN0ZW5TdGFydGVkIkQKDE5vdGlmaWNhdGlvbhIPCgdjaGFubmVsGAEgASgJEg8KB3BheWxvYWQYAiABKAkSEgoKc2VuZGVyX3BpZBgDIAEoBSIVChNOb3RpZmljYXRpb25zTWlzc2VkKpwBCg5Jc29sYXRpb25MZXZlbBIfChtJU09MQVRJT05fTEVWRUxfVU5TUEVDSUZJRUQQABIiCh5JU09MQVRJT05fTEVWRUxfUkVBRF9DT01NSVRURUQQARIjCh9JU09MQVRJT05fTEVWRUxfUkVQRUFUQUJMRV9SRUFEEAISIAocSVNPTEFUSU9OX0xFVkVMX1NFUklBTElaQUJMRRADMq0ECgxRdWVyeVNlcnZpY2USQAoFUXVlcnkSGi5kYmdhdGV3YXkudjEuUXVlcnlSZXF1ZXN0GhsuZGJnYXRld2F5LnYxLlF1ZXJ5UmVzcG9uc2USTAoJUXVlcnlNYW55Eh4uZGJnYXRld2F5LnYxLlF1ZXJ5TWFueVJlcXVlc3QaHy5kYmdhdGV3YXkudjEuUXVlcnlNYW55UmVzcG9uc2USVgoLUXVlcnlTdHJlYW0SIC5kYmdhdGV3YXkudjEuUXVlcnlTdHJlYW1SZXF1ZXN0GiEuZGJnYXRld2F5LnYxLlF1ZXJ5U3RyZWFtUmVzcG9uc2UoATABElQKC1N0cmVhbVF1ZXJ5EiAuZGJnYXRld2F5LnYxLlN0cmVhbVF1ZXJ5UmVxdWVzdBohLmRiZ2F0ZXdheS52MS5TdHJlYW1RdWVyeVJlc3BvbnNlMAESQAoFQmF0Y2gSGi5kYmdhdGV3YXkudjEuQmF0Y2hSZXF1ZXN0GhsuZGJnYXRld2F5LnYxLkJhdGNoUmVzcG9uc2USVgoLVHJhbnNhY3Rpb24SIC5kYmdhdGV3YXkudjEuVHJhbnNhY3Rpb25SZXF1ZXN0GiEuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uUmVzcG9uc2UoATABEkUKBkxpc3RlbhIbLmRiZ2F0ZXdheS52MS5MaXN0ZW5SZXF1ZXN0GhwuZGJnYXRld2F5LnYxLkxpc3RlblJlc3BvbnNlMAFiBnByb3RvMw", [file_dbgateway_v1_values, file_google_protobuf_duration, file_google_protobuf_struct, file_google_rpc_status]);
 
 /**
  * @generated from message dbgateway.v1.QueryRequest
@@ -150,6 +150,95 @@ export const QueryManyResponseSchema: GenMessage<QueryManyResponse> = /*@__PURE_
   messageDesc(file_dbgateway_v1_query_service, 4);
 
 /**
+ * @generated from message dbgateway.v1.QueryStreamRequest
+ */
+export type QueryStreamRequest = Message<"dbgateway.v1.QueryStreamRequest"> & {
+  /**
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * The queries: at most 1,000 a message.
+   *
+   * @generated from field: repeated dbgateway.v1.TenantQuery queries = 2;
+   */
+  queries: TenantQuery[];
+
+  /**
+   * Each query's deadline in milliseconds from when the gateway reads the
+   * message; 0: the gateway's own limit only.
+   *
+   * @generated from field: uint32 timeout_ms = 3;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message dbgateway.v1.QueryStreamRequest.
+ * Use `create(QueryStreamRequestSchema)` to create a new message.
+ */
+export const QueryStreamRequestSchema: GenMessage<QueryStreamRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_query_service, 5);
+
+/**
+ * @generated from message dbgateway.v1.QueryStreamResponse
+ */
+export type QueryStreamResponse = Message<"dbgateway.v1.QueryStreamResponse"> & {
+  /**
+   * @generated from field: repeated dbgateway.v1.QueryAnswer answers = 1;
+   */
+  answers: QueryAnswer[];
+};
+
+/**
+ * Describes the message dbgateway.v1.QueryStreamResponse.
+ * Use `create(QueryStreamResponseSchema)` to create a new message.
+ */
+export const QueryStreamResponseSchema: GenMessage<QueryStreamResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_query_service, 6);
+
+/**
+ * The outcome of one query of a QueryStream.
+ *
+ * @generated from message dbgateway.v1.QueryAnswer
+ */
+export type QueryAnswer = Message<"dbgateway.v1.QueryAnswer"> & {
+  /**
+   * The query's number: 0 for the stream's first query, counting every query of every message.
+   *
+   * @generated from field: uint64 query = 1;
+   */
+  query: bigint;
+
+  /**
+   * @generated from oneof dbgateway.v1.QueryAnswer.outcome
+   */
+  outcome: {
+    /**
+     * @generated from field: dbgateway.v1.ResultSet result = 2;
+     */
+    value: ResultSet;
+    case: "result";
+  } | {
+    /**
+     * The query's error, with the same details a failed Query carries.
+     *
+     * @generated from field: google.rpc.Status error = 3;
+     */
+    value: Status;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dbgateway.v1.QueryAnswer.
+ * Use `create(QueryAnswerSchema)` to create a new message.
+ */
+export const QueryAnswerSchema: GenMessage<QueryAnswer> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_query_service, 7);
+
+/**
  * @generated from message dbgateway.v1.StreamQueryRequest
  */
 export type StreamQueryRequest = Message<"dbgateway.v1.StreamQueryRequest"> & {
@@ -193,7 +282,7 @@ export type StreamQueryRequest = Message<"dbgateway.v1.StreamQueryRequest"> & {
  * Use `create(StreamQueryRequestSchema)` to create a new message.
  */
 export const StreamQueryRequestSchema: GenMessage<StreamQueryRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 5);
+  messageDesc(file_dbgateway_v1_query_service, 8);
 
 /**
  * @generated from message dbgateway.v1.StreamQueryResponse
@@ -226,7 +315,7 @@ export type StreamQueryResponse = Message<"dbgateway.v1.StreamQueryResponse"> & 
  * Use `create(StreamQueryResponseSchema)` to create a new message.
  */
 export const StreamQueryResponseSchema: GenMessage<StreamQueryResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 6);
+  messageDesc(file_dbgateway_v1_query_service, 9);
 
 /**
  * The end of a streamed result.
@@ -255,7 +344,7 @@ export type StreamSummary = Message<"dbgateway.v1.StreamSummary"> & {
  * Use `create(StreamSummarySchema)` to create a new message.
  */
 export const StreamSummarySchema: GenMessage<StreamSummary> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 7);
+  messageDesc(file_dbgateway_v1_query_service, 10);
 
 /**
  * How a transaction is run.
@@ -287,7 +376,7 @@ export type TransactionOptions = Message<"dbgateway.v1.TransactionOptions"> & {
  * Use `create(TransactionOptionsSchema)` to create a new message.
  */
 export const TransactionOptionsSchema: GenMessage<TransactionOptions> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 8);
+  messageDesc(file_dbgateway_v1_query_service, 11);
 
 /**
  * @generated from message dbgateway.v1.BatchRequest
@@ -331,7 +420,7 @@ export type BatchRequest = Message<"dbgateway.v1.BatchRequest"> & {
  * Use `create(BatchRequestSchema)` to create a new message.
  */
 export const BatchRequestSchema: GenMessage<BatchRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 9);
+  messageDesc(file_dbgateway_v1_query_service, 12);
 
 /**
  * @generated from message dbgateway.v1.BatchResponse
@@ -350,7 +439,7 @@ export type BatchResponse = Message<"dbgateway.v1.BatchResponse"> & {
  * Use `create(BatchResponseSchema)` to create a new message.
  */
 export const BatchResponseSchema: GenMessage<BatchResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 10);
+  messageDesc(file_dbgateway_v1_query_service, 13);
 
 /**
  * The outcome of one statement of a batch.
@@ -383,7 +472,7 @@ export type BatchResult = Message<"dbgateway.v1.BatchResult"> & {
  * Use `create(BatchResultSchema)` to create a new message.
  */
 export const BatchResultSchema: GenMessage<BatchResult> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 11);
+  messageDesc(file_dbgateway_v1_query_service, 14);
 
 /**
  * @generated from message dbgateway.v1.TransactionRequest
@@ -432,7 +521,7 @@ export type TransactionRequest = Message<"dbgateway.v1.TransactionRequest"> & {
  * Use `create(TransactionRequestSchema)` to create a new message.
  */
 export const TransactionRequestSchema: GenMessage<TransactionRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 12);
+  messageDesc(file_dbgateway_v1_query_service, 15);
 
 /**
  * @generated from message dbgateway.v1.BeginTransaction
@@ -459,7 +548,7 @@ export type BeginTransaction = Message<"dbgateway.v1.BeginTransaction"> & {
  * Use `create(BeginTransactionSchema)` to create a new message.
  */
 export const BeginTransactionSchema: GenMessage<BeginTransaction> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 13);
+  messageDesc(file_dbgateway_v1_query_service, 16);
 
 /**
  * @generated from message dbgateway.v1.CommitTransaction
@@ -472,7 +561,7 @@ export type CommitTransaction = Message<"dbgateway.v1.CommitTransaction"> & {
  * Use `create(CommitTransactionSchema)` to create a new message.
  */
 export const CommitTransactionSchema: GenMessage<CommitTransaction> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 14);
+  messageDesc(file_dbgateway_v1_query_service, 17);
 
 /**
  * @generated from message dbgateway.v1.RollbackTransaction
@@ -485,7 +574,7 @@ export type RollbackTransaction = Message<"dbgateway.v1.RollbackTransaction"> & 
  * Use `create(RollbackTransactionSchema)` to create a new message.
  */
 export const RollbackTransactionSchema: GenMessage<RollbackTransaction> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 15);
+  messageDesc(file_dbgateway_v1_query_service, 18);
 
 /**
  * @generated from message dbgateway.v1.TransactionResponse
@@ -545,7 +634,7 @@ export type TransactionResponse = Message<"dbgateway.v1.TransactionResponse"> & 
  * Use `create(TransactionResponseSchema)` to create a new message.
  */
 export const TransactionResponseSchema: GenMessage<TransactionResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 16);
+  messageDesc(file_dbgateway_v1_query_service, 19);
 
 /**
  * @generated from message dbgateway.v1.TransactionBegun
@@ -558,7 +647,7 @@ export type TransactionBegun = Message<"dbgateway.v1.TransactionBegun"> & {
  * Use `create(TransactionBegunSchema)` to create a new message.
  */
 export const TransactionBegunSchema: GenMessage<TransactionBegun> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 17);
+  messageDesc(file_dbgateway_v1_query_service, 20);
 
 /**
  * @generated from message dbgateway.v1.TransactionCommitted
@@ -571,7 +660,7 @@ export type TransactionCommitted = Message<"dbgateway.v1.TransactionCommitted"> 
  * Use `create(TransactionCommittedSchema)` to create a new message.
  */
 export const TransactionCommittedSchema: GenMessage<TransactionCommitted> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 18);
+  messageDesc(file_dbgateway_v1_query_service, 21);
 
 /**
  * @generated from message dbgateway.v1.TransactionRolledBack
@@ -584,7 +673,7 @@ export type TransactionRolledBack = Message<"dbgateway.v1.TransactionRolledBack"
  * Use `create(TransactionRolledBackSchema)` to create a new message.
  */
 export const TransactionRolledBackSchema: GenMessage<TransactionRolledBack> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 19);
+  messageDesc(file_dbgateway_v1_query_service, 22);
 
 /**
  * @generated from message dbgateway.v1.ListenRequest
@@ -613,7 +702,7 @@ export type ListenRequest = Message<"dbgateway.v1.ListenRequest"> & {
  * Use `create(ListenRequestSchema)` to create a new message.
  */
 export const ListenRequestSchema: GenMessage<ListenRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 20);
+  messageDesc(file_dbgateway_v1_query_service, 23);
 
 /**
  * @generated from message dbgateway.v1.ListenResponse
@@ -653,7 +742,7 @@ export type ListenResponse = Message<"dbgateway.v1.ListenResponse"> & {
  * Use `create(ListenResponseSchema)` to create a new message.
  */
 export const ListenResponseSchema: GenMessage<ListenResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 21);
+  messageDesc(file_dbgateway_v1_query_service, 24);
 
 /**
  * @generated from message dbgateway.v1.ListenStarted
@@ -666,7 +755,7 @@ export type ListenStarted = Message<"dbgateway.v1.ListenStarted"> & {
  * Use `create(ListenStartedSchema)` to create a new message.
  */
 export const ListenStartedSchema: GenMessage<ListenStarted> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 22);
+  messageDesc(file_dbgateway_v1_query_service, 25);
 
 /**
  * @generated from message dbgateway.v1.Notification
@@ -695,7 +784,7 @@ export type Notification = Message<"dbgateway.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 23);
+  messageDesc(file_dbgateway_v1_query_service, 26);
 
 /**
  * @generated from message dbgateway.v1.NotificationsMissed
@@ -708,7 +797,7 @@ export type NotificationsMissed = Message<"dbgateway.v1.NotificationsMissed"> & 
  * Use `create(NotificationsMissedSchema)` to create a new message.
  */
 export const NotificationsMissedSchema: GenMessage<NotificationsMissed> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 24);
+  messageDesc(file_dbgateway_v1_query_service, 27);
 
 /**
  * @generated from enum dbgateway.v1.IsolationLevel
@@ -786,6 +875,37 @@ export const QueryService: GenService<{
     methodKind: "unary";
     input: typeof QueryManyRequestSchema;
     output: typeof QueryManyResponseSchema;
+  },
+  /**
+   * QueryStream carries independent queries over one long-lived stream, each
+   * run exactly as QueryMany runs its queries (its own implicit transaction,
+   * no session state shared, its own result or error), and answers each as
+   * soon as it is done. It is what a client sends when it coalesces
+   * concurrent queries and keeps many in flight: a request message's queries
+   * are spread and pipelined as a QueryMany call's are, and the answers of
+   * each connection's share leave together as soon as they are in, so callers
+   * answered first can send their next queries while the rest still run; a
+   * message costs no gRPC call of its own.
+   *
+   * Queries are numbered in the order sent, from 0 over the whole stream, and
+   * each answer names its query's number; answers come in any order. A
+   * message's timeout bounds each of its queries from when the gateway reads
+   * it (DEADLINE_EXCEEDED answers them). The API key is checked again, and the
+   * platform's rate limit taken, for every message: a refused message ends the
+   * stream with that error. A query that cannot run gets its error as its
+   * answer and the stream goes on. The stream ends with OK once the client has
+   * half-closed and every query has been answered; cancelling it cancels the
+   * queries still running. When the gateway shuts down, it stops reading,
+   * answers every query it has read, and ends the stream with UNAVAILABLE
+   * (reason SHUTTING_DOWN, statement_sent "false"): queries without an answer
+   * were not run.
+   *
+   * @generated from rpc dbgateway.v1.QueryService.QueryStream
+   */
+  queryStream: {
+    methodKind: "bidi_streaming";
+    input: typeof QueryStreamRequestSchema;
+    output: typeof QueryStreamResponseSchema;
   },
   /**
    * StreamQuery runs one statement and streams its rows in chunks read from a

@@ -1,0 +1,261 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { ConnectError } from "@connectrpc/connect";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
+import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
+import type { QueryAnswer, QueryStreamRequestSchema, QueryStreamResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import { STREAM_LINGER_MS } from "../client-sdk/src/query-stream.js";
+import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { waitFor } from "./helpers/wait.js";
+
+type Request = MessageInitShape<typeof QueryStreamRequestSchema>;
+
+/** A value read from a metric line of the gateway's /metrics ("" labels: the whole line's name). */
+async function metric(t: TestGateway, line: string): Promise<number> {
+  const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
+  const found = text.split("\n").find((l) => l.startsWith(`${line} `));
+  return found === undefined ? 0 : Number(found.split(" ").at(-1));
+}
+
+const statements = (t: TestGateway, platform: string, method: string) => metric(t, `db_gateway_statements_total{platform="${platform}",method="${method}"}`);
+
+/**
+ * A QueryStream over the raw client: `send` writes a message, `answers(n)`
+ * reads until n answers have come (by query number), `end()` half-closes and
+ * reads to the end, returning the answers that came meanwhile.
+ */
+function openStream(t: TestGateway, platform: string, key = t.keys[platform]!) {
+  const client = createClient(t.clientOptions(key));
+  const requests = createWritableIterable<Request>();
+  const responses = client.raw.query.queryStream(requests)[Symbol.asyncIterator]();
+  const answers = new Map<number, QueryAnswer>();
+  const read = async (): Promise<boolean> => {
+    const next = await responses.next();
+    if (next.done) return false;
+    for (const answer of (next.value as QueryStreamResponse).answers) {
+      assert.ok(!answers.has(Number(answer.query)), `query ${answer.query} answered once`);
+      answers.set(Number(answer.query), answer);
+    }
+    return true;
+  };
+  return {
+    answers,
+    send: (request: Request) => void requests.write(request).catch(() => undefined),
+    async until(count: number) {
+      while (answers.size < count) if (!(await read())) assert.fail(`the stream ended after ${answers.size} answers`);
+      return answers;
+    },
+    async end() {
+      requests.close();
+      while (await read());
+      return answers;
+    },
+    close: () => client.close(),
+  };
+}
+
+/** The first column of an answer's first row, or its error. */
+function cell(answer: QueryAnswer | undefined): unknown {
+  assert.ok(answer !== undefined, "answered");
+  if (answer.outcome.case === "error") return GatewayError.fromStatus(answer.outcome.value);
+  assert.equal(answer.outcome.case, "result");
+  return answer.outcome.value.rows[0]?.values[0]?.kind.value;
+}
+
+describe("QueryStream: independent queries over one stream, each answered when done", () => {
+  let t: TestGateway;
+  let platform: string;
+  let other: string;
+  before(async () => {
+    // One connection: every statement runs on the same backend, so session state would show.
+    t = await startTestGateway({ platforms: 2, pool: { maxConnectionsPerPool: 1 } });
+    [platform, other] = t.platforms as [string, string];
+    await t.adminClient().admin().createTenant(platform, "clinic_001");
+  });
+  after(() => t.close());
+
+  it("numbers queries over the whole stream, answers each in its own database, and ends OK after the client half-closes", async () => {
+    const stream = openStream(t, platform);
+    try {
+      const before = await statements(t, platform, "QueryStream");
+      stream.send({
+        platform,
+        queries: [
+          { sql: "SELECT current_database()" },
+          { tenantId: "clinic_001", sql: "SELECT current_database()" },
+          { sql: "SELECT $1::int * 2", params: [{ kind: { case: "textValue", value: "21" } }] },
+        ],
+      });
+      await stream.until(3);
+      stream.send({ platform, queries: [{ tenantId: "clinic_001", sql: "SELECT 'fourth'" }, { tenantId: "nobody", sql: "SELECT 1" }, { sql: "SELECT 1 / 0" }] });
+      const answers = await stream.end();
+      assert.deepEqual([...answers.keys()].sort(), [0, 1, 2, 3, 4, 5]);
+      assert.equal(cell(answers.get(0)), `${platform}_main`);
+      assert.equal(cell(answers.get(1)), `${platform}_clinic_001`);
+      assert.equal(String(cell(answers.get(2))), "42");
+      assert.equal(cell(answers.get(3)), "fourth");
+      assert.equal((cell(answers.get(4)) as GatewayError).reason, "DATABASE_NOT_FOUND");
+      assert.equal((cell(answers.get(5)) as GatewayError).metadata.sqlstate, "22012");
+      assert.equal((await statements(t, platform, "QueryStream")) - before, 6, "every query counted as a statement");
+    } finally {
+      stream.close();
+    }
+  });
+
+  it("shares no session state between queries, in one message or the next", async () => {
+    const stream = openStream(t, platform);
+    try {
+      stream.send({ platform, queries: [{ sql: "SET work_mem = '7MB'" }, { sql: "CREATE TEMP TABLE leaked (v int)" }, { sql: "SELECT current_setting('work_mem')" }] });
+      await stream.until(3);
+      stream.send({ platform, queries: [{ sql: "SELECT current_setting('work_mem') || ' ' || (to_regclass('pg_temp.leaked') IS NULL)" }] });
+      const answers = await stream.end();
+      assert.equal(cell(answers.get(2)), "4MB");
+      assert.equal(cell(answers.get(3)), "4MB true");
+    } finally {
+      stream.close();
+    }
+  });
+
+  it("answers every query of a message for another platform, or of too many queries, with the error, and goes on", async () => {
+    const stream = openStream(t, platform);
+    try {
+      stream.send({ platform: other, queries: [{ sql: "SELECT 1" }, { sql: "SELECT 2" }] });
+      stream.send({ platform, queries: Array.from({ length: 1001 }, () => ({ sql: "SELECT 1" })) });
+      stream.send({ platform, queries: [{ sql: "SELECT 'after'" }] });
+      const answers = await stream.end();
+      assert.equal(answers.size, 1004);
+      for (const n of [0, 1]) assert.equal((cell(answers.get(n)) as GatewayError).code, Code.PermissionDenied);
+      assert.equal((cell(answers.get(2)) as GatewayError).reason, "INVALID_REQUEST");
+      assert.equal((cell(answers.get(1002)) as GatewayError).reason, "INVALID_REQUEST");
+      assert.equal(cell(answers.get(1003)), "after");
+    } finally {
+      stream.close();
+    }
+  });
+
+  it("answers a query past its message's timeout with DEADLINE_EXCEEDED, cancels it, and the connection serves the next message", async () => {
+    const stream = openStream(t, platform);
+    try {
+      const started = Date.now();
+      stream.send({ platform, queries: [{ sql: "SELECT pg_sleep(5)" }], timeoutMs: 300 });
+      await stream.until(1);
+      assert.ok(Date.now() - started < 3_000, "not left to run for its 5 s");
+      assert.equal((cell(stream.answers.get(0)) as GatewayError).code, Code.DeadlineExceeded);
+      stream.send({ platform, queries: [{ sql: "SELECT 'next'" }] });
+      await stream.end();
+      assert.equal(cell(stream.answers.get(1)), "next");
+    } finally {
+      stream.close();
+    }
+  });
+
+  it("refuses a stream without a valid key", async () => {
+    const stream = openStream(t, platform, "not-a-key");
+    try {
+      stream.send({ platform, queries: [{ sql: "SELECT 1" }] });
+      await assert.rejects(stream.end(), (err: unknown) => ConnectError.from(err).code === Code.Unauthenticated);
+    } finally {
+      stream.close();
+    }
+  });
+});
+
+describe("QueryStream: when the gateway shuts down", () => {
+  it("answers every query it has read, then ends with SHUTTING_DOWN, statement_sent false", async () => {
+    const t = await startTestGateway({ platforms: 1 });
+    const platform = t.platforms[0]!;
+    const stream = openStream(t, platform);
+    let closing: Promise<void> | undefined;
+    try {
+      stream.send({ platform, queries: [{ sql: "SELECT 'quick'" }] });
+      await stream.until(1);
+      stream.send({ platform, queries: [{ sql: "SELECT pg_sleep(0.5)::text || 'slept'" }] });
+      // The slow query is read (it shows in pg_stat_activity) before the gateway begins to close.
+      const check = await t.pg();
+      try {
+        await waitFor(async () => (await check.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(0.5)%'")).rowCount === 1, 5_000, "the slow query runs");
+      } finally {
+        await check.end();
+      }
+      closing = t.close(); // the gateway, then its databases
+      let error: GatewayError | undefined;
+      try {
+        while (stream.answers.size < 2 || error === undefined) await stream.until(stream.answers.size + 1);
+      } catch (err) {
+        error = GatewayError.from(err);
+      }
+      await closing;
+      assert.equal(cell(stream.answers.get(1)), "slept", "the query read before the shutdown was answered");
+      assert.ok(error !== undefined);
+      assert.equal(error.code, Code.Unavailable);
+      assert.equal(error.reason, "SHUTTING_DOWN");
+      assert.equal(error.metadata.statement_sent, "false");
+      assert.ok(error.retryable, "the SDK may send unanswered queries again");
+    } finally {
+      stream.close();
+      await (closing ?? t.close());
+    }
+  });
+});
+
+describe("SDK: concurrent queries travel over a QueryStream", () => {
+  let t: TestGateway;
+  let platform: string;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1 });
+    platform = t.platforms[0]!;
+  });
+  after(() => t.close());
+
+  it("keeps the stream while queries keep coming, and half-closes it once idle", async () => {
+    const client = t.client();
+    try {
+      const db = client.platform(platform);
+      const open = () => metric(t, `db_gateway_open_streams{method="QueryStream"}`);
+      const before = await statements(t, platform, "QueryStream");
+      // Waves of concurrent callers, each sending its next query as soon as its last is answered.
+      await Promise.all(
+        Array.from({ length: 16 }, async (_, caller) => {
+          for (let i = 0; i < 20; i++) {
+            const { rows } = await db.query<{ n: number }>("SELECT $1::int AS n", [caller * 100 + i]);
+            assert.equal(rows[0]!.n, caller * 100 + i);
+          }
+        }),
+      );
+      assert.equal((await statements(t, platform, "QueryStream")) - before, 320);
+      assert.equal(await open(), 1, "one stream carried them all, still open");
+      await waitFor(async () => (await open()) === 0, STREAM_LINGER_MS * 10, "the stream is half-closed once idle");
+      // A later burst opens another.
+      const results = await Promise.all([db.query("SELECT 1 AS one"), db.query("SELECT 2 AS two")]);
+      assert.deepEqual(results.map((r) => r.rows[0]), [{ one: 1 }, { two: 2 }]);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("fails a query at its timeout while those beside it succeed", async () => {
+    const client = t.client();
+    try {
+      const db = client.platform(platform);
+      // Queries of one timeout share a message, and may be pipelined behind one another: the quick one has none.
+      const [slow, quick] = await Promise.allSettled([db.query("SELECT pg_sleep(5)", [], { timeoutMs: 300 }), db.query("SELECT 'quick' AS q")]);
+      assert.equal(slow.status, "rejected");
+      assert.equal(((slow as PromiseRejectedResult).reason as GatewayError).code, Code.DeadlineExceeded);
+      assert.deepEqual((quick as PromiseFulfilledResult<{ rows: unknown[] }>).value.rows, [{ q: "quick" }]);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("sends a QueryMany call per turn with queryStream: false", async () => {
+    const client = createClient({ ...t.clientOptions(t.keys[platform]!), queryStream: false });
+    try {
+      const before = { many: await statements(t, platform, "QueryMany") };
+      await Promise.all(Array.from({ length: 5 }, () => client.platform(platform).query("SELECT 1")));
+      assert.equal((await statements(t, platform, "QueryMany")) - before.many, 5, "all five in QueryMany");
+    } finally {
+      client.close();
+    }
+  });
+});
