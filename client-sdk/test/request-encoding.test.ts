@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { QueryManyRequestSchema, QueryRequestSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
+import { QueryManyRequestSchema, QueryRequestSchema, QueryStreamRequestSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
 import { ValueSchema } from "../src/gen/dbgateway/v1/values_pb.js";
 import { encoderFor } from "../src/request-encoding.js";
 import { toValue } from "../src/values.js";
@@ -45,6 +45,20 @@ describe("request encoding by hand", () => {
     ];
     for (const init of inits) {
       assert.deepEqual(encode(init), toBinary(QueryManyRequestSchema, create(QueryManyRequestSchema, init)));
+    }
+  });
+
+  it("writes QueryStreamRequest as toBinary does, with and without a timeout", () => {
+    const { byHand, encode } = encoderFor(QueryStreamRequestSchema);
+    assert.equal(byHand, true);
+    const inits = [
+      { platform: "clinic", queries: [{ tenantId: "t1", sql: "SELECT $1", params: PARAMS }], timeoutMs: 0 },
+      { platform: "clinic", queries: PARAMS.map((p, i) => ({ tenantId: i % 2 === 0 ? "" : `tenant_${i}`, sql: `SELECT $1 -- ${i}`, params: [p] })), timeoutMs: 250 },
+      { platform: "p", queries: [{ sql: "SELECT 1" }], timeoutMs: 2 ** 32 - 1 },
+      { platform: "", queries: [] },
+    ];
+    for (const init of inits) {
+      assert.deepEqual(encode(init), toBinary(QueryStreamRequestSchema, create(QueryStreamRequestSchema, init)));
     }
   });
 

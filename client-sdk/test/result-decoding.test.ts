@@ -6,6 +6,7 @@ import {
   BatchResponseSchema,
   QueryManyResponseSchema,
   QueryResponseSchema,
+  QueryStreamResponseSchema,
   StreamQueryResponseSchema,
   TransactionResponseSchema,
 } from "../src/gen/dbgateway/v1/query_service_pb.js";
@@ -65,12 +66,15 @@ describe("decoding result messages by hand", () => {
       ];
       assertSameAsProtobufEs(QueryManyResponseSchema, { results });
       assertSameAsProtobufEs(BatchResponseSchema, { results });
+      const numbers = [0n, 1n, 127n, 128n, 2n ** 32n, 2n ** 53n - 1n];
+      assertSameAsProtobufEs(QueryStreamResponseSchema, { answers: results.map((r, i) => ({ query: numbers[(seed + i) % numbers.length]!, ...r })) });
       const { columns, rows, command, rowsAffected, executionTime } = resultSet(seed);
       assertSameAsProtobufEs(StreamQueryResponseSchema, { columns: seed % 2 ? columns : [], rows, summary: seed % 3 ? { command, rowsAffected, executionTime } : undefined });
     }
     assertSameAsProtobufEs(QueryResponseSchema, {});
     assertSameAsProtobufEs(StreamQueryResponseSchema, {});
     assertSameAsProtobufEs(QueryManyResponseSchema, { results: [] });
+    assertSameAsProtobufEs(QueryStreamResponseSchema, { answers: [] });
   });
 
   it("decodes numbers and booleans in values, and negative durations", () => {

@@ -1,11 +1,10 @@
-import { toBinary } from "@bufbuild/protobuf";
-import { beforeStatement, GatewayError, toGatewayError, toRpcStatus } from "../errors.js";
-import { StatusSchema } from "../gen/google/rpc/status_pb.js";
+import { beforeStatement, GatewayError, toGatewayError } from "../errors.js";
 import type { QueryService, QueryStreamRequest } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
-import { runPipelined, type Outcome } from "../execution/pipeline.js";
-import { encodeBytesField, lengthDelimitedSize, lengthDelimitedTag, varintSize, varintTag, writeBytesField, writeVarint } from "../execution/protobuf-wire.js";
+import { runPipelined } from "../execution/pipeline.js";
+import { encodeBytesField } from "../execution/protobuf-wire.js";
+import { encodeAnswers, encodeResults } from "../execution/response-encoding.js";
 import { checkQueryCount, runQueries, runQueryMany, type Answers } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
@@ -185,47 +184,4 @@ export function createQueryService(
       });
     },
   };
-}
-
-/**
- * A QueryManyResponse or a BatchResponse (the same wire format:
- * `repeated BatchResult results = 1`, BatchResult `{ result = 1 | error = 2 }`),
- * written by hand around the results already encoded.
- */
-function encodeResults(outcomes: readonly Outcome[]): EncodedMessage {
-  const parts = outcomes.map((o) => (o.error === undefined ? { field: 1, bytes: o.result } : { field: 2, bytes: toBinary(StatusSchema, toRpcStatus(o.error)) }));
-  const response = Buffer.allocUnsafe(parts.reduce((size, p) => size + lengthDelimitedSize(lengthDelimitedSize(p.bytes.length)), 0));
-  let at = 0;
-  for (const p of parts) {
-    response[at++] = lengthDelimitedTag(1);
-    at = writeVarint(response, at, lengthDelimitedSize(p.bytes.length));
-    at = writeBytesField(response, at, p.field, p.bytes);
-  }
-  return new EncodedMessage(response);
-}
-
-/**
- * A QueryStreamResponse written by hand around the results already encoded:
- * `repeated QueryAnswer answers = 1`, QueryAnswer `{ uint64 query = 1;
- * result = 2 | error = 3 }`, the query numbered `first` + its index in its message.
- */
-function encodeAnswers(first: number, indexes: readonly number[], outcomes: readonly Outcome[]): EncodedMessage {
-  const parts = outcomes.map((o, j) => {
-    const query = first + indexes[j]!;
-    const bytes = o.error === undefined ? o.result : toBinary(StatusSchema, toRpcStatus(o.error));
-    const size = (query === 0 ? 0 : 1 + varintSize(query)) + lengthDelimitedSize(bytes.length);
-    return { query, field: o.error === undefined ? 2 : 3, bytes, size };
-  });
-  const response = Buffer.allocUnsafe(parts.reduce((size, p) => size + lengthDelimitedSize(p.size), 0));
-  let at = 0;
-  for (const p of parts) {
-    response[at++] = lengthDelimitedTag(1);
-    at = writeVarint(response, at, p.size);
-    if (p.query !== 0) {
-      response[at++] = varintTag(1);
-      at = writeVarint(response, at, p.query);
-    }
-    at = writeBytesField(response, at, p.field, p.bytes);
-  }
-  return new EncodedMessage(response);
 }
