@@ -70,36 +70,48 @@ export function createQueryService(
       let unanswered = 0;
       let room: (() => void) | undefined;
       const running = new Set<Promise<void>>();
-      const stopped = new Promise<undefined>((resolve) => {
-        if (draining.aborted) resolve(undefined);
-        else draining.addEventListener("abort", () => resolve(undefined), { once: true });
-      });
-      for (;;) {
-        const request = await Promise.race([requests.next(), stopped]);
-        if (request === undefined) break;
-        const first = numbered;
-        numbered += request.queries.length;
-        if (request.queries.length === 0) continue;
-        const record = ctx.startPart();
-        try {
-          ctx.reauthorize(record);
-        } catch (err) {
-          record.end(toGatewayError(err));
-          throw err;
-        }
-        record.statements = request.queries.length;
-        unanswered += request.queries.length;
-        const answer: Answers = (indexes, outcomes) => {
-          void responses.send(encodeAnswers(first, indexes, outcomes));
-          unanswered -= indexes.length;
-          if (unanswered < limits.maxStreamQueries) room?.();
-        };
-        const run = runStreamedQueries(request, record, answer).finally(() => running.delete(run));
-        running.add(run);
-        while (unanswered >= limits.maxStreamQueries && !ctx.signal.aborted) await new Promise<void>((resolve) => (room = resolve));
+      let stop!: () => void;
+      const stopped = new Promise<undefined>((resolve) => (stop = () => resolve(undefined)));
+      if (draining.aborted) stop();
+      else draining.addEventListener("abort", stop, { once: true });
+      try {
+        await readStream();
+      } finally {
+        draining.removeEventListener("abort", stop);
       }
       await Promise.all(running);
       if (draining.aborted) throw beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: queries without an answer were not run"));
+
+      /** Reads messages and starts each, until the client half-closes or the gateway drains. */
+      async function readStream(): Promise<void> {
+        for (;;) {
+          const request = await Promise.race([requests.next(), stopped]);
+          if (request === undefined) break;
+          const first = numbered;
+          numbered += request.queries.length;
+          if (request.queries.length === 0) continue;
+          const record = ctx.startPart();
+          try {
+            ctx.reauthorize(record);
+          } catch (err) {
+            record.end(toGatewayError(err));
+            throw err;
+          }
+          record.statements = request.queries.length;
+          unanswered += request.queries.length;
+          // A query counts until the transport has taken its answer: a client that does not read its
+          // answers stops the gateway reading its queries, and answers cannot pile up in memory.
+          const answer: Answers = (indexes, outcomes) => {
+            void responses.send(encodeAnswers(first, indexes, outcomes)).then(() => {
+              unanswered -= indexes.length;
+              if (unanswered < limits.maxStreamQueries) room?.();
+            });
+          };
+          const run = runStreamedQueries(request, record, answer).finally(() => running.delete(run));
+          running.add(run);
+          while (unanswered >= limits.maxStreamQueries && !ctx.signal.aborted) await new Promise<void>((resolve) => (room = resolve));
+        }
+      }
 
       async function runStreamedQueries(request: QueryStreamRequest, record: CallRecord, answer: Answers): Promise<void> {
         let error: GatewayError | undefined;
