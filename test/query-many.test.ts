@@ -5,7 +5,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { BatchResult } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import type { TenantQuerySchema } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { callsOf, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { waitFor } from "./helpers/wait.js";
 
 /** The first column of the first row of a QueryMany result, as PostgreSQL's text. */
@@ -13,13 +13,6 @@ function cell(result: BatchResult | undefined, column = 0): unknown {
   if (result?.outcome.case === "error") assert.fail(`expected a result, got the error "${result.outcome.value.message}"`);
   if (result?.outcome.case !== "result") return undefined;
   return result.outcome.value.rows[0]?.values[column]?.kind.value;
-}
-
-/** Calls (or, with `statements`, their statements) of a method counted by the gateway's metrics, for one platform. */
-async function callsOf(t: TestGateway, platform: string, method: string, counter = "db_gateway_queries_total"): Promise<number> {
-  const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${counter}{platform="${platform}",method="${method}"}`));
-  return line === undefined ? 0 : Number(line.split(" ").at(-1));
 }
 
 describe("QueryMany: independent queries, pipelined, each as its own call", () => {

@@ -6,19 +6,12 @@ import { createWritableIterable } from "@connectrpc/connect/protocol";
 import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
 import type { QueryAnswer, QueryStreamRequestSchema, QueryStreamResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import { STREAM_LINGER_MS } from "../client-sdk/src/query-stream.js";
-import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { callsOf, metricValue, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { waitFor } from "./helpers/wait.js";
 
 type Request = MessageInitShape<typeof QueryStreamRequestSchema>;
 
-/** A value read from a metric line of the gateway's /metrics ("" labels: the whole line's name). */
-async function metric(t: TestGateway, line: string): Promise<number> {
-  const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
-  const found = text.split("\n").find((l) => l.startsWith(`${line} `));
-  return found === undefined ? 0 : Number(found.split(" ").at(-1));
-}
-
-const statements = (t: TestGateway, platform: string, method: string) => metric(t, `db_gateway_statements_total{platform="${platform}",method="${method}"}`);
+const statements = (t: TestGateway, platform: string, method: string) => callsOf(t, platform, method, "db_gateway_statements_total");
 
 /**
  * A QueryStream over the raw client: `send` writes a message, `answers(n)`
@@ -212,7 +205,7 @@ describe("SDK: concurrent queries travel over a QueryStream", () => {
     const client = t.client();
     try {
       const db = client.platform(platform);
-      const open = () => metric(t, `db_gateway_open_streams{method="QueryStream"}`);
+      const open = () => metricValue(t, `db_gateway_open_streams{method="QueryStream"}`);
       const before = await statements(t, platform, "QueryStream");
       // Waves of concurrent callers, each sending its next query as soon as its last is answered.
       await Promise.all(

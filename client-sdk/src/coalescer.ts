@@ -2,17 +2,15 @@ import type { Client } from "@connectrpc/connect";
 import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { ResultSet, Value } from "./gen/dbgateway/v1/values_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
-import { QueryStreamSession, type PendingQuery } from "./query-stream.js";
+import { noResult, QueryStreamSession, settle, toTenantQueries, type PendingQuery } from "./query-stream.js";
 
 /** The most queries one coalesced call carries. */
 export const MAX_QUERIES_PER_CALL = 64;
 
-type Pending = PendingQuery;
-
 interface Group {
   readonly platform: string;
   readonly timeoutMs: number | undefined;
-  readonly queries: Pending[];
+  readonly queries: PendingQuery[];
 }
 
 /**
@@ -77,7 +75,7 @@ export class QueryCoalescer {
     }
   }
 
-  #send(group: Group, queries: Pending[]): void {
+  #send(group: Group, queries: PendingQuery[]): void {
     const { platform, timeoutMs } = group;
     let session = this.#sessions.get(platform);
     if (this.#streams && (session !== undefined || queries.length > 1)) {
@@ -97,21 +95,16 @@ export class QueryCoalescer {
       return;
     }
     if (queries.length === 1) {
-      const [q] = queries as [Pending];
+      const [q] = queries as [PendingQuery];
       this.client.query({ platform, tenantId: q.tenantId, sql: q.sql, params: q.params }, { timeoutMs }).then(
         (response) => (response.result === undefined ? q.reject(noResult()) : q.resolve(response.result)),
         (err: unknown) => q.reject(err),
       );
       return;
     }
-    this.client.queryMany({ platform, queries: queries.map((q) => ({ tenantId: q.tenantId, sql: q.sql, params: q.params })) }, { timeoutMs }).then(
+    this.client.queryMany({ platform, queries: toTenantQueries(queries) }, { timeoutMs }).then(
       (response) => {
-        for (const [i, q] of queries.entries()) {
-          const outcome = response.results[i]?.outcome;
-          if (outcome?.case === "result") q.resolve(outcome.value);
-          else if (outcome?.case === "error") q.reject(GatewayError.fromStatus(outcome.value));
-          else q.reject(noResult());
-        }
+        for (const [i, q] of queries.entries()) settle(q, response.results[i]?.outcome);
       },
       (err: unknown) => {
         // A gateway from before QueryMany: one Query call each.
@@ -120,8 +113,4 @@ export class QueryCoalescer {
       },
     );
   }
-}
-
-function noResult(): GatewayError {
-  return new GatewayError("the gateway sent no result", Code.Internal, "INTERNAL", {}, undefined);
 }

@@ -1,7 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { createWritableIterable, type WritableIterable } from "@connectrpc/connect/protocol";
-import type { QueryService, QueryStreamRequestSchema, QueryStreamResponse } from "./gen/dbgateway/v1/query_service_pb.js";
+import type { BatchResult, QueryService, QueryStreamRequestSchema, QueryStreamResponse } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { ResultSet, Value } from "./gen/dbgateway/v1/values_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
 
@@ -12,6 +12,23 @@ export interface PendingQuery {
   readonly params: Value[];
   resolve(result: ResultSet): void;
   reject(err: unknown): void;
+}
+
+/** Settles a query with the outcome the gateway sent for it (a QueryMany result or a QueryStream answer). */
+export function settle(query: PendingQuery, outcome: BatchResult["outcome"] | undefined): void {
+  if (outcome?.case === "result") query.resolve(outcome.value);
+  else if (outcome?.case === "error") query.reject(GatewayError.fromStatus(outcome.value));
+  else query.reject(noResult());
+}
+
+/** A result the gateway did not send. */
+export function noResult(): GatewayError {
+  return new GatewayError("the gateway sent no result", Code.Internal, "INTERNAL", {}, undefined);
+}
+
+/** The queries as a request carries them. */
+export function toTenantQueries(queries: readonly PendingQuery[]): { tenantId: string; sql: string; params: Value[] }[] {
+  return queries.map((q) => ({ tenantId: q.tenantId, sql: q.sql, params: q.params }));
 }
 
 /** The queries of one message sent, for its deadline. */
@@ -77,7 +94,7 @@ export class QueryStreamSession {
       sent.timer = setTimeout(() => this.#expire(first, queries.length), timeoutMs);
     }
     this.#requests
-      .write({ platform: this.platform, queries: queries.map((q) => ({ tenantId: q.tenantId, sql: q.sql, params: q.params })), timeoutMs: timeoutMs ?? 0 })
+      .write({ platform: this.platform, queries: toTenantQueries(queries), timeoutMs: timeoutMs ?? 0 })
       .catch(() => undefined); // a stream that ended fails its queries in #read
   }
 
@@ -90,10 +107,7 @@ export class QueryStreamSession {
           const entry = this.#waiting.get(number);
           if (entry === undefined) continue; // past its deadline
           this.#settled(number, entry.sent);
-          const { outcome } = answer;
-          if (outcome.case === "result") entry.query.resolve(outcome.value);
-          else if (outcome.case === "error") entry.query.reject(GatewayError.fromStatus(outcome.value));
-          else entry.query.reject(noAnswer());
+          settle(entry.query, answer.outcome);
         }
         if (this.#waiting.size === 0) this.#lastActive = performance.now();
       }

@@ -193,15 +193,21 @@ function readResultsResponse<T extends "dbgateway.v1.QueryManyResponse" | "dbgat
 
 function readBatchResult(r: Reader): BatchResult {
   const message: BatchResult = { $typeName: "dbgateway.v1.BatchResult", outcome: { case: undefined } };
-  while (r.more()) {
-    const tag = r.tag();
-    if (message.outcome.case !== undefined) throw GIVE_UP;
-    expect(tag, LEN);
-    if (tag >>> 3 === 1) message.outcome = { case: "result", value: readResultSet(r.sub()) };
-    else if (tag >>> 3 === 2) message.outcome = { case: "error", value: readStatus(r.sub()) };
-    else throw GIVE_UP;
-  }
+  while (r.more()) message.outcome = readOutcome(r, r.tag(), message.outcome, 1);
   return message;
+}
+
+/**
+ * A `oneof outcome { ResultSet result = resultField; google.rpc.Status error
+ * = resultField + 1 }` field whose tag was just read (a second one, or any
+ * other field, is left to fromBinary).
+ */
+function readOutcome(r: Reader, tag: number, outcome: BatchResult["outcome"], resultField: number): BatchResult["outcome"] {
+  if (outcome.case !== undefined) throw GIVE_UP;
+  expect(tag, LEN);
+  if (tag >>> 3 === resultField) return { case: "result", value: readResultSet(r.sub()) };
+  if (tag >>> 3 === resultField + 1) return { case: "error", value: readStatus(r.sub()) };
+  throw GIVE_UP;
 }
 
 function readQueryStreamResponse(r: Reader): QueryStreamResponse {
@@ -217,15 +223,8 @@ function readQueryAnswer(r: Reader): QueryAnswer {
   const message: QueryAnswer = { $typeName: "dbgateway.v1.QueryAnswer", query: 0n, outcome: { case: undefined } };
   while (r.more()) {
     const tag = r.tag();
-    if (tag === ((1 << 3) | VARINT)) {
-      message.query = r.uint64();
-      continue;
-    }
-    if (message.outcome.case !== undefined) throw GIVE_UP;
-    expect(tag, LEN);
-    if (tag >>> 3 === 2) message.outcome = { case: "result", value: readResultSet(r.sub()) };
-    else if (tag >>> 3 === 3) message.outcome = { case: "error", value: readStatus(r.sub()) };
-    else throw GIVE_UP;
+    if (tag === ((1 << 3) | VARINT)) message.query = r.uint64();
+    else message.outcome = readOutcome(r, tag, message.outcome, 2);
   }
   return message;
 }

@@ -190,3 +190,15 @@ export function rawTransport(t: TestGateway, tls: { cert?: string; key?: string;
   const sessionManager = new Http2SessionManager(t.url, {}, nodeOptions);
   return { transport: createGrpcTransport({ baseUrl: t.url, sessionManager }), close: () => sessionManager.abort() };
 }
+
+/** The value of one series (name and labels, as /metrics writes them) on the gateway's /metrics; 0 when absent. */
+export async function metricValue(t: Pick<TestGateway, "httpUrl">, series: string): Promise<number> {
+  const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.split(" ").at(-1));
+}
+
+/** Calls (or, with `statements`, their statements) of a method counted by the gateway's metrics, for one platform. */
+export function callsOf(t: Pick<TestGateway, "httpUrl">, platform: string, method: string, counter = "db_gateway_queries_total"): Promise<number> {
+  return metricValue(t, `${counter}{platform="${platform}",method="${method}"}`);
+}

@@ -3,7 +3,7 @@ import { toRpcStatus } from "../errors.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import { EncodedMessage } from "../grpc/service-adapter.js";
 import type { Outcome } from "./pipeline.js";
-import { lengthDelimitedSize, lengthDelimitedTag, varintSize, varintTag, writeBytesField, writeVarint } from "./protobuf-wire.js";
+import { lengthDelimitedSize, lengthDelimitedTag, varintSize, writeBytesField, writeVarint, writeVarintField } from "./protobuf-wire.js";
 
 /**
  * A QueryManyResponse or a BatchResponse (the same wire format:
@@ -11,15 +11,7 @@ import { lengthDelimitedSize, lengthDelimitedTag, varintSize, varintTag, writeBy
  * written by hand around the results already encoded.
  */
 export function encodeResults(outcomes: readonly Outcome[]): EncodedMessage {
-  const parts = outcomes.map((o) => (o.error === undefined ? { field: 1, bytes: o.result } : { field: 2, bytes: toBinary(StatusSchema, toRpcStatus(o.error)) }));
-  const response = Buffer.allocUnsafe(parts.reduce((size, p) => size + lengthDelimitedSize(lengthDelimitedSize(p.bytes.length)), 0));
-  let at = 0;
-  for (const p of parts) {
-    response[at++] = lengthDelimitedTag(1);
-    at = writeVarint(response, at, lengthDelimitedSize(p.bytes.length));
-    at = writeBytesField(response, at, p.field, p.bytes);
-  }
-  return new EncodedMessage(response);
+  return encodeOutcomes(outcomes, 1);
 }
 
 /**
@@ -28,21 +20,27 @@ export function encodeResults(outcomes: readonly Outcome[]): EncodedMessage {
  * result = 2 | error = 3 }`, the query numbered `first` + its index in its message.
  */
 export function encodeAnswers(first: number, indexes: readonly number[], outcomes: readonly Outcome[]): EncodedMessage {
+  return encodeOutcomes(outcomes, 2, (j) => first + indexes[j]!);
+}
+
+/**
+ * `repeated … = 1` of messages each holding one outcome, its result as field
+ * `resultField` and its error (a google.rpc.Status) as the next field, after
+ * the varint field 1 that `numberOf` gives (left out when 0, as protobuf-es does).
+ */
+function encodeOutcomes(outcomes: readonly Outcome[], resultField: number, numberOf?: (index: number) => number): EncodedMessage {
   const parts = outcomes.map((o, j) => {
-    const query = first + indexes[j]!;
+    const number = numberOf?.(j) ?? 0;
     const bytes = o.error === undefined ? o.result : toBinary(StatusSchema, toRpcStatus(o.error));
-    const size = (query === 0 ? 0 : 1 + varintSize(query)) + lengthDelimitedSize(bytes.length);
-    return { query, field: o.error === undefined ? 2 : 3, bytes, size };
+    const size = (number === 0 ? 0 : 1 + varintSize(number)) + lengthDelimitedSize(bytes.length);
+    return { number, field: o.error === undefined ? resultField : resultField + 1, bytes, size };
   });
   const response = Buffer.allocUnsafe(parts.reduce((size, p) => size + lengthDelimitedSize(p.size), 0));
   let at = 0;
   for (const p of parts) {
     response[at++] = lengthDelimitedTag(1);
     at = writeVarint(response, at, p.size);
-    if (p.query !== 0) {
-      response[at++] = varintTag(1);
-      at = writeVarint(response, at, p.query);
-    }
+    if (p.number !== 0) at = writeVarintField(response, at, 1, p.number);
     at = writeBytesField(response, at, p.field, p.bytes);
   }
   return new EncodedMessage(response);

@@ -61,7 +61,7 @@ export function createQueryService(
       ctx.record.statements = request.queries.length;
       router.checkPlatform(ctx, request.platform);
       const { outcomes, databases } = await runQueryMany(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, statementLimits(ctx));
-      ctx.record.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
+      ctx.record.database = describeDatabases(databases);
       return encodeResults(outcomes);
     },
 
@@ -118,10 +118,9 @@ export function createQueryService(
         try {
           router.checkPlatform(ctx, request.platform);
           checkQueryCount(request.queries.length, "a QueryStream message");
-          const timeout = request.timeoutMs > 0 ? Date.now() + request.timeoutMs : Infinity;
-          const callLimits = { deadline: Math.min(timeout, Date.now() + limits.maxStatementMillis), signal: ctx.signal };
-          const databases = await runQueries(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, callLimits, answer, "answer");
-          record.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
+          const deadline = request.timeoutMs > 0 ? Date.now() + request.timeoutMs : Infinity;
+          const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
+          record.database = describeDatabases(await runQueries(pools, databaseOf, request.queries, statementLimits({ deadline, signal: ctx.signal }), answer, "answer"));
         } catch (err) {
           // The message as a whole could not run (a platform that is not the key's, too many queries): each query gets the error.
           error = toGatewayError(err);
@@ -196,4 +195,9 @@ export function createQueryService(
       });
     },
   };
+}
+
+/** The databases a call's queries went to, for its log line: the one, or how many. */
+function describeDatabases(databases: readonly string[]): string {
+  return databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
 }
