@@ -323,9 +323,16 @@ try {
       const env = { MAX_TOTAL_CONNECTIONS: String(sizedCap), MAX_POOLS: String(TENANTS + 10) };
       const sized = await startGatewayProcess({ databaseUrl, platform: PLATFORM, env: { ...env, GATEWAY_SECRET } });
       try {
+        const sizing = `MAX_TOTAL_CONNECTIONS=${env.MAX_TOTAL_CONNECTIONS}, MAX_POOLS=${env.MAX_POOLS}`;
+        const manySdk = createClient({ ...sized.clientOptions(sized.platformKey), queryStream: false });
+        try {
+          const db = manySdk.platform(PLATFORM);
+          await measureTenants(`C SDK via gateway (${sizing}), QueryMany calls (queryStream: false)`, (tenant) => db.tenant(tenant).query(pointSql, [tenantId()]), sized);
+        } finally {
+          manySdk.close();
+        }
         const sizedSdk = sized.client().platform(PLATFORM);
-        const setup = `C SDK via gateway (MAX_TOTAL_CONNECTIONS=${env.MAX_TOTAL_CONNECTIONS}, MAX_POOLS=${env.MAX_POOLS})`;
-        await measureTenants(setup, (tenant) => sizedSdk.tenant(tenant).query(pointSql, [tenantId()]), sized);
+        await measureTenants(`C SDK via gateway (${sizing})`, (tenant) => sizedSdk.tenant(tenant).query(pointSql, [tenantId()]), sized);
       } finally {
         await sized.close();
       }

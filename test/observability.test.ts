@@ -397,6 +397,33 @@ describe("traces", () => {
         exporter.getFinishedSpans().map((s) => s.name),
         ["checkout"],
       );
+
+      // Queries made together go over a QueryStream: each message has a span under the stream's, and its statements under it.
+      let streamCaller: { traceId: string; spanId: string } | undefined;
+      await caller.startActiveSpan("report", async (span) => {
+        streamCaller = span.spanContext();
+        await Promise.all([db.query("SELECT 1 AS a"), db.query("SELECT 2 AS b")]);
+        span.end();
+      });
+      const inTrace = () => received.filter((s) => s.traceId === streamCaller!.traceId);
+      const stream = () => inTrace().find((s) => s.name === "dbgateway.v1.QueryService/QueryStream");
+      const message = () => inTrace().find((s) => s.name === "dbgateway.v1.QueryService/QueryStream message");
+      // The stream ends (and its span with it) once the SDK half-closes it, 500 ms after its last answer.
+      await waitFor(() => stream() !== undefined && message() !== undefined && inTrace().filter((s) => s.parentSpanId === message()!.spanId).length >= 2, 10_000, "the stream's spans").catch((err: Error) => {
+        throw new Error(`${err.message}; received ${JSON.stringify(inTrace().map((s) => [s.name, s.spanId, s.parentSpanId]))}`);
+      });
+      assert.equal(stream()!.parentSpanId, streamCaller!.spanId, "the caller that opened the stream is the parent of its server span");
+      assert.equal(message()!.parentSpanId, stream()!.spanId, "a message's span is a child of the stream's");
+      assert.equal(attr(message()!, "rpc.method"), "QueryStream");
+      const statements = inTrace().filter((s) => s.parentSpanId === message()!.spanId && attr(s, "db.system") === "postgresql");
+      assert.deepEqual(
+        statements.map((s) => attr(s, "db.query.text")).sort(),
+        ["SELECT 1 AS a", "SELECT 2 AS b"],
+        `the message's children: ${inTrace()
+          .filter((s) => s.parentSpanId === message()!.spanId)
+          .map((s) => s.name)
+          .join(", ")}`,
+      );
     } finally {
       await gateway.close();
       await dropPlatformDatabases([gateway.platform]);

@@ -2,11 +2,14 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
 import { createWritableIterable } from "@connectrpc/connect/protocol";
 import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
 import type { QueryAnswer, QueryStreamRequestSchema, QueryStreamResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import { STREAM_LINGER_MS } from "../client-sdk/src/query-stream.js";
 import { callsOf, metricValue, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { startFaultProxy } from "./helpers/fault-proxy.js";
+import { testPki } from "./helpers/pki.js";
 import { waitFor } from "./helpers/wait.js";
 
 type Request = MessageInitShape<typeof QueryStreamRequestSchema>;
@@ -18,8 +21,8 @@ const statements = (t: TestGateway, platform: string, method: string) => callsOf
  * reads until n answers have come (by query number), `end()` half-closes and
  * reads to the end, returning the answers that came meanwhile.
  */
-function openStream(t: TestGateway, platform: string, key = t.keys[platform]!) {
-  const client = createClient(t.clientOptions(key));
+function openStream(t: TestGateway, platform: string, key = t.keys[platform]!, url = t.url) {
+  const client = createClient({ ...t.clientOptions(key), url });
   const requests = createWritableIterable<Request>();
   const responses = client.raw.query.queryStream(requests)[Symbol.asyncIterator]();
   const answers = new Map<number, QueryAnswer>();
@@ -154,6 +157,78 @@ describe("QueryStream: independent queries over one stream, each answered when d
   });
 });
 
+describe("QueryStream: a platform's rate limit", () => {
+  it("takes a token per message: a message over the limit gets RATE_LIMITED as each query's answer, and the stream goes on", async () => {
+    const t = await startTestGateway({ platforms: 1, overrides: { rateLimit: { perSecond: 1, burst: 3 } } });
+    const platform = t.platforms[0]!;
+    const stream = openStream(t, platform);
+    try {
+      // The call takes a token, so of four messages at once two pass and two are refused.
+      for (let m = 0; m < 4; m++) stream.send({ platform, queries: [{ sql: `SELECT ${m}` }, { sql: `SELECT ${m} + 10` }] });
+      await stream.until(8);
+      assert.deepEqual([0, 1, 2, 3].map((n) => String(cell(stream.answers.get(n)))), ["0", "10", "1", "11"]);
+      for (const n of [4, 5, 6, 7]) {
+        const error = cell(stream.answers.get(n)) as GatewayError;
+        assert.equal(error.code, Code.ResourceExhausted);
+        assert.equal(error.reason, "RATE_LIMITED");
+      }
+      // A token later, the same stream runs queries again.
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      stream.send({ platform, queries: [{ sql: "SELECT 'again'" }] });
+      const answers = await stream.end();
+      assert.equal(cell(answers.get(8)), "again");
+      assert.equal(await metricValue(t, `db_gateway_rate_limited_total{platform="${platform}"}`), 2);
+      assert.equal(await statements(t, platform, "QueryStream"), 5, "refused queries are not counted as statements");
+    } finally {
+      stream.close();
+      await t.close();
+    }
+  });
+});
+
+describe("QueryStream: a client that does not read its answers", () => {
+  it("is not read further while maxStreamQueries of its answers wait for the transport, and gets every answer once it reads", async () => {
+    // Below the default (4,096), so that the queries fit in the client's HTTP/2 window: with the gateway's bytes
+    // held back, the client gets no WINDOW_UPDATE either, and can send only 64 KiB.
+    const limit = 256;
+    const t = await startTestGateway({ platforms: 1, overrides: { maxStreamQueries: limit } });
+    const platform = t.platforms[0]!;
+    // A proxy that stops passing the gateway's bytes on: HTTP/2 flow control then stops the gateway's writes.
+    const proxy = await startFaultProxy({ host: "127.0.0.1", port: t.port });
+    const stream = openStream(t, platform, t.keys[platform], `https://localhost:${proxy.port}`);
+    try {
+      stream.send({ platform, queries: [{ sql: "SELECT 'open'" }] });
+      await stream.until(1);
+      proxy.hold(true);
+      const sent = 40 * 16;
+      for (let m = 0; m < sent / 16; m++) stream.send({ platform, queries: Array.from({ length: 16 }, (_, i) => ({ sql: `SELECT repeat('x', 100000) || ${1 + m * 16 + i}` })) });
+      // The queries run level off below what was sent.
+      let ran = -1;
+      await waitFor(
+        async () => {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          const now = (await statements(t, platform, "QueryStream")) - 1;
+          const steady = now === ran;
+          ran = now;
+          return steady && now > 0;
+        },
+        30_000,
+        "the gateway stops reading",
+      );
+      // At most a message beyond the limit (answers of 100 kB: HTTP/2's window, 64 KiB, takes none whole).
+      assert.ok(ran >= limit && ran <= limit + 2 * 16, `${ran} of ${sent} queries ran while the client's transport took no answer`);
+      proxy.hold(false);
+      const answers = await stream.end();
+      assert.equal(answers.size, 1 + sent);
+      for (const n of [1, limit, sent]) assert.equal(cell(answers.get(n)), `${"x".repeat(100000)}${n}`);
+    } finally {
+      stream.close();
+      await proxy.close();
+      await t.close();
+    }
+  });
+});
+
 describe("QueryStream: when the gateway shuts down", () => {
   it("answers every query it has read, then ends with SHUTTING_DOWN, statement_sent false", async () => {
     const t = await startTestGateway({ platforms: 1 });
@@ -241,6 +316,26 @@ describe("SDK: concurrent queries travel over a QueryStream", () => {
     }
   });
 
+  it("sends QueryMany calls to a gateway without QueryStream, with the stream's queries", async () => {
+    const old = await gatewayBeforeQueryStream(t);
+    const client = createClient({ ...t.clientOptions(t.keys[platform]!), url: old.url });
+    try {
+      const db = client.platform(platform);
+      const before = { many: await statements(t, platform, "QueryMany"), stream: await statements(t, platform, "QueryStream") };
+      const first = await Promise.all(Array.from({ length: 5 }, (_, i) => db.query<{ n: number }>("SELECT $1::int AS n", [i])));
+      assert.deepEqual(first.map((r) => r.rows[0]!.n), [0, 1, 2, 3, 4]);
+      // The client remembers: the next turn goes as QueryMany straight away.
+      const second = await Promise.all(Array.from({ length: 3 }, (_, i) => db.query<{ n: number }>("SELECT $1::int + 10 AS n", [i])));
+      assert.deepEqual(second.map((r) => r.rows[0]!.n), [10, 11, 12]);
+      assert.equal((await statements(t, platform, "QueryMany")) - before.many, 8, "every query ran, once, in QueryMany");
+      assert.equal((await statements(t, platform, "QueryStream")) - before.stream, 0);
+      assert.equal(old.streamsRefused(), 1, "QueryStream was tried once");
+    } finally {
+      client.close();
+      old.close();
+    }
+  });
+
   it("sends a QueryMany call per turn with queryStream: false", async () => {
     const client = createClient({ ...t.clientOptions(t.keys[platform]!), queryStream: false });
     try {
@@ -252,3 +347,44 @@ describe("SDK: concurrent queries travel over a QueryStream", () => {
     }
   });
 });
+
+/**
+ * A gateway from before QueryStream, played by a grpc-js proxy over the same
+ * mTLS that passes Query and QueryMany calls, as bytes, to the test's gateway
+ * and answers QueryStream UNIMPLEMENTED.
+ */
+async function gatewayBeforeQueryStream(t: TestGateway): Promise<{ url: string; streamsRefused(): number; close(): void }> {
+  const pki = testPki();
+  const upstream = new grpc.Client(`localhost:${t.port}`, grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)));
+  const server = new grpc.Server();
+  const bytes = (b: Buffer) => b;
+  const methods = ["Query", "QueryMany"].map((name) => ({ name, path: `/dbgateway.v1.QueryService/${name}` }));
+  const definition = Object.fromEntries(
+    methods.map(({ name, path }) => [name, { path, requestStream: false, responseStream: false, requestSerialize: bytes, requestDeserialize: bytes, responseSerialize: bytes, responseDeserialize: bytes }]),
+  );
+  const handlers = Object.fromEntries(
+    methods.map(({ name, path }) => [
+      name,
+      (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+        upstream.makeUnaryRequest(path, bytes, bytes, call.request, call.metadata, { deadline: call.getDeadline() }, callback),
+    ]),
+  );
+  // QueryStream answered UNIMPLEMENTED, as grpc-js answers a method it does not know, and counted.
+  let refused = 0;
+  const stream = { path: "/dbgateway.v1.QueryService/QueryStream", requestStream: true, responseStream: true, requestSerialize: bytes, requestDeserialize: bytes, responseSerialize: bytes, responseDeserialize: bytes };
+  const refuse = (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+    refused++;
+    call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "The server does not implement the method /dbgateway.v1.QueryService/QueryStream" });
+  };
+  server.addService({ ...definition, QueryStream: stream } as grpc.ServiceDefinition, { ...handlers, QueryStream: refuse } as grpc.UntypedServiceImplementation);
+  const credentials = grpc.ServerCredentials.createSsl(Buffer.from(pki.ca.cert), [{ private_key: Buffer.from(pki.server.key), cert_chain: Buffer.from(pki.server.cert) }], true);
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (err, port) => (err ? reject(err) : resolve(port))));
+  return {
+    url: `https://localhost:${port}`,
+    streamsRefused: () => refused,
+    close: () => {
+      server.forceShutdown();
+      upstream.close();
+    },
+  };
+}

@@ -147,6 +147,8 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
       signal?.addEventListener("abort", onAbort, { once: true });
       active.add(call);
       call.on("status", () => active.delete(call));
+      // The reader sees the error (the iterator listens too); one that never reads must not make it uncaught.
+      call.on("error", () => undefined);
       const responseHeader = new Headers();
       const trailer = new Headers();
       call.on("metadata", (m: grpc.Metadata) => copyInto(responseHeader, m));

@@ -61,6 +61,8 @@ export interface GatewayOptions {
   catalogDatabase: string;
   /** How often PostgreSQL's availability is checked for the health endpoints. */
   healthCheckMillis: number;
+  /** Queries of one QueryStream read and not yet answered, at most (default 4,096): beyond, the stream is not read until some are answered. */
+  maxStreamQueries?: number;
 }
 
 /** A running gateway. */
@@ -182,7 +184,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     maxStatementMillis: options.maxStatementMillis,
     transactionIdleTimeoutMillis: options.transactionIdleTimeoutMillis,
     maxPendingNotifications: MAX_PENDING_NOTIFICATIONS,
-    maxStreamQueries: MAX_STREAM_QUERIES,
+    maxStreamQueries: options.maxStreamQueries ?? MAX_STREAM_QUERIES,
   }, draining.signal);
   addService(server, QueryService, queryService, { authenticate, authorize: admitPlatform, telemetry, onError: onCallError });
   const adminService = createAdminService(registry, lifecycle, pools, platforms, {

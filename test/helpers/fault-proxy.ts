@@ -18,6 +18,8 @@ export interface FaultProxy {
   readonly tripped: boolean;
   /** Cuts every open connection at once, as a network failure would. */
   cutAll(): void;
+  /** Stops passing the server's bytes on to the clients, as clients that do not read would (true), or passes them again (false). */
+  hold(held: boolean): void;
   /** Connections accepted so far. */
   readonly connections: number;
   close(): Promise<void>;
@@ -28,11 +30,15 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   let armed: { pattern: Buffer; fault: Fault } | undefined;
   let tripped = false;
   let connections = 0;
+  let held = false;
   const sockets = new Set<Socket>();
+  const upstreams = new Set<Socket>();
   const server: Server = createServer((client) => {
     connections++;
     const upstream = connect(target.port, target.host);
     sockets.add(client).add(upstream);
+    upstreams.add(upstream);
+    if (held) upstream.pause();
     const cut = () => {
       client.destroy();
       upstream.destroy();
@@ -51,7 +57,7 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     });
     upstream.on("data", (chunk: Buffer) => client.write(chunk));
     client.on("error", cut).on("close", () => (upstream.end(), sockets.delete(client)));
-    upstream.on("error", cut).on("close", () => (client.destroy(), sockets.delete(upstream)));
+    upstream.on("error", cut).on("close", () => (client.destroy(), sockets.delete(upstream), upstreams.delete(upstream)));
   });
   const port = await new Promise<number>((resolve) =>
     server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
@@ -73,6 +79,13 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     },
     cutAll() {
       for (const socket of sockets) socket.destroy();
+    },
+    hold(hold) {
+      held = hold;
+      for (const upstream of upstreams) {
+        if (hold) upstream.pause();
+        else upstream.resume();
+      }
     },
     get connections() {
       return connections;

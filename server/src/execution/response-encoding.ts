@@ -17,10 +17,10 @@ export function encodeResults(outcomes: readonly Outcome[]): EncodedMessage {
 /**
  * A QueryStreamResponse written by hand around the results already encoded:
  * `repeated QueryAnswer answers = 1`, QueryAnswer `{ uint64 query = 1;
- * result = 2 | error = 3 }`, the query numbered `first` + its index in its message.
+ * result = 2 | error = 3 }`, each outcome with its query's number over the stream.
  */
-export function encodeAnswers(first: number, indexes: readonly number[], outcomes: readonly Outcome[]): EncodedMessage {
-  return encodeOutcomes(outcomes, 2, (j) => first + indexes[j]!);
+export function encodeAnswers(numbers: readonly number[], outcomes: readonly Outcome[]): EncodedMessage {
+  return encodeOutcomes(outcomes, 2, (j) => numbers[j]!);
 }
 
 /**

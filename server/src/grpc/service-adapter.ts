@@ -20,7 +20,7 @@ export interface CallContext {
   readonly peer: string;
   /** The subject (CN) of the client's certificate, "" if it has none. Read on demand: it is costly (a full X.509 parse). */
   readonly clientCertificate: string;
-  /** A record of its own for one part of a long-lived stream (a QueryStream message): its own log line, metrics and span. */
+  /** A record of its own for one part of a long-lived stream (a QueryStream message): its own log line, metrics, and span under the call's. */
   startPart(): CallRecord;
   /**
    * Authenticates and authorizes the call again, for a part of a long-lived
@@ -210,7 +210,7 @@ function startCall(
       const subject = call.getAuthContext()?.sslPeerCertificate?.subject as { CN?: string | string[] } | undefined;
       return [subject?.CN ?? ""].flat().join(",");
     },
-    startPart: () => hooks.telemetry.start(method, call.metadata, true),
+    startPart: () => hooks.telemetry.start(method, call.metadata, record),
     reauthorize(part) {
       const again = hooks.authenticate(call.metadata);
       part.platform = again.kind === "admin" ? "admin" : again.platform;

@@ -6,13 +6,14 @@ import { runPipelined } from "../execution/pipeline.js";
 import { encodeBytesField } from "../execution/protobuf-wire.js";
 import { encodeAnswers, encodeResults } from "../execution/response-encoding.js";
 import { checkQueryCount, runQueries, runQueryMany, type Answers } from "../execution/query-many.js";
+import type { Outcome } from "../execution/pipeline.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
 import { EncodedMessage, type ServiceImpl } from "../grpc/service-adapter.js";
 import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
 import type { PoolManager } from "../pool/pool-manager.js";
-import { withStatementSpan } from "../telemetry/tracing.js";
+import { runInContext, withStatementSpan } from "../telemetry/tracing.js";
 import type { CallRecord } from "../telemetry/call-telemetry.js";
 import type { Router } from "../tenancy/router.js";
 
@@ -70,6 +71,31 @@ export function createQueryService(
       let unanswered = 0;
       let room: (() => void) | undefined;
       const running = new Set<Promise<void>>();
+      // Answers that come in the same turn of the event loop (from several connections' reads) leave as one message.
+      let outbox: { numbers: number[]; outcomes: Outcome[] } | undefined;
+      const flush = () => {
+        if (outbox === undefined) return;
+        const { numbers, outcomes } = outbox;
+        outbox = undefined;
+        // A query counts until the transport has taken its answer: a client that does not read its
+        // answers stops the gateway reading its queries, and answers cannot pile up in memory.
+        void responses.send(encodeAnswers(numbers, outcomes)).then(() => {
+          unanswered -= numbers.length;
+          if (unanswered < limits.maxStreamQueries) room?.();
+        });
+      };
+      const answerFrom =
+        (first: number): Answers =>
+        (indexes, outcomes) => {
+          if (outbox === undefined) {
+            outbox = { numbers: [], outcomes: [] };
+            setImmediate(flush);
+          }
+          for (const [j, i] of indexes.entries()) {
+            outbox.numbers.push(first + i);
+            outbox.outcomes.push(outcomes[j]!);
+          }
+        };
       let stop!: () => void;
       const stopped = new Promise<undefined>((resolve) => (stop = () => resolve(undefined)));
       if (draining.aborted) stop();
@@ -80,6 +106,7 @@ export function createQueryService(
         draining.removeEventListener("abort", stop);
       }
       await Promise.all(running);
+      flush();
       if (draining.aborted) throw beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: queries without an answer were not run"));
 
       /** Reads messages and starts each, until the client half-closes or the gateway drains. */
@@ -91,38 +118,33 @@ export function createQueryService(
           numbered += request.queries.length;
           if (request.queries.length === 0) continue;
           const record = ctx.startPart();
+          let refused: GatewayError | undefined;
           try {
             ctx.reauthorize(record);
           } catch (err) {
-            record.end(toGatewayError(err));
-            throw err;
+            refused = toGatewayError(err); // over the rate limit: this message's queries get the error, the stream goes on
           }
-          record.statements = request.queries.length;
           unanswered += request.queries.length;
-          // A query counts until the transport has taken its answer: a client that does not read its
-          // answers stops the gateway reading its queries, and answers cannot pile up in memory.
-          const answer: Answers = (indexes, outcomes) => {
-            void responses.send(encodeAnswers(first, indexes, outcomes)).then(() => {
-              unanswered -= indexes.length;
-              if (unanswered < limits.maxStreamQueries) room?.();
-            });
-          };
-          const run = runStreamedQueries(request, record, answer).finally(() => running.delete(run));
+          const answer = answerFrom(first);
+          // In the message's trace context: its statement spans hang under its span.
+          const run = runInContext(record.traceContext, () => runStreamedQueries(request, record, answer, refused)).finally(() => running.delete(run));
           running.add(run);
           while (unanswered >= limits.maxStreamQueries && !ctx.signal.aborted) await new Promise<void>((resolve) => (room = resolve));
         }
       }
 
-      async function runStreamedQueries(request: QueryStreamRequest, record: CallRecord, answer: Answers): Promise<void> {
+      async function runStreamedQueries(request: QueryStreamRequest, record: CallRecord, answer: Answers, refused: GatewayError | undefined): Promise<void> {
         let error: GatewayError | undefined;
         try {
+          if (refused !== undefined) throw refused;
+          record.statements = request.queries.length;
           router.checkPlatform(ctx, request.platform);
           checkQueryCount(request.queries.length, "a QueryStream message");
           const deadline = request.timeoutMs > 0 ? Date.now() + request.timeoutMs : Infinity;
           const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
           record.database = describeDatabases(await runQueries(pools, databaseOf, request.queries, statementLimits({ deadline, signal: ctx.signal }), answer, "answer"));
         } catch (err) {
-          // The message as a whole could not run (a platform that is not the key's, too many queries): each query gets the error.
+          // The message as a whole could not run (refused, a platform that is not the key's, too many queries): each query gets the error.
           error = toGatewayError(err);
           answer(
             request.queries.map((_, i) => i),

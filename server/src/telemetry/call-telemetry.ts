@@ -5,7 +5,7 @@ import { status as Status, type Metadata } from "@grpc/grpc-js";
 import type { GatewayError } from "../errors.js";
 import type { Logger } from "./logger.js";
 import type { GatewayMetrics } from "./metrics.js";
-import { endServerSpan, startServerSpan } from "./tracing.js";
+import { endServerSpan, startPartSpan, startServerSpan } from "./tracing.js";
 
 /** The metadata key of the request id, read from the call and sent back in its response headers. */
 export const REQUEST_ID_HEADER = "x-request-id";
@@ -30,9 +30,13 @@ export class CallTelemetry {
     private readonly metrics: GatewayMetrics | undefined,
   ) {}
 
-  /** A call's record; with `part`, the record of one part of a long-lived stream (a QueryStream message), which is no stream of its own. */
-  start(method: DescMethod, metadata: Metadata, part = false): CallRecord {
-    return new CallRecord(method, metadata, this.logger, this.metrics, part);
+  /**
+   * A call's record; with `stream`, the record of one part of that long-lived
+   * stream (a QueryStream message): no stream of its own, and its span a
+   * child of the stream's.
+   */
+  start(method: DescMethod, metadata: Metadata, stream?: CallRecord): CallRecord {
+    return new CallRecord(method, metadata, this.logger, this.metrics, stream);
   }
 }
 
@@ -58,17 +62,20 @@ export class CallRecord {
     metadata: Metadata,
     private readonly logger: Logger,
     private readonly metrics: GatewayMetrics | undefined,
-    part: boolean,
+    stream: CallRecord | undefined,
   ) {
     const given = metadata.get(REQUEST_ID_HEADER)[0];
     this.requestId = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
     this.#method = method;
     this.#operation = `${method.parent.typeName}/${method.name}`;
-    const traced = startServerSpan(method.parent.typeName, method.name, metadata);
+    const traced =
+      stream === undefined
+        ? startServerSpan(method.parent.typeName, method.name, metadata)
+        : stream.traceContext && startPartSpan(method.parent.typeName, method.name, stream.traceContext);
     this.#span = traced?.span;
     this.traceContext = traced?.context;
     this.#span?.setAttribute("db_gateway.request_id", this.requestId);
-    this.#stream = method.methodKind !== "unary" && !part;
+    this.#stream = method.methodKind !== "unary" && stream === undefined;
     if (this.#stream) this.metrics?.openStreams.inc({ method: method.name });
     if (method.name === "Transaction") this.metrics?.openTransactions.inc();
   }

@@ -53,7 +53,22 @@ export function startServerSpan(service: string, method: string, metadata: Metad
   return { span, context: trace.setSpan(parent, span) };
 }
 
-/** Ends a server span with the call's gRPC status. */
+/**
+ * The span of one part of a long-lived stream (a QueryStream message): a
+ * child of the stream's server span, so that the part's statement spans hang
+ * under it. Undefined when tracing is off.
+ */
+export function startPartSpan(service: string, method: string, stream: Context): { span: Span; context: Context } | undefined {
+  if (tracer === undefined) return undefined;
+  const span = tracer.startSpan(
+    `${service}/${method} message`,
+    { kind: SpanKind.INTERNAL, attributes: { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method } },
+    stream,
+  );
+  return { span, context: trace.setSpan(stream, span) };
+}
+
+/** Ends a server (or part) span with the call's gRPC status. */
 export function endServerSpan(span: Span, code: number, reason: string | undefined): void {
   span.setAttribute("rpc.grpc.status_code", code);
   if (reason !== undefined) span.setAttribute("db_gateway.reason", reason);
