@@ -217,14 +217,15 @@ describe("pool manager: at the cap, a database with a busy connection", () => {
   let t: TestGateway;
   let platform: string;
   before(async () => {
-    t = await startTestGateway({ platforms: 1, pool: { maxTotalConnections: 2, maxConnectionsPerPool: 2, acquireTimeoutMillis: 5_000 } });
+    // A longer wait than the default (50 ms), so that a slow machine's short wait stays below it.
+    t = await startTestGateway({ platforms: 1, pool: { maxTotalConnections: 2, maxConnectionsPerPool: 2, acquireTimeoutMillis: 5_000, stealAfterWaitMillis: 1_000 } });
     platform = t.platforms[0]!;
     const admin = t.adminClient().admin();
     for (const tenant of ["a", "b"]) await admin.createTenant(platform, tenant);
   });
   after(() => t.close());
 
-  it("waits a moment for its own connection before closing another database's idle one, then takes it", async () => {
+  it("waits for its own connection a while (stealAfterWaitMillis) before closing another database's idle one, then takes it", async () => {
     const client = createClient({ ...t.clientOptions(t.keys[platform]!), coalesce: false }); // separate calls, not one pipeline
     try {
       const a = client.platform(platform).tenant("a");
@@ -234,16 +235,16 @@ describe("pool manager: at the cap, a database with a busy connection", () => {
       await b.query("SELECT 1"); // the cap (2) reached: a and b hold one connection each
       const stolen = async () => Number(statsOf(await poolStats(t), `${platform}_a`)?.connectionsStolen ?? 0);
       // A short wait: b's second call takes b's connection when its first is done.
-      await Promise.all([b.query("SELECT pg_sleep(0.01)"), b.query("SELECT 2")]);
-      assert.equal(await stolen(), 0, "no connection closed for a wait of milliseconds");
-      // A long one: after a moment, a's idle connection makes room for b's second.
-      const slow = b.query("SELECT pg_sleep(1)");
+      await Promise.all([b.query("SELECT 1"), b.query("SELECT 2")]);
+      assert.equal(await stolen(), 0, "no connection closed for a short wait");
+      // A long one: after the wait, a's idle connection makes room for b's second.
+      const slow = b.query("SELECT pg_sleep(3)");
       await new Promise((resolve) => setTimeout(resolve, 50));
       const started = Date.now();
       await b.query("SELECT 3");
       const waited = Date.now() - started;
       await slow;
-      assert.ok(waited < 800, `b's second call waited ${waited} ms`);
+      assert.ok(waited >= 900 && waited < 2_500, `b's second call waited ${waited} ms`);
       assert.equal(await stolen(), 1);
     } finally {
       client.close();

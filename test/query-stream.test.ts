@@ -21,8 +21,8 @@ const statements = (t: TestGateway, platform: string, method: string) => callsOf
  * reads until n answers have come (by query number), `end()` half-closes and
  * reads to the end, returning the answers that came meanwhile.
  */
-function openStream(t: TestGateway, platform: string, key = t.keys[platform]!, url = t.url) {
-  const client = createClient({ ...t.clientOptions(key), url });
+function openStream(t: TestGateway, platform: string, key = t.keys[platform]!, url = t.url, maxReceiveMessageBytes?: number) {
+  const client = createClient({ ...t.clientOptions(key), url, ...(maxReceiveMessageBytes === undefined ? {} : { maxReceiveMessageBytes }) });
   const requests = createWritableIterable<Request>();
   const responses = client.raw.query.queryStream(requests)[Symbol.asyncIterator]();
   const answers = new Map<number, QueryAnswer>();
@@ -125,6 +125,19 @@ describe("QueryStream: independent queries over one stream, each answered when d
       assert.equal((cell(answers.get(2)) as GatewayError).reason, "INVALID_REQUEST");
       assert.equal((cell(answers.get(1002)) as GatewayError).reason, "INVALID_REQUEST");
       assert.equal(cell(answers.get(1003)), "after");
+    } finally {
+      stream.close();
+    }
+  });
+
+  it("splits answers that are ready together into responses of about 1 MiB, for clients with a low receive limit", async () => {
+    // One connection: the message's 12 results of 200 kB come in pipelines of several (6 here), together.
+    const stream = openStream(t, platform, t.keys[platform], t.url, 1_100_000);
+    try {
+      stream.send({ platform, queries: Array.from({ length: 12 }, (_, i) => ({ sql: `SELECT repeat('x', 200000) || ${i}` })) });
+      const answers = await stream.end();
+      assert.equal(answers.size, 12);
+      for (let i = 0; i < 12; i++) assert.equal(cell(answers.get(i)), `${"x".repeat(200000)}${i}`);
     } finally {
       stream.close();
     }

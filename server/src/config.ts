@@ -57,6 +57,8 @@ export interface PoolSettings {
   readonly connectionIdleTimeoutMillis: number;
   readonly maxLifetimeMillis: number;
   readonly validateAfterIdleMillis: number;
+  /** Not read from the environment: the pool's default unless an embedding program sets it. */
+  readonly stealAfterWaitMillis?: number;
 }
 
 /** The shortest gateway secret accepted. */

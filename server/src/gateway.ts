@@ -61,7 +61,7 @@ export interface GatewayOptions {
   catalogDatabase: string;
   /** How often PostgreSQL's availability is checked for the health endpoints. */
   healthCheckMillis: number;
-  /** Queries of one QueryStream read and not yet answered, at most (default 4,096): beyond, the stream is not read until some are answered. */
+  /** Once this many queries of one QueryStream are read and not yet answered (default 4,096), the stream is not read until some are answered. */
   maxStreamQueries?: number;
 }
 
@@ -79,7 +79,7 @@ const CANCEL_GRACE_MILLIS = 2_000;
 
 /** Notifications a Listen subscriber may leave unread before it is disconnected (SUBSCRIBER_TOO_SLOW). */
 const MAX_PENDING_NOTIFICATIONS = 10_000;
-/** Queries of one QueryStream read and not yet answered, at most: beyond, the stream is not read until some are answered. */
+/** Once this many queries of one QueryStream are read and not yet answered, the stream is not read until some are answered (a message may take it past). */
 const MAX_STREAM_QUERIES = 4_096;
 
 /** Connections a tenant role may open beyond its pool: room for a LISTEN connection and an operator. */
@@ -91,6 +91,9 @@ const ROLE_CONNECTION_HEADROOM = 2;
  * health and reflection over mutual TLS.
  */
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  if (options.maxStreamQueries !== undefined && !(Number.isInteger(options.maxStreamQueries) && options.maxStreamQueries >= 1)) {
+    throw new RangeError("maxStreamQueries must be a whole number of at least 1");
+  }
   const log = options.logger;
   const onError = (message: string, err: unknown) => log.error({ err: loggableError(err) }, message);
   const connection = connectionConfig(options.databaseUrl);

@@ -24,8 +24,9 @@ export interface CallContext {
   startPart(): CallRecord;
   /**
    * Authenticates and authorizes the call again, for a part of a long-lived
-   * stream: its key may have been revoked since it began, and the rate limit
-   * takes a token. Throws to refuse; tells `record` the platform.
+   * stream: the rate limit takes a token (and, should keys ever change while
+   * the gateway runs, a key removed since the call began is refused). Throws
+   * to refuse; tells `record` the platform.
    */
   reauthorize(record: CallRecord): void;
 }

@@ -27,6 +27,12 @@ export interface PoolManagerOptions {
   maxLifetimeMillis: number;
   /** A connection idle longer than this is checked with a round trip before it is used. */
   validateAfterIdleMillis: number;
+  /**
+   * At the cap, how long a database's oldest caller waits for one of its own
+   * busy connections before another database's idle one is closed to open one
+   * more for it (default `STEAL_AFTER_WAIT_MILLIS`).
+   */
+  stealAfterWaitMillis?: number;
   /** How often timeouts and limits are enforced. */
   reapIntervalMillis: number;
   /** After an interruption, how long the backend has to end its statement before its connection is destroyed. */
@@ -133,7 +139,7 @@ interface Connection {
 
 interface Waiter {
   readonly seq: number;
-  /** When it began to wait (Date.now()). */
+  /** When it began to wait (performance.now(): monotonic). */
   readonly since: number;
   resolve(connection: Connection): void;
   reject(err: GatewayError): void;
@@ -484,7 +490,7 @@ export class PoolManager {
       };
       const waiter: Waiter = {
         seq: ++this.#seq,
-        since: waitStarted,
+        since: performance.now(),
         resolve: (c) => (done(), resolve(c)),
         reject: (e) => (done(), reject(e)),
       };
@@ -642,7 +648,8 @@ export class PoolManager {
     //    a connection that is in use every few milliseconds and opening one (a backend start).
     //    And only once its oldest caller has waited a while: a busy connection of its own is usually
     //    free again sooner than a new one could be opened.
-    const now = Date.now();
+    const now = performance.now();
+    const stealAfterWait = this.options.stealAfterWaitMillis ?? STEAL_AFTER_WAIT_MILLIS;
     for (const pool of waiting) {
       let needed = pool.waiters.length - pool.connecting;
       while (needed > 0 && pool.size < this.options.maxConnectionsPerPool && this.#roomUnderCap() > 0) {
@@ -651,8 +658,8 @@ export class PoolManager {
       }
       if (needed <= 0 || pool.size >= this.options.maxConnectionsPerPool) continue;
       const waited = now - pool.waiters[0]!.since;
-      if (waited < STEAL_AFTER_WAIT_MILLIS) {
-        this.#pulseIn(STEAL_AFTER_WAIT_MILLIS - waited);
+      if (waited < stealAfterWait) {
+        this.#pulseIn(stealAfterWait - waited);
         continue;
       }
       while (needed > 0 && pool.size < this.options.maxConnectionsPerPool && this.#makeRoom(pool, STEAL_AFTER_IDLE_MILLIS)) {
@@ -665,7 +672,7 @@ export class PoolManager {
 
   /** Runs the scheduler again in `millis` (or sooner, if already due sooner). */
   #pulseIn(millis: number): void {
-    const due = Date.now() + millis;
+    const due = performance.now() + millis;
     if (this.#later !== undefined && this.#later.due <= due) return;
     if (this.#later !== undefined) clearTimeout(this.#later.timer);
     const timer = setTimeout(() => {

@@ -71,8 +71,9 @@ export function createQueryService(
       let unanswered = 0;
       let room: (() => void) | undefined;
       const running = new Set<Promise<void>>();
-      // Answers that come in the same turn of the event loop (from several connections' reads) leave as one message.
-      let outbox: { numbers: number[]; outcomes: Outcome[] } | undefined;
+      // Answers that come in the same turn of the event loop (from several connections' reads) leave as one
+      // message, of about RESPONSE_BYTES at most (the client's receive limit can be low).
+      let outbox: { numbers: number[]; outcomes: Outcome[]; bytes: number } | undefined;
       const flush = () => {
         if (outbox === undefined) return;
         const { numbers, outcomes } = outbox;
@@ -87,13 +88,17 @@ export function createQueryService(
       const answerFrom =
         (first: number): Answers =>
         (indexes, outcomes) => {
-          if (outbox === undefined) {
-            outbox = { numbers: [], outcomes: [] };
-            setImmediate(flush);
-          }
           for (const [j, i] of indexes.entries()) {
+            const outcome = outcomes[j]!;
+            const bytes = outcome.result?.length ?? 256;
+            if (outbox !== undefined && outbox.bytes + bytes > RESPONSE_BYTES) flush();
+            if (outbox === undefined) {
+              outbox = { numbers: [], outcomes: [], bytes: 0 };
+              setImmediate(flush);
+            }
             outbox.numbers.push(first + i);
-            outbox.outcomes.push(outcomes[j]!);
+            outbox.outcomes.push(outcome);
+            outbox.bytes += bytes;
           }
         };
       let stop!: () => void;
@@ -122,14 +127,21 @@ export function createQueryService(
           try {
             ctx.reauthorize(record);
           } catch (err) {
-            refused = toGatewayError(err); // over the rate limit: this message's queries get the error, the stream goes on
+            refused = toGatewayError(err);
+            // Over the rate limit: this message's queries get the error, and the stream goes on. Any other refusal ends it.
+            if (refused.reason !== "RATE_LIMITED") {
+              record.end(refused);
+              throw err;
+            }
           }
           unanswered += request.queries.length;
           const answer = answerFrom(first);
           // In the message's trace context: its statement spans hang under its span.
           const run = runInContext(record.traceContext, () => runStreamedQueries(request, record, answer, refused)).finally(() => running.delete(run));
           running.add(run);
-          while (unanswered >= limits.maxStreamQueries && !ctx.signal.aborted) await new Promise<void>((resolve) => (room = resolve));
+          while (unanswered >= limits.maxStreamQueries && !ctx.signal.aborted && !draining.aborted) {
+            await Promise.race([new Promise<void>((resolve) => (room = resolve)), stopped]);
+          }
         }
       }
 
@@ -218,6 +230,9 @@ export function createQueryService(
     },
   };
 }
+
+/** About the most bytes of results one QueryStream response carries (a result larger than this goes alone). */
+const RESPONSE_BYTES = 1 << 20;
 
 /** The databases a call's queries went to, for its log line: the one, or how many. */
 function describeDatabases(databases: readonly string[]): string {
