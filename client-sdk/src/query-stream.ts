@@ -78,11 +78,6 @@ export class QueryStreamSession {
     void this.#read(client.queryStream(this.#requests));
   }
 
-  /** Whether it still takes queries. */
-  get open(): boolean {
-    return this.#open;
-  }
-
   /** Sends queries as one message. */
   send(queries: readonly PendingQuery[], timeoutMs: number | undefined): void {
     const sent: Sent = { timeoutMs, unanswered: queries.length, timer: undefined };
@@ -120,7 +115,11 @@ export class QueryStreamSession {
     for (const { sent } of left) clearTimeout(sent.timer);
     if (error?.code === Code.Unimplemented) {
       const bySent = new Map<Sent, PendingQuery[]>();
-      for (const { query, sent } of left) bySent.set(sent, [...(bySent.get(sent) ?? []), query]);
+      for (const { query, sent } of left) {
+        const queries = bySent.get(sent);
+        if (queries === undefined) bySent.set(sent, [query]);
+        else queries.push(query);
+      }
       for (const [sent, queries] of bySent) this.unimplemented(queries, sent.timeoutMs);
       return;
     }

@@ -190,11 +190,16 @@ function startCall(
     sendHeaders();
     fail(toStatusObject(error));
   };
+  /** Authenticates and authorizes the call's key, telling `into` the platform; throws to refuse. */
+  const admit = (into: CallRecord): Principal => {
+    const principal = hooks.authenticate(call.metadata);
+    into.platform = principal.kind === "admin" ? "admin" : principal.platform;
+    hooks.authorize?.(principal);
+    return principal;
+  };
   let principal: Principal;
   try {
-    principal = hooks.authenticate(call.metadata);
-    record.platform = principal.kind === "admin" ? "admin" : principal.platform;
-    hooks.authorize?.(principal);
+    principal = admit(record);
   } catch (err) {
     failWith(err);
     return undefined;
@@ -212,11 +217,7 @@ function startCall(
       return [subject?.CN ?? ""].flat().join(",");
     },
     startPart: () => hooks.telemetry.start(method, call.metadata, record),
-    reauthorize(part) {
-      const again = hooks.authenticate(call.metadata);
-      part.platform = again.kind === "admin" ? "admin" : again.platform;
-      hooks.authorize?.(again);
-    },
+    reauthorize: (part) => void admit(part),
   };
   return {
     context,

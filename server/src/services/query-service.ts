@@ -2,11 +2,10 @@ import { beforeStatement, GatewayError, toGatewayError } from "../errors.js";
 import type { QueryService, QueryStreamRequest } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
-import { runPipelined } from "../execution/pipeline.js";
+import { runPipelined, type Outcome } from "../execution/pipeline.js";
 import { encodeBytesField } from "../execution/protobuf-wire.js";
 import { encodeAnswers, encodeResults } from "../execution/response-encoding.js";
 import { checkQueryCount, runQueries, runQueryMany, type Answers } from "../execution/query-many.js";
-import type { Outcome } from "../execution/pipeline.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
@@ -25,7 +24,7 @@ export interface QueryServiceLimits {
   transactionIdleTimeoutMillis: number;
   /** Notifications a Listen subscriber may leave unread before it is disconnected. */
   maxPendingNotifications: number;
-  /** Most queries of one QueryStream read and not yet answered: the stream is not read further meanwhile. */
+  /** Once this many queries of one QueryStream are read and not yet answered, the stream is not read until some are answered. */
   maxStreamQueries: number;
 }
 

@@ -47,7 +47,7 @@ export function startServerSpan(service: string, method: string, metadata: Metad
   const parent = propagation.extract(context.active(), metadata, getter);
   const span = tracer.startSpan(
     `${service}/${method}`,
-    { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method } },
+    { kind: SpanKind.SERVER, attributes: rpcAttributes(service, method) },
     parent,
   );
   return { span, context: trace.setSpan(parent, span) };
@@ -62,10 +62,15 @@ export function startPartSpan(service: string, method: string, stream: Context):
   if (tracer === undefined) return undefined;
   const span = tracer.startSpan(
     `${service}/${method} message`,
-    { kind: SpanKind.INTERNAL, attributes: { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method } },
+    { kind: SpanKind.INTERNAL, attributes: rpcAttributes(service, method) },
     stream,
   );
   return { span, context: trace.setSpan(stream, span) };
+}
+
+/** The RPC semantic conventions' attributes of a call's (or part's) span. */
+function rpcAttributes(service: string, method: string): Attributes {
+  return { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method };
 }
 
 /** Ends a server (or part) span with the call's gRPC status. */
