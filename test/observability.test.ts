@@ -9,7 +9,7 @@ import pg from "pg";
 import { HealthCheckResponse_ServingStatus, Health } from "../client-sdk/src/gen/health/v1/health_pb.js";
 import { RetryInfoSchema } from "../client-sdk/src/gen/google/rpc/error_details_pb.js";
 import { ConnectError } from "@connectrpc/connect";
-import { Code, GatewayError } from "../client-sdk/src/index.js";
+import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
 import { createLogger } from "../server/src/telemetry/logger.js";
 import { rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { startOwnPostgres, type OwnPostgres } from "./helpers/own-postgres.js";
@@ -90,8 +90,10 @@ describe("metrics", () => {
   it("counters and histograms move as calls happen", async () => {
     const before = await metricsText(t);
     const db = t.client().platform(platform);
-    for (let i = 0; i < 3; i++) await db.query("SELECT $1::int AS i", [i]);
-    await assert.rejects(db.query("SELECT * FROM no_such_table"));
+    // Query calls: the SDK without coalescing (by default its queries go over a QueryStream, below).
+    const calls = createClient({ ...t.clientOptions(t.keys[platform]!), coalesce: false }).platform(platform);
+    for (let i = 0; i < 3; i++) await calls.query("SELECT $1::int AS i", [i]);
+    await assert.rejects(calls.query("SELECT * FROM no_such_table"));
     await db.batch(["SELECT 1", "SELECT 2"]);
     for await (const row of db.stream("SELECT generate_series(1, 3)")) void row;
     await db.transaction(async (tx) => {
@@ -117,6 +119,27 @@ describe("metrics", () => {
     assert.equal(sample(now, "db_gateway_postgres_up"), 1);
     assert.ok(sample(now, "db_gateway_total_connections") >= 1);
     assert.equal(sample(now, "db_gateway_max_connections"), 50);
+  });
+
+  it("a QueryStream counts each message as a call, each query as a statement, and each failed query as an error", async () => {
+    const before = await metricsText(t);
+    const db = t.client().platform(platform);
+    await db.query("SELECT 1");
+    await Promise.all([db.query("SELECT 2"), db.query("SELECT 3")]);
+    const failures = await Promise.allSettled([db.query("SELECT * FROM no_such_table"), db.query("SELECT * FROM no_such_table"), db.tenant("nobody").query("SELECT 1")]);
+    assert.deepEqual(
+      failures.map((f) => f.status === "rejected" && GatewayError.from(f.reason).reason),
+      ["QUERY_FAILED", "QUERY_FAILED", "DATABASE_NOT_FOUND"],
+    );
+    const now = await metricsText(t);
+    const delta = (name: string, labels: Record<string, string> = {}) => sample(now, name, labels) - sample(before, name, labels);
+    // Three messages, and the stream itself if the SDK has half-closed it by now (500 ms after its last answer).
+    const streamCalls = delta("db_gateway_queries_total", { platform, method: "QueryStream" });
+    assert.ok(streamCalls === 3 || streamCalls === 4, `${streamCalls} QueryStream calls`);
+    assert.equal(delta("db_gateway_statements_total", { platform, method: "QueryStream" }), 6);
+    assert.equal(delta("db_gateway_queries_total", { platform, method: "Query" }), 0);
+    assert.equal(delta("db_gateway_errors_total", { type: "QUERY_FAILED" }), 2);
+    assert.equal(delta("db_gateway_errors_total", { type: "DATABASE_NOT_FOUND" }), 1);
   });
 
   it("label sets stay bounded with 500 tenants", async () => {
@@ -161,8 +184,12 @@ describe("logs", () => {
       { headers: { "x-request-id": "req-abc-123" }, onHeader: (h) => (echoed = h.get("x-request-id")) },
     );
     assert.equal(echoed, "req-abc-123");
-    await assert.rejects(t.client().platform(platform).query("SELECT $1::int", [`${secretValue}-2`])); // PostgreSQL's message quotes it
-    await assert.rejects(t.client().platform(platform).tenant("nobody").query("SELECT 1"));
+    // Query calls (the SDK without coalescing), then the same over a QueryStream (the SDK's default).
+    const unary = createClient({ ...t.clientOptions(t.keys[platform]!), coalesce: false }).platform(platform);
+    await assert.rejects(unary.query("SELECT $1::int", [`${secretValue}-2`])); // PostgreSQL's message quotes it
+    await assert.rejects(unary.tenant("nobody").query("SELECT 1"));
+    const streamed = t.client().platform(platform);
+    await Promise.allSettled([streamed.query("SELECT $1::int", [`${secretValue}-3`]), streamed.query("SELECT $1::int", [`${secretValue}-4`]), streamed.tenant("nobody").query("SELECT 1")]);
     await new Promise((r) => setTimeout(r, 100));
     const calls = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "call");
     assert.ok(calls.length >= 3, `${calls.length} call lines`);
@@ -176,6 +203,14 @@ describe("logs", () => {
     assert.equal(failed.sqlstate, "22P02");
     const notFound = calls.find((l) => l.reason === "DATABASE_NOT_FOUND")!;
     assert.equal(notFound.status, "NOT_FOUND");
+    // A message whose queries failed on their own: OK as a message, its queries' failures tallied by reason and SQLSTATE.
+    const message = calls.find((l) => l.operation === "dbgateway.v1.QueryService/QueryStream" && l.query_errors !== undefined)!;
+    assert.ok(message, JSON.stringify(calls));
+    assert.equal(message.status, "OK");
+    assert.deepEqual(message.query_errors, [
+      { reason: "DATABASE_NOT_FOUND", count: 1 },
+      { reason: "QUERY_FAILED", sqlstate: "22P02", count: 2 },
+    ]);
     const all = lines.join("\n");
     for (const secret of [secretValue, t.keys[platform]!, t.adminKey, t.gatewaySecret, "BEGIN CERTIFICATE", "PRIVATE KEY"]) {
       assert.ok(!all.includes(secret), `the logs contain "${secret.slice(0, 12)}…"`);
@@ -327,7 +362,7 @@ describe("rate limits", () => {
 });
 
 describe("traces", () => {
-  it("an SDK call inside a span arrives at an OTLP receiver as one trace: caller → gateway server span → pool and statement spans", async () => {
+  it("an SDK query inside a span arrives at an OTLP receiver in its caller's trace, as a Query call and over a QueryStream", async () => {
     const { trace, context } = await import("@opentelemetry/api");
     const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
     const { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = await import("@opentelemetry/sdk-trace-base");
@@ -336,7 +371,15 @@ describe("traces", () => {
     const { dropPlatformDatabases, pgUrl } = await import("./helpers/gateway.js");
 
     // A real OTLP/HTTP (JSON) receiver.
-    const received: { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; attributes: { key: string; value: Record<string, unknown> }[] }[] = [];
+    const received: {
+      traceId: string;
+      spanId: string;
+      parentSpanId?: string;
+      name: string;
+      kind: number;
+      attributes: { key: string; value: Record<string, unknown> }[];
+      links?: { traceId: string; spanId: string }[];
+    }[] = [];
     const receiver = createServer((req, res) => {
       let body = "";
       req.on("data", (d) => (body += d));
@@ -367,11 +410,13 @@ describe("traces", () => {
     try {
       await gateway.adminClient().admin().createTenant(gateway.platform, "");
       const db = gateway.client().platform(gateway.platform);
+      // A Query call: the SDK without coalescing.
+      const unary = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: false }).platform(gateway.platform);
       const caller = trace.getTracer("test");
       let callerSpan: { traceId: string; spanId: string } | undefined;
       await caller.startActiveSpan("checkout", async (span) => {
         callerSpan = span.spanContext();
-        await db.query("SELECT $1::text AS secret_param", ["not-in-the-trace"]);
+        await unary.query("SELECT $1::text AS secret_param", ["not-in-the-trace"]);
         span.end();
       });
       const server = () => received.find((s) => s.traceId === callerSpan!.traceId && s.name === "dbgateway.v1.QueryService/Query");
@@ -398,32 +443,45 @@ describe("traces", () => {
         ["checkout"],
       );
 
-      // Queries made together go over a QueryStream: each message has a span under the stream's, and its statements under it.
-      let streamCaller: { traceId: string; spanId: string } | undefined;
-      await caller.startActiveSpan("report", async (span) => {
-        streamCaller = span.spanContext();
-        await Promise.all([db.query("SELECT 1 AS a"), db.query("SELECT 2 AS b")]);
-        span.end();
-      });
-      const inTrace = () => received.filter((s) => s.traceId === streamCaller!.traceId);
-      const stream = () => inTrace().find((s) => s.name === "dbgateway.v1.QueryService/QueryStream");
-      const message = () => inTrace().find((s) => s.name === "dbgateway.v1.QueryService/QueryStream message");
+      // By default the SDK sends its queries over a QueryStream, which carries many callers' queries: the stream's
+      // span is in no caller's trace, and each statement's span is in its own caller's, linked to the message's span.
+      const spansOf = async (name: string, run: () => Promise<unknown>) =>
+        caller.startActiveSpan(name, async (span) => {
+          await run();
+          span.end();
+          return span.spanContext();
+        });
+      // A lone query, then two callers' queries made in the same turn (one message).
+      const lone = await spansOf("lookup", () => db.query("SELECT 0 AS lone"));
+      const [a, b] = await Promise.all([spansOf("report-a", () => db.query("SELECT 1 AS a")), spansOf("report-b", () => db.query("SELECT 2 AS b"))]);
+      const statementOf = (sql: string) => received.find((s) => attr(s, "db.query.text") === sql);
+      const byId = (spanId: string | undefined) => received.find((s) => s.spanId === spanId);
       // The stream ends (and its span with it) once the SDK half-closes it, 500 ms after its last answer.
-      await waitFor(() => stream() !== undefined && message() !== undefined && inTrace().filter((s) => s.parentSpanId === message()!.spanId).length >= 2, 10_000, "the stream's spans").catch((err: Error) => {
-        throw new Error(`${err.message}; received ${JSON.stringify(inTrace().map((s) => [s.name, s.spanId, s.parentSpanId]))}`);
+      const stream = () => received.find((s) => s.name === "dbgateway.v1.QueryService/QueryStream");
+      const sqls = ["SELECT 0 AS lone", "SELECT 1 AS a", "SELECT 2 AS b"];
+      await waitFor(() => stream() !== undefined && sqls.every((sql) => byId(statementOf(sql)?.links?.[0]?.spanId) !== undefined), 10_000, "the stream's spans").catch((err: Error) => {
+        throw new Error(`${err.message}; received ${JSON.stringify(received.map((s) => [s.name, s.traceId, s.spanId, s.parentSpanId, s.links]))}`);
       });
-      assert.equal(stream()!.parentSpanId, streamCaller!.spanId, "the caller that opened the stream is the parent of its server span");
-      assert.equal(message()!.parentSpanId, stream()!.spanId, "a message's span is a child of the stream's");
-      assert.equal(attr(message()!, "rpc.method"), "QueryStream");
-      const statements = inTrace().filter((s) => s.parentSpanId === message()!.spanId && attr(s, "db.system") === "postgresql");
-      assert.deepEqual(
-        statements.map((s) => attr(s, "db.query.text")).sort(),
-        ["SELECT 1 AS a", "SELECT 2 AS b"],
-        `the message's children: ${inTrace()
-          .filter((s) => s.parentSpanId === message()!.spanId)
-          .map((s) => s.name)
-          .join(", ")}`,
-      );
+      assert.equal(stream()!.parentSpanId || undefined, undefined, "the stream's span is a root: in no caller's trace");
+      for (const [sql, callerOf] of [
+        ["SELECT 0 AS lone", lone],
+        ["SELECT 1 AS a", a],
+        ["SELECT 2 AS b", b],
+      ] as const) {
+        const statement = statementOf(sql)!;
+        assert.equal(statement.traceId, callerOf.traceId, `${sql}: in its caller's trace`);
+        assert.equal(statement.parentSpanId, callerOf.spanId, `${sql}: a child of its caller's span`);
+        assert.equal(statement.kind, 3); // CLIENT
+        assert.equal(statement.name, `SELECT ${gateway.platform}_main`);
+        const message = byId(statement.links![0]!.spanId)!;
+        assert.equal(message.name, "dbgateway.v1.QueryService/QueryStream message", `${sql}: linked to the message that carried it`);
+        assert.equal(attr(message, "rpc.method"), "QueryStream");
+        assert.equal(message.parentSpanId, stream()!.spanId, "a message's span is a child of the stream's");
+        assert.equal(message.traceId, stream()!.traceId);
+      }
+      assert.notEqual(a.traceId, b.traceId);
+      assert.equal(statementOf("SELECT 1 AS a")!.links![0]!.spanId, statementOf("SELECT 2 AS b")!.links![0]!.spanId, "the two callers' queries went in one message");
+      assert.notEqual(statementOf("SELECT 0 AS lone")!.links![0]!.spanId, statementOf("SELECT 1 AS a")!.links![0]!.spanId);
     } finally {
       await gateway.close();
       await dropPlatformDatabases([gateway.platform]);

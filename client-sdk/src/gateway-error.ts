@@ -121,12 +121,19 @@ export class GatewayError extends Error {
     });
   }
 
-  /** The error a `google.rpc.Status` inside a response describes (a batch statement's, a transaction statement's). */
+  /**
+   * The error a `google.rpc.Status` inside a response describes (a batch
+   * statement's, a transaction statement's, a QueryStream query's): as a
+   * failed call's would be, with every detail (a `RetryInfo`, say) in its
+   * cause, a ConnectError (`ConnectError.from(err.cause).findDetails(…)`).
+   */
   static fromStatus(status: Status): GatewayError {
     const info = unpack(status.details, ErrorInfoSchema);
     const postgres = unpack(status.details, PostgresErrorSchema);
     const code = status.code as Code;
-    return new GatewayError(status.message, code, info?.reason ?? Code[code] ?? "UNKNOWN", info?.metadata ?? {}, postgres);
+    const cause = new ConnectError(status.message, code);
+    cause.details = status.details.map((d) => ({ type: d.typeUrl.slice(d.typeUrl.lastIndexOf("/") + 1), value: d.value }));
+    return new GatewayError(status.message, code, info?.reason ?? Code[code] ?? "UNKNOWN", info?.metadata ?? {}, postgres, { cause });
   }
 }
 

@@ -1,15 +1,18 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { createWritableIterable, type WritableIterable } from "@connectrpc/connect/protocol";
-import type { BatchResult, QueryService, QueryStreamRequestSchema, QueryStreamResponse } from "./gen/dbgateway/v1/query_service_pb.js";
+import type { BatchResult, QueryService, QueryStreamRequestSchema, QueryStreamResponse, TenantQuerySchema } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { ResultSet, Value } from "./gen/dbgateway/v1/values_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
+import { outsideTraces, traceContextOf, type CallerContext } from "./trace-context.js";
 
 /** A query waiting for its answer. */
 export interface PendingQuery {
   readonly tenantId: string;
   readonly sql: string;
   readonly params: Value[];
+  /** The caller's trace context when it made the query: the gateway's span for the query continues its trace. */
+  readonly caller: CallerContext;
   resolve(result: ResultSet): void;
   reject(err: unknown): void;
 }
@@ -26,9 +29,9 @@ export function noResult(): GatewayError {
   return new GatewayError("the gateway sent no result", Code.Internal, "INTERNAL", {}, undefined);
 }
 
-/** The queries as a request carries them. */
-export function toTenantQueries(queries: readonly PendingQuery[]): { tenantId: string; sql: string; params: Value[] }[] {
-  return queries.map((q) => ({ tenantId: q.tenantId, sql: q.sql, params: q.params }));
+/** The queries as a request carries them, each with its caller's trace context (a call carries several callers' queries). */
+export function toTenantQueries(queries: readonly PendingQuery[]): MessageInitShape<typeof TenantQuerySchema>[] {
+  return queries.map((q) => ({ tenantId: q.tenantId, sql: q.sql, params: q.params, traceContext: traceContextOf(q.caller) }));
 }
 
 /** The queries of one message sent, for its deadline. */
@@ -75,7 +78,8 @@ export class QueryStreamSession {
     private readonly unimplemented: (queries: PendingQuery[], timeoutMs: number | undefined) => void,
   ) {
     this.#requests = createWritableIterable();
-    void this.#read(client.queryStream(this.#requests));
+    // The stream outlives the caller whose query opened it: its span is in no caller's trace (each query carries its own).
+    void this.#read(outsideTraces(() => client.queryStream(this.#requests)));
   }
 
   /** Sends queries as one message. */

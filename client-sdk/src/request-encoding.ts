@@ -7,8 +7,8 @@ import type { Value } from "./gen/dbgateway/v1/values_pb.js";
  * Request messages encoded by hand from their init shape, without building
  * message objects or walking their descriptors: protobuf-es's `create` and
  * reflective `toBinary` cost the SDK a few microseconds per query of a
- * coalesced QueryMany call (BENCHMARKS.md). Only QueryManyRequest, the hot
- * path, is encoded so; the output is the bytes `toBinary` writes (checked in
+ * coalesced QueryMany call (BENCHMARKS.md). Only QueryManyRequest and
+ * QueryStreamRequest, the hot paths, are encoded so; the output is the bytes `toBinary` writes (checked in
  * client-sdk/test/request-encoding.test.ts). Parameter values are those
  * `toValue` builds.
  */
@@ -49,7 +49,7 @@ function encodeQueryStreamRequest(init: QueryStreamInit): Uint8Array {
   return w.finish();
 }
 
-/** TenantQuery { tenant_id = 1; sql = 2; repeated Value params = 3 }, each as field `field`. */
+/** TenantQuery { tenant_id = 1; sql = 2; repeated Value params = 3; map<string, string> trace_context = 4 }, each as field `field`. */
 function writeQueries(w: BinaryWriter, field: number, queries: readonly TenantQueryInit[]): void {
   for (const query of queries) {
     w.tag(field, WireType.LengthDelimited).fork();
@@ -59,6 +59,11 @@ function writeQueries(w: BinaryWriter, field: number, queries: readonly TenantQu
       w.tag(3, WireType.LengthDelimited).fork();
       writeValue(w, param as Value);
       w.join();
+    }
+    const traceContext = query.traceContext;
+    if (traceContext !== undefined) {
+      // A map entry: a message { key = 1; value = 2 }, each written even when empty (as toBinary does).
+      for (const [key, value] of Object.entries(traceContext)) w.tag(4, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(key).tag(2, WireType.LengthDelimited).string(value).join();
     }
     w.join();
   }

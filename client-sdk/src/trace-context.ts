@@ -13,6 +13,14 @@ export const traceContextReady: Promise<void> = import("@opentelemetry/api").the
   () => undefined,
 );
 
+/** A caller's OpenTelemetry context, kept with a query until it is sent (undefined without `@opentelemetry/api`). */
+export type CallerContext = import("@opentelemetry/api").Context | undefined;
+
+/** The caller's active OpenTelemetry context, to send with its query later (`traceContextOf`). */
+export function callerContext(): CallerContext {
+  return api?.context.active();
+}
+
 /**
  * Adds the W3C trace context of the caller's active OpenTelemetry span to a
  * call's metadata: through the propagators the application registered when it
@@ -20,16 +28,39 @@ export const traceContextReady: Promise<void> = import("@opentelemetry/api").the
  * `traceparent` and `tracestate` written here.
  */
 export function injectTraceContext(metadata: Metadata): void {
-  if (api === undefined) return;
-  const { context, propagation, trace } = api;
-  const active = context.active();
+  if (api !== undefined) inject(api, api.context.active(), metadata, (carrier, key, value) => carrier.set(key, value));
+}
+
+/** A query's trace context as `TenantQuery.trace_context` carries it, the same way; undefined when there is none. */
+export function traceContextOf(caller: CallerContext): Record<string, string> | undefined {
+  if (api === undefined || caller === undefined) return undefined;
+  let carrier: Record<string, string> | undefined;
+  inject(api, caller, undefined, (_, key, value) => ((carrier ??= {})[key] = value));
+  return carrier;
+}
+
+/** Runs `fn` in the caller's context (`callerContext`), so that a call it makes carries the caller's trace context. */
+export function runInCallerContext<T>(caller: CallerContext, fn: () => T): T {
+  return api === undefined || caller === undefined ? fn() : api.context.with(caller, fn);
+}
+
+/**
+ * Runs `fn` outside any caller's trace: for a call that carries many callers'
+ * queries over time (a QueryStream), whose own span belongs to none of them.
+ */
+export function outsideTraces<T>(fn: () => T): T {
+  return api === undefined ? fn() : api.context.with(api.ROOT_CONTEXT, fn);
+}
+
+function inject<C>(otel: OpenTelemetryApi, active: import("@opentelemetry/api").Context, carrier: C, set: (carrier: C, key: string, value: string) => void): void {
+  const { propagation, trace } = otel;
   if (propagation.fields().length > 0) {
-    propagation.inject(active, metadata, { set: (carrier, key, value) => carrier.set(key, value) });
+    propagation.inject(active, carrier, { set });
     return;
   }
   const span = trace.getSpanContext(active);
   if (span === undefined || !trace.isSpanContextValid(span)) return;
-  metadata.set("traceparent", `00-${span.traceId}-${span.spanId}-${(span.traceFlags & 0xff).toString(16).padStart(2, "0")}`);
+  set(carrier, "traceparent", `00-${span.traceId}-${span.spanId}-${(span.traceFlags & 0xff).toString(16).padStart(2, "0")}`);
   const state = span.traceState?.serialize();
-  if (state) metadata.set("tracestate", state);
+  if (state) set(carrier, "tracestate", state);
 }

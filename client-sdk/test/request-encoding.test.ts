@@ -48,7 +48,7 @@ describe("request encoding by hand", () => {
     }
   });
 
-  it("writes QueryStreamRequest as toBinary does, with and without a timeout", () => {
+  it("writes QueryStreamRequest as toBinary does, with and without a timeout, with and without trace contexts", () => {
     const { byHand, encode } = encoderFor(QueryStreamRequestSchema);
     assert.equal(byHand, true);
     const inits = [
@@ -56,6 +56,14 @@ describe("request encoding by hand", () => {
       { platform: "clinic", queries: PARAMS.map((p, i) => ({ tenantId: i % 2 === 0 ? "" : `tenant_${i}`, sql: `SELECT $1 -- ${i}`, params: [p] })), timeoutMs: 250 },
       { platform: "p", queries: [{ sql: "SELECT 1" }], timeoutMs: 2 ** 32 - 1 },
       { platform: "", queries: [] },
+      {
+        platform: "p",
+        queries: [
+          { sql: "SELECT 1", traceContext: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate: "congo=t61rcWkgMzE" } },
+          { sql: "SELECT 2", traceContext: {} },
+          { sql: "SELECT 3", traceContext: { baggage: "", "": "x" } },
+        ],
+      },
     ];
     for (const init of inits) {
       assert.deepEqual(encode(init), toBinary(QueryStreamRequestSchema, create(QueryStreamRequestSchema, init)));

@@ -6,7 +6,7 @@ import type { GatewayError } from "./errors.js";
 import { AdminService } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import { AuditLog } from "./audit/audit-log.js";
-import { ApiKeys, requireAdmin, type Principal } from "./grpc/api-keys.js";
+import { ApiKeys, requireAdmin } from "./grpc/api-keys.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
@@ -164,8 +164,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const authenticate = (metadata: grpc.Metadata) => keys.authenticate(metadata);
   const telemetry = new CallTelemetry(log, metrics);
   const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
-  const admitPlatform = (principal: Principal) => {
-    if (principal.kind === "platform") limiter?.take(principal.platform);
+  // Each call takes a token, but a QueryStream's work is in its messages: each takes one, and opening the stream none.
+  const admitPlatform: ServiceHooks["authorize"] = (principal, method, part) => {
+    if (principal.kind === "platform" && (part || method.name !== "QueryStream")) limiter?.take(principal.platform);
   };
   const router = new Router(registry, async (database) => {
     if (!lifecycle.isManaged(database)) return false;

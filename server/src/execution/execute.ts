@@ -1,3 +1,4 @@
+import type { Context } from "@opentelemetry/api";
 import type pg from "pg";
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
 import { GatewayError, toGatewayError } from "../errors.js";
@@ -23,7 +24,7 @@ export async function runStatement(lease: Pick<Lease, "client" | "database">, st
 
 /** `sendStatement` in a span of its own when tracing is on. */
 export function sendTraced(client: pg.Client, database: string, statement: PreparedStatement): Promise<pg.QueryArrayResult<TextRow>> {
-  return withStatementSpan(database, statement.sql, () => sendStatement(client, statement));
+  return withStatementSpan(database, statement.sql, () => sendStatement(client, statement), statement.traceContext);
 }
 
 /**
@@ -39,14 +40,16 @@ export function sendStatement(client: pg.Client, statement: PreparedStatement): 
 export interface PreparedStatement {
   readonly sql: string;
   readonly values: PgParam[];
+  /** The query's own trace context (`queryTraceContext`), when the call carried several callers' queries. */
+  readonly traceContext?: Context;
 }
 
 /**
  * Checks a statement from a request and converts its parameters: done before
  * a connection is taken, so a bad request never holds one.
  */
-export function prepareStatement(statement: Pick<Statement, "sql" | "params">): PreparedStatement {
+export function prepareStatement(statement: Pick<Statement, "sql" | "params">, traceContext?: Context): PreparedStatement {
   if (statement.sql.trim() === "") throw new GatewayError("INVALID_REQUEST", "sql is empty");
   if (statement.sql.includes("\0")) throw new GatewayError("INVALID_REQUEST", "sql cannot contain a zero byte");
-  return { sql: statement.sql, values: toPgParams(statement.params) };
+  return { sql: statement.sql, values: toPgParams(statement.params), traceContext };
 }

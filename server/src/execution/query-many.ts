@@ -5,6 +5,7 @@ import type { CallLimits, PoolManager } from "../pool/pool-manager.js";
 import { prepareStatement, type PreparedStatement } from "./execute.js";
 import { MAX_BATCH_STATEMENTS } from "./batch.js";
 import { runPipelined, type Outcome } from "./pipeline.js";
+import { queryTraceContext } from "../telemetry/tracing.js";
 
 /**
  * Statements pipelined on one connection when the pool has no connection
@@ -106,7 +107,7 @@ export async function runQueries(
   await Promise.all(
     queries.map(async (query, index) => {
       try {
-        const statement = prepareStatement(query);
+        const statement = prepareStatement(query, queryTraceContext(query.traceContext));
         let route = routes.get(query.tenantId);
         if (route === undefined) routes.set(query.tenantId, (route = databaseOf(query.tenantId)));
         const database = await route;

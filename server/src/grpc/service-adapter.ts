@@ -91,8 +91,12 @@ type AnyImpl = (...args: never[]) => Promise<unknown>;
 export interface ServiceHooks {
   /** Authenticates the call from its metadata; throws to refuse it. */
   authenticate(metadata: grpc.Metadata): Principal;
-  /** Further checks of the principal for this service (admin only, rate limits); throws to refuse the call. */
-  authorize?(principal: Principal): void;
+  /**
+   * Further checks of the principal for this service (admin only, rate
+   * limits) for a call, or with `part` for one part of a long-lived stream
+   * (see `CallContext.reauthorize`); throws to refuse it.
+   */
+  authorize?(principal: Principal, method: DescMethod, part: boolean): void;
   /** Observes every call: request id, log line, metrics, server span. */
   telemetry: CallTelemetry;
   /** Called with every error sent to a client, after conversion. */
@@ -191,15 +195,15 @@ function startCall(
     fail(toStatusObject(error));
   };
   /** Authenticates and authorizes the call's key, telling `into` the platform; throws to refuse. */
-  const admit = (into: CallRecord): Principal => {
+  const admit = (into: CallRecord, part: boolean): Principal => {
     const principal = hooks.authenticate(call.metadata);
     into.platform = principal.kind === "admin" ? "admin" : principal.platform;
-    hooks.authorize?.(principal);
+    hooks.authorize?.(principal, method, part);
     return principal;
   };
   let principal: Principal;
   try {
-    principal = admit(record);
+    principal = admit(record, false);
   } catch (err) {
     failWith(err);
     return undefined;
@@ -217,7 +221,7 @@ function startCall(
       return [subject?.CN ?? ""].flat().join(",");
     },
     startPart: () => hooks.telemetry.start(method, call.metadata, record),
-    reauthorize: (part) => void admit(part),
+    reauthorize: (part) => void admit(part, true),
   };
   return {
     context,

@@ -62,6 +62,7 @@ export function createQueryService(
       router.checkPlatform(ctx, request.platform);
       const { outcomes, databases } = await runQueryMany(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, statementLimits(ctx));
       ctx.record.database = describeDatabases(databases);
+      for (const outcome of outcomes) if (outcome.error !== undefined) ctx.record.queryFailed(outcome.error);
       return encodeResults(outcomes);
     },
 
@@ -153,7 +154,11 @@ export function createQueryService(
           checkQueryCount(request.queries.length, "a QueryStream message");
           const deadline = request.timeoutMs > 0 ? Date.now() + request.timeoutMs : Infinity;
           const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
-          record.database = describeDatabases(await runQueries(pools, databaseOf, request.queries, statementLimits({ deadline, signal: ctx.signal }), answer, "answer"));
+          const answerAndTally: Answers = (indexes, outcomes) => {
+            for (const outcome of outcomes) if (outcome.error !== undefined) record.queryFailed(outcome.error);
+            answer(indexes, outcomes);
+          };
+          record.database = describeDatabases(await runQueries(pools, databaseOf, request.queries, statementLimits({ deadline, signal: ctx.signal }), answerAndTally, "answer"));
         } catch (err) {
           // The message as a whole could not run (refused, a platform that is not the key's, too many queries): each query gets the error.
           error = toGatewayError(err);

@@ -21,8 +21,10 @@ const POSTGRES_MESSAGES = new Set(["QUERY_FAILED", "TRANSACTION_CONFLICT"]);
  * (the caller's `x-request-id`, or a new one), the server span, and at the
  * end one JSON log line with the fields of seed 000's logging standard
  * (timestamp, request id, platform, operation, database, status, duration).
- * Never a parameter, a key or a certificate: PostgreSQL's error messages,
- * which can quote values, are logged as their SQLSTATE only.
+ * A call that carries several queries (QueryMany, a QueryStream message)
+ * also tallies those that failed on their own (`query_errors`: reason,
+ * SQLSTATE, count). Never a parameter, a key or a certificate: PostgreSQL's
+ * error messages, which can quote values, are logged as their SQLSTATE only.
  */
 export class CallTelemetry {
   constructor(
@@ -56,6 +58,8 @@ export class CallRecord {
   /** The trace context to run the handler in (undefined when tracing is off). */
   readonly traceContext: Context | undefined;
   #ended = false;
+  /** Queries of the call that failed on their own (QueryMany, a QueryStream message), by reason and SQLSTATE. */
+  #queryErrors: Map<string, { reason: string; sqlstate?: string; count: number }> | undefined;
 
   constructor(
     method: DescMethod,
@@ -78,6 +82,20 @@ export class CallRecord {
     this.#stream = method.methodKind !== "unary" && stream === undefined;
     if (this.#stream) this.metrics?.openStreams.inc({ method: method.name });
     if (method.name === "Transaction") this.metrics?.openTransactions.inc();
+  }
+
+  /**
+   * A query of the call that failed on its own while the call went on (a
+   * QueryMany query, or one of a QueryStream message): counted in the errors
+   * metric as a failed call is, and tallied on the call's log line.
+   */
+  queryFailed(error: GatewayError): void {
+    this.metrics?.errors.inc({ type: error.reason });
+    const sqlstate = error.metadata.sqlstate;
+    const key = `${error.reason}/${sqlstate ?? ""}`;
+    const tally = (this.#queryErrors ??= new Map()).get(key);
+    if (tally !== undefined) tally.count++;
+    else this.#queryErrors.set(key, sqlstate ? { reason: error.reason, sqlstate, count: 1 } : { reason: error.reason, count: 1 });
   }
 
   /** Ends the record once, with the call's outcome: the error, or none for OK. */
@@ -109,6 +127,7 @@ export class CallRecord {
       status: Status[code],
       duration_ms: Math.round(seconds * 1e6) / 1e3,
     };
+    if (this.#queryErrors !== undefined) line.query_errors = [...this.#queryErrors.values()];
     if (error !== undefined) {
       line.reason = error.reason;
       if (error.metadata.sqlstate) line.sqlstate = error.metadata.sqlstate;

@@ -58,7 +58,7 @@ export class GatewayMetrics {
       buckets: DURATION_BUCKETS,
       registers,
     });
-    this.errors = new Counter({ name: "db_gateway_errors_total", help: "Failed calls, by reason (the ErrorInfo reason).", labelNames: ["type"], registers });
+    this.errors = new Counter({ name: "db_gateway_errors_total", help: "Failed calls, and queries of QueryMany calls and QueryStream messages that failed on their own, by reason (the ErrorInfo reason).", labelNames: ["type"], registers });
     this.poolWait = new Histogram({
       name: "db_gateway_pool_wait_seconds",
       help: "Time calls waited for a connection (0 when one was idle).",

@@ -1,4 +1,4 @@
-import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from "@opentelemetry/api";
+import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Link, type Span, type Tracer } from "@opentelemetry/api";
 import type { Metadata } from "@grpc/grpc-js";
 
 /** The tracer, once `startTracing` has run with tracing on; undefined means off, and every helper here costs nothing. */
@@ -35,6 +35,17 @@ const getter = {
     return values.length === 0 ? undefined : values.map(String);
   },
 };
+
+/**
+ * The trace context a query of a QueryMany call or QueryStream message
+ * carries of its own (`TenantQuery.trace_context`: its caller's, when the
+ * call carries several callers' queries), for `withStatementSpan`. Undefined
+ * when it carries none, or tracing is off.
+ */
+export function queryTraceContext(carrier: Readonly<Record<string, string>>): Context | undefined {
+  if (tracer === undefined || Object.keys(carrier).length === 0) return undefined;
+  return propagation.extract(ROOT_CONTEXT, carrier);
+}
 
 /**
  * The server span of an RPC (RPC semantic conventions), continuing the
@@ -96,15 +107,28 @@ export async function withSpan<T>(name: string, attributes: Attributes, fn: () =
   });
 }
 
-/** A span for one statement, following the database conventions: the SQL text has placeholders, never the values. */
-export function withStatementSpan<T>(database: string, sql: string, fn: () => Promise<T>): Promise<T> {
+/**
+ * A span for one statement, following the database conventions: the SQL text
+ * has placeholders, never the values. A child of the active span, or, for a
+ * query with a trace context of its own (`queryTraceContext`), a child in
+ * that trace with a link to the active span (the call or message that
+ * carried the query).
+ */
+export function withStatementSpan<T>(database: string, sql: string, fn: () => Promise<T>, own?: Context): Promise<T> {
   if (tracer === undefined) return fn();
   const operation = /^\s*([A-Za-z]+)/.exec(sql)?.[1]?.toUpperCase() ?? "SQL";
-  return withClientSpan(`${operation} ${database}`, { "db.system": "postgresql", "db.system.name": "postgresql", "db.namespace": database, "db.operation.name": operation, "db.query.text": sql }, fn);
+  const carrier = own === undefined ? undefined : trace.getSpanContext(context.active());
+  return withClientSpan(
+    `${operation} ${database}`,
+    { "db.system": "postgresql", "db.system.name": "postgresql", "db.namespace": database, "db.operation.name": operation, "db.query.text": sql },
+    fn,
+    own ?? context.active(),
+    carrier === undefined ? [] : [{ context: carrier }],
+  );
 }
 
-async function withClientSpan<T>(name: string, attributes: Attributes, fn: () => Promise<T>): Promise<T> {
-  return tracer!.startActiveSpan(name, { kind: SpanKind.CLIENT, attributes }, async (span) => {
+async function withClientSpan<T>(name: string, attributes: Attributes, fn: () => Promise<T>, parent: Context, links: Link[]): Promise<T> {
+  return tracer!.startActiveSpan(name, { kind: SpanKind.CLIENT, attributes, links }, parent, async (span) => {
     try {
       return await fn();
     } catch (err) {
