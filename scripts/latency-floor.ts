@@ -4,8 +4,9 @@
  * round), directly with pg; through a bare grpc-js server
  * (`scripts/bare-grpc-server.ts`: the least a gRPC server in front of
  * PostgreSQL can do) answering from memory, running the statement alone, and
- * running it with the gateway's reset behind it, from the SDK and from a
- * plain grpc-js client; and through the gateway. Prints each one's median and
+ * running it with the gateway's reset behind it, from the SDK (Query calls)
+ * and from a plain grpc-js client; and through the gateway; then the same
+ * over a QueryStream, as the SDK sends queries by default. Prints each one's median and
  * 99th percentile.
  *
  *   [PG_URL=postgres://postgres@127.0.0.1:5432/postgres] [ROUNDS=5] npx tsx scripts/latency-floor.ts
@@ -42,7 +43,9 @@ try {
     const { port } = await new Promise<{ port: number }>((resolve) => server.once("message", (m) => resolve(m as { port: number })));
     return port;
   };
+  // Query calls (no coalescing), and the SDK's default: its queries over a QueryStream.
   const sdk = (target: string) => createClient({ ...gw.clientOptions(gw.platformKey), url: target, coalesce: false }).platform(gw.platform);
+  const streamed = (target: string) => createClient({ ...gw.clientOptions(gw.platformKey), url: target }).platform(gw.platform);
   const [memory, statement, reset] = [await bare("memory"), await bare("statement"), await bare("reset")];
   const grpcClient = new grpc.Client(`localhost:${reset}`, grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)));
   const grpcQuery = () =>
@@ -59,6 +62,7 @@ try {
   const viaStatement = sdk(`https://localhost:${statement}`);
   const viaReset = sdk(`https://localhost:${reset}`);
   const viaGateway = sdk(gw.url);
+  const [memoryStream, resetStream, gatewayStream] = [streamed(`https://localhost:${memory}`), streamed(`https://localhost:${reset}`), streamed(gw.url)];
   const setups: Record<string, () => Promise<unknown>> = {
     "pg directly": () => direct.query({ text: SQL, values: [randomId()] }),
     "SDK -> bare grpc-js server answering from memory": () => viaMemory.query(SQL, [randomId()]),
@@ -66,6 +70,9 @@ try {
     "SDK -> bare server, the statement and DISCARD ALL": () => viaReset.query(SQL, [randomId()]),
     "grpc-js client -> bare server, the statement and DISCARD ALL": grpcQuery,
     "SDK -> gateway": () => viaGateway.query(SQL, [randomId()]),
+    "SDK over QueryStream -> bare server answering from memory": () => memoryStream.query(SQL, [randomId()]),
+    "SDK over QueryStream -> bare server, the statement and DISCARD ALL": () => resetStream.query(SQL, [randomId()]),
+    "SDK over QueryStream -> gateway (the SDK's default)": () => gatewayStream.query(SQL, [randomId()]),
   };
   const latencies: Record<string, number[]> = {};
   for (let round = 0; round <= rounds; round++) {
