@@ -87,11 +87,13 @@ describe("metrics", () => {
     assert.match(out, /SUCCESS/);
   });
 
-  it("counters and histograms move as calls happen", async () => {
+  it("counters and histograms move as calls happen", async (ctx) => {
     const before = await metricsText(t);
     const db = t.client().platform(platform);
     // Query calls: the SDK without coalescing (by default its queries go over a QueryStream, below).
-    const calls = createClient({ ...t.clientOptions(t.keys[platform]!), coalesce: false }).platform(platform);
+    const unaryClient = createClient({ ...t.clientOptions(t.keys[platform]!), coalesce: false });
+    ctx.after(() => unaryClient.close());
+    const calls = unaryClient.platform(platform);
     for (let i = 0; i < 3; i++) await calls.query("SELECT $1::int AS i", [i]);
     await assert.rejects(calls.query("SELECT * FROM no_such_table"));
     await db.batch(["SELECT 1", "SELECT 2"]);
@@ -175,7 +177,7 @@ describe("logs", () => {
   });
   after(() => t.close());
 
-  it("one JSON line per call with the standard fields, the caller's request id sent back, and no secret or parameter", async () => {
+  it("one JSON line per call with the standard fields, the caller's request id sent back, and no secret or parameter", async (ctx) => {
     const platform = t.platforms[0]!;
     const secretValue = "s3cr3t-parameter-value";
     let echoed: string | null = null;
@@ -185,7 +187,9 @@ describe("logs", () => {
     );
     assert.equal(echoed, "req-abc-123");
     // Query calls (the SDK without coalescing), then the same over a QueryStream (the SDK's default).
-    const unary = createClient({ ...t.clientOptions(t.keys[platform]!), coalesce: false }).platform(platform);
+    const unaryClient = createClient({ ...t.clientOptions(t.keys[platform]!), coalesce: false });
+    ctx.after(() => unaryClient.close());
+    const unary = unaryClient.platform(platform);
     await assert.rejects(unary.query("SELECT $1::int", [`${secretValue}-2`])); // PostgreSQL's message quotes it
     await assert.rejects(unary.tenant("nobody").query("SELECT 1"));
     const streamed = t.client().platform(platform);
@@ -345,19 +349,35 @@ describe("rate limits", () => {
 
   it("refuse calls beyond a platform's rate with RESOURCE_EXHAUSTED, RATE_LIMITED and a RetryInfo, per platform", async () => {
     const [a, b] = t.platforms as [string, string];
-    const results = await Promise.allSettled(Array.from({ length: 20 }, () => t.client(a).platform(a).query("SELECT 1")));
-    const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => GatewayError.from(r.reason));
-    assert.ok(refused.length >= 10, `${refused.length} refused`);
-    for (const err of refused) {
-      assert.equal(err.code, Code.ResourceExhausted);
-      assert.equal(err.reason, "RATE_LIMITED");
-      assert.ok(err.retryable === false);
-      const retry = ConnectError.from(err.cause).findDetails(RetryInfoSchema)[0];
-      assert.ok(retry?.retryDelay !== undefined && retry.retryDelay.nanos + Number(retry.retryDelay.seconds) * 1e9 > 0);
-    }
+    const refusedOf = (results: PromiseSettledResult<unknown>[]) => {
+      const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => GatewayError.from(r.reason));
+      for (const err of refused) {
+        assert.equal(err.code, Code.ResourceExhausted);
+        assert.equal(err.reason, "RATE_LIMITED");
+        assert.ok(err.retryable === false);
+        const retry = ConnectError.from(err.cause).findDetails(RetryInfoSchema)[0];
+        assert.ok(retry?.retryDelay !== undefined && retry.retryDelay.nanos + Number(retry.retryDelay.seconds) * 1e9 > 0);
+      }
+      return refused.length;
+    };
+    const refill = () => new Promise((resolve) => setTimeout(resolve, 1_100));
+    // Twenty clients' QueryStreams opened at once: those over the limit are refused as calls.
+    const opened = refusedOf(await Promise.allSettled(Array.from({ length: 20 }, () => t.client(a).platform(a).query("SELECT 1"))));
+    assert.ok(opened >= 10, `${opened} streams refused`);
+    // Query calls.
+    await refill();
+    const calls = refusedOf(await Promise.allSettled(Array.from({ length: 12 }, () => t.client(a).platform(a).query("SELECT 1", [], { signal: new AbortController().signal }))));
+    assert.ok(calls >= 4, `${calls} Query calls refused`);
+    // Messages of one open stream, one turn after another: those over the limit get the error as their answer.
+    await refill();
+    const db = t.client(a).platform(a);
+    const messages: PromiseSettledResult<unknown>[] = [];
+    for (let i = 0; i < 12; i++) messages.push(...(await Promise.allSettled([db.query("SELECT 1")])));
+    const answered = refusedOf(messages);
+    assert.ok(answered >= 4, `${answered} messages refused`);
     // Another platform has a bucket of its own.
     await t.client(b).platform(b).query("SELECT 1");
-    assert.ok(sample(await metricsText(t), "db_gateway_rate_limited_total", { platform: a }) >= 10);
+    assert.ok(sample(await metricsText(t), "db_gateway_rate_limited_total", { platform: a }) >= 18);
   });
 });
 
@@ -407,11 +427,14 @@ describe("traces", () => {
         OTEL_SERVICE_NAME: "db-gateway-test",
       },
     });
+    let unaryClient: ReturnType<typeof createClient> | undefined;
+    let manyClient: ReturnType<typeof createClient> | undefined;
     try {
       await gateway.adminClient().admin().createTenant(gateway.platform, "");
       const db = gateway.client().platform(gateway.platform);
       // A Query call: the SDK without coalescing.
-      const unary = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: false }).platform(gateway.platform);
+      unaryClient = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: false });
+      const unary = unaryClient.platform(gateway.platform);
       const caller = trace.getTracer("test");
       let callerSpan: { traceId: string; spanId: string } | undefined;
       await caller.startActiveSpan("checkout", async (span) => {
@@ -463,17 +486,21 @@ describe("traces", () => {
         throw new Error(`${err.message}; received ${JSON.stringify(received.map((s) => [s.name, s.traceId, s.spanId, s.parentSpanId, s.links]))}`);
       });
       assert.equal(stream()!.parentSpanId || undefined, undefined, "the stream's span is a root: in no caller's trace");
-      for (const [sql, callerOf] of [
-        ["SELECT 0 AS lone", lone],
-        ["SELECT 1 AS a", a],
-        ["SELECT 2 AS b", b],
-      ] as const) {
+      /** A statement's span: in its caller's trace, a child of its caller's span; returns the span it links to. */
+      const linkedFrom = (sql: string, callerOf: { traceId: string; spanId: string }) => {
         const statement = statementOf(sql)!;
         assert.equal(statement.traceId, callerOf.traceId, `${sql}: in its caller's trace`);
         assert.equal(statement.parentSpanId, callerOf.spanId, `${sql}: a child of its caller's span`);
         assert.equal(statement.kind, 3); // CLIENT
         assert.equal(statement.name, `SELECT ${gateway.platform}_main`);
-        const message = byId(statement.links![0]!.spanId)!;
+        return byId(statement.links![0]!.spanId)!;
+      };
+      for (const [sql, callerOf] of [
+        ["SELECT 0 AS lone", lone],
+        ["SELECT 1 AS a", a],
+        ["SELECT 2 AS b", b],
+      ] as const) {
+        const message = linkedFrom(sql, callerOf);
         assert.equal(message.name, "dbgateway.v1.QueryService/QueryStream message", `${sql}: linked to the message that carried it`);
         assert.equal(attr(message, "rpc.method"), "QueryStream");
         assert.equal(message.parentSpanId, stream()!.spanId, "a message's span is a child of the stream's");
@@ -482,7 +509,27 @@ describe("traces", () => {
       assert.notEqual(a.traceId, b.traceId);
       assert.equal(statementOf("SELECT 1 AS a")!.links![0]!.spanId, statementOf("SELECT 2 AS b")!.links![0]!.spanId, "the two callers' queries went in one message");
       assert.notEqual(statementOf("SELECT 0 AS lone")!.links![0]!.spanId, statementOf("SELECT 1 AS a")!.links![0]!.spanId);
+
+      // QueryMany calls (queryStream: false) carry each query's caller's trace context the same way; the call's own
+      // span is in its first query's caller's trace.
+      manyClient = createClient({ ...gateway.clientOptions(gateway.platformKey), queryStream: false });
+      const many = manyClient.platform(gateway.platform);
+      const [c, d] = await Promise.all([spansOf("many-c", () => many.query("SELECT 3 AS c")), spansOf("many-d", () => many.query("SELECT 4 AS d"))]);
+      // A query whose trace context holds no valid span context: its span stays under the call's.
+      const raw = await spansOf("raw", () => manyClient!.raw.query.queryMany({ platform: gateway.platform, queries: [{ sql: "SELECT 5 AS bogus", traceContext: { traceparent: "00-not-a-trace" } }] }));
+      await waitFor(() => ["SELECT 3 AS c", "SELECT 4 AS d"].every((sql) => byId(statementOf(sql)?.links?.[0]?.spanId) !== undefined) && statementOf("SELECT 5 AS bogus") !== undefined && byId(statementOf("SELECT 5 AS bogus")!.parentSpanId) !== undefined, 10_000, "the QueryMany spans");
+      for (const call of [linkedFrom("SELECT 3 AS c", c), linkedFrom("SELECT 4 AS d", d)]) {
+        assert.equal(call.name, "dbgateway.v1.QueryService/QueryMany");
+        assert.equal(call.parentSpanId, c.spanId, "the call's span: under its first query's caller's");
+      }
+      const bogus = statementOf("SELECT 5 AS bogus")!;
+      assert.deepEqual(bogus.links ?? [], []);
+      const bogusCall = byId(bogus.parentSpanId)!;
+      assert.equal(bogusCall.name, "dbgateway.v1.QueryService/QueryMany");
+      assert.equal(bogusCall.parentSpanId, raw.spanId);
     } finally {
+      unaryClient?.close();
+      manyClient?.close();
       await gateway.close();
       await dropPlatformDatabases([gateway.platform]);
       receiver.close();

@@ -176,7 +176,7 @@ describe("QueryStream: a platform's rate limit", () => {
     const platform = t.platforms[0]!;
     const stream = openStream(t, platform);
     try {
-      // Opening the stream takes no token, so of four messages at once three pass and one is refused.
+      // The call takes a token, which its first message uses, so of four messages at once three pass and one is refused.
       for (let m = 0; m < 4; m++) stream.send({ platform, queries: [{ sql: `SELECT ${m}` }, { sql: `SELECT ${m} + 10` }] });
       await stream.until(8);
       assert.deepEqual([0, 1, 2, 3, 4, 5].map((n) => String(cell(stream.answers.get(n)))), ["0", "10", "1", "11", "2", "12"]);
@@ -334,10 +334,13 @@ describe("SDK: concurrent queries travel over a QueryStream", () => {
     const client = createClient({ ...t.clientOptions(t.keys[platform]!), url: old.url });
     try {
       const db = client.platform(platform);
-      const before = { many: await statements(t, platform, "QueryMany"), stream: await statements(t, platform, "QueryStream") };
+      const before = { one: await statements(t, platform, "Query"), many: await statements(t, platform, "QueryMany"), stream: await statements(t, platform, "QueryStream") };
+      // A lone query: the stream it opened is refused, and it goes as a Query call.
+      assert.equal((await db.query<{ n: number }>("SELECT 42 AS n")).rows[0]!.n, 42);
+      assert.equal((await statements(t, platform, "Query")) - before.one, 1, "the lone query ran, once, as Query");
+      // The client remembers: the next turns go as QueryMany straight away.
       const first = await Promise.all(Array.from({ length: 5 }, (_, i) => db.query<{ n: number }>("SELECT $1::int AS n", [i])));
       assert.deepEqual(first.map((r) => r.rows[0]!.n), [0, 1, 2, 3, 4]);
-      // The client remembers: the next turn goes as QueryMany straight away.
       const second = await Promise.all(Array.from({ length: 3 }, (_, i) => db.query<{ n: number }>("SELECT $1::int + 10 AS n", [i])));
       assert.deepEqual(second.map((r) => r.rows[0]!.n), [10, 11, 12]);
       assert.equal((await statements(t, platform, "QueryMany")) - before.many, 8, "every query ran, once, in QueryMany");

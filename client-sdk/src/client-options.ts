@@ -33,16 +33,18 @@ export interface ClientOptions {
   /** The largest response message accepted, in bytes. Default 256 MiB. */
   maxReceiveMessageBytes?: number;
   /**
-   * Concurrent `query` calls to one database (same timeout, no AbortSignal)
-   * made in the same turn of the event loop go to the gateway as one
-   * QueryMany call, which runs each exactly as its own Query. Default true.
+   * `query` calls of one platform (same timeout, no AbortSignal) made in the
+   * same turn of the event loop go to the gateway together, as one message or
+   * call, and the gateway runs each exactly as its own Query; false: each is
+   * a Query call of its own. Default true.
    */
   coalesce?: boolean;
   /**
-   * Coalesced queries travel over one long-lived QueryStream per platform
-   * while several are in flight, each answered as soon as it is done
-   * (BENCHMARKS.md); false: one QueryMany call per turn, answered whole
-   * (for a proxy between client and gateway that cuts long streams). Default true.
+   * Queries travel over one long-lived QueryStream per platform, a message
+   * per turn (a lone query too), each answered as soon as it is done
+   * (BENCHMARKS.md); false: one QueryMany call per turn (a lone query as a
+   * Query call), answered whole, for a proxy between client and gateway that
+   * cuts long streams. Default true.
    */
   queryStream?: boolean;
 }

@@ -3,7 +3,7 @@ import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { ResultSet, Value } from "./gen/dbgateway/v1/values_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
 import { noResult, QueryStreamSession, settle, toTenantQueries, type PendingQuery } from "./query-stream.js";
-import { callerContext, runInCallerContext } from "./trace-context.js";
+import { callerContext, runInCallerContext, traceContextLookedFor, traceContextReady } from "./trace-context.js";
 
 /** The most queries one coalesced call carries. */
 export const MAX_QUERIES_PER_CALL = 64;
@@ -29,7 +29,8 @@ interface Group {
  * each query is answered as soon as its connection's share is done, so the
  * callers answered first send their next queries while the rest still run,
  * and a message costs no call (for a lone query: no HTTP/2 stream, headers or
- * trailers, about 0.3 ms less at concurrency 1; see BENCHMARKS.md). The
+ * trailers: 0.94 against 0.69 ms at concurrency 1 in `scripts/latency-floor.ts`,
+ * BENCHMARKS.md). The
  * stream is opened by the first query and half-closed once idle. With
  * `queryStream: false`, or a gateway without QueryStream, a turn's queries go
  * as one QueryMany call, or a lone one as a Query call. Each query carries
@@ -57,6 +58,8 @@ export class QueryCoalescer {
 
   /** Runs one query, with others of this turn when there are any. */
   query(target: { platform: string; tenantId: string }, sql: string, params: Value[], timeoutMs: number | undefined): Promise<ResultSet> {
+    // A query made as the process starts waits for @opentelemetry/api to be looked for, to keep its caller's context.
+    if (!traceContextLookedFor()) return traceContextReady.then(() => this.query(target, sql, params, timeoutMs));
     const key = `${target.platform}/${timeoutMs ?? ""}`;
     let group = this.#groups.get(key);
     if (group === undefined) {
@@ -107,7 +110,8 @@ export class QueryCoalescer {
       );
       return;
     }
-    this.client.queryMany({ platform, queries: toTenantQueries(queries) }, { timeoutMs }).then(
+    // The call's own span is in its first query's caller's trace; each query carries its own caller's.
+    runInCallerContext(queries[0]!.caller, () => this.client.queryMany({ platform, queries: toTenantQueries(queries) }, { timeoutMs })).then(
       (response) => {
         for (const [i, q] of queries.entries()) settle(q, response.results[i]?.outcome);
       },

@@ -3,15 +3,24 @@ import type { Metadata } from "@grpc/grpc-js";
 type OpenTelemetryApi = typeof import("@opentelemetry/api");
 
 let api: OpenTelemetryApi | undefined;
+let lookedFor = false;
 
 /**
  * Resolves once `@opentelemetry/api` (an optional peer dependency) has been
  * looked for. Without it, no trace context is sent.
  */
 export const traceContextReady: Promise<void> = import("@opentelemetry/api").then(
-  (loaded) => void (api = loaded),
-  () => undefined,
+  (loaded) => {
+    api = loaded;
+    lookedFor = true;
+  },
+  () => void (lookedFor = true),
 );
+
+/** Whether `traceContextReady` has resolved: until then a caller's context cannot be read yet. */
+export function traceContextLookedFor(): boolean {
+  return lookedFor;
+}
 
 /** A caller's OpenTelemetry context, kept with a query until it is sent (undefined without `@opentelemetry/api`). */
 export type CallerContext = import("@opentelemetry/api").Context | undefined;

@@ -164,9 +164,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const authenticate = (metadata: grpc.Metadata) => keys.authenticate(metadata);
   const telemetry = new CallTelemetry(log, metrics);
   const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
-  // Each call takes a token, but a QueryStream's work is in its messages: each takes one, and opening the stream none.
-  const admitPlatform: ServiceHooks["authorize"] = (principal, method, part) => {
-    if (principal.kind === "platform" && (part || method.name !== "QueryStream")) limiter?.take(principal.platform);
+  // Each call takes a token, and each QueryStream message but the first (which uses its call's).
+  const admitPlatform: ServiceHooks["authorize"] = (principal, charge) => {
+    if (principal.kind === "platform" && charge) limiter?.take(principal.platform);
   };
   const router = new Router(registry, async (database) => {
     if (!lifecycle.isManaged(database)) return false;

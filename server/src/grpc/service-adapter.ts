@@ -24,9 +24,10 @@ export interface CallContext {
   startPart(): CallRecord;
   /**
    * Authenticates and authorizes the call again, for a part of a long-lived
-   * stream: the rate limit takes a token (and, should keys ever change while
-   * the gateway runs, a key removed since the call began is refused). Throws
-   * to refuse; tells `record` the platform.
+   * stream: the rate limit takes a token, except for the first part, which
+   * uses the call's (and, should keys ever change while the gateway runs, a
+   * key removed since the call began is refused). Throws to refuse; tells
+   * `record` the platform.
    */
   reauthorize(record: CallRecord): void;
 }
@@ -93,10 +94,12 @@ export interface ServiceHooks {
   authenticate(metadata: grpc.Metadata): Principal;
   /**
    * Further checks of the principal for this service (admin only, rate
-   * limits) for a call, or with `part` for one part of a long-lived stream
-   * (see `CallContext.reauthorize`); throws to refuse it.
+   * limits), for a call or one part of a long-lived stream (see
+   * `CallContext.reauthorize`); throws to refuse it. `charge` says whether it
+   * takes a rate-limit token: every call does, and every part of a stream but
+   * the first, which the call's token covers.
    */
-  authorize?(principal: Principal, method: DescMethod, part: boolean): void;
+  authorize?(principal: Principal, charge: boolean): void;
   /** Observes every call: request id, log line, metrics, server span. */
   telemetry: CallTelemetry;
   /** Called with every error sent to a client, after conversion. */
@@ -195,20 +198,22 @@ function startCall(
     fail(toStatusObject(error));
   };
   /** Authenticates and authorizes the call's key, telling `into` the platform; throws to refuse. */
-  const admit = (into: CallRecord, part: boolean): Principal => {
+  const admit = (into: CallRecord, charge: boolean): Principal => {
     const principal = hooks.authenticate(call.metadata);
     into.platform = principal.kind === "admin" ? "admin" : principal.platform;
-    hooks.authorize?.(principal, method, part);
+    hooks.authorize?.(principal, charge);
     return principal;
   };
   let principal: Principal;
   try {
-    principal = admit(record, false);
+    principal = admit(record, true);
   } catch (err) {
     failWith(err);
     return undefined;
   }
   const deadline = call.getDeadline();
+  /** Until a part has been admitted: the first uses the call's rate-limit token. */
+  let firstPart = true;
   const context: CallContext = {
     principal,
     metadata: call.metadata,
@@ -221,7 +226,10 @@ function startCall(
       return [subject?.CN ?? ""].flat().join(",");
     },
     startPart: () => hooks.telemetry.start(method, call.metadata, record),
-    reauthorize: (part) => void admit(part, true),
+    reauthorize: (part) => {
+      admit(part, !firstPart);
+      firstPart = false;
+    },
   };
   return {
     context,

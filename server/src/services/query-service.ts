@@ -62,7 +62,7 @@ export function createQueryService(
       router.checkPlatform(ctx, request.platform);
       const { outcomes, databases } = await runQueryMany(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, statementLimits(ctx));
       ctx.record.database = describeDatabases(databases);
-      for (const outcome of outcomes) if (outcome.error !== undefined) ctx.record.queryFailed(outcome.error);
+      tallyFailures(ctx.record, outcomes);
       return encodeResults(outcomes);
     },
 
@@ -155,7 +155,8 @@ export function createQueryService(
           const deadline = request.timeoutMs > 0 ? Date.now() + request.timeoutMs : Infinity;
           const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
           const answerAndTally: Answers = (indexes, outcomes) => {
-            for (const outcome of outcomes) if (outcome.error !== undefined) record.queryFailed(outcome.error);
+            // Queries stopped by the stream's own cancellation are not failures of theirs: the stream's end counts it.
+            if (!ctx.signal.aborted) tallyFailures(record, outcomes);
             answer(indexes, outcomes);
           };
           record.database = describeDatabases(await runQueries(pools, databaseOf, request.queries, statementLimits({ deadline, signal: ctx.signal }), answerAndTally, "answer"));
@@ -237,6 +238,11 @@ export function createQueryService(
 
 /** About the most bytes of results one QueryStream response carries (a result larger than this goes alone). */
 const RESPONSE_BYTES = 1 << 20;
+
+/** Tells a call's record of its queries that failed on their own (the call itself went on). */
+function tallyFailures(record: CallRecord, outcomes: readonly Outcome[]): void {
+  for (const outcome of outcomes) if (outcome.error !== undefined) record.queryFailed(outcome.error);
+}
 
 /** The databases a call's queries went to, for its log line: the one, or how many. */
 function describeDatabases(databases: readonly string[]): string {

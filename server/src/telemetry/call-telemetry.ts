@@ -58,6 +58,8 @@ export class CallRecord {
   /** The trace context to run the handler in (undefined when tracing is off). */
   readonly traceContext: Context | undefined;
   #ended = false;
+  /** A stream whose work came in parts (QueryStream messages): its lifetime is no query's duration. */
+  #parted = false;
   /** Queries of the call that failed on their own (QueryMany, a QueryStream message), by reason and SQLSTATE. */
   #queryErrors: Map<string, { reason: string; sqlstate?: string; count: number }> | undefined;
 
@@ -79,6 +81,7 @@ export class CallRecord {
     this.#span = traced?.span;
     this.traceContext = traced?.context;
     this.#span?.setAttribute("db_gateway.request_id", this.requestId);
+    if (stream !== undefined) stream.#parted = true;
     this.#stream = method.methodKind !== "unary" && stream === undefined;
     if (this.#stream) this.metrics?.openStreams.inc({ method: method.name });
     if (method.name === "Transaction") this.metrics?.openTransactions.inc();
@@ -109,7 +112,7 @@ export class CallRecord {
       const labels = { platform: this.platform, method };
       this.metrics.queries.inc(labels);
       if (this.statements > 0) this.metrics.statements.inc(labels, this.statements);
-      this.metrics.duration.observe(labels, seconds);
+      if (!this.#parted) this.metrics.duration.observe(labels, seconds);
       if (error !== undefined) this.metrics.errors.inc({ type: error.reason });
       if (error?.reason === "RATE_LIMITED") this.metrics.rateLimited.inc({ platform: this.platform });
       if (this.#stream) this.metrics.openStreams.dec({ method });

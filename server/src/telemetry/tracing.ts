@@ -40,12 +40,21 @@ const getter = {
  * The trace context a query of a QueryMany call or QueryStream message
  * carries of its own (`TenantQuery.trace_context`: its caller's, when the
  * call carries several callers' queries), for `withStatementSpan`. Undefined
- * when it carries none, or tracing is off.
+ * when it carries no valid span context, when it is larger than trace
+ * headers are (over 8 fields or 8 KiB: ignored), or when tracing is off.
  */
 export function queryTraceContext(carrier: Readonly<Record<string, string>>): Context | undefined {
-  if (tracer === undefined || Object.keys(carrier).length === 0) return undefined;
-  return propagation.extract(ROOT_CONTEXT, carrier);
+  if (tracer === undefined) return undefined;
+  const keys = Object.keys(carrier);
+  // A carrier as headers would carry it (a few short fields), or none: a larger one is ignored.
+  if (keys.length === 0 || keys.length > MAX_CARRIER_FIELDS || keys.reduce((n, k) => n + k.length + carrier[k]!.length, 0) > MAX_CARRIER_CHARS) return undefined;
+  const extracted = propagation.extract(ROOT_CONTEXT, carrier);
+  const span = trace.getSpanContext(extracted);
+  return span !== undefined && trace.isSpanContextValid(span) ? extracted : undefined;
 }
+
+const MAX_CARRIER_FIELDS = 8;
+const MAX_CARRIER_CHARS = 8_192;
 
 /**
  * The server span of an RPC (RPC semantic conventions), continuing the
@@ -118,12 +127,13 @@ export function withStatementSpan<T>(database: string, sql: string, fn: () => Pr
   if (tracer === undefined) return fn();
   const operation = /^\s*([A-Za-z]+)/.exec(sql)?.[1]?.toUpperCase() ?? "SQL";
   const carrier = own === undefined ? undefined : trace.getSpanContext(context.active());
+  const linked = carrier !== undefined && trace.isSpanContextValid(carrier);
   return withClientSpan(
     `${operation} ${database}`,
     { "db.system": "postgresql", "db.system.name": "postgresql", "db.namespace": database, "db.operation.name": operation, "db.query.text": sql },
     fn,
     own ?? context.active(),
-    carrier === undefined ? [] : [{ context: carrier }],
+    linked ? [{ context: carrier }] : [],
   );
 }
 

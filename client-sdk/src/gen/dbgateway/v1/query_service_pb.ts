@@ -128,7 +128,8 @@ export type TenantQuery = Message<"dbgateway.v1.TenantQuery"> & {
    * caller's propagators write, such as `baggage`), for a call that carries
    * the queries of several callers: the gateway's span for this query's
    * statement continues this trace, with a link to the span of the call (or
-   * message) that carried it. Empty: the call's own trace context.
+   * message) that carried it. Empty (or without a valid `traceparent`, or
+   * over 8 fields or 8 KiB, which are ignored): the call's own trace context.
    *
    * @generated from field: map<string, string> trace_context = 4;
    */
