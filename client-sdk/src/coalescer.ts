@@ -30,8 +30,8 @@ interface Group {
  * callers answered first send their next queries while the rest still run,
  * and a message costs no call (for a lone query: no HTTP/2 stream, headers or
  * trailers: 0.94 against 0.69 ms at concurrency 1 in `scripts/latency-floor.ts`,
- * BENCHMARKS.md). The
- * stream is opened by the first query and half-closed once idle. With
+ * BENCHMARKS.md). The stream is opened by the first query and half-closed
+ * once idle. With
  * `queryStream: false`, or a gateway without QueryStream, a turn's queries go
  * as one QueryMany call, or a lone one as a Query call. Each query carries
  * its caller's trace context, so its span on the gateway is in its caller's
@@ -85,8 +85,8 @@ export class QueryCoalescer {
 
   #send(group: Group, queries: PendingQuery[]): void {
     const { platform, timeoutMs } = group;
-    let session = this.#sessions.get(platform);
     if (this.#streams) {
+      let session = this.#sessions.get(platform);
       if (session === undefined) {
         session = new QueryStreamSession(
           this.client,

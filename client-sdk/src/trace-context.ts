@@ -43,6 +43,7 @@ export function injectTraceContext(metadata: Metadata): void {
 /** A query's trace context as `TenantQuery.trace_context` carries it, the same way; undefined when there is none. */
 export function traceContextOf(caller: CallerContext): Record<string, string> | undefined {
   if (api === undefined || caller === undefined) return undefined;
+  // Made only once a field is written: most queries of an untraced caller carry none.
   let carrier: Record<string, string> | undefined;
   inject(api, caller, undefined, (_, key, value) => ((carrier ??= {})[key] = value));
   return carrier;

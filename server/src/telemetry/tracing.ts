@@ -126,14 +126,15 @@ export async function withSpan<T>(name: string, attributes: Attributes, fn: () =
 export function withStatementSpan<T>(database: string, sql: string, fn: () => Promise<T>, own?: Context): Promise<T> {
   if (tracer === undefined) return fn();
   const operation = /^\s*([A-Za-z]+)/.exec(sql)?.[1]?.toUpperCase() ?? "SQL";
-  const carrier = own === undefined ? undefined : trace.getSpanContext(context.active());
-  const linked = carrier !== undefined && trace.isSpanContextValid(carrier);
+  // The span of the call or message that carried the query: linked from a span in the query's own trace.
+  const carrying = own === undefined ? undefined : trace.getSpanContext(context.active());
+  const linked = carrying !== undefined && trace.isSpanContextValid(carrying);
   return withClientSpan(
     `${operation} ${database}`,
     { "db.system": "postgresql", "db.system.name": "postgresql", "db.namespace": database, "db.operation.name": operation, "db.query.text": sql },
     fn,
     own ?? context.active(),
-    linked ? [{ context: carrier }] : [],
+    linked ? [{ context: carrying }] : [],
   );
 }
 
