@@ -227,6 +227,15 @@ export const TEXT_PASSTHROUGH = { getTypeParser: () => (value: string) => value 
  */
 export class PoolManager {
   readonly #pools = new Map<string, DatabasePool>(); // least recently used first
+  /**
+   * Pools that have had callers waiting since the scheduler last looked (it
+   * forgets those with none left), so that it looks only at these: every
+   * call's release runs the scheduler, and with many tenants most pools have
+   * nobody waiting.
+   */
+  readonly #waiting = new Set<DatabasePool>();
+  /** Pools holding or opening a connection, whether still in `#pools` or not (at least the number in it). */
+  #withConnections = 0;
   #total = 0;
   /**
    * Connections closed and not yet gone: their backends still count in
@@ -503,6 +512,7 @@ export class PoolManager {
       }, wait);
       limits.signal?.addEventListener("abort", onAbort, { once: true });
       pool.waiters.push(waiter);
+      this.#waiting.add(pool);
       this.#pulse();
     });
     this.options.onAcquired?.(Date.now() - waitStarted);
@@ -629,7 +639,12 @@ export class PoolManager {
   }
 
   #pulseOnce(): void {
-    const waiting = [...this.#pools.values()].filter((p) => p.waiters.length > 0).sort((a, b) => a.waiters[0]!.seq - b.waiters[0]!.seq);
+    const waiting: DatabasePool[] = [];
+    for (const pool of this.#waiting) {
+      if (pool.waiters.length > 0) waiting.push(pool);
+      else this.#waiting.delete(pool);
+    }
+    waiting.sort((a, b) => a.waiters[0]!.seq - b.waiters[0]!.seq);
     // 1. Idle connections serve their own database's callers, oldest caller first.
     for (const pool of waiting) {
       while (pool.waiters.length > 0 && pool.idle.length > 0) {
@@ -690,7 +705,7 @@ export class PoolManager {
 
   /** Whether some database has callers waiting and no connection at all. */
   #someoneStarving(): boolean {
-    for (const pool of this.#pools.values()) if (pool.waiters.length > 0 && pool.size === 0) return true;
+    for (const pool of this.#waiting) if (pool.waiters.length > 0 && pool.size === 0) return true;
     return false;
   }
 
@@ -727,6 +742,7 @@ export class PoolManager {
   }
 
   #open(pool: DatabasePool): void {
+    if (pool.size === 0) this.#withConnections++;
     pool.connecting++;
     this.#total++;
     const client = new pg.Client({ ...this.options.connectionFor(pool.database), types: TEXT_PASSTHROUGH, application_name: "db-gateway", keepAlive: true });
@@ -748,6 +764,7 @@ export class PoolManager {
         if (this.#pools.get(pool.database) !== pool || this.#closed) {
           pool.stats.closed++;
           this.#total--;
+          this.#shrunk(pool);
           void this.#close(connection, false);
           return;
         }
@@ -757,6 +774,7 @@ export class PoolManager {
       (err: unknown) => {
         pool.connecting--;
         this.#total--;
+        this.#shrunk(pool);
         const database = pool.database;
         if (err instanceof DatabaseError && err.code === "3D000") {
           const gone = new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database }, cause: err });
@@ -773,6 +791,11 @@ export class PoolManager {
     );
   }
 
+  /** Counts a pool that has just lost a connection (or one being opened) out of `#withConnections` if that was its last. */
+  #shrunk(pool: DatabasePool): void {
+    if (pool.size === 0) this.#withConnections--;
+  }
+
   /** Removes a connection from its pool and closes it; `force` drops the socket instead of saying goodbye. */
   #destroy(connection: Connection, why: "closed" | "stolen" | "idleClosed" | "expired" | "discarded", force = false): Promise<void> {
     const pool = connection.pool;
@@ -780,6 +803,7 @@ export class PoolManager {
     if (at >= 0) pool.idle.splice(at, 1);
     else if (!pool.busy.delete(connection)) return Promise.resolve();
     this.#total--;
+    this.#shrunk(pool);
     pool.stats.closed++;
     if (why !== "closed") pool.stats[why]++;
     const ending = this.#close(connection, force);
@@ -811,6 +835,7 @@ export class PoolManager {
 
   /** Beyond `maxPools` pools with connections, closes the least recently used pools that no call is using. */
   #enforcePoolLimit(): void {
+    if (this.#withConnections <= this.options.maxPools) return; // the common case, without looking at every pool
     let withConnections = 0;
     for (const p of this.#pools.values()) if (p.size > 0) withConnections++;
     for (const pool of this.#pools.values()) {
