@@ -36,8 +36,9 @@ export interface GatewayProcess {
  * (the test PKI written to a temporary folder), one platform with a random
  * name, an admin key, an audit catalog of its own (`catalog_{platform}`,
  * dropped by `dropPlatformDatabases`), and any further settings in `env`.
+ * `root` runs another checkout's gateway (its own `server/`), for comparisons.
  */
-export async function startGatewayProcess(options: { databaseUrl: string; platform?: string; env?: Record<string, string>; nodeArgs?: string[] }): Promise<GatewayProcess> {
+export async function startGatewayProcess(options: { databaseUrl: string; platform?: string; env?: Record<string, string>; nodeArgs?: string[]; root?: string }): Promise<GatewayProcess> {
   const work = await mkdtemp(join(tmpdir(), "db-gateway-process-"));
   await chmod(work, 0o700);
   const pki = testPki();
@@ -48,7 +49,7 @@ export async function startGatewayProcess(options: { databaseUrl: string; platfo
   const platformKey = `key-${randomBytes(16).toString("hex")}`;
   const adminKey = `admin-${randomBytes(16).toString("hex")}`;
   const child: ChildProcess = spawn(process.execPath, [...(options.nodeArgs ?? []), "--import", "tsx", "server/src/main.ts"], {
-    cwd: root,
+    cwd: options.root ?? root,
     env: {
       PATH: process.env.PATH,
       DATABASE_URL: options.databaseUrl,
