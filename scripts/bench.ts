@@ -22,7 +22,7 @@
  * the same scenario; gateway CPU is its process's user+system time per
  * operation, and RSS its peak while the scenario ran.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -32,6 +32,7 @@ import pg from "pg";
 import Cursor from "pg-cursor";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess, type GatewayProcess } from "../test/helpers/gateway-process.js";
+import { testPki } from "../test/helpers/pki.js";
 import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { createClient } from "../client-sdk/src/index.js";
 import { mapLimit } from "../test/helpers/wait.js";
@@ -141,6 +142,17 @@ try {
         const health = healthChecker(gateway);
         await measure(scenario, "C′ gRPC hop alone: grpc-js health Check on the gateway", concurrency, health.check, { gateway });
         health.close();
+        // The least any gRPC server in front of PostgreSQL costs a lone query, sent as the SDK sends it:
+        // the same statement and reset, with no authentication, routing, pool, deadline or telemetry.
+        const bare = await startBareServer(urlFor(mainDb));
+        try {
+          const floorClient = createClient({ ...gateway.clientOptions(gateway.platformKey), url: `https://localhost:${bare.port}` });
+          const floor = floorClient.platform(PLATFORM);
+          await measure(scenario, "C″ floor: SDK over QueryStream to a bare grpc-js server running the statement and DISCARD ALL (scripts/bare-grpc-server.ts)", concurrency, () => floor.query(pointSql, [randomId()]));
+          floorClient.close();
+        } finally {
+          bare.close();
+        }
       }
       await closePools();
     }
@@ -308,6 +320,11 @@ try {
     await closeTenantConnections();
     await measureTenants("A pg direct (a pool per tenant)", perTenant((d) => direct(d, 10)));
     await closePools();
+    // PostgreSQL's own ceiling for this workload: one connection per tenant database, all opened before
+    // measuring, none refused, no reset between queries and no process between client and server.
+    await closeTenantConnections();
+    await measureTenants("A′ pg direct (one connection per tenant)", perTenant((d) => direct(d, 1)));
+    await closePools();
     if (bouncer) {
       await closeTenantConnections();
       await measureTenants("B pg via PgBouncer (a pool per tenant)", perTenant((d) => bounced(d, 10)));
@@ -408,6 +425,17 @@ async function measure(
   const peaks = await sampler.stop();
   record(scenario, setup, latencies, seconds, errors, options.gateway ? gatewayCpu : undefined, peaks);
   if (options.gateway && options.sampleConnections) results.at(-1)!.note = `${(await connectionsOpened(options.gateway)) - opened} connections opened while measured`;
+}
+
+/** scripts/bare-grpc-server.ts in "reset" mode on `databaseUrl`, with the test PKI the gateway processes use. */
+async function startBareServer(databaseUrl: string): Promise<{ port: number; close: () => void }> {
+  const pki = testPki();
+  const server = fork(new URL("./bare-grpc-server.ts", import.meta.url).pathname, [JSON.stringify({ key: pki.server.key, cert: pki.server.cert, ca: pki.ca.cert, url: databaseUrl, mode: "reset" })], { execArgv: ["--import", "tsx"] });
+  const { port } = await new Promise<{ port: number }>((resolve, reject) => {
+    server.once("message", (m) => resolve(m as { port: number }));
+    server.once("exit", (code) => reject(new Error(`bare-grpc-server.ts exited (${code})`)));
+  });
+  return { port, close: () => server.kill() };
 }
 
 /** A plain grpc-js client of the gateway's grpc.health.v1 Health/Check, over the same mTLS as the SDK. */
