@@ -69,10 +69,13 @@ export function createQueryService(
     async queryStream(requests, responses, ctx) {
       let numbered = 0; // queries read so far: the next one's number
       let unanswered = 0;
+      let awaiting = 0; // queries read whose answers are not yet in the outbox
       let room: (() => void) | undefined;
       const running = new Set<Promise<void>>();
       // Answers that come in the same turn of the event loop (from several connections' reads) leave as one
-      // message, of about RESPONSE_BYTES at most (the client's receive limit can be low).
+      // message, of about RESPONSE_BYTES at most (the client's receive limit can be low); at once when no
+      // query read is still to be answered: no other answer can join them, and a lone query's answer then
+      // leaves before its message's record is ended (metrics, log line).
       let outbox: { numbers: number[]; outcomes: Outcome[]; bytes: number } | undefined;
       const flush = () => {
         if (outbox === undefined) return;
@@ -100,6 +103,8 @@ export function createQueryService(
             outbox.outcomes.push(outcome);
             outbox.bytes += bytes;
           }
+          awaiting -= indexes.length;
+          if (awaiting <= 0) flush();
         };
       let stop!: () => void;
       const stopped = new Promise<undefined>((resolve) => (stop = () => resolve(undefined)));
@@ -135,6 +140,7 @@ export function createQueryService(
             }
           }
           unanswered += request.queries.length;
+          awaiting += request.queries.length;
           const answer = answerFrom(first);
           // In the message's trace context: its statement spans hang under its span.
           const run = runInContext(record.traceContext, () => runStreamedQueries(request, record, answer, refused)).finally(() => running.delete(run));
