@@ -1,6 +1,7 @@
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
+import { decoderFor } from "../execution/request-decoding.js";
 import { GatewayError, toGatewayError, toStatusObject } from "../errors.js";
 import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
@@ -139,12 +140,13 @@ export function addService<S extends GenServiceMethods>(
 }
 
 function methodDefinition(service: DescService, method: DescMethod): grpc.MethodDefinition<object, object> {
+  const decode = decoderFor(method.input);
   return {
     path: `/${service.typeName}/${method.name}`,
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: (message) => Buffer.from(toBinary(method.input, message as MessageShape<DescMessage>)),
-    requestDeserialize: (bytes) => fromBinary(method.input, bytes),
+    requestDeserialize: decode,
     responseSerialize: (message) =>
       message instanceof EncodedMessage ? message.bytes : Buffer.from(toBinary(method.output, message as MessageShape<DescMessage>)),
     responseDeserialize: (bytes) => fromBinary(method.output, bytes),
