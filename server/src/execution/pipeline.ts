@@ -114,7 +114,7 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
       }
       return answers;
     });
-    if (lease.signal.aborted) throw lease.signal.reason;
+    lease.throwIfInterrupted();
     // A lost connection: every statement has its error; the pool destroys the connection.
     if (outcomes.some((o) => o?.error !== undefined && !leavesConnectionUsable(o.error))) return fillUnanswered(outcomes, rerun);
     if (!resetFailed) break;
@@ -187,17 +187,15 @@ const CANCEL_AGAIN_MILLIS = 50;
 async function settle(lease: Lease, answers: Promise<unknown>[]): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const cancels: Promise<boolean>[] = [];
-  const repeat = () => {
+  const stopListening = lease.onInterrupt(() => {
     timer = setInterval(() => cancels.push(lease.cancelAgain()), CANCEL_AGAIN_MILLIS);
-  };
-  if (lease.signal.aborted) repeat();
-  else lease.signal.addEventListener("abort", repeat, { once: true });
+  });
   try {
     await Promise.all(answers);
   } finally {
     clearInterval(timer);
-    lease.signal.removeEventListener("abort", repeat);
+    stopListening();
     // Every cancel delivered before the connection can serve another call.
-    await Promise.all(cancels);
+    if (cancels.length > 0) await Promise.all(cancels);
   }
 }

@@ -54,8 +54,16 @@ export interface Lease {
   readonly client: pg.Client;
   /** The database the connection is to. */
   readonly database: string;
-  /** Aborted (with the call's error as reason) when the call is interrupted: stop using the client. */
+  /**
+   * Aborted (with the call's error as reason) when the call is interrupted:
+   * stop using the client. Made when first read; the hot paths use
+   * `throwIfInterrupted` and `onInterrupt`, which cost no AbortController.
+   */
   readonly signal: AbortSignal;
+  /** Throws the interruption's error if the call has been interrupted. */
+  throwIfInterrupted(): void;
+  /** Calls `listener` once when the call is interrupted (at once if it has been); returns what removes it. */
+  onInterrupt(listener: () => void): () => void;
   /** Ends the call with `err`: its running statement is cancelled and its transaction rolled back. */
   interrupt(err: GatewayError): void;
   /**
@@ -284,17 +292,21 @@ export class PoolManager {
     } catch (err) {
       throw beforeStatement(err);
     }
-    const abort = new AbortController();
+    // The interruption's error once interrupted; its AbortSignal is made only for a lease user that asks for it.
+    let reason: GatewayError | undefined;
+    let abort: AbortController | undefined;
+    let listeners: (() => void)[] | undefined;
     let shielded = false;
     let shield: (() => GatewayError) | undefined;
     let cancelOnRecovery = true;
     let interrupt!: (err: GatewayError) => void;
     const interrupted = new Promise<never>((_, reject) => {
       interrupt = (err) => {
-        if (abort.signal.aborted) return;
+        if (reason !== undefined) return;
         cancelOnRecovery = !shielded;
-        const reason = shield?.() ?? err;
-        abort.abort(reason);
+        reason = shield?.() ?? err;
+        abort?.abort(reason);
+        if (listeners !== undefined) for (const listener of listeners.splice(0)) listener();
         reject(reason);
       };
     });
@@ -317,18 +329,44 @@ export class PoolManager {
     if (limits.signal?.aborted) onAbort();
     else limits.signal?.addEventListener("abort", onAbort, { once: true });
     let reset = false;
-    const markReset = () => {
-      reset = true;
+    const lease: Lease = {
+      client: connection.client,
+      database,
+      get signal() {
+        if (abort === undefined) {
+          abort = new AbortController();
+          if (reason !== undefined) abort.abort(reason);
+        }
+        return abort.signal;
+      },
+      throwIfInterrupted() {
+        if (reason !== undefined) throw reason;
+      },
+      onInterrupt(listener) {
+        if (reason !== undefined) {
+          listener();
+          return noop;
+        }
+        (listeners ??= []).push(listener);
+        return () => {
+          const at = listeners!.indexOf(listener);
+          if (at >= 0) listeners!.splice(at, 1);
+        };
+      },
+      interrupt,
+      uninterruptible,
+      markReset() {
+        reset = true;
+      },
+      cancelAgain: () => (reason !== undefined && cancelOnRecovery ? this.#cancel(connection) : Promise.resolve(false)),
     };
-    const cancelAgain = () =>
-      abort.signal.aborted && cancelOnRecovery ? this.#cancel(connection) : Promise.resolve(false);
-    const work = (async () => fn({ client: connection.client, database, signal: abort.signal, interrupt, uninterruptible, markReset, cancelAgain }))();
+    const work = (async () => fn(lease))();
     try {
       const result = await Promise.race([work, interrupted]);
       this.#release(connection, undefined, reset);
       return result;
     } catch (err) {
-      if (abort.signal.aborted) void this.#recover(connection, work, cancelOnRecovery);
+      if (reason !== undefined) void this.#recover(connection, work, cancelOnRecovery);
       else this.#release(connection, err);
       throw err;
     } finally {
@@ -875,3 +913,5 @@ export class PoolManager {
     this.#pulse();
   }
 }
+
+function noop(): void {}
