@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
@@ -154,6 +156,36 @@ describe("QueryStream: independent queries over one stream, each answered when d
       stream.send({ platform, queries: [{ sql: "SELECT 'next'" }] });
       await stream.end();
       assert.equal(cell(stream.answers.get(1)), "next");
+    } finally {
+      stream.close();
+    }
+  });
+
+  it("holds nothing of the messages it has answered, however long the stream lives", async () => {
+    // In-process gateway: its heap is this process's, measured after full collections.
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const heapAfterGc = () => {
+      gc();
+      gc();
+      return process.memoryUsage().heapUsed;
+    };
+    const stream = openStream(t, platform);
+    try {
+      // Messages of four queries, each with SQL of its own of about 2 KB: 20 MB if the gateway kept them.
+      const padding = "x".repeat(2_000);
+      let n = 0;
+      const window = async () => {
+        for (let m = 0; m < 50; m++) stream.send({ platform, queries: Array.from({ length: 4 }, () => ({ sql: `SELECT ${n++} /* ${padding} */` })) });
+        await stream.until(200);
+        stream.answers.clear();
+      };
+      for (let i = 0; i < 10; i++) await window();
+      const before = heapAfterGc();
+      for (let i = 0; i < 50; i++) await window();
+      const grown = heapAfterGc() - before;
+      assert.ok(grown < 5 * 2 ** 20, `the heap grew by ${(grown / 2 ** 20).toFixed(1)} MB over 2,500 messages`);
+      await stream.end();
     } finally {
       stream.close();
     }

@@ -106,8 +106,23 @@ export function createQueryService(
           awaiting -= indexes.length;
           if (awaiting <= 0) flush();
         };
-      let stop!: () => void;
-      const stopped = new Promise<undefined>((resolve) => (stop = () => resolve(undefined)));
+      // The gateway's drain ends the wait under way (for a message, or for room): a function called, not
+      // a promise raced against, since every race adds a reaction to a promise that lives as long as the
+      // stream, holding each message's queries (a QueryStream's memory grew by every query it carried).
+      let stopped = false;
+      let wake: (() => void) | undefined;
+      const stop = () => {
+        stopped = true;
+        wake?.();
+      };
+      /** `promise`'s value, or undefined at once when the gateway drains. */
+      const unlessStopped = <T>(promise: Promise<T>): Promise<T | undefined> =>
+        stopped
+          ? Promise.resolve(undefined)
+          : new Promise<T | undefined>((resolve, reject) => {
+              wake = () => resolve(undefined);
+              promise.then(resolve, reject);
+            }).finally(() => (wake = undefined));
       if (draining.aborted) stop();
       else draining.addEventListener("abort", stop, { once: true });
       try {
@@ -122,7 +137,7 @@ export function createQueryService(
       /** Reads messages and starts each, until the client half-closes or the gateway drains. */
       async function readStream(): Promise<void> {
         for (;;) {
-          const request = await Promise.race([requests.next(), stopped]);
+          const request = await unlessStopped(requests.next());
           if (request === undefined) break;
           const first = numbered;
           numbered += request.queries.length;
@@ -146,7 +161,7 @@ export function createQueryService(
           const run = runInContext(record.traceContext, () => runStreamedQueries(request, record, answer, refused)).finally(() => running.delete(run));
           running.add(run);
           while (unanswered >= limits.maxStreamQueries && !ctx.signal.aborted && !draining.aborted) {
-            await Promise.race([new Promise<void>((resolve) => (room = resolve)), stopped]);
+            await unlessStopped(new Promise<void>((resolve) => (room = resolve)));
           }
         }
       }
