@@ -305,9 +305,10 @@ export class PoolManager {
         if (reason !== undefined) return;
         cancelOnRecovery = !shielded;
         reason = shield?.() ?? err;
+        // The call fails first (its handlers run later, as microtasks), whatever a listener does.
+        reject(reason);
         abort?.abort(reason);
         if (listeners !== undefined) for (const listener of listeners.splice(0)) listener();
-        reject(reason);
       };
     });
     const uninterruptible = async <R>(work: () => Promise<R>, outcome?: () => GatewayError): Promise<R> => {
