@@ -22,7 +22,7 @@
  * the same scenario; gateway CPU is its process's user+system time per
  * operation, and RSS its peak while the scenario ran.
  */
-import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -32,10 +32,10 @@ import pg from "pg";
 import Cursor from "pg-cursor";
 import { dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess, type GatewayProcess } from "../test/helpers/gateway-process.js";
-import { testPki } from "../test/helpers/pki.js";
 import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { createClient } from "../client-sdk/src/index.js";
 import { mapLimit } from "../test/helpers/wait.js";
+import { connectionsOpened, startBareServer } from "./measuring.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -144,7 +144,7 @@ try {
         health.close();
         // The least any gRPC server in front of PostgreSQL costs a lone query, sent as the SDK sends it:
         // the same statement and reset, with no authentication, routing, pool, deadline or telemetry.
-        const bare = await startBareServer(urlFor(mainDb));
+        const bare = await startBareServer(urlFor(mainDb), "reset");
         try {
           const floorClient = createClient({ ...gateway.clientOptions(gateway.platformKey), url: `https://localhost:${bare.port}` });
           const floor = floorClient.platform(PLATFORM);
@@ -427,17 +427,6 @@ async function measure(
   if (options.gateway && options.sampleConnections) results.at(-1)!.note = `${(await connectionsOpened(options.gateway)) - opened} connections opened while measured`;
 }
 
-/** scripts/bare-grpc-server.ts in "reset" mode on `databaseUrl`, with the test PKI the gateway processes use. */
-async function startBareServer(databaseUrl: string): Promise<{ port: number; close: () => void }> {
-  const pki = testPki();
-  const server = fork(new URL("./bare-grpc-server.ts", import.meta.url).pathname, [JSON.stringify({ key: pki.server.key, cert: pki.server.cert, ca: pki.ca.cert, url: databaseUrl, mode: "reset" })], { execArgv: ["--import", "tsx"] });
-  const { port } = await new Promise<{ port: number }>((resolve, reject) => {
-    server.once("message", (m) => resolve(m as { port: number }));
-    server.once("exit", (code) => reject(new Error(`bare-grpc-server.ts exited (${code})`)));
-  });
-  return { port, close: () => server.kill() };
-}
-
 /** A plain grpc-js client of the gateway's grpc.health.v1 Health/Check, over the same mTLS as the SDK. */
 function healthChecker(gateway: GatewayProcess): { check: () => Promise<void>; close: () => void } {
   const { url, tls } = gateway.clientOptions(gateway.platformKey);
@@ -543,12 +532,6 @@ function startSampler(options: { gateway?: GatewayProcess; clientRss?: boolean; 
       return peaks;
     },
   };
-}
-
-/** PostgreSQL connections a gateway has opened so far (its db_gateway_connections_opened_total). */
-async function connectionsOpened(gatewayProcess: GatewayProcess): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${gatewayProcess.metricsPort}/metrics`)).text();
-  return Number(/^db_gateway_connections_opened_total (\d+)/m.exec(text)?.[1] ?? NaN);
 }
 
 async function closePools(): Promise<void> {

@@ -11,7 +11,6 @@
  *
  *   [PG_URL=postgres://postgres@127.0.0.1:5432/postgres] [ROUNDS=5] npx tsx scripts/latency-floor.ts
  */
-import { fork, type ChildProcess } from "node:child_process";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
@@ -20,6 +19,7 @@ import { QueryRequestSchema, QueryResponseSchema, type QueryRequest, type QueryR
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { testPki } from "../test/helpers/pki.js";
+import { startBareServer } from "./measuring.js";
 import { createWorkloadTables } from "./workload.js";
 
 const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -28,7 +28,7 @@ const SQL = "SELECT id, note FROM items WHERE id = $1";
 const randomId = () => 1 + Math.floor(Math.random() * 100_000);
 
 const gw = await startGatewayProcess({ databaseUrl: url });
-const servers: ChildProcess[] = [];
+const servers: { close: () => void }[] = [];
 try {
   await gw.adminClient().admin().createTenant(gw.platform, "");
   await createWorkloadTables(gw.client().platform(gw.platform));
@@ -37,11 +37,10 @@ try {
   const direct = new pg.Client(databaseUrl.href);
   await direct.connect();
   const pki = testPki();
-  const bare = async (mode: string) => {
-    const server = fork("scripts/bare-grpc-server.ts", [JSON.stringify({ key: pki.server.key, cert: pki.server.cert, ca: pki.ca.cert, url: databaseUrl.href, mode })], { execArgv: ["--import", "tsx"] });
+  const bare = async (mode: "reset" | "statement" | "memory") => {
+    const server = await startBareServer(databaseUrl.href, mode);
     servers.push(server);
-    const { port } = await new Promise<{ port: number }>((resolve) => server.once("message", (m) => resolve(m as { port: number })));
-    return port;
+    return server.port;
   };
   // Query calls (no coalescing), and the SDK's default: its queries over a QueryStream.
   const sdk = (target: string) => createClient({ ...gw.clientOptions(gw.platformKey), url: target, coalesce: false }).platform(gw.platform);
@@ -94,7 +93,7 @@ try {
   grpcClient.close();
   await direct.end();
 } finally {
-  servers.forEach((s) => s.kill());
+  servers.forEach((s) => s.close());
   await gw.close();
   await dropPlatformDatabases([gw.platform], url);
   await dropOwnerRole(url);

@@ -11,17 +11,11 @@
  *
  *   PG_URL=postgres://postgres@127.0.0.1:5432/postgres [OP=point|atomic|batch10|tx] [COALESCE=0] npx tsx scripts/profile-gateway.ts [concurrency]
  */
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
+import { cpuOf, postgresCpu } from "./measuring.js";
 import { createWorkloadTables, measuredDatabase, workloadOperation, type Operation } from "./workload.js";
-
-/** A process's or thread's name and its user and system CPU time so far, in microseconds, from its /proc stat file (fields 14 and 15, in ticks of 10 ms). */
-async function cpuOf(statFile: string): Promise<{ name: string; user: number; system: number }> {
-  const stat = await readFile(statFile, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), user: Number(fields[11]) * 10_000, system: Number(fields[12]) * 10_000 };
-}
 
 const url = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const conc = Number(process.argv[2] ?? 1);
@@ -35,7 +29,7 @@ try {
   let n = 0;
   const threads = async () => { const m = new Map<string, number>(); for (const t of await readdir(`/proc/${gw.pid}/task`)) { const { name, user, system } = await cpuOf(`/proc/${gw.pid}/task/${t}/stat`); m.set(`${t} ${name} user`, user / 1000); m.set(`${t} ${name} system`, system / 1000); } return m; };
   const th0 = await threads();
-  const pgCpu = async () => { let total = 0; for (const pid of await readdir("/proc")) { if (!/^\d+$/.test(pid)) continue; try { const { name, user, system } = await cpuOf(`/proc/${pid}/stat`); if (name === "postgres") total += user + system; } catch { /* gone */ } } return total; };
+  const pgCpu = async () => [...(await postgresCpu()).values()].reduce((sum, micros) => sum + micros, 0);
   const p0 = await pgCpu();
   const me0 = process.cpuUsage();
   const c0 = await gw.cpuMicros();

@@ -12,32 +12,13 @@
  *
  *   [TENANTS=500] [SECONDS=8] [ROUNDS=1] [BASE=dir] [PROF=1] npx tsx scripts/profile-tenants.ts
  */
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { startGatewayProcess, type GatewayProcess } from "../test/helpers/gateway-process.js";
 import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { mapLimit } from "../test/helpers/wait.js";
+import { connectionsOpened, cpuOf, postgresCpu } from "./measuring.js";
 
-async function cpuOf(statFile: string): Promise<{ name: string; micros: number; user: number; system: number }> {
-  const stat = await readFile(statFile, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const [user, system] = [Number(fields[11]) * 10_000, Number(fields[12]) * 10_000];
-  return { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), micros: user + system, user, system };
-}
-/** Every `postgres` process's CPU time so far, by pid. */
-async function postgresCpu(): Promise<Map<string, number>> {
-  const byPid = new Map<string, number>();
-  for (const pid of await readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      const { name, micros } = await cpuOf(`/proc/${pid}/stat`);
-      if (name === "postgres") byPid.set(pid, micros);
-    } catch {
-      // gone
-    }
-  }
-  return byPid;
-}
 /** The CPU time the processes in `after` spent since `before` (a process gone meanwhile is not counted). */
 const spent = (before: Map<string, number>, after: Map<string, number>) => [...after].reduce((sum, [pid, micros]) => sum + micros - (before.get(pid) ?? 0), 0);
 /** The machine's CPU time so far by kind (the cpu line of /proc/stat), in microseconds. */
@@ -45,12 +26,6 @@ async function machineCpu(): Promise<Record<string, number>> {
   const ticks = (await readFile("/proc/stat", "utf8")).split("\n")[0]!.split(/ +/).slice(1).map(Number);
   const kinds = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
   return Object.fromEntries(kinds.map((kind, i) => [kind, ticks[i]! * 10_000]));
-}
-
-/** PostgreSQL connections a gateway has opened so far (its db_gateway_connections_opened_total). */
-async function connectionsOpened(gateway: GatewayProcess): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${gateway.metricsPort}/metrics`)).text();
-  return Number(/^db_gateway_connections_opened_total (\d+)/m.exec(text)?.[1] ?? NaN);
 }
 
 const TENANTS = Number(process.env.TENANTS ?? 500);
@@ -99,7 +74,7 @@ try {
     await Promise.all(Array.from({ length: 64 }, async () => { while (Date.now() < end) { await query(pick()); n++; } }));
     const [g1, p1, i1, c1, t1] = [await cpuOf(`/proc/${gateway.pid}/stat`), await postgresCpu(), await machineCpu(), process.cpuUsage(c0), Date.now()];
     const per = (micros: number) => `${(micros / n).toFixed(0)} µs`;
-    console.log(`${name}: ${(n / ((t1 - t0) / 1000)).toFixed(0)} queries/s; CPU per query: gateway ${per(g1.micros - g0.micros)} (user ${per(g1.user - g0.user)}, system ${per(g1.system - g0.system)}), client ${per(c1.user + c1.system)}, PostgreSQL ${per(spent(p0, p1))}, machine ${Object.keys(i1).map((k) => `${k} ${per(i1[k]! - i0[k]!)}`).join(", ")}; ${(await connectionsOpened(gateway)) - opened} connections opened`);
+    console.log(`${name}: ${(n / ((t1 - t0) / 1000)).toFixed(0)} queries/s; CPU per query: gateway ${per(g1.user + g1.system - g0.user - g0.system)} (user ${per(g1.user - g0.user)}, system ${per(g1.system - g0.system)}), client ${per(c1.user + c1.system)}, PostgreSQL ${per(spent(p0, p1))}, machine ${Object.keys(i1).map((k) => `${k} ${per(i1[k]! - i0[k]!)}`).join(", ")}; ${(await connectionsOpened(gateway)) - opened} connections opened`);
   };
   for (let round = 0; round < ROUNDS; round++) for (const { name, gw: gateway } of round % 2 === 0 ? gateways : [...gateways].reverse()) await measure(name, gateway);
 } finally {

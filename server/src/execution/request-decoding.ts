@@ -16,14 +16,15 @@ import type { Value } from "../gen/dbgateway/v1/values_pb.js";
  * server/test/request-decoding.test.ts).
  */
 const DECODERS = new Map<string, (bytes: Uint8Array) => object>([
-  ["dbgateway.v1.QueryStreamRequest", decodeQueryStreamRequest],
-  ["dbgateway.v1.QueryManyRequest", decodeQueryManyRequest],
+  ["dbgateway.v1.QueryStreamRequest", (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryStreamRequest", platform: "", queries: [], timeoutMs: 0 }, 2)],
+  ["dbgateway.v1.QueryManyRequest", (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryManyRequest", platform: "", queries: [] }, 4)],
 ]);
 
 /** The decoder of a request message: by hand where there is one, else `fromBinary`. */
 export function decoderFor(schema: DescMessage): (bytes: Uint8Array) => object {
-  if (!DECODERS.has(schema.typeName)) return (bytes) => fromBinary(schema, bytes);
-  return (bytes) => decodeByHand(schema.typeName, bytes) ?? fromBinary(schema, bytes);
+  const byHand = DECODERS.get(schema.typeName);
+  if (byHand === undefined) return (bytes) => fromBinary(schema, bytes);
+  return (bytes) => tryByHand(byHand, bytes) ?? fromBinary(schema, bytes);
 }
 
 /**
@@ -32,8 +33,11 @@ export function decoderFor(schema: DescMessage): (bytes: Uint8Array) => object {
  * which `fromBinary` then fails on as it always has).
  */
 export function decodeByHand(typeName: string, bytes: Uint8Array): object | undefined {
-  const decode = DECODERS.get(typeName);
-  if (decode === undefined) return undefined;
+  const byHand = DECODERS.get(typeName);
+  return byHand === undefined ? undefined : tryByHand(byHand, bytes);
+}
+
+function tryByHand(decode: (bytes: Uint8Array) => object, bytes: Uint8Array): object | undefined {
   try {
     return decode(bytes);
   } catch {
@@ -48,41 +52,24 @@ function expect(wireType: WireType, expected: WireType): void {
   if (wireType !== expected) throw unexpected;
 }
 
-/** QueryStreamRequest { string platform = 1; repeated TenantQuery queries = 2; uint32 timeout_ms = 3 }. */
-function decodeQueryStreamRequest(bytes: Uint8Array): QueryStreamRequest {
-  const message: QueryStreamRequest = { $typeName: "dbgateway.v1.QueryStreamRequest", platform: "", queries: [], timeoutMs: 0 };
+/**
+ * QueryStreamRequest { string platform = 1; repeated TenantQuery queries = 2; uint32 timeout_ms = 3 }
+ * or QueryManyRequest { string platform = 1; repeated TenantQuery queries = 4 } (no timeout_ms),
+ * read into `message`, whose queries are field `queriesField`.
+ */
+function readRequest<M extends QueryStreamRequest | QueryManyRequest>(bytes: Uint8Array, message: M, queriesField: number): M {
   const reader = new BinaryReader(bytes);
   while (reader.pos < reader.len) {
     const [fieldNo, wireType] = reader.tag();
     if (fieldNo === 1) {
       expect(wireType, WireType.LengthDelimited);
       message.platform = reader.string(true);
-    } else if (fieldNo === 2) {
+    } else if (fieldNo === queriesField) {
       expect(wireType, WireType.LengthDelimited);
       message.queries.push(readTenantQuery(reader));
-    } else if (fieldNo === 3) {
+    } else if (fieldNo === 3 && "timeoutMs" in message) {
       expect(wireType, WireType.Varint);
       message.timeoutMs = reader.uint32();
-    } else {
-      throw unexpected;
-    }
-  }
-  if (reader.pos !== reader.len) throw unexpected;
-  return message;
-}
-
-/** QueryManyRequest { string platform = 1; repeated TenantQuery queries = 4 }. */
-function decodeQueryManyRequest(bytes: Uint8Array): QueryManyRequest {
-  const message: QueryManyRequest = { $typeName: "dbgateway.v1.QueryManyRequest", platform: "", queries: [] };
-  const reader = new BinaryReader(bytes);
-  while (reader.pos < reader.len) {
-    const [fieldNo, wireType] = reader.tag();
-    if (fieldNo === 1) {
-      expect(wireType, WireType.LengthDelimited);
-      message.platform = reader.string(true);
-    } else if (fieldNo === 4) {
-      expect(wireType, WireType.LengthDelimited);
-      message.queries.push(readTenantQuery(reader));
     } else {
       throw unexpected;
     }
@@ -108,48 +95,28 @@ function readTenantQuery(reader: BinaryReader): TenantQuery {
   return query;
 }
 
+/** Value's scalar kinds by field number: the wire type each is written with, its oneof case and how it is read. */
+const VALUE_KINDS = new Map<number, { wireType: WireType; case: string; read: (reader: BinaryReader) => unknown }>([
+  [1, { wireType: WireType.Varint, case: "nullValue", read: (r) => r.int32() }],
+  [2, { wireType: WireType.Varint, case: "boolValue", read: (r) => r.bool() }],
+  [3, { wireType: WireType.Varint, case: "int64Value", read: (r) => r.int64() }],
+  [4, { wireType: WireType.Bit64, case: "doubleValue", read: (r) => r.double() }],
+  [5, { wireType: WireType.LengthDelimited, case: "textValue", read: (r) => r.string(true) }],
+  [6, { wireType: WireType.LengthDelimited, case: "bytesValue", read: (r) => r.bytes() }],
+  [7, { wireType: WireType.LengthDelimited, case: "numericValue", read: (r) => r.string(true) }],
+  [8, { wireType: WireType.LengthDelimited, case: "jsonValue", read: (r) => r.string(true) }],
+]);
+
 /** A Value of a scalar kind; a timestamp or an array is left to `fromBinary`. */
 function readValue(reader: BinaryReader): Value {
   const value: Value = { $typeName: "dbgateway.v1.Value", kind: { case: undefined } };
   const end = lengthDelimitedEnd(reader);
   while (reader.pos < end) {
     const [fieldNo, wireType] = reader.tag();
-    switch (fieldNo) {
-      case 1:
-        expect(wireType, WireType.Varint);
-        value.kind = { case: "nullValue", value: reader.int32() };
-        break;
-      case 2:
-        expect(wireType, WireType.Varint);
-        value.kind = { case: "boolValue", value: reader.bool() };
-        break;
-      case 3:
-        expect(wireType, WireType.Varint);
-        value.kind = { case: "int64Value", value: reader.int64() as bigint };
-        break;
-      case 4:
-        expect(wireType, WireType.Bit64);
-        value.kind = { case: "doubleValue", value: reader.double() };
-        break;
-      case 5:
-        expect(wireType, WireType.LengthDelimited);
-        value.kind = { case: "textValue", value: reader.string(true) };
-        break;
-      case 6:
-        expect(wireType, WireType.LengthDelimited);
-        value.kind = { case: "bytesValue", value: reader.bytes() };
-        break;
-      case 7:
-        expect(wireType, WireType.LengthDelimited);
-        value.kind = { case: "numericValue", value: reader.string(true) };
-        break;
-      case 8:
-        expect(wireType, WireType.LengthDelimited);
-        value.kind = { case: "jsonValue", value: reader.string(true) };
-        break;
-      default:
-        throw unexpected;
-    }
+    const kind = VALUE_KINDS.get(fieldNo);
+    if (kind === undefined) throw unexpected;
+    expect(wireType, kind.wireType);
+    value.kind = { case: kind.case, value: kind.read(reader) } as Value["kind"];
   }
   if (reader.pos !== end) throw unexpected;
   return value;
