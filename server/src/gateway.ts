@@ -16,7 +16,7 @@ import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
 import { TenantLifecycle } from "./tenancy/lifecycle.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
-import { TenantRoles } from "./tenancy/roles.js";
+import { ADMIN_SEARCH_PATH, inspectAdministrativeRole, TenantRoles } from "./tenancy/roles.js";
 import { Router } from "./tenancy/router.js";
 import { CallTelemetry } from "./telemetry/call-telemetry.js";
 import { HealthMonitor } from "./telemetry/health.js";
@@ -63,6 +63,8 @@ export interface GatewayOptions {
   healthCheckMillis: number;
   /** Once this many queries of one QueryStream are read and not yet answered (default 4,096), the stream is not read until some are answered. */
   maxStreamQueries?: number;
+  /** A superuser as the administrative role is expected (development, on the embedded PostgreSQL): no warning about it at start. */
+  superuserExpected?: boolean;
 }
 
 /** A running gateway. */
@@ -97,10 +99,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const log = options.logger;
   const onError = (message: string, err: unknown) => log.error({ err: loggableError(err) }, message);
   const connection = connectionConfig(options.databaseUrl);
-  const admin = new pg.Pool({ ...connection, max: 4, application_name: "db-gateway-admin" });
+  // Every administrative session, wherever it connects, resolves names in pg_catalog only (see ADMIN_SEARCH_PATH).
+  const adminConnection: pg.ClientConfig = { ...connection, options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")}` };
+  const admin = new pg.Pool({ ...adminConnection, max: 4, application_name: "db-gateway-admin" });
   admin.on("error", (err) => onError("idle administrative connection failed", err));
   const connectTo = async (database: string) => {
-    const client = new pg.Client({ ...connection, database, application_name: "db-gateway-admin" });
+    const client = new pg.Client({ ...adminConnection, database, application_name: "db-gateway-admin" });
     await client.connect();
     return client;
   };
@@ -142,8 +146,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     })());
   let audit: AuditLog;
   try {
+    const administrator = await inspectAdministrativeRole(admin);
+    for (const problem of administrator.problems) log.warn(problem);
+    if (administrator.superuser && options.superuserExpected !== true) {
+      log.warn(`the administrative role "${administrator.role}" is a superuser: db-gateway needs only CREATEDB and CREATEROLE (README: Security)`);
+    }
     await sync();
-    audit = await AuditLog.open(admin, connection, options.catalogDatabase);
+    audit = await AuditLog.open(admin, adminConnection, options.catalogDatabase);
   } catch (err) {
     await pools.closeAll();
     await admin.end();
@@ -172,7 +181,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (!lifecycle.isManaged(database)) return false;
     const { rowCount } = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn", [database]);
     if (rowCount !== 1) return false;
-    await lifecycle.adopt([database]);
+    // Unrouted (NOT_FOUND to the caller) until it is adopted: say why to the operator.
+    await lifecycle.adopt([database]).catch((err: unknown) => {
+      onError(`database "${database}" could not be brought under the role scheme`, err);
+      throw err;
+    });
     registry.add(database);
     return true;
   });

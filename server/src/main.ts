@@ -89,6 +89,7 @@ async function main(): Promise<void> {
       rateLimit: settings.rateLimit,
       catalogDatabase: settings.catalogDatabase,
       healthCheckMillis: settings.healthCheckMillis,
+      superuserExpected: embedded !== undefined,
     });
   } catch (err) {
     await tracing?.shutdown();

@@ -36,7 +36,7 @@ export interface AuditEvent extends AuditEntry {
  * safe when several gateway instances start at once.
  */
 const SCHEMA = `
-  CREATE TABLE IF NOT EXISTS audit_log (
+  CREATE TABLE IF NOT EXISTS public.audit_log (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     time timestamptz NOT NULL DEFAULT clock_timestamp(),
     actor text NOT NULL,
@@ -49,17 +49,17 @@ const SCHEMA = `
     outcome text NOT NULL,
     detail jsonb NOT NULL DEFAULT '{}'
   );
-  CREATE INDEX IF NOT EXISTS audit_log_platform ON audit_log (platform, id);
-  CREATE OR REPLACE FUNCTION audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+  CREATE INDEX IF NOT EXISTS audit_log_platform ON public.audit_log (platform, id);
+  CREATE OR REPLACE FUNCTION public.audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
   BEGIN
     RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'insufficient_privilege';
   END
   $$;
-  CREATE OR REPLACE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
-    FOR EACH ROW EXECUTE FUNCTION audit_log_is_append_only();
-  CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_is_append_only();
-  REVOKE ALL ON audit_log FROM PUBLIC;
+  CREATE OR REPLACE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON public.audit_log
+    FOR EACH ROW EXECUTE FUNCTION public.audit_log_is_append_only();
+  CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION public.audit_log_is_append_only();
+  REVOKE ALL ON public.audit_log FROM PUBLIC;
 `;
 
 /**
@@ -103,7 +103,7 @@ export class AuditLog {
 
   async record(entry: AuditEntry): Promise<void> {
     await this.pool.query(
-      `INSERT INTO audit_log (actor, peer, request_id, action, platform, tenant_id, database, outcome, detail)
+      `INSERT INTO public.audit_log (actor, peer, request_id, action, platform, tenant_id, database, outcome, detail)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
       [entry.actor, entry.peer, entry.requestId, entry.action, entry.platform, entry.tenantId, entry.database, entry.outcome, JSON.stringify(entry.detail)],
     );
@@ -125,7 +125,7 @@ export class AuditLog {
       detail: Record<string, string>;
     }>(
       `SELECT id::text, time, actor, peer, request_id, action, platform, tenant_id, database, outcome, detail
-         FROM audit_log
+         FROM public.audit_log
         WHERE ($1 = '' OR platform = $1) AND ($2::bigint IS NULL OR id < $2::bigint)
         ORDER BY id DESC
         LIMIT $3`,

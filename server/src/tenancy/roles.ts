@@ -6,6 +6,16 @@ import { GatewayError } from "../errors.js";
 /** The non-login role that owns every database of the gateway. */
 export const OWNER_ROLE = "dbgateway_owner";
 
+/**
+ * The only search path the administrative role works with. A tenant owns the
+ * `public` schema of its database and may plant functions, operators and
+ * casts there that resolve ahead of the built-ins for a given call; run by
+ * the administrator, they would run with its rights (a superuser's, or
+ * CREATEROLE's). `pg_catalog` alone, then the session's own temporary schema
+ * named last so that it is searched for nothing ahead of the catalog.
+ */
+export const ADMIN_SEARCH_PATH = "pg_catalog, pg_temp";
+
 /** Marks the roles the gateway made, so that it never takes over or drops anyone else's. */
 const ROLE_COMMENT_PREFIX = "db-gateway: login role of database ";
 
@@ -45,7 +55,7 @@ export class TenantRoles {
     const { rows } = await admin.query<{ datname: string }>(
       `SELECT d.datname FROM pg_database d
         WHERE d.datname = ANY($1::text[])
-          AND (pg_get_userbyid(d.datdba) <> $2 OR NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = d.datname))`,
+          AND (pg_catalog.pg_get_userbyid(d.datdba) <> $2 OR NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = d.datname))`,
       [databases, OWNER_ROLE],
     );
     return rows.map((r) => r.datname);
@@ -62,18 +72,21 @@ export class TenantRoles {
     const role = this.roleName(database);
     const superuser = await this.#adminSuperuser(admin);
     await ensureOwnerRole(admin);
-    const existing = await admin.query<{ comment: string | null; rolsuper: boolean }>(
-      "SELECT shobj_description(oid, 'pg_authid') AS comment, rolsuper FROM pg_roles WHERE rolname = $1",
+    const existing = await admin.query<{ comment: string | null; privileged: boolean }>(
+      "SELECT shobj_description(oid, 'pg_authid') AS comment, rolsuper OR rolbypassrls OR rolreplication AS privileged FROM pg_roles WHERE rolname = $1",
       [role],
     );
     const found = existing.rows[0];
-    if (found !== undefined && (found.comment !== ROLE_COMMENT_PREFIX + database || found.rolsuper)) {
+    if (found !== undefined && (found.comment !== ROLE_COMMENT_PREFIX + database || found.privileged)) {
       throw new GatewayError("ROLE_CONFLICT", `a role named "${role}" exists and was not made by db-gateway`, { metadata: { database } });
     }
     const r = escapeIdentifier(role);
     if (found === undefined) await createIgnoringDuplicate(admin, `CREATE ROLE ${r} LOGIN`);
+    // Only a superuser may name SUPERUSER, BYPASSRLS or REPLICATION at all; a role made by any other
+    // administrator has none of them, and one that has is refused above.
+    const superuserOnly = superuser ? "NOSUPERUSER NOBYPASSRLS NOREPLICATION " : "";
     await admin.query(
-      `ALTER ROLE ${r} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION NOINHERIT ` +
+      `ALTER ROLE ${r} WITH LOGIN ${superuserOnly}NOCREATEDB NOCREATEROLE NOINHERIT ` +
         `CONNECTION LIMIT ${this.connectionLimit} PASSWORD ${escapeLiteral(scramVerifier(this.password(role)))}`,
     );
     await admin.query(`COMMENT ON ROLE ${r} IS ${escapeLiteral(ROLE_COMMENT_PREFIX + database)}`);
@@ -86,14 +99,18 @@ export class TenantRoles {
     await admin.query(`REVOKE ALL ON DATABASE ${d} FROM PUBLIC`);
     await admin.query(`GRANT CONNECT, TEMPORARY, CREATE ON DATABASE ${d} TO ${r}`);
 
+    // Inside the database, its tenant's objects surround the administrator: see `ADMIN_SEARCH_PATH`.
     const inside = await connectTo(database);
     try {
-      await inside.query("SELECT set_config('dbgateway.role', $1, false)", [role]);
+      await inside.query("BEGIN");
+      await inside.query(`SET LOCAL search_path TO ${ADMIN_SEARCH_PATH}`);
+      await inside.query("SELECT pg_catalog.set_config('dbgateway.role', $1, true)", [role]);
       // Changing an owner moves the old owner's privileges to the new one, so the
       // template's role keeps nothing here. (DROP OWNED would be wrong: it also
       // revokes the template role's privileges on shared objects, such as
       // CONNECT on the template database itself.)
       await inside.query(GIVE_OBJECTS_TO_ROLE);
+      await inside.query("COMMIT");
     } finally {
       await inside.end();
     }
@@ -115,6 +132,25 @@ export class TenantRoles {
   }
 }
 
+/**
+ * What an operator should know of the administrative role: `superuser` when
+ * it is one (it need not be: CREATEDB and CREATEROLE are all the gateway
+ * uses, and a tenant that ever made it run its code would gain everything),
+ * and `problems`, the privileges it lacks.
+ */
+export async function inspectAdministrativeRole(admin: pg.ClientBase | pg.Pool): Promise<{ role: string; superuser: boolean; problems: string[] }> {
+  const { rows } = await admin.query<{ role: string; rolsuper: boolean; rolcreatedb: boolean; rolcreaterole: boolean }>(
+    "SELECT current_user AS role, rolsuper, rolcreatedb, rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = current_user",
+  );
+  const found = rows[0]!;
+  const problems: string[] = [];
+  if (!found.rolsuper) {
+    if (!found.rolcreatedb) problems.push(`the administrative role "${found.role}" lacks CREATEDB: CreateTenant will fail`);
+    if (!found.rolcreaterole) problems.push(`the administrative role "${found.role}" lacks CREATEROLE: tenant roles cannot be made or adopted`);
+  }
+  return { role: found.role, superuser: found.rolsuper, problems };
+}
+
 async function ensureOwnerRole(admin: pg.ClientBase): Promise<void> {
   const { rowCount } = await admin.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [OWNER_ROLE]);
   if (rowCount === 0) await createIgnoringDuplicate(admin, `CREATE ROLE ${escapeIdentifier(OWNER_ROLE)} NOLOGIN`);
@@ -133,49 +169,56 @@ async function createIgnoringDuplicate(admin: pg.ClientBase, sql: string): Promi
 /**
  * Runs inside a database as an administrator: gives every user object (tables,
  * views, sequences, routines, types, schemas; not extension members, and not
- * sequences that follow their table) to the role in `dbgateway.role`.
+ * sequences that follow their table) to the role in `dbgateway.role`. Run with
+ * `ADMIN_SEARCH_PATH` only: the database's own schemas hold functions and
+ * operators its tenant may have made to match these calls more closely than
+ * the built-ins do (a `public.format(text, name, name)`, an `=(oid, regclass)`).
+ * Its function calls and catalogs are qualified as well (its operators rely
+ * on the path); the statements it builds name every object with its schema
+ * (regclass, regprocedure and regtype print them so under that path), and
+ * changing an owner runs no function of the object's.
  */
 const GIVE_OBJECTS_TO_ROLE = `
 DO $$
 DECLARE
-  target name := current_setting('dbgateway.role');
+  target name := pg_catalog.current_setting('dbgateway.role');
   r record;
 BEGIN
   FOR r IN
-    SELECT n.nspname FROM pg_namespace n
+    SELECT n.nspname FROM pg_catalog.pg_namespace n
      WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
-       AND pg_get_userbyid(n.nspowner) <> target
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
+       AND pg_catalog.pg_get_userbyid(n.nspowner) <> target
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objid = n.oid AND d.deptype = 'e')
   LOOP
-    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', r.nspname, target);
+    EXECUTE pg_catalog.format('ALTER SCHEMA %I OWNER TO %I', r.nspname, target);
   END LOOP;
   FOR r IN
-    SELECT c.oid::regclass AS obj, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    SELECT c.oid::pg_catalog.regclass AS obj, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
        AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-       AND pg_get_userbyid(c.relowner) <> target
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+       AND pg_catalog.pg_get_userbyid(c.relowner) <> target
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
   LOOP
-    EXECUTE format('ALTER %s %s OWNER TO %I',
+    EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I',
       CASE r.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
       r.obj, target);
   END LOOP;
   FOR r IN
-    SELECT p.oid::regprocedure AS obj FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    SELECT p.oid::pg_catalog.regprocedure AS obj FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
      WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
-       AND pg_get_userbyid(p.proowner) <> target
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+       AND pg_catalog.pg_get_userbyid(p.proowner) <> target
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e')
   LOOP
-    EXECUTE format('ALTER ROUTINE %s OWNER TO %I', r.obj, target);
+    EXECUTE pg_catalog.format('ALTER ROUTINE %s OWNER TO %I', r.obj, target);
   END LOOP;
   FOR r IN
-    SELECT t.oid::regtype AS obj FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    SELECT t.oid::pg_catalog.regtype AS obj FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
      WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
-       AND (t.typtype IN ('d', 'e', 'r') OR (t.typtype = 'c' AND (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c'))
-       AND pg_get_userbyid(t.typowner) <> target
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
+       AND (t.typtype IN ('d', 'e', 'r') OR (t.typtype = 'c' AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c'))
+       AND pg_catalog.pg_get_userbyid(t.typowner) <> target
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = t.oid AND d.deptype = 'e')
   LOOP
-    EXECUTE format('ALTER TYPE %s OWNER TO %I', r.obj, target);
+    EXECUTE pg_catalog.format('ALTER TYPE %s OWNER TO %I', r.obj, target);
   END LOOP;
 END
 $$`;
