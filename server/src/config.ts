@@ -44,6 +44,8 @@ export interface Settings {
   readonly dataDir: string;
   /** Port of the embedded PostgreSQL; 0 picks a free one. */
   readonly embeddedPostgresPort: number;
+  /** Gateway instances serving the same PostgreSQL: tenant roles' connection limits allow for all of their pools. */
+  readonly gatewayInstances: number;
 }
 
 /** Pool manager settings (see `PoolManagerOptions`), in milliseconds. */
@@ -209,6 +211,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     tracing: tracingOn ? { serviceName: env.OTEL_SERVICE_NAME || "db-gateway" } : undefined,
     dataDir: env.GATEWAY_DATA_DIR || ".data",
     embeddedPostgresPort: int("EMBEDDED_PG_PORT", 0, 0, 65535),
+    gatewayInstances: int("GATEWAY_INSTANCES", 1, 1, 10_000),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(settings);
@@ -231,6 +234,7 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     maxConnectionsPerPool: settings.pool.maxConnectionsPerPool,
     maxTotalConnections: settings.pool.maxTotalConnections,
     maxPools: settings.pool.maxPools,
+    gatewayInstances: settings.gatewayInstances,
     metrics: `${settings.metrics.host}:${settings.metrics.port}`,
     tracing: settings.tracing === undefined ? "off" : "on",
   };

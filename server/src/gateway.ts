@@ -63,6 +63,8 @@ export interface GatewayOptions {
   healthCheckMillis: number;
   /** Once this many queries of one QueryStream are read and not yet answered (default 4,096), the stream is not read until some are answered. */
   maxStreamQueries?: number;
+  /** Gateways serving the same databases (default 1): each tenant role's connection limit allows for all of their pools. */
+  gatewayInstances?: number;
   /** A superuser as the administrative role is expected (development, on the embedded PostgreSQL): no warning about it at start. */
   superuserExpected?: boolean;
 }
@@ -84,8 +86,15 @@ const MAX_PENDING_NOTIFICATIONS = 10_000;
 /** Once this many queries of one QueryStream are read and not yet answered, the stream is not read until some are answered (a message may take it past). */
 const MAX_STREAM_QUERIES = 4_096;
 
-/** Connections a tenant role may open beyond its pool: room for a LISTEN connection and an operator. */
-const ROLE_CONNECTION_HEADROOM = 2;
+/**
+ * A tenant role's CONNECTION LIMIT: each gateway instance's pool (its LISTEN
+ * connection is one of them), and one more per instance for a connection
+ * closing while its replacement opens; and one for an operator. A backstop:
+ * PostgreSQL's refusal past it (53300) makes calls wait, not fail.
+ */
+export function roleConnectionLimit(maxConnectionsPerPool: number, gatewayInstances: number): number {
+  return gatewayInstances * (maxConnectionsPerPool + 1) + 1;
+}
 
 /**
  * Starts a gateway: loads the database registry and brings existing tenant
@@ -108,7 +117,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await client.connect();
     return client;
   };
-  const roles = new TenantRoles(options.gatewaySecret, options.pool.maxConnectionsPerPool + ROLE_CONNECTION_HEADROOM);
+  const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
   const pools = new PoolManager({
     ...options.pool,
     reapIntervalMillis: Math.min(1_000, options.pool.connectionIdleTimeoutMillis, options.pool.maxLifetimeMillis),

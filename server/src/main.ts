@@ -90,6 +90,7 @@ async function main(): Promise<void> {
       catalogDatabase: settings.catalogDatabase,
       healthCheckMillis: settings.healthCheckMillis,
       superuserExpected: embedded !== undefined,
+      gatewayInstances: settings.gatewayInstances,
     });
   } catch (err) {
     await tracing?.shutdown();

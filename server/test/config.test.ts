@@ -15,6 +15,7 @@ describe("settings", () => {
     assert.equal(s.pool.maxPools, 50);
     assert.equal(s.pool.poolIdleTimeoutMillis, 1_800_000);
     assert.equal(s.pool.maxLifetimeMillis, 3_600_000);
+    assert.equal(s.gatewayInstances, 1);
     assert.ok(Object.isFrozen(s));
   });
 

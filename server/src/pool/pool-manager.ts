@@ -175,6 +175,8 @@ class DatabasePool {
   lastUsedAt = Date.now();
   /** Recent microseconds per statement (see `PoolManager.recordStatementTime`); undefined until measured. */
   statementMicros: number | undefined;
+  /** While PostgreSQL refuses this database more connections (53300): no new one is tried before `until` (performance.now()). */
+  refused: { until: number; backoffMillis: number; error: DatabaseError } | undefined;
   constructor(readonly database: string) {}
 
   get size(): number {
@@ -206,6 +208,13 @@ const STEAL_AFTER_IDLE_MILLIS = 1_000;
  * to save a wait of a few milliseconds.
  */
 const STEAL_AFTER_WAIT_MILLIS = 50;
+
+/** PostgreSQL's too_many_connections: a role's CONNECTION LIMIT, or the server's max_connections. */
+const TOO_MANY_CONNECTIONS = "53300";
+
+/** After PostgreSQL refuses a connection, how long before the next try; doubled on each refusal, up to the most. */
+const REFUSED_BACKOFF_MILLIS = 50;
+const REFUSED_BACKOFF_MAX_MILLIS = 1_000;
 
 /** The weight of a new measurement in a database's mean time per statement. */
 const STATEMENT_TIME_WEIGHT = 0.2;
@@ -559,7 +568,19 @@ export class PoolManager {
   }
 
   #exhausted(pool: DatabasePool): GatewayError {
+    if (pool.refused !== undefined) {
+      return new GatewayError("POOL_EXHAUSTED", `no connection to "${pool.database}" became free in time, and PostgreSQL refused more: ${pool.refused.error.message}`, {
+        metadata: { database: pool.database, sqlstate: TOO_MANY_CONNECTIONS },
+      });
+    }
     return new GatewayError("POOL_EXHAUSTED", `no connection to "${pool.database}" became free in time`, { metadata: { database: pool.database } });
+  }
+
+  /** Whether PostgreSQL refused this database a connection recently (53300): then none is tried until its backoff ends. */
+  #refused(pool: DatabasePool, now: number): boolean {
+    if (pool.refused === undefined || now >= pool.refused.until) return false;
+    this.#pulseIn(pool.refused.until - now);
+    return true;
   }
 
   /** Marks a connection busy; one past its lifetime is replaced, one that sat idle long is checked first. */
@@ -693,8 +714,9 @@ export class PoolManager {
       }
     }
     // 2. A database with callers and no connection gets one first, even at the cap.
+    const now = performance.now();
     for (const pool of waiting) {
-      if (pool.waiters.length > 0 && pool.size === 0 && this.#makeRoom(pool)) this.#open(pool);
+      if (pool.waiters.length > 0 && pool.size === 0 && !this.#refused(pool, now) && this.#makeRoom(pool)) this.#open(pool);
     }
     // 3. New connections for the callers still waiting, while capacity lasts. At the cap, a database
     //    that has connections takes the place of another's only if that one has been idle for a
@@ -702,9 +724,10 @@ export class PoolManager {
     //    a connection that is in use every few milliseconds and opening one (a backend start).
     //    And only once its oldest caller has waited a while: a busy connection of its own is usually
     //    free again sooner than a new one could be opened.
-    const now = performance.now();
     const stealAfterWait = this.options.stealAfterWaitMillis ?? STEAL_AFTER_WAIT_MILLIS;
     for (const pool of waiting) {
+      // Refused by PostgreSQL: the callers wait for the pool's own connections, or for the next try.
+      if (this.#refused(pool, now)) continue;
       let needed = pool.waiters.length - pool.connecting;
       while (needed > 0 && pool.size < this.options.maxConnectionsPerPool && this.#roomUnderCap() > 0) {
         this.#open(pool);
@@ -790,6 +813,7 @@ export class PoolManager {
       () => {
         pool.connecting--;
         pool.stats.opened++;
+        pool.refused = undefined;
         this.#opened++;
         const now = Date.now();
         const connection: Connection = { client, pool, createdAt: now, idleSince: now };
@@ -819,6 +843,13 @@ export class PoolManager {
           const gone = new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database }, cause: err });
           if (this.#pools.get(database) === pool) this.#pools.delete(database);
           for (const waiter of pool.waiters.splice(0)) waiter.reject(gone);
+        } else if (err instanceof DatabaseError && err.code === TOO_MANY_CONNECTIONS) {
+          // A role's connection limit or the server's, reached (other gateways, an operator's sessions):
+          // no caller fails for it. They wait, within their deadlines, for the pool's own connections or
+          // for a later try; one that waits in vain gets POOL_EXHAUSTED saying why.
+          const backoffMillis = pool.refused === undefined ? REFUSED_BACKOFF_MILLIS : Math.min(2 * pool.refused.backoffMillis, REFUSED_BACKOFF_MAX_MILLIS);
+          if (pool.refused === undefined) this.options.onError?.(database, err);
+          pool.refused = { until: performance.now() + backoffMillis, backoffMillis, error: err };
         } else {
           // Only the oldest caller fails, so that a brief failure does not fail a whole queue.
           pool.waiters.shift()?.reject(
@@ -909,7 +940,7 @@ export class PoolManager {
         }
       }
       // One warm connection per active pool, if it fits under the cap without taking anyone's.
-      if (pool.size === 0 && !this.#closed && this.#roomUnderCap() > 0) this.#open(pool);
+      if (pool.size === 0 && !this.#closed && this.#roomUnderCap() > 0 && !this.#refused(pool, performance.now())) this.#open(pool);
     }
     this.#pulse();
   }

@@ -84,7 +84,10 @@ export class TenantLifecycle {
     });
   }
 
-  /** Brings existing databases of configured platforms under the role scheme (those not there yet). */
+  /**
+   * Brings existing databases of configured platforms under the role scheme
+   * (those not there yet), and their roles' connection limits to the current one.
+   */
   async adopt(databases: readonly string[]): Promise<void> {
     const managed = databases.filter((d) => this.isManaged(d));
     if (managed.length === 0) return;
@@ -92,6 +95,7 @@ export class TenantLifecycle {
     let pending: string[];
     try {
       pending = await this.o.roles.unprovisioned(client, managed);
+      await this.o.roles.syncConnectionLimits(client, managed);
     } finally {
       client.release();
     }

@@ -116,6 +116,23 @@ export class TenantRoles {
     }
   }
 
+  /**
+   * Sets the connection limit of the login roles of `databases` (ours only)
+   * to the current one where it differs: it follows the settings (pool size,
+   * gateway instances) of the gateway that starts or adopts last. Returns the
+   * roles changed.
+   */
+  async syncConnectionLimits(admin: pg.ClientBase, databases: readonly string[]): Promise<string[]> {
+    const { rows } = await admin.query<{ rolname: string }>(
+      `SELECT r.rolname FROM pg_catalog.pg_roles r
+        WHERE r.rolname = ANY($1::text[]) AND r.rolconnlimit <> $2
+          AND pg_catalog.shobj_description(r.oid, 'pg_authid') = $3 || r.rolname`,
+      [databases.map((d) => this.roleName(d)), this.connectionLimit, ROLE_COMMENT_PREFIX],
+    );
+    for (const { rolname } of rows) await admin.query(`ALTER ROLE ${escapeIdentifier(rolname)} CONNECTION LIMIT ${this.connectionLimit}`);
+    return rows.map((r) => r.rolname);
+  }
+
   /** Drops a database's login role, if it is one of ours. Call after the database is dropped. */
   async dropRole(admin: pg.ClientBase, database: string): Promise<void> {
     const role = this.roleName(database);

@@ -1,0 +1,94 @@
+// Tenant roles' connection limits follow the settings, and PostgreSQL's refusal of a connection (53300) makes calls wait, not fail.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import pg from "pg";
+import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
+import { roleConnectionLimit } from "../server/src/gateway.js";
+import { rejectsWith } from "./helpers/assert-error.js";
+import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+
+describe("tenant role connection limits", () => {
+  let t: TestGateway;
+  let platform: string;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1, pool: { maxConnectionsPerPool: 5, acquireTimeoutMillis: 3_000 } });
+    platform = t.platforms[0]!;
+    await t.adminClient().admin().createTenant(platform, "busy");
+  });
+  after(() => t.close());
+
+  async function limitOf(role: string): Promise<number> {
+    const admin = await t.pg();
+    const { rows } = await admin.query<{ rolconnlimit: number }>("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", [role]);
+    await admin.end();
+    return rows[0]!.rolconnlimit;
+  }
+
+  async function setLimit(role: string, limit: number): Promise<void> {
+    const admin = await t.pg();
+    await admin.query(`ALTER ROLE ${pg.escapeIdentifier(role)} CONNECTION LIMIT ${limit}`);
+    await admin.end();
+  }
+
+  it("are set from the pool size and the number of gateway instances, and brought up to date by a gateway that starts with other settings", async () => {
+    assert.equal(await limitOf(`${platform}_busy`), roleConnectionLimit(5, 1));
+    assert.equal(await limitOf(`${platform}_main`), roleConnectionLimit(5, 1));
+    // Two instances with larger pools: the one that starts brings every role of its platforms to its own limit.
+    const second = await startTestGateway({
+      platforms: 0,
+      pool: { maxConnectionsPerPool: 8 },
+      overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), gatewaySecret: t.gatewaySecret, gatewayInstances: 2 },
+    });
+    try {
+      assert.equal(roleConnectionLimit(8, 2), 19);
+      assert.equal(await limitOf(`${platform}_busy`), 19);
+      assert.equal(await limitOf(`${platform}_main`), 19);
+      const { rows } = await createClient(second.clientOptions(t.keys[platform]!)).platform(platform).tenant("busy").query("SELECT 1 AS one");
+      assert.deepEqual(rows, [{ one: 1 }]);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it("when PostgreSQL refuses more connections (53300), calls wait for the pool's own connections instead of failing", async () => {
+    const role = `${platform}_busy`;
+    // Another gateway, or an operator, holds all but two of the role's connections.
+    await setLimit(role, 2);
+    try {
+      const client = createClient({ ...t.clientOptions(t.keys[platform]!), queryStream: false, coalesce: false, retry: { maxAttempts: 1 } });
+      const tenant = client.platform(platform).tenant("busy");
+      const results = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => tenant.query<{ i: number }>("SELECT $1::int AS i, pg_sleep(0.02)", [i])));
+      const failures = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => GatewayError.from(r.reason).message);
+      assert.deepEqual(failures, []);
+      assert.deepEqual(
+        results.map((r) => (r as PromiseFulfilledResult<{ rows: { i: number }[] }>).value.rows[0]!.i),
+        Array.from({ length: 40 }, (_, i) => i),
+      );
+      const stats = (await t.adminClient().admin().getPoolStats()).pools.find((p) => p.database === role)!;
+      assert.ok(stats.size <= 2, `pool size ${stats.size}`);
+      client.close();
+    } finally {
+      await setLimit(role, roleConnectionLimit(5, 1));
+    }
+  });
+
+  it("a database that PostgreSQL refuses any connection is RESOURCE_EXHAUSTED once the call's wait is over, saying why", async () => {
+    await t.adminClient().admin().createTenant(platform, "refused");
+    const role = `${platform}_refused`;
+    await setLimit(role, 0);
+    try {
+      const client = createClient({ ...t.clientOptions(t.keys[platform]!), queryStream: false, coalesce: false, retry: { maxAttempts: 1 } });
+      const err = await rejectsWith(client.platform(platform).tenant("refused").query("SELECT 1", [], { timeoutMs: 30_000 }), Code.ResourceExhausted, "POOL_EXHAUSTED");
+      assert.match(err.message, /too many connections for role/);
+      assert.equal(err.metadata.sqlstate, "53300");
+      assert.equal(err.metadata.statement_sent, "false");
+      // Once PostgreSQL lets it in again, the database is served.
+      await setLimit(role, roleConnectionLimit(5, 1));
+      const { rows } = await client.platform(platform).tenant("refused").query("SELECT 2 AS two", [], { timeoutMs: 5_000 });
+      assert.deepEqual(rows, [{ two: 2 }]);
+      client.close();
+    } finally {
+      await setLimit(role, roleConnectionLimit(5, 1));
+    }
+  });
+});
