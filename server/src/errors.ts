@@ -164,6 +164,14 @@ export function statusForSqlstate(sqlstate: string, message = ""): Status {
 /** SQLSTATEs after which the whole transaction can be retried: serialization_failure, deadlock_detected. */
 const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(["40001", "40P01"]);
 
+/**
+ * PostgreSQL's protocol_violation. Sent as an ERROR, it is about a message the
+ * gateway wrote from the request, the connection in step (PostgreSQL skipped
+ * to the next Sync): resending it would fail again. As a FATAL error it ended
+ * the connection.
+ */
+const PROTOCOL_VIOLATION = "08P01";
+
 /** How long a client should wait before retrying a TRANSACTION_CONFLICT: sent as `google.rpc.RetryInfo`. */
 const CONFLICT_RETRY_DELAY = { seconds: 0n, nanos: 20_000_000 };
 
@@ -198,8 +206,10 @@ function toUint(text: string | undefined): number {
 /**
  * A statement error from PostgreSQL, with every field it sent. Serialization
  * failures and deadlocks are TRANSACTION_CONFLICT (ABORTED) with a
- * `google.rpc.RetryInfo`; every other error is QUERY_FAILED with the code of
- * its SQLSTATE.
+ * `google.rpc.RetryInfo`; parameters that do not match the statement's
+ * placeholders (a protocol violation in Bind) are INVALID_PARAMETER; every
+ * other error is QUERY_FAILED with the code of its SQLSTATE, INVALID_ARGUMENT
+ * for any other protocol violation sent as an ERROR.
  */
 export function queryFailed(err: DatabaseError, metadata: Record<string, string> = {}): GatewayError {
   const sqlstate = err.code ?? "";
@@ -208,10 +218,15 @@ export function queryFailed(err: DatabaseError, metadata: Record<string, string>
     details.push({ schema: RetryInfoSchema, message: create(RetryInfoSchema, { retryDelay: CONFLICT_RETRY_DELAY }) });
     return new GatewayError("TRANSACTION_CONFLICT", err.message, { metadata: { ...metadata, sqlstate }, details, cause: err });
   }
+  const clientMistake = sqlstate === PROTOCOL_VIOLATION && err.severity === "ERROR";
+  if (clientMistake && err.routine === "exec_bind_message") {
+    const message = `the number of parameters does not match the statement's placeholders ($1, $2 …): ${err.message}`;
+    return new GatewayError("INVALID_PARAMETER", message, { metadata: { ...metadata, sqlstate }, details, cause: err });
+  }
   return new GatewayError("QUERY_FAILED", err.message, {
     metadata: { ...metadata, sqlstate },
     details,
-    code: statusForSqlstate(sqlstate, err.message),
+    code: clientMistake ? Status.INVALID_ARGUMENT : statusForSqlstate(sqlstate, err.message),
     cause: err,
   });
 }

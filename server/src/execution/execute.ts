@@ -44,6 +44,9 @@ export interface PreparedStatement {
   readonly traceContext?: Context;
 }
 
+/** The most parameters a statement can have: PostgreSQL's Bind message counts them in 16 bits. */
+export const MAX_PARAMETERS = 65_535;
+
 /**
  * Checks a statement from a request and converts its parameters: done before
  * a connection is taken, so a bad request never holds one.
@@ -51,5 +54,8 @@ export interface PreparedStatement {
 export function prepareStatement(statement: Pick<Statement, "sql" | "params">, traceContext?: Context): PreparedStatement {
   if (statement.sql.trim() === "") throw new GatewayError("INVALID_REQUEST", "sql is empty");
   if (statement.sql.includes("\0")) throw new GatewayError("INVALID_REQUEST", "sql cannot contain a zero byte");
+  if (statement.params.length > MAX_PARAMETERS) {
+    throw new GatewayError("INVALID_PARAMETER", `a statement takes at most ${MAX_PARAMETERS} parameters, the most PostgreSQL's protocol can carry (got ${statement.params.length})`);
+  }
   return { sql: statement.sql, values: toPgParams(statement.params), traceContext };
 }

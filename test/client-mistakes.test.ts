@@ -1,0 +1,204 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Code, GatewayError, type Database, type GatewayClient, type Param } from "../client-sdk/src/index.js";
+import { rejectsWith } from "./helpers/assert-error.js";
+import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+
+/** Long enough for any of these calls, short enough that a connection left waiting fails the test rather than hang it. */
+const TIMEOUT_MS = 5_000;
+
+/** A client's mistake: a statement, and the error every path must answer it with. */
+interface Mistake {
+  name: string;
+  sql: string;
+  params: Param[];
+  reason: string;
+  message: RegExp;
+  /** Refused before anything is sent: like any invalid request, it fails a whole Batch, naming the statement (see `independentBatch`). */
+  checked?: boolean;
+}
+
+const MISTAKES: Mistake[] = [
+  {
+    name: "fewer parameters than the statement's placeholders",
+    sql: "SELECT $1::int + $2::int AS sum",
+    params: [1],
+    reason: "INVALID_PARAMETER",
+    message: /number of parameters does not match the statement's placeholders.*supplies 1 parameters.*requires 2/,
+  },
+  {
+    name: "more than 65,535 parameters",
+    sql: "SELECT $1::int AS one",
+    params: Array.from({ length: 65_536 }, (_, i) => i),
+    reason: "INVALID_PARAMETER",
+    message: /at most 65535 parameters.*\(got 65536\)/,
+    checked: true,
+  },
+];
+
+/** The platform's main database through the SDK, and QueryService's own client for the calls the SDK does not make. */
+interface Target {
+  db: Database;
+  raw: GatewayClient["raw"]["query"];
+  platform: string;
+}
+
+/**
+ * Each path that runs a client's statement: runs the mistake there with
+ * correct statements around it where the path takes several, checks that
+ * only the mistake failed, and returns its error.
+ */
+const PATHS: [string, (target: Target, m: Mistake) => Promise<GatewayError>][] = [
+  [
+    "Query",
+    ({ raw, platform }, m) =>
+      rejectsWith(raw.query({ platform, sql: m.sql, params: values(m.params) }, { timeoutMs: TIMEOUT_MS }), Code.InvalidArgument, m.reason),
+  ],
+  [
+    "QueryMany (only that query fails)",
+    async ({ raw, platform }, m) => {
+      const queries = [{ sql: "SELECT 1" }, { sql: m.sql, params: values(m.params) }, { sql: "SELECT 2" }];
+      const { results } = await raw.queryMany({ platform, queries }, { timeoutMs: TIMEOUT_MS });
+      assert.deepEqual(
+        results.map((r) => r.outcome.case),
+        ["result", "error", "result"],
+      );
+      return GatewayError.fromStatus(results[1]!.outcome.value as Parameters<typeof GatewayError.fromStatus>[0]);
+    },
+  ],
+  [
+    "QueryStream, the SDK's query() (only that query of the message fails)",
+    async ({ db }, m) => {
+      const answers = await Promise.allSettled([db.query("SELECT 1 AS n"), db.query(m.sql, m.params, { timeoutMs: TIMEOUT_MS }), db.query("SELECT 2 AS n")]);
+      assert.deepEqual(
+        answers.map((a) => a.status),
+        ["fulfilled", "rejected", "fulfilled"],
+      );
+      return rejectsWith(Promise.reject((answers[1] as PromiseRejectedResult).reason), Code.InvalidArgument, m.reason);
+    },
+  ],
+  ["Batch, independent", ({ db }, m) => independentBatch(db, m, "SELECT 1")],
+  ["Batch, independent, one statement at a time", ({ db }, m) => independentBatch(db, m, "SHOW server_version")],
+  ["Batch, atomic", ({ db }, m) => atomicBatch(db, m, "SELECT 1")],
+  ["Batch, atomic, one statement at a time", ({ db }, m) => atomicBatch(db, m, "SHOW server_version")],
+  [
+    "Transaction, first statement (sent with BEGIN)",
+    async ({ db }, m) => {
+      let error: GatewayError | undefined;
+      await assert.rejects(
+        db.transaction(
+          async (tx) => {
+            error = await rejectsWith(tx.query(m.sql, m.params), Code.InvalidArgument, m.reason);
+            throw new Error("rolled back");
+          },
+          { timeoutMs: TIMEOUT_MS },
+        ),
+        /rolled back/,
+      );
+      return error!;
+    },
+  ],
+  [
+    "Transaction, later statement (the transaction goes on)",
+    async ({ db }, m) => {
+      let error: GatewayError | undefined;
+      await db.transaction(
+        async (tx) => {
+          await tx.query("SAVEPOINT before_mistake");
+          error = await rejectsWith(tx.query(m.sql, m.params), Code.InvalidArgument, m.reason);
+          await tx.query("ROLLBACK TO SAVEPOINT before_mistake");
+          assert.deepEqual((await tx.query("SELECT 3 AS n")).rows, [{ n: 3 }]);
+        },
+        { timeoutMs: TIMEOUT_MS },
+      );
+      return error!;
+    },
+  ],
+  [
+    "StreamQuery",
+    ({ db }, m) =>
+      rejectsWith(
+        (async () => {
+          for await (const row of db.stream(m.sql, m.params, { timeoutMs: TIMEOUT_MS })) void row;
+        })(),
+        Code.InvalidArgument,
+        m.reason,
+      ),
+  ],
+];
+
+async function independentBatch(db: Database, m: Mistake, other: string): Promise<GatewayError> {
+  if (m.checked) return atomicBatch(db, m, other, false);
+  const results = await db.batch([other, { sql: m.sql, params: m.params }, "SELECT 2"], { timeoutMs: TIMEOUT_MS });
+  assert.ok(!(results[0] instanceof GatewayError) && !(results[2] instanceof GatewayError), "the other statements ran");
+  return rejectsWith(Promise.reject(results[1]), Code.InvalidArgument, m.reason);
+}
+
+async function atomicBatch(db: Database, m: Mistake, other: string, atomic = true): Promise<GatewayError> {
+  const error = await rejectsWith(db.batch([other, { sql: m.sql, params: m.params }], { atomic, timeoutMs: TIMEOUT_MS }), Code.InvalidArgument, m.reason);
+  assert.equal(error.metadata.statement_index, "1");
+  return error;
+}
+
+/** Integer parameters as QueryService's own values. */
+function values(params: Param[]) {
+  return params.map((p) => ({ kind: { case: "int64Value" as const, value: BigInt(p as number) } }));
+}
+
+describe("client mistakes: INVALID_ARGUMENT, and the connection kept", () => {
+  let t: TestGateway;
+  let platform: string;
+  let db: Database;
+  let target: Target;
+  before(async () => {
+    // One connection: a call that lost it would have the next call served by another backend.
+    t = await startTestGateway({ platforms: 1, pool: { maxConnectionsPerPool: 1 } });
+    platform = t.platforms[0]!;
+    db = t.client().platform(platform);
+    target = { db, raw: t.client().raw.query, platform };
+  });
+  after(() => t.close());
+
+  /** The backend of the database's one connection, and its pool's counters of connections opened and discarded. */
+  async function connection(): Promise<{ pid: number; opened: bigint; discarded: bigint }> {
+    const { rows } = await db.query<{ pid: number }>("SELECT pg_backend_pid() AS pid", [], { timeoutMs: TIMEOUT_MS });
+    const stats = (await t.adminClient().raw.admin.getPoolStats({ platform })).pools.find((p) => p.database === `${platform}_main`);
+    return { pid: rows[0]!.pid, opened: stats!.connectionsOpened, discarded: stats!.connectionsDiscarded };
+  }
+
+  /** Runs `mistake` and checks that the same backend, in the same pool, serves the next call. */
+  async function keepsConnection<T>(mistake: () => Promise<T>): Promise<T> {
+    const before = await connection();
+    const result = await mistake();
+    assert.deepEqual(await connection(), before, "the connection was kept");
+    return result;
+  }
+
+  for (const m of MISTAKES) {
+    describe(m.name, () => {
+      for (const [path, run] of PATHS) {
+        it(`${path}: INVALID_ARGUMENT ${m.reason}`, async () => {
+          const error = await keepsConnection(() => run(target, m));
+          assert.match(error.message, m.message);
+        });
+      }
+    });
+  }
+
+  it("a parameter-count mismatch carries PostgreSQL's error in its details, in both directions", async () => {
+    for (const params of [[1], [1, 2, 3]]) {
+      const error = await keepsConnection(() => rejectsWith(db.query("SELECT $1::int + $2::int AS sum", params), Code.InvalidArgument, "INVALID_PARAMETER"));
+      assert.equal(error.sqlstate, "08P01");
+      assert.equal(error.metadata.sqlstate, "08P01");
+      assert.equal(error.routine, "exec_bind_message");
+      assert.match(error.message, new RegExp(`supplies ${params.length} parameters`));
+    }
+  });
+
+  it("65,535 parameters, the most there can be, are sent and bound", async () => {
+    const params = Array.from({ length: 65_535 }, (_, i) => String(i + 1));
+    const sql = `SELECT cardinality(ARRAY[${params.map((_, i) => `$${i + 1}`).join(",")}]::int[]) AS n, $65535::int AS last`;
+    const { rows } = await db.query(sql, params, { timeoutMs: 30_000 });
+    assert.deepEqual(rows, [{ n: 65_535, last: 65_535 }]);
+  });
+});
