@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import pg from "pg";
 import { Code, GatewayError, type Database, type GatewayClient, type Param } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { dropPlatformDatabases, pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
 
 /** Long enough for any of these calls, short enough that a connection left waiting fails the test rather than hang it. */
 const TIMEOUT_MS = 5_000;
@@ -33,6 +35,20 @@ const MISTAKES: Mistake[] = [
     reason: "INVALID_PARAMETER",
     message: /at most 65535 parameters.*\(got 65536\)/,
     checked: true,
+  },
+  {
+    name: "COPY … FROM STDIN",
+    sql: "COPY items FROM STDIN",
+    params: [],
+    reason: "INVALID_REQUEST",
+    message: /COPY … FROM STDIN is not supported through the gateway: insert rows with INSERT/,
+  },
+  {
+    name: "COPY … TO STDOUT",
+    sql: "COPY items TO STDOUT",
+    params: [],
+    reason: "INVALID_REQUEST",
+    message: /COPY … TO STDOUT is not supported through the gateway: read rows with SELECT, or with StreamQuery/,
   },
 ];
 
@@ -156,6 +172,8 @@ describe("client mistakes: INVALID_ARGUMENT, and the connection kept", () => {
     platform = t.platforms[0]!;
     db = t.client().platform(platform);
     target = { db, raw: t.client().raw.query, platform };
+    await db.query("CREATE TABLE items (id int)");
+    await db.query("INSERT INTO items VALUES (1), (2)");
   });
   after(() => t.close());
 
@@ -200,5 +218,52 @@ describe("client mistakes: INVALID_ARGUMENT, and the connection kept", () => {
     const sql = `SELECT cardinality(ARRAY[${params.map((_, i) => `$${i + 1}`).join(",")}]::int[]) AS n, $65535::int AS last`;
     const { rows } = await db.query(sql, params, { timeoutMs: 30_000 });
     assert.deepEqual(rows, [{ n: 65_535, last: 65_535 }]);
+  });
+
+  it("a COPY is known after comments and in any case, and one to STDOUT without rows is refused too", async () => {
+    for (const sql of ["/* load */ -- rows\n copy items from stdin", "Copy (SELECT 1 WHERE false) To Stdout"]) {
+      await keepsConnection(() => rejectsWith(db.query(sql), Code.InvalidArgument, "INVALID_REQUEST"));
+    }
+    assert.deepEqual((await db.query("SELECT count(*)::int AS n FROM items")).rows, [{ n: 2 }], "nothing was copied in");
+  });
+
+  it("a COPY to or from a server file or program is PostgreSQL's to refuse: PERMISSION_DENIED (42501)", async () => {
+    for (const sql of ["COPY items TO '/tmp/items.csv'", "COPY items FROM '/etc/hostname'", "COPY items FROM PROGRAM 'true'"]) {
+      const error = await keepsConnection(() => rejectsWith(db.query(sql), Code.PermissionDenied, "QUERY_FAILED"));
+      assert.equal(error.sqlstate, "42501", sql);
+    }
+  });
+
+  it("pg still has the members COPY statements rely on (server/src/execution/copy-statement.ts)", () => {
+    const query = pg.Query.prototype as unknown as Record<string, unknown>;
+    for (const name of ["submit", "handleError", "handleReadyForQuery", "handleCopyInResponse"]) {
+      assert.equal(typeof query[name], "function", `pg.Query.prototype.${name} is gone: pg changed`);
+    }
+    const connection = (pg as unknown as { Connection: { prototype: Record<string, unknown> } }).Connection.prototype;
+    for (const name of ["sendCopyFail", "sync"]) assert.equal(typeof connection[name], "function", `pg's Connection.prototype.${name} is gone: pg changed`);
+  });
+});
+
+describe("client mistakes: the gateway process survives them (gateway in its own process)", () => {
+  let gateway: GatewayProcess;
+  before(async () => {
+    gateway = await startGatewayProcess({ databaseUrl: pgUrl() });
+    await gateway.adminClient().admin().createTenant(gateway.platform, "");
+  });
+  after(async () => {
+    await gateway.close();
+    await dropPlatformDatabases([gateway.platform]);
+  });
+
+  it("a COPY streamed with StreamQuery is refused, and the gateway goes on serving", async () => {
+    const db = gateway.client().platform(gateway.platform);
+    await db.query("CREATE TABLE items (id int)");
+    for (const sql of ["COPY items FROM STDIN", "COPY items TO STDOUT"]) {
+      const stream = (async () => {
+        for await (const row of db.stream(sql, [], { timeoutMs: TIMEOUT_MS })) void row;
+      })();
+      await rejectsWith(stream, Code.InvalidArgument, "INVALID_REQUEST");
+      assert.deepEqual((await db.query("SELECT 1 AS n", [], { timeoutMs: TIMEOUT_MS })).rows, [{ n: 1 }], `the gateway still serves after ${sql}`);
+    }
   });
 });

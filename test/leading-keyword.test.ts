@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import pg from "pg";
-import { canPipeline, leadingKeyword } from "../server/src/execution/leading-keyword.js";
+import { canPipeline, isCopy, leadingKeyword } from "../server/src/execution/leading-keyword.js";
 import { pgUrl } from "./helpers/gateway.js";
 
 /** Statements and the first keyword PostgreSQL's lexer sees in them ("" when the lexer here gives up). */
@@ -52,6 +52,13 @@ describe("the leading keyword that decides whether a batch's statements are pipe
     for (const sql of ["COMMIT", "END", "ABORT", "ROLLBACK", "PREPARE TRANSACTION 'x'", "BEGIN", "START TRANSACTION", "CALL p()", "DO $$ BEGIN END $$", "EXPLAIN SELECT 1"]) {
       assert.ok(!canPipeline(sql), sql);
     }
+  });
+
+  it("a COPY is told from its first character when that is another letter, and by the keyword otherwise", () => {
+    const copies = ["COPY t FROM STDIN", "copy t to stdout", " \n\tCopy t FROM STDIN", "-- load\nCOPY t FROM STDIN", "/* /* */ */COPY t TO STDOUT"];
+    for (const sql of copies) assert.ok(isCopy(sql), JSON.stringify(sql));
+    for (const sql of ["COPYt FROM STDIN", "(COPY t TO STDOUT)", "CALL copy()", "SELECT 'COPY'", "\u00a0COPY t FROM STDIN"]) assert.ok(!isCopy(sql), JSON.stringify(sql));
+    for (const [sql] of CASES) assert.equal(isCopy(sql), leadingKeyword(sql) === "COPY", JSON.stringify(sql));
   });
 
   it("agrees with PostgreSQL: whatever it would pipeline, PostgreSQL runs as a data statement that leaves the transaction open", async () => {

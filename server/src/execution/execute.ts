@@ -3,6 +3,8 @@ import type pg from "pg";
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { toPgParams, type PgParam } from "./params.js";
+import { sendCopy } from "./copy-statement.js";
+import { isCopy } from "./leading-keyword.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
 import type { TextRow } from "./result-set.js";
@@ -33,6 +35,7 @@ export function sendTraced(client: pg.Client, database: string, statement: Prepa
  * its rows as arrays of PostgreSQL's text.
  */
 export function sendStatement(client: pg.Client, statement: PreparedStatement): Promise<pg.QueryArrayResult<TextRow>> {
+  if (statement.copy) return sendCopy(client, statement.sql, statement.values);
   return client.query({ text: statement.sql, values: statement.values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
 }
 
@@ -42,6 +45,8 @@ export interface PreparedStatement {
   readonly values: PgParam[];
   /** The query's own trace context (`queryTraceContext`), when the call carried several callers' queries. */
   readonly traceContext?: Context;
+  /** A COPY (`isCopy`): sent alone, nothing written behind it until it is answered (see `sendCopy`). */
+  readonly copy: boolean;
 }
 
 /** The most parameters a statement can have: PostgreSQL's Bind message counts them in 16 bits. */
@@ -57,5 +62,5 @@ export function prepareStatement(statement: Pick<Statement, "sql" | "params">, t
   if (statement.params.length > MAX_PARAMETERS) {
     throw new GatewayError("INVALID_PARAMETER", `a statement takes at most ${MAX_PARAMETERS} parameters, the most PostgreSQL's protocol can carry (got ${statement.params.length})`);
   }
-  return { sql: statement.sql, values: toPgParams(statement.params), traceContext };
+  return { sql: statement.sql, values: toPgParams(statement.params), traceContext, copy: isCopy(statement.sql) };
 }

@@ -15,6 +15,18 @@ export function canPipeline(sql: string): boolean {
 }
 
 /**
+ * Whether the statement is a COPY, the only statement that can make
+ * PostgreSQL exchange COPY data with the client (a function cannot). Run for
+ * every statement, so a statement starting with any other letter (every
+ * point select) is told by its first character alone.
+ */
+export function isCopy(sql: string): boolean {
+  const c = sql.charCodeAt(0) | 0x20; // a letter lower-cased
+  if (c >= 0x61 && c <= 0x7a && c !== 0x63) return false;
+  return leadingKeyword(sql) === "COPY";
+}
+
+/**
  * The statement's first token, as PostgreSQL's lexer reads it, when it is a
  * word of ASCII letters (upper-cased) or "(": after white space, `--` line
  * comments and nested `/* *\/` comments. Anything else gives "".

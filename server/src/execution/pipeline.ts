@@ -70,8 +70,11 @@ async function writePipelined<T>(lease: Lease, send: (client: Client) => Promise
  * more, `onStatementTime` learns the time per statement (and its reset) that
  * the pipeline took beyond one round trip: the span from the first answer to
  * the last, over the statements after the first.
+ *
+ * Statements of which some are COPY run one at a time (`runOneByOne`).
  */
 export async function runPipelined(lease: Lease, statements: readonly PreparedStatement[], onStatementTime?: (micros: number) => void): Promise<Outcome[]> {
+  if (statements.some((s) => s.copy)) return runOneByOne(lease, statements);
   const { client } = lease;
   const outcomes: Outcome[] = new Array<Outcome>(statements.length);
   let pending = statements.map((_, i) => i);
@@ -163,6 +166,42 @@ export function lapTimer() {
       throw err;
     },
   };
+}
+
+/**
+ * `runPipelined` for statements of which some are COPY: each as a call of its
+ * own, one after the other, a COPY's reset written only once it has been
+ * answered. PostgreSQL reads whatever follows a COPY … FROM STDIN on the wire
+ * as its data, and ends the connection at a message that is not.
+ */
+async function runOneByOne(lease: Lease, statements: readonly PreparedStatement[]): Promise<Outcome[]> {
+  const outcomes: Outcome[] = [];
+  for (const statement of statements) {
+    const [outcome] = statement.copy ? [await runCopy(lease, statement)] : await runPipelined(lease, [statement]);
+    outcomes.push(outcome!);
+    // A lost connection: those not sent yet get its error, as in `runPipelined`.
+    if (outcome!.error !== undefined && !leavesConnectionUsable(outcome!.error)) {
+      return fillUnanswered(outcomes, statements.slice(outcomes.length).map((_, j) => outcomes.length + j));
+    }
+  }
+  return outcomes;
+}
+
+/** A COPY on its own (see `sendCopy`), then the connection's reset. */
+async function runCopy(lease: Lease, statement: PreparedStatement): Promise<Outcome> {
+  const started = process.hrtime.bigint();
+  let outcome: Outcome;
+  try {
+    const result = await sendTraced(lease.client, lease.database, statement);
+    outcome = { result: encodeResultSet(result, process.hrtime.bigint() - started) };
+  } catch (err) {
+    outcome = { error: toGatewayError(err) };
+    if (!leavesConnectionUsable(outcome.error)) return outcome;
+  }
+  lease.throwIfInterrupted();
+  await lease.client.query(RESET_STATEMENT);
+  lease.markReset();
+  return outcome;
 }
 
 /** Statements that were to run again when the connection was lost: their outcome is unknown, as for any statement sent. */

@@ -7,7 +7,7 @@ import { EncodedMessage, type ResponseStream } from "../grpc/service-adapter.js"
 import type { Lease } from "../pool/pool-manager.js";
 import { TEXT_PASSTHROUGH } from "../pool/pool-manager.js";
 import { RawDataRow } from "../pool/data-row-parser.js";
-import type { PreparedStatement } from "./execute.js";
+import { sendStatement, type PreparedStatement } from "./execute.js";
 import { toColumns, toDuration, type TextRow } from "./result-set.js";
 import { RowChunker } from "./row-encoding.js";
 
@@ -86,6 +86,7 @@ class EncodingCursor extends Cursor<TextRow> {
  */
 export async function streamQuery(lease: Lease, statement: PreparedStatement, responses: StreamQueryResponses, limits: ChunkLimits): Promise<void> {
   const started = process.hrtime.bigint();
+  if (statement.copy) return sendCopyResult(lease, statement, responses, started);
   const rows = new RowChunker(ROWS_FIELD, limits);
   const cursor = lease.client.query(new EncodingCursor(statement, rows));
   const internals = cursor as unknown as CursorInternals;
@@ -131,6 +132,21 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
     // An open portal (the client went away, or a send failed) is closed so the connection is idle again.
     if (internals.state === "idle" || internals.state === "busy") await cursor.close().catch(() => undefined);
   }
+}
+
+/**
+ * A COPY, which cannot run from a portal (see `sendCopy`), run as a statement:
+ * its outcome is one message with its (no) columns and its summary.
+ */
+async function sendCopyResult(lease: Lease, statement: PreparedStatement, responses: StreamQueryResponses, started: bigint): Promise<void> {
+  let result: pg.QueryArrayResult<TextRow>;
+  try {
+    result = await sendStatement(lease.client, statement);
+  } catch (err) {
+    throw toGatewayError(err);
+  }
+  const summary = { command: result.command ?? "", rowsAffected: BigInt(result.rowCount ?? 0), executionTime: toDuration(process.hrtime.bigint() - started) };
+  await responses.send(new EncodedMessage(encodePart({ columns: toColumns(result.fields), summary })));
 }
 
 /** A StreamQueryResponse's fields other than rows, encoded: concatenated with the rows, it is one message. */
