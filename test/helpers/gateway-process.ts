@@ -27,6 +27,10 @@ export interface GatewayProcess {
   cpuMicros(): Promise<number>;
   /** Everything the process printed. */
   output(): string;
+  /** Sends the process a signal, leaving its clients open (SIGTERM, SIGINT: it drains and exits). */
+  kill(signal: NodeJS.Signals): void;
+  /** Settles once the process has exited: its exit code, or the signal that ended it. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Stops the process (SIGTERM) and removes its files. Databases it made are the caller's to drop. */
   close(): Promise<void>;
 }
@@ -69,7 +73,7 @@ export async function startGatewayProcess(options: { databaseUrl: string; platfo
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
   const [port, metricsPort] = await new Promise<[number, number]>((resolve, reject) => {
     const timer = setInterval(() => {
       const match = /"port":(\d+),"metricsPort":(\d+)[^\n]*"msg":"serving"/.exec(output);
@@ -108,6 +112,8 @@ export async function startGatewayProcess(options: { databaseUrl: string; platfo
       return (Number(fields[11]) + Number(fields[12])) * 10_000;
     },
     output: () => output,
+    kill: (signal) => void child.kill(signal),
+    exited,
     async close() {
       clients.forEach((c) => c.close());
       child.kill("SIGTERM");

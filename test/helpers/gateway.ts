@@ -184,7 +184,7 @@ export async function dropOwnerRole(databaseUrl = pgUrl()): Promise<void> {
  * key interceptor: for calls the SDK would refuse to make (no key, no client
  * certificate, a certificate from another CA). Close it with `close()`.
  */
-export function rawTransport(t: TestGateway, tls: { cert?: string; key?: string; ca?: string } = {}): { transport: Transport; close: () => void } {
+export function rawTransport(t: Pick<TestGateway, "url">, tls: { cert?: string; key?: string; ca?: string } = {}): { transport: Transport; close: () => void } {
   const pki = testPki();
   const nodeOptions = { ca: tls.ca ?? pki.ca.cert, ...(tls.cert ? { cert: tls.cert, key: tls.key } : {}) };
   const sessionManager = new Http2SessionManager(t.url, {}, nodeOptions);

@@ -1,0 +1,153 @@
+// SIGTERM drains the gateway (its own process, production settings): calls in flight get their answers, or what their clients need to know.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { createClient as createConnectClient } from "@connectrpc/connect";
+import pg from "pg";
+import { Code, createClient, GatewayError, QueryService, toValue, type GatewayClient } from "../client-sdk/src/index.js";
+import { dropPlatformDatabases, pgUrl, rawTransport } from "./helpers/gateway.js";
+import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
+import { testPki } from "./helpers/pki.js";
+import { waitFor } from "./helpers/wait.js";
+
+/** A gateway process with its platform's main database and a `writes` table, SDK clients that never retry, and a direct connection. */
+async function startDraining(env: Record<string, string> = {}) {
+  const gateway = await startGatewayProcess({ databaseUrl: pgUrl(), env });
+  const clients: GatewayClient[] = [];
+  const closers: (() => void)[] = [];
+  const direct = new pg.Client({ connectionString: databaseUrl(`${gateway.platform}_main`) });
+  const admin = new pg.Client({ connectionString: pgUrl() });
+  try {
+    await gateway.adminClient().admin().createTenant(gateway.platform, "");
+    await direct.connect();
+    await admin.connect();
+  } catch (err) {
+    await gateway.close();
+    await dropPlatformDatabases([gateway.platform]);
+    throw err;
+  }
+  /** An SDK client with a connection of its own; it does not retry, so each call's own outcome is seen. */
+  const client = () => {
+    const c = createClient({ ...gateway.clientOptions(gateway.platformKey), retry: { maxAttempts: 1 } });
+    clients.push(c);
+    return c;
+  };
+  await client().platform(gateway.platform).query("CREATE TABLE writes (id int8 PRIMARY KEY, via text NOT NULL)");
+  return {
+    gateway,
+    platform: gateway.platform,
+    client,
+    /** A Connect client (another gRPC implementation than the SDK's grpc-js) with a connection of its own. */
+    connectClient() {
+      const pki = testPki();
+      const { transport, close } = rawTransport(gateway, { cert: pki.client.cert, key: pki.client.key });
+      closers.push(close);
+      return createConnectClient(QueryService, transport);
+    },
+    headers: { "x-api-key": gateway.platformKey },
+    /** The ids in `writes`, as PostgreSQL has them. */
+    async committed(): Promise<Set<number>> {
+      const { rows } = await direct.query<{ id: string }>("SELECT id FROM writes");
+      return new Set(rows.map((r) => Number(r.id)));
+    },
+    /** Backends of the platform's database running a statement whose text contains `text`. */
+    async running(text: string): Promise<number> {
+      const { rows } = await admin.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND strpos(query, $2) > 0",
+        [`${gateway.platform}_main`, text],
+      );
+      return rows[0]!.n;
+    },
+    async close() {
+      clients.forEach((c) => c.close());
+      closers.forEach((c) => c());
+      await direct.end().catch(() => undefined);
+      await admin.end().catch(() => undefined);
+      await gateway.close();
+      await dropPlatformDatabases([gateway.platform]);
+    },
+  };
+}
+
+function databaseUrl(database: string): string {
+  const url = new URL(pgUrl());
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+/** The gateway process's exit: code 0, and what it printed if not. */
+async function exitsCleanly(gateway: GatewayProcess): Promise<void> {
+  const { code, signal } = await gateway.exited;
+  assert.equal(code, 0, `the gateway exited with ${code ?? signal}:\n${gateway.output().split("\n").slice(-20).join("\n")}`);
+}
+
+/**
+ * Whether an error is an answer of the gateway (a status with its ErrorInfo)
+ * or a call the gateway never took (its connection refused, or its stream
+ * refused by HTTP/2 after GOAWAY): anything else is a bare transport error,
+ * which says nothing of whether the statement ran.
+ */
+function answeredOrNeverTaken(error: GatewayError): boolean {
+  if (error.metadata.statement_sent !== undefined || error.reason !== Code[error.code]) return true;
+  return /No connection established|ECONNREFUSED|REFUSED_STREAM/.test(error.message);
+}
+
+describe("Shutdown: SIGTERM drains the gateway process", () => {
+  it("16 concurrent writers: every committed INSERT was answered OK or statement_sent true, none answered statement_sent false committed, no bare transport error", async () => {
+    const d = await startDraining();
+    try {
+      const sql = "INSERT INTO writes (id, via) SELECT $1, $2 FROM pg_sleep(0.02)";
+      type Outcome = { id: number; via: string; error?: GatewayError };
+      const outcomes: Outcome[] = [];
+      const oks = new Array<number>(16).fill(0);
+      // Each writer's calls over its own connection: QueryStream (the SDK's default), Query (a Connect client), Batch (the SDK).
+      const writers = Array.from({ length: 16 }, (_, w) => {
+        const via = ["QueryStream", "Query", "Batch"][w % 3]!;
+        const db = via === "Query" ? undefined : d.client().platform(d.platform);
+        const connect = via === "Query" ? d.connectClient() : undefined;
+        const write = async (id: number) => {
+          if (db === undefined) await connect!.query({ platform: d.platform, sql, params: [toValue(BigInt(id)), toValue(via)] }, { headers: d.headers });
+          else if (via === "Batch") {
+            const [result] = await db.batch([{ sql, params: [BigInt(id), via] }]);
+            if (result instanceof GatewayError) throw result;
+          } else await db.query(sql, [BigInt(id), via]);
+        };
+        return (async () => {
+          // Until the first error: from then on the gateway refuses new calls, and then it is gone.
+          for (let n = 0; ; n++) {
+            const outcome: Outcome = { id: w * 1_000_000 + n, via };
+            outcomes.push(outcome);
+            try {
+              await write(outcome.id);
+              oks[w]!++;
+            } catch (err) {
+              outcome.error = GatewayError.from(err);
+              return;
+            }
+          }
+        })();
+      });
+      await waitFor(() => oks.every((n) => n >= 3), 60_000, "every writer writes");
+      d.gateway.kill("SIGTERM");
+      await Promise.all(writers);
+      await d.gateway.exited;
+
+      const committed = await d.committed();
+      const problems: string[] = [];
+      for (const { id, via, error } of outcomes) {
+        const what = `${via} #${id}: ${error === undefined ? "OK" : `${Code[error.code]} ${error.reason} statement_sent=${error.metadata.statement_sent} "${error.message}"`}`;
+        if (error === undefined) {
+          if (!committed.has(id)) problems.push(`answered OK but not committed: ${what}`);
+          continue;
+        }
+        if (!answeredOrNeverTaken(error)) problems.push(`a bare transport error: ${what}`);
+        if (committed.has(id) && error.metadata.statement_sent !== "true") problems.push(`committed, and its client was not told it may have run: ${what}`);
+        if (error.metadata.statement_sent === "false" && committed.has(id)) problems.push(`committed though statement_sent=false: ${what}`);
+      }
+      assert.deepEqual(problems, [], `${problems.length} of ${outcomes.length} calls (${committed.size} rows committed)`);
+      assert.ok(outcomes.filter((o) => o.error === undefined).length >= 48);
+      await exitsCleanly(d.gateway);
+    } finally {
+      await d.close();
+    }
+  });
+});
