@@ -1,10 +1,14 @@
 // SIGTERM drains the gateway (its own process, production settings): calls in flight get their answers, or what their clients need to know.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { createClient as createConnectClient } from "@connectrpc/connect";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
 import pg from "pg";
+import { TransactionRequestSchema, type TransactionResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, createClient, GatewayError, QueryService, toValue, type GatewayClient } from "../client-sdk/src/index.js";
-import { dropPlatformDatabases, pgUrl, rawTransport } from "./helpers/gateway.js";
+import { rejectsWith } from "./helpers/assert-error.js";
+import { dropPlatformDatabases, metricValue, pgUrl, rawTransport } from "./helpers/gateway.js";
 import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
 import { testPki } from "./helpers/pki.js";
 import { waitFor } from "./helpers/wait.js";
@@ -88,7 +92,26 @@ async function exitsCleanly(gateway: GatewayProcess): Promise<void> {
  */
 function answeredOrNeverTaken(error: GatewayError): boolean {
   if (error.metadata.statement_sent !== undefined || error.reason !== Code[error.code]) return true;
-  return /No connection established|ECONNREFUSED|REFUSED_STREAM/.test(error.message);
+  return /No connection established|ECONNREFUSED|REFUSED_STREAM|GOAWAY/.test(error.message);
+}
+
+type Request = MessageInitShape<typeof TransactionRequestSchema>;
+
+/** A Transaction stream driven message by message. */
+function transactionStream(client: GatewayClient, platform: string) {
+  const requests = createWritableIterable<Request>();
+  const responses = client.raw.query.transaction(requests)[Symbol.asyncIterator]();
+  const send = (request: Request) => void requests.write(create(TransactionRequestSchema, request)).catch(() => undefined);
+  return {
+    begin: () => send({ kind: { case: "begin", value: { platform } } }),
+    statement: (sql: string) => send({ kind: { case: "statement", value: { sql } } }),
+    commit: () => send({ kind: { case: "commit", value: {} } }),
+    /** The next answer's kind; throws the call's error. */
+    async next(): Promise<TransactionResponse["kind"]["case"] | "end"> {
+      const r = await responses.next();
+      return r.done ? "end" : r.value.kind.case;
+    },
+  };
 }
 
 describe("Shutdown: SIGTERM drains the gateway process", () => {
@@ -146,6 +169,113 @@ describe("Shutdown: SIGTERM drains the gateway process", () => {
       assert.deepEqual(problems, [], `${problems.length} of ${outcomes.length} calls (${committed.size} rows committed)`);
       assert.ok(outcomes.filter((o) => o.error === undefined).length >= 48);
       await exitsCleanly(d.gateway);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it("honours the grace period: a slow statement over Query, QueryStream and Batch, and an open transaction, finish and get their answers", async () => {
+    const d = await startDraining();
+    try {
+      const db = d.client().platform(d.platform);
+      const slow = (id: number, via: string) => `INSERT INTO writes (id, via) SELECT ${id}, '${via}' FROM pg_sleep(1)`;
+      const queryStream = db.query(slow(1, "QueryStream"));
+      const query = db.query(slow(2, "Query"), [], { signal: new AbortController().signal }); // with a signal: a Query call of its own
+      const batch = db.batch([slow(3, "Batch")]);
+      for (const call of [queryStream, query, batch]) call.catch(() => undefined);
+      let signalled!: () => void;
+      const sigterm = new Promise<void>((resolve) => (signalled = resolve));
+      let begun!: () => void;
+      const inTransaction = new Promise<void>((resolve) => (begun = resolve));
+      const transaction = d
+        .client()
+        .platform(d.platform)
+        .transaction(async (tx) => {
+          await tx.query("INSERT INTO writes (id, via) VALUES (4, 'Transaction')");
+          begun();
+          await sigterm;
+          await tx.query("INSERT INTO writes (id, via) SELECT 5, 'Transaction' FROM pg_sleep(0.5)");
+        });
+      transaction.catch(() => undefined);
+      // A transaction stream whose transaction has not begun, and a Listen subscription: both end at once.
+      const notBegun = transactionStream(d.client(), d.platform);
+      const notBegunEnds = notBegun.next();
+      notBegunEnds.catch(() => undefined);
+      const subscription = await d.client().platform(d.platform).listen("drain_test");
+      const listening = (async () => {
+        for await (const event of subscription) void event;
+      })();
+      listening.catch(() => undefined);
+
+      await inTransaction;
+      await waitFor(async () => (await d.running("pg_sleep(1)")) === 3, 30_000, "the three slow statements run");
+      await waitFor(async () => (await metricValue({ httpUrl: `http://127.0.0.1:${d.gateway.metricsPort}` }, "db_gateway_open_transactions")) === 2, 30_000, "both transaction streams are open");
+      d.gateway.kill("SIGTERM");
+      signalled();
+
+      assert.equal((await queryStream).rowCount, 1);
+      assert.equal((await query).rowCount, 1);
+      const [batched] = await batch;
+      assert.ok(!(batched instanceof GatewayError), String(batched));
+      await transaction;
+      const refused = await rejectsWith(notBegunEnds, Code.Unavailable, "SHUTTING_DOWN");
+      assert.equal(refused.metadata.statement_sent, "false");
+      await rejectsWith(listening, Code.Unavailable, "SHUTTING_DOWN");
+      await exitsCleanly(d.gateway);
+      assert.deepEqual([...(await d.committed())].sort(), [1, 2, 3, 4, 5]);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it("when the grace period ends: a running statement (Query, QueryStream, Batch, StreamQuery) is cancelled and answered statement_sent true, an open transaction rolled back (ABORTED), a running COMMIT's outcome unknown", async () => {
+    const d = await startDraining({ SHUTDOWN_GRACE_SECS: "1" });
+    try {
+      const setup = d.client().platform(d.platform);
+      // A COMMIT that takes 5 s: a deferred constraint trigger that sleeps.
+      await setup.query("CREATE FUNCTION sleep_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$");
+      await setup.query(
+        "CREATE CONSTRAINT TRIGGER sleep_at_commit AFTER INSERT ON writes DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.via = 'slow commit') EXECUTE FUNCTION sleep_at_commit()",
+      );
+      const db = d.client().platform(d.platform);
+      const stuck = (id: number, via: string) => `INSERT INTO writes (id, via) SELECT ${id}, '${via}' FROM pg_sleep(60)`;
+      const queryStream = db.query(stuck(1, "QueryStream"));
+      const query = db.query(stuck(2, "Query"), [], { signal: new AbortController().signal });
+      const batch = db.batch([stuck(3, "Batch")]);
+      const streamed = (async () => {
+        for await (const row of db.stream("SELECT pg_sleep(60)")) void row;
+      })();
+      for (const call of [queryStream, query, batch, streamed]) call.catch(() => undefined);
+      const open = transactionStream(d.client(), d.platform);
+      open.begin();
+      open.statement("INSERT INTO writes (id, via) VALUES (4, 'open transaction')");
+      assert.equal(await open.next(), "begun");
+      assert.equal(await open.next(), "result");
+      const committing = transactionStream(d.client(), d.platform);
+      committing.begin();
+      committing.statement("INSERT INTO writes (id, via) VALUES (5, 'slow commit')");
+      assert.equal(await committing.next(), "begun");
+      assert.equal(await committing.next(), "result");
+      committing.commit();
+      const commitAnswer = committing.next();
+      commitAnswer.catch(() => undefined);
+
+      await waitFor(async () => (await d.running("pg_sleep(60)")) === 4, 30_000, "the four stuck statements run");
+      await waitFor(async () => (await d.running("COMMIT")) === 1, 30_000, "the slow COMMIT runs");
+      d.gateway.kill("SIGTERM");
+
+      for (const call of [queryStream, query, streamed]) {
+        const error = await rejectsWith(call, Code.Unavailable, "SHUTTING_DOWN");
+        assert.equal(error.metadata.statement_sent, "true", error.message);
+      }
+      const batchError = await rejectsWith(batch, Code.Unavailable, "SHUTTING_DOWN");
+      assert.equal(batchError.metadata.statement_sent, "true", batchError.message);
+      await rejectsWith(open.next(), Code.Aborted, "ROLLED_BACK_AT_SHUTDOWN");
+      await rejectsWith(commitAnswer, Code.Unavailable, "COMMIT_OUTCOME_UNKNOWN");
+      await exitsCleanly(d.gateway);
+      assert.ok(!(await d.committed()).has(4), "the open transaction was rolled back");
+      // The stuck statements were cancelled, not left to run their minute on PostgreSQL.
+      await waitFor(async () => (await d.running("pg_sleep(60)")) === 0, 10_000, "the stuck statements end");
     } finally {
       await d.close();
     }

@@ -30,6 +30,8 @@ export interface Settings {
   readonly maxStatementMillis: number;
   /** Longest an interactive transaction may wait for its client's next message before it is rolled back. */
   readonly transactionIdleTimeoutMillis: number;
+  /** At SIGTERM or SIGINT, how long calls in flight have to finish before they are interrupted. */
+  readonly shutdownGraceMillis: number;
   readonly logLevel: LogLevel;
   /** The operators' HTTP port: /metrics, /health. */
   readonly metrics: { readonly host: string; readonly port: number };
@@ -203,6 +205,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     registryRefreshMillis: int("REGISTRY_REFRESH_SECS", 10, 1, 86_400) * 1000,
     maxStatementMillis: int("MAX_STATEMENT_TIME_SECS", 300, 1, 86_400) * 1000,
     transactionIdleTimeoutMillis: int("TRANSACTION_IDLE_TIMEOUT_SECS", 60, 1, 86_400) * 1000,
+    shutdownGraceMillis: int("SHUTDOWN_GRACE_SECS", 20, 0, 3_600) * 1000,
     logLevel,
     metrics: { host: env.METRICS_HOST || host, port: int("METRICS_PORT", 9464, 0, 65535) },
     rateLimit: ratePerSecond > 0 ? { perSecond: ratePerSecond, burst: rateBurst } : undefined,

@@ -60,8 +60,14 @@ export const Reason = {
   SUBSCRIBER_TOO_SLOW: Status.RESOURCE_EXHAUSTED,
   /** PostgreSQL could not be reached, or the connection broke. */
   DATABASE_UNAVAILABLE: Status.UNAVAILABLE,
-  /** The gateway is shutting down: a QueryStream ends, its queries without an answer not run. */
+  /**
+   * The gateway is shutting down: a call refused (or a QueryStream's queries
+   * without an answer) was not run (`statement_sent: "false"`); one stopped
+   * when the shutdown's grace period ended may have run (`statement_sent: "true"`).
+   */
   SHUTTING_DOWN: Status.UNAVAILABLE,
+  /** An interactive transaction still open when the shutdown's grace period ended: rolled back, nothing of it committed. */
+  ROLLED_BACK_AT_SHUTDOWN: Status.ABORTED,
   NOT_IMPLEMENTED: Status.UNIMPLEMENTED,
   INTERNAL: Status.INTERNAL,
 } as const satisfies Record<string, Status>;

@@ -2,12 +2,13 @@ import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import { parse as parseConnectionString } from "pg-connection-string";
 import type { PoolSettings } from "./config.js";
-import type { GatewayError } from "./errors.js";
+import { beforeStatement, GatewayError } from "./errors.js";
 import { AdminService } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import { AuditLog } from "./audit/audit-log.js";
 import { ApiKeys, requireAdmin } from "./grpc/api-keys.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
+import { OpenCalls } from "./grpc/open-calls.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import { ListenerHub } from "./notifications/listener-hub.js";
@@ -74,12 +75,29 @@ export interface Gateway {
   readonly port: number;
   /** The port of /metrics and /health. */
   readonly metricsPort: number;
-  /** Stops accepting calls, lets calls in flight finish (up to `graceMillis`), then closes every connection. */
+  /**
+   * Drains, then closes every connection. New calls are refused (UNAVAILABLE,
+   * SHUTTING_DOWN, `statement_sent: "false"`; clients are told to go
+   * elsewhere, HTTP/2's GOAWAY, and the port closes), QueryStreams stop
+   * reading, and Listen subscriptions and transactions not yet begun end.
+   * Calls in flight finish and answer within `graceMillis` (default 5,000);
+   * then what still runs is interrupted: its client gets SHUTTING_DOWN with
+   * `statement_sent: "true"`, an open transaction is rolled back
+   * (ROLLED_BACK_AT_SHUTDOWN), a COMMIT on its way is COMMIT_OUTCOME_UNKNOWN.
+   * Resolves once every call has its status and the connections are closed.
+   */
   close(graceMillis?: number): Promise<void>;
 }
 
 /** After a call is interrupted, how long its backend has to stop before its connection is destroyed. */
 const CANCEL_GRACE_MILLIS = 2_000;
+
+/**
+ * At shutdown, how long calls interrupted at the end of the grace period have
+ * to send their answers, and then clients to read their statuses, before the
+ * connections are closed regardless.
+ */
+const SHUTDOWN_ANSWER_MILLIS = 2_000;
 
 /** Notifications a Listen subscriber may leave unread before it is disconnected (SUBSCRIBER_TOO_SLOW). */
 const MAX_PENDING_NOTIFICATIONS = 10_000;
@@ -171,6 +189,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   refresher.unref();
 
   const keys = new ApiKeys(options.platformKeys, options.adminKey);
+  const calls = new OpenCalls();
   const server = new grpc.Server({
     "grpc.max_receive_message_length": 16 * 1024 * 1024,
     "grpc.keepalive_permit_without_calls": 1,
@@ -212,7 +231,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     maxPendingNotifications: MAX_PENDING_NOTIFICATIONS,
     maxStreamQueries: options.maxStreamQueries ?? MAX_STREAM_QUERIES,
   }, draining.signal);
-  addService(server, QueryService, queryService, { authenticate, authorize: admitPlatform, telemetry, onError: onCallError });
+  addService(server, QueryService, queryService, { authenticate, authorize: admitPlatform, telemetry, onError: onCallError, calls });
   const adminService = createAdminService(registry, lifecycle, pools, platforms, {
     audit,
     onAuditFailure: (err) => {
@@ -220,7 +239,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       onError("an administrative action could not be recorded in the audit trail", err);
     },
   });
-  addService(server, AdminService, adminService, { authenticate, authorize: requireAdmin, telemetry, onError: onCallError });
+  addService(server, AdminService, adminService, { authenticate, authorize: requireAdmin, telemetry, onError: onCallError, calls });
   const setServing = addStandardServices(server, [QueryService, AdminService]);
   const health = new HealthMonitor(
     admin,
@@ -228,6 +247,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     () => pools.stats(),
     (serving) => {
       setServing(serving ? "SERVING" : "NOT_SERVING");
+      if (draining.signal.aborted) return; // not PostgreSQL's doing
       log.warn({ serving }, serving ? "PostgreSQL answers again: serving" : "PostgreSQL does not answer: not serving");
     },
   );
@@ -264,20 +284,26 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     port,
     metricsPort: http.port,
     async close(graceMillis = 5_000) {
+      calls.refuse(beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: the call was not run")));
+      draining.abort();
       health.drain();
       clearInterval(refresher);
       listeners.close();
-      draining.abort();
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMillis);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      // GOAWAY on every connection (calls sent after it are refused by HTTP/2, unprocessed), and the port closes.
+      const closed = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      if (!(await calls.settled(graceMillis))) {
+        log.warn({ calls: calls.size }, "the grace period is over: interrupting the calls still running");
+        pools.stop();
+        // Calls holding no connection (an administrative one, say) are ended here, with a status all the same.
+        if (!(await calls.settled(SHUTDOWN_ANSWER_MILLIS))) {
+          calls.endAll(new GatewayError("SHUTTING_DOWN", "the gateway shut down before the call ended: it may have run", { metadata: { statement_sent: "true" } }));
+        }
+      }
+      // Every call has its status: the connections close as their clients read it (a health Watch keeps one open).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_ANSWER_MILLIS)))]);
+      clearTimeout(timer);
+      server.forceShutdown();
       await syncing?.catch(() => undefined);
       await http.close();
       await pools.closeAll();

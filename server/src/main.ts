@@ -104,8 +104,8 @@ async function main(): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, "draining");
-    await gateway.close();
+    logger.info({ signal, graceMillis: settings.shutdownGraceMillis }, "draining");
+    await gateway.close(settings.shutdownGraceMillis);
     await tracing?.shutdown();
     await embedded?.stop();
     await flushLogs(logger);

@@ -19,6 +19,15 @@ describe("settings", () => {
     assert.ok(Object.isFrozen(s));
   });
 
+  it("reads SHUTDOWN_GRACE_SECS: 20 s by default, 0 to 3,600", () => {
+    assert.equal(loadSettings({}).shutdownGraceMillis, 20_000);
+    assert.equal(loadSettings({ SHUTDOWN_GRACE_SECS: "0" }).shutdownGraceMillis, 0);
+    assert.equal(loadSettings({ SHUTDOWN_GRACE_SECS: "45" }).shutdownGraceMillis, 45_000);
+    for (const bad of ["-1", "3601", "1.5", "soon"]) {
+      assert.throws(() => loadSettings({ SHUTDOWN_GRACE_SECS: bad }), (err: ConfigError) => err.problems.length === 1 && err.problems[0]!.startsWith("SHUTDOWN_GRACE_SECS"));
+    }
+  });
+
   it("reads API_KEY_<PLATFORM> and API_KEY_ADMIN", () => {
     const s = loadSettings({ API_KEY_MEDSTOREAPP: `ms_${KEY}`, API_KEY_ADMIN: `ad_${KEY}`, API_KEY_SCHOOL2: `s2_${KEY}` });
     assert.deepEqual([...s.platformKeys.keys()].sort(), ["medstoreapp", "school2"]);

@@ -6,6 +6,7 @@ import { GatewayError, toGatewayError, toStatusObject } from "../errors.js";
 import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
 import type { Principal } from "./api-keys.js";
+import type { OpenCalls } from "./open-calls.js";
 
 /** What a handler knows about its call besides the request. */
 export interface CallContext {
@@ -105,6 +106,8 @@ export interface ServiceHooks {
   telemetry: CallTelemetry;
   /** Called with every error sent to a client, after conversion. */
   onError?(method: DescMethod, err: GatewayError): void;
+  /** Where every call is counted while it runs, and which refuses new calls once the gateway drains. */
+  calls?: OpenCalls;
 }
 
 /**
@@ -160,7 +163,10 @@ function methodDefinition(service: DescService, method: DescMethod): grpc.Method
  * and authorization before the handler runs, an AbortSignal for cancellation
  * (the client's, or the deadline's as grpc-js sees it), and one conversion of
  * any error. `run` runs the handler inside the call's trace context and ends
- * the record with its outcome.
+ * the record with its outcome. The call has one answer: the handler takes it
+ * with `answer()` before it sends its response or ends the call, and gets
+ * false when the gateway's drain has ended the call already (see
+ * `OpenCalls.endAll`): its outcome is then dropped.
  */
 function startCall(
   method: DescMethod,
@@ -175,7 +181,7 @@ function startCall(
   },
   hooks: ServiceHooks,
   fail: (status: Partial<grpc.StatusObject>) => void,
-): { context: CallContext; run: (handler: () => Promise<void>) => void; sendHeaders: () => void } | undefined {
+): { context: CallContext; run: (handler: () => Promise<void>) => void; sendHeaders: () => void; answer: () => boolean } | undefined {
   const record = hooks.telemetry.start(method, call.metadata);
   let headersSent = false;
   /** The response headers (the request id), once. */
@@ -190,10 +196,20 @@ function startCall(
   // grpc-js also reports "cancelled" after every call it has ended: listen only while the call runs.
   const onCancelled = () => abort.abort();
   call.on("cancelled", onCancelled);
-  const ended = () => call.off("cancelled", onCancelled);
+  let state: "open" | "answered" | "failed" = "open";
+  /** Stops counting the call among the open ones (see `ServiceHooks.calls`). */
+  let untrack = (): void => undefined;
+  /** Takes the call's one answer; false if it has been taken already. */
+  const take = (as: "answered" | "failed"): boolean => {
+    if (state !== "open") return false;
+    state = as;
+    call.off("cancelled", onCancelled);
+    untrack();
+    return true;
+  };
   const failWith = (err: unknown) => {
+    if (!take("failed")) return;
     const error = toGatewayError(err);
-    ended();
     record.end(error);
     hooks.onError?.(method, error);
     sendHeaders();
@@ -206,6 +222,11 @@ function startCall(
     hooks.authorize?.(principal, charge);
     return principal;
   };
+  const refusal = hooks.calls?.refusal;
+  if (refusal !== undefined) {
+    failWith(refusal);
+    return undefined;
+  }
   let principal: Principal;
   try {
     principal = admit(record, true);
@@ -213,6 +234,7 @@ function startCall(
     failWith(err);
     return undefined;
   }
+  if (hooks.calls !== undefined) untrack = hooks.calls.add(failWith);
   const deadline = call.getDeadline();
   /** Until a part has been admitted: the first uses the call's rate-limit token. */
   let firstPart = true;
@@ -236,10 +258,10 @@ function startCall(
   return {
     context,
     sendHeaders,
+    answer: () => take("answered"),
     run: (handler) =>
       runInContext(record.traceContext, handler).then(() => {
-        ended();
-        record.end(undefined);
+        if (state === "answered") record.end(undefined);
       }, failWith),
   };
 }
@@ -253,9 +275,11 @@ function unaryHandler(
     const started = startCall(method, call, hooks, (status) => callback(status));
     started?.run(async () => {
       const response = await handler(call.request, started.context);
+      const message = response instanceof EncodedMessage ? (response as unknown as MessageShape<DescMessage>) : create(method.output, response);
+      if (!started.answer()) return;
       // Headers and response leave in the same tick: one write.
       started.sendHeaders();
-      callback(null, response instanceof EncodedMessage ? (response as unknown as MessageShape<DescMessage>) : create(method.output, response));
+      callback(null, message);
     });
   };
 }
@@ -270,7 +294,7 @@ function serverStreamingHandler(
     started?.sendHeaders();
     started?.run(async () => {
       await handler(call.request, responseStream(method, call, started.context.signal), started.context);
-      call.end();
+      if (started.answer()) call.end();
     });
   };
 }
@@ -285,7 +309,7 @@ function bidiStreamingHandler(
     started?.sendHeaders();
     started?.run(async () => {
       await handler(requestStream(call), responseStream(method, call, started.context.signal), started.context);
-      call.end();
+      if (started.answer()) call.end();
     });
   };
 }

@@ -86,10 +86,10 @@ export class ListenerHub {
     return listener.add(new Set(channels), subscriber);
   }
 
-  /** Ends every subscription (UNAVAILABLE) and gives the listening connections back. */
+  /** Ends every subscription (UNAVAILABLE, SHUTTING_DOWN) and gives the listening connections back. */
   close(): void {
     this.#closing.abort();
-    for (const listener of this.#listeners.values()) listener.failAll(new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down"));
+    for (const listener of this.#listeners.values()) listener.failAll(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down"));
   }
 
   stats(): ListenerStats {

@@ -262,6 +262,10 @@ export class PoolManager {
   #closing = 0;
   #seq = 0;
   #closed = false;
+  /** Set by `stop`: what every call asking for a connection from then on fails with. */
+  #stopped: GatewayError | undefined;
+  /** The interruption of each call holding a connection (see `withConnection`), for `stop`. */
+  readonly #leases = new Set<(err: GatewayError) => void>();
   #evictions = 0;
   #poolsCreated = 0;
   #hits = 0;
@@ -301,6 +305,11 @@ export class PoolManager {
     } catch (err) {
       throw beforeStatement(err);
     }
+    if (this.#stopped !== undefined) {
+      // Stopped while the connection was being checked: the call has not begun.
+      this.#release(connection, undefined);
+      throw beforeStatement(this.#stopped);
+    }
     // The interruption's error once interrupted; its AbortSignal is made only for a lease user that asks for it.
     let reason: GatewayError | undefined;
     let abort: AbortController | undefined;
@@ -331,6 +340,7 @@ export class PoolManager {
       }
     };
     interrupted.catch(() => undefined);
+    this.#leases.add(interrupt);
     const remaining = limits.deadline - Date.now();
     const timer = Number.isFinite(remaining)
       ? setTimeout(() => interrupt(new GatewayError("DEADLINE_EXCEEDED", "the call's deadline passed while the statement ran")), Math.max(0, remaining))
@@ -380,6 +390,7 @@ export class PoolManager {
       else this.#release(connection, err);
       throw err;
     } finally {
+      this.#leases.delete(interrupt);
       clearTimeout(timer);
       limits.signal?.removeEventListener("abort", onAbort);
     }
@@ -426,6 +437,21 @@ export class PoolManager {
     for (const connection of [...pool.idle]) this.#destroy(connection, "closed");
     // Busy connections are destroyed when released: their pool is no longer in the map.
     this.#pulse();
+  }
+
+  /**
+   * Stops serving calls, for a shutdown whose grace period is over: every
+   * call holding a connection is interrupted as by `Lease.interrupt` (its
+   * statement cancelled, its transaction rolled back) with SHUTTING_DOWN and
+   * `statement_sent: "true"` (a COMMIT on its way ends as its shield says),
+   * and every call waiting for a connection, or asking for one later, fails
+   * with SHUTTING_DOWN, not sent. Connections are closed by `closeAll`.
+   */
+  stop(): void {
+    this.#stopped = new GatewayError("SHUTTING_DOWN", "the gateway shut down before the call had a connection: it was not run");
+    for (const pool of this.#pools.values()) for (const waiter of pool.waiters.splice(0)) waiter.reject(this.#stopped);
+    const running = new GatewayError("SHUTTING_DOWN", "the gateway shut down while the statement ran: it may have run", { metadata: { statement_sent: "true" } });
+    for (const interrupt of [...this.#leases]) interrupt(running);
   }
 
   /** Closes every pool and stops the reaper. */
@@ -513,6 +539,7 @@ export class PoolManager {
 
   async #acquire(database: string, limits: CallLimits): Promise<Connection> {
     if (this.#closed) throw new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down");
+    if (this.#stopped !== undefined) throw this.#stopped;
     const pool = this.#pool(database);
     pool.lastUsedAt = Date.now();
     if (pool.waiters.length === 0 && pool.idle.length > 0) {

@@ -34,7 +34,10 @@ export interface QueryServiceLimits {
  * deadline bounds its wait for a connection and its statements (a transaction
  * as a whole, each of its statements at most `maxStatementMillis`); when it
  * passes or the client cancels, the running statement is cancelled on
- * PostgreSQL.
+ * PostgreSQL. Once `draining` aborts (the gateway shuts down), QueryStreams
+ * stop reading and Transaction streams not yet begun end (SHUTTING_DOWN, not
+ * sent); a transaction the shutdown interrupts before its COMMIT is sent
+ * ends with ROLLED_BACK_AT_SHUTDOWN.
  */
 export function createQueryService(
   router: Router,
@@ -209,7 +212,9 @@ export function createQueryService(
     },
 
     async transaction(requests, responses, ctx) {
-      const first = await requests.next();
+      const first = await unlessAborted(requests.next(), draining);
+      // Not begun when the gateway drains: nothing ran, and the client may begin it again elsewhere.
+      if (draining.aborted) throw beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: the transaction was not begun"));
       if (first === undefined) return; // the client gave up before beginning
       if (first.kind.case !== "begin") throw new GatewayError("INVALID_REQUEST", "the first message of a transaction stream must be begin");
       const { platform, tenantId, options } = first.kind.value;
@@ -223,10 +228,24 @@ export function createQueryService(
           return request;
         },
       };
-      await pools.withConnection(database, (lease) => runInteractiveTransaction(lease, begin, counted, responses, transactionLimits), {
-        deadline: ctx.deadline,
-        signal: ctx.signal,
-      });
+      let begun = false;
+      try {
+        await pools.withConnection(
+          database,
+          (lease) => {
+            begun = true;
+            return runInteractiveTransaction(lease, begin, counted, responses, transactionLimits);
+          },
+          { deadline: ctx.deadline, signal: ctx.signal },
+        );
+      } catch (err) {
+        // Interrupted by the end of the shutdown's grace period before COMMIT was sent (after, the shield
+        // makes it COMMIT_OUTCOME_UNKNOWN): the transaction cannot commit, and the gateway rolls it back.
+        if (begun && err instanceof GatewayError && err.reason === "SHUTTING_DOWN") {
+          throw new GatewayError("ROLLED_BACK_AT_SHUTDOWN", "the gateway shut down with the transaction open: it was rolled back, nothing of it committed");
+        }
+        throw err;
+      }
     },
 
     async listen(request, responses, ctx) {
@@ -255,6 +274,16 @@ export function createQueryService(
       });
     },
   };
+}
+
+/** `promise`'s value, or undefined as soon as `signal` aborts. */
+function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise<T | undefined>((resolve, reject) => {
+    const onAbort = () => resolve(undefined);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 /** About the most bytes of results one QueryStream response carries (a result larger than this goes alone). */
