@@ -4,6 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import pg from "pg";
 import { connectionsFor, MAX_PIPELINE_DEPTH, PIPELINE_DEPTH, pipelineDepth, runQueryMany } from "../server/src/execution/query-many.js";
+import { DEFAULT_RESULT_LIMITS, ResultBudget } from "../server/src/execution/result-budget.js";
 import { TenantQuerySchema } from "../server/src/gen/dbgateway/v1/query_service_pb.js";
 import { ResultSetSchema } from "../server/src/gen/dbgateway/v1/values_pb.js";
 import { PoolManager } from "../server/src/pool/pool-manager.js";
@@ -34,6 +35,7 @@ describe("QueryMany pipeline depth: against PostgreSQL", () => {
   const database = `pipeline_depth_${randomBytes(4).toString("hex")}`;
   let admin: pg.Client;
   let pools: PoolManager;
+  const results = new ResultBudget(DEFAULT_RESULT_LIMITS);
   before(async () => {
     admin = new pg.Client({ connectionString: pgUrl() });
     await admin.connect();
@@ -64,7 +66,7 @@ describe("QueryMany pipeline depth: against PostgreSQL", () => {
   /** One QueryMany share of `n` copies of `sql`: how many backends ran them. */
   async function backendsFor(sql: string, n: number): Promise<number> {
     const queries = Array.from({ length: n }, () => create(TenantQuerySchema, { sql }));
-    const { outcomes } = await runQueryMany(pools, async () => database, queries, { deadline: Date.now() + 30_000 });
+    const { outcomes } = await runQueryMany(pools, async () => database, queries, { deadline: Date.now() + 30_000 }, results.account());
     const pids = outcomes.map((o) => {
       assert.ok(o.result !== undefined, o.error?.message);
       return fromBinary(ResultSetSchema, o.result).rows[0]?.values[0]?.kind.value;

@@ -1,5 +1,6 @@
 import { accessSync, constants } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
+import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
 import { parseDatabaseName, validatePlatform } from "./tenancy/naming.js";
 
@@ -32,6 +33,8 @@ export interface Settings {
   readonly transactionIdleTimeoutMillis: number;
   /** At SIGTERM or SIGINT, how long calls in flight have to finish before they are interrupted. */
   readonly shutdownGraceMillis: number;
+  /** Limits of buffered results: each call's rows and bytes, and the bytes of all calls' results together. */
+  readonly results: Readonly<ResultLimits>;
   readonly logLevel: LogLevel;
   /** The operators' HTTP port: /metrics, /health. */
   readonly metrics: { readonly host: string; readonly port: number };
@@ -177,6 +180,14 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   else if (catalogPlatform !== undefined && platformKeys.has(catalogPlatform)) problems.push(`CATALOG_DATABASE "${catalogDatabase}" would be a database of platform "${catalogPlatform}"`);
   const ratePerSecond = int("RATE_LIMIT_PER_SEC", 0, 0, 1_000_000);
   const rateBurst = int("RATE_LIMIT_BURST", Math.max(1, ratePerSecond), 1, 1_000_000);
+  const results: ResultLimits = {
+    maxRows: int("MAX_RESULT_ROWS", DEFAULT_RESULT_LIMITS.maxRows, 1, 1_000_000_000),
+    maxBytes: int("MAX_RESULT_BYTES", DEFAULT_RESULT_LIMITS.maxBytes, 1, 2_000_000_000),
+    maxBufferedBytes: int("MAX_BUFFERED_RESULT_BYTES", DEFAULT_RESULT_LIMITS.maxBufferedBytes, 1, 1_000_000_000_000),
+  };
+  if (results.maxBytes > results.maxBufferedBytes) {
+    problems.push(`MAX_RESULT_BYTES (${results.maxBytes}) cannot be more than MAX_BUFFERED_RESULT_BYTES (${results.maxBufferedBytes}): a result at the limit must fit`);
+  }
   const host = env.GATEWAY_HOST || "127.0.0.1";
   const tracesExporter = env.OTEL_TRACES_EXPORTER?.trim();
   const tracingOn =
@@ -206,6 +217,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     maxStatementMillis: int("MAX_STATEMENT_TIME_SECS", 300, 1, 86_400) * 1000,
     transactionIdleTimeoutMillis: int("TRANSACTION_IDLE_TIMEOUT_SECS", 60, 1, 86_400) * 1000,
     shutdownGraceMillis: int("SHUTDOWN_GRACE_SECS", 20, 0, 3_600) * 1000,
+    results: Object.freeze(results),
     logLevel,
     metrics: { host: env.METRICS_HOST || host, port: int("METRICS_PORT", 9464, 0, 65535) },
     rateLimit: ratePerSecond > 0 ? { perSecond: ratePerSecond, burst: rateBurst } : undefined,
@@ -238,6 +250,9 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     maxTotalConnections: settings.pool.maxTotalConnections,
     maxPools: settings.pool.maxPools,
     gatewayInstances: settings.gatewayInstances,
+    maxResultRows: settings.results.maxRows,
+    maxResultBytes: settings.results.maxBytes,
+    maxBufferedResultBytes: settings.results.maxBufferedBytes,
     metrics: `${settings.metrics.host}:${settings.metrics.port}`,
     tracing: settings.tracing === undefined ? "off" : "on",
   };

@@ -58,6 +58,10 @@ export const Reason = {
   INVALID_CHANNEL: Status.INVALID_ARGUMENT,
   /** A Listen subscriber did not read its notifications fast enough; it was disconnected. */
   SUBSCRIBER_TOO_SLOW: Status.RESOURCE_EXHAUSTED,
+  /** A buffered result grew past MAX_RESULT_ROWS or MAX_RESULT_BYTES: StreamQuery reads it. Its statement was stopped. */
+  RESULT_TOO_LARGE: Status.RESOURCE_EXHAUSTED,
+  /** The gateway's budget for buffered results (MAX_BUFFERED_RESULT_BYTES) had no room for a result; a RetryInfo says when to try again. */
+  RESULT_MEMORY_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
   /** PostgreSQL could not be reached, or the connection broke. */
   DATABASE_UNAVAILABLE: Status.UNAVAILABLE,
   /**

@@ -6,6 +6,7 @@ import { beforeStatement, GatewayError } from "./errors.js";
 import { AdminService } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import { AuditLog } from "./audit/audit-log.js";
+import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import { ApiKeys, requireAdmin } from "./grpc/api-keys.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
 import { OpenCalls } from "./grpc/open-calls.js";
@@ -68,6 +69,8 @@ export interface GatewayOptions {
   gatewayInstances?: number;
   /** A superuser as the administrative role is expected (development, on the embedded PostgreSQL): no warning about it at start. */
   superuserExpected?: boolean;
+  /** Limits of buffered results, per call and for the gateway (default `DEFAULT_RESULT_LIMITS`). */
+  results?: ResultLimits;
 }
 
 /** A running gateway. */
@@ -123,6 +126,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   if (options.maxStreamQueries !== undefined && !(Number.isInteger(options.maxStreamQueries) && options.maxStreamQueries >= 1)) {
     throw new RangeError("maxStreamQueries must be a whole number of at least 1");
   }
+  const results = new ResultBudget(options.results ?? DEFAULT_RESULT_LIMITS);
   const log = options.logger;
   const onError = (message: string, err: unknown) => log.error({ err: loggableError(err) }, message);
   const connection = connectionConfig(options.databaseUrl);
@@ -154,6 +158,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     pools: () => pools.poolStats(),
     listeners: () => listeners.stats(),
     postgresUp: () => health.report().postgres_connected,
+    bufferedResultBytes: () => results.usedBytes,
   });
   const registry = new DatabaseRegistry();
   const platforms = new Set(options.platformKeys.keys());
@@ -230,6 +235,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     transactionIdleTimeoutMillis: options.transactionIdleTimeoutMillis,
     maxPendingNotifications: MAX_PENDING_NOTIFICATIONS,
     maxStreamQueries: options.maxStreamQueries ?? MAX_STREAM_QUERIES,
+    results,
   }, draining.signal);
   addService(server, QueryService, queryService, { authenticate, authorize: admitPlatform, telemetry, onError: onCallError, calls });
   const adminService = createAdminService(registry, lifecycle, pools, platforms, {

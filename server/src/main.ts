@@ -91,6 +91,7 @@ async function main(): Promise<void> {
       healthCheckMillis: settings.healthCheckMillis,
       superuserExpected: embedded !== undefined,
       gatewayInstances: settings.gatewayInstances,
+      results: settings.results,
     });
   } catch (err) {
     await tracing?.shutdown();

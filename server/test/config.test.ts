@@ -28,6 +28,24 @@ describe("settings", () => {
     }
   });
 
+  it("limits buffered results: 1,000,000 rows and 64 MiB a call, 256 MiB for all calls, unless set", () => {
+    assert.deepEqual(loadSettings({}).results, { maxRows: 1_000_000, maxBytes: 64 * 1024 * 1024, maxBufferedBytes: 256 * 1024 * 1024 });
+    const s = loadSettings({ MAX_RESULT_ROWS: "5000", MAX_RESULT_BYTES: "1048576", MAX_BUFFERED_RESULT_BYTES: "8388608" });
+    assert.deepEqual(s.results, { maxRows: 5_000, maxBytes: 1_048_576, maxBufferedBytes: 8_388_608 });
+    assert.ok(Object.isFrozen(s.results));
+  });
+
+  it("refuses result limits that are not whole numbers, and a call's limit beyond the gateway's", () => {
+    assert.throws(
+      () => loadSettings({ MAX_RESULT_ROWS: "0", MAX_RESULT_BYTES: "1.5", MAX_BUFFERED_RESULT_BYTES: "lots" }),
+      (err: ConfigError) => err.problems.length === 3 && ["MAX_RESULT_ROWS", "MAX_RESULT_BYTES", "MAX_BUFFERED_RESULT_BYTES"].every((n, i) => err.problems[i]!.startsWith(n)),
+    );
+    assert.throws(
+      () => loadSettings({ MAX_RESULT_BYTES: "2000000", MAX_BUFFERED_RESULT_BYTES: "1000000" }),
+      (err: ConfigError) => err.problems.length === 1 && /MAX_RESULT_BYTES \(2000000\) cannot be more than MAX_BUFFERED_RESULT_BYTES \(1000000\)/.test(err.problems[0]!),
+    );
+  });
+
   it("reads API_KEY_<PLATFORM> and API_KEY_ADMIN", () => {
     const s = loadSettings({ API_KEY_MEDSTOREAPP: `ms_${KEY}`, API_KEY_ADMIN: `ad_${KEY}`, API_KEY_SCHOOL2: `s2_${KEY}` });
     assert.deepEqual([...s.platformKeys.keys()].sort(), ["medstoreapp", "school2"]);

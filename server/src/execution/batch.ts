@@ -1,4 +1,3 @@
-import type pg from "pg";
 import { atStatement, GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import type { TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
@@ -6,8 +5,12 @@ import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { prepareStatement, runStatement, sendTraced, type PreparedStatement } from "./execute.js";
 import { canPipeline } from "./leading-keyword.js";
 import { lapTimer, sendPipelined, shieldedBegin, type Outcome } from "./pipeline.js";
-import { encodeResultSet, type TextRow } from "./result-set.js";
+import type { BufferedResult } from "./buffered-query.js";
+import type { ResultAccount } from "./result-budget.js";
 import { beginStatement, commit, OpenTransaction } from "./transaction-control.js";
+
+/** What a batch does when the statement at index `i` cuts its results off (see `runBatch`). */
+type CutAt = (i: number) => (error: GatewayError) => void;
 
 /** The most statements one batch may hold. */
 export const MAX_BATCH_STATEMENTS = 1_000;
@@ -49,18 +52,25 @@ export function prepareBatch(statements: readonly Statement[], atomic: boolean, 
  * PostgreSQL instead of one per statement (an atomic batch's BEGIN goes
  * with them, its COMMIT follows once all have succeeded). Otherwise the
  * statements run one at a time, each checked before the next is sent.
+ *
+ * The results are counted in `account`, whose limits apply to them together
+ * (they travel in one response): a statement that takes them past a limit
+ * ends the call with its error, naming its index, as a deadline would.
  */
-export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Outcome[]> {
-  if (batch.statements.every((s) => canPipeline(s.sql))) return batch.atomic ? runAtomicPipelined(lease, batch) : runIndependentPipelined(lease, batch);
+export async function runBatch(lease: Lease, batch: PreparedBatch, account: ResultAccount): Promise<Outcome[]> {
+  const cut = (i: number) => (error: GatewayError) => lease.interrupt(atStatement(error, i));
+  if (batch.statements.every((s) => canPipeline(s.sql))) {
+    return batch.atomic ? runAtomicPipelined(lease, batch, account, cut) : runIndependentPipelined(lease, batch, account, cut);
+  }
   const { client } = lease;
   const results: Outcome[] = [];
   if (batch.atomic) {
     const transaction = await OpenTransaction.begin(lease, batch.begin);
     for (const [i, statement] of batch.statements.entries()) {
       try {
-        const { result, nanos } = await runStatement(lease, statement);
+        const { result, nanos } = await runStatement(lease, statement, account, cut(i));
         await transaction.check(result.command);
-        results.push({ result: encodeResultSet(result, nanos) });
+        results.push({ result: result.encode(nanos) });
       } catch (err) {
         throw atStatement(toGatewayError(err), i);
       }
@@ -71,8 +81,8 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Outc
   }
   for (const [i, statement] of batch.statements.entries()) {
     try {
-      const { result, nanos } = await runStatement(lease, statement);
-      results.push({ result: encodeResultSet(result, nanos) });
+      const { result, nanos } = await runStatement(lease, statement, account, cut(i));
+      results.push({ result: result.encode(nanos) });
       if (client.getTransactionStatus() !== "I") {
         await client.query("ROLLBACK");
         throw new GatewayError(
@@ -99,20 +109,20 @@ export async function runBatch(lease: Lease, batch: PreparedBatch): Promise<Outc
  * 25P02 without running. COMMIT is sent only after the answers, so an
  * interrupted call never commits, and a cancel can never reach COMMIT.
  */
-async function runAtomicPipelined(lease: Lease, batch: PreparedBatch): Promise<Outcome[]> {
+async function runAtomicPipelined(lease: Lease, batch: PreparedBatch, account: ResultAccount, cut: CutAt): Promise<Outcome[]> {
   const timed = lapTimer();
   if (lease.signal.aborted) throw lease.signal.reason;
-  const [begun, ...answers] = await sendPipelined(lease, (client) => [
+  const [begun, ...answers] = await sendPipelined<unknown>(lease, (client) => [
     shieldedBegin(lease, client, batch.begin).then(timed.lap),
-    ...batch.statements.map((statement) => sendTraced(client, lease.database, statement).then(timed.lap)),
+    ...batch.statements.map((statement, i) => sendTraced(client, lease.database, statement, account, cut(i)).then(timed.lap)),
   ]);
   if (lease.signal.aborted) throw lease.signal.reason;
   if (begun!.status === "rejected") throw toGatewayError(begun!.reason);
   const results: Outcome[] = [];
   for (const [i, answer] of answers.entries()) {
     if (answer.status === "rejected") throw atStatement(toGatewayError(answer.reason), i);
-    const [result, nanos] = answer.value as [pg.QueryArrayResult<TextRow>, bigint];
-    results.push({ result: encodeResultSet(result, nanos) });
+    const [result, nanos] = answer.value as [BufferedResult, bigint];
+    results.push({ result: result.encode(nanos) });
   }
   // None of these statements can end the transaction; checked all the same, as cheap as it is.
   if (lease.client.getTransactionStatus() !== "T") throw new GatewayError("TRANSACTION_ENDED_BY_STATEMENT", "a statement ended the transaction");
@@ -133,7 +143,7 @@ export const INDEPENDENT_PIPELINE_DEPTH = 16;
  * statements: each statement pipelined in its own implicit transaction (its
  * own Sync), the connection's reset behind the last.
  */
-async function runIndependentPipelined(lease: Lease, batch: PreparedBatch): Promise<Outcome[]> {
+async function runIndependentPipelined(lease: Lease, batch: PreparedBatch, account: ResultAccount, cut: CutAt): Promise<Outcome[]> {
   const results: Outcome[] = [];
   const { statements } = batch;
   for (let from = 0; from < statements.length; from += INDEPENDENT_PIPELINE_DEPTH) {
@@ -141,16 +151,16 @@ async function runIndependentPipelined(lease: Lease, batch: PreparedBatch): Prom
     const part = statements.slice(from, from + INDEPENDENT_PIPELINE_DEPTH);
     const last = from + part.length === statements.length;
     const timed = lapTimer();
-    const answers = await sendPipelined(lease, (client) => [
-      ...part.map((statement) => sendTraced(client, lease.database, statement).then(timed.lap, timed.failed)),
+    const answers = await sendPipelined<unknown>(lease, (client) => [
+      ...part.map((statement, i) => sendTraced(client, lease.database, statement, account, cut(from + i)).then(timed.lap, timed.failed)),
       ...(last ? [client.query(RESET_STATEMENT).then(timed.lap)] : []),
     ]);
     if (lease.signal.aborted) throw lease.signal.reason;
     const reset = last ? answers.pop()! : undefined;
     for (const [i, answer] of answers.entries()) {
       if (answer.status === "fulfilled") {
-        const [result, nanos] = answer.value as [pg.QueryArrayResult<TextRow>, bigint];
-        results.push({ result: encodeResultSet(result, nanos) });
+        const [result, nanos] = answer.value as [BufferedResult, bigint];
+        results.push({ result: result.encode(nanos) });
         continue;
       }
       const error = atStatement(toGatewayError(answer.reason), from + i);

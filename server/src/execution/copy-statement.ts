@@ -2,8 +2,7 @@
 import type { EventEmitter } from "node:events";
 import pg from "pg";
 import { GatewayError } from "../errors.js";
-import type { PgParam } from "./params.js";
-import type { TextRow } from "./result-set.js";
+import { BufferedQuery } from "./buffered-query.js";
 
 /** What a client is told instead: the data of a COPY cannot pass through a gateway call. */
 const COPY_FROM_STDIN_REFUSED =
@@ -24,15 +23,19 @@ interface QueryMethods {
 const query = pg.Query.prototype as unknown as QueryMethods;
 
 /**
- * pg's Query for a COPY statement. pg answers PostgreSQL's CopyInResponse with
- * CopyFail but no Sync (the Sync it sent behind Execute arrived during the
- * COPY, which ignores it), so the connection would wait for ever; and it
- * ignores CopyOutResponse, reporting a COPY … TO STDOUT as a success without
- * its data. Here CopyIn is failed and followed by a Sync, CopyOut's data is
- * dropped as it arrives, and either ends the statement with INVALID_REQUEST
- * once PostgreSQL is ready for the next one.
+ * A statement (`BufferedQuery`) that is a COPY, sent with the extended
+ * protocol on a connection that runs nothing else until it is answered
+ * (PostgreSQL would read what follows it on the wire as its data). pg answers
+ * PostgreSQL's CopyInResponse with CopyFail but no Sync (the Sync it sent
+ * behind Execute arrived during the COPY, which ignores it), so the
+ * connection would wait for ever; and it ignores CopyOutResponse, reporting a
+ * COPY … TO STDOUT as a success without its data. Here CopyIn is failed and
+ * followed by a Sync, CopyOut's data is dropped as it arrives, and either
+ * ends the statement with INVALID_REQUEST once PostgreSQL is ready for the
+ * next one. A COPY to or from a file or program is PostgreSQL's to allow or
+ * refuse.
  */
-class CopyQuery extends pg.Query {
+export class CopyQuery extends BufferedQuery {
   #refusal: string | undefined;
   #connection: CopyConnection | undefined;
   readonly #onCopyOut = () => (this.#refusal = COPY_TO_STDOUT_REFUSED);
@@ -62,18 +65,4 @@ class CopyQuery extends pg.Query {
     if (this.#refusal === undefined) query.handleReadyForQuery.call(this, connection);
     else query.handleError.call(this, new GatewayError("INVALID_REQUEST", this.#refusal), connection);
   }
-}
-
-/**
- * Sends a COPY statement with the extended protocol, as `sendStatement` sends
- * any other, on a connection that runs nothing else until it is answered
- * (PostgreSQL would read what follows it on the wire as its data). One that
- * copies to or from a file or program is PostgreSQL's to allow or refuse; one
- * from STDIN or to STDOUT fails with INVALID_REQUEST, the connection usable.
- */
-export function sendCopy(client: pg.Client, sql: string, values: PgParam[]): Promise<pg.QueryArrayResult<TextRow>> {
-  return new Promise((resolve, reject) => {
-    const config = { text: sql, values, rowMode: "array", queryMode: "extended" } as pg.QueryConfig;
-    client.query(new CopyQuery(config, (err, result) => (err ? reject(err) : resolve(result as unknown as pg.QueryArrayResult<TextRow>))));
-  });
 }

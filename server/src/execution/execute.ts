@@ -3,21 +3,27 @@ import type pg from "pg";
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { toPgParams, type PgParam } from "./params.js";
-import { sendCopy } from "./copy-statement.js";
+import { CopyQuery } from "./copy-statement.js";
 import { isCopy } from "./leading-keyword.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
-import type { TextRow } from "./result-set.js";
+import { BufferedQuery, type BufferedResult } from "./buffered-query.js";
+import type { ResultAccount } from "./result-budget.js";
 
 /**
  * Runs one statement with bound parameters on a leased connection, in a span
- * of its own when tracing is on, and returns node-postgres's result (rows as
- * arrays of PostgreSQL's text) and the time it took.
+ * of its own when tracing is on, and returns its result (rows encoded as they
+ * arrived, counted in `account`: see `sendStatement`) and the time it took.
  */
-export async function runStatement(lease: Pick<Lease, "client" | "database">, statement: PreparedStatement): Promise<{ result: pg.QueryArrayResult<TextRow>; nanos: bigint }> {
+export async function runStatement(
+  lease: Pick<Lease, "client" | "database">,
+  statement: PreparedStatement,
+  account: ResultAccount,
+  onCut?: (error: GatewayError) => void,
+): Promise<{ result: BufferedResult; nanos: bigint }> {
   const started = process.hrtime.bigint();
   try {
-    const result = await sendTraced(lease.client, lease.database, statement);
+    const result = await sendTraced(lease.client, lease.database, statement, account, onCut);
     return { result, nanos: process.hrtime.bigint() - started };
   } catch (err) {
     throw toGatewayError(err);
@@ -25,18 +31,27 @@ export async function runStatement(lease: Pick<Lease, "client" | "database">, st
 }
 
 /** `sendStatement` in a span of its own when tracing is on. */
-export function sendTraced(client: pg.Client, database: string, statement: PreparedStatement): Promise<pg.QueryArrayResult<TextRow>> {
-  return withStatementSpan(database, statement.sql, () => sendStatement(client, statement), statement.traceContext);
+export function sendTraced(
+  client: pg.Client,
+  database: string,
+  statement: PreparedStatement,
+  account: ResultAccount,
+  onCut?: (error: GatewayError) => void,
+): Promise<BufferedResult> {
+  return withStatementSpan(database, statement.sql, () => sendStatement(client, statement, account, onCut), statement.traceContext);
 }
 
 /**
  * Sends one statement with the extended protocol (even without parameters,
  * so the SQL text is exactly one statement, never a script) and resolves with
- * its rows as arrays of PostgreSQL's text.
+ * its result, its rows encoded as they arrived and counted in `account`: a
+ * result past the account's limits is cut off, and `onCut` told (see
+ * `BufferedQuery`). A COPY must run alone on its connection (see `CopyQuery`).
  */
-export function sendStatement(client: pg.Client, statement: PreparedStatement): Promise<pg.QueryArrayResult<TextRow>> {
-  if (statement.copy) return sendCopy(client, statement.sql, statement.values);
-  return client.query({ text: statement.sql, values: statement.values, rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
+export function sendStatement(client: pg.Client, statement: PreparedStatement, account: ResultAccount, onCut?: (error: GatewayError) => void): Promise<BufferedResult> {
+  const query = statement.copy ? new CopyQuery(statement.sql, statement.values, account, onCut) : new BufferedQuery(statement.sql, statement.values, account, onCut);
+  client.query(query);
+  return query.done;
 }
 
 /** A statement whose parameters are checked and converted, ready to run. */
@@ -45,7 +60,7 @@ export interface PreparedStatement {
   readonly values: PgParam[];
   /** The query's own trace context (`queryTraceContext`), when the call carried several callers' queries. */
   readonly traceContext?: Context;
-  /** A COPY (`isCopy`): sent alone, nothing written behind it until it is answered (see `sendCopy`). */
+  /** A COPY (`isCopy`): sent alone, nothing written behind it until it is answered (see `CopyQuery`). */
   readonly copy: boolean;
 }
 

@@ -5,7 +5,7 @@ import { EncodedMessage, type RequestStream, type ResponseStream } from "../grpc
 import type { Lease } from "../pool/pool-manager.js";
 import { prepareStatement } from "./execute.js";
 import { encodeBytesField } from "./protobuf-wire.js";
-import { encodeResultSet } from "./result-set.js";
+import type { ResultBudget } from "./result-budget.js";
 import { OpenTransaction } from "./transaction-control.js";
 
 /** Limits of an interactive transaction. */
@@ -14,6 +14,8 @@ export interface TransactionLimits {
   maxStatementMillis: number;
   /** Longest the client may leave the open transaction without a message. */
   idleTimeoutMillis: number;
+  /** Where each statement's result is counted, under the limits of a call's (see `BufferedQuery`). */
+  results: ResultBudget;
 }
 
 type Requests = RequestStream<typeof TransactionRequestSchema>;
@@ -27,9 +29,10 @@ type Responses = ResponseStream<typeof TransactionResponseSchema>;
  * transaction does in PostgreSQL until rollback or ROLLBACK TO SAVEPOINT).
  * `commit` and `rollback` end it. When the client half-closes without either,
  * the transaction is rolled back and `rolled_back` sent. A statement running
- * past `maxStatementMillis`, or a client silent past `idleTimeoutMillis`,
- * interrupts the lease: the statement is cancelled, the transaction rolled
- * back, and the call fails (DEADLINE_EXCEEDED, TRANSACTION_IDLE_TIMEOUT).
+ * past `maxStatementMillis`, a client silent past `idleTimeoutMillis`, or a
+ * result past its limits interrupts the lease: the statement is cancelled,
+ * the transaction rolled back, and the call fails (DEADLINE_EXCEEDED,
+ * TRANSACTION_IDLE_TIMEOUT, RESULT_TOO_LARGE, RESULT_MEMORY_EXHAUSTED).
  */
 export async function runInteractiveTransaction(lease: Lease, begin: string, requests: Requests, responses: Responses, limits: TransactionLimits): Promise<void> {
   const transaction = OpenTransaction.deferred(lease, begin);
@@ -55,7 +58,7 @@ export async function runInteractiveTransaction(lease: Lease, begin: string, req
         await responses.send({ kind: { case: "rolledBack", value: {} } });
         return;
       case "statement":
-        await responses.send(await answerStatement(lease, transaction, kind.value, limits.maxStatementMillis));
+        await responses.send(await answerStatement(lease, transaction, kind.value, limits));
     }
   }
 }
@@ -63,23 +66,26 @@ export async function runInteractiveTransaction(lease: Lease, begin: string, req
 /**
  * One statement of the transaction, timed by `maxStatementMillis` (the
  * result's delivery is not): its result, or its error as a message when the
- * transaction can go on (PostgreSQL's own errors); anything else throws.
+ * transaction can go on (PostgreSQL's own errors); anything else throws. The
+ * result holds its share of the gateway's budget until it has been written.
  */
 async function answerStatement(
   lease: Lease,
   transaction: OpenTransaction,
   statement: Parameters<typeof prepareStatement>[0],
-  maxStatementMillis: number,
+  { maxStatementMillis, results }: TransactionLimits,
 ): Promise<MessageInitShape<typeof TransactionResponseSchema> | EncodedMessage> {
   const timer = setTimeout(
     () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statement ran longer than the longest allowed (${maxStatementMillis} ms)`)),
     maxStatementMillis,
   );
+  const account = results.account();
   try {
-    const { result, nanos } = await transaction.run(prepareStatement(statement));
+    const { result, nanos } = await transaction.run(prepareStatement(statement), account);
     await transaction.check(result.command);
-    return new EncodedMessage(encodeBytesField(2, encodeResultSet(result, nanos))); // TransactionResponse { ResultSet result = 2 }
+    return new EncodedMessage(encodeBytesField(2, result.encode(nanos)), () => account.release()); // TransactionResponse { ResultSet result = 2 }
   } catch (err) {
+    account.release();
     const error = toGatewayError(err);
     if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT" || transaction.failed) throw error;
     return { kind: { case: "error", value: toRpcStatus(error) } };

@@ -3,9 +3,9 @@ import { DatabaseError, type Client, type QueryResult } from "pg";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { sendTraced, type PreparedStatement } from "./execute.js";
-import { encodeResultSet } from "./result-set.js";
+import type { ResultAccount } from "./result-budget.js";
 
-/** The outcome of one statement run as a call of its own: its ResultSet, encoded (`encodeResultSet`), or its error. */
+/** The outcome of one statement run as a call of its own: its ResultSet, encoded (`BufferedResult.encode`), or its error. */
 export type Outcome = { result: Uint8Array; error?: undefined } | { result?: undefined; error: GatewayError };
 
 /** node-postgres's pipeline mode (pg ≥ 8.23) and its socket, which the typings do not show. */
@@ -65,6 +65,13 @@ async function writePipelined<T>(lease: Lease, send: (client: Client) => Promise
  * then fail with 25P02 without running, so none of them can run inside it.
  * They are run again once the connection is rolled back and reset.
  *
+ * Results are counted in `account` as their rows arrive (see
+ * `BufferedQuery`). A lone statement cut off by its limits ends the call
+ * with its error, so that the pool cancels it on PostgreSQL. One with others
+ * pipelined behind it is not cancelled (a cancel that came after it ended
+ * would stop the next one, another call's): its rows are read and dropped,
+ * and its outcome is its error.
+ *
  * The connection is left reset (`lease.markReset`) when every statement has
  * been answered, so the pool does not reset it again. With two statements or
  * more, `onStatementTime` learns the time per statement (and its reset) that
@@ -73,9 +80,15 @@ async function writePipelined<T>(lease: Lease, send: (client: Client) => Promise
  *
  * Statements of which some are COPY run one at a time (`runOneByOne`).
  */
-export async function runPipelined(lease: Lease, statements: readonly PreparedStatement[], onStatementTime?: (micros: number) => void): Promise<Outcome[]> {
-  if (statements.some((s) => s.copy)) return runOneByOne(lease, statements);
+export async function runPipelined(
+  lease: Lease,
+  statements: readonly PreparedStatement[],
+  account: ResultAccount,
+  onStatementTime?: (micros: number) => void,
+): Promise<Outcome[]> {
+  if (statements.some((s) => s.copy)) return runOneByOne(lease, statements, account);
   const { client } = lease;
+  const onCut = statements.length === 1 ? (error: GatewayError) => lease.interrupt(error) : undefined;
   const outcomes: Outcome[] = new Array<Outcome>(statements.length);
   let pending = statements.map((_, i) => i);
   let firstAnswer: bigint | undefined;
@@ -92,11 +105,11 @@ export async function runPipelined(lease: Lease, statements: readonly PreparedSt
       const answers: Promise<void>[] = [];
       for (const i of pending) {
         answers.push(
-          sendTraced(client, lease.database, statements[i]!).then(
+          sendTraced(client, lease.database, statements[i]!, account, onCut).then(
             (result) => {
               const done = process.hrtime.bigint();
               answered(done);
-              outcomes[i] = { result: encodeResultSet(result, done - previousDone) };
+              outcomes[i] = { result: result.encode(done - previousDone) };
             },
             (err: unknown) => {
               answered(process.hrtime.bigint());
@@ -174,10 +187,10 @@ export function lapTimer() {
  * answered. PostgreSQL reads whatever follows a COPY … FROM STDIN on the wire
  * as its data, and ends the connection at a message that is not.
  */
-async function runOneByOne(lease: Lease, statements: readonly PreparedStatement[]): Promise<Outcome[]> {
+async function runOneByOne(lease: Lease, statements: readonly PreparedStatement[], account: ResultAccount): Promise<Outcome[]> {
   const outcomes: Outcome[] = [];
   for (const statement of statements) {
-    const [outcome] = statement.copy ? [await runCopy(lease, statement)] : await runPipelined(lease, [statement]);
+    const [outcome] = statement.copy ? [await runCopy(lease, statement, account)] : await runPipelined(lease, [statement], account);
     outcomes.push(outcome!);
     // A lost connection: those not sent yet get its error, as in `runPipelined`.
     if (outcome!.error !== undefined && !leavesConnectionUsable(outcome!.error)) {
@@ -187,13 +200,13 @@ async function runOneByOne(lease: Lease, statements: readonly PreparedStatement[
   return outcomes;
 }
 
-/** A COPY on its own (see `sendCopy`), then the connection's reset. */
-async function runCopy(lease: Lease, statement: PreparedStatement): Promise<Outcome> {
+/** A COPY on its own (see `CopyQuery`), then the connection's reset. */
+async function runCopy(lease: Lease, statement: PreparedStatement, account: ResultAccount): Promise<Outcome> {
   const started = process.hrtime.bigint();
   let outcome: Outcome;
   try {
-    const result = await sendTraced(lease.client, lease.database, statement);
-    outcome = { result: encodeResultSet(result, process.hrtime.bigint() - started) };
+    const result = await sendTraced(lease.client, lease.database, statement, account, (error) => lease.interrupt(error));
+    outcome = { result: result.encode(process.hrtime.bigint() - started) };
   } catch (err) {
     outcome = { error: toGatewayError(err) };
     if (!leavesConnectionUsable(outcome.error)) return outcome;

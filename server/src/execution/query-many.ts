@@ -5,6 +5,7 @@ import type { CallLimits, PoolManager } from "../pool/pool-manager.js";
 import { prepareStatement, type PreparedStatement } from "./execute.js";
 import { MAX_BATCH_STATEMENTS } from "./batch.js";
 import { runPipelined, type Outcome } from "./pipeline.js";
+import type { ResultAccount } from "./result-budget.js";
 import { queryTraceContext } from "../telemetry/tracing.js";
 
 /**
@@ -55,18 +56,21 @@ interface Runnable {
  * call's deadline or cancellation fails the whole call.
  *
  * `databaseOf` routes a tenant id to its database (the platform is checked
- * already); it is asked once per distinct tenant of the call.
+ * already); it is asked once per distinct tenant of the call. The results are
+ * counted in `account`, each against the limits on its own, as its own Query
+ * call's would be.
  */
 export async function runQueryMany(
   pools: PoolManager,
   databaseOf: (tenantId: string) => Promise<string>,
   queries: readonly TenantQuery[],
   limits: CallLimits,
+  account: ResultAccount,
 ): Promise<{ outcomes: Outcome[]; databases: string[] }> {
   if (queries.length === 0) throw new GatewayError("INVALID_REQUEST", "QueryMany needs at least one query");
   checkQueryCount(queries.length, "QueryMany");
   const outcomes = new Array<Outcome>(queries.length);
-  const databases = await runQueries(pools, databaseOf, queries, limits, (indexes, answers) => {
+  const databases = await runQueries(pools, databaseOf, queries, limits, account, (indexes, answers) => {
     for (const [j, index] of indexes.entries()) outcomes[index] = answers[j]!;
   });
   return { outcomes, databases };
@@ -97,6 +101,7 @@ export async function runQueries(
   databaseOf: (tenantId: string) => Promise<string>,
   queries: readonly TenantQuery[],
   limits: CallLimits,
+  account: ResultAccount,
   answer: Answers,
   interruptions: "throw" | "answer" = "throw",
 ): Promise<string[]> {
@@ -124,7 +129,7 @@ export async function runQueries(
   // Each connection waited for listens to the call's signal until it is had: up to one listener per
   // statement, not a leak (node warns beyond 10).
   if (limits.signal !== undefined) setMaxListeners(0, limits.signal);
-  await Promise.all([...byDatabase].map(([database, runnable]) => runOnDatabase(pools, database, runnable, limits, answer, interruptions)));
+  await Promise.all([...byDatabase].map(([database, runnable]) => runOnDatabase(pools, database, runnable, limits, account, answer, interruptions)));
   return [...byDatabase.keys()];
 }
 
@@ -147,6 +152,7 @@ async function runOnDatabase(
   database: string,
   runnable: Runnable[],
   limits: CallLimits,
+  account: ResultAccount,
   answer: Answers,
   interruptions: "throw" | "answer",
 ): Promise<void> {
@@ -164,7 +170,11 @@ async function runOnDatabase(
       let outcomes: Outcome[];
       try {
         const statements = chunk.map((r) => r.statement);
-        outcomes = await pools.withConnection(database, (lease) => runPipelined(lease, statements, (micros) => pools.recordStatementTime(database, micros)), limits);
+        outcomes = await pools.withConnection(
+          database,
+          (lease) => runPipelined(lease, statements, account, (micros) => pools.recordStatementTime(database, micros)),
+          limits,
+        );
       } catch (err) {
         const error = toGatewayError(err);
         if (interruptions === "throw" && (error.reason === "DEADLINE_EXCEEDED" || error.reason === "CANCELLED")) throw error;

@@ -8,10 +8,11 @@ import { lengthDelimitedSize, lengthDelimitedTag, varintSize, writeBytesField, w
 /**
  * A QueryManyResponse or a BatchResponse (the same wire format:
  * `repeated BatchResult results = 1`, BatchResult `{ result = 1 | error = 2 }`),
- * written by hand around the results already encoded.
+ * written by hand around the results already encoded; `onSent` as for any
+ * `EncodedMessage`.
  */
-export function encodeResults(outcomes: readonly Outcome[]): EncodedMessage {
-  return encodeOutcomes(outcomes, 1);
+export function encodeResults(outcomes: readonly Outcome[], onSent?: () => void): EncodedMessage {
+  return encodeOutcomes(outcomes, 1, undefined, onSent);
 }
 
 /**
@@ -19,8 +20,8 @@ export function encodeResults(outcomes: readonly Outcome[]): EncodedMessage {
  * `repeated QueryAnswer answers = 1`, QueryAnswer `{ uint64 query = 1;
  * result = 2 | error = 3 }`, each outcome with its query's number over the stream.
  */
-export function encodeAnswers(numbers: readonly number[], outcomes: readonly Outcome[]): EncodedMessage {
-  return encodeOutcomes(outcomes, 2, (j) => numbers[j]!);
+export function encodeAnswers(numbers: readonly number[], outcomes: readonly Outcome[], onSent?: () => void): EncodedMessage {
+  return encodeOutcomes(outcomes, 2, (j) => numbers[j]!, onSent);
 }
 
 /**
@@ -28,7 +29,7 @@ export function encodeAnswers(numbers: readonly number[], outcomes: readonly Out
  * `resultField` and its error (a google.rpc.Status) as the next field, after
  * the varint field 1 that `numberOf` gives (left out when 0, as protobuf-es does).
  */
-function encodeOutcomes(outcomes: readonly Outcome[], resultField: number, numberOf?: (index: number) => number): EncodedMessage {
+function encodeOutcomes(outcomes: readonly Outcome[], resultField: number, numberOf?: (index: number) => number, onSent?: () => void): EncodedMessage {
   const parts = outcomes.map((o, j) => {
     const number = numberOf?.(j) ?? 0;
     const bytes = o.error === undefined ? o.result : toBinary(StatusSchema, toRpcStatus(o.error));
@@ -43,5 +44,5 @@ function encodeOutcomes(outcomes: readonly Outcome[], resultField: number, numbe
     if (p.number !== 0) at = writeVarintField(response, at, 1, p.number);
     at = writeBytesField(response, at, p.field, p.bytes);
   }
-  return new EncodedMessage(response);
+  return new EncodedMessage(response, onSent);
 }

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/protobuf/wkt";
-import type { FieldDef, QueryArrayResult } from "pg";
+import type { FieldDef, QueryArrayResult, QueryResultBase } from "pg";
 import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "../gen/dbgateway/v1/values_pb.js";
 import { int32Size, lengthDelimitedSize, lengthDelimitedTag, varintSize, writeInt32Field, writeStringField, writeVarint, writeVarintField } from "./protobuf-wire.js";
 import { encodeRows } from "./row-encoding.js";
@@ -29,9 +29,22 @@ export function toResultSet(result: QueryArrayResult<TextRow>, elapsedNanos: big
  * The same result as `toResultSet`, already in its wire encoding (the same
  * bytes `toBinary` writes for it: see server/test/row-encoding.test.ts),
  * written by hand into one buffer sized beforehand, with no message objects
- * built. Query and QueryMany, the hot paths, send their results so.
+ * built.
  */
 export function encodeResultSet(result: QueryArrayResult<TextRow>, elapsedNanos: bigint): Uint8Array {
+  return encodeResultSetOf(result, result.rows.length > 0 ? [encodeRows(2, result.rows)] : [], elapsedNanos);
+}
+
+/** A statement's columns, command tag and row count, as node-postgres reports them. */
+export type ResultHead = Pick<QueryResultBase, "fields" | "command" | "rowCount">;
+
+/**
+ * `encodeResultSet` for a result whose rows are encoded already: `rows` are
+ * the entries of `ResultSet.rows` (field 2) in order, as `encodeRows` or a
+ * `RowChunker` writes them. The statements of every call that buffers its
+ * results are sent so (see `BufferedQuery`).
+ */
+export function encodeResultSetOf(result: ResultHead, rows: readonly Uint8Array[], elapsedNanos: bigint): Uint8Array {
   // Pass 1: sizes. proto3: fields at their default value are not written.
   const { fields } = result;
   const nameLengths: number[] = [];
@@ -48,8 +61,7 @@ export function encodeResultSet(result: QueryArrayResult<TextRow>, elapsedNanos:
     columnLengths.push(column);
     size += lengthDelimitedSize(column);
   }
-  const rows = result.rows.length > 0 ? encodeRows(2, result.rows) : undefined;
-  size += rows?.length ?? 0;
+  for (const chunk of rows) size += chunk.length;
   const command = result.command ?? "";
   const commandLength = command === "" ? 0 : Buffer.byteLength(command, "utf8");
   if (commandLength !== 0) size += lengthDelimitedSize(commandLength);
@@ -71,7 +83,10 @@ export function encodeResultSet(result: QueryArrayResult<TextRow>, elapsedNanos:
     if (f.tableID !== 0) at = writeVarintField(out, at, 4, f.tableID);
     if (f.columnID !== 0) at = writeVarintField(out, at, 5, f.columnID);
   }
-  if (rows !== undefined) at += rows.copy(out, at);
+  for (const chunk of rows) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
   if (commandLength !== 0) at = writeStringField(out, at, 3, command, commandLength);
   if (rowCount !== 0) at = writeVarintField(out, at, 4, rowCount);
   out[at++] = lengthDelimitedTag(5);

@@ -73,10 +73,11 @@ export class RowChunker {
   rows = 0;
   bytes = 0;
 
-  constructor(fieldNumber: number, limits: { maxRows: number; maxBytes: number }) {
+  /** `firstRoom`: the first chunk's room before it grows (a result expected to be small starts small). */
+  constructor(fieldNumber: number, limits: { maxRows: number; maxBytes: number }, firstRoom = FIRST_CHUNK) {
     this.#rowTag = (fieldNumber << 3) | 2;
     this.#limits = limits;
-    this.#nextRoom = Math.min(FIRST_CHUNK, limits.maxBytes);
+    this.#nextRoom = Math.min(firstRoom, limits.maxBytes);
   }
 
   /** Adds the row of a DataRow message whose payload (field count, then each field's int32 length and bytes) is at `offset`. */

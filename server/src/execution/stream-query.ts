@@ -7,7 +7,9 @@ import { EncodedMessage, type ResponseStream } from "../grpc/service-adapter.js"
 import type { Lease } from "../pool/pool-manager.js";
 import { TEXT_PASSTHROUGH } from "../pool/pool-manager.js";
 import { RawDataRow } from "../pool/data-row-parser.js";
+import type { BufferedResult } from "./buffered-query.js";
 import { sendStatement, type PreparedStatement } from "./execute.js";
+import { DEFAULT_RESULT_LIMITS, ResultBudget } from "./result-budget.js";
 import { toColumns, toDuration, type TextRow } from "./result-set.js";
 import { RowChunker } from "./row-encoding.js";
 
@@ -135,13 +137,14 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
 }
 
 /**
- * A COPY, which cannot run from a portal (see `sendCopy`), run as a statement:
+ * A COPY, which cannot run from a portal (see `CopyQuery`), run as a statement:
  * its outcome is one message with its (no) columns and its summary.
  */
 async function sendCopyResult(lease: Lease, statement: PreparedStatement, responses: StreamQueryResponses, started: bigint): Promise<void> {
-  let result: pg.QueryArrayResult<TextRow>;
+  let result: BufferedResult;
   try {
-    result = await sendStatement(lease.client, statement);
+    // A COPY keeps no rows (its data is refused or dropped): a budget of its own costs nothing.
+    result = await sendStatement(lease.client, statement, new ResultBudget(DEFAULT_RESULT_LIMITS).account());
   } catch (err) {
     throw toGatewayError(err);
   }

@@ -4,7 +4,8 @@ import { IsolationLevel, type TransactionOptions } from "../gen/dbgateway/v1/que
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { runStatement, sendTraced, type PreparedStatement } from "./execute.js";
 import { lapTimer, sendPipelined, shieldedBegin } from "./pipeline.js";
-import type { TextRow } from "./result-set.js";
+import type { BufferedResult } from "./buffered-query.js";
+import type { ResultAccount } from "./result-budget.js";
 
 const ISOLATION: ReadonlyMap<IsolationLevel, string> = new Map([
   [IsolationLevel.UNSPECIFIED, ""],
@@ -67,16 +68,21 @@ export class OpenTransaction {
     return this.#failed;
   }
 
-  /** Runs one of the caller's statements in the transaction (the first pipelined behind a deferred BEGIN). */
-  async run(statement: PreparedStatement): Promise<{ result: pg.QueryArrayResult<TextRow>; nanos: bigint }> {
+  /**
+   * Runs one of the caller's statements in the transaction (the first
+   * pipelined behind a deferred BEGIN), its result counted in `account`; a
+   * result cut off by its limits ends the call with its error (the
+   * transaction is rolled back).
+   */
+  async run(statement: PreparedStatement, account: ResultAccount): Promise<{ result: BufferedResult; nanos: bigint }> {
     const begin = this.#begin;
-    if (begin === undefined) return runStatement(this.lease, statement);
+    if (begin === undefined) return runStatement(this.lease, statement, account, (error) => this.lease.interrupt(error));
     this.#begin = undefined;
     if (this.lease.signal.aborted) throw this.lease.signal.reason;
     const timed = lapTimer(); // the statement's time counts from sending, BEGIN included
     const [begun, answer] = await sendPipelined<unknown>(this.lease, (client) => [
       shieldedBegin(this.lease, client, beginAndStart(begin)),
-      sendTraced(client, this.lease.database, statement).then(timed.lap),
+      sendTraced(client, this.lease.database, statement, account, (error) => this.lease.interrupt(error)).then(timed.lap),
     ]);
     if (begun!.status === "rejected") {
       this.#failed = true;
@@ -84,7 +90,7 @@ export class OpenTransaction {
     }
     this.startedAt = startedAt(begun!.value);
     if (answer!.status === "rejected") throw toGatewayError(answer!.reason);
-    const [result, nanos] = answer!.value as [pg.QueryArrayResult<TextRow>, bigint];
+    const [result, nanos] = answer!.value as [BufferedResult, bigint];
     return { result, nanos };
   }
 

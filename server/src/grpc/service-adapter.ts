@@ -38,10 +38,16 @@ type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: Message
 
 /**
  * A response message already in its wire encoding, for the hot paths that
- * encode rows by hand (see execution/row-encoding.ts): sent as is.
+ * encode rows by hand (see execution/row-encoding.ts): sent as is. `onSent`,
+ * when given, is called once the transport is done with the bytes: written
+ * out (HTTP/2 flow control follows the client's reading), or the call ended
+ * without (a unary response: once its call has ended).
  */
 export class EncodedMessage {
-  constructor(readonly bytes: Buffer) {}
+  constructor(
+    readonly bytes: Buffer,
+    readonly onSent?: () => void,
+  ) {}
 }
 
 /**
@@ -275,6 +281,12 @@ function unaryHandler(
     const started = startCall(method, call, hooks, (status) => callback(status));
     started?.run(async () => {
       const response = await handler(call.request, started.context);
+      // grpc-js tells a unary call's end, however it ended, as "cancelled" (once).
+      const onSent = response instanceof EncodedMessage ? response.onSent : undefined;
+      if (onSent !== undefined) {
+        if (call.cancelled) onSent();
+        else call.once("cancelled", onSent);
+      }
       const message = response instanceof EncodedMessage ? (response as unknown as MessageShape<DescMessage>) : create(method.output, response);
       if (!started.answer()) return;
       // Headers and response leave in the same tick: one write.
@@ -323,7 +335,9 @@ const RESPONSE_BUFFER_BYTES = 1 << 20;
  * yet taken by HTTP/2 (whose flow control follows the client's reading),
  * `send` waits. grpc-js's own high-water mark counts 16 messages whatever
  * their size. Every waiting `send` shares one promise, so a handler that does
- * not await (Listen) adds no listener per message.
+ * not await (Listen) adds no listener per message. A message's `onSent` is
+ * called when its write is done, or else when the call ends (grpc-js drops
+ * the writes of a call that has ended without calling them back).
  */
 function responseStream(
   method: DescMethod,
@@ -339,12 +353,29 @@ function responseStream(
     waiting?.resolve();
   };
   signal.addEventListener("abort", free, { once: true });
+  /** `onSent` of the messages whose writes are not done; all called when the call ends. */
+  let unsent: Set<() => void> | undefined;
+  const ended = () => {
+    for (const onSent of unsent!) onSent();
+    unsent!.clear();
+  };
   return {
     get pending() {
       return pending;
     },
     send(message) {
-      if (signal.aborted || call.writableEnded || call.destroyed) return Promise.resolve();
+      const onSent = message instanceof EncodedMessage ? message.onSent : undefined;
+      if (signal.aborted || call.writableEnded || call.destroyed) {
+        onSent?.();
+        return Promise.resolve();
+      }
+      if (onSent !== undefined) {
+        if (unsent === undefined) {
+          unsent = new Set();
+          call.once("cancelled", ended);
+        }
+        unsent.add(onSent);
+      }
       const encoded = message instanceof EncodedMessage ? message : new EncodedMessage(Buffer.from(toBinary(method.output, create(method.output, message))));
       const size = encoded.bytes.length;
       pending++;
@@ -352,6 +383,7 @@ function responseStream(
       call.write(encoded, () => {
         pending--;
         pendingBytes -= size;
+        if (onSent !== undefined && unsent!.delete(onSent)) onSent();
         if (pendingBytes <= RESPONSE_BUFFER_BYTES) free();
       });
       if (pendingBytes <= RESPONSE_BUFFER_BYTES) return Promise.resolve();

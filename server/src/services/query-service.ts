@@ -7,6 +7,7 @@ import { encodeBytesField } from "../execution/protobuf-wire.js";
 import { encodeAnswers, encodeResults } from "../execution/response-encoding.js";
 import { checkQueryCount, runQueries, runQueryMany, type Answers } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
+import type { ResultAccount, ResultBudget } from "../execution/result-budget.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
 import { EncodedMessage, type ServiceImpl } from "../grpc/service-adapter.js";
@@ -26,6 +27,8 @@ export interface QueryServiceLimits {
   maxPendingNotifications: number;
   /** Once this many queries of one QueryStream are read and not yet answered, the stream is not read until some are answered. */
   maxStreamQueries: number;
+  /** The limits of buffered results (each call's) and the budget they draw on (the gateway's). */
+  results: ResultBudget;
 }
 
 /**
@@ -37,7 +40,9 @@ export interface QueryServiceLimits {
  * PostgreSQL. Once `draining` aborts (the gateway shuts down), QueryStreams
  * stop reading and Transaction streams not yet begun end (SHUTTING_DOWN, not
  * sent); a transaction the shutdown interrupts before its COMMIT is sent
- * ends with ROLLED_BACK_AT_SHUTDOWN.
+ * ends with ROLLED_BACK_AT_SHUTDOWN. Results that are buffered (every call
+ * but StreamQuery) are counted as their rows arrive against `limits.results` and hold their share
+ * of the gateway's budget until their response has been written out.
  */
 export function createQueryService(
   router: Router,
@@ -55,18 +60,36 @@ export function createQueryService(
       ctx.record.statements = 1;
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request);
-      const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement]), statementLimits(ctx));
-      if (outcome!.error !== undefined) throw outcome!.error;
-      return new EncodedMessage(encodeBytesField(1, outcome!.result)); // QueryResponse { result = 1 }
+      const account = limits.results.account();
+      try {
+        const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement], account), statementLimits(ctx));
+        if (outcome!.error !== undefined) throw outcome!.error;
+        return new EncodedMessage(encodeBytesField(1, outcome!.result), () => account.release()); // QueryResponse { result = 1 }
+      } catch (err) {
+        account.release();
+        throw err;
+      }
     },
 
     async queryMany(request, ctx) {
       ctx.record.statements = request.queries.length;
       router.checkPlatform(ctx, request.platform);
-      const { outcomes, databases } = await runQueryMany(pools, (tenantId) => router.database(request.platform, tenantId), request.queries, statementLimits(ctx));
-      ctx.record.database = describeDatabases(databases);
-      tallyFailures(ctx.record, outcomes);
-      return encodeResults(outcomes);
+      const account = limits.results.account();
+      try {
+        const { outcomes, databases } = await runQueryMany(
+          pools,
+          (tenantId) => router.database(request.platform, tenantId),
+          request.queries,
+          statementLimits(ctx),
+          account,
+        );
+        ctx.record.database = describeDatabases(databases);
+        tallyFailures(ctx.record, outcomes);
+        return encodeResults(outcomes, () => account.release());
+      } catch (err) {
+        account.release();
+        throw err;
+      }
     },
 
     async queryStream(requests, responses, ctx) {
@@ -78,32 +101,35 @@ export function createQueryService(
       // Answers that come in the same turn of the event loop (from several connections' reads) leave as one
       // message, of about RESPONSE_BYTES at most (the client's receive limit can be low); at once when no
       // query read is still to be answered: no other answer can join them, and a lone query's answer then
-      // leaves before its message's record is ended (metrics, log line).
-      let outbox: { numbers: number[]; outcomes: Outcome[]; bytes: number } | undefined;
+      // leaves before its message's record is ended (metrics, log line). `sent`: each answer's message's
+      // countdown of its answers written out, which then gives its results' share of the budget back.
+      let outbox: { numbers: number[]; outcomes: Outcome[]; sent: (() => void)[]; bytes: number } | undefined;
       const flush = () => {
         if (outbox === undefined) return;
-        const { numbers, outcomes } = outbox;
+        const { numbers, outcomes, sent } = outbox;
         outbox = undefined;
         // A query counts until the transport has taken its answer: a client that does not read its
         // answers stops the gateway reading its queries, and answers cannot pile up in memory.
-        void responses.send(encodeAnswers(numbers, outcomes)).then(() => {
+        const written = encodeAnswers(numbers, outcomes, () => sent.forEach((answerSent) => answerSent()));
+        void responses.send(written).then(() => {
           unanswered -= numbers.length;
           if (unanswered < limits.maxStreamQueries) room?.();
         });
       };
       const answerFrom =
-        (first: number): Answers =>
+        (first: number, sent: () => void): Answers =>
         (indexes, outcomes) => {
           for (const [j, i] of indexes.entries()) {
             const outcome = outcomes[j]!;
             const bytes = outcome.result?.length ?? 256;
             if (outbox !== undefined && outbox.bytes + bytes > RESPONSE_BYTES) flush();
             if (outbox === undefined) {
-              outbox = { numbers: [], outcomes: [], bytes: 0 };
+              outbox = { numbers: [], outcomes: [], sent: [], bytes: 0 };
               setImmediate(flush);
             }
             outbox.numbers.push(first + i);
             outbox.outcomes.push(outcome);
+            outbox.sent.push(sent);
             outbox.bytes += bytes;
           }
           awaiting -= indexes.length;
@@ -159,9 +185,14 @@ export function createQueryService(
           }
           unanswered += request.queries.length;
           awaiting += request.queries.length;
-          const answer = answerFrom(first);
+          // The message's results hold their share of the budget until all its answers have been written out.
+          const account = limits.results.account();
+          let unsent = request.queries.length;
+          const answer = answerFrom(first, () => {
+            if (--unsent === 0) account.release();
+          });
           // In the message's trace context: its statement spans hang under its span.
-          const run = runInContext(record.traceContext, () => runStreamedQueries(request, record, answer, refused)).finally(() => running.delete(run));
+          const run = runInContext(record.traceContext, () => runStreamedQueries(request, record, account, answer, refused)).finally(() => running.delete(run));
           running.add(run);
           while (unanswered >= limits.maxStreamQueries && !ctx.signal.aborted && !draining.aborted) {
             await unlessStopped(new Promise<void>((resolve) => (room = resolve)));
@@ -169,7 +200,13 @@ export function createQueryService(
         }
       }
 
-      async function runStreamedQueries(request: QueryStreamRequest, record: CallRecord, answer: Answers, refused: GatewayError | undefined): Promise<void> {
+      async function runStreamedQueries(
+        request: QueryStreamRequest,
+        record: CallRecord,
+        account: ResultAccount,
+        answer: Answers,
+        refused: GatewayError | undefined,
+      ): Promise<void> {
         let error: GatewayError | undefined;
         try {
           if (refused !== undefined) throw refused;
@@ -183,7 +220,8 @@ export function createQueryService(
             if (!ctx.signal.aborted) tallyFailures(record, outcomes);
             answer(indexes, outcomes);
           };
-          record.database = describeDatabases(await runQueries(pools, databaseOf, request.queries, statementLimits({ deadline, signal: ctx.signal }), answerAndTally, "answer"));
+          const queryLimits = statementLimits({ deadline, signal: ctx.signal });
+          record.database = describeDatabases(await runQueries(pools, databaseOf, request.queries, queryLimits, account, answerAndTally, "answer"));
         } catch (err) {
           // The message as a whole could not run (refused, a platform that is not the key's, too many queries): each query gets the error.
           error = toGatewayError(err);
@@ -208,7 +246,14 @@ export function createQueryService(
       ctx.record.statements = request.statements.length;
       const database = await router.route(ctx, request.platform, request.tenantId);
       const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions);
-      return encodeResults(await pools.withConnection(database, (lease) => runBatch(lease, batch), statementLimits(ctx)));
+      // One response carries every result: the limits apply to them together.
+      const account = limits.results.account(true);
+      try {
+        return encodeResults(await pools.withConnection(database, (lease) => runBatch(lease, batch, account), statementLimits(ctx)), () => account.release());
+      } catch (err) {
+        account.release();
+        throw err;
+      }
     },
 
     async transaction(requests, responses, ctx) {
@@ -220,7 +265,7 @@ export function createQueryService(
       const { platform, tenantId, options } = first.kind.value;
       const database = await router.route(ctx, platform, tenantId);
       const begin = beginStatement(options);
-      const transactionLimits = { maxStatementMillis: limits.maxStatementMillis, idleTimeoutMillis: limits.transactionIdleTimeoutMillis };
+      const transactionLimits = { maxStatementMillis: limits.maxStatementMillis, idleTimeoutMillis: limits.transactionIdleTimeoutMillis, results: limits.results };
       const counted = {
         async next() {
           const request = await requests.next();

@@ -9,6 +9,8 @@ export interface MetricSources {
   listeners(): ListenerStats;
   /** Whether PostgreSQL answered the last health check. */
   postgresUp(): boolean;
+  /** Bytes of buffered results held now (see `ResultBudget`). */
+  bufferedResultBytes?(): number;
 }
 
 /** Seconds: from a fast point query to a long report. */
@@ -117,6 +119,7 @@ export class GatewayMetrics {
     });
     gauge("db_gateway_listen_connections", "Listening connections (one per database with Listen subscribers).", () => sources.listeners().databases);
     gauge("db_gateway_listen_subscribers", "Listen calls in progress.", () => sources.listeners().subscribers);
+    gauge("db_gateway_buffered_result_bytes", "Bytes of buffered results held, of MAX_BUFFERED_RESULT_BYTES.", () => sources.bufferedResultBytes?.() ?? 0);
   }
 
   /** The exposition text for GET /metrics. */
