@@ -1,0 +1,66 @@
+// BufferedQuery on a real connection: the bytes it encodes, and a result cut off by its limits.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import pg from "pg";
+import { BufferedQuery } from "../server/src/execution/buffered-query.js";
+import { ResultBudget } from "../server/src/execution/result-budget.js";
+import { encodeResultSet, type TextRow } from "../server/src/execution/result-set.js";
+import { passDataRowBytes } from "../server/src/pool/data-row-parser.js";
+import { TEXT_PASSTHROUGH } from "../server/src/pool/pool-manager.js";
+import type { GatewayError } from "../server/src/errors.js";
+import { pgUrl } from "./helpers/gateway.js";
+
+/** Values of many shapes: NULLs, empty text, multi-byte characters, values long and short. */
+const SQL = `SELECT g, NULL::text AS nothing, '' AS empty, 'naïve 🐘 ' || g AS word, repeat('é', g * 40) AS long, md5(g::text) AS hash
+  FROM generate_series(1, 200) g`;
+
+describe("BufferedQuery", () => {
+  let client: pg.Client;
+  before(async () => {
+    // As the pool makes its connections: values as text, DataRows passed on as their bytes.
+    client = new pg.Client({ connectionString: pgUrl(), types: TEXT_PASSTHROUGH });
+    passDataRowBytes(client);
+    await client.connect();
+  });
+  after(() => client.end());
+
+  const budget = () => new ResultBudget({ maxRows: 1_000_000, maxBytes: 64 * 1024 * 1024, maxBufferedBytes: 64 * 1024 * 1024 });
+
+  async function buffered(sql: string, results = budget(), onCut?: (error: GatewayError) => void): Promise<Uint8Array> {
+    const query = new BufferedQuery(sql, [], results.account(), onCut);
+    client.query(query);
+    return (await query.done).encode(0n);
+  }
+
+  it("encodes the same ResultSet as pg's own rows give, from DataRow bytes and, on a connection that is not UTF-8, from text", async () => {
+    for (const encoding of ["UTF8", "LATIN1"]) {
+      await client.query(`SET client_encoding = '${encoding}'`);
+      const sql = encoding === "UTF8" ? SQL : "SELECT g, NULL::text AS nothing, 'naïve ' || g AS word FROM generate_series(1, 50) g";
+      const expected = encodeResultSet(await client.query<TextRow>({ text: sql, rowMode: "array" }), 0n);
+      assert.deepEqual(Buffer.from(await buffered(sql)), Buffer.from(expected), encoding);
+    }
+    await client.query("RESET client_encoding");
+  });
+
+  it("cuts a result off past its limits: its rows dropped, onCut told once, the budget given back, the connection usable", async () => {
+    const results = new ResultBudget({ maxRows: 100, maxBytes: 64 * 1024 * 1024, maxBufferedBytes: 64 * 1024 * 1024 });
+    const cuts: string[] = [];
+    await assert.rejects(buffered("SELECT g FROM generate_series(1, 5000) g", results, (error) => cuts.push(error.reason)), { reason: "RESULT_TOO_LARGE" });
+    assert.deepEqual(cuts, ["RESULT_TOO_LARGE"]);
+    assert.equal(results.usedBytes, 0);
+    assert.ok((await buffered("SELECT 1", results)).length > 0);
+  });
+
+  it("holds exactly its encoded size of the budget once encoded, until its account is released", async () => {
+    const results = budget();
+    const account = results.account();
+    const query = new BufferedQuery("SELECT repeat('x', 1000) FROM generate_series(1, 300)", [], account);
+    client.query(query);
+    const result = await query.done;
+    assert.ok(results.usedBytes >= 300 * 1000, "taken as the rows arrived");
+    const encoded = result.encode(0n);
+    assert.equal(results.usedBytes, encoded.length);
+    account.release();
+    assert.equal(results.usedBytes, 0);
+  });
+});
