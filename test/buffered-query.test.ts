@@ -6,7 +6,8 @@ import { BufferedQuery } from "../server/src/execution/buffered-query.js";
 import { ResultBudget } from "../server/src/execution/result-budget.js";
 import { encodeResultSet, type TextRow } from "../server/src/execution/result-set.js";
 import { passDataRowBytes } from "../server/src/pool/data-row-parser.js";
-import { TEXT_PASSTHROUGH } from "../server/src/pool/pool-manager.js";
+import { TEXT_PASSTHROUGH, type Lease } from "../server/src/pool/pool-manager.js";
+import { streamQuery } from "../server/src/execution/stream-query.js";
 import type { GatewayError } from "../server/src/errors.js";
 import { pgUrl } from "./helpers/gateway.js";
 
@@ -62,5 +63,39 @@ describe("BufferedQuery", () => {
     assert.equal(results.usedBytes, encoded.length);
     account.release();
     assert.equal(results.usedBytes, 0);
+  });
+
+  it("a statement that enters COPY mode without being sent as a COPY fails INVALID_REQUEST, its connection closed, the process unharmed", async () => {
+    for (const sql of ["COPY (SELECT 1) TO STDOUT", "COPY pg_temp.t FROM STDIN"]) {
+      const own = new pg.Client({ connectionString: pgUrl(), types: TEXT_PASSTHROUGH });
+      passDataRowBytes(own);
+      const errors: Error[] = [];
+      own.on("error", (err) => errors.push(err));
+      await own.connect();
+      await own.query("CREATE TEMP TABLE t (id int)");
+      const ended = new Promise((resolve) => own.once("end", resolve));
+      const query = new BufferedQuery(sql, [], budget().account());
+      own.query(query);
+      await assert.rejects(query.done, (err: GatewayError) => err.reason === "INVALID_REQUEST" && /not supported through the gateway/.test(err.message));
+      await ended;
+      await own.end().catch(() => undefined);
+    }
+  });
+
+  it("a COPY run from a StreamQuery portal without being sent as one fails INVALID_REQUEST instead of throwing in pg", async () => {
+    for (const sql of ["COPY (SELECT 1) TO STDOUT", "COPY pg_temp.t FROM STDIN"]) {
+      const own = new pg.Client({ connectionString: pgUrl(), types: TEXT_PASSTHROUGH });
+      passDataRowBytes(own);
+      own.on("error", () => undefined);
+      await own.connect();
+      await own.query("CREATE TEMP TABLE t (id int)");
+      const lease = { client: own, database: "", signal: new AbortController().signal } as unknown as Lease;
+      const responses = { send: async () => undefined } as unknown as Parameters<typeof streamQuery>[2];
+      await assert.rejects(
+        streamQuery(lease, { sql, values: [], copy: false }, responses, { maxRows: 1000, maxBytes: 1 << 20 }),
+        (err: GatewayError) => err.reason === "INVALID_REQUEST",
+      );
+      await own.end().catch(() => undefined);
+    }
   });
 });

@@ -220,8 +220,8 @@ describe("client mistakes: INVALID_ARGUMENT, and the connection kept", () => {
     assert.deepEqual(rows, [{ n: 65_535, last: 65_535 }]);
   });
 
-  it("a COPY is known after comments and in any case, and one to STDOUT without rows is refused too", async () => {
-    for (const sql of ["/* load */ -- rows\n copy items from stdin", "Copy (SELECT 1 WHERE false) To Stdout"]) {
+  it("a COPY is known after comments, empty statements and in any case, and one to STDOUT without rows is refused too", async () => {
+    for (const sql of ["/* load */ -- rows\n copy items from stdin", "Copy (SELECT 1 WHERE false) To Stdout", ";COPY items FROM STDIN", " ; /* empty statements first */ ;COPY items TO STDOUT"]) {
       await keepsConnection(() => rejectsWith(db.query(sql), Code.InvalidArgument, "INVALID_REQUEST"));
     }
     assert.deepEqual((await db.query("SELECT count(*)::int AS n FROM items")).rows, [{ n: 2 }], "nothing was copied in");
@@ -258,7 +258,8 @@ describe("client mistakes: the gateway process survives them (gateway in its own
   it("a COPY streamed with StreamQuery is refused, and the gateway goes on serving", async () => {
     const db = gateway.client().platform(gateway.platform);
     await db.query("CREATE TABLE items (id int)");
-    for (const sql of ["COPY items FROM STDIN", "COPY items TO STDOUT"]) {
+    await db.query("INSERT INTO items VALUES (1)");
+    for (const sql of ["COPY items FROM STDIN", "COPY items TO STDOUT", "; COPY items FROM STDIN", ";COPY items TO STDOUT"]) {
       const stream = (async () => {
         for await (const row of db.stream(sql, [], { timeoutMs: TIMEOUT_MS })) void row;
       })();

@@ -55,7 +55,7 @@ describe("the leading keyword that decides whether a batch's statements are pipe
   });
 
   it("a COPY is told from its first character when that is another letter, and by the keyword otherwise", () => {
-    const copies = ["COPY t FROM STDIN", "copy t to stdout", " \n\tCopy t FROM STDIN", "-- load\nCOPY t FROM STDIN", "/* /* */ */COPY t TO STDOUT"];
+    const copies = ["COPY t FROM STDIN", "copy t to stdout", " \n\tCopy t FROM STDIN", "-- load\nCOPY t FROM STDIN", "/* /* */ */COPY t TO STDOUT", ";COPY t FROM STDIN", " ; -- x\n; /* y */;copy t TO STDOUT"];
     for (const sql of copies) assert.ok(isCopy(sql), JSON.stringify(sql));
     for (const sql of ["COPYt FROM STDIN", "(COPY t TO STDOUT)", "CALL copy()", "SELECT 'COPY'", "\u00a0COPY t FROM STDIN"]) assert.ok(!isCopy(sql), JSON.stringify(sql));
     for (const [sql] of CASES) assert.equal(isCopy(sql), leadingKeyword(sql) === "COPY", JSON.stringify(sql));

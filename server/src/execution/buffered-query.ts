@@ -58,6 +58,8 @@ export class BufferedQuery extends pg.Query implements BufferedResult {
   #checkRows = 0;
   #checkBytes = -1;
   #cut: GatewayError | undefined;
+  /** Set when PostgreSQL entered COPY mode for this statement, which was not sent as a COPY (`abandonStrayCopy`). */
+  #strayCopy: GatewayError | undefined;
   #resolve!: (result: BufferedResult) => void;
   #reject!: (error: Error) => void;
 
@@ -91,6 +93,16 @@ export class BufferedQuery extends pg.Query implements BufferedResult {
     if (message instanceof RawDataRow) rows.addDataRow(message.bytes, message.offset);
     else rows.addTextRow(message.fields);
     if (rows.bytes > this.#checkBytes || rows.rows > this.#checkRows) this.#check();
+  }
+
+  /** pg's Submittable protocol: PostgreSQL waits for COPY data from a statement not sent as a COPY (see `CopyQuery`). */
+  handleCopyInResponse(connection: CopyingConnection): void {
+    this.#strayCopy ??= abandonStrayCopy(connection);
+  }
+
+  /** pg's Submittable protocol: COPY data from a statement not sent as a COPY. */
+  handleCopyData(_message: unknown, connection: CopyingConnection): void {
+    this.#strayCopy ??= abandonStrayCopy(connection);
   }
 
   encode(elapsedNanos: bigint): Uint8Array {
@@ -140,14 +152,36 @@ export class BufferedQuery extends pg.Query implements BufferedResult {
       account.rows += this.#rows.rows;
       account.bytes += this.#rows.bytes;
     }
-    if (err === undefined && this.#cut === undefined) {
+    // A stray COPY fails its statement even if PostgreSQL's answer was read before its connection closed.
+    if (err === undefined && this.#cut === undefined && this.#strayCopy === undefined) {
       this.#head = head;
       this.#resolve(this);
       return;
     }
     this.#drop();
-    this.#reject(this.#cut !== undefined && (err === undefined || err instanceof DatabaseError) ? this.#cut : err!);
+    if (this.#strayCopy !== undefined) this.#reject(this.#strayCopy);
+    else this.#reject(this.#cut !== undefined && (err === undefined || err instanceof DatabaseError) ? this.#cut : err!);
   }
+}
+
+/** pg's connection, as far as `abandonStrayCopy` needs it. */
+export interface CopyingConnection {
+  stream: { destroy(): void };
+}
+
+/**
+ * What becomes of a statement that PostgreSQL put in COPY mode although it
+ * was not sent as a COPY (`isCopy` did not see one; `CopyQuery` handles those
+ * that are): other messages may have been written behind it, which
+ * PostgreSQL would read as COPY data, so its connection is closed. The
+ * statement ends with INVALID_REQUEST, its connection not reused (the error
+ * has a cause that is no statement error).
+ */
+export function abandonStrayCopy(connection: CopyingConnection): GatewayError {
+  connection.stream.destroy();
+  return new GatewayError("INVALID_REQUEST", "COPY … FROM STDIN and COPY … TO STDOUT are not supported through the gateway", {
+    cause: new Error("a statement not sent as a COPY entered COPY mode: its connection was closed"),
+  });
 }
 
 /** The end of a cut-off result's message: what became of its statement. */

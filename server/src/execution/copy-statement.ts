@@ -2,7 +2,7 @@
 import type { EventEmitter } from "node:events";
 import pg from "pg";
 import { GatewayError } from "../errors.js";
-import { BufferedQuery } from "./buffered-query.js";
+import { BufferedQuery, type CopyingConnection } from "./buffered-query.js";
 
 /** What a client is told instead: the data of a COPY cannot pass through a gateway call. */
 const COPY_FROM_STDIN_REFUSED =
@@ -46,11 +46,15 @@ export class CopyQuery extends BufferedQuery {
     return query.submit.call(this, this.#connection);
   };
 
-  handleCopyInResponse(connection: CopyConnection): void {
+  override handleCopyInResponse(connection: CopyingConnection): void {
     this.#refusal = COPY_FROM_STDIN_REFUSED;
-    connection.sendCopyFail(COPY_FROM_STDIN_REFUSED);
-    connection.sync();
+    const copying = connection as unknown as CopyConnection;
+    copying.sendCopyFail(COPY_FROM_STDIN_REFUSED);
+    copying.sync();
   }
+
+  /** CopyOut's data: dropped as it arrives. */
+  override handleCopyData(): void {}
 
   handleError(err: Error, connection: CopyConnection): void {
     this.#connection?.removeListener("copyOutResponse", this.#onCopyOut);

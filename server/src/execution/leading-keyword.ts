@@ -29,7 +29,8 @@ export function isCopy(sql: string): boolean {
 /**
  * The statement's first token, as PostgreSQL's lexer reads it, when it is a
  * word of ASCII letters (upper-cased) or "(": after white space, `--` line
- * comments and nested `/* *\/` comments. Anything else gives "".
+ * comments, nested `/* *\/` comments and semicolons (PostgreSQL drops the
+ * empty statements they end, so `;COPY …` is a COPY). Anything else gives "".
  */
 export function leadingKeyword(sql: string): string {
   const n = sql.length;
@@ -50,6 +51,8 @@ export function leadingKeyword(sql: string): string {
         } else i++;
       } while (depth > 0 && i < n);
       if (depth > 0) return ""; // unterminated
+    } else if (sql[i] === ";") {
+      i++;
     } else break;
   }
   if (sql[i] === "(") return "(";

@@ -7,7 +7,7 @@ import { EncodedMessage, type ResponseStream } from "../grpc/service-adapter.js"
 import type { Lease } from "../pool/pool-manager.js";
 import { TEXT_PASSTHROUGH } from "../pool/pool-manager.js";
 import { RawDataRow } from "../pool/data-row-parser.js";
-import type { BufferedResult } from "./buffered-query.js";
+import { abandonStrayCopy, type BufferedResult, type CopyingConnection } from "./buffered-query.js";
 import { sendStatement, type PreparedStatement } from "./execute.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget } from "./result-budget.js";
 import { toColumns, toDuration, type TextRow } from "./result-set.js";
@@ -73,6 +73,23 @@ class EncodingCursor extends Cursor<TextRow> {
   handleDataRow(message: RawDataRow | { fields: TextRow }): void {
     if (message instanceof RawDataRow) this.rows.addDataRow(message.bytes, message.offset);
     else this.rows.addTextRow(message.fields);
+  }
+
+  /** pg's Submittable protocol: a COPY run from a portal, which `streamQuery` never sends as one (pg-cursor has no handler: pg would throw). */
+  handleCopyInResponse(connection: CopyingConnection): void {
+    this.#abandon(connection);
+  }
+
+  handleCopyData(_message: unknown, connection: CopyingConnection): void {
+    this.#abandon(connection);
+  }
+
+  #abandoned = false;
+  #abandon(connection: CopyingConnection): void {
+    if (this.#abandoned) return;
+    this.#abandoned = true;
+    // pg-cursor's own: the pending read rejects with the error (its typings do not declare it).
+    (this as unknown as { handleError(err: Error): void }).handleError(abandonStrayCopy(connection));
   }
 }
 
