@@ -91,4 +91,53 @@ describe("tenant role connection limits", () => {
       await setLimit(role, roleConnectionLimit(5, 1));
     }
   });
+
+  it("at the global cap, a database PostgreSQL refuses does not take the others' connections while it waits out its backoff", async () => {
+    await t.adminClient().admin().createTenant(platform, "starved");
+    const capped = await startTestGateway({
+      platforms: 0,
+      pool: { maxConnectionsPerPool: 3, maxTotalConnections: 3, acquireTimeoutMillis: 300 },
+      overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), gatewaySecret: t.gatewaySecret },
+    });
+    try {
+      const client = createClient({ ...capped.clientOptions(t.keys[platform]!), queryStream: false, coalesce: false, retry: { maxAttempts: 1 } });
+      const busy = client.platform(platform).tenant("busy");
+      const starved = client.platform(platform).tenant("starved");
+      await busy.query("SELECT 1");
+      // Known to this gateway (adopted: its limit set), then refused every connection, its own gone.
+      await starved.query("SELECT 1");
+      await setLimit(`${platform}_starved`, 0);
+      const admin = await t.pg();
+      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [`${platform}_starved`]);
+      await admin.end();
+      const stolenFromBusy = async () =>
+        (await createClient(capped.clientOptions(capped.adminKey)).admin().getPoolStats(platform)).pools.find((p) => p.database === `${platform}_busy`)?.connectionsStolen ?? 0n;
+      const before = await stolenFromBusy();
+      const end = Date.now() + 2_000;
+      let served = 0;
+      const refusals: string[] = [];
+      await Promise.all([
+        ...Array.from({ length: 6 }, async () => {
+          while (Date.now() < end) {
+            await busy.query("SELECT 1");
+            served++;
+          }
+        }),
+        (async () => {
+          while (Date.now() < end) {
+            refusals.push(await starved.query("SELECT 1").then(() => "served", (err: unknown) => GatewayError.from(err).reason));
+            await new Promise((resolve) => setTimeout(resolve, 100));
+          }
+        })(),
+      ]);
+      const stolen = Number((await stolenFromBusy()) - before);
+      // One try per backoff (50 ms, doubling to 1 s) may close one of the busy database's connections: a handful in 2 s.
+      assert.ok(stolen <= 8, `${stolen} of the busy database's connections closed for the refused one (${served} queries served)`);
+      assert.ok(refusals.length > 0 && refusals.every((r) => r === "POOL_EXHAUSTED"), refusals.join());
+      client.close();
+    } finally {
+      await setLimit(`${platform}_starved`, roleConnectionLimit(5, 1));
+      await capped.close();
+    }
+  });
 });

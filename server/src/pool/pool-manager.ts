@@ -176,7 +176,7 @@ class DatabasePool {
   /** Recent microseconds per statement (see `PoolManager.recordStatementTime`); undefined until measured. */
   statementMicros: number | undefined;
   /** While PostgreSQL refuses this database more connections (53300): no new one is tried before `until` (performance.now()). */
-  refused: { until: number; backoffMillis: number; error: DatabaseError } | undefined;
+  refused: { at: number; until: number; backoffMillis: number; error: DatabaseError } | undefined;
   constructor(readonly database: string) {}
 
   get size(): number {
@@ -557,7 +557,7 @@ export class PoolManager {
     this.#misses++;
     const waitStarted = Date.now();
     const wait = Math.min(this.options.acquireTimeoutMillis, limits.deadline - waitStarted);
-    if (!(wait > 0)) throw this.#exhausted(pool);
+    if (!(wait > 0)) throw this.#exhausted(pool, performance.now());
     const connection = await new Promise<Connection>((resolve, reject) => {
       const done = () => {
         clearTimeout(timer);
@@ -582,7 +582,7 @@ export class PoolManager {
         leave();
         pool.stats.timeouts++;
         this.#timeouts++;
-        reject(this.#exhausted(pool));
+        reject(this.#exhausted(pool, waiter.since));
         this.#pulse();
       }, wait);
       limits.signal?.addEventListener("abort", onAbort, { once: true });
@@ -594,8 +594,9 @@ export class PoolManager {
     return this.#checkOut(connection);
   }
 
-  #exhausted(pool: DatabasePool): GatewayError {
-    if (pool.refused !== undefined) {
+  /** POOL_EXHAUSTED for a caller that began to wait at `since` (performance.now()); it says so if PostgreSQL refused a connection meanwhile. */
+  #exhausted(pool: DatabasePool, since: number): GatewayError {
+    if (pool.refused !== undefined && pool.refused.at >= since) {
       return new GatewayError("POOL_EXHAUSTED", `no connection to "${pool.database}" became free in time, and PostgreSQL refused more: ${pool.refused.error.message}`, {
         metadata: { database: pool.database, sqlstate: TOO_MANY_CONNECTIONS },
       });
@@ -683,9 +684,11 @@ export class PoolManager {
     pool.busy.delete(connection);
     connection.idleSince = Date.now();
     pool.idle.push(connection);
-    if (this.#roomUnderCap() <= 0 && this.#someoneStarving()) {
+    const starving = this.#roomUnderCap() <= 0 ? this.#starving() : undefined;
+    if (starving !== undefined) {
       // At the cap, a database without any connection gets this slot before our own next caller.
-      void this.#destroy(connection, "stolen");
+      starving.freeing++;
+      void this.#destroy(connection, "stolen").finally(() => starving.freeing--);
       return;
     }
     this.#pulse();
@@ -792,10 +795,18 @@ export class PoolManager {
     return this.options.maxTotalConnections - this.#total - this.#closing;
   }
 
-  /** Whether some database has callers waiting and no connection at all. */
-  #someoneStarving(): boolean {
-    for (const pool of this.#waiting) if (pool.waiters.length > 0 && pool.size === 0) return true;
-    return false;
+  /**
+   * A database with callers waiting and no connection at all, that may open
+   * one now, and for which no other database's connection is closing already:
+   * not one that PostgreSQL refused and that waits out its backoff (a slot
+   * freed for it would go unused, and the connection closed for it reopened).
+   */
+  #starving(): DatabasePool | undefined {
+    const now = performance.now();
+    for (const pool of this.#waiting) {
+      if (pool.waiters.length > 0 && pool.size === 0 && pool.freeing === 0 && !(pool.refused !== undefined && now < pool.refused.until)) return pool;
+    }
+    return undefined;
   }
 
   /**
@@ -874,9 +885,16 @@ export class PoolManager {
           // A role's connection limit or the server's, reached (other gateways, an operator's sessions):
           // no caller fails for it. They wait, within their deadlines, for the pool's own connections or
           // for a later try; one that waits in vain gets POOL_EXHAUSTED saying why.
-          const backoffMillis = pool.refused === undefined ? REFUSED_BACKOFF_MILLIS : Math.min(2 * pool.refused.backoffMillis, REFUSED_BACKOFF_MAX_MILLIS);
-          if (pool.refused === undefined) this.options.onError?.(database, err);
-          pool.refused = { until: performance.now() + backoffMillis, backoffMillis, error: err };
+          // Refusals of one round of opens (its backoff not over yet) count once.
+          const now = performance.now();
+          const previous = pool.refused;
+          if (previous === undefined) this.options.onError?.(database, err);
+          if (previous !== undefined && now < previous.until) {
+            pool.refused = { ...previous, at: now, error: err };
+          } else {
+            const backoffMillis = previous === undefined ? REFUSED_BACKOFF_MILLIS : Math.min(2 * previous.backoffMillis, REFUSED_BACKOFF_MAX_MILLIS);
+            pool.refused = { at: now, until: now + backoffMillis, backoffMillis, error: err };
+          }
         } else {
           // Only the oldest caller fails, so that a brief failure does not fail a whole queue.
           pool.waiters.shift()?.reject(
