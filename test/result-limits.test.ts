@@ -99,6 +99,17 @@ describe("buffered results: each call's limits", () => {
     );
   });
 
+  it("QueryMany: with a COPY among them (run one at a time), only the query past the limit fails too", async () => {
+    const { results } = await t.client().raw.query.queryMany({
+      platform,
+      queries: [{ sql: "SELECT 1" }, { sql: narrow(limits.maxRows + 1) }, { sql: "COPY marks FROM STDIN" }, { sql: "SELECT 2" }],
+    });
+    assert.deepEqual(
+      results.map((r) => (r.outcome.case === "result" ? r.outcome.value.rows[0]?.values[0]?.kind.value : GatewayError.fromStatus(r.outcome.value!).reason)),
+      ["1", "RESULT_TOO_LARGE", "INVALID_REQUEST", "2"],
+    );
+  });
+
   it("Transaction: a statement past the limit ends the transaction, which is rolled back", async () => {
     await db.query("TRUNCATE marks");
     await rejectsWith(

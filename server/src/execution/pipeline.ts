@@ -87,8 +87,19 @@ export async function runPipelined(
   onStatementTime?: (micros: number) => void,
 ): Promise<Outcome[]> {
   if (statements.some((s) => s.copy)) return runOneByOne(lease, statements, account);
+  return pipeline(lease, statements, account, onStatementTime, statements.length === 1);
+}
+
+/** `runPipelined` of statements none of which is a COPY; `alone`: they are all the call has, so a cut-off result may end it. */
+async function pipeline(
+  lease: Lease,
+  statements: readonly PreparedStatement[],
+  account: ResultAccount,
+  onStatementTime: ((micros: number) => void) | undefined,
+  alone: boolean,
+): Promise<Outcome[]> {
   const { client } = lease;
-  const onCut = statements.length === 1 ? (error: GatewayError) => lease.interrupt(error) : undefined;
+  const onCut = alone && statements.length === 1 ? (error: GatewayError) => lease.interrupt(error) : undefined;
   const outcomes: Outcome[] = new Array<Outcome>(statements.length);
   let pending = statements.map((_, i) => i);
   let firstAnswer: bigint | undefined;
@@ -185,12 +196,15 @@ export function lapTimer() {
  * `runPipelined` for statements of which some are COPY: each as a call of its
  * own, one after the other, a COPY's reset written only once it has been
  * answered. PostgreSQL reads whatever follows a COPY … FROM STDIN on the wire
- * as its data, and ends the connection at a message that is not.
+ * as its data, and ends the connection at a message that is not. A result
+ * cut off by its limits fails only its own statement (as in a pipeline)
+ * unless it is the call's only one.
  */
 async function runOneByOne(lease: Lease, statements: readonly PreparedStatement[], account: ResultAccount): Promise<Outcome[]> {
   const outcomes: Outcome[] = [];
+  const alone = statements.length === 1;
   for (const statement of statements) {
-    const [outcome] = statement.copy ? [await runCopy(lease, statement, account)] : await runPipelined(lease, [statement], account);
+    const [outcome] = statement.copy ? [await runCopy(lease, statement, account, alone)] : await pipeline(lease, [statement], account, undefined, alone);
     outcomes.push(outcome!);
     // A lost connection: those not sent yet get its error, as in `runPipelined`.
     if (outcome!.error !== undefined && !leavesConnectionUsable(outcome!.error)) {
@@ -201,11 +215,11 @@ async function runOneByOne(lease: Lease, statements: readonly PreparedStatement[
 }
 
 /** A COPY on its own (see `CopyQuery`), then the connection's reset. */
-async function runCopy(lease: Lease, statement: PreparedStatement, account: ResultAccount): Promise<Outcome> {
+async function runCopy(lease: Lease, statement: PreparedStatement, account: ResultAccount, alone: boolean): Promise<Outcome> {
   const started = process.hrtime.bigint();
   let outcome: Outcome;
   try {
-    const result = await sendTraced(lease.client, lease.database, statement, account, (error) => lease.interrupt(error));
+    const result = await sendTraced(lease.client, lease.database, statement, account, alone ? (error) => lease.interrupt(error) : undefined);
     outcome = { result: result.encode(process.hrtime.bigint() - started) };
   } catch (err) {
     outcome = { error: toGatewayError(err) };
