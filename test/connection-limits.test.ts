@@ -1,11 +1,14 @@
 // Tenant roles' connection limits follow the settings, and PostgreSQL's refusal of a connection (53300) makes calls wait, not fail.
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
 import { roleConnectionLimit } from "../server/src/gateway.js";
+import { createLogger } from "../server/src/telemetry/logger.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { randomPlatform, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 
 describe("tenant role connection limits", () => {
   let t: TestGateway;
@@ -138,6 +141,48 @@ describe("tenant role connection limits", () => {
     } finally {
       await setLimit(`${platform}_starved`, roleConnectionLimit(5, 1));
       await capped.close();
+    }
+  });
+
+  it("a gateway whose administrative role may not change a tenant role's limit (PostgreSQL 16 on: no ADMIN OPTION on it) starts, serves it, and says why", async () => {
+    const role = `${platform}_busy`;
+    await setLimit(role, roleConnectionLimit(5, 1)); // as another gateway, with other settings, may have left it
+    const adminRole = randomPlatform("adm");
+    const password = randomBytes(16).toString("hex");
+    const su = await t.pg();
+    await su.query(`CREATE ROLE ${pg.escapeIdentifier(adminRole)} LOGIN CREATEDB CREATEROLE PASSWORD '${password}'`);
+    const { rows: version } = await su.query<{ v: number }>("SELECT current_setting('server_version_num')::int AS v");
+    const url = new URL(t.databaseUrl);
+    url.username = adminRole;
+    url.password = password;
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(...String(chunk).split("\n").filter(Boolean));
+        done();
+      },
+    });
+    let second: Awaited<ReturnType<typeof startTestGateway>> | undefined;
+    try {
+      second = await startTestGateway({
+        platforms: 0,
+        databaseUrl: url.toString(),
+        pool: { maxConnectionsPerPool: 8 },
+        overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), gatewaySecret: t.gatewaySecret, logger: createLogger("warn", sink) },
+      });
+      const { rows } = await createClient(second.clientOptions(t.keys[platform]!)).platform(platform).tenant("busy").query("SELECT current_user AS user");
+      assert.deepEqual(rows, [{ user: role }]);
+      if (version[0]!.v >= 160000) {
+        assert.equal(await limitOf(role), roleConnectionLimit(5, 1));
+        assert.ok(lines.some((l) => l.includes(role) && l.includes("could not be updated (the administrative role needs ADMIN OPTION on it)")), lines.join("\n"));
+      } else {
+        assert.equal(await limitOf(role), roleConnectionLimit(8, 1));
+      }
+    } finally {
+      await second?.close();
+      await setLimit(role, roleConnectionLimit(5, 1));
+      await su.query(`DROP OWNED BY ${pg.escapeIdentifier(adminRole)}`);
+      await su.query(`DROP ROLE ${pg.escapeIdentifier(adminRole)}`);
     }
   });
 });

@@ -162,7 +162,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   const registry = new DatabaseRegistry();
   const platforms = new Set(options.platformKeys.keys());
-  const lifecycle = new TenantLifecycle({ admin, connectTo, roles, registry, pools, platforms });
+  const lifecycle = new TenantLifecycle({ admin, connectTo, roles, registry, pools, platforms, onError });
 
   let syncing: Promise<void> | undefined;
   /** Reads pg_database again: closes the pools of dropped databases, adopts new ones. Single-flight. */

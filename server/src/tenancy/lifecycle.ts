@@ -17,6 +17,8 @@ export interface TenantLifecycleOptions {
   pools: PoolManager;
   /** Platforms with an API key: the only ones whose databases are touched. */
   platforms: ReadonlySet<string>;
+  /** Told what went wrong where the work goes on regardless (a role whose connection limit could not be updated). */
+  onError?(message: string, err: unknown): void;
 }
 
 /**
@@ -95,7 +97,10 @@ export class TenantLifecycle {
     let pending: string[];
     try {
       pending = await this.o.roles.unprovisioned(client, managed);
-      await this.o.roles.syncConnectionLimits(client, managed);
+      const { failed } = await this.o.roles.syncConnectionLimits(client, managed);
+      for (const { role, error } of failed) {
+        this.o.onError?.(`the connection limit of role "${role}" could not be updated (the administrative role needs ADMIN OPTION on it)`, error);
+      }
     } finally {
       client.release();
     }

@@ -1,6 +1,6 @@
 import { createHmac, pbkdf2Sync, randomBytes, createHash } from "node:crypto";
 import type pg from "pg";
-import { escapeIdentifier, escapeLiteral } from "pg";
+import { DatabaseError, escapeIdentifier, escapeLiteral } from "pg";
 import { GatewayError } from "../errors.js";
 
 /** The non-login role that owns every database of the gateway. */
@@ -119,18 +119,30 @@ export class TenantRoles {
   /**
    * Sets the connection limit of the login roles of `databases` (ours only)
    * to the current one where it differs: it follows the settings (pool size,
-   * gateway instances) of the gateway that starts or adopts last. Returns the
-   * roles changed.
+   * gateway instances) of the gateway that starts or adopts last. A role that
+   * cannot be changed (from PostgreSQL 16, a CREATEROLE administrator may
+   * alter only roles it has ADMIN OPTION on; one dropped meanwhile) keeps its
+   * limit and is listed in `failed`: the pool waits out PostgreSQL's refusals.
    */
-  async syncConnectionLimits(admin: pg.ClientBase, databases: readonly string[]): Promise<string[]> {
+  async syncConnectionLimits(admin: pg.ClientBase, databases: readonly string[]): Promise<{ changed: string[]; failed: { role: string; error: unknown }[] }> {
     const { rows } = await admin.query<{ rolname: string }>(
       `SELECT r.rolname FROM pg_catalog.pg_roles r
         WHERE r.rolname = ANY($1::text[]) AND r.rolconnlimit <> $2
           AND pg_catalog.shobj_description(r.oid, 'pg_authid') = $3 || r.rolname`,
       [databases.map((d) => this.roleName(d)), this.connectionLimit, ROLE_COMMENT_PREFIX],
     );
-    for (const { rolname } of rows) await admin.query(`ALTER ROLE ${escapeIdentifier(rolname)} CONNECTION LIMIT ${this.connectionLimit}`);
-    return rows.map((r) => r.rolname);
+    const changed: string[] = [];
+    const failed: { role: string; error: unknown }[] = [];
+    for (const { rolname } of rows) {
+      try {
+        await admin.query(`ALTER ROLE ${escapeIdentifier(rolname)} CONNECTION LIMIT ${this.connectionLimit}`);
+        changed.push(rolname);
+      } catch (error) {
+        if (!(error instanceof DatabaseError)) throw error; // the connection itself: the caller's to handle
+        failed.push({ role: rolname, error });
+      }
+    }
+    return { changed, failed };
   }
 
   /** Drops a database's login role, if it is one of ours. Call after the database is dropped. */
