@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import { parse as parseConnectionString } from "pg-connection-string";
@@ -230,6 +231,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   /** Aborted when the gateway begins to shut down: QueryStreams stop reading, answer what they read, and end. */
   const draining = new AbortController();
+  // Each QueryStream, and each Transaction stream waiting for its begin, watches it.
+  setMaxListeners(0, draining.signal);
   const queryService = createQueryService(router, pools, listeners, {
     maxStatementMillis: options.maxStatementMillis,
     transactionIdleTimeoutMillis: options.transactionIdleTimeoutMillis,

@@ -75,7 +75,7 @@ export class ListenerHub {
   /** Subscribes to channels of a database; `subscriber.started` is called once all are listened to. */
   subscribe(database: string, channels: readonly string[], subscriber: Subscriber): Subscription {
     if (this.#closing.signal.aborted) {
-      subscriber.failed(new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down"));
+      subscriber.failed(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down"));
       return { unsubscribe: () => undefined };
     }
     let listener = this.#listeners.get(database);

@@ -462,7 +462,9 @@ export class PoolManager {
     const ending: Promise<void>[] = [];
     for (const pool of this.#pools.values()) {
       for (const waiter of pool.waiters.splice(0)) waiter.reject(new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down"));
-      for (const connection of [...pool.idle, ...pool.busy]) ending.push(this.#destroy(connection, "closed"));
+      // A busy connection is dropped, not ended: pg's end waits for its queries, which a stuck backend may never answer.
+      for (const connection of [...pool.idle]) ending.push(this.#destroy(connection, "closed"));
+      for (const connection of [...pool.busy]) ending.push(this.#destroy(connection, "closed", true));
     }
     this.#pools.clear();
     await Promise.all(ending);
