@@ -3,7 +3,7 @@ import type pg from "pg";
 import Cursor from "pg-cursor";
 import { toGatewayError } from "../errors.js";
 import { StreamQueryResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
-import { EncodedMessage, type ResponseStream } from "../grpc/service-adapter.js";
+import { EncodedMessage, type ResponseStream } from "../grpc/message-streams.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { TEXT_PASSTHROUGH } from "../pool/pool-manager.js";
 import { RawDataRow } from "../pool/data-row-parser.js";

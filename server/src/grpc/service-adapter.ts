@@ -1,3 +1,4 @@
+// Serves protobuf-es service implementations on grpc-js: each call admitted, traced, cancelled and answered once, its errors converted in one place.
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
@@ -6,6 +7,7 @@ import { GatewayError, toGatewayError, toStatusObject } from "../errors.js";
 import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
 import type { Principal } from "./api-keys.js";
+import { EncodedMessage, requestStream, responseStream, type RequestStream, type ResponseStream } from "./message-streams.js";
 import type { OpenCalls } from "./open-calls.js";
 
 /** What a handler knows about its call besides the request. */
@@ -35,37 +37,6 @@ export interface CallContext {
 }
 
 type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O> | EncodedMessage>;
-
-/**
- * A response message already in its wire encoding, for the hot paths that
- * encode rows by hand (see execution/row-encoding.ts): sent as is. `onSent`,
- * when given, is called once the transport is done with the bytes: written
- * out (HTTP/2 flow control follows the client's reading), or the call ended
- * without (a unary response: once its call has ended).
- */
-export class EncodedMessage {
-  constructor(
-    readonly bytes: Buffer,
-    readonly onSent?: () => void,
-  ) {}
-}
-
-/**
- * The responses of a streaming call. `send` resolves once the transport can
- * take more (HTTP/2 flow control reaches back to the handler), or at once when
- * the call is over (check `ctx.signal`); messages sent after the call ended
- * are dropped.
- */
-export interface ResponseStream<O extends DescMessage> {
-  send(message: MessageInitShape<O> | EncodedMessage): Promise<void>;
-  /** Messages written and not yet taken by the transport. */
-  readonly pending: number;
-}
-
-/** The requests of a client-streaming call, read one at a time: undefined once the client has half-closed. */
-export interface RequestStream<I extends DescMessage> {
-  next(): Promise<MessageShape<I> | undefined>;
-}
 
 type ServerStreamingImpl<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,
@@ -323,118 +294,6 @@ function bidiStreamingHandler(
       await handler(requestStream(call), responseStream(method, call, started.context.signal), started.context);
       if (started.answer()) call.end();
     });
-  };
-}
-
-/** Bytes a streaming call may have written and not yet handed to HTTP/2 before `send` waits. */
-const RESPONSE_BUFFER_BYTES = 1 << 20;
-
-/**
- * The writing side of a grpc-js call with backpressure by bytes: messages are
- * encoded here, and once more than `RESPONSE_BUFFER_BYTES` are written but not
- * yet taken by HTTP/2 (whose flow control follows the client's reading),
- * `send` waits. grpc-js's own high-water mark counts 16 messages whatever
- * their size. Every waiting `send` shares one promise, so a handler that does
- * not await (Listen) adds no listener per message. A message's `onSent` is
- * called when its write is done, or else when the call ends (grpc-js drops
- * the writes of a call that has ended without calling them back).
- */
-function responseStream(
-  method: DescMethod,
-  call: grpc.ServerWritableStream<object, object> | grpc.ServerDuplexStream<object, object>,
-  signal: AbortSignal,
-): ResponseStream<DescMessage> {
-  let pending = 0;
-  let pendingBytes = 0;
-  let room: { promise: Promise<void>; resolve: () => void } | undefined;
-  const free = () => {
-    const waiting = room;
-    room = undefined;
-    waiting?.resolve();
-  };
-  signal.addEventListener("abort", free, { once: true });
-  /** `onSent` of the messages whose writes are not done; all called when the call ends. */
-  let unsent: Set<() => void> | undefined;
-  const ended = () => {
-    for (const onSent of unsent!) onSent();
-    unsent!.clear();
-  };
-  return {
-    get pending() {
-      return pending;
-    },
-    send(message) {
-      const onSent = message instanceof EncodedMessage ? message.onSent : undefined;
-      if (signal.aborted || call.writableEnded || call.destroyed) {
-        onSent?.();
-        return Promise.resolve();
-      }
-      if (onSent !== undefined) {
-        if (unsent === undefined) {
-          unsent = new Set();
-          call.once("cancelled", ended);
-        }
-        unsent.add(onSent);
-      }
-      const encoded = message instanceof EncodedMessage ? message : new EncodedMessage(Buffer.from(toBinary(method.output, create(method.output, message))));
-      const size = encoded.bytes.length;
-      pending++;
-      pendingBytes += size;
-      call.write(encoded, () => {
-        pending--;
-        pendingBytes -= size;
-        if (onSent !== undefined && unsent!.delete(onSent)) onSent();
-        if (pendingBytes <= RESPONSE_BUFFER_BYTES) free();
-      });
-      if (pendingBytes <= RESPONSE_BUFFER_BYTES) return Promise.resolve();
-      if (room === undefined) {
-        let resolve!: () => void;
-        const promise = new Promise<void>((r) => (resolve = r));
-        room = { promise, resolve };
-      }
-      return room.promise;
-    },
-  };
-}
-
-/**
- * The reading side of a bidirectional call, pulled one message at a time:
- * the call is paused while a message waits to be read, so a client cannot
- * queue unbounded requests in the gateway. Resolves undefined at half-close
- * or when the call ends.
- */
-function requestStream(call: grpc.ServerDuplexStream<object, object>): RequestStream<DescMessage> {
-  const queue: MessageShape<DescMessage>[] = [];
-  let ended = false;
-  let waiting: ((message: MessageShape<DescMessage> | undefined) => void) | undefined;
-  const finish = () => {
-    ended = true;
-    waiting?.(undefined);
-    waiting = undefined;
-  };
-  call.on("data", (message: MessageShape<DescMessage>) => {
-    if (waiting !== undefined) {
-      const resolve = waiting;
-      waiting = undefined;
-      resolve(message);
-      return;
-    }
-    queue.push(message);
-    call.pause();
-  });
-  call.on("end", finish);
-  call.on("cancelled", finish);
-  call.on("error", finish);
-  return {
-    next() {
-      const message = queue.shift();
-      if (message !== undefined) {
-        call.resume();
-        return Promise.resolve(message);
-      }
-      if (ended) return Promise.resolve(undefined);
-      return new Promise((resolve) => (waiting = resolve));
-    },
   };
 }
 
