@@ -3,8 +3,8 @@ import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { Code, GatewayError, type Database, type GatewayClient, type Param } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { dropPlatformDatabases, pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
-import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
+import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { gatewayProcessForSuite } from "./helpers/gateway-process.js";
 
 /** Long enough for any of these calls, short enough that a connection left waiting fails the test rather than hang it. */
 const TIMEOUT_MS = 5_000;
@@ -245,17 +245,10 @@ describe("client mistakes: INVALID_ARGUMENT, and the connection kept", () => {
 });
 
 describe("client mistakes: the gateway process survives them (gateway in its own process)", () => {
-  let gateway: GatewayProcess;
-  before(async () => {
-    gateway = await startGatewayProcess({ databaseUrl: pgUrl() });
-    await gateway.adminClient().admin().createTenant(gateway.platform, "");
-  });
-  after(async () => {
-    await gateway.close();
-    await dropPlatformDatabases([gateway.platform]);
-  });
+  const gatewayProcess = gatewayProcessForSuite();
 
   it("a COPY streamed with StreamQuery is refused, and the gateway goes on serving", async () => {
+    const gateway = gatewayProcess();
     const db = gateway.client().platform(gateway.platform);
     await db.query("CREATE TABLE items (id int)");
     await db.query("INSERT INTO items VALUES (1)");

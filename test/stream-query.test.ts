@@ -5,8 +5,8 @@ import pg from "pg";
 import { StreamQueryResponseSchema } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, type Database, type GatewayError } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { dropPlatformDatabases, pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
-import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
+import { pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { gatewayProcessForSuite } from "./helpers/gateway-process.js";
 import { waitFor } from "./helpers/wait.js";
 
 describe("StreamQuery", () => {
@@ -185,17 +185,10 @@ describe("StreamQuery", () => {
 });
 
 describe("StreamQuery: a million rows through a slow consumer (gateway in its own process)", () => {
-  let gateway: GatewayProcess;
-  before(async () => {
-    gateway = await startGatewayProcess({ databaseUrl: pgUrl() });
-    await gateway.adminClient().admin().createTenant(gateway.platform, "");
-  });
-  after(async () => {
-    await gateway.close();
-    await dropPlatformDatabases([gateway.platform]);
-  });
+  const gatewayProcess = gatewayProcessForSuite();
 
   it("keeps the gateway's memory flat (RSS grows < 64 MB) and delivers every row", async () => {
+    const gateway = gatewayProcess();
     const db = gateway.client().platform(gateway.platform);
     const sql = "SELECT g AS n, repeat(md5(g::text), 3) AS pad FROM generate_series(1, $1::int) g";
     // Warm up: code paths compiled, pools and buffers at their working size.
@@ -234,6 +227,7 @@ describe("StreamQuery: a million rows through a slow consumer (gateway in its ow
   });
 
   it("pauses reading from PostgreSQL while the client does not read", async () => {
+    const gateway = gatewayProcess();
     const db = gateway.client().platform(gateway.platform);
     await db.query("CREATE SEQUENCE produced");
     const stream = db.stream<{ n: bigint }>("SELECT nextval('produced') AS n, repeat('y', 200) AS pad FROM generate_series(1, 2000000)");
@@ -259,6 +253,7 @@ describe("StreamQuery: a million rows through a slow consumer (gateway in its ow
   });
 
   it("holds at most about a message's worth for a client that does not read, even with 4 MB messages", async () => {
+    const gateway = gatewayProcess();
     const db = gateway.client().platform(gateway.platform);
     const stream = db.stream("SELECT g, repeat('z', 200) AS pad FROM generate_series(1, 2000000) g", [], { maxBytesPerMessage: 4_000_000, maxRowsPerMessage: 100_000 });
     const iterator = stream[Symbol.asyncIterator]();

@@ -3,7 +3,9 @@ import { randomBytes } from "node:crypto";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before } from "node:test";
 import { createClient, type ClientOptions, type GatewayClient } from "../../client-sdk/src/index.js";
+import { dropPlatformDatabases, pgUrl } from "./gateway.js";
 import { testPki } from "./pki.js";
 
 const root = new URL("../..", import.meta.url).pathname;
@@ -121,4 +123,23 @@ export async function startGatewayProcess(options: { databaseUrl: string; platfo
       await rm(work, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A gateway process for the tests of a `describe` block: started on the run's
+ * PostgreSQL with its platform's main database before them, stopped and its
+ * databases dropped after them. The process, once the tests run.
+ */
+export function gatewayProcessForSuite(): () => GatewayProcess {
+  let gateway: GatewayProcess | undefined;
+  before(async () => {
+    gateway = await startGatewayProcess({ databaseUrl: pgUrl() });
+    await gateway.adminClient().admin().createTenant(gateway.platform, "");
+  });
+  after(async () => {
+    if (gateway === undefined) return;
+    await gateway.close();
+    await dropPlatformDatabases([gateway.platform]);
+  });
+  return () => gateway!;
 }

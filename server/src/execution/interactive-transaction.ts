@@ -79,13 +79,13 @@ async function answerStatement(
     () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statement ran longer than the longest allowed (${maxStatementMillis} ms)`)),
     maxStatementMillis,
   );
-  const account = results.account();
   try {
-    const { result, nanos } = await transaction.run(prepareStatement(statement), account);
-    await transaction.check(result.command);
-    return new EncodedMessage(encodeBytesField(2, result.encode(nanos)), () => account.release()); // TransactionResponse { ResultSet result = 2 }
+    return await results.withAccount(async (account) => {
+      const { result, nanos } = await transaction.run(prepareStatement(statement), account);
+      await transaction.check(result.command);
+      return new EncodedMessage(encodeBytesField(2, result.encode(nanos)), () => account.release()); // TransactionResponse { ResultSet result = 2 }
+    });
   } catch (err) {
-    account.release();
     const error = toGatewayError(err);
     if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT" || transaction.failed) throw error;
     return { kind: { case: "error", value: toRpcStatus(error) } };

@@ -90,7 +90,7 @@ export async function runPipelined(
   return pipeline(lease, statements, account, onStatementTime, statements.length === 1);
 }
 
-/** `runPipelined` of statements none of which is a COPY; `alone`: they are all the call has, so a cut-off result may end it. */
+/** `runPipelined` of statements none of which is a COPY; `alone`: a single statement that is all the call has, so that a cut-off result may end it. */
 async function pipeline(
   lease: Lease,
   statements: readonly PreparedStatement[],
@@ -99,7 +99,7 @@ async function pipeline(
   alone: boolean,
 ): Promise<Outcome[]> {
   const { client } = lease;
-  const onCut = alone && statements.length === 1 ? (error: GatewayError) => lease.interrupt(error) : undefined;
+  const onCut = alone ? (error: GatewayError) => lease.interrupt(error) : undefined;
   const outcomes: Outcome[] = new Array<Outcome>(statements.length);
   let pending = statements.map((_, i) => i);
   let firstAnswer: bigint | undefined;

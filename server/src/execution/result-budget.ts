@@ -60,6 +60,21 @@ export class ResultBudget {
     return new ResultAccount(this, whole);
   }
 
+  /**
+   * Runs `fn` with an account of its own (see `account`). What `fn` returns
+   * carries the account's release (a response's `onSent`); if `fn` throws,
+   * the account is released at once.
+   */
+  async withAccount<T>(fn: (account: ResultAccount) => Promise<T>, whole = false): Promise<T> {
+    const account = this.account(whole);
+    try {
+      return await fn(account);
+    } catch (err) {
+      account.release();
+      throw err;
+    }
+  }
+
   /** Takes `bytes` if they fit (or `always`); false when they do not. */
   take(bytes: number, always: boolean): boolean {
     if (!always && this.#used + bytes > this.limits.maxBufferedBytes) return false;

@@ -606,10 +606,10 @@ export class PoolManager {
     return new GatewayError("POOL_EXHAUSTED", `no connection to "${pool.database}" became free in time`, { metadata: { database: pool.database } });
   }
 
-  /** Whether PostgreSQL refused this database a connection recently (53300): then none is tried until its backoff ends. */
+  /** Whether PostgreSQL refused this database a connection recently (53300): then none is tried until its backoff ends, when the scheduler runs again. */
   #refused(pool: DatabasePool, now: number): boolean {
-    if (pool.refused === undefined || now >= pool.refused.until) return false;
-    this.#pulseIn(pool.refused.until - now);
+    if (!inBackoff(pool, now)) return false;
+    this.#pulseIn(pool.refused!.until - now);
     return true;
   }
 
@@ -806,7 +806,7 @@ export class PoolManager {
   #starving(): DatabasePool | undefined {
     const now = performance.now();
     for (const pool of this.#waiting) {
-      if (pool.waiters.length > 0 && pool.size === 0 && pool.freeing === 0 && !(pool.refused !== undefined && now < pool.refused.until)) return pool;
+      if (pool.waiters.length > 0 && pool.size === 0 && pool.freeing === 0 && !inBackoff(pool, now)) return pool;
     }
     return undefined;
   }
@@ -891,7 +891,7 @@ export class PoolManager {
           const now = performance.now();
           const previous = pool.refused;
           if (previous === undefined) this.options.onError?.(database, err);
-          if (previous !== undefined && now < previous.until) {
+          if (previous !== undefined && inBackoff(pool, now)) {
             pool.refused = { ...previous, at: now, error: err };
           } else {
             const backoffMillis = previous === undefined ? REFUSED_BACKOFF_MILLIS : Math.min(2 * previous.backoffMillis, REFUSED_BACKOFF_MAX_MILLIS);
@@ -994,3 +994,8 @@ export class PoolManager {
 }
 
 function noop(): void {}
+
+/** Whether the database waits out a backoff after PostgreSQL refused it a connection (see `DatabasePool.refused`). */
+function inBackoff(pool: DatabasePool, now: number): boolean {
+  return pool.refused !== undefined && now < pool.refused.until;
+}

@@ -42,8 +42,9 @@ export interface QueryServiceLimits {
  * stop reading and Transaction streams not yet begun end (SHUTTING_DOWN, not
  * sent); a transaction the shutdown interrupts before its COMMIT is sent
  * ends with ROLLED_BACK_AT_SHUTDOWN. Results that are buffered (every call
- * but StreamQuery) are counted as their rows arrive against `limits.results` and hold their share
- * of the gateway's budget until their response has been written out.
+ * but StreamQuery) are counted as their rows arrive against `limits.results`,
+ * and hold their share of the gateway's budget until their response has been
+ * written out.
  */
 export function createQueryService(
   router: Router,
@@ -61,36 +62,23 @@ export function createQueryService(
       ctx.record.statements = 1;
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request);
-      const account = limits.results.account();
-      try {
+      return limits.results.withAccount(async (account) => {
         const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement], account), statementLimits(ctx));
         if (outcome!.error !== undefined) throw outcome!.error;
         return new EncodedMessage(encodeBytesField(1, outcome!.result), () => account.release()); // QueryResponse { result = 1 }
-      } catch (err) {
-        account.release();
-        throw err;
-      }
+      });
     },
 
     async queryMany(request, ctx) {
       ctx.record.statements = request.queries.length;
       router.checkPlatform(ctx, request.platform);
-      const account = limits.results.account();
-      try {
-        const { outcomes, databases } = await runQueryMany(
-          pools,
-          (tenantId) => router.database(request.platform, tenantId),
-          request.queries,
-          statementLimits(ctx),
-          account,
-        );
+      return limits.results.withAccount(async (account) => {
+        const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
+        const { outcomes, databases } = await runQueryMany(pools, databaseOf, request.queries, statementLimits(ctx), account);
         ctx.record.database = describeDatabases(databases);
         tallyFailures(ctx.record, outcomes);
         return encodeResults(outcomes, () => account.release());
-      } catch (err) {
-        account.release();
-        throw err;
-      }
+      });
     },
 
     async queryStream(requests, responses, ctx) {
@@ -248,13 +236,10 @@ export function createQueryService(
       const database = await router.route(ctx, request.platform, request.tenantId);
       const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions);
       // One response carries every result: the limits apply to them together.
-      const account = limits.results.account(true);
-      try {
-        return encodeResults(await pools.withConnection(database, (lease) => runBatch(lease, batch, account), statementLimits(ctx)), () => account.release());
-      } catch (err) {
-        account.release();
-        throw err;
-      }
+      return limits.results.withAccount(async (account) => {
+        const outcomes = await pools.withConnection(database, (lease) => runBatch(lease, batch, account), statementLimits(ctx));
+        return encodeResults(outcomes, () => account.release());
+      }, true);
     },
 
     async transaction(requests, responses, ctx) {

@@ -97,8 +97,7 @@ export class TenantLifecycle {
     let pending: string[];
     try {
       pending = await this.o.roles.unprovisioned(client, managed);
-      const { failed } = await this.o.roles.syncConnectionLimits(client, managed);
-      for (const { role, error } of failed) {
+      for (const { role, error } of await this.o.roles.syncConnectionLimits(client, managed)) {
         this.o.onError?.(`the connection limit of role "${role}" could not be updated (the administrative role needs ADMIN OPTION on it)`, error);
       }
     } finally {

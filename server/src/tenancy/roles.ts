@@ -122,27 +122,25 @@ export class TenantRoles {
    * gateway instances) of the gateway that starts or adopts last. A role that
    * cannot be changed (from PostgreSQL 16, a CREATEROLE administrator may
    * alter only roles it has ADMIN OPTION on; one dropped meanwhile) keeps its
-   * limit and is listed in `failed`: the pool waits out PostgreSQL's refusals.
+   * limit and is returned with PostgreSQL's error: the pool waits out its refusals.
    */
-  async syncConnectionLimits(admin: pg.ClientBase, databases: readonly string[]): Promise<{ changed: string[]; failed: { role: string; error: unknown }[] }> {
+  async syncConnectionLimits(admin: pg.ClientBase, databases: readonly string[]): Promise<{ role: string; error: unknown }[]> {
     const { rows } = await admin.query<{ rolname: string }>(
       `SELECT r.rolname FROM pg_catalog.pg_roles r
         WHERE r.rolname = ANY($1::text[]) AND r.rolconnlimit <> $2
           AND pg_catalog.shobj_description(r.oid, 'pg_authid') = $3 || r.rolname`,
       [databases.map((d) => this.roleName(d)), this.connectionLimit, ROLE_COMMENT_PREFIX],
     );
-    const changed: string[] = [];
     const failed: { role: string; error: unknown }[] = [];
     for (const { rolname } of rows) {
       try {
         await admin.query(`ALTER ROLE ${escapeIdentifier(rolname)} CONNECTION LIMIT ${this.connectionLimit}`);
-        changed.push(rolname);
       } catch (error) {
         if (!(error instanceof DatabaseError)) throw error; // the connection itself: the caller's to handle
         failed.push({ role: rolname, error });
       }
     }
-    return { changed, failed };
+    return failed;
   }
 
   /** Drops a database's login role, if it is one of ours. Call after the database is dropped. */
@@ -153,10 +151,7 @@ export class TenantRoles {
   }
 
   async #adminSuperuser(admin: pg.ClientBase): Promise<boolean> {
-    if (this.#adminIsSuperuser === undefined) {
-      const { rows } = await admin.query<{ rolsuper: boolean }>("SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
-      this.#adminIsSuperuser = rows[0]?.rolsuper === true;
-    }
+    this.#adminIsSuperuser ??= (await inspectAdministrativeRole(admin)).superuser;
     return this.#adminIsSuperuser;
   }
 }
