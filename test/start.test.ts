@@ -24,7 +24,7 @@ describe("npm start in development mode", () => {
     await chmod(dataDir, 0o755); // as root, PostgreSQL runs as another user that must reach its data
     const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, GATEWAY_DATA_DIR: dataDir, GATEWAY_PORT: "0", METRICS_PORT: "0" };
     const started = Date.now();
-    const child = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts", "serve", "--dev"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout.on("data", (d) => (output += d));
     child.stderr.on("data", (d) => (output += d));

@@ -1,4 +1,4 @@
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
@@ -14,6 +14,8 @@ export const MIN_API_KEY_LENGTH = 16;
  * and nowhere else; `describeSettings` prints them redacted.
  */
 export interface Settings {
+  /** Development mode: an embedded PostgreSQL, development certificates and keys (only when asked for and no production setting is given). */
+  readonly development: boolean;
   /** PostgreSQL server URL for the gateway's administrative connection; undefined: run an embedded PostgreSQL. */
   readonly databaseUrl: string | undefined;
   readonly host: string;
@@ -84,9 +86,54 @@ const API_KEY_PREFIX = "API_KEY_";
 /** Reserved: the gateway's catalog database would be this platform's. */
 const RESERVED_PLATFORM = "dbgateway";
 
-/** Reads and validates the settings from an environment (process.env by default). */
-export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+/** How the gateway was started: `development` is `npm start`'s --dev (or GATEWAY_MODE=development). */
+export interface LoadOptions {
+  readonly development?: boolean;
+}
+
+/** The settings that make a production gateway: with any of them, a missing DATABASE_URL is a mistake, not development. */
+const PRODUCTION_SETTING = /^(API_KEY_[A-Z0-9_]+|TLS_(CERT|KEY|CLIENT_CA)_FILE|GATEWAY_SECRET(_FILE)?|DATABASE_PASSWORD(_FILE)?)$/;
+
+/** The modes GATEWAY_MODE names. */
+const MODES = ["production", "development"] as const;
+
+/**
+ * Reads and validates the settings from an environment (process.env by
+ * default). Every secret may instead come from a file named by the setting
+ * with `_FILE` appended (Docker's and Kubernetes' convention); setting both is
+ * an error.
+ */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Settings {
+  const { settings, problems } = readSettings(env, options);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return settings;
+}
+
+/**
+ * Reads the settings and lists every problem instead of throwing: what
+ * `db-gateway check` reports. Where a setting has a problem, `settings` holds
+ * its default (or nothing).
+ */
+export function readSettings(env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): { settings: Settings; problems: string[] } {
   const problems: string[] = [];
+  /** A secret from `name` or the file `name_FILE` names, without the file's trailing newline. */
+  const secret = (name: string): string | undefined => {
+    const direct = env[name] || undefined;
+    const file = env[`${name}_FILE`] || undefined;
+    if (file === undefined) return direct;
+    if (direct !== undefined) {
+      problems.push(`${name} and ${name}_FILE are both set: use one`);
+      return direct;
+    }
+    try {
+      const value = readFileSync(file, "utf8").replace(/\r?\n$/, "");
+      if (value === "") problems.push(`${name}_FILE: "${file}" is empty`);
+      return value || undefined;
+    } catch (err) {
+      problems.push(`${name}_FILE: cannot read "${file}" (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+      return undefined;
+    }
+  };
   const int = (name: string, fallback: number, min: number, max: number): number => {
     const raw = env[name];
     if (raw === undefined || raw === "") return fallback;
@@ -98,13 +145,35 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     return n;
   };
 
-  const databaseUrl = env.DATABASE_URL || undefined;
+  const modeName = (env.GATEWAY_MODE || "production") as (typeof MODES)[number];
+  if (!MODES.includes(modeName)) problems.push(`GATEWAY_MODE must be one of ${MODES.join(", ")} (got "${env.GATEWAY_MODE}")`);
+  let databaseUrl = secret("DATABASE_URL");
+  const databasePassword = secret("DATABASE_PASSWORD");
   if (databaseUrl !== undefined) {
     try {
       const url = new URL(databaseUrl);
       if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") problems.push("DATABASE_URL must be a postgres:// or postgresql:// URL");
+      else if (databasePassword !== undefined) {
+        if (url.password) problems.push("DATABASE_URL already has a password: set DATABASE_PASSWORD(_FILE) only with a URL without one");
+        url.password = encodeURIComponent(databasePassword);
+        databaseUrl = url.toString();
+      }
     } catch {
       problems.push("DATABASE_URL is not a valid URL");
+    }
+  } else if (databasePassword !== undefined) {
+    problems.push("DATABASE_PASSWORD(_FILE) needs DATABASE_URL (the server's URL without the password)");
+  }
+  const development = databaseUrl === undefined && (options.development === true || modeName === "development");
+  if (databaseUrl === undefined) {
+    const production = Object.keys(env).filter((name) => PRODUCTION_SETTING.test(name) && env[name]);
+    if (production.length > 0) {
+      problems.push(
+        `DATABASE_URL is not set, but production settings are (${production.sort().join(", ")}): refusing to start on a throwaway ` +
+          `development database. Set DATABASE_URL (or DATABASE_URL_FILE) to your PostgreSQL, or unset those for development mode`,
+      );
+    } else if (!development) {
+      problems.push("DATABASE_URL is required (or DATABASE_URL_FILE). For a development gateway on an embedded PostgreSQL: npm start, or GATEWAY_MODE=development");
     }
   }
 
@@ -122,15 +191,22 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     }
   } else if (tlsSet.length > 0) {
     problems.push(`set all of ${tlsNames.join(", ")} or none (missing: ${tlsNames.filter((n) => !env[n]).join(", ")})`);
-  } else if (databaseUrl !== undefined) {
-    problems.push(`${tlsNames.join(", ")} are required with DATABASE_URL (development certificates are only made for the embedded PostgreSQL)`);
+  } else if (!development) {
+    problems.push(`${tlsNames.join(", ")} are required outside development mode (development certificates are only made for the embedded PostgreSQL)`);
   }
 
   const platformKeys = new Map<string, string>();
   let adminKey: string | undefined;
   const seen = new Map<string, string>();
-  for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith(API_KEY_PREFIX) || value === undefined) continue;
+  const keyNames = new Set(
+    Object.keys(env)
+      .filter((name) => name.startsWith(API_KEY_PREFIX) && env[name])
+      .map((name) => name.replace(/_FILE$/, ""))
+      .filter((name) => name.length > API_KEY_PREFIX.length),
+  );
+  for (const name of [...keyNames].sort()) {
+    const value = secret(name);
+    if (value === undefined) continue;
     const suffix = name.slice(API_KEY_PREFIX.length);
     if (value.length < MIN_API_KEY_LENGTH) {
       problems.push(`${name} must be at least ${MIN_API_KEY_LENGTH} characters`);
@@ -162,13 +238,13 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       problems.push(`${name}: platform names are letters and digits starting with a letter (API_KEY_MEDSTOREAPP)`);
     }
   }
-  const gatewaySecret = env.GATEWAY_SECRET || undefined;
+  const gatewaySecret = secret("GATEWAY_SECRET");
   if (gatewaySecret !== undefined && gatewaySecret.length < MIN_SECRET_LENGTH) {
     problems.push(`GATEWAY_SECRET must be at least ${MIN_SECRET_LENGTH} characters`);
-  } else if (gatewaySecret === undefined && databaseUrl !== undefined) {
-    problems.push("GATEWAY_SECRET is required with DATABASE_URL: tenant role passwords are derived from it (keep it stable)");
+  } else if (gatewaySecret === undefined && !development) {
+    problems.push("GATEWAY_SECRET is required outside development mode: tenant role passwords are derived from it (keep it stable)");
   }
-  if (databaseUrl !== undefined && platformKeys.size === 0 && adminKey === undefined) {
+  if (!development && platformKeys.size === 0 && adminKey === undefined) {
     problems.push("no API keys: set API_KEY_ADMIN and one API_KEY_<PLATFORM> per platform");
   }
 
@@ -195,6 +271,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     (tracesExporter ? tracesExporter !== "none" : Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT));
 
   const settings: Settings = {
+    development,
     databaseUrl,
     host,
     port: int("GATEWAY_PORT", 9000, 0, 65535),
@@ -228,13 +305,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     embeddedPostgresPort: int("EMBEDDED_PG_PORT", 0, 0, 65535),
     gatewayInstances: int("GATEWAY_INSTANCES", 1, 1, 10_000),
   };
-  if (problems.length > 0) throw new ConfigError(problems);
-  return Object.freeze(settings);
+  return { settings: Object.freeze(settings), problems };
 }
 
 /** Settings as a printable object, with every secret redacted. */
 export function describeSettings(settings: Settings): Record<string, unknown> {
-  let database = "embedded PostgreSQL";
+  let database = "embedded PostgreSQL (development)";
   if (settings.databaseUrl !== undefined) {
     const url = new URL(settings.databaseUrl);
     if (url.password) url.password = "***";

@@ -1,168 +1,61 @@
-/**
- * The composition root: settings → database (embedded unless DATABASE_URL) →
- * TLS material and keys (development ones when none are configured) →
- * gateway → signals.
- */
-import { readFileSync } from "node:fs";
-import { join, relative, resolve } from "node:path";
-import { ConfigError, describeSettings, loadSettings, type Settings } from "./config.js";
-import { startEmbeddedPostgres, type EmbeddedServer } from "./database/embedded-postgres.js";
-import {
-  DEVELOPMENT_PLATFORMS,
-  ensureDevelopmentDatabases,
-  ensureDevelopmentKeys,
-  ensureDevelopmentPki,
-  ensureDevelopmentSecret,
-  type DevelopmentKeys,
-  type DevelopmentPki,
-} from "./dev/development-setup.js";
-import { startGateway, type Gateway } from "./gateway.js";
-import { createLogger, flushLogs } from "./telemetry/logger.js";
-import { startTracing } from "./telemetry/tracing.js";
+#!/usr/bin/env node
+/** `db-gateway`, the operator CLI and the production entry point: dispatches to a command (serve by default). */
+import { checkCommand } from "./cli/check.js";
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, type Command } from "./cli/command.js";
+import { serveCommand } from "./cli/serve.js";
+import { VERSION } from "./cli/version.js";
 
-/** The gateway's version, as reported in traces. */
-const VERSION = "0.1.0";
+const COMMANDS: readonly Command[] = [serveCommand, checkCommand];
 
-async function main(): Promise<void> {
-  let settings: Settings;
+function usage(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return `Usage: db-gateway [command] [options]
+
+Commands:
+${COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join("\n")}
+
+Every command takes --help, and --json for machine-readable output.
+Settings come from the environment (see .env.example). db-gateway ${VERSION}`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === "--version" || first === "-v") {
+    console.log(VERSION);
+    return EXIT_OK;
+  }
+  if (first === "--help" || first === "-h" || first === "help") {
+    console.log(usage());
+    return EXIT_OK;
+  }
+  // No command, or options only: serve (the image's and the unit's default).
+  const command = first === undefined || first.startsWith("-") ? serveCommand : COMMANDS.find((c) => c.name === first);
+  const args = command === serveCommand && first !== "serve" ? argv : rest;
+  if (command === undefined) {
+    console.error(`db-gateway: unknown command "${first}"\n\n${usage()}`);
+    return EXIT_USAGE;
+  }
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(command.help);
+    return EXIT_OK;
+  }
   try {
-    settings = loadSettings();
+    return await command.run(args);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`db-gateway: ${err.message}`);
-      process.exit(1);
+    if (err instanceof UsageError) {
+      console.error(`db-gateway ${command.name}: ${err.message}\nSee: db-gateway ${command.name} --help`);
+      return EXIT_USAGE;
     }
     throw err;
   }
-  const dataDir = resolve(settings.dataDir);
-  let embedded: EmbeddedServer | undefined;
-  let databaseUrl = settings.databaseUrl;
-  if (databaseUrl === undefined) {
-    console.log(`db-gateway: starting embedded PostgreSQL (data in ${relative(process.cwd(), join(dataDir, "postgres")) || "."})`);
-    embedded = await startEmbeddedPostgres({ dir: join(dataDir, "postgres"), port: settings.embeddedPostgresPort });
-    databaseUrl = embedded.url;
-  }
-
-  let pki: DevelopmentPki | undefined;
-  let tls;
-  if (settings.tls !== undefined) {
-    tls = { cert: readFileSync(settings.tls.certFile), key: readFileSync(settings.tls.keyFile), clientCa: readFileSync(settings.tls.clientCaFile) };
-  } else {
-    pki = await ensureDevelopmentPki(join(dataDir, "certs"));
-    tls = { cert: readFileSync(pki.serverCert), key: readFileSync(pki.serverKey), clientCa: readFileSync(pki.caCert) };
-  }
-
-  let devKeys: DevelopmentKeys | undefined;
-  const keysFile = join(dataDir, "dev-api-keys.json");
-  let platformKeys = settings.platformKeys;
-  let adminKey = settings.adminKey;
-  if (embedded !== undefined && platformKeys.size === 0 && adminKey === undefined) {
-    devKeys = await ensureDevelopmentKeys(keysFile);
-    platformKeys = new Map(Object.entries(devKeys.platforms));
-    adminKey = devKeys.admin;
-    await ensureDevelopmentDatabases(databaseUrl);
-  }
-
-  // Checked by loadSettings: only the embedded development mode may run without GATEWAY_SECRET.
-  const gatewaySecret = settings.gatewaySecret ?? (await ensureDevelopmentSecret(join(dataDir, "gateway-secret")));
-
-  const logger = createLogger(settings.logLevel);
-  // Off unless OTEL_* asks for it: then the OpenTelemetry SDK is loaded at all.
-  const tracing = settings.tracing === undefined ? undefined : await startTracing({ serviceName: settings.tracing.serviceName, serviceVersion: VERSION });
-
-  let gateway: Gateway;
-  try {
-    gateway = await startGateway({
-      host: settings.host,
-      port: settings.port,
-      databaseUrl,
-      tls,
-      platformKeys,
-      adminKey,
-      gatewaySecret,
-      pool: settings.pool,
-      registryRefreshMillis: settings.registryRefreshMillis,
-      maxStatementMillis: settings.maxStatementMillis,
-      transactionIdleTimeoutMillis: settings.transactionIdleTimeoutMillis,
-      logger,
-      metrics: settings.metrics,
-      rateLimit: settings.rateLimit,
-      catalogDatabase: settings.catalogDatabase,
-      healthCheckMillis: settings.healthCheckMillis,
-      superuserExpected: embedded !== undefined,
-      gatewayInstances: settings.gatewayInstances,
-      results: settings.results,
-    });
-  } catch (err) {
-    await tracing?.shutdown();
-    await embedded?.stop();
-    throw err;
-  }
-  logger.info({ port: gateway.port, metricsPort: gateway.metricsPort, settings: describeSettings({ ...settings, platformKeys, adminKey }) }, "serving");
-  if (pki !== undefined && devKeys !== undefined) printDevelopmentUsage(settings.host, gateway.port, pki, keysFile);
-
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal, graceMillis: settings.shutdownGraceMillis }, "draining");
-    await gateway.close(settings.shutdownGraceMillis);
-    await tracing?.shutdown();
-    await embedded?.stop();
-    await flushLogs(logger);
-    process.exit(0);
-  };
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    // Only the gateway's own handler: the embedded-postgres package installs async-exit-hook as it is
-    // loaded, whose handlers exit the process as soon as their own work is done, before any call is
-    // answered. (tsx's relay of signals is not among these listeners: it stays.)
-    for (const listener of process.listeners(signal)) process.off(signal, listener);
-    process.on(signal, () => void stop(signal));
-  }
 }
 
-/**
- * Development only: prints working example calls. Keys are not printed (no
- * secret goes to a log); the commands read them from the development key file.
- */
-function printDevelopmentUsage(host: string, port: number, pki: DevelopmentPki, keysFile: string): void {
-  const platform = DEVELOPMENT_PLATFORMS[0];
-  const rel = (p: string) => relative(process.cwd(), p);
-  const client = pki.clients[platform]!;
-  const keyLookup = `$(node -p "JSON.parse(require('fs').readFileSync('${rel(keysFile)}')).platforms.${platform}")`;
-  const target = `${host === "0.0.0.0" || host === "::" ? "localhost" : host}:${port}`;
-  const body = JSON.stringify({ platform, sql: "SELECT now() AS now, $1::int8 + 1 AS next", params: [{ int64Value: "41" }] });
-  console.log(`
-Development mode: certificates in ${rel(pki.dir)}/, API keys in ${rel(keysFile)}.
-
-Call it with grpcurl (server reflection, no .proto files needed):
-
-  grpcurl -cacert ${rel(pki.caCert)} -cert ${rel(client.cert)} -key ${rel(client.key)} \\
-    -H "x-api-key: ${keyLookup}" \\
-    -d '${body}' \\
-    ${target} dbgateway.v1.QueryService/Query
-
-or with buf curl (installed with this project: npx buf):
-
-  npx buf curl --protocol grpc --cacert ${rel(pki.caCert)} --cert ${rel(client.cert)} --key ${rel(client.key)} \\
-    -H "x-api-key: ${keyLookup}" \\
-    -d '${body}' \\
-    https://${target}/dbgateway.v1.QueryService/Query
-
-or from TypeScript with the SDK (@db-gateway/client):
-
-  import { readFileSync } from "node:fs";
-  import { createClient } from "@db-gateway/client";
-  const gateway = createClient({
-    url: "https://${target}",
-    apiKey: JSON.parse(readFileSync("${rel(keysFile)}", "utf8")).platforms.${platform},
-    tls: { ca: "${rel(pki.caCert)}", cert: "${rel(client.cert)}", key: "${rel(client.key)}" },
-  });
-  const { rows } = await gateway.platform("${platform}").query("SELECT $1::int8 + 1 AS next", [41n]);
-`);
-}
-
-main().catch((err: unknown) => {
-  console.error("db-gateway: failed to start:", err);
-  process.exit(1);
-});
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error("db-gateway: failed:", err);
+    process.exit(EXIT_FAILED);
+  },
+);

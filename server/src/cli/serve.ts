@@ -1,0 +1,169 @@
+/** `db-gateway serve`: settings → database (embedded only in development) → TLS material and keys → gateway → signals. */
+import { readFileSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
+import { ConfigError, describeSettings, loadSettings, type Settings } from "../config.js";
+import type { EmbeddedServer } from "../database/embedded-postgres.js";
+import type { DevelopmentKeys, DevelopmentPki } from "../dev/development-setup.js";
+import { startGateway, type Gateway } from "../gateway.js";
+import { createLogger, flushLogs } from "../telemetry/logger.js";
+import { startTracing } from "../telemetry/tracing.js";
+import { EXIT_FAILED, parseCommandArgs, type Command } from "./command.js";
+import { VERSION } from "./version.js";
+
+export const serveCommand: Command = {
+  name: "serve",
+  summary: "run the gateway (the default command)",
+  help: `Usage: db-gateway serve [--dev]
+
+Runs the gateway with the settings in the environment (see .env.example and the
+README's Settings). SIGTERM or SIGINT drains it: calls in flight get
+SHUTDOWN_GRACE_SECS to finish.
+
+Options:
+  --dev      development mode (what npm start runs): with no DATABASE_URL, an
+             embedded PostgreSQL, a development CA and certificates, and API
+             keys, all under GATEWAY_DATA_DIR (.data). Also GATEWAY_MODE=development.
+             Refused when any production setting (API_KEY_*, TLS_*,
+             GATEWAY_SECRET) is given without DATABASE_URL.
+  -h, --help this text`,
+  async run(args) {
+    const { values } = parseCommandArgs(args, { dev: { type: "boolean" } });
+    let settings: Settings;
+    try {
+      settings = loadSettings(process.env, { development: values.dev === true });
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        console.error(`db-gateway: ${err.message}`);
+        return EXIT_FAILED;
+      }
+      throw err;
+    }
+    await serve(settings);
+    return new Promise<number>(() => {}); // serves until a signal ends the process
+  },
+};
+
+async function serve(settings: Settings): Promise<void> {
+  const dataDir = resolve(settings.dataDir);
+  let embedded: EmbeddedServer | undefined;
+  let databaseUrl = settings.databaseUrl;
+  let tls;
+  let platformKeys = settings.platformKeys;
+  let adminKey = settings.adminKey;
+  let gatewaySecret = settings.gatewaySecret;
+  let pki: DevelopmentPki | undefined;
+  let devKeys: DevelopmentKeys | undefined;
+  const keysFile = join(dataDir, "dev-api-keys.json");
+  if (settings.development) {
+    // Loaded only here: embedded-postgres and the development helpers are development dependencies.
+    const { startEmbeddedPostgres } = await import("../database/embedded-postgres.js");
+    const dev = await import("../dev/development-setup.js");
+    console.log(`db-gateway: development mode: starting embedded PostgreSQL (data in ${relative(process.cwd(), join(dataDir, "postgres")) || "."})`);
+    embedded = await startEmbeddedPostgres({ dir: join(dataDir, "postgres"), port: settings.embeddedPostgresPort });
+    databaseUrl = embedded.url;
+    pki = await dev.ensureDevelopmentPki(join(dataDir, "certs"));
+    tls = { cert: readFileSync(pki.serverCert), key: readFileSync(pki.serverKey), clientCa: readFileSync(pki.caCert) };
+    devKeys = await dev.ensureDevelopmentKeys(keysFile);
+    platformKeys = new Map(Object.entries(devKeys.platforms));
+    adminKey = devKeys.admin;
+    await dev.ensureDevelopmentDatabases(databaseUrl);
+    gatewaySecret = await dev.ensureDevelopmentSecret(join(dataDir, "gateway-secret"));
+  } else {
+    // loadSettings requires all of these outside development mode.
+    tls = { cert: readFileSync(settings.tls!.certFile), key: readFileSync(settings.tls!.keyFile), clientCa: readFileSync(settings.tls!.clientCaFile) };
+  }
+
+  const logger = createLogger(settings.logLevel);
+  // Off unless OTEL_* asks for it: then the OpenTelemetry SDK is loaded at all.
+  const tracing = settings.tracing === undefined ? undefined : await startTracing({ serviceName: settings.tracing.serviceName, serviceVersion: VERSION });
+
+  let gateway: Gateway;
+  try {
+    gateway = await startGateway({
+      host: settings.host,
+      port: settings.port,
+      databaseUrl: databaseUrl!,
+      tls,
+      platformKeys,
+      adminKey,
+      gatewaySecret: gatewaySecret!,
+      pool: settings.pool,
+      registryRefreshMillis: settings.registryRefreshMillis,
+      maxStatementMillis: settings.maxStatementMillis,
+      transactionIdleTimeoutMillis: settings.transactionIdleTimeoutMillis,
+      logger,
+      metrics: settings.metrics,
+      rateLimit: settings.rateLimit,
+      catalogDatabase: settings.catalogDatabase,
+      healthCheckMillis: settings.healthCheckMillis,
+      superuserExpected: embedded !== undefined,
+      gatewayInstances: settings.gatewayInstances,
+      results: settings.results,
+    });
+  } catch (err) {
+    await tracing?.shutdown();
+    await embedded?.stop();
+    throw err;
+  }
+  logger.info({ port: gateway.port, metricsPort: gateway.metricsPort, settings: describeSettings({ ...settings, platformKeys, adminKey }) }, "serving");
+  if (pki !== undefined && devKeys !== undefined) printDevelopmentUsage(settings.host, gateway.port, pki, keysFile, Object.keys(devKeys.platforms)[0]!);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal, graceMillis: settings.shutdownGraceMillis }, "draining");
+    await gateway.close(settings.shutdownGraceMillis);
+    await tracing?.shutdown();
+    await embedded?.stop();
+    await flushLogs(logger);
+    process.exit(0);
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    // Only the gateway's own handler: the embedded-postgres package installs async-exit-hook as it is
+    // loaded, whose handlers exit the process as soon as their own work is done, before any call is
+    // answered. (tsx's relay of signals is not among these listeners: it stays.)
+    for (const listener of process.listeners(signal)) process.off(signal, listener);
+    process.on(signal, () => void stop(signal));
+  }
+}
+
+/**
+ * Development only: prints working example calls. Keys are not printed (no
+ * secret goes to a log); the commands read them from the development key file.
+ */
+function printDevelopmentUsage(host: string, port: number, pki: DevelopmentPki, keysFile: string, platform: string): void {
+  const rel = (p: string) => relative(process.cwd(), p);
+  const client = pki.clients[platform]!;
+  const keyLookup = `$(node -p "JSON.parse(require('fs').readFileSync('${rel(keysFile)}')).platforms.${platform}")`;
+  const target = `${host === "0.0.0.0" || host === "::" ? "localhost" : host}:${port}`;
+  const body = JSON.stringify({ platform, sql: "SELECT now() AS now, $1::int8 + 1 AS next", params: [{ int64Value: "41" }] });
+  console.log(`
+Development mode: certificates in ${rel(pki.dir)}/, API keys in ${rel(keysFile)}.
+
+Call it with grpcurl (server reflection, no .proto files needed):
+
+  grpcurl -cacert ${rel(pki.caCert)} -cert ${rel(client.cert)} -key ${rel(client.key)} \\
+    -H "x-api-key: ${keyLookup}" \\
+    -d '${body}' \\
+    ${target} dbgateway.v1.QueryService/Query
+
+or with buf curl (installed with this project: npx buf):
+
+  npx buf curl --protocol grpc --cacert ${rel(pki.caCert)} --cert ${rel(client.cert)} --key ${rel(client.key)} \\
+    -H "x-api-key: ${keyLookup}" \\
+    -d '${body}' \\
+    https://${target}/dbgateway.v1.QueryService/Query
+
+or from TypeScript with the SDK (@db-gateway/client):
+
+  import { readFileSync } from "node:fs";
+  import { createClient } from "@db-gateway/client";
+  const gateway = createClient({
+    url: "https://${target}",
+    apiKey: JSON.parse(readFileSync("${rel(keysFile)}", "utf8")).platforms.${platform},
+    tls: { ca: "${rel(pki.caCert)}", cert: "${rel(client.cert)}", key: "${rel(client.key)}" },
+  });
+  const { rows } = await gateway.platform("${platform}").query("SELECT $1::int8 + 1 AS next", [41n]);
+`);
+}
