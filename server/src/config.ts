@@ -116,6 +116,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
  */
 export function readSettings(env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): { settings: Settings; problems: string[] } {
   const problems: string[] = [];
+  /** Secrets whose file could not be read: already reported, not "missing" as well. */
+  const unreadable = new Set<string>();
   /** A secret from `name` or the file `name_FILE` names, without the file's trailing newline. */
   const secret = (name: string): string | undefined => {
     const direct = env[name] || undefined;
@@ -127,10 +129,14 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     }
     try {
       const value = readFileSync(file, "utf8").replace(/\r?\n$/, "");
-      if (value === "") problems.push(`${name}_FILE: "${file}" is empty`);
+      if (value === "") {
+        problems.push(`${name}_FILE: "${file}" is empty`);
+        unreadable.add(name);
+      }
       return value || undefined;
     } catch (err) {
       problems.push(`${name}_FILE: cannot read "${file}" (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+      unreadable.add(name);
       return undefined;
     }
   };
@@ -165,7 +171,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     problems.push("DATABASE_PASSWORD(_FILE) needs DATABASE_URL (the server's URL without the password)");
   }
   const development = databaseUrl === undefined && (options.development === true || modeName === "development");
-  if (databaseUrl === undefined) {
+  if (databaseUrl === undefined && !unreadable.has("DATABASE_URL")) {
     const production = Object.keys(env).filter((name) => PRODUCTION_SETTING.test(name) && env[name]);
     if (production.length > 0) {
       problems.push(
@@ -241,7 +247,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
   const gatewaySecret = secret("GATEWAY_SECRET");
   if (gatewaySecret !== undefined && gatewaySecret.length < MIN_SECRET_LENGTH) {
     problems.push(`GATEWAY_SECRET must be at least ${MIN_SECRET_LENGTH} characters`);
-  } else if (gatewaySecret === undefined && !development) {
+  } else if (gatewaySecret === undefined && !development && !unreadable.has("GATEWAY_SECRET")) {
     problems.push("GATEWAY_SECRET is required outside development mode: tenant role passwords are derived from it (keep it stable)");
   }
   if (!development && platformKeys.size === 0 && adminKey === undefined) {

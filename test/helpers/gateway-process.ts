@@ -42,9 +42,20 @@ export interface GatewayProcess {
  * (the test PKI written to a temporary folder), one platform with a random
  * name, an admin key, an audit catalog of its own (`catalog_{platform}`,
  * dropped by `dropPlatformDatabases`), and any further settings in `env`.
- * `root` runs another checkout's gateway (its own `server/`), for comparisons.
+ * `root` runs another checkout's gateway (its own `server/`), for comparisons;
+ * `entry` another entry point than the sources (the compiled `server/dist/main.js`);
+ * `secretsInFiles` passes the API keys, the gateway secret and the database
+ * password as `*_FILE` settings instead of values.
  */
-export async function startGatewayProcess(options: { databaseUrl: string; platform?: string; env?: Record<string, string>; nodeArgs?: string[]; root?: string }): Promise<GatewayProcess> {
+export async function startGatewayProcess(options: {
+  databaseUrl: string;
+  platform?: string;
+  env?: Record<string, string>;
+  nodeArgs?: string[];
+  root?: string;
+  entry?: string[];
+  secretsInFiles?: boolean;
+}): Promise<GatewayProcess> {
   const work = await mkdtemp(join(tmpdir(), "db-gateway-process-"));
   await chmod(work, 0o700);
   const pki = testPki();
@@ -54,20 +65,35 @@ export async function startGatewayProcess(options: { databaseUrl: string; platfo
   const platform = options.platform ?? `p${randomBytes(5).toString("hex")}`;
   const platformKey = `key-${randomBytes(16).toString("hex")}`;
   const adminKey = `admin-${randomBytes(16).toString("hex")}`;
-  const child: ChildProcess = spawn(process.execPath, [...(options.nodeArgs ?? []), "--import", "tsx", "server/src/main.ts"], {
+  const secrets: Record<string, string> = {
+    [`API_KEY_${platform.toUpperCase()}`]: platformKey,
+    API_KEY_ADMIN: adminKey,
+    GATEWAY_SECRET: randomBytes(32).toString("hex"),
+  };
+  let databaseUrl = options.databaseUrl;
+  if (options.secretsInFiles) {
+    const url = new URL(databaseUrl);
+    if (url.password) secrets.DATABASE_PASSWORD = decodeURIComponent(url.password);
+    url.password = "";
+    databaseUrl = url.toString();
+    for (const [name, value] of Object.entries(secrets)) {
+      await writeFile(join(work, name), value + "\n", { mode: 0o600 });
+      delete secrets[name];
+      secrets[`${name}_FILE`] = join(work, name);
+    }
+  }
+  const child: ChildProcess = spawn(process.execPath, [...(options.nodeArgs ?? []), ...(options.entry ?? ["--import", "tsx", "server/src/main.ts"])], {
     cwd: options.root ?? root,
     env: {
       PATH: process.env.PATH,
-      DATABASE_URL: options.databaseUrl,
+      DATABASE_URL: databaseUrl,
       GATEWAY_PORT: "0",
       METRICS_PORT: "0",
       CATALOG_DATABASE: `catalog_${platform}`,
       TLS_CERT_FILE: join(work, "server.crt"),
       TLS_KEY_FILE: join(work, "server.key"),
       TLS_CLIENT_CA_FILE: join(work, "ca.crt"),
-      [`API_KEY_${platform.toUpperCase()}`]: platformKey,
-      API_KEY_ADMIN: adminKey,
-      GATEWAY_SECRET: randomBytes(32).toString("hex"),
+      ...secrets,
       ...options.env,
     },
     stdio: ["ignore", "pipe", "pipe"],
