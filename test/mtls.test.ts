@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import { Code, ConnectError, createClient as createConnectClient } from "@connectrpc/connect";
-import { QueryService } from "../client-sdk/src/index.js";
+import { QueryService, createClient } from "../client-sdk/src/index.js";
+import { issueCertificate } from "../server/src/dev/certificates.js";
 import { rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { testPki } from "./helpers/pki.js";
+
+const root = new URL("..", import.meta.url).pathname;
 
 describe("mutual TLS", () => {
   let t: TestGateway;
@@ -78,4 +83,37 @@ describe("mutual TLS", () => {
       close();
     }
   });
+
+  it("lets the SDK connect to an IP address without a TLS server name, and without Node's warning", async () => {
+    const ca = testPki().ca.cert;
+    const { cert, key } = testPki().client;
+    const script = `
+      import { createClient } from "./client-sdk/src/index.ts";
+      const client = createClient({ url: process.env.URL, apiKey: process.env.KEY, tls: { ca: process.env.CA, cert: process.env.CERT, key: process.env.PRIVATE_KEY } });
+      const { rows } = await client.platform(process.env.PLATFORM).query("SELECT 41 + 1 AS n");
+      console.log(JSON.stringify(rows));
+      client.close();`;
+    const url = t.url.replace("localhost", "127.0.0.1");
+    const env = { PATH: process.env.PATH, URL: url, KEY: t.keys[platform]!, CA: ca, CERT: cert, PRIVATE_KEY: key, PLATFORM: platform };
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { cwd: root, env, timeout: 30_000 });
+    assert.deepEqual(JSON.parse(stdout), [{ n: 42 }]);
+    assert.doesNotMatch(stderr, /DEP0123|ServerName/);
+  });
+
+  it("still checks that the server certificate names the IP address the SDK connects to", async () => {
+    const pki = testPki();
+    const namesOnly = issueCertificate(pki.ca, { commonName: "localhost", usage: "server", dnsNames: ["localhost"] });
+    const other = await startTestGateway({ platforms: 1, overrides: { tls: { cert: Buffer.from(namesOnly.cert), key: Buffer.from(namesOnly.key), clientCa: Buffer.from(pki.ca.cert) } } });
+    try {
+      const p = other.platforms[0]!;
+      const byAddress = createClient({ url: other.url.replace("localhost", "127.0.0.1"), apiKey: other.keys[p]!, tls: { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key }, retry: { maxAttempts: 1 }, timeoutMs: 10_000 });
+      await assert.rejects(byAddress.platform(p).query("SELECT 1"), (err: Error) => /IP: 127\.0\.0\.1 is not in the cert's list|ALTNAME/i.test(String(err.message)));
+      byAddress.close();
+      const { rows } = await other.client().platform(p).query<{ one: number }>("SELECT 1 AS one");
+      assert.equal(rows[0]!.one, 1);
+    } finally {
+      await other.close();
+    }
+  });
 });
+

@@ -1,12 +1,11 @@
 import { createClient as createConnectClient, type Client } from "@connectrpc/connect";
-import * as grpc from "@grpc/grpc-js";
 import { AdminService, DatabaseType, type GetPoolStatsResponse } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import { validateClientOptions, type ClientOptions } from "./client-options.js";
 import { QueryCoalescer } from "./coalescer.js";
 import { createDatabase, type CallOptions, type Database } from "./database.js";
 import { GatewayError } from "./gateway-error.js";
-import { createGrpcJsTransport } from "./grpc-js-transport.js";
+import { createGrpcJsTransport, tlsCredentials } from "./grpc-js-transport.js";
 import { withRetries } from "./retry.js";
 import { injectTraceContext, traceContextReady } from "./trace-context.js";
 import { typeParsers } from "./type-parsers.js";
@@ -55,7 +54,7 @@ export function createClient(options: ClientOptions): GatewayClient {
   const resolved = validateClientOptions(options);
   const transport = createGrpcJsTransport({
     target: resolved.target,
-    credentials: grpc.credentials.createSsl(resolved.tls.ca, resolved.tls.key, resolved.tls.cert),
+    credentials: tlsCredentials(resolved.target.slice(0, resolved.target.lastIndexOf(":")), resolved.tls),
     maxReceiveMessageBytes: resolved.maxReceiveMessageBytes,
     ready: traceContextReady,
     decorate(metadata) {

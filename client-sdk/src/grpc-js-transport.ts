@@ -10,6 +10,8 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
+import { isIP } from "node:net";
+import { connect as tlsConnect, createSecureContext } from "node:tls";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
 import { encoderFor } from "./request-encoding.js";
 import { decoderFor } from "./result-decoding.js";
@@ -25,6 +27,52 @@ export interface GrpcJsTransportOptions {
   ready: Promise<void>;
   /** Largest response message accepted. */
   maxReceiveMessageBytes: number;
+}
+
+type SecureConnector = ReturnType<grpc.ChannelCredentials["_createSecureConnector"]>;
+
+/**
+ * Mutual-TLS channel credentials for `host`. For a host name they are
+ * grpc-js's own; for an IP address they send no TLS server name (RFC 6066
+ * forbids an address there, and Node warns about it on every process, but
+ * grpc-js always sets one) and check the certificate's IP address instead, as
+ * Node does for a connection without one.
+ */
+export function tlsCredentials(host: string, tls: { ca: Buffer; key: Buffer; cert: Buffer }): grpc.ChannelCredentials {
+  const address = host.replace(/^\[(.*)\]$/, "$1");
+  if (isIP(address) === 0) return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
+  return new AddressTlsCredentials(address, createSecureContext({ ca: tls.ca, key: tls.key, cert: tls.cert }));
+}
+
+class AddressTlsCredentials extends grpc.ChannelCredentials {
+  constructor(
+    private readonly address: string,
+    private readonly context: ReturnType<typeof createSecureContext>,
+  ) {
+    super();
+  }
+  _isSecure(): boolean {
+    return true;
+  }
+  _equals(other: grpc.ChannelCredentials): boolean {
+    return other === this;
+  }
+  _createSecureConnector(_target: unknown, _options: unknown, callCredentials?: grpc.CallCredentials): SecureConnector {
+    const { address, context } = this;
+    return {
+      connect: (socket) =>
+        new Promise((resolve, reject) => {
+          const tlsSocket = tlsConnect({ socket, secureContext: context, host: address, ALPNProtocols: ["h2"] }, () => {
+            if (tlsSocket.authorized) resolve({ socket: tlsSocket, secure: true });
+            else reject(tlsSocket.authorizationError);
+          });
+          tlsSocket.on("error", reject);
+        }),
+      waitForReady: () => Promise.resolve(),
+      getCallCredentials: () => callCredentials ?? grpc.credentials.createEmpty(),
+      destroy() {},
+    };
+  }
 }
 
 /** A Connect transport that can also be closed. */
