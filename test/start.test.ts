@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
-import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -15,11 +15,13 @@ const BUF = join(root, "node_modules/.bin/buf");
  */
 describe("npm start in development mode", () => {
   let dataDir: string | undefined;
+  let examplePath: string | undefined;
   after(async () => {
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    if (examplePath) await rm(examplePath, { force: true });
   });
 
-  it("serves on an embedded PostgreSQL and prints a buf curl command that runs a query", async (t) => {
+  it("serves on an embedded PostgreSQL and prints a buf curl command and an SDK example that run as printed", async (t) => {
     dataDir = await mkdtemp(join(tmpdir(), "db-gateway-start-"));
     await chmod(dataDir, 0o755); // as root, PostgreSQL runs as another user that must reach its data
     const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, GATEWAY_DATA_DIR: dataDir, GATEWAY_PORT: "0", METRICS_PORT: "0" };
@@ -30,7 +32,7 @@ describe("npm start in development mode", () => {
     child.stderr.on("data", (d) => (output += d));
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     try {
-      await waitFor(() => output.includes("from TypeScript with the SDK") || child.exitCode !== null, 90_000);
+      await waitFor(() => output.includes("gateway.close();") || child.exitCode !== null, 90_000);
       assert.equal(child.exitCode, null, output);
       t.diagnostic(`serving after ${Date.now() - started} ms`);
 
@@ -47,6 +49,16 @@ describe("npm start in development mode", () => {
         response.result.columns.map((c: { name: string }) => c.name),
         ["now", "next"],
       );
+
+      // The printed SDK example, saved where it says and run with plain node. The workspace SDK is built on
+      // install (the prepare hook); built again here so that a checkout with changed sources tests them.
+      await promisify(execFile)("npm", ["run", "build", "-w", "client-sdk"], { cwd: root, timeout: 120_000 });
+      const example = output.split("run node example.mjs")[1]!.split("\n\n")[1]!.replace(/^ {2}/gm, "");
+      examplePath = join(root, `example-${process.pid}.mjs`);
+      await writeFile(examplePath, example);
+      const ran = await promisify(execFile)(process.execPath, [examplePath], { cwd: root, timeout: 30_000 });
+      assert.match(ran.stdout, /next: 42n/);
+      assert.equal(ran.stderr, "");
     } finally {
       child.kill("SIGTERM");
       assert.equal(await exited, 0, output);

@@ -155,7 +155,8 @@ or with buf curl (installed with this project: npx buf):
     -d '${body}' \\
     https://${target}/dbgateway.v1.QueryService/Query
 
-or from TypeScript with the SDK (@db-gateway/client):
+or from TypeScript or JavaScript with the SDK (@db-gateway/client): save this as example.mjs
+here and run node example.mjs
 
   import { readFileSync } from "node:fs";
   import { createClient } from "@db-gateway/client";
@@ -165,5 +166,7 @@ or from TypeScript with the SDK (@db-gateway/client):
     tls: { ca: "${rel(pki.caCert)}", cert: "${rel(client.cert)}", key: "${rel(client.key)}" },
   });
   const { rows } = await gateway.platform("${platform}").query("SELECT $1::int8 + 1 AS next", [41n]);
+  console.log(rows);
+  gateway.close();
 `);
 }
