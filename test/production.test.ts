@@ -1,7 +1,7 @@
 // The production build and start: compiled output on plain node with production dependencies only, secrets from files, refusals of misconfigured starts, and `check`.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -242,5 +242,29 @@ describe("db-gateway check", () => {
     assert.equal(code, 1, stdout);
     assert.match(stdout, new RegExp(`problem +DATABASE_URL: the administrative role "${role}" lacks CREATEDB`));
     assert.match(stdout, /lacks CREATEROLE/);
+  });
+});
+
+describe("deployment files", () => {
+  it(".env.example names every setting the gateway reads, with its default", async () => {
+    const config = await readFile(join(root, "server/src/config.ts"), "utf8");
+    const read = new Set([...config.matchAll(/env\.([A-Z][A-Z0-9_]+)|(?:int|secret)\("([A-Z][A-Z0-9_]+)"/g)].map((m) => m[1] ?? m[2]!));
+    const example = await readFile(join(root, ".env.example"), "utf8");
+    const named = new Set([...example.matchAll(/^#? ?([A-Z][A-Z0-9_]+)=/gm)].flatMap((m) => [m[1]!, m[1]!.replace(/_FILE$/, "")]));
+    for (const name of read) if (!name.startsWith("OTEL_")) assert.ok(named.has(name), `${name} is not in .env.example`);
+    // Its values are the defaults: loading them changes nothing but what a deployment must set itself.
+    const values = Object.fromEntries([...example.matchAll(/^([A-Z][A-Z0-9_]+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
+    const required = { DATABASE_URL: values.DATABASE_URL!, TLS_CERT_FILE: "/dev/null", TLS_KEY_FILE: "/dev/null", TLS_CLIENT_CA_FILE: "/dev/null", API_KEY_ADMIN: "a".repeat(20), GATEWAY_SECRET: "s".repeat(40) };
+    const fromExample = loadSettings({ ...values, ...required });
+    const defaults = loadSettings(required);
+    assert.deepEqual(fromExample, defaults);
+  });
+
+  it("the systemd unit passes systemd-analyze verify", async (t) => {
+    const found = await run("sh", ["-c", "command -v systemd-analyze"]).catch(() => undefined);
+    if (found === undefined) return t.skip("systemd-analyze is not installed");
+    // verify exits 0 on settings it ignores, so anything it prints is a failure.
+    const { stdout, stderr } = await run("systemd-analyze", ["verify", join(root, "ops/systemd/db-gateway.service")]);
+    assert.equal(stdout + stderr, "");
   });
 });
