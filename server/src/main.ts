@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /** `db-gateway`, the operator CLI and the production entry point: dispatches to a command (serve by default). */
 import { checkCommand } from "./cli/check.js";
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, type Command } from "./cli/command.js";
