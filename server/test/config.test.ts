@@ -3,11 +3,24 @@ import { describe, it } from "node:test";
 import { ConfigError, describeSettings, loadSettings } from "../src/config.js";
 
 const KEY = "k".repeat(16);
+/** Development mode, as npm start runs: no settings needed. */
+const DEV = { GATEWAY_MODE: "development" };
+/** The least a production start needs (the files are not read as certificates here). */
+const PRODUCTION = {
+  DATABASE_URL: "postgres://gateway@db/postgres",
+  TLS_CERT_FILE: "/dev/null",
+  TLS_KEY_FILE: "/dev/null",
+  TLS_CLIENT_CA_FILE: "/dev/null",
+  GATEWAY_SECRET: "the-gateway-secret-0123456789abcdef",
+};
 
 describe("settings", () => {
-  it("defaults to an embedded PostgreSQL on 127.0.0.1:9000", () => {
-    const s = loadSettings({});
-    assert.equal(s.databaseUrl, undefined);
+  it("defaults in development mode to an embedded PostgreSQL on 127.0.0.1:9000", () => {
+    for (const s of [loadSettings(DEV), loadSettings({}, { development: true })]) {
+      assert.equal(s.development, true);
+      assert.equal(s.databaseUrl, undefined);
+    }
+    const s = loadSettings(DEV);
     assert.equal(s.host, "127.0.0.1");
     assert.equal(s.port, 9000);
     assert.equal(s.pool.maxConnectionsPerPool, 10);
@@ -17,37 +30,49 @@ describe("settings", () => {
     assert.equal(s.pool.maxLifetimeMillis, 3_600_000);
     assert.equal(s.gatewayInstances, 1);
     assert.ok(Object.isFrozen(s));
+    assert.equal(loadSettings({ ...PRODUCTION, API_KEY_ADMIN: `ad_${KEY}` }).development, false);
+  });
+
+  it("runs in development mode only when asked for, and never with production settings", () => {
+    assert.throws(() => loadSettings({}), (err: ConfigError) => /DATABASE_URL is required/.test(err.problems[0]!));
+    assert.throws(() => loadSettings({ GATEWAY_MODE: "staging" }), (err: ConfigError) => err.problems.some((p) => p.startsWith("GATEWAY_MODE must be one of")));
+    for (const production of [{ API_KEY_ACME: `a_${KEY}` }, { TLS_CERT_FILE: "/dev/null" }, { GATEWAY_SECRET_FILE: "/dev/null" }]) {
+      assert.throws(
+        () => loadSettings({ ...DEV, ...production }, { development: true }),
+        (err: ConfigError) => err.problems.some((p) => p.startsWith(`DATABASE_URL is not set, but production settings are (${Object.keys(production)[0]})`)),
+      );
+    }
   });
 
   it("reads SHUTDOWN_GRACE_SECS: 20 s by default, 0 to 3,600", () => {
-    assert.equal(loadSettings({}).shutdownGraceMillis, 20_000);
-    assert.equal(loadSettings({ SHUTDOWN_GRACE_SECS: "0" }).shutdownGraceMillis, 0);
-    assert.equal(loadSettings({ SHUTDOWN_GRACE_SECS: "45" }).shutdownGraceMillis, 45_000);
+    assert.equal(loadSettings(DEV).shutdownGraceMillis, 20_000);
+    assert.equal(loadSettings({ ...DEV, SHUTDOWN_GRACE_SECS: "0" }).shutdownGraceMillis, 0);
+    assert.equal(loadSettings({ ...DEV, SHUTDOWN_GRACE_SECS: "45" }).shutdownGraceMillis, 45_000);
     for (const bad of ["-1", "3601", "1.5", "soon"]) {
-      assert.throws(() => loadSettings({ SHUTDOWN_GRACE_SECS: bad }), (err: ConfigError) => err.problems.length === 1 && err.problems[0]!.startsWith("SHUTDOWN_GRACE_SECS"));
+      assert.throws(() => loadSettings({ ...DEV, SHUTDOWN_GRACE_SECS: bad }), (err: ConfigError) => err.problems.length === 1 && err.problems[0]!.startsWith("SHUTDOWN_GRACE_SECS"));
     }
   });
 
   it("limits buffered results: 1,000,000 rows and 64 MiB a call, 256 MiB for all calls, unless set", () => {
-    assert.deepEqual(loadSettings({}).results, { maxRows: 1_000_000, maxBytes: 64 * 1024 * 1024, maxBufferedBytes: 256 * 1024 * 1024 });
-    const s = loadSettings({ MAX_RESULT_ROWS: "5000", MAX_RESULT_BYTES: "1048576", MAX_BUFFERED_RESULT_BYTES: "8388608" });
+    assert.deepEqual(loadSettings(DEV).results, { maxRows: 1_000_000, maxBytes: 64 * 1024 * 1024, maxBufferedBytes: 256 * 1024 * 1024 });
+    const s = loadSettings({ ...DEV, MAX_RESULT_ROWS: "5000", MAX_RESULT_BYTES: "1048576", MAX_BUFFERED_RESULT_BYTES: "8388608" });
     assert.deepEqual(s.results, { maxRows: 5_000, maxBytes: 1_048_576, maxBufferedBytes: 8_388_608 });
     assert.ok(Object.isFrozen(s.results));
   });
 
   it("refuses result limits that are not whole numbers, and a call's limit beyond the gateway's", () => {
     assert.throws(
-      () => loadSettings({ MAX_RESULT_ROWS: "0", MAX_RESULT_BYTES: "1.5", MAX_BUFFERED_RESULT_BYTES: "lots" }),
+      () => loadSettings({ ...DEV, MAX_RESULT_ROWS: "0", MAX_RESULT_BYTES: "1.5", MAX_BUFFERED_RESULT_BYTES: "lots" }),
       (err: ConfigError) => err.problems.length === 3 && ["MAX_RESULT_ROWS", "MAX_RESULT_BYTES", "MAX_BUFFERED_RESULT_BYTES"].every((n, i) => err.problems[i]!.startsWith(n)),
     );
     assert.throws(
-      () => loadSettings({ MAX_RESULT_BYTES: "2000000", MAX_BUFFERED_RESULT_BYTES: "1000000" }),
+      () => loadSettings({ ...DEV, MAX_RESULT_BYTES: "2000000", MAX_BUFFERED_RESULT_BYTES: "1000000" }),
       (err: ConfigError) => err.problems.length === 1 && /MAX_RESULT_BYTES \(2000000\) cannot be more than MAX_BUFFERED_RESULT_BYTES \(1000000\)/.test(err.problems[0]!),
     );
   });
 
   it("reads API_KEY_<PLATFORM> and API_KEY_ADMIN", () => {
-    const s = loadSettings({ API_KEY_MEDSTOREAPP: `ms_${KEY}`, API_KEY_ADMIN: `ad_${KEY}`, API_KEY_SCHOOL2: `s2_${KEY}` });
+    const s = loadSettings({ ...PRODUCTION, API_KEY_MEDSTOREAPP: `ms_${KEY}`, API_KEY_ADMIN: `ad_${KEY}`, API_KEY_SCHOOL2: `s2_${KEY}` });
     assert.deepEqual([...s.platformKeys.keys()].sort(), ["medstoreapp", "school2"]);
     assert.equal(s.adminKey, `ad_${KEY}`);
   });
@@ -84,7 +109,7 @@ describe("settings", () => {
 
   it("checks that the TLS files can be read", () => {
     assert.throws(
-      () => loadSettings({ TLS_CERT_FILE: "/nonexistent/a.crt", TLS_KEY_FILE: "/nonexistent/a.key", TLS_CLIENT_CA_FILE: "/nonexistent/ca.crt" }),
+      () => loadSettings({ ...PRODUCTION, API_KEY_ADMIN: `ad_${KEY}`, TLS_CERT_FILE: "/nonexistent/a.crt", TLS_KEY_FILE: "/nonexistent/a.key", TLS_CLIENT_CA_FILE: "/nonexistent/ca.crt" }),
       (err: ConfigError) => err.problems.length === 3 && err.problems.every((p) => p.includes("cannot read")),
     );
   });
