@@ -1,4 +1,4 @@
-import { createCertificateAuthority, issueCertificate, type CertificateAndKey } from "../../server/src/dev/certificates.js";
+import { createCertificateAuthority, issueCertificate, type CertificateAndKey } from "../../server/src/pki/certificates.js";
 
 /** Certificates for tests: the gateway's CA with a server and a client certificate, and an unrelated CA's client certificate. */
 export interface TestPki {

@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
-import { createCertificateAuthority, issueCertificate } from "./certificates.js";
+import { createCertificateAuthority, issueCertificate } from "../pki/certificates.js";
 
 /** The example platforms that development mode makes keys, certificates and main databases for. */
 export const DEVELOPMENT_PLATFORMS = ["medstoreapp", "instituteapp"] as const;

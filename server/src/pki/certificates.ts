@@ -1,3 +1,4 @@
+/** X.509 certificates with node-forge: a CA, and server and client certificates it signs (`db-gateway certs`, development mode, tests). */
 import { randomBytes } from "node:crypto";
 import forge from "node-forge";
 
@@ -10,8 +11,8 @@ export interface CertificateAndKey {
 const DAY_MS = 86_400_000;
 
 /**
- * Makes a self-signed certificate authority. For development and tests only:
- * production certificates come from the operator's own CA.
+ * Makes a self-signed certificate authority: for `db-gateway certs`, which
+ * operators without a PKI of their own use, for development mode and tests.
  */
 export function createCertificateAuthority(commonName: string, validDays = 825): CertificateAndKey {
   const keys = forge.pki.rsa.generateKeyPair({ bits: 2048 });
