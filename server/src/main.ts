@@ -1,10 +1,11 @@
 /** `db-gateway`, the operator CLI and the production entry point: dispatches to a command (serve by default). */
+import { certsCommand } from "./cli/certs.js";
 import { checkCommand } from "./cli/check.js";
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, type Command } from "./cli/command.js";
 import { serveCommand } from "./cli/serve.js";
 import { VERSION } from "./cli/version.js";
 
-const COMMANDS: readonly Command[] = [serveCommand, checkCommand];
+const COMMANDS: readonly Command[] = [serveCommand, checkCommand, certsCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
