@@ -2,10 +2,11 @@
 import { certsCommand } from "./cli/certs.js";
 import { checkCommand } from "./cli/check.js";
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, type Command } from "./cli/command.js";
+import { keysCommand } from "./cli/keys.js";
 import { serveCommand } from "./cli/serve.js";
 import { VERSION } from "./cli/version.js";
 
-const COMMANDS: readonly Command[] = [serveCommand, checkCommand, certsCommand];
+const COMMANDS: readonly Command[] = [serveCommand, checkCommand, certsCommand, keysCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
