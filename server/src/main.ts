@@ -4,9 +4,10 @@ import { checkCommand } from "./cli/check.js";
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, type Command } from "./cli/command.js";
 import { keysCommand } from "./cli/keys.js";
 import { serveCommand } from "./cli/serve.js";
+import { tenantsCommand } from "./cli/tenants.js";
 import { VERSION } from "./cli/version.js";
 
-const COMMANDS: readonly Command[] = [serveCommand, checkCommand, certsCommand, keysCommand];
+const COMMANDS: readonly Command[] = [serveCommand, checkCommand, certsCommand, keysCommand, tenantsCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,0 +1,179 @@
+/** `db-gateway tenants`, run as a process against a gateway process over mutual TLS, with certificates and keys made by `certs` and `keys`. */
+import assert from "node:assert/strict";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import pg from "pg";
+import { UsageError } from "../server/src/cli/command.js";
+import { tenantsCommand } from "../server/src/cli/tenants.js";
+import { runCli, type CliResult } from "./helpers/cli.js";
+import { dropPlatformDatabases, pgUrl, randomPlatform } from "./helpers/gateway.js";
+import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
+
+interface DatabaseInfo {
+  name: string;
+  platform: string;
+  tenantId: string;
+  type: string;
+}
+
+describe("db-gateway tenants", () => {
+  const platform = randomPlatform();
+  let work: string;
+  let gateway: GatewayProcess | undefined;
+  /** The CLI's environment: the gateway's URL and the admin key's file; the TLS files are the defaults (./certs, as `certs` writes them). */
+  let env: Record<string, string>;
+  const tenants = (args: string[], extra: Record<string, string> = {}): Promise<CliResult> => runCli(["tenants", ...args], { cwd: work, env: { ...env, ...extra } });
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "db-gateway-tenants-"));
+    await chmod(work, 0o700);
+    const [certs, keys] = await Promise.all([
+      runCli(["certs", "--platform", platform, "--admin"], { cwd: work }),
+      runCli(["keys", "--platform", platform, "--admin", "--secret", "--out", "secrets"], { cwd: work }),
+    ]);
+    assert.equal(certs.code, 0, certs.stderr);
+    assert.equal(keys.code, 0, keys.stderr);
+    // The gateway reads what the two commands wrote: its TLS files, and its keys and secret through *_FILE settings.
+    const keyFiles = Object.fromEntries(keys.stdout.trim().split("\n").map((line) => line.split("=") as [string, string]));
+    gateway = await startGatewayProcess({
+      databaseUrl: pgUrl(),
+      platform,
+      env: {
+        TLS_CERT_FILE: join(work, "certs/server.crt"),
+        TLS_KEY_FILE: join(work, "certs/server.key"),
+        TLS_CLIENT_CA_FILE: join(work, "certs/ca.crt"),
+        [`API_KEY_${platform.toUpperCase()}`]: "",
+        API_KEY_ADMIN: "",
+        GATEWAY_SECRET: "",
+        ...keyFiles,
+      },
+    });
+    env = { GATEWAY_URL: gateway.url, GATEWAY_API_KEY_FILE: keyFiles.API_KEY_ADMIN_FILE! };
+  });
+  after(async () => {
+    await gateway?.close();
+    await dropPlatformDatabases([platform]);
+    await rm(work, { recursive: true, force: true });
+  });
+
+  async function exists(database: string): Promise<boolean> {
+    const admin = new pg.Client({ connectionString: pgUrl() });
+    await admin.connect();
+    try {
+      return (await admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [database])).rowCount === 1;
+    } finally {
+      await admin.end();
+    }
+  }
+
+  it("--help names the subcommands, the connection settings and --yes", async () => {
+    const { code, stdout } = await runCli(["tenants", "--help"]);
+    assert.equal(code, 0);
+    for (const text of ["tenants list", "tenants create", "tenants drop", "--yes", "GATEWAY_URL", "GATEWAY_API_KEY_FILE", "GATEWAY_TLS_CA_FILE", "--json"]) assert.ok(stdout.includes(text), text);
+  });
+
+  it("creates the main database and a tenant, and one from a template", async () => {
+    const main = await tenants(["create", "--platform", platform, "--main"]);
+    assert.equal(main.code, 0, main.stderr);
+    assert.equal(main.stdout, `created ${platform}_main\n`);
+    const created = await tenants(["create", "--platform", platform, "--tenant", "clinic_001", "--json"]);
+    assert.equal(created.code, 0, created.stderr);
+    assert.deepEqual(JSON.parse(created.stdout), { name: `${platform}_clinic_001`, platform, tenantId: "clinic_001", type: "tenant" });
+    // The key from --api-key-file instead of the environment.
+    const copy = await tenants(["create", "--platform", platform, "--tenant", "clinic_002", "--template", `${platform}_clinic_001`, "--api-key-file", env.GATEWAY_API_KEY_FILE!], { GATEWAY_API_KEY_FILE: "" });
+    assert.equal(copy.code, 0, copy.stderr);
+    assert.equal(copy.stdout, `created ${platform}_clinic_002 from ${platform}_clinic_001\n`);
+    assert.ok(await exists(`${platform}_clinic_002`));
+  });
+
+  it("lists the platform's databases as a table and as JSON", async () => {
+    const [text, json] = await Promise.all([tenants(["list", "--platform", platform]), tenants(["list", "--platform", platform, "--json"])]);
+    assert.equal(text.code, 0, text.stderr);
+    const lines = text.stdout.trim().split("\n");
+    assert.match(lines[0]!, /^DATABASE +PLATFORM +TENANT +TYPE$/);
+    assert.match(lines[1]!, new RegExp(`^${platform}_clinic_001 +${platform} +clinic_001 +tenant$`));
+    assert.match(lines[3]!, new RegExp(`^${platform}_main +${platform} +- +main$`));
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(
+      (JSON.parse(json.stdout) as DatabaseInfo[]).map((d) => [d.name, d.tenantId, d.type]),
+      [
+        [`${platform}_clinic_001`, "clinic_001", "tenant"],
+        [`${platform}_clinic_002`, "clinic_002", "tenant"],
+        [`${platform}_main`, "", "main"],
+      ],
+    );
+  });
+
+  it("refuses to drop without --yes (exit 2, nothing dropped), drops with it, and NOT_FOUND after", async () => {
+    const refused = await tenants(["drop", "--platform", platform, "--tenant", "clinic_001"]);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /add --yes/);
+    assert.ok(await exists(`${platform}_clinic_001`));
+
+    const dropped = await tenants(["drop", "--platform", platform, "--tenant", "clinic_001", "--yes", "--json"]);
+    assert.equal(dropped.code, 0, dropped.stderr);
+    assert.deepEqual(JSON.parse(dropped.stdout), { name: `${platform}_clinic_001`, platform, tenantId: "clinic_001", type: "tenant" });
+    assert.equal(await exists(`${platform}_clinic_001`), false);
+
+    const [again, list] = await Promise.all([tenants(["drop", "--platform", platform, "--tenant", "clinic_001", "--yes", "--json"]), tenants(["list", "--platform", platform, "--json"])]);
+    assert.equal(again.code, 1);
+    assert.deepEqual(JSON.parse(again.stdout), {
+      error: `NOT_FOUND (DATABASE_NOT_FOUND): database "${platform}_clinic_001" does not exist`,
+      code: "NOT_FOUND",
+      reason: "DATABASE_NOT_FOUND",
+      message: `database "${platform}_clinic_001" does not exist`,
+    });
+    assert.match(again.stderr, /^db-gateway: NOT_FOUND \(DATABASE_NOT_FOUND\)/);
+    assert.ok(!(JSON.parse(list.stdout) as DatabaseInfo[]).some((d) => d.tenantId === "clinic_001"));
+  });
+
+  it("a wrong API key is UNAUTHENTICATED, a platform's key PERMISSION_DENIED: exit 1, the key never printed", async () => {
+    const wrongKey = "wrong-key-0123456789abcdef";
+    const [wrong, platformKey] = await Promise.all([
+      tenants(["list", "--json"], { GATEWAY_API_KEY_FILE: "", GATEWAY_API_KEY: wrongKey }),
+      tenants(["list"], { GATEWAY_API_KEY_FILE: join(work, "secrets", `api-key-${platform}`) }),
+    ]);
+    assert.equal(wrong.code, 1);
+    assert.equal(JSON.parse(wrong.stdout).code, "UNAUTHENTICATED");
+    assert.match(wrong.stderr, /^db-gateway: UNAUTHENTICATED: .*admin key/);
+    assert.ok(!wrong.stdout.includes(wrongKey) && !wrong.stderr.includes(wrongKey));
+    assert.equal(platformKey.code, 1);
+    assert.match(platformKey.stderr, /^db-gateway: PERMISSION_DENIED: /);
+  });
+
+  it("usage errors exit 2; unreadable files and a gateway that is not there exit 1", async () => {
+    const [noKey, noCa, noGateway] = await Promise.all([
+      tenants(["list"], { GATEWAY_API_KEY_FILE: "" }),
+      tenants(["list", "--ca", "nowhere.crt"]),
+      tenants(["list", "--url", "https://localhost:1"]),
+    ]);
+    assert.equal(noKey.code, 2);
+    assert.match(noKey.stderr, /no admin API key: give --api-key-file FILE, or set GATEWAY_API_KEY_FILE or GATEWAY_API_KEY\nSee: db-gateway tenants --help/);
+    assert.equal(noCa.code, 1);
+    assert.match(noCa.stderr, /--ca: cannot read "nowhere.crt" \(ENOENT\)/);
+    assert.equal(noGateway.code, 1);
+    assert.match(noGateway.stderr, /^db-gateway: UNAVAILABLE: /);
+  });
+
+  it("refuses other mistakes before it connects (UsageError: exit 2)", async () => {
+    const mistakes = [
+      [],
+      ["rename"],
+      ["list", "extra"],
+      ["list", "--tenant", "x"],
+      ["list", "--api-key", "x"],
+      ["list", "--url", "http://localhost:9000"],
+      ["list", "--timeout", "0"],
+      ["create", "--platform", platform],
+      ["create", "--platform", platform, "--main", "--tenant", "x"],
+      ["create", "--platform", platform, "--tenant", "Bad-Id"],
+      ["create", "--platform", "Bad", "--main"],
+      ["drop", "--tenant", "x", "--yes"],
+      ["drop", "--platform", platform, "--tenant", "x"],
+    ];
+    // In this process: each would cost a CLI start, and none gets as far as reading a file or the environment's key.
+    for (const args of mistakes) await assert.rejects(tenantsCommand.run(args), UsageError, args.join(" "));
+  });
+});
