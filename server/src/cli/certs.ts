@@ -127,7 +127,8 @@ Examples:
     for (const leaf of leaves) {
       const found = existingFiles([leaf.files.cert, leaf.files.key]);
       if (found.length === 0 || values.force) toIssue.push(leaf);
-      else if (values["keep-existing"]) report.kept.push(...found);
+      // Half a pair cannot be kept: a certificate without its key is of no use, and the other way round.
+      else if (values["keep-existing"] && found.length === 2) report.kept.push(...found);
       else conflicts.push(...found);
     }
     if (ca === undefined && report.kept.length > 0) {

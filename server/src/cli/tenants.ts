@@ -104,7 +104,7 @@ Examples:
       // Loaded only here: the other commands (serve) do without the SDK.
       sdk = await import("@db-gateway/client");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND") {
+      if ((err as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND" && /@db-gateway[\\/]client|client-sdk[\\/]dist/.test((err as Error).message)) {
         return fail(values.json, "the client SDK (@db-gateway/client) is not built: run npm run build -w client-sdk");
       }
       throw err;
@@ -113,8 +113,8 @@ Examples:
     try {
       client = sdk.createClient(connection);
     } catch (err) {
-      // The SDK's option problems (a certificate that does not parse); they name files, never the key.
-      return fail(values.json, (err as Error).message);
+      // The SDK's option problems (a certificate that does not parse), in this command's terms; they never quote the key.
+      return fail(values.json, (err as Error).message.replace(/\btls\.(ca|cert|key)\b/g, "--$1"));
     }
     try {
       const admin = client.admin();
