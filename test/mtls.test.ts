@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { Code, ConnectError, createClient as createConnectClient } from "@connectrpc/connect";
 import { QueryService, createClient } from "../client-sdk/src/index.js";
-import { issueCertificate } from "../server/src/dev/certificates.js";
+import { issueCertificate } from "../server/src/pki/certificates.js";
 import { rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { testPki } from "./helpers/pki.js";
 

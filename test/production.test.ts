@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import pg from "pg";
 import { loadSettings, ConfigError, describeSettings } from "../server/src/config.js";
-import { createCertificateAuthority, issueCertificate } from "../server/src/dev/certificates.js";
+import { createCertificateAuthority, issueCertificate } from "../server/src/pki/certificates.js";
 import { dropPlatformDatabases, pgUrl, randomPlatform } from "./helpers/gateway.js";
 import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
 import { testPki } from "./helpers/pki.js";
