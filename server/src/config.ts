@@ -84,7 +84,7 @@ export class ConfigError extends Error {
 const API_KEY_PREFIX = "API_KEY_";
 
 /** Reserved: the gateway's catalog database would be this platform's. */
-const RESERVED_PLATFORM = "dbgateway";
+export const RESERVED_PLATFORM = "dbgateway";
 
 /** How the gateway was started: `development` is `npm start`'s --dev (or GATEWAY_MODE=development). */
 export interface LoadOptions {

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { RESERVED_PLATFORM } from "../config.js";
 import { validatePlatform } from "../tenancy/naming.js";
 import { UsageError } from "./command.js";
 
@@ -45,14 +46,14 @@ export async function writeFileSafely(path: string, content: string, mode: numbe
 /**
  * Platform names from repeated --platform options: checked as the gateway
  * checks API_KEY_<PLATFORM> names, duplicates dropped. "admin" is refused
- * (API_KEY_ADMIN is the admin key; --admin makes its files), and "dbgateway"
- * (reserved for the gateway's catalog, config.ts).
+ * (API_KEY_ADMIN is the admin key; --admin makes its files), and the name
+ * reserved for the gateway's catalog.
  */
 export function platformNames(values: readonly string[] | undefined): string[] {
   const names = [...new Set(values ?? [])];
   for (const name of names) {
     if (name === "admin") throw new UsageError('--platform admin: "admin" is the admin key\'s name, not a platform; use --admin');
-    if (name === "dbgateway") throw new UsageError('--platform dbgateway: the name is reserved for the gateway\'s own catalog');
+    if (name === RESERVED_PLATFORM) throw new UsageError(`--platform ${RESERVED_PLATFORM}: the name is reserved for the gateway's own catalog`);
     try {
       validatePlatform(name);
     } catch (err) {
