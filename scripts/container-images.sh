@@ -51,10 +51,15 @@ build() { # $1: image, $2: context, then build arguments
   local image=$1 context=$2
   shift 2
   log "building $image"
-  local out
+  local out previous
   out=$(mktemp)
+  previous=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
   docker build --network host --tag "$image" "$@" "$context" >"$out" 2>&1 || { tail -30 "$out" >&2; rm -f "$out"; return 1; }
   rm -f "$out"
+  # The image this one replaces, now untagged, unless something still uses it.
+  if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$image")" ]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true
+  fi
 }
 
 docker info >/dev/null 2>&1 || { log "docker does not answer: start dockerd first (dockerd --bridge=none --iptables=false &)"; exit 1; }
@@ -85,6 +90,9 @@ if wanted "$debian_image"; then
   docker import "$rootfs_tar" "$prefix/debian-rootfs:bookworm" >/dev/null
   context=$(mktemp -d)
   cp "$images/debian/Dockerfile" "$context/"
+  # This machine's own CAs (a TLS-inspecting proxy's, say), so that npm ci in image builds reaches the registry as it does here.
+  mkdir -p "$context/extra-ca"
+  find /usr/local/share/ca-certificates -name '*.crt' -exec cp {} "$context/extra-ca/" \; 2>/dev/null || true
   cat >"$context/debian.sources" <<EOF
 Types: deb
 URIs: $mirror

@@ -42,8 +42,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
 
   # Init scripts run against a server on the socket only, as the official image's do.
-  pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p 5432" -w start >/dev/null
-  export PGUSER="$user" PGPORT=5432 PGHOST=/var/run/postgresql
+  # PGPORT, when set, is the server's port (as with the official image): the socket's name follows it.
+  port=${PGPORT:-5432}
+  pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p $port" -w start >/dev/null
+  export PGUSER="$user" PGPORT="$port" PGHOST=/var/run/postgresql
   if [ "$db" != postgres ]; then
     psql -v ON_ERROR_STOP=1 --dbname postgres --quiet -c "CREATE DATABASE \"$db\""
   fi
@@ -55,7 +57,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     esac
   done
   pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
-  unset PGUSER PGPORT PGHOST
+  unset PGUSER PGHOST
   echo "docker-entrypoint: database initialised in $PGDATA"
 fi
 
