@@ -34,6 +34,7 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY server/package.json server/
+COPY server/bin server/bin
 COPY client-sdk/package.json client-sdk/
 # Production dependencies only, no install scripts (none is needed to run), and no npm cache left in the image.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
