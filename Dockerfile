@@ -8,6 +8,8 @@
 ARG BASE_IMAGE=node:20-bookworm-slim
 
 FROM ${BASE_IMAGE} AS build
+# Marks this stage's untagged images, which the classic builder keeps as cache, so that they can be found and pruned.
+LABEL db-gateway.stage=build
 WORKDIR /src
 # Dependencies first, in their own layer: they change less often than the code.
 COPY package.json package-lock.json ./
