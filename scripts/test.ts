@@ -36,6 +36,16 @@ if (!env.PG_URL) {
   console.log("# PostgreSQL: PG_URL");
 }
 
+// Tests that run the compiled SDK and server (the production start, npm start's printed example, the
+// packed SDK) use this build: made once here, since test files run side by side and a build in one
+// would remove dist/ under another.
+console.log("# npm run build");
+const build = spawn("npm", ["run", "build", "--silent"], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
+if ((await new Promise<number | null>((resolve) => build.on("exit", resolve))) !== 0) {
+  console.error("npm run build failed");
+  process.exit(1);
+}
+
 const files = await testFiles();
 const child = spawn(process.execPath, ["--import", "tsx", "--test", "--test-timeout=180000", ...files], { cwd: root, env, stdio: "inherit" });
 const code = await new Promise<number>((resolve) => child.on("exit", (c, signal) => resolve(c ?? (signal ? 1 : 0))));

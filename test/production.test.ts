@@ -31,7 +31,7 @@ describe("the production build", () => {
   let install: string | undefined;
   let gateway: GatewayProcess | undefined;
   before(async () => {
-    await run("npm", ["run", "build"], { cwd: root, timeout: 300_000 });
+    // server/dist and client-sdk/dist: made by scripts/test.ts before the tests.
     // What a production host or the image has: the compiled output and `npm ci --omit=dev`.
     install = await mkdtemp(join(tmpdir(), "db-gateway-production-"));
     for (const file of ["package.json", "package-lock.json", "server/package.json", "client-sdk/package.json"]) {

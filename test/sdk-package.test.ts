@@ -67,8 +67,9 @@ describe("the SDK as a package: npm pack, installed in a project outside the wor
   });
 
   it("type-checks and runs from TypeScript compiled to ESM and to CommonJS", async (ctx) => {
-    // npm pack runs the package's prepack build (ESM, CommonJS and declarations).
-    await run("npm", ["pack", "--pack-destination", dir], { cwd: join(root, "client-sdk"), timeout: 120_000 });
+    // The build scripts/test.ts made (ESM, CommonJS and declarations): npm pack's prepack would build again, removing
+    // dist/ under test files that run beside this one.
+    await run("npm", ["pack", "--ignore-scripts", "--pack-destination", dir], { cwd: join(root, "client-sdk"), timeout: 120_000 });
     const tarball = (await readdir(dir)).find((f) => f.endsWith(".tgz"))!;
     await writeFile(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
     await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts", `./${tarball}`], { cwd: dir, timeout: 180_000 });

@@ -92,7 +92,15 @@ export interface LoadOptions {
 }
 
 /** The settings that make a production gateway: with any of them, a missing DATABASE_URL is a mistake, not development. */
-const PRODUCTION_SETTING = /^(API_KEY_[A-Z0-9_]+|TLS_(CERT|KEY|CLIENT_CA)_FILE|GATEWAY_SECRET(_FILE)?|DATABASE_PASSWORD(_FILE)?)$/;
+const PRODUCTION_SETTING = /^(API_KEY_[A-Za-z0-9_]+|TLS_(CERT|KEY|CLIENT_CA)_FILE|GATEWAY_SECRET(_FILE)?|DATABASE_PASSWORD(_FILE)?)$/;
+
+/** What a `*_FILE` setting or a TLS file setting names, quoted only when it looks like a path: a secret pasted there by mistake is not printed. */
+export function describeFileSetting(value: string): string {
+  return /^\.{0,2}\/[^\s]{0,4000}$/.test(value) ? `"${value}"` : "the value it holds (not a path: does it hold the secret itself?)";
+}
+
+/** Printable ASCII without surrounding spaces: what a gRPC metadata value, and so an API key, can be. */
+const API_KEY_CHARACTERS = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
 
 /** The modes GATEWAY_MODE names. */
 const MODES = ["production", "development"] as const;
@@ -130,12 +138,16 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     try {
       const value = readFileSync(file, "utf8").replace(/\r?\n$/, "");
       if (value === "") {
-        problems.push(`${name}_FILE: "${file}" is empty`);
+        problems.push(`${name}_FILE: ${describeFileSetting(file)} is empty`);
         unreadable.add(name);
+      } else if (value.trim() !== value) {
+        problems.push(`${name}_FILE: ${describeFileSetting(file)} has spaces or line breaks around its value (only one final newline is dropped)`);
+        unreadable.add(name);
+        return undefined;
       }
       return value || undefined;
     } catch (err) {
-      problems.push(`${name}_FILE: cannot read "${file}" (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+      problems.push(`${name}_FILE: cannot read ${describeFileSetting(file)} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
       unreadable.add(name);
       return undefined;
     }
@@ -160,7 +172,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       const url = new URL(databaseUrl);
       if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") problems.push("DATABASE_URL must be a postgres:// or postgresql:// URL");
       else if (databasePassword !== undefined) {
-        if (url.password) problems.push("DATABASE_URL already has a password: set DATABASE_PASSWORD(_FILE) only with a URL without one");
+        if (url.password || url.searchParams.has("password")) problems.push("DATABASE_URL already has a password: set DATABASE_PASSWORD(_FILE) only with a URL without one");
         url.password = encodeURIComponent(databasePassword);
         databaseUrl = url.toString();
       }
@@ -192,7 +204,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       try {
         accessSync(env[name]!, constants.R_OK);
       } catch {
-        problems.push(`${name}: cannot read "${env[name]}"`);
+        problems.push(`${name}: cannot read ${describeFileSetting(env[name]!)}`);
       }
     }
   } else if (tlsSet.length > 0) {
@@ -206,14 +218,18 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
   const seen = new Map<string, string>();
   const keyNames = new Set(
     Object.keys(env)
-      .filter((name) => name.startsWith(API_KEY_PREFIX) && env[name])
+      .filter((name) => name.toUpperCase().startsWith(API_KEY_PREFIX) && env[name])
       .map((name) => name.replace(/_FILE$/, ""))
       .filter((name) => name.length > API_KEY_PREFIX.length),
   );
   for (const name of [...keyNames].sort()) {
     const value = secret(name);
     if (value === undefined) continue;
-    const suffix = name.slice(API_KEY_PREFIX.length);
+    const suffix = name.slice(API_KEY_PREFIX.length).toUpperCase();
+    if (!API_KEY_CHARACTERS.test(value)) {
+      problems.push(`${name} must be printable ASCII without spaces around it (no client could send it)`);
+      continue;
+    }
     if (value.length < MIN_API_KEY_LENGTH) {
       problems.push(`${name} must be at least ${MIN_API_KEY_LENGTH} characters`);
       continue;
@@ -250,7 +266,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
   } else if (gatewaySecret === undefined && !development && !unreadable.has("GATEWAY_SECRET")) {
     problems.push("GATEWAY_SECRET is required outside development mode: tenant role passwords are derived from it (keep it stable)");
   }
-  if (!development && platformKeys.size === 0 && adminKey === undefined) {
+  if (!development && platformKeys.size === 0 && adminKey === undefined && ![...keyNames].some((name) => unreadable.has(name))) {
     problems.push("no API keys: set API_KEY_ADMIN and one API_KEY_<PLATFORM> per platform");
   }
 
@@ -318,9 +334,9 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
 export function describeSettings(settings: Settings): Record<string, unknown> {
   let database = "embedded PostgreSQL (development)";
   if (settings.databaseUrl !== undefined) {
+    // Only where it goes: the user name is no secret, but the password and query parameters (pg takes ?password=) may be.
     const url = new URL(settings.databaseUrl);
-    if (url.password) url.password = "***";
-    database = url.toString();
+    database = `${url.protocol}//${url.username ? `${url.username}@` : ""}${url.host}${url.pathname}`;
   }
   return {
     database,

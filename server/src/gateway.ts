@@ -265,7 +265,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   let port: number;
   try {
     port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${formatHost(options.host)}:${options.port}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
+      server.bindAsync(`${formatHost(options.host)}:${options.port}`, credentials, (err, bound) =>
+        // With a code, so that the CLI reports it in one line (grpc-js's error names the cause: EADDRINUSE, EACCES).
+        err ? reject(Object.assign(new Error(`cannot listen on ${formatHost(options.host)}:${options.port}: ${err.message}`), { code: "LISTEN_FAILED" })) : resolve(bound),
+      ),
     );
   } catch (err) {
     clearInterval(refresher);

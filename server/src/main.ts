@@ -41,12 +41,21 @@ async function main(argv: string[]): Promise<number> {
     console.log(command.help);
     return EXIT_OK;
   }
+  const json = args.includes("--json");
   try {
     return await command.run(args);
   } catch (err) {
     if (err instanceof UsageError) {
+      if (json) console.log(JSON.stringify({ error: err.message, usage: true }));
       console.error(`db-gateway ${command.name}: ${err.message}\nSee: db-gateway ${command.name} --help`);
       return EXIT_USAGE;
+    }
+    // A system or PostgreSQL error (a file, a port, the server): its message says it all, a stack trace would not help.
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === "string" && err instanceof Error) {
+      if (json) console.log(JSON.stringify({ error: err.message, code }));
+      console.error(`db-gateway ${command.name}: ${err.message}`);
+      return EXIT_FAILED;
     }
     throw err;
   }
@@ -57,7 +66,8 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    console.error("db-gateway: failed:", err);
+    // The stack, not the object: some errors carry their input (ERR_INVALID_URL: a URL with its password).
+    console.error("db-gateway: failed:", err instanceof Error ? err.stack : String(err));
     process.exit(EXIT_FAILED);
   },
 );

