@@ -88,6 +88,31 @@ describe("a start that is not development", () => {
     assert.match(stderr, /no API keys/);
   });
 
+  it("names the settings of a key that is not the certificate's, and a port it cannot listen on, in one line each", async () => {
+    const pki = testPki();
+    const dir = await mkdtemp(join(tmpdir(), "db-gateway-serve-"));
+    const platform = randomPlatform();
+    try {
+      await writeFile(join(dir, "server.crt"), pki.server.cert);
+      await writeFile(join(dir, "client.key"), pki.client.key);
+      await writeFile(join(dir, "server.key"), pki.server.key);
+      await writeFile(join(dir, "ca.crt"), pki.ca.cert);
+      const env = { DATABASE_URL: pgUrl(), TLS_CERT_FILE: join(dir, "server.crt"), TLS_CLIENT_CA_FILE: join(dir, "ca.crt"), API_KEY_ACME: "acme-key-0123456789abcdef", GATEWAY_SECRET: "s".repeat(40) };
+      const mismatch = await cli(["serve"], { ...env, TLS_KEY_FILE: join(dir, "client.key") });
+      assert.equal(mismatch.code, 1);
+      assert.match(mismatch.stderr, /TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE: .*key values mismatch/);
+      assert.doesNotMatch(mismatch.stderr, /\n +at /, "a stack trace");
+      // A port taken: PostgreSQL's own.
+      const taken = await cli(["serve"], { ...env, TLS_KEY_FILE: join(dir, "server.key"), GATEWAY_PORT: new URL(pgUrl()).port || "5432", METRICS_PORT: "0", CATALOG_DATABASE: `catalog_${platform}` });
+      assert.equal(taken.code, 1);
+      assert.match(taken.stderr, /db-gateway serve: cannot listen on .*EADDRINUSE/);
+      assert.doesNotMatch(taken.stderr, /\n +at /, "a stack trace");
+    } finally {
+      await dropPlatformDatabases([platform]); // its audit catalog, made before the port was tried
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("rejects an unknown command and option with exit code 2", async () => {
     assert.equal((await cli(["serv"], {})).code, 2);
     const wrong = await cli(["serve", "--devv"], {});
@@ -173,6 +198,7 @@ describe("db-gateway check", () => {
     await writeFile(join(dir, "server.crt"), pki.server.cert);
     await writeFile(join(dir, "server.key"), pki.server.key);
     await writeFile(join(dir, "client.key"), pki.client.key);
+    await writeFile(join(dir, "client.crt"), pki.client.cert);
     const expired = issueCertificate(pki.ca, { commonName: "old-server", usage: "server", dnsNames: ["localhost"], validDays: -1 });
     await writeFile(join(dir, "expired.crt"), expired.cert);
     await writeFile(join(dir, "expired.key"), expired.key);
@@ -220,6 +246,21 @@ describe("db-gateway check", () => {
     assert.match(text, /TLS_CLIENT_CA_FILE: "localhost" is not a CA certificate/);
     assert.match(text, /DATABASE_URL: cannot use 127\.0\.0\.1:1\/postgres: .*ECONNREFUSED/);
     assert.ok(!stdout.includes("hunter2secret"), "the password was printed");
+  });
+
+  it("does not connect to, crash on or print a DATABASE_URL that has a problem; refuses a client certificate as the server's", async () => {
+    const { code, stdout, stderr } = await cli(["check", "--json"], {
+      ...good(),
+      DATABASE_URL: "postgres://admin:S3cretPw@db:99999/postgres",
+      TLS_CERT_FILE: join(dir, "client.crt"),
+      TLS_KEY_FILE: join(dir, "client.key"),
+    });
+    assert.equal(code, 1, stderr);
+    const report = JSON.parse(stdout) as { problems: string[] };
+    assert.ok(report.problems.includes("DATABASE_URL is not a valid URL"), stdout);
+    assert.ok(!report.problems.some((p) => p.includes("cannot use")), "it connected");
+    assert.ok(report.problems.some((p) => /"test-client" is not for servers \(its extended key usage lacks serverAuth\)/.test(p)), stdout);
+    assert.doesNotMatch(stdout + stderr, /S3cretPw|at .*\.ts:/);
   });
 
   it("warns when the server certificate does not chain to the client CA", async () => {

@@ -128,4 +128,37 @@ describe("settings", () => {
     assert.doesNotMatch(printed, /s3cret-pass|ms_k|ad_k|the-gateway-secret/);
     assert.match(printed, /medstoreapp/);
   });
+
+  it("never prints a secret pasted into a *_FILE or TLS setting, or a password in DATABASE_URL's query", () => {
+    const pasted = "Zm9vYmFyYmF6cXV4MDEyMzQ1Njc4OWFiY2RlZg";
+    try {
+      loadSettings({ ...PRODUCTION, GATEWAY_SECRET: "", GATEWAY_SECRET_FILE: pasted, TLS_KEY_FILE: `-----BEGIN PRIVATE KEY-----\n${pasted}` });
+      assert.fail("expected a ConfigError");
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      assert.doesNotMatch(err.message, new RegExp(pasted));
+      assert.match(err.message, /GATEWAY_SECRET_FILE: cannot read the value it holds \(not a path/);
+    }
+    const s = loadSettings({ ...PRODUCTION, DATABASE_URL: "postgres://gateway@db:5432/postgres?password=hunter2&sslmode=require", API_KEY_ADMIN: `ad_${KEY}` });
+    assert.equal(describeSettings(s).database, "postgres://gateway@db:5432/postgres");
+    assert.throws(
+      () => loadSettings({ ...PRODUCTION, DATABASE_URL: "postgres://gateway@db/postgres?password=x", DATABASE_PASSWORD: "y", API_KEY_ADMIN: `ad_${KEY}` }),
+      (err: ConfigError) => err.problems.some((p) => p.startsWith("DATABASE_URL already has a password")),
+    );
+  });
+
+  it("refuses API keys no client could send: spaces around them, control characters", () => {
+    for (const bad of [` ${KEY}`, `${KEY} `, `${KEY}\t`, `a\u0001${KEY}`, `${KEY}é`]) {
+      assert.throws(
+        () => loadSettings({ ...PRODUCTION, API_KEY_ACME: bad }),
+        (err: ConfigError) => err.problems.some((p) => p === "API_KEY_ACME must be printable ASCII without spaces around it (no client could send it)") && !err.message.includes(KEY),
+      );
+    }
+    assert.equal(loadSettings({ ...PRODUCTION, API_KEY_ACME: `in ner_${KEY}` }).platformKeys.get("acme"), `in ner_${KEY}`);
+  });
+
+  it("reads API_KEY_ names without regard to case, in the development gate as in parsing", () => {
+    assert.equal(loadSettings({ ...PRODUCTION, API_KEY_medstoreapp: `ms_${KEY}` }).platformKeys.get("medstoreapp"), `ms_${KEY}`);
+    assert.throws(() => loadSettings({ ...DEV, API_KEY_medstoreapp: `ms_${KEY}` }), (err: ConfigError) => /production settings are \(API_KEY_medstoreapp\)/.test(err.message));
+  });
 });
