@@ -61,6 +61,12 @@ describe("the production build", () => {
     assert.doesNotMatch(gateway.output(), new RegExp(gateway.platformKey), "the key was printed");
   });
 
+  it("reports the server package's version", async () => {
+    const { version } = JSON.parse(await readFile(join(root, "server/package.json"), "utf8")) as { version: string };
+    const { stdout } = await run(process.execPath, ["server/dist/main.js", "--version"], { cwd: install! });
+    assert.equal(stdout.trim(), version);
+  });
+
   it("drains and exits 0 on SIGTERM", async () => {
     gateway!.kill("SIGTERM");
     assert.deepEqual(await gateway!.exited, { code: 0, signal: null });
