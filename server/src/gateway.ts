@@ -17,13 +17,15 @@ import { ListenerHub } from "./notifications/listener-hub.js";
 import { PoolManager } from "./pool/pool-manager.js";
 import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
+import { CleanupStack } from "./cleanup-stack.js";
 import { TenantLifecycle } from "./tenancy/lifecycle.js";
+import { RegistrySync } from "./tenancy/registry-sync.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
 import { ADMIN_SEARCH_PATH, inspectAdministrativeRole, TenantRoles } from "./tenancy/roles.js";
 import { Router } from "./tenancy/router.js";
 import { CallTelemetry } from "./telemetry/call-telemetry.js";
 import { HealthMonitor } from "./telemetry/health.js";
-import { startHttpEndpoints, type HttpEndpoints } from "./telemetry/http-endpoints.js";
+import { startHttpEndpoints } from "./telemetry/http-endpoints.js";
 import { loggableError, type Logger } from "./telemetry/logger.js";
 import { GatewayMetrics } from "./telemetry/metrics.js";
 
@@ -127,19 +129,35 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   if (options.maxStreamQueries !== undefined && !(Number.isInteger(options.maxStreamQueries) && options.maxStreamQueries >= 1)) {
     throw new RangeError("maxStreamQueries must be a whole number of at least 1");
   }
-  const results = new ResultBudget(options.results ?? DEFAULT_RESULT_LIMITS);
   const log = options.logger;
   const onError = (message: string, err: unknown) => log.error({ err: loggableError(err) }, message);
+  const cleanup = new CleanupStack(onError);
+  try {
+    return await compose(options, onError, cleanup);
+  } catch (err) {
+    await cleanup.unwind();
+    throw err;
+  }
+}
+
+/** Makes the gateway's parts in order, each registering its cleanup on `cleanup` as it is made. */
+async function compose(options: GatewayOptions, onError: (message: string, err: unknown) => void, cleanup: CleanupStack): Promise<Gateway> {
+  const log = options.logger;
+  const metrics = new GatewayMetrics();
+  const results = new ResultBudget(options.results ?? DEFAULT_RESULT_LIMITS);
+
   const connection = connectionConfig(options.databaseUrl);
   // Every administrative session, wherever it connects, resolves names in pg_catalog only (see ADMIN_SEARCH_PATH).
   const adminConnection: pg.ClientConfig = { ...connection, options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")}` };
   const admin = new pg.Pool({ ...adminConnection, max: 4, application_name: "db-gateway-admin" });
   admin.on("error", (err) => onError("idle administrative connection failed", err));
+  cleanup.defer("administrative pool", () => admin.end());
   const connectTo = async (database: string) => {
     const client = new pg.Client({ ...adminConnection, database, application_name: "db-gateway-admin" });
     await client.connect();
     return client;
   };
+
   const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
   const pools = new PoolManager({
     ...options.pool,
@@ -151,66 +169,25 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return { ...connection, database, user: role, password: roles.password(role), statement_timeout: options.maxStatementMillis };
     },
     onError: (database, err) => onError(`connection to "${database}" failed`, err),
-    onAcquired: (waitMillis) => metrics?.poolWait.observe(waitMillis / 1000),
+    onAcquired: (waitMillis) => metrics.poolWait.observe(waitMillis / 1000),
   });
-  // Read at scrape time (see GatewayMetrics); `listeners` is made below.
-  const metrics: GatewayMetrics | undefined = new GatewayMetrics({
-    poolTotals: () => pools.stats(),
-    pools: () => pools.poolStats(),
-    listeners: () => listeners.stats(),
-    postgresUp: () => health.report().postgres_connected,
-    bufferedResultBytes: () => results.usedBytes,
-  });
+  cleanup.defer("pools", () => pools.closeAll());
+
   const registry = new DatabaseRegistry();
   const platforms = new Set(options.platformKeys.keys());
   const lifecycle = new TenantLifecycle({ admin, connectTo, roles, registry, pools, platforms, onError });
-
-  let syncing: Promise<void> | undefined;
-  /** Reads pg_database again: closes the pools of dropped databases, adopts new ones. Single-flight. */
-  const sync = (): Promise<void> =>
-    (syncing ??= (async () => {
-      try {
-        const changes = await registry.refresh(admin);
-        changes.removed.forEach((d) => pools.close(d));
-        await lifecycle.adopt(changes.added);
-      } finally {
-        syncing = undefined;
-      }
-    })());
-  let audit: AuditLog;
-  try {
-    const administrator = await inspectAdministrativeRole(admin);
-    for (const problem of administrator.problems) log.warn(problem);
-    if (administrator.superuser && options.superuserExpected !== true) {
-      log.warn(`the administrative role "${administrator.role}" is a superuser: db-gateway needs only CREATEDB and CREATEROLE (README: Security)`);
-    }
-    await sync();
-    audit = await AuditLog.open(admin, adminConnection, options.catalogDatabase);
-  } catch (err) {
-    await pools.closeAll();
-    await admin.end();
-    throw err;
+  const administrator = await inspectAdministrativeRole(admin);
+  for (const problem of administrator.problems) log.warn(problem);
+  if (administrator.superuser && options.superuserExpected !== true) {
+    log.warn(`the administrative role "${administrator.role}" is a superuser: db-gateway needs only CREATEDB and CREATEROLE (README: Security)`);
   }
-  const refresher = setInterval(() => sync().catch((err: unknown) => onError("registry refresh failed", err)), options.registryRefreshMillis);
-  refresher.unref();
+  const registrySync = new RegistrySync(registry, admin, pools, lifecycle);
+  await registrySync.sync();
+  registrySync.start(options.registryRefreshMillis, (err) => onError("registry refresh failed", err));
+  cleanup.defer("registry refresh", () => registrySync.stop());
+  const audit = await AuditLog.open(admin, adminConnection, options.catalogDatabase);
+  cleanup.defer("audit trail", () => audit.close());
 
-  const keys = new ApiKeys(options.platformKeys, options.adminKey);
-  const calls = new OpenCalls();
-  const server = new grpc.Server({
-    "grpc.max_receive_message_length": 16 * 1024 * 1024,
-    "grpc.keepalive_permit_without_calls": 1,
-    "grpc.http2.min_ping_interval_without_data_ms": 10_000,
-  });
-  const onCallError: ServiceHooks["onError"] = (method, err: GatewayError) => {
-    if (err.reason === "INTERNAL") onError(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
-  };
-  const authenticate = (metadata: grpc.Metadata) => keys.authenticate(metadata);
-  const telemetry = new CallTelemetry(log, metrics);
-  const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
-  // Each call takes a token, and each QueryStream message but the first (which uses its call's).
-  const admitPlatform: ServiceHooks["authorize"] = (principal, charge) => {
-    if (principal.kind === "platform" && charge) limiter?.take(principal.platform);
-  };
   const router = new Router(registry, async (database) => {
     if (!lifecycle.isManaged(database)) return false;
     const { rowCount } = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn", [database]);
@@ -229,26 +206,55 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     exists: (database) => registry.has(database),
     onError: (database, err) => onError(`listening connection to "${database}" lost`, err),
   });
+  cleanup.defer("listeners", () => listeners.close());
+
   /** Aborted when the gateway begins to shut down: QueryStreams stop reading, answer what they read, and end. */
   const draining = new AbortController();
   // Each QueryStream, and each Transaction stream waiting for its begin, watches it.
   setMaxListeners(0, draining.signal);
-  const queryService = createQueryService(router, pools, listeners, {
-    maxStatementMillis: options.maxStatementMillis,
-    transactionIdleTimeoutMillis: options.transactionIdleTimeoutMillis,
-    maxPendingNotifications: MAX_PENDING_NOTIFICATIONS,
-    maxStreamQueries: options.maxStreamQueries ?? MAX_STREAM_QUERIES,
-    results,
-  }, draining.signal);
-  addService(server, QueryService, queryService, { authenticate, authorize: admitPlatform, telemetry, onError: onCallError, calls });
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": 16 * 1024 * 1024,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.min_ping_interval_without_data_ms": 10_000,
+  });
+  cleanup.defer("gRPC server", () => server.forceShutdown());
+  const keys = new ApiKeys(options.platformKeys, options.adminKey);
+  const calls = new OpenCalls();
+  const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
+  const hooks: Omit<ServiceHooks, "authorize"> = {
+    authenticate: (metadata: grpc.Metadata) => keys.authenticate(metadata),
+    telemetry: new CallTelemetry(log, metrics),
+    onError: (method, err: GatewayError) => {
+      if (err.reason === "INTERNAL") onError(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
+    },
+    calls,
+  };
+  // Each call takes a token, and each QueryStream message but the first (which uses its call's).
+  const admitPlatform: ServiceHooks["authorize"] = (principal, charge) => {
+    if (principal.kind === "platform" && charge) limiter?.take(principal.platform);
+  };
+  const queryService = createQueryService(
+    router,
+    pools,
+    listeners,
+    {
+      maxStatementMillis: options.maxStatementMillis,
+      transactionIdleTimeoutMillis: options.transactionIdleTimeoutMillis,
+      maxPendingNotifications: MAX_PENDING_NOTIFICATIONS,
+      maxStreamQueries: options.maxStreamQueries ?? MAX_STREAM_QUERIES,
+      results,
+    },
+    draining.signal,
+  );
+  addService(server, QueryService, queryService, { ...hooks, authorize: admitPlatform });
   const adminService = createAdminService(registry, lifecycle, pools, platforms, {
     audit,
     onAuditFailure: (err) => {
-      metrics?.auditFailures.inc();
+      metrics.auditFailures.inc();
       onError("an administrative action could not be recorded in the audit trail", err);
     },
   });
-  addService(server, AdminService, adminService, { authenticate, authorize: requireAdmin, telemetry, onError: onCallError, calls });
+  addService(server, AdminService, adminService, { ...hooks, authorize: requireAdmin });
   const setServing = addStandardServices(server, [QueryService, AdminService]);
   const health = new HealthMonitor(
     admin,
@@ -260,36 +266,25 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       log.warn({ serving }, serving ? "PostgreSQL answers again: serving" : "PostgreSQL does not answer: not serving");
     },
   );
+  cleanup.defer("health checks", () => health.drain());
+  metrics.observe({
+    poolTotals: () => pools.stats(),
+    pools: () => pools.poolStats(),
+    listeners: () => listeners.stats(),
+    postgresUp: () => health.report().postgres_connected,
+    bufferedResultBytes: () => results.usedBytes,
+  });
 
   const credentials = grpc.ServerCredentials.createSsl(options.tls.clientCa, [{ cert_chain: options.tls.cert, private_key: options.tls.key }], true);
-  let port: number;
-  try {
-    port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${formatHost(options.host)}:${options.port}`, credentials, (err, bound) =>
-        // With a code, so that the CLI reports it in one line (grpc-js's error names the cause: EADDRINUSE, EACCES).
-        err ? reject(Object.assign(new Error(`cannot listen on ${formatHost(options.host)}:${options.port}: ${err.message}`), { code: "LISTEN_FAILED" })) : resolve(bound),
-      ),
-    );
-  } catch (err) {
-    clearInterval(refresher);
-    health.drain();
-    await pools.closeAll();
-    await audit.close();
-    await admin.end();
-    throw err;
-  }
-  let http: HttpEndpoints;
-  try {
-    http = await startHttpEndpoints({ host: options.metrics.host, port: options.metrics.port, metrics, health });
-  } catch (err) {
-    server.forceShutdown();
-    clearInterval(refresher);
-    health.drain();
-    await pools.closeAll();
-    await audit.close();
-    await admin.end();
-    throw err;
-  }
+  const address = `${formatHost(options.host)}:${options.port}`;
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(address, credentials, (err, bound) =>
+      // With a code, so that the CLI reports it in one line (grpc-js's error names the cause: EADDRINUSE, EACCES).
+      err ? reject(Object.assign(new Error(`cannot listen on ${address}: ${err.message}`), { code: "LISTEN_FAILED" })) : resolve(bound),
+    ),
+  );
+  const http = await startHttpEndpoints({ host: options.metrics.host, port: options.metrics.port, metrics, health });
+  cleanup.defer("HTTP endpoints", () => http.close());
   setServing("SERVING");
 
   return {
@@ -299,7 +294,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       calls.refuse(beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: the call was not run")));
       draining.abort();
       health.drain();
-      clearInterval(refresher);
       listeners.close();
       // GOAWAY on every connection (calls sent after it are refused by HTTP/2, unprocessed), and the port closes.
       const closed = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
@@ -315,12 +309,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_ANSWER_MILLIS)))]);
       clearTimeout(timer);
-      server.forceShutdown();
-      await syncing?.catch(() => undefined);
-      await http.close();
-      await pools.closeAll();
-      await audit.close();
-      await admin.end();
+      await cleanup.unwind();
     },
   };
 }

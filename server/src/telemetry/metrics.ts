@@ -40,8 +40,16 @@ export class GatewayMetrics {
   readonly openTransactions: Gauge;
   readonly auditFailures: Counter;
 
-  constructor(sources: MetricSources) {
+  #sources: MetricSources | undefined;
+
+  /** Where the gauges read the gateway's state, once its parts exist (until then they are not reported). */
+  observe(sources: MetricSources): void {
+    this.#sources = sources;
+  }
+
+  constructor() {
     const registers = [this.registry];
+    const source = () => this.#sources;
     collectDefaultMetrics({ register: this.registry });
     // prom-client names three gauges with "_total", which Prometheus keeps for counters (promtool
     // rejects them); the same counts remain as nodejs_active_handles, _requests and _resources by type.
@@ -72,36 +80,38 @@ export class GatewayMetrics {
     this.openTransactions = new Gauge({ name: "db_gateway_open_transactions", help: "Interactive transactions (Transaction streams) in progress.", registers });
     this.auditFailures = new Counter({ name: "db_gateway_audit_failures_total", help: "Administrative actions whose audit record could not be written.", registers });
 
-    const gauge = (name: string, help: string, read: () => number) =>
+    const gauge = (name: string, help: string, read: (sources: MetricSources) => number) =>
       new Gauge({
         name,
         help,
         registers,
         collect() {
-          this.set(read());
+          const sources = source();
+          if (sources !== undefined) this.set(read(sources));
         },
       });
-    const total = (name: string, help: string, read: () => number) =>
+    const total = (name: string, help: string, read: (sources: MetricSources) => number) =>
       new Counter({
         name,
         help,
         registers,
         collect() {
           this.reset();
-          this.inc(read());
+          const sources = source();
+          if (sources !== undefined) this.inc(read(sources));
         },
       });
-    gauge("db_gateway_postgres_up", "1 when PostgreSQL answered the last health check, else 0.", () => (sources.postgresUp() ? 1 : 0));
-    gauge("db_gateway_active_pools", "Database pools holding connections.", () => sources.poolTotals().activePools);
-    gauge("db_gateway_total_connections", "PostgreSQL connections of all pools: connecting, idle and busy.", () => sources.poolTotals().totalConnections);
-    gauge("db_gateway_max_connections", "The global connection cap (MAX_TOTAL_CONNECTIONS).", () => sources.poolTotals().maxTotalConnections);
-    gauge("db_gateway_pool_waiting", "Calls waiting for a connection.", () => sources.poolTotals().waiting);
-    total("db_gateway_pool_hits_total", "Calls served at once by an idle connection.", () => sources.poolTotals().hits);
-    total("db_gateway_pool_misses_total", "Calls that waited for a connection to be opened or freed.", () => sources.poolTotals().misses);
-    total("db_gateway_pool_acquire_timeouts_total", "Calls that found no connection in time (POOL_EXHAUSTED).", () => sources.poolTotals().timeouts);
-    total("db_gateway_pool_rejections_total", "Calls refused because too many were waiting (TOO_MANY_WAITERS).", () => sources.poolTotals().rejected);
-    total("db_gateway_pool_evictions_total", "Pools closed for being unused or beyond MAX_POOLS.", () => sources.poolTotals().evictions);
-    total("db_gateway_connections_opened_total", "PostgreSQL connections opened.", () => sources.poolTotals().connectionsOpened);
+    gauge("db_gateway_postgres_up", "1 when PostgreSQL answered the last health check, else 0.", (sources) => (sources.postgresUp() ? 1 : 0));
+    gauge("db_gateway_active_pools", "Database pools holding connections.", (sources) => sources.poolTotals().activePools);
+    gauge("db_gateway_total_connections", "PostgreSQL connections of all pools: connecting, idle and busy.", (sources) => sources.poolTotals().totalConnections);
+    gauge("db_gateway_max_connections", "The global connection cap (MAX_TOTAL_CONNECTIONS).", (sources) => sources.poolTotals().maxTotalConnections);
+    gauge("db_gateway_pool_waiting", "Calls waiting for a connection.", (sources) => sources.poolTotals().waiting);
+    total("db_gateway_pool_hits_total", "Calls served at once by an idle connection.", (sources) => sources.poolTotals().hits);
+    total("db_gateway_pool_misses_total", "Calls that waited for a connection to be opened or freed.", (sources) => sources.poolTotals().misses);
+    total("db_gateway_pool_acquire_timeouts_total", "Calls that found no connection in time (POOL_EXHAUSTED).", (sources) => sources.poolTotals().timeouts);
+    total("db_gateway_pool_rejections_total", "Calls refused because too many were waiting (TOO_MANY_WAITERS).", (sources) => sources.poolTotals().rejected);
+    total("db_gateway_pool_evictions_total", "Pools closed for being unused or beyond MAX_POOLS.", (sources) => sources.poolTotals().evictions);
+    total("db_gateway_connections_opened_total", "PostgreSQL connections opened.", (sources) => sources.poolTotals().connectionsOpened);
     new Gauge({
       name: "db_gateway_pool_connections",
       help: "Connections of each pool that holds any, by state (at most MAX_POOLS databases).",
@@ -109,7 +119,7 @@ export class GatewayMetrics {
       registers,
       collect() {
         this.reset();
-        for (const p of sources.pools()) {
+        for (const p of source()?.pools() ?? []) {
           if (p.size === 0) continue;
           this.set({ database: p.database, state: "idle" }, p.idle);
           this.set({ database: p.database, state: "busy" }, p.busy);
@@ -117,9 +127,9 @@ export class GatewayMetrics {
         }
       },
     });
-    gauge("db_gateway_listen_connections", "Listening connections (one per database with Listen subscribers).", () => sources.listeners().databases);
-    gauge("db_gateway_listen_subscribers", "Listen calls in progress.", () => sources.listeners().subscribers);
-    gauge("db_gateway_buffered_result_bytes", "Bytes of buffered results held, of MAX_BUFFERED_RESULT_BYTES.", () => sources.bufferedResultBytes?.() ?? 0);
+    gauge("db_gateway_listen_connections", "Listening connections (one per database with Listen subscribers).", (sources) => sources.listeners().databases);
+    gauge("db_gateway_listen_subscribers", "Listen calls in progress.", (sources) => sources.listeners().subscribers);
+    gauge("db_gateway_buffered_result_bytes", "Bytes of buffered results held, of MAX_BUFFERED_RESULT_BYTES.", (sources) => sources.bufferedResultBytes?.() ?? 0);
   }
 
   /** The exposition text for GET /metrics. */
