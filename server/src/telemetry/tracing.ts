@@ -1,5 +1,5 @@
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Link, type Span, type Tracer } from "@opentelemetry/api";
-import type { Metadata } from "@grpc/grpc-js";
+import { status as Status, type Metadata } from "@grpc/grpc-js";
 
 /** The tracer, once `startTracing` has run with tracing on; undefined means off, and every helper here costs nothing. */
 let tracer: Tracer | undefined;
@@ -94,10 +94,10 @@ function rpcAttributes(service: string, method: string): Attributes {
 }
 
 /** Ends a server (or part) span with the call's gRPC status. */
-export function endServerSpan(span: Span, code: number, reason: string | undefined): void {
+export function endServerSpan(span: Span, code: Status, reason: string | undefined): void {
   span.setAttribute("rpc.grpc.status_code", code);
   if (reason !== undefined) span.setAttribute("db_gateway.reason", reason);
-  if (code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: reason });
+  if (code !== Status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: reason });
   span.end();
 }
 
