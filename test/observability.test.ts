@@ -14,7 +14,7 @@ import { createLogger } from "../server/src/telemetry/logger.js";
 import { rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { startOwnPostgres, type OwnPostgres } from "./helpers/own-postgres.js";
 import { testPki } from "./helpers/pki.js";
-import { mapLimit, waitFor } from "./helpers/wait.js";
+import { waitFor } from "./helpers/wait.js";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -142,24 +142,6 @@ describe("metrics", () => {
     assert.equal(delta("db_gateway_queries_total", { platform, method: "Query" }), 0);
     assert.equal(delta("db_gateway_errors_total", { type: "QUERY_FAILED" }), 2);
     assert.equal(delta("db_gateway_errors_total", { type: "DATABASE_NOT_FOUND" }), 1);
-  });
-
-  it("label sets stay bounded with 500 tenants", async () => {
-    const admin = t.adminClient().admin();
-    const tenants = Array.from({ length: 500 }, (_, i) => `m${String(i).padStart(3, "0")}`);
-    await mapLimit(tenants, 8, (tenant) => admin.createTenant(platform, tenant));
-    const client = t.client();
-    await mapLimit(tenants, 16, (tenant) => client.platform(platform).tenant(tenant).query("SELECT 1"));
-    const text = await metricsText(t);
-    const series = (name: string) => text.split("\n").filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `)).length;
-    // One database label per pool holding connections, capped by MAX_POOLS (20 here), three states each.
-    assert.ok(series("db_gateway_pool_connections") <= 20 * 3, `${series("db_gateway_pool_connections")} pool series`);
-    // No other metric names a database or tenant.
-    for (const line of text.split("\n")) {
-      if (line.startsWith("db_gateway_pool_connections")) continue;
-      assert.doesNotMatch(line, /_m\d{3}/, `a tenant in ${line}`);
-    }
-    assert.ok(series("db_gateway_queries_total") <= 10, `${series("db_gateway_queries_total")} queries_total series`);
   });
 });
 
