@@ -4,6 +4,7 @@ import pg, { DatabaseError } from "pg";
 import { GatewayError } from "../errors.js";
 import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { RawDataRow } from "../pool/data-row-parser.js";
+import { destroyWireConnection } from "../pool/pg-internals.js";
 import type { PgParam } from "./params.js";
 import { RESULT_STEP_BYTES, type ResultAccount } from "./result-budget.js";
 import { encodeResultSetOf, type ResultHead, type TextRow } from "./result-set.js";
@@ -164,10 +165,8 @@ export class BufferedQuery extends pg.Query implements BufferedResult {
   }
 }
 
-/** pg's connection, as far as `abandonStrayCopy` needs it. */
-export interface CopyingConnection {
-  stream: { destroy(): void };
-}
+/** pg's connection, which pg hands a query's handlers. */
+export type CopyingConnection = pg.Connection;
 
 /**
  * What becomes of a statement that PostgreSQL put in COPY mode although it
@@ -178,7 +177,7 @@ export interface CopyingConnection {
  * has a cause that is no statement error).
  */
 export function abandonStrayCopy(connection: CopyingConnection): GatewayError {
-  connection.stream.destroy();
+  destroyWireConnection(connection);
   return new GatewayError("INVALID_REQUEST", "COPY … FROM STDIN and COPY … TO STDOUT are not supported through the gateway", {
     cause: new Error("a statement not sent as a COPY entered COPY mode: its connection was closed"),
   });

@@ -1,7 +1,7 @@
 // Sends COPY statements so that one whose data would pass through the client fails as the client's mistake and leaves its connection usable.
-import type { EventEmitter } from "node:events";
 import pg from "pg";
 import { GatewayError } from "../errors.js";
+import { failCopyIn, offCopyOut, onCopyOut, queryHandleError, queryHandleReadyForQuery, querySubmit } from "../pool/pg-internals.js";
 import { BufferedQuery, type CopyingConnection } from "./buffered-query.js";
 
 /** What a client is told instead: the data of a COPY cannot pass through a gateway call. */
@@ -9,18 +9,6 @@ const COPY_FROM_STDIN_REFUSED =
   "COPY … FROM STDIN is not supported through the gateway: insert rows with INSERT and parameters (many statements at once in a Batch)";
 const COPY_TO_STDOUT_REFUSED =
   "COPY … TO STDOUT is not supported through the gateway: read rows with SELECT, or with StreamQuery for large results (the COPY's output was discarded)";
-
-/** pg's connection and Query members used here; pg's type declarations do not show them. */
-interface CopyConnection extends EventEmitter {
-  sendCopyFail(message: string): void;
-  sync(): void;
-}
-interface QueryMethods {
-  submit(connection: CopyConnection): Error | null;
-  handleError(err: Error, connection: CopyConnection): void;
-  handleReadyForQuery(connection: CopyConnection): void;
-}
-const query = pg.Query.prototype as unknown as QueryMethods;
 
 /**
  * A statement (`BufferedQuery`) that is a COPY, sent with the extended
@@ -37,36 +25,34 @@ const query = pg.Query.prototype as unknown as QueryMethods;
  */
 export class CopyQuery extends BufferedQuery {
   #refusal: string | undefined;
-  #connection: CopyConnection | undefined;
+  #connection: CopyingConnection | undefined;
   readonly #onCopyOut = () => (this.#refusal = COPY_TO_STDOUT_REFUSED);
 
   override submit = (connection: pg.Connection) => {
-    this.#connection = connection as unknown as CopyConnection;
-    this.#connection.on("copyOutResponse", this.#onCopyOut);
-    return query.submit.call(this, this.#connection);
+    this.#connection = connection;
+    onCopyOut(this.#connection, this.#onCopyOut);
+    return querySubmit(this, this.#connection);
   };
 
   override handleCopyInResponse(connection: CopyingConnection): void {
     this.#refusal = COPY_FROM_STDIN_REFUSED;
-    const copying = connection as unknown as CopyConnection;
-    copying.sendCopyFail(COPY_FROM_STDIN_REFUSED);
-    copying.sync();
+    failCopyIn(connection, COPY_FROM_STDIN_REFUSED);
   }
 
   /** CopyOut's data: dropped as it arrives. */
   override handleCopyData(): void {}
 
-  handleError(err: Error, connection: CopyConnection): void {
-    this.#connection?.removeListener("copyOutResponse", this.#onCopyOut);
+  handleError(err: Error, connection: CopyingConnection): void {
+    if (this.#connection !== undefined) offCopyOut(this.#connection, this.#onCopyOut);
     // PostgreSQL's answer to the CopyFail, or an error while copying out: the refusal says more. A lost connection stays what it is.
     const refusal = this.#refusal;
     const refused = refusal !== undefined && err instanceof pg.DatabaseError && err.severity === "ERROR";
-    query.handleError.call(this, refused ? new GatewayError("INVALID_REQUEST", refusal, { cause: err }) : err, connection);
+    queryHandleError(this, refused ? new GatewayError("INVALID_REQUEST", refusal, { cause: err }) : err, connection);
   }
 
-  handleReadyForQuery(connection: CopyConnection): void {
-    this.#connection?.removeListener("copyOutResponse", this.#onCopyOut);
-    if (this.#refusal === undefined) query.handleReadyForQuery.call(this, connection);
-    else query.handleError.call(this, new GatewayError("INVALID_REQUEST", this.#refusal), connection);
+  handleReadyForQuery(connection: CopyingConnection): void {
+    if (this.#connection !== undefined) offCopyOut(this.#connection, this.#onCopyOut);
+    if (this.#refusal === undefined) queryHandleReadyForQuery(this, connection);
+    else queryHandleError(this, new GatewayError("INVALID_REQUEST", this.#refusal), connection);
   }
 }

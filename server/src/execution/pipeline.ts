@@ -1,15 +1,12 @@
-import type { Socket } from "node:net";
 import { DatabaseError, type Client, type QueryResult } from "pg";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
+import { setPipelineMode, socketOf } from "../pool/pg-internals.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { sendTraced, type PreparedStatement } from "./execute.js";
 import type { ResultAccount } from "./result-budget.js";
 
 /** The outcome of one statement run as a call of its own: its ResultSet, encoded (`BufferedResult.encode`), or its error. */
 export type Outcome = { result: Uint8Array; error?: undefined } | { result?: undefined; error: GatewayError };
-
-/** node-postgres's pipeline mode (pg ≥ 8.23) and its socket, which the typings do not show. */
-type PipelineClient = Client & { pipeline: boolean; connection: { stream: Socket } };
 
 /**
  * Sends the queries `send` makes on the leased connection in pipeline mode,
@@ -34,9 +31,9 @@ export async function sendPipelined<T>(lease: Lease, send: (client: Client) => P
  * reject) written in one write in pipeline mode, then `settle`d.
  */
 async function writePipelined<T>(lease: Lease, send: (client: Client) => Promise<T>[]): Promise<Promise<T>[]> {
-  const client = lease.client as PipelineClient;
-  const socket = client.connection.stream;
-  client.pipeline = true;
+  const client = lease.client;
+  const socket = socketOf(client);
+  setPipelineMode(client, true);
   try {
     let answers: Promise<T>[];
     socket.cork();
@@ -48,7 +45,7 @@ async function writePipelined<T>(lease: Lease, send: (client: Client) => Promise
     await settle(lease, answers);
     return answers;
   } finally {
-    client.pipeline = false;
+    setPipelineMode(client, false);
   }
 }
 

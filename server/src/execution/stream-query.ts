@@ -1,5 +1,4 @@
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import type pg from "pg";
 import Cursor from "pg-cursor";
 import { toGatewayError } from "../errors.js";
 import { StreamQueryResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
@@ -7,6 +6,7 @@ import { EncodedMessage, type ResponseStream } from "../grpc/message-streams.js"
 import type { Lease } from "../pool/pool-manager.js";
 import { TEXT_PASSTHROUGH } from "../pool/pool-manager.js";
 import { RawDataRow } from "../pool/data-row-parser.js";
+import { cursorResult, cursorState, failCursor, type CursorResult } from "../pool/pg-internals.js";
 import { abandonStrayCopy, type BufferedResult, type CopyingConnection } from "./buffered-query.js";
 import { sendStatement, type PreparedStatement } from "./execute.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget } from "./result-budget.js";
@@ -51,12 +51,6 @@ const EMPTY = Buffer.alloc(0);
 
 type StreamQueryResponses = ResponseStream<typeof StreamQueryResponseSchema>;
 
-/** pg-cursor's state and result, which its type declarations do not show. */
-interface CursorInternals {
-  state: "initialized" | "submitted" | "idle" | "busy" | "done" | "error";
-  _result: { fields: pg.FieldDef[]; command: string | null; rowCount: number | null };
-}
-
 /**
  * A pg-cursor that encodes each row into `rows` as it arrives instead of
  * keeping it (its reads resolve with no rows): from the DataRow's bytes when
@@ -88,8 +82,7 @@ class EncodingCursor extends Cursor<TextRow> {
   #abandon(connection: CopyingConnection): void {
     if (this.#abandoned) return;
     this.#abandoned = true;
-    // pg-cursor's own: the pending read rejects with the error (its typings do not declare it).
-    (this as unknown as { handleError(err: Error): void }).handleError(abandonStrayCopy(connection));
+    failCursor(this, abandonStrayCopy(connection));
   }
 }
 
@@ -108,7 +101,6 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
   if (statement.copy) return sendCopyResult(lease, statement, responses, started);
   const rows = new RowChunker(ROWS_FIELD, limits);
   const cursor = lease.client.query(new EncodingCursor(statement, rows));
-  const internals = cursor as unknown as CursorInternals;
   let readSize: number = Math.min(STREAM_CHUNK.firstRead, limits.maxRows);
   let reading: Promise<TextRow[]> | undefined = cursor.read(readSize);
   let columnsSent = false;
@@ -117,7 +109,7 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
       await reading;
       reading = undefined;
       if (lease.signal.aborted) return;
-      const done = internals.state === "done";
+      const done = cursorState(cursor) === "done";
       // Taken before the next read is sent: its rows are encoded as they arrive.
       const chunks = rows.take();
       if (!done) {
@@ -128,12 +120,12 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
       }
       for (let i = 0; i < chunks.length || (done && i === 0) || !columnsSent; i++) {
         const last = done && i >= chunks.length - 1;
-        const head = columnsSent ? undefined : encodePart({ columns: toColumns(internals._result.fields) });
+        const head = columnsSent ? undefined : encodePart({ columns: toColumns(cursorResult(cursor).fields) });
         const tail = last
           ? encodePart({
               summary: {
-                command: internals._result.command ?? "",
-                rowsAffected: BigInt(rowsAffected(internals._result, rows.rows)),
+                command: cursorResult(cursor).command ?? "",
+                rowsAffected: BigInt(rowsAffected(cursorResult(cursor), rows.rows)),
                 executionTime: toDuration(process.hrtime.bigint() - started),
               },
             })
@@ -149,7 +141,8 @@ export async function streamQuery(lease: Lease, statement: PreparedStatement, re
     throw toGatewayError(err);
   } finally {
     // An open portal (the client went away, or a send failed) is closed so the connection is idle again.
-    if (internals.state === "idle" || internals.state === "busy") await cursor.close().catch(() => undefined);
+    const state = cursorState(cursor);
+    if (state === "idle" || state === "busy") await cursor.close().catch(() => undefined);
   }
 }
 
@@ -180,6 +173,6 @@ function encodePart(part: MessageInitShape<typeof StreamQueryResponseSchema>): B
  * (SELECT, or a write with RETURNING) the gateway counts them itself; a
  * write without RETURNING has its count in the tag.
  */
-function rowsAffected(result: CursorInternals["_result"], streamed: number): number {
+function rowsAffected(result: CursorResult, streamed: number): number {
   return result.fields.length > 0 || result.rowCount === null ? streamed : result.rowCount;
 }

@@ -4,6 +4,7 @@ import { beforeStatement, GatewayError, leavesConnectionUsable } from "../errors
 import { withSpan } from "../telemetry/tracing.js";
 import { sendCancelRequest } from "./cancel-request.js";
 import { passDataRowBytes } from "./data-row-parser.js";
+import { activeQueryOf, destroyConnection, isQueryable } from "./pg-internals.js";
 
 /** Settings of the pool manager; every duration is in milliseconds. */
 export interface PoolManagerOptions {
@@ -639,8 +640,8 @@ export class PoolManager {
       this.#destroy(connection, "closed");
       return;
     }
-    const client = connection.client as pg.Client & { _getActiveQuery?(): unknown; _queryable?: boolean };
-    if ((err !== undefined && !leavesConnectionUsable(err)) || client._queryable === false || client._getActiveQuery?.()) {
+    const client = connection.client;
+    if ((err !== undefined && !leavesConnectionUsable(err)) || !isQueryable(client) || activeQueryOf(client)) {
       // Broken, or still busy with something its call walked away from (an unclosed cursor).
       this.#destroy(connection, "discarded", true);
       return;
@@ -946,7 +947,7 @@ export class PoolManager {
 
   #kill(connection: Connection): Promise<void> {
     connection.client.on("error", () => undefined);
-    (connection.client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    destroyConnection(connection.client);
     return Promise.resolve();
   }
 
