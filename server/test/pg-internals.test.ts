@@ -50,7 +50,7 @@ const VERSIONS: Record<Package, string> = { pg: installedVersion("pg"), "pg-curs
 
 /** Fails unless `ok`, naming the package, its installed version and the internal that changed. */
 function expectInternal(pkg: Package, internal: string, ok: boolean, found: string): void {
-  if (!ok) assert.fail(`${pkg} ${VERSIONS[pkg]} changed ${internal}: ${found}. server/src/pool/pg-internals.ts relies on it and must follow the change`);
+  if (!ok) assert.fail(`${pkg} ${VERSIONS[pkg]} changed ${internal} (found: ${found}); server/src/pool/pg-internals.ts relies on it and must follow the change`);
 }
 
 /** `expectInternal` for a member's type. */
