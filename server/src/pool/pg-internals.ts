@@ -23,7 +23,7 @@ export type { BackendMessage, DataRowMessage, ParameterStatusMessage } from "pg-
 
 /** pg's Client, as far as the gateway reaches into it. */
 interface ClientInternals {
-  /** False once the connection failed or the client was ended: pg then refuses queries. */
+  /** False once the connection failed or ended unasked (an error, the socket closed): pg then refuses queries. */
   _queryable: boolean;
   /** The query sent and not yet answered (in pipeline mode, the first of those). */
   _getActiveQuery(): unknown;
@@ -72,7 +72,7 @@ interface CursorInternals {
 
 // ---- pg's Client
 
-/** Whether pg still takes queries on `client`: false once its connection failed or it was ended. */
+/** Whether pg still takes queries on `client`: false once its connection failed or closed without `end()`. */
 export function isQueryable(client: pg.Client): boolean {
   return (client as unknown as Partial<ClientInternals>)._queryable !== false;
 }
