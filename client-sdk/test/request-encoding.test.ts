@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { QueryManyRequestSchema, QueryRequestSchema, QueryStreamRequestSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
 import { ValueSchema } from "../src/gen/dbgateway/v1/values_pb.js";
 import { encoderFor } from "../src/request-encoding.js";
@@ -51,7 +51,7 @@ describe("request encoding by hand", () => {
   it("writes QueryStreamRequest as toBinary does, with and without a timeout, with and without trace contexts", () => {
     const { byHand, encode } = encoderFor(QueryStreamRequestSchema);
     assert.equal(byHand, true);
-    const inits = [
+    const inits: MessageInitShape<typeof QueryStreamRequestSchema>[] = [
       { platform: "clinic", queries: [{ tenantId: "t1", sql: "SELECT $1", params: PARAMS }], timeoutMs: 0 },
       { platform: "clinic", queries: PARAMS.map((p, i) => ({ tenantId: i % 2 === 0 ? "" : `tenant_${i}`, sql: `SELECT $1 -- ${i}`, params: [p] })), timeoutMs: 250 },
       { platform: "p", queries: [{ sql: "SELECT 1" }], timeoutMs: 2 ** 32 - 1 },

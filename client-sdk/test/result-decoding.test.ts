@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
   BatchResponseSchema,
@@ -15,7 +15,8 @@ import { decodeByHand, decoderFor, rowBytesOf } from "../src/result-decoding.js"
 import { RowDecoder } from "../src/result.js";
 import { typeParsers } from "../src/type-parsers.js";
 
-type ResultSetInit = MessageInitShape<typeof ResultSetSchema>;
+/** The init form only (not a built message): its parts can be spread into another init. */
+type ResultSetInit = Exclude<MessageInitShape<typeof ResultSetSchema>, MessageShape<typeof ResultSetSchema>>;
 
 const texts = ["", "a", "ünïcødé ✓ 𝄞", "x".repeat(127), "y".repeat(128), "z".repeat(70_000), "line\nbreak\0nul"];
 
@@ -156,7 +157,7 @@ describe("decoding result messages by hand", () => {
 
   it("leaves to protobuf-es what it was not written for, with the same result", () => {
     // A field a newer gateway might add, on a result, a column and a value.
-    const unknown = (schema: DescMessage, init: object, field: number) => {
+    const unknown = (schema: DescMessage, init: Record<string, unknown>, field: number) => {
       const writer = new BinaryWriter();
       writer.raw(toBinary(schema, create(schema, init)));
       writer.tag(field, WireType.LengthDelimited).string("new");

@@ -108,7 +108,7 @@ describe("request decoding by hand", () => {
         tenantId: pick(["", "t1", "tenant-42"]),
         sql: pick(["SELECT 1", "SELECT $1", "UPDATE items SET note = $2 WHERE id = $1"]),
         params: Array.from({ length: Math.floor(random() * 4) }, () => pick(random() < 0.9 ? PARAMS : LEFT_TO_FROM_BINARY)),
-        traceContext: random() < 0.3 ? { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" } : {},
+        traceContext: (random() < 0.3 ? { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" } : {}) as Record<string, string>,
       }));
       const stream = toBinary(QueryStreamRequestSchema, create(QueryStreamRequestSchema, { platform: pick(["", "clinic"]), queries, timeoutMs: Math.floor(random() * 60_000) }));
       const scalarsOnly = queries.every((q) => q.params.every((p) => PARAMS.includes(p)));
