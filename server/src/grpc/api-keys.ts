@@ -1,9 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Metadata } from "@grpc/grpc-js";
 import { GatewayError } from "../errors.js";
-
-/** Who is calling, as proven by the API key. */
-export type Principal = { readonly kind: "admin" } | { readonly kind: "platform"; readonly platform: string };
+import type { Principal } from "../principal.js";
 
 /** The metadata key that carries the API key. */
 export const API_KEY_HEADER = "x-api-key";
@@ -39,16 +37,4 @@ export class ApiKeys {
 
 function digest(key: string): Buffer {
   return createHash("sha256").update(key).digest();
-}
-
-/** PERMISSION_DENIED unless the principal is the admin. */
-export function requireAdmin(principal: Principal): void {
-  if (principal.kind !== "admin") throw new GatewayError("PERMISSION_DENIED", "this call needs the admin key");
-}
-
-/** PERMISSION_DENIED unless the principal is the given platform. */
-export function requirePlatform(principal: Principal, platform: string): void {
-  if (principal.kind !== "platform" || principal.platform !== platform) {
-    throw new GatewayError("PERMISSION_DENIED", "the API key does not grant access to this platform");
-  }
 }

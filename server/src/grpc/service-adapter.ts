@@ -4,9 +4,9 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import * as grpc from "@grpc/grpc-js";
 import { decoderFor } from "../execution/request-decoding.js";
 import { GatewayError, toGatewayError, toStatusObject } from "../errors.js";
+import type { Principal } from "../principal.js";
 import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
-import type { Principal } from "./api-keys.js";
 import { EncodedMessage, requestStream, responseStream, type RequestStream, type ResponseStream } from "./message-streams.js";
 import type { OpenCalls } from "./open-calls.js";
 

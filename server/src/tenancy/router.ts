@@ -1,5 +1,5 @@
 import { GatewayError } from "../errors.js";
-import { requirePlatform, type Principal } from "../grpc/api-keys.js";
+import { requirePlatform, type Principal } from "../principal.js";
 import { databaseName, validatePlatform } from "./naming.js";
 import type { DatabaseRegistry } from "./registry.js";
 
