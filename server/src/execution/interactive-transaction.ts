@@ -1,8 +1,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } from "../errors.js";
 import type { TransactionRequestSchema, TransactionResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
-import { EncodedMessage, type RequestStream, type ResponseStream } from "../grpc/message-streams.js";
 import type { Lease } from "../pool/pool-manager.js";
+import { EncodedMessage, type RequestStream, type ResponseStream } from "./call-streams.js";
 import { prepareStatement } from "./execute.js";
 import { encodeBytesField } from "./protobuf-wire.js";
 import type { ResultBudget } from "./result-budget.js";

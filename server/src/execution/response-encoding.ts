@@ -1,7 +1,7 @@
 import { toBinary } from "@bufbuild/protobuf";
 import { toRpcStatus } from "../errors.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
-import { EncodedMessage } from "../grpc/message-streams.js";
+import { EncodedMessage } from "./call-streams.js";
 import type { Outcome } from "./pipeline.js";
 import { lengthDelimitedSize, lengthDelimitedTag, varintSize, writeBytesField, writeVarint, writeVarintField } from "./protobuf-wire.js";
 

@@ -1,37 +1,7 @@
-// The message streams of a grpc-js call as handlers see them: responses with backpressure by bytes, requests pulled one at a time.
-import { create, toBinary, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+// The message streams of a grpc-js call as handlers see them (the types of execution/call-streams.ts): responses with backpressure by bytes, requests pulled one at a time.
+import { create, toBinary, type DescMessage, type DescMethod, type MessageShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-
-/**
- * A response message already in its wire encoding, for the hot paths that
- * encode rows by hand (see execution/row-encoding.ts): sent as is. `onSent`,
- * when given, is called once the transport is done with the bytes: written
- * out (HTTP/2 flow control follows the client's reading), or the call ended
- * without (a unary response: once its call has ended).
- */
-export class EncodedMessage {
-  constructor(
-    readonly bytes: Buffer,
-    readonly onSent?: () => void,
-  ) {}
-}
-
-/**
- * The responses of a streaming call. `send` resolves once the transport can
- * take more (HTTP/2 flow control reaches back to the handler), or at once when
- * the call is over (check `ctx.signal`); messages sent after the call ended
- * are dropped.
- */
-export interface ResponseStream<O extends DescMessage> {
-  send(message: MessageInitShape<O> | EncodedMessage): Promise<void>;
-  /** Messages written and not yet taken by the transport. */
-  readonly pending: number;
-}
-
-/** The requests of a client-streaming call, read one at a time: undefined once the client has half-closed. */
-export interface RequestStream<I extends DescMessage> {
-  next(): Promise<MessageShape<I> | undefined>;
-}
+import { EncodedMessage, type RequestStream, type ResponseStream } from "../execution/call-streams.js";
 
 /** Bytes a streaming call may have written and not yet handed to HTTP/2 before `send` waits. */
 const RESPONSE_BUFFER_BYTES = 1 << 20;

@@ -2,12 +2,13 @@
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
+import { EncodedMessage, type RequestStream, type ResponseStream } from "../execution/call-streams.js";
 import { decoderFor } from "../execution/request-decoding.js";
 import { GatewayError, toGatewayError, toStatusObject } from "../errors.js";
 import type { Principal } from "../principal.js";
 import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
-import { EncodedMessage, requestStream, responseStream, type RequestStream, type ResponseStream } from "./message-streams.js";
+import { requestStream, responseStream } from "./message-streams.js";
 import type { OpenCalls } from "./open-calls.js";
 
 /** What a handler knows about its call besides the request. */

@@ -10,7 +10,7 @@ import { runInteractiveTransaction } from "../execution/interactive-transaction.
 import type { ResultAccount, ResultBudget } from "../execution/result-budget.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
-import { EncodedMessage } from "../grpc/message-streams.js";
+import { EncodedMessage } from "../execution/call-streams.js";
 import type { ServiceImpl } from "../grpc/service-adapter.js";
 import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
 import type { PoolManager } from "../pool/pool-manager.js";
