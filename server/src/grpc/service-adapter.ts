@@ -1,70 +1,16 @@
 // Serves protobuf-es service implementations on grpc-js: each call admitted, traced, cancelled and answered once, its errors converted in one place.
-import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
-import { EncodedMessage, type RequestStream, type ResponseStream } from "../execution/call-streams.js";
+import { EncodedMessage } from "../execution/call-streams.js";
 import { decoderFor } from "../execution/request-decoding.js";
 import { GatewayError, toGatewayError, toStatusObject } from "../errors.js";
 import type { Principal } from "../principal.js";
+import type { BidiStreamingImpl, CallContext, ServerStreamingImpl, ServiceImpl, UnaryImpl } from "../services/service-contract.js";
 import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
 import { requestStream, responseStream } from "./message-streams.js";
 import type { OpenCalls } from "./open-calls.js";
-
-/** What a handler knows about its call besides the request. */
-export interface CallContext {
-  readonly principal: Principal;
-  readonly metadata: grpc.Metadata;
-  /** Aborted when the client cancels. */
-  readonly signal: AbortSignal;
-  /** The call's deadline in epoch milliseconds; Infinity when it has none. */
-  readonly deadline: number;
-  /** The call's record for logs, metrics and traces: the handler's routing tells it the database. */
-  readonly record: CallRecord;
-  /** The client's address. */
-  readonly peer: string;
-  /** The subject (CN) of the client's certificate, "" if it has none. Read on demand: it is costly (a full X.509 parse). */
-  readonly clientCertificate: string;
-  /** A record of its own for one part of a long-lived stream (a QueryStream message): its own log line, metrics, and span under the call's. */
-  startPart(): CallRecord;
-  /**
-   * Authenticates and authorizes the call again, for a part of a long-lived
-   * stream: the rate limit takes a token, except for the first part, which
-   * uses the call's (and, should keys ever change while the gateway runs, a
-   * key removed since the call began is refused). Throws to refuse; tells
-   * `record` the platform.
-   */
-  reauthorize(record: CallRecord): void;
-}
-
-type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O> | EncodedMessage>;
-
-type ServerStreamingImpl<I extends DescMessage, O extends DescMessage> = (
-  request: MessageShape<I>,
-  responses: ResponseStream<O>,
-  ctx: CallContext,
-) => Promise<void>;
-
-type BidiStreamingImpl<I extends DescMessage, O extends DescMessage> = (
-  requests: RequestStream<I>,
-  responses: ResponseStream<O>,
-  ctx: CallContext,
-) => Promise<void>;
-
-/**
- * Handlers of a service's methods, by their local (camelCase) name. Missing
- * ones answer UNIMPLEMENTED. A streaming handler's call ends with OK when its
- * promise resolves, and with the error's status when it rejects.
- */
-export type ServiceImpl<S extends GenServiceMethods> = {
-  [K in keyof S]?: S[K] extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
-    ? UnaryImpl<I, O>
-    : S[K] extends { methodKind: "server_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
-      ? ServerStreamingImpl<I, O>
-      : S[K] extends { methodKind: "bidi_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
-        ? BidiStreamingImpl<I, O>
-        : never;
-};
 
 type AnyImpl = (...args: never[]) => Promise<unknown>;
 

@@ -3,11 +3,11 @@ import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { AuditLog } from "../audit/audit-log.js";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { DatabaseSchema, DatabaseType, type AdminService, type Database } from "../gen/dbgateway/v1/admin_service_pb.js";
-import type { CallContext, ServiceImpl } from "../grpc/service-adapter.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
 import { databaseName, parseDatabaseName } from "../tenancy/naming.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
+import type { CallContext, ServiceImpl } from "./service-contract.js";
 
 /** Where administrative actions are recorded. */
 export interface AuditOptions {

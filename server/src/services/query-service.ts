@@ -11,12 +11,12 @@ import type { ResultAccount, ResultBudget } from "../execution/result-budget.js"
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
 import { EncodedMessage } from "../execution/call-streams.js";
-import type { ServiceImpl } from "../grpc/service-adapter.js";
 import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import { runInContext, withStatementSpan } from "../telemetry/tracing.js";
 import type { CallRecord } from "../telemetry/call-telemetry.js";
 import type { Router } from "../tenancy/router.js";
+import type { ServiceImpl } from "./service-contract.js";
 
 /** Limits of the data plane. */
 export interface QueryServiceLimits {
