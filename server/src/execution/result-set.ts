@@ -3,12 +3,12 @@ import { NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/pr
 import type { FieldDef, QueryArrayResult, QueryResultBase } from "pg";
 import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "../gen/dbgateway/v1/values_pb.js";
 import { int32Size, lengthDelimitedSize, lengthDelimitedTag, varintSize, writeInt32Field, writeStringField, writeVarint, writeVarintField } from "./protobuf-wire.js";
-import { encodeRows } from "./row-encoding.js";
+import { encodeRows, type TextRow } from "./row-encoding.js";
+
+// Defined with the rows' encoding (which result sets use), and part of this module's API too.
+export type { TextRow };
 
 const NULL: JsonValue = { $typeName: "google.protobuf.Value", kind: { case: "nullValue", value: NullValue.NULL_VALUE } };
-
-/** A row in node-postgres's array row mode with text pass-through parsers: PostgreSQL's text form of each value, or null. */
-export type TextRow = (string | null)[];
 
 /**
  * Builds the protobuf result of a statement from node-postgres's result in

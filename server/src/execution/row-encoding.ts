@@ -1,5 +1,4 @@
 import { varintSize, writeVarint } from "./protobuf-wire.js";
-import type { TextRow } from "./result-set.js";
 
 /**
  * Protobuf wire encoding of result rows, written straight from PostgreSQL's
@@ -11,6 +10,9 @@ import type { TextRow } from "./result-set.js";
  * `toBinary` writes: see server/test/row-encoding.test.ts) and the rest of a
  * message with protobuf-es.
  */
+
+/** A row in node-postgres's array row mode with text pass-through parsers: PostgreSQL's text form of each value, or null. */
+export type TextRow = (string | null)[];
 
 /** `Value.null_value = NULL_VALUE` as a ListValue entry: tag 1/LEN, length 2, tag 1/VARINT, 0. */
 const NULL_ENTRY = [0x0a, 0x02, 0x08, 0x00] as const;
