@@ -3,10 +3,10 @@ import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.
 import { setPipelineMode, socketOf } from "../pool/pg-internals.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { sendTraced, type PreparedStatement } from "./execute.js";
+import type { Outcome } from "./response-encoding.js";
 import type { ResultAccount } from "./result-budget.js";
 
-/** The outcome of one statement run as a call of its own: its ResultSet, encoded (`BufferedResult.encode`), or its error. */
-export type Outcome = { result: Uint8Array; error?: undefined } | { result?: undefined; error: GatewayError };
+export type { Outcome }; // what a pipeline returns for each statement, defined with its encoding
 
 /**
  * Sends the queries `send` makes on the leased connection in pipeline mode,

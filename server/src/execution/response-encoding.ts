@@ -1,9 +1,11 @@
 import { toBinary } from "@bufbuild/protobuf";
-import { toRpcStatus } from "../errors.js";
+import { toRpcStatus, type GatewayError } from "../errors.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import { EncodedMessage } from "./call-streams.js";
-import type { Outcome } from "./pipeline.js";
 import { lengthDelimitedSize, lengthDelimitedTag, varintSize, writeBytesField, writeVarint, writeVarintField } from "./protobuf-wire.js";
+
+/** The outcome of one statement run as a call of its own: its ResultSet, encoded (`BufferedResult.encode`), or its error. */
+export type Outcome = { result: Uint8Array; error?: undefined } | { result?: undefined; error: GatewayError };
 
 /**
  * A QueryManyResponse or a BatchResponse (the same wire format:
