@@ -1,3 +1,4 @@
+// AdminService's tenant databases: create (from templates too), list and drop, concurrent creates, unconfigured platforms left alone.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code, GatewayError } from "../client-sdk/src/index.js";

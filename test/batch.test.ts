@@ -1,3 +1,4 @@
+// Batch: atomic and independent, pipelined or one at a time, with deadlines, transaction options and statements that end transactions.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { IsolationLevel } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";

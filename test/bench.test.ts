@@ -1,3 +1,4 @@
+// A smoke run of `npm run bench` (a second per measurement, small scale), so that the benchmark cannot rot.
 import assert from "node:assert/strict";
 import { execFile, spawnSync } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";

@@ -1,3 +1,4 @@
+// A client's mistakes (parameter counts, COPY through the client) on every path: INVALID_ARGUMENT, connection kept, gateway serving on.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";

@@ -1,3 +1,4 @@
+// DataRows passed on as their bytes on UTF-8 connections (passDataRowBytes), and decoded by pg while the client encoding is not UTF-8.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import pg from "pg";

@@ -1,3 +1,4 @@
+// Deadlines and cancellation stop the statement on PostgreSQL, never another call's; the server-wide maximum statement time applies.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type pg from "pg";

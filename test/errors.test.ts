@@ -1,3 +1,4 @@
+// Errors as clients see them: gRPC status, reason and every PostgreSQL field; authentication and authorization first on every method.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { ConnectError, createClient as createConnectClient } from "@connectrpc/connect";

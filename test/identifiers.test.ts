@@ -1,3 +1,4 @@
+// Hostile and malformed platform names and tenant ids are INVALID_ARGUMENT, the 63-byte limit holds, and no database is made for them.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code } from "../client-sdk/src/index.js";

@@ -1,3 +1,4 @@
+// Tenant isolation: each database's SQL runs as its own unprivileged role, which can reach no other tenant's database or data.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";

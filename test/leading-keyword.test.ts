@@ -1,3 +1,4 @@
+// The leading keyword that decides whether statements are pipelined or a COPY, found past comments and checked against PostgreSQL.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import pg from "pg";

@@ -1,3 +1,4 @@
+// Listen: subscribers sharing one connection per database, reconnection and missed notifications, slow subscribers, dropped databases.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type pg from "pg";

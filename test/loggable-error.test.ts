@@ -1,3 +1,4 @@
+// What the log keeps of an error: a PostgreSQL error's SQLSTATE, never its message, client or cancel key; a network error's code and cause.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import pg from "pg";

@@ -1,3 +1,4 @@
+// Mutual TLS: client certificates from the configured CA only, and the SDK connecting to an IP address without a TLS server name.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { after, before, describe, it } from "node:test";

@@ -1,3 +1,4 @@
+// Observability end to end: metrics (checked by promtool), alert rules, call logs, health, draining, the audit trail, rate limits and traces.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";

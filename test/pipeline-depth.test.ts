@@ -1,3 +1,4 @@
+// How deep QueryMany pipelines statements: the policy, and a database's time per statement learnt from its pipelines on PostgreSQL.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";

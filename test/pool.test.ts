@@ -1,3 +1,4 @@
+// The pool manager: one global cap over many databases, fairness, waiters and timeouts, idle and lifetime limits, session state reset.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code, createClient, GatewayError, type GatewayClient } from "../client-sdk/src/index.js";

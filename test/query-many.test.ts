@@ -1,3 +1,4 @@
+// QueryMany: independent queries pipelined, each as its own call; and the SDK coalescing one turn's queries into one call.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";

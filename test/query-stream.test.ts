@@ -1,3 +1,4 @@
+// QueryStream: queries over one stream, each answered when done, with rate limits, backpressure and shutdown; and the SDK's use of it.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";

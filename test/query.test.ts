@@ -1,3 +1,4 @@
+// Query through the SDK over mutual TLS: routing to main and tenant databases, reads and writes, no transaction carried into the next call.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";

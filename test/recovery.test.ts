@@ -1,3 +1,4 @@
+// Recovery without a gateway restart: PostgreSQL restarted under load, and backends terminated or stopped.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code, GatewayError } from "../client-sdk/src/index.js";

@@ -1,3 +1,4 @@
+// A gRPC client that is not ours (`buf curl`) over mutual TLS: services found through reflection, health checked, a query run.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";

@@ -1,3 +1,4 @@
+// Databases created or dropped out of band or by another gateway instance: routed at once, or NOT_FOUND with their pool closed.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";

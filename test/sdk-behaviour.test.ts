@@ -1,3 +1,4 @@
+// The SDK's behaviour: options checked up front, safe retries, transaction() re-run, one HTTP/2 connection reopened, default deadlines.
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";

@@ -1,3 +1,4 @@
+// The SDK as a package: packed with npm, installed outside the workspace, type-checked and run as ESM and as CommonJS.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";

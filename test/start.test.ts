@@ -1,3 +1,4 @@
+// `npm start` on a fresh checkout: an embedded PostgreSQL, development certificates and keys, and printed examples that run as printed.
 import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";

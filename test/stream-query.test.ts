@@ -1,3 +1,4 @@
+// StreamQuery: rows in bounded messages, columns first and summary last, errors part-way, deadlines, flat memory under a slow consumer.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";

@@ -1,3 +1,4 @@
+// Transaction streams: commit, rollback, failed statements, cut clients, isolation, serialization failures, idle timeouts, unknown commits.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";

@@ -1,3 +1,4 @@
+// Type exactness: values come back through the gateway and the SDK as pg returns them, and parameters of every kind round-trip.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";

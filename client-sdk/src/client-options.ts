@@ -1,3 +1,4 @@
+// createClient's options: checked once, TLS files read, every problem reported together in one TypeError, defaults filled in.
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Int8Mode, TypeParser } from "./type-parsers.js";

@@ -1,3 +1,4 @@
+// createClient, the SDK's entry point: one HTTP/2 connection over mutual TLS to a platform's databases, its tenants and the admin calls.
 import { createClient as createConnectClient, type Client } from "@connectrpc/connect";
 import { AdminService, DatabaseType, type GetPoolStatsResponse } from "./gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";

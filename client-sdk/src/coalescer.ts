@@ -1,3 +1,4 @@
+// Coalesces one turn's queries of a platform into one QueryStream message or QueryMany call, each query still run as its own.
 import type { Client } from "@connectrpc/connect";
 import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { ResultSet, Value } from "./gen/dbgateway/v1/values_pb.js";

@@ -1,3 +1,4 @@
+// The SDK's handle of one database (a platform's main one or a tenant's): query, stream, batch, transaction and listen.
 import type { Client } from "@connectrpc/connect";
 import type { RetryOptions } from "./client-options.js";
 import type { QueryCoalescer } from "./coalescer.js";

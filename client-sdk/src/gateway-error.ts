@@ -1,3 +1,4 @@
+// GatewayError, the SDK's one error: gRPC code, the gateway's stable reason, every field PostgreSQL sent, and whether a retry is safe.
 import { anyIs, anyUnpack, type Any } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { PostgresError } from "./gen/dbgateway/v1/errors_pb.js";

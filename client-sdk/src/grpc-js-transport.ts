@@ -1,3 +1,4 @@
+// The SDK's Connect transport over @grpc/grpc-js (one HTTP/2 channel, keepalive, reconnection) and its mutual-TLS credentials.
 import {
   create,
   fromBinary,

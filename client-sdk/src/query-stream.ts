@@ -1,3 +1,4 @@
+// The SDK's side of a platform's QueryStream: numbered queries sent in messages, each answer settling its query, the stream closed when idle.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { createWritableIterable, type WritableIterable } from "@connectrpc/connect/protocol";

@@ -1,3 +1,4 @@
+// QueryManyRequest and QueryStreamRequest, the SDK's hot paths, encoded by hand into the bytes protobuf-es's toBinary writes.
 import { toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import type { QueryManyRequestSchema, QueryStreamRequestSchema } from "./gen/dbgateway/v1/query_service_pb.js";

@@ -1,3 +1,4 @@
+// The SDK's result messages and their rows decoded by hand, to what protobuf-es's fromBinary gives; anything unexpected is left to it.
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { Duration, ListValue, Value } from "@bufbuild/protobuf/wkt";
 import type { BatchResult, QueryAnswer, QueryResponse, QueryStreamResponse, StreamQueryResponse, StreamSummary, TransactionResponse } from "./gen/dbgateway/v1/query_service_pb.js";

@@ -1,3 +1,4 @@
+// The SDK's retries: a call run again after UNAVAILABLE only when that is safe, with jittered backoff within its deadline.
 import { Code, GatewayError } from "./gateway-error.js";
 import type { RetryOptions } from "./client-options.js";
 

@@ -1,3 +1,4 @@
+// The caller's OpenTelemetry trace context sent to the gateway, per call or per query, when the optional @opentelemetry/api is installed.
 import type { Metadata } from "@grpc/grpc-js";
 
 type OpenTelemetryApi = typeof import("@opentelemetry/api");

@@ -1,3 +1,4 @@
+// One attempt of an interactive transaction over a Transaction stream: begin, the callback's statements, then commit or rollback.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { createWritableIterable } from "@connectrpc/connect/protocol";

@@ -1,3 +1,4 @@
+// PostgreSQL's text values to JavaScript: pg's own parsers, int8 as bigint and numeric[] exact, custom parsers by OID first.
 import { parse as parseArray } from "postgres-array";
 import types from "pg-types";
 

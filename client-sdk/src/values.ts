@@ -1,3 +1,4 @@
+// Statement parameters from JavaScript values to typed protobuf Values, exactly: int64, double, text, bytes, timestamps, arrays, JSON.
 import { create } from "@bufbuild/protobuf";
 import { NullValue, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ValueSchema, type Value } from "./gen/dbgateway/v1/values_pb.js";

@@ -1,3 +1,4 @@
+// The SDK's hand-encoded QueryManyRequest and QueryStreamRequest: the bytes protobuf-es's toBinary writes, for every kind of parameter.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";

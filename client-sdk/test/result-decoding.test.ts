@@ -1,3 +1,4 @@
+// The SDK's hand decoding of result messages and rows: what protobuf-es gives, with the same fallback and the same errors.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";

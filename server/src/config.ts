@@ -1,3 +1,4 @@
+// The gateway's settings, read once from the environment, validated with every problem reported at once, and printed with secrets redacted.
 import { accessSync, constants, readFileSync } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";

@@ -1,3 +1,4 @@
+// The gateway's one error type and its catalogue of reasons, each with its gRPC status; other errors converted to it, sent as google.rpc.Status.
 import { create, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";

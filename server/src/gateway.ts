@@ -1,3 +1,4 @@
+// Starts a gateway from resolved options (registry, roles, pools, services over mutual TLS, operators' port); its close drains calls first.
 import { setMaxListeners } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";

@@ -1,3 +1,4 @@
+// Settings from the environment: defaults, development mode only when asked for, every problem reported at once, secrets never printed.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ConfigError, describeSettings, loadSettings } from "../src/config.js";

@@ -1,3 +1,4 @@
+// Database names: (platform, tenant) to `{platform}_main` and `{platform}_{tenant_id}` and back; reserved and oversized tenant ids refused.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { GatewayError } from "../src/errors.js";

@@ -1,3 +1,4 @@
+// The protobuf wire helpers: varints and int32 values written and sized as protobuf-es writes them.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";

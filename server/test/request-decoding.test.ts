@@ -1,3 +1,4 @@
+// The gateway's hand decoding of QueryStreamRequest and QueryManyRequest: always what fromBinary gives, for random messages too.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, fromBinary, toBinary, type DescMessage } from "@bufbuild/protobuf";

@@ -1,3 +1,4 @@
+// QueryManyResponse and QueryStreamResponse written by hand: the bytes protobuf-es's toBinary writes, errors and query numbers included.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";

@@ -1,3 +1,4 @@
+// Rows and ResultSets encoded by hand, whole or in chunks, from DataRow bytes or text: the bytes protobuf-es writes.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";

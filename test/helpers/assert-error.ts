@@ -1,3 +1,4 @@
+// Asserts that a call fails with a GatewayError of the given gRPC code and reason, and returns the error.
 import assert from "node:assert/strict";
 import { Code, GatewayError } from "../../client-sdk/src/index.js";
 

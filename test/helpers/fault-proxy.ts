@@ -1,3 +1,4 @@
+// A TCP proxy in front of PostgreSQL or the gateway that cuts or holds connections at a chosen moment, as a network failure would.
 import { createServer, connect, type Server, type Socket } from "node:net";
 
 /** What the proxy does when an armed pattern passes from client to server. */

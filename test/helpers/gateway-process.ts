@@ -1,3 +1,4 @@
+// A gateway run as a process of its own (the `npm start` entry point) for tests, with its clients, output, memory and CPU time.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";

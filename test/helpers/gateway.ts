@@ -1,3 +1,4 @@
+// A gateway started in the test process with random platforms and keys, and helpers for its PostgreSQL, metrics and cleanup.
 import { randomBytes } from "node:crypto";
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";

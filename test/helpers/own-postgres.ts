@@ -1,3 +1,4 @@
+// An embedded PostgreSQL of one test's own, for tests that stop and start the database.
 import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

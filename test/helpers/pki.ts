@@ -1,3 +1,4 @@
+// Certificates for tests: a CA with server and client certificates, and a client certificate from a CA the gateway does not trust.
 import { createCertificateAuthority, issueCertificate, type CertificateAndKey } from "../../server/src/pki/certificates.js";
 
 /** Certificates for tests: the gateway's CA with a server and a client certificate, and an unrelated CA's client certificate. */

@@ -1,3 +1,4 @@
+// The PostgreSQL of one benchmark run (PG_URL's, or an embedded one started for it) and a scratch folder for the run's files.
 import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

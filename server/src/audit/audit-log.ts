@@ -1,3 +1,4 @@
+// The append-only audit trail of administrative actions, in the gateway's catalog database: who, from where, what, on which database, outcome.
 import pg from "pg";
 
 /**

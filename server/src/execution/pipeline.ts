@@ -1,3 +1,4 @@
+// Pipelining on one connection: statements of separate calls written at once, answered in order, each in its own implicit transaction, then reset.
 import { DatabaseError, type Client, type QueryResult } from "pg";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import { setPipelineMode, socketOf } from "../pool/pg-internals.js";

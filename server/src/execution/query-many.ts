@@ -1,3 +1,4 @@
+// The QueryMany call and QueryStream's queries: each run as its own Query would be, pipelined on its database's connections.
 import { setMaxListeners } from "node:events";
 import { GatewayError, toGatewayError } from "../errors.js";
 import type { TenantQuery } from "../gen/dbgateway/v1/query_service_pb.js";

@@ -1,3 +1,4 @@
+// QueryStreamRequest and QueryManyRequest decoded by hand, always to what protobuf-es's fromBinary gives, or its error.
 import { fromBinary, type DescMessage } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { QueryManyRequest, QueryStreamRequest, TenantQuery } from "../gen/dbgateway/v1/query_service_pb.js";

@@ -1,3 +1,4 @@
+// QueryMany, Batch and QueryStream responses written by hand around results already encoded: each statement's result or error.
 import { toBinary } from "@bufbuild/protobuf";
 import { toRpcStatus, type GatewayError } from "../errors.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";

@@ -1,3 +1,4 @@
+// A statement's ResultSet from node-postgres's result: as a protobuf message, or written by hand straight into its wire bytes.
 import { create } from "@bufbuild/protobuf";
 import { NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/protobuf/wkt";
 import type { FieldDef, QueryArrayResult, QueryResultBase } from "pg";

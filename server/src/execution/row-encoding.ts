@@ -1,3 +1,4 @@
+// Result rows encoded by hand into protobuf wire bytes, from PostgreSQL's text or DataRow bytes, whole or in bounded chunks.
 import { varintSize, writeVarint } from "./protobuf-wire.js";
 
 /**

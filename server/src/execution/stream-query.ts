@@ -1,3 +1,4 @@
+// The StreamQuery call: a statement's rows read from a portal and sent in bounded messages, so memory stays small whatever the result's size.
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import Cursor from "pg-cursor";
 import { toGatewayError } from "../errors.js";

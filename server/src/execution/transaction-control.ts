@@ -1,3 +1,4 @@
+// Transactions the gateway opens (Batch, Transaction): BEGIN from their options, statements that end them caught, COMMIT's outcome never guessed.
 import pg from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { IsolationLevel, type TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";

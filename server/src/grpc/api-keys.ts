@@ -1,3 +1,4 @@
+// Authenticates calls by their API key (x-api-key) in constant time: timing reveals neither a key nor the platform it belongs to.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Metadata } from "@grpc/grpc-js";
 import { GatewayError } from "../errors.js";

@@ -1,3 +1,4 @@
+// grpc.health.v1 and server reflection beside the gateway's services, so grpcurl and `buf curl` work without .proto files.
 import { toBinary, type DescFile, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";

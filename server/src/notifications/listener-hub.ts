@@ -1,3 +1,4 @@
+// LISTEN for the Listen call: one listening connection per database shared by all its subscribers, opened again with backoff when lost.
 import { setMaxListeners } from "node:events";
 import pg from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";

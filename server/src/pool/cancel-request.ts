@@ -1,3 +1,4 @@
+// Cancels what a connection's backend is running: PostgreSQL's CancelRequest, sent on a connection of its own.
 import type pg from "pg";
 import { backendKey, CancelConnection } from "./pg-internals.js";
 

@@ -1,3 +1,4 @@
+// DataRows kept as the bytes PostgreSQL sent on UTF-8 connections, so that rows are copied on without decoding each value.
 import type pg from "pg";
 import { replacePacketHandler, type BackendMessage, type DataRowMessage, type PacketHandler, type ParameterStatusMessage } from "./pg-internals.js";
 

@@ -1,3 +1,4 @@
+// Per-database connection pools under one global cap: fair leases within deadlines, cancellation, connections reset or destroyed before reuse.
 import pg from "pg";
 import { DatabaseError } from "pg";
 import { beforeStatement, GatewayError, leavesConnectionUsable } from "../errors.js";

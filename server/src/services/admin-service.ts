@@ -1,3 +1,4 @@
+// AdminService's handlers, for the admin key: tenant creation and removal (audited), the audit trail, database lists and pool statistics.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { AuditLog } from "../audit/audit-log.js";

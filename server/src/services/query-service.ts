@@ -1,3 +1,4 @@
+// QueryService's handlers: each data call routed to its tenant's database, run within its deadline and limits, ended cleanly at shutdown.
 import { beforeStatement, GatewayError, toGatewayError } from "../errors.js";
 import type { QueryService, QueryStreamRequest } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";

@@ -1,3 +1,4 @@
+// Observes every call for logs, metrics and traces: its request id, its server span, and one JSON log line at its end, never a secret.
 import { randomUUID } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { Context, Span } from "@opentelemetry/api";

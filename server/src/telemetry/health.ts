@@ -1,3 +1,4 @@
+// Whether the gateway is serving: PostgreSQL checked with SELECT 1 at intervals, and draining, for /health and grpc.health.v1.
 import type pg from "pg";
 
 /** What /health reports, in the shape of seed 001 §4.4. */

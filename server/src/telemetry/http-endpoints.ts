@@ -1,3 +1,4 @@
+// The operators' HTTP port: /metrics for Prometheus, and /health, /health/live and /health/ready for orchestrators.
 import { createServer, type Server } from "node:http";
 import type { HealthMonitor } from "./health.js";
 import type { GatewayMetrics } from "./metrics.js";

@@ -1,3 +1,4 @@
+// The gateway's log: JSON lines on stdout (pino, buffered), flushed before exit, and what of an error may be written in it.
 import { DatabaseError } from "pg";
 import pino, { type Logger } from "pino";
 

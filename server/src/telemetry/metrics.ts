@@ -1,3 +1,4 @@
+// The gateway's Prometheus metrics (prom-client), every label with a bounded set of values, the pools' counts read at scrape time.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ListenerStats } from "../notifications/listener-hub.js";
 import type { ManagerStats, PoolStats } from "../pool/pool-manager.js";

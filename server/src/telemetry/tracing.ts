@@ -1,3 +1,4 @@
+// OpenTelemetry traces when configured: a server span per call in its caller's trace, and a span per statement without its values.
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Link, type Span, type Tracer } from "@opentelemetry/api";
 import { status as Status, type Metadata } from "@grpc/grpc-js";
 

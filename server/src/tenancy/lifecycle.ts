@@ -1,3 +1,4 @@
+// Creates, adopts and drops tenant databases with their roles, one change to a name at a time across gateway instances (advisory locks).
 import pg from "pg";
 import { DatabaseError, escapeIdentifier } from "pg";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";

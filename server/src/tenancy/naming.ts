@@ -1,3 +1,4 @@
+// Database names: `{platform}_main` and `{platform}_{tenant_id}`, their parts validated, and split back into them.
 import { GatewayError } from "../errors.js";
 
 /** PostgreSQL truncates identifiers longer than this many bytes: a name must fit. */

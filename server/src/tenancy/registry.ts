@@ -1,3 +1,4 @@
+// The databases that exist, read from pg_database and kept current, so that routing answers NOT_FOUND without a connection attempt.
 import type pg from "pg";
 import { parseDatabaseName, type ParsedDatabaseName } from "./naming.js";
 

@@ -1,3 +1,4 @@
+// Each database's own login role: its rights, and its password derived from the gateway secret; what the administrative role may lack.
 import { createHmac, pbkdf2Sync, randomBytes, createHash } from "node:crypto";
 import type pg from "pg";
 import { DatabaseError, escapeIdentifier, escapeLiteral } from "pg";

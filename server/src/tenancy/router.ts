@@ -1,3 +1,4 @@
+// Routes a data call to its database: platform, key, tenant id and existence checked in that order, each failure with its own status.
 import { GatewayError } from "../errors.js";
 import { requirePlatform, type Principal } from "../principal.js";
 import { databaseName, validatePlatform } from "./naming.js";
