@@ -45,17 +45,62 @@ const forbid = (name, comment, from, to) => ({ name, comment, severity: "error",
 export default {
   forbidden: [
     forbid("resolvable", "Every import resolves to a file, so that none escapes these rules unseen.", { path: [SERVER, SDK] }, { couldNotResolve: true }),
-    forbid("no-circular", "Modules that import each other, directly or around a longer loop: move what both need below them.", { path: [SERVER, SDK] }, { circular: true }),
+    forbid(
+      "no-circular",
+      "Modules that import each other, directly or around a longer loop: move what both need below them.",
+      { path: [SERVER, SDK] },
+      { circular: true },
+    ),
 
-    forbid("base-imports-only-base", "The shared base (errors, principal, generated messages, wire codecs, tracing, logging) is below every layer.", { path: BASE }, { path: SERVER, pathNot: BASE }),
-    forbid("pool-imports-only-base", "pool/ is the lowest layer above the base: it knows nothing of statements, services or calls.", { path: POOL }, { path: SERVER, pathNot: [POOL, BASE] }),
-    forbid("execution-not-upward", "execution/ runs statements on a connection: it knows nothing of services, transport or composition (its sinks are defined in execution/call-streams.ts).", { path: EXECUTION, pathNot: BASE }, { path: [SERVICES, BESIDE_SERVICES, TRANSPORT, COMPOSITION], pathNot: BASE }),
-    forbid("beside-services-not-upward", "tenancy/, notifications/, audit/ and telemetry/ sit beside services/: they serve it and the transport, never import them.", { path: BESIDE_SERVICES, pathNot: BASE }, { path: [SERVICES, TRANSPORT, COMPOSITION] }),
-    forbid("services-not-upward", "services/ implement the handlers that grpc/ serves (the contract is services/service-contract.ts): they never import the transport.", { path: SERVICES }, { path: [TRANSPORT, COMPOSITION] }),
-    forbid("transport-not-to-composition", "grpc/ is built by the composition (gateway.ts, cli/), not the other way round.", { path: TRANSPORT }, { path: COMPOSITION }),
+    forbid(
+      "base-imports-only-base",
+      "The shared base (errors, principal, generated messages, wire codecs, tracing, logging) is below every layer.",
+      { path: BASE },
+      { path: SERVER, pathNot: BASE },
+    ),
+    forbid(
+      "pool-imports-only-base",
+      "pool/ is the lowest layer above the base: it knows nothing of statements, services or calls.",
+      { path: POOL },
+      { path: SERVER, pathNot: [POOL, BASE] },
+    ),
+    forbid(
+      "execution-not-upward",
+      "execution/ runs statements on a connection: it knows nothing of services, transport or composition (its sinks are defined in execution/call-streams.ts).",
+      { path: EXECUTION, pathNot: BASE },
+      { path: [SERVICES, BESIDE_SERVICES, TRANSPORT, COMPOSITION], pathNot: BASE },
+    ),
+    forbid(
+      "beside-services-not-upward",
+      "tenancy/, notifications/, audit/ and telemetry/ sit beside services/: they serve it and the transport, never import them.",
+      { path: BESIDE_SERVICES, pathNot: BASE },
+      { path: [SERVICES, TRANSPORT, COMPOSITION] },
+    ),
+    forbid(
+      "services-not-upward",
+      "services/ implement the handlers that grpc/ serves (the contract is services/service-contract.ts): they never import the transport.",
+      { path: SERVICES },
+      { path: [TRANSPORT, COMPOSITION] },
+    ),
+    forbid(
+      "transport-not-to-composition",
+      "grpc/ is built by the composition (gateway.ts, cli/), not the other way round.",
+      { path: TRANSPORT },
+      { path: COMPOSITION },
+    ),
 
-    forbid("server-not-into-sdk-source", "The server uses the SDK as the package @db-gateway/client, never its files by a relative path.", { path: SERVER }, { path: SDK, dependencyTypes: ["local"], dependencyTypesNot: ["aliased"] }),
-    forbid("sdk-not-to-server", "The SDK is a package of its own, published without the server: it never imports server code.", { path: SDK }, { path: "^server/" }),
+    forbid(
+      "server-not-into-sdk-source",
+      "The server uses the SDK as the package @db-gateway/client, never its files by a relative path.",
+      { path: SERVER },
+      { path: SDK, dependencyTypes: ["local"], dependencyTypesNot: ["aliased"] },
+    ),
+    forbid(
+      "sdk-not-to-server",
+      "The SDK is a package of its own, published without the server: it never imports server code.",
+      { path: SDK },
+      { path: "^server/" },
+    ),
   ],
   options: {
     // Type-only imports count: a type is part of the layer that defines it.

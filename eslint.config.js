@@ -23,11 +23,22 @@ export default tseslint.config(
           "MemberExpression[property.name=/^(_queryable|_getActiveQuery|_activeQuery|_queryQueue|_sentQueryQueue|_ending|_connected|_result|_emitMessage|activeQuery|attachListeners|handlePacket|processID|secretKey|pipeline|connectionParameters|sendCopyFail)$/]",
           "MemberExpression[object.property.name='connection'][property.name='stream']",
           "MemberExpression[object.property.name='Query'][property.name='prototype']",
-        ].map((selector) => ({ selector, message: "pg internals are reached through server/src/pool/pg-internals.ts only (add a function there, and its check to server/test/pg-internals.test.ts)" })),
+        ].map((selector) => ({
+          selector,
+          message:
+            "pg internals are reached through server/src/pool/pg-internals.ts only (add a function there, and its check to server/test/pg-internals.test.ts)",
+        })),
       ],
       "no-restricted-imports": [
         "error",
-        { patterns: [{ group: ["pg/lib/*", "pg-cursor/*", "pg-protocol/dist/*"], message: "pg's packages' own modules are imported in server/src/pool/pg-internals.ts only" }] },
+        {
+          patterns: [
+            {
+              group: ["pg/lib/*", "pg-cursor/*", "pg-protocol/dist/*"],
+              message: "pg's packages' own modules are imported in server/src/pool/pg-internals.ts only",
+            },
+          ],
+        },
       ],
     },
   },

@@ -21,7 +21,13 @@ import type { Outcome } from "../server/src/execution/pipeline.js";
 import { QueryRequestSchema, QueryStreamRequestSchema, type QueryRequest, type QueryStreamRequest } from "../server/src/gen/dbgateway/v1/query_service_pb.js";
 import { RESET_STATEMENT, TEXT_PASSTHROUGH } from "../server/src/pool/pool-manager.js";
 
-const { key, cert, ca, url, mode } = JSON.parse(process.argv[2]!) as { key: string; cert: string; ca: string; url: string; mode: "reset" | "statement" | "memory" };
+const { key, cert, ca, url, mode } = JSON.parse(process.argv[2]!) as {
+  key: string;
+  cert: string;
+  ca: string;
+  url: string;
+  mode: "reset" | "statement" | "memory";
+};
 const client = new pg.Client({ connectionString: url, types: TEXT_PASSTHROUGH });
 await client.connect();
 const piped = client as pg.Client & { pipeline: boolean; connection: { stream: import("node:net").Socket } };
@@ -33,7 +39,12 @@ function run(request: Pick<QueryRequest, "sql" | "params">): Promise<Uint8Array>
   const started = process.hrtime.bigint();
   piped.pipeline = true;
   piped.connection.stream.cork();
-  const answer = client.query<TextRow>({ text: request.sql, values: toPgParams(request.params), rowMode: "array", queryMode: "extended" } as pg.QueryArrayConfig);
+  const answer = client.query<TextRow>({
+    text: request.sql,
+    values: toPgParams(request.params),
+    rowMode: "array",
+    queryMode: "extended",
+  } as pg.QueryArrayConfig);
   const reset = mode === "reset" ? client.query(RESET_STATEMENT) : undefined;
   piped.connection.stream.uncork();
   return Promise.all([answer, reset]).then(([result]) => {
@@ -57,10 +68,12 @@ const queryStream: grpc.handleBidiStreamingCall<QueryStreamRequest, Buffer> = (c
     for (const q of request.queries) {
       const number = numbered++;
       running = running.then(() =>
-        run(q).then(
-          (result): Outcome => ({ result }),
-          (err: unknown): Outcome => ({ error: new GatewayError("INTERNAL", String(err)) }),
-        ).then((outcome) => void call.write(encodeAnswers([number], [outcome]).bytes)),
+        run(q)
+          .then(
+            (result): Outcome => ({ result }),
+            (err: unknown): Outcome => ({ error: new GatewayError("INTERNAL", String(err)) }),
+          )
+          .then((outcome) => void call.write(encodeAnswers([number], [outcome]).bytes)),
       );
     }
   });

@@ -20,7 +20,13 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient as createConnectClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import { QueryRequestSchema, QueryResponseSchema, QueryService, type QueryRequest, type QueryResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import {
+  QueryRequestSchema,
+  QueryResponseSchema,
+  QueryService,
+  type QueryRequest,
+  type QueryResponse,
+} from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
@@ -77,7 +83,10 @@ try {
     },
     "QueryService",
   );
-  const bare = new Bare(`localhost:${gateway.port}`, grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)));
+  const bare = new Bare(
+    `localhost:${gateway.port}`,
+    grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)),
+  );
   const metadata = new grpc.Metadata();
   metadata.set("x-api-key", gateway.platformKey);
   const bareQuery = (bare as unknown as { Query: (r: QueryRequest, m: grpc.Metadata, cb: (e: Error | null) => void) => void }).Query.bind(bare);
@@ -114,7 +123,11 @@ try {
       for (const [name, call] of transports) {
         const r = await measure(call, concurrency);
         const s = sums.get(name) ?? { callsPerSecond: 0, clientCpuMicros: 0, gatewayCpuMicros: 0 };
-        sums.set(name, { callsPerSecond: s.callsPerSecond + r.callsPerSecond, clientCpuMicros: s.clientCpuMicros + r.clientCpuMicros, gatewayCpuMicros: s.gatewayCpuMicros + r.gatewayCpuMicros });
+        sums.set(name, {
+          callsPerSecond: s.callsPerSecond + r.callsPerSecond,
+          clientCpuMicros: s.clientCpuMicros + r.clientCpuMicros,
+          gatewayCpuMicros: s.gatewayCpuMicros + r.gatewayCpuMicros,
+        });
       }
     }
     for (const [name, s] of sums) {

@@ -135,7 +135,10 @@ try {
       // Without coalescing (one Query call per query), then coalesced into a QueryMany call per turn, then
       // as the SDK does by default: coalesced over a QueryStream.
       await measure(scenario, "C SDK via gateway, coalescing off", concurrency, () => uncoalesced.query(pointSql, [randomId()]), { gateway });
-      if (concurrency > 1) await measure(scenario, "C SDK via gateway, QueryMany calls (queryStream: false)", concurrency, () => byCalls.query(pointSql, [randomId()]), { gateway });
+      if (concurrency > 1)
+        await measure(scenario, "C SDK via gateway, QueryMany calls (queryStream: false)", concurrency, () => byCalls.query(pointSql, [randomId()]), {
+          gateway,
+        });
       await measure(scenario, "C SDK via gateway", concurrency, () => sdk.query(pointSql, [randomId()]), { gateway });
       if (concurrency === 1) {
         // What the gRPC hop alone costs (mTLS, HTTP/2, grpc-js and the gateway's interceptors, no database): the floor of (C)'s latency.
@@ -148,7 +151,12 @@ try {
         try {
           const floorClient = createClient({ ...gateway.clientOptions(gateway.platformKey), url: `https://localhost:${bare.port}` });
           const floor = floorClient.platform(PLATFORM);
-          await measure(scenario, "C″ floor: SDK over QueryStream to a bare grpc-js server running the statement and DISCARD ALL (scripts/bare-grpc-server.ts)", concurrency, () => floor.query(pointSql, [randomId()]));
+          await measure(
+            scenario,
+            "C″ floor: SDK over QueryStream to a bare grpc-js server running the statement and DISCARD ALL (scripts/bare-grpc-server.ts)",
+            concurrency,
+            () => floor.query(pointSql, [randomId()]),
+          );
           floorClient.close();
         } finally {
           bare.close();
@@ -318,16 +326,25 @@ try {
     };
     // What a platform would write without a gateway: a pool per tenant database (pg's default size, 10).
     await closeTenantConnections();
-    await measureTenants("A pg direct (a pool per tenant)", perTenant((d) => direct(d, 10)));
+    await measureTenants(
+      "A pg direct (a pool per tenant)",
+      perTenant((d) => direct(d, 10)),
+    );
     await closePools();
     // PostgreSQL's own ceiling for this workload: one connection per tenant database, all opened before
     // measuring, none refused, no reset between queries and no process between client and server.
     await closeTenantConnections();
-    await measureTenants("A′ pg direct (one connection per tenant)", perTenant((d) => direct(d, 1)));
+    await measureTenants(
+      "A′ pg direct (one connection per tenant)",
+      perTenant((d) => direct(d, 1)),
+    );
     await closePools();
     if (bouncer) {
       await closeTenantConnections();
-      await measureTenants("B pg via PgBouncer (a pool per tenant)", perTenant((d) => bounced(d, 10)));
+      await measureTenants(
+        "B pg via PgBouncer (a pool per tenant)",
+        perTenant((d) => bounced(d, 10)),
+      );
       await closePools();
     }
     // The gateway sized for this many tenants: a cap above their number and a pool for each, so
@@ -344,7 +361,11 @@ try {
         const manySdk = createClient({ ...sized.clientOptions(sized.platformKey), queryStream: false });
         try {
           const db = manySdk.platform(PLATFORM);
-          await measureTenants(`C SDK via gateway (${sizing}), QueryMany calls (queryStream: false)`, (tenant) => db.tenant(tenant).query(pointSql, [tenantId()]), sized);
+          await measureTenants(
+            `C SDK via gateway (${sizing}), QueryMany calls (queryStream: false)`,
+            (tenant) => db.tenant(tenant).query(pointSql, [tenantId()]),
+            sized,
+          );
         } finally {
           manySdk.close();
         }
@@ -370,7 +391,15 @@ try {
     await writeFile(
       args.json,
       JSON.stringify(
-        { durationSeconds: DURATION_MS / 1000, rows: ROWS, tenants: TENANTS, streamRows: STREAM_ROWS, postgres: postgres.embedded ? "embedded" : "PG_URL", pgbouncer: bouncer !== undefined, results },
+        {
+          durationSeconds: DURATION_MS / 1000,
+          rows: ROWS,
+          tenants: TENANTS,
+          streamRows: STREAM_ROWS,
+          postgres: postgres.embedded ? "embedded" : "PG_URL",
+          pgbouncer: bouncer !== undefined,
+          results,
+        },
         null,
         2,
       ) + "\n",
@@ -397,9 +426,11 @@ async function measure(
 ): Promise<void> {
   // Warm-up: connections opened, code compiled.
   const warm = Date.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (Date.now() - warm < Math.min(1_000, DURATION_MS / 4)) await op().catch(() => undefined);
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (Date.now() - warm < Math.min(1_000, DURATION_MS / 4)) await op().catch(() => undefined);
+    }),
+  );
   const sampler = startSampler(options);
   const cpu = options.gateway ? await options.gateway.cpuMicros() : 0;
   const opened = options.gateway && options.sampleConnections ? await connectionsOpened(options.gateway) : 0;
@@ -424,7 +455,8 @@ async function measure(
   const gatewayCpu = options.gateway ? (await options.gateway.cpuMicros()) - cpu : 0;
   const peaks = await sampler.stop();
   record(scenario, setup, latencies, seconds, errors, options.gateway ? gatewayCpu : undefined, peaks);
-  if (options.gateway && options.sampleConnections) results.at(-1)!.note = `${(await connectionsOpened(options.gateway)) - opened} connections opened while measured`;
+  if (options.gateway && options.sampleConnections)
+    results.at(-1)!.note = `${(await connectionsOpened(options.gateway)) - opened} connections opened while measured`;
 }
 
 /** A plain grpc-js client of the gateway's grpc.health.v1 Health/Check, over the same mTLS as the SDK. */
@@ -478,7 +510,15 @@ async function measureStream(scenario: string, setup: string, read: () => Promis
   console.log(`${scenario} | ${setup}: ${Math.round(rows / seconds)} rows/s`);
 }
 
-function record(scenario: string, setup: string, latencies: number[], seconds: number, errors: Record<string, number>, gatewayCpu: number | undefined, peaks: Peaks): void {
+function record(
+  scenario: string,
+  setup: string,
+  latencies: number[],
+  seconds: number,
+  errors: Record<string, number>,
+  gatewayCpu: number | undefined,
+  peaks: Peaks,
+): void {
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
   const opsPerSecond = latencies.length / seconds;
@@ -494,7 +534,9 @@ function record(scenario: string, setup: string, latencies: number[], seconds: n
     errors,
   };
   results.push(row);
-  console.log(`${scenario} | ${setup}: ${row.opsPerSecond} ops/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms${Object.keys(errors).length ? `, errors ${JSON.stringify(errors)}` : ""}`);
+  console.log(
+    `${scenario} | ${setup}: ${row.opsPerSecond} ops/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms${Object.keys(errors).length ? `, errors ${JSON.stringify(errors)}` : ""}`,
+  );
 }
 
 interface Peaks {
@@ -507,7 +549,8 @@ interface Peaks {
 function startSampler(options: { gateway?: GatewayProcess; clientRss?: boolean; sampleConnections?: boolean }): { stop(): Promise<Peaks> } {
   const peaks: Peaks = {};
   let running = true;
-  const rss = async () => (options.gateway ? (await options.gateway.rssBytes()) / 1048576 : options.clientRss ? process.memoryUsage.rss() / 1048576 : undefined);
+  const rss = async () =>
+    options.gateway ? (await options.gateway.rssBytes()) / 1048576 : options.clientRss ? process.memoryUsage.rss() / 1048576 : undefined;
   const loop = (async () => {
     const start = await rss();
     peaks.rssStartMb = start === undefined ? undefined : Math.round(start);
@@ -592,8 +635,14 @@ function printTable(): void {
   console.log("|---|---|---|---|---|---|---|---|---|---|");
   for (const r of results) {
     const cell = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? "" : String(v));
-    const errs = Object.entries(r.errors).map(([k, v]) => `${k}: ${v}`).join(", ") || (r.note ?? "");
-    console.log(`| ${r.scenario} | ${r.setup} | ${r.opsPerSecond} | ${cell(r.p50Ms)} | ${cell(r.p99Ms)} | ${cell(r.vsDirect)} | ${cell(r.gatewayCpuMicrosPerOp)} | ${cell(r.gatewayPeakRssMb)} | ${cell(r.peakPgConnections)} | ${errs} |`);
+    const errs =
+      Object.entries(r.errors)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join(", ") ||
+      (r.note ?? "");
+    console.log(
+      `| ${r.scenario} | ${r.setup} | ${r.opsPerSecond} | ${cell(r.p50Ms)} | ${cell(r.p99Ms)} | ${cell(r.vsDirect)} | ${cell(r.gatewayCpuMicrosPerOp)} | ${cell(r.gatewayPeakRssMb)} | ${cell(r.peakPgConnections)} | ${errs} |`,
+    );
   }
 }
 

@@ -36,16 +36,33 @@ try {
   for (let w = 0; w < windows + 2; w++) {
     const k = w % 2 === 0 ? "base" : "this";
     const gw = gws[k as "base" | "this"];
-    const c0 = await gw.cpuMicros(); const t0 = performance.now();
+    const c0 = await gw.cpuMicros();
+    const t0 = performance.now();
     const end = Date.now() + 2000;
     const l: number[] = [];
-    await Promise.all(Array.from({ length: conc }, async () => { while (Date.now() < end) { const s = performance.now(); await ops[k]!(); l.push(performance.now() - s); } }));
+    await Promise.all(
+      Array.from({ length: conc }, async () => {
+        while (Date.now() < end) {
+          const s = performance.now();
+          await ops[k]!();
+          l.push(performance.now() - s);
+        }
+      }),
+    );
     if (w < 2) continue; // warm-up
-    lat[k]!.push(...l); cpu[k]! += (await gw.cpuMicros()) - c0; secs[k]! += (performance.now() - t0) / 1000;
+    lat[k]!.push(...l);
+    cpu[k]! += (await gw.cpuMicros()) - c0;
+    secs[k]! += (performance.now() - t0) / 1000;
   }
-  for (const k of ["base", "this"]) { const a = lat[k]!.sort((x, y) => x - y); console.log(`${k}: ${(a.length / secs[k]!).toFixed(0)}/s p50 ${a[a.length >> 1]!.toFixed(3)} ms, gateway cpu ${(cpu[k]! / a.length).toFixed(0)} µs/op`); }
+  for (const k of ["base", "this"]) {
+    const a = lat[k]!.sort((x, y) => x - y);
+    console.log(`${k}: ${(a.length / secs[k]!).toFixed(0)}/s p50 ${a[a.length >> 1]!.toFixed(3)} ms, gateway cpu ${(cpu[k]! / a.length).toFixed(0)} µs/op`);
+  }
 } finally {
   for (const gw of Object.values(gws)) await gw.close();
-  await dropPlatformDatabases(Object.values(gws).map((g) => g.platform), url);
+  await dropPlatformDatabases(
+    Object.values(gws).map((g) => g.platform),
+    url,
+  );
   await dropOwnerRole(url);
 }

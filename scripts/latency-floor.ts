@@ -46,7 +46,10 @@ try {
   const sdk = (target: string) => createClient({ ...gw.clientOptions(gw.platformKey), url: target, coalesce: false }).platform(gw.platform);
   const streamed = (target: string) => createClient({ ...gw.clientOptions(gw.platformKey), url: target }).platform(gw.platform);
   const [memory, statement, reset] = [await bare("memory"), await bare("statement"), await bare("reset")];
-  const grpcClient = new grpc.Client(`localhost:${reset}`, grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)));
+  const grpcClient = new grpc.Client(
+    `localhost:${reset}`,
+    grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)),
+  );
   const grpcQuery = () =>
     new Promise<QueryResponse>((resolve, reject) =>
       grpcClient.makeUnaryRequest<QueryRequest, QueryResponse>(
@@ -88,7 +91,9 @@ try {
   }
   for (const [name, times] of Object.entries(latencies)) {
     times.sort((a, b) => a - b);
-    console.log(`${name}: p50 ${times[times.length >> 1]!.toFixed(3)} ms, p99 ${times[Math.floor(times.length * 0.99)]!.toFixed(3)} ms (${times.length} queries)`);
+    console.log(
+      `${name}: p50 ${times[times.length >> 1]!.toFixed(3)} ms, p99 ${times[Math.floor(times.length * 0.99)]!.toFixed(3)} ms (${times.length} queries)`,
+    );
   }
   grpcClient.close();
   await direct.end();

@@ -50,7 +50,9 @@ try {
     const client = process.cpuUsage(client0);
     const gatewayMicros = (await gateway.cpuMicros()) - gateway0;
     const seconds = (Date.now() - started) / 1000;
-    console.log(`${label}: ${n} ${mode === "point" ? "queries" : mode === "tx" ? "transactions" : "rows"}, ${(n / seconds).toFixed(0)}/s, SDK CPU ${((client.user + client.system) / n).toFixed(2)} µs, gateway CPU ${(gatewayMicros / n).toFixed(2)} µs each`);
+    console.log(
+      `${label}: ${n} ${mode === "point" ? "queries" : mode === "tx" ? "transactions" : "rows"}, ${(n / seconds).toFixed(0)}/s, SDK CPU ${((client.user + client.system) / n).toFixed(2)} µs, gateway CPU ${(gatewayMicros / n).toFixed(2)} µs each`,
+    );
   };
   await round("warm-up");
   const session = new Session();

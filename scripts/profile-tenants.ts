@@ -65,18 +65,36 @@ try {
     const query = (t: string) => db.tenant(t).query(sql, [1 + Math.floor(Math.random() * 100)]);
     await mapLimit(tenants, 16, query);
     const warm = Date.now() + 1000;
-    await Promise.all(Array.from({ length: 64 }, async () => { while (Date.now() < warm) await query(pick()); }));
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (Date.now() < warm) await query(pick());
+      }),
+    );
     console.log(`measuring: gateway pid ${gateway.pid}`);
     const opened = await connectionsOpened(gateway);
     const [g0, p0, i0, c0, t0] = [await cpuOf(`/proc/${gateway.pid}/stat`), await postgresCpu(), await machineCpu(), process.cpuUsage(), Date.now()];
     const end = t0 + SECONDS * 1000;
     let n = 0;
-    await Promise.all(Array.from({ length: 64 }, async () => { while (Date.now() < end) { await query(pick()); n++; } }));
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (Date.now() < end) {
+          await query(pick());
+          n++;
+        }
+      }),
+    );
     const [g1, p1, i1, c1, t1] = [await cpuOf(`/proc/${gateway.pid}/stat`), await postgresCpu(), await machineCpu(), process.cpuUsage(c0), Date.now()];
     const per = (micros: number) => `${(micros / n).toFixed(0)} µs`;
-    console.log(`${name}: ${(n / ((t1 - t0) / 1000)).toFixed(0)} queries/s; CPU per query: gateway ${per(g1.user + g1.system - g0.user - g0.system)} (user ${per(g1.user - g0.user)}, system ${per(g1.system - g0.system)}), client ${per(c1.user + c1.system)}, PostgreSQL ${per(spent(p0, p1))}, machine ${Object.keys(i1).map((k) => `${k} ${per(i1[k]! - i0[k]!)}`).join(", ")}; ${(await connectionsOpened(gateway)) - opened} connections opened`);
+    console.log(
+      `${name}: ${(n / ((t1 - t0) / 1000)).toFixed(0)} queries/s; CPU per query: gateway ${per(g1.user + g1.system - g0.user - g0.system)} (user ${per(g1.user - g0.user)}, system ${per(g1.system - g0.system)}), client ${per(c1.user + c1.system)}, PostgreSQL ${per(spent(p0, p1))}, machine ${Object.keys(
+        i1,
+      )
+        .map((k) => `${k} ${per(i1[k]! - i0[k]!)}`)
+        .join(", ")}; ${(await connectionsOpened(gateway)) - opened} connections opened`,
+    );
   };
-  for (let round = 0; round < ROUNDS; round++) for (const { name, gw: gateway } of round % 2 === 0 ? gateways : [...gateways].reverse()) await measure(name, gateway);
+  for (let round = 0; round < ROUNDS; round++)
+    for (const { name, gw: gateway } of round % 2 === 0 ? gateways : [...gateways].reverse()) await measure(name, gateway);
 } finally {
   for (const { gw } of gateways) await gw.close();
   await postgres.close();

@@ -19,7 +19,11 @@ import { mapLimit } from "../test/helpers/wait.js";
 const TENANTS = Number(process.env.TENANTS ?? 500);
 const SECONDS = Number(process.env.SECONDS ?? 6);
 const postgres = await postgresForRun("tenants-floor-", { maxConnections: TENANTS + 100 });
-const url = (db: string) => { const u = new URL(postgres.url); u.pathname = `/${db}`; return u.toString(); };
+const url = (db: string) => {
+  const u = new URL(postgres.url);
+  u.pathname = `/${db}`;
+  return u.toString();
+};
 const admin = new pg.Client({ connectionString: postgres.url });
 await admin.connect();
 const sql = "SELECT id, qty, note FROM items WHERE id = $1";
@@ -33,36 +37,61 @@ try {
   await t.end();
   await mapLimit(dbs, 4, (d) => admin.query(`CREATE DATABASE ${d} TEMPLATE tf_template`));
   const run = async (label: string, clients: pg.Client[], pick: () => pg.Client, discard: boolean) => {
-    let n = 0; let stop = false; let counting = false;
+    let n = 0;
+    let stop = false;
+    let counting = false;
     const busy = new Set<pg.Client>();
     const one = async (c: pg.Client) => {
       const id = 1 + Math.floor(Math.random() * 100);
-      if (!discard) { await c.query(sql, [id]); return; }
+      if (!discard) {
+        await c.query(sql, [id]);
+        return;
+      }
       const pc = c as pg.Client & { pipeline: boolean; connection: { stream: import("node:net").Socket } };
-      pc.pipeline = true; pc.connection.stream.cork();
-      const a = c.query(sql, [id]); const b = c.query("DISCARD ALL");
+      pc.pipeline = true;
+      pc.connection.stream.cork();
+      const a = c.query(sql, [id]);
+      const b = c.query("DISCARD ALL");
       pc.connection.stream.uncork();
-      await Promise.all([a, b]); pc.pipeline = false;
+      await Promise.all([a, b]);
+      pc.pipeline = false;
     };
     const worker = async () => {
       while (!stop) {
         let c = pick();
         while (busy.has(c)) c = pick();
         busy.add(c);
-        try { await one(c); } finally { busy.delete(c); }
+        try {
+          await one(c);
+        } finally {
+          busy.delete(c);
+        }
         if (counting) n++;
       }
     };
     const ws = Array.from({ length: 64 }, worker);
     await new Promise((r) => setTimeout(r, 1000));
-    counting = true; const t0 = process.hrtime.bigint(); const cpu0 = process.cpuUsage();
+    counting = true;
+    const t0 = process.hrtime.bigint();
+    const cpu0 = process.cpuUsage();
     await new Promise((r) => setTimeout(r, SECONDS * 1000));
-    counting = false; const secs = Number(process.hrtime.bigint() - t0) / 1e9; const cpu = process.cpuUsage(cpu0);
-    stop = true; await Promise.all(ws);
+    counting = false;
+    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    const cpu = process.cpuUsage(cpu0);
+    stop = true;
+    await Promise.all(ws);
     console.log(`${label.padEnd(40)} ${(n / secs).toFixed(0).padStart(7)} q/s  client CPU ${((cpu.user + cpu.system) / n).toFixed(0)} µs/q`);
   };
-  const connect = async (d: string) => { const c = new pg.Client({ connectionString: url(d) }); await c.connect(); return c; };
-  const single = await mapLimit(Array.from({ length: 64 }, () => "tf_0"), 16, connect);
+  const connect = async (d: string) => {
+    const c = new pg.Client({ connectionString: url(d) });
+    await c.connect();
+    return c;
+  };
+  const single = await mapLimit(
+    Array.from({ length: 64 }, () => "tf_0"),
+    16,
+    connect,
+  );
   const many = await mapLimit(dbs, 16, connect);
   for (const c of many) await c.query(sql, [1]);
   for (let round = 0; round < 2; round++) {

@@ -109,7 +109,9 @@ describe("Batch", () => {
     const err = await db.batch([insert(1), "SELECT pg_sleep(30)", insert(2)], { atomic: true, timeoutMs: 500 }).then(() => undefined, GatewayError.from);
     assert.equal(err?.code, Code.DeadlineExceeded);
     assert.deepEqual(await names(), []);
-    assert.deepEqual((await db.query("SELECT txid_current_if_assigned() AS x, pg_is_in_recovery() AS r", [], { timeoutMs: 3_000 })).rows, [{ x: null, r: false }]);
+    assert.deepEqual((await db.query("SELECT txid_current_if_assigned() AS x, pg_is_in_recovery() AS r", [], { timeoutMs: 3_000 })).rows, [
+      { x: null, r: false },
+    ]);
   });
 
   it("independent: what a statement sets is seen by the statements after it in the batch, and reset after the batch", async () => {
@@ -132,7 +134,10 @@ describe("Batch", () => {
 
   it("the largest batch, pipelined whole: 1,000 statements with their rows, atomic and independent", async () => {
     await db.query("TRUNCATE items");
-    const inserts = Array.from({ length: 1_000 }, (_, i) => ({ sql: "INSERT INTO items VALUES ($1, $2) RETURNING id, name", params: [i, "x".repeat(1_000) + i] }));
+    const inserts = Array.from({ length: 1_000 }, (_, i) => ({
+      sql: "INSERT INTO items VALUES ($1, $2) RETURNING id, name",
+      params: [i, "x".repeat(1_000) + i],
+    }));
     const results = await db.batch(inserts, { atomic: true });
     assert.equal(results.length, 1_000);
     assert.deepEqual(!(results[999] instanceof GatewayError) && results[999]!.rows, [{ id: 999, name: "x".repeat(1_000) + 999 }]);
@@ -173,7 +178,11 @@ describe("Batch", () => {
   it("so does one that replaces it with a chained transaction; ROLLBACK TO SAVEPOINT does not", async () => {
     await db.query("TRUNCATE items");
     const insert = (id: number) => ({ sql: "INSERT INTO items VALUES ($1, $2)", params: [id, `n${id}`] });
-    const err = await rejectsWith(db.batch([insert(1), "ROLLBACK AND CHAIN", insert(2)], { atomic: true }), Code.FailedPrecondition, "TRANSACTION_ENDED_BY_STATEMENT");
+    const err = await rejectsWith(
+      db.batch([insert(1), "ROLLBACK AND CHAIN", insert(2)], { atomic: true }),
+      Code.FailedPrecondition,
+      "TRANSACTION_ENDED_BY_STATEMENT",
+    );
     assert.equal(err.metadata.statement_index, "1");
     await rejectsWith(db.batch([insert(3), "COMMIT AND CHAIN", insert(4)], { atomic: true }), Code.FailedPrecondition, "TRANSACTION_ENDED_BY_STATEMENT");
     assert.deepEqual(await names(), ["n3"], "only what the statement itself committed");
@@ -195,10 +204,7 @@ describe("Batch", () => {
     const err = await rejectsWith(
       t.client().raw.query.batch({
         platform,
-        statements: [
-          { sql: "INSERT INTO items VALUES (1, 'x')" },
-          { sql: "SELECT $1::numeric", params: [{ kind: { case: "numericValue", value: "12abc" } }] },
-        ],
+        statements: [{ sql: "INSERT INTO items VALUES (1, 'x')" }, { sql: "SELECT $1::numeric", params: [{ kind: { case: "numericValue", value: "12abc" } }] }],
       }),
       Code.InvalidArgument,
       "INVALID_PARAMETER",

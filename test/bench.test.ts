@@ -40,7 +40,10 @@ describe("the benchmark (smoke run)", () => {
     }
     // The references the targets are read against: the latency floor of a gRPC hop at c=1, and
     // PostgreSQL's own figure for many tenants.
-    for (const [scenario, prefix] of [["point select, c=1", "C″ "], ["8 tenants, random tenant, c=64", "A′ "]]) {
+    for (const [scenario, prefix] of [
+      ["point select, c=1", "C″ "],
+      ["8 tenants, random tenant, c=64", "A′ "],
+    ]) {
       const row = report.results.find((r) => r.scenario === scenario && r.setup.startsWith(prefix!));
       assert.ok(row !== undefined && row.opsPerSecond > 0, `${scenario}: no ${prefix}row with operations`);
     }

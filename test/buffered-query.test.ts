@@ -46,7 +46,10 @@ describe("BufferedQuery", () => {
   it("cuts a result off past its limits: its rows dropped, onCut told once, the budget given back, the connection usable", async () => {
     const results = new ResultBudget({ maxRows: 100, maxBytes: 64 * 1024 * 1024, maxBufferedBytes: 64 * 1024 * 1024 });
     const cuts: string[] = [];
-    await assert.rejects(buffered("SELECT g FROM generate_series(1, 5000) g", results, (error) => cuts.push(error.reason)), { reason: "RESULT_TOO_LARGE" });
+    await assert.rejects(
+      buffered("SELECT g FROM generate_series(1, 5000) g", results, (error) => cuts.push(error.reason)),
+      { reason: "RESULT_TOO_LARGE" },
+    );
     assert.deepEqual(cuts, ["RESULT_TOO_LARGE"]);
     assert.equal(results.usedBytes, 0);
     assert.ok((await buffered("SELECT 1", results)).length > 0);

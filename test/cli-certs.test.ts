@@ -28,7 +28,8 @@ describe("db-gateway certs", () => {
     const { code, stdout } = await runCli(["certs", "--help"]);
     assert.equal(code, 0);
     assert.match(stdout, /^Usage: db-gateway certs/);
-    for (const option of ["--out", "--platform", "--admin", "--server-name", "--days", "--force", "--keep-existing", "--json"]) assert.ok(stdout.includes(option), option);
+    for (const option of ["--out", "--platform", "--admin", "--server-name", "--days", "--force", "--keep-existing", "--json"])
+      assert.ok(stdout.includes(option), option);
     assert.match(stdout, /CN=medstoreapp/);
   });
 
@@ -140,7 +141,16 @@ describe("db-gateway certs", () => {
     assert.equal(stdout, "");
     assert.match(stderr, /--platform "Not_Valid": platform must be .*\nSee: db-gateway certs --help/);
     // The others in this process (a CLI start each would cost): all refused before anything is written.
-    for (const args of [["--platform", "admin"], ["--platform", "dbgateway"], ["--server-name", "not a name"], ["--days", "0"], ["--days", "1.5"], ["--force", "--keep-existing"], ["--unknown"], ["extra"]]) {
+    for (const args of [
+      ["--platform", "admin"],
+      ["--platform", "dbgateway"],
+      ["--server-name", "not a name"],
+      ["--days", "0"],
+      ["--days", "1.5"],
+      ["--force", "--keep-existing"],
+      ["--unknown"],
+      ["extra"],
+    ]) {
       await assert.rejects(certsCommand.run(["--out", join(work, "never"), ...args]), UsageError, args.join(" "));
     }
     await assert.rejects(stat(join(work, "never")), { code: "ENOENT" });

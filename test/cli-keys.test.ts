@@ -39,7 +39,8 @@ describe("db-gateway keys", () => {
     const { code, stdout } = await runCli(["keys", "--help"]);
     assert.equal(code, 0);
     assert.match(stdout, /^Usage: db-gateway keys/);
-    for (const text of ["--platform", "--admin", "--secret", "--out", "--force", "--json", "API_KEY_ADMIN_FILE", "GATEWAY_SECRET_FILE"]) assert.ok(stdout.includes(text), text);
+    for (const text of ["--platform", "--admin", "--secret", "--out", "--force", "--json", "API_KEY_ADMIN_FILE", "GATEWAY_SECRET_FILE"])
+      assert.ok(stdout.includes(text), text);
   });
 
   it("prints keys as env lines, long enough, all different, different each run, on stdout only", async () => {
@@ -75,7 +76,10 @@ describe("db-gateway keys", () => {
     assert.equal(code, 0, stderr);
     assert.equal(stderr, "");
     const env = parseEnvLines(stdout);
-    assert.deepEqual(Object.keys(env), settings.map((s) => `${s}_FILE`));
+    assert.deepEqual(
+      Object.keys(env),
+      settings.map((s) => `${s}_FILE`),
+    );
     assert.deepEqual(Object.values(env), [...platforms.map((p) => join(dir, `api-key-${p}`)), join(dir, "api-key-admin"), join(dir, "gateway-secret")]);
     assert.equal(await mode(dir), 0o700);
     const values: Record<string, string> = {};
@@ -129,7 +133,14 @@ describe("db-gateway keys", () => {
     assert.equal(stdout, "");
     assert.match(stderr, /nothing to make: give --platform NAME, --admin or --secret\nSee: db-gateway keys --help/);
     // The others in this process (a CLI start each would cost): all refused before a key is made.
-    for (const args of [["--platform", "No-Dash"], ["--platform", "dbgateway"], ["--platform", "admin"], ["--admin", "--force"], ["--admin", "--api-key"], ["--admin", "extra"]]) {
+    for (const args of [
+      ["--platform", "No-Dash"],
+      ["--platform", "dbgateway"],
+      ["--platform", "admin"],
+      ["--admin", "--force"],
+      ["--admin", "--api-key"],
+      ["--admin", "extra"],
+    ]) {
       await assert.rejects(keysCommand.run(args), UsageError, args.join(" "));
     }
   });

@@ -24,7 +24,8 @@ describe("db-gateway tenants", () => {
   let gateway: GatewayProcess | undefined;
   /** The CLI's environment: the gateway's URL and the admin key's file; the TLS files are the defaults (./certs, as `certs` writes them). */
   let env: Record<string, string>;
-  const tenants = (args: string[], extra: Record<string, string> = {}): Promise<CliResult> => runCli(["tenants", ...args], { cwd: work, env: { ...env, ...extra } });
+  const tenants = (args: string[], extra: Record<string, string> = {}): Promise<CliResult> =>
+    runCli(["tenants", ...args], { cwd: work, env: { ...env, ...extra } });
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "db-gateway-tenants-"));
@@ -36,7 +37,12 @@ describe("db-gateway tenants", () => {
     assert.equal(certs.code, 0, certs.stderr);
     assert.equal(keys.code, 0, keys.stderr);
     // The gateway reads what the two commands wrote: its TLS files, and its keys and secret through *_FILE settings.
-    const keyFiles = Object.fromEntries(keys.stdout.trim().split("\n").map((line) => line.split("=") as [string, string]));
+    const keyFiles = Object.fromEntries(
+      keys.stdout
+        .trim()
+        .split("\n")
+        .map((line) => line.split("=") as [string, string]),
+    );
     gateway = await startGatewayProcess({
       databaseUrl: pgUrl(),
       platform,
@@ -71,7 +77,8 @@ describe("db-gateway tenants", () => {
   it("--help names the subcommands, the connection settings and --yes", async () => {
     const { code, stdout } = await runCli(["tenants", "--help"]);
     assert.equal(code, 0);
-    for (const text of ["tenants list", "tenants create", "tenants drop", "--yes", "GATEWAY_URL", "GATEWAY_API_KEY_FILE", "GATEWAY_TLS_CA_FILE", "--json"]) assert.ok(stdout.includes(text), text);
+    for (const text of ["tenants list", "tenants create", "tenants drop", "--yes", "GATEWAY_URL", "GATEWAY_API_KEY_FILE", "GATEWAY_TLS_CA_FILE", "--json"])
+      assert.ok(stdout.includes(text), text);
   });
 
   it("creates the main database and a tenant, and one from a template", async () => {
@@ -82,7 +89,10 @@ describe("db-gateway tenants", () => {
     assert.equal(created.code, 0, created.stderr);
     assert.deepEqual(JSON.parse(created.stdout), { name: `${platform}_clinic_001`, platform, tenantId: "clinic_001", type: "tenant" });
     // The key from --api-key-file instead of the environment.
-    const copy = await tenants(["create", "--platform", platform, "--tenant", "clinic_002", "--template", `${platform}_clinic_001`, "--api-key-file", env.GATEWAY_API_KEY_FILE!], { GATEWAY_API_KEY_FILE: "" });
+    const copy = await tenants(
+      ["create", "--platform", platform, "--tenant", "clinic_002", "--template", `${platform}_clinic_001`, "--api-key-file", env.GATEWAY_API_KEY_FILE!],
+      { GATEWAY_API_KEY_FILE: "" },
+    );
     assert.equal(copy.code, 0, copy.stderr);
     assert.equal(copy.stdout, `created ${platform}_clinic_002 from ${platform}_clinic_001\n`);
     assert.ok(await exists(`${platform}_clinic_002`));
@@ -117,7 +127,10 @@ describe("db-gateway tenants", () => {
     assert.deepEqual(JSON.parse(dropped.stdout), { name: `${platform}_clinic_001`, platform, tenantId: "clinic_001", type: "tenant" });
     assert.equal(await exists(`${platform}_clinic_001`), false);
 
-    const [again, list] = await Promise.all([tenants(["drop", "--platform", platform, "--tenant", "clinic_001", "--yes", "--json"]), tenants(["list", "--platform", platform, "--json"])]);
+    const [again, list] = await Promise.all([
+      tenants(["drop", "--platform", platform, "--tenant", "clinic_001", "--yes", "--json"]),
+      tenants(["list", "--platform", platform, "--json"]),
+    ]);
     assert.equal(again.code, 1);
     assert.deepEqual(JSON.parse(again.stdout), {
       error: `NOT_FOUND (DATABASE_NOT_FOUND): database "${platform}_clinic_001" does not exist`,

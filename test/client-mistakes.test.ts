@@ -222,7 +222,12 @@ describe("client mistakes: INVALID_ARGUMENT, and the connection kept", () => {
   });
 
   it("a COPY is known after comments, empty statements and in any case, and one to STDOUT without rows is refused too", async () => {
-    for (const sql of ["/* load */ -- rows\n copy items from stdin", "Copy (SELECT 1 WHERE false) To Stdout", ";COPY items FROM STDIN", " ; /* empty statements first */ ;COPY items TO STDOUT"]) {
+    for (const sql of [
+      "/* load */ -- rows\n copy items from stdin",
+      "Copy (SELECT 1 WHERE false) To Stdout",
+      ";COPY items FROM STDIN",
+      " ; /* empty statements first */ ;COPY items TO STDOUT",
+    ]) {
       await keepsConnection(() => rejectsWith(db.query(sql), Code.InvalidArgument, "INVALID_REQUEST"));
     }
     assert.deepEqual((await db.query("SELECT count(*)::int AS n FROM items")).rows, [{ n: 2 }], "nothing was copied in");

@@ -81,7 +81,11 @@ describe("tenant role connection limits", () => {
     await setLimit(role, 0);
     try {
       const client = createClient({ ...t.clientOptions(t.keys[platform]!), queryStream: false, coalesce: false, retry: { maxAttempts: 1 } });
-      const err = await rejectsWith(client.platform(platform).tenant("refused").query("SELECT 1", [], { timeoutMs: 30_000 }), Code.ResourceExhausted, "POOL_EXHAUSTED");
+      const err = await rejectsWith(
+        client.platform(platform).tenant("refused").query("SELECT 1", [], { timeoutMs: 30_000 }),
+        Code.ResourceExhausted,
+        "POOL_EXHAUSTED",
+      );
       assert.match(err.message, /too many connections for role/);
       assert.equal(err.metadata.sqlstate, "53300");
       assert.equal(err.metadata.statement_sent, "false");
@@ -114,7 +118,8 @@ describe("tenant role connection limits", () => {
       await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [`${platform}_starved`]);
       await admin.end();
       const stolenFromBusy = async () =>
-        (await createClient(capped.clientOptions(capped.adminKey)).admin().getPoolStats(platform)).pools.find((p) => p.database === `${platform}_busy`)?.connectionsStolen ?? 0n;
+        (await createClient(capped.clientOptions(capped.adminKey)).admin().getPoolStats(platform)).pools.find((p) => p.database === `${platform}_busy`)
+          ?.connectionsStolen ?? 0n;
       const before = await stolenFromBusy();
       const end = Date.now() + 2_000;
       let served = 0;
@@ -128,7 +133,12 @@ describe("tenant role connection limits", () => {
         }),
         (async () => {
           while (Date.now() < end) {
-            refusals.push(await starved.query("SELECT 1").then(() => "served", (err: unknown) => GatewayError.from(err).reason));
+            refusals.push(
+              await starved.query("SELECT 1").then(
+                () => "served",
+                (err: unknown) => GatewayError.from(err).reason,
+              ),
+            );
             await new Promise((resolve) => setTimeout(resolve, 100));
           }
         })(),
@@ -174,7 +184,10 @@ describe("tenant role connection limits", () => {
       assert.deepEqual(rows, [{ user: role }]);
       if (version[0]!.v >= 160000) {
         assert.equal(await limitOf(role), roleConnectionLimit(5, 1));
-        assert.ok(lines.some((l) => l.includes(role) && l.includes("could not be updated (the administrative role needs ADMIN OPTION on it)")), lines.join("\n"));
+        assert.ok(
+          lines.some((l) => l.includes(role) && l.includes("could not be updated (the administrative role needs ADMIN OPTION on it)")),
+          lines.join("\n"),
+        );
       } else {
         assert.equal(await limitOf(role), roleConnectionLimit(8, 1));
       }

@@ -209,7 +209,11 @@ describe("Shutdown: SIGTERM drains the gateway process", () => {
 
       await inTransaction;
       await waitFor(async () => (await d.running("pg_sleep(1)")) === 3, 30_000, "the three slow statements run");
-      await waitFor(async () => (await metricValue({ httpUrl: `http://127.0.0.1:${d.gateway.metricsPort}` }, "db_gateway_open_transactions")) === 2, 30_000, "both transaction streams are open");
+      await waitFor(
+        async () => (await metricValue({ httpUrl: `http://127.0.0.1:${d.gateway.metricsPort}` }, "db_gateway_open_transactions")) === 2,
+        30_000,
+        "both transaction streams are open",
+      );
       d.gateway.kill("SIGTERM");
       signalled();
 

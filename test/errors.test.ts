@@ -139,9 +139,9 @@ describe("errors: gRPC status, reason and PostgreSQL fields", () => {
         const [postgres] = err.findDetails(PostgresErrorSchema);
         assert.equal(postgres?.message, 'relation "missing_table" does not exist');
         assert.equal(postgres?.routine, "parserOpenTable");
-      assert.match(postgres?.file ?? "", /\.c$/);
-      assert.ok((postgres?.line ?? 0) > 0);
-      assert.equal(postgres?.position, 15);
+        assert.match(postgres?.file ?? "", /\.c$/);
+        assert.ok((postgres?.line ?? 0) > 0);
+        assert.equal(postgres?.position, 15);
       }
     });
     it("errors inside functions carry the internal query and position", async () => {

@@ -29,10 +29,22 @@ function plantedObjects(canary: string, victim: string): string[] {
      END $f$`,
   ];
   // format() overloads for each argument shape the role handover has used.
-  for (const args of ["name, name", "text, regclass, name", "regclass, name", "regprocedure, name", "regtype, name", "text, text", "text", "name", "text, name"]) {
+  for (const args of [
+    "name, name",
+    "text, regclass, name",
+    "regclass, name",
+    "regprocedure, name",
+    "regtype, name",
+    "text, text",
+    "text",
+    "name",
+    "text, name",
+  ]) {
     const n = args.split(",").length;
     const call = Array.from({ length: n }, (_, i) => `$${i + 2}`).join(", ");
-    sql.push(`CREATE FUNCTION public.format(text, ${args}) RETURNS text LANGUAGE plpgsql AS $f$ BEGIN ${trap("format")}; RETURN pg_catalog.format($1, ${call}); END $f$`);
+    sql.push(
+      `CREATE FUNCTION public.format(text, ${args}) RETURNS text LANGUAGE plpgsql AS $f$ BEGIN ${trap("format")}; RETURN pg_catalog.format($1, ${call}); END $f$`,
+    );
   }
   for (const [fn, args, body] of [
     ["quote_ident", "name", "pg_catalog.quote_ident($1::text)"],
@@ -44,7 +56,15 @@ function plantedObjects(canary: string, victim: string): string[] {
     ["starts_with", "name, text", "pg_catalog.starts_with($1::text, $2)"],
     ["hashtext", "text", "pg_catalog.hashtext($1)"],
   ] as const) {
-    const returns = { quote_ident: "text", quote_literal: "text", pg_get_userbyid: "name", current_setting: "text", set_config: "text", starts_with: "boolean", hashtext: "integer" }[fn];
+    const returns = {
+      quote_ident: "text",
+      quote_literal: "text",
+      pg_get_userbyid: "name",
+      current_setting: "text",
+      set_config: "text",
+      starts_with: "boolean",
+      hashtext: "integer",
+    }[fn];
     sql.push(`CREATE FUNCTION public.${fn}(${args}) RETURNS ${returns} LANGUAGE plpgsql AS $f$ BEGIN ${trap(fn)}; RETURN ${body}; END $f$`);
   }
   // Operators: exact matches where the built-in needs a coercion, and same-signature copies.
@@ -63,7 +83,9 @@ function plantedObjects(canary: string, victim: string): string[] {
   }
   // A type of the tenant's with implicit casts to and from a built-in one.
   sql.push("CREATE TYPE public.evil AS (v text)");
-  sql.push(`CREATE FUNCTION public.evil_from_name(name) RETURNS public.evil LANGUAGE plpgsql AS $f$ BEGIN ${trap("cast")}; RETURN ROW($1::text)::public.evil; END $f$`);
+  sql.push(
+    `CREATE FUNCTION public.evil_from_name(name) RETURNS public.evil LANGUAGE plpgsql AS $f$ BEGIN ${trap("cast")}; RETURN ROW($1::text)::public.evil; END $f$`,
+  );
   sql.push("CREATE CAST (name AS public.evil) WITH FUNCTION public.evil_from_name(name) AS IMPLICIT");
   sql.push(`CREATE FUNCTION public.evil_to_text(public.evil) RETURNS text LANGUAGE plpgsql AS $f$ BEGIN ${trap("cast")}; RETURN ($1).v; END $f$`);
   sql.push("CREATE CAST (public.evil AS text) WITH FUNCTION public.evil_to_text(public.evil) AS IMPLICIT");
@@ -200,7 +222,9 @@ for (const kind of ["superuser", "CREATEDB CREATEROLE"] as const) {
       const legacy = `${platform}_legacy`;
       await superuser("postgres", async (c) => {
         // Made by the administrative role, as an operator would, owned by it and with a role of the old application in it.
-        await c.query(`CREATE DATABASE ${pg.escapeIdentifier(name)} OWNER ${pg.escapeIdentifier(adminRole ?? (decodeURIComponent(new URL(pgUrl()).username) || "postgres"))}`);
+        await c.query(
+          `CREATE DATABASE ${pg.escapeIdentifier(name)} OWNER ${pg.escapeIdentifier(adminRole ?? (decodeURIComponent(new URL(pgUrl()).username) || "postgres"))}`,
+        );
         await c.query(`CREATE ROLE ${pg.escapeIdentifier(legacy)} NOLOGIN`);
         await c.query(`GRANT CREATE ON DATABASE ${pg.escapeIdentifier(name)} TO ${pg.escapeIdentifier(legacy)}`);
         if (adminRole !== undefined) await c.query(`GRANT ${pg.escapeIdentifier(legacy)} TO ${pg.escapeIdentifier(adminRole)}`);

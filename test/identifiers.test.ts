@@ -7,7 +7,7 @@ import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 
 const HOSTILE_TENANT_IDS = [
   "x; drop database postgres",
-  "x\"; DROP DATABASE postgres; --",
+  'x"; DROP DATABASE postgres; --',
   "../a",
   "a/b",
   "Clinic_001",

@@ -50,15 +50,35 @@ describe("the leading keyword that decides whether a batch's statements are pipe
     for (const sql of ["INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t", "MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE"]) {
       assert.ok(canPipeline(sql), sql);
     }
-    for (const sql of ["COMMIT", "END", "ABORT", "ROLLBACK", "PREPARE TRANSACTION 'x'", "BEGIN", "START TRANSACTION", "CALL p()", "DO $$ BEGIN END $$", "EXPLAIN SELECT 1"]) {
+    for (const sql of [
+      "COMMIT",
+      "END",
+      "ABORT",
+      "ROLLBACK",
+      "PREPARE TRANSACTION 'x'",
+      "BEGIN",
+      "START TRANSACTION",
+      "CALL p()",
+      "DO $$ BEGIN END $$",
+      "EXPLAIN SELECT 1",
+    ]) {
       assert.ok(!canPipeline(sql), sql);
     }
   });
 
   it("a COPY is told from its first character when that is another letter, and by the keyword otherwise", () => {
-    const copies = ["COPY t FROM STDIN", "copy t to stdout", " \n\tCopy t FROM STDIN", "-- load\nCOPY t FROM STDIN", "/* /* */ */COPY t TO STDOUT", ";COPY t FROM STDIN", " ; -- x\n; /* y */;copy t TO STDOUT"];
+    const copies = [
+      "COPY t FROM STDIN",
+      "copy t to stdout",
+      " \n\tCopy t FROM STDIN",
+      "-- load\nCOPY t FROM STDIN",
+      "/* /* */ */COPY t TO STDOUT",
+      ";COPY t FROM STDIN",
+      " ; -- x\n; /* y */;copy t TO STDOUT",
+    ];
     for (const sql of copies) assert.ok(isCopy(sql), JSON.stringify(sql));
-    for (const sql of ["COPYt FROM STDIN", "(COPY t TO STDOUT)", "CALL copy()", "SELECT 'COPY'", "\u00a0COPY t FROM STDIN"]) assert.ok(!isCopy(sql), JSON.stringify(sql));
+    for (const sql of ["COPYt FROM STDIN", "(COPY t TO STDOUT)", "CALL copy()", "SELECT 'COPY'", "\u00a0COPY t FROM STDIN"])
+      assert.ok(!isCopy(sql), JSON.stringify(sql));
     for (const [sql] of CASES) assert.equal(isCopy(sql), leadingKeyword(sql) === "COPY", JSON.stringify(sql));
   });
 

@@ -18,7 +18,9 @@ function collect(subscription: Subscription): { events: NotificationEvent[]; don
 
 /** The gateway's connections to a database, from pg_stat_activity. */
 async function gatewayConnections(direct: pg.Client, database: string): Promise<number> {
-  const { rows } = await direct.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-gateway' AND datname = $1", [database]);
+  const { rows } = await direct.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-gateway' AND datname = $1", [
+    database,
+  ]);
   return rows[0]!.n;
 }
 
@@ -73,8 +75,19 @@ describe("Listen", () => {
     subscribers.slice(0, 500).forEach((s) => s.subscription.close());
     await Promise.all(subscribers.slice(0, 500).map((s) => s.done));
     await direct.query("SELECT pg_notify('ch0', 'again')");
-    await waitFor(() => subscribers.slice(500).filter((s) => s.channel === "ch0").every((s) => s.events.length === 2), 5_000, "second notification");
-    assert.ok(subscribers.slice(0, 500).every((s) => s.events.length === 1), "closed subscribers got nothing more");
+    await waitFor(
+      () =>
+        subscribers
+          .slice(500)
+          .filter((s) => s.channel === "ch0")
+          .every((s) => s.events.length === 2),
+      5_000,
+      "second notification",
+    );
+    assert.ok(
+      subscribers.slice(0, 500).every((s) => s.events.length === 1),
+      "closed subscribers got nothing more",
+    );
     subscribers.slice(500).forEach((s) => s.subscription.close());
     await waitFor(async () => (await busyConnections(t, database)) === 0, 5_000, "the listening connection released");
   });
@@ -144,12 +157,18 @@ describe("Listen", () => {
           if (next.done) return undefined;
           received++;
         }
-      })().then(() => undefined, (e: unknown) => e as { code?: Code; reason?: string });
+      })().then(
+        () => undefined,
+        (e: unknown) => e as { code?: Code; reason?: string },
+      );
       assert.equal(err?.code, Code.ResourceExhausted);
       assert.equal(err?.reason, "SUBSCRIBER_TOO_SLOW");
       assert.ok(received < 15_000, `${received} notifications before the end`);
       await new Promise((r) => setImmediate(r));
-      assert.deepEqual(warnings.filter((w) => w.includes("MaxListeners")), []);
+      assert.deepEqual(
+        warnings.filter((w) => w.includes("MaxListeners")),
+        [],
+      );
     } finally {
       process.off("warning", onWarning);
     }

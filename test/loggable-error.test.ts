@@ -16,7 +16,8 @@ describe("errors in the gateway's log", () => {
       );
       const logged = JSON.stringify(loggableError(Object.assign(err as Error, { client })));
       assert.deepEqual(JSON.parse(logged).sqlstate, "22P02");
-      for (const leak of ["secret-parameter-value", "secretKey", "processID", "password", "connectionParameters"]) assert.ok(!logged.includes(leak), `${leak} in ${logged}`);
+      for (const leak of ["secret-parameter-value", "secretKey", "processID", "password", "connectionParameters"])
+        assert.ok(!logged.includes(leak), `${leak} in ${logged}`);
     } finally {
       await client.end();
     }

@@ -96,7 +96,11 @@ describe("mutual TLS", () => {
       client.close();`;
     const url = t.url.replace("localhost", "127.0.0.1");
     const env = { PATH: process.env.PATH, URL: url, KEY: t.keys[platform]!, CA: ca, CERT: cert, PRIVATE_KEY: key, PLATFORM: platform };
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { cwd: root, env, timeout: 30_000 });
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      cwd: root,
+      env,
+      timeout: 30_000,
+    });
     assert.deepEqual(JSON.parse(stdout), [{ n: 42 }]);
     assert.doesNotMatch(stderr, /DEP0123|ServerName/);
   });
@@ -104,11 +108,22 @@ describe("mutual TLS", () => {
   it("still checks that the server certificate names the IP address the SDK connects to", async () => {
     const pki = testPki();
     const namesOnly = issueCertificate(pki.ca, { commonName: "localhost", usage: "server", dnsNames: ["localhost"] });
-    const other = await startTestGateway({ platforms: 1, overrides: { tls: { cert: Buffer.from(namesOnly.cert), key: Buffer.from(namesOnly.key), clientCa: Buffer.from(pki.ca.cert) } } });
+    const other = await startTestGateway({
+      platforms: 1,
+      overrides: { tls: { cert: Buffer.from(namesOnly.cert), key: Buffer.from(namesOnly.key), clientCa: Buffer.from(pki.ca.cert) } },
+    });
     try {
       const p = other.platforms[0]!;
-      const byAddress = createClient({ url: other.url.replace("localhost", "127.0.0.1"), apiKey: other.keys[p]!, tls: { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key }, retry: { maxAttempts: 1 }, timeoutMs: 10_000 });
-      await assert.rejects(byAddress.platform(p).query("SELECT 1"), (err: Error) => /IP: 127\.0\.0\.1 is not in the cert's list|ALTNAME/i.test(String(err.message)));
+      const byAddress = createClient({
+        url: other.url.replace("localhost", "127.0.0.1"),
+        apiKey: other.keys[p]!,
+        tls: { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key },
+        retry: { maxAttempts: 1 },
+        timeoutMs: 10_000,
+      });
+      await assert.rejects(byAddress.platform(p).query("SELECT 1"), (err: Error) =>
+        /IP: 127\.0\.0\.1 is not in the cert's list|ALTNAME/i.test(String(err.message)),
+      );
       byAddress.close();
       const { rows } = await other.client().platform(p).query<{ one: number }>("SELECT 1 AS one");
       assert.equal(rows[0]!.one, 1);
@@ -117,4 +132,3 @@ describe("mutual TLS", () => {
     }
   });
 });
-

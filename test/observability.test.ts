@@ -129,7 +129,11 @@ describe("metrics", () => {
     const db = t.client().platform(platform);
     await db.query("SELECT 1");
     await Promise.all([db.query("SELECT 2"), db.query("SELECT 3")]);
-    const failures = await Promise.allSettled([db.query("SELECT * FROM no_such_table"), db.query("SELECT * FROM no_such_table"), db.tenant("nobody").query("SELECT 1")]);
+    const failures = await Promise.allSettled([
+      db.query("SELECT * FROM no_such_table"),
+      db.query("SELECT * FROM no_such_table"),
+      db.tenant("nobody").query("SELECT 1"),
+    ]);
     assert.deepEqual(
       failures.map((f) => f.status === "rejected" && GatewayError.from(f.reason).reason),
       ["QUERY_FAILED", "QUERY_FAILED", "DATABASE_NOT_FOUND"],
@@ -164,10 +168,12 @@ describe("logs", () => {
     const platform = t.platforms[0]!;
     const secretValue = "s3cr3t-parameter-value";
     let echoed: string | null = null;
-    await t.client().raw.query.query(
-      { platform, sql: "SELECT $1::text AS v", params: [{ kind: { case: "textValue", value: secretValue } }] },
-      { headers: { "x-request-id": "req-abc-123" }, onHeader: (h) => (echoed = h.get("x-request-id")) },
-    );
+    await t
+      .client()
+      .raw.query.query(
+        { platform, sql: "SELECT $1::text AS v", params: [{ kind: { case: "textValue", value: secretValue } }] },
+        { headers: { "x-request-id": "req-abc-123" }, onHeader: (h) => (echoed = h.get("x-request-id")) },
+      );
     assert.equal(echoed, "req-abc-123");
     // Query calls (the SDK without coalescing), then the same over a QueryStream (the SDK's default).
     const unaryClient = createClient({ ...t.clientOptions(t.keys[platform]!), coalesce: false });
@@ -176,12 +182,17 @@ describe("logs", () => {
     await assert.rejects(unary.query("SELECT $1::int", [`${secretValue}-2`])); // PostgreSQL's message quotes it
     await assert.rejects(unary.tenant("nobody").query("SELECT 1"));
     const streamed = t.client().platform(platform);
-    await Promise.allSettled([streamed.query("SELECT $1::int", [`${secretValue}-3`]), streamed.query("SELECT $1::int", [`${secretValue}-4`]), streamed.tenant("nobody").query("SELECT 1")]);
+    await Promise.allSettled([
+      streamed.query("SELECT $1::int", [`${secretValue}-3`]),
+      streamed.query("SELECT $1::int", [`${secretValue}-4`]),
+      streamed.tenant("nobody").query("SELECT 1"),
+    ]);
     await new Promise((r) => setTimeout(r, 100));
     const calls = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "call");
     assert.ok(calls.length >= 3, `${calls.length} call lines`);
     for (const line of calls) {
-      for (const field of ["time", "request_id", "platform", "operation", "database", "status", "duration_ms"]) assert.ok(field in line, `${field} in ${JSON.stringify(line)}`);
+      for (const field of ["time", "request_id", "platform", "operation", "database", "status", "duration_ms"])
+        assert.ok(field in line, `${field} in ${JSON.stringify(line)}`);
       assert.ok(!Number.isNaN(Date.parse(String(line.time))));
     }
     const first = calls.find((l) => l.request_id === "req-abc-123")!;
@@ -349,7 +360,9 @@ describe("rate limits", () => {
     assert.ok(opened >= 10, `${opened} streams refused`);
     // Query calls.
     await refill();
-    const calls = refusedOf(await Promise.allSettled(Array.from({ length: 12 }, () => t.client(a).platform(a).query("SELECT 1", [], { signal: new AbortController().signal }))));
+    const calls = refusedOf(
+      await Promise.allSettled(Array.from({ length: 12 }, () => t.client(a).platform(a).query("SELECT 1", [], { signal: new AbortController().signal }))),
+    );
     assert.ok(calls >= 4, `${calls} Query calls refused`);
     // Messages of one open stream, one turn after another: those over the limit get the error as their answer.
     await refill();
@@ -426,8 +439,14 @@ describe("traces", () => {
         span.end();
       });
       const server = () => received.find((s) => s.traceId === callerSpan!.traceId && s.name === "dbgateway.v1.QueryService/Query");
-      await waitFor(() => server() !== undefined && received.filter((s) => s.parentSpanId === server()!.spanId).length >= 2, 10_000, "the gateway's spans").catch((err: Error) => {
-        throw new Error(`${err.message}; caller ${JSON.stringify(callerSpan)} received ${JSON.stringify(received.map((s) => [s.name, s.traceId, s.spanId, s.parentSpanId]))}`);
+      await waitFor(
+        () => server() !== undefined && received.filter((s) => s.parentSpanId === server()!.spanId).length >= 2,
+        10_000,
+        "the gateway's spans",
+      ).catch((err: Error) => {
+        throw new Error(
+          `${err.message}; caller ${JSON.stringify(callerSpan)} received ${JSON.stringify(received.map((s) => [s.name, s.traceId, s.spanId, s.parentSpanId]))}`,
+        );
       });
       const serverSpan = server()!;
       assert.equal(serverSpan.parentSpanId, callerSpan!.spanId, "the caller's span is the parent of the gateway's server span");
@@ -465,7 +484,11 @@ describe("traces", () => {
       // The stream ends (and its span with it) once the SDK half-closes it, 500 ms after its last answer.
       const stream = () => received.find((s) => s.name === "dbgateway.v1.QueryService/QueryStream");
       const sqls = ["SELECT 0 AS lone", "SELECT 1 AS a", "SELECT 2 AS b"];
-      await waitFor(() => stream() !== undefined && sqls.every((sql) => byId(statementOf(sql)?.links?.[0]?.spanId) !== undefined), 10_000, "the stream's spans").catch((err: Error) => {
+      await waitFor(
+        () => stream() !== undefined && sqls.every((sql) => byId(statementOf(sql)?.links?.[0]?.spanId) !== undefined),
+        10_000,
+        "the stream's spans",
+      ).catch((err: Error) => {
         throw new Error(`${err.message}; received ${JSON.stringify(received.map((s) => [s.name, s.traceId, s.spanId, s.parentSpanId, s.links]))}`);
       });
       assert.equal(stream()!.parentSpanId || undefined, undefined, "the stream's span is a root: in no caller's trace");
@@ -490,7 +513,11 @@ describe("traces", () => {
         assert.equal(message.traceId, stream()!.traceId);
       }
       assert.notEqual(a.traceId, b.traceId);
-      assert.equal(statementOf("SELECT 1 AS a")!.links![0]!.spanId, statementOf("SELECT 2 AS b")!.links![0]!.spanId, "the two callers' queries went in one message");
+      assert.equal(
+        statementOf("SELECT 1 AS a")!.links![0]!.spanId,
+        statementOf("SELECT 2 AS b")!.links![0]!.spanId,
+        "the two callers' queries went in one message",
+      );
       assert.notEqual(statementOf("SELECT 0 AS lone")!.links![0]!.spanId, statementOf("SELECT 1 AS a")!.links![0]!.spanId);
 
       // QueryMany calls (queryStream: false) carry each query's caller's trace context the same way; the call's own
@@ -499,8 +526,20 @@ describe("traces", () => {
       const many = manyClient.platform(gateway.platform);
       const [c, d] = await Promise.all([spansOf("many-c", () => many.query("SELECT 3 AS c")), spansOf("many-d", () => many.query("SELECT 4 AS d"))]);
       // A query whose trace context holds no valid span context: its span stays under the call's.
-      const raw = await spansOf("raw", () => manyClient!.raw.query.queryMany({ platform: gateway.platform, queries: [{ sql: "SELECT 5 AS bogus", traceContext: { traceparent: "00-not-a-trace" } }] }));
-      await waitFor(() => ["SELECT 3 AS c", "SELECT 4 AS d"].every((sql) => byId(statementOf(sql)?.links?.[0]?.spanId) !== undefined) && statementOf("SELECT 5 AS bogus") !== undefined && byId(statementOf("SELECT 5 AS bogus")!.parentSpanId) !== undefined, 10_000, "the QueryMany spans");
+      const raw = await spansOf("raw", () =>
+        manyClient!.raw.query.queryMany({
+          platform: gateway.platform,
+          queries: [{ sql: "SELECT 5 AS bogus", traceContext: { traceparent: "00-not-a-trace" } }],
+        }),
+      );
+      await waitFor(
+        () =>
+          ["SELECT 3 AS c", "SELECT 4 AS d"].every((sql) => byId(statementOf(sql)?.links?.[0]?.spanId) !== undefined) &&
+          statementOf("SELECT 5 AS bogus") !== undefined &&
+          byId(statementOf("SELECT 5 AS bogus")!.parentSpanId) !== undefined,
+        10_000,
+        "the QueryMany spans",
+      );
       for (const call of [linkedFrom("SELECT 3 AS c", c), linkedFrom("SELECT 4 AS d", d)]) {
         assert.equal(call.name, "dbgateway.v1.QueryService/QueryMany");
         assert.equal(call.parentSpanId, c.spanId, "the call's span: under its first query's caller's");

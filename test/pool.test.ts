@@ -128,7 +128,10 @@ describe("pool manager: fairness, limits, timeouts, hygiene", () => {
   });
 
   it("too many waiters fail at once with TOO_MANY_WAITERS, waiting ones with POOL_EXHAUSTED after the acquire timeout", async () => {
-    const fast = await startTestGateway({ platforms: 1, pool: { maxTotalConnections: 1, maxConnectionsPerPool: 1, maxWaitersPerPool: 2, acquireTimeoutMillis: 300 } });
+    const fast = await startTestGateway({
+      platforms: 1,
+      pool: { maxTotalConnections: 1, maxConnectionsPerPool: 1, maxWaitersPerPool: 2, acquireTimeoutMillis: 300 },
+    });
     try {
       // Separate calls, each waiting for a connection of its own: not coalesced into one QueryMany.
       const separate = createClient({ ...fast.clientOptions(fast.keys[fast.platforms[0]!]!), coalesce: false });
@@ -219,7 +222,10 @@ describe("pool manager: at the cap, a database with a busy connection", () => {
   let platform: string;
   before(async () => {
     // A longer wait than the default (50 ms), so that a slow machine's short wait stays below it.
-    t = await startTestGateway({ platforms: 1, pool: { maxTotalConnections: 2, maxConnectionsPerPool: 2, acquireTimeoutMillis: 5_000, stealAfterWaitMillis: 1_000 } });
+    t = await startTestGateway({
+      platforms: 1,
+      pool: { maxTotalConnections: 2, maxConnectionsPerPool: 2, acquireTimeoutMillis: 5_000, stealAfterWaitMillis: 1_000 },
+    });
     platform = t.platforms[0]!;
     const admin = t.adminClient().admin();
     for (const tenant of ["a", "b"]) await admin.createTenant(platform, tenant);

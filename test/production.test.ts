@@ -19,7 +19,11 @@ const root = new URL("..", import.meta.url).pathname;
 /** Runs the CLI from the sources with exactly `env` (plus PATH); resolves whatever the exit code. */
 async function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", "server/src/main.ts", ...args], { cwd: root, env: { PATH: process.env.PATH, ...env }, timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", "server/src/main.ts", ...args], {
+      cwd: root,
+      env: { PATH: process.env.PATH, ...env },
+      timeout: 60_000,
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -103,13 +107,25 @@ describe("a start that is not development", () => {
       await writeFile(join(dir, "client.key"), pki.client.key);
       await writeFile(join(dir, "server.key"), pki.server.key);
       await writeFile(join(dir, "ca.crt"), pki.ca.cert);
-      const env = { DATABASE_URL: pgUrl(), TLS_CERT_FILE: join(dir, "server.crt"), TLS_CLIENT_CA_FILE: join(dir, "ca.crt"), API_KEY_ACME: "acme-key-0123456789abcdef", GATEWAY_SECRET: "s".repeat(40) };
+      const env = {
+        DATABASE_URL: pgUrl(),
+        TLS_CERT_FILE: join(dir, "server.crt"),
+        TLS_CLIENT_CA_FILE: join(dir, "ca.crt"),
+        API_KEY_ACME: "acme-key-0123456789abcdef",
+        GATEWAY_SECRET: "s".repeat(40),
+      };
       const mismatch = await cli(["serve"], { ...env, TLS_KEY_FILE: join(dir, "client.key") });
       assert.equal(mismatch.code, 1);
       assert.match(mismatch.stderr, /TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE: .*key values mismatch/);
       assert.doesNotMatch(mismatch.stderr, /\n +at /, "a stack trace");
       // A port taken: PostgreSQL's own.
-      const taken = await cli(["serve"], { ...env, TLS_KEY_FILE: join(dir, "server.key"), GATEWAY_PORT: new URL(pgUrl()).port || "5432", METRICS_PORT: "0", CATALOG_DATABASE: `catalog_${platform}` });
+      const taken = await cli(["serve"], {
+        ...env,
+        TLS_KEY_FILE: join(dir, "server.key"),
+        GATEWAY_PORT: new URL(pgUrl()).port || "5432",
+        METRICS_PORT: "0",
+        CATALOG_DATABASE: `catalog_${platform}`,
+      });
       assert.equal(taken.code, 1);
       assert.match(taken.stderr, /db-gateway serve: cannot listen on .*EADDRINUSE/);
       assert.doesNotMatch(taken.stderr, /\n +at /, "a stack trace");
@@ -129,7 +145,12 @@ describe("a start that is not development", () => {
 
 describe("secrets from files", () => {
   let dir: string;
-  const base = { DATABASE_URL: "postgres://gw@db.internal:5432/postgres", TLS_CERT_FILE: "/dev/null", TLS_KEY_FILE: "/dev/null", TLS_CLIENT_CA_FILE: "/dev/null" };
+  const base = {
+    DATABASE_URL: "postgres://gw@db.internal:5432/postgres",
+    TLS_CERT_FILE: "/dev/null",
+    TLS_KEY_FILE: "/dev/null",
+    TLS_CLIENT_CA_FILE: "/dev/null",
+  };
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "db-gateway-secrets-"));
     await writeFile(join(dir, "acme"), "acme-key-0123456789abcdef\n");
@@ -156,7 +177,13 @@ describe("secrets from files", () => {
     assert.equal(new URL(settings.databaseUrl!).hostname, "db.internal");
     const printed = JSON.stringify(describeSettings(settings));
     for (const secret of ["acme-key", "admin-key", "sssss", "p%40ss", "p@ss"]) assert.ok(!printed.includes(secret), `${secret} printed`);
-    const fromUrlFile = loadSettings({ ...base, DATABASE_URL: "", DATABASE_URL_FILE: join(dir, "url"), API_KEY_ADMIN_FILE: join(dir, "admin"), GATEWAY_SECRET_FILE: join(dir, "secret") });
+    const fromUrlFile = loadSettings({
+      ...base,
+      DATABASE_URL: "",
+      DATABASE_URL_FILE: join(dir, "url"),
+      API_KEY_ADMIN_FILE: join(dir, "admin"),
+      GATEWAY_SECRET_FILE: join(dir, "secret"),
+    });
     assert.equal(new URL(fromUrlFile.databaseUrl!).password, "from-file");
   });
 
@@ -265,7 +292,10 @@ describe("db-gateway check", () => {
     const report = JSON.parse(stdout) as { problems: string[] };
     assert.ok(report.problems.includes("DATABASE_URL is not a valid URL"), stdout);
     assert.ok(!report.problems.some((p) => p.includes("cannot use")), "it connected");
-    assert.ok(report.problems.some((p) => /"test-client" is not for servers \(its extended key usage lacks serverAuth\)/.test(p)), stdout);
+    assert.ok(
+      report.problems.some((p) => /"test-client" is not for servers \(its extended key usage lacks serverAuth\)/.test(p)),
+      stdout,
+    );
     assert.doesNotMatch(stdout + stderr, /S3cretPw|at .*\.ts:/);
   });
 
@@ -301,7 +331,14 @@ describe("deployment files", () => {
     for (const name of read) if (!name.startsWith("OTEL_")) assert.ok(named.has(name), `${name} is not in .env.example`);
     // Its values are the defaults: loading them changes nothing but what a deployment must set itself.
     const values = Object.fromEntries([...example.matchAll(/^([A-Z][A-Z0-9_]+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
-    const required = { DATABASE_URL: values.DATABASE_URL!, TLS_CERT_FILE: "/dev/null", TLS_KEY_FILE: "/dev/null", TLS_CLIENT_CA_FILE: "/dev/null", API_KEY_ADMIN: "a".repeat(20), GATEWAY_SECRET: "s".repeat(40) };
+    const required = {
+      DATABASE_URL: values.DATABASE_URL!,
+      TLS_CERT_FILE: "/dev/null",
+      TLS_KEY_FILE: "/dev/null",
+      TLS_CLIENT_CA_FILE: "/dev/null",
+      API_KEY_ADMIN: "a".repeat(20),
+      GATEWAY_SECRET: "s".repeat(40),
+    };
     const fromExample = loadSettings({ ...values, ...required });
     const defaults = loadSettings(required);
     assert.deepEqual(fromExample, defaults);

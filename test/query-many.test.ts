@@ -161,7 +161,9 @@ describe("SDK: concurrent queries of one platform are coalesced", () => {
     const db = client.platform(platform);
     const before = await callsOf(t, platform, "QueryMany");
     const statementsBefore = await callsOf(t, platform, "QueryMany", "db_gateway_statements_total");
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => db.query<{ n: number; db: string }>("SELECT $1::int AS n, current_database() AS db", [i])));
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => db.query<{ n: number; db: string }>("SELECT $1::int AS n, current_database() AS db", [i])),
+    );
     assert.deepEqual(
       results.map((r) => r.rows[0]!.n),
       Array.from({ length: 50 }, (_, i) => i),

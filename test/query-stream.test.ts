@@ -87,7 +87,10 @@ describe("QueryStream: independent queries over one stream, each answered when d
         ],
       });
       await stream.until(3);
-      stream.send({ platform, queries: [{ tenantId: "clinic_001", sql: "SELECT 'fourth'" }, { tenantId: "nobody", sql: "SELECT 1" }, { sql: "SELECT 1 / 0" }] });
+      stream.send({
+        platform,
+        queries: [{ tenantId: "clinic_001", sql: "SELECT 'fourth'" }, { tenantId: "nobody", sql: "SELECT 1" }, { sql: "SELECT 1 / 0" }],
+      });
       const answers = await stream.end();
       assert.deepEqual([...answers.keys()].sort(), [0, 1, 2, 3, 4, 5]);
       assert.equal(cell(answers.get(0)), `${platform}_main`);
@@ -105,7 +108,10 @@ describe("QueryStream: independent queries over one stream, each answered when d
   it("shares no session state between queries, in one message or the next", async () => {
     const stream = openStream(t, platform);
     try {
-      stream.send({ platform, queries: [{ sql: "SET work_mem = '7MB'" }, { sql: "CREATE TEMP TABLE leaked (v int)" }, { sql: "SELECT current_setting('work_mem')" }] });
+      stream.send({
+        platform,
+        queries: [{ sql: "SET work_mem = '7MB'" }, { sql: "CREATE TEMP TABLE leaked (v int)" }, { sql: "SELECT current_setting('work_mem')" }],
+      });
       await stream.until(3);
       stream.send({ platform, queries: [{ sql: "SELECT current_setting('work_mem') || ' ' || (to_regclass('pg_temp.leaked') IS NULL)" }] });
       const answers = await stream.end();
@@ -212,7 +218,10 @@ describe("QueryStream: a platform's rate limit", () => {
       // The call takes a token, which its first message uses, so of four messages at once three pass and one is refused.
       for (let m = 0; m < 4; m++) stream.send({ platform, queries: [{ sql: `SELECT ${m}` }, { sql: `SELECT ${m} + 10` }] });
       await stream.until(8);
-      assert.deepEqual([0, 1, 2, 3, 4, 5].map((n) => String(cell(stream.answers.get(n)))), ["0", "10", "1", "11", "2", "12"]);
+      assert.deepEqual(
+        [0, 1, 2, 3, 4, 5].map((n) => String(cell(stream.answers.get(n)))),
+        ["0", "10", "1", "11", "2", "12"],
+      );
       for (const n of [6, 7]) {
         const error = cell(stream.answers.get(n)) as GatewayError;
         assert.equal(error.code, Code.ResourceExhausted);
@@ -247,7 +256,8 @@ describe("QueryStream: a client that does not read its answers", () => {
       await stream.until(1);
       proxy.hold(true);
       const sent = 40 * 16;
-      for (let m = 0; m < sent / 16; m++) stream.send({ platform, queries: Array.from({ length: 16 }, (_, i) => ({ sql: `SELECT repeat('x', 100000) || ${1 + m * 16 + i}` })) });
+      for (let m = 0; m < sent / 16; m++)
+        stream.send({ platform, queries: Array.from({ length: 16 }, (_, i) => ({ sql: `SELECT repeat('x', 100000) || ${1 + m * 16 + i}` })) });
       // The queries run level off below what was sent.
       let ran = -1;
       await waitFor(
@@ -288,7 +298,11 @@ describe("QueryStream: when the gateway shuts down", () => {
       // The slow query is read (it shows in pg_stat_activity) before the gateway begins to close.
       const check = await t.pg();
       try {
-        await waitFor(async () => (await check.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(0.5)%'")).rowCount === 1, 5_000, "the slow query runs");
+        await waitFor(
+          async () => (await check.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(0.5)%'")).rowCount === 1,
+          5_000,
+          "the slow query runs",
+        );
       } finally {
         await check.end();
       }
@@ -342,7 +356,10 @@ describe("SDK: concurrent queries travel over a QueryStream", () => {
       await waitFor(async () => (await open()) === 0, STREAM_LINGER_MS * 10, "the stream is half-closed once idle");
       // A later burst opens another.
       const results = await Promise.all([db.query("SELECT 1 AS one"), db.query("SELECT 2 AS two")]);
-      assert.deepEqual(results.map((r) => r.rows[0]), [{ one: 1 }, { two: 2 }]);
+      assert.deepEqual(
+        results.map((r) => r.rows[0]),
+        [{ one: 1 }, { two: 2 }],
+      );
     } finally {
       client.close();
     }
@@ -367,15 +384,25 @@ describe("SDK: concurrent queries travel over a QueryStream", () => {
     const client = createClient({ ...t.clientOptions(t.keys[platform]!), url: old.url });
     try {
       const db = client.platform(platform);
-      const before = { one: await statements(t, platform, "Query"), many: await statements(t, platform, "QueryMany"), stream: await statements(t, platform, "QueryStream") };
+      const before = {
+        one: await statements(t, platform, "Query"),
+        many: await statements(t, platform, "QueryMany"),
+        stream: await statements(t, platform, "QueryStream"),
+      };
       // A lone query: the stream it opened is refused, and it goes as a Query call.
       assert.equal((await db.query<{ n: number }>("SELECT 42 AS n")).rows[0]!.n, 42);
       assert.equal((await statements(t, platform, "Query")) - before.one, 1, "the lone query ran, once, as Query");
       // The client remembers: the next turns go as QueryMany straight away.
       const first = await Promise.all(Array.from({ length: 5 }, (_, i) => db.query<{ n: number }>("SELECT $1::int AS n", [i])));
-      assert.deepEqual(first.map((r) => r.rows[0]!.n), [0, 1, 2, 3, 4]);
+      assert.deepEqual(
+        first.map((r) => r.rows[0]!.n),
+        [0, 1, 2, 3, 4],
+      );
       const second = await Promise.all(Array.from({ length: 3 }, (_, i) => db.query<{ n: number }>("SELECT $1::int + 10 AS n", [i])));
-      assert.deepEqual(second.map((r) => r.rows[0]!.n), [10, 11, 12]);
+      assert.deepEqual(
+        second.map((r) => r.rows[0]!.n),
+        [10, 11, 12],
+      );
       assert.equal((await statements(t, platform, "QueryMany")) - before.many, 8, "every query ran, once, in QueryMany");
       assert.equal((await statements(t, platform, "QueryStream")) - before.stream, 0);
       assert.equal(old.streamsRefused(), 1, "QueryStream was tried once");
@@ -404,12 +431,26 @@ describe("SDK: concurrent queries travel over a QueryStream", () => {
  */
 async function gatewayBeforeQueryStream(t: TestGateway): Promise<{ url: string; streamsRefused(): number; close(): void }> {
   const pki = testPki();
-  const upstream = new grpc.Client(`localhost:${t.port}`, grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)));
+  const upstream = new grpc.Client(
+    `localhost:${t.port}`,
+    grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)),
+  );
   const server = new grpc.Server();
   const bytes = (b: Buffer) => b;
   const methods = ["Query", "QueryMany"].map((name) => ({ name, path: `/dbgateway.v1.QueryService/${name}` }));
   const definition = Object.fromEntries(
-    methods.map(({ name, path }) => [name, { path, requestStream: false, responseStream: false, requestSerialize: bytes, requestDeserialize: bytes, responseSerialize: bytes, responseDeserialize: bytes }]),
+    methods.map(({ name, path }) => [
+      name,
+      {
+        path,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: bytes,
+        requestDeserialize: bytes,
+        responseSerialize: bytes,
+        responseDeserialize: bytes,
+      },
+    ]),
   );
   const handlers = Object.fromEntries(
     methods.map(({ name, path }) => [
@@ -420,13 +461,28 @@ async function gatewayBeforeQueryStream(t: TestGateway): Promise<{ url: string; 
   );
   // QueryStream answered UNIMPLEMENTED, as grpc-js answers a method it does not know, and counted.
   let refused = 0;
-  const stream = { path: "/dbgateway.v1.QueryService/QueryStream", requestStream: true, responseStream: true, requestSerialize: bytes, requestDeserialize: bytes, responseSerialize: bytes, responseDeserialize: bytes };
+  const stream = {
+    path: "/dbgateway.v1.QueryService/QueryStream",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: bytes,
+    requestDeserialize: bytes,
+    responseSerialize: bytes,
+    responseDeserialize: bytes,
+  };
   const refuse = (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
     refused++;
     call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "The server does not implement the method /dbgateway.v1.QueryService/QueryStream" });
   };
-  server.addService({ ...definition, QueryStream: stream } as grpc.ServiceDefinition, { ...handlers, QueryStream: refuse } as grpc.UntypedServiceImplementation);
-  const credentials = grpc.ServerCredentials.createSsl(Buffer.from(pki.ca.cert), [{ private_key: Buffer.from(pki.server.key), cert_chain: Buffer.from(pki.server.cert) }], true);
+  server.addService(
+    { ...definition, QueryStream: stream } as grpc.ServiceDefinition,
+    { ...handlers, QueryStream: refuse } as grpc.UntypedServiceImplementation,
+  );
+  const credentials = grpc.ServerCredentials.createSsl(
+    Buffer.from(pki.ca.cert),
+    [{ private_key: Buffer.from(pki.server.key), cert_chain: Buffer.from(pki.server.cert) }],
+    true,
+  );
   const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (err, port) => (err ? reject(err) : resolve(port))));
   return {
     url: `https://localhost:${port}`,

@@ -57,7 +57,10 @@ describe("recovery: PostgreSQL restarted under load", () => {
     const whileDown = outcomes.slice(stoppedAt, restartedAt);
     assert.ok(whileDown.length > 0);
     for (const o of whileDown) assert.ok(o === "ok" || o.startsWith("Unavailable/"), `while down: ${o}`);
-    assert.ok(whileDown.some((o) => o !== "ok"), "some calls saw the outage");
+    assert.ok(
+      whileDown.some((o) => o !== "ok"),
+      "some calls saw the outage",
+    );
     const { rows } = await db.query("SELECT 2 AS two");
     assert.deepEqual(rows, [{ two: 2 }]);
   });

@@ -74,10 +74,7 @@ describe("buffered results: each call's limits", () => {
   });
 
   it("Batch: the limits apply to a batch's results together, and the error names the statement that passed them", async () => {
-    assert.deepEqual(
-      (await db.batch([narrow(600), narrow(400)])).map(batchRows),
-      [600, 400],
-    );
+    assert.deepEqual((await db.batch([narrow(600), narrow(400)])).map(batchRows), [600, 400]);
     const byRows = await rejectsWith(db.batch([narrow(600), narrow(401), "SELECT 1"]), Code.ResourceExhausted, "RESULT_TOO_LARGE");
     assert.equal(byRows.metadata.statement_index, "1");
     assert.deepEqual((await db.batch([wide(500), wide(mostWide - 500)], { atomic: true })).map(batchRows), [500, mostWide - 500]);
@@ -134,8 +131,12 @@ describe("buffered results: each call's limits", () => {
     await rejectsWith(unary.platform(platform).query(sql, [], { timeoutMs: 10_000 }), Code.ResourceExhausted, "RESULT_TOO_LARGE");
     const admin = await t.pg();
     const running = async () =>
-      (await admin.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()", [`%${marker}%`]))
-        .rows[0]!.n;
+      (
+        await admin.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+          [`%${marker}%`],
+        )
+      ).rows[0]!.n;
     await waitFor(async () => (await running()) === 0, 3_000, "the statement no longer running on PostgreSQL");
     assert.ok(Date.now() - started < 8_000, `answered in ${Date.now() - started} ms`);
     // Its backend, reset, serves the next call: no connection opened or discarded.

@@ -96,7 +96,10 @@ describe("buffered results under load: a gateway process", () => {
     await sampler;
 
     const growth = peakRss - idleRss;
-    assert.ok(growth < RSS_GROWTH_BOUND, `RSS grew by ${(growth / MIB).toFixed(0)} MiB (idle ${(idleRss / MIB).toFixed(0)} MiB), more than ${RSS_GROWTH_BOUND / MIB} MiB`);
+    assert.ok(
+      growth < RSS_GROWTH_BOUND,
+      `RSS grew by ${(growth / MIB).toFixed(0)} MiB (idle ${(idleRss / MIB).toFixed(0)} MiB), more than ${RSS_GROWTH_BOUND / MIB} MiB`,
+    );
     for (const outcome of oversized) {
       assert.equal(outcome.status, "rejected", "an oversized result was served whole");
       const error = GatewayError.from(outcome.reason);

@@ -73,7 +73,10 @@ describe("SDK connection, retries and limits", () => {
       await writeFile(join(dir, "ca.pem"), pki.ca.cert);
       await writeFile(join(dir, "cert.pem"), pki.client.cert);
       await writeFile(join(dir, "key.pem"), pki.client.key);
-      const client = createClient({ ...t.clientOptions(t.keys[platform]!), tls: { ca: join(dir, "ca.pem"), cert: join(dir, "cert.pem"), key: join(dir, "key.pem") } });
+      const client = createClient({
+        ...t.clientOptions(t.keys[platform]!),
+        tls: { ca: join(dir, "ca.pem"), cert: join(dir, "cert.pem"), key: join(dir, "key.pem") },
+      });
       assert.deepEqual((await client.platform(platform).query("SELECT 1 AS one")).rows, [{ one: 1 }]);
       client.close();
     } finally {

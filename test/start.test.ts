@@ -38,7 +38,11 @@ describe("npm start in development mode", () => {
       t.diagnostic(`serving after ${Date.now() - started} ms`);
 
       // The printed buf curl command, run as printed (with the project's buf binary).
-      const command = output.split("or with buf curl")[1]!.split("\n\n")[1]!.replace(/\\\n\s*/g, " ").trim();
+      const command = output
+        .split("or with buf curl")[1]!
+        .split("\n\n")[1]!
+        .replace(/\\\n\s*/g, " ")
+        .trim();
       assert.match(command, /^npx buf curl /);
       const { stdout } = await promisify(execFile)("sh", ["-c", command.replace(/^npx buf/, BUF)], { cwd: root, timeout: 30_000 });
       const response = JSON.parse(stdout);

@@ -49,7 +49,10 @@ describe("StreamQuery", () => {
     assert.equal(summary.command, "SELECT");
     assert.equal(summary.rowsAffected, 2_500n);
     const numbers = messages.flatMap((m) => m.rows.map((r) => Number(r.values[0]!.kind.value)));
-    assert.deepEqual(numbers, Array.from({ length: 2_500 }, (_, i) => i + 1));
+    assert.deepEqual(
+      numbers,
+      Array.from({ length: 2_500 }, (_, i) => i + 1),
+    );
   });
 
   it("bounds messages by their encoded bytes, multi-byte characters included", async () => {
@@ -62,7 +65,10 @@ describe("StreamQuery", () => {
     })) {
       messages.push(m);
     }
-    assert.equal(messages.reduce((n, m) => n + m.rows.length, 0), 5000);
+    assert.equal(
+      messages.reduce((n, m) => n + m.rows.length, 0),
+      5000,
+    );
     for (const m of messages) {
       const rowBytes = toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, { rows: m.rows })).length;
       assert.ok(rowBytes <= 1_000_000, `a message carried ${rowBytes} bytes of rows`);
@@ -71,7 +77,9 @@ describe("StreamQuery", () => {
   });
 
   it("decodes rows like query() and reports the summary through the SDK", async () => {
-    const stream = db.stream<{ id: number; big: bigint; doc: unknown }>("SELECT g AS id, (g * 10000000000)::int8 AS big, json_build_object('g', g) AS doc FROM generate_series(1, 3) g");
+    const stream = db.stream<{ id: number; big: bigint; doc: unknown }>(
+      "SELECT g AS id, (g * 10000000000)::int8 AS big, json_build_object('g', g) AS doc FROM generate_series(1, 3) g",
+    );
     const rows = [];
     for await (const row of stream) rows.push(row);
     assert.deepEqual(rows, [
@@ -131,9 +139,13 @@ describe("StreamQuery", () => {
     const received: number[] = [];
     const err = await rejectsWith(
       (async () => {
-        const stream = db.stream<{ v: number }>("SELECT (CASE WHEN g = $1 THEN 'not a number' ELSE g::text END)::int AS v FROM generate_series(1, 100000) g", [60_000], {
-          maxRowsPerMessage: 500,
-        });
+        const stream = db.stream<{ v: number }>(
+          "SELECT (CASE WHEN g = $1 THEN 'not a number' ELSE g::text END)::int AS v FROM generate_series(1, 100000) g",
+          [60_000],
+          {
+            maxRowsPerMessage: 500,
+          },
+        );
         for await (const row of stream) received.push(row.v);
       })(),
       Code.InvalidArgument,
@@ -256,7 +268,10 @@ describe("StreamQuery: a million rows through a slow consumer (gateway in its ow
   it("holds at most about a message's worth for a client that does not read, even with 4 MB messages", async () => {
     const gateway = gatewayProcess();
     const db = gateway.client().platform(gateway.platform);
-    const stream = db.stream("SELECT g, repeat('z', 200) AS pad FROM generate_series(1, 2000000) g", [], { maxBytesPerMessage: 4_000_000, maxRowsPerMessage: 100_000 });
+    const stream = db.stream("SELECT g, repeat('z', 200) AS pad FROM generate_series(1, 2000000) g", [], {
+      maxBytesPerMessage: 4_000_000,
+      maxRowsPerMessage: 100_000,
+    });
     const iterator = stream[Symbol.asyncIterator]();
     await iterator.next();
     const before = await gateway.rssBytes();

@@ -251,7 +251,9 @@ describe("Transaction streams", () => {
     const s = openStream(t.client(), platform);
     s.begin({ options: { isolationLevel: 3, readOnly: true, deferrable: true } });
     await expectKind(s, "begun");
-    s.statement("SELECT current_setting('transaction_isolation') || ' ' || current_setting('transaction_read_only') || ' ' || current_setting('transaction_deferrable')");
+    s.statement(
+      "SELECT current_setting('transaction_isolation') || ' ' || current_setting('transaction_read_only') || ' ' || current_setting('transaction_deferrable')",
+    );
     const r = await expectKind(s, "result");
     assert.equal(r.case === "result" && r.value.rows[0]!.values[0]!.kind.value, "serializable on on");
     s.statement("UPDATE accounts SET balance = 0");
@@ -470,7 +472,13 @@ describe("Transaction: idle timeout and the unknown outcome of COMMIT", () => {
       await rejectsWith(s.next(), Code.Unavailable, "COMMIT_OUTCOME_UNKNOWN");
       assert.ok(proxy.tripped);
       // What really happened: committed when PostgreSQL got the COMMIT, not when it did not.
-      await waitFor(async () => (await direct.query("SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()", [`${t.platforms[0]}_main`])).rowCount === 0, 5_000, "settled");
+      await waitFor(
+        async () =>
+          (await direct.query("SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()", [`${t.platforms[0]}_main`]))
+            .rowCount === 0,
+        5_000,
+        "settled",
+      );
       assert.equal(await count(), fault === "cut" ? before : before + 1);
       // The gateway carries on with a new connection.
       assert.deepEqual((await db.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
@@ -508,9 +516,15 @@ describe("A deadline while COMMIT runs", () => {
   after(() => t.close());
 
   it("is UNAVAILABLE with reason COMMIT_OUTCOME_UNKNOWN; the COMMIT is not cancelled, and commits", async () => {
-    const err = await db.batch([{ sql: "UPDATE accounts SET balance = $1 WHERE id = 1", params: [7] }], { atomic: true }).then(() => undefined, GatewayError.from);
+    const err = await db
+      .batch([{ sql: "UPDATE accounts SET balance = $1 WHERE id = 1", params: [7] }], { atomic: true })
+      .then(() => undefined, GatewayError.from);
     assert.equal(err?.code, Code.Unavailable);
     assert.equal(err?.reason, "COMMIT_OUTCOME_UNKNOWN");
-    await waitFor(async () => (await db.query<{ balance: number }>("SELECT balance FROM accounts WHERE id = 1")).rows[0]!.balance === 7, 5_000, "the COMMIT to finish");
+    await waitFor(
+      async () => (await db.query<{ balance: number }>("SELECT balance FROM accounts WHERE id = 1")).rows[0]!.balance === 7,
+      5_000,
+      "the COMMIT to finish",
+    );
   });
 });

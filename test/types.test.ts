@@ -35,22 +35,43 @@ const TABLE: { type: string; sql: string; params?: unknown[] }[] = [
   { type: "oid, money", sql: "SELECT 1259::oid AS v, 12.34::money AS w" },
   // Every array type pg-types decodes.
   { type: "bool[], bytea[]", sql: "SELECT ARRAY[true, NULL, false] AS v, ARRAY['\\x00ff'::bytea, NULL, ''::bytea] AS w" },
-  { type: "int2[], oid[], float4[], float8[]", sql: "SELECT ARRAY[1, NULL]::int2[] AS v, ARRAY[1259]::oid[] AS w, ARRAY[1.5, NULL]::float4[] AS x, ARRAY['NaN', '-Infinity', 0.1]::float8[] AS y" },
+  {
+    type: "int2[], oid[], float4[], float8[]",
+    sql: "SELECT ARRAY[1, NULL]::int2[] AS v, ARRAY[1259]::oid[] AS w, ARRAY[1.5, NULL]::float4[] AS x, ARRAY['NaN', '-Infinity', 0.1]::float8[] AS y",
+  },
   { type: "char[], varchar[], name[]", sql: `SELECT ARRAY['a', NULL]::char(2)[] AS v, ARRAY['x y', ''] ::varchar[] AS w, ARRAY['n']::name[] AS x` },
-  { type: "uuid[], inet[], cidr[], macaddr[], money[]", sql: "SELECT ARRAY['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, NULL] AS v, ARRAY['::1'::inet] AS w, ARRAY['10.0.0.0/8'::cidr] AS x, ARRAY['08:00:2b:01:02:03'::macaddr] AS y, ARRAY[1.5::money] AS z" },
-  { type: "date[], timestamp[], timestamptz[]", sql: "SELECT ARRAY['2024-02-29'::date, NULL] AS v, ARRAY['2024-02-29 01:02:03.456789'::timestamp] AS w, ARRAY['2024-02-29 01:02:03.456789+05'::timestamptz, NULL] AS x" },
-  { type: "time[], timetz[], interval[]", sql: "SELECT ARRAY['01:02:03'::time] AS v, ARRAY['01:02:03+02'::timetz] AS w, ARRAY['1 day 02:03:04'::interval, NULL] AS x" },
+  {
+    type: "uuid[], inet[], cidr[], macaddr[], money[]",
+    sql: "SELECT ARRAY['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, NULL] AS v, ARRAY['::1'::inet] AS w, ARRAY['10.0.0.0/8'::cidr] AS x, ARRAY['08:00:2b:01:02:03'::macaddr] AS y, ARRAY[1.5::money] AS z",
+  },
+  {
+    type: "date[], timestamp[], timestamptz[]",
+    sql: "SELECT ARRAY['2024-02-29'::date, NULL] AS v, ARRAY['2024-02-29 01:02:03.456789'::timestamp] AS w, ARRAY['2024-02-29 01:02:03.456789+05'::timestamptz, NULL] AS x",
+  },
+  {
+    type: "time[], timetz[], interval[]",
+    sql: "SELECT ARRAY['01:02:03'::time] AS v, ARRAY['01:02:03+02'::timetz] AS w, ARRAY['1 day 02:03:04'::interval, NULL] AS x",
+  },
   { type: "json[], jsonb[]", sql: `SELECT ARRAY['{"a": 1}'::json, NULL] AS v, ARRAY['[1, "x"]'::jsonb] AS w` },
   { type: "point, point[], circle", sql: "SELECT '(1.5,-2)'::point AS v, ARRAY['(1,2)'::point] AS w, '<(1,2),3>'::circle AS x" },
   // Types pg-types leaves as text: ranges, multiranges, enums, geometric, bit strings, text search, system types.
-  { type: "ranges", sql: "SELECT '[1,10)'::int4range AS v, '(,5]'::int8range AS w, 'empty'::numrange AS x, '[2024-01-01,2024-02-01)'::daterange AS y, '[\"2024-01-01 00:00\",)'::tstzrange AS z" },
+  {
+    type: "ranges",
+    sql: "SELECT '[1,10)'::int4range AS v, '(,5]'::int8range AS w, 'empty'::numrange AS x, '[2024-01-01,2024-02-01)'::daterange AS y, '[\"2024-01-01 00:00\",)'::tstzrange AS z",
+  },
   { type: "multiranges", sql: "SELECT '{[1,3), [5,7)}'::int4multirange AS v" },
   { type: "enum", sql: "SELECT 'happy'::mood AS v, ARRAY['sad', NULL]::mood[] AS w" },
   { type: "domain, composite", sql: "SELECT 7::positive_int AS v, ROW(1, 'a b', NULL)::pair AS w" },
-  { type: "box, line, lseg, path, polygon", sql: "SELECT '(1,1),(0,0)'::box AS v, '{1,-1,0}'::line AS w, '[(0,0),(1,1)]'::lseg AS x, '((0,0),(1,1),(1,0))'::path AS y, '((0,0),(1,1),(1,0))'::polygon AS z" },
+  {
+    type: "box, line, lseg, path, polygon",
+    sql: "SELECT '(1,1),(0,0)'::box AS v, '{1,-1,0}'::line AS w, '[(0,0),(1,1)]'::lseg AS x, '((0,0),(1,1),(1,0))'::path AS y, '((0,0),(1,1),(1,0))'::polygon AS z",
+  },
   { type: "bit, varbit", sql: "SELECT B'1010'::bit(4) AS v, B'1'::varbit AS w" },
   { type: "tsvector, tsquery", sql: "SELECT to_tsvector('simple', 'a quick fox') AS v, 'fox & quick'::tsquery AS w" },
-  { type: "macaddr8, pg_lsn, regclass, regtype, xid", sql: "SELECT '08:00:2b:01:02:03:04:05'::macaddr8 AS v, '16/B374D848'::pg_lsn AS w, 'pg_class'::regclass AS x, 'int4'::regtype AS y, '42'::xid AS z" },
+  {
+    type: "macaddr8, pg_lsn, regclass, regtype, xid",
+    sql: "SELECT '08:00:2b:01:02:03:04:05'::macaddr8 AS v, '16/B374D848'::pg_lsn AS w, 'pg_class'::regclass AS x, 'int4'::regtype AS y, '42'::xid AS z",
+  },
   { type: "infinite dates and timestamps", sql: "SELECT 'infinity'::date AS v, '-infinity'::timestamptz AS w, 'infinity'::timestamp AS x" },
   { type: "dates before the common era", sql: "SELECT '0044-03-15 BC'::date AS v, '0001-01-01 00:00:00 BC'::timestamptz AS w" },
   { type: "large text and bytea", sql: "SELECT repeat('ab', 100000) AS v, decode(repeat('00ff', 50000), 'hex') AS w" },
@@ -173,8 +194,17 @@ describe("type exactness: the gateway returns what pg returns", () => {
           value: {
             $typeName: "dbgateway.v1.ValueList",
             values: [
-              v({ case: "arrayValue", value: { $typeName: "dbgateway.v1.ValueList", values: [v({ case: "int64Value", value: 1n }), v({ case: "nullValue", value: NullValue.NULL_VALUE })] } }),
-              v({ case: "arrayValue", value: { $typeName: "dbgateway.v1.ValueList", values: [v({ case: "int64Value", value: 3n }), v({ case: "int64Value", value: 4n })] } }),
+              v({
+                case: "arrayValue",
+                value: {
+                  $typeName: "dbgateway.v1.ValueList",
+                  values: [v({ case: "int64Value", value: 1n }), v({ case: "nullValue", value: NullValue.NULL_VALUE })],
+                },
+              }),
+              v({
+                case: "arrayValue",
+                value: { $typeName: "dbgateway.v1.ValueList", values: [v({ case: "int64Value", value: 3n }), v({ case: "int64Value", value: 4n })] },
+              }),
             ],
           },
         }),

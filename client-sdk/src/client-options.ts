@@ -109,20 +109,23 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
     }
   }
 
-  if (options.int8 !== undefined && options.int8 !== "bigint" && options.int8 !== "string") problems.push(`int8 must be "bigint" or "string", got ${JSON.stringify(options.int8)}`);
+  if (options.int8 !== undefined && options.int8 !== "bigint" && options.int8 !== "string")
+    problems.push(`int8 must be "bigint" or "string", got ${JSON.stringify(options.int8)}`);
   for (const [oid, parser] of Object.entries(options.typeParsers ?? {})) {
     if (!/^[1-9]\d*$/.test(oid)) problems.push(`typeParsers: "${oid}" is not a type OID`);
     if (typeof parser !== "function") problems.push(`typeParsers[${oid}] must be a function`);
   }
   const positive = (value: unknown, name: string, min = 1) => {
-    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < min)) problems.push(`${name} must be a number of at least ${min}`);
+    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < min))
+      problems.push(`${name} must be a number of at least ${min}`);
   };
   positive(options.timeoutMs, "timeoutMs");
   if (options.coalesce !== undefined && typeof options.coalesce !== "boolean") problems.push("coalesce must be a boolean");
   if (options.queryStream !== undefined && typeof options.queryStream !== "boolean") problems.push("queryStream must be a boolean");
   positive(options.maxReceiveMessageBytes, "maxReceiveMessageBytes");
   const retry = { maxAttempts: 3, baseDelayMs: 50, maxDelayMs: 1_000, ...options.retry };
-  if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1 || retry.maxAttempts > 10) problems.push("retry.maxAttempts must be an integer from 1 to 10");
+  if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1 || retry.maxAttempts > 10)
+    problems.push("retry.maxAttempts must be an integer from 1 to 10");
   positive(retry.baseDelayMs, "retry.baseDelayMs", 0);
   positive(retry.maxDelayMs, "retry.maxDelayMs", 0);
 

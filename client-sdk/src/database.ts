@@ -95,9 +95,17 @@ export interface Subscription extends AsyncIterable<NotificationEvent> {
 /** One database: a platform's main database or a tenant's. */
 export interface Database {
   /** Runs one parameterized statement; rows are objects keyed by column name. */
-  query<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[], options?: QueryOptions & { rowMode?: undefined }): Promise<QueryResult<Row>>;
+  query<Row extends Record<string, unknown> = Record<string, unknown>>(
+    sql: string,
+    params?: readonly Param[],
+    options?: QueryOptions & { rowMode?: undefined },
+  ): Promise<QueryResult<Row>>;
   /** Runs one parameterized statement; rows are arrays of values in column order. */
-  query<Row extends unknown[] = unknown[]>(sql: string, params: readonly Param[] | undefined, options: QueryOptions & { rowMode: "array" }): Promise<QueryResult<Row>>;
+  query<Row extends unknown[] = unknown[]>(
+    sql: string,
+    params: readonly Param[] | undefined,
+    options: QueryOptions & { rowMode: "array" },
+  ): Promise<QueryResult<Row>>;
   /** pg's object form: `{ text, values, rowMode }`. */
   query<Row extends Record<string, unknown> = Record<string, unknown>>(config: QueryConfig & { rowMode?: undefined }): Promise<QueryResult<Row>>;
   query<Row extends unknown[] = unknown[]>(config: QueryConfig & { rowMode: "array" }): Promise<QueryResult<Row>>;
@@ -232,7 +240,14 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
       const attempts = options.maxAttempts ?? 3;
       for (let attempt = 1; ; attempt++) {
         try {
-          return await runTransactionOnce(client, target, fn, options, { signal: options.signal, timeoutMs: options.timeoutMs ?? context.timeoutMs }, parserFor);
+          return await runTransactionOnce(
+            client,
+            target,
+            fn,
+            options,
+            { signal: options.signal, timeoutMs: options.timeoutMs ?? context.timeoutMs },
+            parserFor,
+          );
         } catch (err) {
           const error = GatewayError.from(err);
           if (error.code !== Code.Aborted || attempt >= attempts || options.signal?.aborted) throw error;
@@ -256,7 +271,8 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
       const iterator = responses[Symbol.asyncIterator]();
       try {
         const first = await iterator.next();
-        if (first.done || first.value.kind.case !== "started") throw new GatewayError("the gateway did not start listening", Code.Internal, "INTERNAL", {}, undefined);
+        if (first.done || first.value.kind.case !== "started")
+          throw new GatewayError("the gateway did not start listening", Code.Internal, "INTERNAL", {}, undefined);
       } catch (err) {
         close();
         throw GatewayError.from(err);
@@ -269,7 +285,8 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
               const next = await iterator.next();
               if (next.done) return;
               const kind = next.value.kind;
-              if (kind.case === "notification") yield { type: "notification", channel: kind.value.channel, payload: kind.value.payload, senderPid: kind.value.senderPid };
+              if (kind.case === "notification")
+                yield { type: "notification", channel: kind.value.channel, payload: kind.value.payload, senderPid: kind.value.senderPid };
               else if (kind.case === "missed") yield { type: "missed" };
             }
           } catch (err) {

@@ -247,7 +247,11 @@ function requestCodec(schema: DescMessage): Pick<Codec, "byHand" | "serialize"> 
 }
 
 /** Writes the request messages of a bidirectional call as they come, with backpressure, then half-closes. */
-async function pump(input: AsyncIterable<MessageInitShape<DescMessage>>, call: grpc.ClientDuplexStream<MessageShape<DescMessage>, unknown>, schema: DescMessage): Promise<void> {
+async function pump(
+  input: AsyncIterable<MessageInitShape<DescMessage>>,
+  call: grpc.ClientDuplexStream<MessageShape<DescMessage>, unknown>,
+  schema: DescMessage,
+): Promise<void> {
   try {
     for await (const message of input) {
       if (!call.write(create(schema, message))) await new Promise((resolve) => call.once("drain", resolve));

@@ -93,9 +93,7 @@ export class QueryStreamSession {
       const first = this.#numbered - queries.length;
       sent.timer = setTimeout(() => this.#expire(first, queries.length), timeoutMs);
     }
-    this.#requests
-      .write({ platform: this.platform, queries: toTenantQueries(queries), timeoutMs: timeoutMs ?? 0 })
-      .catch(() => undefined); // a stream that ended fails its queries in #read
+    this.#requests.write({ platform: this.platform, queries: toTenantQueries(queries), timeoutMs: timeoutMs ?? 0 }).catch(() => undefined); // a stream that ended fails its queries in #read
   }
 
   async #read(responses: AsyncIterable<QueryStreamResponse>): Promise<void> {

@@ -64,7 +64,8 @@ function writeQueries(w: BinaryWriter, field: number, queries: readonly TenantQu
     const traceContext = query.traceContext;
     if (traceContext !== undefined) {
       // A map entry: a message { key = 1; value = 2 }, each written even when empty (as toBinary does).
-      for (const [key, value] of Object.entries(traceContext)) w.tag(4, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(key).tag(2, WireType.LengthDelimited).string(value).join();
+      for (const [key, value] of Object.entries(traceContext))
+        w.tag(4, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(key).tag(2, WireType.LengthDelimited).string(value).join();
     }
     w.join();
   }

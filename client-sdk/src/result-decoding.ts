@@ -1,7 +1,15 @@
 // The SDK's result messages and their rows decoded by hand, to what protobuf-es's fromBinary gives; anything unexpected is left to it.
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { Duration, ListValue, Value } from "@bufbuild/protobuf/wkt";
-import type { BatchResult, QueryAnswer, QueryResponse, QueryStreamResponse, StreamQueryResponse, StreamSummary, TransactionResponse } from "./gen/dbgateway/v1/query_service_pb.js";
+import type {
+  BatchResult,
+  QueryAnswer,
+  QueryResponse,
+  QueryStreamResponse,
+  StreamQueryResponse,
+  StreamSummary,
+  TransactionResponse,
+} from "./gen/dbgateway/v1/query_service_pb.js";
 import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
 import { parseInteger, type TypeParser } from "./type-parsers.js";
@@ -183,7 +191,10 @@ function readQueryResponse(r: Reader): QueryResponse {
   return message;
 }
 
-function readResultsResponse<T extends "dbgateway.v1.QueryManyResponse" | "dbgateway.v1.BatchResponse">(r: Reader, typeName: T): { $typeName: T; results: BatchResult[] } {
+function readResultsResponse<T extends "dbgateway.v1.QueryManyResponse" | "dbgateway.v1.BatchResponse">(
+  r: Reader,
+  typeName: T,
+): { $typeName: T; results: BatchResult[] } {
   const results: BatchResult[] = [];
   while (r.more()) {
     if (r.tag() !== ((1 << 3) | LEN)) throw GIVE_UP;
@@ -346,7 +357,8 @@ function withRowBytes<M extends { rows: ListValue[] }>(message: M, buf: Buffer, 
     message.rows = listValues(buf, bounds);
     return message;
   }
-  const setRows = (target: M, rows: ListValue[]) => Object.defineProperty(target, "rows", { value: rows, enumerable: true, configurable: true, writable: true });
+  const setRows = (target: M, rows: ListValue[]) =>
+    Object.defineProperty(target, "rows", { value: rows, enumerable: true, configurable: true, writable: true });
   Object.defineProperty(message, ROW_BYTES, { value: { buf, bounds } satisfies RowBytes });
   Object.defineProperty(message, "rows", {
     enumerable: true,

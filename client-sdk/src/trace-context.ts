@@ -63,7 +63,12 @@ export function outsideTraces<T>(fn: () => T): T {
   return api === undefined ? fn() : api.context.with(api.ROOT_CONTEXT, fn);
 }
 
-function inject<C>(otel: OpenTelemetryApi, active: import("@opentelemetry/api").Context, carrier: C, set: (carrier: C, key: string, value: string) => void): void {
+function inject<C>(
+  otel: OpenTelemetryApi,
+  active: import("@opentelemetry/api").Context,
+  carrier: C,
+  set: (carrier: C, key: string, value: string) => void,
+): void {
   const { propagation, trace } = otel;
   if (propagation.fields().length > 0) {
     propagation.inject(active, carrier, { set });

@@ -42,7 +42,10 @@ describe("request encoding by hand", () => {
       { platform: "clinic", queries: PARAMS.map((p, i) => ({ tenantId: i % 2 === 0 ? "" : `tenant_${i}`, sql: `SELECT $1 -- ${i}`, params: [p] })) },
       { platform: "", queries: [{ tenantId: "", sql: "", params: [] }] },
       { platform: "p", queries: [] },
-      { platform: "p", queries: [{ sql: "SELECT 1", params: [create(ValueSchema, { kind: { case: "numericValue", value: "-12.5000" } }), create(ValueSchema)] }] },
+      {
+        platform: "p",
+        queries: [{ sql: "SELECT 1", params: [create(ValueSchema, { kind: { case: "numericValue", value: "-12.5000" } }), create(ValueSchema)] }],
+      },
     ];
     for (const init of inits) {
       assert.deepEqual(encode(init), toBinary(QueryManyRequestSchema, create(QueryManyRequestSchema, init)));
@@ -54,7 +57,11 @@ describe("request encoding by hand", () => {
     assert.equal(byHand, true);
     const inits: MessageInitShape<typeof QueryStreamRequestSchema>[] = [
       { platform: "clinic", queries: [{ tenantId: "t1", sql: "SELECT $1", params: PARAMS }], timeoutMs: 0 },
-      { platform: "clinic", queries: PARAMS.map((p, i) => ({ tenantId: i % 2 === 0 ? "" : `tenant_${i}`, sql: `SELECT $1 -- ${i}`, params: [p] })), timeoutMs: 250 },
+      {
+        platform: "clinic",
+        queries: PARAMS.map((p, i) => ({ tenantId: i % 2 === 0 ? "" : `tenant_${i}`, sql: `SELECT $1 -- ${i}`, params: [p] })),
+        timeoutMs: 250,
+      },
       { platform: "p", queries: [{ sql: "SELECT 1" }], timeoutMs: 2 ** 32 - 1 },
       { platform: "", queries: [] },
       {

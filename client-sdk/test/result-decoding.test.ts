@@ -62,7 +62,12 @@ describe("decoding result messages by hand", () => {
       assertSameAsProtobufEs(TransactionResponseSchema, { kind: { case: "result", value: resultSet(seed) } });
       const results = [
         { outcome: { case: "result" as const, value: resultSet(seed) } },
-        { outcome: { case: "error" as const, value: { code: 3, message: "invalid input syntax", details: [{ typeUrl: "type.googleapis.com/x", value: new Uint8Array([1, 2]) }] } } },
+        {
+          outcome: {
+            case: "error" as const,
+            value: { code: 3, message: "invalid input syntax", details: [{ typeUrl: "type.googleapis.com/x", value: new Uint8Array([1, 2]) }] },
+          },
+        },
         { outcome: { case: "result" as const, value: resultSet(seed + 1) } },
         {},
       ];
@@ -71,7 +76,11 @@ describe("decoding result messages by hand", () => {
       const numbers = [0n, 1n, 127n, 128n, 2n ** 32n, 2n ** 53n - 1n];
       assertSameAsProtobufEs(QueryStreamResponseSchema, { answers: results.map((r, i) => ({ query: numbers[(seed + i) % numbers.length]!, ...r })) });
       const { columns, rows, command, rowsAffected, executionTime } = resultSet(seed);
-      assertSameAsProtobufEs(StreamQueryResponseSchema, { columns: seed % 2 ? columns : [], rows, summary: seed % 3 ? { command, rowsAffected, executionTime } : undefined });
+      assertSameAsProtobufEs(StreamQueryResponseSchema, {
+        columns: seed % 2 ? columns : [],
+        rows,
+        summary: seed % 3 ? { command, rowsAffected, executionTime } : undefined,
+      });
     }
     assertSameAsProtobufEs(QueryResponseSchema, {});
     assertSameAsProtobufEs(StreamQueryResponseSchema, {});
@@ -81,18 +90,33 @@ describe("decoding result messages by hand", () => {
 
   it("decodes numbers and booleans in values, and negative durations", () => {
     assertSameAsProtobufEs(StreamQueryResponseSchema, {
-      rows: [{ values: [{ kind: { case: "numberValue", value: -1.5e300 } }, { kind: { case: "boolValue", value: true } }, { kind: { case: "boolValue", value: false } }, {}] }],
+      rows: [
+        {
+          values: [
+            { kind: { case: "numberValue", value: -1.5e300 } },
+            { kind: { case: "boolValue", value: true } },
+            { kind: { case: "boolValue", value: false } },
+            {},
+          ],
+        },
+      ],
       summary: { executionTime: { seconds: -5n, nanos: -7 } },
     });
   });
 
   it("reads rows from their bytes into the objects and arrays made from protobuf-es's ListValues", () => {
     const parserFor = (oid: number) => (oid === 23 ? (text: string) => Number(text) * 2 : (text: string) => `<${text}>`);
-    const check = (schema: typeof QueryResponseSchema | typeof StreamQueryResponseSchema, init: MessageInitShape<typeof QueryResponseSchema> | MessageInitShape<typeof StreamQueryResponseSchema>) => {
+    const check = (
+      schema: typeof QueryResponseSchema | typeof StreamQueryResponseSchema,
+      init: MessageInitShape<typeof QueryResponseSchema> | MessageInitShape<typeof StreamQueryResponseSchema>,
+    ) => {
       const bytes = Buffer.from(toBinary(schema, create(schema, init as never)));
       const byHand = decodeByHand(schema.typeName, bytes) as { result?: { columns: never[]; rows: never[] }; columns?: never[]; rows?: never[] };
       const reference = fromBinary(schema, bytes) as typeof byHand;
-      const [hand, ref] = schema === QueryResponseSchema ? [byHand.result!, reference.result!] : [byHand as { columns: never[]; rows: never[] }, reference as { columns: never[]; rows: never[] }];
+      const [hand, ref] =
+        schema === QueryResponseSchema
+          ? [byHand.result!, reference.result!]
+          : [byHand as { columns: never[]; rows: never[] }, reference as { columns: never[]; rows: never[] }];
       // Results of 16 rows or more are read from their bytes; smaller ones through ListValues.
       assert.equal(rowBytesOf(hand) !== undefined, ref.rows.length >= 16);
       const decoder = new RowDecoder(ref.columns, parserFor);
@@ -145,14 +169,35 @@ describe("decoding result messages by hand", () => {
   });
 
   it("reads int2, int4 and oid values from their bytes as parseInt reads their text", () => {
-    const texts = ["0", "-0", "7", "-32768", "32767", "-2147483648", "2147483647", "4294967295", "9999999999", "12345678901", "-", "", "1e3", "12a", " 1", "+5", "٣"];
+    const texts = [
+      "0",
+      "-0",
+      "7",
+      "-32768",
+      "32767",
+      "-2147483648",
+      "2147483647",
+      "4294967295",
+      "9999999999",
+      "12345678901",
+      "-",
+      "",
+      "1e3",
+      "12a",
+      " 1",
+      "+5",
+      "٣",
+    ];
     const columns = [21, 23, 26].map((typeOid) => create(ColumnSchema, { name: `c${typeOid}`, typeOid }));
     const rows = texts.map((text) => ({ values: columns.map(() => ({ kind: { case: "stringValue" as const, value: text } })) }));
     assert.ok(rows.length >= 16); // read from their bytes
     const bytes = Buffer.from(toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, { columns, rows })));
     const decoder = new RowDecoder(columns, typeParsers("bigint"));
     const decoded = decoder.rowsOf<Record<string, number>>(decodeByHand(StreamQueryResponseSchema.typeName, bytes) as { rows: never[] });
-    assert.deepStrictEqual(decoded, texts.map((text) => ({ c21: parseInt(text, 10), c23: parseInt(text, 10), c26: parseInt(text, 10) })));
+    assert.deepStrictEqual(
+      decoded,
+      texts.map((text) => ({ c21: parseInt(text, 10), c23: parseInt(text, 10), c26: parseInt(text, 10) })),
+    );
     assert.ok(Object.is(decoded[1]!.c23, -0));
   });
 
@@ -173,7 +218,10 @@ describe("decoding result messages by hand", () => {
     const begun = toBinary(TransactionResponseSchema, create(TransactionResponseSchema, { kind: { case: "begun", value: {} } }));
     assert.equal(decodeByHand(TransactionResponseSchema.typeName, begun), undefined);
     assert.deepStrictEqual(decoderFor(TransactionResponseSchema)(begun), fromBinary(TransactionResponseSchema, begun));
-    const nested = toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, { rows: [{ values: [{ kind: { case: "listValue", value: { values: [] } } }] }] }));
+    const nested = toBinary(
+      StreamQueryResponseSchema,
+      create(StreamQueryResponseSchema, { rows: [{ values: [{ kind: { case: "listValue", value: { values: [] } } }] }] }),
+    );
     assert.equal(decodeByHand(StreamQueryResponseSchema.typeName, nested), undefined);
     assert.deepStrictEqual(decoderFor(StreamQueryResponseSchema)(nested), fromBinary(StreamQueryResponseSchema, nested));
   });
@@ -183,10 +231,13 @@ describe("decoding result messages by hand", () => {
     for (const cut of [1, 2, 10, bytes.length - 1]) {
       const truncated = bytes.subarray(0, cut);
       assert.equal(decodeByHand(QueryResponseSchema.typeName, truncated), undefined, `cut at ${cut}`);
-      assert.throws(() => decoderFor(QueryResponseSchema)(truncated), (err: Error) => {
-        assert.throws(() => fromBinary(QueryResponseSchema, truncated), { message: err.message });
-        return true;
-      });
+      assert.throws(
+        () => decoderFor(QueryResponseSchema)(truncated),
+        (err: Error) => {
+          assert.throws(() => fromBinary(QueryResponseSchema, truncated), { message: err.message });
+          return true;
+        },
+      );
     }
   });
 });

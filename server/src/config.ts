@@ -173,7 +173,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       const url = new URL(databaseUrl);
       if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") problems.push("DATABASE_URL must be a postgres:// or postgresql:// URL");
       else if (databasePassword !== undefined) {
-        if (url.password || url.searchParams.has("password")) problems.push("DATABASE_URL already has a password: set DATABASE_PASSWORD(_FILE) only with a URL without one");
+        if (url.password || url.searchParams.has("password"))
+          problems.push("DATABASE_URL already has a password: set DATABASE_PASSWORD(_FILE) only with a URL without one");
         url.password = encodeURIComponent(databasePassword);
         databaseUrl = url.toString();
       }
@@ -192,7 +193,9 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
           `development database. Set DATABASE_URL (or DATABASE_URL_FILE) to your PostgreSQL, or unset those for development mode`,
       );
     } else if (!development) {
-      problems.push("DATABASE_URL is required (or DATABASE_URL_FILE). For a development gateway on an embedded PostgreSQL: npm start, or GATEWAY_MODE=development");
+      problems.push(
+        "DATABASE_URL is required (or DATABASE_URL_FILE). For a development gateway on an embedded PostgreSQL: npm start, or GATEWAY_MODE=development",
+      );
     }
   }
 
@@ -276,7 +279,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
   const catalogDatabase = env.CATALOG_DATABASE || DEFAULT_CATALOG_DATABASE;
   const catalogPlatform = parseDatabaseName(catalogDatabase)?.platform;
   if (!/^[a-z][a-z0-9_]{0,62}$/.test(catalogDatabase)) problems.push("CATALOG_DATABASE must be lowercase letters, digits and underscores, at most 63");
-  else if (catalogPlatform !== undefined && platformKeys.has(catalogPlatform)) problems.push(`CATALOG_DATABASE "${catalogDatabase}" would be a database of platform "${catalogPlatform}"`);
+  else if (catalogPlatform !== undefined && platformKeys.has(catalogPlatform))
+    problems.push(`CATALOG_DATABASE "${catalogDatabase}" would be a database of platform "${catalogPlatform}"`);
   const ratePerSecond = int("RATE_LIMIT_PER_SEC", 0, 0, 1_000_000);
   const rateBurst = int("RATE_LIMIT_BURST", Math.max(1, ratePerSecond), 1, 1_000_000);
   const results: ResultLimits = {
@@ -285,7 +289,9 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     maxBufferedBytes: int("MAX_BUFFERED_RESULT_BYTES", DEFAULT_RESULT_LIMITS.maxBufferedBytes, 1, 1_000_000_000_000),
   };
   if (results.maxBytes > results.maxBufferedBytes) {
-    problems.push(`MAX_RESULT_BYTES (${results.maxBytes}) cannot be more than MAX_BUFFERED_RESULT_BYTES (${results.maxBufferedBytes}): a result at the limit must fit`);
+    problems.push(
+      `MAX_RESULT_BYTES (${results.maxBytes}) cannot be more than MAX_BUFFERED_RESULT_BYTES (${results.maxBufferedBytes}): a result at the limit must fit`,
+    );
   }
   const host = env.GATEWAY_HOST || "127.0.0.1";
   const tracesExporter = env.OTEL_TRACES_EXPORTER?.trim();

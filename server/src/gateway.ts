@@ -304,7 +304,9 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         pools.stop();
         // Calls holding no connection (an administrative one, say) are ended here, with a status all the same.
         if (!(await calls.settled(SHUTDOWN_ANSWER_MILLIS))) {
-          calls.endAll(new GatewayError("SHUTTING_DOWN", "the gateway shut down before the call ended: it may have run", { metadata: { statement_sent: "true" } }));
+          calls.endAll(
+            new GatewayError("SHUTTING_DOWN", "the gateway shut down before the call ended: it may have run", { metadata: { statement_sent: "true" } }),
+          );
         }
       }
       // Every call has its status: the connections close as their clients read it (a health Watch keeps one open).

@@ -35,8 +35,14 @@ describe("settings", () => {
   });
 
   it("runs in development mode only when asked for, and never with production settings", () => {
-    assert.throws(() => loadSettings({}), (err: ConfigError) => /DATABASE_URL is required/.test(err.problems[0]!));
-    assert.throws(() => loadSettings({ GATEWAY_MODE: "staging" }), (err: ConfigError) => err.problems.some((p) => p.startsWith("GATEWAY_MODE must be one of")));
+    assert.throws(
+      () => loadSettings({}),
+      (err: ConfigError) => /DATABASE_URL is required/.test(err.problems[0]!),
+    );
+    assert.throws(
+      () => loadSettings({ GATEWAY_MODE: "staging" }),
+      (err: ConfigError) => err.problems.some((p) => p.startsWith("GATEWAY_MODE must be one of")),
+    );
     for (const production of [{ API_KEY_ACME: `a_${KEY}` }, { TLS_CERT_FILE: "/dev/null" }, { GATEWAY_SECRET_FILE: "/dev/null" }]) {
       assert.throws(
         () => loadSettings({ ...DEV, ...production }, { development: true }),
@@ -50,7 +56,10 @@ describe("settings", () => {
     assert.equal(loadSettings({ ...DEV, SHUTDOWN_GRACE_SECS: "0" }).shutdownGraceMillis, 0);
     assert.equal(loadSettings({ ...DEV, SHUTDOWN_GRACE_SECS: "45" }).shutdownGraceMillis, 45_000);
     for (const bad of ["-1", "3601", "1.5", "soon"]) {
-      assert.throws(() => loadSettings({ ...DEV, SHUTDOWN_GRACE_SECS: bad }), (err: ConfigError) => err.problems.length === 1 && err.problems[0]!.startsWith("SHUTDOWN_GRACE_SECS"));
+      assert.throws(
+        () => loadSettings({ ...DEV, SHUTDOWN_GRACE_SECS: bad }),
+        (err: ConfigError) => err.problems.length === 1 && err.problems[0]!.startsWith("SHUTDOWN_GRACE_SECS"),
+      );
     }
   });
 
@@ -64,11 +73,13 @@ describe("settings", () => {
   it("refuses result limits that are not whole numbers, and a call's limit beyond the gateway's", () => {
     assert.throws(
       () => loadSettings({ ...DEV, MAX_RESULT_ROWS: "0", MAX_RESULT_BYTES: "1.5", MAX_BUFFERED_RESULT_BYTES: "lots" }),
-      (err: ConfigError) => err.problems.length === 3 && ["MAX_RESULT_ROWS", "MAX_RESULT_BYTES", "MAX_BUFFERED_RESULT_BYTES"].every((n, i) => err.problems[i]!.startsWith(n)),
+      (err: ConfigError) =>
+        err.problems.length === 3 && ["MAX_RESULT_ROWS", "MAX_RESULT_BYTES", "MAX_BUFFERED_RESULT_BYTES"].every((n, i) => err.problems[i]!.startsWith(n)),
     );
     assert.throws(
       () => loadSettings({ ...DEV, MAX_RESULT_BYTES: "2000000", MAX_BUFFERED_RESULT_BYTES: "1000000" }),
-      (err: ConfigError) => err.problems.length === 1 && /MAX_RESULT_BYTES \(2000000\) cannot be more than MAX_BUFFERED_RESULT_BYTES \(1000000\)/.test(err.problems[0]!),
+      (err: ConfigError) =>
+        err.problems.length === 1 && /MAX_RESULT_BYTES \(2000000\) cannot be more than MAX_BUFFERED_RESULT_BYTES \(1000000\)/.test(err.problems[0]!),
     );
   });
 
@@ -96,7 +107,16 @@ describe("settings", () => {
     } catch (err) {
       assert.ok(err instanceof ConfigError);
       const text = err.problems.join("\n");
-      for (const expected of ["DATABASE_URL", "GATEWAY_PORT", "MAX_CONNECTIONS_PER_POOL", "TLS_KEY_FILE", "API_KEY_SHORT", "API_KEY_BAD_NAME", "API_KEY_B", "medstore"]) {
+      for (const expected of [
+        "DATABASE_URL",
+        "GATEWAY_PORT",
+        "MAX_CONNECTIONS_PER_POOL",
+        "TLS_KEY_FILE",
+        "API_KEY_SHORT",
+        "API_KEY_BAD_NAME",
+        "API_KEY_B",
+        "medstore",
+      ]) {
         assert.match(text, new RegExp(expected));
       }
       assert.equal(err.problems.length, 9); // the eight above, and GATEWAY_SECRET
@@ -105,12 +125,22 @@ describe("settings", () => {
   });
 
   it("requires certificates and keys with DATABASE_URL", () => {
-    assert.throws(() => loadSettings({ DATABASE_URL: "postgres://u:p@db/postgres" }), (err: ConfigError) => err.problems.length === 3);
+    assert.throws(
+      () => loadSettings({ DATABASE_URL: "postgres://u:p@db/postgres" }),
+      (err: ConfigError) => err.problems.length === 3,
+    );
   });
 
   it("checks that the TLS files can be read", () => {
     assert.throws(
-      () => loadSettings({ ...PRODUCTION, API_KEY_ADMIN: `ad_${KEY}`, TLS_CERT_FILE: "/nonexistent/a.crt", TLS_KEY_FILE: "/nonexistent/a.key", TLS_CLIENT_CA_FILE: "/nonexistent/ca.crt" }),
+      () =>
+        loadSettings({
+          ...PRODUCTION,
+          API_KEY_ADMIN: `ad_${KEY}`,
+          TLS_CERT_FILE: "/nonexistent/a.crt",
+          TLS_KEY_FILE: "/nonexistent/a.key",
+          TLS_CLIENT_CA_FILE: "/nonexistent/ca.crt",
+        }),
       (err: ConfigError) => err.problems.length === 3 && err.problems.every((p) => p.includes("cannot read")),
     );
   });
@@ -152,7 +182,9 @@ describe("settings", () => {
     for (const bad of [` ${KEY}`, `${KEY} `, `${KEY}\t`, `a\u0001${KEY}`, `${KEY}é`]) {
       assert.throws(
         () => loadSettings({ ...PRODUCTION, API_KEY_ACME: bad }),
-        (err: ConfigError) => err.problems.some((p) => p === "API_KEY_ACME must be printable ASCII without spaces around it (no client could send it)") && !err.message.includes(KEY),
+        (err: ConfigError) =>
+          err.problems.some((p) => p === "API_KEY_ACME must be printable ASCII without spaces around it (no client could send it)") &&
+          !err.message.includes(KEY),
       );
     }
     assert.equal(loadSettings({ ...PRODUCTION, API_KEY_ACME: `in ner_${KEY}` }).platformKeys.get("acme"), `in ner_${KEY}`);
@@ -160,6 +192,9 @@ describe("settings", () => {
 
   it("reads API_KEY_ names without regard to case, in the development gate as in parsing", () => {
     assert.equal(loadSettings({ ...PRODUCTION, API_KEY_medstoreapp: `ms_${KEY}` }).platformKeys.get("medstoreapp"), `ms_${KEY}`);
-    assert.throws(() => loadSettings({ ...DEV, API_KEY_medstoreapp: `ms_${KEY}` }), (err: ConfigError) => /production settings are \(API_KEY_medstoreapp\)/.test(err.message));
+    assert.throws(
+      () => loadSettings({ ...DEV, API_KEY_medstoreapp: `ms_${KEY}` }),
+      (err: ConfigError) => /production settings are \(API_KEY_medstoreapp\)/.test(err.message),
+    );
   });
 });

@@ -18,8 +18,14 @@ describe("database naming", () => {
   });
 
   it("rejects reserved and oversized tenant ids", () => {
-    assert.throws(() => databaseName("p", "main"), (e: GatewayError) => e.reason === "INVALID_TENANT_ID");
-    assert.throws(() => databaseName("p", "x".repeat(62)), (e: GatewayError) => e.reason === "INVALID_TENANT_ID");
+    assert.throws(
+      () => databaseName("p", "main"),
+      (e: GatewayError) => e.reason === "INVALID_TENANT_ID",
+    );
+    assert.throws(
+      () => databaseName("p", "x".repeat(62)),
+      (e: GatewayError) => e.reason === "INVALID_TENANT_ID",
+    );
     assert.equal(databaseName("p", "x".repeat(61)).length, 63);
   });
 });

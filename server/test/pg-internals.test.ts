@@ -46,11 +46,16 @@ function installedVersion(name: Package): string {
   }
   return "?";
 }
-const VERSIONS: Record<Package, string> = { pg: installedVersion("pg"), "pg-cursor": installedVersion("pg-cursor"), "pg-protocol": installedVersion("pg-protocol") };
+const VERSIONS: Record<Package, string> = {
+  pg: installedVersion("pg"),
+  "pg-cursor": installedVersion("pg-cursor"),
+  "pg-protocol": installedVersion("pg-protocol"),
+};
 
 /** Fails unless `ok`, naming the package, its installed version and the internal that changed. */
 function expectInternal(pkg: Package, internal: string, ok: boolean, found: string): void {
-  if (!ok) assert.fail(`${pkg} ${VERSIONS[pkg]} changed ${internal} (found: ${found}); server/src/pool/pg-internals.ts relies on it and must follow the change`);
+  if (!ok)
+    assert.fail(`${pkg} ${VERSIONS[pkg]} changed ${internal} (found: ${found}); server/src/pool/pg-internals.ts relies on it and must follow the change`);
 }
 
 /** `expectInternal` for a member's type. */
@@ -139,11 +144,20 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
     const row = dataRowPayload(["abc", null, "é"]);
     parser.parse(Buffer.concat([message("S", status), message("D", row)]), (m) => messages.push(m));
 
-    expectInternal("pg-protocol", "Parser#parse (it no longer calls the parser's own handlePacket for each message)", seen.length === 2, `${seen.length} calls for 2 messages`);
+    expectInternal(
+      "pg-protocol",
+      "Parser#parse (it no longer calls the parser's own handlePacket for each message)",
+      seen.length === 2,
+      `${seen.length} calls for 2 messages`,
+    );
     expectInternal(
       "pg-protocol",
       "Parser#handlePacket's arguments (offset of the payload, type byte, length with itself, buffer)",
-      seen[0]?.offset === 5 && seen[0].code === 0x53 && seen[0].length === status.length + 4 && seen[1]?.offset === 1 + seen[0].length + 5 && seen[1].code === 0x44,
+      seen[0]?.offset === 5 &&
+        seen[0].code === 0x53 &&
+        seen[0].length === status.length + 4 &&
+        seen[1]?.offset === 1 + seen[0].length + 5 &&
+        seen[1].code === 0x44,
       JSON.stringify(seen),
     );
     const [parameterStatus, dataRow] = messages as Record<string, unknown>[];
@@ -153,7 +167,12 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
       parameterStatus?.name === "parameterStatus" && parameterStatus.parameterName === "client_encoding" && parameterStatus.parameterValue === "UTF8",
       JSON.stringify(parameterStatus),
     );
-    expectInternal("pg-protocol", "the DataRow message", dataRow?.name === "dataRow" && JSON.stringify(dataRow.fields) === JSON.stringify(["abc", null, "é"]), JSON.stringify(dataRow));
+    expectInternal(
+      "pg-protocol",
+      "the DataRow message",
+      dataRow?.name === "dataRow" && JSON.stringify(dataRow.fields) === JSON.stringify(["abc", null, "é"]),
+      JSON.stringify(dataRow),
+    );
   });
 
   it("pg: a Client's connection (attachListeners, _emitMessage, stream) and connectionParameters, before it connects", () => {
@@ -163,9 +182,15 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
     expectType("pg", "Connection#attachListeners", member(connection, "attachListeners"), "function");
     expectType("pg", "Connection#_emitMessage", member(connection, "_emitMessage"), "boolean");
     (connection as pg.Connection).on("message", () => undefined);
-    expectInternal("pg", "Connection#_emitMessage (a 'message' listener no longer sets it)", member(connection, "_emitMessage") === true, String(member(connection, "_emitMessage")));
+    expectInternal(
+      "pg",
+      "Connection#_emitMessage (a 'message' listener no longer sets it)",
+      member(connection, "_emitMessage") === true,
+      String(member(connection, "_emitMessage")),
+    );
     expectInternal("pg", "Connection#stream", member(connection, "stream") instanceof Socket, "not a net.Socket");
-    for (const name of ["connect", "requestSsl", "cancel", "sendCopyFail", "sync"]) expectType("pg", `Connection.prototype.${name}`, member(pg.Connection.prototype, name), "function");
+    for (const name of ["connect", "requestSsl", "cancel", "sendCopyFail", "sync"])
+      expectType("pg", `Connection.prototype.${name}`, member(pg.Connection.prototype, name), "function");
     const parameters = member(fresh, "connectionParameters");
     expectType("pg", "Client#connectionParameters", parameters, "object");
     expectType("pg", "Client#connectionParameters.host", member(parameters, "host"), "string");
@@ -182,7 +207,12 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
     expectType("pg", "Client#processID", member(client, "processID"), "number");
     expectType("pg", "Client#secretKey", member(client, "secretKey"), "number");
     const { rows } = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
-    expectInternal("pg", "Client#processID (not the backend's pid)", backendKey(client)?.processID === rows[0]!.pid, `${member(client, "processID")} for pid ${rows[0]!.pid}`);
+    expectInternal(
+      "pg",
+      "Client#processID (not the backend's pid)",
+      backendKey(client)?.processID === rows[0]!.pid,
+      `${member(client, "processID")} for pid ${rows[0]!.pid}`,
+    );
     assert.equal(isQueryable(client), true);
     expectInternal("pg", "Client#_getActiveQuery (a query when the client is idle)", !activeQueryOf(client), String(activeQueryOf(client)));
 
@@ -251,7 +281,12 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
     await client.query("INSERT INTO pg_temp.written VALUES (1), (2)");
     const updated = client.query(new Cursor("UPDATE pg_temp.written SET x = 3"));
     await updated.read(10);
-    expectInternal("pg-cursor", "Cursor#_result of a write", cursorResult(updated).command === "UPDATE" && cursorResult(updated).rowCount === 2 && cursorResult(updated).fields.length === 0, JSON.stringify(cursorResult(updated)));
+    expectInternal(
+      "pg-cursor",
+      "Cursor#_result of a write",
+      cursorResult(updated).command === "UPDATE" && cursorResult(updated).rowCount === 2 && cursorResult(updated).fields.length === 0,
+      JSON.stringify(cursorResult(updated)),
+    );
 
     const failing = await open();
     const failed = new Cursor("SELECT generate_series(1, 100000)");
@@ -278,15 +313,34 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
       });
       (member(c, "connection") as pg.Connection).on("message", (m: { name: string }) => messages.push(m.name));
     });
-    expectInternal("pg", "Connection#attachListeners (the replacement parser saw nothing while connecting)", codes.includes(0x52) && codes.includes(0x5a), `codes ${codes.map((c) => String.fromCharCode(c)).join("")}`);
+    expectInternal(
+      "pg",
+      "Connection#attachListeners (the replacement parser saw nothing while connecting)",
+      codes.includes(0x52) && codes.includes(0x5a),
+      `codes ${codes.map((c) => String.fromCharCode(c)).join("")}`,
+    );
     const { rows } = await hooked.query({ text: "SELECT 'naïve' AS word, NULL AS nothing", rowMode: "array" });
     assert.deepEqual(rows, [["naïve", null]]);
     expectInternal("pg", "Connection#attachListeners (the replacement parser did not see the DataRow)", codes.includes(0x44), "no DataRow");
-    expectInternal("pg", "Connection#_emitMessage (no 'message' events from the replacement parser)", messages.includes("dataRow") && messages.includes("readyForQuery"), messages.join(","));
+    expectInternal(
+      "pg",
+      "Connection#_emitMessage (no 'message' events from the replacement parser)",
+      messages.includes("dataRow") && messages.includes("readyForQuery"),
+      messages.join(","),
+    );
   });
 
   it("pg: the Submittable methods its Query has and pg calls, reached by a subclass that overrides them", async () => {
-    for (const name of ["submit", "handleRowDescription", "handleDataRow", "handleCommandComplete", "handleReadyForQuery", "handleError", "handleCopyInResponse", "handleCopyData"]) {
+    for (const name of [
+      "submit",
+      "handleRowDescription",
+      "handleDataRow",
+      "handleCommandComplete",
+      "handleReadyForQuery",
+      "handleError",
+      "handleCopyInResponse",
+      "handleCopyData",
+    ]) {
       expectType("pg", `Query.prototype.${name}`, member(pg.Query.prototype, name), "function");
     }
     const calls: string[] = [];
@@ -304,11 +358,18 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
         queryHandleError(this, err, connection);
       }
     }
-    const answered = new Promise<unknown>((resolve, reject) => client.query(new Overriding("SELECT 1 AS one", [], (err, result) => (err ? reject(err) : resolve(result.rows)))));
+    const answered = new Promise<unknown>((resolve, reject) =>
+      client.query(new Overriding("SELECT 1 AS one", [], (err, result) => (err ? reject(err) : resolve(result.rows)))),
+    );
     assert.deepEqual(await answered, [{ one: 1 }]);
     assert.deepEqual(calls, ["submit", "handleReadyForQuery"]);
     const failedQuery = new Promise<unknown>((resolve) => client.query(new Overriding("SELECT 1/0", [], (err) => resolve(err))));
-    expectInternal("pg", "Query.prototype.handleError (a statement's error did not reach it)", (await failedQuery) instanceof pg.DatabaseError && calls.includes("handleError"), calls.join(","));
+    expectInternal(
+      "pg",
+      "Query.prototype.handleError (a statement's error did not reach it)",
+      (await failedQuery) instanceof pg.DatabaseError && calls.includes("handleError"),
+      calls.join(","),
+    );
   });
 
   it("pg: a COPY's messages (copyOutResponse, handleCopyData, handleCopyInResponse) and CopyFail with its Sync", async () => {
@@ -344,7 +405,11 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
     const error = await ended(into);
     expectInternal("pg", "Query#handleCopyInResponse", copyIn === 1, `${copyIn} calls`);
     expectInternal("pg", "Connection#sendCopyFail", error instanceof pg.DatabaseError && error.message.includes("refused by the canary"), String(error));
-    assert.deepEqual((await copying.query("SELECT count(*)::int AS n FROM pg_temp.copied")).rows, [{ n: 0 }], "Connection#sync: the connection is usable after the CopyFail");
+    assert.deepEqual(
+      (await copying.query("SELECT count(*)::int AS n FROM pg_temp.copied")).rows,
+      [{ n: 0 }],
+      "Connection#sync: the connection is usable after the CopyFail",
+    );
   });
 
   it("pg: a CancelRequest on a connection made with pg's own code stops a running statement", async () => {
@@ -360,7 +425,11 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
     let timer: NodeJS.Timeout | undefined;
     const delivered = await new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(false), 10_000);
-      cancel.send(key!, () => resolve(true), () => resolve(false));
+      cancel.send(
+        key!,
+        () => resolve(true),
+        () => resolve(false),
+      );
     });
     clearTimeout(timer);
     if (!delivered) cancel.destroy();

@@ -6,7 +6,27 @@ import { int32Size, varintSize, writeInt32, writeVarint } from "../src/execution
 
 describe("protobuf wire helpers", () => {
   it("write varints as protobuf-es does, up to 2^53 - 1, and size them exactly", () => {
-    const values = [0, 1, 127, 128, 16_383, 16_384, 2 ** 21 - 1, 2 ** 21, 2 ** 28 - 1, 2 ** 28, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 3_000_000_000, 2 ** 35, 2 ** 42 + 5, 2 ** 49, Number.MAX_SAFE_INTEGER];
+    const values = [
+      0,
+      1,
+      127,
+      128,
+      16_383,
+      16_384,
+      2 ** 21 - 1,
+      2 ** 21,
+      2 ** 28 - 1,
+      2 ** 28,
+      2 ** 31 - 1,
+      2 ** 31,
+      2 ** 32 - 1,
+      2 ** 32,
+      3_000_000_000,
+      2 ** 35,
+      2 ** 42 + 5,
+      2 ** 49,
+      Number.MAX_SAFE_INTEGER,
+    ];
     for (const n of values) {
       const expected = new BinaryWriter().uint64(n).finish();
       const out = new Uint8Array(16);

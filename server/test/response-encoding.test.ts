@@ -14,8 +14,14 @@ const results = [
   create(ResultSetSchema, { command: "UPDATE", rowsAffected: 300n }),
 ];
 const error = new GatewayError("DATABASE_NOT_FOUND", "no such database");
-const outcomes: Outcome[] = [{ result: toBinary(ResultSetSchema, results[0]!) }, { error }, { result: toBinary(ResultSetSchema, results[1]!) }, { result: toBinary(ResultSetSchema, results[2]!) }];
-const expected = (o: number) => (o === 1 ? { case: "error" as const, value: toRpcStatus(error) } : { case: "result" as const, value: results[o === 0 ? 0 : o - 1]! });
+const outcomes: Outcome[] = [
+  { result: toBinary(ResultSetSchema, results[0]!) },
+  { error },
+  { result: toBinary(ResultSetSchema, results[1]!) },
+  { result: toBinary(ResultSetSchema, results[2]!) },
+];
+const expected = (o: number) =>
+  o === 1 ? { case: "error" as const, value: toRpcStatus(error) } : { case: "result" as const, value: results[o === 0 ? 0 : o - 1]! };
 
 describe("response encoding by hand", () => {
   it("writes QueryManyResponse as toBinary does", () => {

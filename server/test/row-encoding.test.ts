@@ -11,7 +11,7 @@ const ROWS: TextRow[] = [
   ["1", null, "", "abc"],
   [null],
   [],
-  ["naïve 🐘 \"quoted\" back\\slash", "\u0000 is not here but \u00ff is"],
+  ['naïve 🐘 "quoted" back\\slash', "\u0000 is not here but \u00ff is"],
   ["x".repeat(127), "y".repeat(128), "z".repeat(16_383), "w".repeat(16_384), "é".repeat(100_000)],
 ];
 
@@ -92,9 +92,22 @@ describe("row encoding", () => {
   });
 
   it("writes a whole ResultSet as protobuf-es does, for results with and without rows, columns, command and count", () => {
-    const field = (name: string, dataTypeID: number, dataTypeModifier: number, tableID: number, columnID: number) => ({ name, dataTypeID, dataTypeModifier, tableID, columnID, dataTypeSize: -1, format: "text" as const });
+    const field = (name: string, dataTypeID: number, dataTypeModifier: number, tableID: number, columnID: number) => ({
+      name,
+      dataTypeID,
+      dataTypeModifier,
+      tableID,
+      columnID,
+      dataTypeSize: -1,
+      format: "text" as const,
+    });
     const results = [
-      { fields: [field("id", 23, -1, 16_384, 1), field("?column?", 25, 0, 0, 0), field("", 1043, 68, 4_294_967_295, 32_767)], rows: ROWS.slice(0, 2), command: "SELECT", rowCount: 2 },
+      {
+        fields: [field("id", 23, -1, 16_384, 1), field("?column?", 25, 0, 0, 0), field("", 1043, 68, 4_294_967_295, 32_767)],
+        rows: ROWS.slice(0, 2),
+        command: "SELECT",
+        rowCount: 2,
+      },
       { fields: [], rows: [], command: "INSERT", rowCount: 3_000_000_000 },
       { fields: [], rows: [], command: "", rowCount: null },
       { fields: [field("n", 20, -1, 0, 0)], rows: [], command: "SELECT", rowCount: 0 },

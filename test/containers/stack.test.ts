@@ -86,11 +86,15 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
 /** Free TCP ports on 127.0.0.1, distinct (held open together while they are picked). */
 async function freePorts(count: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const server = createServer();
-      server.once("error", reject);
-      server.listen(0, "127.0.0.1", () => resolve(server));
-    })),
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const server = createServer();
+          server.once("error", reject);
+          server.listen(0, "127.0.0.1", () => resolve(server));
+        }),
+    ),
   );
   const ports = servers.map((s) => (s.address() as AddressInfo).port);
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
@@ -136,7 +140,20 @@ async function makeSecrets(dir: string): Promise<Secrets> {
   // The CLI runs in the image, as the image's own user (10001), writing into the mounted directory.
   await chmod(dir, 0o777);
   const cli = (...args: string[]) => docker("run", "--rm", "--network", "none", "--read-only", "-v", `${dir}:/out`, IMAGES.gateway, ...args);
-  await cli("certs", "--out", "/out", "--platform", PLATFORM, "--admin", "--server-name", "localhost", "--server-name", "127.0.0.1", "--server-name", "gateway");
+  await cli(
+    "certs",
+    "--out",
+    "/out",
+    "--platform",
+    PLATFORM,
+    "--admin",
+    "--server-name",
+    "localhost",
+    "--server-name",
+    "127.0.0.1",
+    "--server-name",
+    "gateway",
+  );
   await cli("keys", "--out", "/out", "--platform", PLATFORM, "--admin", "--secret");
   const passwords = { "postgres-password": randomBytes(24).toString("base64url"), "database-password": randomBytes(24).toString("base64url") };
   for (const [name, value] of Object.entries(passwords)) await writeFile(join(dir, name), value);
@@ -225,33 +242,83 @@ describe("containers", () => {
   it("the image runs read-only as a non-root user, serves over mutual TLS, turns healthy and drains on docker stop", async () => {
     const [postgresPort, gatewayPort, metricsPort] = await freePorts(3);
     const secret = (file: string, target = file) => ["-v", `${join(secrets.dir, file)}:/run/secrets/${target}:ro`];
-    await docker("run", "--detach", "--name", standalone.postgres, "--network", "host",
-      "--env", `PGPORT=${postgresPort}`, "--env", "POSTGRES_PASSWORD_FILE=/run/secrets/postgres_password",
-      ...secret("postgres-password", "postgres_password"), ...secret("database-password", "database_password"),
-      "-v", `${join(root, "ops/postgres/initdb.d")}:/docker-entrypoint-initdb.d:ro`,
-      "--tmpfs", "/var/lib/postgresql/data", IMAGES.postgres);
-    await waitFor("PostgreSQL on TCP", 60_000,
-      async () => ((await run("docker", ["exec", standalone.postgres, "pg_isready", "--host", "127.0.0.1"], { allowFailure: true })).code === 0 ? true : undefined),
-      () => logsOf(standalone.postgres));
+    await docker(
+      "run",
+      "--detach",
+      "--name",
+      standalone.postgres,
+      "--network",
+      "host",
+      "--env",
+      `PGPORT=${postgresPort}`,
+      "--env",
+      "POSTGRES_PASSWORD_FILE=/run/secrets/postgres_password",
+      ...secret("postgres-password", "postgres_password"),
+      ...secret("database-password", "database_password"),
+      "-v",
+      `${join(root, "ops/postgres/initdb.d")}:/docker-entrypoint-initdb.d:ro`,
+      "--tmpfs",
+      "/var/lib/postgresql/data",
+      IMAGES.postgres,
+    );
+    await waitFor(
+      "PostgreSQL on TCP",
+      60_000,
+      async () =>
+        (await run("docker", ["exec", standalone.postgres, "pg_isready", "--host", "127.0.0.1"], { allowFailure: true })).code === 0 ? true : undefined,
+      () => logsOf(standalone.postgres),
+    );
 
     // No tmpfs even for /tmp: the gateway must not need to write anywhere.
-    const gatewayArgs = ["--network", "host", "--read-only",
-      ...secret("database-password"), ...secret("gateway-secret"), ...secret("api-key-admin"), ...secret(`api-key-${PLATFORM}`),
-      ...secret("server.crt"), ...secret("server.key"), ...secret("ca.crt"),
-      "--env", `DATABASE_URL=postgres://dbgateway_admin@127.0.0.1:${postgresPort}/postgres`,
-      "--env", "DATABASE_PASSWORD_FILE=/run/secrets/database-password",
-      "--env", "GATEWAY_SECRET_FILE=/run/secrets/gateway-secret",
-      "--env", "API_KEY_ADMIN_FILE=/run/secrets/api-key-admin",
-      "--env", `API_KEY_${PLATFORM.toUpperCase()}_FILE=/run/secrets/api-key-${PLATFORM}`,
-      "--env", "TLS_CERT_FILE=/run/secrets/server.crt", "--env", "TLS_KEY_FILE=/run/secrets/server.key", "--env", "TLS_CLIENT_CA_FILE=/run/secrets/ca.crt",
-      "--env", "GATEWAY_HOST=127.0.0.1", "--env", `GATEWAY_PORT=${gatewayPort}`, "--env", `METRICS_PORT=${metricsPort}`];
+    const gatewayArgs = [
+      "--network",
+      "host",
+      "--read-only",
+      ...secret("database-password"),
+      ...secret("gateway-secret"),
+      ...secret("api-key-admin"),
+      ...secret(`api-key-${PLATFORM}`),
+      ...secret("server.crt"),
+      ...secret("server.key"),
+      ...secret("ca.crt"),
+      "--env",
+      `DATABASE_URL=postgres://dbgateway_admin@127.0.0.1:${postgresPort}/postgres`,
+      "--env",
+      "DATABASE_PASSWORD_FILE=/run/secrets/database-password",
+      "--env",
+      "GATEWAY_SECRET_FILE=/run/secrets/gateway-secret",
+      "--env",
+      "API_KEY_ADMIN_FILE=/run/secrets/api-key-admin",
+      "--env",
+      `API_KEY_${PLATFORM.toUpperCase()}_FILE=/run/secrets/api-key-${PLATFORM}`,
+      "--env",
+      "TLS_CERT_FILE=/run/secrets/server.crt",
+      "--env",
+      "TLS_KEY_FILE=/run/secrets/server.key",
+      "--env",
+      "TLS_CLIENT_CA_FILE=/run/secrets/ca.crt",
+      "--env",
+      "GATEWAY_HOST=127.0.0.1",
+      "--env",
+      `GATEWAY_PORT=${gatewayPort}`,
+      "--env",
+      `METRICS_PORT=${metricsPort}`,
+    ];
     // The image's CLI checks the same settings, certificates and role first.
     const check = await run("docker", ["run", "--rm", ...gatewayArgs, IMAGES.gateway, "check"], { allowFailure: true });
     assert.equal(check.code, 0, `db-gateway check in the image:\n${check.stdout}${check.stderr}`);
     await docker("run", "--detach", "--name", standalone.gateway, "--health-interval", "2s", ...gatewayArgs, IMAGES.gateway);
-    await waitFor("the gateway's /health", 60_000, () => healthy(metricsPort!), () => logsOf(standalone.gateway));
+    await waitFor(
+      "the gateway's /health",
+      60_000,
+      () => healthy(metricsPort!),
+      () => logsOf(standalone.gateway),
+    );
 
-    assert.equal(await docker("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}", standalone.gateway), `true ${GATEWAY_UID}:${GATEWAY_UID}`);
+    assert.equal(
+      await docker("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}", standalone.gateway),
+      `true ${GATEWAY_UID}:${GATEWAY_UID}`,
+    );
     assert.equal(await processUid(standalone.gateway), GATEWAY_UID);
     // /tmp is writable by everyone in the image: only the read-only root filesystem refuses this.
     const write = await run("docker", ["exec", standalone.gateway, "node", "-e", "require('fs').writeFileSync('/tmp/probe', 'x')"], { allowFailure: true });
@@ -262,14 +329,20 @@ describe("containers", () => {
     const platform = gatewayClient(secrets, gatewayPort!, "platform");
     clients.push(admin, platform);
     await admin.admin().createTenant(PLATFORM, "clinic_image");
-    const { rows } = await platform.platform(PLATFORM).tenant("clinic_image").query<{ answer: number; role: string }>("SELECT $1::int + 1 AS answer, current_user AS role", [41]);
+    const { rows } = await platform
+      .platform(PLATFORM)
+      .tenant("clinic_image")
+      .query<{ answer: number; role: string }>("SELECT $1::int + 1 AS answer, current_user AS role", [41]);
     assert.equal(rows[0]?.answer, 42);
     assert.notEqual(rows[0]?.role, "dbgateway_admin", "tenant statements run as the tenant's role");
 
     // The Dockerfile's HEALTHCHECK (its command, at this run's interval).
-    await waitFor("docker's health status 'healthy'", 60_000,
+    await waitFor(
+      "docker's health status 'healthy'",
+      60_000,
       async () => ((await docker("inspect", "--format", "{{.State.Health.Status}}", standalone.gateway)) === "healthy" ? true : undefined),
-      async () => `health: ${await docker("inspect", "--format", "{{json .State.Health}}", standalone.gateway)}`);
+      async () => `health: ${await docker("inspect", "--format", "{{json .State.Health}}", standalone.gateway)}`,
+    );
 
     // docker stop sends the image's STOPSIGNAL (SIGTERM): the gateway drains and exits 0 well before the kill.
     const stopped = Date.now();
@@ -321,15 +394,23 @@ describe("containers", () => {
     await clinic.query("CREATE TABLE visits (id int PRIMARY KEY, patient text NOT NULL)");
     await clinic.query("INSERT INTO visits VALUES (1, 'ada'), (2, 'grace'), (3, 'edsger')");
     const before = (await clinic.query<{ id: number; patient: string }>("SELECT id, patient FROM visits ORDER BY id")).rows;
-    assert.deepEqual(before.map((r) => r.patient), ["ada", "grace", "edsger"]);
+    assert.deepEqual(
+      before.map((r) => r.patient),
+      ["ada", "grace", "edsger"],
+    );
 
     // Prometheus: the gateway's target is up, with its metrics, and every rule of ops/prometheus/alerts.yml is loaded.
     const prometheus = `http://127.0.0.1:${prometheusPort}/api/v1`;
     type Vector = { data: { result: { value: [number, string] }[] } };
-    await waitFor('up{job="db-gateway"} == 1 in Prometheus', 90_000, async () => {
-      const result = ((await httpJson(`${prometheus}/query?query=${encodeURIComponent('up{job="db-gateway"}')}`)) as Vector).data.result;
-      return result.length === 1 && result[0]!.value[1] === "1" ? true : undefined;
-    }, stackLogs);
+    await waitFor(
+      'up{job="db-gateway"} == 1 in Prometheus',
+      90_000,
+      async () => {
+        const result = ((await httpJson(`${prometheus}/query?query=${encodeURIComponent('up{job="db-gateway"}')}`)) as Vector).data.result;
+        return result.length === 1 && result[0]!.value[1] === "1" ? true : undefined;
+      },
+      stackLogs,
+    );
     const postgresUp = ((await httpJson(`${prometheus}/query?query=db_gateway_postgres_up`)) as Vector).data.result;
     assert.equal(postgresUp[0]?.value[1], "1", "the gateway's own metrics were scraped");
     const expectedAlerts = [...(await readFile(join(root, "ops/prometheus/alerts.yml"), "utf8")).matchAll(/^\s*- alert: (\w+)/gm)].map((m) => m[1]!).sort();
@@ -343,10 +424,19 @@ describe("containers", () => {
     });
 
     // The collector (the test's stand-in) received the gateway's spans, those of the calls above among them.
-    const spans = await waitFor("spans at the collector", 30_000, async () => {
-      const received = (await httpJson(`http://127.0.0.1:${collectorPort}/spans`)) as { spans: number; services: Record<string, number>; names: Record<string, number> };
-      return Object.keys(received.names).some((name) => name.includes("CreateTenant")) ? received : undefined;
-    }, stackLogs);
+    const spans = await waitFor(
+      "spans at the collector",
+      30_000,
+      async () => {
+        const received = (await httpJson(`http://127.0.0.1:${collectorPort}/spans`)) as {
+          spans: number;
+          services: Record<string, number>;
+          names: Record<string, number>;
+        };
+        return Object.keys(received.names).some((name) => name.includes("CreateTenant")) ? received : undefined;
+      },
+      stackLogs,
+    );
     assert.ok(spans.services["db-gateway"]! > 0, `spans of service db-gateway: ${JSON.stringify(spans.services)}`);
 
     // Secrets are files: none of their values is in any container's environment.

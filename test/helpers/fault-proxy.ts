@@ -60,9 +60,7 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     client.on("error", cut).on("close", () => (upstream.end(), sockets.delete(client)));
     upstream.on("error", cut).on("close", () => (client.destroy(), sockets.delete(upstream), upstreams.delete(upstream)));
   });
-  const port = await new Promise<number>((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
-  );
+  const port = await new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)));
   return {
     port,
     url(databaseUrl) {

@@ -102,7 +102,9 @@ export async function startGatewayProcess(options: {
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
   const [port, metricsPort] = await new Promise<[number, number]>((resolve, reject) => {
     const timer = setInterval(() => {
       const match = /"port":(\d+),"metricsPort":(\d+)[^\n]*"msg":"serving"/.exec(output);

@@ -110,18 +110,26 @@ Examples:
     let ca: CertificateAndKey | undefined;
     const caFound = existingFiles([report.ca.cert, report.ca.key]);
     if (caFound.length === 1) {
-      return fail(values.json, `${caFound[0]} exists without ${caFound[0] === report.ca.cert ? "ca.key" : "ca.crt"}: put the other beside it to issue with this CA, or remove it to make a new CA`);
+      return fail(
+        values.json,
+        `${caFound[0]} exists without ${caFound[0] === report.ca.cert ? "ca.key" : "ca.crt"}: put the other beside it to issue with this CA, or remove it to make a new CA`,
+      );
     }
     if (caFound.length === 2) {
       const loaded = loadCertificateAuthority(report.ca);
       if (typeof loaded === "string") return fail(values.json, loaded);
       ca = loaded.ca;
       if (loaded.validTo.getTime() < Date.now() + days * DAY_MS) {
-        process.stderr.write(`db-gateway: warning: the CA expires on ${loaded.validTo.toISOString().slice(0, 10)}, before the certificates it issues now (${days} days): they stop verifying then\n`);
+        process.stderr.write(
+          `db-gateway: warning: the CA expires on ${loaded.validTo.toISOString().slice(0, 10)}, before the certificates it issues now (${days} days): they stop verifying then\n`,
+        );
       }
     }
 
-    const leaves: { name: string; files: Pair }[] = [{ name: "server", files: report.server }, ...clientNames.map((n) => ({ name: n, files: report.clients[n]! }))];
+    const leaves: { name: string; files: Pair }[] = [
+      { name: "server", files: report.server },
+      ...clientNames.map((n) => ({ name: n, files: report.clients[n]! })),
+    ];
     const toIssue: typeof leaves = [];
     const conflicts: string[] = [];
     for (const leaf of leaves) {
@@ -132,10 +140,14 @@ Examples:
       else conflicts.push(...found);
     }
     if (ca === undefined && report.kept.length > 0) {
-      return fail(values.json, `${report.kept.join(", ")} exist but the CA does not: a new CA would not have signed them; use --force to replace them`, { existing: report.kept });
+      return fail(values.json, `${report.kept.join(", ")} exist but the CA does not: a new CA would not have signed them; use --force to replace them`, {
+        existing: report.kept,
+      });
     }
     if (conflicts.length > 0) {
-      return fail(values.json, `not replacing ${conflicts.join(", ")}: use --force to replace them, or --keep-existing to make only what is missing`, { existing: conflicts });
+      return fail(values.json, `not replacing ${conflicts.join(", ")}: use --force to replace them, or --keep-existing to make only what is missing`, {
+        existing: conflicts,
+      });
     }
 
     // Loaded only here: node-forge is not needed by the other commands (serve).
@@ -204,7 +216,8 @@ function loadCertificateAuthority(files: Pair): { ca: CertificateAndKey; validTo
     return `${files.key} holds no unencrypted PEM private key`;
   }
   // node-forge signs with RSA keys only.
-  if (cert.publicKey.asymmetricKeyType !== "rsa") return `the CA in ${files.cert} has a ${cert.publicKey.asymmetricKeyType} key: this command issues with RSA CAs only`;
+  if (cert.publicKey.asymmetricKeyType !== "rsa")
+    return `the CA in ${files.cert} has a ${cert.publicKey.asymmetricKeyType} key: this command issues with RSA CAs only`;
   return { ca, validTo };
 }
 
@@ -215,13 +228,7 @@ function formatReport(report: CertsReport): string {
     report.ca.created ? "a new CA: give its ca.crt to the gateway and to every client" : `issued with the CA in ${report.ca.cert}`,
   ];
   if (report.written.includes(report.server.cert)) lines.push(`the server certificate names ${report.server.names.join(", ")}`);
-  lines.push(
-    "",
-    "Gateway settings:",
-    `  TLS_CERT_FILE=${report.server.cert}`,
-    `  TLS_KEY_FILE=${report.server.key}`,
-    `  TLS_CLIENT_CA_FILE=${report.ca.cert}`,
-  );
+  lines.push("", "Gateway settings:", `  TLS_CERT_FILE=${report.server.cert}`, `  TLS_KEY_FILE=${report.server.key}`, `  TLS_CLIENT_CA_FILE=${report.ca.cert}`);
   if (Object.keys(report.clients).length > 0) lines.push("Give each client ca.crt and its client-NAME.crt and client-NAME.key. Keep ca.key offline.");
   return lines.join("\n");
 }

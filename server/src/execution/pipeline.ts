@@ -206,7 +206,10 @@ async function runOneByOne(lease: Lease, statements: readonly PreparedStatement[
     outcomes.push(outcome!);
     // A lost connection: those not sent yet get its error, as in `runPipelined`.
     if (outcome!.error !== undefined && !leavesConnectionUsable(outcome!.error)) {
-      return fillUnanswered(outcomes, statements.slice(outcomes.length).map((_, j) => outcomes.length + j));
+      return fillUnanswered(
+        outcomes,
+        statements.slice(outcomes.length).map((_, j) => outcomes.length + j),
+      );
     }
   }
   return outcomes;

@@ -17,7 +17,10 @@ import type { Value } from "../gen/dbgateway/v1/values_pb.js";
  * server/test/request-decoding.test.ts).
  */
 const DECODERS = new Map<string, (bytes: Uint8Array) => object>([
-  ["dbgateway.v1.QueryStreamRequest", (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryStreamRequest", platform: "", queries: [], timeoutMs: 0 }, 2)],
+  [
+    "dbgateway.v1.QueryStreamRequest",
+    (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryStreamRequest", platform: "", queries: [], timeoutMs: 0 }, 2),
+  ],
   ["dbgateway.v1.QueryManyRequest", (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryManyRequest", platform: "", queries: [] }, 4)],
 ]);
 

@@ -3,7 +3,16 @@ import { create } from "@bufbuild/protobuf";
 import { NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/protobuf/wkt";
 import type { FieldDef, QueryArrayResult, QueryResultBase } from "pg";
 import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "../gen/dbgateway/v1/values_pb.js";
-import { int32Size, lengthDelimitedSize, lengthDelimitedTag, varintSize, writeInt32Field, writeStringField, writeVarint, writeVarintField } from "./protobuf-wire.js";
+import {
+  int32Size,
+  lengthDelimitedSize,
+  lengthDelimitedTag,
+  varintSize,
+  writeInt32Field,
+  writeStringField,
+  writeVarint,
+  writeVarintField,
+} from "./protobuf-wire.js";
 import { encodeRows, type TextRow } from "./row-encoding.js";
 
 // Defined with the rows' encoding (which result sets use), and part of this module's API too.

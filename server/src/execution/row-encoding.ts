@@ -116,7 +116,7 @@ export class RowChunker {
       out[w++] = STRING_VALUE_TAG;
       w = writeVarint(out, w, length);
       if (length < SHORT_COPY) {
-        for (let end = at + length; at < end; ) out[w++] = bytes[at++]!;
+        for (let end = at + length; at < end;) out[w++] = bytes[at++]!;
       } else {
         w += bytes.copy(out, w, at, at + length);
         at += length;

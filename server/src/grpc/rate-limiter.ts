@@ -32,7 +32,12 @@ export class RateLimiter {
     const waitNanos = BigInt(Math.ceil(((1 - bucket.tokens) / this.ratePerSecond) * 1e9));
     throw new GatewayError("RATE_LIMITED", `platform "${platform}" is over its rate limit of ${this.ratePerSecond} calls per second`, {
       metadata: { platform },
-      details: [{ schema: RetryInfoSchema, message: create(RetryInfoSchema, { retryDelay: { seconds: waitNanos / 1_000_000_000n, nanos: Number(waitNanos % 1_000_000_000n) } }) }],
+      details: [
+        {
+          schema: RetryInfoSchema,
+          message: create(RetryInfoSchema, { retryDelay: { seconds: waitNanos / 1_000_000_000n, nanos: Number(waitNanos % 1_000_000_000n) } }),
+        },
+      ],
     });
   }
 }

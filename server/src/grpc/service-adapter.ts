@@ -41,12 +41,7 @@ export interface ServiceHooks {
  * call is authenticated before its handler runs. Errors of any kind leave as
  * a gRPC status with rich details.
  */
-export function addService<S extends GenServiceMethods>(
-  server: grpc.Server,
-  service: GenService<S>,
-  impl: ServiceImpl<S>,
-  hooks: ServiceHooks,
-): void {
+export function addService<S extends GenServiceMethods>(server: grpc.Server, service: GenService<S>, impl: ServiceImpl<S>, hooks: ServiceHooks): void {
   const definition: Record<string, grpc.MethodDefinition<object, object>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of (service as DescService).methods) {

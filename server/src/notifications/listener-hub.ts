@@ -307,7 +307,9 @@ export function validateChannels(channels: readonly string[]): string[] {
   if (channels.length > MAX_CHANNELS) throw new GatewayError("INVALID_CHANNEL", `at most ${MAX_CHANNELS} channels per call`);
   for (const channel of channels) {
     if (!CHANNEL.test(channel)) {
-      throw new GatewayError("INVALID_CHANNEL", "channel names are 1 to 63 letters, digits, '_', '.', ':' or '-'", { metadata: { channel: channel.slice(0, 63) } });
+      throw new GatewayError("INVALID_CHANNEL", "channel names are 1 to 63 letters, digits, '_', '.', ':' or '-'", {
+        metadata: { channel: channel.slice(0, 63) },
+      });
     }
   }
   return [...new Set(channels)];

@@ -53,10 +53,7 @@ export function issueCertificate(ca: CertificateAndKey, options: LeafOptions): C
   if (options.usage === "server") {
     extensions.push({
       name: "subjectAltName",
-      altNames: [
-        ...(options.dnsNames ?? []).map((value) => ({ type: 2, value })),
-        ...(options.ipAddresses ?? []).map((ip) => ({ type: 7, ip })),
-      ],
+      altNames: [...(options.dnsNames ?? []).map((value) => ({ type: 2, value })), ...(options.ipAddresses ?? []).map((ip) => ({ type: 7, ip }))],
     });
   }
   cert.setExtensions(extensions);

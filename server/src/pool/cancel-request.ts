@@ -26,6 +26,10 @@ export function sendCancelRequest(config: pg.ClientConfig, target: pg.Client, ti
       resolve(delivered);
     };
     const timer = setTimeout(() => finish(false), timeoutMillis);
-    con.send(key, () => finish(true), () => finish(false));
+    con.send(
+      key,
+      () => finish(true),
+      () => finish(false),
+    );
   });
 }

@@ -452,7 +452,9 @@ export class PoolManager {
   stop(): void {
     this.#stopped = new GatewayError("SHUTTING_DOWN", "the gateway shut down before the call had a connection: it was not run");
     for (const pool of this.#pools.values()) for (const waiter of pool.waiters.splice(0)) waiter.reject(this.#stopped);
-    const running = new GatewayError("SHUTTING_DOWN", "the gateway shut down while the statement ran: it may have run", { metadata: { statement_sent: "true" } });
+    const running = new GatewayError("SHUTTING_DOWN", "the gateway shut down while the statement ran: it may have run", {
+      metadata: { statement_sent: "true" },
+    });
     for (const interrupt of [...this.#leases]) interrupt(running);
   }
 
@@ -601,9 +603,13 @@ export class PoolManager {
   /** POOL_EXHAUSTED for a caller that began to wait at `since` (performance.now()); it says so if PostgreSQL refused a connection meanwhile. */
   #exhausted(pool: DatabasePool, since: number): GatewayError {
     if (pool.refused !== undefined && pool.refused.at >= since) {
-      return new GatewayError("POOL_EXHAUSTED", `no connection to "${pool.database}" became free in time, and PostgreSQL refused more: ${pool.refused.error.message}`, {
-        metadata: { database: pool.database, sqlstate: TOO_MANY_CONNECTIONS },
-      });
+      return new GatewayError(
+        "POOL_EXHAUSTED",
+        `no connection to "${pool.database}" became free in time, and PostgreSQL refused more: ${pool.refused.error.message}`,
+        {
+          metadata: { database: pool.database, sqlstate: TOO_MANY_CONNECTIONS },
+        },
+      );
     }
     return new GatewayError("POOL_EXHAUSTED", `no connection to "${pool.database}" became free in time`, { metadata: { database: pool.database } });
   }
@@ -662,20 +668,22 @@ export class PoolManager {
     const reset = status === "I" ? client.query(RESET_STATEMENT) : client.query("ROLLBACK").then(() => client.query(RESET_STATEMENT));
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("the connection's reset took too long")), RESET_TIMEOUT_MILLIS)));
-    Promise.race([reset, late]).finally(() => clearTimeout(timer)).then(
-      () => {
-        if (!pool.busy.has(connection)) return;
-        if (client.getTransactionStatus() !== "I") {
+    Promise.race([reset, late])
+      .finally(() => clearTimeout(timer))
+      .then(
+        () => {
+          if (!pool.busy.has(connection)) return;
+          if (client.getTransactionStatus() !== "I") {
+            this.#destroy(connection, "discarded", true);
+            return;
+          }
+          this.#putBack(connection);
+        },
+        (resetError: unknown) => {
+          this.options.onError?.(pool.database, resetError);
           this.#destroy(connection, "discarded", true);
-          return;
-        }
-        this.#putBack(connection);
-      },
-      (resetError: unknown) => {
-        this.options.onError?.(pool.database, resetError);
-        this.#destroy(connection, "discarded", true);
-      },
-    );
+        },
+      );
   }
 
   /** A busy connection, reset and outside any transaction, goes back to its pool's idle ones. */
@@ -901,9 +909,9 @@ export class PoolManager {
           }
         } else {
           // Only the oldest caller fails, so that a brief failure does not fail a whole queue.
-          pool.waiters.shift()?.reject(
-            new GatewayError("DATABASE_UNAVAILABLE", `database "${database}" is unavailable`, { metadata: { database }, cause: err }),
-          );
+          pool.waiters
+            .shift()
+            ?.reject(new GatewayError("DATABASE_UNAVAILABLE", `database "${database}" is unavailable`, { metadata: { database }, cause: err }));
         }
         this.#pulse();
       },

@@ -31,7 +31,13 @@ export function createAdminService(
   { audit, onAuditFailure }: AuditOptions,
 ): ServiceImpl<(typeof AdminService)["method"]> {
   /** Runs an action and records it, whatever its outcome. */
-  const audited = async (ctx: CallContext, action: string, target: { platform: string; tenantId: string }, detail: Record<string, string>, run: () => Promise<string>) => {
+  const audited = async (
+    ctx: CallContext,
+    action: string,
+    target: { platform: string; tenantId: string },
+    detail: Record<string, string>,
+    run: () => Promise<string>,
+  ) => {
     let outcome = "OK";
     let database = "";
     try {

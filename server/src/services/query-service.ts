@@ -229,7 +229,11 @@ export function createQueryService(
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request);
       const chunks = chunkLimits(request.maxRowsPerMessage, request.maxBytesPerMessage);
-      await pools.withConnection(database, (lease) => withStatementSpan(database, statement.sql, () => streamQuery(lease, statement, responses, chunks)), statementLimits(ctx));
+      await pools.withConnection(
+        database,
+        (lease) => withStatementSpan(database, statement.sql, () => streamQuery(lease, statement, responses, chunks)),
+        statementLimits(ctx),
+      );
     },
 
     async batch(request, ctx) {
@@ -252,7 +256,11 @@ export function createQueryService(
       const { platform, tenantId, options } = first.kind.value;
       const database = await router.route(ctx, platform, tenantId);
       const begin = beginStatement(options);
-      const transactionLimits = { maxStatementMillis: limits.maxStatementMillis, idleTimeoutMillis: limits.transactionIdleTimeoutMillis, results: limits.results };
+      const transactionLimits = {
+        maxStatementMillis: limits.maxStatementMillis,
+        idleTimeoutMillis: limits.transactionIdleTimeoutMillis,
+        results: limits.results,
+      };
       const counted = {
         async next() {
           const request = await requests.next();

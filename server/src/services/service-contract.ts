@@ -32,7 +32,10 @@ export interface CallContext {
   reauthorize(record: CallRecord): void;
 }
 
-export type UnaryImpl<I extends DescMessage, O extends DescMessage> = (request: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O> | EncodedMessage>;
+export type UnaryImpl<I extends DescMessage, O extends DescMessage> = (
+  request: MessageShape<I>,
+  ctx: CallContext,
+) => Promise<MessageInitShape<O> | EncodedMessage>;
 
 export type ServerStreamingImpl<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,

@@ -31,7 +31,10 @@ function bufferedStdout(): pino.DestinationStream {
  * value, an API key, a password or a certificate.
  */
 export function createLogger(level: LogLevel, destination: pino.DestinationStream = bufferedStdout()): Logger {
-  return pino({ level, base: { service: "db-gateway" }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } }, destination);
+  return pino(
+    { level, base: { service: "db-gateway" }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
+    destination,
+  );
 }
 
 /** What `flushLogs` needs of sonic-boom (pino's destination), whose typings leave `_writing` out. */

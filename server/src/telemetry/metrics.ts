@@ -55,7 +55,12 @@ export class GatewayMetrics {
     // prom-client names three gauges with "_total", which Prometheus keeps for counters (promtool
     // rejects them); the same counts remain as nodejs_active_handles, _requests and _resources by type.
     for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(name);
-    this.queries = new Counter({ name: "db_gateway_queries_total", help: "Calls received, by platform and method.", labelNames: ["platform", "method"], registers });
+    this.queries = new Counter({
+      name: "db_gateway_queries_total",
+      help: "Calls received, by platform and method.",
+      labelNames: ["platform", "method"],
+      registers,
+    });
     this.statements = new Counter({
       name: "db_gateway_statements_total",
       help: "Statements received, by platform and method: one per Query or StreamQuery call, each statement of a QueryMany, Batch or Transaction call.",
@@ -69,17 +74,31 @@ export class GatewayMetrics {
       buckets: DURATION_BUCKETS,
       registers,
     });
-    this.errors = new Counter({ name: "db_gateway_errors_total", help: "Failed calls, and queries of QueryMany calls and QueryStream messages that failed on their own, by reason (the ErrorInfo reason).", labelNames: ["type"], registers });
+    this.errors = new Counter({
+      name: "db_gateway_errors_total",
+      help: "Failed calls, and queries of QueryMany calls and QueryStream messages that failed on their own, by reason (the ErrorInfo reason).",
+      labelNames: ["type"],
+      registers,
+    });
     this.poolWait = new Histogram({
       name: "db_gateway_pool_wait_seconds",
       help: "Time calls waited for a connection (0 when one was idle).",
       buckets: [0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10],
       registers,
     });
-    this.rateLimited = new Counter({ name: "db_gateway_rate_limited_total", help: "Calls refused by a platform's rate limit.", labelNames: ["platform"], registers });
+    this.rateLimited = new Counter({
+      name: "db_gateway_rate_limited_total",
+      help: "Calls refused by a platform's rate limit.",
+      labelNames: ["platform"],
+      registers,
+    });
     this.openStreams = new Gauge({ name: "db_gateway_open_streams", help: "Streaming calls in progress, by method.", labelNames: ["method"], registers });
     this.openTransactions = new Gauge({ name: "db_gateway_open_transactions", help: "Interactive transactions (Transaction streams) in progress.", registers });
-    this.auditFailures = new Counter({ name: "db_gateway_audit_failures_total", help: "Administrative actions whose audit record could not be written.", registers });
+    this.auditFailures = new Counter({
+      name: "db_gateway_audit_failures_total",
+      help: "Administrative actions whose audit record could not be written.",
+      registers,
+    });
 
     const gauge = (name: string, help: string, read: (sources: MetricSources) => number) =>
       new Gauge({
@@ -104,7 +123,11 @@ export class GatewayMetrics {
       });
     gauge("db_gateway_postgres_up", "1 when PostgreSQL answered the last health check, else 0.", (sources) => (sources.postgresUp() ? 1 : 0));
     gauge("db_gateway_active_pools", "Database pools holding connections.", (sources) => sources.poolTotals().activePools);
-    gauge("db_gateway_total_connections", "PostgreSQL connections of all pools: connecting, idle and busy.", (sources) => sources.poolTotals().totalConnections);
+    gauge(
+      "db_gateway_total_connections",
+      "PostgreSQL connections of all pools: connecting, idle and busy.",
+      (sources) => sources.poolTotals().totalConnections,
+    );
     gauge("db_gateway_max_connections", "The global connection cap (MAX_TOTAL_CONNECTIONS).", (sources) => sources.poolTotals().maxTotalConnections);
     gauge("db_gateway_pool_waiting", "Calls waiting for a connection.", (sources) => sources.poolTotals().waiting);
     total("db_gateway_pool_hits_total", "Calls served at once by an idle connection.", (sources) => sources.poolTotals().hits);
@@ -130,7 +153,11 @@ export class GatewayMetrics {
     });
     gauge("db_gateway_listen_connections", "Listening connections (one per database with Listen subscribers).", (sources) => sources.listeners().databases);
     gauge("db_gateway_listen_subscribers", "Listen calls in progress.", (sources) => sources.listeners().subscribers);
-    gauge("db_gateway_buffered_result_bytes", "Bytes of buffered results held, of MAX_BUFFERED_RESULT_BYTES.", (sources) => sources.bufferedResultBytes?.() ?? 0);
+    gauge(
+      "db_gateway_buffered_result_bytes",
+      "Bytes of buffered results held, of MAX_BUFFERED_RESULT_BYTES.",
+      (sources) => sources.bufferedResultBytes?.() ?? 0,
+    );
   }
 
   /** The exposition text for GET /metrics. */

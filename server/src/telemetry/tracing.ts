@@ -1,5 +1,17 @@
 // OpenTelemetry traces when configured: a server span per call in its caller's trace, and a span per statement without its values.
-import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Link, type Span, type Tracer } from "@opentelemetry/api";
+import {
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Context,
+  type Link,
+  type Span,
+  type Tracer,
+} from "@opentelemetry/api";
 import { status as Status, type Metadata } from "@grpc/grpc-js";
 
 /** The tracer, once `startTracing` has run with tracing on; undefined means off, and every helper here costs nothing. */
@@ -48,7 +60,8 @@ export function queryTraceContext(carrier: Readonly<Record<string, string>>): Co
   if (tracer === undefined) return undefined;
   const keys = Object.keys(carrier);
   // A carrier as headers would carry it (a few short fields), or none: a larger one is ignored.
-  if (keys.length === 0 || keys.length > MAX_CARRIER_FIELDS || keys.reduce((n, k) => n + k.length + carrier[k]!.length, 0) > MAX_CARRIER_CHARS) return undefined;
+  if (keys.length === 0 || keys.length > MAX_CARRIER_FIELDS || keys.reduce((n, k) => n + k.length + carrier[k]!.length, 0) > MAX_CARRIER_CHARS)
+    return undefined;
   const extracted = propagation.extract(ROOT_CONTEXT, carrier);
   const span = trace.getSpanContext(extracted);
   return span !== undefined && trace.isSpanContextValid(span) ? extracted : undefined;
@@ -66,11 +79,7 @@ const MAX_CARRIER_CHARS = 8_192;
 export function startServerSpan(service: string, method: string, metadata: Metadata): { span: Span; context: Context } | undefined {
   if (tracer === undefined) return undefined;
   const parent = propagation.extract(context.active(), metadata, getter);
-  const span = tracer.startSpan(
-    `${service}/${method}`,
-    { kind: SpanKind.SERVER, attributes: rpcAttributes(service, method) },
-    parent,
-  );
+  const span = tracer.startSpan(`${service}/${method}`, { kind: SpanKind.SERVER, attributes: rpcAttributes(service, method) }, parent);
   return { span, context: trace.setSpan(parent, span) };
 }
 
@@ -81,11 +90,7 @@ export function startServerSpan(service: string, method: string, metadata: Metad
  */
 export function startPartSpan(service: string, method: string, stream: Context): { span: Span; context: Context } | undefined {
   if (tracer === undefined) return undefined;
-  const span = tracer.startSpan(
-    `${service}/${method} message`,
-    { kind: SpanKind.INTERNAL, attributes: rpcAttributes(service, method) },
-    stream,
-  );
+  const span = tracer.startSpan(`${service}/${method} message`, { kind: SpanKind.INTERNAL, attributes: rpcAttributes(service, method) }, stream);
   return { span, context: trace.setSpan(stream, span) };
 }
 

@@ -17,10 +17,7 @@ const TENANT_ID = /^[a-z0-9_]+$/;
  */
 export function validatePlatform(platform: string): string {
   if (!PLATFORM.test(platform) || platform.length > MAX_DATABASE_NAME_BYTES - 1 - MAIN.length) {
-    throw new GatewayError(
-      "INVALID_PLATFORM",
-      "platform must be lowercase letters and digits, starting with a letter, at most 58 characters",
-    );
+    throw new GatewayError("INVALID_PLATFORM", "platform must be lowercase letters and digits, starting with a letter, at most 58 characters");
   }
   return platform;
 }

@@ -147,7 +147,9 @@ export class TenantRoles {
   /** Drops a database's login role, if it is one of ours. Call after the database is dropped. */
   async dropRole(admin: pg.ClientBase, database: string): Promise<void> {
     const role = this.roleName(database);
-    const { rows } = await admin.query<{ comment: string | null }>("SELECT shobj_description(oid, 'pg_authid') AS comment FROM pg_roles WHERE rolname = $1", [role]);
+    const { rows } = await admin.query<{ comment: string | null }>("SELECT shobj_description(oid, 'pg_authid') AS comment FROM pg_roles WHERE rolname = $1", [
+      role,
+    ]);
     if (rows[0]?.comment === ROLE_COMMENT_PREFIX + database) await admin.query(`DROP ROLE IF EXISTS ${escapeIdentifier(role)}`);
   }
 
