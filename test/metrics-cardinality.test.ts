@@ -1,7 +1,7 @@
 // Metrics with 500 tenants: label sets stay bounded (in a file of its own: creating and dropping 500 databases takes minutes).
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { metricsText, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { mapLimit } from "./helpers/wait.js";
 
 describe("metrics with many tenants", () => {
@@ -31,9 +31,3 @@ describe("metrics with many tenants", () => {
     assert.ok(series("db_gateway_queries_total") <= 10, `${series("db_gateway_queries_total")} queries_total series`);
   });
 });
-
-async function metricsText(t: TestGateway): Promise<string> {
-  const res = await fetch(`${t.httpUrl}/metrics`);
-  assert.equal(res.status, 200);
-  return res.text();
-}

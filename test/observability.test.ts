@@ -12,7 +12,7 @@ import { RetryInfoSchema } from "../client-sdk/src/gen/google/rpc/error_details_
 import { ConnectError } from "@connectrpc/connect";
 import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
 import { createLogger } from "../server/src/telemetry/logger.js";
-import { rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { metricsText, rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { startOwnPostgres, type OwnPostgres } from "./helpers/own-postgres.js";
 import { testPki } from "./helpers/pki.js";
 import { waitFor } from "./helpers/wait.js";
@@ -29,13 +29,6 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
     if (Object.entries(labels).every(([k, v]) => set[k] === v)) return Number(match[3]);
   }
   return 0;
-}
-
-async function metricsText(t: TestGateway): Promise<string> {
-  const res = await fetch(`${t.httpUrl}/metrics`);
-  assert.equal(res.status, 200);
-  assert.match(res.headers.get("content-type") ?? "", /^text\/plain/);
-  return res.text();
 }
 
 function promtool(): string | undefined {

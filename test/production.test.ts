@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import pg from "pg";
 import { loadSettings, ConfigError, describeSettings } from "../server/src/config.js";
 import { createCertificateAuthority, issueCertificate } from "../server/src/pki/certificates.js";
+import { runCli } from "./helpers/cli.js";
 import { dropPlatformDatabases, pgUrl, randomPlatform } from "./helpers/gateway.js";
 import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
 import { testPki } from "./helpers/pki.js";
@@ -16,20 +17,8 @@ import { testPki } from "./helpers/pki.js";
 const run = promisify(execFile);
 const root = new URL("..", import.meta.url).pathname;
 
-/** Runs the CLI from the sources with exactly `env` (plus PATH); resolves whatever the exit code. */
-async function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", "server/src/main.ts", ...args], {
-      cwd: root,
-      env: { PATH: process.env.PATH, ...env },
-      timeout: 60_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+/** Runs the CLI from the sources with only PATH and HOME of this environment, plus `env`. */
+const cli = (args: string[], env: Record<string, string>) => runCli(args, { env });
 
 describe("the production build", () => {
   let install: string | undefined;

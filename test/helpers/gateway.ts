@@ -193,6 +193,14 @@ export function rawTransport(t: Pick<TestGateway, "url">, tls: { cert?: string; 
 }
 
 /** The value of one series (name and labels, as /metrics writes them) on the gateway's /metrics; 0 when absent. */
+/** GET /metrics: the exposition text, after checking the status and content type. */
+export async function metricsText(t: Pick<TestGateway, "httpUrl">): Promise<string> {
+  const res = await fetch(`${t.httpUrl}/metrics`);
+  if (res.status !== 200 || !/^text\/plain/.test(res.headers.get("content-type") ?? ""))
+    throw new Error(`GET /metrics: ${res.status} ${res.headers.get("content-type")}`);
+  return res.text();
+}
+
 export async function metricValue(t: Pick<TestGateway, "httpUrl">, series: string): Promise<number> {
   const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
   const line = text.split("\n").find((l) => l.startsWith(`${series} `));
