@@ -51,6 +51,19 @@ async function expectSqlstate(stream: ReturnType<typeof openStream>, sqlstate: s
   assert.equal(answer.case === "error" && GatewayError.fromStatus(answer.value).sqlstate, sqlstate);
 }
 
+/** A Transaction stream whose BEGIN has been answered. */
+async function begunStream(
+  client: GatewayClient,
+  platform: string,
+  begin: Parameters<ReturnType<typeof openStream>["begin"]>[0] = {},
+  options: { timeoutMs?: number } = {},
+) {
+  const s = openStream(client, platform, options);
+  s.begin(begin);
+  await expectKind(s, "begun");
+  return s;
+}
+
 describe("Transaction streams", () => {
   let t: TestGateway;
   let platform: string;
@@ -97,9 +110,7 @@ describe("Transaction streams", () => {
 
   it("commits: statements run on one connection, in order, and are answered one by one", async () => {
     await reset();
-    const s = openStream(t.client(), platform);
-    s.begin();
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), platform);
     s.statement("UPDATE accounts SET balance = balance - 30 WHERE id = 1");
     const update = await expectKind(s, "result");
     assert.equal(update.case === "result" && update.value.rowsAffected, 1n);
@@ -114,9 +125,7 @@ describe("Transaction streams", () => {
 
   it("rolls back on request", async () => {
     await reset();
-    const s = openStream(t.client(), platform);
-    s.begin();
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), platform);
     s.statement("UPDATE accounts SET balance = 0 WHERE id = 1");
     await expectKind(s, "result");
     s.send({ kind: { case: "rollback", value: {} } });
@@ -132,9 +141,7 @@ describe("Transaction streams", () => {
         // A disconnect is a real one: the TCP connection between client and gateway is cut.
         const proxy = await startFaultProxy({ host: "127.0.0.1", port: t.port });
         const client = createClient({ ...t.clientOptions(t.keys[platform]!), url: `https://localhost:${proxy.port}` });
-        const s = openStream(client, platform);
-        s.begin({ options: { isolationLevel: 3 } });
-        await expectKind(s, "begun");
+        const s = await begunStream(client, platform, { options: { isolationLevel: 3 } });
         if (step !== "after BEGIN") {
           s.statement("UPDATE accounts SET balance = balance - 50 WHERE id = 1");
           await expectKind(s, "result");
@@ -160,9 +167,7 @@ describe("Transaction streams", () => {
 
   it("a failed statement is answered with its error and the stream stays open; ROLLBACK TO SAVEPOINT recovers", async () => {
     await reset();
-    const s = openStream(t.client(), platform);
-    s.begin();
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), platform);
     s.statement("UPDATE accounts SET balance = balance - 10 WHERE id = 1");
     await expectKind(s, "result");
     s.statement("SAVEPOINT before_overdraft");
@@ -182,9 +187,7 @@ describe("Transaction streams", () => {
 
   it("COMMIT of a transaction whose statement failed is FAILED_PRECONDITION (TRANSACTION_ABORTED), and nothing commits", async () => {
     await reset();
-    const s = openStream(t.client(), platform);
-    s.begin();
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), platform);
     s.statement("UPDATE accounts SET balance = 1 WHERE id = 1");
     await expectKind(s, "result");
     s.statement("SELECT 1/0");
@@ -199,9 +202,7 @@ describe("Transaction streams", () => {
 
   it("BEGIN goes with the first statement: a first statement that fails leaves the transaction aborted, never autocommitting what follows", async () => {
     await reset();
-    const s = openStream(t.client(), platform);
-    s.begin();
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), platform);
     s.statement("SELECT 1/0");
     await expectSqlstate(s, "22012");
     s.statement("UPDATE accounts SET balance = 1 WHERE id = 1");
@@ -214,9 +215,7 @@ describe("Transaction streams", () => {
 
   for (const end of ["commit", "rollback"] as const) {
     it(`a transaction with no statement ends at once on ${end}, and its connection goes back clean`, async () => {
-      const s = openStream(t.client(), platform);
-      s.begin({ options: { isolationLevel: 3 } });
-      await expectKind(s, "begun");
+      const s = await begunStream(t.client(), platform, { options: { isolationLevel: 3 } });
       s.send({ kind: { case: end, value: {} } });
       await expectKind(s, end === "commit" ? "committed" : "rolledBack");
       assert.equal(await s.next(), "end");
@@ -226,9 +225,7 @@ describe("Transaction streams", () => {
 
   it("a statement that ends the transaction itself fails the stream (TRANSACTION_ENDED_BY_STATEMENT)", async () => {
     await reset();
-    const s = openStream(t.client(), platform);
-    s.begin();
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), platform);
     s.statement("ROLLBACK");
     await rejectsWith(s.next(), Code.FailedPrecondition, "TRANSACTION_ENDED_BY_STATEMENT");
     await assertReleased();
@@ -236,9 +233,7 @@ describe("Transaction streams", () => {
 
   it("COMMIT AND CHAIN inside the stream fails it: what came after it is not committed", async () => {
     await reset();
-    const s = openStream(t.client(), platform);
-    s.begin();
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), platform);
     s.statement("UPDATE accounts SET balance = 1 WHERE id = 1");
     await expectKind(s, "result");
     s.statement("COMMIT AND CHAIN");
@@ -248,9 +243,7 @@ describe("Transaction streams", () => {
   });
 
   it("applies isolation level, read only and deferrable", async () => {
-    const s = openStream(t.client(), platform);
-    s.begin({ options: { isolationLevel: 3, readOnly: true, deferrable: true } });
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), platform, { options: { isolationLevel: 3, readOnly: true, deferrable: true } });
     s.statement(
       "SELECT current_setting('transaction_isolation') || ' ' || current_setting('transaction_read_only') || ' ' || current_setting('transaction_deferrable')",
     );
@@ -266,9 +259,7 @@ describe("Transaction streams", () => {
     const s = openStream(t.client(), platform);
     s.statement("SELECT 1");
     await rejectsWith(s.next(), Code.InvalidArgument, "INVALID_REQUEST");
-    const s2 = openStream(t.client(), platform);
-    s2.begin();
-    await expectKind(s2, "begun");
+    const s2 = await begunStream(t.client(), platform);
     s2.begin();
     await rejectsWith(s2.next(), Code.InvalidArgument, "INVALID_REQUEST");
     await assertReleased();
@@ -276,9 +267,7 @@ describe("Transaction streams", () => {
 
   it("the call's deadline ends a running transaction: the statement is cancelled and the transaction rolled back", async () => {
     await reset();
-    const s = openStream(t.client(), platform, { timeoutMs: 1_000 });
-    s.begin();
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), platform, {}, { timeoutMs: 1_000 });
     s.statement("UPDATE accounts SET balance = 0 WHERE id = 1");
     await expectKind(s, "result");
     s.statement("SELECT pg_sleep(30)");
@@ -448,9 +437,7 @@ describe("Transaction: idle timeout and the unknown outcome of COMMIT", () => {
   const count = async () => (await direct.query<{ n: number }>("SELECT count(*)::int AS n FROM events")).rows[0]!.n;
 
   it("a transaction left idle past the timeout is rolled back: ABORTED, reason TRANSACTION_IDLE_TIMEOUT", async () => {
-    const s = openStream(t.client(), t.platforms[0]!);
-    s.begin();
-    await expectKind(s, "begun");
+    const s = await begunStream(t.client(), t.platforms[0]!);
     s.statement("INSERT INTO events VALUES (1)");
     await expectKind(s, "result");
     await new Promise((r) => setTimeout(r, 800));
@@ -462,9 +449,7 @@ describe("Transaction: idle timeout and the unknown outcome of COMMIT", () => {
     const what = fault === "cut" ? "before it reached PostgreSQL" : "after PostgreSQL received it";
     it(`the link to PostgreSQL breaking ${what} is UNAVAILABLE with reason COMMIT_OUTCOME_UNKNOWN, never OK or ABORTED`, async () => {
       const before = await count();
-      const s = openStream(t.client(), t.platforms[0]!);
-      s.begin();
-      await expectKind(s, "begun");
+      const s = await begunStream(t.client(), t.platforms[0]!);
       s.statement(`INSERT INTO events VALUES (${100 + before})`);
       await expectKind(s, "result");
       proxy.arm("COMMIT\0", fault);
