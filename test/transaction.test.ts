@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { createWritableIterable } from "@connectrpc/connect/protocol";
 import pg from "pg";
-import { TransactionRequestSchema, type TransactionResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import { IsolationLevel, TransactionRequestSchema, type TransactionResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, createClient, GatewayError, type Database, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";
@@ -141,7 +141,7 @@ describe("Transaction streams", () => {
         // A disconnect is a real one: the TCP connection between client and gateway is cut.
         const proxy = await startFaultProxy({ host: "127.0.0.1", port: t.port });
         const client = createClient({ ...t.clientOptions(t.keys[platform]!), url: `https://localhost:${proxy.port}` });
-        const s = await begunStream(client, platform, { options: { isolationLevel: 3 } });
+        const s = await begunStream(client, platform, { options: { isolationLevel: IsolationLevel.SERIALIZABLE } });
         if (step !== "after BEGIN") {
           s.statement("UPDATE accounts SET balance = balance - 50 WHERE id = 1");
           await expectKind(s, "result");
@@ -215,7 +215,7 @@ describe("Transaction streams", () => {
 
   for (const end of ["commit", "rollback"] as const) {
     it(`a transaction with no statement ends at once on ${end}, and its connection goes back clean`, async () => {
-      const s = await begunStream(t.client(), platform, { options: { isolationLevel: 3 } });
+      const s = await begunStream(t.client(), platform, { options: { isolationLevel: IsolationLevel.SERIALIZABLE } });
       s.send({ kind: { case: end, value: {} } });
       await expectKind(s, end === "commit" ? "committed" : "rolledBack");
       assert.equal(await s.next(), "end");
@@ -243,7 +243,7 @@ describe("Transaction streams", () => {
   });
 
   it("applies isolation level, read only and deferrable", async () => {
-    const s = await begunStream(t.client(), platform, { options: { isolationLevel: 3, readOnly: true, deferrable: true } });
+    const s = await begunStream(t.client(), platform, { options: { isolationLevel: IsolationLevel.SERIALIZABLE, readOnly: true, deferrable: true } });
     s.statement(
       "SELECT current_setting('transaction_isolation') || ' ' || current_setting('transaction_read_only') || ' ' || current_setting('transaction_deferrable')",
     );
