@@ -30,8 +30,7 @@ interface Group {
  * each query is answered as soon as its connection's share is done, so the
  * callers answered first send their next queries while the rest still run,
  * and a message costs no call (for a lone query: no HTTP/2 stream, headers or
- * trailers: 0.94 against 0.69 ms at concurrency 1 in `scripts/latency-floor.ts`,
- * BENCHMARKS.md). The stream is opened by the first query and half-closed
+ * trailers, which BENCHMARKS.md shows at concurrency 1). The stream is opened by the first query and half-closed
  * once idle. With
  * `queryStream: false`, or a gateway without QueryStream, a turn's queries go
  * as one QueryMany call, or a lone one as a Query call. Each query carries

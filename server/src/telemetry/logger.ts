@@ -16,9 +16,8 @@ const LOG_FLUSH_MILLIS = 200;
 /**
  * Stdout, written asynchronously in batches: lines are held until 4 KiB are
  * waiting or 200 ms have passed, so a busy gateway spends one system call per
- * few dozen lines instead of one per call (measured with `npm run bench`:
- * one write per call cost about a fifth of the gateway's CPU per query at
- * concurrency 1). `flushLogs` empties it before exit.
+ * few dozen lines instead of one per call (a write per call was a large share
+ * of a query's CPU: BENCHMARKS.md). `flushLogs` empties it before exit.
  */
 function bufferedStdout(): pino.DestinationStream {
   return pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES, periodicFlush: LOG_FLUSH_MILLIS });

@@ -256,8 +256,7 @@ $$`;
  *
  * Few PBKDF2 iterations on purpose: stretching protects guessable passwords,
  * and these are 256-bit HMAC outputs. PostgreSQL's default of 4096 made every
- * new connection cost the gateway about 2 ms of CPU (measured with
- * `npm run bench:tenants`, where most calls open a connection).
+ * new connection costly in the gateway's CPU (BENCHMARKS.md, tenants).
  */
 export function scramVerifier(password: string, iterations = 16): string {
   const salt = randomBytes(16);
