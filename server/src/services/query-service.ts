@@ -1,22 +1,22 @@
 // QueryService's handlers: each data call routed to its tenant's database, run within its deadline and limits, ended cleanly at shutdown.
-import { beforeStatement, GatewayError, toGatewayError } from "../errors.js";
-import type { QueryService, QueryStreamRequest } from "../gen/dbgateway/v1/query_service_pb.js";
+import { beforeStatement, GatewayError } from "../errors.js";
+import type { QueryService } from "../gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
-import { runPipelined, type Outcome } from "../execution/pipeline.js";
+import { runPipelined } from "../execution/pipeline.js";
 import { encodeBytesField } from "../execution/protobuf-wire.js";
-import { encodeAnswers, encodeResults } from "../execution/response-encoding.js";
-import { checkQueryCount, runQueries, runQueryMany, type Answers } from "../execution/query-many.js";
+import { encodeResults } from "../execution/response-encoding.js";
+import { runQueryMany } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
-import type { ResultAccount, ResultBudget } from "../execution/result-budget.js";
+import type { ResultBudget } from "../execution/result-budget.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
 import { EncodedMessage } from "../execution/call-streams.js";
 import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
 import type { PoolManager } from "../pool/pool-manager.js";
-import { runInContext, withStatementSpan } from "../telemetry/tracing.js";
-import type { CallRecord } from "../telemetry/call-telemetry.js";
+import { withStatementSpan } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
+import { QueryStreamSession, type QueryStreamService } from "./query-stream-session.js";
 import type { ServiceImpl } from "./service-contract.js";
 
 /** Limits of the data plane. */
@@ -58,6 +58,7 @@ export function createQueryService(
     deadline: Math.min(ctx.deadline, Date.now() + limits.maxStatementMillis),
     signal: ctx.signal,
   });
+  const streams: QueryStreamService = { router, pools, maxStreamQueries: limits.maxStreamQueries, results: limits.results, statementLimits, draining };
   return {
     async query(request, ctx) {
       ctx.record.statements = 1;
@@ -76,153 +77,13 @@ export function createQueryService(
       return limits.results.withAccount(async (account) => {
         const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
         const { outcomes, databases } = await runQueryMany(pools, databaseOf, request.queries, statementLimits(ctx), account);
-        ctx.record.database = describeDatabases(databases);
-        tallyFailures(ctx.record, outcomes);
+        ctx.record.setDatabases(databases);
+        ctx.record.tallyFailures(outcomes);
         return encodeResults(outcomes, () => account.release());
       });
     },
 
-    async queryStream(requests, responses, ctx) {
-      let numbered = 0; // queries read so far: the next one's number
-      let unanswered = 0;
-      let awaiting = 0; // queries read whose answers are not yet in the outbox
-      let room: (() => void) | undefined;
-      const running = new Set<Promise<void>>();
-      // Answers that come in the same turn of the event loop (from several connections' reads) leave as one
-      // message, of about RESPONSE_BYTES at most (the client's receive limit can be low); at once when no
-      // query read is still to be answered: no other answer can join them, and a lone query's answer then
-      // leaves before its message's record is ended (metrics, log line). `sent`: each answer's message's
-      // countdown of its answers written out, which then gives its results' share of the budget back.
-      let outbox: { numbers: number[]; outcomes: Outcome[]; sent: (() => void)[]; bytes: number } | undefined;
-      const flush = () => {
-        if (outbox === undefined) return;
-        const { numbers, outcomes, sent } = outbox;
-        outbox = undefined;
-        // A query counts until the transport has taken its answer: a client that does not read its
-        // answers stops the gateway reading its queries, and answers cannot pile up in memory.
-        const written = encodeAnswers(numbers, outcomes, () => sent.forEach((answerSent) => answerSent()));
-        void responses.send(written).then(() => {
-          unanswered -= numbers.length;
-          if (unanswered < limits.maxStreamQueries) room?.();
-        });
-      };
-      const answerFrom =
-        (first: number, sent: () => void): Answers =>
-        (indexes, outcomes) => {
-          for (const [j, i] of indexes.entries()) {
-            const outcome = outcomes[j]!;
-            const bytes = outcome.result?.length ?? 256;
-            if (outbox !== undefined && outbox.bytes + bytes > RESPONSE_BYTES) flush();
-            if (outbox === undefined) {
-              outbox = { numbers: [], outcomes: [], sent: [], bytes: 0 };
-              setImmediate(flush);
-            }
-            outbox.numbers.push(first + i);
-            outbox.outcomes.push(outcome);
-            outbox.sent.push(sent);
-            outbox.bytes += bytes;
-          }
-          awaiting -= indexes.length;
-          if (awaiting <= 0) flush();
-        };
-      // The gateway's drain ends the wait under way (for a message, or for room): a function called, not
-      // a promise raced against, since every race adds a reaction to a promise that lives as long as the
-      // stream, holding each message's queries (a QueryStream's memory grew by every query it carried).
-      let stopped = false;
-      let wake: (() => void) | undefined;
-      const stop = () => {
-        stopped = true;
-        wake?.();
-      };
-      /** `promise`'s value, or undefined at once when the gateway drains. */
-      const unlessStopped = <T>(promise: Promise<T>): Promise<T | undefined> =>
-        stopped
-          ? Promise.resolve(undefined)
-          : new Promise<T | undefined>((resolve, reject) => {
-              wake = () => resolve(undefined);
-              promise.then(resolve, reject);
-            }).finally(() => (wake = undefined));
-      if (draining.aborted) stop();
-      else draining.addEventListener("abort", stop, { once: true });
-      try {
-        await readStream();
-      } finally {
-        draining.removeEventListener("abort", stop);
-      }
-      await Promise.all(running);
-      flush();
-      if (draining.aborted) throw beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: queries without an answer were not run"));
-
-      /** Reads messages and starts each, until the client half-closes or the gateway drains. */
-      async function readStream(): Promise<void> {
-        for (;;) {
-          const request = await unlessStopped(requests.next());
-          if (request === undefined) break;
-          const first = numbered;
-          numbered += request.queries.length;
-          if (request.queries.length === 0) continue;
-          const record = ctx.startPart();
-          let refused: GatewayError | undefined;
-          try {
-            ctx.reauthorize(record);
-          } catch (err) {
-            refused = toGatewayError(err);
-            // Over the rate limit: this message's queries get the error, and the stream goes on. Any other refusal ends it.
-            if (refused.reason !== "RATE_LIMITED") {
-              record.end(refused);
-              throw err;
-            }
-          }
-          unanswered += request.queries.length;
-          awaiting += request.queries.length;
-          // The message's results hold their share of the budget until all its answers have been written out.
-          const account = limits.results.account();
-          let unsent = request.queries.length;
-          const answer = answerFrom(first, () => {
-            if (--unsent === 0) account.release();
-          });
-          // In the message's trace context: its statement spans hang under its span.
-          const run = runInContext(record.traceContext, () => runStreamedQueries(request, record, account, answer, refused)).finally(() => running.delete(run));
-          running.add(run);
-          while (unanswered >= limits.maxStreamQueries && !ctx.signal.aborted && !draining.aborted) {
-            await unlessStopped(new Promise<void>((resolve) => (room = resolve)));
-          }
-        }
-      }
-
-      async function runStreamedQueries(
-        request: QueryStreamRequest,
-        record: CallRecord,
-        account: ResultAccount,
-        answer: Answers,
-        refused: GatewayError | undefined,
-      ): Promise<void> {
-        let error: GatewayError | undefined;
-        try {
-          if (refused !== undefined) throw refused;
-          record.statements = request.queries.length;
-          router.checkPlatform(ctx, request.platform);
-          checkQueryCount(request.queries.length, "a QueryStream message");
-          const deadline = request.timeoutMs > 0 ? Date.now() + request.timeoutMs : Infinity;
-          const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
-          const answerAndTally: Answers = (indexes, outcomes) => {
-            // Queries stopped by the stream's own cancellation are not failures of theirs: the stream's end counts it.
-            if (!ctx.signal.aborted) tallyFailures(record, outcomes);
-            answer(indexes, outcomes);
-          };
-          const queryLimits = statementLimits({ deadline, signal: ctx.signal });
-          record.database = describeDatabases(await runQueries(pools, databaseOf, request.queries, queryLimits, account, answerAndTally, "answer"));
-        } catch (err) {
-          // The message as a whole could not run (refused, a platform that is not the key's, too many queries): each query gets the error.
-          error = toGatewayError(err);
-          answer(
-            request.queries.map((_, i) => i),
-            request.queries.map(() => ({ error: error! })),
-          );
-        }
-        record.end(error);
-      }
-    },
+    queryStream: (requests, responses, ctx) => new QueryStreamSession(streams, requests, responses, ctx).run(),
 
     async streamQuery(request, responses, ctx) {
       ctx.record.statements = 1;
@@ -324,17 +185,4 @@ function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T |
     signal.addEventListener("abort", onAbort, { once: true });
     promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
-}
-
-/** About the most bytes of results one QueryStream response carries (a result larger than this goes alone). */
-const RESPONSE_BYTES = 1 << 20;
-
-/** Tells a call's record of its queries that failed on their own (the call itself went on). */
-function tallyFailures(record: CallRecord, outcomes: readonly Outcome[]): void {
-  for (const outcome of outcomes) if (outcome.error !== undefined) record.queryFailed(outcome.error);
-}
-
-/** The databases a call's queries went to, for its log line: the one, or how many. */
-function describeDatabases(databases: readonly string[]): string {
-  return databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
 }

@@ -102,6 +102,16 @@ export class CallRecord {
     else this.#queryErrors.set(key, sqlstate ? { reason: error.reason, sqlstate, count: 1 } : { reason: error.reason, count: 1 });
   }
 
+  /** Tallies the queries among `outcomes` that failed on their own (see `queryFailed`). */
+  tallyFailures(outcomes: readonly { readonly error?: GatewayError }[]): void {
+    for (const outcome of outcomes) if (outcome.error !== undefined) this.queryFailed(outcome.error);
+  }
+
+  /** Tells the record the databases a call's queries went to: its log line names the one, or says how many. */
+  setDatabases(databases: readonly string[]): void {
+    this.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
+  }
+
   /** Ends the record once, with the call's outcome: the error, or none for OK. */
   end(error: GatewayError | undefined): void {
     if (this.#ended) return;
