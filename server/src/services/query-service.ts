@@ -16,7 +16,7 @@ import { validateChannels, type ListenerHub } from "../notifications/listener-hu
 import type { PoolManager } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
-import { QueryStreamSession, type QueryStreamService } from "./query-stream-session.js";
+import { QueryStreamSession, type QueryStreamShared } from "./query-stream-session.js";
 import type { ServiceImpl } from "./service-contract.js";
 
 /** Limits of the data plane. */
@@ -58,7 +58,7 @@ export function createQueryService(
     deadline: Math.min(ctx.deadline, Date.now() + limits.maxStatementMillis),
     signal: ctx.signal,
   });
-  const streams: QueryStreamService = { router, pools, maxStreamQueries: limits.maxStreamQueries, results: limits.results, statementLimits, draining };
+  const streamShared: QueryStreamShared = { router, pools, maxStreamQueries: limits.maxStreamQueries, results: limits.results, statementLimits, draining };
   return {
     async query(request, ctx) {
       ctx.record.statements = 1;
@@ -83,7 +83,7 @@ export function createQueryService(
       });
     },
 
-    queryStream: (requests, responses, ctx) => new QueryStreamSession(streams, requests, responses, ctx).run(),
+    queryStream: (requests, responses, ctx) => new QueryStreamSession(streamShared, requests, responses, ctx).run(),
 
     async streamQuery(request, responses, ctx) {
       ctx.record.statements = 1;

@@ -13,20 +13,20 @@ import type { Router } from "../tenancy/router.js";
 import type { CallContext } from "./service-contract.js";
 
 /** What every QueryStream of a QueryService shares: where its queries go, its limits, and the gateway's drain. */
-export interface QueryStreamService {
+export interface QueryStreamShared {
   readonly router: Router;
   readonly pools: PoolManager;
   /** As `QueryServiceLimits.maxStreamQueries`. */
   readonly maxStreamQueries: number;
   /** The budget a message's results draw on (each message has an account of its own). */
   readonly results: ResultBudget;
-  /** A message's statements' deadline and signal, within its own (the service's longest statement). */
+  /** The limits of a message's statements: its deadline, capped at the service's longest statement, and the call's signal. */
   statementLimits(limits: { deadline: number; signal: AbortSignal }): CallLimits;
   /** Aborted when the gateway begins to shut down. */
   readonly draining: AbortSignal;
 }
 
-/** The queries of one message read, until all its answers have been written out (the SDK's `Sent`, seen from this side). */
+/** One message's queries, from their reading until all their answers are written out (the SDK's `Sent`, seen from this side). */
 interface Received {
   /** The number of its first query over the stream. */
   readonly first: number;
@@ -86,7 +86,7 @@ export class QueryStreamSession {
   #wake: (() => void) | undefined;
 
   constructor(
-    private readonly service: QueryStreamService,
+    private readonly service: QueryStreamShared,
     private readonly requests: RequestStream<typeof QueryStreamRequestSchema>,
     private readonly responses: ResponseStream<typeof QueryStreamResponseSchema>,
     private readonly ctx: CallContext,
@@ -140,12 +140,12 @@ export class QueryStreamSession {
     // The message's results hold their share of the budget until all its answers have been written out.
     const message: Received = { first, record, account: this.service.results.account(), unsent: count };
     // In the message's trace context: its statement spans hang under its span.
-    const run = runInContext(record.traceContext, () => this.#run(request, message, refused)).finally(() => this.#running.delete(run));
+    const run = runInContext(record.traceContext, () => this.#runMessage(request, message, refused)).finally(() => this.#running.delete(run));
     this.#running.add(run);
   }
 
   /** Runs a message's queries, each answered as soon as its outcome is known; then ends its record. */
-  async #run(request: QueryStreamRequest, message: Received, refused: GatewayError | undefined): Promise<void> {
+  async #runMessage(request: QueryStreamRequest, message: Received, refused: GatewayError | undefined): Promise<void> {
     const { router, pools } = this.service;
     const { record } = message;
     let error: GatewayError | undefined;
@@ -206,14 +206,15 @@ export class QueryStreamSession {
     const outbox = this.#outbox;
     if (outbox === undefined) return;
     this.#outbox = undefined;
-    const { numbers, messages } = outbox;
-    const written = encodeAnswers(numbers, outbox.outcomes, () => {
+    const { numbers, outcomes, messages } = outbox;
+    const written = encodeAnswers(numbers, outcomes, () => {
       for (const message of messages) if (--message.unsent === 0) message.account.release();
     });
+    // Not awaited: back-pressure is `#unanswered` against `maxStreamQueries`, so answers cannot pile up.
     void this.responses.send(written).then(() => this.#taken(numbers.length));
   };
 
-  /** The transport has taken a response of `count` answers: they no longer count against `maxStreamQueries`. */
+  /** `send` of a response of `count` answers has returned (the transport can take more): they no longer count against `maxStreamQueries`. */
   #taken(count: number): void {
     this.#unanswered -= count;
     if (this.#unanswered < this.service.maxStreamQueries) this.#room?.();
