@@ -86,7 +86,7 @@ export class QueryStreamSession {
   #wake: (() => void) | undefined;
 
   constructor(
-    private readonly service: QueryStreamShared,
+    private readonly shared: QueryStreamShared,
     private readonly requests: RequestStream<typeof QueryStreamRequestSchema>,
     private readonly responses: ResponseStream<typeof QueryStreamResponseSchema>,
     private readonly ctx: CallContext,
@@ -94,7 +94,7 @@ export class QueryStreamSession {
 
   /** Serves the call: resolves once the client has half-closed and every query read is answered; rejects as the call should end. */
   async run(): Promise<void> {
-    const { draining } = this.service;
+    const { draining } = this.shared;
     if (draining.aborted) this.#drained();
     else draining.addEventListener("abort", this.#drained, { once: true });
     try {
@@ -111,7 +111,7 @@ export class QueryStreamSession {
       const request = await this.#unlessStopped(this.requests.next());
       if (request === undefined) return;
       this.#received(request);
-      while (this.#unanswered >= this.service.maxStreamQueries && !this.ctx.signal.aborted && !this.service.draining.aborted) {
+      while (this.#unanswered >= this.shared.maxStreamQueries && !this.ctx.signal.aborted && !this.shared.draining.aborted) {
         await this.#unlessStopped(new Promise<void>((resolve) => (this.#room = resolve)));
       }
     }
@@ -138,7 +138,7 @@ export class QueryStreamSession {
     this.#unanswered += count;
     this.#awaiting += count;
     // The message's results hold their share of the budget until all its answers have been written out.
-    const message: Received = { first, record, account: this.service.results.account(), unsent: count };
+    const message: Received = { first, record, account: this.shared.results.account(), unsent: count };
     // In the message's trace context: its statement spans hang under its span.
     const run = runInContext(record.traceContext, () => this.#runMessage(request, message, refused)).finally(() => this.#running.delete(run));
     this.#running.add(run);
@@ -146,7 +146,7 @@ export class QueryStreamSession {
 
   /** Runs a message's queries, each answered as soon as its outcome is known; then ends its record. */
   async #runMessage(request: QueryStreamRequest, message: Received, refused: GatewayError | undefined): Promise<void> {
-    const { router, pools } = this.service;
+    const { router, pools } = this.shared;
     const { record } = message;
     let error: GatewayError | undefined;
     try {
@@ -161,7 +161,7 @@ export class QueryStreamSession {
         if (!this.ctx.signal.aborted) record.tallyFailures(outcomes);
         this.#answered(message, indexes, outcomes);
       };
-      const limits = this.service.statementLimits({ deadline, signal: this.ctx.signal });
+      const limits = this.shared.statementLimits({ deadline, signal: this.ctx.signal });
       record.setDatabases(await runQueries(pools, databaseOf, request.queries, limits, message.account, answer, "answer"));
     } catch (err) {
       // The message as a whole could not run (refused, a platform that is not the key's, too many queries): each query gets the error.
@@ -217,14 +217,14 @@ export class QueryStreamSession {
   /** `send` of a response of `count` answers has returned (the transport can take more): they no longer count against `maxStreamQueries`. */
   #taken(count: number): void {
     this.#unanswered -= count;
-    if (this.#unanswered < this.service.maxStreamQueries) this.#room?.();
+    if (this.#unanswered < this.shared.maxStreamQueries) this.#room?.();
   }
 
   /** The client half-closed (or the call ended, or the gateway drains): the queries read are answered, and the call ends. */
   async #ended(): Promise<void> {
     await Promise.all(this.#running);
     this.#flush();
-    if (this.service.draining.aborted)
+    if (this.shared.draining.aborted)
       throw beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: queries without an answer were not run"));
   }
 
