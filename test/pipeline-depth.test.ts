@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import pg from "pg";
-import { connectionsFor, MAX_PIPELINE_DEPTH, PIPELINE_DEPTH, pipelineDepth, runQueryMany } from "../server/src/execution/query-many.js";
+import { connectionsFor, MAX_PIPELINE_DEPTH, PIPELINE_DEPTH, pipelineDepth, runQueryMany, statementMicros } from "../server/src/execution/query-many.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget } from "../server/src/execution/result-budget.js";
 import { TenantQuerySchema } from "../server/src/gen/dbgateway/v1/query_service_pb.js";
 import { ResultSetSchema } from "../server/src/gen/dbgateway/v1/values_pb.js";
@@ -78,17 +78,17 @@ describe("QueryMany pipeline depth: against PostgreSQL", () => {
   it("learns a database's time per statement from its pipelines, and spreads the next call accordingly", async () => {
     // The pool's 16 connections opened; one statement a connection teaches nothing of the time per statement.
     assert.equal(await backendsFor("SELECT pg_backend_pid() FROM pg_sleep(0.3)", 16), 16);
-    assert.equal(pools.statementMicros(database), undefined);
+    assert.equal(statementMicros(pools, database), undefined);
     assert.equal(await backendsFor("SELECT pg_backend_pid()", 64), 16, "unmeasured: every free connection");
-    const learned = pools.statementMicros(database);
+    const learned = statementMicros(pools, database);
     assert.ok(learned !== undefined && learned > 0, `a time per statement was learned (${learned})`);
     for (let round = 0; round < 5; round++) {
-      const expected = connectionsFor(64, pools.available(database), pools.statementMicros(database));
-      assert.equal(await backendsFor("SELECT pg_backend_pid()", 64), expected, `round ${round}: ${pools.statementMicros(database)} µs a statement`);
+      const expected = connectionsFor(64, pools.available(database), statementMicros(pools, database));
+      assert.equal(await backendsFor("SELECT pg_backend_pid()", 64), expected, `round ${round}: ${statementMicros(pools, database)} µs a statement`);
     }
     // Slow statements pipelined behind each other raise the time at once: the next call spreads again.
     await backendsFor("SELECT pg_backend_pid() FROM pg_sleep(0.05)", 32);
-    assert.ok(pools.statementMicros(database)! > 5_000, `${pools.statementMicros(database)} µs a statement after sleeps of 50 ms`);
+    assert.ok(statementMicros(pools, database)! > 5_000, `${statementMicros(pools, database)} µs a statement after sleeps of 50 ms`);
     assert.equal(await backendsFor("SELECT pg_backend_pid() FROM pg_sleep(0.05)", 16), 16);
   });
 });

@@ -39,6 +39,31 @@ export function pipelineDepth(statementMicros: number | undefined): number {
   return Math.max(1, Math.min(MAX_PIPELINE_DEPTH, Math.floor(PIPELINE_BUDGET_MICROS / Math.max(statementMicros, 1))));
 }
 
+/** The weight of a new measurement in a database's mean time per statement. */
+const STATEMENT_TIME_WEIGHT = 0.2;
+
+/** Each pool's recent microseconds per statement, by the pool's identity (`PoolManager.poolKey`): forgotten with the pool. */
+const statementTimes = new WeakMap<object, number>();
+
+/**
+ * Records how long statements to `database` took (`micros` each, as
+ * `runPipelined` measures them): kept as an exponentially weighted mean that
+ * follows a change within a few calls, for as long as the database's pool
+ * lives. Nothing is recorded for a database without a pool.
+ */
+export function recordStatementTime(pools: PoolManager, database: string, micros: number): void {
+  const key = pools.poolKey(database);
+  if (key === undefined) return;
+  const mean = statementTimes.get(key);
+  statementTimes.set(key, mean === undefined ? micros : mean + STATEMENT_TIME_WEIGHT * (micros - mean));
+}
+
+/** The recent microseconds per statement of `database` (`recordStatementTime`), undefined when unknown. */
+export function statementMicros(pools: PoolManager, database: string): number | undefined {
+  const key = pools.poolKey(database);
+  return key === undefined ? undefined : statementTimes.get(key);
+}
+
 /** A query ready to run: its place in the call and its statement. */
 interface Runnable {
   index: number;
@@ -162,7 +187,7 @@ async function runOnDatabase(
   // Slow statements on as many connections as the pool can give at once, so that they run side by side
   // as separate Query calls would; fast ones pipelined as deep as the budget allows; and pipelines
   // (at most PIPELINE_DEPTH deep, or the budget's depth) while waiting for connections.
-  const connections = connectionsFor(runnable.length, pools.available(database), pools.statementMicros(database));
+  const connections = connectionsFor(runnable.length, pools.available(database), statementMicros(pools, database));
   const chunks = Array.from({ length: connections }, (): Runnable[] => []);
   for (const [i, r] of runnable.entries()) chunks[i % connections]!.push(r);
   await Promise.all(
@@ -173,7 +198,7 @@ async function runOnDatabase(
         const statements = chunk.map((r) => r.statement);
         outcomes = await pools.withConnection(
           database,
-          (lease) => runPipelined(lease, statements, account, (micros) => pools.recordStatementTime(database, micros)),
+          (lease) => runPipelined(lease, statements, account, (micros) => recordStatementTime(pools, database, micros)),
           limits,
         );
       } catch (err) {

@@ -175,8 +175,6 @@ class DatabasePool {
     discarded: 0,
   };
   lastUsedAt = Date.now();
-  /** Recent microseconds per statement (see `PoolManager.recordStatementTime`); undefined until measured. */
-  statementMicros: number | undefined;
   /** While PostgreSQL refuses this database more connections (53300): no new one is tried before `until` (performance.now()). */
   refused: { at: number; until: number; backoffMillis: number; error: DatabaseError } | undefined;
   constructor(readonly database: string) {}
@@ -217,9 +215,6 @@ const TOO_MANY_CONNECTIONS = "53300";
 /** After PostgreSQL refuses a connection, how long before the next try; doubled on each refusal, up to the most. */
 const REFUSED_BACKOFF_MILLIS = 50;
 const REFUSED_BACKOFF_MAX_MILLIS = 1_000;
-
-/** The weight of a new measurement in a database's mean time per statement. */
-const STATEMENT_TIME_WEIGHT = 0.2;
 
 /**
  * The only result parser: every value stays PostgreSQL's text form, which the
@@ -475,28 +470,20 @@ export class PoolManager {
   }
 
   /**
+   * The identity of the database's pool for as long as the pool lives,
+   * undefined when it has none: a key (in a WeakMap) for what a caller learns
+   * of a database and forgets with its pool, as QueryMany its time per
+   * statement.
+   */
+  poolKey(database: string): object | undefined {
+    return this.#pools.get(database);
+  }
+
+  /**
    * Connections a call to the database could have now without waiting: idle
    * ones no one waits for, and new ones that fit under the pool's and the
    * global cap.
    */
-  /**
-   * Records how long statements to `database` took (`micros` each, as
-   * measured by the caller): kept as an exponentially weighted mean that
-   * follows a change within a few calls, for as long as the database's pool
-   * lives. Nothing is recorded for a database without a pool.
-   */
-  recordStatementTime(database: string, micros: number): void {
-    const pool = this.#pools.get(database);
-    if (pool === undefined) return;
-    const mean = pool.statementMicros;
-    pool.statementMicros = mean === undefined ? micros : mean + STATEMENT_TIME_WEIGHT * (micros - mean);
-  }
-
-  /** The recent microseconds per statement of `database` (`recordStatementTime`), undefined when unknown. */
-  statementMicros(database: string): number | undefined {
-    return this.#pools.get(database)?.statementMicros;
-  }
-
   available(database: string): number {
     const pool = this.#pools.get(database);
     const size = pool?.size ?? 0;
