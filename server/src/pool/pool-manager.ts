@@ -6,6 +6,9 @@ import { withSpan } from "../telemetry/tracing.js";
 import { sendCancelRequest } from "./cancel-request.js";
 import { passDataRowBytes } from "./data-row-parser.js";
 import { activeQueryOf, destroyConnection, isQueryable } from "./pg-internals.js";
+import { addCounters, newPoolCounters, type ManagerStats, type PoolStats } from "./pool-stats.js";
+
+export type { ManagerStats, PoolStats };
 
 /** Settings of the pool manager; every duration is in milliseconds. */
 export interface PoolManagerOptions {
@@ -89,57 +92,6 @@ export interface Lease {
   cancelAgain(): Promise<boolean>;
 }
 
-/** Counters and gauges of one database's pool. */
-export interface PoolStats {
-  database: string;
-  /** Connections: connecting + idle + busy. */
-  size: number;
-  connecting: number;
-  idle: number;
-  busy: number;
-  waiting: number;
-  /** Calls served at once by an idle connection. */
-  hits: number;
-  /** Calls that had to wait for a connection to be opened or released. */
-  misses: number;
-  /** Calls that gave up waiting: POOL_EXHAUSTED. */
-  timeouts: number;
-  /** Calls refused because too many were waiting: TOO_MANY_WAITERS. */
-  rejected: number;
-  /** Connections opened, and closed (for any reason). */
-  opened: number;
-  closed: number;
-  /** Idle connections closed to give their slot to another database's waiting call. */
-  stolen: number;
-  /** Connections closed for idling too long, and for reaching their maximum lifetime. */
-  idleClosed: number;
-  expired: number;
-  /** Connections destroyed because they were broken, left in a transaction, or failed their reset. */
-  discarded: number;
-  /** Epoch milliseconds of the last call. */
-  lastUsedAt: number;
-}
-
-/** Totals over every pool. */
-export interface ManagerStats {
-  totalConnections: number;
-  maxTotalConnections: number;
-  pools: number;
-  /** Pools holding at least one connection. */
-  activePools: number;
-  waiting: number;
-  /** Pools closed for being unused or for exceeding the pool limit. */
-  evictions: number;
-  poolsCreated: number;
-  /** Over the gateway's life, including pools since closed. */
-  hits: number;
-  misses: number;
-  connectionsOpened: number;
-  /** Calls that gave up waiting (POOL_EXHAUSTED), and calls refused for too many waiters (TOO_MANY_WAITERS). */
-  timeouts: number;
-  rejected: number;
-}
-
 interface Connection {
   readonly client: pg.Client;
   readonly pool: DatabasePool;
@@ -162,19 +114,10 @@ class DatabasePool {
   /** Connections of other pools being closed to make room for this one (at most one at a time). */
   freeing = 0;
   readonly waiters: Waiter[] = [];
-  readonly stats: Omit<PoolStats, "database" | "size" | "connecting" | "idle" | "busy" | "waiting" | "lastUsedAt"> = {
-    hits: 0,
-    misses: 0,
-    timeouts: 0,
-    rejected: 0,
-    opened: 0,
-    closed: 0,
-    stolen: 0,
-    idleClosed: 0,
-    expired: 0,
-    discarded: 0,
-  };
+  readonly counters = newPoolCounters();
   lastUsedAt = Date.now();
+  /** Taken out of the manager's pools (closed, evicted, its database gone): its connections are closed as they come back. */
+  retired = false;
   /** While PostgreSQL refuses this database more connections (53300): no new one is tried before `until` (performance.now()). */
   refused: { at: number; until: number; backoffMillis: number; error: DatabaseError } | undefined;
   constructor(readonly database: string) {}
@@ -263,13 +206,12 @@ export class PoolManager {
   #stopped: GatewayError | undefined;
   /** The interruption of each call holding a connection (see `withConnection`), for `stop`. */
   readonly #leases = new Set<(err: GatewayError) => void>();
+  /** Pools retired with connections not yet all gone (see `#retire`), whose counters still count in the totals. */
+  readonly #retiring = new Set<DatabasePool>();
+  /** The counters of the pools retired and gone, which still count in the totals. */
+  readonly #gone = newPoolCounters();
   #evictions = 0;
   #poolsCreated = 0;
-  #hits = 0;
-  #misses = 0;
-  #opened = 0;
-  #timeouts = 0;
-  #rejected = 0;
   #pulsing = false;
   #pulseAgain = false;
   /** A later run of the scheduler (`#pulseIn`). */
@@ -426,7 +368,7 @@ export class PoolManager {
   close(database: string): void {
     const pool = this.#pools.get(database);
     if (pool === undefined) return;
-    this.#pools.delete(database);
+    this.#retire(pool);
     this.#evictions++;
     for (const waiter of pool.waiters.splice(0)) {
       waiter.reject(new GatewayError("DATABASE_NOT_FOUND", `database "${database}" was dropped`, { metadata: { database } }));
@@ -464,8 +406,8 @@ export class PoolManager {
       // A busy connection is dropped, not ended: pg's end waits for its queries, which a stuck backend may never answer.
       for (const connection of [...pool.idle]) ending.push(this.#destroy(connection, "closed"));
       for (const connection of [...pool.busy]) ending.push(this.#destroy(connection, "closed", true));
+      this.#retire(pool);
     }
-    this.#pools.clear();
     await Promise.all(ending);
   }
 
@@ -502,7 +444,7 @@ export class PoolManager {
       busy: p.busy.size,
       waiting: p.waiters.length,
       lastUsedAt: p.lastUsedAt,
-      ...p.stats,
+      ...p.counters,
     }));
   }
 
@@ -510,10 +452,13 @@ export class PoolManager {
   stats(): ManagerStats {
     let waiting = 0;
     let activePools = 0;
+    const counted = { ...this.#gone };
     for (const p of this.#pools.values()) {
       waiting += p.waiters.length;
       if (p.size > 0) activePools++;
+      addCounters(counted, p.counters);
     }
+    for (const p of this.#retiring) addCounters(counted, p.counters);
     return {
       totalConnections: this.#total,
       maxTotalConnections: this.options.maxTotalConnections,
@@ -522,11 +467,11 @@ export class PoolManager {
       waiting,
       evictions: this.#evictions,
       poolsCreated: this.#poolsCreated,
-      hits: this.#hits,
-      misses: this.#misses,
-      connectionsOpened: this.#opened,
-      timeouts: this.#timeouts,
-      rejected: this.#rejected,
+      hits: counted.hits,
+      misses: counted.misses,
+      connectionsOpened: counted.opened,
+      timeouts: counted.timeouts,
+      rejected: counted.rejected,
     };
   }
 
@@ -536,18 +481,15 @@ export class PoolManager {
     const pool = this.#pool(database);
     pool.lastUsedAt = Date.now();
     if (pool.waiters.length === 0 && pool.idle.length > 0) {
-      pool.stats.hits++;
-      this.#hits++;
+      pool.counters.hits++;
       this.options.onAcquired?.(0);
       return this.#checkOut(pool.idle.pop()!);
     }
     if (pool.waiters.length >= this.options.maxWaitersPerPool) {
-      pool.stats.rejected++;
-      this.#rejected++;
+      pool.counters.rejected++;
       throw new GatewayError("TOO_MANY_WAITERS", `too many calls are waiting for a connection to "${database}"`, { metadata: { database } });
     }
-    pool.stats.misses++;
-    this.#misses++;
+    pool.counters.misses++;
     const waitStarted = Date.now();
     const wait = Math.min(this.options.acquireTimeoutMillis, limits.deadline - waitStarted);
     if (!(wait > 0)) throw this.#exhausted(pool, performance.now());
@@ -573,8 +515,7 @@ export class PoolManager {
       };
       const timer = setTimeout(() => {
         leave();
-        pool.stats.timeouts++;
-        this.#timeouts++;
+        pool.counters.timeouts++;
         reject(this.#exhausted(pool, waiter.since));
         this.#pulse();
       }, wait);
@@ -630,7 +571,7 @@ export class PoolManager {
   #release(connection: Connection, err: unknown, alreadyReset = false): void {
     const pool = connection.pool;
     if (!pool.busy.has(connection)) return; // already destroyed (interrupted)
-    if (this.#pools.get(pool.database) !== pool || this.#closed) {
+    if (pool.retired || this.#closed) {
       this.#destroy(connection, "closed");
       return;
     }
@@ -676,7 +617,7 @@ export class PoolManager {
   /** A busy connection, reset and outside any transaction, goes back to its pool's idle ones. */
   #putBack(connection: Connection): void {
     const pool = connection.pool;
-    if (this.#pools.get(pool.database) !== pool || this.#closed) {
+    if (pool.retired || this.#closed) {
       void this.#destroy(connection, "closed");
       return;
     }
@@ -849,9 +790,8 @@ export class PoolManager {
     client.connect().then(
       () => {
         pool.connecting--;
-        pool.stats.opened++;
+        pool.counters.opened++;
         pool.refused = undefined;
-        this.#opened++;
         const now = Date.now();
         const connection: Connection = { client, pool, createdAt: now, idleSince: now };
         client.on("error", (err) => {
@@ -861,8 +801,8 @@ export class PoolManager {
             this.#destroy(connection, "discarded", true);
           }
         });
-        if (this.#pools.get(pool.database) !== pool || this.#closed) {
-          pool.stats.closed++;
+        if (pool.retired || this.#closed) {
+          pool.counters.closed++;
           this.#total--;
           this.#shrunk(pool);
           void this.#close(connection, false);
@@ -878,7 +818,7 @@ export class PoolManager {
         const database = pool.database;
         if (err instanceof DatabaseError && err.code === "3D000") {
           const gone = new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database }, cause: err });
-          if (this.#pools.get(database) === pool) this.#pools.delete(database);
+          if (!pool.retired) this.#retire(pool);
           for (const waiter of pool.waiters.splice(0)) waiter.reject(gone);
         } else if (err instanceof DatabaseError && err.code === TOO_MANY_CONNECTIONS) {
           // A role's connection limit or the server's, reached (other gateways, an operator's sessions):
@@ -905,9 +845,23 @@ export class PoolManager {
     );
   }
 
-  /** Counts a pool that has just lost a connection (or one being opened) out of `#withConnections` if that was its last. */
+  /**
+   * Takes a pool out of the manager's: its connections are closed as they come
+   * back. Its counters count in the totals still, once all its connections are
+   * gone in `#gone` (until then, it may still count one opening).
+   */
+  #retire(pool: DatabasePool): void {
+    this.#pools.delete(pool.database);
+    pool.retired = true;
+    if (pool.size > 0) this.#retiring.add(pool);
+    else addCounters(this.#gone, pool.counters);
+  }
+
+  /** After a pool lost a connection (or one being opened): if that was its last, it no longer counts in `#withConnections`, and if retired, it is gone. */
   #shrunk(pool: DatabasePool): void {
-    if (pool.size === 0) this.#withConnections--;
+    if (pool.size > 0) return;
+    this.#withConnections--;
+    if (this.#retiring.delete(pool)) addCounters(this.#gone, pool.counters);
   }
 
   /** Removes a connection from its pool and closes it; `force` drops the socket instead of saying goodbye. */
@@ -916,10 +870,10 @@ export class PoolManager {
     const at = pool.idle.indexOf(connection);
     if (at >= 0) pool.idle.splice(at, 1);
     else if (!pool.busy.delete(connection)) return Promise.resolve();
+    pool.counters.closed++;
+    if (why !== "closed") pool.counters[why]++;
     this.#total--;
     this.#shrunk(pool);
-    pool.stats.closed++;
-    if (why !== "closed") pool.stats[why]++;
     const ending = this.#close(connection, force);
     this.#pulse();
     return ending;
@@ -962,7 +916,7 @@ export class PoolManager {
   }
 
   #evict(pool: DatabasePool): void {
-    this.#pools.delete(pool.database);
+    this.#retire(pool);
     this.#evictions++;
     for (const connection of [...pool.idle]) void this.#destroy(connection, "closed");
   }
