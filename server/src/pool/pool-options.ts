@@ -1,0 +1,46 @@
+// What the pool manager is given: its settings, and what each call brings (its deadline and cancellation).
+import type pg from "pg";
+
+/** Settings of the pool manager; every duration is in milliseconds. */
+export interface PoolManagerOptions {
+  /** Connection settings for a database: host, port, and the credentials of that database's own role. */
+  connectionFor(database: string): pg.ClientConfig;
+  /** Most connections one database's pool holds (connecting, idle and busy). */
+  maxConnectionsPerPool: number;
+  /** Most connections of all pools together: never exceeded. */
+  maxTotalConnections: number;
+  /** Most pools that keep connections; least recently used idle pools are closed beyond it. */
+  maxPools: number;
+  /** Most calls waiting for one database's connection; more fail at once with TOO_MANY_WAITERS. */
+  maxWaitersPerPool: number;
+  /** Longest wait for a connection (a call's deadline may shorten it); then POOL_EXHAUSTED. */
+  acquireTimeoutMillis: number;
+  /** A pool unused this long is closed with all its connections. */
+  poolIdleTimeoutMillis: number;
+  /** An idle connection beyond a pool's one warm connection is closed after this long. */
+  connectionIdleTimeoutMillis: number;
+  /** A connection older than this is closed when it is next idle. */
+  maxLifetimeMillis: number;
+  /** A connection idle longer than this is checked with a round trip before it is used. */
+  validateAfterIdleMillis: number;
+  /**
+   * At the cap, how long a database's oldest caller waits for one of its own
+   * busy connections before another database's idle one is closed to open one
+   * more for it (default `STEAL_AFTER_WAIT_MILLIS` of scheduler.ts).
+   */
+  stealAfterWaitMillis?: number;
+  /** How often timeouts and limits are enforced. */
+  reapIntervalMillis: number;
+  /** After an interruption, how long the backend has to end its statement before its connection is destroyed. */
+  cancelGraceMillis: number;
+  /** Errors worth an operator's attention (a failing idle connection, a failed reset). */
+  onError?(database: string, err: unknown): void;
+  /** Told how long each call waited for its connection (0 for a hit), for the wait-time histogram. */
+  onAcquired?(waitMillis: number): void;
+}
+
+/** What a call brings to the pool: its deadline (epoch ms, Infinity for none) and cancellation. */
+export interface CallLimits {
+  deadline: number;
+  signal?: AbortSignal;
+}

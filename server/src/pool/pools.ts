@@ -1,0 +1,224 @@
+// Every database's pool and its connections, counted against the global cap: opening and closing them, retiring pools, and the statistics.
+import { DatabaseError } from "pg";
+import { GatewayError } from "../errors.js";
+import { closeClient, DatabasePool, newClient, TOO_MANY_CONNECTIONS, type Connection } from "./database-pool.js";
+import type { PoolManagerOptions } from "./pool-options.js";
+import { addCounters, newPoolCounters, type ManagerStats, type PoolStats } from "./pool-stats.js";
+
+/** Why a connection is closed, as its pool counts it ("closed" only as closed: its pool or the gateway is closing). */
+export type CloseReason = "closed" | "stolen" | "idleClosed" | "expired" | "discarded";
+
+/**
+ * The pools the scheduler (scheduler.ts) hands out connections from: which
+ * exist, how many connections they hold in all, and what opening or closing
+ * one does to them. `changed` is told after every change the scheduler did
+ * not make itself (a connection opened, failed to open, or gone).
+ */
+export class Pools {
+  /** Every database's pool, least recently used first. */
+  readonly byDatabase = new Map<string, DatabasePool>();
+  /** Connections of every pool: connecting, idle and busy. */
+  total = 0;
+  /**
+   * Connections closed and not yet gone: their backends still count in
+   * PostgreSQL's connections until they have exited, so they count against
+   * the cap too (a new connection waits for the one closed to make room).
+   */
+  closing = 0;
+  /** Pools holding or opening a connection, whether still in `byDatabase` or not (at least the number in it). */
+  withConnections = 0;
+  /** Set by `closeAll`: no connection is kept from then on. */
+  closed = false;
+  /** Pools retired with connections not yet all gone (see `#retire`), whose counters still count in the totals. */
+  readonly #retiring = new Set<DatabasePool>();
+  /** The counters of the pools retired and gone, which still count in the totals. */
+  readonly #gone = newPoolCounters();
+  #evictions = 0;
+  #poolsCreated = 0;
+
+  constructor(
+    private readonly options: PoolManagerOptions,
+    private readonly changed: () => void,
+  ) {}
+
+  /** The database's pool, made if it has none, and now the most recently used. */
+  touch(database: string): DatabasePool {
+    let pool = this.byDatabase.get(database);
+    if (pool === undefined) {
+      pool = new DatabasePool(database);
+      this.#poolsCreated++;
+    } else {
+      this.byDatabase.delete(database); // re-inserted last: most recently used
+    }
+    this.byDatabase.set(database, pool);
+    return pool;
+  }
+
+  /** Opens one more connection for the pool; once open, it is idle there. */
+  open(pool: DatabasePool): void {
+    if (pool.size === 0) this.withConnections++;
+    pool.connecting++;
+    this.total++;
+    const client = newClient(this.options.connectionFor(pool.database));
+    client.connect().then(
+      () => {
+        pool.connecting--;
+        pool.counters.opened++;
+        pool.refused = undefined;
+        const now = Date.now();
+        const connection: Connection = { client, pool, createdAt: now, idleSince: now };
+        client.on("error", (err) => {
+          // An idle connection's backend died (restart, pg_terminate_backend): forget it.
+          if (pool.idle.includes(connection)) {
+            this.options.onError?.(pool.database, err);
+            void this.destroy(connection, "discarded", true);
+          }
+        });
+        if (pool.retired || this.closed) {
+          pool.counters.closed++;
+          this.total--;
+          this.#shrunk(pool);
+          void this.#close(connection, false);
+          return;
+        }
+        pool.idle.push(connection);
+        this.changed();
+      },
+      (err: unknown) => {
+        pool.connecting--;
+        this.total--;
+        this.#shrunk(pool);
+        const database = pool.database;
+        if (err instanceof DatabaseError && err.code === "3D000") {
+          const gone = new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database }, cause: err });
+          if (!pool.retired) this.#retire(pool);
+          for (const waiter of pool.waiters.splice(0)) waiter.reject(gone);
+        } else if (err instanceof DatabaseError && err.code === TOO_MANY_CONNECTIONS) {
+          // A role's connection limit or the server's, reached (other gateways, an operator's sessions):
+          // no caller fails for it. They wait, within their deadlines, for the pool's own connections or
+          // for a later try; one that waits in vain gets POOL_EXHAUSTED saying why.
+          if (pool.refuse(err, performance.now())) this.options.onError?.(database, err);
+        } else {
+          // Only the oldest caller fails, so that a brief failure does not fail a whole queue.
+          pool.waiters
+            .shift()
+            ?.reject(new GatewayError("DATABASE_UNAVAILABLE", `database "${database}" is unavailable`, { metadata: { database }, cause: err }));
+        }
+        this.changed();
+      },
+    );
+  }
+
+  /** Removes a connection from its pool and closes it; `force` drops the socket instead of saying goodbye. */
+  destroy(connection: Connection, why: CloseReason, force = false): Promise<void> {
+    const pool = connection.pool;
+    const at = pool.idle.indexOf(connection);
+    if (at >= 0) pool.idle.splice(at, 1);
+    else if (!pool.busy.delete(connection)) return Promise.resolve();
+    pool.counters.closed++;
+    if (why !== "closed") pool.counters[why]++;
+    this.total--;
+    this.#shrunk(pool);
+    const ending = this.#close(connection, force);
+    this.changed();
+    return ending;
+  }
+
+  /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */
+  close(database: string): void {
+    const pool = this.byDatabase.get(database);
+    if (pool === undefined) return;
+    this.#retire(pool);
+    this.#evictions++;
+    for (const waiter of pool.waiters.splice(0)) {
+      waiter.reject(new GatewayError("DATABASE_NOT_FOUND", `database "${database}" was dropped`, { metadata: { database } }));
+    }
+    for (const connection of [...pool.idle]) void this.destroy(connection, "closed");
+    // Busy connections are destroyed when released: their pool is retired.
+    this.changed();
+  }
+
+  /** Closes an unused pool (see `Scheduler`) with its idle connections. */
+  evict(pool: DatabasePool): void {
+    this.#retire(pool);
+    this.#evictions++;
+    for (const connection of [...pool.idle]) void this.destroy(connection, "closed");
+  }
+
+  /** Closes every pool: waiting calls fail, connections are closed, busy ones dropped. */
+  closeAll(): Promise<void> {
+    this.closed = true;
+    const ending: Promise<void>[] = [];
+    for (const pool of this.byDatabase.values()) {
+      for (const waiter of pool.waiters.splice(0)) waiter.reject(new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down"));
+      // A busy connection is dropped, not ended: pg's end waits for its queries, which a stuck backend may never answer.
+      for (const connection of [...pool.idle]) ending.push(this.destroy(connection, "closed"));
+      for (const connection of [...pool.busy]) ending.push(this.destroy(connection, "closed", true));
+      this.#retire(pool);
+    }
+    return Promise.all(ending).then(() => undefined);
+  }
+
+  /** Per-pool statistics, most recently used first. */
+  poolStats(): PoolStats[] {
+    return [...this.byDatabase.values()].reverse().map((p) => p.stats());
+  }
+
+  /** Totals over every pool, those since closed included. */
+  stats(): ManagerStats {
+    let waiting = 0;
+    let activePools = 0;
+    const counted = { ...this.#gone };
+    for (const p of this.byDatabase.values()) {
+      waiting += p.waiters.length;
+      if (p.size > 0) activePools++;
+      addCounters(counted, p.counters);
+    }
+    for (const p of this.#retiring) addCounters(counted, p.counters);
+    return {
+      totalConnections: this.total,
+      maxTotalConnections: this.options.maxTotalConnections,
+      pools: this.byDatabase.size,
+      activePools,
+      waiting,
+      evictions: this.#evictions,
+      poolsCreated: this.#poolsCreated,
+      hits: counted.hits,
+      misses: counted.misses,
+      connectionsOpened: counted.opened,
+      timeouts: counted.timeouts,
+      rejected: counted.rejected,
+    };
+  }
+
+  /**
+   * Takes a pool out of `byDatabase`: its connections are closed as they come
+   * back. Its counters count in the totals still, once all its connections are
+   * gone in `#gone` (until then, it may still count one opening).
+   */
+  #retire(pool: DatabasePool): void {
+    this.byDatabase.delete(pool.database);
+    pool.retired = true;
+    if (pool.size > 0) this.#retiring.add(pool);
+    else addCounters(this.#gone, pool.counters);
+  }
+
+  /** After a pool lost a connection (or one being opened): if that was its last, it no longer counts in `withConnections`, and if retired, it is gone. */
+  #shrunk(pool: DatabasePool): void {
+    if (pool.size > 0) return;
+    this.withConnections--;
+    if (this.#retiring.delete(pool)) addCounters(this.#gone, pool.counters);
+  }
+
+  /**
+   * Closes a connection no longer counted in its pool; it counts against the
+   * cap (`closing`) until its socket has closed, by when its backend is gone.
+   */
+  #close(connection: Connection, force: boolean): Promise<void> {
+    this.closing++;
+    return closeClient(connection.client, force).then(() => {
+      this.closing--;
+      this.changed();
+    });
+  }
+}
