@@ -1,16 +1,15 @@
 // Per-database connection pools under one global cap: fair leases within deadlines, cancellation, connections reset or destroyed before reuse.
 import type pg from "pg";
-import { beforeStatement, GatewayError, leavesConnectionUsable } from "../errors.js";
+import { beforeStatement, GatewayError } from "../errors.js";
 import { withSpan } from "../telemetry/tracing.js";
-import { sendCancelRequest } from "./cancel-request.js";
+import { ConnectionReset, RESET_STATEMENT } from "./connection-reset.js";
 import { TEXT_PASSTHROUGH, type Connection } from "./database-pool.js";
-import { activeQueryOf, isQueryable } from "./pg-internals.js";
 import type { CallLimits, PoolManagerOptions } from "./pool-options.js";
 import type { ManagerStats, PoolStats } from "./pool-stats.js";
 import { Scheduler } from "./scheduler.js";
 
 export type { CallLimits, ManagerStats, PoolManagerOptions, PoolStats };
-export { TEXT_PASSTHROUGH };
+export { RESET_STATEMENT, TEXT_PASSTHROUGH };
 
 /** A connection checked out for one call (see `PoolManager.withConnection`). */
 export interface Lease {
@@ -50,29 +49,22 @@ export interface Lease {
   cancelAgain(): Promise<boolean>;
 }
 
-/** What resets a connection between calls (see `PoolManager`). */
-export const RESET_STATEMENT = "DISCARD ALL";
-
-/** A connection whose reset (ROLLBACK, DISCARD ALL) takes longer than this is destroyed. */
-const RESET_TIMEOUT_MILLIS = 10_000;
-
 /**
  * Per-database connection pools under one global cap: `Scheduler`
  * (scheduler.ts) decides who gets a connection, fairly between databases,
  * and which pools and connections are closed.
- *
- * A connection goes back to its pool only if it is outside any transaction and
- * `DISCARD ALL` succeeded on it, so no session state (SET, PREPARE, temporary
- * tables, LISTEN, advisory locks) reaches the next call; anything in doubt is
- * destroyed.
+ * `ConnectionReset` (connection-reset.ts) gives each connection back when
+ * its call is over: reset, or destroyed if anything is in doubt.
  */
 export class PoolManager {
   readonly #scheduler: Scheduler;
+  readonly #reset: ConnectionReset;
   /** The interruption of each call holding a connection (see `withConnection`), for `stop`. */
   readonly #leases = new Set<(err: GatewayError) => void>();
 
-  constructor(private readonly options: PoolManagerOptions) {
+  constructor(options: PoolManagerOptions) {
     this.#scheduler = new Scheduler(options);
+    this.#reset = new ConnectionReset(this.#scheduler, options);
   }
 
   /**
@@ -99,7 +91,7 @@ export class PoolManager {
     const stopped = this.#scheduler.stopped;
     if (stopped !== undefined) {
       // Stopped while the connection was being checked: the call has not begun.
-      this.#release(connection, undefined);
+      this.#reset.release(connection, undefined);
       throw beforeStatement(stopped);
     }
     // The interruption's error once interrupted; its AbortSignal is made only for a lease user that asks for it.
@@ -170,51 +162,22 @@ export class PoolManager {
       markReset() {
         reset = true;
       },
-      cancelAgain: () => (reason !== undefined && cancelOnRecovery ? this.#cancel(connection) : Promise.resolve(false)),
+      cancelAgain: () => (reason !== undefined && cancelOnRecovery ? this.#reset.cancel(connection) : Promise.resolve(false)),
     };
     const work = (async () => fn(lease))();
     try {
       const result = await Promise.race([work, interrupted]);
-      this.#release(connection, undefined, reset);
+      this.#reset.release(connection, undefined, reset);
       return result;
     } catch (err) {
-      if (reason !== undefined) void this.#recover(connection, work, cancelOnRecovery);
-      else this.#release(connection, err);
+      if (reason !== undefined) void this.#reset.recover(connection, work, cancelOnRecovery);
+      else this.#reset.release(connection, err);
       throw err;
     } finally {
       this.#leases.delete(interrupt);
       clearTimeout(timer);
       limits.signal?.removeEventListener("abort", onAbort);
     }
-  }
-
-  /**
-   * After an interruption: cancels the backend's statement (unless it is an
-   * uninterruptible COMMIT), waits (within the grace period) for the call's
-   * work to end and the cancel to be delivered, then releases the connection
-   * as usual; destroys it if either is late.
-   */
-  async #recover(connection: Connection, work: Promise<unknown>, cancel: boolean): Promise<void> {
-    const grace = this.options.cancelGraceMillis;
-    const cancelled = cancel ? this.#cancel(connection) : Promise.resolve(true);
-    const outcome = work.then(
-      () => ({ err: undefined as unknown }),
-      (err: unknown) => ({ err }),
-    );
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), grace)));
-    const ended = await Promise.race([Promise.all([outcome, cancelled]), late]);
-    clearTimeout(timer);
-    if (ended === "late" || !ended[1]) {
-      void this.#scheduler.destroy(connection, "discarded", true);
-      return;
-    }
-    this.#release(connection, ended[0].err);
-  }
-
-  /** Asks PostgreSQL to cancel the connection's running statement; true once delivered within the grace period. */
-  #cancel(connection: Connection): Promise<boolean> {
-    return sendCancelRequest(this.options.connectionFor(connection.pool.database), connection.client, this.options.cancelGraceMillis);
   }
 
   /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */
@@ -270,52 +233,6 @@ export class PoolManager {
   /** Totals over every pool, those since closed included. */
   stats(): ManagerStats {
     return this.#scheduler.stats();
-  }
-
-  #release(connection: Connection, err: unknown, alreadyReset = false): void {
-    const pool = connection.pool;
-    if (!pool.busy.has(connection)) return; // already destroyed (interrupted)
-    if (!this.#scheduler.takesBack(connection)) {
-      void this.#scheduler.destroy(connection, "closed");
-      return;
-    }
-    const client = connection.client;
-    if ((err !== undefined && !leavesConnectionUsable(err)) || !isQueryable(client) || activeQueryOf(client)) {
-      // Broken, or still busy with something its call walked away from (an unclosed cursor).
-      void this.#scheduler.destroy(connection, "discarded", true);
-      return;
-    }
-    if (Date.now() - connection.createdAt > this.options.maxLifetimeMillis) {
-      void this.#scheduler.destroy(connection, "expired");
-      return;
-    }
-    // DISCARD ALL: CLOSE ALL, RESET ALL (role and settings), DEALLOCATE ALL, UNLISTEN *,
-    // pg_advisory_unlock_all(), DISCARD TEMP/PLANS/SEQUENCES. A transaction the call left
-    // open (it cannot run inside one) is rolled back first. The caller already has its answer.
-    const status = client.getTransactionStatus();
-    if (alreadyReset && status === "I") {
-      this.#scheduler.putBack(connection);
-      return;
-    }
-    const reset = status === "I" ? client.query(RESET_STATEMENT) : client.query("ROLLBACK").then(() => client.query(RESET_STATEMENT));
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("the connection's reset took too long")), RESET_TIMEOUT_MILLIS)));
-    Promise.race([reset, late])
-      .finally(() => clearTimeout(timer))
-      .then(
-        () => {
-          if (!pool.busy.has(connection)) return;
-          if (client.getTransactionStatus() !== "I") {
-            void this.#scheduler.destroy(connection, "discarded", true);
-            return;
-          }
-          this.#scheduler.putBack(connection);
-        },
-        (resetError: unknown) => {
-          this.options.onError?.(pool.database, resetError);
-          void this.#scheduler.destroy(connection, "discarded", true);
-        },
-      );
   }
 }
 
