@@ -35,6 +35,7 @@ const REFUSED_BACKOFF_MAX_MILLIS = 1_000;
  */
 export const TEXT_PASSTHROUGH = { getTypeParser: () => (value: string) => value };
 
+/** One database's pool: the scheduler hands out its connections and queues its waiting calls, `Pools` opens and closes its connections. */
 export class DatabasePool {
   readonly idle: Connection[] = []; // most recently used last
   readonly busy = new Set<Connection>();

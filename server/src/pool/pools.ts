@@ -15,6 +15,7 @@ export type CloseReason = "closed" | "stolen" | "idleClosed" | "expired" | "disc
  * not make itself (a connection opened, failed to open, or gone).
  */
 export class Pools {
+  // Read by the scheduler, changed here only.
   /** Every database's pool, least recently used first. */
   readonly byDatabase = new Map<string, DatabasePool>();
   /** Connections of every pool: connecting, idle and busy. */
