@@ -1,4 +1,4 @@
-// The pools' statistics: one set of counters per database's pool, from which the gateway's totals are summed.
+// The pools' statistics: what each database's pool counts (and the gateway's totals, counted alongside), and the gauges read with them.
 
 /** What one database's pool counts over its life. */
 export interface PoolCounters {
@@ -25,20 +25,6 @@ export interface PoolCounters {
 /** Counters of a new pool: all zero. */
 export function newPoolCounters(): PoolCounters {
   return { hits: 0, misses: 0, timeouts: 0, rejected: 0, opened: 0, closed: 0, stolen: 0, idleClosed: 0, expired: 0, discarded: 0 };
-}
-
-/** Adds the counts of `from` to those of `into`. */
-export function addCounters(into: PoolCounters, from: PoolCounters): void {
-  into.hits += from.hits;
-  into.misses += from.misses;
-  into.timeouts += from.timeouts;
-  into.rejected += from.rejected;
-  into.opened += from.opened;
-  into.closed += from.closed;
-  into.stolen += from.stolen;
-  into.idleClosed += from.idleClosed;
-  into.expired += from.expired;
-  into.discarded += from.discarded;
 }
 
 /** Counters and gauges of one database's pool. */

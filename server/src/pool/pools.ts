@@ -3,7 +3,7 @@ import { DatabaseError } from "pg";
 import { GatewayError } from "../errors.js";
 import { closeClient, DatabasePool, newClient, TOO_MANY_CONNECTIONS, type Connection } from "./database-pool.js";
 import type { PoolManagerOptions } from "./pool-options.js";
-import { addCounters, newPoolCounters, type ManagerStats, type PoolStats } from "./pool-stats.js";
+import { newPoolCounters, type ManagerStats, type PoolCounters, type PoolStats } from "./pool-stats.js";
 
 /** Why a connection is closed, as its pool counts it ("closed" only as closed: its pool or the gateway is closing). */
 export type CloseReason = "closed" | "stolen" | "idleClosed" | "expired" | "discarded";
@@ -11,7 +11,7 @@ export type CloseReason = "closed" | "stolen" | "idleClosed" | "expired" | "disc
 /**
  * The pools the scheduler (scheduler.ts) hands out connections from: which
  * exist, how many connections they hold in all, and what opening or closing
- * one does to them. `changed` is told after every change the scheduler did
+ * one does to them. `pulse` (the scheduler's) is called after every change the scheduler did
  * not make itself (a connection opened, failed to open, or gone).
  */
 export class Pools {
@@ -30,17 +30,21 @@ export class Pools {
   withConnections = 0;
   /** Set by `closeAll`: no connection is kept from then on. */
   closed = false;
-  /** Pools retired with connections not yet all gone (see `#retire`), whose counters still count in the totals. */
-  readonly #retiring = new Set<DatabasePool>();
-  /** The counters of the pools retired and gone, which still count in the totals. */
-  readonly #gone = newPoolCounters();
+  /** Every pool's counts added up, pools since retired included: counted as they happen, so no total ever goes down. */
+  readonly #totals = newPoolCounters();
   #evictions = 0;
   #poolsCreated = 0;
 
   constructor(
     private readonly options: PoolManagerOptions,
-    private readonly changed: () => void,
+    private readonly pulse: () => void,
   ) {}
+
+  /** Counts one event of a pool, in the pool's counters and in the totals. */
+  count(pool: DatabasePool, what: keyof PoolCounters): void {
+    pool.counters[what]++;
+    this.#totals[what]++;
+  }
 
   /** The database's pool, made if it has none, and now the most recently used. */
   touch(database: string): DatabasePool {
@@ -64,7 +68,7 @@ export class Pools {
     client.connect().then(
       () => {
         pool.connecting--;
-        pool.counters.opened++;
+        this.count(pool, "opened");
         pool.refused = undefined;
         const now = Date.now();
         const connection: Connection = { client, pool, createdAt: now, idleSince: now };
@@ -76,14 +80,14 @@ export class Pools {
           }
         });
         if (pool.retired || this.closed) {
-          pool.counters.closed++;
+          this.count(pool, "closed");
           this.total--;
           this.#shrunk(pool);
           void this.#close(connection, false);
           return;
         }
         pool.idle.push(connection);
-        this.changed();
+        this.pulse();
       },
       (err: unknown) => {
         pool.connecting--;
@@ -105,7 +109,7 @@ export class Pools {
             .shift()
             ?.reject(new GatewayError("DATABASE_UNAVAILABLE", `database "${database}" is unavailable`, { metadata: { database }, cause: err }));
         }
-        this.changed();
+        this.pulse();
       },
     );
   }
@@ -116,12 +120,12 @@ export class Pools {
     const at = pool.idle.indexOf(connection);
     if (at >= 0) pool.idle.splice(at, 1);
     else if (!pool.busy.delete(connection)) return Promise.resolve();
-    pool.counters.closed++;
-    if (why !== "closed") pool.counters[why]++;
+    this.count(pool, "closed");
+    if (why !== "closed") this.count(pool, why);
     this.total--;
     this.#shrunk(pool);
     const ending = this.#close(connection, force);
-    this.changed();
+    this.pulse();
     return ending;
   }
 
@@ -136,11 +140,12 @@ export class Pools {
     }
     for (const connection of [...pool.idle]) void this.destroy(connection, "closed");
     // Busy connections are destroyed when released: their pool is retired.
-    this.changed();
+    this.pulse();
   }
 
   /** Closes an unused pool (see `Scheduler`) with its idle connections. */
   evict(pool: DatabasePool): void {
+    if (pool.retired) return;
     this.#retire(pool);
     this.#evictions++;
     for (const connection of [...pool.idle]) void this.destroy(connection, "closed");
@@ -169,13 +174,11 @@ export class Pools {
   stats(): ManagerStats {
     let waiting = 0;
     let activePools = 0;
-    const counted = { ...this.#gone };
     for (const p of this.byDatabase.values()) {
       waiting += p.waiters.length;
       if (p.size > 0) activePools++;
-      addCounters(counted, p.counters);
     }
-    for (const p of this.#retiring) addCounters(counted, p.counters);
+    const counted = this.#totals;
     return {
       totalConnections: this.total,
       maxTotalConnections: this.options.maxTotalConnections,
@@ -192,23 +195,15 @@ export class Pools {
     };
   }
 
-  /**
-   * Takes a pool out of `byDatabase`: its connections are closed as they come
-   * back. Its counters count in the totals still, once all its connections are
-   * gone in `#gone` (until then, it may still count one opening).
-   */
+  /** Takes a pool out of `byDatabase` (where a newer pool of its database may be by now): its connections are closed as they come back. */
   #retire(pool: DatabasePool): void {
-    this.byDatabase.delete(pool.database);
+    if (this.byDatabase.get(pool.database) === pool) this.byDatabase.delete(pool.database);
     pool.retired = true;
-    if (pool.size > 0) this.#retiring.add(pool);
-    else addCounters(this.#gone, pool.counters);
   }
 
-  /** After a pool lost a connection (or one being opened): if that was its last, it no longer counts in `withConnections`, and if retired, it is gone. */
+  /** After a pool lost a connection (or one being opened): if that was its last, it no longer counts in `withConnections`. */
   #shrunk(pool: DatabasePool): void {
-    if (pool.size > 0) return;
-    this.withConnections--;
-    if (this.#retiring.delete(pool)) addCounters(this.#gone, pool.counters);
+    if (pool.size === 0) this.withConnections--;
   }
 
   /**
@@ -219,7 +214,7 @@ export class Pools {
     this.closing++;
     return closeClient(connection.client, force).then(() => {
       this.closing--;
-      this.changed();
+      this.pulse();
     });
   }
 }

@@ -73,15 +73,15 @@ export class Scheduler {
     const pool = this.#pools.touch(database);
     pool.lastUsedAt = Date.now();
     if (pool.waiters.length === 0 && pool.idle.length > 0) {
-      pool.counters.hits++;
+      this.#pools.count(pool, "hits");
       this.options.onAcquired?.(0);
       return this.#checkOut(pool.idle.pop()!);
     }
     if (pool.waiters.length >= this.options.maxWaitersPerPool) {
-      pool.counters.rejected++;
+      this.#pools.count(pool, "rejected");
       throw new GatewayError("TOO_MANY_WAITERS", `too many calls are waiting for a connection to "${database}"`, { metadata: { database } });
     }
-    pool.counters.misses++;
+    this.#pools.count(pool, "misses");
     const waitStarted = Date.now();
     const wait = Math.min(this.options.acquireTimeoutMillis, limits.deadline - waitStarted);
     if (!(wait > 0)) throw pool.exhausted(performance.now());
@@ -107,7 +107,7 @@ export class Scheduler {
       };
       const timer = setTimeout(() => {
         leave();
-        pool.counters.timeouts++;
+        this.#pools.count(pool, "timeouts");
         reject(pool.exhausted(waiter.since));
         this.#pulse();
       }, wait);
@@ -371,6 +371,8 @@ export class Scheduler {
   #reap(): void {
     const now = Date.now();
     for (const pool of [...this.#pools.byDatabase.values()]) {
+      // Closing a connection below pulses the scheduler, which may evict a pool later in this list.
+      if (pool.retired) continue;
       const inUse = pool.busy.size > 0 || pool.connecting > 0 || pool.waiters.length > 0;
       if (!inUse && now - pool.lastUsedAt > this.options.poolIdleTimeoutMillis) {
         this.#pools.evict(pool);
