@@ -1,4 +1,4 @@
-// One database's pool as the scheduler keeps it: its connections (connecting, idle, busy), the calls waiting for one, its counters and PostgreSQL's refusals.
+// One database's pool as the scheduler keeps it (its connections, the calls waiting for one, its counters and PostgreSQL's refusals), and how its clients are made and closed.
 import pg, { type DatabaseError } from "pg";
 import { GatewayError } from "../errors.js";
 import { passDataRowBytes } from "./data-row-parser.js";

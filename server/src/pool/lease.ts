@@ -71,7 +71,7 @@ export class CallLease implements Lease {
   constructor(
     private readonly connection: Connection,
     private readonly limits: CallLimits,
-    private readonly reset: ConnectionReset,
+    private readonly connections: ConnectionReset,
   ) {
     this.client = connection.client;
     this.database = connection.pool.database;
@@ -153,7 +153,7 @@ export class CallLease implements Lease {
   }
 
   cancelAgain(): Promise<boolean> {
-    return this.#reason !== undefined && this.#cancelOnRecovery ? this.reset.cancel(this.connection) : Promise.resolve(false);
+    return this.#reason !== undefined && this.#cancelOnRecovery ? this.connections.cancel(this.connection) : Promise.resolve(false);
   }
 
   /** Once the call is over: its deadline and signal no longer interrupt it. */

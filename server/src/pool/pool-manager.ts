@@ -1,4 +1,4 @@
-// Per-database connection pools under one global cap: fair leases within deadlines, cancellation, connections reset or destroyed before reuse.
+// The entry to pool/: per-database connection pools under one global cap, a call leased a connection within its deadline, and the connection given back reset or destroyed.
 import { beforeStatement, GatewayError } from "../errors.js";
 import { withSpan } from "../telemetry/tracing.js";
 import { ConnectionReset, RESET_STATEMENT } from "./connection-reset.js";
