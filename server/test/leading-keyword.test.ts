@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import pg from "pg";
-import { canPipeline, isCopy, leadingKeyword } from "../server/src/execution/leading-keyword.js";
-import { pgUrl } from "./helpers/gateway.js";
+import { canPipeline, isCopy, leadingKeyword } from "../src/execution/leading-keyword.js";
+import { pgUrl } from "../../test/helpers/gateway.js";
 
 /** Statements and the first keyword PostgreSQL's lexer sees in them ("" when the lexer here gives up). */
 const CASES: [string, string][] = [

@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import pg from "pg";
-import { passDataRowBytes, RawDataRow } from "../server/src/pool/data-row-parser.js";
-import { pgUrl } from "./helpers/gateway.js";
+import { passDataRowBytes, RawDataRow } from "../src/pool/data-row-parser.js";
+import { pgUrl } from "../../test/helpers/gateway.js";
 
 /** Values of many shapes: NULLs, empty text, multi-byte characters, values long and short. */
 const SQL = `SELECT g, NULL::text AS nothing, '' AS empty, 'naïve 🐘 ' || g AS word, repeat('é', g * 40) AS long, md5(g::text) AS hash

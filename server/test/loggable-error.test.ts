@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import pg from "pg";
-import { loggableError } from "../server/src/telemetry/logger.js";
-import { pgUrl } from "./helpers/gateway.js";
+import { loggableError } from "../src/telemetry/logger.js";
+import { pgUrl } from "../../test/helpers/gateway.js";
 
 describe("errors in the gateway's log", () => {
   it("keep a PostgreSQL error's SQLSTATE, not its message, its client or the backend's cancel key", async () => {
