@@ -1,4 +1,6 @@
-// The import rules of server/src and client-sdk/src (npm run lint:layers): layers that import one way, no cycles, SDK and server apart.
+// The import rules of wire/src, server/src and client-sdk/src (npm run lint:layers): layers that import one way, no cycles, SDK and server apart.
+//
+// wire/src (the generated messages and the hand codecs) is below everything: the server and the SDK both import it, it imports neither.
 //
 // server/src, from the top down (a layer may import the layers below it, never those above):
 //   composition  main.ts, gateway.ts, config.ts, cli/, dev/, database/: builds the gateway; may import anything
@@ -7,8 +9,8 @@
 //                notifications/, audit/, telemetry/ (but tracing.ts and logger.ts)
 //   execution    execution/ (but its wire codecs): runs statements on a leased connection
 //   pool         pool/: connections to PostgreSQL
-//   base         what every layer shares: errors.ts, principal.ts, cleanup-stack.ts, pki/, the generated messages
-//                (gen/), the hand wire codecs and message streams of execution/, telemetry's tracing.ts and logger.ts
+//   base         what every layer shares: errors.ts, principal.ts, cleanup-stack.ts, pki/, the hand wire codecs and
+//                message streams of execution/, telemetry's tracing.ts and logger.ts (and below it all, wire/src)
 
 /** Builds one regular expression matching any of `paths`, each relative to the repository and taken literally but for a trailing "/" (a folder). */
 const any = (...paths) => `^(?:${paths.map((p) => p.replaceAll(".", "\\.") + (p.endsWith("/") ? "" : "$")).join("|")})`;
@@ -19,7 +21,6 @@ const BASE = any(
   `${S}principal.ts`,
   `${S}cleanup-stack.ts`,
   `${S}pki/`,
-  `${S}gen/`,
   `${S}execution/protobuf-wire.ts`,
   `${S}execution/row-encoding.ts`,
   `${S}execution/result-set.ts`,
@@ -38,17 +39,18 @@ const COMPOSITION = any(`${S}main.ts`, `${S}gateway.ts`, `${S}config.ts`, `${S}c
 /** Every module of server/src. */
 const SERVER = `^${S}`;
 const SDK = "^client-sdk/src/";
+const WIRE = "^wire/src/";
 
 /** A rule that modules matching `from` import no module matching `to` (dependency-cruiser's conditions). */
 const forbid = (name, comment, from, to) => ({ name, comment, severity: "error", from, to });
 
 export default {
   forbidden: [
-    forbid("resolvable", "Every import resolves to a file, so that none escapes these rules unseen.", { path: [SERVER, SDK] }, { couldNotResolve: true }),
+    forbid("resolvable", "Every import resolves to a file, so that none escapes these rules unseen.", { path: [WIRE, SERVER, SDK] }, { couldNotResolve: true }),
     forbid(
       "no-circular",
       "Modules that import each other, directly or around a longer loop: move what both need below them.",
-      { path: [SERVER, SDK] },
+      { path: [WIRE, SERVER, SDK] },
       { circular: true },
     ),
 
@@ -89,6 +91,12 @@ export default {
       { path: COMPOSITION },
     ),
 
+    forbid(
+      "wire-below-all",
+      "wire/src (generated messages, hand codecs) is compiled into both the server and the published SDK: it imports neither.",
+      { path: WIRE },
+      { path: ["^server/", "^client-sdk/"] },
+    ),
     forbid(
       "server-not-into-sdk-source",
       "The server uses the SDK as the package @db-gateway/client, never its files by a relative path.",

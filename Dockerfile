@@ -13,6 +13,7 @@ LABEL db-gateway.stage=build
 WORKDIR /src
 # Dependencies first, in their own layer: they change less often than the code.
 COPY package.json package-lock.json ./
+COPY wire/package.json wire/
 COPY server/package.json server/
 COPY client-sdk/package.json client-sdk/
 # No install scripts: the root's prepare would build before the sources are here, and the build needs only tsc.
@@ -35,6 +36,7 @@ ENV NODE_ENV=production \
     METRICS_PORT=9464
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY wire/package.json wire/
 COPY server/package.json server/
 COPY server/bin server/bin
 COPY client-sdk/package.json client-sdk/
@@ -44,6 +46,7 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && rm -rf /root/.npm /tmp/*
 COPY --from=build /src/server/dist server/dist
 COPY --from=build /src/client-sdk/dist client-sdk/dist
+# (wire/ is compiled into both: server/dist/wire and client-sdk/dist/*/wire.)
 # A numeric user, so that runtimes can check it is not root (Kubernetes' runAsNonRoot).
 RUN groupadd --system --gid 10001 dbgateway \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin dbgateway
@@ -54,5 +57,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "const h=process.env.METRICS_HOST||process.env.GATEWAY_HOST||'';const a=!h||h==='0.0.0.0'||h==='::'?'127.0.0.1':h;fetch('http://'+(a.includes(':')?'['+a+']':a)+':'+(process.env.METRICS_PORT||9464)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # SIGTERM drains: calls in flight get SHUTDOWN_GRACE_SECS (20) to finish; give `docker stop -t` at least that plus 5.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "/app/server/dist/main.js"]
+ENTRYPOINT ["node", "/app/server/dist/server/src/main.js"]
 CMD ["serve"]

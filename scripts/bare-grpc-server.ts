@@ -18,7 +18,7 @@ import { encodeResultSet, type TextRow } from "../server/src/execution/result-se
 import { GatewayError } from "../server/src/errors.js";
 import { encodeAnswers } from "../server/src/execution/response-encoding.js";
 import type { Outcome } from "../server/src/execution/pipeline.js";
-import { QueryRequestSchema, QueryStreamRequestSchema, type QueryRequest, type QueryStreamRequest } from "../server/src/gen/dbgateway/v1/query_service_pb.js";
+import { QueryRequestSchema, QueryStreamRequestSchema, type QueryRequest, type QueryStreamRequest } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { RESET_STATEMENT, TEXT_PASSTHROUGH } from "../server/src/pool/pool-manager.js";
 
 const { key, cert, ca, url, mode } = JSON.parse(process.argv[2]!) as {

@@ -20,13 +20,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient as createConnectClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import {
-  QueryRequestSchema,
-  QueryResponseSchema,
-  QueryService,
-  type QueryRequest,
-  type QueryResponse,
-} from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import { QueryRequestSchema, QueryResponseSchema, QueryService, type QueryRequest, type QueryResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { postgresForRun } from "../test/helpers/run-postgres.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";

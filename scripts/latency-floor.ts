@@ -15,7 +15,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import { createClient } from "../client-sdk/src/index.js";
-import { QueryRequestSchema, QueryResponseSchema, type QueryRequest, type QueryResponse } from "../server/src/gen/dbgateway/v1/query_service_pb.js";
+import { QueryRequestSchema, QueryResponseSchema, type QueryRequest, type QueryResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { testPki } from "../test/helpers/pki.js";

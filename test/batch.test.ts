@@ -1,8 +1,8 @@
 // Batch: atomic and independent, pipelined or one at a time, with deadlines, transaction options and statements that end transactions.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { IsolationLevel } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
-import { StatementLocationSchema } from "../client-sdk/src/gen/dbgateway/v1/errors_pb.js";
+import { IsolationLevel } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import { StatementLocationSchema } from "../wire/src/gen/dbgateway/v1/errors_pb.js";
 import { Code, GatewayError, type Database } from "../client-sdk/src/index.js";
 import { ConnectError } from "@connectrpc/connect";
 import { rejectsWith } from "./helpers/assert-error.js";

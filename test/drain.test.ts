@@ -5,7 +5,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { createClient as createConnectClient } from "@connectrpc/connect";
 import { createWritableIterable } from "@connectrpc/connect/protocol";
 import pg from "pg";
-import { TransactionRequestSchema, type TransactionResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import { TransactionRequestSchema, type TransactionResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, createClient, GatewayError, QueryService, toValue, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { dropPlatformDatabases, metricValue, pgUrl, rawTransport } from "./helpers/gateway.js";

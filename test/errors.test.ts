@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { ConnectError, createClient as createConnectClient } from "@connectrpc/connect";
-import { ErrorInfoSchema } from "../client-sdk/src/gen/google/rpc/error_details_pb.js";
-import { PostgresErrorSchema } from "../client-sdk/src/gen/dbgateway/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../wire/src/gen/google/rpc/error_details_pb.js";
+import { PostgresErrorSchema } from "../wire/src/gen/dbgateway/v1/errors_pb.js";
 import { Code, createClient, QueryService, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";

@@ -6,8 +6,8 @@ import { create, fromBinary } from "@bufbuild/protobuf";
 import pg from "pg";
 import { connectionsFor, MAX_PIPELINE_DEPTH, PIPELINE_DEPTH, pipelineDepth, runQueryMany, statementMicros } from "../server/src/execution/query-many.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget } from "../server/src/execution/result-budget.js";
-import { TenantQuerySchema } from "../server/src/gen/dbgateway/v1/query_service_pb.js";
-import { ResultSetSchema } from "../server/src/gen/dbgateway/v1/values_pb.js";
+import { TenantQuerySchema } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import { ResultSetSchema } from "../wire/src/gen/dbgateway/v1/values_pb.js";
 import { PoolManager } from "../server/src/pool/pool-manager.js";
 import { pgUrl } from "./helpers/gateway.js";
 

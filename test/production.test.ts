@@ -27,7 +27,7 @@ describe("the production build", () => {
     // server/dist and client-sdk/dist: made by scripts/test.ts before the tests.
     // What a production host or the image has: the compiled output and `npm ci --omit=dev`.
     install = await mkdtemp(join(tmpdir(), "db-gateway-production-"));
-    for (const file of ["package.json", "package-lock.json", "server/package.json", "client-sdk/package.json"]) {
+    for (const file of ["package.json", "package-lock.json", "wire/package.json", "server/package.json", "client-sdk/package.json"]) {
       await mkdir(join(install, file, ".."), { recursive: true });
       await cp(join(root, file), join(install, file));
     }
@@ -47,7 +47,7 @@ describe("the production build", () => {
   });
 
   it("serves a Query over mTLS on plain node, with every secret from a file", async () => {
-    gateway = await startGatewayProcess({ databaseUrl: pgUrl(), root: install, entry: ["server/dist/main.js"], secretsInFiles: true });
+    gateway = await startGatewayProcess({ databaseUrl: pgUrl(), root: install, entry: ["server/dist/server/src/main.js"], secretsInFiles: true });
     await gateway.adminClient().admin().createTenant(gateway.platform, "");
     const { rows } = await gateway.client().platform(gateway.platform).query<{ next: bigint }>("SELECT $1::int8 + 1 AS next", [41n]);
     assert.equal(rows[0]!.next, 42n);
@@ -56,7 +56,7 @@ describe("the production build", () => {
 
   it("reports the server package's version", async () => {
     const { version } = JSON.parse(await readFile(join(root, "server/package.json"), "utf8")) as { version: string };
-    const { stdout } = await run(process.execPath, ["server/dist/main.js", "--version"], { cwd: install! });
+    const { stdout } = await run(process.execPath, ["server/dist/server/src/main.js", "--version"], { cwd: install! });
     assert.equal(stdout.trim(), version);
   });
 

@@ -8,7 +8,7 @@ import { ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { createWritableIterable } from "@connectrpc/connect/protocol";
 import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
-import type { QueryAnswer, QueryStreamRequestSchema, QueryStreamResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import type { QueryAnswer, QueryStreamRequestSchema, QueryStreamResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { STREAM_LINGER_MS } from "../client-sdk/src/query-stream.js";
 import { callsOf, metricValue, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { startFaultProxy } from "./helpers/fault-proxy.js";

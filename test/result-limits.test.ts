@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { ConnectError } from "@connectrpc/connect";
-import { RetryInfoSchema } from "../client-sdk/src/gen/google/rpc/error_details_pb.js";
+import { RetryInfoSchema } from "../wire/src/gen/google/rpc/error_details_pb.js";
 import { Code, createClient, GatewayError, type Database, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { metricValue, startTestGateway, type TestGateway } from "./helpers/gateway.js";

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
-import { StreamQueryResponseSchema } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import { StreamQueryResponseSchema } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, type Database, type GatewayError } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";

@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { createWritableIterable } from "@connectrpc/connect/protocol";
 import pg from "pg";
-import { IsolationLevel, TransactionRequestSchema, type TransactionResponse } from "../client-sdk/src/gen/dbgateway/v1/query_service_pb.js";
+import { IsolationLevel, TransactionRequestSchema, type TransactionResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, createClient, GatewayError, type Database, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";

@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { NullValue } from "@bufbuild/protobuf/wkt";
 import pg from "pg";
-import { ValueSchema, type Value } from "../client-sdk/src/gen/dbgateway/v1/values_pb.js";
+import { ValueSchema, type Value } from "../wire/src/gen/dbgateway/v1/values_pb.js";
 import type { GatewayClient } from "../client-sdk/src/index.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 

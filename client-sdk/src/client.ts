@@ -1,7 +1,7 @@
 // createClient, the SDK's entry point: one HTTP/2 connection over mutual TLS to a platform's databases, its tenants and the admin calls.
 import { createClient as createConnectClient, type Client } from "@connectrpc/connect";
-import { AdminService, DatabaseType, type GetPoolStatsResponse } from "./gen/dbgateway/v1/admin_service_pb.js";
-import { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
+import { AdminService, DatabaseType, type GetPoolStatsResponse } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
+import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { validateClientOptions, type ClientOptions } from "./client-options.js";
 import { QueryCoalescer } from "./coalescer.js";
 import { createDatabase, type CallOptions, type Database } from "./database.js";

@@ -1,7 +1,7 @@
 // Coalesces one turn's queries of a platform into one QueryStream message or QueryMany call, each query still run as its own.
 import type { Client } from "@connectrpc/connect";
-import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
-import type { ResultSet, Value } from "./gen/dbgateway/v1/values_pb.js";
+import type { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import type { ResultSet, Value } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
 import { noResult, QueryStreamSession, settle, toTenantQueries, type PendingQuery } from "./query-stream.js";
 import { callerContext, runInCallerContext, traceContextLookedFor, traceContextReady } from "./trace-context.js";

@@ -2,7 +2,7 @@
 import type { Client } from "@connectrpc/connect";
 import type { RetryOptions } from "./client-options.js";
 import type { QueryCoalescer } from "./coalescer.js";
-import type { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
+import type { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
 import { decodeResult, durationMs, RowDecoder, type Field, type QueryResult, type RowMode } from "./result.js";
 import { withRetries } from "./retry.js";

@@ -1,10 +1,10 @@
 // GatewayError, the SDK's one error: gRPC code, the gateway's stable reason, every field PostgreSQL sent, and whether a retry is safe.
 import { anyIs, anyUnpack, type Any } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { PostgresError } from "./gen/dbgateway/v1/errors_pb.js";
-import { PostgresErrorSchema } from "./gen/dbgateway/v1/errors_pb.js";
-import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
-import type { Status } from "./gen/google/rpc/status_pb.js";
+import type { PostgresError } from "../../wire/src/gen/dbgateway/v1/errors_pb.js";
+import { PostgresErrorSchema } from "../../wire/src/gen/dbgateway/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../wire/src/gen/google/rpc/error_details_pb.js";
+import type { Status } from "../../wire/src/gen/google/rpc/status_pb.js";
 
 /**
  * The one error type of the SDK. `code` is the gRPC status code (Connect's

@@ -13,7 +13,7 @@ import { Code, ConnectError, type StreamResponse, type Transport, type UnaryResp
 import * as grpc from "@grpc/grpc-js";
 import { isIP } from "node:net";
 import { connect as tlsConnect, createSecureContext } from "node:tls";
-import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+import { StatusSchema } from "../../wire/src/gen/google/rpc/status_pb.js";
 import { encoderFor } from "./request-encoding.js";
 import { decoderFor } from "./result-decoding.js";
 

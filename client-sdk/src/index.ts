@@ -23,5 +23,5 @@ export type { Transaction, TransactionOptions } from "./transaction.js";
 export { Code, GatewayError } from "./gateway-error.js";
 export type { Int8Mode, TypeParser } from "./type-parsers.js";
 export { toValue, type Param } from "./values.js";
-export { AdminService, type GetPoolStatsResponse, type PoolStats, type PoolTotals } from "./gen/dbgateway/v1/admin_service_pb.js";
-export { QueryService } from "./gen/dbgateway/v1/query_service_pb.js";
+export { AdminService, type GetPoolStatsResponse, type PoolStats, type PoolTotals } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
+export { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";

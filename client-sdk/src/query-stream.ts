@@ -2,8 +2,14 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { createWritableIterable, type WritableIterable } from "@connectrpc/connect/protocol";
-import type { BatchResult, QueryService, QueryStreamRequestSchema, QueryStreamResponse, TenantQuerySchema } from "./gen/dbgateway/v1/query_service_pb.js";
-import type { ResultSet, Value } from "./gen/dbgateway/v1/values_pb.js";
+import type {
+  BatchResult,
+  QueryService,
+  QueryStreamRequestSchema,
+  QueryStreamResponse,
+  TenantQuerySchema,
+} from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import type { ResultSet, Value } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
 import { outsideTraces, traceContextOf, type CallerContext } from "./trace-context.js";
 

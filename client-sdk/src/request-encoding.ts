@@ -1,8 +1,8 @@
 // QueryManyRequest and QueryStreamRequest, the SDK's hot paths, encoded by hand into the bytes protobuf-es's toBinary writes.
 import { toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import type { QueryManyRequestSchema, QueryStreamRequestSchema } from "./gen/dbgateway/v1/query_service_pb.js";
-import type { Value } from "./gen/dbgateway/v1/values_pb.js";
+import type { QueryManyRequestSchema, QueryStreamRequestSchema } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import type { Value } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 
 /**
  * Request messages encoded by hand from their init shape, without building

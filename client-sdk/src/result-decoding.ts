@@ -9,9 +9,9 @@ import type {
   StreamQueryResponse,
   StreamSummary,
   TransactionResponse,
-} from "./gen/dbgateway/v1/query_service_pb.js";
-import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
-import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+} from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import type { Column, ResultSet } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
+import { StatusSchema } from "../../wire/src/gen/google/rpc/status_pb.js";
 import { parseInteger, type TypeParser } from "./type-parsers.js";
 
 /**

@@ -1,5 +1,5 @@
 // Query results shaped like pg's (rows, rowCount, fields, command), rows decoded into objects or arrays.
-import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
+import type { Column, ResultSet } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 import type { ListValue } from "@bufbuild/protobuf/wkt";
 import { GatewayError } from "./gateway-error.js";
 import { readRows, rowBytesOf } from "./result-decoding.js";

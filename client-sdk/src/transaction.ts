@@ -2,7 +2,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { createWritableIterable } from "@connectrpc/connect/protocol";
-import { IsolationLevel, TransactionRequestSchema, type QueryService, type TransactionResponse } from "./gen/dbgateway/v1/query_service_pb.js";
+import { IsolationLevel, TransactionRequestSchema, type QueryService, type TransactionResponse } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
 import { decodeResult, type QueryResult } from "./result.js";
 import type { TypeParser } from "./type-parsers.js";

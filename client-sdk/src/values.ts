@@ -1,7 +1,7 @@
 // Statement parameters from JavaScript values to typed protobuf Values, exactly: int64, double, text, bytes, timestamps, arrays, JSON.
 import { create } from "@bufbuild/protobuf";
 import { NullValue, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { ValueSchema, type Value } from "./gen/dbgateway/v1/values_pb.js";
+import { ValueSchema, type Value } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 
 /** A JavaScript value that can be sent as a statement parameter. */
 export type Param = null | undefined | boolean | number | bigint | string | Uint8Array | Date | readonly Param[] | { [key: string]: unknown };

@@ -10,8 +10,8 @@ import {
   QueryStreamResponseSchema,
   StreamQueryResponseSchema,
   TransactionResponseSchema,
-} from "../src/gen/dbgateway/v1/query_service_pb.js";
-import { ColumnSchema, type ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
+} from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import { ColumnSchema, type ResultSetSchema } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { decodeByHand, decoderFor, rowBytesOf } from "../src/result-decoding.js";
 import { RowDecoder } from "../src/result.js";
 import { typeParsers } from "../src/type-parsers.js";

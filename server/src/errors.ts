@@ -3,9 +3,9 @@ import { create, toBinary, type DescMessage, type MessageShape } from "@bufbuild
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";
 import { DatabaseError } from "pg";
-import { PostgresErrorSchema, StatementLocationSchema, type PostgresError } from "./gen/dbgateway/v1/errors_pb.js";
-import { ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
-import { StatusSchema, type Status as RpcStatus } from "./gen/google/rpc/status_pb.js";
+import { PostgresErrorSchema, StatementLocationSchema, type PostgresError } from "../../wire/src/gen/dbgateway/v1/errors_pb.js";
+import { ErrorInfoSchema, RetryInfoSchema } from "../../wire/src/gen/google/rpc/error_details_pb.js";
+import { StatusSchema, type Status as RpcStatus } from "../../wire/src/gen/google/rpc/status_pb.js";
 
 /** The `domain` of every `google.rpc.ErrorInfo` the gateway sends. */
 export const ERROR_DOMAIN = "dbgateway";

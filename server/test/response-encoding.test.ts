@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { GatewayError, toRpcStatus } from "../src/errors.js";
-import { QueryManyResponseSchema, QueryStreamResponseSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
-import { ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
+import { QueryManyResponseSchema, QueryStreamResponseSchema } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import { ResultSetSchema } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 import type { Outcome } from "../src/execution/pipeline.js";
 import { encodeAnswers, encodeResults } from "../src/execution/response-encoding.js";
 

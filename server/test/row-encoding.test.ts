@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { StreamQueryResponseSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
-import { ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
+import { StreamQueryResponseSchema } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import { ResultSetSchema } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { encodeResultSet, toResultSet, toRow, type TextRow } from "../src/execution/result-set.js";
 import { encodeRows, RowChunker } from "../src/execution/row-encoding.js";
 

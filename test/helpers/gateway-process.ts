@@ -44,7 +44,7 @@ export interface GatewayProcess {
  * name, an admin key, an audit catalog of its own (`catalog_{platform}`,
  * dropped by `dropPlatformDatabases`), and any further settings in `env`.
  * `root` runs another checkout's gateway (its own `server/`), for comparisons;
- * `entry` another entry point than the sources (the compiled `server/dist/main.js`);
+ * `entry` another entry point than the sources (the compiled `server/dist/server/src/main.js`);
  * `secretsInFiles` passes the API keys, the gateway secret and the database
  * password as `*_FILE` settings instead of values.
  */

@@ -1,7 +1,7 @@
 // The Batch call: statements on one connection, atomic or each committing on its own, pipelined when none can end a transaction.
 import { atStatement, GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
-import type { TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
-import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
+import type { TransactionOptions } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import type { Statement } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { prepareStatement, runStatement, sendTraced, type PreparedStatement } from "./execute.js";
 import { canPipeline } from "./leading-keyword.js";

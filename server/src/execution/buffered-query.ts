@@ -2,7 +2,7 @@
 import { create } from "@bufbuild/protobuf";
 import pg, { DatabaseError } from "pg";
 import { GatewayError } from "../errors.js";
-import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { RetryInfoSchema } from "../../../wire/src/gen/google/rpc/error_details_pb.js";
 import { RawDataRow } from "../pool/data-row-parser.js";
 import { destroyWireConnection } from "../pool/pg-internals.js";
 import type { PgParam } from "./params.js";

@@ -1,7 +1,7 @@
 // One statement: checked and its parameters converted before a connection is taken, then sent on a leased connection.
 import type { Context } from "@opentelemetry/api";
 import type pg from "pg";
-import type { Statement } from "../gen/dbgateway/v1/values_pb.js";
+import type { Statement } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { toPgParams, type PgParam } from "./params.js";
 import { CopyQuery } from "./copy-statement.js";

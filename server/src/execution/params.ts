@@ -1,6 +1,6 @@
 // Request parameters (protobuf Values) to node-postgres parameters, exactly; an invalid one is INVALID_PARAMETER naming it ($1, $2 …).
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type { Value } from "../gen/dbgateway/v1/values_pb.js";
+import type { Value } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { GatewayError } from "../errors.js";
 
 /** PostgreSQL's numeric input syntax, plus its special values. */

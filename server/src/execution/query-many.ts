@@ -1,7 +1,7 @@
 // The QueryMany call and QueryStream's queries: each run as its own Query would be, pipelined on its database's connections.
 import { setMaxListeners } from "node:events";
 import { GatewayError, toGatewayError } from "../errors.js";
-import type { TenantQuery } from "../gen/dbgateway/v1/query_service_pb.js";
+import type { TenantQuery } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import type { CallLimits, PoolManager } from "../pool/pool-manager.js";
 import { prepareStatement, type PreparedStatement } from "./execute.js";
 import { MAX_BATCH_STATEMENTS } from "./batch.js";

@@ -1,8 +1,8 @@
 // QueryStreamRequest and QueryManyRequest decoded by hand, always to what protobuf-es's fromBinary gives, or its error.
 import { fromBinary, type DescMessage } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
-import type { QueryManyRequest, QueryStreamRequest, TenantQuery } from "../gen/dbgateway/v1/query_service_pb.js";
-import type { Value } from "../gen/dbgateway/v1/values_pb.js";
+import type { QueryManyRequest, QueryStreamRequest, TenantQuery } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import type { Value } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
 
 /**
  * QueryStreamRequest and QueryManyRequest, the hot paths' requests, decoded

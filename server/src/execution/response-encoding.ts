@@ -1,7 +1,7 @@
 // QueryMany, Batch and QueryStream responses written by hand around results already encoded: each statement's result or error.
 import { toBinary } from "@bufbuild/protobuf";
 import { toRpcStatus, type GatewayError } from "../errors.js";
-import { StatusSchema } from "../gen/google/rpc/status_pb.js";
+import { StatusSchema } from "../../../wire/src/gen/google/rpc/status_pb.js";
 import { EncodedMessage } from "./call-streams.js";
 import { lengthDelimitedSize, lengthDelimitedTag, varintSize, writeBytesField, writeVarint, writeVarintField } from "./protobuf-wire.js";
 

@@ -2,7 +2,7 @@
 import { create } from "@bufbuild/protobuf";
 import { NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/protobuf/wkt";
 import type { FieldDef, QueryArrayResult, QueryResultBase } from "pg";
-import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "../gen/dbgateway/v1/values_pb.js";
+import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
 import {
   int32Size,
   lengthDelimitedSize,

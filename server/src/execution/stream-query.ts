@@ -2,7 +2,7 @@
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import Cursor from "pg-cursor";
 import { toGatewayError } from "../errors.js";
-import { StreamQueryResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
+import { StreamQueryResponseSchema } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { EncodedMessage, type ResponseStream } from "./call-streams.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { TEXT_PASSTHROUGH } from "../pool/pool-manager.js";

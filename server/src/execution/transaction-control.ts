@@ -1,7 +1,7 @@
 // Transactions the gateway opens (Batch, Transaction): BEGIN from their options, statements that end them caught, COMMIT's outcome never guessed.
 import pg from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";
-import { IsolationLevel, type TransactionOptions } from "../gen/dbgateway/v1/query_service_pb.js";
+import { IsolationLevel, type TransactionOptions } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { runStatement, sendTraced, type PreparedStatement } from "./execute.js";
 import { lapTimer, sendPipelined, shieldedBegin } from "./pipeline.js";

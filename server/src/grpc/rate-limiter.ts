@@ -1,7 +1,7 @@
 // Per-platform rate limits: a token bucket each, a call beyond it RATE_LIMITED with a RetryInfo saying when to try again.
 import { create } from "@bufbuild/protobuf";
 import { GatewayError } from "../errors.js";
-import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { RetryInfoSchema } from "../../../wire/src/gen/google/rpc/error_details_pb.js";
 
 /**
  * A token bucket per platform: `ratePerSecond` calls a second on average,

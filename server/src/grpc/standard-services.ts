@@ -4,7 +4,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
-import { Health } from "../gen/health/v1/health_pb.js";
+import { Health } from "../../../wire/src/gen/health/v1/health_pb.js";
 
 /**
  * Registers `grpc.health.v1.Health` (Check and Watch) and server reflection

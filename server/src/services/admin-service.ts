@@ -3,7 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { AuditLog } from "../audit/audit-log.js";
 import { GatewayError, toGatewayError } from "../errors.js";
-import { DatabaseSchema, DatabaseType, type AdminService, type Database } from "../gen/dbgateway/v1/admin_service_pb.js";
+import { DatabaseSchema, DatabaseType, type AdminService, type Database } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
 import { databaseName, parseDatabaseName } from "../tenancy/naming.js";

@@ -1,6 +1,6 @@
 // QueryService's handlers: each data call routed to its tenant's database, run within its deadline and limits, ended cleanly at shutdown.
 import { beforeStatement, GatewayError } from "../errors.js";
-import type { QueryService } from "../gen/dbgateway/v1/query_service_pb.js";
+import type { QueryService } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
 import { runPipelined } from "../execution/pipeline.js";

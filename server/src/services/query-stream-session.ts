@@ -1,6 +1,6 @@
 // The gateway's side of a QueryStream call, the server end of the SDK's QueryStreamSession: numbered queries read in messages, answers sent as they are ready.
 import { beforeStatement, GatewayError, toGatewayError } from "../errors.js";
-import type { QueryStreamRequest, QueryStreamRequestSchema, QueryStreamResponseSchema } from "../gen/dbgateway/v1/query_service_pb.js";
+import type { QueryStreamRequest, QueryStreamRequestSchema, QueryStreamResponseSchema } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import type { RequestStream, ResponseStream } from "../execution/call-streams.js";
 import type { Outcome } from "../execution/pipeline.js";
 import { checkQueryCount, runQueries, type Answers } from "../execution/query-many.js";
