@@ -7,10 +7,10 @@
 //   transport    grpc/: serves the services on grpc-js, authenticates calls
 //   services     services/ (their contract with grpc/: services/service-contract.ts), and beside them tenancy/,
 //                notifications/, audit/, telemetry/ (but tracing.ts and logger.ts)
-//   execution    execution/ (but its wire codecs): runs statements on a leased connection
+//   execution    execution/ (but its base modules): runs statements on a leased connection
 //   pool         pool/: connections to PostgreSQL
-//   base         what every layer shares: errors.ts, principal.ts, cleanup-stack.ts, pki/, the hand wire codecs and
-//                message streams of execution/, telemetry's tracing.ts and logger.ts (and below it all, wire/src)
+//   base         what every layer shares: errors.ts, principal.ts, cleanup-stack.ts, pki/, execution/'s message streams
+//                and response-encoding.ts (wire's encoders bound to its errors), telemetry's tracing.ts and logger.ts
 
 /** Builds one regular expression matching any of `paths`, each relative to the repository and taken literally but for a trailing "/" (a folder). */
 const any = (...paths) => `^(?:${paths.map((p) => p.replaceAll(".", "\\.") + (p.endsWith("/") ? "" : "$")).join("|")})`;
@@ -21,17 +21,13 @@ const BASE = any(
   `${S}principal.ts`,
   `${S}cleanup-stack.ts`,
   `${S}pki/`,
-  `${S}execution/protobuf-wire.ts`,
-  `${S}execution/row-encoding.ts`,
-  `${S}execution/result-set.ts`,
   `${S}execution/response-encoding.ts`,
-  `${S}execution/request-decoding.ts`,
   `${S}execution/call-streams.ts`,
   `${S}telemetry/tracing.ts`,
   `${S}telemetry/logger.ts`,
 );
 const POOL = any(`${S}pool/`);
-const EXECUTION = any(`${S}execution/`); // with its wire codecs: rules that use it exclude BASE where it matters
+const EXECUTION = any(`${S}execution/`); // with its base modules: rules that use it exclude BASE where it matters
 const SERVICES = any(`${S}services/`);
 const BESIDE_SERVICES = any(`${S}tenancy/`, `${S}notifications/`, `${S}audit/`, `${S}telemetry/`);
 const TRANSPORT = any(`${S}grpc/`);
@@ -56,7 +52,7 @@ export default {
 
     forbid(
       "base-imports-only-base",
-      "The shared base (errors, principal, generated messages, wire codecs, tracing, logging) is below every layer.",
+      "The shared base (errors, principal, message streams, response encoding, tracing, logging) is below every layer.",
       { path: BASE },
       { path: SERVER, pathNot: BASE },
     ),

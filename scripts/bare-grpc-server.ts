@@ -12,9 +12,9 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
-import { encodeBytesField } from "../server/src/execution/protobuf-wire.js";
 import { toPgParams } from "../server/src/execution/params.js";
-import { encodeResultSet, type TextRow } from "../server/src/execution/result-set.js";
+import { encodeResultSet, type TextRow } from "../wire/src/result-set.js";
+import { encodeQueryResponse } from "../wire/src/response-encoding.js";
 import { GatewayError } from "../server/src/errors.js";
 import { encodeAnswers } from "../server/src/execution/response-encoding.js";
 import type { Outcome } from "../server/src/execution/pipeline.js";
@@ -55,7 +55,7 @@ function run(request: Pick<QueryRequest, "sql" | "params">): Promise<Uint8Array>
 
 const query: grpc.handleUnaryCall<QueryRequest, Buffer> = (call, callback) => {
   run(call.request).then(
-    (result) => callback(null, encodeBytesField(1, result)), // QueryResponse { result = 1 }
+    (result) => callback(null, encodeQueryResponse(result)),
     (err: unknown) => callback({ code: grpc.status.INTERNAL, details: String(err) }),
   );
 };

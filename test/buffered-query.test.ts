@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { BufferedQuery } from "../server/src/execution/buffered-query.js";
 import { ResultBudget } from "../server/src/execution/result-budget.js";
-import { encodeResultSet, type TextRow } from "../server/src/execution/result-set.js";
+import { encodeResultSet, type TextRow } from "../wire/src/result-set.js";
 import { passDataRowBytes } from "../server/src/pool/data-row-parser.js";
 import { TEXT_PASSTHROUGH, type Lease } from "../server/src/pool/pool-manager.js";
 import { streamQuery } from "../server/src/execution/stream-query.js";

@@ -14,8 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import { isIP } from "node:net";
 import { connect as tlsConnect, createSecureContext } from "node:tls";
 import { StatusSchema } from "../../wire/src/gen/google/rpc/status_pb.js";
-import { encoderFor } from "./request-encoding.js";
-import { decoderFor } from "./result-decoding.js";
+import { decoderFor, encoderFor } from "../../wire/src/codecs.js";
 
 /** Options of `createGrpcJsTransport`. */
 export interface GrpcJsTransportOptions {

@@ -2,7 +2,7 @@
 import type { Column, ResultSet } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 import type { ListValue } from "@bufbuild/protobuf/wkt";
 import { GatewayError } from "./gateway-error.js";
-import { readRows, rowBytesOf } from "./result-decoding.js";
+import { readRows, rowBytesOf } from "../../wire/src/row-decoding.js";
 import type { TypeParser } from "./type-parsers.js";
 
 /** A column of a result, named as in `pg`'s `FieldDef`. */

@@ -1,9 +1,10 @@
 // PostgreSQL's text values to JavaScript: pg's own parsers, int8 as bigint and numeric[] exact, custom parsers by OID first.
 import { parse as parseArray } from "postgres-array";
 import types from "pg-types";
+import { parseInteger, type TypeParser } from "../../wire/src/row-decoding.js";
 
-/** Turns PostgreSQL's text form of one value into a JavaScript value. */
-export type TypeParser = (text: string) => unknown;
+// Defined with the rows' decoding, which reads integers straight from their bytes, and part of this module's API too.
+export { parseInteger, type TypeParser };
 
 /** How int8 (bigint) values are returned. */
 export type Int8Mode = "bigint" | "string";
@@ -13,13 +14,6 @@ const INT8_ARRAY = 1016;
 const NUMERIC_ARRAY = 1231;
 const INTEGER_OIDS = new Set([21, 23, 26]); // int2, int4, oid
 const identity: TypeParser = (text) => text;
-
-/**
- * int2, int4 and oid values, as pg-types parses them. The SDK reads values
- * that have this parser straight from the response's bytes, with no string
- * made of them first (`readRows`).
- */
-export const parseInteger: TypeParser = (text) => parseInt(text, 10);
 
 /**
  * The parser for a type OID: node-postgres's own defaults (pg-types, the same

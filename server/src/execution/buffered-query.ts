@@ -7,11 +7,9 @@ import { RawDataRow } from "../pool/data-row-parser.js";
 import { destroyWireConnection } from "../pool/pg-internals.js";
 import type { PgParam } from "./params.js";
 import { RESULT_STEP_BYTES, type ResultAccount } from "./result-budget.js";
-import { encodeResultSetOf, type ResultHead, type TextRow } from "./result-set.js";
-import { RowChunker } from "./row-encoding.js";
+import { encodeResultSetOf, type ResultHead, type TextRow } from "../../../wire/src/result-set.js";
+import { RESULT_SET_ROWS, RowChunker } from "../../../wire/src/row-encoding.js";
 
-/** ResultSet.rows */
-const ROWS_FIELD = 2;
 /** Encoded rows are kept in chunks of at most this many bytes: a chunk is copied as it grows, the rows of a full one never again until the end. */
 const CHUNK_BYTES = 1 << 20;
 /** The first chunk's room: most results are a row or a few. */
@@ -51,7 +49,7 @@ export class BufferedQuery extends pg.Query implements BufferedResult {
   readonly done: Promise<BufferedResult>;
   readonly #account: ResultAccount;
   readonly #onCut: ((error: GatewayError) => void) | undefined;
-  readonly #rows = new RowChunker(ROWS_FIELD, { maxRows: Infinity, maxBytes: CHUNK_BYTES }, FIRST_ROOM);
+  readonly #rows = new RowChunker(RESULT_SET_ROWS, { maxRows: Infinity, maxBytes: CHUNK_BYTES }, FIRST_ROOM);
   #head: ResultHead | undefined;
   /** Bytes of the budget this result holds. */
   #held = 0;

@@ -3,7 +3,7 @@ import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/prot
 
 /**
  * A response message already in its wire encoding, for the hot paths that
- * encode rows by hand (see execution/row-encoding.ts): sent as is. `onSent`,
+ * encode rows by hand (see wire/src/row-encoding.ts): sent as is. `onSent`,
  * when given, is called once the transport is done with the bytes: written
  * out (HTTP/2 flow control follows the client's reading), or the call ended
  * without (a unary response: once its call has ended).

@@ -5,7 +5,7 @@ import type { TransactionRequestSchema, TransactionResponseSchema } from "../../
 import type { Lease } from "../pool/pool-manager.js";
 import { EncodedMessage, type RequestStream, type ResponseStream } from "./call-streams.js";
 import { prepareStatement } from "./execute.js";
-import { encodeBytesField } from "./protobuf-wire.js";
+import { encodeTransactionResult } from "../../../wire/src/response-encoding.js";
 import type { ResultBudget } from "./result-budget.js";
 import { OpenTransaction } from "./transaction-control.js";
 
@@ -90,7 +90,7 @@ async function answerStatement(
     return await results.withAccount(async (account) => {
       const { result, nanos } = await transaction.run(prepareStatement(statement), account);
       await transaction.check(result.command);
-      return new EncodedMessage(encodeBytesField(2, result.encode(nanos)), () => account.release()); // TransactionResponse { ResultSet result = 2 }
+      return new EncodedMessage(encodeTransactionResult(result.encode(nanos)), () => account.release());
     });
   } catch (err) {
     const error = toGatewayError(err);

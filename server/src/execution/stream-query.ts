@@ -11,8 +11,8 @@ import { cursorResult, cursorState, failCursor, type CursorResult } from "../poo
 import { abandonStrayCopy, type BufferedResult, type CopyingConnection } from "./buffered-query.js";
 import { sendStatement, type PreparedStatement } from "./execute.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget } from "./result-budget.js";
-import { toColumns, toDuration, type TextRow } from "./result-set.js";
-import { RowChunker } from "./row-encoding.js";
+import { toColumns, toDuration, type TextRow } from "../../../wire/src/result-set.js";
+import { RowChunker, STREAM_QUERY_ROWS } from "../../../wire/src/row-encoding.js";
 
 /** Bounds of one response message of a streamed result. */
 export interface ChunkLimits {
@@ -46,8 +46,6 @@ export function chunkLimits(maxRows: number, maxBytes: number): ChunkLimits {
   };
 }
 
-/** StreamQueryResponse.rows */
-const ROWS_FIELD = 2;
 const EMPTY = Buffer.alloc(0);
 
 type StreamQueryResponses = ResponseStream<typeof StreamQueryResponseSchema>;
@@ -100,7 +98,7 @@ class EncodingCursor extends Cursor<TextRow> {
 export async function streamQuery(lease: Lease, statement: PreparedStatement, responses: StreamQueryResponses, limits: ChunkLimits): Promise<void> {
   const started = process.hrtime.bigint();
   if (statement.copy) return sendCopyResult(lease, statement, responses, started);
-  const rows = new RowChunker(ROWS_FIELD, limits);
+  const rows = new RowChunker(STREAM_QUERY_ROWS, limits);
   const cursor = lease.client.query(new EncodingCursor(statement, rows));
   let readSize: number = Math.min(STREAM_CHUNK.firstRead, limits.maxRows);
   let reading: Promise<TextRow[]> | undefined = cursor.read(readSize);

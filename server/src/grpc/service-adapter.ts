@@ -3,7 +3,7 @@ import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type D
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
 import { EncodedMessage } from "../execution/call-streams.js";
-import { decoderFor } from "../execution/request-decoding.js";
+import { decoderFor } from "../../../wire/src/codecs.js";
 import { GatewayError, toGatewayError, toStatusObject } from "../errors.js";
 import type { Principal } from "../principal.js";
 import type { BidiStreamingImpl, CallContext, ServerStreamingImpl, ServiceImpl, UnaryImpl } from "../services/service-contract.js";

@@ -4,7 +4,7 @@ import type { QueryService } from "../../../wire/src/gen/dbgateway/v1/query_serv
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
 import { runPipelined } from "../execution/pipeline.js";
-import { encodeBytesField } from "../execution/protobuf-wire.js";
+import { encodeQueryResponse } from "../../../wire/src/response-encoding.js";
 import { encodeResults } from "../execution/response-encoding.js";
 import { runQueryMany } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
@@ -67,7 +67,7 @@ export function createQueryService(
       return limits.results.withAccount(async (account) => {
         const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement], account), statementLimits(ctx));
         if (outcome!.error !== undefined) throw outcome!.error;
-        return new EncodedMessage(encodeBytesField(1, outcome!.result), () => account.release()); // QueryResponse { result = 1 }
+        return new EncodedMessage(encodeQueryResponse(outcome!.result), () => account.release());
       });
     },
 

@@ -1,22 +1,50 @@
 // A statement's ResultSet from node-postgres's result: as a protobuf message, or written by hand straight into its wire bytes.
 import { create } from "@bufbuild/protobuf";
-import { NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/protobuf/wkt";
-import type { FieldDef, QueryArrayResult, QueryResultBase } from "pg";
-import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
-import {
-  int32Size,
-  lengthDelimitedSize,
-  lengthDelimitedTag,
-  varintSize,
-  writeInt32Field,
-  writeStringField,
-  writeVarint,
-  writeVarintField,
-} from "./protobuf-wire.js";
-import { encodeRows, type TextRow } from "./row-encoding.js";
+import { DurationSchema, NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/protobuf/wkt";
+import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "./gen/dbgateway/v1/values_pb.js";
+import { oneByteTag } from "./field-tags.js";
+import { encodeRows, RESULT_SET_ROWS, type TextRow } from "./row-encoding.js";
+import { int32Size, lengthDelimitedSize, varintSize, writeInt32Field, writeStringField, writeVarint, writeVarintField } from "./wire-writer.js";
 
 // Defined with the rows' encoding (which result sets use), and part of this module's API too.
 export type { TextRow };
+
+/** A column as node-postgres describes it (its `FieldDef`, of which only these are sent). */
+export interface ResultField {
+  name: string;
+  dataTypeID: number;
+  dataTypeModifier: number;
+  tableID: number;
+  columnID: number;
+}
+
+/** A statement's columns, command tag and row count, as node-postgres reports them (a `QueryResultBase`). */
+export interface ResultHead {
+  fields: readonly ResultField[];
+  command: string;
+  rowCount: number | null;
+}
+
+/** node-postgres's result in array row mode with text pass-through parsers (a `QueryArrayResult<TextRow>`). */
+export interface TextResult extends ResultHead {
+  rows: readonly TextRow[];
+}
+
+// Tags from the generated descriptors, once.
+const RESULT_SET = {
+  columns: oneByteTag(ResultSetSchema, "columns"),
+  command: oneByteTag(ResultSetSchema, "command"),
+  rowsAffected: oneByteTag(ResultSetSchema, "rowsAffected"),
+  executionTime: oneByteTag(ResultSetSchema, "executionTime"),
+};
+const COLUMN = {
+  name: oneByteTag(ColumnSchema, "name"),
+  typeOid: oneByteTag(ColumnSchema, "typeOid"),
+  typeModifier: oneByteTag(ColumnSchema, "typeModifier"),
+  tableOid: oneByteTag(ColumnSchema, "tableOid"),
+  columnNumber: oneByteTag(ColumnSchema, "columnNumber"),
+};
+const DURATION = { seconds: oneByteTag(DurationSchema, "seconds"), nanos: oneByteTag(DurationSchema, "nanos") };
 
 const NULL: JsonValue = { $typeName: "google.protobuf.Value", kind: { case: "nullValue", value: NullValue.NULL_VALUE } };
 
@@ -25,7 +53,7 @@ const NULL: JsonValue = { $typeName: "google.protobuf.Value", kind: { case: "nul
  * array row mode with text pass-through parsers: every value is PostgreSQL's
  * text form, or null.
  */
-export function toResultSet(result: QueryArrayResult<TextRow>, elapsedNanos: bigint): ResultSet {
+export function toResultSet(result: TextResult, elapsedNanos: bigint): ResultSet {
   return create(ResultSetSchema, {
     columns: toColumns(result.fields),
     rows: result.rows.map(toRow),
@@ -37,20 +65,17 @@ export function toResultSet(result: QueryArrayResult<TextRow>, elapsedNanos: big
 
 /**
  * The same result as `toResultSet`, already in its wire encoding (the same
- * bytes `toBinary` writes for it: see server/test/row-encoding.test.ts),
+ * bytes `toBinary` writes for it: see wire/test/row-encoding.test.ts),
  * written by hand into one buffer sized beforehand, with no message objects
  * built.
  */
-export function encodeResultSet(result: QueryArrayResult<TextRow>, elapsedNanos: bigint): Uint8Array {
-  return encodeResultSetOf(result, result.rows.length > 0 ? [encodeRows(2, result.rows)] : [], elapsedNanos);
+export function encodeResultSet(result: TextResult, elapsedNanos: bigint): Uint8Array {
+  return encodeResultSetOf(result, result.rows.length > 0 ? [encodeRows(RESULT_SET_ROWS, result.rows)] : [], elapsedNanos);
 }
-
-/** A statement's columns, command tag and row count, as node-postgres reports them. */
-export type ResultHead = Pick<QueryResultBase, "fields" | "command" | "rowCount">;
 
 /**
  * `encodeResultSet` for a result whose rows are encoded already: `rows` are
- * the entries of `ResultSet.rows` (field 2) in order, as `encodeRows` or a
+ * the entries of `ResultSet.rows` in order, as `encodeRows` or a
  * `RowChunker` writes them. The statements of every call that buffers its
  * results are sent so (see `BufferedQuery`).
  */
@@ -85,30 +110,30 @@ export function encodeResultSetOf(result: ResultHead, rows: readonly Uint8Array[
   const out = Buffer.allocUnsafe(size);
   let at = 0;
   for (const [i, f] of fields.entries()) {
-    out[at++] = lengthDelimitedTag(1);
+    out[at++] = RESULT_SET.columns;
     at = writeVarint(out, at, columnLengths[i]!);
-    if (nameLengths[i] !== 0) at = writeStringField(out, at, 1, f.name, nameLengths[i]!);
-    if (f.dataTypeID !== 0) at = writeVarintField(out, at, 2, f.dataTypeID);
-    if (f.dataTypeModifier !== 0) at = writeInt32Field(out, at, 3, f.dataTypeModifier);
-    if (f.tableID !== 0) at = writeVarintField(out, at, 4, f.tableID);
-    if (f.columnID !== 0) at = writeVarintField(out, at, 5, f.columnID);
+    if (nameLengths[i] !== 0) at = writeStringField(out, at, COLUMN.name, f.name, nameLengths[i]!);
+    if (f.dataTypeID !== 0) at = writeVarintField(out, at, COLUMN.typeOid, f.dataTypeID);
+    if (f.dataTypeModifier !== 0) at = writeInt32Field(out, at, COLUMN.typeModifier, f.dataTypeModifier);
+    if (f.tableID !== 0) at = writeVarintField(out, at, COLUMN.tableOid, f.tableID);
+    if (f.columnID !== 0) at = writeVarintField(out, at, COLUMN.columnNumber, f.columnID);
   }
   for (const chunk of rows) {
     out.set(chunk, at);
     at += chunk.length;
   }
-  if (commandLength !== 0) at = writeStringField(out, at, 3, command, commandLength);
-  if (rowCount !== 0) at = writeVarintField(out, at, 4, rowCount);
-  out[at++] = lengthDelimitedTag(5);
+  if (commandLength !== 0) at = writeStringField(out, at, RESULT_SET.command, command, commandLength);
+  if (rowCount !== 0) at = writeVarintField(out, at, RESULT_SET.rowsAffected, rowCount);
+  out[at++] = RESULT_SET.executionTime;
   at = writeVarint(out, at, durationLength);
-  if (seconds !== 0) at = writeVarintField(out, at, 1, seconds);
-  if (duration.nanos !== 0) at = writeVarintField(out, at, 2, duration.nanos);
+  if (seconds !== 0) at = writeVarintField(out, at, DURATION.seconds, seconds);
+  if (duration.nanos !== 0) at = writeVarintField(out, at, DURATION.nanos, duration.nanos);
   if (at !== size) throw new Error(`a result set was sized at ${size} bytes but ${at} were written`);
   return out;
 }
 
 /** Column metadata of a result. */
-export function toColumns(fields: readonly FieldDef[]): Column[] {
+export function toColumns(fields: readonly ResultField[]): Column[] {
   return fields.map((f) =>
     create(ColumnSchema, {
       name: f.name,

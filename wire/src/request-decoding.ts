@@ -1,8 +1,15 @@
 // QueryStreamRequest and QueryManyRequest decoded by hand, always to what protobuf-es's fromBinary gives, or its error.
-import { fromBinary, type DescMessage } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
-import type { QueryManyRequest, QueryStreamRequest, TenantQuery } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
-import type { Value } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
+import {
+  QueryManyRequestSchema,
+  QueryStreamRequestSchema,
+  TenantQuerySchema,
+  type QueryManyRequest,
+  type QueryStreamRequest,
+  type TenantQuery,
+} from "./gen/dbgateway/v1/query_service_pb.js";
+import { ValueSchema, type Value } from "./gen/dbgateway/v1/values_pb.js";
+import { MAP_ENTRY_KEY, MAP_ENTRY_VALUE, numberOf, tagOf } from "./field-tags.js";
 
 /**
  * QueryStreamRequest and QueryManyRequest, the hot paths' requests, decoded
@@ -13,41 +20,34 @@ import type { Value } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
  * message objects. Anything else (an unknown field, an unexpected wire type,
  * a timestamp or array parameter, malformed bytes) is left to `fromBinary`,
  * which decodes the whole message again: the result is always what
- * `fromBinary` gives, or its error (checked in
- * server/test/request-decoding.test.ts).
+ * `fromBinary` gives, or its error (`decoderFor` in codecs.ts; checked in
+ * wire/test/request-decoding.test.ts).
  */
-const DECODERS = new Map<string, (bytes: Uint8Array) => object>([
+export const requestDecoders = new Map<string, (bytes: Uint8Array) => object>([
   [
-    "dbgateway.v1.QueryStreamRequest",
-    (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryStreamRequest", platform: "", queries: [], timeoutMs: 0 }, 2),
+    QueryStreamRequestSchema.typeName,
+    (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryStreamRequest", platform: "", queries: [], timeoutMs: 0 }, STREAM_REQUEST.queries),
   ],
-  ["dbgateway.v1.QueryManyRequest", (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryManyRequest", platform: "", queries: [] }, 4)],
+  [
+    QueryManyRequestSchema.typeName,
+    (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryManyRequest", platform: "", queries: [] }, MANY_REQUEST.queries),
+  ],
 ]);
 
-/** The decoder of a request message: by hand where there is one, else `fromBinary`. */
-export function decoderFor(schema: DescMessage): (bytes: Uint8Array) => object {
-  const byHand = DECODERS.get(schema.typeName);
-  if (byHand === undefined) return (bytes) => fromBinary(schema, bytes);
-  return (bytes) => tryByHand(byHand, bytes) ?? fromBinary(schema, bytes);
-}
-
-/**
- * The message decoded by hand, or undefined where it is left to `fromBinary`
- * (no hand decoder for the type, something unexpected, or malformed bytes,
- * which `fromBinary` then fails on as it always has).
- */
-export function decodeByHand(typeName: string, bytes: Uint8Array): object | undefined {
-  const byHand = DECODERS.get(typeName);
-  return byHand === undefined ? undefined : tryByHand(byHand, bytes);
-}
-
-function tryByHand(decode: (bytes: Uint8Array) => object, bytes: Uint8Array): object | undefined {
-  try {
-    return decode(bytes);
-  } catch {
-    return undefined;
-  }
-}
+// Field numbers from the generated descriptors, once.
+const STREAM_REQUEST = {
+  platform: numberOf(QueryStreamRequestSchema, "platform"),
+  queries: numberOf(QueryStreamRequestSchema, "queries"),
+  timeoutMs: numberOf(QueryStreamRequestSchema, "timeoutMs"),
+};
+const MANY_REQUEST = { platform: numberOf(QueryManyRequestSchema, "platform"), queries: numberOf(QueryManyRequestSchema, "queries") };
+if (STREAM_REQUEST.platform !== MANY_REQUEST.platform) throw new Error("QueryStreamRequest and QueryManyRequest no longer share platform's number");
+const TENANT_QUERY = {
+  tenantId: numberOf(TenantQuerySchema, "tenantId"),
+  sql: numberOf(TenantQuerySchema, "sql"),
+  params: numberOf(TenantQuerySchema, "params"),
+  traceContext: numberOf(TenantQuerySchema, "traceContext"),
+};
 
 /** Thrown where the hand decoder stops and `fromBinary` takes over (made once: no stack per throw). */
 const unexpected = new Error("left to fromBinary");
@@ -57,21 +57,21 @@ function expect(wireType: WireType, expected: WireType): void {
 }
 
 /**
- * QueryStreamRequest { string platform = 1; repeated TenantQuery queries = 2; uint32 timeout_ms = 3 }
- * or QueryManyRequest { string platform = 1; repeated TenantQuery queries = 4 } (no timeout_ms),
- * read into `message`, whose queries are field `queriesField`.
+ * QueryStreamRequest { string platform; repeated TenantQuery queries; uint32 timeout_ms }
+ * or QueryManyRequest { string platform; repeated TenantQuery queries } (no timeout_ms),
+ * read into `message`, whose queries are field number `queriesField`.
  */
 function readRequest<M extends QueryStreamRequest | QueryManyRequest>(bytes: Uint8Array, message: M, queriesField: number): M {
   const reader = new BinaryReader(bytes);
   while (reader.pos < reader.len) {
     const [fieldNo, wireType] = reader.tag();
-    if (fieldNo === 1) {
+    if (fieldNo === STREAM_REQUEST.platform) {
       expect(wireType, WireType.LengthDelimited);
       message.platform = reader.string(true);
     } else if (fieldNo === queriesField) {
       expect(wireType, WireType.LengthDelimited);
       message.queries.push(readTenantQuery(reader));
-    } else if (fieldNo === 3 && "timeoutMs" in message) {
+    } else if (fieldNo === STREAM_REQUEST.timeoutMs && "timeoutMs" in message) {
       expect(wireType, WireType.Varint);
       message.timeoutMs = reader.uint32();
     } else {
@@ -82,17 +82,17 @@ function readRequest<M extends QueryStreamRequest | QueryManyRequest>(bytes: Uin
   return message;
 }
 
-/** TenantQuery { string tenant_id = 1; string sql = 2; repeated Value params = 3; map<string, string> trace_context = 4 }, length-delimited. */
+/** TenantQuery { string tenant_id; string sql; repeated Value params; map<string, string> trace_context }, length-delimited. */
 function readTenantQuery(reader: BinaryReader): TenantQuery {
   const query: TenantQuery = { $typeName: "dbgateway.v1.TenantQuery", tenantId: "", sql: "", params: [], traceContext: {} };
   const end = lengthDelimitedEnd(reader);
   while (reader.pos < end) {
     const [fieldNo, wireType] = reader.tag();
     expect(wireType, WireType.LengthDelimited);
-    if (fieldNo === 1) query.tenantId = reader.string(true);
-    else if (fieldNo === 2) query.sql = reader.string(true);
-    else if (fieldNo === 3) query.params.push(readValue(reader));
-    else if (fieldNo === 4) readTraceContextEntry(reader, query.traceContext);
+    if (fieldNo === TENANT_QUERY.tenantId) query.tenantId = reader.string(true);
+    else if (fieldNo === TENANT_QUERY.sql) query.sql = reader.string(true);
+    else if (fieldNo === TENANT_QUERY.params) query.params.push(readValue(reader));
+    else if (fieldNo === TENANT_QUERY.traceContext) readTraceContextEntry(reader, query.traceContext);
     else throw unexpected;
   }
   if (reader.pos !== end) throw unexpected;
@@ -100,16 +100,20 @@ function readTenantQuery(reader: BinaryReader): TenantQuery {
 }
 
 /** Value's scalar kinds by field number: the wire type each is written with, its oneof case and how it is read. */
-const VALUE_KINDS = new Map<number, { wireType: WireType; case: string; read: (reader: BinaryReader) => unknown }>([
-  [1, { wireType: WireType.Varint, case: "nullValue", read: (r) => r.int32() }],
-  [2, { wireType: WireType.Varint, case: "boolValue", read: (r) => r.bool() }],
-  [3, { wireType: WireType.Varint, case: "int64Value", read: (r) => r.int64() }],
-  [4, { wireType: WireType.Bit64, case: "doubleValue", read: (r) => r.double() }],
-  [5, { wireType: WireType.LengthDelimited, case: "textValue", read: (r) => r.string(true) }],
-  [6, { wireType: WireType.LengthDelimited, case: "bytesValue", read: (r) => r.bytes() }],
-  [7, { wireType: WireType.LengthDelimited, case: "numericValue", read: (r) => r.string(true) }],
-  [8, { wireType: WireType.LengthDelimited, case: "jsonValue", read: (r) => r.string(true) }],
-]);
+const VALUE_KINDS = new Map<number, { wireType: WireType; case: string; read: (reader: BinaryReader) => unknown }>(
+  (
+    [
+      ["nullValue", (r) => r.int32()],
+      ["boolValue", (r) => r.bool()],
+      ["int64Value", (r) => r.int64()],
+      ["doubleValue", (r) => r.double()],
+      ["textValue", (r) => r.string(true)],
+      ["bytesValue", (r) => r.bytes()],
+      ["numericValue", (r) => r.string(true)],
+      ["jsonValue", (r) => r.string(true)],
+    ] as const satisfies readonly (readonly [Value["kind"]["case"], (reader: BinaryReader) => unknown])[]
+  ).map(([kind, read]) => [numberOf(ValueSchema, kind), { wireType: (tagOf(ValueSchema, kind) & 7) as WireType, case: kind, read }]),
+);
 
 /** A Value of a scalar kind; a timestamp or an array is left to `fromBinary`. */
 function readValue(reader: BinaryReader): Value {
@@ -126,7 +130,7 @@ function readValue(reader: BinaryReader): Value {
   return value;
 }
 
-/** One entry of the trace_context map (key = 1, value = 2; either may be absent: ""); a later entry for a key wins. */
+/** One entry of the trace_context map (key and value; either may be absent: ""); a later entry for a key wins. */
 function readTraceContextEntry(reader: BinaryReader, map: { [key: string]: string }): void {
   const end = lengthDelimitedEnd(reader);
   let key = "";
@@ -134,8 +138,8 @@ function readTraceContextEntry(reader: BinaryReader, map: { [key: string]: strin
   while (reader.pos < end) {
     const [fieldNo, wireType] = reader.tag();
     expect(wireType, WireType.LengthDelimited);
-    if (fieldNo === 1) key = reader.string(true);
-    else if (fieldNo === 2) value = reader.string(true);
+    if (fieldNo === MAP_ENTRY_KEY) key = reader.string(true);
+    else if (fieldNo === MAP_ENTRY_VALUE) value = reader.string(true);
     else throw unexpected;
   }
   if (reader.pos !== end) throw unexpected;

@@ -2,10 +2,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { StreamQueryResponseSchema } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
-import { ResultSetSchema } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
-import { encodeResultSet, toResultSet, toRow, type TextRow } from "../src/execution/result-set.js";
-import { encodeRows, RowChunker } from "../src/execution/row-encoding.js";
+import { StreamQueryResponseSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
+import { ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
+import { encodeResultSet, toResultSet, toRow, type TextRow } from "../src/result-set.js";
+import { encodeRows, RESULT_SET_ROWS, RowChunker, STREAM_QUERY_ROWS } from "../src/row-encoding.js";
 
 const ROWS: TextRow[] = [
   ["1", null, "", "abc"],
@@ -30,8 +30,8 @@ function dataRow(row: TextRow): Buffer {
 describe("row encoding", () => {
   it("writes the same bytes as protobuf-es for the rows field of StreamQueryResponse and ResultSet", () => {
     for (const [field, schema] of [
-      [2, StreamQueryResponseSchema],
-      [2, ResultSetSchema],
+      [STREAM_QUERY_ROWS, StreamQueryResponseSchema],
+      [RESULT_SET_ROWS, ResultSetSchema],
     ] as const) {
       const expected = toBinary(schema, create(schema, { rows: ROWS.map(toRow) }));
       assert.deepEqual(new Uint8Array(encodeRows(field, ROWS)), expected);
@@ -41,7 +41,7 @@ describe("row encoding", () => {
   it("concatenates with the other fields into one message that decodes back to the rows", () => {
     const head = toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, { columns: [{ name: "a", typeOid: 25 }] }));
     const tail = toBinary(StreamQueryResponseSchema, create(StreamQueryResponseSchema, { summary: { command: "SELECT", rowsAffected: 5n } }));
-    const message = fromBinary(StreamQueryResponseSchema, Buffer.concat([head, encodeRows(2, ROWS), tail]));
+    const message = fromBinary(StreamQueryResponseSchema, Buffer.concat([head, encodeRows(STREAM_QUERY_ROWS, ROWS), tail]));
     assert.equal(message.columns[0]?.name, "a");
     assert.equal(message.summary?.rowsAffected, 5n);
     const decoded = message.rows.map((r) => r.values.map((v) => (v.kind.case === "stringValue" ? v.kind.value : null)));
@@ -57,7 +57,7 @@ describe("row encoding", () => {
       { maxRows: 1, maxBytes: 1 },
     ]) {
       for (const from of ["bytes", "text"] as const) {
-        const chunker = new RowChunker(2, limits);
+        const chunker = new RowChunker(STREAM_QUERY_ROWS, limits);
         const chunks: Buffer[] = [];
         for (const [i, row] of rows.entries()) {
           if (from === "bytes") {
@@ -71,9 +71,9 @@ describe("row encoding", () => {
         }
         chunks.push(...chunker.take());
         assert.deepEqual(chunker.take(), [], "nothing is left once taken");
-        assert.deepEqual(Buffer.concat(chunks), encodeRows(2, rows), `${from}, ${JSON.stringify(limits)}`);
+        assert.deepEqual(Buffer.concat(chunks), encodeRows(STREAM_QUERY_ROWS, rows), `${from}, ${JSON.stringify(limits)}`);
         assert.equal(chunker.rows, rows.length);
-        assert.equal(chunker.bytes, encodeRows(2, rows).length);
+        assert.equal(chunker.bytes, encodeRows(STREAM_QUERY_ROWS, rows).length);
         let decodedRows = 0;
         for (const chunk of chunks) {
           const message = fromBinary(StreamQueryResponseSchema, chunk);
@@ -88,7 +88,7 @@ describe("row encoding", () => {
   });
 
   it("encodes no rows as nothing", () => {
-    assert.equal(encodeRows(2, []).length, 0);
+    assert.equal(encodeRows(STREAM_QUERY_ROWS, []).length, 0);
   });
 
   it("writes a whole ResultSet as protobuf-es does, for results with and without rows, columns, command and count", () => {

@@ -1,10 +1,10 @@
-// The protobuf wire helpers: varints and int32 values written and sized as protobuf-es writes them.
+// The wire writer: varints and int32 values written and sized as protobuf-es writes them.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { int32Size, varintSize, writeInt32, writeVarint } from "../src/execution/protobuf-wire.js";
+import { int32Size, varintSize, writeInt32, writeVarint } from "../src/wire-writer.js";
 
-describe("protobuf wire helpers", () => {
+describe("protobuf wire writer", () => {
   it("write varints as protobuf-es does, up to 2^53 - 1, and size them exactly", () => {
     const values = [
       0,

@@ -3,9 +3,9 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, fromBinary, toBinary, type DescMessage } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { QueryManyRequestSchema, QueryStreamRequestSchema } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
-import { ValueSchema, type Value } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
-import { decodeByHand, decoderFor } from "../src/execution/request-decoding.js";
+import { QueryManyRequestSchema, QueryStreamRequestSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
+import { ValueSchema, type Value } from "../src/gen/dbgateway/v1/values_pb.js";
+import { decodeByHand, decoderFor } from "../src/codecs.js";
 
 /** Every scalar kind of Value, with edge values, and the kinds left to fromBinary (timestamp, array). */
 const PARAMS: Value[] = [

@@ -1,24 +1,32 @@
 // Result rows encoded by hand into protobuf wire bytes, from PostgreSQL's text or DataRow bytes, whole or in bounded chunks.
-import { varintSize, writeVarint } from "./protobuf-wire.js";
+import { ListValueSchema, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { StreamQueryResponseSchema } from "./gen/dbgateway/v1/query_service_pb.js";
+import { ResultSetSchema } from "./gen/dbgateway/v1/values_pb.js";
+import { oneByteTag } from "./field-tags.js";
+import { varintSize, writeVarint } from "./wire-writer.js";
 
 /**
  * Protobuf wire encoding of result rows, written straight from PostgreSQL's
  * text values. A row is a `google.protobuf.ListValue` whose values are
- * `google.protobuf.Value`s holding `string_value` (field 3) or `null_value`
- * (field 1, NULL_VALUE = 0). Building protobuf-es objects for every value and
+ * `google.protobuf.Value`s holding `string_value` or `null_value`
+ * (NULL_VALUE = 0). Building protobuf-es objects for every value and
  * serializing them costs several allocations per value; rows are the bulk of
  * every result, so they are encoded here by hand (the output is the same bytes
- * `toBinary` writes: see server/test/row-encoding.test.ts) and the rest of a
+ * `toBinary` writes: see wire/test/row-encoding.test.ts) and the rest of a
  * message with protobuf-es.
  */
 
 /** A row in node-postgres's array row mode with text pass-through parsers: PostgreSQL's text form of each value, or null. */
 export type TextRow = (string | null)[];
 
-/** `Value.null_value = NULL_VALUE` as a ListValue entry: tag 1/LEN, length 2, tag 1/VARINT, 0. */
-const NULL_ENTRY = [0x0a, 0x02, 0x08, 0x00] as const;
-const LIST_VALUE_ENTRY_TAG = 0x0a; // ListValue.values = 1, length-delimited
-const STRING_VALUE_TAG = 0x1a; // Value.string_value = 3, length-delimited
+/** The tags of the rows of a ResultSet and of a StreamQueryResponse: what `encodeRows` and `RowChunker` take. */
+export const RESULT_SET_ROWS = oneByteTag(ResultSetSchema, "rows");
+export const STREAM_QUERY_ROWS = oneByteTag(StreamQueryResponseSchema, "rows");
+
+const LIST_VALUE_ENTRY_TAG = oneByteTag(ListValueSchema, "values");
+const STRING_VALUE_TAG = oneByteTag(ValueSchema, "stringValue");
+/** `Value.null_value = NULL_VALUE` as a ListValue entry: its tag, length 2, then null_value's tag and 0. */
+const NULL_ENTRY = [LIST_VALUE_ENTRY_TAG, 0x02, oneByteTag(ValueSchema, "nullValue"), 0x00] as const;
 
 const EMPTY = Buffer.alloc(0);
 /** The first chunk's room; later chunks start with the size of the one before. */
@@ -28,11 +36,11 @@ const SHORT_COPY = 48;
 
 /**
  * Encodes rows as the entries of a repeated `google.protobuf.ListValue` field
- * `fieldNumber` (1 to 15) of the enclosing message: bytes that can be
- * concatenated with the rest of that message's encoding.
+ * of the enclosing message, whose one-byte tag is `rowTag` (`RESULT_SET_ROWS`,
+ * `STREAM_QUERY_ROWS`): bytes that can be concatenated with the rest of that
+ * message's encoding.
  */
-export function encodeRows(fieldNumber: number, rows: readonly TextRow[]): Buffer {
-  const rowTag = (fieldNumber << 3) | 2;
+export function encodeRows(rowTag: number, rows: readonly TextRow[]): Buffer {
   // Pass 1: sizes. UTF-8 lengths are kept so that pass 2 does not compute them again.
   const utf8Lengths: number[] = [];
   const rowLengths: number[] = [];
@@ -76,9 +84,9 @@ export class RowChunker {
   rows = 0;
   bytes = 0;
 
-  /** `firstRoom`: the first chunk's room before it grows (a result expected to be small starts small). */
-  constructor(fieldNumber: number, limits: { maxRows: number; maxBytes: number }, firstRoom = FIRST_CHUNK) {
-    this.#rowTag = (fieldNumber << 3) | 2;
+  /** `rowTag`: as for `encodeRows`. `firstRoom`: the first chunk's room before it grows (a result expected to be small starts small). */
+  constructor(rowTag: number, limits: { maxRows: number; maxBytes: number }, firstRoom = FIRST_CHUNK) {
+    this.#rowTag = rowTag;
     this.#limits = limits;
     this.#nextRoom = Math.min(firstRoom, limits.maxBytes);
   }

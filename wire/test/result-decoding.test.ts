@@ -10,11 +10,12 @@ import {
   QueryStreamResponseSchema,
   StreamQueryResponseSchema,
   TransactionResponseSchema,
-} from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
-import { ColumnSchema, type ResultSetSchema } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
-import { decodeByHand, decoderFor, rowBytesOf } from "../src/result-decoding.js";
-import { RowDecoder } from "../src/result.js";
-import { typeParsers } from "../src/type-parsers.js";
+} from "../src/gen/dbgateway/v1/query_service_pb.js";
+import { ColumnSchema, type ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
+import { decodeByHand, decoderFor } from "../src/codecs.js";
+import { rowBytesOf } from "../src/row-decoding.js";
+import { RowDecoder } from "../../client-sdk/src/result.js";
+import { typeParsers } from "../../client-sdk/src/type-parsers.js";
 
 /** The init form only (not a built message): its parts can be spread into another init. */
 type ResultSetInit = Exclude<MessageInitShape<typeof ResultSetSchema>, MessageShape<typeof ResultSetSchema>>;

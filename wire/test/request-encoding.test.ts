@@ -2,10 +2,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import { QueryManyRequestSchema, QueryRequestSchema, QueryStreamRequestSchema } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
-import { ValueSchema } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
-import { encoderFor } from "../src/request-encoding.js";
-import { toValue } from "../src/values.js";
+import { QueryManyRequestSchema, QueryRequestSchema, QueryStreamRequestSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
+import { ValueSchema } from "../src/gen/dbgateway/v1/values_pb.js";
+import { encoderFor } from "../src/codecs.js";
+import { toValue } from "../../client-sdk/src/values.js";
 
 const PARAMS = [
   null,

@@ -1,18 +1,4 @@
-/**
- * The few pieces of the protobuf wire format that the gateway's hand
- * encoders (result rows, result sets, QueryMany responses) write: varints,
- * tags and length-delimited fields, into a buffer sized beforehand.
- */
-
-/** The tag of a length-delimited field (wire type 2; fieldNumber < 16, a one-byte tag). */
-export function lengthDelimitedTag(fieldNumber: number): number {
-  return (fieldNumber << 3) | 2;
-}
-
-/** The tag of a varint field (wire type 0; fieldNumber < 16). */
-export function varintTag(fieldNumber: number): number {
-  return fieldNumber << 3;
-}
+// The one protobuf wire writer of the hand encoders: varints, and fields with one-byte tags (see field-tags.ts), written into a buffer sized beforehand.
 
 /** Bytes of `n` (an integer, 0 ≤ n < 2^53) as a varint. */
 export function varintSize(n: number): number {
@@ -64,41 +50,41 @@ export function writeInt32(out: Uint8Array, at: number, n: number): number {
   return at + 10;
 }
 
-/** Writes a varint field (fieldNumber < 16) holding `n` (0 ≤ n < 2^53); returns the end. */
-export function writeVarintField(out: Uint8Array, at: number, fieldNumber: number, n: number): number {
-  out[at] = varintTag(fieldNumber);
+/** Writes a varint field with its one-byte `tag` (`oneByteTag`), holding `n` (0 ≤ n < 2^53); returns the end. */
+export function writeVarintField(out: Uint8Array, at: number, tag: number, n: number): number {
+  out[at] = tag;
   return writeVarint(out, at + 1, n);
 }
 
-/** Writes an int32 field (fieldNumber < 16); returns the end. */
-export function writeInt32Field(out: Uint8Array, at: number, fieldNumber: number, n: number): number {
-  out[at] = varintTag(fieldNumber);
+/** Writes an int32 field with its one-byte `tag`; returns the end. */
+export function writeInt32Field(out: Uint8Array, at: number, tag: number, n: number): number {
+  out[at] = tag;
   return writeInt32(out, at + 1, n);
 }
 
-/** Writes a string field (fieldNumber < 16) whose UTF-8 encoding is `utf8Length` bytes; returns the end. */
-export function writeStringField(out: Buffer, at: number, fieldNumber: number, value: string, utf8Length: number): number {
-  out[at++] = lengthDelimitedTag(fieldNumber);
+/** Writes a string field with its one-byte `tag`, whose UTF-8 encoding is `utf8Length` bytes; returns the end. */
+export function writeStringField(out: Buffer, at: number, tag: number, value: string, utf8Length: number): number {
+  out[at++] = tag;
   at = writeVarint(out, at, utf8Length);
   return at + out.write(value, at, utf8Length, "utf8");
 }
 
-/** Writes a length-delimited field (fieldNumber < 16) holding `bytes`; returns the end. */
-export function writeBytesField(out: Uint8Array, at: number, fieldNumber: number, bytes: Uint8Array): number {
-  out[at++] = lengthDelimitedTag(fieldNumber);
+/** Writes a length-delimited field with its one-byte `tag`, holding `bytes`; returns the end. */
+export function writeBytesField(out: Uint8Array, at: number, tag: number, bytes: Uint8Array): number {
+  out[at++] = tag;
   at = writeVarint(out, at, bytes.length);
   out.set(bytes, at);
   return at + bytes.length;
 }
 
-/** A message of one length-delimited field (fieldNumber < 16) holding `bytes`, e.g. QueryResponse { result = 1 }. */
-export function encodeBytesField(fieldNumber: number, bytes: Uint8Array): Buffer {
+/** A message of one length-delimited field, with its one-byte `tag`, holding `bytes` (e.g. QueryResponse { result }). */
+export function encodeBytesField(tag: number, bytes: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(lengthDelimitedSize(bytes.length));
-  writeBytesField(out, 0, fieldNumber, bytes);
+  writeBytesField(out, 0, tag, bytes);
   return out;
 }
 
-/** Bytes of a length-delimited field (fieldNumber < 16) whose content is `length` bytes. */
+/** Bytes of a length-delimited field with a one-byte tag whose content is `length` bytes. */
 export function lengthDelimitedSize(length: number): number {
   return 1 + varintSize(length) + length;
 }

@@ -1,0 +1,282 @@
+// The result messages (QueryResponse, QueryManyResponse, BatchResponse, StreamQueryResponse, TransactionResponse, QueryStreamResponse) decoded by hand, to what protobuf-es's fromBinary gives.
+import { fromBinary } from "@bufbuild/protobuf";
+import { DurationSchema, type Duration } from "@bufbuild/protobuf/wkt";
+import {
+  BatchResponseSchema,
+  BatchResultSchema,
+  QueryAnswerSchema,
+  QueryManyResponseSchema,
+  QueryResponseSchema,
+  QueryStreamResponseSchema,
+  StreamQueryResponseSchema,
+  StreamSummarySchema,
+  TransactionResponseSchema,
+  type BatchResult,
+  type QueryAnswer,
+  type QueryResponse,
+  type QueryStreamResponse,
+  type StreamQueryResponse,
+  type StreamSummary,
+  type TransactionResponse,
+} from "./gen/dbgateway/v1/query_service_pb.js";
+import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "./gen/dbgateway/v1/values_pb.js";
+import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+import { tagOf } from "./field-tags.js";
+import { skipListValue, withRowBytes } from "./row-decoding.js";
+import { GIVE_UP, Reader } from "./wire-reader.js";
+
+/**
+ * Hand-written protobuf decoding of the responses that carry rows.
+ *
+ * protobuf-es decodes by reflection: for every field of every message it
+ * looks the field up in the schema and goes through a reflective setter.
+ * Rows are the bulk of every result, two or more `google.protobuf.Value`s
+ * per row, so this was most of the SDK's CPU per streamed row
+ * (BENCHMARKS.md). These decoders walk the wire format of the few result
+ * messages directly and build the very objects `fromBinary` builds (plain
+ * objects with `$typeName`, the same fields and defaults; compared with
+ * `fromBinary` in wire/test/result-decoding.test.ts).
+ *
+ * Anything they were not written for (an unknown field from a newer
+ * gateway, an unexpected wire type, a singular message sent twice, a
+ * malformed message) makes them give up, and `fromBinary` decodes the
+ * message instead: the same result or the same error, only slower.
+ */
+
+export const resultDecoders = new Map<string, (bytes: Uint8Array) => object>([
+  [QueryResponseSchema.typeName, reading(readQueryResponse)],
+  [QueryManyResponseSchema.typeName, reading((r) => readResultsResponse(r, "dbgateway.v1.QueryManyResponse"))],
+  [BatchResponseSchema.typeName, reading((r) => readResultsResponse(r, "dbgateway.v1.BatchResponse"))],
+  [StreamQueryResponseSchema.typeName, reading(readStreamQueryResponse)],
+  [TransactionResponseSchema.typeName, reading(readTransactionResponse)],
+  [QueryStreamResponseSchema.typeName, reading(readQueryStreamResponse)],
+]);
+
+/** A decoder of whole messages from one that reads them off a Reader. */
+function reading(read: (r: Reader) => object): (bytes: Uint8Array) => object {
+  return (bytes) => {
+    const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return read(new Reader(buffer, 0, buffer.length));
+  };
+}
+
+// Tags from the generated descriptors, once.
+const QUERY_RESPONSE = { result: tagOf(QueryResponseSchema, "result") };
+/** QueryManyResponse and BatchResponse share their wire format. */
+const RESULTS_RESPONSE = { results: sameTag(tagOf(QueryManyResponseSchema, "results"), tagOf(BatchResponseSchema, "results")) };
+type OutcomeTags = { result: number; error: number };
+const BATCH_RESULT: OutcomeTags = { result: tagOf(BatchResultSchema, "result"), error: tagOf(BatchResultSchema, "error") };
+const QUERY_STREAM_RESPONSE = { answers: tagOf(QueryStreamResponseSchema, "answers") };
+const QUERY_ANSWER = { query: tagOf(QueryAnswerSchema, "query"), result: tagOf(QueryAnswerSchema, "result"), error: tagOf(QueryAnswerSchema, "error") };
+const TRANSACTION_RESPONSE_RESULT = tagOf(TransactionResponseSchema, "result");
+const STREAM_QUERY_RESPONSE = {
+  columns: tagOf(StreamQueryResponseSchema, "columns"),
+  rows: tagOf(StreamQueryResponseSchema, "rows"),
+  summary: tagOf(StreamQueryResponseSchema, "summary"),
+};
+type SummaryTags = { command: number; rowsAffected: number; executionTime: number };
+const STREAM_SUMMARY: SummaryTags = {
+  command: tagOf(StreamSummarySchema, "command"),
+  rowsAffected: tagOf(StreamSummarySchema, "rowsAffected"),
+  executionTime: tagOf(StreamSummarySchema, "executionTime"),
+};
+const RESULT_SET = {
+  columns: tagOf(ResultSetSchema, "columns"),
+  rows: tagOf(ResultSetSchema, "rows"),
+  command: tagOf(ResultSetSchema, "command"),
+  rowsAffected: tagOf(ResultSetSchema, "rowsAffected"),
+  executionTime: tagOf(ResultSetSchema, "executionTime"),
+};
+const COLUMN = {
+  name: tagOf(ColumnSchema, "name"),
+  typeOid: tagOf(ColumnSchema, "typeOid"),
+  typeModifier: tagOf(ColumnSchema, "typeModifier"),
+  tableOid: tagOf(ColumnSchema, "tableOid"),
+  columnNumber: tagOf(ColumnSchema, "columnNumber"),
+};
+const DURATION = { seconds: tagOf(DurationSchema, "seconds"), nanos: tagOf(DurationSchema, "nanos") };
+
+/** A tag that two messages read alike must share. */
+function sameTag(a: number, b: number): number {
+  if (a !== b) throw new Error("QueryManyResponse and BatchResponse no longer share their wire format");
+  return a;
+}
+
+function readQueryResponse(r: Reader): QueryResponse {
+  const message: QueryResponse = { $typeName: "dbgateway.v1.QueryResponse" };
+  while (r.more()) {
+    const tag = r.tag();
+    if (tag !== QUERY_RESPONSE.result || message.result !== undefined) throw GIVE_UP;
+    message.result = readResultSet(r.sub());
+  }
+  return message;
+}
+
+function readResultsResponse<T extends "dbgateway.v1.QueryManyResponse" | "dbgateway.v1.BatchResponse">(
+  r: Reader,
+  typeName: T,
+): { $typeName: T; results: BatchResult[] } {
+  const results: BatchResult[] = [];
+  while (r.more()) {
+    if (r.tag() !== RESULTS_RESPONSE.results) throw GIVE_UP;
+    results.push(readBatchResult(r.sub()));
+  }
+  return { $typeName: typeName, results };
+}
+
+function readBatchResult(r: Reader): BatchResult {
+  const message: BatchResult = { $typeName: "dbgateway.v1.BatchResult", outcome: { case: undefined } };
+  while (r.more()) message.outcome = readOutcome(r, r.tag(), message.outcome, BATCH_RESULT);
+  return message;
+}
+
+/**
+ * A `oneof outcome { ResultSet result; google.rpc.Status error }` field whose
+ * tag was just read, its tags being `tags` (a second one, or any other field,
+ * is left to fromBinary).
+ */
+function readOutcome(r: Reader, tag: number, outcome: BatchResult["outcome"], tags: OutcomeTags): BatchResult["outcome"] {
+  if (outcome.case !== undefined) throw GIVE_UP;
+  if (tag === tags.result) return { case: "result", value: readResultSet(r.sub()) };
+  if (tag === tags.error) return { case: "error", value: readStatus(r.sub()) };
+  throw GIVE_UP;
+}
+
+function readQueryStreamResponse(r: Reader): QueryStreamResponse {
+  const answers: QueryAnswer[] = [];
+  while (r.more()) {
+    if (r.tag() !== QUERY_STREAM_RESPONSE.answers) throw GIVE_UP;
+    answers.push(readQueryAnswer(r.sub()));
+  }
+  return { $typeName: "dbgateway.v1.QueryStreamResponse", answers };
+}
+
+function readQueryAnswer(r: Reader): QueryAnswer {
+  const message: QueryAnswer = { $typeName: "dbgateway.v1.QueryAnswer", query: 0n, outcome: { case: undefined } };
+  while (r.more()) {
+    const tag = r.tag();
+    if (tag === QUERY_ANSWER.query) message.query = r.uint64();
+    else message.outcome = readOutcome(r, tag, message.outcome, QUERY_ANSWER);
+  }
+  return message;
+}
+
+function readTransactionResponse(r: Reader): TransactionResponse {
+  // Only a statement's result is worth decoding by hand; the other kinds are small and rare.
+  if (r.tag() !== TRANSACTION_RESPONSE_RESULT) throw GIVE_UP;
+  const result = readResultSet(r.sub());
+  if (r.more()) throw GIVE_UP;
+  return { $typeName: "dbgateway.v1.TransactionResponse", kind: { case: "result", value: result } };
+}
+
+function readStreamQueryResponse(r: Reader): StreamQueryResponse {
+  const message: StreamQueryResponse = { $typeName: "dbgateway.v1.StreamQueryResponse", columns: [], rows: [] };
+  const bounds: number[] = [];
+  while (r.more()) {
+    switch (r.tag()) {
+      case STREAM_QUERY_RESPONSE.columns:
+        message.columns.push(readColumn(r.sub()));
+        break;
+      case STREAM_QUERY_RESPONSE.rows:
+        skipListValue(r.sub(), bounds);
+        break;
+      case STREAM_QUERY_RESPONSE.summary:
+        if (message.summary !== undefined) throw GIVE_UP;
+        message.summary = readStreamSummary(r.sub());
+        break;
+      default:
+        throw GIVE_UP;
+    }
+  }
+  return withRowBytes(message, r.buf, bounds);
+}
+
+function readStreamSummary(r: Reader): StreamSummary {
+  const message: StreamSummary = { $typeName: "dbgateway.v1.StreamSummary", command: "", rowsAffected: 0n };
+  while (r.more()) readSummaryField(r, r.tag(), message, STREAM_SUMMARY);
+  return message;
+}
+
+/**
+ * Reads one of the `command`, `rows_affected` and `execution_time` fields
+ * that a ResultSet and a StreamSummary share, their tags being `tags`; gives
+ * up on any other field.
+ */
+function readSummaryField(r: Reader, tag: number, message: Pick<ResultSet, "command" | "rowsAffected" | "executionTime">, tags: SummaryTags): void {
+  switch (tag) {
+    case tags.command:
+      message.command = r.string();
+      break;
+    case tags.rowsAffected:
+      message.rowsAffected = r.uint64();
+      break;
+    case tags.executionTime:
+      if (message.executionTime !== undefined) throw GIVE_UP;
+      message.executionTime = readDuration(r.sub());
+      break;
+    default:
+      throw GIVE_UP;
+  }
+}
+
+function readResultSet(r: Reader): ResultSet {
+  const message: ResultSet = { $typeName: "dbgateway.v1.ResultSet", columns: [], rows: [], command: "", rowsAffected: 0n };
+  const bounds: number[] = [];
+  while (r.more()) {
+    const tag = r.tag();
+    switch (tag) {
+      case RESULT_SET.columns:
+        message.columns.push(readColumn(r.sub()));
+        break;
+      case RESULT_SET.rows:
+        skipListValue(r.sub(), bounds);
+        break;
+      default:
+        readSummaryField(r, tag, message, RESULT_SET);
+    }
+  }
+  return withRowBytes(message, r.buf, bounds);
+}
+
+function readColumn(r: Reader): Column {
+  const message: Column = { $typeName: "dbgateway.v1.Column", name: "", typeOid: 0, typeModifier: 0, tableOid: 0, columnNumber: 0 };
+  while (r.more()) {
+    const tag = r.tag();
+    switch (tag) {
+      case COLUMN.name:
+        message.name = r.string();
+        break;
+      case COLUMN.typeOid:
+        message.typeOid = r.uint32();
+        break;
+      case COLUMN.typeModifier:
+        message.typeModifier = r.int32();
+        break;
+      case COLUMN.tableOid:
+        message.tableOid = r.uint32();
+        break;
+      case COLUMN.columnNumber:
+        message.columnNumber = r.uint32();
+        break;
+      default:
+        throw GIVE_UP;
+    }
+  }
+  return message;
+}
+
+function readDuration(r: Reader): Duration {
+  const message: Duration = { $typeName: "google.protobuf.Duration", seconds: 0n, nanos: 0 };
+  while (r.more()) {
+    const tag = r.tag();
+    if (tag === DURATION.seconds) message.seconds = r.int64();
+    else if (tag === DURATION.nanos) message.nanos = r.int32();
+    else throw GIVE_UP;
+  }
+  return message;
+}
+
+/** An error's `google.rpc.Status`: rare, so protobuf-es decodes it. */
+function readStatus(r: Reader) {
+  return fromBinary(StatusSchema, r.buf.subarray(r.pos, r.end));
+}
