@@ -84,12 +84,15 @@ function listValues(buf: Buffer, bounds: readonly number[]): ListValue[] {
 
 /**
  * Checks a row (a `ListValue`) as `readListValue` would read it, making
- * nothing, and records its bounds: the same messages give up here as there.
+ * nothing, and records its bounds: the same messages give up here as there,
+ * and also those whose entries' tags take more than the one byte that
+ * `nextValue` steps over.
  */
 export function skipListValue(r: Reader, bounds: number[]): void {
   bounds.push(r.pos, r.end);
   while (r.more()) {
-    if (r.tag() !== LIST_VALUE_ENTRY) throw GIVE_UP;
+    if (r.buf[r.pos] !== LIST_VALUE_ENTRY) throw GIVE_UP;
+    r.pos++;
     const valueEnd = r.uint32() + r.pos;
     if (valueEnd > r.end) throw GIVE_UP;
     while (r.pos < valueEnd) {
@@ -204,7 +207,7 @@ function readValue(r: Reader): Value {
         kind = { case: "numberValue", value: r.double() };
         break;
       case BOOL_VALUE:
-        kind = { case: "boolValue", value: r.uint32() !== 0 };
+        kind = { case: "boolValue", value: r.bool() };
         break;
       default:
         throw GIVE_UP;

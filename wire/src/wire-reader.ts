@@ -74,6 +74,11 @@ export class Reader {
     return BigInt.asIntN(64, this.uint64());
   }
 
+  /** A bool: true if any of its varint's 64 bits is set, as protobuf reads it (rare in results: not worth a faster path). */
+  bool(): boolean {
+    return this.uint64() !== 0n;
+  }
+
   double(): number {
     if (this.pos + 8 > this.end) throw GIVE_UP;
     const value = this.buf.readDoubleLE(this.pos);
