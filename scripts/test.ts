@@ -16,7 +16,7 @@ async function testFiles(): Promise<string[]> {
   const only = process.argv.slice(2);
   if (only.length > 0) return only;
   const files: string[] = [];
-  for (const dir of ["test", "wire/test", "server/test", "client-sdk/test"]) {
+  for (const dir of ["test", "wire/test", "server/test"]) {
     const entries = await readdir(join(root, dir), { recursive: true }).catch(() => [] as string[]);
     // test/containers/ needs Docker and takes minutes: it is `npm run test:containers`, on its own.
     files.push(...entries.filter((f) => f.endsWith(".test.ts") && !f.startsWith("containers/")).map((f) => join(dir, f)));

@@ -19,7 +19,7 @@ const QUERY_RESPONSE_RESULT = oneByteTag(QueryResponseSchema, "result");
 const TRANSACTION_RESPONSE_RESULT = oneByteTag(TransactionResponseSchema, "result");
 const RESULTS = oneByteTag(QueryManyResponseSchema, "results");
 if (oneByteTag(BatchResponseSchema, "results") !== RESULTS) throw new Error("QueryManyResponse and BatchResponse no longer share their wire format");
-const BATCH_RESULT: OutcomeTags = { result: oneByteTag(BatchResultSchema, "result"), error: oneByteTag(BatchResultSchema, "error") };
+const BATCH_RESULT: OutcomeTags = { query: 0, result: oneByteTag(BatchResultSchema, "result"), error: oneByteTag(BatchResultSchema, "error") };
 const ANSWERS = oneByteTag(QueryStreamResponseSchema, "answers");
 const QUERY_ANSWER: OutcomeTags = {
   query: oneByteTag(QueryAnswerSchema, "query"),
@@ -55,7 +55,8 @@ export function encodeAnswers<E>(numbers: readonly number[], outcomes: readonly 
   return encodeOutcomes(ANSWERS, QUERY_ANSWER, outcomes, errorBytes, (j) => numbers[j]!);
 }
 
-type OutcomeTags = { query?: number; result: number; error: number };
+/** `query`: 0 where the message has no query number (one shape for both: the encoder stays monomorphic). */
+type OutcomeTags = { query: number; result: number; error: number };
 
 /**
  * Messages each holding one outcome, as the repeated field `tag`: the result
@@ -80,7 +81,7 @@ function encodeOutcomes<E>(
   for (const p of parts) {
     response[at++] = tag;
     at = writeVarint(response, at, p.size);
-    if (p.number !== 0) at = writeVarintField(response, at, tags.query!, p.number);
+    if (p.number !== 0) at = writeVarintField(response, at, tags.query, p.number);
     at = writeBytesField(response, at, p.tag, p.bytes);
   }
   return response;
