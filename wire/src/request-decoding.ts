@@ -11,6 +11,21 @@ import {
 import { ValueSchema, type Value } from "./gen/dbgateway/v1/values_pb.js";
 import { MAP_ENTRY_KEY, MAP_ENTRY_VALUE, numberOf, tagOf } from "./field-tags.js";
 
+// Field numbers from the generated descriptors, once.
+const STREAM_REQUEST = {
+  platform: numberOf(QueryStreamRequestSchema, "platform"),
+  queries: numberOf(QueryStreamRequestSchema, "queries"),
+  timeoutMs: numberOf(QueryStreamRequestSchema, "timeoutMs"),
+};
+const MANY_REQUEST = { platform: numberOf(QueryManyRequestSchema, "platform"), queries: numberOf(QueryManyRequestSchema, "queries") };
+if (STREAM_REQUEST.platform !== MANY_REQUEST.platform) throw new Error("QueryStreamRequest and QueryManyRequest no longer share platform's number");
+const TENANT_QUERY = {
+  tenantId: numberOf(TenantQuerySchema, "tenantId"),
+  sql: numberOf(TenantQuerySchema, "sql"),
+  params: numberOf(TenantQuerySchema, "params"),
+  traceContext: numberOf(TenantQuerySchema, "traceContext"),
+};
+
 /**
  * QueryStreamRequest and QueryManyRequest, the hot paths' requests, decoded
  * by hand: protobuf-es's reflective `fromBinary` cost about 10 µs of a lone
@@ -33,21 +48,6 @@ export const requestDecoders = new Map<string, (bytes: Uint8Array) => object>([
     (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryManyRequest", platform: "", queries: [] }, MANY_REQUEST.queries),
   ],
 ]);
-
-// Field numbers from the generated descriptors, once.
-const STREAM_REQUEST = {
-  platform: numberOf(QueryStreamRequestSchema, "platform"),
-  queries: numberOf(QueryStreamRequestSchema, "queries"),
-  timeoutMs: numberOf(QueryStreamRequestSchema, "timeoutMs"),
-};
-const MANY_REQUEST = { platform: numberOf(QueryManyRequestSchema, "platform"), queries: numberOf(QueryManyRequestSchema, "queries") };
-if (STREAM_REQUEST.platform !== MANY_REQUEST.platform) throw new Error("QueryStreamRequest and QueryManyRequest no longer share platform's number");
-const TENANT_QUERY = {
-  tenantId: numberOf(TenantQuerySchema, "tenantId"),
-  sql: numberOf(TenantQuerySchema, "sql"),
-  params: numberOf(TenantQuerySchema, "params"),
-  traceContext: numberOf(TenantQuerySchema, "traceContext"),
-};
 
 /** Thrown where the hand decoder stops and `fromBinary` takes over (made once: no stack per throw). */
 const unexpected = new Error("left to fromBinary");

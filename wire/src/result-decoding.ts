@@ -25,41 +25,6 @@ import { tagOf } from "./field-tags.js";
 import { skipListValue, withRowBytes } from "./row-decoding.js";
 import { GIVE_UP, Reader } from "./wire-reader.js";
 
-/**
- * Hand-written protobuf decoding of the responses that carry rows.
- *
- * protobuf-es decodes by reflection: for every field of every message it
- * looks the field up in the schema and goes through a reflective setter.
- * Rows are the bulk of every result, two or more `google.protobuf.Value`s
- * per row, so this was most of the SDK's CPU per streamed row
- * (BENCHMARKS.md). These decoders walk the wire format of the few result
- * messages directly and build the very objects `fromBinary` builds (plain
- * objects with `$typeName`, the same fields and defaults; compared with
- * `fromBinary` in wire/test/result-decoding.test.ts).
- *
- * Anything they were not written for (an unknown field from a newer
- * gateway, an unexpected wire type, a singular message sent twice, a
- * malformed message) makes them give up, and `fromBinary` decodes the
- * message instead: the same result or the same error, only slower.
- */
-
-export const resultDecoders = new Map<string, (bytes: Uint8Array) => object>([
-  [QueryResponseSchema.typeName, reading(readQueryResponse)],
-  [QueryManyResponseSchema.typeName, reading((r) => readResultsResponse(r, "dbgateway.v1.QueryManyResponse"))],
-  [BatchResponseSchema.typeName, reading((r) => readResultsResponse(r, "dbgateway.v1.BatchResponse"))],
-  [StreamQueryResponseSchema.typeName, reading(readStreamQueryResponse)],
-  [TransactionResponseSchema.typeName, reading(readTransactionResponse)],
-  [QueryStreamResponseSchema.typeName, reading(readQueryStreamResponse)],
-]);
-
-/** A decoder of whole messages from one that reads them off a Reader. */
-function reading(read: (r: Reader) => object): (bytes: Uint8Array) => object {
-  return (bytes) => {
-    const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    return read(new Reader(buffer, 0, buffer.length));
-  };
-}
-
 // Tags from the generated descriptors, once.
 const QUERY_RESPONSE = { result: tagOf(QueryResponseSchema, "result") };
 /** QueryManyResponse and BatchResponse share their wire format. */
@@ -100,6 +65,40 @@ const DURATION = { seconds: tagOf(DurationSchema, "seconds"), nanos: tagOf(Durat
 function sameTag(a: number, b: number): number {
   if (a !== b) throw new Error("QueryManyResponse and BatchResponse no longer share their wire format");
   return a;
+}
+
+/**
+ * Hand-written protobuf decoding of the responses that carry rows.
+ *
+ * protobuf-es decodes by reflection: for every field of every message it
+ * looks the field up in the schema and goes through a reflective setter.
+ * Rows are the bulk of every result, two or more `google.protobuf.Value`s
+ * per row, so this was most of the SDK's CPU per streamed row
+ * (BENCHMARKS.md). These decoders walk the wire format of the few result
+ * messages directly and build the very objects `fromBinary` builds (plain
+ * objects with `$typeName`, the same fields and defaults; compared with
+ * `fromBinary` in wire/test/result-decoding.test.ts).
+ *
+ * Anything they were not written for (an unknown field from a newer
+ * gateway, an unexpected wire type, a singular message sent twice, a
+ * malformed message) makes them give up, and `fromBinary` decodes the
+ * message instead: the same result or the same error, only slower.
+ */
+export const resultDecoders = new Map<string, (bytes: Uint8Array) => object>([
+  [QueryResponseSchema.typeName, reading(readQueryResponse)],
+  [QueryManyResponseSchema.typeName, reading((r) => readResultsResponse(r, "dbgateway.v1.QueryManyResponse"))],
+  [BatchResponseSchema.typeName, reading((r) => readResultsResponse(r, "dbgateway.v1.BatchResponse"))],
+  [StreamQueryResponseSchema.typeName, reading(readStreamQueryResponse)],
+  [TransactionResponseSchema.typeName, reading(readTransactionResponse)],
+  [QueryStreamResponseSchema.typeName, reading(readQueryStreamResponse)],
+]);
+
+/** A decoder of whole messages from one that reads them off a Reader. */
+function reading(read: (r: Reader) => object): (bytes: Uint8Array) => object {
+  return (bytes) => {
+    const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return read(new Reader(buffer, 0, buffer.length));
+  };
 }
 
 function readQueryResponse(r: Reader): QueryResponse {
