@@ -2,14 +2,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
-import { BufferedQuery } from "../server/src/execution/buffered-query.js";
-import { ResultBudget } from "../server/src/execution/result-budget.js";
-import { encodeResultSet, type TextRow } from "../wire/src/result-set.js";
-import { passDataRowBytes } from "../server/src/pool/data-row-parser.js";
-import { TEXT_PASSTHROUGH, type Lease } from "../server/src/pool/pool-manager.js";
-import { streamQuery } from "../server/src/execution/stream-query.js";
-import type { GatewayError } from "../server/src/errors.js";
-import { pgUrl } from "./helpers/gateway.js";
+import { BufferedQuery } from "../src/execution/buffered-query.js";
+import { ResultBudget } from "../src/execution/result-budget.js";
+import { encodeResultSet, type TextRow } from "../../wire/src/result-set.js";
+import { passDataRowBytes } from "../src/pool/data-row-parser.js";
+import { TEXT_PASSTHROUGH, type Lease } from "../src/pool/pool-manager.js";
+import { streamQuery } from "../src/execution/stream-query.js";
+import type { GatewayError } from "../src/errors.js";
+import { pgUrl } from "../../test/helpers/gateway.js";
 
 /** Values of many shapes: NULLs, empty text, multi-byte characters, values long and short. */
 const SQL = `SELECT g, NULL::text AS nothing, '' AS empty, 'naïve 🐘 ' || g AS word, repeat('é', g * 40) AS long, md5(g::text) AS hash

@@ -4,12 +4,12 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import pg from "pg";
-import { connectionsFor, MAX_PIPELINE_DEPTH, PIPELINE_DEPTH, pipelineDepth, runQueryMany, statementMicros } from "../server/src/execution/query-many.js";
-import { DEFAULT_RESULT_LIMITS, ResultBudget } from "../server/src/execution/result-budget.js";
-import { TenantQuerySchema } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
-import { ResultSetSchema } from "../wire/src/gen/dbgateway/v1/values_pb.js";
-import { PoolManager } from "../server/src/pool/pool-manager.js";
-import { pgUrl } from "./helpers/gateway.js";
+import { connectionsFor, MAX_PIPELINE_DEPTH, PIPELINE_DEPTH, pipelineDepth, runQueryMany, statementMicros } from "../src/execution/query-many.js";
+import { DEFAULT_RESULT_LIMITS, ResultBudget } from "../src/execution/result-budget.js";
+import { TenantQuerySchema } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import { ResultSetSchema } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
+import { PoolManager } from "../src/pool/pool-manager.js";
+import { pgUrl } from "../../test/helpers/gateway.js";
 
 describe("QueryMany pipeline depth: the policy", () => {
   it("pipelines as deep as keeps a pipeline within 1 ms, at most 16 deep, and not at all while unmeasured", () => {
