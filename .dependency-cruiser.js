@@ -94,6 +94,12 @@ export default {
       { path: ["^server/", "^client-sdk/"] },
     ),
     forbid(
+      "wire-packages",
+      "wire/src ships inside the published SDK, whose installs have only the SDK's dependencies: of packages, it imports @bufbuild/protobuf alone.",
+      { path: WIRE },
+      { path: "node_modules/", pathNot: "node_modules/@bufbuild/protobuf/" },
+    ),
+    forbid(
       "server-not-into-sdk-source",
       "The server uses the SDK as the package @db-gateway/client, never its files by a relative path.",
       { path: SERVER },

@@ -10,6 +10,7 @@ import {
 } from "./gen/dbgateway/v1/query_service_pb.js";
 import { ValueSchema, type Value } from "./gen/dbgateway/v1/values_pb.js";
 import { MAP_ENTRY_KEY, MAP_ENTRY_VALUE, numberOf, tagOf } from "./field-tags.js";
+import { GIVE_UP } from "./wire-reader.js";
 
 // Field numbers from the generated descriptors, once.
 const STREAM_REQUEST = {
@@ -49,11 +50,9 @@ export const requestDecoders = new Map<string, (bytes: Uint8Array) => object>([
   ],
 ]);
 
-/** Thrown where the hand decoder stops and `fromBinary` takes over (made once: no stack per throw). */
-const unexpected = new Error("left to fromBinary");
-
+/** Checks a field's wire type, leaving anything else to `fromBinary`. */
 function expect(wireType: WireType, expected: WireType): void {
-  if (wireType !== expected) throw unexpected;
+  if (wireType !== expected) throw GIVE_UP;
 }
 
 /**
@@ -75,10 +74,10 @@ function readRequest<M extends QueryStreamRequest | QueryManyRequest>(bytes: Uin
       expect(wireType, WireType.Varint);
       message.timeoutMs = reader.uint32();
     } else {
-      throw unexpected;
+      throw GIVE_UP;
     }
   }
-  if (reader.pos !== reader.len) throw unexpected;
+  if (reader.pos !== reader.len) throw GIVE_UP;
   return message;
 }
 
@@ -93,9 +92,9 @@ function readTenantQuery(reader: BinaryReader): TenantQuery {
     else if (fieldNo === TENANT_QUERY.sql) query.sql = reader.string(true);
     else if (fieldNo === TENANT_QUERY.params) query.params.push(readValue(reader));
     else if (fieldNo === TENANT_QUERY.traceContext) readTraceContextEntry(reader, query.traceContext);
-    else throw unexpected;
+    else throw GIVE_UP;
   }
-  if (reader.pos !== end) throw unexpected;
+  if (reader.pos !== end) throw GIVE_UP;
   return query;
 }
 
@@ -122,11 +121,11 @@ function readValue(reader: BinaryReader): Value {
   while (reader.pos < end) {
     const [fieldNo, wireType] = reader.tag();
     const kind = VALUE_KINDS.get(fieldNo);
-    if (kind === undefined) throw unexpected;
+    if (kind === undefined) throw GIVE_UP;
     expect(wireType, kind.wireType);
     value.kind = { case: kind.case, value: kind.read(reader) } as Value["kind"];
   }
-  if (reader.pos !== end) throw unexpected;
+  if (reader.pos !== end) throw GIVE_UP;
   return value;
 }
 
@@ -140,15 +139,15 @@ function readTraceContextEntry(reader: BinaryReader, map: { [key: string]: strin
     expect(wireType, WireType.LengthDelimited);
     if (fieldNo === MAP_ENTRY_KEY) key = reader.string(true);
     else if (fieldNo === MAP_ENTRY_VALUE) value = reader.string(true);
-    else throw unexpected;
+    else throw GIVE_UP;
   }
-  if (reader.pos !== end) throw unexpected;
+  if (reader.pos !== end) throw GIVE_UP;
   map[key] = value;
 }
 
 /** Reads a length prefix and returns where its content ends (within the buffer, or `fromBinary` decides). */
 function lengthDelimitedEnd(reader: BinaryReader): number {
   const end = reader.uint32() + reader.pos;
-  if (end > reader.len) throw unexpected;
+  if (end > reader.len) throw GIVE_UP;
   return end;
 }

@@ -32,7 +32,9 @@ const RESULTS_RESPONSE = { results: sameTag(tagOf(QueryManyResponseSchema, "resu
 type OutcomeTags = { result: number; error: number };
 const BATCH_RESULT: OutcomeTags = { result: tagOf(BatchResultSchema, "result"), error: tagOf(BatchResultSchema, "error") };
 const QUERY_STREAM_RESPONSE = { answers: tagOf(QueryStreamResponseSchema, "answers") };
-const QUERY_ANSWER = { query: tagOf(QueryAnswerSchema, "query"), result: tagOf(QueryAnswerSchema, "result"), error: tagOf(QueryAnswerSchema, "error") };
+const QUERY_ANSWER_QUERY = tagOf(QueryAnswerSchema, "query");
+// One shape for every OutcomeTags and SummaryTags passed on, so that readOutcome and readSummaryField stay monomorphic.
+const QUERY_ANSWER: OutcomeTags = { result: tagOf(QueryAnswerSchema, "result"), error: tagOf(QueryAnswerSchema, "error") };
 const TRANSACTION_RESPONSE_RESULT = tagOf(TransactionResponseSchema, "result");
 const STREAM_QUERY_RESPONSE = {
   columns: tagOf(StreamQueryResponseSchema, "columns"),
@@ -45,9 +47,8 @@ const STREAM_SUMMARY: SummaryTags = {
   rowsAffected: tagOf(StreamSummarySchema, "rowsAffected"),
   executionTime: tagOf(StreamSummarySchema, "executionTime"),
 };
-const RESULT_SET = {
-  columns: tagOf(ResultSetSchema, "columns"),
-  rows: tagOf(ResultSetSchema, "rows"),
+const RESULT_SET = { columns: tagOf(ResultSetSchema, "columns"), rows: tagOf(ResultSetSchema, "rows") };
+const RESULT_SET_SUMMARY: SummaryTags = {
   command: tagOf(ResultSetSchema, "command"),
   rowsAffected: tagOf(ResultSetSchema, "rowsAffected"),
   executionTime: tagOf(ResultSetSchema, "executionTime"),
@@ -154,7 +155,7 @@ function readQueryAnswer(r: Reader): QueryAnswer {
   const message: QueryAnswer = { $typeName: "dbgateway.v1.QueryAnswer", query: 0n, outcome: { case: undefined } };
   while (r.more()) {
     const tag = r.tag();
-    if (tag === QUERY_ANSWER.query) message.query = r.uint64();
+    if (tag === QUERY_ANSWER_QUERY) message.query = r.uint64();
     else message.outcome = readOutcome(r, tag, message.outcome, QUERY_ANSWER);
   }
   return message;
@@ -231,7 +232,7 @@ function readResultSet(r: Reader): ResultSet {
         skipListValue(r.sub(), bounds);
         break;
       default:
-        readSummaryField(r, tag, message, RESULT_SET);
+        readSummaryField(r, tag, message, RESULT_SET_SUMMARY);
     }
   }
   return withRowBytes(message, r.buf, bounds);

@@ -121,8 +121,3 @@ export class Reader {
 export function utf8(buf: Buffer, start: number, end: number): string {
   return (buf as Buffer & { utf8Slice(start: number, end: number): string }).utf8Slice(start, end);
 }
-
-/** Checks a field's wire type, giving up on anything else. */
-export function expectWireType(tag: number, wireType: number): void {
-  if ((tag & 7) !== wireType) throw GIVE_UP;
-}

@@ -1,4 +1,4 @@
-// The one protobuf wire writer of the hand encoders: varints, and fields with one-byte tags (see field-tags.ts), written into a buffer sized beforehand.
+// The protobuf wire writer of the result encoders: varints, and fields with one-byte tags (see field-tags.ts), written into a buffer sized beforehand (the request codecs use protobuf-es's own BinaryWriter and BinaryReader, as toBinary and fromBinary do).
 
 /** Bytes of `n` (an integer, 0 ≤ n < 2^53) as a varint. */
 export function varintSize(n: number): number {

@@ -176,4 +176,22 @@ describe("the wire codecs against protobuf-es", () => {
       }
     }
   });
+
+  // The one difference kept on purpose: the gateway passes PostgreSQL's text bytes through, and a SQL_ASCII database's
+  // need not be UTF-8. Read by hand, they become what pg itself makes of them; fromBinary would fail the whole result.
+  it("reads row text that is not UTF-8 as pg does (U+FFFD for each bad sequence), where fromBinary refuses the message", () => {
+    const valid = toBinary(
+      QueryResponseSchema,
+      create(QueryResponseSchema, { result: { columns: [{ name: "c0", typeOid: 25 }], rows: [{ values: [{ kind: { case: "stringValue", value: "é" } }] }] } }),
+    );
+    const bytes = Buffer.from(valid);
+    const at = bytes.indexOf(Buffer.from("é"));
+    assert.ok(at >= 0);
+    bytes[at + 1] = 0x28; // 0xc3 0x28: a lead byte without its continuation, then "("
+    assert.throws(() => fromBinary(QueryResponseSchema, bytes));
+    const byHand = decodeByHand(QueryResponseSchema.typeName, bytes);
+    assert.ok(byHand !== undefined, "left to fromBinary");
+    assert.deepStrictEqual(rowsThrough(byHand), [[Buffer.from([0xc3, 0x28]).toString("utf8")]]);
+    assert.deepStrictEqual(rowsThrough(byHand), [["\ufffd("]]);
+  });
 });

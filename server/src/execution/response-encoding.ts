@@ -1,4 +1,4 @@
-// The server's outcomes (encoded results, or GatewayErrors sent as google.rpc.Status) as QueryMany, Batch and QueryStream responses, by wire's hand encoders.
+// The server's outcomes (encoded results, or GatewayErrors sent as google.rpc.Status) as Query, QueryMany, Batch and QueryStream responses, by wire's hand encoders.
 import { toBinary } from "@bufbuild/protobuf";
 import { toRpcStatus, type GatewayError } from "../errors.js";
 import { StatusSchema } from "../../../wire/src/gen/google/rpc/status_pb.js";
@@ -9,6 +9,11 @@ import { EncodedMessage } from "./call-streams.js";
 export type Outcome = wire.Outcome<GatewayError>;
 
 const statusBytes = (error: GatewayError): Uint8Array => toBinary(StatusSchema, toRpcStatus(error));
+
+/** A QueryResponse of one encoded ResultSet; `onSent` as for any `EncodedMessage`. */
+export function encodeQueryResponse(resultSet: Uint8Array, onSent?: () => void): EncodedMessage {
+  return new EncodedMessage(wire.encodeQueryResponse(resultSet), onSent);
+}
 
 /** A QueryManyResponse or a BatchResponse of `outcomes`; `onSent` as for any `EncodedMessage`. */
 export function encodeResults(outcomes: readonly Outcome[], onSent?: () => void): EncodedMessage {

@@ -4,14 +4,12 @@ import type { QueryService } from "../../../wire/src/gen/dbgateway/v1/query_serv
 import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
 import { runPipelined } from "../execution/pipeline.js";
-import { encodeQueryResponse } from "../../../wire/src/response-encoding.js";
-import { encodeResults } from "../execution/response-encoding.js";
+import { encodeQueryResponse, encodeResults } from "../execution/response-encoding.js";
 import { runQueryMany } from "../execution/query-many.js";
 import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
 import type { ResultBudget } from "../execution/result-budget.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
-import { EncodedMessage } from "../execution/call-streams.js";
 import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
@@ -67,7 +65,7 @@ export function createQueryService(
       return limits.results.withAccount(async (account) => {
         const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement], account), statementLimits(ctx));
         if (outcome!.error !== undefined) throw outcome!.error;
-        return new EncodedMessage(encodeQueryResponse(outcome!.result), () => account.release());
+        return encodeQueryResponse(outcome!.result, () => account.release());
       });
     },
 

@@ -2,11 +2,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { GatewayError, toRpcStatus } from "../../server/src/errors.js";
-import { QueryManyResponseSchema, QueryStreamResponseSchema } from "../src/gen/dbgateway/v1/query_service_pb.js";
-import { ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
-import type { Outcome } from "../../server/src/execution/pipeline.js";
-import { encodeAnswers, encodeResults } from "../../server/src/execution/response-encoding.js";
+import { GatewayError, toRpcStatus } from "../src/errors.js";
+import { QueryManyResponseSchema, QueryStreamResponseSchema } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import { ResultSetSchema } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
+import type { Outcome } from "../src/execution/pipeline.js";
+import { encodeAnswers, encodeResults } from "../src/execution/response-encoding.js";
 
 const results = [
   create(ResultSetSchema, { command: "SELECT", rowsAffected: 1n, rows: [{ values: [{ kind: { case: "stringValue", value: "a" } }] }] }),
