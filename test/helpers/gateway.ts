@@ -211,3 +211,15 @@ export async function metricValue(t: Pick<TestGateway, "httpUrl">, series: strin
 export function callsOf(t: Pick<TestGateway, "httpUrl">, platform: string, method: string, counter = "db_gateway_queries_total"): Promise<number> {
   return metricValue(t, `${counter}{platform="${platform}",method="${method}"}`);
 }
+
+/** The value of one series in Prometheus text, or 0 when absent. */
+export function metricSample(text: string, name: string, labels: Record<string, string> = {}): number {
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name)) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (match?.[1] !== name) continue;
+    const set = Object.fromEntries([...(match[2] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([k, v]) => set[k] === v)) return Number(match[3]);
+  }
+  return 0;
+}
