@@ -12,6 +12,7 @@
  *
  * Everything made here (containers, volumes, networks, the temporary directory) is removed at the
  * end, even on failure; the images stay, so a rerun is quick. The machine's own PostgreSQL is not used.
+ * One file, longer than most: its steps run in order on the images and secrets the first ones make.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
