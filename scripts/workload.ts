@@ -9,8 +9,9 @@ import type { GatewayProcess } from "../test/helpers/gateway-process.js";
 export type Operation = "point" | "atomic" | "batch10" | "tx";
 
 const POINT = "SELECT id, note FROM items WHERE id = $1";
-const UPDATE = "UPDATE items SET qty = qty + $1 WHERE id = $2";
-const INSERT = "INSERT INTO history (item, delta) VALUES ($2, $1)";
+/** The write transaction's statements (`npm run bench`'s too): $1 the delta, $2 the item. */
+export const UPDATE = "UPDATE items SET qty = qty + $1 WHERE id = $2";
+export const INSERT = "INSERT INTO history (item, delta) VALUES ($2, $1)";
 
 export async function createWorkloadTables(db: Database): Promise<void> {
   await db.query("CREATE TABLE items (id int PRIMARY KEY, note text, qty int NOT NULL DEFAULT 0)");
