@@ -22,13 +22,9 @@ export const PIPELINE_DEPTH = 8;
  * pipelined as deep as keeps a pipeline's expected time (from the database's
  * recent time per statement) within this budget, at most
  * `MAX_PIPELINE_DEPTH`; slow statements, or a database not yet measured, run
- * side by side. Measured with `npx tsx scripts/profile-gateway.ts 64` (point
- * selects, 64 per call; queries/s of two runs each): spread over every free
- * connection 6,108 and 6,122; at least 4 a connection 7,049 and 7,787; at
- * least 8 7,761 and 7,273; as deep as this budget allows, at most 16, 10,590
- * and 12,095 (gateway CPU 56 and 51 µs a query, from 101); at most 32 11,186
- * and 8,063; at most 64 9,991 and 9,388. 16 is kept: no slower within the
- * noise, and the shortest wait behind a statement slower than expected.
+ * side by side. 16 at most: deeper was no faster (BENCHMARKS.md, pipelines
+ * by time per statement), and it keeps the wait behind a statement slower
+ * than expected short.
  */
 export const PIPELINE_BUDGET_MICROS = 1_000;
 export const MAX_PIPELINE_DEPTH = 16;
