@@ -37,6 +37,10 @@ export default tseslint.config(
               group: ["pg/lib/*", "pg-cursor/*", "pg-protocol/dist/*"],
               message: "pg's packages' own modules are imported in server/src/pool/pg-internals.ts only",
             },
+            {
+              group: ["@grpc/grpc-js/build/*"],
+              message: "grpc-js's own modules are imported in server/src/grpc/grpc-js-internals.ts only",
+            },
           ],
         },
       ],

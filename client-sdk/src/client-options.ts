@@ -48,6 +48,13 @@ export interface ClientOptions {
    * cuts long streams. Default true.
    */
   queryStream?: boolean;
+  /**
+   * "gzip": every request is gzip-compressed, and the gateway compresses its
+   * responses to this client (unless its GRPC_COMPRESSION is none): fewer
+   * bytes on the network for more CPU at both ends, worth it across a slow or
+   * paid link, not on the same host or a fast LAN (BENCHMARKS.md). Default "none".
+   */
+  compression?: "gzip" | "none";
 }
 
 /** Options after validation: files read, defaults filled in. */
@@ -64,6 +71,7 @@ export interface ResolvedClientOptions {
   maxReceiveMessageBytes: number;
   coalesce: boolean;
   queryStream: boolean;
+  compression: "gzip" | "none";
 }
 
 /** HTTP header values: visible ASCII and spaces inside, as an API key must be to travel as metadata. */
@@ -123,6 +131,8 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
   if (options.coalesce !== undefined && typeof options.coalesce !== "boolean") problems.push("coalesce must be a boolean");
   if (options.queryStream !== undefined && typeof options.queryStream !== "boolean") problems.push("queryStream must be a boolean");
   positive(options.maxReceiveMessageBytes, "maxReceiveMessageBytes");
+  if (options.compression !== undefined && options.compression !== "gzip" && options.compression !== "none")
+    problems.push(`compression must be "gzip" or "none", got ${JSON.stringify(options.compression)}`);
   const retry = { maxAttempts: 3, baseDelayMs: 50, maxDelayMs: 1_000, ...options.retry };
   if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1 || retry.maxAttempts > 10)
     problems.push("retry.maxAttempts must be an integer from 1 to 10");
@@ -142,6 +152,7 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
     maxReceiveMessageBytes: options.maxReceiveMessageBytes ?? 256 * 1024 * 1024,
     coalesce: options.coalesce ?? true,
     queryStream: options.queryStream ?? true,
+    compression: options.compression ?? "none",
   };
 }
 

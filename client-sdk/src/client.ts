@@ -57,6 +57,7 @@ export function createClient(options: ClientOptions): GatewayClient {
     target: resolved.target,
     credentials: tlsCredentials(resolved.target.slice(0, resolved.target.lastIndexOf(":")), resolved.tls),
     maxReceiveMessageBytes: resolved.maxReceiveMessageBytes,
+    compression: resolved.compression,
     ready: traceContextReady,
     decorate(metadata) {
       metadata.set("x-api-key", resolved.apiKey);

@@ -27,6 +27,8 @@ export interface GrpcJsTransportOptions {
   ready: Promise<void>;
   /** Largest response message accepted. */
   maxReceiveMessageBytes: number;
+  /** "gzip": requests are gzip-compressed, which asks the gateway to compress its responses (grpc-js accepts compressed responses either way). */
+  compression: "gzip" | "none";
 }
 
 type SecureConnector = ReturnType<grpc.ChannelCredentials["_createSecureConnector"]>;
@@ -97,6 +99,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
     "grpc.max_reconnect_backoff_ms": 5_000,
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes,
     "grpc.max_send_message_length": -1,
+    ...(options.compression === "gzip" ? { "grpc.default_compression_algorithm": grpc.compressionAlgorithms.gzip } : {}),
   });
   const codecs = new Map<DescMethod, Codec>();
   /** Calls in flight, cancelled by `close`. */

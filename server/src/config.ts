@@ -2,6 +2,7 @@
 import { accessSync, constants, readFileSync } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";
+import type { ResponseCompression } from "./grpc/response-compression.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
 import { parseDatabaseName, validatePlatform } from "./tenancy/naming.js";
 
@@ -41,6 +42,8 @@ export interface Settings {
   readonly logLevel: LogLevel;
   /** The operators' HTTP port: /metrics, /health. */
   readonly metrics: { readonly host: string; readonly port: number };
+  /** gzip: responses compressed for the clients that compress their requests with gzip; none: never (see `compressesResponses`). */
+  readonly compression: ResponseCompression;
   /** Calls per second and burst per platform; undefined: unlimited. */
   readonly rateLimit: { readonly perSecond: number; readonly burst: number } | undefined;
   /** The database of the gateway's audit trail. */
@@ -276,6 +279,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
 
   const logLevel = (env.LOG_LEVEL || "info") as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")} (got "${env.LOG_LEVEL}")`);
+  const compression = (env.GRPC_COMPRESSION?.trim() || "gzip") as ResponseCompression;
+  if (compression !== "gzip" && compression !== "none") problems.push(`GRPC_COMPRESSION must be gzip or none (got "${env.GRPC_COMPRESSION}")`);
   const catalogDatabase = env.CATALOG_DATABASE || DEFAULT_CATALOG_DATABASE;
   const catalogPlatform = parseDatabaseName(catalogDatabase)?.platform;
   if (!/^[a-z][a-z0-9_]{0,62}$/.test(catalogDatabase)) problems.push("CATALOG_DATABASE must be lowercase letters, digits and underscores, at most 63");
@@ -326,6 +331,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     results: Object.freeze(results),
     logLevel,
     metrics: { host: env.METRICS_HOST || host, port: int("METRICS_PORT", 9464, 0, 65535) },
+    compression,
     rateLimit: ratePerSecond > 0 ? { perSecond: ratePerSecond, burst: rateBurst } : undefined,
     catalogDatabase,
     healthCheckMillis: int("HEALTH_CHECK_INTERVAL_SECS", 2, 1, 3_600) * 1000,
@@ -359,6 +365,7 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     maxResultBytes: settings.results.maxBytes,
     maxBufferedResultBytes: settings.results.maxBufferedBytes,
     metrics: `${settings.metrics.host}:${settings.metrics.port}`,
+    compression: settings.compression,
     tracing: settings.tracing === undefined ? "off" : "on",
   };
 }

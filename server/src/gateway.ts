@@ -11,6 +11,8 @@ import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import { ApiKeys } from "./grpc/api-keys.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
+import { exposeRequestEncodings, frameCompressedMessages } from "./grpc/grpc-js-internals.js";
+import type { ResponseCompression } from "./grpc/response-compression.js";
 import { OpenCalls } from "./grpc/open-calls.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
@@ -76,6 +78,8 @@ export interface GatewayOptions {
   superuserExpected?: boolean;
   /** Limits of buffered results, per call and for the gateway (default `DEFAULT_RESULT_LIMITS`). */
   results?: ResultLimits;
+  /** gzip (default): the responses of calls whose client compresses its requests with gzip are compressed too; none: no response is. */
+  compression?: ResponseCompression;
 }
 
 /** A running gateway. */
@@ -220,6 +224,9 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   });
   cleanup.defer("gRPC server", () => server.forceShutdown());
+  // grpc-js's server only decompresses: see grpc/grpc-js-internals.ts.
+  exposeRequestEncodings(server);
+  frameCompressedMessages();
   const keys = new ApiKeys(options.platformKeys, options.adminKey);
   const calls = new OpenCalls();
   const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
@@ -230,6 +237,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       if (err.reason === "INTERNAL") onError(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
     },
     calls,
+    compression: options.compression ?? "gzip",
   };
   // Each call takes a token, and each QueryStream message but the first (which uses its call's).
   const admitPlatform: ServiceHooks["authorize"] = (principal, charge) => {

@@ -23,6 +23,8 @@ export interface FaultProxy {
   hold(held: boolean): void;
   /** Connections accepted so far. */
   readonly connections: number;
+  /** Bytes passed on so far, client to server and server to client: what crossed the network, TLS and all. */
+  readonly bytes: { readonly toServer: number; readonly toClient: number };
   close(): Promise<void>;
 }
 
@@ -32,6 +34,7 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   let tripped = false;
   let connections = 0;
   let held = false;
+  const bytes = { toServer: 0, toClient: 0 };
   const sockets = new Set<Socket>();
   const upstreams = new Set<Socket>();
   const server: Server = createServer((client) => {
@@ -54,9 +57,13 @@ export async function startFaultProxy(target: { host: string; port: number }): P
         if (fault === "cut") upstream.destroy();
         return;
       }
+      bytes.toServer += chunk.length;
       upstream.write(chunk);
     });
-    upstream.on("data", (chunk: Buffer) => client.write(chunk));
+    upstream.on("data", (chunk: Buffer) => {
+      bytes.toClient += chunk.length;
+      client.write(chunk);
+    });
     client.on("error", cut).on("close", () => (upstream.end(), sockets.delete(client)));
     upstream.on("error", cut).on("close", () => (client.destroy(), sockets.delete(upstream), upstreams.delete(upstream)));
   });
@@ -88,6 +95,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     },
     get connections() {
       return connections;
+    },
+    get bytes() {
+      return { ...bytes };
     },
     async close() {
       for (const socket of sockets) socket.destroy();

@@ -114,6 +114,7 @@ async function serve(settings: Settings): Promise<void> {
       logger,
       metrics: settings.metrics,
       rateLimit: settings.rateLimit,
+      compression: settings.compression,
       catalogDatabase: settings.catalogDatabase,
       healthCheckMillis: settings.healthCheckMillis,
       superuserExpected: embedded !== undefined,

@@ -2,6 +2,8 @@
 import { create, toBinary, type DescMessage, type DescMethod, type MessageShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { EncodedMessage, type RequestStream, type ResponseStream } from "../execution/call-streams.js";
+import type { CompressedMessage } from "./grpc-js-internals.js";
+import { compressed } from "./response-compression.js";
 
 /** Bytes a streaming call may have written and not yet handed to HTTP/2 before `send` waits. */
 const RESPONSE_BUFFER_BYTES = 1 << 20;
@@ -15,12 +17,22 @@ const RESPONSE_BUFFER_BYTES = 1 << 20;
  * not await (Listen) adds no listener per message. A message's `onSent` is
  * called when its write is done, or else when the call ends (grpc-js drops
  * the writes of a call that has ended without calling them back).
+ *
+ * With `compress`, each message is gzip-compressed on the thread pool as it
+ * is sent, several at once, and written in order when its turn comes; it is
+ * counted by its uncompressed size from `send` on, so the backpressure (and
+ * the result budget its `onSent` releases) holds what the gateway encoded,
+ * not what leaves. `written()` resolves once every message sent has been
+ * handed to grpc-js: the handler awaits it before it ends the call.
  */
 export function responseStream(
   method: DescMethod,
   call: grpc.ServerWritableStream<object, object> | grpc.ServerDuplexStream<object, object>,
   signal: AbortSignal,
-): ResponseStream<DescMessage> {
+  compress = false,
+): ResponseStream<DescMessage> & { written(): Promise<void> } {
+  /** The last compressed message's write, which the next one follows. */
+  let queue: Promise<void> = Promise.resolve();
   let pending = 0;
   let pendingBytes = 0;
   let room: { promise: Promise<void>; resolve: () => void } | undefined;
@@ -40,6 +52,7 @@ export function responseStream(
     get pending() {
       return pending;
     },
+    written: () => queue,
     send(message) {
       const onSent = message instanceof EncodedMessage ? message.onSent : undefined;
       if (signal.aborted || call.writableEnded || call.destroyed) {
@@ -57,12 +70,22 @@ export function responseStream(
       const size = encoded.bytes.length;
       pending++;
       pendingBytes += size;
-      call.write(encoded, () => {
+      const done = () => {
         pending--;
         pendingBytes -= size;
         if (onSent !== undefined && unsent!.delete(onSent)) onSent();
         if (pendingBytes <= RESPONSE_BUFFER_BYTES) free();
-      });
+      };
+      if (!compress) call.write(encoded, done);
+      else {
+        const frame = compressed(encoded, encoded.bytes);
+        queue = queue.then(async () => {
+          const message: EncodedMessage | CompressedMessage = await frame;
+          // Ended while it was compressed: dropped, as grpc-js drops what it was given.
+          if (call.writableEnded || call.destroyed) done();
+          else call.write(message, done);
+        });
+      }
       if (pendingBytes <= RESPONSE_BUFFER_BYTES) return Promise.resolve();
       if (room === undefined) {
         let resolve!: () => void;

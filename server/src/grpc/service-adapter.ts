@@ -9,8 +9,10 @@ import type { Principal } from "../principal.js";
 import type { BidiStreamingImpl, CallContext, ServerStreamingImpl, ServiceImpl, UnaryImpl } from "../services/service-contract.js";
 import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
+import { CompressedMessage } from "./grpc-js-internals.js";
 import { requestStream, responseStream } from "./message-streams.js";
 import type { OpenCalls } from "./open-calls.js";
+import { compressed, compressesResponses, type ResponseCompression } from "./response-compression.js";
 
 type AnyImpl = (...args: never[]) => Promise<unknown>;
 
@@ -32,6 +34,8 @@ export interface ServiceHooks {
   onError?(method: DescMethod, err: GatewayError): void;
   /** Where every call is counted while it runs, and which refuses new calls once the gateway drains. */
   calls?: OpenCalls;
+  /** Response compression (default "none"): see `compressesResponses`. */
+  compression?: ResponseCompression;
 }
 
 /**
@@ -70,7 +74,9 @@ function methodDefinition(service: DescService, method: DescMethod): grpc.Method
     requestSerialize: (message) => Buffer.from(toBinary(method.input, message as MessageShape<DescMessage>)),
     requestDeserialize: decode,
     responseSerialize: (message) =>
-      message instanceof EncodedMessage ? message.bytes : Buffer.from(toBinary(method.output, message as MessageShape<DescMessage>)),
+      message instanceof EncodedMessage || message instanceof CompressedMessage
+        ? message.bytes
+        : Buffer.from(toBinary(method.output, message as MessageShape<DescMessage>)),
     responseDeserialize: (bytes) => fromBinary(method.output, bytes),
     originalName: method.localName,
   };
@@ -85,7 +91,8 @@ function methodDefinition(service: DescService, method: DescMethod): grpc.Method
  * the record with its outcome. The call has one answer: the handler takes it
  * with `answer()` before it sends its response or ends the call, and gets
  * false when the gateway's drain has ended the call already (see
- * `OpenCalls.endAll`): its outcome is then dropped.
+ * `OpenCalls.endAll`): its outcome is then dropped. `compress` says whether
+ * its responses are gzip-compressed (announced in the response headers).
  */
 function startCall(
   method: DescMethod,
@@ -100,8 +107,9 @@ function startCall(
   },
   hooks: ServiceHooks,
   fail: (status: Partial<grpc.StatusObject>) => void,
-): { context: CallContext; run: (handler: () => Promise<void>) => void; sendHeaders: () => void; answer: () => boolean } | undefined {
+): { context: CallContext; run: (handler: () => Promise<void>) => void; sendHeaders: () => void; answer: () => boolean; compress: boolean } | undefined {
   const record = hooks.telemetry.start(method, call.metadata);
+  const compress = compressesResponses(hooks.compression ?? "none", call.metadata);
   let headersSent = false;
   /** The response headers (the request id), once. */
   const sendHeaders = () => {
@@ -109,6 +117,8 @@ function startCall(
     headersSent = true;
     const headers = new grpc.Metadata();
     headers.set(REQUEST_ID_HEADER, record.requestId);
+    // Replaces grpc-js's default "identity" (its response headers take the handler's last).
+    if (compress) headers.set("grpc-encoding", "gzip");
     call.sendMetadata(headers);
   };
   const abort = new AbortController();
@@ -177,6 +187,7 @@ function startCall(
   return {
     context,
     sendHeaders,
+    compress,
     answer: () => take("answered"),
     run: (handler) =>
       runInContext(record.traceContext, handler).then(() => {
@@ -200,11 +211,17 @@ function unaryHandler(
         if (call.cancelled) onSent();
         else call.once("cancelled", onSent);
       }
-      const message = response instanceof EncodedMessage ? (response as unknown as MessageShape<DescMessage>) : create(method.output, response);
+      let message: MessageShape<DescMessage> | CompressedMessage =
+        response instanceof EncodedMessage ? (response as unknown as MessageShape<DescMessage>) : create(method.output, response);
+      if (started.compress)
+        message = await compressed(
+          message,
+          response instanceof EncodedMessage ? response.bytes : toBinary(method.output, message as MessageShape<DescMessage>),
+        );
       if (!started.answer()) return;
       // Headers and response leave in the same tick: one write.
       started.sendHeaders();
-      callback(null, message);
+      callback(null, message as MessageShape<DescMessage>);
     });
   };
 }
@@ -218,7 +235,9 @@ function serverStreamingHandler(
     const started = startCall(method, call, hooks, (status) => call.emit("error", status));
     started?.sendHeaders();
     started?.run(async () => {
-      await handler(call.request, responseStream(method, call, started.context.signal), started.context);
+      const responses = responseStream(method, call, started.context.signal, started.compress);
+      await handler(call.request, responses, started.context);
+      await responses.written();
       if (started.answer()) call.end();
     });
   };
@@ -233,7 +252,9 @@ function bidiStreamingHandler(
     const started = startCall(method, call, hooks, (status) => call.emit("error", status));
     started?.sendHeaders();
     started?.run(async () => {
-      await handler(requestStream(call), responseStream(method, call, started.context.signal), started.context);
+      const responses = responseStream(method, call, started.context.signal, started.compress);
+      await handler(requestStream(call), responses, started.context);
+      await responses.written();
       if (started.answer()) call.end();
     });
   };
