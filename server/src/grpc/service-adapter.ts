@@ -236,8 +236,8 @@ function serverStreamingHandler(
     started?.sendHeaders();
     started?.run(async () => {
       const responses = responseStream(method, call, started.context.signal, started.compress);
-      await handler(call.request, responses, started.context);
-      await responses.written();
+      // Rows still being compressed leave before the call ends, with its status or an error's.
+      await handler(call.request, responses, started.context).finally(() => responses.written());
       if (started.answer()) call.end();
     });
   };
@@ -253,8 +253,8 @@ function bidiStreamingHandler(
     started?.sendHeaders();
     started?.run(async () => {
       const responses = responseStream(method, call, started.context.signal, started.compress);
-      await handler(requestStream(call), responses, started.context);
-      await responses.written();
+      // Rows still being compressed leave before the call ends, with its status or an error's.
+      await handler(requestStream(call), responses, started.context).finally(() => responses.written());
       if (started.answer()) call.end();
     });
   };
