@@ -224,9 +224,11 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   });
   cleanup.defer("gRPC server", () => server.forceShutdown());
-  // grpc-js's server only decompresses: see grpc/grpc-js-internals.ts.
-  exposeRequestEncodings(server);
-  frameCompressedMessages();
+  // grpc-js's server only decompresses: see grpc/grpc-js-internals.ts. With compression off, grpc-js is left as it is.
+  if ((options.compression ?? "gzip") === "gzip") {
+    exposeRequestEncodings(server);
+    frameCompressedMessages();
+  }
   const keys = new ApiKeys(options.platformKeys, options.adminKey);
   const calls = new OpenCalls();
   const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);

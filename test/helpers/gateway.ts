@@ -202,7 +202,7 @@ export async function metricsText(t: Pick<TestGateway, "httpUrl">): Promise<stri
 }
 
 export async function metricValue(t: Pick<TestGateway, "httpUrl">, series: string): Promise<number> {
-  const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
+  const text = await metricsText(t);
   const line = text.split("\n").find((l) => l.startsWith(`${series} `));
   return line === undefined ? 0 : Number(line.split(" ").at(-1));
 }

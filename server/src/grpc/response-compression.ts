@@ -12,7 +12,7 @@ export type ResponseCompression = "gzip" | "none";
  * (gRPC lets each message say whether it is): gzip's header and trailer take
  * much of what it would save, for the CPU of a compression each.
  */
-export const MIN_COMPRESSED_BYTES = 1024;
+const MIN_COMPRESSED_BYTES = 1024;
 
 /**
  * gzip's fastest level: a stream's messages are compressed as fast as
@@ -31,10 +31,12 @@ const gzipAsync = promisify(gzip);
  * gzip in grpc-accept-encoding (the gRPC specification's rule).
  */
 export function compressesResponses(setting: ResponseCompression, metadata: grpc.Metadata): boolean {
-  if (setting !== "gzip") return false;
-  const encoding = metadata.get(REQUEST_ENCODING_KEY)[0];
-  const accepted = metadata.get(REQUEST_ACCEPT_ENCODING_KEY).flatMap((v) => String(v).split(","));
-  return encoding === "gzip" && accepted.some((a) => a.trim() === "gzip");
+  if (setting !== "gzip" || metadata.get(REQUEST_ENCODING_KEY)[0] !== "gzip") return false;
+  return metadata.get(REQUEST_ACCEPT_ENCODING_KEY).some((value) =>
+    String(value)
+      .split(",")
+      .some((a) => a.trim() === "gzip"),
+  );
 }
 
 /** The message as it leaves on a compressed call: gzip-compressed unless it is small (or, should zlib fail, as it is). */

@@ -211,13 +211,14 @@ function unaryHandler(
         if (call.cancelled) onSent();
         else call.once("cancelled", onSent);
       }
-      let message: MessageShape<DescMessage> | CompressedMessage =
-        response instanceof EncodedMessage ? (response as unknown as MessageShape<DescMessage>) : create(method.output, response);
-      if (started.compress)
-        message = await compressed(
-          message,
-          response instanceof EncodedMessage ? response.bytes : toBinary(method.output, message as MessageShape<DescMessage>),
-        );
+      let message: MessageShape<DescMessage> | EncodedMessage | CompressedMessage =
+        response instanceof EncodedMessage ? response : create(method.output, response);
+      // Encoded once: a message too small to compress leaves as these bytes.
+      if (started.compress) {
+        const encoded =
+          response instanceof EncodedMessage ? response : new EncodedMessage(Buffer.from(toBinary(method.output, message as MessageShape<DescMessage>)));
+        message = await compressed(encoded, encoded.bytes);
+      }
       if (!started.answer()) return;
       // Headers and response leave in the same tick: one write.
       started.sendHeaders();

@@ -37,17 +37,17 @@ export class ConnectionReset {
     const pool = connection.pool;
     if (!pool.busy.has(connection)) return; // already destroyed (interrupted)
     if (!this.scheduler.takesBack(connection)) {
-      void this.scheduler.destroy(connection, "closed");
+      void this.scheduler.pools.destroy(connection, "closed");
       return;
     }
     const client = connection.client;
     if ((err !== undefined && !leavesConnectionUsable(err)) || !isQueryable(client) || activeQueryOf(client)) {
       // Broken, or still busy with something its call walked away from (an unclosed cursor).
-      void this.scheduler.destroy(connection, "discarded", true);
+      void this.scheduler.pools.destroy(connection, "discarded", true);
       return;
     }
     if (Date.now() - connection.createdAt > this.options.maxLifetimeMillis) {
-      void this.scheduler.destroy(connection, "expired");
+      void this.scheduler.pools.destroy(connection, "expired");
       return;
     }
     // DISCARD ALL: CLOSE ALL, RESET ALL (role and settings), DEALLOCATE ALL, UNLISTEN *,
@@ -67,14 +67,14 @@ export class ConnectionReset {
         () => {
           if (!pool.busy.has(connection)) return;
           if (client.getTransactionStatus() !== "I") {
-            void this.scheduler.destroy(connection, "discarded", true);
+            void this.scheduler.pools.destroy(connection, "discarded", true);
             return;
           }
           this.scheduler.putBack(connection);
         },
         (resetError: unknown) => {
           this.options.onError?.(pool.database, resetError);
-          void this.scheduler.destroy(connection, "discarded", true);
+          void this.scheduler.pools.destroy(connection, "discarded", true);
         },
       );
   }
@@ -97,7 +97,7 @@ export class ConnectionReset {
     const ended = await Promise.race([Promise.all([outcome, cancelled]), late]);
     clearTimeout(timer);
     if (ended === "late" || !ended[1]) {
-      void this.scheduler.destroy(connection, "discarded", true);
+      void this.scheduler.pools.destroy(connection, "discarded", true);
       return;
     }
     this.release(connection, ended[0].err);

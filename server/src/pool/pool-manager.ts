@@ -77,7 +77,7 @@ export class PoolManager {
 
   /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */
   close(database: string): void {
-    this.#scheduler.close(database);
+    this.#scheduler.pools.close(database);
   }
 
   /**
@@ -108,7 +108,7 @@ export class PoolManager {
    * statement.
    */
   poolKey(database: string): object | undefined {
-    return this.#scheduler.poolKey(database);
+    return this.#scheduler.pools.byDatabase.get(database);
   }
 
   /**
@@ -122,11 +122,11 @@ export class PoolManager {
 
   /** Per-pool statistics, most recently used first. */
   poolStats(): PoolStats[] {
-    return this.#scheduler.poolStats();
+    return this.#scheduler.pools.poolStats();
   }
 
   /** Totals over every pool, those since closed included. */
   stats(): ManagerStats {
-    return this.#scheduler.stats();
+    return this.#scheduler.pools.stats();
   }
 }

@@ -2,8 +2,7 @@
 import { GatewayError } from "../errors.js";
 import type { Connection, DatabasePool, Waiter } from "./database-pool.js";
 import type { CallLimits, PoolManagerOptions } from "./pool-options.js";
-import type { ManagerStats, PoolStats } from "./pool-stats.js";
-import { Pools, type CloseReason } from "./pools.js";
+import { Pools } from "./pools.js";
 
 /**
  * At the cap, how long another database's connection must have been idle
@@ -38,7 +37,8 @@ const STEAL_AFTER_WAIT_MILLIS = 50;
  * closed. What opening and closing connections does is in `Pools`.
  */
 export class Scheduler {
-  readonly #pools: Pools;
+  /** The pools it hands out connections from; the pool manager reads and closes them there. */
+  readonly pools: Pools;
   /**
    * Pools that have had callers waiting since the scheduler last looked (it
    * forgets those with none left), so that it looks only at these: every
@@ -56,7 +56,7 @@ export class Scheduler {
   readonly #reaper: NodeJS.Timeout;
 
   constructor(private readonly options: PoolManagerOptions) {
-    this.#pools = new Pools(options, () => this.#pulse());
+    this.pools = new Pools(options, () => this.#pulse());
     this.#reaper = setInterval(() => this.#reap(), options.reapIntervalMillis);
     this.#reaper.unref();
   }
@@ -68,20 +68,20 @@ export class Scheduler {
 
   /** A connection of the database, marked busy: an idle one at once, or else the call waits its turn, within its deadline. */
   async acquire(database: string, limits: CallLimits): Promise<Connection> {
-    if (this.#pools.closed) throw new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down");
+    if (this.pools.closed) throw new GatewayError("DATABASE_UNAVAILABLE", "the gateway is shutting down");
     if (this.#stopped !== undefined) throw this.#stopped;
-    const pool = this.#pools.touch(database);
+    const pool = this.pools.touch(database);
     pool.lastUsedAt = Date.now();
     if (pool.waiters.length === 0 && pool.idle.length > 0) {
-      this.#pools.count(pool, "hits");
+      this.pools.count(pool, "hits");
       this.options.onAcquired?.(0);
       return this.#checkOut(pool.idle.pop()!);
     }
     if (pool.waiters.length >= this.options.maxWaitersPerPool) {
-      this.#pools.count(pool, "rejected");
+      this.pools.count(pool, "rejected");
       throw new GatewayError("TOO_MANY_WAITERS", `too many calls are waiting for a connection to "${database}"`, { metadata: { database } });
     }
-    this.#pools.count(pool, "misses");
+    this.pools.count(pool, "misses");
     const waitStarted = Date.now();
     const wait = Math.min(this.options.acquireTimeoutMillis, limits.deadline - waitStarted);
     if (!(wait > 0)) throw pool.exhausted(performance.now());
@@ -107,7 +107,7 @@ export class Scheduler {
       };
       const timer = setTimeout(() => {
         leave();
-        this.#pools.count(pool, "timeouts");
+        this.pools.count(pool, "timeouts");
         reject(pool.exhausted(waiter.since));
         this.#pulse();
       }, wait);
@@ -125,14 +125,14 @@ export class Scheduler {
     const pool = connection.pool;
     pool.busy.add(connection);
     if (Date.now() - connection.createdAt > this.options.maxLifetimeMillis) {
-      void this.#pools.destroy(connection, "expired");
+      void this.pools.destroy(connection, "expired");
       return this.acquire(pool.database, { deadline: Date.now() + this.options.acquireTimeoutMillis });
     }
     if (Date.now() - connection.idleSince > this.options.validateAfterIdleMillis) {
       try {
         await connection.client.query("SELECT 1");
       } catch {
-        void this.#pools.destroy(connection, "discarded", true);
+        void this.pools.destroy(connection, "discarded", true);
         return this.acquire(pool.database, { deadline: Date.now() + this.options.acquireTimeoutMillis });
       }
     }
@@ -141,14 +141,14 @@ export class Scheduler {
 
   /** Whether a busy connection may go back to its pool: the pool is still the manager's, and the manager open. */
   takesBack(connection: Connection): boolean {
-    return !connection.pool.retired && !this.#pools.closed;
+    return !connection.pool.retired && !this.pools.closed;
   }
 
   /** A busy connection, reset and outside any transaction, goes back to its pool's idle ones. */
   putBack(connection: Connection): void {
     const pool = connection.pool;
     if (!this.takesBack(connection)) {
-      void this.#pools.destroy(connection, "closed");
+      void this.pools.destroy(connection, "closed");
       return;
     }
     pool.busy.delete(connection);
@@ -158,57 +158,32 @@ export class Scheduler {
     if (starving !== undefined) {
       // At the cap, a database without any connection gets this slot before our own next caller.
       starving.freeing++;
-      void this.#pools.destroy(connection, "stolen").finally(() => starving.freeing--);
+      void this.pools.destroy(connection, "stolen").finally(() => starving.freeing--);
       return;
     }
     this.#pulse();
   }
 
-  /** Removes a connection from its pool and closes it; `force` drops the socket instead of saying goodbye. */
-  destroy(connection: Connection, why: CloseReason, force = false): Promise<void> {
-    return this.#pools.destroy(connection, why, force);
-  }
-
-  /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */
-  close(database: string): void {
-    this.#pools.close(database);
-  }
-
   /** From now on, every call waiting for a connection or asking for one fails with `err`. */
   stop(err: GatewayError): void {
     this.#stopped = err;
-    for (const pool of this.#pools.byDatabase.values()) for (const waiter of pool.waiters.splice(0)) waiter.reject(err);
+    for (const pool of this.pools.byDatabase.values()) for (const waiter of pool.waiters.splice(0)) waiter.reject(err);
   }
 
   /** Closes every pool and stops the reaper. */
   closeAll(): Promise<void> {
     if (this.#later !== undefined) clearTimeout(this.#later.timer);
     clearInterval(this.#reaper);
-    return this.#pools.closeAll();
-  }
-
-  /** The database's pool while it lives (see `PoolManager.poolKey`). */
-  poolKey(database: string): object | undefined {
-    return this.#pools.byDatabase.get(database);
+    return this.pools.closeAll();
   }
 
   /** See `PoolManager.available`. */
   available(database: string): number {
-    const pool = this.#pools.byDatabase.get(database);
+    const pool = this.pools.byDatabase.get(database);
     const size = pool?.size ?? 0;
     const idle = Math.max(0, (pool?.idle.length ?? 0) - (pool?.waiters.length ?? 0));
     const room = Math.max(0, Math.min(this.options.maxConnectionsPerPool - size, this.#roomUnderCap()));
     return idle + room;
-  }
-
-  /** Per-pool statistics, most recently used first. */
-  poolStats(): PoolStats[] {
-    return this.#pools.poolStats();
-  }
-
-  /** Totals over every pool, those since closed included. */
-  stats(): ManagerStats {
-    return this.#pools.stats();
   }
 
   /**
@@ -217,7 +192,7 @@ export class Scheduler {
    * no nested round can spend a slot this one has counted on.
    */
   #pulse(): void {
-    if (this.#pools.closed) return;
+    if (this.pools.closed) return;
     if (this.#pulsing) {
       this.#pulseAgain = true;
       return;
@@ -227,7 +202,7 @@ export class Scheduler {
       do {
         this.#pulseAgain = false;
         this.#pulseOnce();
-      } while (this.#pulseAgain && !this.#pools.closed);
+      } while (this.#pulseAgain && !this.pools.closed);
     } finally {
       this.#pulsing = false;
     }
@@ -251,7 +226,7 @@ export class Scheduler {
     // 2. A database with callers and no connection gets one first, even at the cap.
     const now = performance.now();
     for (const pool of waiting) {
-      if (pool.waiters.length > 0 && pool.size === 0 && !this.#refused(pool, now) && this.#makeRoom(pool)) this.#pools.open(pool);
+      if (pool.waiters.length > 0 && pool.size === 0 && !this.#refused(pool, now) && this.#makeRoom(pool)) this.pools.open(pool);
     }
     // 3. New connections for the callers still waiting, while capacity lasts. At the cap, a database
     //    that has connections takes the place of another's only if that one has been idle for a
@@ -265,7 +240,7 @@ export class Scheduler {
       if (this.#refused(pool, now)) continue;
       let needed = pool.waiters.length - pool.connecting;
       while (needed > 0 && pool.size < this.options.maxConnectionsPerPool && this.#roomUnderCap() > 0) {
-        this.#pools.open(pool);
+        this.pools.open(pool);
         needed--;
       }
       if (needed <= 0 || pool.size >= this.options.maxConnectionsPerPool) continue;
@@ -275,7 +250,7 @@ export class Scheduler {
         continue;
       }
       while (needed > 0 && pool.size < this.options.maxConnectionsPerPool && this.#makeRoom(pool, STEAL_AFTER_IDLE_MILLIS)) {
-        this.#pools.open(pool);
+        this.pools.open(pool);
         needed--;
       }
     }
@@ -289,7 +264,7 @@ export class Scheduler {
     if (this.#later !== undefined) clearTimeout(this.#later.timer);
     const timer = setTimeout(() => {
       this.#later = undefined;
-      if (!this.#pools.closed) this.#pulse();
+      if (!this.pools.closed) this.#pulse();
     }, millis);
     timer.unref();
     this.#later = { due, timer };
@@ -304,7 +279,7 @@ export class Scheduler {
 
   /** Connections that can still be opened under the global cap (closing ones count until gone). */
   #roomUnderCap(): number {
-    return this.options.maxTotalConnections - this.#pools.total - this.#pools.closing;
+    return this.options.maxTotalConnections - this.pools.total - this.pools.closing;
   }
 
   /**
@@ -336,7 +311,7 @@ export class Scheduler {
     let spare: Connection | undefined;
     let last: Connection | undefined;
     const idleSince = Date.now() - minIdleMillis;
-    for (const pool of this.#pools.byDatabase.values()) {
+    for (const pool of this.pools.byDatabase.values()) {
       if (pool === forPool || pool.waiters.length > 0) continue;
       const oldest = pool.idle[0];
       if (oldest === undefined || oldest.idleSince > idleSince) continue;
@@ -349,19 +324,19 @@ export class Scheduler {
     const victim = spare ?? last;
     if (victim === undefined) return false;
     forPool.freeing++;
-    void this.#pools.destroy(victim, "stolen").finally(() => forPool.freeing--);
+    void this.pools.destroy(victim, "stolen").finally(() => forPool.freeing--);
     return false;
   }
 
   /** Beyond `maxPools` pools with connections, closes the least recently used pools that no call is using. */
   #enforcePoolLimit(): void {
-    if (this.#pools.withConnections <= this.options.maxPools) return; // the common case, without looking at every pool
+    if (this.pools.withConnections <= this.options.maxPools) return; // the common case, without looking at every pool
     let withConnections = 0;
-    for (const p of this.#pools.byDatabase.values()) if (p.size > 0) withConnections++;
-    for (const pool of this.#pools.byDatabase.values()) {
+    for (const p of this.pools.byDatabase.values()) if (p.size > 0) withConnections++;
+    for (const pool of this.pools.byDatabase.values()) {
       if (withConnections <= this.options.maxPools) break;
       if (pool.size > 0 && pool.busy.size === 0 && pool.connecting === 0 && pool.waiters.length === 0) {
-        this.#pools.evict(pool);
+        this.pools.evict(pool);
         withConnections--;
       }
     }
@@ -370,23 +345,23 @@ export class Scheduler {
   /** Enforces idle timeouts and lifetimes, keeps one warm connection per active pool, forgets unused pools. */
   #reap(): void {
     const now = Date.now();
-    for (const pool of [...this.#pools.byDatabase.values()]) {
+    for (const pool of [...this.pools.byDatabase.values()]) {
       // Closing a connection below pulses the scheduler, which may evict a pool later in this list.
       if (pool.retired) continue;
       const inUse = pool.busy.size > 0 || pool.connecting > 0 || pool.waiters.length > 0;
       if (!inUse && now - pool.lastUsedAt > this.options.poolIdleTimeoutMillis) {
-        this.#pools.evict(pool);
+        this.pools.evict(pool);
         continue;
       }
       for (const connection of [...pool.idle]) {
         if (now - connection.createdAt > this.options.maxLifetimeMillis) {
-          void this.#pools.destroy(connection, "expired");
+          void this.pools.destroy(connection, "expired");
         } else if (now - connection.idleSince > this.options.connectionIdleTimeoutMillis && pool.size > 1) {
-          void this.#pools.destroy(connection, "idleClosed");
+          void this.pools.destroy(connection, "idleClosed");
         }
       }
       // One warm connection per active pool, if it fits under the cap without taking anyone's.
-      if (pool.size === 0 && !this.#pools.closed && this.#roomUnderCap() > 0 && !this.#refused(pool, performance.now())) this.#pools.open(pool);
+      if (pool.size === 0 && !this.pools.closed && this.#roomUnderCap() > 0 && !this.#refused(pool, performance.now())) this.pools.open(pool);
     }
     this.#pulse();
   }
