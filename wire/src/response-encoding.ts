@@ -1,31 +1,9 @@
 // Responses written by hand around results already encoded: Query and Transaction results, QueryMany, Batch and QueryStream outcomes.
-import {
-  BatchResponseSchema,
-  BatchResultSchema,
-  QueryAnswerSchema,
-  QueryManyResponseSchema,
-  QueryResponseSchema,
-  QueryStreamResponseSchema,
-  TransactionResponseSchema,
-} from "./gen/dbgateway/v1/query_service_pb.js";
-import { oneByteTag } from "./field-tags.js";
+import { ANSWERS, BATCH_RESULT, QUERY_ANSWER, QUERY_RESPONSE_RESULT, RESULTS, TRANSACTION_RESPONSE_RESULT, type OutcomeTags } from "./tags.js";
 import { encodeBytesField, lengthDelimitedSize, varintSize, writeBytesField, writeVarint, writeVarintField } from "./wire-writer.js";
 
 /** The outcome of one statement: its ResultSet, encoded, or its error, of the caller's type `E` (`errorBytes` encodes it as a google.rpc.Status). */
 export type Outcome<E> = { result: Uint8Array; error?: undefined } | { result?: undefined; error: E };
-
-// Tags from the generated descriptors, once.
-const QUERY_RESPONSE_RESULT = oneByteTag(QueryResponseSchema, "result");
-const TRANSACTION_RESPONSE_RESULT = oneByteTag(TransactionResponseSchema, "result");
-const RESULTS = oneByteTag(QueryManyResponseSchema, "results");
-if (oneByteTag(BatchResponseSchema, "results") !== RESULTS) throw new Error("QueryManyResponse and BatchResponse no longer share their wire format");
-const BATCH_RESULT: OutcomeTags = { query: 0, result: oneByteTag(BatchResultSchema, "result"), error: oneByteTag(BatchResultSchema, "error") };
-const ANSWERS = oneByteTag(QueryStreamResponseSchema, "answers");
-const QUERY_ANSWER: OutcomeTags = {
-  query: oneByteTag(QueryAnswerSchema, "query"),
-  result: oneByteTag(QueryAnswerSchema, "result"),
-  error: oneByteTag(QueryAnswerSchema, "error"),
-};
 
 /** A QueryResponse holding one ResultSet, encoded. */
 export function encodeQueryResponse(resultSet: Uint8Array): Buffer {
@@ -56,7 +34,6 @@ export function encodeAnswers<E>(numbers: readonly number[], outcomes: readonly 
 }
 
 /** `query`: 0 where the message has no query number (one shape for both: the encoder stays monomorphic). */
-type OutcomeTags = { query: number; result: number; error: number };
 
 /**
  * Messages each holding one outcome, as the repeated field `tag`: the result

@@ -1,15 +1,12 @@
 // The result messages (QueryResponse, QueryManyResponse, BatchResponse, StreamQueryResponse, TransactionResponse, QueryStreamResponse) decoded by hand, to what protobuf-es's fromBinary gives.
 import { fromBinary } from "@bufbuild/protobuf";
-import { DurationSchema, type Duration } from "@bufbuild/protobuf/wkt";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 import {
   BatchResponseSchema,
-  BatchResultSchema,
-  QueryAnswerSchema,
   QueryManyResponseSchema,
   QueryResponseSchema,
   QueryStreamResponseSchema,
   StreamQueryResponseSchema,
-  StreamSummarySchema,
   TransactionResponseSchema,
   type BatchResult,
   type QueryAnswer,
@@ -19,54 +16,26 @@ import {
   type StreamSummary,
   type TransactionResponse,
 } from "./gen/dbgateway/v1/query_service_pb.js";
-import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "./gen/dbgateway/v1/values_pb.js";
+import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
-import { tagOf } from "./field-tags.js";
+import {
+  ANSWERS,
+  BATCH_RESULT,
+  COLUMN,
+  DURATION,
+  QUERY_ANSWER,
+  QUERY_RESPONSE_RESULT,
+  RESULT_SET,
+  RESULT_SET_SUMMARY,
+  RESULTS,
+  STREAM_QUERY_RESPONSE,
+  STREAM_SUMMARY,
+  TRANSACTION_RESPONSE_RESULT,
+  type OutcomeTags,
+  type SummaryTags,
+} from "./tags.js";
 import { skipListValue, withRowBytes } from "./row-decoding.js";
 import { GIVE_UP, Reader } from "./wire-reader.js";
-
-// Tags from the generated descriptors, once.
-const QUERY_RESPONSE = { result: tagOf(QueryResponseSchema, "result") };
-/** QueryManyResponse and BatchResponse share their wire format. */
-const RESULTS_RESPONSE = { results: sameTag(tagOf(QueryManyResponseSchema, "results"), tagOf(BatchResponseSchema, "results")) };
-type OutcomeTags = { result: number; error: number };
-const BATCH_RESULT: OutcomeTags = { result: tagOf(BatchResultSchema, "result"), error: tagOf(BatchResultSchema, "error") };
-const QUERY_STREAM_RESPONSE = { answers: tagOf(QueryStreamResponseSchema, "answers") };
-const QUERY_ANSWER_QUERY = tagOf(QueryAnswerSchema, "query");
-// One shape for every OutcomeTags and SummaryTags passed on, so that readOutcome and readSummaryField stay monomorphic.
-const QUERY_ANSWER: OutcomeTags = { result: tagOf(QueryAnswerSchema, "result"), error: tagOf(QueryAnswerSchema, "error") };
-const TRANSACTION_RESPONSE_RESULT = tagOf(TransactionResponseSchema, "result");
-const STREAM_QUERY_RESPONSE = {
-  columns: tagOf(StreamQueryResponseSchema, "columns"),
-  rows: tagOf(StreamQueryResponseSchema, "rows"),
-  summary: tagOf(StreamQueryResponseSchema, "summary"),
-};
-type SummaryTags = { command: number; rowsAffected: number; executionTime: number };
-const STREAM_SUMMARY: SummaryTags = {
-  command: tagOf(StreamSummarySchema, "command"),
-  rowsAffected: tagOf(StreamSummarySchema, "rowsAffected"),
-  executionTime: tagOf(StreamSummarySchema, "executionTime"),
-};
-const RESULT_SET = { columns: tagOf(ResultSetSchema, "columns"), rows: tagOf(ResultSetSchema, "rows") };
-const RESULT_SET_SUMMARY: SummaryTags = {
-  command: tagOf(ResultSetSchema, "command"),
-  rowsAffected: tagOf(ResultSetSchema, "rowsAffected"),
-  executionTime: tagOf(ResultSetSchema, "executionTime"),
-};
-const COLUMN = {
-  name: tagOf(ColumnSchema, "name"),
-  typeOid: tagOf(ColumnSchema, "typeOid"),
-  typeModifier: tagOf(ColumnSchema, "typeModifier"),
-  tableOid: tagOf(ColumnSchema, "tableOid"),
-  columnNumber: tagOf(ColumnSchema, "columnNumber"),
-};
-const DURATION = { seconds: tagOf(DurationSchema, "seconds"), nanos: tagOf(DurationSchema, "nanos") };
-
-/** A tag that two messages read alike must share. */
-function sameTag(a: number, b: number): number {
-  if (a !== b) throw new Error("QueryManyResponse and BatchResponse no longer share their wire format");
-  return a;
-}
 
 /**
  * Hand-written protobuf decoding of the responses that carry rows.
@@ -106,7 +75,7 @@ function readQueryResponse(r: Reader): QueryResponse {
   const message: QueryResponse = { $typeName: "dbgateway.v1.QueryResponse" };
   while (r.more()) {
     const tag = r.tag();
-    if (tag !== QUERY_RESPONSE.result || message.result !== undefined) throw GIVE_UP;
+    if (tag !== QUERY_RESPONSE_RESULT || message.result !== undefined) throw GIVE_UP;
     message.result = readResultSet(r.sub());
   }
   return message;
@@ -118,7 +87,7 @@ function readResultsResponse<T extends "dbgateway.v1.QueryManyResponse" | "dbgat
 ): { $typeName: T; results: BatchResult[] } {
   const results: BatchResult[] = [];
   while (r.more()) {
-    if (r.tag() !== RESULTS_RESPONSE.results) throw GIVE_UP;
+    if (r.tag() !== RESULTS) throw GIVE_UP;
     results.push(readBatchResult(r.sub()));
   }
   return { $typeName: typeName, results };
@@ -145,7 +114,7 @@ function readOutcome(r: Reader, tag: number, outcome: BatchResult["outcome"], ta
 function readQueryStreamResponse(r: Reader): QueryStreamResponse {
   const answers: QueryAnswer[] = [];
   while (r.more()) {
-    if (r.tag() !== QUERY_STREAM_RESPONSE.answers) throw GIVE_UP;
+    if (r.tag() !== ANSWERS) throw GIVE_UP;
     answers.push(readQueryAnswer(r.sub()));
   }
   return { $typeName: "dbgateway.v1.QueryStreamResponse", answers };
@@ -155,7 +124,7 @@ function readQueryAnswer(r: Reader): QueryAnswer {
   const message: QueryAnswer = { $typeName: "dbgateway.v1.QueryAnswer", query: 0n, outcome: { case: undefined } };
   while (r.more()) {
     const tag = r.tag();
-    if (tag === QUERY_ANSWER_QUERY) message.query = r.uint64();
+    if (tag === QUERY_ANSWER.query) message.query = r.uint64();
     else message.outcome = readOutcome(r, tag, message.outcome, QUERY_ANSWER);
   }
   return message;

@@ -1,8 +1,8 @@
 // A statement's ResultSet from node-postgres's result: as a protobuf message, or written by hand straight into its wire bytes.
 import { create } from "@bufbuild/protobuf";
-import { DurationSchema, NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/protobuf/wkt";
+import { NullValue, type ListValue, type Value as JsonValue } from "@bufbuild/protobuf/wkt";
 import { ColumnSchema, ResultSetSchema, type Column, type ResultSet } from "./gen/dbgateway/v1/values_pb.js";
-import { oneByteTag } from "./field-tags.js";
+import { COLUMN, DURATION, RESULT_SET } from "./tags.js";
 import { encodeRows, RESULT_SET_ROWS, type TextRow } from "./row-encoding.js";
 import { int32Size, lengthDelimitedSize, varintSize, writeInt32Field, writeStringField, writeVarint, writeVarintField } from "./wire-writer.js";
 
@@ -29,22 +29,6 @@ export interface ResultHead {
 export interface TextResult extends ResultHead {
   rows: readonly TextRow[];
 }
-
-// Tags from the generated descriptors, once.
-const RESULT_SET = {
-  columns: oneByteTag(ResultSetSchema, "columns"),
-  command: oneByteTag(ResultSetSchema, "command"),
-  rowsAffected: oneByteTag(ResultSetSchema, "rowsAffected"),
-  executionTime: oneByteTag(ResultSetSchema, "executionTime"),
-};
-const COLUMN = {
-  name: oneByteTag(ColumnSchema, "name"),
-  typeOid: oneByteTag(ColumnSchema, "typeOid"),
-  typeModifier: oneByteTag(ColumnSchema, "typeModifier"),
-  tableOid: oneByteTag(ColumnSchema, "tableOid"),
-  columnNumber: oneByteTag(ColumnSchema, "columnNumber"),
-};
-const DURATION = { seconds: oneByteTag(DurationSchema, "seconds"), nanos: oneByteTag(DurationSchema, "nanos") };
 
 const NULL: JsonValue = { $typeName: "google.protobuf.Value", kind: { case: "nullValue", value: NullValue.NULL_VALUE } };
 

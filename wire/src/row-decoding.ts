@@ -1,6 +1,6 @@
 // Result rows (google.protobuf.ListValue entries) checked without being decoded, then read straight into the SDK's row objects, or into ListValues when asked for.
-import { ListValueSchema, ValueSchema, type ListValue, type Value } from "@bufbuild/protobuf/wkt";
-import { oneByteTag, tagOf } from "./field-tags.js";
+import type { ListValue, Value } from "@bufbuild/protobuf/wkt";
+import { LIST_VALUE_ENTRY, VALUE } from "./tags.js";
 import { GIVE_UP, Reader, utf8 } from "./wire-reader.js";
 
 /** Turns PostgreSQL's text form of one value into a JavaScript value. */
@@ -13,12 +13,8 @@ export type TypeParser = (text: string) => unknown;
  */
 export const parseInteger: TypeParser = (text) => parseInt(text, 10);
 
-/** ListValue.values: one byte, which `nextValue` steps over unread. */
-const LIST_VALUE_ENTRY = oneByteTag(ListValueSchema, "values");
-const NULL_VALUE = tagOf(ValueSchema, "nullValue");
-const NUMBER_VALUE = tagOf(ValueSchema, "numberValue");
-const STRING_VALUE = tagOf(ValueSchema, "stringValue");
-const BOOL_VALUE = tagOf(ValueSchema, "boolValue");
+// ListValue.values is one byte (tags.ts makes sure), which `nextValue` steps over unread.
+const { nullValue: NULL_VALUE, numberValue: NUMBER_VALUE, stringValue: STRING_VALUE, boolValue: BOOL_VALUE } = VALUE;
 
 /**
  * The rows of a result message as the hand-written decoders leave them:

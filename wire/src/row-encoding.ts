@@ -1,8 +1,5 @@
 // Result rows encoded by hand into protobuf wire bytes, from PostgreSQL's text or DataRow bytes, whole or in bounded chunks.
-import { ListValueSchema, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { StreamQueryResponseSchema } from "./gen/dbgateway/v1/query_service_pb.js";
-import { ResultSetSchema } from "./gen/dbgateway/v1/values_pb.js";
-import { oneByteTag } from "./field-tags.js";
+import { LIST_VALUE_ENTRY, RESULT_SET, STREAM_QUERY_RESPONSE, VALUE } from "./tags.js";
 import { varintSize, writeVarint } from "./wire-writer.js";
 
 /**
@@ -20,13 +17,11 @@ import { varintSize, writeVarint } from "./wire-writer.js";
 export type TextRow = (string | null)[];
 
 /** The tags of the rows of a ResultSet and of a StreamQueryResponse: what `encodeRows` and `RowChunker` take. */
-export const RESULT_SET_ROWS = oneByteTag(ResultSetSchema, "rows");
-export const STREAM_QUERY_ROWS = oneByteTag(StreamQueryResponseSchema, "rows");
+export const RESULT_SET_ROWS = RESULT_SET.rows;
+export const STREAM_QUERY_ROWS = STREAM_QUERY_RESPONSE.rows;
 
-const LIST_VALUE_ENTRY_TAG = oneByteTag(ListValueSchema, "values");
-const STRING_VALUE_TAG = oneByteTag(ValueSchema, "stringValue");
 /** `Value.null_value = NULL_VALUE` as a ListValue entry: its tag, length 2, then null_value's tag and 0. */
-const NULL_ENTRY = [LIST_VALUE_ENTRY_TAG, 0x02, oneByteTag(ValueSchema, "nullValue"), 0x00] as const;
+const NULL_ENTRY = [LIST_VALUE_ENTRY, 0x02, VALUE.nullValue, 0x00] as const;
 
 const EMPTY = Buffer.alloc(0);
 /** The first chunk's room; later chunks start with the size of the one before. */
@@ -119,9 +114,9 @@ export class RowChunker {
         for (const byte of NULL_ENTRY) out[w++] = byte;
         continue;
       }
-      out[w++] = LIST_VALUE_ENTRY_TAG;
+      out[w++] = LIST_VALUE_ENTRY;
       w = writeVarint(out, w, 1 + varintSize(length) + length);
-      out[w++] = STRING_VALUE_TAG;
+      out[w++] = VALUE.stringValue;
       w = writeVarint(out, w, length);
       if (length < SHORT_COPY) {
         for (let end = at + length; at < end;) out[w++] = bytes[at++]!;
@@ -203,9 +198,9 @@ function writeTextRow(out: Buffer, at: number, row: TextRow, utf8Lengths: readon
       continue;
     }
     const length = utf8Lengths[lengthIndex++]!;
-    out[at++] = LIST_VALUE_ENTRY_TAG;
+    out[at++] = LIST_VALUE_ENTRY;
     at = writeVarint(out, at, 1 + varintSize(length) + length);
-    out[at++] = STRING_VALUE_TAG;
+    out[at++] = VALUE.stringValue;
     at = writeVarint(out, at, length);
     at += out.write(value, at, length, "utf8");
   }
