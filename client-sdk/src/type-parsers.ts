@@ -4,7 +4,7 @@ import types from "pg-types";
 import { parseInteger, type TypeParser } from "../../wire/src/row-decoding.js";
 
 // Defined with the rows' decoding, which reads integers straight from their bytes, and part of this module's API too.
-export { parseInteger, type TypeParser };
+export type { TypeParser };
 
 /** How int8 (bigint) values are returned. */
 export type Int8Mode = "bigint" | "string";

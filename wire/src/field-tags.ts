@@ -7,7 +7,7 @@ export const MAP_ENTRY_KEY = 1;
 export const MAP_ENTRY_VALUE = 2;
 
 /** The descriptor of `schema`'s field `localName` (a oneof member too); a field renamed or removed in proto/ fails at load. */
-export function fieldOf(schema: DescMessage, localName: string): DescField {
+function fieldOf(schema: DescMessage, localName: string): DescField {
   const field = schema.field[localName];
   if (field === undefined) throw new Error(`${schema.typeName} has no field ${localName}`);
   return field;
