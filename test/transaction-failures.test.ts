@@ -7,7 +7,7 @@ import { rejectsWith } from "./helpers/assert-error.js";
 import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";
 import { pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { waitFor } from "./helpers/wait.js";
-import { begunStream, expectKind } from "./helpers/transaction-stream.js";
+import { begunStream, expectKind, TRANSPORTS } from "./helpers/transaction-stream.js";
 
 describe("Transaction: serialization failures are ABORTED and retryable", () => {
   let t: TestGateway;
@@ -120,39 +120,44 @@ describe("Transaction: idle timeout and the unknown outcome of COMMIT", () => {
 
   const count = async () => (await direct.query<{ n: number }>("SELECT count(*)::int AS n FROM events")).rows[0]!.n;
 
-  it("a transaction left idle past the timeout is rolled back: ABORTED, reason TRANSACTION_IDLE_TIMEOUT", async () => {
-    const s = await begunStream(t.client(), t.platforms[0]!);
-    s.statement("INSERT INTO events VALUES (1)");
-    await expectKind(s, "result");
-    await new Promise((r) => setTimeout(r, 800));
-    await rejectsWith(s.next(), Code.Aborted, "TRANSACTION_IDLE_TIMEOUT");
-    assert.equal(await count(), 0);
-  });
-
-  for (const fault of ["forward-then-cut", "cut"] as const) {
-    const what = fault === "cut" ? "before it reached PostgreSQL" : "after PostgreSQL received it";
-    it(`the link to PostgreSQL breaking ${what} is UNAVAILABLE with reason COMMIT_OUTCOME_UNKNOWN, never OK or ABORTED`, async () => {
-      const before = await count();
-      const s = await begunStream(t.client(), t.platforms[0]!);
-      s.statement(`INSERT INTO events VALUES (${100 + before})`);
+  for (const transport of TRANSPORTS)
+    it(`a transaction left idle past the timeout is rolled back: ABORTED, reason TRANSACTION_IDLE_TIMEOUT (over a ${transport})`, async () => {
+      const s = await begunStream(t.client(), t.platforms[0]!, {}, {}, transport);
+      s.statement("INSERT INTO events VALUES (1)");
       await expectKind(s, "result");
-      proxy.arm("COMMIT\0", fault);
-      s.send({ kind: { case: "commit", value: {} } });
-      await rejectsWith(s.next(), Code.Unavailable, "COMMIT_OUTCOME_UNKNOWN");
-      assert.ok(proxy.tripped);
-      // What really happened: committed when PostgreSQL got the COMMIT, not when it did not.
-      await waitFor(
-        async () =>
-          (await direct.query("SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()", [`${t.platforms[0]}_main`]))
-            .rowCount === 0,
-        5_000,
-        "settled",
-      );
-      assert.equal(await count(), fault === "cut" ? before : before + 1);
-      // The gateway carries on with a new connection.
-      assert.deepEqual((await db.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
+      await new Promise((r) => setTimeout(r, 800));
+      await rejectsWith(s.next(), Code.Aborted, "TRANSACTION_IDLE_TIMEOUT");
+      assert.equal(await count(), 0);
     });
-  }
+
+  for (const transport of TRANSPORTS)
+    for (const fault of ["forward-then-cut", "cut"] as const) {
+      const what = fault === "cut" ? "before it reached PostgreSQL" : "after PostgreSQL received it";
+      it(`the link to PostgreSQL breaking ${what} is UNAVAILABLE with reason COMMIT_OUTCOME_UNKNOWN, never OK or ABORTED (over a ${transport})`, async () => {
+        const before = await count();
+        const s = await begunStream(t.client(), t.platforms[0]!, {}, {}, transport);
+        s.statement(`INSERT INTO events VALUES (${100 + before})`);
+        await expectKind(s, "result");
+        proxy.arm("COMMIT\0", fault);
+        s.send({ kind: { case: "commit", value: {} } });
+        await rejectsWith(s.next(), Code.Unavailable, "COMMIT_OUTCOME_UNKNOWN");
+        assert.ok(proxy.tripped);
+        // What really happened: committed when PostgreSQL got the COMMIT, not when it did not.
+        await waitFor(
+          async () =>
+            (
+              await direct.query("SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()", [
+                `${t.platforms[0]}_main`,
+              ])
+            ).rowCount === 0,
+          5_000,
+          "settled",
+        );
+        assert.equal(await count(), fault === "cut" ? before : before + 1);
+        // The gateway carries on with a new connection.
+        assert.deepEqual((await db.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
+      });
+    }
 
   it("through the SDK, a commit whose outcome is unknown is reported as such and not retried", async () => {
     let runs = 0;

@@ -1,9 +1,10 @@
 // Coalesces one turn's queries of a platform into one QueryStream message or QueryMany call, each query still run as its own.
 import type { Client } from "@connectrpc/connect";
-import type { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { BatchRequestSchema, BatchResponse, QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import type { ResultSet, Value } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
-import { noResult, QueryStreamSession, settle, toTenantQueries, type PendingQuery } from "./query-stream.js";
+import { noResult, QueryStreamSession, settle, toTenantQueries, type PendingBatch, type PendingQuery } from "./query-stream.js";
 import { callerContext, runInCallerContext, traceContextLookedFor, traceContextReady } from "./trace-context.js";
 
 /** The most queries one coalesced call carries. */
@@ -13,6 +14,7 @@ interface Group {
   readonly platform: string;
   readonly timeoutMs: number | undefined;
   readonly queries: PendingQuery[];
+  readonly batches: PendingBatch[];
 }
 
 /**
@@ -60,18 +62,47 @@ export class QueryCoalescer {
   query(target: { platform: string; tenantId: string }, sql: string, params: Value[], timeoutMs: number | undefined): Promise<ResultSet> {
     // A query made as the process starts waits for @opentelemetry/api to be looked for, to keep its caller's context.
     if (!traceContextLookedFor()) return traceContextReady.then(() => this.query(target, sql, params, timeoutMs));
-    const key = `${target.platform}/${timeoutMs ?? ""}`;
+    const queries = this.#group(target.platform, timeoutMs).queries;
+    return new Promise<ResultSet>((resolve, reject) => queries.push({ tenantId: target.tenantId, sql, params, caller: callerContext(), resolve, reject }));
+  }
+
+  /**
+   * Runs a batch over the platform's QueryStream, with this turn's queries,
+   * when the stream carries batches; otherwise undefined (the caller makes a
+   * Batch call), and a stream is opened for the next ones.
+   */
+  batch(request: MessageInitShape<typeof BatchRequestSchema> & { platform: string }, timeoutMs: number | undefined): Promise<BatchResponse> | undefined {
+    if (!this.#session(request.platform)?.carries("batches")) return undefined;
+    const batches = this.#group(request.platform, timeoutMs).batches;
+    return new Promise<BatchResponse>((resolve, reject) =>
+      batches.push({
+        request,
+        resolve,
+        reject,
+        fallback: () => this.client.batch(request, { timeoutMs }).then(resolve, reject),
+      }),
+    );
+  }
+
+  /** The platform's QueryStream when it carries transactions; otherwise undefined (the caller makes a Transaction call), and a stream is opened for the next ones. */
+  transactions(platform: string): QueryStreamSession | undefined {
+    const session = this.#session(platform);
+    return session?.carries("transactions") ? session : undefined;
+  }
+
+  /** This turn's group of a platform and timeout, to be sent at the end of the turn. */
+  #group(platform: string, timeoutMs: number | undefined): Group {
+    const key = `${platform}/${timeoutMs ?? ""}`;
     let group = this.#groups.get(key);
     if (group === undefined) {
-      group = { platform: target.platform, timeoutMs, queries: [] };
+      group = { platform, timeoutMs, queries: [], batches: [] };
       this.#groups.set(key, group);
     }
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(() => this.#flush());
     }
-    const queries = group.queries;
-    return new Promise<ResultSet>((resolve, reject) => queries.push({ tenantId: target.tenantId, sql, params, caller: callerContext(), resolve, reject }));
+    return group;
   }
 
   #flush(): void {
@@ -79,27 +110,42 @@ export class QueryCoalescer {
     const groups = [...this.#groups.values()];
     this.#groups.clear();
     for (const group of groups) {
-      for (let i = 0; i < group.queries.length; i += MAX_QUERIES_PER_CALL) this.#send(group, group.queries.slice(i, i + MAX_QUERIES_PER_CALL));
+      const { queries, batches } = group;
+      for (let i = 0; i < Math.max(queries.length, 1); i += MAX_QUERIES_PER_CALL) {
+        this.#send(group, queries.slice(i, i + MAX_QUERIES_PER_CALL), i === 0 ? batches : []);
+      }
     }
   }
 
-  #send(group: Group, queries: PendingQuery[]): void {
+  /** The platform's open QueryStream, opened if need be (undefined once the gateway has shown it has none). */
+  #session(platform: string): QueryStreamSession | undefined {
+    if (!this.#streams) return undefined;
+    let session = this.#sessions.get(platform);
+    if (session === undefined) {
+      session = new QueryStreamSession(
+        this.client,
+        platform,
+        (closed, error) => {
+          if (this.#sessions.get(platform) === closed) this.#sessions.delete(platform);
+          if (error?.code === Code.Unimplemented) this.#streams = false;
+        },
+        (unanswered, timeout) => this.#send({ platform, timeoutMs: timeout, queries: unanswered, batches: [] }, unanswered, []),
+      );
+      this.#sessions.set(platform, session);
+    }
+    return session;
+  }
+
+  #send(group: Group, queries: PendingQuery[], batches: PendingBatch[]): void {
     const { platform, timeoutMs } = group;
-    if (this.#streams) {
-      let session = this.#sessions.get(platform);
-      if (session === undefined) {
-        session = new QueryStreamSession(
-          this.client,
-          platform,
-          (closed, error) => {
-            if (this.#sessions.get(platform) === closed) this.#sessions.delete(platform);
-            if (error?.code === Code.Unimplemented) this.#streams = false;
-          },
-          (unanswered, timeout) => this.#send({ platform, timeoutMs: timeout, queries: unanswered }, unanswered),
-        );
-        this.#sessions.set(platform, session);
-      }
-      session.send(queries, timeoutMs);
+    const session = this.#session(platform);
+    if (batches.length > 0 && !session?.carries("batches")) {
+      for (const batch of batches) batch.fallback();
+      batches = [];
+    }
+    if (queries.length === 0 && batches.length === 0) return;
+    if (session !== undefined) {
+      session.send(queries, timeoutMs, batches);
       return;
     }
     if (queries.length === 1) {
@@ -117,7 +163,7 @@ export class QueryCoalescer {
       },
       (err: unknown) => {
         // A gateway from before QueryMany: one Query call each.
-        if (GatewayError.from(err).code === Code.Unimplemented) for (const q of queries) this.#send(group, [q]);
+        if (GatewayError.from(err).code === Code.Unimplemented) for (const q of queries) this.#send(group, [q], []);
         else for (const q of queries) q.reject(err);
       },
     );

@@ -6,7 +6,7 @@ import type { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service
 import { Code, GatewayError } from "./gateway-error.js";
 import { decodeResult, durationMs, RowDecoder, type Field, type QueryResult, type RowMode } from "./result.js";
 import { withRetries } from "./retry.js";
-import { runTransactionOnce, transactionOptions, type Transaction, type TransactionOptions } from "./transaction.js";
+import { runTransactionOnce, streamTransaction, transactionCall, transactionOptions, type Transaction, type TransactionOptions } from "./transaction.js";
 import type { TypeParser } from "./type-parsers.js";
 import { toValue, type Param } from "./values.js";
 
@@ -220,16 +220,16 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
     },
 
     batch(statements: readonly BatchStatement[], options: BatchOptions = {}) {
+      const request = {
+        ...target,
+        statements: statements.map((s) => (typeof s === "string" ? { sql: s } : { sql: s.sql, params: (s.params ?? []).map(toValue) })),
+        atomic: options.atomic ?? false,
+        transactionOptions: transactionOptions(options),
+      };
+      const { coalescer } = context;
       return call(async (o) => {
-        const response = await client.batch(
-          {
-            ...target,
-            statements: statements.map((s) => (typeof s === "string" ? { sql: s } : { sql: s.sql, params: (s.params ?? []).map(toValue) })),
-            atomic: options.atomic ?? false,
-            transactionOptions: transactionOptions(options),
-          },
-          o,
-        );
+        // Over the platform's QueryStream, with this turn's queries, when it carries batches; a batch with a signal is a call of its own.
+        const response = await ((o.signal === undefined ? coalescer?.batch(request, o.timeoutMs) : undefined) ?? client.batch(request, o));
         return response.results.map((r) =>
           r.outcome.case === "error" ? GatewayError.fromStatus(r.outcome.value) : decodeResult<Record<string, unknown>>(r.outcome.value, parserFor),
         );
@@ -240,14 +240,11 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
       const attempts = options.maxAttempts ?? 3;
       for (let attempt = 1; ; attempt++) {
         try {
-          return await runTransactionOnce(
-            client,
-            target,
-            fn,
-            options,
-            { signal: options.signal, timeoutMs: options.timeoutMs ?? context.timeoutMs },
-            parserFor,
-          );
+          const timeoutMs = options.timeoutMs ?? context.timeoutMs;
+          // Over the platform's QueryStream when it carries transactions; a transaction with a signal has a call of its own, which the signal cancels.
+          const session = options.signal === undefined ? context.coalescer?.transactions(target.platform) : undefined;
+          const channel = session !== undefined ? streamTransaction(session, timeoutMs) : transactionCall(client, { signal: options.signal, timeoutMs });
+          return await runTransactionOnce(channel, target, fn, options, parserFor);
         } catch (err) {
           const error = GatewayError.from(err);
           if (error.code !== Code.Aborted || attempt >= attempts || options.signal?.aborted) throw error;

@@ -1,9 +1,10 @@
-// One attempt of an interactive transaction over a Transaction stream: begin, the callback's statements, then commit or rollback.
+// One attempt of an interactive transaction, over a Transaction call or the platform's QueryStream: begin, the callback's statements, then commit or rollback.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { createWritableIterable } from "@connectrpc/connect/protocol";
 import { IsolationLevel, TransactionRequestSchema, type QueryService, type TransactionResponse } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
+import type { QueryStreamSession } from "./query-stream.js";
 import { decodeResult, type QueryResult } from "./result.js";
 import type { TypeParser } from "./type-parsers.js";
 import { toValue, type Param } from "./values.js";
@@ -40,38 +41,109 @@ export function transactionOptions(options: TransactionOptions): { isolationLeve
 /** Codes with which the outcome of a COMMIT that was sent stays unknown to the client. */
 const UNCERTAIN = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Canceled, Code.Unknown, Code.Internal]);
 
-/**
- * One attempt of an interactive transaction over a Transaction stream: begin,
- * the callback's statements, then commit when it returns or rollback when it
- * throws. An error after commit was sent that does not say what happened
- * (a broken connection, a deadline) becomes COMMIT_OUTCOME_UNKNOWN.
- */
-export async function runTransactionOnce<T>(
-  client: Client<typeof QueryService>,
-  target: { platform: string; tenantId: string },
-  fn: (tx: Transaction) => Promise<T>,
-  options: TransactionOptions,
-  call: { signal?: AbortSignal; timeoutMs?: number },
-  parserFor: (oid: number) => TypeParser,
-): Promise<T> {
+/** The messages of one transaction and its answers, over a Transaction call of its own or the platform's QueryStream. */
+export interface TransactionChannel {
+  send(request: MessageInitShape<typeof TransactionRequestSchema>): void;
+  /** The next answer, in order; throws the error that ended the transaction (or its call). */
+  receive(): Promise<TransactionResponse["kind"]>;
+  /** After commit or rollback: nothing more is sent (the call, if any, is half-closed). */
+  halfClose(): void;
+  /** After the last answer: resolves once the call, if any, has ended cleanly. */
+  finish(): Promise<void>;
+  /** Ends it (the call, if any, is cancelled when still open). */
+  close(): void;
+}
+
+/** A transaction's own Transaction call: a bidirectional stream ended by commit or rollback. */
+export function transactionCall(client: Client<typeof QueryService>, call: { signal?: AbortSignal; timeoutMs?: number }): TransactionChannel {
   const requests = createWritableIterable<MessageInitShape<typeof TransactionRequestSchema>>();
   const abort = new AbortController();
   const onAbort = () => abort.abort(call.signal?.reason);
   call.signal?.addEventListener("abort", onAbort, { once: true });
   const responses = client.transaction(requests, { signal: abort.signal, timeoutMs: call.timeoutMs })[Symbol.asyncIterator]();
-  const send = (request: MessageInitShape<typeof TransactionRequestSchema>) => {
-    requests.write(create(TransactionRequestSchema, request)).catch(() => undefined);
+  return {
+    send(request) {
+      requests.write(create(TransactionRequestSchema, request)).catch(() => undefined);
+    },
+    async receive() {
+      let next: IteratorResult<TransactionResponse>;
+      try {
+        next = await responses.next();
+      } catch (err) {
+        throw GatewayError.from(err);
+      }
+      if (next.done) throw new GatewayError("the gateway ended the transaction stream without an answer", Code.Internal, "INTERNAL", {}, undefined);
+      return next.value.kind;
+    },
+    halfClose() {
+      requests.close(); // nothing follows: half-close, so the call ends cleanly on both sides
+    },
+    async finish() {
+      await responses.next().catch(() => undefined); // the call's status: the stream ends cleanly
+    },
+    close() {
+      requests.close();
+      call.signal?.removeEventListener("abort", onAbort);
+      abort.abort(OVER); // ends the call if it is still open; a reason of our own spares making an AbortError per call
+    },
   };
-  const receive = async (): Promise<TransactionResponse["kind"]> => {
-    let next: IteratorResult<TransactionResponse>;
-    try {
-      next = await responses.next();
-    } catch (err) {
-      throw GatewayError.from(err);
-    }
-    if (next.done) throw new GatewayError("the gateway ended the transaction stream without an answer", Code.Internal, "INTERNAL", {}, undefined);
-    return next.value.kind;
+}
+
+/**
+ * A transaction carried on the platform's QueryStream (`session`): its
+ * messages leave with the stream's next message, its answers come by its
+ * number. `timeoutMs` bounds it from when the gateway reads its begin.
+ */
+export function streamTransaction(session: QueryStreamSession, timeoutMs: number | undefined): TransactionChannel {
+  const answers: TransactionResponse["kind"][] = [];
+  let waiter: { resolve(answer: TransactionResponse["kind"]): void; reject(err: unknown): void } | undefined;
+  let failure: GatewayError | undefined;
+  const transaction = session.openTransaction({
+    answer(answer) {
+      if (waiter === undefined) answers.push(answer);
+      else {
+        waiter.resolve(answer);
+        waiter = undefined;
+      }
+    },
+    fail(error) {
+      failure = error;
+      waiter?.reject(error);
+      waiter = undefined;
+    },
+  });
+  let begun = false;
+  return {
+    send(request) {
+      transaction.send(request, begun ? undefined : timeoutMs);
+      begun = true;
+    },
+    receive() {
+      const answer = answers.shift();
+      if (answer !== undefined) return Promise.resolve(answer);
+      if (failure !== undefined) return Promise.reject(failure);
+      return new Promise((resolve, reject) => (waiter = { resolve, reject }));
+    },
+    halfClose: () => undefined,
+    finish: () => Promise.resolve(),
+    close: () => transaction.close(),
   };
+}
+
+/**
+ * One attempt of an interactive transaction over `channel`: begin, the
+ * callback's statements, then commit when it returns or rollback when it
+ * throws. An error after commit was sent that does not say what happened
+ * (a broken connection, a deadline) becomes COMMIT_OUTCOME_UNKNOWN.
+ */
+export async function runTransactionOnce<T>(
+  channel: TransactionChannel,
+  target: { platform: string; tenantId: string },
+  fn: (tx: Transaction) => Promise<T>,
+  options: TransactionOptions,
+  parserFor: (oid: number) => TypeParser,
+): Promise<T> {
+  const { send, receive } = channel;
   let open = true;
   try {
     // The first statement is sent without waiting for `begun`: the gateway answers in order.
@@ -104,14 +176,14 @@ export async function runTransactionOnce<T>(
       await begun.catch(() => undefined);
       if (open) {
         send({ kind: { case: "rollback", value: {} } });
-        requests.close(); // nothing follows: half-close, so the call ends cleanly on both sides
+        channel.halfClose();
         await receive().catch(() => undefined);
-        await responses.next().catch(() => undefined); // the call's status: the stream ends cleanly
+        await channel.finish();
       }
       throw err;
     }
     send({ kind: { case: "commit", value: {} } });
-    requests.close();
+    channel.halfClose();
     try {
       expect(await receive(), "committed");
     } catch (err) {
@@ -127,13 +199,11 @@ export async function runTransactionOnce<T>(
       );
     }
     // Committed, and confirmed. Reading the call's status lets the stream end cleanly; a failure now changes nothing.
-    await responses.next().catch(() => undefined);
+    await channel.finish();
     return value;
   } finally {
     open = false;
-    requests.close();
-    call.signal?.removeEventListener("abort", onAbort);
-    abort.abort(OVER); // ends the call if it is still open; a reason of our own spares making an AbortError per call
+    channel.close();
   }
 }
 

@@ -54,6 +54,8 @@ export const Reason = {
   TRANSACTION_IDLE_TIMEOUT: Status.ABORTED,
   /** A statement ended the transaction itself (COMMIT, ROLLBACK …): use the stream's commit and rollback. */
   TRANSACTION_ENDED_BY_STATEMENT: Status.FAILED_PRECONDITION,
+  /** A QueryStream message for a transaction of the stream that is not open (never begun, or ended). */
+  TRANSACTION_NOT_OPEN: Status.FAILED_PRECONDITION,
   /** The connection broke after COMMIT was sent: the transaction may or may not have committed. */
   COMMIT_OUTCOME_UNKNOWN: Status.UNAVAILABLE,
   INVALID_CHANNEL: Status.INVALID_ARGUMENT,

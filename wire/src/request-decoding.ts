@@ -42,7 +42,12 @@ const TENANT_QUERY = {
 export const requestDecoders = new Map<string, (bytes: Uint8Array) => object>([
   [
     QueryStreamRequestSchema.typeName,
-    (bytes) => readRequest(bytes, { $typeName: "dbgateway.v1.QueryStreamRequest", platform: "", queries: [], timeoutMs: 0 }, STREAM_REQUEST.queries),
+    (bytes) =>
+      readRequest(
+        bytes,
+        { $typeName: "dbgateway.v1.QueryStreamRequest", platform: "", queries: [], timeoutMs: 0, batches: [], transactions: [] },
+        STREAM_REQUEST.queries,
+      ),
   ],
   [
     QueryManyRequestSchema.typeName,

@@ -1,5 +1,5 @@
 // QueryManyRequest and QueryStreamRequest, the SDK's hot paths, encoded by hand into the bytes protobuf-es's toBinary writes.
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { QueryManyRequestSchema, QueryStreamRequestSchema, TenantQuerySchema } from "./gen/dbgateway/v1/query_service_pb.js";
@@ -64,12 +64,19 @@ function encodeQueryManyRequest(init: QueryManyInit): Uint8Array {
   return w.finish();
 }
 
-/** QueryStreamRequest { platform; repeated TenantQuery queries; uint32 timeout_ms }. */
+/**
+ * QueryStreamRequest { platform; repeated TenantQuery queries; uint32 timeout_ms;
+ * repeated BatchRequest batches; repeated StreamTransactionRequest transactions }:
+ * the first three by hand, the batches and transactions (later field numbers,
+ * so written after them, as toBinary orders fields) by toBinary.
+ */
 function encodeQueryStreamRequest(init: QueryStreamInit): Uint8Array {
   const w = new BinaryWriter();
   if (init.platform) w.uint32(STREAM_REQUEST.platform).string(init.platform);
   writeQueries(w, STREAM_REQUEST.queries, init.queries ?? []);
   if (init.timeoutMs) w.uint32(STREAM_REQUEST.timeoutMs).uint32(init.timeoutMs);
+  if (init.batches?.length || init.transactions?.length)
+    w.raw(toBinary(QueryStreamRequestSchema, create(QueryStreamRequestSchema, { batches: init.batches, transactions: init.transactions })));
   return w.finish();
 }
 

@@ -14,6 +14,7 @@ import {
   type QueryStreamResponse,
   type StreamQueryResponse,
   type StreamSummary,
+  type StreamTransactionResponse,
   type TransactionResponse,
 } from "./gen/dbgateway/v1/query_service_pb.js";
 import type { Column, ResultSet } from "./gen/dbgateway/v1/values_pb.js";
@@ -24,12 +25,15 @@ import {
   COLUMN,
   DURATION,
   QUERY_ANSWER,
+  QUERY_ANSWER_BATCH,
   QUERY_RESPONSE_RESULT,
   RESULT_SET,
   RESULT_SET_SUMMARY,
   RESULTS,
   STREAM_QUERY_RESPONSE,
   STREAM_SUMMARY,
+  STREAM_TRANSACTION_RESPONSE,
+  STREAM_TRANSACTIONS,
   TRANSACTION_RESPONSE_RESULT,
   type OutcomeTags,
   type SummaryTags,
@@ -111,13 +115,17 @@ function readOutcome(r: Reader, tag: number, outcome: BatchResult["outcome"], ta
   throw GIVE_UP;
 }
 
+/** A QueryStreamResponse of answers and transactions' answers (its first response, the gateway's features, is left to fromBinary). */
 function readQueryStreamResponse(r: Reader): QueryStreamResponse {
   const answers: QueryAnswer[] = [];
+  const transactions: StreamTransactionResponse[] = [];
   while (r.more()) {
-    if (r.tag() !== ANSWERS) throw GIVE_UP;
-    answers.push(readQueryAnswer(r.sub()));
+    const tag = r.tag();
+    if (tag === ANSWERS) answers.push(readQueryAnswer(r.sub()));
+    else if (tag === STREAM_TRANSACTIONS) transactions.push(readStreamTransactionResponse(r.sub()));
+    else throw GIVE_UP;
   }
-  return { $typeName: "dbgateway.v1.QueryStreamResponse", answers };
+  return { $typeName: "dbgateway.v1.QueryStreamResponse", answers, transactions };
 }
 
 function readQueryAnswer(r: Reader): QueryAnswer {
@@ -125,14 +133,41 @@ function readQueryAnswer(r: Reader): QueryAnswer {
   while (r.more()) {
     const tag = r.tag();
     if (tag === QUERY_ANSWER.query) message.query = r.uint64();
-    else message.outcome = readOutcome(r, tag, message.outcome, QUERY_ANSWER);
+    else if (tag === QUERY_ANSWER_BATCH) {
+      if (message.outcome.case !== undefined) throw GIVE_UP;
+      message.outcome = { case: "batch", value: readResultsResponse(r.sub(), "dbgateway.v1.BatchResponse") };
+    } else message.outcome = readOutcome(r, tag, message.outcome as BatchResult["outcome"], QUERY_ANSWER);
   }
   return message;
 }
 
+function readStreamTransactionResponse(r: Reader): StreamTransactionResponse {
+  const message: StreamTransactionResponse = { $typeName: "dbgateway.v1.StreamTransactionResponse", transaction: 0n, kind: { case: undefined } };
+  while (r.more()) {
+    const tag = r.tag();
+    if (tag === STREAM_TRANSACTION_RESPONSE.transaction) message.transaction = r.uint64();
+    else if (message.kind.case !== undefined) throw GIVE_UP;
+    else if (tag === STREAM_TRANSACTION_RESPONSE.response) message.kind = { case: "response", value: readAnyTransactionResponse(r.sub()) };
+    else if (tag === STREAM_TRANSACTION_RESPONSE.failed) message.kind = { case: "failed", value: readStatus(r.sub()) };
+    else throw GIVE_UP;
+  }
+  return message;
+}
+
+/** A TransactionResponse inside a QueryStreamResponse: a result by hand, the other (small) kinds by fromBinary. */
+function readAnyTransactionResponse(r: Reader): TransactionResponse {
+  const bytes = r.buf.subarray(r.pos, r.end);
+  try {
+    return readTransactionResponse(r);
+  } catch (err) {
+    if (err !== GIVE_UP) throw err;
+    return fromBinary(TransactionResponseSchema, bytes);
+  }
+}
+
 function readTransactionResponse(r: Reader): TransactionResponse {
   // Only a statement's result is worth decoding by hand; the other kinds are small and rare.
-  if (r.tag() !== TRANSACTION_RESPONSE_RESULT) throw GIVE_UP;
+  if (!r.more() || r.tag() !== TRANSACTION_RESPONSE_RESULT) throw GIVE_UP;
   const result = readResultSet(r.sub());
   if (r.more()) throw GIVE_UP;
   return { $typeName: "dbgateway.v1.TransactionResponse", kind: { case: "result", value: result } };

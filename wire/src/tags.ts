@@ -8,6 +8,7 @@ import {
   QueryResponseSchema,
   QueryStreamResponseSchema,
   StreamQueryResponseSchema,
+  StreamTransactionResponseSchema,
   StreamSummarySchema,
   TransactionResponseSchema,
 } from "./gen/dbgateway/v1/query_service_pb.js";
@@ -46,6 +47,15 @@ export const TRANSACTION_RESPONSE_RESULT = oneByteTag(TransactionResponseSchema,
 export const RESULTS = oneByteTag(QueryManyResponseSchema, "results");
 if (oneByteTag(BatchResponseSchema, "results") !== RESULTS) throw new Error("QueryManyResponse and BatchResponse no longer share their wire format");
 export const ANSWERS = oneByteTag(QueryStreamResponseSchema, "answers");
+/** QueryStreamResponse.transactions: the answers of the transactions carried on the stream. */
+export const STREAM_TRANSACTIONS = oneByteTag(QueryStreamResponseSchema, "transactions");
+/** QueryAnswer.batch: a batch's BatchResponse. */
+export const QUERY_ANSWER_BATCH = oneByteTag(QueryAnswerSchema, "batch");
+export const STREAM_TRANSACTION_RESPONSE = {
+  transaction: oneByteTag(StreamTransactionResponseSchema, "transaction"),
+  response: oneByteTag(StreamTransactionResponseSchema, "response"),
+  failed: oneByteTag(StreamTransactionResponseSchema, "failed"),
+};
 
 /** A `oneof outcome { ResultSet result; google.rpc.Status error }` and, in a QueryAnswer, its query's number (0: a message without one). One shape for both, so that the code taking them stays monomorphic. */
 export type OutcomeTags = { query: number; result: number; error: number };

@@ -20,7 +20,23 @@ export function encodeResults(outcomes: readonly Outcome[], onSent?: () => void)
   return new EncodedMessage(wire.encodeResults(outcomes, statusBytes), onSent);
 }
 
-/** A QueryStreamResponse of `outcomes`, each with its query's number over the stream (`numbers`, in the same order). */
-export function encodeAnswers(numbers: readonly number[], outcomes: readonly Outcome[], onSent?: () => void): EncodedMessage {
-  return new EncodedMessage(wire.encodeAnswers(numbers, outcomes, statusBytes), onSent);
+/** A QueryStream answer's outcome: a query's, or a batch's (its BatchResponse, `encodeBatchResults`, or the error that failed it). */
+export type StreamOutcome = wire.StreamOutcome<GatewayError>;
+
+/** A transaction's answer on a QueryStream: its TransactionResponse, encoded, or the error that ended it. */
+export type TransactionAnswer = wire.TransactionAnswer<GatewayError>;
+
+/** A BatchResponse of `outcomes`, as a QueryStream answer carries it. */
+export function encodeBatchResults(outcomes: readonly Outcome[]): Uint8Array {
+  return wire.encodeResults(outcomes, statusBytes);
+}
+
+/** A QueryStreamResponse of `outcomes`, each with its query's or batch's number over the stream (`numbers`, in the same order), and of transactions' answers. */
+export function encodeAnswers(
+  numbers: readonly number[],
+  outcomes: readonly StreamOutcome[],
+  onSent?: () => void,
+  transactions: readonly TransactionAnswer[] = [],
+): EncodedMessage {
+  return new EncodedMessage(wire.encodeAnswers(numbers, outcomes, statusBytes, transactions), onSent);
 }

@@ -56,7 +56,20 @@ export function createQueryService(
     deadline: Math.min(ctx.deadline, Date.now() + limits.maxStatementMillis),
     signal: ctx.signal,
   });
-  const streamShared: QueryStreamShared = { router, pools, maxStreamQueries: limits.maxStreamQueries, results: limits.results, statementLimits, draining };
+  const transactionLimits = {
+    maxStatementMillis: limits.maxStatementMillis,
+    idleTimeoutMillis: limits.transactionIdleTimeoutMillis,
+    results: limits.results,
+  };
+  const streamShared: QueryStreamShared = {
+    router,
+    pools,
+    maxStreamQueries: limits.maxStreamQueries,
+    results: limits.results,
+    statementLimits,
+    draining,
+    transactions: transactionLimits,
+  };
   return {
     async query(request, ctx) {
       ctx.record.statements = 1;
@@ -115,11 +128,6 @@ export function createQueryService(
       const { platform, tenantId, options } = first.kind.value;
       const database = await router.route(ctx, platform, tenantId);
       const begin = beginStatement(options);
-      const transactionLimits = {
-        maxStatementMillis: limits.maxStatementMillis,
-        idleTimeoutMillis: limits.transactionIdleTimeoutMillis,
-        results: limits.results,
-      };
       const counted = {
         async next() {
           const request = await requests.next();

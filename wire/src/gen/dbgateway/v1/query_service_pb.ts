@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dbgateway/v1/query_service.proto.
  */
 export const file_dbgateway_v1_query_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBkYmdhdGV3YXkvdjEvcXVlcnlfc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxImUKDFF1ZXJ5UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSCwoDc3FsGAMgASgJEiMKBnBhcmFtcxgEIAMoCzITLmRiZ2F0ZXdheS52MS5WYWx1ZSI4Cg1RdWVyeVJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXQicwoQUXVlcnlNYW55UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIqCgdxdWVyaWVzGAQgAygLMhkuZGJnYXRld2F5LnYxLlRlbmFudFF1ZXJ5SgQIAhADSgQIAxAEUgl0ZW5hbnRfaWRSCnN0YXRlbWVudHMiywEKC1RlbmFudFF1ZXJ5EhEKCXRlbmFudF9pZBgBIAEoCRILCgNzcWwYAiABKAkSIwoGcGFyYW1zGAMgAygLMhMuZGJnYXRld2F5LnYxLlZhbHVlEkIKDXRyYWNlX2NvbnRleHQYBCADKAsyKy5kYmdhdGV3YXkudjEuVGVuYW50UXVlcnkuVHJhY2VDb250ZXh0RW50cnkaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI/ChFRdWVyeU1hbnlSZXNwb25zZRIqCgdyZXN1bHRzGAEgAygLMhkuZGJnYXRld2F5LnYxLkJhdGNoUmVzdWx0ImYKElF1ZXJ5U3RyZWFtUmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIqCgdxdWVyaWVzGAIgAygLMhkuZGJnYXRld2F5LnYxLlRlbmFudFF1ZXJ5EhIKCnRpbWVvdXRfbXMYAyABKA0iQQoTUXVlcnlTdHJlYW1SZXNwb25zZRIqCgdhbnN3ZXJzGAEgAygLMhkuZGJnYXRld2F5LnYxLlF1ZXJ5QW5zd2VyIncKC1F1ZXJ5QW5zd2VyEg0KBXF1ZXJ5GAEgASgEEikKBnJlc3VsdBgCIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXRIABIjCgVlcnJvchgDIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSABCCQoHb3V0Y29tZSKoAQoSU3RyZWFtUXVlcnlSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRILCgNzcWwYAyABKAkSIwoGcGFyYW1zGAQgAygLMhMuZGJnYXRld2F5LnYxLlZhbHVlEhwKFG1heF9yb3dzX3Blcl9tZXNzYWdlGAUgASgNEh0KFW1heF9ieXRlc19wZXJfbWVzc2FnZRgGIAEoDSKUAQoTU3RyZWFtUXVlcnlSZXNwb25zZRIlCgdjb2x1bW5zGAEgAygLMhQuZGJnYXRld2F5LnYxLkNvbHVtbhIoCgRyb3dzGAIgAygLMhouZ29vZ2xlLnByb3RvYnVmLkxpc3RWYWx1ZRIsCgdzdW1tYXJ5GAMgASgLMhsuZGJnYXRld2F5LnYxLlN0cmVhbVN1bW1hcnkiagoNU3RyZWFtU3VtbWFyeRIPCgdjb21tYW5kGAEgASgJEhUKDXJvd3NfYWZmZWN0ZWQYAiABKAQSMQoOZXhlY3V0aW9uX3RpbWUYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icgoSVHJhbnNhY3Rpb25PcHRpb25zEjUKD2lzb2xhdGlvbl9sZXZlbBgBIAEoDjIcLmRiZ2F0ZXdheS52MS5Jc29sYXRpb25MZXZlbBIRCglyZWFkX29ubHkYAiABKAgSEgoKZGVmZXJyYWJsZRgDIAEoCCKvAQoMQmF0Y2hSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIrCgpzdGF0ZW1lbnRzGAMgAygLMhcuZGJnYXRld2F5LnYxLlN0YXRlbWVudBIOCgZhdG9taWMYBCABKAgSPQoTdHJhbnNhY3Rpb25fb3B0aW9ucxgFIAEoCzIgLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbk9wdGlvbnMiOwoNQmF0Y2hSZXNwb25zZRIqCgdyZXN1bHRzGAEgAygLMhkuZGJnYXRld2F5LnYxLkJhdGNoUmVzdWx0ImgKC0JhdGNoUmVzdWx0EikKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXRIABIjCgVlcnJvchgCIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSABCCQoHb3V0Y29tZSLlAQoSVHJhbnNhY3Rpb25SZXF1ZXN0Ei8KBWJlZ2luGAEgASgLMh4uZGJnYXRld2F5LnYxLkJlZ2luVHJhbnNhY3Rpb25IABIsCglzdGF0ZW1lbnQYAiABKAsyFy5kYmdhdGV3YXkudjEuU3RhdGVtZW50SAASMQoGY29tbWl0GAMgASgLMh8uZGJnYXRld2F5LnYxLkNvbW1pdFRyYW5zYWN0aW9uSAASNQoIcm9sbGJhY2sYBCABKAsyIS5kYmdhdGV3YXkudjEuUm9sbGJhY2tUcmFuc2FjdGlvbkgAQgYKBGtpbmQiagoQQmVnaW5UcmFuc2FjdGlvbhIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbk9wdGlvbnMiEwoRQ29tbWl0VHJhbnNhY3Rpb24iFQoTUm9sbGJhY2tUcmFuc2FjdGlvbiKTAgoTVHJhbnNhY3Rpb25SZXNwb25zZRIvCgViZWd1bhgBIAEoCzIeLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbkJlZ3VuSAASKQoGcmVzdWx0GAIgASgLMhcuZGJnYXRld2F5LnYxLlJlc3VsdFNldEgAEjcKCWNvbW1pdHRlZBgDIAEoCzIiLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvbkNvbW1pdHRlZEgAEjoKC3JvbGxlZF9iYWNrGAQgASgLMiMuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uUm9sbGVkQmFja0gAEiMKBWVycm9yGAUgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXNIAEIGCgRraW5kIhIKEFRyYW5zYWN0aW9uQmVndW4iFgoUVHJhbnNhY3Rpb25Db21taXR0ZWQiFwoVVHJhbnNhY3Rpb25Sb2xsZWRCYWNrIkYKDUxpc3RlblJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCGNoYW5uZWxzGAMgAygJIrEBCg5MaXN0ZW5SZXNwb25zZRIuCgdzdGFydGVkGAEgASgLMhsuZGJnYXRld2F5LnYxLkxpc3RlblN0YXJ0ZWRIABIyCgxub3RpZmljYXRpb24YAiABKAsyGi5kYmdhdGV3YXkudjEuTm90aWZpY2F0aW9uSAASMwoGbWlzc2VkGAMgASgLMiEuZGJnYXRld2F5LnYxLk5vdGlmaWNhdGlvbnNNaXNzZWRIAEIGCgRraW5kIg8KDUxpc3RlblN0YXJ0ZWQiRAoMTm90aWZpY2F0aW9uEg8KB2NoYW5uZWwYASABKAkSDwoHcGF5bG9hZBgCIAEoCRISCgpzZW5kZXJfcGlkGAMgASgFIhUKE05vdGlmaWNhdGlvbnNNaXNzZWQqnAEKDklzb2xhdGlvbkxldmVsEh8KG0lTT0xBVElPTl9MRVZFTF9VTlNQRUNJRklFRBAAEiIKHklTT0xBVElPTl9MRVZFTF9SRUFEX0NPTU1JVFRFRBABEiMKH0lTT0xBVElPTl9MRVZFTF9SRVBFQVRBQkxFX1JFQUQQAhIgChxJU09MQVRJT05fTEVWRUxfU0VSSUFMSVpBQkxFEAMyrQQKDFF1ZXJ5U2VydmljZRJACgVRdWVyeRIaLmRiZ2F0ZXdheS52MS5RdWVyeVJlcXVlc3QaGy5kYmdhdGV3YXkudjEuUXVlcnlSZXNwb25zZRJMCglRdWVyeU1hbnkSHi5kYmdhdGV3YXkudjEuUXVlcnlNYW55UmVxdWVzdBofLmRiZ2F0ZXdheS52MS5RdWVyeU1hbnlSZXNwb25zZRJWCgtRdWVyeVN0cmVhbRIgLmRiZ2F0ZXdheS52MS5RdWVyeVN0cmVhbVJlcXVlc3QaIS5kYmdhdGV3YXkudjEuUXVlcnlTdHJlYW1SZXNwb25zZSgBMAESVAoLU3RyZWFtUXVlcnkSIC5kYmdhdGV3YXkudjEuU3RyZWFtUXVlcnlSZXF1ZXN0GiEuZGJnYXRld2F5LnYxLlN0cmVhbVF1ZXJ5UmVzcG9uc2UwARJACgVCYXRjaBIaLmRiZ2F0ZXdheS52MS5CYXRjaFJlcXVlc3QaGy5kYmdhdGV3YXkudjEuQmF0Y2hSZXNwb25zZRJWCgtUcmFuc2FjdGlvbhIgLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvblJlcXVlc3QaIS5kYmdhdGV3YXkudjEuVHJhbnNhY3Rpb25SZXNwb25zZSgBMAESRQoGTGlzdGVuEhsuZGJnYXRld2F5LnYxLkxpc3RlblJlcXVlc3QaHC5kYmdhdGV3YXkudjEuTGlzdGVuUmVzcG9uc2UwAWIGcHJvdG8z", [file_dbgateway_v1_values, file_google_protobuf_duration, file_google_protobuf_struct, file_google_rpc_status]);
+  fileDesc("CiBkYmdhdGV3YXkvdjEvcXVlcnlfc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxImUKDFF1ZXJ5UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSCwoDc3FsGAMgASgJEiMKBnBhcmFtcxgEIAMoCzITLmRiZ2F0ZXdheS52MS5WYWx1ZSI4Cg1RdWVyeVJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLmRiZ2F0ZXdheS52MS5SZXN1bHRTZXQicwoQUXVlcnlNYW55UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIqCgdxdWVyaWVzGAQgAygLMhkuZGJnYXRld2F5LnYxLlRlbmFudFF1ZXJ5SgQIAhADSgQIAxAEUgl0ZW5hbnRfaWRSCnN0YXRlbWVudHMiywEKC1RlbmFudFF1ZXJ5EhEKCXRlbmFudF9pZBgBIAEoCRILCgNzcWwYAiABKAkSIwoGcGFyYW1zGAMgAygLMhMuZGJnYXRld2F5LnYxLlZhbHVlEkIKDXRyYWNlX2NvbnRleHQYBCADKAsyKy5kYmdhdGV3YXkudjEuVGVuYW50UXVlcnkuVHJhY2VDb250ZXh0RW50cnkaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI/ChFRdWVyeU1hbnlSZXNwb25zZRIqCgdyZXN1bHRzGAEgAygLMhkuZGJnYXRld2F5LnYxLkJhdGNoUmVzdWx0ItEBChJRdWVyeVN0cmVhbVJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSKgoHcXVlcmllcxgCIAMoCzIZLmRiZ2F0ZXdheS52MS5UZW5hbnRRdWVyeRISCgp0aW1lb3V0X21zGAMgASgNEisKB2JhdGNoZXMYBCADKAsyGi5kYmdhdGV3YXkudjEuQmF0Y2hSZXF1ZXN0EjwKDHRyYW5zYWN0aW9ucxgFIAMoCzImLmRiZ2F0ZXdheS52MS5TdHJlYW1UcmFuc2FjdGlvblJlcXVlc3QidgoYU3RyZWFtVHJhbnNhY3Rpb25SZXF1ZXN0EhMKC3RyYW5zYWN0aW9uGAEgASgEEjEKB3JlcXVlc3QYAiABKAsyIC5kYmdhdGV3YXkudjEuVHJhbnNhY3Rpb25SZXF1ZXN0EhIKCnRpbWVvdXRfbXMYAyABKA0isAEKE1F1ZXJ5U3RyZWFtUmVzcG9uc2USKgoHYW5zd2VycxgBIAMoCzIZLmRiZ2F0ZXdheS52MS5RdWVyeUFuc3dlchI9Cgx0cmFuc2FjdGlvbnMYAiADKAsyJy5kYmdhdGV3YXkudjEuU3RyZWFtVHJhbnNhY3Rpb25SZXNwb25zZRIuCghmZWF0dXJlcxgDIAEoCzIcLmRiZ2F0ZXdheS52MS5TdHJlYW1GZWF0dXJlcyI3Cg5TdHJlYW1GZWF0dXJlcxIPCgdiYXRjaGVzGAEgASgIEhQKDHRyYW5zYWN0aW9ucxgCIAEoCCKVAQoZU3RyZWFtVHJhbnNhY3Rpb25SZXNwb25zZRITCgt0cmFuc2FjdGlvbhgBIAEoBBI1CghyZXNwb25zZRgCIAEoCzIhLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvblJlc3BvbnNlSAASJAoGZmFpbGVkGAMgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXNIAEIGCgRraW5kIqUBCgtRdWVyeUFuc3dlchINCgVxdWVyeRgBIAEoBBIpCgZyZXN1bHQYAiABKAsyFy5kYmdhdGV3YXkudjEuUmVzdWx0U2V0SAASIwoFZXJyb3IYAyABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAEiwKBWJhdGNoGAQgASgLMhsuZGJnYXRld2F5LnYxLkJhdGNoUmVzcG9uc2VIAEIJCgdvdXRjb21lIqgBChJTdHJlYW1RdWVyeVJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEgsKA3NxbBgDIAEoCRIjCgZwYXJhbXMYBCADKAsyEy5kYmdhdGV3YXkudjEuVmFsdWUSHAoUbWF4X3Jvd3NfcGVyX21lc3NhZ2UYBSABKA0SHQoVbWF4X2J5dGVzX3Blcl9tZXNzYWdlGAYgASgNIpQBChNTdHJlYW1RdWVyeVJlc3BvbnNlEiUKB2NvbHVtbnMYASADKAsyFC5kYmdhdGV3YXkudjEuQ29sdW1uEigKBHJvd3MYAiADKAsyGi5nb29nbGUucHJvdG9idWYuTGlzdFZhbHVlEiwKB3N1bW1hcnkYAyABKAsyGy5kYmdhdGV3YXkudjEuU3RyZWFtU3VtbWFyeSJqCg1TdHJlYW1TdW1tYXJ5Eg8KB2NvbW1hbmQYASABKAkSFQoNcm93c19hZmZlY3RlZBgCIAEoBBIxCg5leGVjdXRpb25fdGltZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJyChJUcmFuc2FjdGlvbk9wdGlvbnMSNQoPaXNvbGF0aW9uX2xldmVsGAEgASgOMhwuZGJnYXRld2F5LnYxLklzb2xhdGlvbkxldmVsEhEKCXJlYWRfb25seRgCIAEoCBISCgpkZWZlcnJhYmxlGAMgASgIIq8BCgxCYXRjaFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEisKCnN0YXRlbWVudHMYAyADKAsyFy5kYmdhdGV3YXkudjEuU3RhdGVtZW50Eg4KBmF0b21pYxgEIAEoCBI9ChN0cmFuc2FjdGlvbl9vcHRpb25zGAUgASgLMiAuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uT3B0aW9ucyI7Cg1CYXRjaFJlc3BvbnNlEioKB3Jlc3VsdHMYASADKAsyGS5kYmdhdGV3YXkudjEuQmF0Y2hSZXN1bHQiaAoLQmF0Y2hSZXN1bHQSKQoGcmVzdWx0GAEgASgLMhcuZGJnYXRld2F5LnYxLlJlc3VsdFNldEgAEiMKBWVycm9yGAIgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXNIAEIJCgdvdXRjb21lIuUBChJUcmFuc2FjdGlvblJlcXVlc3QSLwoFYmVnaW4YASABKAsyHi5kYmdhdGV3YXkudjEuQmVnaW5UcmFuc2FjdGlvbkgAEiwKCXN0YXRlbWVudBgCIAEoCzIXLmRiZ2F0ZXdheS52MS5TdGF0ZW1lbnRIABIxCgZjb21taXQYAyABKAsyHy5kYmdhdGV3YXkudjEuQ29tbWl0VHJhbnNhY3Rpb25IABI1Cghyb2xsYmFjaxgEIAEoCzIhLmRiZ2F0ZXdheS52MS5Sb2xsYmFja1RyYW5zYWN0aW9uSABCBgoEa2luZCJqChBCZWdpblRyYW5zYWN0aW9uEhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIxCgdvcHRpb25zGAMgASgLMiAuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uT3B0aW9ucyITChFDb21taXRUcmFuc2FjdGlvbiIVChNSb2xsYmFja1RyYW5zYWN0aW9uIpMCChNUcmFuc2FjdGlvblJlc3BvbnNlEi8KBWJlZ3VuGAEgASgLMh4uZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uQmVndW5IABIpCgZyZXN1bHQYAiABKAsyFy5kYmdhdGV3YXkudjEuUmVzdWx0U2V0SAASNwoJY29tbWl0dGVkGAMgASgLMiIuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uQ29tbWl0dGVkSAASOgoLcm9sbGVkX2JhY2sYBCABKAsyIy5kYmdhdGV3YXkudjEuVHJhbnNhY3Rpb25Sb2xsZWRCYWNrSAASIwoFZXJyb3IYBSABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAQgYKBGtpbmQiEgoQVHJhbnNhY3Rpb25CZWd1biIWChRUcmFuc2FjdGlvbkNvbW1pdHRlZCIXChVUcmFuc2FjdGlvblJvbGxlZEJhY2siRgoNTGlzdGVuUmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSEAoIY2hhbm5lbHMYAyADKAkisQEKDkxpc3RlblJlc3BvbnNlEi4KB3N0YXJ0ZWQYASABKAsyGy5kYmdhdGV3YXkudjEuTGlzdGVuU3RhcnRlZEgAEjIKDG5vdGlmaWNhdGlvbhgCIAEoCzIaLmRiZ2F0ZXdheS52MS5Ob3RpZmljYXRpb25IABIzCgZtaXNzZWQYAyABKAsyIS5kYmdhdGV3YXkudjEuTm90aWZpY2F0aW9uc01pc3NlZEgAQgYKBGtpbmQiDwoNTGlzdGVuU3RhcnRlZCJECgxOb3RpZmljYXRpb24SDwoHY2hhbm5lbBgBIAEoCRIPCgdwYXlsb2FkGAIgASgJEhIKCnNlbmRlcl9waWQYAyABKAUiFQoTTm90aWZpY2F0aW9uc01pc3NlZCqcAQoOSXNvbGF0aW9uTGV2ZWwSHwobSVNPTEFUSU9OX0xFVkVMX1VOU1BFQ0lGSUVEEAASIgoeSVNPTEFUSU9OX0xFVkVMX1JFQURfQ09NTUlUVEVEEAESIwofSVNPTEFUSU9OX0xFVkVMX1JFUEVBVEFCTEVfUkVBRBACEiAKHElTT0xBVElPTl9MRVZFTF9TRVJJQUxJWkFCTEUQAzKtBAoMUXVlcnlTZXJ2aWNlEkAKBVF1ZXJ5EhouZGJnYXRld2F5LnYxLlF1ZXJ5UmVxdWVzdBobLmRiZ2F0ZXdheS52MS5RdWVyeVJlc3BvbnNlEkwKCVF1ZXJ5TWFueRIeLmRiZ2F0ZXdheS52MS5RdWVyeU1hbnlSZXF1ZXN0Gh8uZGJnYXRld2F5LnYxLlF1ZXJ5TWFueVJlc3BvbnNlElYKC1F1ZXJ5U3RyZWFtEiAuZGJnYXRld2F5LnYxLlF1ZXJ5U3RyZWFtUmVxdWVzdBohLmRiZ2F0ZXdheS52MS5RdWVyeVN0cmVhbVJlc3BvbnNlKAEwARJUCgtTdHJlYW1RdWVyeRIgLmRiZ2F0ZXdheS52MS5TdHJlYW1RdWVyeVJlcXVlc3QaIS5kYmdhdGV3YXkudjEuU3RyZWFtUXVlcnlSZXNwb25zZTABEkAKBUJhdGNoEhouZGJnYXRld2F5LnYxLkJhdGNoUmVxdWVzdBobLmRiZ2F0ZXdheS52MS5CYXRjaFJlc3BvbnNlElYKC1RyYW5zYWN0aW9uEiAuZGJnYXRld2F5LnYxLlRyYW5zYWN0aW9uUmVxdWVzdBohLmRiZ2F0ZXdheS52MS5UcmFuc2FjdGlvblJlc3BvbnNlKAEwARJFCgZMaXN0ZW4SGy5kYmdhdGV3YXkudjEuTGlzdGVuUmVxdWVzdBocLmRiZ2F0ZXdheS52MS5MaXN0ZW5SZXNwb25zZTABYgZwcm90bzM", [file_dbgateway_v1_values, file_google_protobuf_duration, file_google_protobuf_struct, file_google_rpc_status]);
 
 /**
  * @generated from message dbgateway.v1.QueryRequest
@@ -180,11 +180,27 @@ export type QueryStreamRequest = Message<"dbgateway.v1.QueryStreamRequest"> & {
 
   /**
    * Each query's deadline in milliseconds from when the gateway reads the
-   * message; 0: the gateway's own limit only.
+   * message; 0: the gateway's own limit only. It also bounds each of the
+   * message's batches, as a Batch call's deadline would.
    *
    * @generated from field: uint32 timeout_ms = 3;
    */
   timeoutMs: number;
+
+  /**
+   * Batches, each run as a Batch call runs it, numbered after the message's
+   * queries. A batch's platform must be empty or the message's.
+   *
+   * @generated from field: repeated dbgateway.v1.BatchRequest batches = 4;
+   */
+  batches: BatchRequest[];
+
+  /**
+   * Messages of interactive transactions, in order.
+   *
+   * @generated from field: repeated dbgateway.v1.StreamTransactionRequest transactions = 5;
+   */
+  transactions: StreamTransactionRequest[];
 };
 
 /**
@@ -195,6 +211,53 @@ export const QueryStreamRequestSchema: GenMessage<QueryStreamRequest> = /*@__PUR
   messageDesc(file_dbgateway_v1_query_service, 5);
 
 /**
+ * A message of an interactive transaction carried on a QueryStream.
+ *
+ * @generated from message dbgateway.v1.StreamTransactionRequest
+ */
+export type StreamTransactionRequest = Message<"dbgateway.v1.StreamTransactionRequest"> & {
+  /**
+   * The transaction's number, chosen by the client: a begin must not reuse
+   * the number of a transaction of the stream still open (the stream fails
+   * with INVALID_ARGUMENT). Its number is free again once the transaction
+   * has ended (committed, rolled_back, or failed).
+   *
+   * @generated from field: uint64 transaction = 1;
+   */
+  transaction: bigint;
+
+  /**
+   * As on a Transaction stream: begin first (its platform must be the
+   * message's; the platform's rate limit is taken for it, and a refused
+   * begin fails the transaction), then statements, then commit or rollback.
+   * A transaction still open when the client half-closes the stream is
+   * rolled back (rolled_back); one still open when the gateway drains is
+   * rolled back and fails with ROLLED_BACK_AT_SHUTDOWN, unless its commit
+   * or rollback had been read. A message for a transaction that is not
+   * open fails it with FAILED_PRECONDITION (TRANSACTION_NOT_OPEN).
+   *
+   * @generated from field: dbgateway.v1.TransactionRequest request = 2;
+   */
+  request?: TransactionRequest | undefined;
+
+  /**
+   * With begin only: the transaction's deadline in milliseconds from when
+   * the gateway reads the begin, as a Transaction call's deadline bounds it;
+   * 0: none (the gateway's own limits only).
+   *
+   * @generated from field: uint32 timeout_ms = 3;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message dbgateway.v1.StreamTransactionRequest.
+ * Use `create(StreamTransactionRequestSchema)` to create a new message.
+ */
+export const StreamTransactionRequestSchema: GenMessage<StreamTransactionRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_query_service, 6);
+
+/**
  * @generated from message dbgateway.v1.QueryStreamResponse
  */
 export type QueryStreamResponse = Message<"dbgateway.v1.QueryStreamResponse"> & {
@@ -202,6 +265,20 @@ export type QueryStreamResponse = Message<"dbgateway.v1.QueryStreamResponse"> & 
    * @generated from field: repeated dbgateway.v1.QueryAnswer answers = 1;
    */
   answers: QueryAnswer[];
+
+  /**
+   * Answers of transactions, each transaction's in the order of its messages.
+   *
+   * @generated from field: repeated dbgateway.v1.StreamTransactionResponse transactions = 2;
+   */
+  transactions: StreamTransactionResponse[];
+
+  /**
+   * Set in the stream's first response only, which carries nothing else.
+   *
+   * @generated from field: dbgateway.v1.StreamFeatures features = 3;
+   */
+  features?: StreamFeatures | undefined;
 };
 
 /**
@@ -209,7 +286,76 @@ export type QueryStreamResponse = Message<"dbgateway.v1.QueryStreamResponse"> & 
  * Use `create(QueryStreamResponseSchema)` to create a new message.
  */
 export const QueryStreamResponseSchema: GenMessage<QueryStreamResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 6);
+  messageDesc(file_dbgateway_v1_query_service, 7);
+
+/**
+ * What a gateway carries on a QueryStream besides queries.
+ *
+ * @generated from message dbgateway.v1.StreamFeatures
+ */
+export type StreamFeatures = Message<"dbgateway.v1.StreamFeatures"> & {
+  /**
+   * @generated from field: bool batches = 1;
+   */
+  batches: boolean;
+
+  /**
+   * @generated from field: bool transactions = 2;
+   */
+  transactions: boolean;
+};
+
+/**
+ * Describes the message dbgateway.v1.StreamFeatures.
+ * Use `create(StreamFeaturesSchema)` to create a new message.
+ */
+export const StreamFeaturesSchema: GenMessage<StreamFeatures> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_query_service, 8);
+
+/**
+ * An answer of a transaction carried on a QueryStream.
+ *
+ * @generated from message dbgateway.v1.StreamTransactionResponse
+ */
+export type StreamTransactionResponse = Message<"dbgateway.v1.StreamTransactionResponse"> & {
+  /**
+   * The transaction's number, as the client gave it.
+   *
+   * @generated from field: uint64 transaction = 1;
+   */
+  transaction: bigint;
+
+  /**
+   * @generated from oneof dbgateway.v1.StreamTransactionResponse.kind
+   */
+  kind: {
+    /**
+     * As on a Transaction stream: begun, a statement's result or error,
+     * committed, rolled_back.
+     *
+     * @generated from field: dbgateway.v1.TransactionResponse response = 2;
+     */
+    value: TransactionResponse;
+    case: "response";
+  } | {
+    /**
+     * The transaction ended with this error, as a Transaction call would
+     * fail with it (rolled back, or COMMIT_OUTCOME_UNKNOWN); its messages
+     * not yet answered get no other answer.
+     *
+     * @generated from field: google.rpc.Status failed = 3;
+     */
+    value: Status;
+    case: "failed";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dbgateway.v1.StreamTransactionResponse.
+ * Use `create(StreamTransactionResponseSchema)` to create a new message.
+ */
+export const StreamTransactionResponseSchema: GenMessage<StreamTransactionResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_query_service, 9);
 
 /**
  * The outcome of one query of a QueryStream.
@@ -235,12 +381,21 @@ export type QueryAnswer = Message<"dbgateway.v1.QueryAnswer"> & {
     case: "result";
   } | {
     /**
-     * The query's error, with the same details a failed Query carries.
+     * The query's error, with the same details a failed Query carries; for
+     * a batch, the error a Batch call would fail with.
      *
      * @generated from field: google.rpc.Status error = 3;
      */
     value: Status;
     case: "error";
+  } | {
+    /**
+     * A batch's results.
+     *
+     * @generated from field: dbgateway.v1.BatchResponse batch = 4;
+     */
+    value: BatchResponse;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -249,7 +404,7 @@ export type QueryAnswer = Message<"dbgateway.v1.QueryAnswer"> & {
  * Use `create(QueryAnswerSchema)` to create a new message.
  */
 export const QueryAnswerSchema: GenMessage<QueryAnswer> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 7);
+  messageDesc(file_dbgateway_v1_query_service, 10);
 
 /**
  * @generated from message dbgateway.v1.StreamQueryRequest
@@ -295,7 +450,7 @@ export type StreamQueryRequest = Message<"dbgateway.v1.StreamQueryRequest"> & {
  * Use `create(StreamQueryRequestSchema)` to create a new message.
  */
 export const StreamQueryRequestSchema: GenMessage<StreamQueryRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 8);
+  messageDesc(file_dbgateway_v1_query_service, 11);
 
 /**
  * @generated from message dbgateway.v1.StreamQueryResponse
@@ -328,7 +483,7 @@ export type StreamQueryResponse = Message<"dbgateway.v1.StreamQueryResponse"> & 
  * Use `create(StreamQueryResponseSchema)` to create a new message.
  */
 export const StreamQueryResponseSchema: GenMessage<StreamQueryResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 9);
+  messageDesc(file_dbgateway_v1_query_service, 12);
 
 /**
  * The end of a streamed result.
@@ -357,7 +512,7 @@ export type StreamSummary = Message<"dbgateway.v1.StreamSummary"> & {
  * Use `create(StreamSummarySchema)` to create a new message.
  */
 export const StreamSummarySchema: GenMessage<StreamSummary> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 10);
+  messageDesc(file_dbgateway_v1_query_service, 13);
 
 /**
  * How a transaction is run.
@@ -389,7 +544,7 @@ export type TransactionOptions = Message<"dbgateway.v1.TransactionOptions"> & {
  * Use `create(TransactionOptionsSchema)` to create a new message.
  */
 export const TransactionOptionsSchema: GenMessage<TransactionOptions> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 11);
+  messageDesc(file_dbgateway_v1_query_service, 14);
 
 /**
  * @generated from message dbgateway.v1.BatchRequest
@@ -433,7 +588,7 @@ export type BatchRequest = Message<"dbgateway.v1.BatchRequest"> & {
  * Use `create(BatchRequestSchema)` to create a new message.
  */
 export const BatchRequestSchema: GenMessage<BatchRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 12);
+  messageDesc(file_dbgateway_v1_query_service, 15);
 
 /**
  * @generated from message dbgateway.v1.BatchResponse
@@ -452,7 +607,7 @@ export type BatchResponse = Message<"dbgateway.v1.BatchResponse"> & {
  * Use `create(BatchResponseSchema)` to create a new message.
  */
 export const BatchResponseSchema: GenMessage<BatchResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 13);
+  messageDesc(file_dbgateway_v1_query_service, 16);
 
 /**
  * The outcome of one statement of a batch.
@@ -485,7 +640,7 @@ export type BatchResult = Message<"dbgateway.v1.BatchResult"> & {
  * Use `create(BatchResultSchema)` to create a new message.
  */
 export const BatchResultSchema: GenMessage<BatchResult> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 14);
+  messageDesc(file_dbgateway_v1_query_service, 17);
 
 /**
  * @generated from message dbgateway.v1.TransactionRequest
@@ -534,7 +689,7 @@ export type TransactionRequest = Message<"dbgateway.v1.TransactionRequest"> & {
  * Use `create(TransactionRequestSchema)` to create a new message.
  */
 export const TransactionRequestSchema: GenMessage<TransactionRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 15);
+  messageDesc(file_dbgateway_v1_query_service, 18);
 
 /**
  * @generated from message dbgateway.v1.BeginTransaction
@@ -561,7 +716,7 @@ export type BeginTransaction = Message<"dbgateway.v1.BeginTransaction"> & {
  * Use `create(BeginTransactionSchema)` to create a new message.
  */
 export const BeginTransactionSchema: GenMessage<BeginTransaction> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 16);
+  messageDesc(file_dbgateway_v1_query_service, 19);
 
 /**
  * @generated from message dbgateway.v1.CommitTransaction
@@ -574,7 +729,7 @@ export type CommitTransaction = Message<"dbgateway.v1.CommitTransaction"> & {
  * Use `create(CommitTransactionSchema)` to create a new message.
  */
 export const CommitTransactionSchema: GenMessage<CommitTransaction> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 17);
+  messageDesc(file_dbgateway_v1_query_service, 20);
 
 /**
  * @generated from message dbgateway.v1.RollbackTransaction
@@ -587,7 +742,7 @@ export type RollbackTransaction = Message<"dbgateway.v1.RollbackTransaction"> & 
  * Use `create(RollbackTransactionSchema)` to create a new message.
  */
 export const RollbackTransactionSchema: GenMessage<RollbackTransaction> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 18);
+  messageDesc(file_dbgateway_v1_query_service, 21);
 
 /**
  * @generated from message dbgateway.v1.TransactionResponse
@@ -647,7 +802,7 @@ export type TransactionResponse = Message<"dbgateway.v1.TransactionResponse"> & 
  * Use `create(TransactionResponseSchema)` to create a new message.
  */
 export const TransactionResponseSchema: GenMessage<TransactionResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 19);
+  messageDesc(file_dbgateway_v1_query_service, 22);
 
 /**
  * @generated from message dbgateway.v1.TransactionBegun
@@ -660,7 +815,7 @@ export type TransactionBegun = Message<"dbgateway.v1.TransactionBegun"> & {
  * Use `create(TransactionBegunSchema)` to create a new message.
  */
 export const TransactionBegunSchema: GenMessage<TransactionBegun> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 20);
+  messageDesc(file_dbgateway_v1_query_service, 23);
 
 /**
  * @generated from message dbgateway.v1.TransactionCommitted
@@ -673,7 +828,7 @@ export type TransactionCommitted = Message<"dbgateway.v1.TransactionCommitted"> 
  * Use `create(TransactionCommittedSchema)` to create a new message.
  */
 export const TransactionCommittedSchema: GenMessage<TransactionCommitted> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 21);
+  messageDesc(file_dbgateway_v1_query_service, 24);
 
 /**
  * @generated from message dbgateway.v1.TransactionRolledBack
@@ -686,7 +841,7 @@ export type TransactionRolledBack = Message<"dbgateway.v1.TransactionRolledBack"
  * Use `create(TransactionRolledBackSchema)` to create a new message.
  */
 export const TransactionRolledBackSchema: GenMessage<TransactionRolledBack> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 22);
+  messageDesc(file_dbgateway_v1_query_service, 25);
 
 /**
  * @generated from message dbgateway.v1.ListenRequest
@@ -715,7 +870,7 @@ export type ListenRequest = Message<"dbgateway.v1.ListenRequest"> & {
  * Use `create(ListenRequestSchema)` to create a new message.
  */
 export const ListenRequestSchema: GenMessage<ListenRequest> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 23);
+  messageDesc(file_dbgateway_v1_query_service, 26);
 
 /**
  * @generated from message dbgateway.v1.ListenResponse
@@ -755,7 +910,7 @@ export type ListenResponse = Message<"dbgateway.v1.ListenResponse"> & {
  * Use `create(ListenResponseSchema)` to create a new message.
  */
 export const ListenResponseSchema: GenMessage<ListenResponse> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 24);
+  messageDesc(file_dbgateway_v1_query_service, 27);
 
 /**
  * @generated from message dbgateway.v1.ListenStarted
@@ -768,7 +923,7 @@ export type ListenStarted = Message<"dbgateway.v1.ListenStarted"> & {
  * Use `create(ListenStartedSchema)` to create a new message.
  */
 export const ListenStartedSchema: GenMessage<ListenStarted> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 25);
+  messageDesc(file_dbgateway_v1_query_service, 28);
 
 /**
  * @generated from message dbgateway.v1.Notification
@@ -797,7 +952,7 @@ export type Notification = Message<"dbgateway.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 26);
+  messageDesc(file_dbgateway_v1_query_service, 29);
 
 /**
  * @generated from message dbgateway.v1.NotificationsMissed
@@ -810,7 +965,7 @@ export type NotificationsMissed = Message<"dbgateway.v1.NotificationsMissed"> & 
  * Use `create(NotificationsMissedSchema)` to create a new message.
  */
 export const NotificationsMissedSchema: GenMessage<NotificationsMissed> = /*@__PURE__*/
-  messageDesc(file_dbgateway_v1_query_service, 27);
+  messageDesc(file_dbgateway_v1_query_service, 30);
 
 /**
  * @generated from enum dbgateway.v1.IsolationLevel
@@ -912,6 +1067,16 @@ export const QueryService: GenService<{
    * answers every query it has read, and ends the stream with UNAVAILABLE
    * (reason SHUTTING_DOWN, statement_sent "false"): queries without an answer
    * were not run.
+   *
+   * The stream also carries batches and interactive transactions, so that a
+   * client's writes share it as its queries do. A batch is numbered with the
+   * queries (a message's queries first, then its batches) and run exactly as
+   * a Batch call runs it; its answer is its BatchResponse, or the error a
+   * Batch call would fail with. A transaction is run exactly as a Transaction
+   * call runs it, its messages and answers identified by a number the client
+   * gives it (see StreamTransactionRequest). The gateway's first response
+   * says what it carries (`features`): a gateway that sends none carries
+   * queries only, and ignores batches and transactions.
    *
    * @generated from rpc dbgateway.v1.QueryService.QueryStream
    */

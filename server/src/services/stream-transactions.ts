@@ -1,0 +1,216 @@
+// Interactive transactions carried on a QueryStream: each run as a Transaction call runs it, its messages and answers identified by the client's number.
+import { create, toBinary } from "@bufbuild/protobuf";
+import { beforeStatement, GatewayError, toGatewayError } from "../errors.js";
+import {
+  TransactionResponseSchema,
+  type StreamTransactionRequest,
+  type TransactionRequest,
+  type TransactionRequestSchema,
+  type TransactionResponseSchema as TransactionResponseDesc,
+} from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import { EncodedMessage, type RequestStream, type ResponseStream } from "../execution/call-streams.js";
+import type { TransactionAnswer } from "../execution/response-encoding.js";
+import { runInteractiveTransaction, type TransactionLimits } from "../execution/interactive-transaction.js";
+import { beginStatement } from "../execution/transaction-control.js";
+import type { Lease, PoolManager } from "../pool/pool-manager.js";
+import type { CallRecord } from "../telemetry/call-telemetry.js";
+import { runInContext } from "../telemetry/tracing.js";
+import type { Router } from "../tenancy/router.js";
+import type { CallContext } from "./service-contract.js";
+
+/** What the stream's transactions need of their QueryStream. */
+export interface StreamTransactionsHost {
+  readonly router: Router;
+  readonly pools: PoolManager;
+  readonly limits: TransactionLimits;
+  readonly ctx: CallContext;
+  /**
+   * Queues an answer that covers `frames` of the transaction messages read
+   * (taken off the stream's count of unanswered ones once written); resolves
+   * once the transport has taken it. `onSent` as for an `EncodedMessage`.
+   */
+  answer(answer: TransactionAnswer, frames: number, onSent?: () => void): Promise<void>;
+}
+
+/**
+ * The transactions of one QueryStream. Each begin starts a transaction that
+ * `runInteractiveTransaction` runs on a connection of its own, exactly as on
+ * a Transaction call, reading its messages from a queue this class fills in
+ * the order they arrive; its answers go out on the stream with its number.
+ * A begin is admitted as a Transaction call is (the key, the platform's rate
+ * limit), with a record of its own; its transaction is bounded by the
+ * begin's timeout and the stream's deadline, and by the transaction limits.
+ */
+export class StreamTransactions {
+  readonly #open = new Map<number, StreamTransaction>();
+  /** The client half-closed, or the gateway drains: no message will come. */
+  #ended: "half-closed" | "draining" | undefined;
+
+  constructor(private readonly host: StreamTransactionsHost) {}
+
+  /** A message's transaction messages (`platform` is the message's). Throws to end the stream. */
+  received(platform: string, frames: readonly StreamTransactionRequest[]): void {
+    for (const frame of frames) {
+      const number = Number(frame.transaction);
+      const request = frame.request;
+      const open = this.#open.get(number);
+      if (request?.kind.case === "begin") {
+        if (open !== undefined) throw new GatewayError("INVALID_REQUEST", `transaction ${number} of the stream is still open: a begin must use a free number`);
+        if (request.kind.value.platform !== platform) {
+          void this.host.answer({ transaction: number, failed: new GatewayError("INVALID_REQUEST", "a transaction's platform must be its message's") }, 1);
+          continue;
+        }
+        this.#begin(number, request, frame.timeoutMs);
+      } else if (open === undefined) {
+        void this.host.answer({ transaction: number, failed: new GatewayError("TRANSACTION_NOT_OPEN", `transaction ${number} of the stream is not open`) }, 1);
+      } else {
+        open.push(request ?? ({ kind: { case: undefined } } as TransactionRequest));
+      }
+    }
+  }
+
+  /** The client half-closed: each open transaction is rolled back once it has run the messages it has. */
+  halfClosed(): void {
+    this.#ended ??= "half-closed";
+    for (const transaction of this.#open.values()) transaction.end(this.#ended);
+  }
+
+  /** The gateway drains: each open transaction runs the messages it has, then (unless it ended) is rolled back with ROLLED_BACK_AT_SHUTDOWN. */
+  drain(): void {
+    this.#ended = "draining";
+    for (const transaction of this.#open.values()) transaction.end(this.#ended);
+  }
+
+  /** Resolves once every transaction has ended. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.#open.values()].map((t) => t.done));
+  }
+
+  #begin(number: number, request: TransactionRequest, timeoutMs: number): void {
+    const { ctx, router, pools, limits } = this.host;
+    const begin = request.kind.value as Extract<TransactionRequest["kind"], { case: "begin" }>["value"];
+    const record = ctx.startPart();
+    const transaction = new StreamTransaction(number, this.host);
+    this.#open.set(number, transaction);
+    transaction.unanswered = 1;
+    if (this.#ended !== undefined) transaction.end(this.#ended);
+    // The begin is answered by `begun` (or the failure): the queue starts after it.
+    const deadline = Math.min(ctx.deadline, timeoutMs > 0 ? Date.now() + timeoutMs : Infinity);
+    const run = async (): Promise<void> => {
+      ctx.reauthorize(record);
+      const database = await router.route({ principal: ctx.principal, record }, begin.platform, begin.tenantId);
+      const statement = beginStatement(begin.options);
+      let begun = false;
+      try {
+        await pools.withConnection(
+          database,
+          (lease) => {
+            begun = true;
+            transaction.lease = lease;
+            return runInteractiveTransaction(lease, statement, transaction.counted(record), transaction.responses, limits);
+          },
+          { deadline, signal: ctx.signal },
+        );
+      } catch (err) {
+        if (begun && err instanceof GatewayError && err.reason === "SHUTTING_DOWN") throw rolledBackAtShutdown();
+        throw err;
+      }
+    };
+    transaction.done = runInContext(record.traceContext, run).then(
+      () => this.#ended_(transaction, record, undefined),
+      (err: unknown) => this.#ended_(transaction, record, toGatewayError(err)),
+    );
+  }
+
+  /** A transaction ended: with an error, that is its last answer (covering its messages still unanswered). Its number is free again. */
+  #ended_(transaction: StreamTransaction, record: CallRecord, error: GatewayError | undefined): void {
+    this.#open.delete(transaction.number);
+    record.end(error);
+    const left = transaction.unanswered;
+    transaction.unanswered = 0;
+    if (error !== undefined) void this.host.answer({ transaction: transaction.number, failed: error }, left);
+    else if (left > 0) void this.host.answer({ transaction: transaction.number, failed: notAnswered() }, left);
+  }
+}
+
+/** One transaction of a stream: the queue of its messages, and its answers out on the stream. */
+class StreamTransaction {
+  readonly #queue: TransactionRequest[] = [];
+  #waiting: ((request: TransactionRequest | undefined) => void) | undefined;
+  /** No message will come: the client half-closed, or the gateway drains. */
+  #ended: "half-closed" | "draining" | undefined;
+  /** Messages read and not yet answered. */
+  unanswered = 0;
+  lease: Lease | undefined;
+  done: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly number: number,
+    private readonly host: StreamTransactionsHost,
+  ) {}
+
+  push(request: TransactionRequest): void {
+    this.unanswered++;
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    if (waiting !== undefined) waiting(request);
+    else this.#queue.push(request);
+  }
+
+  /** No message will come: a wait for one ends (see `#starved`). */
+  end(why: "half-closed" | "draining"): void {
+    this.#ended = why;
+    if (this.#waiting !== undefined) this.#starved();
+  }
+
+  /** The queue as a Transaction call's requests, each statement counted in `record`. */
+  counted(record: CallRecord): RequestStream<typeof TransactionRequestSchema> {
+    return {
+      next: () => {
+        const request = this.#queue.shift();
+        if (request !== undefined) {
+          if (request.kind.case === "statement") record.statements++;
+          return Promise.resolve(request);
+        }
+        const promise = new Promise<TransactionRequest | undefined>((resolve) => (this.#waiting = resolve));
+        if (this.#ended !== undefined) this.#starved();
+        return promise.then((r) => {
+          if (r?.kind.case === "statement") record.statements++;
+          return r;
+        });
+      },
+    };
+  }
+
+  /**
+   * Waiting for a message that will not come: after a half-close, the
+   * transaction is rolled back (`undefined`, as a Transaction call's
+   * half-close); when the gateway drains, it is interrupted, and rolled back.
+   */
+  #starved(): void {
+    const waiting = this.#waiting!;
+    this.#waiting = undefined;
+    if (this.#ended === "draining") this.lease?.interrupt(rolledBackAtShutdown());
+    else waiting(undefined);
+  }
+
+  /** The transaction's answers, each out on the stream with its number (covering one message, when one is unanswered). */
+  readonly responses: ResponseStream<typeof TransactionResponseDesc> = {
+    send: (message) => {
+      const frames = this.unanswered > 0 ? 1 : 0;
+      this.unanswered -= frames;
+      if (message instanceof EncodedMessage) return this.host.answer({ transaction: this.number, response: message.bytes }, frames, message.onSent);
+      return this.host.answer({ transaction: this.number, response: toBinary(TransactionResponseSchema, create(TransactionResponseSchema, message)) }, frames);
+    },
+    pending: 0,
+  };
+}
+
+function rolledBackAtShutdown(): GatewayError {
+  return new GatewayError("ROLLED_BACK_AT_SHUTDOWN", "the gateway shut down with the transaction open: it was rolled back, nothing of it committed");
+}
+
+/** Messages of a transaction that ended before it read them (a commit or rollback followed by more). */
+function notAnswered(): GatewayError {
+  return beforeStatement(new GatewayError("TRANSACTION_NOT_OPEN", "the transaction had ended before this message"));
+}
