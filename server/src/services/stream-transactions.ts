@@ -90,6 +90,7 @@ export class StreamTransactions {
     const { ctx, router, pools, limits } = this.host;
     const begin = request.kind.value as Extract<TransactionRequest["kind"], { case: "begin" }>["value"];
     const record = ctx.startPart();
+    record.countAsTransaction();
     const transaction = new StreamTransaction(number, this.host);
     this.#open.set(number, transaction);
     transaction.unanswered = 1;

@@ -59,6 +59,8 @@ export class CallRecord {
   /** The trace context to run the handler in (undefined when tracing is off). */
   readonly traceContext: Context | undefined;
   #ended = false;
+  /** Counted among the open transactions: a Transaction call, or a transaction carried on a QueryStream (`countAsTransaction`). */
+  #transaction: boolean;
   /** A stream whose work came in parts (QueryStream messages): its lifetime is no query's duration. */
   #parted = false;
   /** Queries of the call that failed on their own (QueryMany, a QueryStream message), by reason and SQLSTATE. */
@@ -85,7 +87,15 @@ export class CallRecord {
     if (stream !== undefined) stream.#parted = true;
     this.#stream = method.methodKind !== "unary" && stream === undefined;
     if (this.#stream) this.metrics?.openStreams.inc({ method: method.name });
-    if (method.name === "Transaction") this.metrics?.openTransactions.inc();
+    this.#transaction = method.name === "Transaction";
+    if (this.#transaction) this.metrics?.openTransactions.inc();
+  }
+
+  /** Counts this part of a stream among the open transactions until it ends: a transaction the stream carries. */
+  countAsTransaction(): void {
+    if (this.#transaction) return;
+    this.#transaction = true;
+    this.metrics?.openTransactions.inc();
   }
 
   /**
@@ -127,7 +137,7 @@ export class CallRecord {
       if (error !== undefined) this.metrics.errors.inc({ type: error.reason });
       if (error?.reason === "RATE_LIMITED") this.metrics.rateLimited.inc({ platform: this.platform });
       if (this.#stream) this.metrics.openStreams.dec({ method });
-      if (method === "Transaction") this.metrics.openTransactions.dec();
+      if (this.#transaction) this.metrics.openTransactions.dec();
     }
     if (this.#span !== undefined) {
       if (this.database) this.#span.setAttribute("db.namespace", this.database);

@@ -1,0 +1,313 @@
+// Batches and transactions over the platform's QueryStream: the SDK's way once the gateway says it carries them, with every guarantee of their own calls.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
+import pg from "pg";
+import { Code, createClient, GatewayError, type Database, type GatewayClient } from "../client-sdk/src/index.js";
+import type { QueryStreamRequestSchema, QueryStreamResponse, StreamTransactionResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
+import { rejectsWith } from "./helpers/assert-error.js";
+import { startFaultProxy } from "./helpers/fault-proxy.js";
+import { callsOf, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { begunStream, expectKind } from "./helpers/transaction-stream.js";
+import { waitFor } from "./helpers/wait.js";
+
+const calls = (t: TestGateway, platform: string, method: string) => callsOf(t, platform, method);
+
+describe("Batches and transactions over the SDK's QueryStream", () => {
+  let t: TestGateway;
+  let platform: string;
+  let client: GatewayClient;
+  let db: Database;
+  let direct: pg.Client;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1, pool: { maxConnectionsPerPool: 1, acquireTimeoutMillis: 10_000 } });
+    platform = t.platforms[0]!;
+    client = t.client();
+    db = client.platform(platform);
+    await db.query("CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL CHECK (balance >= 0))");
+    direct = await t.pg(`${platform}_main`);
+  });
+  after(() => t.close());
+
+  const reset = async () => {
+    await db.query("TRUNCATE accounts");
+    await db.query("INSERT INTO accounts VALUES (1, 100), (2, 0)");
+  };
+  const balances = async () => (await direct.query<{ balance: number }>("SELECT balance FROM accounts ORDER BY id")).rows.map((r) => r.balance);
+  /** Transaction and Batch calls the gateway has served, and QueryStream calls. */
+  const callCounts = async () => ({
+    Transaction: await calls(t, platform, "Transaction"),
+    Batch: await calls(t, platform, "Batch"),
+  });
+
+  it("batch() and transaction() ride the open QueryStream: no Batch or Transaction call of their own", async () => {
+    await reset();
+    const before = await callCounts();
+    // A query opens the stream; its answer comes after the gateway's first response, which says what it carries.
+    await db.query("SELECT 1");
+    const [batch, moved, query] = await Promise.all([
+      db.batch(["UPDATE accounts SET balance = balance - 10 WHERE id = 1 RETURNING balance", "UPDATE accounts SET balance = balance + 10 WHERE id = 2"], {
+        atomic: true,
+      }),
+      db.transaction(async (tx) => {
+        await tx.query("UPDATE accounts SET balance = balance - 5 WHERE id = 1");
+        await tx.query("UPDATE accounts SET balance = balance + 5 WHERE id = 2");
+        return (await tx.query<{ n: number }>("SELECT count(*)::int AS n FROM accounts")).rows[0]!.n;
+      }),
+      db.query<{ one: number }>("SELECT 1 AS one"),
+    ]);
+    assert.equal(moved, 2);
+    assert.deepEqual(query.rows, [{ one: 1 }]);
+    assert.ok(!(batch[0] instanceof GatewayError));
+    assert.equal(batch[0]!.rows[0]!.balance, 90);
+    assert.deepEqual(await balances(), [85, 15]);
+    assert.deepEqual(await callCounts(), before, "nothing went as a call of its own");
+  });
+
+  it("an atomic batch over the stream: the first error throws with its statement's index and nothing commits; an independent one answers each", async () => {
+    await reset();
+    await db.query("SELECT 1");
+    const before = await callCounts();
+    const error = await db
+      .batch(["UPDATE accounts SET balance = 1 WHERE id = 1", "UPDATE accounts SET balance = -1 WHERE id = 2", "SELECT 1"], { atomic: true })
+      .then(() => undefined, GatewayError.from);
+    assert.equal(error?.sqlstate, "23514");
+    assert.equal(error?.metadata.statement_index, "1");
+    assert.deepEqual(await balances(), [100, 0]);
+    const results = await db.batch(["UPDATE accounts SET balance = 7 WHERE id = 1", "SELECT 1/0", "SELECT 'after'"]);
+    assert.equal((results[1] as GatewayError).sqlstate, "22012");
+    assert.equal(!(results[2] instanceof GatewayError) && results[2]!.rows[0]!["?column?"], "after");
+    assert.deepEqual(await balances(), [7, 0]);
+    assert.deepEqual(await callCounts(), before);
+  });
+
+  it("a transaction never sees what an earlier one left in its session: settings, temporary tables, advisory locks", async () => {
+    await db.query("SELECT 1");
+    const before = await callCounts();
+    // The pool has one connection: both transactions run on it, one after the other.
+    await db.transaction(async (tx) => {
+      await tx.query("SET application_name = 'left behind'");
+      await tx.query("SET search_path = pg_catalog");
+      await tx.query("CREATE TEMP TABLE left_behind (x int)");
+      await tx.query("SELECT pg_advisory_lock(42)");
+    });
+    const seen = await db.transaction(async (tx) => {
+      const { rows } = await tx.query<{ app: string; path: string; temp: number; locks: number }>(
+        `SELECT current_setting('application_name') AS app, current_setting('search_path') AS path,
+                (SELECT count(*)::int FROM pg_class WHERE relname = 'left_behind') AS temp,
+                (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks`,
+      );
+      return rows[0];
+    });
+    assert.deepEqual(seen, { app: "db-gateway", path: '"$user", public', temp: 0, locks: 0 });
+    assert.deepEqual(await callCounts(), before);
+  });
+
+  it("a transaction's deadline over the stream rolls it back: DEADLINE_EXCEEDED, the statement cancelled, nothing committed", async () => {
+    await reset();
+    await db.query("SELECT 1");
+    const before = await callCounts();
+    const error = await db
+      .transaction(
+        async (tx) => {
+          await tx.query("UPDATE accounts SET balance = 0 WHERE id = 1");
+          await tx.query("SELECT pg_sleep(30)");
+        },
+        { timeoutMs: 800 },
+      )
+      .then(() => undefined, GatewayError.from);
+    assert.equal(error?.code, Code.DeadlineExceeded);
+    assert.deepEqual(await balances(), [100, 0]);
+    assert.deepEqual(await callCounts(), before);
+    assert.deepEqual((await db.query("SELECT 'still serving' AS s")).rows, [{ s: "still serving" }]);
+  });
+
+  it("a stream lost with transactions open: each fails, is rolled back, and its connection comes back clean", async () => {
+    await reset();
+    const proxy = await startFaultProxy({ host: "127.0.0.1", port: t.port });
+    const cut = createClient({ ...t.clientOptions(t.keys[platform]!), url: `https://localhost:${proxy.port}` });
+    try {
+      const viaProxy = cut.platform(platform);
+      await viaProxy.query("SELECT 1");
+      const before = await callCounts();
+      let written!: () => void;
+      const inside = new Promise<void>((resolve) => (written = resolve));
+      const transaction = viaProxy.transaction(async (tx) => {
+        await tx.query("UPDATE accounts SET balance = 0 WHERE id = 1");
+        written();
+        await new Promise((resolve) => setTimeout(resolve, 60_000));
+      });
+      transaction.catch(() => undefined);
+      await inside;
+      proxy.cutAll();
+      const error = await transaction.then(() => undefined, GatewayError.from);
+      assert.equal(error?.code, Code.Unavailable);
+      assert.deepEqual(await callCounts(), before, "the transaction went over the stream");
+      await waitFor(async () => (await balances())[0] === 100 && (await db.query("SELECT 1")).rowCount === 1, 5_000, "the transaction rolled back");
+      const { rows } = await db.query("SELECT txid_current_if_assigned() AS x");
+      assert.deepEqual(rows, [{ x: null }]);
+    } finally {
+      cut.close();
+      await proxy.close();
+    }
+  });
+});
+
+describe("Serialization failures over the SDK's QueryStream", () => {
+  it("are ABORTED, and the SDK runs the transaction again, over the stream", async () => {
+    const t = await startTestGateway({ platforms: 1 });
+    try {
+      const platform = t.platforms[0]!;
+      const db = t.client().platform(platform);
+      await db.query("CREATE TABLE doctors (id int PRIMARY KEY, on_call bool NOT NULL)");
+      await db.query("INSERT INTO doctors VALUES (1, true), (2, true)");
+      const before = await calls(t, platform, "Transaction");
+      // Write skew: both read that two doctors are on call before either writes; under SERIALIZABLE one must fail with 40001.
+      let attempts = 0;
+      let reads = 0;
+      let bothRead!: () => void;
+      const barrier = new Promise<void>((resolve) => (bothRead = resolve));
+      const doctor = (id: number) =>
+        db.transaction(
+          async (tx) => {
+            attempts++;
+            const { rows } = await tx.query<{ n: number }>("SELECT count(*)::int AS n FROM doctors WHERE on_call");
+            if (++reads === 2) bothRead();
+            if (reads <= 2) await barrier;
+            if (rows[0]!.n === 2) await tx.query("UPDATE doctors SET on_call = false WHERE id = $1", [id]);
+          },
+          { isolationLevel: "serializable" },
+        );
+      await Promise.all([doctor(1), doctor(2)]);
+      assert.equal(attempts, 3, "one of the two ran again");
+      assert.equal((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM doctors WHERE on_call")).rows[0]!.n, 1);
+      assert.equal(await calls(t, platform, "Transaction"), before, "every attempt went over the stream");
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe("A QueryStream's transactions on the wire", () => {
+  let t: TestGateway;
+  let platform: string;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1 });
+    platform = t.platforms[0]!;
+    await t.client().platform(platform).query("CREATE TABLE events (id int PRIMARY KEY)");
+  });
+  after(() => t.close());
+
+  /** A raw QueryStream: `send` writes a message, `next` reads the transaction answers of the next response. */
+  function rawStream() {
+    const client = t.client();
+    const requests = createWritableIterable<MessageInitShape<typeof QueryStreamRequestSchema>>();
+    const responses = client.raw.query.queryStream(requests)[Symbol.asyncIterator]();
+    return {
+      send: (message: MessageInitShape<typeof QueryStreamRequestSchema>) => void requests.write({ platform, ...message }).catch(() => undefined),
+      async next(): Promise<QueryStreamResponse | undefined> {
+        try {
+          const r = await responses.next();
+          return r.done ? undefined : r.value;
+        } catch (err) {
+          throw GatewayError.from(err);
+        }
+      },
+      halfClose: () => requests.close(),
+      close: () => client.close(),
+    };
+  }
+
+  it("the first response says what the stream carries; transactions interleave, each answered in its own order", async () => {
+    const s = rawStream();
+    try {
+      s.send({
+        transactions: [
+          { transaction: 1n, request: { kind: { case: "begin", value: { platform } } } },
+          { transaction: 2n, request: { kind: { case: "begin", value: { platform } } } },
+          { transaction: 1n, request: { kind: { case: "statement", value: { sql: "INSERT INTO events VALUES (1)" } } } },
+          { transaction: 2n, request: { kind: { case: "statement", value: { sql: "INSERT INTO events VALUES (2)" } } } },
+          { transaction: 1n, request: { kind: { case: "commit", value: {} } } },
+          { transaction: 2n, request: { kind: { case: "rollback", value: {} } } },
+        ],
+      });
+      const first = await s.next();
+      assert.deepEqual({ batches: first?.features?.batches, transactions: first?.features?.transactions }, { batches: true, transactions: true });
+      assert.equal(first?.answers.length, 0);
+      const seen = new Map<bigint, string[]>([
+        [1n, []],
+        [2n, []],
+      ]);
+      const kinds = (a: StreamTransactionResponse) => (a.kind.case === "response" ? a.kind.value.kind.case! : `failed: ${a.kind.value?.message}`);
+      while ([...seen.values()].reduce((n, k) => n + k.length, 0) < 6) {
+        const response = await s.next();
+        assert.ok(response !== undefined, "the stream goes on");
+        for (const a of response.transactions) seen.get(a.transaction)!.push(kinds(a));
+      }
+      assert.deepEqual(seen.get(1n), ["begun", "result", "committed"]);
+      assert.deepEqual(seen.get(2n), ["begun", "result", "rolledBack"]);
+      const direct = await t.pg(`${platform}_main`);
+      assert.deepEqual((await direct.query("SELECT id FROM events ORDER BY id")).rows, [{ id: 1 }]);
+      s.halfClose();
+      assert.equal(await s.next(), undefined, "the stream ends with OK");
+    } finally {
+      s.close();
+    }
+  });
+
+  it("a message for a transaction not open is TRANSACTION_NOT_OPEN; a begin for a platform not the message's fails that transaction; the stream goes on", async () => {
+    const s = rawStream();
+    try {
+      s.send({
+        transactions: [
+          { transaction: 5n, request: { kind: { case: "commit", value: {} } } },
+          { transaction: 6n, request: { kind: { case: "begin", value: { platform: "someoneelse" } } } },
+        ],
+      });
+      const failures: GatewayError[] = [];
+      while (failures.length < 2) {
+        const response = await s.next();
+        assert.ok(response !== undefined);
+        for (const a of response.transactions) {
+          assert.equal(a.kind.case, "failed");
+          if (a.kind.case === "failed") failures.push(GatewayError.fromStatus(a.kind.value));
+        }
+      }
+      assert.deepEqual(
+        failures.map((e) => [e.code, e.reason]),
+        [
+          [Code.FailedPrecondition, "TRANSACTION_NOT_OPEN"],
+          [Code.InvalidArgument, "INVALID_REQUEST"],
+        ],
+      );
+      s.send({ queries: [{ sql: "SELECT 'still open'" }] });
+      const answer = await s.next();
+      assert.equal(answer?.answers[0]?.outcome.case, "result");
+    } finally {
+      s.close();
+    }
+  });
+
+  it("when the gateway drains, a transaction that has its commit commits, and an open one is rolled back (ROLLED_BACK_AT_SHUTDOWN)", async () => {
+    const direct = await t.pg(`${platform}_main`);
+    const open = await begunStream(t.client(), platform, {}, {}, "QueryStream");
+    open.statement("INSERT INTO events VALUES (100)");
+    await expectKind(open, "result");
+    const committing = await begunStream(t.client(), platform, {}, {}, "QueryStream");
+    committing.statement("INSERT INTO events SELECT 101 FROM pg_sleep(0.5)");
+    committing.send({ kind: { case: "commit", value: {} } });
+    await waitFor(
+      async () => (await direct.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid()")).rowCount === 1,
+      5_000,
+      "the slow insert runs",
+    );
+    const closing = t.gateway.close(5_000);
+    await rejectsWith(open.next(), Code.Aborted, "ROLLED_BACK_AT_SHUTDOWN");
+    await expectKind(committing, "result");
+    await expectKind(committing, "committed");
+    await closing;
+    const { rows } = await direct.query<{ id: number }>("SELECT id FROM events WHERE id >= 100 ORDER BY id");
+    assert.deepEqual(rows, [{ id: 101 }]);
+  });
+});
