@@ -93,7 +93,11 @@ export class GatewayMetrics {
       registers,
     });
     this.openStreams = new Gauge({ name: "db_gateway_open_streams", help: "Streaming calls in progress, by method.", labelNames: ["method"], registers });
-    this.openTransactions = new Gauge({ name: "db_gateway_open_transactions", help: "Interactive transactions in progress: Transaction calls, and transactions carried on QueryStreams.", registers });
+    this.openTransactions = new Gauge({
+      name: "db_gateway_open_transactions",
+      help: "Interactive transactions in progress: Transaction calls, and transactions carried on QueryStreams.",
+      registers,
+    });
     this.auditFailures = new Counter({
       name: "db_gateway_audit_failures_total",
       help: "Administrative actions whose audit record could not be written.",
