@@ -256,6 +256,57 @@ describe("A QueryStream's transactions on the wire", () => {
     }
   });
 
+  it("statements that arrive together run written at once, answered as if sent one by one: a failure aborts those behind it (25P02), and commit follows", async () => {
+    const s = rawStream();
+    try {
+      const statement = (sql: string) => ({ transaction: 3n, request: { kind: { case: "statement" as const, value: { sql } } } });
+      s.send({
+        transactions: [
+          { transaction: 3n, request: { kind: { case: "begin", value: { platform } } } },
+          statement("INSERT INTO events VALUES (30)"),
+          statement("SELECT 1/0"),
+          statement("INSERT INTO events VALUES (31)"),
+          { transaction: 3n, request: { kind: { case: "commit", value: {} } } },
+        ],
+      });
+      const answers: string[] = [];
+      while (answers.length < 5) {
+        const response = await s.next();
+        assert.ok(response !== undefined);
+        for (const a of response.transactions) {
+          if (a.kind.case === "failed") answers.push(`failed ${GatewayError.fromStatus(a.kind.value).reason}`);
+          else if (a.kind.value?.kind.case === "error") answers.push(`error ${GatewayError.fromStatus(a.kind.value.kind.value).sqlstate}`);
+          else answers.push(a.kind.value!.kind.case!);
+        }
+      }
+      assert.deepEqual(answers, ["begun", "result", "error 22012", "error 25P02", "failed TRANSACTION_ABORTED"]);
+      const direct = await t.pg(`${platform}_main`);
+      assert.equal((await direct.query("SELECT 1 FROM events WHERE id IN (30, 31)")).rowCount, 0);
+    } finally {
+      s.close();
+    }
+  });
+
+  it("the SDK sends statements issued together at once: each gets its own result, in order", async () => {
+    const db = t.client().platform(platform);
+    await db.query("SELECT 1");
+    const before = await calls(t, platform, "Transaction");
+    const ids = await db.transaction(async (tx) => {
+      const inserted = await Promise.all([40, 41, 42].map((id) => tx.query<{ id: number }>("INSERT INTO events VALUES ($1) RETURNING id", [id])));
+      return inserted.map((r) => r.rows[0]!.id);
+    });
+    assert.deepEqual(ids, [40, 41, 42]);
+    const failed = await db
+      .transaction(async (tx) => {
+        await Promise.all([tx.query("INSERT INTO events VALUES (43)"), tx.query("INSERT INTO events VALUES (40)"), tx.query("INSERT INTO events VALUES (44)")]);
+      })
+      .then(() => undefined, GatewayError.from);
+    assert.equal(failed?.sqlstate, "23505");
+    const direct = await t.pg(`${platform}_main`);
+    assert.deepEqual((await direct.query("SELECT id FROM events WHERE id >= 40 ORDER BY id")).rows, [{ id: 40 }, { id: 41 }, { id: 42 }]);
+    assert.equal(await calls(t, platform, "Transaction"), before);
+  });
+
   it("a message for a transaction not open is TRANSACTION_NOT_OPEN; a begin for a platform not the message's fails that transaction; the stream goes on", async () => {
     const s = rawStream();
     try {

@@ -19,7 +19,7 @@ export interface TransactionOptions {
 
 /** The handle a `transaction()` callback runs its statements on. */
 export interface Transaction {
-  /** Runs one statement inside the transaction. Statements run one at a time, in call order. */
+  /** Runs one statement inside the transaction. Statements run in call order; those issued together (say with Promise.all) reach PostgreSQL together. */
   query<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[]): Promise<QueryResult<Row>>;
 }
 
@@ -153,9 +153,10 @@ export async function runTransactionOnce<T>(
     let queue: Promise<unknown> = Promise.resolve();
     const tx: Transaction = {
       query<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = []) {
+        if (!open) return Promise.reject(transactionOver());
+        // Sent at once, not after the answers before it: statements issued together travel, and reach PostgreSQL, together.
+        send({ kind: { case: "statement", value: { sql, params: params.map(toValue) } } });
         const run = async () => {
-          if (!open) throw transactionOver();
-          send({ kind: { case: "statement", value: { sql, params: params.map(toValue) } } });
           await begun;
           const answer = await receive();
           if (answer.case === "error") throw GatewayError.fromStatus(answer.value);
@@ -174,6 +175,7 @@ export async function runTransactionOnce<T>(
       await begun; // a failed begin fails the transaction, even if `fn` caught the error
     } catch (err) {
       await begun.catch(() => undefined);
+      await queue; // the answers of statements still on their way come before the rollback's
       if (open) {
         send({ kind: { case: "rollback", value: {} } });
         channel.halfClose();

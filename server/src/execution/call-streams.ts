@@ -30,4 +30,6 @@ export interface ResponseStream<O extends DescMessage> {
 /** The requests of a client-streaming call, read one at a time: undefined once the client has half-closed. */
 export interface RequestStream<I extends DescMessage> {
   next(): Promise<MessageShape<I> | undefined>;
+  /** The request `next` would give at once, when one has already arrived (a stream that can tell; it stays unread). */
+  peek?(): MessageShape<I> | undefined;
 }

@@ -4,7 +4,8 @@ import { GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } fro
 import type { TransactionRequestSchema, TransactionResponseSchema } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import type { Lease } from "../pool/pool-manager.js";
 import { EncodedMessage, type RequestStream, type ResponseStream } from "./call-streams.js";
-import { prepareStatement } from "./execute.js";
+import { prepareStatement, type PreparedStatement } from "./execute.js";
+import { canPipeline } from "./leading-keyword.js";
 import { encodeTransactionResult } from "../../../wire/src/response-encoding.js";
 import type { ResultBudget } from "./result-budget.js";
 import { OpenTransaction } from "./transaction-control.js";
@@ -64,9 +65,57 @@ export async function runInteractiveTransaction(
         await transaction.rollback();
         await responses.send({ kind: { case: "rolledBack", value: {} } });
         return;
-      case "statement":
-        await responses.send(await answerStatement(lease, transaction, kind.value, limits));
+      case "statement": {
+        const pipelined = [kind.value];
+        // Statements that have already arrived behind it go in the same write, when none can end the transaction.
+        for (let next = requests.peek?.(); next?.kind.case === "statement"; next = requests.peek?.()) {
+          pipelined.push(next.kind.value);
+          await requests.next();
+        }
+        const prepared = pipelined.length > 1 && pipelined.every((s) => canPipeline(s.sql)) ? prepareAll(pipelined) : undefined;
+        if (prepared !== undefined) {
+          for (const answer of await answerPipelined(lease, transaction, prepared, limits)) await responses.send(answer);
+        } else {
+          for (const statement of pipelined) await responses.send(await answerStatement(lease, transaction, statement, limits));
+        }
+      }
     }
+  }
+}
+
+/**
+ * Statements that arrived together, written at once (see
+ * `OpenTransaction.runMany`), timed together by `maxStatementMillis`: each
+ * answered by its result or its error, as `answerStatement` answers one.
+ */
+async function answerPipelined(
+  lease: Lease,
+  transaction: OpenTransaction,
+  statements: readonly PreparedStatement[],
+  { maxStatementMillis, results }: TransactionLimits,
+): Promise<(MessageInitShape<typeof TransactionResponseSchema> | EncodedMessage)[]> {
+  const timer = setTimeout(
+    () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statements ran longer than the longest allowed (${maxStatementMillis} ms)`)),
+    maxStatementMillis,
+  );
+  const accounts = statements.map(() => results.account());
+  try {
+    const answers = await transaction.runMany(statements, accounts);
+    return answers.map((answer, i) => {
+      if (answer.status === "fulfilled") {
+        const [result, nanos] = answer.value;
+        return new EncodedMessage(encodeTransactionResult(result.encode(nanos)), () => accounts[i]!.release());
+      }
+      accounts[i]!.release();
+      const error = toGatewayError(answer.reason);
+      if (lease.signal.aborted || !leavesConnectionUsable(error)) throw error;
+      return { kind: { case: "error", value: toRpcStatus(error) } };
+    });
+  } catch (err) {
+    for (const account of accounts) account.release();
+    throw toGatewayError(err);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -98,6 +147,15 @@ async function answerStatement(
     return { kind: { case: "error", value: toRpcStatus(error) } };
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/** The statements prepared, or undefined when one is invalid (each is then run, and answered, on its own). */
+function prepareAll(statements: readonly Parameters<typeof prepareStatement>[0][]): PreparedStatement[] | undefined {
+  try {
+    return statements.map((statement) => prepareStatement(statement));
+  } catch {
+    return undefined;
   }
 }
 

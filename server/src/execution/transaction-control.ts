@@ -96,6 +96,35 @@ export class OpenTransaction {
   }
 
   /**
+   * Runs several of the caller's statements written at once (the first
+   * behind a deferred BEGIN), each result counted in its own account, and
+   * settles each as if they had been sent one by one: one that fails aborts
+   * the transaction, and those behind it fail with 25P02 without running.
+   * Only for statements that can neither end nor open a transaction
+   * (`canPipeline`). A result cut off by its limits ends the call.
+   */
+  async runMany(statements: readonly PreparedStatement[], accounts: readonly ResultAccount[]): Promise<PromiseSettledResult<[BufferedResult, bigint]>[]> {
+    const begin = this.#begin;
+    this.#begin = undefined;
+    if (this.lease.signal.aborted) throw this.lease.signal.reason;
+    const timed = lapTimer(); // each statement's time counts from the answer before it (the first's: from sending, BEGIN included)
+    const cut = (error: GatewayError) => this.lease.interrupt(error);
+    const answers = await sendPipelined<unknown>(this.lease, (client) => [
+      ...(begin === undefined ? [] : [shieldedBegin(this.lease, client, beginAndStart(begin))]),
+      ...statements.map((statement, i) => sendTraced(client, this.lease.database, statement, accounts[i]!, cut).then(timed.lap, timed.failed)),
+    ]);
+    if (begin !== undefined) {
+      const begun = answers.shift()!;
+      if (begun.status === "rejected") {
+        this.#failed = true;
+        throw toGatewayError(begun.reason);
+      }
+      this.startedAt = startedAt(begun.value);
+    }
+    return answers as PromiseSettledResult<[BufferedResult, bigint]>[];
+  }
+
+  /**
    * Fails with TRANSACTION_ENDED_BY_STATEMENT when the caller's statement
    * (whose command tag is `command`) ended this transaction: COMMIT, ROLLBACK,
    * PREPARE TRANSACTION, or one of them AND CHAIN, which opens a new one. Its

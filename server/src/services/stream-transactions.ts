@@ -167,6 +167,7 @@ class StreamTransaction {
   /** The queue as a Transaction call's requests, each statement counted in `record`. */
   counted(record: CallRecord): RequestStream<typeof TransactionRequestSchema> {
     return {
+      peek: () => this.#queue[0],
       next: () => {
         const request = this.#queue.shift();
         if (request !== undefined) {
