@@ -8,7 +8,7 @@ import { Code, createClient, GatewayError, type Database, type GatewayClient } f
 import type { QueryStreamRequestSchema, QueryStreamResponse, StreamTransactionResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startFaultProxy } from "./helpers/fault-proxy.js";
-import { callsOf, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { callsOf, metricValue, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { begunStream, expectKind } from "./helpers/transaction-stream.js";
 import { waitFor } from "./helpers/wait.js";
 
@@ -360,5 +360,76 @@ describe("A QueryStream's transactions on the wire", () => {
     await closing;
     const { rows } = await direct.query<{ id: number }>("SELECT id FROM events WHERE id >= 100 ORDER BY id");
     assert.deepEqual(rows, [{ id: 101 }]);
+  });
+});
+
+describe("A QueryStream's transactions and a client that does not read", () => {
+  it("the gateway stops reading once maxStreamQueries transaction messages wait for the transport, and answers them all once the client reads", async () => {
+    const limit = 30;
+    const t = await startTestGateway({
+      platforms: 1,
+      overrides: { maxStreamQueries: limit },
+      pool: { maxConnectionsPerPool: 40, maxTotalConnections: 60, acquireTimeoutMillis: 30_000 },
+    });
+    const platform = t.platforms[0]!;
+    await t.client().platform(platform).query("CREATE TABLE events (id int PRIMARY KEY)");
+    // A proxy that stops passing the gateway's bytes on: HTTP/2 flow control then stops the gateway's writes.
+    const proxy = await startFaultProxy({ host: "127.0.0.1", port: t.port });
+    const client = createClient({ ...t.clientOptions(t.keys[platform]!), url: `https://localhost:${proxy.port}` });
+    const requests = createWritableIterable<MessageInitShape<typeof QueryStreamRequestSchema>>();
+    const responses = client.raw.query.queryStream(requests)[Symbol.asyncIterator]();
+    const open = () => metricValue(t, "db_gateway_open_transactions");
+    try {
+      assert.ok((await responses.next()).value?.features?.transactions, "the gateway carries transactions");
+      proxy.hold(true);
+      const transactions = 60;
+      for (let n = 1; n <= transactions; n++) {
+        void requests
+          .write({
+            platform,
+            transactions: [
+              { transaction: BigInt(n), request: { kind: { case: "begin", value: { platform } } } },
+              {
+                transaction: BigInt(n),
+                request: { kind: { case: "statement", value: { sql: `INSERT INTO events VALUES (${n}) RETURNING repeat('x', 100000)` } } },
+              },
+              { transaction: BigInt(n), request: { kind: { case: "commit", value: {} } } },
+            ],
+          })
+          .catch(() => undefined);
+      }
+      // The transactions begun level off well below those sent.
+      let begun = -1;
+      await waitFor(
+        async () => {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          const now = await open();
+          const steady = now === begun;
+          begun = now;
+          return steady && now > 0;
+        },
+        30_000,
+        "the gateway stops reading",
+      );
+      // Each open transaction holds two messages unanswered (its statement, whose result waits for the transport, and its commit).
+      assert.ok(begun * 2 <= limit + 3, `${begun} of ${transactions} transactions begun while the client's transport took no answer`);
+      proxy.hold(false);
+      const committed = new Set<bigint>();
+      while (committed.size < transactions) {
+        const next = await responses.next();
+        assert.ok(!next.done, `the stream ended after ${committed.size} commits`);
+        for (const a of next.value.transactions) {
+          assert.equal(a.kind.case, "response", a.kind.case === "failed" ? a.kind.value.message : undefined);
+          if (a.kind.value?.kind.case === "committed") committed.add(a.transaction);
+        }
+      }
+      const direct = await t.pg(`${platform}_main`);
+      assert.equal((await direct.query("SELECT 1 FROM events")).rowCount, transactions);
+      requests.close();
+    } finally {
+      client.close();
+      await proxy.close();
+      await t.close();
+    }
   });
 });
