@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, fromBinary, toBinary, type DescMessage } from "@bufbuild/protobuf";
 import {
+  BatchResponseSchema,
   QueryManyRequestSchema,
   QueryManyResponseSchema,
   QueryResponseSchema,
@@ -13,7 +14,15 @@ import {
 import { ColumnSchema, ResultSetSchema } from "../src/gen/dbgateway/v1/values_pb.js";
 import { StatusSchema, type Status } from "../src/gen/google/rpc/status_pb.js";
 import { decodeByHand, decoderFor, encoderFor } from "../src/codecs.js";
-import { encodeAnswers, encodeQueryResponse, encodeResults, encodeTransactionResult, type Outcome } from "../src/response-encoding.js";
+import {
+  encodeAnswers,
+  encodeQueryResponse,
+  encodeResults,
+  encodeTransactionResult,
+  type Outcome,
+  type StreamOutcome,
+  type TransactionAnswer,
+} from "../src/response-encoding.js";
 import { encodeResultSet, toResultSet, type ResultField, type TextResult } from "../src/result-set.js";
 import { encodeRows, RowChunker, STREAM_QUERY_ROWS, type TextRow } from "../src/row-encoding.js";
 import { rowBytesOf } from "../src/row-decoding.js";
@@ -24,6 +33,9 @@ import { allByHand, DECODED, Random, randomManyRequest, randomResultSet, randomS
 
 /** Each seed makes one random message of each type; a failure names its seed. */
 const SEEDS = Array.from({ length: 150 }, (_, i) => i + 1);
+
+/** A random ResultSet, as a message. */
+const resultSetOf = (r: Random) => create(ResultSetSchema, randomResultSet(r));
 
 /** Columns enough for every row of `message`, half of them int4 (read straight from the bytes), to read its rows through. */
 function rowsThrough(message: object): unknown[] | undefined {
@@ -132,6 +144,35 @@ describe("the wire codecs against protobuf-es", () => {
       const numbers = outcomes.map(() => r.pick([0, 1, 128, 2 ** 32, 2 ** 53 - 1]));
       const answers = create(QueryStreamResponseSchema, { answers: outcomes.map((o, i) => ({ query: BigInt(numbers[i]!), outcome: outcome(o) })) });
       assert.deepEqual(new Uint8Array(encodeAnswers(numbers, outcomes, statusBytes)), toBinary(QueryStreamResponseSchema, answers), what);
+
+      // With batches' answers among them, and transactions' answers behind them.
+      const streamOutcomes: StreamOutcome<Status>[] = outcomes.map((o) => (r.chance(0.3) ? { batch: encodeResults(outcomes, statusBytes) } : o));
+      const transactions: TransactionAnswer<Status>[] = r.array(3, () => {
+        const transaction = r.pick([0, 1, 300, 2 ** 40]);
+        if (r.chance(0.3)) return { transaction, failed: create(StatusSchema, randomStatus(r)) };
+        const response = r.chance(0.5)
+          ? create(TransactionResponseSchema, { kind: { case: "result", value: resultSetOf(r) } })
+          : create(TransactionResponseSchema, { kind: { case: "committed", value: {} } });
+        return { transaction, response: toBinary(TransactionResponseSchema, response) };
+      });
+      const streamAnswers = create(QueryStreamResponseSchema, {
+        answers: streamOutcomes.map((o, i) => ({
+          query: BigInt(numbers[i]!),
+          outcome: o.batch !== undefined ? { case: "batch" as const, value: fromBinary(BatchResponseSchema, o.batch) } : outcome(o as Outcome<Status>),
+        })),
+        transactions: transactions.map((t) => ({
+          transaction: BigInt(t.transaction),
+          kind:
+            t.failed !== undefined
+              ? { case: "failed" as const, value: t.failed }
+              : { case: "response" as const, value: fromBinary(TransactionResponseSchema, t.response!) },
+        })),
+      });
+      assert.deepEqual(
+        new Uint8Array(encodeAnswers(numbers, streamOutcomes, statusBytes, transactions)),
+        toBinary(QueryStreamResponseSchema, streamAnswers),
+        what,
+      );
 
       const resultSet = create(ResultSetSchema, randomResultSet(r));
       const resultBytes = toBinary(ResultSetSchema, resultSet);

@@ -2,6 +2,8 @@
 import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   BatchResponseSchema,
+  type BatchRequestSchema,
+  type StreamTransactionRequestSchema,
   QueryManyRequestSchema,
   QueryManyResponseSchema,
   QueryResponseSchema,
@@ -104,7 +106,48 @@ export const randomStreamRequest = (r: Random): MessageInitShape<typeof QueryStr
   platform: r.pick(["", "clinic"]),
   queries: randomQueries(r),
   timeoutMs: r.u32(),
+  batches: r.chance(0.3) ? r.array(2, () => randomBatch(r)) : [],
+  transactions: r.chance(0.3) ? r.array(3, () => randomTransactionFrame(r)) : [],
 });
+
+function randomStatements(r: Random) {
+  return r.array(3, () => ({ sql: r.text(), params: r.array(2, () => randomParam(r)) }));
+}
+
+function randomOptions(r: Random) {
+  return r.chance(0.5) ? { isolationLevel: r.int(4), readOnly: r.chance(0.5), deferrable: r.chance(0.5) } : undefined;
+}
+
+function randomBatch(r: Random): MessageInitShape<typeof BatchRequestSchema> {
+  return {
+    platform: r.pick(["", "clinic"]),
+    tenantId: r.pick(["", "t1"]),
+    statements: randomStatements(r),
+    atomic: r.chance(0.5),
+    transactionOptions: randomOptions(r),
+  };
+}
+
+function randomTransactionFrame(r: Random): MessageInitShape<typeof StreamTransactionRequestSchema> {
+  const kinds = [
+    () => ({ case: "begin" as const, value: { platform: r.pick(["", "clinic"]), tenantId: r.pick(["", "t1"]), options: randomOptions(r) } }),
+    () => ({ case: "statement" as const, value: randomStatements(r)[0] ?? { sql: r.text() } }),
+    () => ({ case: "commit" as const, value: {} }),
+    () => ({ case: "rollback" as const, value: {} }),
+  ];
+  return { transaction: r.u64(), request: { kind: r.pick(kinds)() }, timeoutMs: r.chance(0.5) ? r.u32() : 0 };
+}
+
+function randomTransactionResponse(r: Random): MessageInitShape<typeof TransactionResponseSchema> {
+  const kinds = [
+    () => ({ case: "result" as const, value: randomResultSet(r) }),
+    () => ({ case: "begun" as const, value: {} }),
+    () => ({ case: "committed" as const, value: {} }),
+    () => ({ case: "rolledBack" as const, value: {} }),
+    () => ({ case: "error" as const, value: randomStatus(r) }),
+  ];
+  return { kind: r.pick(kinds)() };
+}
 export const randomManyRequest = (r: Random): MessageInitShape<typeof QueryManyRequestSchema> => ({
   platform: r.pick(["", "clinic"]),
   queries: randomQueries(r),
@@ -154,7 +197,21 @@ export const DECODED: { schema: DescMessage; random: (r: Random) => object }[] =
   { schema: QueryResponseSchema, random: (r) => ({ result: r.chance(0.9) ? randomResultSet(r) : undefined }) },
   { schema: QueryManyResponseSchema, random: (r) => ({ results: r.array(4, () => ({ outcome: randomOutcome(r) })) }) },
   { schema: BatchResponseSchema, random: (r) => ({ results: r.array(4, () => ({ outcome: randomOutcome(r) })) }) },
-  { schema: QueryStreamResponseSchema, random: (r) => ({ answers: r.array(4, () => ({ query: r.u64(), outcome: randomOutcome(r) })) }) },
+  {
+    schema: QueryStreamResponseSchema,
+    random: (r) => ({
+      answers: r.array(4, () => ({
+        query: r.u64(),
+        outcome: r.chance(0.8) ? randomOutcome(r) : { case: "batch" as const, value: { results: r.array(3, () => ({ outcome: randomOutcome(r) })) } },
+      })),
+      transactions: r.array(3, () => ({
+        transaction: r.u64(),
+        kind: r.chance(0.7) ? { case: "response" as const, value: randomTransactionResponse(r) } : { case: "failed" as const, value: randomStatus(r) },
+      })),
+      // The gateway's first response only: left to fromBinary.
+      features: r.chance(0.1) ? { batches: r.chance(0.5), transactions: r.chance(0.5) } : undefined,
+    }),
+  },
   { schema: TransactionResponseSchema, random: (r) => ({ kind: { case: "result", value: randomResultSet(r) } }) },
   {
     schema: StreamQueryResponseSchema,
@@ -169,7 +226,11 @@ export const DECODED: { schema: DescMessage; random: (r: Random) => object }[] =
 export function allByHand(schema: DescMessage, init: object): boolean {
   if (schema === QueryStreamRequestSchema || schema === QueryManyRequestSchema) {
     const handKinds = new Set([undefined, "nullValue", "boolValue", "int64Value", "doubleValue", "textValue", "bytesValue", "numericValue", "jsonValue"]);
-    return (init as { queries: { params: Value[] }[] }).queries.every((q) => q.params.every((p) => handKinds.has(p.kind.case)));
+    const request = init as { queries: { params: Value[] }[]; batches?: unknown[]; transactions?: unknown[] };
+    // Batches and transactions are left to fromBinary: the gateway's hot path is queries.
+    if ((request.batches?.length ?? 0) > 0 || (request.transactions?.length ?? 0) > 0) return false;
+    return request.queries.every((q) => q.params.every((p) => handKinds.has(p.kind.case)));
   }
+  if (schema === QueryStreamResponseSchema) return (init as { features?: object }).features === undefined;
   return true;
 }
