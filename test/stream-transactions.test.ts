@@ -7,12 +7,14 @@ import pg from "pg";
 import { Code, createClient, GatewayError, type Database, type GatewayClient } from "../client-sdk/src/index.js";
 import type { QueryStreamRequestSchema, QueryStreamResponse, StreamTransactionResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { startFaultProxy } from "./helpers/fault-proxy.js";
-import { callsOf, metricValue, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";
+import { callsOf, metricValue, pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { begunStream, expectKind } from "./helpers/transaction-stream.js";
 import { waitFor } from "./helpers/wait.js";
 
 const calls = (t: TestGateway, platform: string, method: string) => callsOf(t, platform, method);
+
+type QueryResultLike = { rows: unknown[] };
 
 describe("Batches and transactions over the SDK's QueryStream", () => {
   let t: TestGateway;
@@ -21,7 +23,8 @@ describe("Batches and transactions over the SDK's QueryStream", () => {
   let db: Database;
   let direct: pg.Client;
   before(async () => {
-    t = await startTestGateway({ platforms: 1, pool: { maxConnectionsPerPool: 1, acquireTimeoutMillis: 10_000 } });
+    // One connection, so that transactions one after the other share it; waiters enough for a burst of batches.
+    t = await startTestGateway({ platforms: 1, pool: { maxConnectionsPerPool: 1, acquireTimeoutMillis: 10_000, maxWaitersPerPool: 2_000 } });
     platform = t.platforms[0]!;
     client = t.client();
     db = client.platform(platform);
@@ -121,6 +124,59 @@ describe("Batches and transactions over the SDK's QueryStream", () => {
     assert.deepEqual(await balances(), [100, 0]);
     assert.deepEqual(await callCounts(), before);
     assert.deepEqual((await db.query("SELECT 'still serving' AS s")).rows, [{ s: "still serving" }]);
+  });
+
+  it("a callback that leaves a statement running after it returns still settles: the statement is answered before the commit, or refused after it", async () => {
+    await db.query("SELECT 1");
+    let late: Promise<unknown> = Promise.resolve();
+    const transaction = db.transaction(async (tx) => {
+      late = (async () => {
+        await tx.query("SELECT 1");
+        await tx.query("SELECT 2");
+      })();
+      late.catch(() => undefined);
+    });
+    const outcome = await Promise.race([
+      transaction.then(
+        () => "settled",
+        () => "settled",
+      ),
+      new Promise((resolve) => setTimeout(() => resolve("hung"), 5_000)),
+    ]);
+    assert.equal(outcome, "settled");
+    const error = await late.then(() => undefined, GatewayError.from);
+    assert.ok(error === undefined || error.reason === "TRANSACTION_OVER", String(error));
+  });
+
+  it("a batch burst of more than a message holds (1,000 queries and batches) is split over several messages", async () => {
+    await db.query("SELECT 1");
+    const before = await callCounts();
+    const results = await Promise.all([
+      ...Array.from({ length: 50 }, (_, i) => db.query<{ n: number }>("SELECT $1::int AS n", [i])),
+      ...Array.from({ length: 1_100 }, (_, i) => db.batch([{ sql: "SELECT $1::int AS n", params: [i] }])),
+    ]);
+    assert.equal(results.length, 1_150);
+    const last = results[1_149] as (QueryResultLike | GatewayError)[];
+    assert.ok(!(last[0] instanceof GatewayError), String(last[0]));
+    assert.deepEqual(last[0]!.rows, [{ n: 1_099 }]);
+    assert.deepEqual(await callCounts(), before);
+  });
+
+  it("a transaction's deadline holds in the SDK too: a stream whose answers stall fails it with DEADLINE_EXCEEDED in time", async () => {
+    const proxy = await startFaultProxy({ host: "127.0.0.1", port: t.port });
+    const stalled = createClient({ ...t.clientOptions(t.keys[platform]!), url: `https://localhost:${proxy.port}` });
+    try {
+      const viaProxy = stalled.platform(platform);
+      await viaProxy.query("SELECT 1");
+      proxy.hold(true);
+      const started = Date.now();
+      const error = await viaProxy.transaction(async (tx) => void (await tx.query("SELECT 1")), { timeoutMs: 500 }).then(() => undefined, GatewayError.from);
+      assert.equal(error?.code, Code.DeadlineExceeded);
+      assert.ok(Date.now() - started < 3_000, `failed after ${Date.now() - started} ms`);
+    } finally {
+      stalled.close();
+      await proxy.close();
+    }
   });
 
   it("a stream lost with transactions open: each fails, is rolled back, and its connection comes back clean", async () => {
@@ -340,6 +396,61 @@ describe("A QueryStream's transactions on the wire", () => {
     }
   });
 
+  it("a stream that fails rolls back its open transactions, even one whose commit was read behind a running statement", async () => {
+    const s = rawStream();
+    const direct = await t.pg(`${platform}_main`);
+    try {
+      s.send({
+        transactions: [
+          { transaction: 9n, request: { kind: { case: "begin", value: { platform } } } },
+          { transaction: 9n, request: { kind: { case: "statement", value: { sql: "INSERT INTO events SELECT 90 FROM pg_sleep(0.5)" } } } },
+          { transaction: 9n, request: { kind: { case: "commit", value: {} } } },
+        ],
+      });
+      await waitFor(
+        async () =>
+          (await direct.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE '%SELECT 90 FROM pg_sleep%' AND pid <> pg_backend_pid()")).rowCount === 1,
+        5_000,
+        "the insert runs",
+      );
+      // A begin that reuses the open transaction's number fails the stream.
+      s.send({ transactions: [{ transaction: 9n, request: { kind: { case: "begin", value: { platform } } } }] });
+      let error: GatewayError | undefined;
+      while (error === undefined)
+        await s.next().then(
+          (r) => assert.ok(r !== undefined, "the stream fails"),
+          (err: unknown) => (error = GatewayError.from(err)),
+        );
+      assert.equal(error.reason, "INVALID_REQUEST");
+      await waitFor(
+        async () =>
+          (await direct.query("SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()", [`${platform}_main`]))
+            .rowCount === 0,
+        5_000,
+        "the transaction ends",
+      );
+      assert.equal((await direct.query("SELECT 1 FROM events WHERE id = 90")).rowCount, 0, "nothing committed");
+    } finally {
+      s.close();
+    }
+  });
+
+  it("a transaction number above 2^53 - 1 fails the stream (INVALID_ARGUMENT): it could not be answered exactly", async () => {
+    const s = rawStream();
+    try {
+      s.send({ transactions: [{ transaction: 2n ** 53n + 1n, request: { kind: { case: "begin", value: { platform } } } }] });
+      let error: GatewayError | undefined;
+      while (error === undefined)
+        await s.next().then(
+          (r) => assert.ok(r !== undefined, "the stream fails"),
+          (err: unknown) => (error = GatewayError.from(err)),
+        );
+      assert.equal(error.code, Code.InvalidArgument);
+    } finally {
+      s.close();
+    }
+  });
+
   it("when the gateway drains, a transaction that has its commit commits, and an open one is rolled back (ROLLED_BACK_AT_SHUTDOWN)", async () => {
     const direct = await t.pg(`${platform}_main`);
     const open = await begunStream(t.client(), platform, {}, {}, "QueryStream");
@@ -431,5 +542,42 @@ describe("A QueryStream's transactions and a client that does not read", () => {
       await proxy.close();
       await t.close();
     }
+  });
+});
+
+describe("A QueryStream transaction's statements issued together reach PostgreSQL in one write", () => {
+  let proxy: FaultProxy;
+  let t: TestGateway;
+  let platform: string;
+  before(async () => {
+    const target = new URL(pgUrl());
+    proxy = await startFaultProxy({ host: target.hostname, port: Number(target.port || 5432) });
+    t = await startTestGateway({ platforms: 1, databaseUrl: proxy.url(pgUrl()) });
+    platform = t.platforms[0]!;
+    await t.client().platform(platform).query("CREATE TABLE marks (id int PRIMARY KEY)");
+  });
+  after(async () => {
+    await t.close();
+    await proxy.close();
+  });
+
+  /** Whether one chunk the gateway wrote to PostgreSQL holds every one of `texts`. */
+  const together = (...texts: string[]) => proxy.sent.some((chunk) => texts.every((text) => chunk.includes(text)));
+
+  it("the SDK's statements issued together (Promise.all) go in one write, BEGIN with them; statements awaited one by one do not", async () => {
+    const db = t.client().platform(platform);
+    await db.query("SELECT 1");
+    proxy.record(true);
+    await db.transaction(async (tx) => {
+      await Promise.all([1, 2, 3].map((id) => tx.query(`INSERT INTO marks VALUES (${id}) /* together ${id} */`)));
+    });
+    assert.ok(together("BEGIN", "together 1", "together 2", "together 3"), "BEGIN and the three inserts in one write");
+    proxy.record(true);
+    await db.transaction(async (tx) => {
+      for (const id of [4, 5, 6]) await tx.query(`INSERT INTO marks VALUES (${id}) /* apart ${id} */`);
+    });
+    assert.ok(!together("apart 4", "apart 5") && !together("apart 5", "apart 6"), "statements awaited one by one leave one by one");
+    proxy.record(false);
+    assert.equal((await db.query("SELECT 1 FROM marks")).rowCount, 6);
   });
 });

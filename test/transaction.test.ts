@@ -1,12 +1,12 @@
 // Transaction streams: commit, rollback, failed statements, cut clients, isolation and savepoints, message by message.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import pg from "pg";
 import { IsolationLevel } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
-import { Code, createClient, GatewayError, type Database } from "../client-sdk/src/index.js";
+import { Code, createClient, GatewayError, type Database, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startFaultProxy } from "./helpers/fault-proxy.js";
-import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { callsOf, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { waitFor } from "./helpers/wait.js";
 import { begunStream, expectKind, expectSqlstate, openStream, TRANSPORTS } from "./helpers/transaction-stream.js";
 
@@ -234,9 +234,31 @@ for (const transport of TRANSPORTS)
     });
 
     describe("through the SDK", () => {
+      /** The SDK's way for this transport: a client without QueryStream makes Transaction calls; one whose stream is open sends transactions over it. */
+      let sdk: GatewayClient;
+      let viaSdk: ReturnType<GatewayClient["platform"]>;
+      before(async () => {
+        sdk = createClient({ ...t.clientOptions(t.keys[platform]!), queryStream: transport === "QueryStream" });
+        viaSdk = sdk.platform(platform);
+      });
+      after(() => sdk.close());
+      beforeEach(async () => {
+        await viaSdk.query("SELECT 1"); // opens the stream, which says it carries transactions
+      });
+      afterEach(async () => {
+        const calls = await callsOf(t, platform, "Transaction");
+        if (transport === "QueryStream") assert.equal(calls, transactionCalls, "the SDK's transactions went over its QueryStream");
+        else assert.ok(calls > transactionCalls, "the SDK's transactions were Transaction calls");
+        transactionCalls = calls;
+      });
+      let transactionCalls = 0;
+      before(async () => {
+        transactionCalls = await callsOf(t, platform, "Transaction");
+      });
+
       it("transaction() commits what the callback did and returns its value", async () => {
         await reset();
-        const moved = await db.transaction(async (tx) => {
+        const moved = await viaSdk.transaction(async (tx) => {
           await tx.query("UPDATE accounts SET balance = balance - $1 WHERE id = 1", [25]);
           await tx.query("UPDATE accounts SET balance = balance + $1 WHERE id = 2", [25]);
           return (await tx.query<{ balance: number }>("SELECT balance FROM accounts WHERE id = 2")).rows[0]!.balance;
@@ -248,7 +270,7 @@ for (const transport of TRANSPORTS)
       it("transaction() rolls back when the callback throws, and rethrows its error", async () => {
         await reset();
         await assert.rejects(
-          db.transaction(async (tx) => {
+          viaSdk.transaction(async (tx) => {
             await tx.query("UPDATE accounts SET balance = 0 WHERE id = 1");
             throw new Error("changed my mind");
           }),
@@ -259,7 +281,7 @@ for (const transport of TRANSPORTS)
       });
 
       it("transaction() sends its first statement with the begin: a begin that fails fails the transaction, even when the callback catches the error", async () => {
-        const missing = t.client().platform(platform).tenant("no_such_tenant");
+        const missing = viaSdk.tenant("no_such_tenant");
         let seen: unknown;
         const err = await missing
           .transaction(async (tx) => {
@@ -271,7 +293,7 @@ for (const transport of TRANSPORTS)
         assert.equal(GatewayError.from(seen).code, Code.NotFound);
         // A callback that throws before the gateway has answered the begin: its own error, and nothing is left behind.
         await assert.rejects(
-          db.transaction(async () => {
+          viaSdk.transaction(async () => {
             throw new Error("before any statement");
           }),
           /before any statement/,

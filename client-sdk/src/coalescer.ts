@@ -110,9 +110,13 @@ export class QueryCoalescer {
     const groups = [...this.#groups.values()];
     this.#groups.clear();
     for (const group of groups) {
+      // At most MAX_QUERIES_PER_CALL queries and batches a message: the queries first, batches filling the last one's room.
       const { queries, batches } = group;
-      for (let i = 0; i < Math.max(queries.length, 1); i += MAX_QUERIES_PER_CALL) {
-        this.#send(group, queries.slice(i, i + MAX_QUERIES_PER_CALL), i === 0 ? batches : []);
+      const total = queries.length + batches.length;
+      for (let i = 0; i < total; i += MAX_QUERIES_PER_CALL) {
+        const end = i + MAX_QUERIES_PER_CALL;
+        const batchesOf = batches.length === 0 ? batches : batches.slice(Math.max(0, i - queries.length), Math.max(0, end - queries.length));
+        this.#send(group, queries.slice(i, Math.min(end, queries.length)), batchesOf);
       }
     }
   }
@@ -121,7 +125,8 @@ export class QueryCoalescer {
   #session(platform: string): QueryStreamSession | undefined {
     if (!this.#streams) return undefined;
     let session = this.#sessions.get(platform);
-    if (session === undefined) {
+    // A stream whose gateway is shutting down finishes what it carries; new work goes to a new one.
+    if (session === undefined || session.draining) {
       session = new QueryStreamSession(
         this.client,
         platform,

@@ -247,7 +247,9 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
           return await runTransactionOnce(channel, target, fn, options, parserFor);
         } catch (err) {
           const error = GatewayError.from(err);
-          if (error.code !== Code.Aborted || attempt >= attempts || options.signal?.aborted) throw error;
+          // ABORTED: rolled back, run it again; UNAVAILABLE before anything was sent (a gateway shutting down): nothing ran.
+          const again = error.code === Code.Aborted || (error.code === Code.Unavailable && error.notSent && error.reason !== "COMMIT_OUTCOME_UNKNOWN");
+          if (!again || attempt >= attempts || options.signal?.aborted) throw error;
           await new Promise((resolve) => setTimeout(resolve, 10 * 2 ** attempt * Math.random()));
         }
       }

@@ -109,6 +109,8 @@ export class QueryStreamSession {
   #numbered = 0;
   #transactionNumbers = 0;
   #features: StreamFeatures | undefined;
+  /** The gateway said it is shutting down (a transaction rolled back at shutdown): no new work goes to this stream. */
+  #draining = false;
   #open = true;
   #lastActive = performance.now();
   #linger: ReturnType<typeof setTimeout> | undefined;
@@ -129,7 +131,12 @@ export class QueryStreamSession {
 
   /** Whether the gateway carries batches or transactions on this stream (known from its first response). */
   carries(what: "batches" | "transactions"): boolean {
-    return this.#open && this.#features?.[what] === true;
+    return this.#open && !this.#draining && this.#features?.[what] === true;
+  }
+
+  /** Whether the gateway behind this stream is shutting down: new work goes to another stream. */
+  get draining(): boolean {
+    return this.#draining;
   }
 
   /** Sends queries and batches as one message (with the transaction messages waiting). */
@@ -217,7 +224,9 @@ export class QueryStreamSession {
           if (listener === undefined) continue; // an answer to a message of a transaction already over
           if (answer.kind.case === "failed") {
             this.#transactions.delete(Number(answer.transaction));
-            listener.fail(GatewayError.fromStatus(answer.kind.value));
+            const error = GatewayError.fromStatus(answer.kind.value);
+            if (error.reason === "ROLLED_BACK_AT_SHUTDOWN") this.#draining = true;
+            listener.fail(error);
           } else listener.answer(answer.kind.case === "response" ? answer.kind.value.kind : { case: undefined });
         }
         if (response.features !== undefined) this.#features = response.features;

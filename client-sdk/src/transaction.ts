@@ -96,22 +96,25 @@ export function transactionCall(client: Client<typeof QueryService>, call: { sig
  */
 export function streamTransaction(session: QueryStreamSession, timeoutMs: number | undefined): TransactionChannel {
   const answers: TransactionResponse["kind"][] = [];
-  let waiter: { resolve(answer: TransactionResponse["kind"]): void; reject(err: unknown): void } | undefined;
+  const waiters: { resolve(answer: TransactionResponse["kind"]): void; reject(err: unknown): void }[] = [];
   let failure: GatewayError | undefined;
+  const fail = (error: GatewayError) => {
+    failure ??= error;
+    for (const waiter of waiters.splice(0)) waiter.reject(failure);
+  };
   const transaction = session.openTransaction({
     answer(answer) {
+      const waiter = waiters.shift();
       if (waiter === undefined) answers.push(answer);
-      else {
-        waiter.resolve(answer);
-        waiter = undefined;
-      }
+      else waiter.resolve(answer);
     },
-    fail(error) {
-      failure = error;
-      waiter?.reject(error);
-      waiter = undefined;
-    },
+    fail,
   });
+  // The gateway bounds the transaction from when it reads the begin; this bounds the wait here (a stream not read, a stalled link).
+  const timer =
+    timeoutMs !== undefined && timeoutMs > 0
+      ? setTimeout(() => fail(new GatewayError("the transaction's deadline passed", Code.DeadlineExceeded, "DEADLINE_EXCEEDED", {}, undefined)), timeoutMs)
+      : undefined;
   let begun = false;
   return {
     send(request) {
@@ -122,11 +125,14 @@ export function streamTransaction(session: QueryStreamSession, timeoutMs: number
       const answer = answers.shift();
       if (answer !== undefined) return Promise.resolve(answer);
       if (failure !== undefined) return Promise.reject(failure);
-      return new Promise((resolve, reject) => (waiter = { resolve, reject }));
+      return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
     },
     halfClose: () => undefined,
     finish: () => Promise.resolve(),
-    close: () => transaction.close(),
+    close() {
+      clearTimeout(timer);
+      transaction.close();
+    },
   };
 }
 
@@ -145,6 +151,8 @@ export async function runTransactionOnce<T>(
 ): Promise<T> {
   const { send, receive } = channel;
   let open = true;
+  /** Commit or rollback is on its way: no statement may follow it. */
+  let ending = false;
   try {
     // The first statement is sent without waiting for `begun`: the gateway answers in order.
     send({ kind: { case: "begin", value: { ...target, options: transactionOptions(options) } } });
@@ -153,7 +161,7 @@ export async function runTransactionOnce<T>(
     let queue: Promise<unknown> = Promise.resolve();
     const tx: Transaction = {
       query<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = []) {
-        if (!open) return Promise.reject(transactionOver());
+        if (!open || ending) return Promise.reject(transactionOver());
         // Sent at once, not after the answers before it: statements issued together travel, and reach PostgreSQL, together.
         send({ kind: { case: "statement", value: { sql, params: params.map(toValue) } } });
         const run = async () => {
@@ -175,17 +183,20 @@ export async function runTransactionOnce<T>(
       await begun; // a failed begin fails the transaction, even if `fn` caught the error
     } catch (err) {
       await begun.catch(() => undefined);
-      await queue; // the answers of statements still on their way come before the rollback's
       if (open) {
+        ending = true;
         send({ kind: { case: "rollback", value: {} } });
         channel.halfClose();
+        await queue; // the answers of statements sent before the rollback come before its own
         await receive().catch(() => undefined);
         await channel.finish();
       }
       throw err;
     }
+    ending = true;
     send({ kind: { case: "commit", value: {} } });
     channel.halfClose();
+    await queue; // a statement sent after the callback returned (one it did not await) is answered before the commit
     try {
       expect(await receive(), "committed");
     } catch (err) {

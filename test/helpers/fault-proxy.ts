@@ -25,6 +25,10 @@ export interface FaultProxy {
   readonly connections: number;
   /** Bytes passed on so far, client to server and server to client: what crossed the network, TLS and all. */
   readonly bytes: { readonly toServer: number; readonly toClient: number };
+  /** Starts (true) or stops keeping the chunks passed from client to server, as each was read: `sent`. */
+  record(on: boolean): void;
+  /** The chunks kept while recording: one chunk holds what the client wrote at once (or more, never less than a write's bytes apart). */
+  readonly sent: readonly Buffer[];
   close(): Promise<void>;
 }
 
@@ -35,6 +39,8 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   let connections = 0;
   let held = false;
   const bytes = { toServer: 0, toClient: 0 };
+  let recording = false;
+  const sent: Buffer[] = [];
   const sockets = new Set<Socket>();
   const upstreams = new Set<Socket>();
   const server: Server = createServer((client) => {
@@ -58,6 +64,7 @@ export async function startFaultProxy(target: { host: string; port: number }): P
         return;
       }
       bytes.toServer += chunk.length;
+      if (recording) sent.push(Buffer.from(chunk));
       upstream.write(chunk);
     });
     upstream.on("data", (chunk: Buffer) => {
@@ -98,6 +105,13 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     },
     get bytes() {
       return { ...bytes };
+    },
+    record(on) {
+      recording = on;
+      if (on) sent.length = 0;
+    },
+    get sent() {
+      return sent;
     },
     async close() {
       for (const socket of sockets) socket.destroy();

@@ -68,7 +68,7 @@ export async function runInteractiveTransaction(
       case "statement": {
         const pipelined = [kind.value];
         // Statements that have already arrived behind it go in the same write, when none can end the transaction.
-        for (let next = requests.peek?.(); next?.kind.case === "statement"; next = requests.peek?.()) {
+        for (let next = requests.peek?.(); next?.kind.case === "statement" && pipelined.length < MAX_PIPELINED; next = requests.peek?.()) {
           pipelined.push(next.kind.value);
           await requests.next();
         }
@@ -82,6 +82,9 @@ export async function runInteractiveTransaction(
     }
   }
 }
+
+/** The most statements of a transaction written at once: each write's statements share one `maxStatementMillis`. */
+const MAX_PIPELINED = 16;
 
 /**
  * Statements that arrived together, written at once (see

@@ -142,7 +142,7 @@ export class QueryStreamSession {
     try {
       await this.#read();
     } catch (err) {
-      this.#transactions.halfClosed(); // the stream fails: its open transactions roll back
+      this.#transactions.failed(); // the stream fails: its open transactions roll back
       throw err;
     } finally {
       draining.removeEventListener("abort", this.#drained);

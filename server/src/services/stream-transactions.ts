@@ -45,12 +45,20 @@ export class StreamTransactions {
   readonly #open = new Map<number, StreamTransaction>();
   /** The client half-closed, or the gateway drains: no message will come. */
   #ended: "half-closed" | "draining" | undefined;
+  /** Aborted when the stream fails: its transactions are interrupted (as by a cancel), and roll back. */
+  readonly #failed = new AbortController();
+  readonly #signal: AbortSignal;
 
-  constructor(private readonly host: StreamTransactionsHost) {}
+  constructor(private readonly host: StreamTransactionsHost) {
+    this.#signal = AbortSignal.any([host.ctx.signal, this.#failed.signal]);
+  }
 
   /** A message's transaction messages (`platform` is the message's). Throws to end the stream. */
   received(platform: string, frames: readonly StreamTransactionRequest[]): void {
     for (const frame of frames) {
+      if (frame.transaction > BigInt(Number.MAX_SAFE_INTEGER)) {
+        throw new GatewayError("INVALID_REQUEST", `a transaction's number must be at most ${Number.MAX_SAFE_INTEGER}`);
+      }
       const number = Number(frame.transaction);
       const request = frame.request;
       const open = this.#open.get(number);
@@ -73,6 +81,12 @@ export class StreamTransactions {
   halfClosed(): void {
     this.#ended ??= "half-closed";
     for (const transaction of this.#open.values()) transaction.end(this.#ended);
+  }
+
+  /** The stream fails: every open transaction is interrupted and rolled back (a COMMIT already sent is left to finish). */
+  failed(): void {
+    this.#ended ??= "half-closed";
+    this.#failed.abort(new GatewayError("CANCELLED", "the stream failed"));
   }
 
   /** The gateway drains: each open transaction runs the messages it has, then (unless it ended) is rolled back with ROLLED_BACK_AT_SHUTDOWN. */
@@ -110,7 +124,7 @@ export class StreamTransactions {
             transaction.lease = lease;
             return runInteractiveTransaction(lease, statement, transaction.counted(record), transaction.responses, limits);
           },
-          { deadline, signal: ctx.signal },
+          { deadline, signal: this.#signal },
         );
       } catch (err) {
         if (begun && err instanceof GatewayError && err.reason === "SHUTTING_DOWN") throw rolledBackAtShutdown();
@@ -126,6 +140,7 @@ export class StreamTransactions {
   /** A transaction ended: with an error, that is its last answer (covering its messages still unanswered). Its number is free again. */
   #ended_(transaction: StreamTransaction, record: CallRecord, error: GatewayError | undefined): void {
     this.#open.delete(transaction.number);
+    transaction.over = true;
     record.end(error);
     const left = transaction.unanswered;
     transaction.unanswered = 0;
@@ -144,6 +159,8 @@ class StreamTransaction {
   unanswered = 0;
   lease: Lease | undefined;
   done: Promise<void> = Promise.resolve();
+  /** Ended: its number may be another transaction's now, so an answer of its run still under way is dropped. */
+  over = false;
 
   constructor(
     readonly number: number,
@@ -199,6 +216,10 @@ class StreamTransaction {
   /** The transaction's answers, each out on the stream with its number (covering one message, when one is unanswered). */
   readonly responses: ResponseStream<typeof TransactionResponseDesc> = {
     send: (message) => {
+      if (this.over) {
+        if (message instanceof EncodedMessage) message.onSent?.();
+        return Promise.resolve();
+      }
       const frames = this.unanswered > 0 ? 1 : 0;
       this.unanswered -= frames;
       if (message instanceof EncodedMessage) return this.host.answer({ transaction: this.number, response: message.bytes }, frames, message.onSent);

@@ -217,10 +217,10 @@ export const QueryStreamRequestSchema: GenMessage<QueryStreamRequest> = /*@__PUR
  */
 export type StreamTransactionRequest = Message<"dbgateway.v1.StreamTransactionRequest"> & {
   /**
-   * The transaction's number, chosen by the client: a begin must not reuse
-   * the number of a transaction of the stream still open (the stream fails
-   * with INVALID_ARGUMENT). Its number is free again once the transaction
-   * has ended (committed, rolled_back, or failed).
+   * The transaction's number, chosen by the client, at most 2^53 - 1: a
+   * begin must not reuse the number of a transaction of the stream still
+   * open (either fails the stream with INVALID_ARGUMENT). Its number is free
+   * again once the transaction has ended (committed, rolled_back, or failed).
    *
    * @generated from field: uint64 transaction = 1;
    */
@@ -231,9 +231,12 @@ export type StreamTransactionRequest = Message<"dbgateway.v1.StreamTransactionRe
    * message's; the platform's rate limit is taken for it, and a refused
    * begin fails the transaction), then statements, then commit or rollback.
    * A transaction still open when the client half-closes the stream is
-   * rolled back (rolled_back); one still open when the gateway drains is
-   * rolled back and fails with ROLLED_BACK_AT_SHUTDOWN, unless its commit
-   * or rollback had been read. A message for a transaction that is not
+   * rolled back (rolled_back); when the stream fails or is cancelled, rolled
+   * back (a COMMIT already sent is left to finish); one still open when the
+   * gateway drains is rolled back and fails with ROLLED_BACK_AT_SHUTDOWN,
+   * unless its commit or rollback had been read. Statements of a transaction
+   * that arrive together are written to PostgreSQL at once when none can
+   * end the transaction, each answered as if sent alone. A message for a transaction that is not
    * open fails it with FAILED_PRECONDITION (TRANSACTION_NOT_OPEN).
    *
    * @generated from field: dbgateway.v1.TransactionRequest request = 2;
@@ -358,13 +361,13 @@ export const StreamTransactionResponseSchema: GenMessage<StreamTransactionRespon
   messageDesc(file_dbgateway_v1_query_service, 9);
 
 /**
- * The outcome of one query of a QueryStream.
+ * The outcome of one query or batch of a QueryStream.
  *
  * @generated from message dbgateway.v1.QueryAnswer
  */
 export type QueryAnswer = Message<"dbgateway.v1.QueryAnswer"> & {
   /**
-   * The query's number: 0 for the stream's first query, counting every query of every message.
+   * The query's number: 0 for the stream's first query, counting every query and batch of every message.
    *
    * @generated from field: uint64 query = 1;
    */
