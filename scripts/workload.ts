@@ -6,7 +6,7 @@
 import { createClient, type Database } from "../client-sdk/src/index.js";
 import type { GatewayProcess } from "../test/helpers/gateway-process.js";
 
-export type Operation = "point" | "atomic" | "batch10" | "tx";
+export type Operation = "point" | "seq10" | "atomic" | "batch10" | "tx";
 
 const POINT = "SELECT id, note FROM items WHERE id = $1";
 /** The write transaction's statements (`npm run bench`'s too): $1 the delta, $2 the item. */
@@ -22,13 +22,18 @@ export async function createWorkloadTables(db: Database): Promise<void> {
 /**
  * One operation on the tables: a point select by primary key; the write
  * transaction (an update and an insert) as an atomic batch or with
- * `transaction()`; a batch of 10 point selects.
+ * `transaction()`; a batch of 10 point selects; 10 point selects one after
+ * another, each awaited before the next (`npm run bench`'s sequential row).
  */
 export function workloadOperation(db: Database, operation: Operation): () => Promise<unknown> {
   const id = () => 1 + Math.floor(Math.random() * 100_000);
   switch (operation) {
     case "point":
       return () => db.query(POINT, [id()]);
+    case "seq10":
+      return async () => {
+        for (let i = 0; i < 10; i++) await db.query(POINT, [id()]);
+      };
     case "atomic":
       return () => {
         const item = id();
