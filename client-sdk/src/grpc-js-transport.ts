@@ -171,7 +171,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
     ): Promise<StreamResponse<I, O>> {
       await options.ready;
       if (signal?.aborted) throw aborted(signal);
-      const { path, serialize, deserialize } = codec(method);
+      const { path, serialize, deserialize, byHand } = codec(method);
       const metadata = metadataOf(header);
       let call: grpc.ClientReadableStream<MessageShape<DescMessage>>;
       switch (method.methodKind) {
@@ -187,7 +187,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
         }
         case "bidi_streaming": {
           const duplex = client.makeBidiStreamRequest(path, serialize, deserialize, metadata, callOptions(timeoutMs));
-          void pump(input, duplex, method.input as DescMessage);
+          void pump(input, duplex, byHand ? undefined : (method.input as DescMessage));
           call = duplex;
           break;
         }
@@ -248,15 +248,20 @@ function requestCodec(schema: DescMessage): Pick<Codec, "byHand" | "serialize"> 
   };
 }
 
-/** Writes the request messages of a bidirectional call as they come, with backpressure, then half-closes. */
+/**
+ * Writes the request messages of a bidirectional call as they come, with
+ * backpressure, then half-closes. Each is made into a message of `schema`
+ * first, unless `schema` is undefined: its requests are encoded by hand from
+ * their init shape (QueryStream's, one per turn of a busy client).
+ */
 async function pump(
   input: AsyncIterable<MessageInitShape<DescMessage>>,
-  call: grpc.ClientDuplexStream<MessageShape<DescMessage>, unknown>,
-  schema: DescMessage,
+  call: grpc.ClientDuplexStream<MessageShape<DescMessage> | MessageInitShape<DescMessage>, unknown>,
+  schema: DescMessage | undefined,
 ): Promise<void> {
   try {
     for await (const message of input) {
-      if (!call.write(create(schema, message))) await new Promise((resolve) => call.once("drain", resolve));
+      if (!call.write(schema === undefined ? message : create(schema, message))) await new Promise((resolve) => call.once("drain", resolve));
     }
     call.end();
   } catch {
