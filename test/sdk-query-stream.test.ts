@@ -1,4 +1,4 @@
-// The SDK's QueryStream session end to end: concurrent queries ride one stream, kept while queries keep coming and half-closed once idle; a timeout fails one query alone; QueryMany where there is no stream.
+// The SDK's QueryStream session end to end: concurrent queries ride one stream, a turn's in one message, kept while queries keep coming and half-closed once idle; a timeout fails one query alone; QueryMany where there is no stream.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
@@ -43,6 +43,29 @@ describe("SDK: concurrent queries travel over a QueryStream", () => {
         results.map((r) => r.rows[0]),
         [{ one: 1 }, { two: 2 }],
       );
+    } finally {
+      client.close();
+    }
+  });
+
+  it("sends a turn's queries as one message however deep in promise reactions they are made, and a query awaited before the next as a message each", async () => {
+    const client = t.client();
+    try {
+      const db = client.platform(platform);
+      const messages = () => callsOf(t, platform, "QueryStream");
+      // The earlier test's streams are counted once ended.
+      await waitFor(async () => (await metricValue(t, `db_gateway_open_streams{method="QueryStream"}`)) === 0, 5_000, "no stream open");
+      const before = { messages: await messages(), statements: await statements(t, platform, "QueryStream") };
+      // Nothing is in flight: the turn's queries leave at the end of its callback, once its promise reactions have run.
+      const later = async () => {
+        for (let i = 0; i < 5; i++) await Promise.resolve();
+        return db.query("SELECT 2 AS b");
+      };
+      await Promise.all([db.query("SELECT 1 AS a"), later()]);
+      for (let i = 0; i < 3; i++) assert.deepEqual((await db.query("SELECT $1::int AS n", [i])).rows, [{ n: i }]);
+      assert.equal((await statements(t, platform, "QueryStream")) - before.statements, 5);
+      // Parts of a stream still open: one for the two callers' turn, one for each query awaited before the next.
+      assert.equal((await messages()) - before.messages, 4);
     } finally {
       client.close();
     }

@@ -21,7 +21,9 @@ interface Group {
  * Coalesces concurrent queries into one message or call. Queries made in the
  * same turn of the event loop (say, by 64 request handlers resumed by the
  * same network read) for the same platform and with the same timeout,
- * whatever their tenants, are sent together at the end of that turn, and the
+ * whatever their tenants, are sent together at the end of that turn (when no
+ * query is unanswered, at the end of the callback that made them: see
+ * `query`), and the
  * gateway runs each exactly as a Query call of its own: its own implicit
  * transaction, no session state shared, its own result or error. What it
  * saves is the per-call cost of gRPC on both sides, and round trips to
@@ -49,6 +51,8 @@ export class QueryCoalescer {
   /** Until the gateway answers QueryStream with UNIMPLEMENTED. */
   #streams: boolean;
   #scheduled = false;
+  /** Query and QueryMany calls sent and not yet answered. */
+  #calls = 0;
 
   /** With `streams` false, a turn's queries go as one QueryMany call (not over a QueryStream). */
   constructor(
@@ -100,9 +104,21 @@ export class QueryCoalescer {
     }
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => this.#flush());
+      // With queries unanswered, the turn's queries wait for the loop's check phase, by when every answer read in this
+      // iteration has resumed its callers, to share their message. With none (a lone caller, or callers that await each
+      // query before the next), no answer can join them, and they leave at the end of this callback, once its ticks and
+      // promise reactions have run: HTTP/2 sends what is written in the check phase only in the loop's next iteration.
+      if (this.#idle()) queueMicrotask(() => process.nextTick(() => this.#flush()));
+      else setImmediate(() => this.#flush());
     }
     return group;
+  }
+
+  /** No query sent is still unanswered. */
+  #idle(): boolean {
+    if (this.#calls > 0) return false;
+    for (const session of this.#sessions.values()) if (session.waiting > 0) return false;
+    return true;
   }
 
   #flush(): void {
@@ -153,20 +169,30 @@ export class QueryCoalescer {
       session.send(queries, timeoutMs, batches);
       return;
     }
+    this.#calls++;
     if (queries.length === 1) {
       const [q] = queries as [PendingQuery];
       runInCallerContext(q.caller, () => this.client.query({ platform, tenantId: q.tenantId, sql: q.sql, params: q.params }, { timeoutMs })).then(
-        (response) => (response.result === undefined ? q.reject(noResult()) : q.resolve(response.result)),
-        (err: unknown) => q.reject(err),
+        (response) => {
+          this.#calls--;
+          if (response.result === undefined) q.reject(noResult());
+          else q.resolve(response.result);
+        },
+        (err: unknown) => {
+          this.#calls--;
+          q.reject(err);
+        },
       );
       return;
     }
     // The call's own span is in its first query's caller's trace; each query carries its own caller's.
     runInCallerContext(queries[0]!.caller, () => this.client.queryMany({ platform, queries: toTenantQueries(queries) }, { timeoutMs })).then(
       (response) => {
+        this.#calls--;
         for (const [i, q] of queries.entries()) settle(q, response.results[i]?.outcome);
       },
       (err: unknown) => {
+        this.#calls--;
         // A gateway from before QueryMany: one Query call each.
         if (GatewayError.from(err).code === Code.Unimplemented) for (const q of queries) this.#send(group, [q], []);
         else for (const q of queries) q.reject(err);

@@ -139,6 +139,11 @@ export class QueryStreamSession {
     return this.#draining;
   }
 
+  /** Queries and batches sent and not yet answered. */
+  get waiting(): number {
+    return this.#waiting.size;
+  }
+
   /** Sends queries and batches as one message (with the transaction messages waiting). */
   send(queries: readonly PendingQuery[], timeoutMs: number | undefined, batches: readonly PendingBatch[] = []): void {
     const count = queries.length + batches.length;
@@ -175,7 +180,11 @@ export class QueryStreamSession {
         this.#lastActive = performance.now();
         if (!this.#framesScheduled) {
           this.#framesScheduled = true;
-          setImmediate(this.#flushFrames);
+          // As the coalescer schedules queries: with nothing else in flight, at the end of this callback (no answer can
+          // join them, and HTTP/2 sends what is written in the check phase only in the next iteration); otherwise in the
+          // check phase, so that the messages of transactions resumed by one read leave together.
+          if (this.#waiting.size === 0 && this.#transactions.size <= 1) queueMicrotask(() => process.nextTick(this.#flushFrames));
+          else setImmediate(this.#flushFrames);
         }
       },
       close: () => {
