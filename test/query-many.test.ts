@@ -6,7 +6,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { BatchResult } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import type { TenantQuerySchema } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { callsOf, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { callsOf, metricValue, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { waitFor } from "./helpers/wait.js";
 
 /** The first column of the first row of a QueryMany result, as PostgreSQL's text. */
@@ -190,6 +190,8 @@ describe("SDK: concurrent queries of one platform are coalesced", () => {
     const client = t.client();
     const main = client.platform(platform);
     const tenant = main.tenant("clinic_001");
+    // The earlier tests' streams are counted once they end (half-closed once idle).
+    await waitFor(async () => (await metricValue(t, `db_gateway_open_streams{method="QueryStream"}`)) === 0, 5_000, "no stream open");
     const before = { messages: await callsOf(t, platform, "QueryStream"), one: await callsOf(t, platform, "Query") };
     const signal = new AbortController().signal;
     const results = await Promise.all([
