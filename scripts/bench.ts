@@ -9,11 +9,12 @@
  * Scenarios: point selects by primary key on a 100,000-row table (concurrency 1
  * and 64), a small write transaction (update + insert, concurrency 16), many
  * tenant databases with a random tenant per query (concurrency 64, peak
- * PostgreSQL connections of each setup), streaming 1,000,000 rows (rows per
+ * PostgreSQL connections of each setup; point selects, and half write
+ * transactions half point selects), streaming 1,000,000 rows (rows per
  * second and peak memory), and a batch of 10 statements against 10 sequential
  * queries.
  *
- *   npm run bench -- [--duration 10] [--scenarios point,write,tenants,stream,batch]
+ *   npm run bench -- [--duration 10] [--scenarios point,write,tenants,tenantwrites,stream,batch]
  *                    [--rows 100000] [--tenants 500] [--stream-rows 1000000] [--json bench.json]
  *
  * Runs against an embedded PostgreSQL (max_connections 300) unless PG_URL is
@@ -35,13 +36,14 @@ import { point } from "./bench/point.js";
 import type { Run } from "./bench/run.js";
 import { Pools, startPgBouncer, urlFor } from "./bench/setups.js";
 import { stream } from "./bench/stream.js";
+import { tenantWrites } from "./bench/tenant-writes.js";
 import { tenants } from "./bench/tenants.js";
 import { write } from "./bench/write.js";
 
 const { values: args } = parseArgs({
   options: {
     duration: { type: "string", default: "10" },
-    scenarios: { type: "string", default: "point,write,tenants,stream,batch" },
+    scenarios: { type: "string", default: "point,write,tenants,tenantwrites,stream,batch" },
     rows: { type: "string", default: "100000" },
     tenants: { type: "string", default: "500" },
     "stream-rows": { type: "string", default: "1000000" },
@@ -91,7 +93,7 @@ try {
     sdk,
     bouncer,
     urlFor: (database, port) => urlFor(databaseUrl, database, port),
-    direct: (database, max) => pools.open(urlFor(databaseUrl, database), max),
+    direct: (database, max, keepIdle) => pools.open(urlFor(databaseUrl, database), max, keepIdle),
     bounced: (database, max) => pools.open(urlFor(databaseUrl, database, bouncer!.port), max),
     closePools: () => pools.close(),
     randomId: () => 1 + Math.floor(Math.random() * ROWS),
@@ -103,8 +105,9 @@ try {
   if (SCENARIOS.has("write")) await write(run);
   if (SCENARIOS.has("stream")) await stream(run);
   if (SCENARIOS.has("batch")) await batch(run);
-  // Last: direct pg and PgBouncer are expected to exhaust PostgreSQL's connections here.
+  // Last: direct pg and PgBouncer are expected to exhaust PostgreSQL's connections in the many-tenant scenarios.
   if (SCENARIOS.has("tenants")) await tenants(run);
+  if (SCENARIOS.has("tenantwrites")) await tenantWrites(run);
 
   compareWithDirect(results);
   printTable(results, `${args.duration} s per measurement; ${ROWS.toLocaleString("en")} rows; PostgreSQL ${postgres.embedded ? "embedded" : "PG_URL"}`);

@@ -33,8 +33,8 @@ export interface Run {
   readonly bouncer: { port: number } | undefined;
   /** The run's PostgreSQL URL for `database`, through PgBouncer given its port. */
   urlFor(database: string, port?: number): string;
-  /** A pool of `max` connections to `database` for (A). */
-  direct(database: string, max: number): pg.Pool;
+  /** A pool of `max` connections to `database` for (A); `keepIdle`: idle connections are never closed (pg closes them after 10 s). */
+  direct(database: string, max: number, keepIdle?: boolean): pg.Pool;
   /** A pool of `max` connections to `database` through PgBouncer for (B). */
   bounced(database: string, max: number): pg.Pool;
   /** Ends the pools `direct` and `bounced` opened. */

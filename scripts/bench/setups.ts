@@ -21,8 +21,9 @@ export function urlFor(databaseUrl: string, database: string, port?: number): st
 export class Pools {
   readonly #pools: pg.Pool[] = [];
 
-  open(connectionString: string, max: number): pg.Pool {
-    const pool = new pg.Pool({ connectionString, max });
+  /** A pool of `max` connections; `keepIdle`: its idle connections are never closed (pg's default closes them after 10 s). */
+  open(connectionString: string, max: number, keepIdle = false): pg.Pool {
+    const pool = new pg.Pool({ connectionString, max, ...(keepIdle ? { idleTimeoutMillis: 0 } : {}) });
     // An idle connection that PostgreSQL ends (its backend terminated) is reported here; it must not end the run.
     pool.on("error", () => undefined);
     this.#pools.push(pool);
