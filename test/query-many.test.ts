@@ -145,6 +145,33 @@ describe("QueryMany: independent queries, pipelined, each as its own call", () =
       await check.end();
     }
   });
+
+  it("ends at the call's deadline on every database it holds a connection of, and each serves the next call", async () => {
+    // One connection of each of three databases at once, under the call's one deadline.
+    const sleeps = [{ sql: "SELECT pg_sleep(31)" }, { tenantId: "north", sql: "SELECT pg_sleep(31)" }, { tenantId: "south", sql: "SELECT pg_sleep(31)" }];
+    const check = await t.pg();
+    try {
+      const started = Date.now();
+      const err = await queryMany(sleeps, 500).then(
+        () => undefined,
+        (e: unknown) => GatewayError.from(e),
+      );
+      assert.equal(err?.code, Code.DeadlineExceeded);
+      assert.ok(Date.now() - started < 5_000);
+      // Cancelled on PostgreSQL on all three backends, not only on the first.
+      await waitFor(async () => (await check.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(31)'")).rows[0].n === 0);
+      const { results } = await queryMany(
+        ["", "north", "south"].map((tenantId) => ({ tenantId, sql: "SELECT current_database()" })),
+        20_000,
+      );
+      assert.deepEqual(
+        results.map((r) => cell(r)),
+        [`${platform}_main`, `${platform}_north`, `${platform}_south`],
+      );
+    } finally {
+      await check.end();
+    }
+  });
 });
 
 describe("SDK: concurrent queries of one platform are coalesced", () => {

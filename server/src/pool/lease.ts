@@ -46,16 +46,17 @@ export interface Lease {
 /**
  * The lease `PoolManager.withConnection` gives a call. It is interrupted
  * when the call's deadline passes (DEADLINE_EXCEEDED), its signal aborts
- * (CANCELLED), or `interrupt` is called: `interrupted` rejects with that
- * error at once, and `signal` and the `onInterrupt` listeners learn of it.
- * Its AbortSignal is made only for a lease user that asks for it.
+ * (CANCELLED), or `interrupt` is called: `outcome` rejects with that error
+ * at once, and `signal` and the `onInterrupt` listeners learn of it. Its
+ * AbortSignal is made only for a lease user that asks for it. The leases of
+ * one call's limits share one deadline timer and one listener on its signal
+ * (`CallWatch`).
  */
 export class CallLease implements Lease {
   readonly client: pg.Client;
   readonly database: string;
-  /** Rejects with the interruption's error once the call is interrupted; never resolves. */
-  readonly interrupted: Promise<never>;
-  #rejectInterrupted!: (err: GatewayError) => void;
+  /** What `outcome` rejects with once the call is interrupted (set while it waits). */
+  #rejectOutcome: ((err: GatewayError) => void) | undefined;
   /** The interruption's error, once interrupted. */
   #reason: GatewayError | undefined;
   #abort: AbortController | undefined;
@@ -65,25 +66,17 @@ export class CallLease implements Lease {
   #shield: (() => GatewayError) | undefined;
   #cancelOnRecovery = true;
   #markedReset = false;
-  readonly #timer: NodeJS.Timeout | undefined;
-  readonly #onAbort: () => void;
+  readonly #watch: CallWatch | undefined;
 
   constructor(
     private readonly connection: Connection,
-    private readonly limits: CallLimits,
+    limits: CallLimits,
     private readonly connections: ConnectionReset,
   ) {
     this.client = connection.client;
     this.database = connection.pool.database;
-    this.interrupted = new Promise<never>((_, reject) => (this.#rejectInterrupted = reject));
-    this.interrupted.catch(noop);
-    const remaining = limits.deadline - Date.now();
-    this.#timer = Number.isFinite(remaining)
-      ? setTimeout(() => this.interrupt(new GatewayError("DEADLINE_EXCEEDED", "the call's deadline passed while the statement ran")), Math.max(0, remaining))
-      : undefined;
-    this.#onAbort = () => this.interrupt(new GatewayError("CANCELLED", "the call was cancelled"));
-    if (limits.signal?.aborted) this.#onAbort();
-    else limits.signal?.addEventListener("abort", this.#onAbort, { once: true });
+    if (limits.signal?.aborted) this.interrupt(cancelled());
+    else this.#watch = CallWatch.of(limits)?.add(this);
   }
 
   /** Whether the call has been interrupted. */
@@ -109,6 +102,18 @@ export class CallLease implements Lease {
     return this.#abort.signal;
   }
 
+  /**
+   * `work`'s outcome, or the interruption's error as soon as the call is
+   * interrupted (whether `work` has settled or not). Once per lease.
+   */
+  outcome<T>(work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.#reason !== undefined) reject(this.#reason);
+      else this.#rejectOutcome = reject;
+      work.then(resolve, reject);
+    });
+  }
+
   throwIfInterrupted(): void {
     if (this.#reason !== undefined) throw this.#reason;
   }
@@ -132,7 +137,7 @@ export class CallLease implements Lease {
     const reason = this.#shield?.() ?? err;
     this.#reason = reason;
     // The call fails first (its handlers run later, as microtasks), whatever a listener does.
-    this.#rejectInterrupted(reason);
+    this.#rejectOutcome?.(reason);
     this.#abort?.abort(reason);
     if (this.#listeners !== undefined) for (const listener of this.#listeners.splice(0)) listener();
   }
@@ -158,9 +163,71 @@ export class CallLease implements Lease {
 
   /** Once the call is over: its deadline and signal no longer interrupt it. */
   end(): void {
+    this.#watch?.remove(this);
+  }
+}
+
+/**
+ * The deadline and signal of one call's limits, watched once for all the
+ * leases it holds at a time (a QueryStream message's queries to many
+ * databases each hold one): one timer and one abort listener, made with the
+ * first lease and dropped with the last, instead of one of each per lease.
+ * When the deadline passes or the signal aborts, every lease it watches is
+ * interrupted and the watch is forgotten, so that a lease taken later gets a
+ * watch of its own, which interrupts it at once.
+ */
+class CallWatch {
+  static readonly #byLimits = new WeakMap<CallLimits, CallWatch>();
+  readonly #leases = new Set<CallLease>();
+  readonly #timer: NodeJS.Timeout | undefined;
+  readonly #onAbort: () => void;
+
+  private constructor(private readonly limits: CallLimits) {
+    const remaining = limits.deadline - Date.now();
+    this.#timer = Number.isFinite(remaining)
+      ? setTimeout(
+          () => this.#interruptAll(() => new GatewayError("DEADLINE_EXCEEDED", "the call's deadline passed while the statement ran")),
+          Math.max(0, remaining),
+        )
+      : undefined;
+    this.#onAbort = () => this.#interruptAll(cancelled);
+    limits.signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /** The watch of `limits`, made if there is none; undefined when they have neither a deadline nor a signal. */
+  static of(limits: CallLimits): CallWatch | undefined {
+    let watch = CallWatch.#byLimits.get(limits);
+    if (watch === undefined) {
+      if (!Number.isFinite(limits.deadline) && limits.signal === undefined) return undefined;
+      watch = new CallWatch(limits);
+      CallWatch.#byLimits.set(limits, watch);
+    }
+    return watch;
+  }
+
+  add(lease: CallLease): this {
+    this.#leases.add(lease);
+    return this;
+  }
+
+  remove(lease: CallLease): void {
+    if (this.#leases.delete(lease) && this.#leases.size === 0) this.#stop();
+  }
+
+  #interruptAll(error: () => GatewayError): void {
+    this.#stop();
+    for (const lease of this.#leases) lease.interrupt(error());
+  }
+
+  #stop(): void {
     clearTimeout(this.#timer);
     this.limits.signal?.removeEventListener("abort", this.#onAbort);
+    if (CallWatch.#byLimits.get(this.limits) === this) CallWatch.#byLimits.delete(this.limits);
   }
+}
+
+function cancelled(): GatewayError {
+  return new GatewayError("CANCELLED", "the call was cancelled");
 }
 
 function noop(): void {}

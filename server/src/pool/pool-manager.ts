@@ -62,7 +62,7 @@ export class PoolManager {
     this.#leases.add(lease);
     const work = (async () => fn(lease))();
     try {
-      const result = await Promise.race([work, lease.interrupted]);
+      const result = await lease.outcome(work);
       this.#reset.release(connection, undefined, lease.wasReset);
       return result;
     } catch (err) {
