@@ -29,7 +29,7 @@ describe("the benchmark (smoke run)", () => {
     const pgbouncerInstalled = spawnSync("pgbouncer", ["--version"]).status === 0;
     assert.equal(report.pgbouncer, pgbouncerInstalled);
     const scenarios = new Set(report.results.map((r) => r.scenario));
-    assert.equal(scenarios.size, 6, [...scenarios].join("; "));
+    assert.equal(scenarios.size, 7, [...scenarios].join("; "));
     for (const scenario of scenarios) {
       const setups = report.results.filter((r) => r.scenario === scenario);
       for (const letter of pgbouncerInstalled ? ["A", "B", "C"] : ["A", "C"]) {
@@ -43,6 +43,7 @@ describe("the benchmark (smoke run)", () => {
     for (const [scenario, prefix] of [
       ["point select, c=1", "C″ "],
       ["8 tenants, random tenant, c=64", "A′ "],
+      ["8 tenants, half write transactions, c=64", "A′ "],
     ]) {
       const row = report.results.find((r) => r.scenario === scenario && r.setup.startsWith(prefix!));
       assert.ok(row !== undefined && row.opsPerSecond > 0, `${scenario}: no ${prefix}row with operations`);

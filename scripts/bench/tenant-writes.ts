@@ -45,4 +45,12 @@ export async function tenantWrites(run: Run): Promise<void> {
     await databases.measure(scenario, `C SDK via gateway (${sizing}), atomic batch`, viaSdk(tenant, atomicWriteBatch), sized);
     await databases.measure(scenario, `C SDK via gateway (${sizing}), transaction()`, viaSdk(tenant, interactiveWriteTransaction), sized);
   });
+  // The gateway as started for every scenario: default settings (a cap of 200 connections, 50 pools).
+  await databases.closeConnections();
+  await databases.measure(
+    scenario,
+    "C SDK via gateway (defaults), atomic batch",
+    viaSdk((id) => run.sdk.tenant(id), atomicWriteBatch),
+    run.gateway,
+  );
 }
