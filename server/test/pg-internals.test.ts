@@ -28,6 +28,7 @@ import {
   replacePacketHandler,
   setPipelineMode,
   socketOf,
+  useExtendedProtocol,
   type PacketHandler,
 } from "../src/pool/pg-internals.js";
 
@@ -369,6 +370,22 @@ describe(`pg internals (pg ${VERSIONS.pg}, pg-cursor ${VERSIONS["pg-cursor"]}, p
       "Query.prototype.handleError (a statement's error did not reach it)",
       (await failedQuery) instanceof pg.DatabaseError && calls.includes("handleError"),
       calls.join(","),
+    );
+  });
+
+  it("pg: a Query made from its text alone goes with the extended protocol once its queryMode says so", async () => {
+    expectType("pg", "Query#queryMode", member(new pg.Query({ text: "SELECT 1", queryMode: "extended" } as pg.QueryConfig), "queryMode"), "string");
+    const run = (query: pg.Query) => new Promise<unknown>((resolve) => client.query(Object.assign(query, { callback: (err: unknown) => resolve(err) })));
+    // Two statements in one text: the simple protocol runs them, the extended one refuses them (42601).
+    assert.equal(await run(new pg.Query("SELECT 1; SELECT 2")), null);
+    const extended = new pg.Query("SELECT 1; SELECT 2");
+    useExtendedProtocol(extended);
+    const refused = await run(extended);
+    expectInternal(
+      "pg",
+      "Query#queryMode (set after construction, it did not make pg use the extended protocol)",
+      refused instanceof pg.DatabaseError && refused.code === "42601",
+      String(refused),
     );
   });
 

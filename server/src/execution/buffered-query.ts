@@ -4,7 +4,7 @@ import pg, { DatabaseError } from "pg";
 import { GatewayError } from "../errors.js";
 import { RetryInfoSchema } from "../../../wire/src/gen/google/rpc/error_details_pb.js";
 import { RawDataRow } from "../pool/data-row-parser.js";
-import { destroyWireConnection } from "../pool/pg-internals.js";
+import { destroyWireConnection, useExtendedProtocol } from "../pool/pg-internals.js";
 import type { PgParam } from "./params.js";
 import { RESULT_STEP_BYTES, type ResultAccount } from "./result-budget.js";
 import { encodeResultSetOf, type ResultHead, type TextRow } from "../../../wire/src/result-set.js";
@@ -63,8 +63,11 @@ export class BufferedQuery extends pg.Query implements BufferedResult {
   #reject!: (error: Error) => void;
 
   constructor(sql: string, values: PgParam[], account: ResultAccount, onCut?: (error: GatewayError) => void) {
-    // pg answers (null, result) or (error), once its ReadyForQuery has come.
-    super({ text: sql, values, rowMode: "array", queryMode: "extended" } as pg.QueryConfig, (err, head) => this.#settle(err ?? undefined, head));
+    // pg answers (null, result) or (error), once its ReadyForQuery has come. Made from the text, not
+    // a config object, which pg copies property by property; the rows never go through pg's row mode.
+    super(sql, values, (err, head) => this.#settle(err ?? undefined, head));
+    // Even without parameters: the text is then exactly one statement, never a script.
+    useExtendedProtocol(this);
     this.#account = account;
     this.#onCut = onCut;
     this.done = new Promise<BufferedResult>((resolve, reject) => {

@@ -56,6 +56,12 @@ interface ParserInternals {
   handlePacket: PacketHandler;
 }
 
+/** pg's Query, as far as the gateway reaches into it. */
+interface QueryFields {
+  /** "extended": sent with the extended protocol (Parse, Bind, Execute) even without parameters. */
+  queryMode: string | undefined;
+}
+
 /** pg's Query's own methods that a subclass overriding them calls (the typings declare `submit` as a property, the others not at all). */
 interface QueryInternals {
   submit(connection: pg.Connection): Error | null | undefined;
@@ -197,6 +203,15 @@ export function offCopyOut(connection: pg.Connection, listener: () => void): voi
 }
 
 // ---- pg's Query, for a subclass that overrides its methods
+
+/**
+ * Makes `query` (not yet submitted) go with the extended protocol, as its
+ * config's `queryMode: "extended"` would: for a query made from its SQL text
+ * alone, which pg does not copy as it copies a config object.
+ */
+export function useExtendedProtocol(query: pg.Query): void {
+  (query as unknown as QueryFields).queryMode = "extended";
+}
 
 const queryPrototype = pg.Query.prototype as unknown as QueryInternals;
 
