@@ -23,7 +23,7 @@ describe("the benchmark (smoke run)", () => {
     await promisify(execFile)(
       process.execPath,
       ["--import", "tsx", "scripts/bench.ts", "--duration", "1", "--rows", "2000", "--tenants", "8", "--stream-rows", "20000", "--json", json],
-      { cwd: root, env: { ...process.env, PG_URL: pgUrl() }, timeout: 170_000, maxBuffer: 16 * 1024 * 1024 },
+      { cwd: root, env: { ...process.env, PG_URL: pgUrl() }, timeout: 280_000, maxBuffer: 16 * 1024 * 1024 },
     );
     const report = JSON.parse(await readFile(json, "utf8")) as { pgbouncer: boolean; results: { scenario: string; setup: string; opsPerSecond: number }[] };
     const pgbouncerInstalled = spawnSync("pgbouncer", ["--version"]).status === 0;
