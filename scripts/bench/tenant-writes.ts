@@ -1,4 +1,4 @@
-// The tenantwrites scenario of `npm run bench`: on a random tenant database of many at concurrency 64, half write transactions (an update and an insert), half point selects, with PostgreSQL's peak connections of each setup.
+// The tenantwrites scenario of `npm run bench`: on a random tenant database of many at concurrency 64, half write transactions (an update and an insert), half point selects, through pg (A, A′) and the gateway (C), with PostgreSQL's peak connections of each setup.
 import type pg from "pg";
 import type { Database } from "../../client-sdk/src/index.js";
 import { POINT_SQL, type Run } from "./run.js";
@@ -6,7 +6,7 @@ import { tenantDatabases } from "./tenant-databases.js";
 import { atomicWriteBatch, interactiveWriteTransaction, pgWriteTransaction } from "./write.js";
 
 export async function tenantWrites(run: Run): Promise<void> {
-  const { platform, bouncer, direct, bounced, closePools } = run;
+  const { platform, direct, closePools } = run;
   const scenario = `${run.tenants} tenants, half write transactions, c=64`;
   const databases = await tenantDatabases(run);
   const { itemId } = databases;
@@ -30,15 +30,6 @@ export async function tenantWrites(run: Run): Promise<void> {
     databases.perTenant((d) => direct(d, 1, true), viaPool),
   );
   await closePools();
-  if (bouncer) {
-    await databases.closeConnections();
-    await databases.measure(
-      scenario,
-      "B pg via PgBouncer (a pool per tenant)",
-      databases.perTenant((d) => bounced(d, 10), viaPool),
-    );
-    await closePools();
-  }
   await databases.withSizedGateway(async (sized, sizing) => {
     const sdk = sized.client().platform(platform);
     const tenant = (id: string) => sdk.tenant(id);

@@ -7,16 +7,24 @@ import type { Run } from "./run.js";
 /** The write transaction on item `id` through `pool`, as a platform writes it with `pg`: BEGIN, UPDATE, INSERT, COMMIT on one client. */
 export async function pgWriteTransaction(pool: pg.Pool, id: number): Promise<void> {
   const client = await pool.connect();
+  // A checked-out client whose backend ends (the many-tenant scenarios terminate backends) must not end
+  // the run: pg's pool listens for that only on idle clients.
+  const ignore = () => undefined;
+  client.on("error", ignore);
+  let failed: Error | undefined;
   try {
     await client.query("BEGIN");
     await client.query(UPDATE, [1, id]);
     await client.query(INSERT, [1, id]);
     await client.query("COMMIT");
   } catch (err) {
+    failed = err as Error;
     await client.query("ROLLBACK").catch(() => undefined);
     throw err;
   } finally {
-    client.release();
+    client.off("error", ignore);
+    // A client that failed is destroyed rather than reused (it may be broken).
+    client.release(failed);
   }
 }
 
