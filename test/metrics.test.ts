@@ -68,9 +68,10 @@ describe("metrics", () => {
     const calls = unaryClient.platform(platform);
     for (let i = 0; i < 3; i++) await calls.query("SELECT $1::int AS i", [i]);
     await assert.rejects(calls.query("SELECT * FROM no_such_table"));
-    await db.batch(["SELECT 1", "SELECT 2"]);
+    // Batch and Transaction calls too: the coalescing SDK carries them over its QueryStream once it is open.
+    await calls.batch(["SELECT 1", "SELECT 2"]);
     for await (const row of db.stream("SELECT generate_series(1, 3)")) void row;
-    await db.transaction(async (tx) => {
+    await calls.transaction(async (tx) => {
       await tx.query("SELECT 1");
       await tx.query("SELECT 2");
     });

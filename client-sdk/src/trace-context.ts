@@ -23,8 +23,14 @@ export function traceContextLookedFor(): boolean {
   return lookedFor;
 }
 
-/** A caller's OpenTelemetry context, kept with a query until it is sent (undefined without `@opentelemetry/api`). */
-export type CallerContext = import("@opentelemetry/api").Context | undefined;
+type Context = import("@opentelemetry/api").Context;
+
+/**
+ * A caller's OpenTelemetry context, kept with a query until it is sent
+ * (undefined without `@opentelemetry/api`). Opaque in the SDK's declarations,
+ * which must type-check without the optional package.
+ */
+export type CallerContext = object | undefined;
 
 /** The caller's active OpenTelemetry context, to send with its query later (`traceContextOf`). */
 export function callerContext(): CallerContext {
@@ -46,13 +52,13 @@ export function traceContextOf(caller: CallerContext): Record<string, string> | 
   if (api === undefined || caller === undefined) return undefined;
   // Made only once a field is written: most queries of an untraced caller carry none.
   let carrier: Record<string, string> | undefined;
-  inject(api, caller, undefined, (_, key, value) => ((carrier ??= {})[key] = value));
+  inject(api, caller as Context, undefined, (_, key, value) => ((carrier ??= {})[key] = value));
   return carrier;
 }
 
 /** Runs `fn` in the caller's context (`callerContext`), so that a call it makes carries the caller's trace context. */
 export function runInCallerContext<T>(caller: CallerContext, fn: () => T): T {
-  return api === undefined || caller === undefined ? fn() : api.context.with(caller, fn);
+  return api === undefined || caller === undefined ? fn() : api.context.with(caller as Context, fn);
 }
 
 /**
@@ -63,12 +69,7 @@ export function outsideTraces<T>(fn: () => T): T {
   return api === undefined ? fn() : api.context.with(api.ROOT_CONTEXT, fn);
 }
 
-function inject<C>(
-  otel: OpenTelemetryApi,
-  active: import("@opentelemetry/api").Context,
-  carrier: C,
-  set: (carrier: C, key: string, value: string) => void,
-): void {
+function inject<C>(otel: OpenTelemetryApi, active: Context, carrier: C, set: (carrier: C, key: string, value: string) => void): void {
   const { propagation, trace } = otel;
   if (propagation.fields().length > 0) {
     propagation.inject(active, carrier, { set });
