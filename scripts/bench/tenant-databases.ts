@@ -65,8 +65,10 @@ async function makeTenantDatabases(run: Run): Promise<TenantDatabases> {
   // Client connections to the tenant databases only (as the measuring samples them).
   const tenantConnections = `SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname ~ '^${platform}_t[0-9]+$'`;
   const closeTenantConnections = async () => {
+    // A gateway still running (the default one, whose pools outlive their row) opens some again at once: wait at most 10 s.
+    const until = Date.now() + 10_000;
     await admin.query(`SELECT pg_terminate_backend(pid) FROM (${tenantConnections}) c`);
-    while ((await admin.query(tenantConnections)).rowCount! > 0) await new Promise((r) => setTimeout(r, 50));
+    while ((await admin.query(tenantConnections)).rowCount! > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   };
   const pick = () => tenants[Math.floor(Math.random() * count)]!;
   return {
