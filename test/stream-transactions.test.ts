@@ -189,14 +189,18 @@ describe("Batches and transactions over the SDK's QueryStream", () => {
       const before = await callCounts();
       let written!: () => void;
       const inside = new Promise<void>((resolve) => (written = resolve));
+      let goOn!: () => void;
+      const afterCut = new Promise<void>((resolve) => (goOn = resolve));
       const transaction = viaProxy.transaction(async (tx) => {
         await tx.query("UPDATE accounts SET balance = 0 WHERE id = 1");
         written();
-        await new Promise((resolve) => setTimeout(resolve, 60_000));
+        await afterCut;
+        await tx.query("SELECT 1"); // the stream is gone: this fails, and the callback with it
       });
       transaction.catch(() => undefined);
       await inside;
       proxy.cutAll();
+      goOn();
       const error = await transaction.then(() => undefined, GatewayError.from);
       assert.equal(error?.code, Code.Unavailable);
       assert.deepEqual(await callCounts(), before, "the transaction went over the stream");

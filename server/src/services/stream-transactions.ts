@@ -1,4 +1,5 @@
 // Interactive transactions carried on a QueryStream: each run as a Transaction call runs it, its messages and answers identified by the client's number.
+import { setMaxListeners } from "node:events";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { beforeStatement, GatewayError, toGatewayError } from "../errors.js";
 import {
@@ -51,6 +52,8 @@ export class StreamTransactions {
 
   constructor(private readonly host: StreamTransactionsHost) {
     this.#signal = AbortSignal.any([host.ctx.signal, this.#failed.signal]);
+    // Each transaction waiting for a connection, or holding one, listens to it: one listener per transaction, not a leak (node warns beyond 10).
+    setMaxListeners(0, this.#signal);
   }
 
   /** A message's transaction messages (`platform` is the message's). Throws to end the stream. */
