@@ -32,7 +32,7 @@ export function encodeTransactionResult(resultSet: Uint8Array): Buffer {
  * around the results already encoded.
  */
 export function encodeResults<E>(outcomes: readonly Outcome<E>[], errorBytes: (error: E) => Uint8Array): Buffer {
-  return encodeOutcomes(RESULTS, BATCH_RESULT, outcomes, errorBytes);
+  return encodeRepeated([{ tag: RESULTS, numberTag: BATCH_RESULT.query, entries: outcomeEntries(BATCH_RESULT, outcomes, errorBytes) }]);
 }
 
 /** A QueryStream answer's outcome: a query's (or a failed batch's), or a batch's BatchResponse, encoded (`encodeResults`). */
@@ -53,56 +53,58 @@ export function encodeAnswers<E>(
   errorBytes: (error: E) => Uint8Array,
   transactions: readonly TransactionAnswer<E>[] = [],
 ): Buffer {
-  const answers = encodeOutcomes(ANSWERS, QUERY_ANSWER, outcomes, errorBytes, (j) => numbers[j]!);
-  if (transactions.length === 0) return answers;
-  const parts = transactions.map((t) => {
-    const bytes = t.response ?? errorBytes(t.failed!);
-    const size = (t.transaction === 0 ? 0 : 1 + varintSize(t.transaction)) + lengthDelimitedSize(bytes.length);
-    return {
-      transaction: t.transaction,
-      tag: t.response !== undefined ? STREAM_TRANSACTION_RESPONSE.response : STREAM_TRANSACTION_RESPONSE.failed,
-      bytes,
-      size,
-    };
-  });
-  const response = Buffer.allocUnsafe(answers.length + parts.reduce((size, p) => size + lengthDelimitedSize(p.size), 0));
-  let at = answers.copy(response, 0);
-  for (const p of parts) {
-    response[at++] = STREAM_TRANSACTIONS;
-    at = writeVarint(response, at, p.size);
-    if (p.transaction !== 0) at = writeVarintField(response, at, STREAM_TRANSACTION_RESPONSE.transaction, p.transaction);
-    at = writeBytesField(response, at, p.tag, p.bytes);
-  }
-  return response;
+  const answers = { tag: ANSWERS, numberTag: QUERY_ANSWER.query, entries: outcomeEntries(QUERY_ANSWER, outcomes, errorBytes, (j) => numbers[j]!) };
+  if (transactions.length === 0) return encodeRepeated([answers]);
+  const answered = transactions.map((t) => ({
+    number: t.transaction,
+    tag: t.response !== undefined ? STREAM_TRANSACTION_RESPONSE.response : STREAM_TRANSACTION_RESPONSE.failed,
+    bytes: t.response ?? errorBytes(t.failed!),
+  }));
+  return encodeRepeated([answers, { tag: STREAM_TRANSACTIONS, numberTag: STREAM_TRANSACTION_RESPONSE.transaction, entries: answered }]);
 }
 
-/** `query`: 0 where the message has no query number (one shape for both: the encoder stays monomorphic). */
+/** One message of a repeated field: a number (left out when 0, as protobuf-es does) and one length-delimited field. */
+interface NumberedEntry {
+  number: number;
+  tag: number;
+  bytes: Uint8Array;
+}
 
-/**
- * Messages each holding one outcome, as the repeated field `tag`: the result
- * or the error with `tags`, after the number that `numberOf` gives as the
- * varint `tags.query` (left out when 0, as protobuf-es does).
- */
-function encodeOutcomes<E>(
-  tag: number,
+/** Each outcome as an entry: the result, the batch's results or the error with `tags`, after the number `numberOf` gives (0 without). */
+function outcomeEntries<E>(
   tags: OutcomeTags,
   outcomes: readonly StreamOutcome<E>[],
   errorBytes: (error: E) => Uint8Array,
   numberOf?: (index: number) => number,
-): Buffer {
-  const parts = outcomes.map((o, j) => {
-    const number = numberOf?.(j) ?? 0;
-    const bytes = o.result ?? o.batch ?? errorBytes(o.error!);
-    const size = (number === 0 ? 0 : 1 + varintSize(number)) + lengthDelimitedSize(bytes.length);
-    return { number, tag: o.result !== undefined ? tags.result : o.batch !== undefined ? QUERY_ANSWER_BATCH : tags.error, bytes, size };
-  });
-  const response = Buffer.allocUnsafe(parts.reduce((size, p) => size + lengthDelimitedSize(p.size), 0));
+): NumberedEntry[] {
+  return outcomes.map((o, j) => ({
+    number: numberOf?.(j) ?? 0,
+    tag: o.result !== undefined ? tags.result : o.batch !== undefined ? QUERY_ANSWER_BATCH : tags.error,
+    bytes: o.result ?? o.batch ?? errorBytes(o.error!),
+  }));
+}
+
+/** Repeated fields of numbered entries, field after field, in one buffer sized first. */
+function encodeRepeated(fields: readonly { tag: number; numberTag: number; entries: readonly NumberedEntry[] }[]): Buffer {
+  const sizes: number[] = [];
+  let total = 0;
+  for (const field of fields) {
+    for (const e of field.entries) {
+      const size = (e.number === 0 ? 0 : 1 + varintSize(e.number)) + lengthDelimitedSize(e.bytes.length);
+      sizes.push(size);
+      total += lengthDelimitedSize(size);
+    }
+  }
+  const response = Buffer.allocUnsafe(total);
   let at = 0;
-  for (const p of parts) {
-    response[at++] = tag;
-    at = writeVarint(response, at, p.size);
-    if (p.number !== 0) at = writeVarintField(response, at, tags.query, p.number);
-    at = writeBytesField(response, at, p.tag, p.bytes);
+  let n = 0;
+  for (const { tag, numberTag, entries } of fields) {
+    for (const e of entries) {
+      response[at++] = tag;
+      at = writeVarint(response, at, sizes[n++]!);
+      if (e.number !== 0) at = writeVarintField(response, at, numberTag, e.number);
+      at = writeBytesField(response, at, e.tag, e.bytes);
+    }
   }
   return response;
 }

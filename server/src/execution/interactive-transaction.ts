@@ -2,7 +2,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } from "../errors.js";
 import type { TransactionRequestSchema, TransactionResponseSchema } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
-import type { Lease } from "../pool/pool-manager.js";
+import type { CallLimits, Lease, PoolManager } from "../pool/pool-manager.js";
 import { EncodedMessage, type RequestStream, type ResponseStream } from "./call-streams.js";
 import { prepareStatement, type PreparedStatement } from "./execute.js";
 import { canPipeline } from "./leading-keyword.js";
@@ -22,6 +22,46 @@ export interface TransactionLimits {
 
 type Requests = RequestStream<typeof TransactionRequestSchema>;
 type Responses = ResponseStream<typeof TransactionResponseSchema>;
+
+/**
+ * Runs an interactive transaction (see `runInteractiveTransaction`) on a
+ * connection of `database`'s pool, for a Transaction call or a transaction a
+ * QueryStream carries; `onLease` learns its lease. Interrupted by the end of
+ * the shutdown's grace period before COMMIT was sent (after, the shield makes
+ * it COMMIT_OUTCOME_UNKNOWN), the transaction cannot commit, and the gateway
+ * rolls it back: ROLLED_BACK_AT_SHUTDOWN.
+ */
+export async function runTransaction(
+  pools: PoolManager,
+  database: string,
+  begin: string,
+  requests: Requests,
+  responses: Responses,
+  limits: TransactionLimits,
+  callLimits: CallLimits,
+  onLease?: (lease: Lease) => void,
+): Promise<void> {
+  let begun = false;
+  try {
+    await pools.withConnection(
+      database,
+      (lease) => {
+        begun = true;
+        onLease?.(lease);
+        return runInteractiveTransaction(lease, begin, requests, responses, limits);
+      },
+      callLimits,
+    );
+  } catch (err) {
+    if (begun && err instanceof GatewayError && err.reason === "SHUTTING_DOWN") throw rolledBackAtShutdown();
+    throw err;
+  }
+}
+
+/** The error of a transaction the gateway rolled back as it shut down. */
+export function rolledBackAtShutdown(): GatewayError {
+  return new GatewayError("ROLLED_BACK_AT_SHUTDOWN", "the gateway shut down with the transaction open: it was rolled back, nothing of it committed");
+}
 
 /**
  * Runs an interactive transaction on a leased connection, after the `begin`

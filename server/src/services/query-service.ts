@@ -6,7 +6,7 @@ import { prepareStatement } from "../execution/execute.js";
 import { runPipelined } from "../execution/pipeline.js";
 import { encodeQueryResponse, encodeResults } from "../execution/response-encoding.js";
 import { runQueryMany } from "../execution/query-many.js";
-import { runInteractiveTransaction } from "../execution/interactive-transaction.js";
+import { runTransaction } from "../execution/interactive-transaction.js";
 import type { ResultBudget } from "../execution/result-budget.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
@@ -135,24 +135,7 @@ export function createQueryService(
           return request;
         },
       };
-      let begun = false;
-      try {
-        await pools.withConnection(
-          database,
-          (lease) => {
-            begun = true;
-            return runInteractiveTransaction(lease, begin, counted, responses, transactionLimits);
-          },
-          { deadline: ctx.deadline, signal: ctx.signal },
-        );
-      } catch (err) {
-        // Interrupted by the end of the shutdown's grace period before COMMIT was sent (after, the shield
-        // makes it COMMIT_OUTCOME_UNKNOWN): the transaction cannot commit, and the gateway rolls it back.
-        if (begun && err instanceof GatewayError && err.reason === "SHUTTING_DOWN") {
-          throw new GatewayError("ROLLED_BACK_AT_SHUTDOWN", "the gateway shut down with the transaction open: it was rolled back, nothing of it committed");
-        }
-        throw err;
-      }
+      await runTransaction(pools, database, begin, counted, responses, transactionLimits, { deadline: ctx.deadline, signal: ctx.signal });
     },
 
     async listen(request, responses, ctx) {

@@ -11,7 +11,7 @@ import {
 } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { EncodedMessage, type RequestStream, type ResponseStream } from "../execution/call-streams.js";
 import type { TransactionAnswer } from "../execution/response-encoding.js";
-import { runInteractiveTransaction, type TransactionLimits } from "../execution/interactive-transaction.js";
+import { rolledBackAtShutdown, runTransaction, type TransactionLimits } from "../execution/interactive-transaction.js";
 import { beginStatement } from "../execution/transaction-control.js";
 import type { Lease, PoolManager } from "../pool/pool-manager.js";
 import type { CallRecord } from "../telemetry/call-telemetry.js";
@@ -118,21 +118,18 @@ export class StreamTransactions {
       ctx.reauthorize(record);
       const database = await router.route({ principal: ctx.principal, record }, begin.platform, begin.tenantId);
       const statement = beginStatement(begin.options);
-      let begun = false;
-      try {
-        await pools.withConnection(
-          database,
-          (lease) => {
-            begun = true;
-            transaction.lease = lease;
-            return runInteractiveTransaction(lease, statement, transaction.counted(record), transaction.responses, limits);
-          },
-          { deadline, signal: this.#signal },
-        );
-      } catch (err) {
-        if (begun && err instanceof GatewayError && err.reason === "SHUTTING_DOWN") throw rolledBackAtShutdown();
-        throw err;
-      }
+      await runTransaction(
+        pools,
+        database,
+        statement,
+        transaction.counted(record),
+        transaction.responses,
+        limits,
+        { deadline, signal: this.#signal },
+        (lease) => {
+          transaction.lease = lease;
+        },
+      );
     };
     transaction.done = runInContext(record.traceContext, run).then(
       () => this.#ended_(transaction, record, undefined),
@@ -230,10 +227,6 @@ class StreamTransaction {
     },
     pending: 0,
   };
-}
-
-function rolledBackAtShutdown(): GatewayError {
-  return new GatewayError("ROLLED_BACK_AT_SHUTDOWN", "the gateway shut down with the transaction open: it was rolled back, nothing of it committed");
 }
 
 /** Messages of a transaction that ended before it read them (a commit or rollback followed by more). */
