@@ -6,7 +6,8 @@ import { StatementLocationSchema } from "../wire/src/gen/dbgateway/v1/errors_pb.
 import { Code, GatewayError, type Database } from "../client-sdk/src/index.js";
 import { ConnectError } from "@connectrpc/connect";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";
+import { pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 
 describe("Batch", () => {
   let t: TestGateway;
@@ -112,6 +113,51 @@ describe("Batch", () => {
     assert.deepEqual((await db.query("SELECT txid_current_if_assigned() AS x, pg_is_in_recovery() AS r", [], { timeoutMs: 3_000 })).rows, [
       { x: null, r: false },
     ]);
+  });
+
+  /** Whether a backend still runs the statement that holds `text`, once the cancel had time to arrive (a backend whose connection was dropped instead runs on). */
+  const stillRunning = async (text: string) => {
+    const admin = await t.pg();
+    try {
+      const running = async () =>
+        (await admin.query("SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND strpos(query, $1) > 0 AND pid <> pg_backend_pid()", [text])).rowCount! >
+        0;
+      for (const until = Date.now() + 1_500; Date.now() < until;) {
+        if (!(await running())) return false;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      return true;
+    } finally {
+      await admin.end();
+    }
+  };
+
+  it("atomic, writes only (COMMIT sent with them): a deadline while a statement runs cancels it, commits nothing and leaves the connection clean", async () => {
+    await db.query("TRUNCATE items");
+    const stuck = "INSERT INTO items SELECT 2, 'stuck' FROM pg_sleep(30) /* deadline */";
+    const err = await db
+      .batch([{ sql: "INSERT INTO items VALUES ($1, $2)", params: [1, "n1"] }, stuck, "UPDATE items SET name = 'after'"], { atomic: true, timeoutMs: 500 })
+      .then(() => undefined, GatewayError.from);
+    assert.equal(err?.code, Code.DeadlineExceeded);
+    assert.equal(await stillRunning("/* deadline */"), false);
+    assert.deepEqual(await names(), []);
+    // The pool's only connection is free, outside any transaction, within the cancel's time.
+    assert.deepEqual((await db.query("SELECT txid_current_if_assigned() AS x", [], { timeoutMs: 3_000 })).rows, [{ x: null }]);
+  });
+
+  it("atomic, writes only: a cancelled call's statement is cancelled on PostgreSQL and nothing commits", async () => {
+    await db.query("TRUNCATE items");
+    const controller = new AbortController();
+    const stuck = "INSERT INTO items SELECT 2, 'stuck' FROM pg_sleep(30) /* cancelled */";
+    const call = db.batch([{ sql: "INSERT INTO items VALUES ($1, $2)", params: [1, "n1"] }, stuck], {
+      atomic: true,
+      signal: controller.signal,
+    });
+    setTimeout(() => controller.abort(), 300);
+    await rejectsWith(call, Code.Canceled, "Canceled");
+    assert.equal(await stillRunning("/* cancelled */"), false);
+    assert.deepEqual((await db.query("SELECT txid_current_if_assigned() AS x", [], { timeoutMs: 3_000 })).rows, [{ x: null }]);
+    assert.deepEqual(await names(), []);
   });
 
   it("independent: what a statement sets is seen by the statements after it in the batch, and reset after the batch", async () => {
@@ -246,5 +292,37 @@ describe("Batch", () => {
     const err = await db.batch(["SELECT 1", "SELECT pg_sleep(30)"], { timeoutMs: 500 }).then(() => undefined, GatewayError.from);
     assert.equal(err?.code, Code.DeadlineExceeded);
     assert.deepEqual((await db.query("SELECT 1 AS one", [], { timeoutMs: 3_000 })).rows, [{ one: 1 }]);
+  });
+});
+
+describe("An atomic batch's writes reach PostgreSQL in one write with BEGIN and COMMIT", () => {
+  let proxy: FaultProxy;
+  let t: TestGateway;
+  let db: Database;
+  before(async () => {
+    const target = new URL(pgUrl());
+    proxy = await startFaultProxy({ host: target.hostname, port: Number(target.port || 5432) });
+    t = await startTestGateway({ platforms: 1, databaseUrl: proxy.url(pgUrl()) });
+    db = t.client().platform(t.platforms[0]!);
+    await db.query("CREATE TABLE marks (id int PRIMARY KEY)");
+  });
+  after(async () => {
+    await t.close();
+    await proxy.close();
+  });
+
+  /** Whether one chunk the gateway wrote to PostgreSQL holds every one of `texts`. */
+  const together = (...texts: string[]) => proxy.sent.some((chunk) => texts.every((text) => chunk.includes(text)));
+
+  it("writes without RETURNING: BEGIN, the statements and COMMIT in one write; a batch that returns rows sends COMMIT once they are answered", async () => {
+    await db.query("SELECT 1");
+    proxy.record(true);
+    await db.batch(["INSERT INTO marks VALUES (1) /* w1 */", "UPDATE marks SET id = 2 WHERE id = 1 /* w2 */"], { atomic: true });
+    assert.ok(together("BEGIN", "w1", "w2", "COMMIT"), "BEGIN, both writes and COMMIT in one write");
+    proxy.record(true);
+    await db.batch(["INSERT INTO marks VALUES (3) /* r1 */", "UPDATE marks SET id = 4 WHERE id = 3 RETURNING id /* r2 */"], { atomic: true });
+    assert.ok(together("BEGIN", "r1", "r2") && !together("r2", "COMMIT"), "COMMIT written after the statements' answers");
+    proxy.record(false);
+    assert.deepEqual((await db.query("SELECT id FROM marks ORDER BY id")).rows, [{ id: 2 }, { id: 4 }]);
   });
 });

@@ -232,7 +232,7 @@ describe("Shutdown: SIGTERM drains the gateway process", () => {
     }
   });
 
-  it("when the grace period ends: a running statement (Query, QueryStream, Batch, StreamQuery) is cancelled and answered statement_sent true, an open transaction rolled back (ABORTED), a running COMMIT's outcome unknown", async () => {
+  it("when the grace period ends: a running statement (Query, QueryStream, Batch, atomic Batch, StreamQuery) is cancelled and answered statement_sent true, an open transaction rolled back (ABORTED), a running COMMIT's outcome unknown (a transaction's, an atomic batch's)", async () => {
     const d = await startDraining({ SHUTDOWN_GRACE_SECS: "1" });
     try {
       const setup = d.client().platform(d.platform);
@@ -246,10 +246,13 @@ describe("Shutdown: SIGTERM drains the gateway process", () => {
       const queryStream = db.query(stuck(1, "QueryStream"));
       const query = db.query(stuck(2, "Query"), [], { signal: new AbortController().signal });
       const batch = db.batch([stuck(3, "Batch")]);
+      // Atomic batches of writes, whose COMMIT is written with their statements: one stuck in a statement, one in its COMMIT.
+      const atomic = db.batch([stuck(6, "atomic Batch")], { atomic: true });
+      const atomicCommitting = db.batch(["INSERT INTO writes (id, via) VALUES (7, 'slow commit')"], { atomic: true });
       const streamed = (async () => {
         for await (const row of db.stream("SELECT pg_sleep(60)")) void row;
       })();
-      for (const call of [queryStream, query, batch, streamed]) call.catch(() => undefined);
+      for (const call of [queryStream, query, batch, streamed, atomic, atomicCommitting]) call.catch(() => undefined);
       const open = transactionStream(d.client(), d.platform);
       open.begin();
       open.statement("INSERT INTO writes (id, via) VALUES (4, 'open transaction')");
@@ -264,8 +267,8 @@ describe("Shutdown: SIGTERM drains the gateway process", () => {
       const commitAnswer = committing.next();
       commitAnswer.catch(() => undefined);
 
-      await waitFor(async () => (await d.running("pg_sleep(60)")) === 4, 30_000, "the four stuck statements run");
-      await waitFor(async () => (await d.running("COMMIT")) === 1, 30_000, "the slow COMMIT runs");
+      await waitFor(async () => (await d.running("pg_sleep(60)")) === 5, 30_000, "the five stuck statements run");
+      await waitFor(async () => (await d.running("COMMIT")) === 2, 30_000, "the slow COMMITs run");
       d.gateway.kill("SIGTERM");
 
       for (const call of [queryStream, query, streamed]) {
@@ -276,8 +279,12 @@ describe("Shutdown: SIGTERM drains the gateway process", () => {
       assert.equal(batchError.metadata.statement_sent, "true", batchError.message);
       await rejectsWith(open.next(), Code.Aborted, "ROLLED_BACK_AT_SHUTDOWN");
       await rejectsWith(commitAnswer, Code.Unavailable, "COMMIT_OUTCOME_UNKNOWN");
+      const atomicError = await rejectsWith(atomic, Code.Unavailable, "SHUTTING_DOWN");
+      assert.equal(atomicError.metadata.statement_sent, "true", atomicError.message);
+      await rejectsWith(atomicCommitting, Code.Unavailable, "COMMIT_OUTCOME_UNKNOWN");
       await exitsCleanly(d.gateway);
       assert.ok(!(await d.committed()).has(4), "the open transaction was rolled back");
+      assert.ok(!(await d.committed()).has(6), "the atomic batch stuck in its statement was rolled back");
       // The stuck statements were cancelled, not left to run their minute on PostgreSQL.
       await waitFor(async () => (await d.running("pg_sleep(60)")) === 0, 10_000, "the stuck statements end");
     } finally {

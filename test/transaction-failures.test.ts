@@ -189,9 +189,9 @@ describe("A deadline while COMMIT runs", () => {
   });
   after(() => t.close());
 
-  it("is UNAVAILABLE with reason COMMIT_OUTCOME_UNKNOWN; the COMMIT is not cancelled, and commits", async () => {
+  it("an atomic batch that returns rows: UNAVAILABLE with reason COMMIT_OUTCOME_UNKNOWN; the COMMIT is not cancelled, and commits", async () => {
     const err = await db
-      .batch([{ sql: "UPDATE accounts SET balance = $1 WHERE id = 1", params: [7] }], { atomic: true })
+      .batch([{ sql: "UPDATE accounts SET balance = $1 WHERE id = 1 RETURNING balance", params: [7] }], { atomic: true })
       .then(() => undefined, GatewayError.from);
     assert.equal(err?.code, Code.Unavailable);
     assert.equal(err?.reason, "COMMIT_OUTCOME_UNKNOWN");
@@ -200,5 +200,12 @@ describe("A deadline while COMMIT runs", () => {
       5_000,
       "the COMMIT to finish",
     );
+  });
+
+  it("an atomic batch of writes (COMMIT sent with them): the COMMIT is not cancelled, and the answer says it committed", async () => {
+    const [result] = await db.batch([{ sql: "UPDATE accounts SET balance = $1 WHERE id = 1", params: [8] }], { atomic: true });
+    assert.ok(!(result instanceof GatewayError));
+    assert.equal(result!.rowCount, 1);
+    assert.equal((await db.query<{ balance: number }>("SELECT balance FROM accounts WHERE id = 1")).rows[0]!.balance, 8);
   });
 });

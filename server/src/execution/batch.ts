@@ -1,11 +1,12 @@
 // The Batch call: statements on one connection, atomic or each committing on its own, pipelined when none can end a transaction.
+import { DatabaseError } from "pg";
 import { atStatement, GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import type { TransactionOptions } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import type { Statement } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { prepareStatement, runStatement, sendTraced, type PreparedStatement } from "./execute.js";
-import { canPipeline } from "./leading-keyword.js";
-import { lapTimer, sendPipelined, shieldedBegin, type Outcome } from "./pipeline.js";
+import { canPipeline, returnsNoRows } from "./leading-keyword.js";
+import { allAnswered, CANCEL_AGAIN_MILLIS, lapTimer, sendPipelined, shieldedBegin, type Outcome } from "./pipeline.js";
 import type { BufferedResult } from "./buffered-query.js";
 import type { ResultAccount } from "./result-budget.js";
 import { beginStatement, commit, OpenTransaction } from "./transaction-control.js";
@@ -61,7 +62,8 @@ export function prepareBatch(statements: readonly Statement[], atomic: boolean, 
 export async function runBatch(lease: Lease, batch: PreparedBatch, account: ResultAccount): Promise<Outcome[]> {
   const cut = (i: number) => (error: GatewayError) => lease.interrupt(atStatement(error, i));
   if (batch.statements.every((s) => canPipeline(s.sql))) {
-    return batch.atomic ? runAtomicPipelined(lease, batch, account, cut) : runIndependentPipelined(lease, batch, account, cut);
+    if (!batch.atomic) return runIndependentPipelined(lease, batch, account, cut);
+    return batch.statements.every((s) => returnsNoRows(s.sql)) ? runAtomicInOneTrip(lease, batch, account) : runAtomicPipelined(lease, batch, account, cut);
   }
   const { client } = lease;
   const results: Outcome[] = [];
@@ -130,6 +132,92 @@ async function runAtomicPipelined(lease: Lease, batch: PreparedBatch, account: R
   await commit(lease);
   return results;
 }
+
+/**
+ * An atomic batch of writes that return no rows (`returnsNoRows`) in one
+ * round trip: BEGIN, the statements, COMMIT and the connection's reset
+ * written at once. A statement that fails aborts the transaction: those
+ * behind it fail with 25P02 without running, and COMMIT rolls it back, so
+ * nothing commits unless every statement succeeded (BEGIN is shielded from
+ * cancels, as in `runAtomicPipelined`). No row can cut a result off, so only
+ * the call's deadline, its cancellation or a drain interrupts it: the
+ * statement running then is cancelled (repeatedly, until every statement has
+ * been answered; COMMIT is not cancelled on purpose), and the call ends with
+ * what PostgreSQL did: the interruption's error if the transaction rolled
+ * back, the results if it had committed by then.
+ */
+async function runAtomicInOneTrip(lease: Lease, batch: PreparedBatch, account: ResultAccount): Promise<Outcome[]> {
+  lease.throwIfInterrupted();
+  const timed = lapTimer();
+  const unknown = () => new GatewayError("COMMIT_OUTCOME_UNKNOWN", "the call ended after COMMIT was sent: the transaction may or may not have committed");
+  return lease.settledByWork(async () => {
+    let cancels: Promise<void> = Promise.resolve();
+    const answers = await sendPipelined<unknown>(
+      lease,
+      (client) => {
+        const begun = shieldedBegin(lease, client, batch.begin);
+        const statements = batch.statements.map((statement) => sendTraced(client, lease.database, statement, account).then(timed.lap));
+        cancels = cancelUntilAnswered(lease, begun, statements);
+        return [begun, ...statements, client.query("COMMIT"), client.query(RESET_STATEMENT)];
+      },
+      allAnswered,
+    );
+    await cancels;
+    const reset = answers.pop()!;
+    const committed = answers.pop()!;
+    const [begun, ...ran] = answers;
+    if (reset.status === "fulfilled" && lease.client.getTransactionStatus() === "I") lease.markReset();
+    if (committed.status === "fulfilled" && (committed.value as { command: string }).command === "COMMIT") {
+      return ran.map((answer): Outcome => {
+        if (answer.status === "rejected") return { error: toGatewayError(answer.reason) }; // a reply pg could not read: it ran all the same
+        const [result, nanos] = answer.value as [BufferedResult, bigint];
+        return { result: result.encode(nanos) };
+      });
+    }
+    // Rolled back, or its outcome unknown: the first error says why.
+    const failed = ran.findIndex((answer) => answer.status === "rejected");
+    const rolledBack =
+      committed.status === "fulfilled" || isDatabaseError(committed.reason) || (failed >= 0 && isDatabaseError((ran[failed] as PromiseRejectedResult).reason));
+    if (!rolledBack) throw unknown();
+    lease.throwIfInterrupted();
+    if (begun!.status === "rejected") throw toGatewayError(begun!.reason);
+    if (failed >= 0) throw atStatement(toGatewayError((ran[failed] as PromiseRejectedResult).reason), failed);
+    if (committed.status === "rejected") throw toGatewayError(committed.reason);
+    throw new GatewayError("TRANSACTION_ABORTED", "the transaction was rolled back at COMMIT");
+  }, unknown);
+}
+
+/**
+ * Once the call is interrupted: asks PostgreSQL to cancel the running
+ * statement as soon as BEGIN has been answered (a cancel that reached BEGIN
+ * would leave the statements to commit each on its own), then again every
+ * `CANCEL_AGAIN_MILLIS` until every statement has been answered. Resolves
+ * once each cancel sent has been delivered.
+ */
+function cancelUntilAnswered(lease: Lease, begun: Promise<unknown>, statements: readonly Promise<unknown>[]): Promise<void> {
+  const cancels: Promise<boolean>[] = [];
+  let answered = false;
+  let timer: NodeJS.Timeout | undefined;
+  const stopListening = lease.onInterrupt(() => {
+    void begun.then(noop, noop).then(() => {
+      if (answered) return;
+      cancels.push(lease.cancelAgain());
+      timer = setInterval(() => cancels.push(lease.cancelAgain()), CANCEL_AGAIN_MILLIS);
+    });
+  });
+  return Promise.allSettled(statements).then(async () => {
+    answered = true;
+    clearInterval(timer);
+    stopListening();
+    await Promise.all(cancels);
+  });
+}
+
+function isDatabaseError(err: unknown): boolean {
+  return err instanceof DatabaseError && err.severity === "ERROR";
+}
+
+function noop(): void {}
 
 /**
  * Statements of an independent batch written at once. Each commits on its

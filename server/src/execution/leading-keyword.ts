@@ -14,6 +14,17 @@ export function canPipeline(sql: string): boolean {
   return PIPELINABLE.has(leadingKeyword(sql));
 }
 
+const WRITES = new Set(["INSERT", "UPDATE", "DELETE", "MERGE"]);
+
+/**
+ * Whether the statement is a write that returns no rows: INSERT, UPDATE,
+ * DELETE or MERGE, without RETURNING (the word anywhere in its text, even in
+ * a literal or a name, counts: a false "no" costs only speed).
+ */
+export function returnsNoRows(sql: string): boolean {
+  return WRITES.has(leadingKeyword(sql)) && !/returning/i.test(sql);
+}
+
 /**
  * Whether the statement is a COPY, the only statement that can make
  * PostgreSQL exchange COPY data with the client (a function cannot). Run for

@@ -15,23 +15,40 @@ export type { Outcome }; // what a pipeline returns for each statement, defined 
  * them on PostgreSQL if the call is interrupted meanwhile: see `settle`).
  * Returns each query's outcome, in order.
  */
-export async function sendPipelined<T>(lease: Lease, send: (client: Client) => Promise<T>[]): Promise<PromiseSettledResult<T>[]> {
-  const outcomes = await writePipelined(lease, (client) =>
-    send(client).map((answer) =>
-      answer.then(
-        (value): PromiseSettledResult<T> => ({ status: "fulfilled", value }),
-        (reason: unknown): PromiseSettledResult<T> => ({ status: "rejected", reason }),
+export async function sendPipelined<T>(
+  lease: Lease,
+  send: (client: Client) => Promise<T>[],
+  awaitAnswers: (lease: Lease, answers: Promise<unknown>[]) => Promise<void> = settle,
+): Promise<PromiseSettledResult<T>[]> {
+  const outcomes = await writePipelined(
+    lease,
+    (client) =>
+      send(client).map((answer) =>
+        answer.then(
+          (value): PromiseSettledResult<T> => ({ status: "fulfilled", value }),
+          (reason: unknown): PromiseSettledResult<T> => ({ status: "rejected", reason }),
+        ),
       ),
-    ),
+    awaitAnswers,
   );
   return Promise.all(outcomes);
 }
 
+/** For `sendPipelined` by a caller that cancels its statements itself (`Lease.settledByWork`): the answers awaited, nothing cancelled. */
+export async function allAnswered(_lease: Lease, answers: Promise<unknown>[]): Promise<void> {
+  await Promise.all(answers);
+}
+
 /**
  * The pipeline itself: the queries `send` makes (whose promises must not
- * reject) written in one write in pipeline mode, then `settle`d.
+ * reject) written in one write in pipeline mode, then awaited with
+ * `awaitAnswers` (`settle`, unless the caller cancels them itself).
  */
-async function writePipelined<T>(lease: Lease, send: (client: Client) => Promise<T>[]): Promise<Promise<T>[]> {
+async function writePipelined<T>(
+  lease: Lease,
+  send: (client: Client) => Promise<T>[],
+  awaitAnswers: (lease: Lease, answers: Promise<unknown>[]) => Promise<void> = settle,
+): Promise<Promise<T>[]> {
   const client = lease.client;
   const socket = socketOf(client);
   setPipelineMode(client, true);
@@ -43,7 +60,7 @@ async function writePipelined<T>(lease: Lease, send: (client: Client) => Promise
     } finally {
       socket.uncork();
     }
-    await settle(lease, answers);
+    await awaitAnswers(lease, answers);
     return answers;
   } finally {
     setPipelineMode(client, false);
@@ -241,7 +258,7 @@ function fillUnanswered(outcomes: Outcome[], unanswered: readonly number[]): Out
 }
 
 /** How often an interrupted pipeline asks PostgreSQL again to cancel its running statement. */
-const CANCEL_AGAIN_MILLIS = 50;
+export const CANCEL_AGAIN_MILLIS = 50;
 
 /**
  * Waits for every pipelined answer. When the call is interrupted meanwhile,

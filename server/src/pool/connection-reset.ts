@@ -103,6 +103,11 @@ export class ConnectionReset {
     this.release(connection, ended[0].err);
   }
 
+  /** How long an interrupted call's backend has to stop (and its cancel to be delivered) before its connection is destroyed. */
+  get graceMillis(): number {
+    return this.options.cancelGraceMillis;
+  }
+
   /** Asks PostgreSQL to cancel the connection's running statement; true once delivered within the grace period. */
   cancel(connection: Connection): Promise<boolean> {
     return sendCancelRequest(this.options.connectionFor(connection.pool.database), connection.client, this.options.cancelGraceMillis);

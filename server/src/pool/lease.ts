@@ -30,6 +30,14 @@ export interface Lease {
    */
   uninterruptible<T>(work: () => Promise<T>, outcome?: () => GatewayError): Promise<T>;
   /**
+   * Runs `work` (statements pipelined with their COMMIT) so that an
+   * interruption meanwhile does not end the call at once: `work` cancels
+   * what it still runs (`cancelAgain`) and settles with what PostgreSQL did,
+   * which is the call's outcome. If it has not settled within the grace
+   * period for cancels, the call ends with the error `late` makes.
+   */
+  settledByWork<T>(work: () => Promise<T>, late: () => GatewayError): Promise<T>;
+  /**
    * Says that the last thing run on the connection was `DISCARD ALL`, outside
    * any transaction: the pool takes it back without resetting it again.
    */
@@ -65,6 +73,8 @@ export class CallLease implements Lease {
   #shielded = false;
   #shield: (() => GatewayError) | undefined;
   #cancelOnRecovery = true;
+  /** Within `settledByWork`: an interruption leaves the call's outcome to the work, and makes this error if the work is late. */
+  #late: (() => GatewayError) | undefined;
   #markedReset = false;
   readonly #watch: CallWatch | undefined;
 
@@ -133,6 +143,16 @@ export class CallLease implements Lease {
 
   interrupt(err: GatewayError): void {
     if (this.#reason !== undefined) return;
+    const late = this.#late;
+    if (late !== undefined) {
+      // The work cancels its statements itself and its outcome is the call's: only a late one ends the call here.
+      this.#reason = err;
+      this.#cancelOnRecovery = false;
+      setTimeout(() => this.#rejectOutcome?.(late()), this.connections.graceMillis).unref();
+      this.#abort?.abort(err);
+      if (this.#listeners !== undefined) for (const listener of this.#listeners.splice(0)) listener();
+      return;
+    }
     this.#cancelOnRecovery = !this.#shielded;
     const reason = this.#shield?.() ?? err;
     this.#reason = reason;
@@ -153,12 +173,22 @@ export class CallLease implements Lease {
     }
   }
 
+  async settledByWork<T>(work: () => Promise<T>, late: () => GatewayError): Promise<T> {
+    this.#late = late;
+    try {
+      return await work();
+    } finally {
+      this.#late = undefined;
+    }
+  }
+
   markReset(): void {
     this.#markedReset = true;
   }
 
   cancelAgain(): Promise<boolean> {
-    return this.#reason !== undefined && this.#cancelOnRecovery ? this.connections.cancel(this.connection) : Promise.resolve(false);
+    const cancels = this.#cancelOnRecovery || this.#late !== undefined;
+    return this.#reason !== undefined && cancels ? this.connections.cancel(this.connection) : Promise.resolve(false);
   }
 
   /** Once the call is over: its deadline and signal no longer interrupt it. */

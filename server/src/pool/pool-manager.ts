@@ -63,7 +63,9 @@ export class PoolManager {
     const work = (async () => fn(lease))();
     try {
       const result = await lease.outcome(work);
-      this.#reset.release(connection, undefined, lease.wasReset);
+      // Interrupted, yet its outcome was the work's (`Lease.settledByWork`): its cancels are delivered, the connection is reset as after any interruption.
+      if (lease.isInterrupted) void this.#reset.recover(connection, work, false);
+      else this.#reset.release(connection, undefined, lease.wasReset);
       return result;
     } catch (err) {
       if (lease.isInterrupted) void this.#reset.recover(connection, work, lease.cancelsOnRecovery);

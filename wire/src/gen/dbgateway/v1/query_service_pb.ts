@@ -1106,8 +1106,10 @@ export const QueryService: GenService<{
    * INSERT, UPDATE, DELETE, MERGE, WITH, VALUES, TABLE), they are pipelined
    * to PostgreSQL: one round trip per 16 statements for an independent batch,
    * two for an atomic one (COMMIT is sent once every statement has
-   * succeeded). Any other statement makes the batch run one statement at a
-   * time.
+   * succeeded), or one when all are INSERT, UPDATE, DELETE or MERGE without
+   * RETURNING (COMMIT is written with them; a failed statement makes it roll
+   * back, and an interrupted call answers what PostgreSQL did). Any other
+   * statement makes the batch run one statement at a time.
    *
    * @generated from rpc dbgateway.v1.QueryService.Batch
    */
