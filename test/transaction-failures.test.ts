@@ -202,6 +202,13 @@ describe("A deadline while COMMIT runs", () => {
     );
   });
 
+  it("an atomic batch of writes whose client deadline passes while its COMMIT runs: the SDK waits for the gateway's answer, which says it committed", async () => {
+    const [result] = await db.batch([{ sql: "UPDATE accounts SET balance = $1 WHERE id = 1", params: [9] }], { atomic: true, timeoutMs: 300 });
+    assert.ok(!(result instanceof GatewayError));
+    assert.equal(result!.rowCount, 1);
+    assert.equal((await db.query<{ balance: number }>("SELECT balance FROM accounts WHERE id = 1")).rows[0]!.balance, 9);
+  });
+
   it("an atomic batch of writes (COMMIT sent with them): the COMMIT is not cancelled, and the answer says it committed", async () => {
     const [result] = await db.batch([{ sql: "UPDATE accounts SET balance = $1 WHERE id = 1", params: [8] }], { atomic: true });
     assert.ok(!(result instanceof GatewayError));

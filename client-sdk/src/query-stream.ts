@@ -64,6 +64,9 @@ export function toTenantQueries(queries: readonly PendingQuery[]): MessageInitSh
   return queries.map((q) => ({ tenantId: q.tenantId, sql: q.sql, params: q.params, traceContext: traceContextOf(q.caller) }));
 }
 
+/** How long past its deadline an atomic batch waits for the gateway's answer: the gateway's grace period for cancels (2 s), and some. */
+const ATOMIC_ANSWER_GRACE_MS = 3_000;
+
 /** The queries and batches of one message sent, for its deadline. */
 interface Sent {
   readonly timeoutMs: number | undefined;
@@ -274,14 +277,36 @@ export class QueryStreamSession {
     if (--sent.unanswered === 0) clearTimeout(sent.timer);
   }
 
-  /** A message's deadline passed: its queries and batches still waiting fail. */
+  /**
+   * A message's deadline passed: its queries and batches still waiting fail,
+   * but for atomic batches. The gateway may have written one's COMMIT with its
+   * statements, and answers with what PostgreSQL did (rolled back, committed,
+   * or not known) within its grace period for cancels: that answer is awaited
+   * for `ATOMIC_ANSWER_GRACE_MS` more.
+   */
   #expire(first: number, count: number): void {
+    const atomic: number[] = [];
     for (let number = first; number < first + count; number++) {
       const entry = this.#waiting.get(number);
       if (entry === undefined) continue;
+      if (entry.batch?.request.atomic === true) {
+        atomic.push(number);
+        continue;
+      }
       this.#settled(number, entry.sent);
       (entry.query ?? entry.batch).reject(new GatewayError("the query's deadline passed", Code.DeadlineExceeded, "DEADLINE_EXCEEDED", {}, undefined));
     }
+    if (atomic.length === 0) return;
+    const late = setTimeout(() => {
+      for (const number of atomic) {
+        const entry = this.#waiting.get(number);
+        if (entry?.batch === undefined) continue;
+        this.#settled(number, entry.sent);
+        const message = "the batch's deadline passed, and the gateway did not say whether it committed";
+        entry.batch.reject(new GatewayError(message, Code.DeadlineExceeded, "DEADLINE_EXCEEDED", {}, undefined));
+      }
+    }, ATOMIC_ANSWER_GRACE_MS);
+    late.unref?.(); // the stream keeps the process alive while it waits for the answer
   }
 
   #lingered(): void {

@@ -5,6 +5,7 @@ import type { TransactionOptions } from "../../../wire/src/gen/dbgateway/v1/quer
 import type { Statement } from "../../../wire/src/gen/dbgateway/v1/values_pb.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { prepareStatement, runStatement, sendTraced, type PreparedStatement } from "./execute.js";
+import { activeQueryOf } from "../pool/pg-internals.js";
 import { canPipeline, returnsNoRows } from "./leading-keyword.js";
 import { allAnswered, CANCEL_AGAIN_MILLIS, lapTimer, sendPipelined, shieldedBegin, type Outcome } from "./pipeline.js";
 import type { BufferedResult } from "./buffered-query.js";
@@ -151,25 +152,28 @@ async function runAtomicInOneTrip(lease: Lease, batch: PreparedBatch, account: R
   const timed = lapTimer();
   const unknown = () => new GatewayError("COMMIT_OUTCOME_UNKNOWN", "the call ended after COMMIT was sent: the transaction may or may not have committed");
   return lease.settledByWork(async () => {
-    let cancels: Promise<void> = Promise.resolve();
     const answers = await sendPipelined<unknown>(
       lease,
       (client) => {
         const begun = shieldedBegin(lease, client, batch.begin);
         const statements = batch.statements.map((statement) => sendTraced(client, lease.database, statement, account).then(timed.lap));
-        cancels = cancelUntilAnswered(lease, begun, statements);
+        cancelUntilAnswered(lease, batch, begun, statements);
         return [begun, ...statements, client.query("COMMIT"), client.query(RESET_STATEMENT)];
       },
       allAnswered,
     );
-    await cancels;
     const reset = answers.pop()!;
     const committed = answers.pop()!;
     const [begun, ...ran] = answers;
     if (reset.status === "fulfilled" && lease.client.getTransactionStatus() === "I") lease.markReset();
+    if (begun!.status === "rejected") {
+      // Not seen with a live connection (BEGIN is the gateway's own text, shielded from cancels); the statements would have run on their own.
+      throw new GatewayError("COMMIT_OUTCOME_UNKNOWN", "BEGIN failed: the statements may have committed each on its own", { cause: begun!.reason });
+    }
     if (committed.status === "fulfilled" && (committed.value as { command: string }).command === "COMMIT") {
       return ran.map((answer): Outcome => {
-        if (answer.status === "rejected") return { error: toGatewayError(answer.reason) }; // a reply pg could not read: it ran all the same
+        // pg could not send it (not seen: parameters are text or bytes, converted beforehand): it did not run, the others committed.
+        if (answer.status === "rejected") return { error: toGatewayError(answer.reason) };
         const [result, nanos] = answer.value as [BufferedResult, bigint];
         return { result: result.encode(nanos) };
       });
@@ -180,7 +184,6 @@ async function runAtomicInOneTrip(lease: Lease, batch: PreparedBatch, account: R
       committed.status === "fulfilled" || isDatabaseError(committed.reason) || (failed >= 0 && isDatabaseError((ran[failed] as PromiseRejectedResult).reason));
     if (!rolledBack) throw unknown();
     lease.throwIfInterrupted();
-    if (begun!.status === "rejected") throw toGatewayError(begun!.reason);
     if (failed >= 0) throw atStatement(toGatewayError((ran[failed] as PromiseRejectedResult).reason), failed);
     if (committed.status === "rejected") throw toGatewayError(committed.reason);
     throw new GatewayError("TRANSACTION_ABORTED", "the transaction was rolled back at COMMIT");
@@ -189,35 +192,40 @@ async function runAtomicInOneTrip(lease: Lease, batch: PreparedBatch, account: R
 
 /**
  * Once the call is interrupted: asks PostgreSQL to cancel the running
- * statement as soon as BEGIN has been answered (a cancel that reached BEGIN
- * would leave the statements to commit each on its own), then again every
- * `CANCEL_AGAIN_MILLIS` until every statement has been answered. Resolves
- * once each cancel sent has been delivered.
+ * statement, and again every `CANCEL_AGAIN_MILLIS` until every statement has
+ * been answered, each time only while the connection waits for the answer to
+ * one of the batch's statements: never to BEGIN (a cancel that reached BEGIN
+ * would leave the statements to commit each on its own), nor to COMMIT or the
+ * reset. PostgreSQL may be ahead of the answers read, so a cancel can still
+ * reach COMMIT, which then rolls back: the answer says so. The pool reuses the
+ * connection only once every cancel has been delivered (`Lease.cancelAgain`).
  */
-function cancelUntilAnswered(lease: Lease, begun: Promise<unknown>, statements: readonly Promise<unknown>[]): Promise<void> {
-  const cancels: Promise<boolean>[] = [];
+function cancelUntilAnswered(lease: Lease, batch: PreparedBatch, begun: Promise<unknown>, statements: readonly Promise<unknown>[]): void {
+  const notStatements = new Set([batch.begin, "COMMIT", RESET_STATEMENT]);
+  const runsStatement = () => {
+    const active = activeQueryOf(lease.client) as { text?: string } | undefined;
+    return active !== undefined && !notStatements.has(active.text ?? "");
+  };
   let answered = false;
   let timer: NodeJS.Timeout | undefined;
+  const cancel = () => {
+    if (!answered && runsStatement()) void lease.cancelAgain();
+  };
   const stopListening = lease.onInterrupt(() => {
-    void begun.then(noop, noop).then(() => {
-      if (answered) return;
-      cancels.push(lease.cancelAgain());
-      timer = setInterval(() => cancels.push(lease.cancelAgain()), CANCEL_AGAIN_MILLIS);
-    });
+    cancel();
+    void begun.then(cancel, cancel);
+    timer = setInterval(cancel, CANCEL_AGAIN_MILLIS);
   });
-  return Promise.allSettled(statements).then(async () => {
+  void Promise.allSettled(statements).then(() => {
     answered = true;
     clearInterval(timer);
     stopListening();
-    await Promise.all(cancels);
   });
 }
 
 function isDatabaseError(err: unknown): boolean {
   return err instanceof DatabaseError && err.severity === "ERROR";
 }
-
-function noop(): void {}
 
 /**
  * Statements of an independent batch written at once. Each commits on its

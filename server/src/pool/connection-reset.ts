@@ -81,17 +81,21 @@ export class ConnectionReset {
 
   /**
    * After an interruption: cancels the backend's statement (unless it is an
-   * uninterruptible COMMIT), waits (within the grace period) for the call's
-   * work to end and the cancel to be delivered, then releases the connection
-   * as usual; destroys it if either is late.
+   * uninterruptible COMMIT, or the call cancelled its statements itself),
+   * waits (within the grace period) for the call's work to end and every
+   * cancel to be delivered (this one, and those `sent` says the call sent,
+   * asked once its work has ended), then releases the connection as usual;
+   * destroys it if any is late or was not delivered (it could still reach a
+   * later call's statement).
    */
-  async recover(connection: Connection, work: Promise<unknown>, cancel: boolean): Promise<void> {
+  async recover(connection: Connection, work: Promise<unknown>, cancel: boolean, sent: () => Promise<boolean>, alreadyReset = false): Promise<void> {
     const grace = this.options.cancelGraceMillis;
-    const cancelled = cancel ? this.cancel(connection) : Promise.resolve(true);
+    const own = cancel ? this.cancel(connection) : Promise.resolve(true);
     const outcome = work.then(
       () => ({ err: undefined as unknown }),
       (err: unknown) => ({ err }),
     );
+    const cancelled = outcome.then(async () => (await own) && (await sent()));
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), grace)));
     const ended = await Promise.race([Promise.all([outcome, cancelled]), late]);
@@ -100,7 +104,7 @@ export class ConnectionReset {
       void this.scheduler.pools.destroy(connection, "discarded", true);
       return;
     }
-    this.release(connection, ended[0].err);
+    this.release(connection, ended[0].err, alreadyReset && ended[0].err === undefined);
   }
 
   /** How long an interrupted call's backend has to stop (and its cancel to be delivered) before its connection is destroyed. */

@@ -76,6 +76,8 @@ export class CallLease implements Lease {
   /** Within `settledByWork`: an interruption leaves the call's outcome to the work, and makes this error if the work is late. */
   #late: (() => GatewayError) | undefined;
   #markedReset = false;
+  /** The cancels `cancelAgain` sent: each must be delivered before the connection serves another call. */
+  readonly #cancels: Promise<boolean>[] = [];
   readonly #watch: CallWatch | undefined;
 
   constructor(
@@ -188,7 +190,15 @@ export class CallLease implements Lease {
 
   cancelAgain(): Promise<boolean> {
     const cancels = this.#cancelOnRecovery || this.#late !== undefined;
-    return this.#reason !== undefined && cancels ? this.connections.cancel(this.connection) : Promise.resolve(false);
+    if (this.#reason === undefined || !cancels) return Promise.resolve(false);
+    const delivered = this.connections.cancel(this.connection);
+    this.#cancels.push(delivered);
+    return delivered;
+  }
+
+  /** Whether every cancel `cancelAgain` sent has been delivered (false as soon as one was not, within the grace period). */
+  cancelsDelivered(): Promise<boolean> {
+    return Promise.all(this.#cancels).then((delivered) => delivered.every(Boolean));
   }
 
   /** Once the call is over: its deadline and signal no longer interrupt it. */

@@ -63,12 +63,12 @@ export class PoolManager {
     const work = (async () => fn(lease))();
     try {
       const result = await lease.outcome(work);
-      // Interrupted, yet its outcome was the work's (`Lease.settledByWork`): its cancels are delivered, the connection is reset as after any interruption.
-      if (lease.isInterrupted) void this.#reset.recover(connection, work, false);
+      // Interrupted, yet its outcome was the work's (`Lease.settledByWork`): reused once its cancels are delivered.
+      if (lease.isInterrupted) void this.#reset.recover(connection, work, false, () => lease.cancelsDelivered(), lease.wasReset);
       else this.#reset.release(connection, undefined, lease.wasReset);
       return result;
     } catch (err) {
-      if (lease.isInterrupted) void this.#reset.recover(connection, work, lease.cancelsOnRecovery);
+      if (lease.isInterrupted) void this.#reset.recover(connection, work, lease.cancelsOnRecovery, () => lease.cancelsDelivered());
       else this.#reset.release(connection, err);
       throw err;
     } finally {
