@@ -54,7 +54,7 @@ try {
   // Without coalescing: this compares one call's cost by transport (coalescing is measured by `npm run bench`).
   const sdkClient = createClient({ ...gateway.clientOptions(gateway.platformKey), coalesce: false });
   const sdk = sdkClient.platform(gateway.platform);
-  const session = new Http2SessionManager(gateway.url, { pingIntervalMs: 30_000 }, { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key });
+  const session = new Http2SessionManager(gateway.url, { pingIntervalMs: 30_000 }, { ca: pki.ca.cert, ...pki.clientFor(gateway.platform) });
   const connect = createConnectClient(
     QueryService,
     createGrpcTransport({
@@ -79,7 +79,7 @@ try {
   );
   const bare = new Bare(
     `localhost:${gateway.port}`,
-    grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)),
+    grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.clientFor(gateway.platform).key), Buffer.from(pki.clientFor(gateway.platform).cert)),
   );
   const metadata = new grpc.Metadata();
   metadata.set("x-api-key", gateway.platformKey);

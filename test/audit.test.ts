@@ -30,7 +30,7 @@ describe("audit trail", () => {
       ],
     );
     for (const e of events) {
-      assert.match(e.actor, /^admin key, client certificate "test-client"$/);
+      assert.match(e.actor, /^admin key, client certificate "admin"$/);
       assert.match(e.peer, /127\.0\.0\.1|localhost|::1/);
       assert.ok(e.requestId.length > 0);
       assert.ok(Number(e.time!.seconds) * 1000 >= started - 1_000);

@@ -71,11 +71,12 @@ describe("db-gateway certs", () => {
     assert.ok(days > 823 && days <= 825, `valid for ${days} days`);
   });
 
-  it("each client certificate is the CA's, names its platform (CN), and matches its key", async () => {
+  it("each client certificate is the CA's, names its principal (CN and SPIFFE ID), and matches its key", async () => {
     const ca = await certificate(first.ca.cert);
     for (const [name, files] of Object.entries(first.clients)) {
       const client = await certificate(files.cert);
       assert.equal(client.subject, `CN=${name}`);
+      assert.equal(client.subjectAltName, name === "admin" ? "URI:spiffe://db-gateway/admin" : `URI:spiffe://db-gateway/platform/${name}`);
       assert.ok(client.checkIssued(ca) && client.verify(ca.publicKey), name);
       assert.ok(client.checkPrivateKey(createPrivateKey(await readFile(files.key))), name);
       assert.ok(client.keyUsage?.includes("1.3.6.1.5.5.7.3.2"), "clientAuth");

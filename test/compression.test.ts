@@ -119,7 +119,7 @@ describe("gRPC compression", () => {
     const pki = testPki();
     const raw = new grpc.Client(
       `localhost:${t.port}`,
-      grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)),
+      grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(t.tlsFor(t.keys[platform]!).key), Buffer.from(t.tlsFor(t.keys[platform]!).cert)),
       {
         "grpc.default_compression_algorithm": grpc.compressionAlgorithms.gzip,
       },
@@ -153,7 +153,7 @@ describe("gRPC compression", () => {
     let session: ClientHttp2Session;
     before(() => {
       const pki = testPki();
-      session = http2Connect(t.url, { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key });
+      session = http2Connect(t.url, { ca: pki.ca.cert, ...t.tlsFor(t.keys[platform]!) });
     });
     after(() => session.close());
 

@@ -43,7 +43,7 @@ async function startDraining(env: Record<string, string> = {}) {
     /** A Connect client (another gRPC implementation than the SDK's grpc-js) with a connection of its own. */
     connectClient() {
       const pki = testPki();
-      const { transport, close } = rawTransport(gateway, { cert: pki.client.cert, key: pki.client.key });
+      const { transport, close } = rawTransport(gateway, pki.clientFor(gateway.platform));
       closers.push(close);
       return createConnectClient(QueryService, transport);
     },

@@ -55,7 +55,7 @@ describe("mutual TLS", () => {
 
   it("accepts a client certificate from the configured CA", async () => {
     const pki = testPki();
-    assert.equal(await tryInsert({ cert: pki.client.cert, key: pki.client.key }, "trusted"), undefined);
+    assert.equal(await tryInsert(pki.clientFor(platform), "trusted"), undefined);
     assert.equal(await hits("trusted"), 1);
   });
 
@@ -74,7 +74,7 @@ describe("mutual TLS", () => {
 
   it("is not fooled by a client that trusts another CA for the server", async () => {
     const pki = testPki();
-    const { transport, close } = rawTransport(t, { ca: pki.foreignCa.cert, cert: pki.client.cert, key: pki.client.key });
+    const { transport, close } = rawTransport(t, { ca: pki.foreignCa.cert, ...pki.clientFor(platform) });
     try {
       await assert.rejects(
         createConnectClient(QueryService, transport).query({ platform, sql: "SELECT 1" }, { headers: { "x-api-key": t.keys[platform]! } }),
@@ -87,7 +87,7 @@ describe("mutual TLS", () => {
 
   it("lets the SDK connect to an IP address without a TLS server name, and without Node's warning", async () => {
     const ca = testPki().ca.cert;
-    const { cert, key } = testPki().client;
+    const { cert, key } = testPki().clientFor(platform);
     const script = `
       import { createClient } from "./client-sdk/src/index.ts";
       const client = createClient({ url: process.env.URL, apiKey: process.env.KEY, tls: { ca: process.env.CA, cert: process.env.CERT, key: process.env.PRIVATE_KEY } });
@@ -117,7 +117,7 @@ describe("mutual TLS", () => {
       const byAddress = createClient({
         url: other.url.replace("localhost", "127.0.0.1"),
         apiKey: other.keys[p]!,
-        tls: { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key },
+        tls: { ca: pki.ca.cert, ...pki.clientFor(p) },
         retry: { maxAttempts: 1 },
         timeoutMs: 10_000,
       });

@@ -25,8 +25,8 @@ describe("a foreign gRPC client (buf curl) over mTLS, through reflection", () =>
     dir = await mkdtemp(join(tmpdir(), "db-gateway-certs-"));
     const pki = testPki();
     await writeFile(join(dir, "ca.crt"), pki.ca.cert);
-    await writeFile(join(dir, "client.crt"), pki.client.cert);
-    await writeFile(join(dir, "client.key"), pki.client.key);
+    await writeFile(join(dir, "client.crt"), pki.clientFor(t.platforms[0]!).cert);
+    await writeFile(join(dir, "client.key"), pki.clientFor(t.platforms[0]!).key);
     tlsArgs = ["--protocol", "grpc", "--cacert", join(dir, "ca.crt"), "--cert", join(dir, "client.crt"), "--key", join(dir, "client.key")];
   });
   after(async () => {

@@ -71,8 +71,8 @@ describe("SDK connection, retries and limits", () => {
     try {
       const pki = testPki();
       await writeFile(join(dir, "ca.pem"), pki.ca.cert);
-      await writeFile(join(dir, "cert.pem"), pki.client.cert);
-      await writeFile(join(dir, "key.pem"), pki.client.key);
+      await writeFile(join(dir, "cert.pem"), pki.clientFor(platform).cert);
+      await writeFile(join(dir, "key.pem"), pki.clientFor(platform).key);
       const client = createClient({
         ...t.clientOptions(t.keys[platform]!),
         tls: { ca: join(dir, "ca.pem"), cert: join(dir, "cert.pem"), key: join(dir, "key.pem") },

@@ -103,8 +103,8 @@ describe("the SDK as a package: npm pack, installed in a project outside the wor
     const pki = testPki();
     for (const [name, text] of [
       ["ca.pem", pki.ca.cert],
-      ["cert.pem", pki.client.cert],
-      ["key.pem", pki.client.key],
+      ["cert.pem", pki.clientFor(t.platforms[0]!).cert],
+      ["key.pem", pki.clientFor(t.platforms[0]!).key],
     ]) {
       await writeFile(join(dir, name!), text!);
     }

@@ -139,7 +139,7 @@ async function gatewayBeforeQueryStream(t: TestGateway): Promise<{ url: string; 
   const pki = testPki();
   const upstream = new grpc.Client(
     `localhost:${t.port}`,
-    grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.client.key), Buffer.from(pki.client.cert)),
+    grpc.credentials.createSsl(Buffer.from(pki.ca.cert), Buffer.from(pki.clientFor(t.platforms[0]!).key), Buffer.from(pki.clientFor(t.platforms[0]!).cert)),
   );
   const server = new grpc.Server();
   const bytes = (b: Buffer) => b;

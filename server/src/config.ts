@@ -1,4 +1,5 @@
 // The gateway's settings, read once from the environment, validated with every problem reported at once, and printed with secrets redacted.
+import { DEFAULT_CLIENT_IDENTITY, type ClientIdentityOptions, type IdentitySource } from "./grpc/client-identity.js";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";
@@ -23,7 +24,9 @@ export interface Settings {
   readonly host: string;
   readonly port: number;
   /** Server certificate chain, its key, and the CA that client certificates must chain to (PEM file paths). */
-  readonly tls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string } | undefined;
+  readonly tls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string; readonly crlFile?: string } | undefined;
+  /** How a client certificate names the principal it is for (TLS_CLIENT_IDENTITY, TLS_SPIFFE_TRUST_DOMAIN). */
+  readonly clientIdentity: ClientIdentityOptions;
   /** API key of each platform, by platform name. */
   readonly platformKeys: ReadonlyMap<string, string>;
   readonly adminKey: string | undefined;
@@ -99,6 +102,26 @@ export interface LoadOptions {
 const PRODUCTION_SETTING = /^(API_KEY_[A-Za-z0-9_]+|TLS_(CERT|KEY|CLIENT_CA)_FILE|GATEWAY_SECRET(_FILE)?|DATABASE_PASSWORD(_FILE)?)$/;
 
 /** What a `*_FILE` setting or a TLS file setting names, quoted only when it looks like a path: a secret pasted there by mistake is not printed. */
+/**
+ * TLS_CLIENT_IDENTITY: where a client certificate names its principal, tried
+ * in order, "uri" (a SPIFFE ID, spiffe://<TLS_SPIFFE_TRUST_DOMAIN>/platform/<name>
+ * or …/admin) and "cn" (the subject's common name: the platform's name, or
+ * admin); default "uri,cn". "any" binds no certificate to a principal.
+ */
+function clientIdentityOf(env: NodeJS.ProcessEnv, problems: string[]): ClientIdentityOptions {
+  const trustDomain = env.TLS_SPIFFE_TRUST_DOMAIN?.trim() || DEFAULT_CLIENT_IDENTITY.trustDomain;
+  if (!/^[a-z0-9._-]+$/.test(trustDomain)) problems.push("TLS_SPIFFE_TRUST_DOMAIN must be lowercase letters, digits, dots, dashes and underscores");
+  const value = env.TLS_CLIENT_IDENTITY?.trim().toLowerCase();
+  if (!value) return { ...DEFAULT_CLIENT_IDENTITY, trustDomain };
+  if (value === "any") return { sources: "any", trustDomain };
+  const sources = value.split(",").map((source) => source.trim());
+  if (sources.some((source) => source !== "uri" && source !== "cn") || new Set(sources).size !== sources.length) {
+    problems.push(`TLS_CLIENT_IDENTITY must be "uri", "cn", "uri,cn", "cn,uri" or "any" (got "${value}")`);
+    return DEFAULT_CLIENT_IDENTITY;
+  }
+  return { sources: sources as IdentitySource[], trustDomain };
+}
+
 export function describeFileSetting(value: string): string {
   return /^\.{0,2}\/[^\s]{0,4000}$/.test(value) ? `"${value}"` : "the value it holds (not a path: does it hold the secret itself?)";
 }
@@ -206,8 +229,13 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
   const tlsSet = tlsNames.filter((n) => env[n]);
   let tls: Settings["tls"];
   if (tlsSet.length === tlsNames.length) {
-    tls = { certFile: env.TLS_CERT_FILE!, keyFile: env.TLS_KEY_FILE!, clientCaFile: env.TLS_CLIENT_CA_FILE! };
-    for (const name of tlsNames) {
+    tls = {
+      certFile: env.TLS_CERT_FILE!,
+      keyFile: env.TLS_KEY_FILE!,
+      clientCaFile: env.TLS_CLIENT_CA_FILE!,
+      ...(env.TLS_CRL_FILE ? { crlFile: env.TLS_CRL_FILE } : {}),
+    };
+    for (const name of [...tlsNames, ...(env.TLS_CRL_FILE ? (["TLS_CRL_FILE"] as const) : [])]) {
       try {
         accessSync(env[name]!, constants.R_OK);
       } catch {
@@ -298,6 +326,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       `MAX_RESULT_BYTES (${results.maxBytes}) cannot be more than MAX_BUFFERED_RESULT_BYTES (${results.maxBufferedBytes}): a result at the limit must fit`,
     );
   }
+  const clientIdentity = clientIdentityOf(env, problems);
   const host = env.GATEWAY_HOST || "127.0.0.1";
   const tracesExporter = env.OTEL_TRACES_EXPORTER?.trim();
   const tracingOn =
@@ -310,6 +339,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     host,
     port: int("GATEWAY_PORT", 9000, 0, 65535),
     tls,
+    clientIdentity,
     platformKeys,
     adminKey,
     gatewaySecret,

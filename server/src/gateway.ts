@@ -10,12 +10,14 @@ import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.j
 import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import { ApiKeys } from "./grpc/api-keys.js";
+import { checkPeer, DEFAULT_CLIENT_IDENTITY, peerOf, type ClientIdentityOptions } from "./grpc/client-identity.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
 import { exposeRequestEncodings, frameCompressedMessages } from "./grpc/grpc-js-internals.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { OpenCalls } from "./grpc/open-calls.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
+import { serverCredentials, type TlsMaterial } from "./grpc/tls-credentials.js";
 import { ListenerHub } from "./notifications/listener-hub.js";
 import { PoolManager } from "./pool/pool-manager.js";
 import { requireAdmin } from "./principal.js";
@@ -34,13 +36,6 @@ import { loggableError, type Logger } from "./telemetry/logger.js";
 import { GatewayMetrics } from "./telemetry/metrics.js";
 
 /** PEM material for mutual TLS. */
-export interface TlsMaterial {
-  /** The server's certificate chain. */
-  cert: Buffer;
-  key: Buffer;
-  /** The CA that every client certificate must chain to. */
-  clientCa: Buffer;
-}
 
 /** Everything a gateway needs, resolved: no environment is read below this point. */
 export interface GatewayOptions {
@@ -50,6 +45,8 @@ export interface GatewayOptions {
   /** The administrative PostgreSQL connection: it reads pg_database, creates and drops databases and roles. */
   databaseUrl: string;
   tls: TlsMaterial;
+  /** How client certificates are bound to principals (default: a SPIFFE ID, else the CN). */
+  clientIdentity?: ClientIdentityOptions;
   platformKeys: ReadonlyMap<string, string>;
   adminKey: string | undefined;
   /** Tenant role passwords are derived from it. */
@@ -230,10 +227,25 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     frameCompressedMessages();
   }
   const keys = new ApiKeys(options.platformKeys, options.adminKey);
+  const clientIdentity = options.clientIdentity ?? DEFAULT_CLIENT_IDENTITY;
+  const securityLog = log.child({ component: "auth" });
   const calls = new OpenCalls();
   const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
   const hooks: Omit<ServiceHooks, "authorize"> = {
-    authenticate: (metadata: grpc.Metadata) => keys.authenticate(metadata),
+    authenticate: (call) => {
+      const principal = keys.authenticate(call.metadata);
+      const peer = peerOf(call.getPeer(), call.getAuthContext().sslPeerCertificate, clientIdentity);
+      try {
+        checkPeer(principal, peer, clientIdentity);
+      } catch (err) {
+        securityLog.warn(
+          { peer: peer.address, subject: peer.subject, principal: principal.kind === "admin" ? "admin" : principal.platform },
+          "refused: the client certificate is not the API key's",
+        );
+        throw err;
+      }
+      return principal;
+    },
     telemetry: new CallTelemetry(log, metrics),
     onError: (method, err: GatewayError) => {
       if (err.reason === "INTERNAL") onError(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
@@ -287,7 +299,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     bufferedResultBytes: () => results.usedBytes,
   });
 
-  const credentials = grpc.ServerCredentials.createSsl(options.tls.clientCa, [{ cert_chain: options.tls.cert, private_key: options.tls.key }], true);
+  const credentials = serverCredentials(options.tls);
   const address = `${formatHost(options.host)}:${options.port}`;
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(address, credentials, (err, bound) =>

@@ -119,7 +119,10 @@ export async function startGatewayProcess(options: {
   });
   const url = `https://localhost:${port}`;
   const clients: GatewayClient[] = [];
-  const clientOptions = (apiKey: string): ClientOptions => ({ url, apiKey, tls: { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key } });
+  const clientOptions = (apiKey: string): ClientOptions => {
+    const { cert, key } = pki.clientFor(apiKey === adminKey ? "admin" : platform);
+    return { url, apiKey, tls: { ca: pki.ca.cert, cert, key } };
+  };
   const track = (c: GatewayClient) => (clients.push(c), c);
   const stat = async () => (await readFile(`/proc/${child.pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
   return {

@@ -50,8 +50,10 @@ export interface TestGateway {
   databaseUrl: string;
   /** http://127.0.0.1:{port} of /metrics and /health. */
   httpUrl: string;
-  /** SDK client options for a key (a platform's, or the admin's). */
+  /** SDK client options for a key (a platform's, or the admin's), with the client certificate of its principal. */
   clientOptions(apiKey: string): ClientOptions;
+  /** The client certificate and key (PEM) for a key's principal. */
+  tlsFor(apiKey: string): { cert: string; key: string };
   /** An SDK client with the given platform's key (the first platform's by default). */
   client(platform?: string): GatewayClient;
   adminClient(): GatewayClient;
@@ -105,7 +107,13 @@ export async function startTestGateway(
   });
   const url = `https://localhost:${gateway.port}`;
   const clients: GatewayClient[] = [];
-  const clientOptions = (apiKey: string): ClientOptions => ({ url, apiKey, tls: { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key } });
+  const clientOptions = (apiKey: string): ClientOptions => ({ url, apiKey, tls: { ca: pki.ca.cert, ...tlsFor(apiKey) } });
+  /** The client certificate of the key's principal (one for no principal, for a key the gateway does not know). */
+  const tlsFor = (apiKey: string) => {
+    const platform = platforms.find((p) => keys[p] === apiKey);
+    const { cert, key } = platform !== undefined ? pki.clientFor(platform) : apiKey === adminKey ? pki.clientFor("admin") : pki.client;
+    return { cert, key };
+  };
   const track = (c: GatewayClient) => (clients.push(c), c);
   const connections: pg.Client[] = [];
   return {
@@ -119,6 +127,7 @@ export async function startTestGateway(
     databaseUrl,
     httpUrl: `http://127.0.0.1:${gateway.metricsPort}`,
     clientOptions,
+    tlsFor,
     client: (platform = platforms[0]!) => track(createClient(clientOptions(keys[platform]!))),
     adminClient: () => track(createClient(clientOptions(adminKey))),
     async pg(database) {

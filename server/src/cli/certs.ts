@@ -1,4 +1,6 @@
 /** `db-gateway certs`: a CA (made once, then reused), the server's certificate and client certificates, as PEM files for the TLS settings. */
+import { spiffeIdOf } from "../grpc/client-identity.js";
+import type { Principal } from "../principal.js";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
@@ -55,9 +57,11 @@ Keys are RSA 2048, written mode 0600; DIR is made mode 0700 when missing.
 No existing file is replaced without --force. Keep ca.key away from the gateway:
 only whoever issues certificates needs it.
 
-The gateway accepts any client certificate its CA signed; the subject names the
-platform (CN=medstoreapp) so that a later version can bind each certificate to
-its platform's API key: issue one per platform, as here.
+Each client certificate names its principal twice, as the gateway reads it by
+default (TLS_CLIENT_IDENTITY=uri,cn): a SPIFFE ID in its subjectAltName
+(URI:spiffe://db-gateway/platform/medstoreapp, spiffe://db-gateway/admin) and
+its subject (CN=medstoreapp, CN=admin). The gateway refuses a call whose
+certificate is not for the principal of its API key: issue one per platform.
 
 Options:
   --out DIR            where the files go (default ./${DEFAULT_OUT})
@@ -170,7 +174,7 @@ Examples:
               ipAddresses: serverNames.filter((n) => isIP(n) !== 0),
               validDays: days,
             })
-          : issueCertificate(ca, { commonName: name, usage: "client", validDays: days });
+          : issueCertificate(ca, { commonName: name, usage: "client", uris: [spiffeIdOf(principalNamed(name))], validDays: days });
       // The key first: a certificate without its key is of no use, a key without its certificate is reissued.
       await writeFileSafely(files.key, issued.key, PRIVATE_FILE, values.force === true);
       await writeFileSafely(files.cert, issued.cert, PUBLIC_FILE, values.force === true);
@@ -231,4 +235,9 @@ function formatReport(report: CertsReport): string {
   lines.push("", "Gateway settings:", `  TLS_CERT_FILE=${report.server.cert}`, `  TLS_KEY_FILE=${report.server.key}`, `  TLS_CLIENT_CA_FILE=${report.ca.cert}`);
   if (Object.keys(report.clients).length > 0) lines.push("Give each client ca.crt and its client-NAME.crt and client-NAME.key. Keep ca.key offline.");
   return lines.join("\n");
+}
+
+/** The principal a client certificate of `certs` is for: "admin", or a platform. */
+function principalNamed(name: string): Principal {
+  return name === "admin" ? { kind: "admin" } : { kind: "platform", platform: name };
 }

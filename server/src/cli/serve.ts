@@ -6,6 +6,7 @@ import { ConfigError, describeSettings, loadSettings, type Settings } from "../c
 import type { EmbeddedServer } from "../database/embedded-postgres.js";
 import type { DevelopmentKeys, DevelopmentPki } from "../dev/development-setup.js";
 import { startGateway, type Gateway } from "../gateway.js";
+import { contextOptions } from "../grpc/tls-credentials.js";
 import { createLogger, flushLogs } from "../telemetry/logger.js";
 import { startTracing } from "../telemetry/tracing.js";
 import { EXIT_FAILED, parseCommandArgs, type Command } from "./command.js";
@@ -84,12 +85,19 @@ async function serve(settings: Settings): Promise<void> {
     gatewaySecret = await dev.ensureDevelopmentSecret(join(dataDir, "gateway-secret"));
   } else {
     // loadSettings requires all of these outside development mode.
-    tls = { cert: readFileSync(settings.tls!.certFile), key: readFileSync(settings.tls!.keyFile), clientCa: readFileSync(settings.tls!.clientCaFile) };
+    const files = settings.tls!;
+    tls = {
+      cert: readFileSync(files.certFile),
+      key: readFileSync(files.keyFile),
+      clientCa: readFileSync(files.clientCaFile),
+      ...(files.crlFile === undefined ? {} : { crl: readFileSync(files.crlFile) }),
+    };
     try {
-      // Before PostgreSQL is touched: a key that is not the certificate's is a settings mistake, not a crash.
-      createSecureContext({ cert: tls.cert, key: tls.key, ca: tls.clientCa });
+      // Before PostgreSQL is touched: a key that is not the certificate's, or a CRL that is not one, is a settings mistake, not a crash.
+      createSecureContext(contextOptions(tls));
     } catch (err) {
-      throw new ConfigError([`TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE: ${(err as Error).message} (db-gateway check tells more)`]);
+      const names = `TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE${files.crlFile === undefined ? "" : ", TLS_CRL_FILE"}`;
+      throw new ConfigError([`${names}: ${(err as Error).message} (db-gateway check tells more)`]);
     }
   }
 
@@ -104,6 +112,7 @@ async function serve(settings: Settings): Promise<void> {
       port: settings.port,
       databaseUrl: databaseUrl!,
       tls,
+      clientIdentity: settings.clientIdentity,
       platformKeys,
       adminKey,
       gatewaySecret: gatewaySecret!,

@@ -16,10 +16,13 @@ import { compressed, compressesResponses, type ResponseCompression } from "./res
 
 type AnyImpl = (...args: never[]) => Promise<unknown>;
 
+/** What authentication reads of a call: its metadata (the API key) and its peer (address, client certificate). */
+export type AuthenticatedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer" | "getAuthContext">;
+
 /** Cross-cutting behaviour applied to every call of a service. */
 export interface ServiceHooks {
-  /** Authenticates the call from its metadata; throws to refuse it. */
-  authenticate(metadata: grpc.Metadata): Principal;
+  /** Authenticates the call from its metadata and its peer's certificate; throws to refuse it. */
+  authenticate(call: AuthenticatedCall): Principal;
   /**
    * Further checks of the principal for this service (admin only, rate
    * limits), for a call or one part of a long-lived stream (see
@@ -146,7 +149,7 @@ function startCall(
   };
   /** Authenticates and authorizes the call's key, telling `into` the platform; throws to refuse. */
   const admit = (into: CallRecord, charge: boolean): Principal => {
-    const principal = hooks.authenticate(call.metadata);
+    const principal = hooks.authenticate(call);
     into.platform = principal.kind === "admin" ? "admin" : principal.platform;
     hooks.authorize?.(principal, charge);
     return principal;
@@ -266,9 +269,9 @@ function unimplementedHandler(method: DescMethod, hooks: ServiceHooks): grpc.Unt
   const status = (): Partial<grpc.StatusObject> => {
     return toStatusObject(new GatewayError("NOT_IMPLEMENTED", `${method.parent.typeName}.${method.name} is not implemented yet`));
   };
-  const refuse = (metadata: grpc.Metadata): Partial<grpc.StatusObject> => {
+  const refuse = (call: AuthenticatedCall): Partial<grpc.StatusObject> => {
     try {
-      hooks.authenticate(metadata);
+      hooks.authenticate(call);
       return status();
     } catch (err) {
       return toStatusObject(toGatewayError(err));
@@ -277,9 +280,8 @@ function unimplementedHandler(method: DescMethod, hooks: ServiceHooks): grpc.Unt
   switch (method.methodKind) {
     case "unary":
     case "client_streaming":
-      return ((call: { metadata: grpc.Metadata }, callback: (err: Partial<grpc.StatusObject>) => void) =>
-        callback(refuse(call.metadata))) as grpc.UntypedHandleCall;
+      return ((call: AuthenticatedCall, callback: (err: Partial<grpc.StatusObject>) => void) => callback(refuse(call))) as grpc.UntypedHandleCall;
     default:
-      return ((call: grpc.ServerWritableStream<object, object>) => call.emit("error", refuse(call.metadata))) as grpc.UntypedHandleCall;
+      return ((call: grpc.ServerWritableStream<object, object>) => call.emit("error", refuse(call))) as grpc.UntypedHandleCall;
   }
 }

@@ -35,14 +35,18 @@ export interface LeafOptions {
   /** DNS names and IP addresses the server certificate is valid for. */
   dnsNames?: string[];
   ipAddresses?: string[];
+  /** URI names of a client certificate: its SPIFFE ID, which names the principal it is for (see grpc/client-identity.ts). */
+  uris?: string[];
   validDays?: number;
+  /** A private key (PEM) to certify instead of a new one: tests issue many certificates, and a key pair takes a while to make. */
+  key?: string;
 }
 
 /** Issues a certificate signed by the given CA. */
 export function issueCertificate(ca: CertificateAndKey, options: LeafOptions): CertificateAndKey {
   const caCert = forge.pki.certificateFromPem(ca.cert);
   const caKey = forge.pki.privateKeyFromPem(ca.key);
-  const keys = forge.pki.rsa.generateKeyPair({ bits: 2048 });
+  const keys = options.key === undefined ? forge.pki.rsa.generateKeyPair({ bits: 2048 }) : keyPairOf(options.key);
   const cert = baseCertificate(keys.publicKey, options.commonName, options.validDays ?? 825);
   cert.setIssuer(caCert.subject.attributes);
   const extensions: object[] = [
@@ -56,9 +60,17 @@ export function issueCertificate(ca: CertificateAndKey, options: LeafOptions): C
       altNames: [...(options.dnsNames ?? []).map((value) => ({ type: 2, value })), ...(options.ipAddresses ?? []).map((ip) => ({ type: 7, ip }))],
     });
   }
+  if (options.usage === "client" && options.uris !== undefined && options.uris.length > 0) {
+    extensions.push({ name: "subjectAltName", altNames: options.uris.map((value) => ({ type: 6, value })) });
+  }
   cert.setExtensions(extensions);
   cert.sign(caKey, forge.md.sha256.create());
   return { cert: forge.pki.certificateToPem(cert), key: forge.pki.privateKeyToPem(keys.privateKey) };
+}
+
+function keyPairOf(pem: string): { privateKey: forge.pki.rsa.PrivateKey; publicKey: forge.pki.rsa.PublicKey } {
+  const privateKey = forge.pki.privateKeyFromPem(pem);
+  return { privateKey, publicKey: forge.pki.setRsaPublicKey(privateKey.n, privateKey.e) };
 }
 
 function baseCertificate(publicKey: forge.pki.PublicKey, commonName: string, validDays: number): forge.pki.Certificate {

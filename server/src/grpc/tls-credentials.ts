@@ -1,0 +1,39 @@
+// The gRPC server's TLS: its certificate and key, the CA client certificates must chain to, and a revocation list, as grpc-js server credentials.
+import * as grpc from "@grpc/grpc-js";
+import type { SecureContextOptions } from "node:tls";
+
+/** The server's TLS material, read from the settings' files. */
+export interface TlsMaterial {
+  /** The server's certificate chain. */
+  cert: Buffer;
+  key: Buffer;
+  /** The CA that every client certificate must chain to. */
+  clientCa: Buffer;
+  /** Revoked client certificates (a PEM CRL from that CA): a revoked certificate fails the handshake. */
+  crl?: Buffer;
+}
+
+/**
+ * Server credentials that require a client certificate from `clientCa`, not
+ * revoked by `crl`. grpc-js's `createSsl` takes no CRL; its credentials
+ * class takes any of node's secure context options.
+ */
+class MutualTlsCredentials extends grpc.ServerCredentials {
+  constructor(material: TlsMaterial) {
+    super({ requestCert: true, rejectUnauthorized: true }, contextOptions(material));
+  }
+
+  _equals(other: grpc.ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
+/** grpc-js server credentials for `material`: mutual TLS. */
+export function serverCredentials(material: TlsMaterial): grpc.ServerCredentials {
+  return new MutualTlsCredentials(material);
+}
+
+/** Node's secure context options for `material` (the CLI checks them with `createSecureContext` before starting). */
+export function contextOptions(material: TlsMaterial): SecureContextOptions {
+  return { cert: material.cert, key: material.key, ca: material.clientCa, ...(material.crl === undefined ? {} : { crl: material.crl }) };
+}
