@@ -8,7 +8,7 @@ import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { Code, ConnectError, createClient as createConnectClient } from "@connectrpc/connect";
-import { AdminService, QueryService } from "../client-sdk/src/index.js";
+import { AdminService, createClient, GatewayError, QueryService } from "../client-sdk/src/index.js";
 import { spiffeIdOf } from "../server/src/grpc/client-identity.js";
 import { issueCertificate, type CertificateAndKey } from "../server/src/pki/certificates.js";
 import { createLogger } from "../server/src/telemetry/logger.js";
@@ -87,6 +87,21 @@ describe("A client certificate is bound to its API key's principal", () => {
     assert.equal((await query(pki.clientFor("admin"), t.keys[a]!, a, "SELECT 1"))?.code, Code.PermissionDenied);
   });
 
+  it("over the SDK's QueryStream too: another platform's certificate is refused, its own serves", async () => {
+    const pki = testPki();
+    const wrong = createClient({ ...t.clientOptions(t.keys[b]!), tls: { ca: pki.ca.cert, ...pki.clientFor(a) }, retry: { maxAttempts: 1 } });
+    try {
+      const err = await wrong
+        .platform(b)
+        .query("SELECT v FROM secrets")
+        .then(() => undefined, GatewayError.from);
+      assert.equal(err?.code, Code.PermissionDenied, String(err));
+    } finally {
+      wrong.close();
+    }
+    assert.deepEqual((await t.client(b).platform(b).query("SELECT v FROM secrets")).rows, [{ v: "b only" }]);
+  });
+
   it("a certificate that names no principal is refused with every key", async () => {
     const pki = testPki();
     for (const [key, platform] of [
@@ -97,20 +112,19 @@ describe("A client certificate is bound to its API key's principal", () => {
     }
   });
 
-  it("reads the SPIFFE ID before the CN, and the CN of a certificate without one (as `db-gateway certs` made them before)", async () => {
+  it("reads the SPIFFE ID before the CN, and the CN only of a certificate without one (as `db-gateway certs` made them before)", async () => {
     const pki = testPki();
     const uriForA = issueCertificate(pki.ca, { commonName: b, usage: "client", uris: [spiffeIdOf({ kind: "platform", platform: a })], key: pki.client.key });
     assert.equal(await query(uriForA, t.keys[a]!, a, "SELECT 1"), undefined);
     assert.equal((await query(uriForA, t.keys[b]!, b, "SELECT 1"))?.code, Code.PermissionDenied);
     const cnOnly = issueCertificate(pki.ca, { commonName: a, usage: "client", key: pki.client.key });
     assert.equal(await query(cnOnly, t.keys[a]!, a, "SELECT 1"), undefined);
-    // A SPIFFE ID of another trust domain names nobody here: the CN decides.
-    const foreignDomain = issueCertificate(pki.ca, { commonName: a, usage: "client", uris: [`spiffe://elsewhere/platform/${b}`], key: pki.client.key });
-    assert.equal(await query(foreignDomain, t.keys[a]!, a, "SELECT 1"), undefined);
-    assert.equal((await query(foreignDomain, t.keys[b]!, b, "SELECT 1"))?.code, Code.PermissionDenied);
+    // A SPIFFE ID of another trust domain names nobody here, and the CN of a certificate with one is not read instead.
+    const foreignDomain = issueCertificate(pki.ca, { commonName: a, usage: "client", uris: [`spiffe://elsewhere/platform/${a}`], key: pki.client.key });
+    assert.equal((await query(foreignDomain, t.keys[a]!, a, "SELECT 1"))?.code, Code.PermissionDenied);
   });
 
-  it("logs each refusal with the peer's address, the certificate's subject and the key's principal, never the key", async () => {
+  it("logs each refusal with the peer's address, the certificate's subject and identity and the key's principal, never the key", async () => {
     const pki = testPki();
     const before = kept.lines.length;
     await query(pki.clientFor(a), t.keys[b]!, b, "SELECT 1");
@@ -118,7 +132,8 @@ describe("A client certificate is bound to its API key's principal", () => {
     assert.ok(refusal, JSON.stringify(kept.lines.slice(before)));
     assert.match(String(refusal.peer), /^(127\.0\.0\.1|\[?::1\]?|::ffff:127\.0\.0\.1):\d+$/);
     assert.equal(refusal.subject, `CN=${a}`);
-    assert.equal(refusal.principal, b);
+    assert.equal(refusal.identity, `platform:${a}`);
+    assert.equal(refusal.expected, `platform:${b}`);
     assert.ok(!JSON.stringify(kept.lines).includes(t.keys[b]!), "the key is in a log line");
   });
 });

@@ -101,7 +101,6 @@ export interface LoadOptions {
 /** The settings that make a production gateway: with any of them, a missing DATABASE_URL is a mistake, not development. */
 const PRODUCTION_SETTING = /^(API_KEY_[A-Za-z0-9_]+|TLS_(CERT|KEY|CLIENT_CA)_FILE|GATEWAY_SECRET(_FILE)?|DATABASE_PASSWORD(_FILE)?)$/;
 
-/** What a `*_FILE` setting or a TLS file setting names, quoted only when it looks like a path: a secret pasted there by mistake is not printed. */
 /**
  * TLS_CLIENT_IDENTITY: where a client certificate names its principal, tried
  * in order, "uri" (a SPIFFE ID, spiffe://<TLS_SPIFFE_TRUST_DOMAIN>/platform/<name>
@@ -122,6 +121,7 @@ function clientIdentityOf(env: NodeJS.ProcessEnv, problems: string[]): ClientIde
   return { sources: sources as IdentitySource[], trustDomain };
 }
 
+/** What a `*_FILE` setting or a TLS file setting names, quoted only when it looks like a path: a secret pasted there by mistake is not printed. */
 export function describeFileSetting(value: string): string {
   return /^\.{0,2}\/[^\s]{0,4000}$/.test(value) ? `"${value}"` : "the value it holds (not a path: does it hold the secret itself?)";
 }

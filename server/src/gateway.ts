@@ -10,7 +10,7 @@ import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.j
 import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import { ApiKeys } from "./grpc/api-keys.js";
-import { checkPeer, DEFAULT_CLIENT_IDENTITY, peerOf, type ClientIdentityOptions } from "./grpc/client-identity.js";
+import { checkPeer, DEFAULT_CLIENT_IDENTITY, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
 import { exposeRequestEncodings, frameCompressedMessages } from "./grpc/grpc-js-internals.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
@@ -34,8 +34,6 @@ import { HealthMonitor } from "./telemetry/health.js";
 import { startHttpEndpoints } from "./telemetry/http-endpoints.js";
 import { loggableError, type Logger } from "./telemetry/logger.js";
 import { GatewayMetrics } from "./telemetry/metrics.js";
-
-/** PEM material for mutual TLS. */
 
 /** Everything a gateway needs, resolved: no environment is read below this point. */
 export interface GatewayOptions {
@@ -229,19 +227,24 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   const keys = new ApiKeys(options.platformKeys, options.adminKey);
   const clientIdentity = options.clientIdentity ?? DEFAULT_CLIENT_IDENTITY;
   const securityLog = log.child({ component: "auth" });
+  const peers = new WeakMap<object, Peer>();
+  if (clientIdentity.sources === "any") {
+    securityLog.warn("TLS_CLIENT_IDENTITY=any: a client certificate from the CA is accepted with any API key (no certificate is bound to a principal)");
+  }
   const calls = new OpenCalls();
   const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
   const hooks: Omit<ServiceHooks, "authorize"> = {
     authenticate: (call) => {
       const principal = keys.authenticate(call.metadata);
-      const peer = peerOf(call.getPeer(), call.getAuthContext().sslPeerCertificate, clientIdentity);
+      // Read once per call (a QueryStream message authenticates again): the certificate is the connection's, and reading it costs a full X.509 parse.
+      let peer = peers.get(call);
+      if (peer === undefined) peers.set(call, (peer = peerOf(call.getPeer(), call.getAuthContext().sslPeerCertificate, clientIdentity)));
       try {
         checkPeer(principal, peer, clientIdentity);
       } catch (err) {
-        securityLog.warn(
-          { peer: peer.address, subject: peer.subject, principal: principal.kind === "admin" ? "admin" : principal.platform },
-          "refused: the client certificate is not the API key's",
-        );
+        const { address, subject, identity } = peer;
+        const expected = principal.kind === "admin" ? "admin" : `platform:${principal.platform}`;
+        securityLog.warn({ peer: address, subject, identity: identity ?? null, expected }, "refused: the client certificate is not the API key's");
         throw err;
       }
       return principal;

@@ -110,7 +110,9 @@ export async function startTestGateway(
   const clientOptions = (apiKey: string): ClientOptions => ({ url, apiKey, tls: { ca: pki.ca.cert, ...tlsFor(apiKey) } });
   /** The client certificate of the key's principal (one for no principal, for a key the gateway does not know). */
   const tlsFor = (apiKey: string) => {
-    const platform = platforms.find((p) => keys[p] === apiKey);
+    // The gateway's own keys: its overrides' when it was given another's (a second gateway of the same platforms).
+    const platformKeys = options.overrides?.platformKeys ?? new Map(Object.entries(keys));
+    const platform = [...platformKeys].find(([, k]) => k === apiKey)?.[0];
     const { cert, key } = platform !== undefined ? pki.clientFor(platform) : apiKey === adminKey ? pki.clientFor("admin") : pki.client;
     return { cert, key };
   };

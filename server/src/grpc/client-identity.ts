@@ -31,21 +31,35 @@ export interface Peer {
   readonly identity: string | undefined;
 }
 
-/** Reads a peer certificate's identity by the configured sources. */
+/**
+ * Reads a peer certificate's identity by the configured sources. A
+ * certificate with any SPIFFE ID is a SPIFFE certificate: with "uri" among
+ * the sources its SPIFFE IDs alone decide, and one that names nobody here
+ * (another trust domain, another path, two that disagree) is not read from
+ * its CN instead.
+ */
 export function peerOf(address: string, cert: PeerCertificate | undefined, options: ClientIdentityOptions): Peer {
   if (cert === undefined) return { address, subject: undefined, identity: undefined };
-  const subject =
-    cert.subject === undefined
-      ? ""
-      : Object.entries(cert.subject)
-          .map(([k, v]) => `${k}=${String(v)}`)
-          .join(", ");
+  const subject = subjectOf(cert);
   if (options.sources === "any") return { address, subject, identity: undefined };
   for (const source of options.sources) {
-    const identity = source === "uri" ? fromSpiffeIds(cert.subjectaltname, options.trustDomain) : fromCommonName(cert.subject?.CN);
-    if (identity !== undefined) return { address, subject, identity };
+    if (source === "uri") {
+      const spiffe = fromSpiffeIds(cert.subjectaltname, options.trustDomain);
+      if (spiffe.present) return { address, subject, identity: spiffe.identity };
+    } else {
+      const identity = fromCommonName(cert.subject?.CN);
+      if (identity !== undefined) return { address, subject, identity };
+    }
   }
   return { address, subject, identity: undefined };
+}
+
+/** The subject as "CN=…, O=…", for log lines. */
+function subjectOf(cert: PeerCertificate): string {
+  if (cert.subject === undefined) return "";
+  return Object.entries(cert.subject)
+    .map(([k, v]) => `${k}=${String(v)}`)
+    .join(", ");
 }
 
 /** PERMISSION_DENIED unless the certificate names the principal the API key proved (or binding is off). */
@@ -60,21 +74,27 @@ export function checkPeer(principal: Principal, peer: Peer, options: ClientIdent
   }
 }
 
-/** The principal of the SPIFFE IDs in the trust domain among a certificate's URI SANs: one, or none when there are none or several disagree. */
-function fromSpiffeIds(altNames: string | undefined, trustDomain: string): string | undefined {
-  if (altNames === undefined) return undefined;
+/**
+ * A certificate's SPIFFE IDs (URI SANs with the spiffe scheme): whether it has
+ * any, and the principal they name, which is one only when every one of them
+ * is in the trust domain and names the same principal.
+ */
+function fromSpiffeIds(altNames: string | undefined, trustDomain: string): { present: boolean; identity: string | undefined } {
   const prefix = `spiffe://${trustDomain}/`;
+  let present = false;
   let found: string | undefined;
-  for (const entry of altNames.split(", ")) {
-    if (!entry.startsWith("URI:")) continue;
+  for (const entry of altNames?.split(", ") ?? []) {
+    // Node quotes a value holding characters that could confuse this split: a quoted one is no plain SPIFFE ID, and counts as one naming nobody.
+    if (!/^uri:"?spiffe:/i.test(entry)) continue;
+    present = true;
     const uri = entry.slice(4);
-    if (!uri.startsWith(prefix)) continue;
-    const path = uri.slice(prefix.length);
-    const identity = path === "admin" ? "admin" : /^platform\/[a-z][a-z0-9]*$/.test(path) ? `platform:${path.slice("platform/".length)}` : undefined;
-    if (identity === undefined || (found !== undefined && found !== identity)) return undefined;
+    const path = uri.startsWith(prefix) ? uri.slice(prefix.length) : undefined;
+    const identity =
+      path === "admin" ? "admin" : path !== undefined && /^platform\/[a-z][a-z0-9]*$/.test(path) ? `platform:${path.slice("platform/".length)}` : undefined;
+    if (identity === undefined || (found !== undefined && found !== identity)) return { present, identity: undefined };
     found = identity;
   }
-  return found;
+  return { present, identity: found };
 }
 
 /** The principal a common name names: "admin", or a platform's name. */

@@ -20,7 +20,9 @@ export interface TlsMaterial {
  */
 class MutualTlsCredentials extends grpc.ServerCredentials {
   constructor(material: TlsMaterial) {
-    super({ requestCert: true, rejectUnauthorized: true }, contextOptions(material));
+    // GRPC_SSL_CIPHER_SUITES, as grpc-js's own credentials read it.
+    const ciphers = process.env.GRPC_SSL_CIPHER_SUITES;
+    super({ requestCert: true, rejectUnauthorized: true, ...(ciphers ? { ciphers } : {}) }, contextOptions(material));
   }
 
   _equals(other: grpc.ServerCredentials): boolean {
