@@ -12,7 +12,7 @@ import { AdminService, createClient, GatewayError, QueryService } from "../clien
 import { spiffeIdOf } from "../server/src/grpc/client-identity.js";
 import { issueCertificate, type CertificateAndKey } from "../server/src/pki/certificates.js";
 import { createLogger } from "../server/src/telemetry/logger.js";
-import { rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { metricValue, rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { testPki } from "./helpers/pki.js";
 
 /** A logger whose lines are kept, parsed. */
@@ -135,6 +135,24 @@ describe("A client certificate is bound to its API key's principal", () => {
     assert.equal(refusal.identity, `platform:${a}`);
     assert.equal(refusal.expected, `platform:${b}`);
     assert.ok(!JSON.stringify(kept.lines).includes(t.keys[b]!), "the key is in a log line");
+  });
+
+  it("counts refusals by event, and logs a call without a valid key with its peer and certificate, never the key it sent", async () => {
+    const pki = testPki();
+    const count = async (event: string) => metricValue(t, `db_gateway_auth_refusals_total{event="${event}"}`);
+    const [mismatches, unauthenticated] = [await count("certificate_mismatch"), await count("unauthenticated")];
+    const before = kept.lines.length;
+    const wrongKey = `not-a-key-${Math.random()}`;
+    assert.equal((await query(pki.clientFor(a), wrongKey, a, "SELECT 1"))?.code, Code.Unauthenticated);
+    assert.equal((await query(pki.clientFor(a), t.keys[b]!, b, "SELECT 1"))?.code, Code.PermissionDenied);
+    assert.equal(await count("unauthenticated"), unauthenticated + 1);
+    assert.equal(await count("certificate_mismatch"), mismatches + 1);
+    const refusal = kept.lines.slice(before).find((line) => line.msg === "refused: no valid API key");
+    assert.ok(refusal, JSON.stringify(kept.lines.slice(before)));
+    assert.equal(refusal.event, "unauthenticated");
+    assert.equal(refusal.subject, `CN=${a}`);
+    assert.match(String(refusal.peer), /:\d+$/);
+    assert.ok(!JSON.stringify(kept.lines).includes(wrongKey), "the key sent is in a log line");
   });
 });
 

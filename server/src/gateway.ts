@@ -20,7 +20,7 @@ import { addStandardServices } from "./grpc/standard-services.js";
 import { serverCredentials, type TlsMaterial } from "./grpc/tls-credentials.js";
 import { ListenerHub } from "./notifications/listener-hub.js";
 import { PoolManager } from "./pool/pool-manager.js";
-import { requireAdmin } from "./principal.js";
+import { requireAdmin, type Principal } from "./principal.js";
 import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
 import { CleanupStack } from "./cleanup-stack.js";
@@ -235,16 +235,27 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
   const hooks: Omit<ServiceHooks, "authorize"> = {
     authenticate: (call) => {
-      const principal = keys.authenticate(call.metadata);
       // Read once per call (a QueryStream message authenticates again): the certificate is the connection's, and reading it costs a full X.509 parse.
       let peer = peers.get(call);
       if (peer === undefined) peers.set(call, (peer = peerOf(call.getPeer(), call.getAuthContext().sslPeerCertificate, clientIdentity)));
+      const { address, subject, identity } = peer;
+      let principal: Principal;
+      try {
+        principal = keys.authenticate(call.metadata);
+      } catch (err) {
+        metrics.authRefusals.inc({ event: "unauthenticated" });
+        securityLog.warn({ event: "unauthenticated", peer: address, subject }, "refused: no valid API key");
+        throw err;
+      }
       try {
         checkPeer(principal, peer, clientIdentity);
       } catch (err) {
-        const { address, subject, identity } = peer;
         const expected = principal.kind === "admin" ? "admin" : `platform:${principal.platform}`;
-        securityLog.warn({ peer: address, subject, identity: identity ?? null, expected }, "refused: the client certificate is not the API key's");
+        metrics.authRefusals.inc({ event: "certificate_mismatch" });
+        securityLog.warn(
+          { event: "certificate_mismatch", peer: address, subject, identity: identity ?? null, expected },
+          "refused: the client certificate is not the API key's",
+        );
         throw err;
       }
       return principal;

@@ -40,6 +40,8 @@ export class GatewayMetrics {
   readonly openStreams: Gauge<"method">;
   readonly openTransactions: Gauge;
   readonly auditFailures: Counter;
+  /** Calls refused by authentication: no valid API key, or a client certificate that is not the key's. */
+  readonly authRefusals: Counter<"event">;
 
   #sources: MetricSources | undefined;
 
@@ -101,6 +103,12 @@ export class GatewayMetrics {
     this.auditFailures = new Counter({
       name: "db_gateway_audit_failures_total",
       help: "Administrative actions whose audit record could not be written.",
+      registers,
+    });
+    this.authRefusals = new Counter({
+      name: "db_gateway_auth_refusals_total",
+      help: "Calls refused by authentication, by event: unauthenticated (no valid API key), certificate_mismatch (a client certificate not for the key's principal).",
+      labelNames: ["event"],
       registers,
     });
 
