@@ -1,4 +1,4 @@
-// A client certificate bound to its API key's principal (a SPIFFE ID, else the CN), refusals logged with the peer, and a CRL's revoked certificates refused at the handshake.
+// A client certificate bound to its API key's principal (a SPIFFE ID, else the CN), refusals logged and counted, a CRL's revoked certificates refused at the handshake, and TLS files reloaded on SIGHUP.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -10,9 +10,11 @@ import { promisify } from "node:util";
 import { Code, ConnectError, createClient as createConnectClient } from "@connectrpc/connect";
 import { AdminService, createClient, GatewayError, QueryService } from "../client-sdk/src/index.js";
 import { spiffeIdOf } from "../server/src/grpc/client-identity.js";
-import { issueCertificate, type CertificateAndKey } from "../server/src/pki/certificates.js";
+import { createCertificateAuthority, issueCertificate, type CertificateAndKey } from "../server/src/pki/certificates.js";
 import { createLogger } from "../server/src/telemetry/logger.js";
-import { metricValue, rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { dropPlatformDatabases, metricValue, pgUrl, rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { startGatewayProcess } from "./helpers/gateway-process.js";
+import { waitFor } from "./helpers/wait.js";
 import { testPki } from "./helpers/pki.js";
 
 /** A logger whose lines are kept, parsed. */
@@ -241,6 +243,49 @@ describe("A certificate revocation list (TLS_CRL_FILE)", () => {
       assert.equal(await ask(pki.clientFor(p)), undefined);
     } finally {
       await t.close();
+    }
+  });
+});
+
+describe("SIGHUP reloads the TLS files", () => {
+  it("new handshakes use the new client CA while open connections keep theirs; a reload that fails keeps the material in use and says why", async () => {
+    const pki = testPki();
+    const gw = await startGatewayProcess({ databaseUrl: pgUrl() });
+    const clients: ReturnType<typeof createClient>[] = [];
+    await gw.adminClient().admin().createTenant(gw.platform, "");
+    const open = (cert: CertificateAndKey) => {
+      const client = createClient({ ...gw.clientOptions(gw.platformKey), tls: { ca: pki.ca.cert, ...cert }, retry: { maxAttempts: 1 } });
+      clients.push(client);
+      return client.platform(gw.platform);
+    };
+    const works = async (db: ReturnType<typeof open>) => (await db.query("SELECT 1 AS one")).rows[0]?.one === 1;
+    try {
+      const newCa = createCertificateAuthority("db-gateway rotated test CA");
+      const newCert = issueCertificate(newCa, {
+        commonName: gw.platform,
+        usage: "client",
+        uris: [spiffeIdOf({ kind: "platform", platform: gw.platform })],
+        key: pki.client.key,
+      });
+      const before = open(pki.clientFor(gw.platform));
+      assert.ok(await works(before));
+      await assert.rejects(open(newCert).query("SELECT 1"));
+
+      await writeFile(join(gw.tlsDir, "ca.crt"), newCa.cert);
+      gw.kill("SIGHUP");
+      await waitFor(async () => gw.output().includes("TLS material reloaded"), 10_000, "the reload");
+      assert.ok(await works(before), "a connection made before the reload is kept");
+      assert.ok(await works(open(newCert)), "a certificate from the new CA is accepted");
+      await assert.rejects(open(pki.clientFor(gw.platform)).query("SELECT 1"), "a new handshake with the old CA's certificate is refused");
+
+      await writeFile(join(gw.tlsDir, "server.key"), "not a key");
+      gw.kill("SIGHUP");
+      await waitFor(async () => gw.output().includes("TLS reload failed"), 10_000, "the failed reload");
+      assert.ok(await works(open(newCert)), "the material in use stays");
+    } finally {
+      for (const client of clients) client.close();
+      await gw.close();
+      await dropPlatformDatabases([gw.platform]);
     }
   });
 });

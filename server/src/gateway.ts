@@ -94,6 +94,12 @@ export interface Gateway {
    * Resolves once every call has its status and the connections are closed.
    */
   close(graceMillis?: number): Promise<void>;
+  /**
+   * New TLS material (server certificate and key, client CA, CRL) for the
+   * handshakes from now on; calls in flight keep their connections. Material
+   * node refuses throws, saying why, and the old stays.
+   */
+  reloadTls(material: TlsMaterial): void;
 }
 
 /** After a call is interrupted, how long its backend has to stop before its connection is destroyed. */
@@ -328,6 +334,10 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   return {
     port,
     metricsPort: http.port,
+    reloadTls(material) {
+      credentials.update(material);
+      log.info({ crl: material.crl !== undefined }, "TLS material reloaded: new handshakes use it");
+    },
     async close(graceMillis = 5_000) {
       calls.refuse(beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: the call was not run")));
       draining.abort();

@@ -20,6 +20,8 @@ export interface GatewayProcess {
   readonly url: string;
   readonly platform: string;
   readonly platformKey: string;
+  /** The folder holding its TLS files (ca.crt, server.crt, server.key), which SIGHUP reads again. */
+  readonly tlsDir: string;
   readonly adminKey: string;
   clientOptions(apiKey: string): ClientOptions;
   client(): GatewayClient;
@@ -132,6 +134,7 @@ export async function startGatewayProcess(options: {
     url,
     platform,
     platformKey,
+    tlsDir: work,
     adminKey,
     clientOptions,
     client: () => track(createClient(clientOptions(platformKey))),

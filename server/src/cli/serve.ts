@@ -6,7 +6,7 @@ import { ConfigError, describeSettings, loadSettings, type Settings } from "../c
 import type { EmbeddedServer } from "../database/embedded-postgres.js";
 import type { DevelopmentKeys, DevelopmentPki } from "../dev/development-setup.js";
 import { startGateway, type Gateway } from "../gateway.js";
-import { contextOptions } from "../grpc/tls-credentials.js";
+import { contextOptions, type TlsMaterial } from "../grpc/tls-credentials.js";
 import { createLogger, flushLogs } from "../telemetry/logger.js";
 import { startTracing } from "../telemetry/tracing.js";
 import { EXIT_FAILED, parseCommandArgs, type Command } from "./command.js";
@@ -19,7 +19,9 @@ export const serveCommand: Command = {
 
 Runs the gateway with the settings in the environment (see .env.example and the
 README's Settings). SIGTERM or SIGINT drains it: calls in flight get
-SHUTDOWN_GRACE_SECS to finish.
+SHUTDOWN_GRACE_SECS to finish. SIGHUP reads the TLS files again (TLS_CERT_FILE,
+TLS_KEY_FILE, TLS_CLIENT_CA_FILE, TLS_CRL_FILE): new handshakes use them, open
+connections keep theirs, and files that fail to load leave the old in use.
 
 Options:
   --dev      development mode (what npm start runs): with no DATABASE_URL, an
@@ -86,12 +88,7 @@ async function serve(settings: Settings): Promise<void> {
   } else {
     // loadSettings requires all of these outside development mode.
     const files = settings.tls!;
-    tls = {
-      cert: readFileSync(files.certFile),
-      key: readFileSync(files.keyFile),
-      clientCa: readFileSync(files.clientCaFile),
-      ...(files.crlFile === undefined ? {} : { crl: readFileSync(files.crlFile) }),
-    };
+    tls = readTlsFiles(files);
     try {
       // Before PostgreSQL is touched: a key that is not the certificate's, or a CRL that is not one, is a settings mistake, not a crash.
       createSecureContext(contextOptions(tls));
@@ -153,6 +150,17 @@ async function serve(settings: Settings): Promise<void> {
     await flushLogs(logger);
     process.exit(0);
   };
+  // SIGHUP: the TLS files read again (not in development mode, whose certificates are made once).
+  if (settings.tls !== undefined) {
+    const files = settings.tls;
+    process.on("SIGHUP", () => {
+      try {
+        gateway.reloadTls(readTlsFiles(files));
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, "TLS reload failed: the previous certificates, CA and CRL stay in use");
+      }
+    });
+  }
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     // Only the gateway's own handler: the embedded-postgres package installs async-exit-hook as it is
     // loaded, whose handlers exit the process as soon as their own work is done, before any call is
@@ -160,6 +168,16 @@ async function serve(settings: Settings): Promise<void> {
     for (const listener of process.listeners(signal)) process.off(signal, listener);
     process.on(signal, () => void stop(signal));
   }
+}
+
+/** The TLS material the settings name, read from its files. */
+function readTlsFiles(files: NonNullable<Settings["tls"]>): TlsMaterial {
+  return {
+    cert: readFileSync(files.certFile),
+    key: readFileSync(files.keyFile),
+    clientCa: readFileSync(files.clientCaFile),
+    ...(files.crlFile === undefined ? {} : { crl: readFileSync(files.crlFile) }),
+  };
 }
 
 /**

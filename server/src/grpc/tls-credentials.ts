@@ -1,6 +1,6 @@
 // The gRPC server's TLS: its certificate and key, the CA client certificates must chain to, and a revocation list, as grpc-js server credentials.
 import * as grpc from "@grpc/grpc-js";
-import type { SecureContextOptions } from "node:tls";
+import { createSecureContext, type SecureContextOptions } from "node:tls";
 
 /** The server's TLS material, read from the settings' files. */
 export interface TlsMaterial {
@@ -18,7 +18,7 @@ export interface TlsMaterial {
  * revoked by `crl`. grpc-js's `createSsl` takes no CRL; its credentials
  * class takes any of node's secure context options.
  */
-class MutualTlsCredentials extends grpc.ServerCredentials {
+export class MutualTlsCredentials extends grpc.ServerCredentials {
   constructor(material: TlsMaterial) {
     // GRPC_SSL_CIPHER_SUITES, as grpc-js's own credentials read it.
     const ciphers = process.env.GRPC_SSL_CIPHER_SUITES;
@@ -28,10 +28,21 @@ class MutualTlsCredentials extends grpc.ServerCredentials {
   _equals(other: grpc.ServerCredentials): boolean {
     return other === this;
   }
+
+  /**
+   * New material for the handshakes from now on (connections already open keep
+   * theirs). Checked first: material node refuses (a key that is not the
+   * certificate's, a file that is not PEM) throws, and the old stays.
+   */
+  update(material: TlsMaterial): void {
+    const options = contextOptions(material);
+    createSecureContext(options);
+    this.updateSecureContextOptions(options);
+  }
 }
 
 /** grpc-js server credentials for `material`: mutual TLS. */
-export function serverCredentials(material: TlsMaterial): grpc.ServerCredentials {
+export function serverCredentials(material: TlsMaterial): MutualTlsCredentials {
   return new MutualTlsCredentials(material);
 }
 
