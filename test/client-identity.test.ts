@@ -4,36 +4,24 @@ import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { Code, ConnectError, createClient as createConnectClient } from "@connectrpc/connect";
 import { AdminService, createClient, GatewayError, QueryService } from "../client-sdk/src/index.js";
 import { spiffeIdOf } from "../server/src/grpc/client-identity.js";
 import { createCertificateAuthority, issueCertificate, type CertificateAndKey } from "../server/src/pki/certificates.js";
-import { createLogger } from "../server/src/telemetry/logger.js";
 import { dropPlatformDatabases, metricValue, pgUrl, rawTransport, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { startGatewayProcess } from "./helpers/gateway-process.js";
 import { waitFor } from "./helpers/wait.js";
+import { keptLog } from "./helpers/kept-log.js";
 import { testPki } from "./helpers/pki.js";
-
-/** A logger whose lines are kept, parsed. */
-function keptLogger(): { logger: ReturnType<typeof createLogger>; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString().split("\n")) if (line.trim() !== "") lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { logger: createLogger("info", destination as never), lines };
-}
 
 describe("A client certificate is bound to its API key's principal", () => {
   let t: TestGateway;
   let a: string;
   let b: string;
-  const kept = keptLogger();
+  const kept = keptLog("info");
+  const entries = () => kept.lines.map((line) => JSON.parse(line) as Record<string, unknown>);
   before(async () => {
     t = await startTestGateway({ platforms: 2, overrides: { logger: kept.logger } });
     [a, b] = t.platforms as [string, string];
@@ -130,8 +118,10 @@ describe("A client certificate is bound to its API key's principal", () => {
     const pki = testPki();
     const before = kept.lines.length;
     await query(pki.clientFor(a), t.keys[b]!, b, "SELECT 1");
-    const refusal = kept.lines.slice(before).find((line) => line.msg === "refused: the client certificate is not the API key's");
-    assert.ok(refusal, JSON.stringify(kept.lines.slice(before)));
+    const refusal = entries()
+      .slice(before)
+      .find((line) => line.msg === "refused: the client certificate is not the API key's");
+    assert.ok(refusal, JSON.stringify(entries().slice(before)));
     assert.match(String(refusal.peer), /^(127\.0\.0\.1|\[?::1\]?|::ffff:127\.0\.0\.1):\d+$/);
     assert.equal(refusal.subject, `CN=${a}`);
     assert.equal(refusal.identity, `platform:${a}`);
@@ -149,8 +139,10 @@ describe("A client certificate is bound to its API key's principal", () => {
     assert.equal((await query(pki.clientFor(a), t.keys[b]!, b, "SELECT 1"))?.code, Code.PermissionDenied);
     assert.equal(await count("unauthenticated"), unauthenticated + 1);
     assert.equal(await count("certificate_mismatch"), mismatches + 1);
-    const refusal = kept.lines.slice(before).find((line) => line.msg === "refused: no valid API key");
-    assert.ok(refusal, JSON.stringify(kept.lines.slice(before)));
+    const refusal = entries()
+      .slice(before)
+      .find((line) => line.msg === "refused: no valid API key");
+    assert.ok(refusal, JSON.stringify(entries().slice(before)));
     assert.equal(refusal.event, "unauthenticated");
     assert.equal(refusal.subject, `CN=${a}`);
     assert.match(String(refusal.peer), /:\d+$/);

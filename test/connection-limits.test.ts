@@ -1,14 +1,13 @@
 // Tenant roles' connection limits follow the settings, and PostgreSQL's refusal of a connection (53300) makes calls wait, not fail.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
 import { roleConnectionLimit } from "../server/src/gateway.js";
-import { createLogger } from "../server/src/telemetry/logger.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { randomPlatform, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { keptLog } from "./helpers/kept-log.js";
 
 describe("tenant role connection limits", () => {
   let t: TestGateway;
@@ -165,20 +164,14 @@ describe("tenant role connection limits", () => {
     const url = new URL(t.databaseUrl);
     url.username = adminRole;
     url.password = password;
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _encoding, done) {
-        lines.push(...String(chunk).split("\n").filter(Boolean));
-        done();
-      },
-    });
+    const { logger, lines } = keptLog("warn");
     let second: Awaited<ReturnType<typeof startTestGateway>> | undefined;
     try {
       second = await startTestGateway({
         platforms: 0,
         databaseUrl: url.toString(),
         pool: { maxConnectionsPerPool: 8 },
-        overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), gatewaySecret: t.gatewaySecret, logger: createLogger("warn", sink) },
+        overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), gatewaySecret: t.gatewaySecret, logger },
       });
       const { rows } = await createClient(second.clientOptions(t.keys[platform]!)).platform(platform).tenant("busy").query("SELECT current_user AS user");
       assert.deepEqual(rows, [{ user: role }]);

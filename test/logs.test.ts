@@ -1,22 +1,15 @@
 // Call logs end to end: one line per call with its fields, and never a secret.
 import assert from "node:assert/strict";
-import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { createClient } from "../client-sdk/src/index.js";
-import { createLogger } from "../server/src/telemetry/logger.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { keptLog } from "./helpers/kept-log.js";
 
 describe("logs", () => {
-  const lines: string[] = [];
+  const { logger, lines } = keptLog("info");
   let t: TestGateway;
   before(async () => {
-    const sink = new Writable({
-      write(chunk, _encoding, done) {
-        lines.push(...String(chunk).split("\n").filter(Boolean));
-        done();
-      },
-    });
-    t = await startTestGateway({ platforms: 1, overrides: { logger: createLogger("info", sink) } });
+    t = await startTestGateway({ platforms: 1, overrides: { logger } });
   });
   after(() => t.close());
 

@@ -10,7 +10,7 @@ import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.j
 import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import { ApiKeys } from "./grpc/api-keys.js";
-import { checkPeer, DEFAULT_CLIENT_IDENTITY, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
+import { checkPeer, DEFAULT_CLIENT_IDENTITY, identityOf, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
 import { exposeRequestEncodings, frameCompressedMessages } from "./grpc/grpc-js-internals.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
@@ -256,7 +256,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       try {
         checkPeer(principal, peer, clientIdentity);
       } catch (err) {
-        const expected = principal.kind === "admin" ? "admin" : `platform:${principal.platform}`;
+        const expected = identityOf(principal);
         metrics.authRefusals.inc({ event: "certificate_mismatch" });
         securityLog.warn(
           { event: "certificate_mismatch", peer: address, subject, identity: identity ?? null, expected },

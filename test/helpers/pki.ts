@@ -1,5 +1,5 @@
 // Certificates for tests: a CA with server and client certificates (one per principal), and a client certificate from a CA the gateway does not trust.
-import { spiffeIdOf } from "../../server/src/grpc/client-identity.js";
+import { principalNamed, spiffeIdOf } from "../../server/src/grpc/client-identity.js";
 import { createCertificateAuthority, issueCertificate, type CertificateAndKey } from "../../server/src/pki/certificates.js";
 
 /** Certificates for tests: the gateway's CA with a server and a client certificate, and an unrelated CA's client certificate. */
@@ -31,7 +31,7 @@ export function testPki(): TestPki {
     clientFor(name) {
       let issued = byName.get(name);
       if (issued === undefined) {
-        const uri = spiffeIdOf(name === "admin" ? { kind: "admin" } : { kind: "platform", platform: name });
+        const uri = spiffeIdOf(principalNamed(name));
         byName.set(name, (issued = issueCertificate(ca, { commonName: name, usage: "client", uris: [uri], key: client.key })));
       }
       return issued;

@@ -1,6 +1,5 @@
 /** `db-gateway certs`: a CA (made once, then reused), the server's certificate and client certificates, as PEM files for the TLS settings. */
-import { spiffeIdOf } from "../grpc/client-identity.js";
-import type { Principal } from "../principal.js";
+import { principalNamed, spiffeIdOf } from "../grpc/client-identity.js";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
@@ -235,9 +234,4 @@ function formatReport(report: CertsReport): string {
   lines.push("", "Gateway settings:", `  TLS_CERT_FILE=${report.server.cert}`, `  TLS_KEY_FILE=${report.server.key}`, `  TLS_CLIENT_CA_FILE=${report.ca.cert}`);
   if (Object.keys(report.clients).length > 0) lines.push("Give each client ca.crt and its client-NAME.crt and client-NAME.key. Keep ca.key offline.");
   return lines.join("\n");
-}
-
-/** The principal a client certificate of `certs` is for: "admin", or a platform. */
-function principalNamed(name: string): Principal {
-  return name === "admin" ? { kind: "admin" } : { kind: "platform", platform: name };
 }

@@ -1,6 +1,5 @@
 // Development mode's material, made on first use: a CA and certificates, API keys, the gateway secret and the example platforms' databases.
-import { spiffeIdOf } from "../grpc/client-identity.js";
-import type { Principal } from "../principal.js";
+import { principalNamed, spiffeIdOf } from "../grpc/client-identity.js";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -44,8 +43,7 @@ export async function ensureDevelopmentPki(dir: string): Promise<DevelopmentPki>
   await writeFile(pki.serverKey, server.key, { mode: 0o600 });
   await writeFile(pki.serverCert, server.cert);
   for (const name of names) {
-    const principal: Principal = name === "admin" ? { kind: "admin" } : { kind: "platform", platform: name };
-    const client = issueCertificate(ca, { commonName: name, usage: "client", uris: [spiffeIdOf(principal)] });
+    const client = issueCertificate(ca, { commonName: name, usage: "client", uris: [spiffeIdOf(principalNamed(name))] });
     await writeFile(pki.clients[name]!.key, client.key, { mode: 0o600 });
     await writeFile(pki.clients[name]!.cert, client.cert);
   }

@@ -10,7 +10,7 @@ import { canPipeline, returnsNoRows } from "./leading-keyword.js";
 import { allAnswered, CANCEL_AGAIN_MILLIS, lapTimer, sendPipelined, shieldedBegin, type Outcome } from "./pipeline.js";
 import type { BufferedResult } from "./buffered-query.js";
 import type { ResultAccount } from "./result-budget.js";
-import { beginStatement, commit, OpenTransaction } from "./transaction-control.js";
+import { beginStatement, commit, commitOutcomeUnknown, OpenTransaction } from "./transaction-control.js";
 
 /** What a batch does when the statement at index `i` cuts its results off (see `runBatch`). */
 type CutAt = (i: number) => (error: GatewayError) => void;
@@ -150,7 +150,6 @@ async function runAtomicPipelined(lease: Lease, batch: PreparedBatch, account: R
 async function runAtomicInOneTrip(lease: Lease, batch: PreparedBatch, account: ResultAccount): Promise<Outcome[]> {
   lease.throwIfInterrupted();
   const timed = lapTimer();
-  const unknown = () => new GatewayError("COMMIT_OUTCOME_UNKNOWN", "the call ended after COMMIT was sent: the transaction may or may not have committed");
   return lease.settledByWork(async () => {
     const answers = await sendPipelined<unknown>(
       lease,
@@ -182,12 +181,12 @@ async function runAtomicInOneTrip(lease: Lease, batch: PreparedBatch, account: R
     const failed = ran.findIndex((answer) => answer.status === "rejected");
     const rolledBack =
       committed.status === "fulfilled" || isDatabaseError(committed.reason) || (failed >= 0 && isDatabaseError((ran[failed] as PromiseRejectedResult).reason));
-    if (!rolledBack) throw unknown();
+    if (!rolledBack) throw commitOutcomeUnknown();
     lease.throwIfInterrupted();
     if (failed >= 0) throw atStatement(toGatewayError((ran[failed] as PromiseRejectedResult).reason), failed);
     if (committed.status === "rejected") throw toGatewayError(committed.reason);
     throw new GatewayError("TRANSACTION_ABORTED", "the transaction was rolled back at COMMIT");
-  }, unknown);
+  }, commitOutcomeUnknown);
 }
 
 /**

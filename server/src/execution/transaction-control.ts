@@ -179,8 +179,7 @@ export class OpenTransaction {
  * finish.
  */
 export async function commit(lease: Lease): Promise<void> {
-  const unknown = (cause?: unknown) =>
-    new GatewayError("COMMIT_OUTCOME_UNKNOWN", "the call ended after COMMIT was sent: the transaction may or may not have committed", { cause });
+  const unknown = commitOutcomeUnknown;
   const answers = lease.uninterruptible(
     () => sendPipelined(lease, (client) => [client.query("COMMIT"), client.query(RESET_STATEMENT)]),
     () => unknown(),
@@ -201,6 +200,11 @@ export async function commit(lease: Lease): Promise<void> {
   if (committed.value.command === "ROLLBACK") {
     throw new GatewayError("TRANSACTION_ABORTED", "a statement of the transaction had failed, so COMMIT rolled it back");
   }
+}
+
+/** The error of a call that ended after its COMMIT was sent, before PostgreSQL said what it did. */
+export function commitOutcomeUnknown(cause?: unknown): GatewayError {
+  return new GatewayError("COMMIT_OUTCOME_UNKNOWN", "the call ended after COMMIT was sent: the transaction may or may not have committed", { cause });
 }
 
 /** BEGIN, and the transaction's start time read in the same simple query. */

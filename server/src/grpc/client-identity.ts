@@ -16,6 +16,16 @@ export interface ClientIdentityOptions {
 
 export const DEFAULT_CLIENT_IDENTITY: ClientIdentityOptions = { sources: ["uri", "cn"], trustDomain: "db-gateway" };
 
+/** The principal a client certificate named `name` is for (`db-gateway certs --admin` names it admin). */
+export function principalNamed(name: string): Principal {
+  return name === "admin" ? { kind: "admin" } : { kind: "platform", platform: name };
+}
+
+/** A principal as a peer's `identity` names it: "admin" or "platform:<name>". */
+export function identityOf(principal: Principal): string {
+  return principal.kind === "admin" ? "admin" : `platform:${principal.platform}`;
+}
+
 /** The SPIFFE ID of a principal's client certificate, as `db-gateway certs` and the development PKI write it. */
 export function spiffeIdOf(principal: Principal, trustDomain = DEFAULT_CLIENT_IDENTITY.trustDomain): string {
   return principal.kind === "admin" ? `spiffe://${trustDomain}/admin` : `spiffe://${trustDomain}/platform/${principal.platform}`;
@@ -65,8 +75,7 @@ function subjectOf(cert: PeerCertificate): string {
 /** PERMISSION_DENIED unless the certificate names the principal the API key proved (or binding is off). */
 export function checkPeer(principal: Principal, peer: Peer, options: ClientIdentityOptions): void {
   if (options.sources === "any") return;
-  const expected = principal.kind === "admin" ? "admin" : `platform:${principal.platform}`;
-  if (peer.identity !== expected) {
+  if (peer.identity !== identityOf(principal)) {
     throw new GatewayError(
       "PERMISSION_DENIED",
       principal.kind === "admin" ? "the client certificate is not the admin's" : "the client certificate is not for the API key's platform",

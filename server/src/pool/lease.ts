@@ -146,20 +146,13 @@ export class CallLease implements Lease {
   interrupt(err: GatewayError): void {
     if (this.#reason !== undefined) return;
     const late = this.#late;
-    if (late !== undefined) {
-      // The work cancels its statements itself and its outcome is the call's: only a late one ends the call here.
-      this.#reason = err;
-      this.#cancelOnRecovery = false;
-      setTimeout(() => this.#rejectOutcome?.(late()), this.connections.graceMillis).unref();
-      this.#abort?.abort(err);
-      if (this.#listeners !== undefined) for (const listener of this.#listeners.splice(0)) listener();
-      return;
-    }
-    this.#cancelOnRecovery = !this.#shielded;
-    const reason = this.#shield?.() ?? err;
+    // Within `settledByWork` the work cancels its statements itself, and its outcome is the call's: only a late one ends the call here.
+    this.#cancelOnRecovery = late === undefined && !this.#shielded;
+    const reason = late === undefined ? (this.#shield?.() ?? err) : err;
     this.#reason = reason;
     // The call fails first (its handlers run later, as microtasks), whatever a listener does.
-    this.#rejectOutcome?.(reason);
+    if (late === undefined) this.#rejectOutcome?.(reason);
+    else setTimeout(() => this.#rejectOutcome?.(late()), this.connections.graceMillis).unref();
     this.#abort?.abort(reason);
     if (this.#listeners !== undefined) for (const listener of this.#listeners.splice(0)) listener();
   }
