@@ -100,8 +100,8 @@ describe("db-gateway keys", () => {
       TLS_CLIENT_CA_FILE: join(certs, "ca.crt"),
       ...env,
     });
-    assert.deepEqual(Object.fromEntries(loaded.platformKeys), Object.fromEntries(platforms.map((p) => [p, values[`API_KEY_${p.toUpperCase()}_FILE`]])));
-    assert.equal(loaded.adminKey, values.API_KEY_ADMIN_FILE);
+    assert.deepEqual(Object.fromEntries(loaded.platformKeys), Object.fromEntries(platforms.map((p) => [p, [values[`API_KEY_${p.toUpperCase()}_FILE`]]])));
+    assert.deepEqual(loaded.adminKeys, [values.API_KEY_ADMIN_FILE]);
     assert.equal(loaded.gatewaySecret, values.GATEWAY_SECRET_FILE);
   });
 

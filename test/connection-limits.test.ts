@@ -39,7 +39,7 @@ describe("tenant role connection limits", () => {
     const second = await startTestGateway({
       platforms: 0,
       pool: { maxConnectionsPerPool: 8 },
-      overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), gatewaySecret: t.gatewaySecret, gatewayInstances: 2 },
+      overrides: { platformKeys: new Map([[platform, [t.keys[platform]!]]]), gatewaySecret: t.gatewaySecret, gatewayInstances: 2 },
     });
     try {
       assert.equal(roleConnectionLimit(8, 2), 19);
@@ -103,7 +103,7 @@ describe("tenant role connection limits", () => {
     const capped = await startTestGateway({
       platforms: 0,
       pool: { maxConnectionsPerPool: 3, maxTotalConnections: 3, acquireTimeoutMillis: 300 },
-      overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), gatewaySecret: t.gatewaySecret },
+      overrides: { platformKeys: new Map([[platform, [t.keys[platform]!]]]), gatewaySecret: t.gatewaySecret },
     });
     try {
       const client = createClient({ ...capped.clientOptions(t.keys[platform]!), queryStream: false, coalesce: false, retry: { maxAttempts: 1 } });
@@ -171,7 +171,7 @@ describe("tenant role connection limits", () => {
         platforms: 0,
         databaseUrl: url.toString(),
         pool: { maxConnectionsPerPool: 8 },
-        overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), gatewaySecret: t.gatewaySecret, logger },
+        overrides: { platformKeys: new Map([[platform, [t.keys[platform]!]]]), gatewaySecret: t.gatewaySecret, logger },
       });
       const { rows } = await createClient(second.clientOptions(t.keys[platform]!)).platform(platform).tenant("busy").query("SELECT current_user AS user");
       assert.deepEqual(rows, [{ user: role }]);

@@ -115,7 +115,7 @@ describe("tenant isolation: each database has its own role", () => {
     await direct.query("CREATE TABLE legacy (id int PRIMARY KEY, v text)");
     await direct.query("INSERT INTO legacy VALUES (1, 'old')");
     await direct.query("ALTER DATABASE " + pg.escapeIdentifier(`${other}_main`) + " OWNER TO " + pg.escapeIdentifier(adminUser()));
-    const second = await startTestGateway({ platforms: 0, overrides: { platformKeys: new Map([[other, t.keys[other]!]]), gatewaySecret: t.gatewaySecret } });
+    const second = await startTestGateway({ platforms: 0, overrides: { platformKeys: new Map([[other, [t.keys[other]!]]]), gatewaySecret: t.gatewaySecret } });
     try {
       const client = createClient(second.clientOptions(t.keys[other]!));
       const db = client.platform(other);

@@ -159,8 +159,8 @@ describe("secrets from files", () => {
       GATEWAY_SECRET_FILE: join(dir, "secret"),
       DATABASE_PASSWORD_FILE: join(dir, "password"),
     });
-    assert.equal(settings.platformKeys.get("acme"), "acme-key-0123456789abcdef");
-    assert.equal(settings.adminKey, "admin-key-0123456789abcdef");
+    assert.deepEqual(settings.platformKeys.get("acme"), ["acme-key-0123456789abcdef"]);
+    assert.deepEqual(settings.adminKeys, ["admin-key-0123456789abcdef"]);
     assert.equal(settings.gatewaySecret, "s".repeat(40));
     assert.equal(decodeURIComponent(new URL(settings.databaseUrl!).password), "p@ss/word:1");
     assert.equal(new URL(settings.databaseUrl!).hostname, "db.internal");

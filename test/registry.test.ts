@@ -26,7 +26,7 @@ describe("registry: databases created or dropped elsewhere", () => {
   it("a tenant created by another gateway instance is routed by this one", async () => {
     const second = await startTestGateway({
       platforms: 0,
-      overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), adminKey: t.adminKey, gatewaySecret: t.gatewaySecret },
+      overrides: { platformKeys: new Map([[platform, [t.keys[platform]!]]]), adminKeys: [t.adminKey], gatewaySecret: t.gatewaySecret },
     });
     try {
       await second.adminClient().admin().createTenant(platform, "elsewhere");

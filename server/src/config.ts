@@ -27,9 +27,10 @@ export interface Settings {
   readonly tls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string; readonly crlFile?: string } | undefined;
   /** How a client certificate names the principal it is for (TLS_CLIENT_IDENTITY, TLS_SPIFFE_TRUST_DOMAIN). */
   readonly clientIdentity: ClientIdentityOptions;
-  /** API key of each platform, by platform name. */
-  readonly platformKeys: ReadonlyMap<string, string>;
-  readonly adminKey: string | undefined;
+  /** The API keys of each platform, by platform name: one, or two while clients move from one to the other. */
+  readonly platformKeys: ReadonlyMap<string, readonly string[]>;
+  /** The admin's API keys (none: no AdminService), also at most two. */
+  readonly adminKeys: readonly string[];
   /** Secret from which every tenant role's password is derived. */
   readonly gatewaySecret: string | undefined;
   readonly pool: PoolSettings;
@@ -126,8 +127,11 @@ export function describeFileSetting(value: string): string {
   return /^\.{0,2}\/[^\s]{0,4000}$/.test(value) ? `"${value}"` : "the value it holds (not a path: does it hold the secret itself?)";
 }
 
-/** Printable ASCII without surrounding spaces: what a gRPC metadata value, and so an API key, can be. */
-const API_KEY_CHARACTERS = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+/** Printable ASCII without spaces: what a gRPC metadata value can be, less the spaces that separate a setting's two keys. */
+const API_KEY_CHARACTERS = /^[\x21-\x7e]+$/;
+
+/** Keys per API_KEY_ setting: the one in use and the next, so that a key is rotated with no call refused. */
+export const MAX_KEYS_PER_PRINCIPAL = 2;
 
 /** The modes GATEWAY_MODE names. */
 const MODES = ["production", "development"] as const;
@@ -248,8 +252,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     problems.push(`${tlsNames.join(", ")} are required outside development mode (development certificates are only made for the embedded PostgreSQL)`);
   }
 
-  const platformKeys = new Map<string, string>();
-  let adminKey: string | undefined;
+  const platformKeys = new Map<string, readonly string[]>();
+  let adminKeys: readonly string[] = [];
   const seen = new Map<string, string>();
   const keyNames = new Set(
     Object.keys(env)
@@ -261,22 +265,30 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     const value = secret(name);
     if (value === undefined) continue;
     const suffix = name.slice(API_KEY_PREFIX.length).toUpperCase();
-    if (!API_KEY_CHARACTERS.test(value)) {
-      problems.push(`${name} must be printable ASCII without spaces around it (no client could send it)`);
+    // Two keys are separated by spaces or a line break: a key file's second line is the next key.
+    const keys = value.split(/\s+/);
+    if (keys.length > MAX_KEYS_PER_PRINCIPAL) {
+      problems.push(`${name} holds ${keys.length} keys: at most ${MAX_KEYS_PER_PRINCIPAL} (the key in use and the next)`);
       continue;
     }
-    if (value.length < MIN_API_KEY_LENGTH) {
-      problems.push(`${name} must be at least ${MIN_API_KEY_LENGTH} characters`);
+    if (!keys.every((key) => API_KEY_CHARACTERS.test(key))) {
+      problems.push(
+        `${name} must be printable ASCII: one key, or two separated by a space or a line break, with nothing around them (no client could send it)`,
+      );
       continue;
     }
-    const other = seen.get(value);
+    if (keys.some((key) => key.length < MIN_API_KEY_LENGTH)) {
+      problems.push(`${name} must be at least ${MIN_API_KEY_LENGTH} characters${keys.length > 1 ? " per key" : ""}`);
+      continue;
+    }
+    const other = keys.map((key) => seen.get(key)).find((found) => found !== undefined) ?? (keys[0] === keys[1] ? name : undefined);
     if (other !== undefined) {
-      problems.push(`${name} has the same value as ${other}: every key must be different`);
+      problems.push(`${name} has a key that ${other === name ? "it holds twice" : `${other} holds too`}: every key must be different`);
       continue;
     }
-    seen.set(value, name);
+    for (const key of keys) seen.set(key, name);
     if (suffix === "ADMIN") {
-      adminKey = value;
+      adminKeys = keys;
       continue;
     }
     const platform = suffix.toLowerCase();
@@ -290,7 +302,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
         problems.push(`${name}: another API_KEY_ variable already names platform "${platform}" (names are case-insensitive)`);
         continue;
       }
-      platformKeys.set(platform, value);
+      platformKeys.set(platform, keys);
     } catch {
       problems.push(`${name}: platform names are letters and digits starting with a letter (API_KEY_MEDSTOREAPP)`);
     }
@@ -301,7 +313,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
   } else if (gatewaySecret === undefined && !development && !unreadable.has("GATEWAY_SECRET")) {
     problems.push("GATEWAY_SECRET is required outside development mode: tenant role passwords are derived from it (keep it stable)");
   }
-  if (!development && platformKeys.size === 0 && adminKey === undefined && ![...keyNames].some((name) => unreadable.has(name))) {
+  if (!development && platformKeys.size === 0 && adminKeys.length === 0 && ![...keyNames].some((name) => unreadable.has(name))) {
     problems.push("no API keys: set API_KEY_ADMIN and one API_KEY_<PLATFORM> per platform");
   }
 
@@ -341,7 +353,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     tls,
     clientIdentity,
     platformKeys,
-    adminKey,
+    adminKeys,
     gatewaySecret,
     pool: {
       maxConnectionsPerPool: int("MAX_CONNECTIONS_PER_POOL", 10, 1, 10_000),
@@ -384,8 +396,9 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
   return {
     database,
     listen: `${settings.host}:${settings.port}`,
-    platforms: [...settings.platformKeys.keys()].sort(),
-    adminKey: settings.adminKey === undefined ? "not set" : "set",
+    // How many keys, never which: two say a rotation is under way.
+    platforms: Object.fromEntries([...settings.platformKeys].sort(([a], [b]) => a.localeCompare(b)).map(([platform, keys]) => [platform, keys.length])),
+    adminKeys: settings.adminKeys.length,
     gatewaySecret: settings.gatewaySecret === undefined ? "not set" : "set",
     maxConnectionsPerPool: settings.pool.maxConnectionsPerPool,
     maxTotalConnections: settings.pool.maxTotalConnections,

@@ -9,7 +9,7 @@ import { AdminService } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.j
 import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
-import { ApiKeys } from "./grpc/api-keys.js";
+import { ApiKeys, type ApiKeySet } from "./grpc/api-keys.js";
 import { checkPeer, DEFAULT_CLIENT_IDENTITY, identityOf, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
 import { exposeRequestEncodings, frameCompressedMessages } from "./grpc/grpc-js-internals.js";
@@ -36,7 +36,7 @@ import { loggableError, type Logger } from "./telemetry/logger.js";
 import { GatewayMetrics } from "./telemetry/metrics.js";
 
 /** Everything a gateway needs, resolved: no environment is read below this point. */
-export interface GatewayOptions {
+export interface GatewayOptions extends ApiKeySet {
   host: string;
   /** 0 picks a free port (see `Gateway.port`). */
   port: number;
@@ -45,8 +45,6 @@ export interface GatewayOptions {
   tls: TlsMaterial;
   /** How client certificates are bound to principals (default: a SPIFFE ID, else the CN). */
   clientIdentity?: ClientIdentityOptions;
-  platformKeys: ReadonlyMap<string, string>;
-  adminKey: string | undefined;
   /** Tenant role passwords are derived from it. */
   gatewaySecret: string;
   pool: PoolSettings;
@@ -95,12 +93,24 @@ export interface Gateway {
    */
   close(graceMillis?: number): Promise<void>;
   /**
-   * New TLS material (server certificate and key, client CA, CRL) for the
-   * handshakes from now on; calls in flight keep their connections. Material
-   * node refuses throws, saying why, and the old stays.
+   * Takes new secrets, all or none: TLS material (server certificate and key,
+   * client CA, CRL) for the handshakes from now on, calls in flight keeping
+   * their connections, and API keys for the calls from now on. `load` reads
+   * them; if it throws, or node refuses the TLS material, the old stays and
+   * the error says why. Logged, and recorded in the audit trail when anything
+   * changed or failed, naming keys only by their `keyId`.
    */
-  reloadTls(material: TlsMaterial): void;
+  reload(trigger: string, load: () => ReloadedMaterial): Promise<ReloadOutcome>;
 }
+
+/** What a reload reads: the API keys, and the TLS material unless it is made once (development). */
+export interface ReloadedMaterial {
+  tls?: TlsMaterial;
+  keys: ApiKeySet;
+}
+
+/** What a reload changed: whether the TLS material did, and the principals whose keys did; or why it failed. */
+export type ReloadOutcome = { ok: true; tls: boolean; keys: string[] } | { ok: false; error: string };
 
 /** After a call is interrupted, how long its backend has to stop before its connection is destroyed. */
 const CANCEL_GRACE_MILLIS = 2_000;
@@ -230,7 +240,11 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     exposeRequestEncodings(server);
     frameCompressedMessages();
   }
-  const keys = new ApiKeys(options.platformKeys, options.adminKey);
+  const countKeyUse = (principal: string, keyId: string) => {
+    const counter = metrics.apiKeyCalls.labels({ principal, key: keyId });
+    return () => counter.inc();
+  };
+  let keys = new ApiKeys(options, countKeyUse);
   const clientIdentity = options.clientIdentity ?? DEFAULT_CLIENT_IDENTITY;
   const securityLog = log.child({ component: "auth" });
   const peers = new WeakMap<object, Peer>();
@@ -320,6 +334,24 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   });
 
   const credentials = serverCredentials(options.tls);
+  let tls = options.tls;
+  const recordReload = (trigger: string, outcome: string, detail: Record<string, string>) =>
+    audit
+      .record({
+        actor: `operator (${trigger})`,
+        peer: "local",
+        requestId: "",
+        action: "gateway.reload",
+        platform: "",
+        tenantId: "",
+        database: "",
+        outcome,
+        detail,
+      })
+      .catch((err: unknown) => {
+        metrics.auditFailures.inc();
+        onError("a reload could not be recorded in the audit trail", err);
+      });
   const address = `${formatHost(options.host)}:${options.port}`;
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(address, credentials, (err, bound) =>
@@ -334,9 +366,35 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   return {
     port,
     metricsPort: http.port,
-    reloadTls(material) {
-      credentials.update(material);
-      log.info({ crl: material.crl !== undefined }, "TLS material reloaded: new handshakes use it");
+    async reload(trigger, load) {
+      try {
+        const material = load();
+        const next = new ApiKeys(material.keys, countKeyUse);
+        if (next.keyIds.size !== keys.keyIds.size || [...next.keyIds.keys()].some((name) => !keys.keyIds.has(name))) {
+          // The principals are the environment's API_KEY_ settings, fixed at start: only their keys change.
+          throw new Error("the platforms with API keys differ from those at start: adding or removing a platform needs a restart");
+        }
+        const keysChanged = [...next.keyIds].filter(([name, ids]) => String(ids) !== String(keys.keyIds.get(name))).map(([name]) => name);
+        const tlsChanged = material.tls !== undefined && !sameTls(material.tls, tls);
+        // The TLS material first: node may refuse it, and then nothing has changed.
+        if (tlsChanged) credentials.update(material.tls!);
+        if (tlsChanged) tls = material.tls!;
+        keys = next;
+        if (!tlsChanged && keysChanged.length === 0) {
+          log.debug({ trigger }, "reload: nothing changed");
+          return { ok: true, tls: false, keys: [] };
+        }
+        // Key ids, never keys: the keys each changed principal now has.
+        const keyIds = Object.fromEntries(keysChanged.map((name) => [`keys.${name}`, next.keyIds.get(name)!.join(" ")]));
+        log.info({ trigger, tls: tlsChanged, ...keyIds }, "reloaded: new handshakes and calls use the new material");
+        await recordReload(trigger, "OK", { tls: String(tlsChanged), ...keyIds });
+        return { ok: true, tls: tlsChanged, keys: keysChanged.sort() };
+      } catch (err) {
+        const error = (err as Error).message;
+        log.error({ trigger, err: error }, "reload failed: the previous certificates, CA, CRL and API keys stay in use");
+        await recordReload(trigger, "RELOAD_FAILED", { error });
+        return { ok: false, error };
+      }
     },
     async close(graceMillis = 5_000) {
       calls.refuse(beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: the call was not run")));
@@ -375,6 +433,11 @@ function connectionConfig(url: string): pg.ClientConfig {
   if (parsed.database) config.database = parsed.database;
   if (parsed.ssl !== undefined && parsed.ssl !== null) config.ssl = parsed.ssl as pg.ClientConfig["ssl"];
   return config;
+}
+
+function sameTls(a: TlsMaterial, b: TlsMaterial): boolean {
+  const same = (x: Buffer | undefined, y: Buffer | undefined) => (x === undefined ? y === undefined : y !== undefined && x.equals(y));
+  return same(a.cert, b.cert) && same(a.key, b.key) && same(a.clientCa, b.clientCa) && same(a.crl, b.crl);
 }
 
 function formatHost(host: string): string {

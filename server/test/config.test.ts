@@ -86,7 +86,7 @@ describe("settings", () => {
   it("reads API_KEY_<PLATFORM> and API_KEY_ADMIN", () => {
     const s = loadSettings({ ...PRODUCTION, API_KEY_MEDSTOREAPP: `ms_${KEY}`, API_KEY_ADMIN: `ad_${KEY}`, API_KEY_SCHOOL2: `s2_${KEY}` });
     assert.deepEqual([...s.platformKeys.keys()].sort(), ["medstoreapp", "school2"]);
-    assert.equal(s.adminKey, `ad_${KEY}`);
+    assert.deepEqual(s.adminKeys, [`ad_${KEY}`]);
   });
 
   it("reports every problem at once", () => {
@@ -183,15 +183,36 @@ describe("settings", () => {
       assert.throws(
         () => loadSettings({ ...PRODUCTION, API_KEY_ACME: bad }),
         (err: ConfigError) =>
-          err.problems.some((p) => p === "API_KEY_ACME must be printable ASCII without spaces around it (no client could send it)") &&
-          !err.message.includes(KEY),
+          err.problems.some(
+            (p) =>
+              p ===
+              "API_KEY_ACME must be printable ASCII: one key, or two separated by a space or a line break, with nothing around them (no client could send it)",
+          ) && !err.message.includes(KEY),
       );
     }
-    assert.equal(loadSettings({ ...PRODUCTION, API_KEY_ACME: `in ner_${KEY}` }).platformKeys.get("acme"), `in ner_${KEY}`);
+  });
+
+  it("reads two keys per principal, separated by a space or a line break, and no more", () => {
+    const [a, b, c] = [`a_${KEY}`, `b_${KEY}`, `c_${KEY}`] as const;
+    assert.deepEqual(loadSettings({ ...PRODUCTION, API_KEY_ACME: `${a} ${b}` }).platformKeys.get("acme"), [a, b]);
+    assert.deepEqual(loadSettings({ ...PRODUCTION, API_KEY_ADMIN: `${a}\n${b}` }).adminKeys, [a, b]);
+    const problem = (env: Record<string, string>) => {
+      try {
+        loadSettings({ ...PRODUCTION, ...env });
+      } catch (err) {
+        assert.ok(!(err as Error).message.includes(KEY), "no key in the message");
+        return (err as ConfigError).problems[0];
+      }
+      return undefined;
+    };
+    assert.equal(problem({ API_KEY_ACME: `${a} ${b} ${c}` }), "API_KEY_ACME holds 3 keys: at most 2 (the key in use and the next)");
+    assert.equal(problem({ API_KEY_ACME: `${a} short` }), "API_KEY_ACME must be at least 16 characters per key");
+    assert.equal(problem({ API_KEY_ACME: `${a} ${a}` }), "API_KEY_ACME has a key that it holds twice: every key must be different");
+    assert.equal(problem({ API_KEY_ACME: `${a} ${b}`, API_KEY_ADMIN: b }), "API_KEY_ADMIN has a key that API_KEY_ACME holds too: every key must be different");
   });
 
   it("reads API_KEY_ names without regard to case, in the development gate as in parsing", () => {
-    assert.equal(loadSettings({ ...PRODUCTION, API_KEY_medstoreapp: `ms_${KEY}` }).platformKeys.get("medstoreapp"), `ms_${KEY}`);
+    assert.deepEqual(loadSettings({ ...PRODUCTION, API_KEY_medstoreapp: `ms_${KEY}` }).platformKeys.get("medstoreapp"), [`ms_${KEY}`]);
     assert.throws(
       () => loadSettings({ ...DEV, API_KEY_medstoreapp: `ms_${KEY}` }),
       (err: ConfigError) => /production settings are \(API_KEY_medstoreapp\)/.test(err.message),

@@ -63,6 +63,11 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
+/** Each platform's one key as GatewayOptions takes keys: a list per platform. */
+export function keyLists(keys: Record<string, string>): Map<string, string[]> {
+  return new Map(Object.entries(keys).map(([platform, key]) => [platform, [key]]));
+}
+
 /**
  * Starts a gateway on port 0 against the run's PostgreSQL, with `platforms`
  * random platforms whose main databases are created unless `createMain` is false.
@@ -75,7 +80,7 @@ export async function startTestGateway(
   const pki = testPki();
   const platforms = Array.from({ length: options.platforms ?? 2 }, () => randomPlatform());
   const keys = Object.fromEntries(platforms.map((p) => [p, `key-${p}-${randomBytes(16).toString("hex")}`]));
-  const adminKey = options.overrides?.adminKey ?? `admin-${randomBytes(16).toString("hex")}`;
+  const adminKey = options.overrides?.adminKeys?.[0] ?? `admin-${randomBytes(16).toString("hex")}`;
   const admin = new pg.Client({ connectionString: databaseUrl });
   await admin.connect();
   try {
@@ -91,8 +96,8 @@ export async function startTestGateway(
     port: 0,
     databaseUrl,
     tls: { cert: Buffer.from(pki.server.cert), key: Buffer.from(pki.server.key), clientCa: Buffer.from(pki.ca.cert) },
-    platformKeys: new Map(Object.entries(keys)),
-    adminKey,
+    platformKeys: keyLists(keys),
+    adminKeys: [adminKey],
     gatewaySecret,
     registryRefreshMillis: 60_000,
     maxStatementMillis: 60_000,
@@ -111,8 +116,8 @@ export async function startTestGateway(
   /** The client certificate of the key's principal (one for no principal, for a key the gateway does not know). */
   const tlsFor = (apiKey: string) => {
     // The gateway's own keys: its overrides' when it was given another's (a second gateway of the same platforms).
-    const platformKeys = options.overrides?.platformKeys ?? new Map(Object.entries(keys));
-    const platform = [...platformKeys].find(([, k]) => k === apiKey)?.[0];
+    const platformKeys = options.overrides?.platformKeys ?? keyLists(keys);
+    const platform = [...platformKeys].find(([, k]) => k.includes(apiKey))?.[0];
     const { cert, key } = platform !== undefined ? pki.clientFor(platform) : apiKey === adminKey ? pki.clientFor("admin") : pki.client;
     return { cert, key };
   };

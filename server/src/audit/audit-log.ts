@@ -13,7 +13,7 @@ export interface AuditEntry {
   actor: string;
   peer: string;
   requestId: string;
-  /** "tenant.create", "tenant.drop". */
+  /** "tenant.create", "tenant.drop", "gateway.reload" (new TLS material or API keys; platform, tenant and database empty). */
   action: string;
   platform: string;
   tenantId: string;

@@ -2,14 +2,15 @@
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { join, relative, resolve } from "node:path";
-import { ConfigError, describeSettings, loadSettings, type Settings } from "../config.js";
+import { ConfigError, describeSettings, loadSettings, readSettings, type Settings } from "../config.js";
 import type { EmbeddedServer } from "../database/embedded-postgres.js";
 import type { DevelopmentKeys, DevelopmentPki } from "../dev/development-setup.js";
-import { startGateway, type Gateway } from "../gateway.js";
+import { startGateway, type Gateway, type ReloadedMaterial } from "../gateway.js";
 import { contextOptions, type TlsMaterial } from "../grpc/tls-credentials.js";
 import { createLogger, flushLogs } from "../telemetry/logger.js";
 import { startTracing } from "../telemetry/tracing.js";
 import { EXIT_FAILED, parseCommandArgs, type Command } from "./command.js";
+import { watchFiles } from "./file-watch.js";
 import { VERSION } from "./version.js";
 
 export const serveCommand: Command = {
@@ -19,9 +20,13 @@ export const serveCommand: Command = {
 
 Runs the gateway with the settings in the environment (see .env.example and the
 README's Settings). SIGTERM or SIGINT drains it: calls in flight get
-SHUTDOWN_GRACE_SECS to finish. SIGHUP reads the TLS files again (TLS_CERT_FILE,
-TLS_KEY_FILE, TLS_CLIENT_CA_FILE, TLS_CRL_FILE): new handshakes use them, open
-connections keep theirs, and files that fail to load leave the old in use.
+SHUTDOWN_GRACE_SECS to finish.
+
+The TLS files (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE, TLS_CRL_FILE)
+and the API key files (API_KEY_*_FILE) are read again when they change, and on
+SIGHUP: new handshakes and calls use them, open connections keep theirs. If any
+fails to load, all the old material stays in use and the log says why. Each
+reload that changes something, or fails, is recorded in the audit trail.
 
 Options:
   --dev      development mode (what npm start runs): with no DATABASE_URL, an
@@ -60,7 +65,7 @@ async function serve(settings: Settings): Promise<void> {
   let databaseUrl = settings.databaseUrl;
   let tls;
   let platformKeys = settings.platformKeys;
-  let adminKey = settings.adminKey;
+  let adminKeys = settings.adminKeys;
   let gatewaySecret = settings.gatewaySecret;
   let pki: DevelopmentPki | undefined;
   let devKeys: DevelopmentKeys | undefined;
@@ -81,8 +86,8 @@ async function serve(settings: Settings): Promise<void> {
     pki = await dev.ensureDevelopmentPki(join(dataDir, "certs"));
     tls = { cert: readFileSync(pki.serverCert), key: readFileSync(pki.serverKey), clientCa: readFileSync(pki.caCert) };
     devKeys = await dev.ensureDevelopmentKeys(keysFile);
-    platformKeys = new Map(Object.entries(devKeys.platforms));
-    adminKey = devKeys.admin;
+    platformKeys = new Map(Object.entries(devKeys.platforms).map(([platform, key]) => [platform, [key]]));
+    adminKeys = [devKeys.admin];
     await dev.ensureDevelopmentDatabases(databaseUrl);
     gatewaySecret = await dev.ensureDevelopmentSecret(join(dataDir, "gateway-secret"));
   } else {
@@ -111,7 +116,7 @@ async function serve(settings: Settings): Promise<void> {
       tls,
       clientIdentity: settings.clientIdentity,
       platformKeys,
-      adminKey,
+      adminKeys,
       gatewaySecret: gatewaySecret!,
       pool: settings.pool,
       registryRefreshMillis: settings.registryRefreshMillis,
@@ -133,33 +138,45 @@ async function serve(settings: Settings): Promise<void> {
     throw err;
   }
   logger.info(
-    { port: gateway.port, metricsPort: gateway.metricsPort, settings: describeSettings({ ...settings, platformKeys, adminKey, gatewaySecret }) },
+    { port: gateway.port, metricsPort: gateway.metricsPort, settings: describeSettings({ ...settings, platformKeys, adminKeys, gatewaySecret }) },
     "serving",
   );
   if (pki !== undefined && devKeys !== undefined) printDevelopmentUsage(settings.host, gateway.port, pki, keysFile, Object.keys(devKeys.platforms)[0]!);
 
+  const stopBefore: (() => void)[] = [];
   let stopping = false;
   const stop = async (signal: string) => {
     // Not a second time: under npm start, Ctrl-C reaches the gateway twice (from the terminal, and relayed by tsx).
     if (stopping) return;
     stopping = true;
     logger.info({ signal, graceMillis: settings.shutdownGraceMillis }, "draining");
+    for (const stopWork of stopBefore) stopWork();
     await gateway.close(settings.shutdownGraceMillis);
     await tracing?.shutdown();
     await embedded?.stop();
     await flushLogs(logger);
     process.exit(0);
   };
-  // SIGHUP: the TLS files read again (not in development mode, whose certificates are made once).
-  if (settings.tls !== undefined) {
-    const files = settings.tls;
-    process.on("SIGHUP", () => {
-      try {
-        gateway.reloadTls(readTlsFiles(files));
-      } catch (err) {
-        logger.error({ err: (err as Error).message }, "TLS reload failed: the previous certificates, CA and CRL stay in use");
-      }
-    });
+  // Secrets read again when their files change, and on SIGHUP (not in development mode, whose certificates and keys are made once).
+  if (!settings.development) {
+    const load = (): ReloadedMaterial => {
+      // The environment is as it was: what may differ is what its files hold.
+      const { settings: now, problems } = readSettings(process.env);
+      if (problems.length > 0) throw new ConfigError(problems);
+      return { tls: readTlsFiles(now.tls!), keys: now };
+    };
+    const files = Object.entries(process.env)
+      .filter(([name, value]) => /^API_KEY_[A-Za-z0-9_]+_FILE$/i.test(name) && value)
+      .map(([, value]) => value!);
+    const { certFile, keyFile, clientCaFile, crlFile } = settings.tls!;
+    files.push(certFile, keyFile, clientCaFile, ...(crlFile === undefined ? [] : [crlFile]));
+    const stopWatching = watchFiles(
+      files,
+      () => void gateway.reload("files changed", load),
+      (err) => logger.warn({ err: err.message }, "cannot watch the TLS and API key files for changes: reload them with SIGHUP"),
+    );
+    process.on("SIGHUP", () => void gateway.reload("SIGHUP", load));
+    stopBefore.push(stopWatching);
   }
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     // Only the gateway's own handler: the embedded-postgres package installs async-exit-hook as it is

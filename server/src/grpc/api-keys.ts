@@ -7,32 +7,67 @@ import type { Principal } from "../principal.js";
 /** The metadata key that carries the API key. */
 export const API_KEY_HEADER = "x-api-key";
 
+/** Every principal's keys: each platform's by name, and the admin's. */
+export interface ApiKeySet {
+  readonly platformKeys: ReadonlyMap<string, readonly string[]>;
+  readonly adminKeys: readonly string[];
+}
+
+/** Counts a call made with one key; made once per key, so that counting costs no label lookup. */
+export type KeyUseCounter = (principal: string, keyId: string) => () => void;
+
+/**
+ * A key's public name: the first 8 hex digits of its SHA-256 digest
+ * (`printf %s "$KEY" | sha256sum | cut -c1-8`). It says which key a client
+ * uses, for rotations, and is shown where the key never may be.
+ */
+export function keyId(key: string): string {
+  return digest(key).subarray(0, 4).toString("hex");
+}
+
 /**
  * Checks API keys in constant time. Only SHA-256 digests of the keys are
  * kept; each call's key is hashed and compared with every known digest with
  * `timingSafeEqual`, without stopping at the first match, so timing reveals
- * neither a key nor which platform it belongs to.
+ * neither a key nor which platform it belongs to. A principal may have two
+ * keys, both accepted, while its clients move from one to the other.
  */
-export class ApiKeys {
-  readonly #entries: { digest: Buffer; principal: Principal }[] = [];
+interface KeyEntry {
+  digest: Buffer;
+  principal: Principal;
+  used: () => void;
+}
 
-  constructor(platformKeys: ReadonlyMap<string, string>, adminKey: string | undefined) {
-    for (const [platform, key] of platformKeys) this.#entries.push({ digest: digest(key), principal: { kind: "platform", platform } });
-    if (adminKey !== undefined) this.#entries.push({ digest: digest(adminKey), principal: { kind: "admin" } });
+export class ApiKeys {
+  readonly #entries: KeyEntry[] = [];
+  /** The keys' identifiers by principal name ("admin" or the platform's): what a reload compares, and what the log may show. */
+  readonly keyIds: ReadonlyMap<string, readonly string[]>;
+
+  constructor(keys: ApiKeySet, countUse: KeyUseCounter = () => () => {}) {
+    const ids = new Map<string, string[]>();
+    const add = (principal: Principal, name: string, key: string) => {
+      const id = keyId(key);
+      this.#entries.push({ digest: digest(key), principal, used: countUse(name, id) });
+      ids.set(name, [...(ids.get(name) ?? []), id]);
+    };
+    for (const [platform, platformKeys] of keys.platformKeys) for (const key of platformKeys) add({ kind: "platform", platform }, platform, key);
+    for (const key of keys.adminKeys) add({ kind: "admin" }, "admin", key);
+    this.keyIds = ids;
   }
 
   /** The principal of the call's key; UNAUTHENTICATED, saying nothing more, when there is none. */
   authenticate(metadata: Metadata): Principal {
     const values = metadata.get(API_KEY_HEADER);
     const given = values.length === 1 && typeof values[0] === "string" ? digest(values[0]) : undefined;
-    let found: Principal | undefined;
+    let found: KeyEntry | undefined;
     if (given !== undefined) {
       for (const entry of this.#entries) {
-        if (timingSafeEqual(entry.digest, given)) found = entry.principal;
+        if (timingSafeEqual(entry.digest, given)) found = entry;
       }
     }
     if (found === undefined) throw new GatewayError("UNAUTHENTICATED", "unauthenticated");
-    return found;
+    found.used();
+    return found.principal;
   }
 }
 

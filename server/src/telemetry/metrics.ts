@@ -42,6 +42,8 @@ export class GatewayMetrics {
   readonly auditFailures: Counter;
   /** Calls refused by authentication: no valid API key, or a client certificate that is not the key's. */
   readonly authRefusals: Counter<"event">;
+  /** Calls authenticated by each key: a rotation is over once the old key is no longer counted. */
+  readonly apiKeyCalls: Counter<"principal" | "key">;
 
   #sources: MetricSources | undefined;
 
@@ -109,6 +111,12 @@ export class GatewayMetrics {
       name: "db_gateway_auth_refusals_total",
       help: "Calls refused by authentication, by event: unauthenticated (no valid API key), certificate_mismatch (a client certificate not for the key's principal).",
       labelNames: ["event"],
+      registers,
+    });
+    this.apiKeyCalls = new Counter({
+      name: "db_gateway_api_key_calls_total",
+      help: "Calls authenticated, by principal (admin or the platform) and key (its key id: the first 8 hex digits of the key's SHA-256). A key no longer counted can be retired.",
+      labelNames: ["principal", "key"],
       registers,
     });
 
