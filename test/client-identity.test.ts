@@ -114,19 +114,49 @@ describe("A client certificate is bound to its API key's principal", () => {
     assert.equal((await query(foreignDomain, t.keys[a]!, a, "SELECT 1"))?.code, Code.PermissionDenied);
   });
 
-  it("logs each refusal with the peer's address, the certificate's subject and identity and the key's principal, never the key", async () => {
+  it("logs each refusal with the peer's address, the certificate's subject and identity, the key's principal and what was asked for, never the key", async () => {
     const pki = testPki();
     const before = kept.lines.length;
     await query(pki.clientFor(a), t.keys[b]!, b, "SELECT 1");
     const refusal = entries()
       .slice(before)
-      .find((line) => line.msg === "refused: the client certificate is not the API key's");
+      .find((line) => line.event === "certificate_mismatch");
     assert.ok(refusal, JSON.stringify(entries().slice(before)));
+    assert.equal(refusal.component, "auth");
+    assert.equal(refusal.msg, "refused: the client certificate is not for the API key's platform");
     assert.match(String(refusal.peer), /^(127\.0\.0\.1|\[?::1\]?|::ffff:127\.0\.0\.1):\d+$/);
     assert.equal(refusal.subject, `CN=${a}`);
     assert.equal(refusal.identity, `platform:${a}`);
     assert.equal(refusal.expected, `platform:${b}`);
+    assert.equal(refusal.principal, b);
+    assert.equal(refusal.platform, b);
+    assert.equal(refusal.tenant_id, "");
+    assert.equal(refusal.operation, "dbgateway.v1.QueryService/Query");
     assert.ok(!JSON.stringify(kept.lines).includes(t.keys[b]!), "the key is in a log line");
+  });
+
+  it("logs a key used for another platform's database with the platform and tenant asked for, and counts it", async () => {
+    const count = () => metricValue(t, `db_gateway_auth_refusals_total{event="other_platform"}`);
+    const counted = await count();
+    const before = kept.lines.length;
+    const { transport, close } = rawTransport(t, testPki().clientFor(a));
+    try {
+      await assert.rejects(
+        createConnectClient(QueryService, transport).query({ platform: b, tenantId: "t1", sql: "SELECT 1" }, { headers: { "x-api-key": t.keys[a]! } }),
+        (err) => ConnectError.from(err).code === Code.PermissionDenied,
+      );
+    } finally {
+      close();
+    }
+    const refusal = entries()
+      .slice(before)
+      .find((line) => line.event === "other_platform");
+    assert.ok(refusal, JSON.stringify(entries().slice(before)));
+    assert.equal(refusal.principal, a);
+    assert.equal(refusal.platform, b);
+    assert.equal(refusal.tenant_id, "t1");
+    assert.equal(refusal.subject, `CN=${a}`);
+    assert.equal(await count(), counted + 1);
   });
 
   it("counts refusals by event, and logs a call without a valid key with its peer and certificate, never the key it sent", async () => {
@@ -141,10 +171,12 @@ describe("A client certificate is bound to its API key's principal", () => {
     assert.equal(await count("certificate_mismatch"), mismatches + 1);
     const refusal = entries()
       .slice(before)
-      .find((line) => line.msg === "refused: no valid API key");
+      .find((line) => line.event === "unauthenticated");
     assert.ok(refusal, JSON.stringify(entries().slice(before)));
-    assert.equal(refusal.event, "unauthenticated");
+    assert.equal(refusal.msg, "refused: unauthenticated");
     assert.equal(refusal.subject, `CN=${a}`);
+    assert.equal(refusal.platform, a, "the platform asked for");
+    assert.equal(refusal.principal, null);
     assert.match(String(refusal.peer), /:\d+$/);
     assert.ok(!JSON.stringify(kept.lines).includes(wrongKey), "the key sent is in a log line");
   });

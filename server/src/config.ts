@@ -2,6 +2,7 @@
 import { DEFAULT_CLIENT_IDENTITY, type ClientIdentityOptions, type IdentitySource } from "./grpc/client-identity.js";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
+import type { DatabaseErrorText } from "./errors.js";
 import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
@@ -44,6 +45,10 @@ export interface Settings {
   /** Limits of buffered results: each call's rows and bytes, and the bytes of all calls' results together. */
   readonly results: Readonly<ResultLimits>;
   readonly logLevel: LogLevel;
+  /** The level of a failed statement's full error in the log (off: never logged); its parameters never are. */
+  readonly failedStatementLogLevel: LogLevel | "off";
+  /** What clients are told of PostgreSQL's errors: everything it said, or its message, detail and hint withheld (they may quote data). */
+  readonly databaseErrorText: DatabaseErrorText;
   /** The operators' HTTP port: /metrics, /health. */
   readonly metrics: { readonly host: string; readonly port: number };
   /** gzip: responses compressed for the clients that compress their requests with gzip; none: never (see `compressesResponses`). */
@@ -319,6 +324,15 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
 
   const logLevel = (env.LOG_LEVEL || "info") as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")} (got "${env.LOG_LEVEL}")`);
+  const failedStatementLogLevel = (env.FAILED_STATEMENT_LOG_LEVEL?.trim() || "debug") as LogLevel | "off";
+  const statementLevels = ["off", "debug", "info", "warn", "error"];
+  if (!statementLevels.includes(failedStatementLogLevel)) {
+    problems.push(`FAILED_STATEMENT_LOG_LEVEL must be one of ${statementLevels.join(", ")} (got "${env.FAILED_STATEMENT_LOG_LEVEL}")`);
+  }
+  const databaseErrorText = (env.DATABASE_ERROR_TEXT?.trim() || "send") as DatabaseErrorText;
+  if (databaseErrorText !== "send" && databaseErrorText !== "withhold") {
+    problems.push(`DATABASE_ERROR_TEXT must be send or withhold (got "${env.DATABASE_ERROR_TEXT}")`);
+  }
   const compression = (env.GRPC_COMPRESSION?.trim() || "gzip") as ResponseCompression;
   if (compression !== "gzip" && compression !== "none") problems.push(`GRPC_COMPRESSION must be gzip or none (got "${env.GRPC_COMPRESSION}")`);
   const catalogDatabase = env.CATALOG_DATABASE || DEFAULT_CATALOG_DATABASE;
@@ -372,6 +386,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     shutdownGraceMillis: int("SHUTDOWN_GRACE_SECS", 20, 0, 3_600) * 1000,
     results: Object.freeze(results),
     logLevel,
+    failedStatementLogLevel,
+    databaseErrorText,
     metrics: { host: env.METRICS_HOST || host, port: int("METRICS_PORT", 9464, 0, 65535) },
     compression,
     rateLimit: ratePerSecond > 0 ? { perSecond: ratePerSecond, burst: rateBurst } : undefined,
@@ -409,6 +425,8 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     maxBufferedResultBytes: settings.results.maxBufferedBytes,
     metrics: `${settings.metrics.host}:${settings.metrics.port}`,
     compression: settings.compression,
+    failedStatementLogLevel: settings.failedStatementLogLevel,
+    databaseErrorText: settings.databaseErrorText,
     tracing: settings.tracing === undefined ? "off" : "on",
   };
 }

@@ -10,7 +10,7 @@ import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.j
 import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import { ApiKeys, type ApiKeySet } from "./grpc/api-keys.js";
-import { checkPeer, DEFAULT_CLIENT_IDENTITY, identityOf, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
+import { checkPeer, DEFAULT_CLIENT_IDENTITY, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
 import { exposeRequestEncodings, frameCompressedMessages } from "./grpc/grpc-js-internals.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
@@ -20,7 +20,7 @@ import { addStandardServices } from "./grpc/standard-services.js";
 import { serverCredentials, type TlsMaterial } from "./grpc/tls-credentials.js";
 import { ListenerHub } from "./notifications/listener-hub.js";
 import { PoolManager } from "./pool/pool-manager.js";
-import { requireAdmin, type Principal } from "./principal.js";
+import { requireAdmin } from "./principal.js";
 import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
 import { CleanupStack } from "./cleanup-stack.js";
@@ -32,7 +32,7 @@ import { Router } from "./tenancy/router.js";
 import { CallTelemetry } from "./telemetry/call-telemetry.js";
 import { HealthMonitor } from "./telemetry/health.js";
 import { startHttpEndpoints } from "./telemetry/http-endpoints.js";
-import { loggableError, type Logger } from "./telemetry/logger.js";
+import { loggableError, type Logger, type LogLevel } from "./telemetry/logger.js";
 import { GatewayMetrics } from "./telemetry/metrics.js";
 
 /** Everything a gateway needs, resolved: no environment is read below this point. */
@@ -71,6 +71,8 @@ export interface GatewayOptions extends ApiKeySet {
   superuserExpected?: boolean;
   /** Limits of buffered results, per call and for the gateway (default `DEFAULT_RESULT_LIMITS`). */
   results?: ResultLimits;
+  /** The level at which a failed statement's full error is logged (default off): PostgreSQL's messages may quote data. */
+  failedStatementLogLevel?: LogLevel | "off";
   /** gzip (default): the responses of calls whose client compresses its requests with gzip are compressed too; none: no response is. */
   compression?: ResponseCompression;
 }
@@ -246,41 +248,27 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   };
   let keys = new ApiKeys(options, countKeyUse);
   const clientIdentity = options.clientIdentity ?? DEFAULT_CLIENT_IDENTITY;
-  const securityLog = log.child({ component: "auth" });
   const peers = new WeakMap<object, Peer>();
   if (clientIdentity.sources === "any") {
-    securityLog.warn("TLS_CLIENT_IDENTITY=any: a client certificate from the CA is accepted with any API key (no certificate is bound to a principal)");
+    log.warn(
+      { component: "auth" },
+      "TLS_CLIENT_IDENTITY=any: a client certificate from the CA is accepted with any API key (no certificate is bound to a principal)",
+    );
   }
   const calls = new OpenCalls();
   const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
   const hooks: Omit<ServiceHooks, "authorize"> = {
-    authenticate: (call) => {
+    authenticate: (call, record) => {
       // Read once per call (a QueryStream message authenticates again): the certificate is the connection's, and reading it costs a full X.509 parse.
       let peer = peers.get(call);
       if (peer === undefined) peers.set(call, (peer = peerOf(call.getPeer(), call.getAuthContext().sslPeerCertificate, clientIdentity)));
-      const { address, subject, identity } = peer;
-      let principal: Principal;
-      try {
-        principal = keys.authenticate(call.metadata);
-      } catch (err) {
-        metrics.authRefusals.inc({ event: "unauthenticated" });
-        securityLog.warn({ event: "unauthenticated", peer: address, subject }, "refused: no valid API key");
-        throw err;
-      }
-      try {
-        checkPeer(principal, peer, clientIdentity);
-      } catch (err) {
-        const expected = identityOf(principal);
-        metrics.authRefusals.inc({ event: "certificate_mismatch" });
-        securityLog.warn(
-          { event: "certificate_mismatch", peer: address, subject, identity: identity ?? null, expected },
-          "refused: the client certificate is not the API key's",
-        );
-        throw err;
-      }
+      // Refusals are logged and counted where the call's record ends (CallRecord), with what the call asked for.
+      if (record !== undefined) record.peer = peer;
+      const principal = keys.authenticate(call.metadata);
+      checkPeer(principal, peer, clientIdentity);
       return principal;
     },
-    telemetry: new CallTelemetry(log, metrics),
+    telemetry: new CallTelemetry(log, metrics, options.failedStatementLogLevel),
     onError: (method, err: GatewayError) => {
       if (err.reason === "INTERNAL") onError(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
     },

@@ -5,6 +5,7 @@ import { join, relative, resolve } from "node:path";
 import { ConfigError, describeSettings, loadSettings, readSettings, type Settings } from "../config.js";
 import type { EmbeddedServer } from "../database/embedded-postgres.js";
 import type { DevelopmentKeys, DevelopmentPki } from "../dev/development-setup.js";
+import { setDatabaseErrorText } from "../errors.js";
 import { startGateway, type Gateway, type ReloadedMaterial } from "../gateway.js";
 import { contextOptions, type TlsMaterial } from "../grpc/tls-credentials.js";
 import { createLogger, flushLogs } from "../telemetry/logger.js";
@@ -104,6 +105,7 @@ async function serve(settings: Settings): Promise<void> {
   }
 
   const logger = createLogger(settings.logLevel);
+  setDatabaseErrorText(settings.databaseErrorText);
   // Off unless OTEL_* asks for it: then the OpenTelemetry SDK is loaded at all.
   const tracing = settings.tracing === undefined ? undefined : await startTracing({ serviceName: settings.tracing.serviceName, serviceVersion: VERSION });
 
@@ -131,6 +133,7 @@ async function serve(settings: Settings): Promise<void> {
       superuserExpected: embedded !== undefined,
       gatewayInstances: settings.gatewayInstances,
       results: settings.results,
+      failedStatementLogLevel: settings.failedStatementLogLevel,
     });
   } catch (err) {
     await tracing?.shutdown();

@@ -18,6 +18,8 @@ export interface TransactionLimits {
   idleTimeoutMillis: number;
   /** Where each statement's result is counted, under the limits of a call's (see `BufferedQuery`). */
   results: ResultBudget;
+  /** Told of each statement that failed while the transaction went on (its error answered as a message): the call's record tallies and logs it. */
+  onStatementError?: (error: GatewayError) => void;
 }
 
 type Requests = RequestStream<typeof TransactionRequestSchema>;
@@ -135,7 +137,7 @@ async function answerPipelined(
   lease: Lease,
   transaction: OpenTransaction,
   statements: readonly PreparedStatement[],
-  { maxStatementMillis, results }: TransactionLimits,
+  { maxStatementMillis, results, onStatementError }: TransactionLimits,
 ): Promise<(MessageInitShape<typeof TransactionResponseSchema> | EncodedMessage)[]> {
   const timer = setTimeout(
     () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statements ran longer than the longest allowed (${maxStatementMillis} ms)`)),
@@ -152,6 +154,7 @@ async function answerPipelined(
       accounts[i]!.release();
       const error = toGatewayError(answer.reason);
       if (lease.signal.aborted || !leavesConnectionUsable(error)) throw error;
+      onStatementError?.(error);
       return { kind: { case: "error", value: toRpcStatus(error) } };
     });
   } catch (err) {
@@ -172,7 +175,7 @@ async function answerStatement(
   lease: Lease,
   transaction: OpenTransaction,
   statement: Parameters<typeof prepareStatement>[0],
-  { maxStatementMillis, results }: TransactionLimits,
+  { maxStatementMillis, results, onStatementError }: TransactionLimits,
 ): Promise<MessageInitShape<typeof TransactionResponseSchema> | EncodedMessage> {
   const timer = setTimeout(
     () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statement ran longer than the longest allowed (${maxStatementMillis} ms)`)),
@@ -187,6 +190,7 @@ async function answerStatement(
   } catch (err) {
     const error = toGatewayError(err);
     if (lease.signal.aborted || !leavesConnectionUsable(error) || error.reason === "TRANSACTION_ENDED_BY_STATEMENT" || transaction.failed) throw error;
+    onStatementError?.(error);
     return { kind: { case: "error", value: toRpcStatus(error) } };
   } finally {
     clearTimeout(timer);

@@ -75,10 +75,20 @@ function subjectOf(cert: PeerCertificate): string {
 /** PERMISSION_DENIED unless the certificate names the principal the API key proved (or binding is off). */
 export function checkPeer(principal: Principal, peer: Peer, options: ClientIdentityOptions): void {
   if (options.sources === "any") return;
-  if (peer.identity !== identityOf(principal)) {
+  const expected = identityOf(principal);
+  if (peer.identity !== expected) {
     throw new GatewayError(
       "PERMISSION_DENIED",
       principal.kind === "admin" ? "the client certificate is not the admin's" : "the client certificate is not for the API key's platform",
+      // The log says whose key it was and what the certificate said; the caller is told neither.
+      {
+        logFields: {
+          event: "certificate_mismatch",
+          principal: principal.kind === "admin" ? "admin" : principal.platform,
+          identity: peer.identity ?? "none",
+          expected,
+        },
+      },
     );
   }
 }

@@ -21,8 +21,8 @@ export type AuthenticatedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "me
 
 /** Cross-cutting behaviour applied to every call of a service. */
 export interface ServiceHooks {
-  /** Authenticates the call from its metadata and its peer's certificate; throws to refuse it. */
-  authenticate(call: AuthenticatedCall): Principal;
+  /** Authenticates the call from its metadata and its peer's certificate, telling `record` the peer; throws to refuse it. */
+  authenticate(call: AuthenticatedCall, record?: CallRecord): Principal;
   /**
    * Further checks of the principal for this service (admin only, rate
    * limits), for a call or one part of a long-lived stream (see
@@ -107,6 +107,8 @@ function startCall(
     sendMetadata(metadata: grpc.Metadata): void;
     getPeer(): string;
     getAuthContext(): ReturnType<grpc.ServerUnaryCall<object, object>["getAuthContext"]>;
+    /** A unary or server-streaming call's request, read before the call is admitted. */
+    request?: unknown;
   },
   hooks: ServiceHooks,
   fail: (status: Partial<grpc.StatusObject>) => void,
@@ -149,7 +151,7 @@ function startCall(
   };
   /** Authenticates and authorizes the call's key, telling `into` the platform; throws to refuse. */
   const admit = (into: CallRecord, charge: boolean): Principal => {
-    const principal = hooks.authenticate(call);
+    const principal = hooks.authenticate(call, into);
     into.platform = principal.kind === "admin" ? "admin" : principal.platform;
     hooks.authorize?.(principal, charge);
     return principal;
@@ -163,6 +165,7 @@ function startCall(
   try {
     principal = admit(record, true);
   } catch (err) {
+    record.asked = askedFor(call.request);
     failWith(err);
     return undefined;
   }
@@ -262,6 +265,12 @@ function bidiStreamingHandler(
       if (started.answer()) call.end();
     });
   };
+}
+
+/** The platform and tenant a request names, if it has those fields (Query, Batch, CreateTenant …): what a refused call asked for. */
+function askedFor(request: unknown): CallRecord["asked"] {
+  const { platform, tenantId } = (request ?? {}) as { platform?: unknown; tenantId?: unknown };
+  return typeof platform === "string" ? { platform, tenantId: typeof tenantId === "string" ? tenantId : "" } : undefined;
 }
 
 /** Answers UNIMPLEMENTED (after authentication, so the service's shape is no secret to outsiders either way). */

@@ -16,6 +16,7 @@ import { withStatementSpan } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
 import { QueryStreamSession, type QueryStreamShared } from "./query-stream-session.js";
 import type { ServiceImpl } from "./service-contract.js";
+import { databaseNameOrEmpty } from "../tenancy/naming.js";
 
 /** Limits of the data plane. */
 export interface QueryServiceLimits {
@@ -89,7 +90,7 @@ export function createQueryService(
         const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
         const { outcomes, databases } = await runQueryMany(pools, databaseOf, request.queries, statementLimits(ctx), account);
         ctx.record.setDatabases(databases);
-        ctx.record.tallyFailures(outcomes);
+        ctx.record.tallyFailures(outcomes, (i) => databaseNameOrEmpty(request.platform, request.queries[i]!.tenantId));
         return encodeResults(outcomes, () => account.release());
       });
     },
@@ -135,7 +136,8 @@ export function createQueryService(
           return request;
         },
       };
-      await runTransaction(pools, database, begin, counted, responses, transactionLimits, { deadline: ctx.deadline, signal: ctx.signal });
+      const limits = { ...transactionLimits, onStatementError: (error: GatewayError) => ctx.record.queryFailed(error) };
+      await runTransaction(pools, database, begin, counted, responses, limits, { deadline: ctx.deadline, signal: ctx.signal });
     },
 
     async listen(request, responses, ctx) {

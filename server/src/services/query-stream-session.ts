@@ -19,6 +19,7 @@ import { runInContext } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
 import type { CallContext } from "./service-contract.js";
 import { StreamTransactions } from "./stream-transactions.js";
+import { databaseNameOrEmpty } from "../tenancy/naming.js";
 
 /** What every QueryStream of a QueryService shares: where its queries go, its limits, and the gateway's drain. */
 export interface QueryStreamShared {
@@ -211,7 +212,7 @@ export class QueryStreamSession {
       const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
       const answer: Answers = (indexes, outcomes) => {
         // Queries stopped by the stream's own cancellation are not failures of theirs: the stream's end counts it.
-        if (!this.ctx.signal.aborted) record.tallyFailures(outcomes);
+        if (!this.ctx.signal.aborted) record.tallyFailures(outcomes, (i) => databaseNameOrEmpty(request.platform, queries[indexes[i]!]!.tenantId));
         this.#answered(message, indexes, outcomes);
       };
       const runs: Promise<string[]>[] = [];
@@ -247,7 +248,7 @@ export class QueryStreamSession {
     } catch (err) {
       account.release();
       const error = toGatewayError(err);
-      if (!this.ctx.signal.aborted) record.tallyFailures([{ error }]);
+      if (!this.ctx.signal.aborted) record.tallyFailures([{ error }], () => database ?? "");
       this.#batchAnswered(number, { error });
     }
     return database === undefined ? [] : [database];

@@ -124,7 +124,7 @@ export class StreamTransactions {
         statement,
         transaction.counted(record),
         transaction.responses,
-        limits,
+        { ...limits, onStatementError: (error) => record.queryFailed(error) },
         { deadline, signal: this.#signal },
         (lease) => {
           transaction.lease = lease;

@@ -3,8 +3,9 @@ import { randomUUID } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { Context, Span } from "@opentelemetry/api";
 import { status as Status, type Metadata } from "@grpc/grpc-js";
-import type { GatewayError } from "../errors.js";
-import type { Logger } from "./logger.js";
+import { DatabaseError } from "pg";
+import { postgresErrorDetail, type GatewayError } from "../errors.js";
+import type { Logger, LogLevel } from "./logger.js";
 import type { GatewayMetrics } from "./metrics.js";
 import { endServerSpan, startPartSpan, startServerSpan } from "./tracing.js";
 
@@ -25,13 +26,27 @@ const POSTGRES_MESSAGES = new Set(["QUERY_FAILED", "TRANSACTION_CONFLICT"]);
  * A call that carries several queries (QueryMany, a QueryStream message)
  * also tallies those that failed on their own (`query_errors`: reason,
  * SQLSTATE, count). Never a parameter, a key or a certificate: PostgreSQL's
- * error messages, which can quote values, are logged as their SQLSTATE only.
+ * error messages, which can quote values, are on the call's line as their
+ * SQLSTATE only, and in full on a line of their own at the level the
+ * operator chose (`failedStatements`, FAILED_STATEMENT_LOG_LEVEL). Refusals
+ * (UNAUTHENTICATED, PERMISSION_DENIED) get a security line too: the peer,
+ * its certificate, the principal, and what it asked for.
  */
 export class CallTelemetry {
+  /** Refusals, logged as `component: "auth"`. */
+  readonly security: Logger;
+  /** Failed statements' full errors, logged as `component: "statements"`. */
+  readonly statements: Logger;
+
   constructor(
-    private readonly logger: Logger,
-    private readonly metrics: GatewayMetrics | undefined,
-  ) {}
+    readonly logger: Logger,
+    readonly metrics: GatewayMetrics | undefined,
+    /** The level of a failed statement's full error (off: not logged). */
+    readonly failedStatements: LogLevel | "off" = "off",
+  ) {
+    this.security = logger.child({ component: "auth" });
+    this.statements = logger.child({ component: "statements" });
+  }
 
   /**
    * A call's record; with `stream`, the record of one part of that long-lived
@@ -39,7 +54,7 @@ export class CallTelemetry {
    * child of the stream's.
    */
   start(method: DescMethod, metadata: Metadata, stream?: CallRecord): CallRecord {
-    return new CallRecord(method, metadata, this.logger, this.metrics, stream);
+    return new CallRecord(method, metadata, this, stream);
   }
 }
 
@@ -48,6 +63,10 @@ export class CallRecord {
   readonly requestId: string;
   platform = "";
   database = "";
+  /** The caller's address and certificate subject, once known: for the security line of a refusal. */
+  peer: { readonly address: string; readonly subject?: string | undefined } | undefined;
+  /** What an unauthenticated call asked for, where its request says (its platform and tenant id): for the security line. */
+  asked: { readonly platform: string; readonly tenantId: string } | undefined;
   /** Statements the call carried (one for Query and StreamQuery), for the statements counter. */
   statements = 0;
   readonly #started = process.hrtime.bigint();
@@ -66,13 +85,12 @@ export class CallRecord {
   /** Queries of the call that failed on their own (QueryMany, a QueryStream message), by reason and SQLSTATE. */
   #queryErrors: Map<string, { reason: string; sqlstate?: string; count: number }> | undefined;
 
-  constructor(
-    method: DescMethod,
-    metadata: Metadata,
-    private readonly logger: Logger,
-    private readonly metrics: GatewayMetrics | undefined,
-    stream: CallRecord | undefined,
-  ) {
+  readonly #telemetry: CallTelemetry;
+  readonly #parent: CallRecord | undefined;
+
+  constructor(method: DescMethod, metadata: Metadata, telemetry: CallTelemetry, stream: CallRecord | undefined) {
+    this.#telemetry = telemetry;
+    this.#parent = stream;
     const given = metadata.get(REQUEST_ID_HEADER)[0];
     this.requestId = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
     this.#method = method;
@@ -103,8 +121,9 @@ export class CallRecord {
    * QueryMany query, or one of a QueryStream message): counted in the errors
    * metric as a failed call is, and tallied on the call's log line.
    */
-  queryFailed(error: GatewayError): void {
+  queryFailed(error: GatewayError, database?: string): void {
     this.metrics?.errors.inc({ type: error.reason });
+    this.#logFailure(error, database);
     const sqlstate = error.metadata.sqlstate;
     const key = `${error.reason}/${sqlstate ?? ""}`;
     const tally = (this.#queryErrors ??= new Map()).get(key);
@@ -112,9 +131,9 @@ export class CallRecord {
     else this.#queryErrors.set(key, sqlstate ? { reason: error.reason, sqlstate, count: 1 } : { reason: error.reason, count: 1 });
   }
 
-  /** Tallies the queries among `outcomes` that failed on their own (see `queryFailed`). */
-  tallyFailures(outcomes: readonly { readonly error?: GatewayError }[]): void {
-    for (const outcome of outcomes) if (outcome.error !== undefined) this.queryFailed(outcome.error);
+  /** Tallies the queries among `outcomes` that failed on their own (see `queryFailed`); `databaseOf` names each one's database, for its log line. */
+  tallyFailures(outcomes: readonly { readonly error?: GatewayError }[], databaseOf?: (index: number) => string): void {
+    for (const [i, outcome] of outcomes.entries()) if (outcome.error !== undefined) this.queryFailed(outcome.error, databaseOf?.(i));
   }
 
   /** Tells the record the databases a call's queries went to: its log line names the one, or says how many. */
@@ -122,10 +141,63 @@ export class CallRecord {
     this.database = databases.length === 1 ? databases[0]! : databases.length === 0 ? "" : `${databases.length} databases`;
   }
 
+  private get metrics(): GatewayMetrics | undefined {
+    return this.#telemetry.metrics;
+  }
+
+  private get logger(): Logger {
+    return this.#telemetry.logger;
+  }
+
+  /** The security line of a refusal, or the full error of a failed statement at the operator's level. */
+  #logFailure(error: GatewayError, database = this.database): void {
+    if (error.reason === "UNAUTHENTICATED" || error.reason === "PERMISSION_DENIED") {
+      const event = error.logFields.event ?? (error.reason === "UNAUTHENTICATED" ? "unauthenticated" : "permission_denied");
+      this.metrics?.authRefusals.inc({ event });
+      // A part of a stream was admitted with the stream's peer.
+      const peer = this.peer ?? this.#parent?.peer;
+      this.#telemetry.security.warn(
+        {
+          event,
+          request_id: this.requestId,
+          operation: this.#operation,
+          peer: peer?.address ?? null,
+          subject: peer?.subject ?? null,
+          principal: this.platform || null,
+          platform: error.metadata.platform ?? this.asked?.platform ?? null,
+          tenant_id: error.metadata.tenant_id ?? this.asked?.tenantId ?? null,
+          database: database || null,
+          ...error.logFields,
+        },
+        `refused: ${error.message}`,
+      );
+      return;
+    }
+    const level = this.#telemetry.failedStatements;
+    if (level === "off" || level === "silent" || !(error.cause instanceof DatabaseError)) return;
+    // Every field PostgreSQL sent, but the empty ones; never the parameters, which the error does not hold.
+    const fields = Object.fromEntries(
+      Object.entries(postgresErrorDetail(error.cause)).filter(([key, value]) => key !== "$typeName" && value !== "" && value !== 0),
+    );
+    this.#telemetry.statements[level](
+      {
+        request_id: this.requestId,
+        operation: this.#operation,
+        platform: this.platform,
+        database,
+        reason: error.reason,
+        ...(error.metadata.statement_index === undefined ? {} : { statement_index: Number(error.metadata.statement_index) }),
+        postgres: fields,
+      },
+      "statement failed",
+    );
+  }
+
   /** Ends the record once, with the call's outcome: the error, or none for OK. */
   end(error: GatewayError | undefined): void {
     if (this.#ended) return;
     this.#ended = true;
+    if (error !== undefined) this.#logFailure(error);
     const seconds = Number(process.hrtime.bigint() - this.#started) / 1e9;
     const code = error?.code ?? Status.OK;
     const method = this.#method.name;

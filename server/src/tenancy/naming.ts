@@ -22,6 +22,15 @@ export function validatePlatform(platform: string): string {
   return platform;
 }
 
+/** The database of a tenant, or "" when the names are not valid: for log lines about calls that may have named anything. */
+export function databaseNameOrEmpty(platform: string, tenantId: string): string {
+  try {
+    return databaseName(platform, tenantId);
+  } catch {
+    return "";
+  }
+}
+
 /**
  * The database of `(platform, tenant_id)`: `{platform}_main` for an empty
  * tenant id, `{platform}_{tenant_id}` otherwise. Both parts are validated

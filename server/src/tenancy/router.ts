@@ -32,7 +32,8 @@ export class Router {
    * call's record learns the database, for its log line and span.
    */
   async route(call: { principal: Principal; record: { database: string } }, platform: string, tenantId: string): Promise<string> {
-    this.checkPlatform(call, platform);
+    validatePlatform(platform);
+    requirePlatform(call.principal, platform, tenantId);
     const name = databaseName(platform, tenantId);
     call.record.database = name;
     return this.#existing(platform, tenantId, name);
