@@ -2,12 +2,13 @@
 import { certsCommand } from "./cli/certs.js";
 import { checkCommand } from "./cli/check.js";
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, type Command } from "./cli/command.js";
+import { hideCatalogsCommand } from "./cli/hide-catalogs.js";
 import { keysCommand } from "./cli/keys.js";
 import { serveCommand } from "./cli/serve.js";
 import { tenantsCommand } from "./cli/tenants.js";
 import { VERSION } from "./cli/version.js";
 
-const COMMANDS: readonly Command[] = [serveCommand, checkCommand, certsCommand, keysCommand, tenantsCommand];
+const COMMANDS: readonly Command[] = [serveCommand, checkCommand, certsCommand, keysCommand, tenantsCommand, hideCatalogsCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -3,7 +3,8 @@ import pg from "pg";
 import { DatabaseError, escapeIdentifier } from "pg";
 import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import type { PoolManager } from "../pool/pool-manager.js";
-import { databaseName, parseDatabaseName, validatePlatform } from "./naming.js";
+import { catalogsVisible, hideCatalogs } from "./catalog-visibility.js";
+import { databaseLockKey, databaseName, parseDatabaseName, validatePlatform } from "./naming.js";
 import type { DatabaseRegistry } from "./registry.js";
 import type { TenantRoles } from "./roles.js";
 
@@ -113,6 +114,41 @@ export class TenantLifecycle {
     }
   }
 
+  /**
+   * Goes through `databases` one at a time (each under its name's lock, on
+   * one administrative connection to it): with `hide`, closes the catalogs
+   * that name other databases and roles where they are still open
+   * (`hideCatalogs`: a superuser only); without, only looks. Returns the
+   * databases where they were (or still are) open, and those that could not
+   * be reached. Stops early when `signal` is aborted.
+   */
+  async reconcileCatalogs(
+    databases: readonly string[],
+    hide: boolean,
+    signal?: AbortSignal,
+  ): Promise<{ open: string[]; failed: { database: string; error: unknown }[] }> {
+    const open: string[] = [];
+    const failed: { database: string; error: unknown }[] = [];
+    for (const name of databases) {
+      if (signal?.aborted === true) break;
+      try {
+        const found = await this.#locked(name, async (locked) => {
+          if (!(await exists(locked, name))) return [];
+          const inside = await this.o.connectTo(name);
+          try {
+            return hide ? await hideCatalogs(inside) : await catalogsVisible(inside);
+          } finally {
+            await inside.end();
+          }
+        });
+        if (found.length > 0) open.push(name);
+      } catch (error) {
+        failed.push({ database: name, error });
+      }
+    }
+    return { open, failed };
+  }
+
   /** Drops a tenant's database, terminating its open connections, and then its role. */
   async drop(platform: string, tenantId: string): Promise<string> {
     this.requireConfigured(platform);
@@ -154,11 +190,11 @@ export class TenantLifecycle {
     }
     let broken: Error | undefined;
     try {
-      await client.query("SELECT pg_advisory_lock(hashtext($1))", [`db-gateway/database/${name}`]);
+      await client.query("SELECT pg_advisory_lock(hashtext($1))", [databaseLockKey(name)]);
       try {
         return await fn(client);
       } finally {
-        await client.query("SELECT pg_advisory_unlock(hashtext($1))", [`db-gateway/database/${name}`]);
+        await client.query("SELECT pg_advisory_unlock(hashtext($1))", [databaseLockKey(name)]);
       }
     } catch (err) {
       if (!leavesConnectionUsable(err)) broken = err as Error;

@@ -71,3 +71,8 @@ export function parseDatabaseName(name: string): ParsedDatabaseName | undefined 
   if (!PLATFORM.test(platform) || !TENANT_ID.test(rest)) return undefined;
   return { platform, tenantId: rest === MAIN ? "" : rest };
 }
+
+/** The advisory lock key under which one database name is changed (created, adopted, dropped, its catalogs closed), across gateway instances and the CLI. */
+export function databaseLockKey(database: string): string {
+  return `db-gateway/database/${database}`;
+}

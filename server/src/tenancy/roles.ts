@@ -3,6 +3,7 @@ import { createHmac, pbkdf2Sync, randomBytes, createHash } from "node:crypto";
 import type pg from "pg";
 import { DatabaseError, escapeIdentifier, escapeLiteral } from "pg";
 import { GatewayError } from "../errors.js";
+import { hideCatalogs } from "./catalog-visibility.js";
 
 /** The non-login role that owns every database of the gateway. */
 export const OWNER_ROLE = "dbgateway_owner";
@@ -66,7 +67,9 @@ export class TenantRoles {
    * Brings a database under the scheme, idempotently: owner role, login role
    * (created, or repaired if it is one of ours), ownership and privileges, and
    * inside the database every object handed to the login role (objects copied
-   * from a template, or made by an administrator before). `admin` is an
+   * from a template, or made by an administrator before) and, when the
+   * administrative role is a superuser, the catalogs that name other
+   * databases and roles closed to PUBLIC (`hideCatalogs`). `admin` is an
    * administrative connection; `connectTo` opens one to the database itself.
    */
   async provision(admin: pg.ClientBase, database: string, connectTo: (database: string) => Promise<pg.Client>): Promise<void> {
@@ -111,6 +114,8 @@ export class TenantRoles {
       // revokes the template role's privileges on shared objects, such as
       // CONNECT on the template database itself.)
       await inside.query(GIVE_OBJECTS_TO_ROLE);
+      // Only a superuser may change the catalogs' privileges; without one, see the start's report (gateway.ts).
+      if (superuser) await hideCatalogs(inside);
       await inside.query("COMMIT");
     } finally {
       await inside.end();
