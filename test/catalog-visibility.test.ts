@@ -122,7 +122,7 @@ describe("catalog visibility with a superuser administrator", () => {
     );
     const second = await startTestGateway({
       platforms: 0,
-      overrides: { platformKeys: new Map([[platform, t.keys[platform]!]]), gatewaySecret: t.gatewaySecret },
+      overrides: { platformKeys: new Map([[platform, [t.keys[platform]!]]]), gatewaySecret: t.gatewaySecret },
     });
     try {
       await waitFor(async () => !(await rolesOpen(database)), 20_000, "pg_roles closed again");
