@@ -3,6 +3,7 @@ import { DEFAULT_CLIENT_IDENTITY, type ClientIdentityOptions, type IdentitySourc
 import { accessSync, constants, readFileSync } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
 import type { DatabaseErrorText } from "./errors.js";
+import { STATEMENT_CLASSES, type StatementClass } from "./execution/statement-policy.js";
 import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
@@ -32,6 +33,8 @@ export interface Settings {
   readonly platformKeys: ReadonlyMap<string, readonly string[]>;
   /** The admin's API keys (none: no AdminService), also at most two. */
   readonly adminKeys: readonly string[];
+  /** The statement classes each platform with a policy may run (STATEMENT_CLASSES_<PLATFORM>); platforms without one run any statement. */
+  readonly statementClasses: ReadonlyMap<string, readonly StatementClass[]>;
   /** Secret from which every tenant role's password is derived. */
   readonly gatewaySecret: string | undefined;
   readonly pool: PoolSettings;
@@ -312,6 +315,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       problems.push(`${name}: platform names are letters and digits starting with a letter (API_KEY_MEDSTOREAPP)`);
     }
   }
+  const statementClasses = statementClassesOf(env, platformKeys, problems);
   const gatewaySecret = secret("GATEWAY_SECRET");
   if (gatewaySecret !== undefined && gatewaySecret.length < MIN_SECRET_LENGTH) {
     problems.push(`GATEWAY_SECRET must be at least ${MIN_SECRET_LENGTH} characters`);
@@ -368,6 +372,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     clientIdentity,
     platformKeys,
     adminKeys,
+    statementClasses,
     gatewaySecret,
     pool: {
       maxConnectionsPerPool: int("MAX_CONNECTIONS_PER_POOL", 10, 1, 10_000),
@@ -401,6 +406,28 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
   return { settings: Object.freeze(settings), problems };
 }
 
+/**
+ * STATEMENT_CLASSES_<PLATFORM>: the statement classes (`STATEMENT_CLASSES`) a
+ * platform may run, comma-separated, or "all"; a platform without one runs
+ * any statement.
+ */
+function statementClassesOf(env: NodeJS.ProcessEnv, platformKeys: ReadonlyMap<string, unknown>, problems: string[]): Map<string, StatementClass[]> {
+  const policies = new Map<string, StatementClass[]>();
+  for (const [name, raw] of Object.entries(env)) {
+    const match = /^STATEMENT_CLASSES_([A-Za-z0-9]+)$/i.exec(name);
+    if (match === null || !raw?.trim()) continue;
+    const platform = match[1]!.toLowerCase();
+    const value = raw.trim().toLowerCase();
+    const classes = value === "all" ? [...STATEMENT_CLASSES] : value.split(",").map((c) => c.trim());
+    const unknown = classes.filter((c) => !(STATEMENT_CLASSES as readonly string[]).includes(c));
+    if (unknown.length > 0)
+      problems.push(`${name}: unknown statement class ${unknown.map((c) => `"${c}"`).join(", ")} (classes: ${STATEMENT_CLASSES.join(", ")}, or all)`);
+    else if (!platformKeys.has(platform)) problems.push(`${name}: no platform "${platform}" has an API key (API_KEY_${platform.toUpperCase()})`);
+    else policies.set(platform, classes as StatementClass[]);
+  }
+  return policies;
+}
+
 /** Settings as a printable object, with every secret redacted. */
 export function describeSettings(settings: Settings): Record<string, unknown> {
   let database = "embedded PostgreSQL (development)";
@@ -416,6 +443,7 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     platforms: Object.fromEntries([...settings.platformKeys].sort(([a], [b]) => a.localeCompare(b)).map(([platform, keys]) => [platform, keys.length])),
     adminKeys: settings.adminKeys.length,
     gatewaySecret: settings.gatewaySecret === undefined ? "not set" : "set",
+    statementClasses: Object.fromEntries([...settings.statementClasses].map(([platform, classes]) => [platform, classes.join(",")])),
     maxConnectionsPerPool: settings.pool.maxConnectionsPerPool,
     maxTotalConnections: settings.pool.maxTotalConnections,
     maxPools: settings.pool.maxPools,

@@ -10,6 +10,7 @@ import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.j
 import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import { ApiKeys, type ApiKeySet } from "./grpc/api-keys.js";
+import { loadStatementParser, StatementPolicy, type StatementClass } from "./execution/statement-policy.js";
 import { checkPeer, DEFAULT_CLIENT_IDENTITY, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
 import { exposeRequestEncodings, frameCompressedMessages } from "./grpc/grpc-js-internals.js";
@@ -71,6 +72,8 @@ export interface GatewayOptions extends ApiKeySet {
   superuserExpected?: boolean;
   /** Limits of buffered results, per call and for the gateway (default `DEFAULT_RESULT_LIMITS`). */
   results?: ResultLimits;
+  /** The statement classes each platform with a policy may run; others run any statement. */
+  statementClasses?: ReadonlyMap<string, readonly StatementClass[]>;
   /** The level at which a failed statement's full error is logged (default off): PostgreSQL's messages may quote data. */
   failedStatementLogLevel?: LogLevel | "off";
   /** gzip (default): the responses of calls whose client compresses its requests with gzip are compressed too; none: no response is. */
@@ -325,6 +328,9 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   const admitPlatform: ServiceHooks["authorize"] = (principal, charge) => {
     if (principal.kind === "platform" && charge) limiter?.take(principal.platform);
   };
+  const policies = new Map<string, StatementPolicy>();
+  if ((options.statementClasses?.size ?? 0) > 0) await loadStatementParser();
+  for (const [platform, classes] of options.statementClasses ?? []) policies.set(platform, new StatementPolicy(classes));
   const queryService = createQueryService(
     router,
     pools,
@@ -335,6 +341,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       maxPendingNotifications: MAX_PENDING_NOTIFICATIONS,
       maxStreamQueries: options.maxStreamQueries ?? MAX_STREAM_QUERIES,
       results,
+      policies,
     },
     draining.signal,
   );

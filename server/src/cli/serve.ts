@@ -134,6 +134,7 @@ async function serve(settings: Settings): Promise<void> {
       gatewayInstances: settings.gatewayInstances,
       results: settings.results,
       failedStatementLogLevel: settings.failedStatementLogLevel,
+      statementClasses: settings.statementClasses,
     });
   } catch (err) {
     await tracing?.shutdown();

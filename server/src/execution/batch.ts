@@ -11,6 +11,7 @@ import { allAnswered, CANCEL_AGAIN_MILLIS, lapTimer, sendPipelined, shieldedBegi
 import type { BufferedResult } from "./buffered-query.js";
 import type { ResultAccount } from "./result-budget.js";
 import { beginStatement, commit, commitOutcomeUnknown, OpenTransaction } from "./transaction-control.js";
+import type { StatementCheck } from "./statement-policy.js";
 
 /** What a batch does when the statement at index `i` cuts its results off (see `runBatch`). */
 type CutAt = (i: number) => (error: GatewayError) => void;
@@ -27,14 +28,19 @@ export interface PreparedBatch {
 }
 
 /** Checks every statement of a batch; an invalid one fails the call, naming its index. */
-export function prepareBatch(statements: readonly Statement[], atomic: boolean, options: TransactionOptions | undefined): PreparedBatch {
+export function prepareBatch(
+  statements: readonly Statement[],
+  atomic: boolean,
+  options: TransactionOptions | undefined,
+  check?: StatementCheck,
+): PreparedBatch {
   if (statements.length === 0) throw new GatewayError("INVALID_REQUEST", "a batch needs at least one statement");
   if (statements.length > MAX_BATCH_STATEMENTS) {
     throw new GatewayError("INVALID_REQUEST", `a batch holds at most ${MAX_BATCH_STATEMENTS} statements (got ${statements.length})`);
   }
   const prepared = statements.map((statement, i) => {
     try {
-      return prepareStatement(statement);
+      return prepareStatement(statement, undefined, check);
     } catch (err) {
       throw atStatement(toGatewayError(err), i);
     }

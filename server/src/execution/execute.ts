@@ -10,6 +10,7 @@ import type { Lease } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
 import { BufferedQuery, type BufferedResult } from "./buffered-query.js";
 import type { ResultAccount } from "./result-budget.js";
+import type { StatementCheck } from "./statement-policy.js";
 
 /**
  * Runs one statement with bound parameters on a leased connection, in a span
@@ -79,7 +80,7 @@ export const MAX_PARAMETERS = 65_535;
  * Checks a statement from a request and converts its parameters: done before
  * a connection is taken, so a bad request never holds one.
  */
-export function prepareStatement(statement: Pick<Statement, "sql" | "params">, traceContext?: Context): PreparedStatement {
+export function prepareStatement(statement: Pick<Statement, "sql" | "params">, traceContext?: Context, check?: StatementCheck): PreparedStatement {
   if (statement.sql.trim() === "") throw new GatewayError("INVALID_REQUEST", "sql is empty");
   if (statement.sql.includes("\0")) throw new GatewayError("INVALID_REQUEST", "sql cannot contain a zero byte");
   if (statement.params.length > MAX_PARAMETERS) {
@@ -88,5 +89,6 @@ export function prepareStatement(statement: Pick<Statement, "sql" | "params">, t
       `a statement takes at most ${MAX_PARAMETERS} parameters, the most PostgreSQL's protocol can carry (got ${statement.params.length})`,
     );
   }
+  check?.(statement.sql);
   return { sql: statement.sql, values: toPgParams(statement.params), traceContext, copy: isCopy(statement.sql) };
 }

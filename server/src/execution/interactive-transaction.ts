@@ -9,6 +9,7 @@ import { canPipeline } from "./leading-keyword.js";
 import { encodeTransactionResult } from "../../../wire/src/response-encoding.js";
 import type { ResultBudget } from "./result-budget.js";
 import { OpenTransaction } from "./transaction-control.js";
+import type { StatementCheck } from "./statement-policy.js";
 
 /** Limits of an interactive transaction. */
 export interface TransactionLimits {
@@ -20,6 +21,8 @@ export interface TransactionLimits {
   results: ResultBudget;
   /** Told of each statement that failed while the transaction went on (its error answered as a message): the call's record tallies and logs it. */
   onStatementError?: (error: GatewayError) => void;
+  /** The statements the transaction's platform may run. */
+  check?: StatementCheck;
 }
 
 type Requests = RequestStream<typeof TransactionRequestSchema>;
@@ -114,7 +117,7 @@ export async function runInteractiveTransaction(
           pipelined.push(next.kind.value);
           await requests.next();
         }
-        const prepared = pipelined.length > 1 && pipelined.every((s) => canPipeline(s.sql)) ? prepareAll(pipelined) : undefined;
+        const prepared = pipelined.length > 1 && pipelined.every((s) => canPipeline(s.sql)) ? prepareAll(pipelined, limits.check) : undefined;
         if (prepared !== undefined) {
           for (const answer of await answerPipelined(lease, transaction, prepared, limits)) await responses.send(answer);
         } else {
@@ -175,7 +178,7 @@ async function answerStatement(
   lease: Lease,
   transaction: OpenTransaction,
   statement: Parameters<typeof prepareStatement>[0],
-  { maxStatementMillis, results, onStatementError }: TransactionLimits,
+  { maxStatementMillis, results, onStatementError, check }: TransactionLimits,
 ): Promise<MessageInitShape<typeof TransactionResponseSchema> | EncodedMessage> {
   const timer = setTimeout(
     () => lease.interrupt(new GatewayError("DEADLINE_EXCEEDED", `the statement ran longer than the longest allowed (${maxStatementMillis} ms)`)),
@@ -183,7 +186,7 @@ async function answerStatement(
   );
   try {
     return await results.withAccount(async (account) => {
-      const { result, nanos } = await transaction.run(prepareStatement(statement), account);
+      const { result, nanos } = await transaction.run(prepareStatement(statement, undefined, check), account);
       await transaction.check(result.command);
       return new EncodedMessage(encodeTransactionResult(result.encode(nanos)), () => account.release());
     });
@@ -198,9 +201,9 @@ async function answerStatement(
 }
 
 /** The statements prepared, or undefined when one is invalid (each is then run, and answered, on its own). */
-function prepareAll(statements: readonly Parameters<typeof prepareStatement>[0][]): PreparedStatement[] | undefined {
+function prepareAll(statements: readonly Parameters<typeof prepareStatement>[0][], check: StatementCheck | undefined): PreparedStatement[] | undefined {
   try {
-    return statements.map((statement) => prepareStatement(statement));
+    return statements.map((statement) => prepareStatement(statement, undefined, check));
   } catch {
     return undefined;
   }

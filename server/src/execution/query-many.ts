@@ -8,6 +8,7 @@ import { MAX_BATCH_STATEMENTS } from "./batch.js";
 import { runPipelined, type Outcome } from "./pipeline.js";
 import type { ResultAccount } from "./result-budget.js";
 import { queryTraceContext } from "../telemetry/tracing.js";
+import type { StatementCheck } from "./statement-policy.js";
 
 /**
  * Statements pipelined on one connection when the pool has no connection
@@ -86,7 +87,7 @@ export async function runQueryMany(
   pools: PoolManager,
   databaseOf: (tenantId: string) => Promise<string>,
   queries: readonly TenantQuery[],
-  limits: CallLimits,
+  limits: StatementLimits,
   account: ResultAccount,
 ): Promise<{ outcomes: Outcome[]; databases: string[] }> {
   if (queries.length === 0) throw new GatewayError("INVALID_REQUEST", "QueryMany needs at least one query");
@@ -96,6 +97,11 @@ export async function runQueryMany(
     for (const [j, index] of indexes.entries()) outcomes[index] = answers[j]!;
   });
   return { outcomes, databases };
+}
+
+/** A call's limits (deadline, cancellation) and the statements its platform may run. */
+export interface StatementLimits extends CallLimits {
+  check?: StatementCheck;
 }
 
 /** Refuses more queries than one QueryMany call or QueryStream message carries. */
@@ -122,7 +128,7 @@ export async function runQueries(
   pools: PoolManager,
   databaseOf: (tenantId: string) => Promise<string>,
   queries: readonly TenantQuery[],
-  limits: CallLimits,
+  limits: StatementLimits,
   account: ResultAccount,
   answer: Answers,
   interruptions: "throw" | "answer" = "throw",
@@ -134,7 +140,7 @@ export async function runQueries(
   await Promise.all(
     queries.map(async (query, index) => {
       try {
-        const statement = prepareStatement(query, queryTraceContext(query.traceContext));
+        const statement = prepareStatement(query, queryTraceContext(query.traceContext), limits.check);
         let route = routes.get(query.tenantId);
         if (route === undefined) routes.set(query.tenantId, (route = databaseOf(query.tenantId)));
         const database = await route;

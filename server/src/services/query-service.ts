@@ -17,6 +17,7 @@ import type { Router } from "../tenancy/router.js";
 import { QueryStreamSession, type QueryStreamShared } from "./query-stream-session.js";
 import type { ServiceImpl } from "./service-contract.js";
 import { databaseNameOrEmpty } from "../tenancy/naming.js";
+import type { StatementPolicy } from "../execution/statement-policy.js";
 
 /** Limits of the data plane. */
 export interface QueryServiceLimits {
@@ -30,6 +31,8 @@ export interface QueryServiceLimits {
   maxStreamQueries: number;
   /** The limits of buffered results (each call's) and the budget they draw on (the gateway's). */
   results: ResultBudget;
+  /** The statement policy of each platform that has one (STATEMENT_CLASSES_<PLATFORM>); others run any statement. */
+  policies?: ReadonlyMap<string, StatementPolicy>;
 }
 
 /**
@@ -53,9 +56,11 @@ export function createQueryService(
   limits: QueryServiceLimits,
   draining: AbortSignal,
 ): ServiceImpl<(typeof QueryService)["method"]> {
-  const statementLimits = (ctx: { deadline: number; signal: AbortSignal }) => ({
+  const checkOf = (platform: string) => limits.policies?.get(platform)?.check;
+  const statementLimits = (ctx: { deadline: number; signal: AbortSignal }, platform = "") => ({
     deadline: Math.min(ctx.deadline, Date.now() + limits.maxStatementMillis),
     signal: ctx.signal,
+    check: checkOf(platform),
   });
   const transactionLimits = {
     maxStatementMillis: limits.maxStatementMillis,
@@ -68,6 +73,7 @@ export function createQueryService(
     maxStreamQueries: limits.maxStreamQueries,
     results: limits.results,
     statementLimits,
+    checkOf,
     draining,
     transactions: transactionLimits,
   };
@@ -75,7 +81,7 @@ export function createQueryService(
     async query(request, ctx) {
       ctx.record.statements = 1;
       const database = await router.route(ctx, request.platform, request.tenantId);
-      const statement = prepareStatement(request);
+      const statement = prepareStatement(request, undefined, checkOf(request.platform));
       return limits.results.withAccount(async (account) => {
         const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement], account), statementLimits(ctx));
         if (outcome!.error !== undefined) throw outcome!.error;
@@ -88,7 +94,7 @@ export function createQueryService(
       router.checkPlatform(ctx, request.platform);
       return limits.results.withAccount(async (account) => {
         const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
-        const { outcomes, databases } = await runQueryMany(pools, databaseOf, request.queries, statementLimits(ctx), account);
+        const { outcomes, databases } = await runQueryMany(pools, databaseOf, request.queries, statementLimits(ctx, request.platform), account);
         ctx.record.setDatabases(databases);
         ctx.record.tallyFailures(outcomes, (i) => databaseNameOrEmpty(request.platform, request.queries[i]!.tenantId));
         return encodeResults(outcomes, () => account.release());
@@ -100,7 +106,7 @@ export function createQueryService(
     async streamQuery(request, responses, ctx) {
       ctx.record.statements = 1;
       const database = await router.route(ctx, request.platform, request.tenantId);
-      const statement = prepareStatement(request);
+      const statement = prepareStatement(request, undefined, checkOf(request.platform));
       const chunks = chunkLimits(request.maxRowsPerMessage, request.maxBytesPerMessage);
       await pools.withConnection(
         database,
@@ -112,7 +118,7 @@ export function createQueryService(
     async batch(request, ctx) {
       ctx.record.statements = request.statements.length;
       const database = await router.route(ctx, request.platform, request.tenantId);
-      const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions);
+      const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions, checkOf(request.platform));
       // One response carries every result: the limits apply to them together.
       return limits.results.withAccount(async (account) => {
         const outcomes = await pools.withConnection(database, (lease) => runBatch(lease, batch, account), statementLimits(ctx));
@@ -136,12 +142,13 @@ export function createQueryService(
           return request;
         },
       };
-      const limits = { ...transactionLimits, onStatementError: (error: GatewayError) => ctx.record.queryFailed(error) };
+      const limits = { ...transactionLimits, onStatementError: (error: GatewayError) => ctx.record.queryFailed(error), check: checkOf(platform) };
       await runTransaction(pools, database, begin, counted, responses, limits, { deadline: ctx.deadline, signal: ctx.signal });
     },
 
     async listen(request, responses, ctx) {
       const database = await router.route(ctx, request.platform, request.tenantId);
+      limits.policies?.get(request.platform)?.require("listen", "Listen calls");
       const channels = validateChannels(request.channels);
       await new Promise<void>((resolve, reject) => {
         const subscription = listeners.subscribe(database, channels, {

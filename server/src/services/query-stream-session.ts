@@ -20,6 +20,8 @@ import type { Router } from "../tenancy/router.js";
 import type { CallContext } from "./service-contract.js";
 import { StreamTransactions } from "./stream-transactions.js";
 import { databaseNameOrEmpty } from "../tenancy/naming.js";
+import type { StatementLimits } from "../execution/query-many.js";
+import type { StatementCheck } from "../execution/statement-policy.js";
 
 /** What every QueryStream of a QueryService shares: where its queries go, its limits, and the gateway's drain. */
 export interface QueryStreamShared {
@@ -30,7 +32,10 @@ export interface QueryStreamShared {
   /** The budget a message's results draw on (each message has an account of its own, each batch too). */
   readonly results: ResultBudget;
   /** The limits of a message's statements: its deadline, capped at the service's longest statement, and the call's signal. */
-  statementLimits(limits: { deadline: number; signal: AbortSignal }): CallLimits;
+  /** A call's limits, with the statements `platform` may run. */
+  statementLimits(limits: { deadline: number; signal: AbortSignal }, platform: string): StatementLimits;
+  /** The statement check of a platform's policy, if it has one. */
+  checkOf(platform: string): StatementCheck | undefined;
   /** Aborted when the gateway begins to shut down. */
   readonly draining: AbortSignal;
   /** The limits of the transactions the stream carries, as of a Transaction call's. */
@@ -120,6 +125,7 @@ export class QueryStreamSession {
       router: shared.router,
       pools: shared.pools,
       limits: shared.transactions,
+      checkOf: shared.checkOf,
       ctx,
       answer: (answer, frames, onSent) =>
         new Promise<void>((resolve) => {
@@ -208,7 +214,7 @@ export class QueryStreamSession {
       router.checkPlatform(this.ctx, request.platform);
       checkQueryCount(queries.length + batches.length, "a QueryStream message");
       const deadline = request.timeoutMs > 0 ? Date.now() + request.timeoutMs : Infinity;
-      const limits = this.shared.statementLimits({ deadline, signal: this.ctx.signal });
+      const limits = this.shared.statementLimits({ deadline, signal: this.ctx.signal }, request.platform);
       const databaseOf = (tenantId: string) => router.database(request.platform, tenantId);
       const answer: Answers = (indexes, outcomes) => {
         // Queries stopped by the stream's own cancellation are not failures of theirs: the stream's end counts it.
@@ -242,7 +248,7 @@ export class QueryStreamSession {
     try {
       if (request.platform !== "" && request.platform !== platform) throw new GatewayError("INVALID_REQUEST", "a batch's platform must be its message's");
       database = await router.database(platform, request.tenantId);
-      const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions);
+      const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions, this.shared.checkOf(platform));
       const outcomes = await pools.withConnection(database, (lease) => runBatch(lease, batch, account), limits);
       this.#batchAnswered(number, { batch: encodeBatchResults(outcomes) }, () => account.release());
     } catch (err) {

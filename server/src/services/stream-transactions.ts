@@ -18,12 +18,15 @@ import type { CallRecord } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
 import type { CallContext } from "./service-contract.js";
+import type { StatementCheck } from "../execution/statement-policy.js";
 
 /** What the stream's transactions need of their QueryStream. */
 export interface StreamTransactionsHost {
   readonly router: Router;
   readonly pools: PoolManager;
   readonly limits: TransactionLimits;
+  /** The statement check of a platform's policy, if it has one. */
+  readonly checkOf: (platform: string) => StatementCheck | undefined;
   readonly ctx: CallContext;
   /**
    * Queues an answer that covers `frames` of the transaction messages read
@@ -104,7 +107,7 @@ export class StreamTransactions {
   }
 
   #begin(number: number, request: TransactionRequest, timeoutMs: number): void {
-    const { ctx, router, pools, limits } = this.host;
+    const { ctx, router, pools, limits, checkOf } = this.host;
     const begin = request.kind.value as Extract<TransactionRequest["kind"], { case: "begin" }>["value"];
     const record = ctx.startPart();
     record.countAsTransaction();
@@ -124,7 +127,7 @@ export class StreamTransactions {
         statement,
         transaction.counted(record),
         transaction.responses,
-        { ...limits, onStatementError: (error) => record.queryFailed(error) },
+        { ...limits, onStatementError: (error) => record.queryFailed(error), check: checkOf(begin.platform) },
         { deadline, signal: this.#signal },
         (lease) => {
           transaction.lease = lease;
