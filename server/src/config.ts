@@ -3,6 +3,7 @@ import { DEFAULT_CLIENT_IDENTITY, type ClientIdentityOptions, type IdentitySourc
 import { accessSync, constants, readFileSync } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";
+import { DEFAULT_CLIENT_CONNECTION_LIMITS, type ClientConnectionLimits } from "./grpc/client-connections.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
 import { parseDatabaseName, validatePlatform } from "./tenancy/naming.js";
@@ -27,6 +28,8 @@ export interface Settings {
   readonly tls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string; readonly crlFile?: string } | undefined;
   /** How a client certificate names the principal it is for (TLS_CLIENT_IDENTITY, TLS_SPIFFE_TRUST_DOMAIN). */
   readonly clientIdentity: ClientIdentityOptions;
+  /** The gRPC port's TCP connections: how many may be open at once, and how long each has to complete its TLS handshake. */
+  readonly clientConnections: ClientConnectionLimits;
   /** API key of each platform, by platform name. */
   readonly platformKeys: ReadonlyMap<string, string>;
   readonly adminKey: string | undefined;
@@ -340,6 +343,10 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     port: int("GATEWAY_PORT", 9000, 0, 65535),
     tls,
     clientIdentity,
+    clientConnections: {
+      maxConnections: int("MAX_CLIENT_CONNECTIONS", DEFAULT_CLIENT_CONNECTION_LIMITS.maxConnections, 1, 1_000_000),
+      tlsHandshakeTimeoutMillis: int("TLS_HANDSHAKE_TIMEOUT_SECS", DEFAULT_CLIENT_CONNECTION_LIMITS.tlsHandshakeTimeoutMillis / 1000, 1, 600) * 1000,
+    },
     platformKeys,
     adminKey,
     gatewaySecret,
@@ -391,6 +398,8 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     maxTotalConnections: settings.pool.maxTotalConnections,
     maxPools: settings.pool.maxPools,
     gatewayInstances: settings.gatewayInstances,
+    maxClientConnections: settings.clientConnections.maxConnections,
+    tlsHandshakeTimeoutSecs: settings.clientConnections.tlsHandshakeTimeoutMillis / 1000,
     maxResultRows: settings.results.maxRows,
     maxResultBytes: settings.results.maxBytes,
     maxBufferedResultBytes: settings.results.maxBufferedBytes,

@@ -10,9 +10,10 @@ import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.j
 import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import { ApiKeys } from "./grpc/api-keys.js";
+import { DEFAULT_CLIENT_CONNECTION_LIMITS, limitClientConnections, type ClientConnectionLimits } from "./grpc/client-connections.js";
 import { checkPeer, DEFAULT_CLIENT_IDENTITY, identityOf, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
-import { exposeRequestEncodings, frameCompressedMessages } from "./grpc/grpc-js-internals.js";
+import { exposeRequestEncodings, frameCompressedMessages, listeningServers } from "./grpc/grpc-js-internals.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { OpenCalls } from "./grpc/open-calls.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
@@ -45,6 +46,8 @@ export interface GatewayOptions {
   tls: TlsMaterial;
   /** How client certificates are bound to principals (default: a SPIFFE ID, else the CN). */
   clientIdentity?: ClientIdentityOptions;
+  /** The gRPC port's TCP connections at once, and the time each has for its TLS handshake (default `DEFAULT_CLIENT_CONNECTION_LIMITS`). */
+  clientConnections?: ClientConnectionLimits;
   platformKeys: ReadonlyMap<string, string>;
   adminKey: string | undefined;
   /** Tenant role passwords are derived from it. */
@@ -317,15 +320,20 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     listeners: () => listeners.stats(),
     postgresUp: () => health.report().postgres_connected,
     bufferedResultBytes: () => results.usedBytes,
+    clientConnections: () => clientConnections.open,
   });
 
-  const credentials = serverCredentials(options.tls);
+  const connectionLimits = options.clientConnections ?? DEFAULT_CLIENT_CONNECTION_LIMITS;
+  const credentials = serverCredentials(options.tls, connectionLimits.tlsHandshakeTimeoutMillis);
   const address = `${formatHost(options.host)}:${options.port}`;
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(address, credentials, (err, bound) =>
       // With a code, so that the CLI reports it in one line (grpc-js's error names the cause: EADDRINUSE, EACCES).
       err ? reject(Object.assign(new Error(`cannot listen on ${address}: ${err.message}`), { code: "LISTEN_FAILED" })) : resolve(bound),
     ),
+  );
+  const clientConnections = limitClientConnections(listeningServers(server), connectionLimits.maxConnections, (reason) =>
+    metrics.clientConnectionsRefused.inc({ reason }),
   );
   const http = await startHttpEndpoints({ host: options.metrics.host, port: options.metrics.port, metrics, health });
   cleanup.defer("HTTP endpoints", () => http.close());

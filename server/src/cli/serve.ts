@@ -110,6 +110,7 @@ async function serve(settings: Settings): Promise<void> {
       databaseUrl: databaseUrl!,
       tls,
       clientIdentity: settings.clientIdentity,
+      clientConnections: settings.clientConnections,
       platformKeys,
       adminKey,
       gatewaySecret: gatewaySecret!,
