@@ -21,7 +21,8 @@ export async function closesWithin(socket: Socket, withinMs: number): Promise<nu
   if (socket.closed) return 0;
   let timer: NodeJS.Timeout | undefined;
   const closed = await Promise.race([
-    once(socket, "close").then(() => true),
+    // Not events.once: it rejects on the 'error' (a reset) that may come before the close.
+    new Promise<true>((resolve) => socket.once("close", () => resolve(true))),
     new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), withinMs))),
   ]);
   clearTimeout(timer);
@@ -73,8 +74,8 @@ export async function openTls(port: number, principal: string): Promise<TLSSocke
 export const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /** HTTP/2 frame types (RFC 9113 §6) written by hand in the tests. */
-export const FrameType = { HEADERS: 0x1, RST_STREAM: 0x3, SETTINGS: 0x4, CONTINUATION: 0x9 } as const;
-/** Flags: END_STREAM 0x1, END_HEADERS 0x4 (HEADERS and CONTINUATION), ACK 0x1 (SETTINGS). */
+export const FrameType = { DATA: 0x0, HEADERS: 0x1, RST_STREAM: 0x3, SETTINGS: 0x4, PING: 0x6, GOAWAY: 0x7, CONTINUATION: 0x9 } as const;
+/** Flags: END_STREAM 0x1 (DATA, HEADERS), END_HEADERS 0x4 (HEADERS, CONTINUATION), ACK 0x1 (SETTINGS, PING). */
 export const FrameFlag = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4 } as const;
 
 /** One HTTP/2 frame: the 9-byte header (24-bit length, type, flags, 31-bit stream id) and its payload. */
@@ -99,4 +100,55 @@ export function headerBlock(fields: readonly (readonly [string, string])[]): Buf
     parts.push(Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value));
   }
   return Buffer.concat(parts);
+}
+
+/** A frame as the gateway sent it. */
+export interface ReceivedFrame {
+  type: number;
+  flags: number;
+  streamId: number;
+  payload: Buffer;
+}
+
+/** The frames the gateway sends on `socket`, parsed as they arrive (a server sends no preface: frames from its first byte). */
+export interface FrameReader {
+  readonly frames: readonly ReceivedFrame[];
+  /** Whether a frame `matches` arrives within `withinMs` (one that came already counts); false if the connection closes first. */
+  until(matches: (frame: ReceivedFrame) => boolean, withinMs: number): Promise<boolean>;
+}
+
+/** Reads the HTTP/2 frames the gateway sends on `socket` (see `FrameReader`). */
+export function readFrames(socket: Socket): FrameReader {
+  const frames: ReceivedFrame[] = [];
+  let pending = Buffer.alloc(0);
+  const waiters = new Set<() => void>();
+  socket.on("data", (data: Buffer) => {
+    pending = Buffer.concat([pending, data]);
+    while (pending.length >= 9 && pending.length >= 9 + pending.readUIntBE(0, 3)) {
+      const length = pending.readUIntBE(0, 3);
+      frames.push({ type: pending[3]!, flags: pending[4]!, streamId: pending.readUInt32BE(5) & 0x7fffffff, payload: pending.subarray(9, 9 + length) });
+      pending = pending.subarray(9 + length);
+    }
+    for (const wake of waiters) wake();
+  });
+  socket.on("close", () => waiters.forEach((wake) => wake()));
+  return {
+    frames,
+    until(matches, withinMs) {
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => done(false), withinMs);
+        const done = (found: boolean) => {
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(found);
+        };
+        const check = () => {
+          if (frames.some(matches)) done(true);
+          else if (socket.closed) done(false);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+  };
 }
