@@ -5,6 +5,7 @@ import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
 import type { DatabaseErrorText } from "./errors.js";
 import { STATEMENT_CLASSES, type StatementClass } from "./execution/statement-policy.js";
 import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";
+import { DEFAULT_CLIENT_CONNECTION_LIMITS, type ClientConnectionLimits } from "./grpc/client-connections.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
 import { parseDatabaseName, validatePlatform } from "./tenancy/naming.js";
@@ -29,6 +30,8 @@ export interface Settings {
   readonly tls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string; readonly crlFile?: string } | undefined;
   /** How a client certificate names the principal it is for (TLS_CLIENT_IDENTITY, TLS_SPIFFE_TRUST_DOMAIN). */
   readonly clientIdentity: ClientIdentityOptions;
+  /** The gRPC port's TCP connections: how many may be open at once, and how long each has to complete its TLS handshake. */
+  readonly clientConnections: ClientConnectionLimits;
   /** The API keys of each platform, by platform name: one, or two while clients move from one to the other. */
   readonly platformKeys: ReadonlyMap<string, readonly string[]>;
   /** The admin's API keys (none: no AdminService), also at most two. */
@@ -370,6 +373,10 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     port: int("GATEWAY_PORT", 9000, 0, 65535),
     tls,
     clientIdentity,
+    clientConnections: {
+      maxConnections: int("MAX_CLIENT_CONNECTIONS", DEFAULT_CLIENT_CONNECTION_LIMITS.maxConnections, 1, 1_000_000),
+      tlsHandshakeTimeoutMillis: int("TLS_HANDSHAKE_TIMEOUT_SECS", DEFAULT_CLIENT_CONNECTION_LIMITS.tlsHandshakeTimeoutMillis / 1000, 1, 600) * 1000,
+    },
     platformKeys,
     adminKeys,
     statementClasses,
@@ -448,6 +455,8 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     maxTotalConnections: settings.pool.maxTotalConnections,
     maxPools: settings.pool.maxPools,
     gatewayInstances: settings.gatewayInstances,
+    maxClientConnections: settings.clientConnections.maxConnections,
+    tlsHandshakeTimeoutSecs: settings.clientConnections.tlsHandshakeTimeoutMillis / 1000,
     maxResultRows: settings.results.maxRows,
     maxResultBytes: settings.results.maxBytes,
     maxBufferedResultBytes: settings.results.maxBufferedBytes,

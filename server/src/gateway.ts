@@ -11,9 +11,10 @@ import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import { ApiKeys, type ApiKeySet } from "./grpc/api-keys.js";
 import { loadStatementParser, StatementPolicy, type StatementClass } from "./execution/statement-policy.js";
+import { DEFAULT_CLIENT_CONNECTION_LIMITS, limitClientConnections, type ClientConnectionLimits } from "./grpc/client-connections.js";
 import { checkPeer, DEFAULT_CLIENT_IDENTITY, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
-import { exposeRequestEncodings, frameCompressedMessages } from "./grpc/grpc-js-internals.js";
+import { exposeRequestEncodings, frameCompressedMessages, listeningServers } from "./grpc/grpc-js-internals.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { OpenCalls } from "./grpc/open-calls.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
@@ -46,6 +47,8 @@ export interface GatewayOptions extends ApiKeySet {
   tls: TlsMaterial;
   /** How client certificates are bound to principals (default: a SPIFFE ID, else the CN). */
   clientIdentity?: ClientIdentityOptions;
+  /** The gRPC port's TCP connections at once, and the time each has for its TLS handshake (default `DEFAULT_CLIENT_CONNECTION_LIMITS`). */
+  clientConnections?: ClientConnectionLimits;
   /** Tenant role passwords are derived from it. */
   gatewaySecret: string;
   pool: PoolSettings;
@@ -372,9 +375,11 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     listeners: () => listeners.stats(),
     postgresUp: () => health.report().postgres_connected,
     bufferedResultBytes: () => results.usedBytes,
+    clientConnections: () => clientConnections.open,
   });
 
-  const credentials = serverCredentials(options.tls);
+  const connectionLimits = options.clientConnections ?? DEFAULT_CLIENT_CONNECTION_LIMITS;
+  const credentials = serverCredentials(options.tls, connectionLimits.tlsHandshakeTimeoutMillis);
   let tls = options.tls;
   const recordReload = (trigger: string, outcome: string, detail: Record<string, string>) =>
     audit
@@ -399,6 +404,9 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       // With a code, so that the CLI reports it in one line (grpc-js's error names the cause: EADDRINUSE, EACCES).
       err ? reject(Object.assign(new Error(`cannot listen on ${address}: ${err.message}`), { code: "LISTEN_FAILED" })) : resolve(bound),
     ),
+  );
+  const clientConnections = limitClientConnections(listeningServers(server), connectionLimits.maxConnections, (reason) =>
+    metrics.clientConnectionsRefused.inc({ reason }),
   );
   const http = await startHttpEndpoints({ host: options.metrics.host, port: options.metrics.port, metrics, health });
   cleanup.defer("HTTP endpoints", () => http.close());

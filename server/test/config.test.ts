@@ -63,6 +63,33 @@ describe("settings", () => {
     }
   });
 
+  it("limits the gRPC port's connections: 10,000 at once and 10 s for a TLS handshake unless set", () => {
+    assert.deepEqual(loadSettings(DEV).clientConnections, { maxConnections: 10_000, tlsHandshakeTimeoutMillis: 10_000 });
+    const s = loadSettings({ ...DEV, MAX_CLIENT_CONNECTIONS: "500", TLS_HANDSHAKE_TIMEOUT_SECS: "3" });
+    assert.deepEqual(s.clientConnections, { maxConnections: 500, tlsHandshakeTimeoutMillis: 3_000 });
+    assert.equal(describeSettings(s).maxClientConnections, 500);
+    assert.equal(describeSettings(s).tlsHandshakeTimeoutSecs, 3);
+    // 0 would mean no limit to node (maxConnections) or node's own 120 s (handshakeTimeout): refused rather than meaning either.
+    assert.throws(
+      () => loadSettings({ ...DEV, MAX_CLIENT_CONNECTIONS: "0", TLS_HANDSHAKE_TIMEOUT_SECS: "0" }),
+      (err: ConfigError) =>
+        err.problems.length === 2 && err.problems[0]!.startsWith("MAX_CLIENT_CONNECTIONS") && err.problems[1]!.startsWith("TLS_HANDSHAKE_TIMEOUT_SECS"),
+    );
+    for (const [name, bad] of [
+      ["MAX_CLIENT_CONNECTIONS", "1000001"],
+      ["MAX_CLIENT_CONNECTIONS", "many"],
+      ["TLS_HANDSHAKE_TIMEOUT_SECS", "601"],
+      ["TLS_HANDSHAKE_TIMEOUT_SECS", "0.5"],
+    ]) {
+      assert.throws(
+        () => loadSettings({ ...DEV, [name!]: bad }),
+        (err: ConfigError) =>
+          err.problems.length === 1 &&
+          err.problems[0] === `${name} must be an integer from 1 to ${name === "MAX_CLIENT_CONNECTIONS" ? 1_000_000 : 600} (got "${bad}")`,
+      );
+    }
+  });
+
   it("limits buffered results: 1,000,000 rows and 64 MiB a call, 256 MiB for all calls, unless set", () => {
     assert.deepEqual(loadSettings(DEV).results, { maxRows: 1_000_000, maxBytes: 64 * 1024 * 1024, maxBufferedBytes: 256 * 1024 * 1024 });
     const s = loadSettings({ ...DEV, MAX_RESULT_ROWS: "5000", MAX_RESULT_BYTES: "1048576", MAX_BUFFERED_RESULT_BYTES: "8388608" });

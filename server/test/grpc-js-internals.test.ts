@@ -1,6 +1,7 @@
-// Canary: the grpc-js internals that server/src/grpc/grpc-js-internals.ts relies on for response compression, checked against the installed package.
+// Canary: the grpc-js internals that server/src/grpc/grpc-js-internals.ts relies on (response compression, the listening servers), checked against the installed package.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { Server as TlsServer } from "node:tls";
 import { gzipSync } from "node:zlib";
 import * as grpc from "@grpc/grpc-js";
 import { testPki } from "../../test/helpers/pki.js";
@@ -8,11 +9,12 @@ import {
   CompressedMessage,
   exposeRequestEncodings,
   frameCompressedMessages,
+  listeningServers,
   REQUEST_ACCEPT_ENCODING_KEY,
   REQUEST_ENCODING_KEY,
 } from "../src/grpc/grpc-js-internals.js";
 
-describe("grpc-js internals used for response compression", () => {
+describe("grpc-js internals", () => {
   it("the request's encodings reach the handler, and a CompressedMessage leaves flagged as compressed", async () => {
     const pki = testPki();
     const server = new grpc.Server();
@@ -68,6 +70,26 @@ describe("grpc-js internals used for response compression", () => {
       assert.match(String(seen[1]), /\bgzip\b/);
     } finally {
       client.close();
+      server.forceShutdown();
+    }
+  });
+
+  it("the node servers behind a bound port are found: TLS servers listening on it", async () => {
+    const pki = testPki();
+    const server = new grpc.Server();
+    try {
+      const port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(
+          "127.0.0.1:0",
+          grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(pki.server.cert), private_key: Buffer.from(pki.server.key) }]),
+          (err, p) => (err ? reject(err) : resolve(p)),
+        ),
+      );
+      const servers = listeningServers(server);
+      assert.equal(servers.length, 1);
+      assert.ok(servers[0] instanceof TlsServer);
+      assert.equal((servers[0].address() as { port: number }).port, port);
+    } finally {
       server.forceShutdown();
     }
   });

@@ -117,6 +117,7 @@ async function serve(settings: Settings): Promise<void> {
       databaseUrl: databaseUrl!,
       tls,
       clientIdentity: settings.clientIdentity,
+      clientConnections: settings.clientConnections,
       platformKeys,
       adminKeys,
       gatewaySecret: gatewaySecret!,

@@ -1,15 +1,17 @@
-// The only module that reaches past grpc-js's public API: what response compression needs, which grpc-js's server does not implement.
+// The only module that reaches past grpc-js's public API: what response compression needs, and the node servers behind the gRPC port.
 /*
  * Written against @grpc/grpc-js 1.14.7. grpc-js's server decompresses the
  * requests it receives (gzip, deflate; any other encoding is UNIMPLEMENTED),
  * but never compresses a response (grpc/grpc-node issue 1823): it frames
  * every message with the compressed flag 0, and it removes the request's
  * grpc-encoding and grpc-accept-encoding headers before a handler could see
- * them. Two of its private members are used to do the rest here; none is
- * promised to stay, so server/test/grpc-js-internals.test.ts checks both
- * against the installed package and names the one that changed.
+ * them. Two of its private members are used to do the rest here. A third,
+ * the map of the node servers it listens with, is how the connection limit
+ * reaches them. None is promised to stay, so server/test/grpc-js-internals.test.ts
+ * checks each against the installed package and names the one that changed.
  */
 import type * as grpc from "@grpc/grpc-js";
+import type { Server as TlsServer } from "node:tls";
 // eslint-disable-next-line no-restricted-imports -- this module is where grpc-js's own modules are imported
 import { BaseServerInterceptingCall } from "@grpc/grpc-js/build/src/server-interceptors.js";
 
@@ -76,4 +78,15 @@ export function frameCompressedMessages(): void {
     return frame;
   };
   framing = "patched";
+}
+
+/**
+ * The node servers (HTTP/2 over TLS: `tls.Server`s) listening on the ports
+ * `server` has bound: one per address its bindAsync resolved. To be called
+ * once bindAsync has called back.
+ */
+export function listeningServers(server: grpc.Server): TlsServer[] {
+  const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(servers instanceof Map)) throw new Error("@grpc/grpc-js has no Server.http2Servers map any more: see server/src/grpc/grpc-js-internals.ts");
+  return [...(servers as Map<TlsServer, unknown>).keys()];
 }

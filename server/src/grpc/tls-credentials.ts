@@ -19,10 +19,20 @@ export interface TlsMaterial {
  * class takes any of node's secure context options.
  */
 export class MutualTlsCredentials extends grpc.ServerCredentials {
-  constructor(material: TlsMaterial) {
+  /** `handshakeTimeoutMillis`: a connection that has not completed its handshake this long after it was accepted is destroyed (node's default: 120 s). */
+  constructor(material: TlsMaterial, handshakeTimeoutMillis?: number) {
     // GRPC_SSL_CIPHER_SUITES, as grpc-js's own credentials read it.
     const ciphers = process.env.GRPC_SSL_CIPHER_SUITES;
-    super({ requestCert: true, rejectUnauthorized: true, ...(ciphers ? { ciphers } : {}) }, contextOptions(material));
+    // grpc-js passes these options to the node TLS server it makes at bindAsync.
+    super(
+      {
+        requestCert: true,
+        rejectUnauthorized: true,
+        ...(ciphers ? { ciphers } : {}),
+        ...(handshakeTimeoutMillis === undefined ? {} : { handshakeTimeout: handshakeTimeoutMillis }),
+      },
+      contextOptions(material),
+    );
   }
 
   _equals(other: grpc.ServerCredentials): boolean {
@@ -41,9 +51,9 @@ export class MutualTlsCredentials extends grpc.ServerCredentials {
   }
 }
 
-/** grpc-js server credentials for `material`: mutual TLS. */
-export function serverCredentials(material: TlsMaterial): MutualTlsCredentials {
-  return new MutualTlsCredentials(material);
+/** grpc-js server credentials for `material`: mutual TLS, with a handshake timeout when one is given. */
+export function serverCredentials(material: TlsMaterial, handshakeTimeoutMillis?: number): MutualTlsCredentials {
+  return new MutualTlsCredentials(material, handshakeTimeoutMillis);
 }
 
 /** Node's secure context options for `material` (the CLI checks them with `createSecureContext` before starting). */

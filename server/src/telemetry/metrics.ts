@@ -12,6 +12,8 @@ export interface MetricSources {
   postgresUp(): boolean;
   /** Bytes of buffered results held now (see `ResultBudget`). */
   bufferedResultBytes?(): number;
+  /** TCP connections open on the gRPC port now. */
+  clientConnections?(): number;
 }
 
 /** Seconds: from a fast point query to a long report. */
@@ -44,6 +46,8 @@ export class GatewayMetrics {
   readonly authRefusals: Counter<"event">;
   /** Calls authenticated by each key: a rotation is over once the old key is no longer counted. */
   readonly apiKeyCalls: Counter<"principal" | "key">;
+  /** Connections to the gRPC port closed before they could carry a call, by reason (`ConnectionRefusal`). */
+  readonly clientConnectionsRefused: Counter<"reason">;
 
   #sources: MetricSources | undefined;
 
@@ -119,6 +123,14 @@ export class GatewayMetrics {
       labelNames: ["principal", "key"],
       registers,
     });
+    this.clientConnectionsRefused = new Counter({
+      name: "db_gateway_client_connections_refused_total",
+      help:
+        "Connections to the gRPC port closed before they could carry a call, by reason: max_connections (beyond MAX_CLIENT_CONNECTIONS, closed as accepted), " +
+        "tls_handshake_timeout (no complete handshake within TLS_HANDSHAKE_TIMEOUT_SECS), tls_handshake_failed (a refused certificate, a client that left, bytes that are not TLS).",
+      labelNames: ["reason"],
+      registers,
+    });
 
     const gauge = (name: string, help: string, read: (sources: MetricSources) => number) =>
       new Gauge({
@@ -177,6 +189,11 @@ export class GatewayMetrics {
       "db_gateway_buffered_result_bytes",
       "Bytes of buffered results held, of MAX_BUFFERED_RESULT_BYTES.",
       (sources) => sources.bufferedResultBytes?.() ?? 0,
+    );
+    gauge(
+      "db_gateway_client_connections",
+      "TCP connections open on the gRPC port, in their TLS handshake or past it (at most MAX_CLIENT_CONNECTIONS).",
+      (sources) => sources.clientConnections?.() ?? 0,
     );
   }
 
