@@ -7,26 +7,13 @@ import { Code, type Database } from "../client-sdk/src/index.js";
 import { OWNER_ROLE } from "../server/src/tenancy/roles.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { runCli } from "./helpers/cli.js";
-import { dropPlatformDatabases, pgUrl, randomPlatform, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { asSuperuser, dropPlatformDatabases, pgUrl, randomPlatform, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { keptLog } from "./helpers/kept-log.js";
 import { waitFor } from "./helpers/wait.js";
 
-/** A superuser's direct connection to one database of the test server. */
-async function superuser<T>(database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const url = new URL(pgUrl());
-  url.pathname = `/${database}`;
-  const client = new pg.Client({ connectionString: url.toString() });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
-
 /** Whether PUBLIC may still read pg_roles in a database (a stand-in for the whole set). */
 function rolesOpen(database: string): Promise<boolean> {
-  return superuser(
+  return asSuperuser(
     database,
     async (c) => (await c.query<{ open: boolean }>("SELECT has_table_privilege('public', 'pg_catalog.pg_roles', 'SELECT') AS open")).rows[0]!.open,
   );
@@ -113,7 +100,7 @@ describe("catalog visibility with a superuser administrator", () => {
 
   it("a database whose catalogs were open again (an older gateway's) is closed at the next start", async () => {
     const database = `${platform}_a`;
-    await superuser(database, (c) => c.query("GRANT SELECT ON pg_catalog.pg_roles, pg_catalog.pg_stat_activity TO PUBLIC"));
+    await asSuperuser(database, (c) => c.query("GRANT SELECT ON pg_catalog.pg_roles, pg_catalog.pg_stat_activity TO PUBLIC"));
     // The sweep above can fail: with pg_roles open it finds every other tenant's role.
     const seen = await namesSeen(a, others);
     assert.ok(
@@ -302,7 +289,7 @@ describe("catalog visibility with an administrator that is not a superuser", () 
   before(async () => {
     adminRole = randomPlatform("adm");
     const password = randomBytes(16).toString("hex");
-    await superuser("postgres", async (su) => {
+    await asSuperuser("postgres", async (su) => {
       await su.query(`CREATE ROLE ${pg.escapeIdentifier(adminRole)} LOGIN CREATEDB CREATEROLE PASSWORD '${password}'`);
       await su.query(`DO $$ BEGIN CREATE ROLE ${OWNER_ROLE} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
       await su.query(`GRANT ${OWNER_ROLE} TO ${pg.escapeIdentifier(adminRole)} WITH ADMIN OPTION`);
@@ -319,7 +306,7 @@ describe("catalog visibility with an administrator that is not a superuser", () 
   after(async () => {
     await dropPlatformDatabases(t.platforms, pgUrl());
     await t.close();
-    await superuser("postgres", async (su) => {
+    await asSuperuser("postgres", async (su) => {
       await su.query(`DROP OWNED BY ${pg.escapeIdentifier(adminRole)}`);
       await su.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(adminRole)}`);
     });

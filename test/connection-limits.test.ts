@@ -85,7 +85,7 @@ describe("tenant role connection limits", () => {
         Code.ResourceExhausted,
         "POOL_EXHAUSTED",
       );
-      assert.match(err.message, /too many connections for role/);
+      assert.match(err.message, /PostgreSQL refused more \(SQLSTATE 53300: too many connections\)/);
       assert.equal(err.metadata.sqlstate, "53300");
       assert.equal(err.metadata.statement_sent, "false");
       // Once PostgreSQL lets it in again, the database is served.

@@ -63,6 +63,13 @@ describe("what clients and the log are told of PostgreSQL's errors", () => {
     assert.match(syntax.message, /^syntax error or access rule violation \(SQLSTATE 42601\)/);
   });
 
+  it("keeps the gateway's own messages, which quote no data", async () => {
+    setDatabaseErrorText("withhold");
+    const copy = await failure(db.query("COPY people FROM STDIN"));
+    assert.equal(copy.reason, "INVALID_REQUEST");
+    assert.match(copy.message, /COPY/);
+  });
+
   it("withholds it in a batch's statement and an interactive transaction's too", async () => {
     setDatabaseErrorText("withhold");
     const batch = await db.batch([{ sql: "SELECT 1" }, { sql: "INSERT INTO people (email, note) VALUES ($1, $2)", params: [QUOTED, UNQUOTED] }]);

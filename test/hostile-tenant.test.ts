@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { inspectAdministrativeRole, OWNER_ROLE } from "../server/src/tenancy/roles.js";
-import { dropPlatformDatabases, pgUrl, randomPlatform, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { asSuperuser, dropPlatformDatabases, pgUrl, randomPlatform, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 
 /**
  * Objects a tenant can make in the `public` schema it owns, each a closer
@@ -149,29 +149,16 @@ for (const kind of ["superuser", "CREATEDB CREATEROLE"] as const) {
       }
     });
 
-    /** A superuser's direct connection to a database of this server. */
-    async function superuser<T>(database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-      const url = new URL(pgUrl());
-      url.pathname = `/${database}`;
-      const client = new pg.Client({ connectionString: url.toString() });
-      await client.connect();
-      try {
-        return await fn(client);
-      } finally {
-        await client.end();
-      }
-    }
-
     /** What ran where it should not: traps recorded in `database`, a canary role, superuser tenant roles. */
     async function escalations(database?: string): Promise<string[]> {
       const found: string[] = [];
       if (database !== undefined) {
-        const { rows } = await superuser(database, (c) =>
+        const { rows } = await asSuperuser(database, (c) =>
           c.query<{ who: string; what: string; n: number }>("SELECT who, what, count(*)::int AS n FROM public.admin_ran GROUP BY 1, 2 ORDER BY 1, 2"),
         );
         found.push(...rows.map((r) => `${r.what} ran ${r.n} times as ${r.who} in ${database}`));
       }
-      await superuser("postgres", async (c) => {
+      await asSuperuser("postgres", async (c) => {
         const { rows } = await c.query<{ rolname: string; rolsuper: boolean }>(
           "SELECT rolname, rolsuper FROM pg_roles WHERE starts_with(rolname, $1) AND (rolname = $2 OR rolsuper)",
           [`${platform}_`, canary],
@@ -220,7 +207,7 @@ for (const kind of ["superuser", "CREATEDB CREATEROLE"] as const) {
     it("an existing database adopted with traps planted by a role that owned its public schema: nothing runs as the administrator", async () => {
       const name = `${platform}_adopted`;
       const legacy = `${platform}_legacy`;
-      await superuser("postgres", async (c) => {
+      await asSuperuser("postgres", async (c) => {
         // Made by the administrative role, as an operator would, owned by it and with a role of the old application in it.
         await c.query(
           `CREATE DATABASE ${pg.escapeIdentifier(name)} OWNER ${pg.escapeIdentifier(adminRole ?? (decodeURIComponent(new URL(pgUrl()).username) || "postgres"))}`,
@@ -229,7 +216,7 @@ for (const kind of ["superuser", "CREATEDB CREATEROLE"] as const) {
         await c.query(`GRANT CREATE ON DATABASE ${pg.escapeIdentifier(name)} TO ${pg.escapeIdentifier(legacy)}`);
         if (adminRole !== undefined) await c.query(`GRANT ${pg.escapeIdentifier(legacy)} TO ${pg.escapeIdentifier(adminRole)}`);
       });
-      await superuser(name, async (c) => {
+      await asSuperuser(name, async (c) => {
         await c.query(`ALTER SCHEMA public OWNER TO ${pg.escapeIdentifier(legacy)}`);
         await c.query(`SET ROLE ${pg.escapeIdentifier(legacy)}`);
         for (const sql of plantedObjects(canary, name)) await c.query(sql);
@@ -239,7 +226,7 @@ for (const kind of ["superuser", "CREATEDB CREATEROLE"] as const) {
       const { rows } = await tenant.query("SELECT current_user AS user");
       assert.deepEqual(rows, [{ user: name }]);
       assert.deepEqual(await escalations(name), []);
-      const { rows: owners } = await superuser(name, (c) =>
+      const { rows: owners } = await asSuperuser(name, (c) =>
         c.query<{ owner: string }>("SELECT DISTINCT pg_get_userbyid(p.proowner) AS owner FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace"),
       );
       assert.deepEqual(owners, [{ owner: name }]);

@@ -5,7 +5,8 @@ import { rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, createClient, GatewayError, type GatewayClient } from "../client-sdk/src/index.js";
-import { dropPlatformDatabases, metricSample, pgUrl } from "./helpers/gateway.js";
+import { dropPlatformDatabases, metricSample, metricValue, pgUrl, startTestGateway } from "./helpers/gateway.js";
+import { keptLog } from "./helpers/kept-log.js";
 import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
 import { waitFor } from "./helpers/wait.js";
 
@@ -123,28 +124,71 @@ describe("API key rotation", () => {
     for (const secret of [key, ...extra]) assert.ok(!gw.output().includes(secret) && !failed!.detail.error!.includes(secret), "no key in the log or the trail");
     await replaceKeyFile(setting, `${key}\n`);
   });
+});
 
-  it("rotates the admin key on SIGHUP too", async () => {
-    const newAdmin = `admin-${randomBytes(16).toString("hex")}`;
-    await writeFile(join(gw.tlsDir, "API_KEY_ADMIN"), `${newAdmin}\n`);
-    gw.kill("SIGHUP");
-    const admin = clientWith(newAdmin, "admin");
-    await waitFor(
-      () =>
-        admin
-          .admin()
-          .listDatabases(gw.platform)
-          .then(
-            () => true,
-            () => false,
-          ),
-      10_000,
-      "the new admin key accepted",
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}\n${gw.output().slice(-3000)}`);
-    });
-    // SIGHUP reloads at once, ahead of the watch on the files, which waits for them to settle.
-    await waitFor(() => gw.output().includes(`"trigger":"SIGHUP","tls":false,"keys.admin":"${keyId(newAdmin)}"`), 10_000, "the SIGHUP reload's log");
-    await assert.rejects(clientWith(gw.adminKey, "admin").admin().listDatabases(gw.platform), (err: GatewayError) => err.code === Code.Unauthenticated);
+describe("API key rotation on SIGHUP alone (RELOAD_ON_FILE_CHANGE=false)", () => {
+  it("leaves a changed key file alone until SIGHUP, then takes it", async () => {
+    const gw = await startGatewayProcess({ databaseUrl: pgUrl(), secretsInFiles: true, env: { RELOAD_ON_FILE_CHANGE: "false" } });
+    const clients: GatewayClient[] = [];
+    const adminWith = (apiKey: string) => {
+      const client = createClient({ ...gw.clientOptions(gw.adminKey), apiKey, retry: { maxAttempts: 1 } });
+      clients.push(client);
+      return client.admin();
+    };
+    const accepted = (apiKey: string) =>
+      adminWith(apiKey)
+        .listDatabases(gw.platform)
+        .then(
+          () => true,
+          (err: unknown) => {
+            if (err instanceof GatewayError && err.code === Code.Unauthenticated) return false;
+            throw err;
+          },
+        );
+    try {
+      const newAdmin = `admin-${randomBytes(16).toString("hex")}`;
+      await writeFile(join(gw.tlsDir, "API_KEY_ADMIN"), `${newAdmin}\n`);
+      // Past the watch's settling time: with watching on, the file would have been read by now.
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      assert.equal(await accepted(newAdmin), false, "not read without SIGHUP");
+      assert.equal(await accepted(gw.adminKey), true);
+      gw.kill("SIGHUP");
+      await waitFor(() => accepted(newAdmin), 10_000, "the new admin key accepted");
+      assert.equal(await accepted(gw.adminKey), false, "the old admin key refused");
+      await waitFor(() => gw.output().includes(`"trigger":"SIGHUP","tls":false,"keys.admin":"${keyId(newAdmin)}"`), 10_000, "the SIGHUP reload's log");
+      gw.kill("SIGHUP");
+      await waitFor(() => /"trigger":"SIGHUP"[^\n]*"msg":"reload: nothing changed"/.test(gw.output()), 10_000, "a SIGHUP that changes nothing says so");
+    } finally {
+      for (const client of clients) client.close();
+      await gw.close();
+      await dropPlatformDatabases([gw.platform]);
+    }
+  });
+});
+
+describe("a key retired under an open QueryStream", () => {
+  it("refuses the stream's next message, logged and counted once", async () => {
+    const kept = keptLog("info");
+    const t = await startTestGateway({ platforms: 1, overrides: { logger: kept.logger } });
+    try {
+      const platform = t.platforms[0]!;
+      const client = createClient({ ...t.clientOptions(t.keys[platform]!), retry: { maxAttempts: 1 } });
+      const db = client.platform(platform);
+      await db.query("SELECT 1");
+      const outcome = await t.gateway.reload("test", () => ({
+        keys: { platformKeys: new Map([[platform, [`new-${randomBytes(16).toString("hex")}`]]]), adminKeys: [t.adminKey] },
+      }));
+      assert.deepEqual(outcome, { ok: true, tls: false, keys: [platform] });
+      const counted = await metricValue(t, `db_gateway_auth_refusals_total{event="unauthenticated"}`).catch(() => 0);
+      const before = kept.lines.length;
+      await assert.rejects(db.query("SELECT 2"), (err: GatewayError) => err.code === Code.Unauthenticated);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const refusals = kept.lines.slice(before).filter((line) => line.includes('"event":"unauthenticated"'));
+      assert.equal(refusals.length, 1, refusals.join("\n"));
+      assert.equal(await metricValue(t, `db_gateway_auth_refusals_total{event="unauthenticated"}`), counted + 1);
+      client.close();
+    } finally {
+      await t.close();
+    }
   });
 });

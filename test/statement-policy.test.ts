@@ -62,6 +62,8 @@ describe("statement policy", () => {
       ["CREATE TABLE sneaky (id int)", "ddl"],
       ["-- drop it\n  DROP TABLE items", "ddl"],
       ["SELECT 1 AS one INTO sneaky", "ddl"],
+      ["SELECT 1 AS a INTO sneaky UNION SELECT 2", "ddl"],
+      ["(SELECT 1 AS a INTO sneaky) EXCEPT SELECT 2", "ddl"],
       ["EXPLAIN ANALYZE CREATE TABLE sneaky AS SELECT 1", "ddl"],
       ["TRUNCATE items", "ddl"],
       ["DO $$ BEGIN CREATE TABLE sneaky (id int); END $$", "code"],
@@ -74,6 +76,35 @@ describe("statement policy", () => {
     const inside = await t.pg(`${strict}_main`);
     assert.equal((await inside.query("SELECT to_regclass('public.sneaky') AS found")).rows[0].found, null, "nothing reached PostgreSQL");
     assert.equal((await inside.query("SELECT count(*)::int AS n FROM items")).rows[0].n, 1);
+  });
+
+  it("classes a statement with a backslash as PostgreSQL reads it with standard_conforming_strings off too", async () => {
+    // Read with the setting on, two string literals; with it off (a session may turn it off), SELECT … INTO.
+    const disguised = "SELECT 'a\\', ' AS x INTO sneaky FROM (SELECT 1) s --'";
+    const attempt = db.transaction(async (tx) => {
+      await tx.query("SELECT set_config('standard_conforming_strings', 'off', true)");
+      await tx.query(disguised);
+    });
+    await refused(attempt, "ddl");
+    const inside = await t.pg(`${strict}_main`);
+    assert.equal((await inside.query("SELECT to_regclass('public.sneaky') AS found")).rows[0].found, null);
+    // Backslashes in ordinary literals and patterns still run.
+    assert.deepEqual((await db.query("SELECT 'it''s' AS a, 'x1' ~ '\\d' AS digit")).rows, [{ a: "it's", digit: true }]);
+  });
+
+  it("runs cursors and SET CONSTRAINTS as data statements", async () => {
+    await db.transaction(async (tx) => {
+      await tx.query("SET CONSTRAINTS ALL DEFERRED");
+      await tx.query("DECLARE items_cursor CURSOR FOR SELECT id FROM items ORDER BY id");
+      assert.equal((await tx.query("FETCH 1 FROM items_cursor")).rows.length, 1);
+      await tx.query("CLOSE items_cursor");
+    });
+    await refused(
+      db.transaction(async (tx) => {
+        await tx.query("DECLARE c CURSOR FOR SELECT 1 INTO sneaky");
+      }),
+      "ddl",
+    );
   });
 
   it("refuses text the grammar cannot read rather than let it through", async () => {

@@ -51,6 +51,8 @@ export interface Settings {
   /** Limits of buffered results: each call's rows and bytes, and the bytes of all calls' results together. */
   readonly results: Readonly<ResultLimits>;
   readonly logLevel: LogLevel;
+  /** Whether the TLS and API key files are read again when they change (besides on SIGHUP). */
+  readonly reloadOnFileChange: boolean;
   /** The level of a failed statement's full error in the log (off: never logged); its parameters never are. */
   readonly failedStatementLogLevel: LogLevel | "off";
   /** What clients are told of PostgreSQL's errors: everything it said, or its message, detail and hint withheld (they may quote data). */
@@ -336,6 +338,10 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
   if (!statementLevels.includes(failedStatementLogLevel)) {
     problems.push(`FAILED_STATEMENT_LOG_LEVEL must be one of ${statementLevels.join(", ")} (got "${env.FAILED_STATEMENT_LOG_LEVEL}")`);
   }
+  const reloadOnFileChange = (env.RELOAD_ON_FILE_CHANGE?.trim().toLowerCase() || "true") !== "false";
+  if (!["", "true", "false"].includes(env.RELOAD_ON_FILE_CHANGE?.trim().toLowerCase() ?? "")) {
+    problems.push(`RELOAD_ON_FILE_CHANGE must be true or false (got "${env.RELOAD_ON_FILE_CHANGE}")`);
+  }
   const databaseErrorText = (env.DATABASE_ERROR_TEXT?.trim() || "send") as DatabaseErrorText;
   if (databaseErrorText !== "send" && databaseErrorText !== "withhold") {
     problems.push(`DATABASE_ERROR_TEXT must be send or withhold (got "${env.DATABASE_ERROR_TEXT}")`);
@@ -400,6 +406,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     logLevel,
     failedStatementLogLevel,
     databaseErrorText,
+    reloadOnFileChange,
     metrics: { host: env.METRICS_HOST || host, port: int("METRICS_PORT", 9464, 0, 65535) },
     compression,
     rateLimit: ratePerSecond > 0 ? { perSecond: ratePerSecond, burst: rateBurst } : undefined,

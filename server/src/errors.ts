@@ -327,6 +327,9 @@ export function setDatabaseErrorText(text: DatabaseErrorText): void {
   databaseErrorText = text;
 }
 
+/** The reasons whose message is PostgreSQL's own (`queryFailed`). */
+const POSTGRES_WORDS: ReadonlySet<string> = new Set(["QUERY_FAILED", "TRANSACTION_CONFLICT", "INVALID_PARAMETER"]);
+
 /** The SQLSTATE classes (PostgreSQL's Appendix A): what a withheld message says instead. */
 const SQLSTATE_CLASSES: Readonly<Record<string, string>> = {
   "01": "warning",
@@ -375,7 +378,8 @@ const SQLSTATE_CLASSES: Readonly<Record<string, string>> = {
 
 /** The error as a client may see it: PostgreSQL's own words withheld when DATABASE_ERROR_TEXT says so. */
 function forClient(err: GatewayError): GatewayError {
-  if (databaseErrorText === "send" || !(err.cause instanceof DatabaseError)) return err;
+  // Only the errors whose message is PostgreSQL's: the gateway's own (a COPY refused, say) say nothing of the data.
+  if (databaseErrorText === "send" || !(err.cause instanceof DatabaseError) || !POSTGRES_WORDS.has(err.reason)) return err;
   const cause = err.cause;
   const sqlstate = cause.code ?? "";
   const where = [

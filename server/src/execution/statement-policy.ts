@@ -32,7 +32,18 @@ export async function loadStatementParser(): Promise<void> {
   parser = module;
 }
 
-const DML_NODES = new Set(["InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "VariableShowStmt", "LockStmt", "TransactionStmt"]);
+const DML_NODES = new Set([
+  "InsertStmt",
+  "UpdateStmt",
+  "DeleteStmt",
+  "MergeStmt",
+  "VariableShowStmt",
+  "LockStmt",
+  "TransactionStmt",
+  "ConstraintsSetStmt",
+  "FetchStmt",
+  "ClosePortalStmt",
+]);
 const NODE_CLASSES: Readonly<Record<string, StatementClass>> = {
   DoStmt: "code",
   CallStmt: "code",
@@ -50,15 +61,117 @@ const NODE_CLASSES: Readonly<Record<string, StatementClass>> = {
 /** The class of a parsed statement node (`{ SelectStmt: {…} }` and the like). */
 function classOf(node: Record<string, unknown>): StatementClass {
   const [kind, body] = Object.entries(node)[0] ?? ["", {}];
-  if (kind === "SelectStmt") return (body as { intoClause?: unknown }).intoClause === undefined ? "dml" : "ddl";
-  // EXPLAIN ANALYZE runs what it explains: it is of that statement's class.
-  if (kind === "ExplainStmt") return classOf((body as { query: Record<string, unknown> }).query);
+  // INTO makes a SELECT a CREATE TABLE AS wherever PostgreSQL finds it (the first branch of a UNION, say): anywhere in the tree.
+  if (kind === "SelectStmt") return holds(body, "intoClause") ? "ddl" : "dml";
+  // EXPLAIN ANALYZE runs what it explains, and a cursor is declared for its query: they are of that statement's class.
+  if (kind === "ExplainStmt" || kind === "DeclareCursorStmt") return classOf((body as { query: Record<string, unknown> }).query);
   if (DML_NODES.has(kind)) return "dml";
   return NODE_CLASSES[kind] ?? "ddl";
 }
 
+/** Whether a key appears anywhere in a parse tree. */
+function holds(tree: unknown, key: string): boolean {
+  if (tree === null || typeof tree !== "object") return false;
+  if (Array.isArray(tree)) return tree.some((item) => holds(item, key));
+  return Object.entries(tree).some(([k, v]) => k === key || holds(v, key));
+}
+
+/**
+ * The statement as PostgreSQL reads it with standard_conforming_strings off,
+ * which a session may set (`set_config` is a function): every string
+ * literal read as an escape string, where a backslash escapes the quote that
+ * would end it. Made by marking each literal's opening quote `E'` as that
+ * lexer finds them (comments, quoted names and dollar quotes skipped).
+ */
+function withEscapeStrings(sql: string): string {
+  let out = "";
+  let i = 0;
+  const n = sql.length;
+  while (i < n) {
+    const c = sql[i]!;
+    if (sql.startsWith("--", i)) {
+      const end = sql.indexOf("\n", i);
+      const stop = end === -1 ? n : end;
+      out += sql.slice(i, stop);
+      i = stop;
+    } else if (sql.startsWith("/*", i)) {
+      let depth = 0;
+      const start = i;
+      do {
+        if (sql.startsWith("/*", i)) {
+          depth++;
+          i += 2;
+        } else if (sql.startsWith("*/", i)) {
+          depth--;
+          i += 2;
+        } else {
+          i++;
+        }
+      } while (depth > 0 && i < n);
+      out += sql.slice(start, i);
+    } else if (c === '"') {
+      const end = sql.indexOf('"', i + 1);
+      const stop = end === -1 ? n : end + 1;
+      out += sql.slice(i, stop);
+      i = stop;
+    } else if (c === "$" && /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.test(sql.slice(i, i + 64))) {
+      const tag = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(sql.slice(i, i + 64))![0];
+      const end = sql.indexOf(tag, i + tag.length);
+      const stop = end === -1 ? n : end + tag.length;
+      out += sql.slice(i, stop);
+      i = stop;
+    } else if (c === "'") {
+      // A plain literal becomes E'…'; E'…' is one already, B'…' and X'…' take no escapes, U&'…' stays (an error with the setting off).
+      let j = i;
+      while (j > 0 && /[A-Za-z0-9_$]/.test(sql[j - 1]!)) j--;
+      const prefix = sql.slice(j, i);
+      if (/^[nN]$/.test(prefix))
+        out = `${out.slice(0, -1)} E'`; // N'…' is a plain literal of type text
+      else if (/^[bBxXeE]$/.test(prefix) || (prefix === "" && /[uU]&$/.test(sql.slice(Math.max(0, i - 2), i)))) out += "'";
+      else out += " E'";
+      i++;
+      for (;;) {
+        while (i < n && sql[i] !== "'") {
+          // A backslash and the character it escapes, together.
+          const step = sql[i] === "\\" ? 2 : 1;
+          out += sql.slice(i, i + step);
+          i += step;
+        }
+        // '' inside a literal is a quote, not its end.
+        if (sql[i + 1] !== "'") break;
+        out += "''";
+        i += 2;
+      }
+      out += sql.slice(i, i + 1);
+      i++;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  return out;
+}
+
 /** Parsed statements' classes by their text: ORMs send the same few statements again and again. */
 const MAX_REMEMBERED = 10_000;
+/** Statements longer than this are classed but not remembered: the memory of the cache stays bounded (about 20 MB). */
+const MAX_REMEMBERED_LENGTH = 2_048;
+/**
+ * The longest statement a policy checks: parsing runs on the gateway's
+ * thread, about 1.3 µs a byte, so a longer one is refused (parameters carry
+ * large values).
+ */
+export const MAX_CHECKED_SQL_BYTES = 65_536;
+
+/** The classes of the statements in a text (one, in a Parse message: PostgreSQL refuses more). */
+function parsedClasses(sql: string): StatementClass[] {
+  return (parser!.parseSync(sql).stmts ?? []).map((s) => classOf((s.stmt ?? {}) as Record<string, unknown>));
+}
+
+/** The class that decides among several: any but dml. */
+function strictest(classes: readonly StatementClass[]): StatementClass {
+  return classes.find((c) => c !== "dml") ?? "dml";
+}
 
 /**
  * A platform's statement policy: the classes it allows. Each statement is
@@ -99,17 +212,32 @@ export class StatementPolicy {
   #classify(sql: string): StatementClass | GatewayError {
     let kind = this.#classes.get(sql);
     if (kind !== undefined) return kind;
+    if (sql.length > MAX_CHECKED_SQL_BYTES) {
+      return new GatewayError(
+        "INVALID_REQUEST",
+        `a statement under this platform's statement policy is at most ${MAX_CHECKED_SQL_BYTES} characters: pass values as parameters`,
+      );
+    }
     try {
-      const statements = parser!.parseSync(sql).stmts ?? [];
-      // One statement per Parse message: PostgreSQL refuses more. The strictest class decides, should there be several.
-      const classes = statements.map((s) => classOf((s.stmt ?? {}) as Record<string, unknown>));
-      kind = classes.find((c) => c !== "dml") ?? classes[0] ?? "dml";
+      kind = strictest(parsedClasses(sql));
+      // Without a backslash both readings of its string literals agree; with one, the stricter class of the two decides.
+      if (sql.includes("\\")) {
+        let other: StatementClass;
+        try {
+          other = strictest(parsedClasses(withEscapeStrings(sql)));
+        } catch {
+          other = "ddl"; // read the other way it is no statement the policy can class
+        }
+        kind = strictest([kind, other]);
+      }
     } catch (err) {
       // Refused rather than let through: what PostgreSQL's grammar cannot class, the policy cannot allow.
       kind = new GatewayError("INVALID_REQUEST", `the statement cannot be parsed: ${(err as Error).message}`);
     }
-    if (this.#classes.size >= MAX_REMEMBERED) this.#classes.clear();
-    this.#classes.set(sql, kind);
+    if (sql.length <= MAX_REMEMBERED_LENGTH) {
+      if (this.#classes.size >= MAX_REMEMBERED) this.#classes.clear();
+      this.#classes.set(sql, kind);
+    }
     return kind;
   }
 }

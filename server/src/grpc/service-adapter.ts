@@ -275,16 +275,19 @@ function askedFor(request: unknown): CallRecord["asked"] {
 
 /** Answers UNIMPLEMENTED (after authentication, so the service's shape is no secret to outsiders either way). */
 function unimplementedHandler(method: DescMethod, hooks: ServiceHooks): grpc.UntypedHandleCall {
-  const status = (): Partial<grpc.StatusObject> => {
-    return toStatusObject(new GatewayError("NOT_IMPLEMENTED", `${method.parent.typeName}.${method.name} is not implemented yet`));
-  };
   const refuse = (call: AuthenticatedCall): Partial<grpc.StatusObject> => {
+    // A record of its own, so that a refusal here is logged and counted as anywhere else.
+    const record = hooks.telemetry.start(method, call.metadata);
+    let error: GatewayError;
     try {
-      hooks.authenticate(call);
-      return status();
+      const principal = hooks.authenticate(call, record);
+      record.platform = principal.kind === "admin" ? "admin" : principal.platform;
+      error = new GatewayError("NOT_IMPLEMENTED", `${method.parent.typeName}.${method.name} is not implemented yet`);
     } catch (err) {
-      return toStatusObject(toGatewayError(err));
+      error = toGatewayError(err);
     }
+    record.end(error);
+    return toStatusObject(error);
   };
   switch (method.methodKind) {
     case "unary":

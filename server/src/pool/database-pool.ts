@@ -83,7 +83,8 @@ export class DatabasePool {
     if (this.refused !== undefined && this.refused.at >= since) {
       return new GatewayError(
         "POOL_EXHAUSTED",
-        `no connection to "${database}" became free in time, and PostgreSQL refused more: ${this.refused.error.message}`,
+        // Its SQLSTATE, not its words: they name roles and limits (and DATABASE_ERROR_TEXT may withhold PostgreSQL's text).
+        `no connection to "${database}" became free in time, and PostgreSQL refused more (SQLSTATE ${TOO_MANY_CONNECTIONS}: too many connections)`,
         {
           metadata: { database, sqlstate: TOO_MANY_CONNECTIONS },
         },

@@ -15,6 +15,9 @@ export const REQUEST_ID_HEADER = "x-request-id";
 /** A caller's request id is taken as is when it is 1 to 128 visible ASCII characters. */
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
 
+/** Refusals already logged: one error ends a QueryStream message's record and then the stream's. */
+const loggedRefusals = new WeakSet<GatewayError>();
+
 /** Reasons whose messages PostgreSQL wrote: they can quote parameter values, so they are never logged. */
 const POSTGRES_MESSAGES = new Set(["QUERY_FAILED", "TRANSACTION_CONFLICT"]);
 
@@ -152,6 +155,8 @@ export class CallRecord {
   /** The security line of a refusal, or the full error of a failed statement at the operator's level. */
   #logFailure(error: GatewayError, database = this.database): void {
     if (error.reason === "UNAUTHENTICATED" || error.reason === "PERMISSION_DENIED") {
+      if (loggedRefusals.has(error)) return;
+      loggedRefusals.add(error);
       const event = error.logFields.event ?? (error.reason === "UNAUTHENTICATED" ? "unauthenticated" : "permission_denied");
       this.metrics?.authRefusals.inc({ event });
       // A part of a stream was admitted with the stream's peer.
