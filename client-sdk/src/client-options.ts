@@ -55,6 +55,14 @@ export interface ClientOptions {
    * paid link, not on the same host or a fast LAN (BENCHMARKS.md). Default "none".
    */
   compression?: "gzip" | "none";
+  /**
+   * The platform's signing secret, when the gateway requires its calls to be
+   * signed (SIGNING_SECRET_<PLATFORM>): every call carries an HMAC-SHA256 of
+   * its method, a timestamp, a nonce and its request message (the opening of
+   * a streaming call: QueryStream's and Transaction's messages are not each
+   * signed). Never sent.
+   */
+  signingSecret?: string;
 }
 
 /** Options after validation: files read, defaults filled in. */
@@ -72,6 +80,7 @@ export interface ResolvedClientOptions {
   coalesce: boolean;
   queryStream: boolean;
   compression: "gzip" | "none";
+  signingSecret: string | undefined;
 }
 
 /** HTTP header values: visible ASCII and spaces inside, as an API key must be to travel as metadata. */
@@ -139,6 +148,8 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
   positive(retry.baseDelayMs, "retry.baseDelayMs", 0);
   positive(retry.maxDelayMs, "retry.maxDelayMs", 0);
 
+  if (options.signingSecret !== undefined && (typeof options.signingSecret !== "string" || options.signingSecret.length < 32))
+    problems.push("signingSecret must be the platform's signing secret (at least 32 characters)");
   if (problems.length > 0 || url === undefined) throw new TypeError(`createClient: invalid options:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   return {
     url,
@@ -153,6 +164,7 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
     coalesce: options.coalesce ?? true,
     queryStream: options.queryStream ?? true,
     compression: options.compression ?? "none",
+    signingSecret: options.signingSecret,
   };
 }
 

@@ -10,6 +10,7 @@ import { createGrpcJsTransport, tlsCredentials } from "./grpc-js-transport.js";
 import { withRetries } from "./retry.js";
 import { injectTraceContext, traceContextReady } from "./trace-context.js";
 import { typeParsers } from "./type-parsers.js";
+import { signRequest } from "../../wire/src/request-signing.js";
 
 /** A platform's main database, and the way to its tenants. */
 export interface PlatformDatabase extends Database {
@@ -59,6 +60,7 @@ export function createClient(options: ClientOptions): GatewayClient {
     maxReceiveMessageBytes: resolved.maxReceiveMessageBytes,
     compression: resolved.compression,
     ready: traceContextReady,
+    ...(resolved.signingSecret === undefined ? {} : { sign: (path: string, body: Uint8Array | undefined) => signRequest(resolved.signingSecret!, path, body) }),
     decorate(metadata) {
       metadata.set("x-api-key", resolved.apiKey);
       injectTraceContext(metadata);

@@ -29,6 +29,8 @@ export interface GrpcJsTransportOptions {
   maxReceiveMessageBytes: number;
   /** "gzip": requests are gzip-compressed, which asks the gateway to compress its responses (grpc-js accepts compressed responses either way). */
   compression: "gzip" | "none";
+  /** The signature headers of a call to `path` whose request message is `body` (undefined: a stream of them, only the opening signed). */
+  sign?: (path: string, body: Uint8Array | undefined) => Record<string, string>;
 }
 
 type SecureConnector = ReturnType<grpc.ChannelCredentials["_createSecureConnector"]>;
@@ -141,7 +143,12 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
         let trailer: grpc.Metadata | undefined;
         const onAbort = () => call.cancel();
         const message = byHand ? input : create(method.input, input);
-        const call = client.makeUnaryRequest(path, serialize, deserialize, message, metadataOf(header), callOptions(timeoutMs), (err, value) => {
+        const metadata = metadataOf(header);
+        // A signed call: the signature covers the very bytes sent, so they are encoded once, here.
+        const bytes = options.sign === undefined ? undefined : serialize(message);
+        if (bytes !== undefined) signInto(metadata, options.sign!(path, bytes));
+        const encode = bytes === undefined ? serialize : () => bytes;
+        const call = client.makeUnaryRequest(path, encode, deserialize, message, metadata, callOptions(timeoutMs), (err, value) => {
           signal?.removeEventListener("abort", onAbort);
           active.delete(call);
           if (err) reject(toConnectError(err, signal));
@@ -182,10 +189,14 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
             break;
           }
           if (request === undefined) throw new ConnectError("a server-streaming call needs its request", Code.InvalidArgument);
-          call = client.makeServerStreamRequest(path, serialize, deserialize, create(method.input, request), metadata, callOptions(timeoutMs));
+          const message = create(method.input, request);
+          const bytes = options.sign === undefined ? undefined : serialize(message);
+          if (bytes !== undefined) signInto(metadata, options.sign!(path, bytes));
+          call = client.makeServerStreamRequest(path, bytes === undefined ? serialize : () => bytes, deserialize, message, metadata, callOptions(timeoutMs));
           break;
         }
         case "bidi_streaming": {
+          if (options.sign !== undefined) signInto(metadata, options.sign(path, undefined));
           const duplex = client.makeBidiStreamRequest(path, serialize, deserialize, metadata, callOptions(timeoutMs));
           void pump(input, duplex, byHand ? undefined : (method.input as DescMessage));
           call = duplex;
@@ -223,6 +234,10 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
       client.close();
     },
   };
+}
+
+function signInto(metadata: grpc.Metadata, headers: Record<string, string>): void {
+  for (const [name, value] of Object.entries(headers)) metadata.set(name, value);
 }
 
 /** What Connect passes as call headers (the DOM's HeadersInit). */

@@ -36,6 +36,10 @@ export interface Settings {
   readonly platformKeys: ReadonlyMap<string, readonly string[]>;
   /** The admin's API keys (none: no AdminService), also at most two. */
   readonly adminKeys: readonly string[];
+  /** The signing secret of each platform whose calls must be signed (SIGNING_SECRET_<PLATFORM>). */
+  readonly signingSecrets: ReadonlyMap<string, string>;
+  /** How far a signed request's timestamp may be from the gateway's clock. */
+  readonly signatureMaxSkewMillis: number;
   /** The statement classes each platform with a policy may run (STATEMENT_CLASSES_<PLATFORM>); platforms without one run any statement. */
   readonly statementClasses: ReadonlyMap<string, readonly StatementClass[]>;
   /** Secret from which every tenant role's password is derived. */
@@ -321,6 +325,17 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     }
   }
   const statementClasses = statementClassesOf(env, platformKeys, problems);
+  const signingSecrets = new Map<string, string>();
+  for (const name of new Set(Object.keys(env).map((n) => n.replace(/_FILE$/, "")))) {
+    const match = /^SIGNING_SECRET_([A-Za-z0-9]+)$/i.exec(name);
+    if (match === null) continue;
+    const platform = match[1]!.toLowerCase();
+    const value = secret(name);
+    if (value === undefined) continue;
+    if (value.length < MIN_SECRET_LENGTH) problems.push(`${name} must be at least ${MIN_SECRET_LENGTH} characters`);
+    else if (!platformKeys.has(platform)) problems.push(`${name}: no platform "${platform}" has an API key (API_KEY_${platform.toUpperCase()})`);
+    else signingSecrets.set(platform, value);
+  }
   const gatewaySecret = secret("GATEWAY_SECRET");
   if (gatewaySecret !== undefined && gatewaySecret.length < MIN_SECRET_LENGTH) {
     problems.push(`GATEWAY_SECRET must be at least ${MIN_SECRET_LENGTH} characters`);
@@ -386,6 +401,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     platformKeys,
     adminKeys,
     statementClasses,
+    signingSecrets,
+    signatureMaxSkewMillis: int("SIGNATURE_MAX_SKEW_SECS", 300, 1, 86_400) * 1000,
     gatewaySecret,
     pool: {
       maxConnectionsPerPool: int("MAX_CONNECTIONS_PER_POOL", 10, 1, 10_000),
@@ -457,6 +474,7 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     platforms: Object.fromEntries([...settings.platformKeys].sort(([a], [b]) => a.localeCompare(b)).map(([platform, keys]) => [platform, keys.length])),
     adminKeys: settings.adminKeys.length,
     gatewaySecret: settings.gatewaySecret === undefined ? "not set" : "set",
+    signedPlatforms: [...settings.signingSecrets.keys()].sort(),
     statementClasses: Object.fromEntries([...settings.statementClasses].map(([platform, classes]) => [platform, classes.join(",")])),
     maxConnectionsPerPool: settings.pool.maxConnectionsPerPool,
     maxTotalConnections: settings.pool.maxTotalConnections,

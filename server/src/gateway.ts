@@ -17,7 +17,8 @@ import { RateLimiter } from "./grpc/rate-limiter.js";
 import { exposeRequestEncodings, frameCompressedMessages, listeningServers } from "./grpc/grpc-js-internals.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { OpenCalls } from "./grpc/open-calls.js";
-import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
+import { addService, requestBytesOf, type ServiceHooks } from "./grpc/service-adapter.js";
+import { RequestSignatures } from "./grpc/request-signatures.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import { serverCredentials, type TlsMaterial } from "./grpc/tls-credentials.js";
 import { ListenerHub } from "./notifications/listener-hub.js";
@@ -75,6 +76,10 @@ export interface GatewayOptions extends ApiKeySet {
   superuserExpected?: boolean;
   /** Limits of buffered results, per call and for the gateway (default `DEFAULT_RESULT_LIMITS`). */
   results?: ResultLimits;
+  /** The signing secret of each platform whose calls must be signed (see `RequestSignatures`). */
+  signingSecrets?: ReadonlyMap<string, string>;
+  /** How far a signed request's timestamp may be from the gateway's clock (default 300 s). */
+  signatureMaxSkewMillis?: number;
   /** The statement classes each platform with a policy may run; others run any statement. */
   statementClasses?: ReadonlyMap<string, readonly StatementClass[]>;
   /** The level at which a failed statement's full error is logged (default off): PostgreSQL's messages may quote data. */
@@ -111,10 +116,11 @@ export interface Gateway {
   reload(trigger: string, load: () => ReloadedMaterial): Promise<ReloadOutcome>;
 }
 
-/** What a reload reads: the API keys, and the TLS material unless it is made once (development). */
+/** What a reload reads: the API keys and signing secrets, and the TLS material unless it is made once (development). */
 export interface ReloadedMaterial {
   tls?: TlsMaterial;
   keys: ApiKeySet;
+  signingSecrets?: ReadonlyMap<string, string>;
 }
 
 /** What a reload changed: whether the TLS material did, and the principals whose keys did; or why it failed. */
@@ -299,6 +305,10 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     return () => counter.inc();
   };
   let keys = new ApiKeys(options, countKeyUse);
+  let signingSecrets = options.signingSecrets ?? new Map<string, string>();
+  const signatures = new RequestSignatures(signingSecrets, options.signatureMaxSkewMillis ?? 300_000);
+  /** Calls whose signature has been checked: a QueryStream's messages are admitted again, its opening signed once. */
+  const signed = new WeakSet<object>();
   const clientIdentity = options.clientIdentity ?? DEFAULT_CLIENT_IDENTITY;
   const peers = new WeakMap<object, Peer>();
   if (clientIdentity.sources === "any") {
@@ -318,6 +328,10 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       if (record !== undefined) record.peer = peer;
       const principal = keys.authenticate(call.metadata);
       checkPeer(principal, peer, clientIdentity);
+      if (principal.kind === "platform" && signatures.requires(principal.platform) && !signed.has(call)) {
+        signatures.check(principal.platform, call.getPath(), call.metadata, requestBytesOf(call.request));
+        signed.add(call);
+      }
       return principal;
     },
     telemetry: new CallTelemetry(log, metrics, options.failedStatementLogLevel),
@@ -426,20 +440,30 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         }
         const keysChanged = [...next.keyIds].filter(([name, ids]) => String(ids) !== String(keys.keyIds.get(name))).map(([name]) => name);
         const tlsChanged = material.tls !== undefined && !sameTls(material.tls, tls);
+        const signing = material.signingSecrets;
+        const signingChanged =
+          signing === undefined
+            ? []
+            : [...new Set([...signing.keys(), ...signingSecrets.keys()])].filter((p) => signing.get(p) !== signingSecrets.get(p)).sort();
         // The TLS material first: node may refuse it, and then nothing has changed.
         if (tlsChanged) credentials.update(material.tls!);
         if (tlsChanged) tls = material.tls!;
         keys = next;
+        if (signing !== undefined) {
+          signatures.update(signing);
+          signingSecrets = signing;
+        }
         lastReloadFailure = undefined;
-        if (!tlsChanged && keysChanged.length === 0) {
+        if (!tlsChanged && keysChanged.length === 0 && signingChanged.length === 0) {
           // Asked for by an operator (SIGHUP), it is said; seen in a watched folder, where anything may change, only at debug.
           log[trigger === "SIGHUP" ? "info" : "debug"]({ trigger }, "reload: nothing changed");
           return { ok: true, tls: false, keys: [] };
         }
         // Key ids, never keys: the keys each changed principal now has.
         const keyIds = Object.fromEntries(keysChanged.map((name) => [`keys.${name}`, next.keyIds.get(name)!.join(" ")]));
-        log.info({ trigger, tls: tlsChanged, ...keyIds }, "reloaded: new handshakes and calls use the new material");
-        await recordReload(trigger, "OK", { tls: String(tlsChanged), ...keyIds });
+        const signingNames: Record<string, string> = signingChanged.length > 0 ? { signing_secrets: signingChanged.join(" ") } : {};
+        log.info({ trigger, tls: tlsChanged, ...keyIds, ...signingNames }, "reloaded: new handshakes and calls use the new material");
+        await recordReload(trigger, "OK", { tls: String(tlsChanged), ...keyIds, ...signingNames });
         return { ok: true, tls: tlsChanged, keys: keysChanged.sort() };
       } catch (err) {
         const error = (err as Error).message;

@@ -136,6 +136,8 @@ async function serve(settings: Settings): Promise<void> {
       results: settings.results,
       failedStatementLogLevel: settings.failedStatementLogLevel,
       statementClasses: settings.statementClasses,
+      signingSecrets: settings.signingSecrets,
+      signatureMaxSkewMillis: settings.signatureMaxSkewMillis,
     });
   } catch (err) {
     await tracing?.shutdown();
@@ -168,10 +170,10 @@ async function serve(settings: Settings): Promise<void> {
       // The environment is as it was: what may differ is what its files hold.
       const { settings: now, problems } = readSettings(process.env);
       if (problems.length > 0) throw new ConfigError(problems);
-      return { tls: readTlsFiles(now.tls!), keys: now };
+      return { tls: readTlsFiles(now.tls!), keys: now, signingSecrets: now.signingSecrets };
     };
     const files = Object.entries(process.env)
-      .filter(([name, value]) => /^API_KEY_[A-Za-z0-9_]+_FILE$/i.test(name) && value)
+      .filter(([name, value]) => /^(API_KEY|SIGNING_SECRET)_[A-Za-z0-9_]+_FILE$/i.test(name) && value)
       .map(([, value]) => value!);
     const { certFile, keyFile, clientCaFile, crlFile } = settings.tls!;
     files.push(certFile, keyFile, clientCaFile, ...(crlFile === undefined ? [] : [crlFile]));

@@ -17,7 +17,18 @@ import { compressed, compressesResponses, type ResponseCompression } from "./res
 type AnyImpl = (...args: never[]) => Promise<unknown>;
 
 /** What authentication reads of a call: its metadata (the API key) and its peer (address, client certificate). */
-export type AuthenticatedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer" | "getAuthContext">;
+export type AuthenticatedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer" | "getAuthContext" | "getPath"> & {
+  /** The request message of a unary or server-streaming call (see `requestBytesOf`). */
+  readonly request?: unknown;
+};
+
+/** Each request message's bytes as received, for a signature over them (`requestBytesOf`). */
+const requestBytes = new WeakMap<object, Uint8Array>();
+
+/** The bytes a request message was decoded from: what a signed request's signature covers. */
+export function requestBytesOf(message: unknown): Uint8Array | undefined {
+  return typeof message === "object" && message !== null ? requestBytes.get(message) : undefined;
+}
 
 /** Cross-cutting behaviour applied to every call of a service. */
 export interface ServiceHooks {
@@ -75,7 +86,14 @@ function methodDefinition(service: DescService, method: DescMethod): grpc.Method
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: (message) => Buffer.from(toBinary(method.input, message as MessageShape<DescMessage>)),
-    requestDeserialize: decode,
+    requestDeserialize:
+      method.methodKind === "unary" || method.methodKind === "server_streaming"
+        ? (bytes: Buffer) => {
+            const message = decode(bytes);
+            requestBytes.set(message, bytes);
+            return message;
+          }
+        : decode,
     responseSerialize: (message) =>
       message instanceof EncodedMessage || message instanceof CompressedMessage
         ? message.bytes
@@ -106,6 +124,7 @@ function startCall(
     off(event: "cancelled", listener: () => void): unknown;
     sendMetadata(metadata: grpc.Metadata): void;
     getPeer(): string;
+    getPath(): string;
     getAuthContext(): ReturnType<grpc.ServerUnaryCall<object, object>["getAuthContext"]>;
     /** A unary or server-streaming call's request, read before the call is admitted. */
     request?: unknown;
