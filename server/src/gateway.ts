@@ -9,18 +9,17 @@ import { AdminService } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.j
 import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { AuditLog } from "./audit/audit-log.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
-import { ApiKeys, type ApiKeySet } from "./grpc/api-keys.js";
+import type { ApiKeySet } from "./grpc/api-keys.js";
 import { loadStatementParser, StatementPolicy, type StatementClass } from "./execution/statement-policy.js";
 import { DEFAULT_CLIENT_CONNECTION_LIMITS, limitClientConnections, type ClientConnectionLimits } from "./grpc/client-connections.js";
-import { checkPeer, DEFAULT_CLIENT_IDENTITY, peerOf, type ClientIdentityOptions, type Peer } from "./grpc/client-identity.js";
+import type { ClientIdentityOptions } from "./grpc/client-identity.js";
 import { RateLimiter } from "./grpc/rate-limiter.js";
 import { exposeRequestEncodings, frameCompressedMessages, listeningServers } from "./grpc/grpc-js-internals.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { OpenCalls } from "./grpc/open-calls.js";
-import { addService, requestBytesOf, type ServiceHooks } from "./grpc/service-adapter.js";
-import { RequestSignatures } from "./grpc/request-signatures.js";
+import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
-import { serverCredentials, type TlsMaterial } from "./grpc/tls-credentials.js";
+import type { TlsMaterial } from "./grpc/tls-credentials.js";
 import { ListenerHub } from "./notifications/listener-hub.js";
 import { PoolManager } from "./pool/pool-manager.js";
 import { requireAdmin } from "./principal.js";
@@ -107,24 +106,13 @@ export interface Gateway {
   close(graceMillis?: number): Promise<void>;
   /**
    * Takes new secrets, all or none: TLS material (server certificate and key,
-   * client CA, CRL) for the handshakes from now on, calls in flight keeping
-   * their connections, and API keys for the calls from now on. `load` reads
-   * them; if it throws, or node refuses the TLS material, the old stays and
-   * the error says why. Logged, and recorded in the audit trail when anything
-   * changed or failed, naming keys only by their `keyId`.
+   * client CA, CRL), API keys and signing secrets (see `Authentication.reload`).
    */
   reload(trigger: string, load: () => ReloadedMaterial): Promise<ReloadOutcome>;
 }
 
-/** What a reload reads: the API keys and signing secrets, and the TLS material unless it is made once (development). */
-export interface ReloadedMaterial {
-  tls?: TlsMaterial;
-  keys: ApiKeySet;
-  signingSecrets?: ReadonlyMap<string, string>;
-}
-
-/** What a reload changed: whether the TLS material did, and the principals whose keys did; or why it failed. */
-export type ReloadOutcome = { ok: true; tls: boolean; keys: string[] } | { ok: false; error: string };
+export type { ReloadedMaterial, ReloadOutcome } from "./grpc/authentication.js";
+import { Authentication, type ReloadedMaterial, type ReloadOutcome } from "./grpc/authentication.js";
 
 /** After a call is interrupted, how long its backend has to stop before its connection is destroyed. */
 const CANCEL_GRACE_MILLIS = 2_000;
@@ -300,40 +288,23 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     exposeRequestEncodings(server);
     frameCompressedMessages();
   }
-  const countKeyUse = (principal: string, keyId: string) => {
-    const counter = metrics.apiKeyCalls.labels({ principal, key: keyId });
-    return () => counter.inc();
-  };
-  let keys = new ApiKeys(options, countKeyUse);
-  let signingSecrets = options.signingSecrets ?? new Map<string, string>();
-  const signatures = new RequestSignatures(signingSecrets, options.signatureMaxSkewMillis ?? 300_000);
-  /** Calls whose signature has been checked: a QueryStream's messages are admitted again, its opening signed once. */
-  const signed = new WeakSet<object>();
-  const clientIdentity = options.clientIdentity ?? DEFAULT_CLIENT_IDENTITY;
-  const peers = new WeakMap<object, Peer>();
-  if (clientIdentity.sources === "any") {
-    log.warn(
-      { component: "auth" },
-      "TLS_CLIENT_IDENTITY=any: a client certificate from the CA is accepted with any API key (no certificate is bound to a principal)",
-    );
-  }
+  const connectionLimits = options.clientConnections ?? DEFAULT_CLIENT_CONNECTION_LIMITS;
+  const authentication = new Authentication({
+    tls: options.tls,
+    tlsHandshakeTimeoutMillis: connectionLimits.tlsHandshakeTimeoutMillis,
+    keys: options,
+    clientIdentity: options.clientIdentity,
+    signingSecrets: options.signingSecrets,
+    signatureMaxSkewMillis: options.signatureMaxSkewMillis,
+    metrics,
+    audit,
+    log,
+    onError,
+  });
   const calls = new OpenCalls();
   const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
   const hooks: Omit<ServiceHooks, "authorize"> = {
-    authenticate: (call, record) => {
-      // Read once per call (a QueryStream message authenticates again): the certificate is the connection's, and reading it costs a full X.509 parse.
-      let peer = peers.get(call);
-      if (peer === undefined) peers.set(call, (peer = peerOf(call.getPeer(), call.getAuthContext().sslPeerCertificate, clientIdentity)));
-      // Refusals are logged and counted where the call's record ends (CallRecord), with what the call asked for.
-      if (record !== undefined) record.peer = peer;
-      const principal = keys.authenticate(call.metadata);
-      checkPeer(principal, peer, clientIdentity);
-      if (principal.kind === "platform" && signatures.requires(principal.platform) && !signed.has(call)) {
-        signatures.check(principal.platform, call.getPath(), call.metadata, requestBytesOf(call.request));
-        signed.add(call);
-      }
-      return principal;
-    },
+    authenticate: (call, record) => authentication.authenticate(call, record),
     telemetry: new CallTelemetry(log, metrics, options.failedStatementLogLevel),
     onError: (method, err: GatewayError) => {
       if (err.reason === "INTERNAL") onError(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
@@ -392,30 +363,9 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     clientConnections: () => clientConnections.open,
   });
 
-  const connectionLimits = options.clientConnections ?? DEFAULT_CLIENT_CONNECTION_LIMITS;
-  const credentials = serverCredentials(options.tls, connectionLimits.tlsHandshakeTimeoutMillis);
-  let tls = options.tls;
-  let lastReloadFailure: string | undefined;
-  const recordReload = (trigger: string, outcome: string, detail: Record<string, string>) =>
-    audit
-      .record({
-        actor: `operator (${trigger})`,
-        peer: "local",
-        requestId: "",
-        action: "gateway.reload",
-        platform: "",
-        tenantId: "",
-        database: "",
-        outcome,
-        detail,
-      })
-      .catch((err: unknown) => {
-        metrics.auditFailures.inc();
-        onError("a reload could not be recorded in the audit trail", err);
-      });
   const address = `${formatHost(options.host)}:${options.port}`;
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(address, credentials, (err, bound) =>
+    server.bindAsync(address, authentication.credentials, (err, bound) =>
       // With a code, so that the CLI reports it in one line (grpc-js's error names the cause: EADDRINUSE, EACCES).
       err ? reject(Object.assign(new Error(`cannot listen on ${address}: ${err.message}`), { code: "LISTEN_FAILED" })) : resolve(bound),
     ),
@@ -430,54 +380,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   return {
     port,
     metricsPort: http.port,
-    async reload(trigger, load) {
-      try {
-        const material = load();
-        const next = new ApiKeys(material.keys, countKeyUse);
-        if (next.keyIds.size !== keys.keyIds.size || [...next.keyIds.keys()].some((name) => !keys.keyIds.has(name))) {
-          // The principals are the environment's API_KEY_ settings, fixed at start: only their keys change.
-          throw new Error("the platforms with API keys differ from those at start: adding or removing a platform needs a restart");
-        }
-        const keysChanged = [...next.keyIds].filter(([name, ids]) => String(ids) !== String(keys.keyIds.get(name))).map(([name]) => name);
-        const tlsChanged = material.tls !== undefined && !sameTls(material.tls, tls);
-        const signing = material.signingSecrets;
-        const signingChanged =
-          signing === undefined
-            ? []
-            : [...new Set([...signing.keys(), ...signingSecrets.keys()])].filter((p) => signing.get(p) !== signingSecrets.get(p)).sort();
-        // The TLS material first: node may refuse it, and then nothing has changed.
-        if (tlsChanged) credentials.update(material.tls!);
-        if (tlsChanged) tls = material.tls!;
-        keys = next;
-        if (signing !== undefined) {
-          signatures.update(signing);
-          signingSecrets = signing;
-        }
-        lastReloadFailure = undefined;
-        if (!tlsChanged && keysChanged.length === 0 && signingChanged.length === 0) {
-          // Asked for by an operator (SIGHUP), it is said; seen in a watched folder, where anything may change, only at debug.
-          log[trigger === "SIGHUP" ? "info" : "debug"]({ trigger }, "reload: nothing changed");
-          return { ok: true, tls: false, keys: [] };
-        }
-        // Key ids, never keys: the keys each changed principal now has.
-        const keyIds = Object.fromEntries(keysChanged.map((name) => [`keys.${name}`, next.keyIds.get(name)!.join(" ")]));
-        const signingNames: Record<string, string> = signingChanged.length > 0 ? { signing_secrets: signingChanged.join(" ") } : {};
-        log.info({ trigger, tls: tlsChanged, ...keyIds, ...signingNames }, "reloaded: new handshakes and calls use the new material");
-        await recordReload(trigger, "OK", { tls: String(tlsChanged), ...keyIds, ...signingNames });
-        return { ok: true, tls: tlsChanged, keys: keysChanged.sort() };
-      } catch (err) {
-        const error = (err as Error).message;
-        // The same failure again (a watched folder changing while a file stays broken): logged and recorded once.
-        if (error === lastReloadFailure && trigger !== "SIGHUP") {
-          log.debug({ trigger, err: error }, "reload failed again");
-          return { ok: false, error };
-        }
-        lastReloadFailure = error;
-        log.error({ trigger, err: error }, "reload failed: the previous certificates, CA, CRL and API keys stay in use");
-        await recordReload(trigger, "RELOAD_FAILED", { error });
-        return { ok: false, error };
-      }
-    },
+    reload: (trigger, load) => authentication.reload(trigger, load),
     async close(graceMillis = 5_000) {
       calls.refuse(beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: the call was not run")));
       draining.abort();
@@ -515,11 +418,6 @@ function connectionConfig(url: string): pg.ClientConfig {
   if (parsed.database) config.database = parsed.database;
   if (parsed.ssl !== undefined && parsed.ssl !== null) config.ssl = parsed.ssl as pg.ClientConfig["ssl"];
   return config;
-}
-
-function sameTls(a: TlsMaterial, b: TlsMaterial): boolean {
-  const same = (x: Buffer | undefined, y: Buffer | undefined) => (x === undefined ? y === undefined : y !== undefined && x.equals(y));
-  return same(a.cert, b.cert) && same(a.key, b.key) && same(a.clientCa, b.clientCa) && same(a.crl, b.crl);
 }
 
 function formatHost(host: string): string {
