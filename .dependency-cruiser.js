@@ -3,7 +3,7 @@
 // wire/src (the generated messages and the hand codecs) is below everything: the server and the SDK both import it, it imports neither.
 //
 // server/src, from the top down (a layer may import the layers below it, never those above):
-//   composition  main.ts, gateway.ts, config.ts, cli/, dev/, database/: builds the gateway; may import anything
+//   composition  main.ts, gateway.ts, config.ts, access-settings.ts, cli/, dev/, database/: builds the gateway; may import anything
 //   transport    grpc/: serves the services on grpc-js, authenticates calls
 //   services     services/ (their contract with grpc/: services/service-contract.ts), and beside them tenancy/,
 //                notifications/, audit/, telemetry/ (but tracing.ts and logger.ts)
@@ -31,7 +31,7 @@ const EXECUTION = any(`${S}execution/`); // with its base modules: rules that us
 const SERVICES = any(`${S}services/`);
 const BESIDE_SERVICES = any(`${S}tenancy/`, `${S}notifications/`, `${S}audit/`, `${S}telemetry/`);
 const TRANSPORT = any(`${S}grpc/`);
-const COMPOSITION = any(`${S}main.ts`, `${S}gateway.ts`, `${S}config.ts`, `${S}cli/`, `${S}dev/`, `${S}database/`);
+const COMPOSITION = any(`${S}main.ts`, `${S}gateway.ts`, `${S}config.ts`, `${S}access-settings.ts`, `${S}cli/`, `${S}dev/`, `${S}database/`);
 /** Every module of server/src. */
 const SERVER = `^${S}`;
 const SDK = "^client-sdk/src/";

@@ -3,15 +3,15 @@ import { DEFAULT_CLIENT_IDENTITY, type ClientIdentityOptions, type IdentitySourc
 import { accessSync, constants, readFileSync } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
 import type { DatabaseErrorText } from "./errors.js";
-import { STATEMENT_CLASSES, type StatementClass } from "./execution/statement-policy.js";
+import type { StatementClass } from "./execution/statement-policy.js";
+import { apiKeysOf, MIN_SECRET_LENGTH, signingSecretsOf, statementClassesOf } from "./access-settings.js";
+
+export { MAX_KEYS_PER_PRINCIPAL, MIN_API_KEY_LENGTH, MIN_SECRET_LENGTH, RESERVED_PLATFORM } from "./access-settings.js";
 import { DEFAULT_RESULT_LIMITS, type ResultLimits } from "./execution/result-budget.js";
 import { DEFAULT_CLIENT_CONNECTION_LIMITS, type ClientConnectionLimits } from "./grpc/client-connections.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
-import { parseDatabaseName, validatePlatform } from "./tenancy/naming.js";
-
-/** The shortest API key accepted: shorter keys can be guessed. */
-export const MIN_API_KEY_LENGTH = 16;
+import { parseDatabaseName } from "./tenancy/naming.js";
 
 /**
  * The gateway's settings, read once from the environment (names as in the
@@ -95,9 +95,6 @@ export interface PoolSettings {
   readonly stealAfterWaitMillis?: number;
 }
 
-/** The shortest gateway secret accepted. */
-export const MIN_SECRET_LENGTH = 32;
-
 /** Raised when settings are invalid; `problems` lists every one of them. */
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -105,11 +102,6 @@ export class ConfigError extends Error {
     super(`invalid settings:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   }
 }
-
-const API_KEY_PREFIX = "API_KEY_";
-
-/** Reserved: the gateway's catalog database would be this platform's. */
-export const RESERVED_PLATFORM = "dbgateway";
 
 /** How the gateway was started: `development` is `npm start`'s --dev (or GATEWAY_MODE=development). */
 export interface LoadOptions {
@@ -143,12 +135,6 @@ function clientIdentityOf(env: NodeJS.ProcessEnv, problems: string[]): ClientIde
 export function describeFileSetting(value: string): string {
   return /^\.{0,2}\/[^\s]{0,4000}$/.test(value) ? `"${value}"` : "the value it holds (not a path: does it hold the secret itself?)";
 }
-
-/** Printable ASCII without spaces: what a gRPC metadata value can be, less the spaces that separate a setting's two keys. */
-const API_KEY_CHARACTERS = /^[\x21-\x7e]+$/;
-
-/** Keys per API_KEY_ setting: the one in use and the next, so that a key is rotated with no call refused. */
-export const MAX_KEYS_PER_PRINCIPAL = 2;
 
 /** The modes GATEWAY_MODE names. */
 const MODES = ["production", "development"] as const;
@@ -269,73 +255,9 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     problems.push(`${tlsNames.join(", ")} are required outside development mode (development certificates are only made for the embedded PostgreSQL)`);
   }
 
-  const platformKeys = new Map<string, readonly string[]>();
-  let adminKeys: readonly string[] = [];
-  const seen = new Map<string, string>();
-  const keyNames = new Set(
-    Object.keys(env)
-      .filter((name) => name.toUpperCase().startsWith(API_KEY_PREFIX) && env[name])
-      .map((name) => name.replace(/_FILE$/, ""))
-      .filter((name) => name.length > API_KEY_PREFIX.length),
-  );
-  for (const name of [...keyNames].sort()) {
-    const value = secret(name);
-    if (value === undefined) continue;
-    const suffix = name.slice(API_KEY_PREFIX.length).toUpperCase();
-    // Two keys are separated by spaces or a line break: a key file's second line is the next key.
-    const keys = value.split(/\s+/);
-    if (keys.length > MAX_KEYS_PER_PRINCIPAL) {
-      problems.push(`${name} holds ${keys.length} keys: at most ${MAX_KEYS_PER_PRINCIPAL} (the key in use and the next)`);
-      continue;
-    }
-    if (!keys.every((key) => API_KEY_CHARACTERS.test(key))) {
-      problems.push(
-        `${name} must be printable ASCII: one key, or two separated by a space or a line break, with nothing around them (no client could send it)`,
-      );
-      continue;
-    }
-    if (keys.some((key) => key.length < MIN_API_KEY_LENGTH)) {
-      problems.push(`${name} must be at least ${MIN_API_KEY_LENGTH} characters${keys.length > 1 ? " per key" : ""}`);
-      continue;
-    }
-    const other = keys.map((key) => seen.get(key)).find((found) => found !== undefined) ?? (keys[0] === keys[1] ? name : undefined);
-    if (other !== undefined) {
-      problems.push(`${name} has a key that ${other === name ? "it holds twice" : `${other} holds too`}: every key must be different`);
-      continue;
-    }
-    for (const key of keys) seen.set(key, name);
-    if (suffix === "ADMIN") {
-      adminKeys = keys;
-      continue;
-    }
-    const platform = suffix.toLowerCase();
-    if (platform === RESERVED_PLATFORM) {
-      problems.push(`${name}: the platform name "${RESERVED_PLATFORM}" is reserved for the gateway's own catalog`);
-      continue;
-    }
-    try {
-      validatePlatform(platform);
-      if (platformKeys.has(platform)) {
-        problems.push(`${name}: another API_KEY_ variable already names platform "${platform}" (names are case-insensitive)`);
-        continue;
-      }
-      platformKeys.set(platform, keys);
-    } catch {
-      problems.push(`${name}: platform names are letters and digits starting with a letter (API_KEY_MEDSTOREAPP)`);
-    }
-  }
+  const { platformKeys, adminKeys, keyNames } = apiKeysOf(env, secret, problems);
   const statementClasses = statementClassesOf(env, platformKeys, problems);
-  const signingSecrets = new Map<string, string>();
-  for (const name of new Set(Object.keys(env).map((n) => n.replace(/_FILE$/, "")))) {
-    const match = /^SIGNING_SECRET_([A-Za-z0-9]+)$/i.exec(name);
-    if (match === null) continue;
-    const platform = match[1]!.toLowerCase();
-    const value = secret(name);
-    if (value === undefined) continue;
-    if (value.length < MIN_SECRET_LENGTH) problems.push(`${name} must be at least ${MIN_SECRET_LENGTH} characters`);
-    else if (!platformKeys.has(platform)) problems.push(`${name}: no platform "${platform}" has an API key (API_KEY_${platform.toUpperCase()})`);
-    else signingSecrets.set(platform, value);
-  }
+  const signingSecrets = signingSecretsOf(env, secret, platformKeys, problems);
   const gatewaySecret = secret("GATEWAY_SECRET");
   if (gatewaySecret !== undefined && gatewaySecret.length < MIN_SECRET_LENGTH) {
     problems.push(`GATEWAY_SECRET must be at least ${MIN_SECRET_LENGTH} characters`);
@@ -435,28 +357,6 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     gatewayInstances: int("GATEWAY_INSTANCES", 1, 1, 10_000),
   };
   return { settings: Object.freeze(settings), problems };
-}
-
-/**
- * STATEMENT_CLASSES_<PLATFORM>: the statement classes (`STATEMENT_CLASSES`) a
- * platform may run, comma-separated, or "all"; a platform without one runs
- * any statement.
- */
-function statementClassesOf(env: NodeJS.ProcessEnv, platformKeys: ReadonlyMap<string, unknown>, problems: string[]): Map<string, StatementClass[]> {
-  const policies = new Map<string, StatementClass[]>();
-  for (const [name, raw] of Object.entries(env)) {
-    const match = /^STATEMENT_CLASSES_([A-Za-z0-9]+)$/i.exec(name);
-    if (match === null || !raw?.trim()) continue;
-    const platform = match[1]!.toLowerCase();
-    const value = raw.trim().toLowerCase();
-    const classes = value === "all" ? [...STATEMENT_CLASSES] : value.split(",").map((c) => c.trim());
-    const unknown = classes.filter((c) => !(STATEMENT_CLASSES as readonly string[]).includes(c));
-    if (unknown.length > 0)
-      problems.push(`${name}: unknown statement class ${unknown.map((c) => `"${c}"`).join(", ")} (classes: ${STATEMENT_CLASSES.join(", ")}, or all)`);
-    else if (!platformKeys.has(platform)) problems.push(`${name}: no platform "${platform}" has an API key (API_KEY_${platform.toUpperCase()})`);
-    else policies.set(platform, classes as StatementClass[]);
-  }
-  return policies;
 }
 
 /** Settings as a printable object, with every secret redacted. */
