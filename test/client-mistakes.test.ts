@@ -1,11 +1,13 @@
-// A client's mistakes (parameter counts, COPY through the client) on every path: INVALID_ARGUMENT, connection kept, gateway serving on.
+// A client's mistakes (parameter counts, COPY through the client, undecodable request bytes) on every path: INVALID_ARGUMENT, connection kept, gateway serving on.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import { Code, GatewayError, type Database, type GatewayClient, type Param } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { gatewayProcessForSuite } from "./helpers/gateway-process.js";
+import { testPki } from "./helpers/pki.js";
 
 /** Long enough for any of these calls, short enough that a connection left waiting fails the test rather than hang it. */
 const TIMEOUT_MS = 5_000;
@@ -265,5 +267,59 @@ describe("client mistakes: the gateway process survives them (gateway in its own
       await rejectsWith(stream, Code.InvalidArgument, "INVALID_REQUEST");
       assert.deepEqual((await db.query("SELECT 1 AS n", [], { timeoutMs: TIMEOUT_MS })).rows, [{ n: 1 }], `the gateway still serves after ${sql}`);
     }
+  });
+});
+
+describe("client mistakes: request bytes that are not the method's message", () => {
+  let t: TestGateway;
+  before(async () => {
+    t = await startTestGateway({ platforms: 1 });
+  });
+  after(() => t.close());
+
+  /** Sends `bytes` as the request message of `method` with grpc-js, as they are, and returns the call's status. */
+  function sendBytes(method: string, kind: "unary" | "bidi", bytes: Buffer, apiKey: string): Promise<grpc.StatusObject> {
+    const tls = t.tlsFor(t.keys[t.platforms[0]!]!);
+    const client = new grpc.Client(
+      `localhost:${t.port}`,
+      grpc.credentials.createSsl(Buffer.from(testPki().ca.cert), Buffer.from(tls.key), Buffer.from(tls.cert)),
+    );
+    const metadata = new grpc.Metadata();
+    metadata.set("x-api-key", apiKey);
+    const same = (b: Buffer) => b;
+    const options = { deadline: Date.now() + TIMEOUT_MS };
+    return new Promise<grpc.StatusObject>((resolve) => {
+      const call =
+        kind === "unary"
+          ? client.makeUnaryRequest(`/dbgateway.v1.QueryService/${method}`, same, same, bytes, metadata, options, () => undefined)
+          : client.makeBidiStreamRequest(`/dbgateway.v1.QueryService/${method}`, same, same, metadata, options);
+      if (kind === "bidi") {
+        const duplex = call as grpc.ClientDuplexStream<Buffer, Buffer>;
+        duplex.on("data", () => undefined).on("error", () => undefined);
+        duplex.write(bytes);
+        duplex.end();
+      }
+      call.on("status", (status: grpc.StatusObject) => {
+        client.close();
+        resolve(status);
+      });
+    });
+  }
+
+  it("INVALID_ARGUMENT INVALID_REQUEST, not grpc-js's INTERNAL, once the call is authenticated; UNAUTHENTICATED before", async () => {
+    const key = t.keys[t.platforms[0]!]!;
+    // A field tag of field number 0: no protobuf message has it.
+    const bytes = Buffer.from([0]);
+    for (const [method, kind] of [
+      ["Query", "unary"],
+      ["Transaction", "bidi"],
+      ["QueryStream", "bidi"],
+    ] as const) {
+      const status = await sendBytes(method, kind, bytes, key);
+      assert.equal(status.code, grpc.status.INVALID_ARGUMENT, `${method}: ${status.details}`);
+      assert.match(status.details, /^the request is not a valid dbgateway\.v1\.\w+ message/);
+      assert.equal((await sendBytes(method, kind, bytes, "not-a-key")).code, grpc.status.UNAUTHENTICATED, method);
+    }
+    assert.deepEqual((await t.client().platform(t.platforms[0]!).query("SELECT 1 AS one")).rows, [{ one: 1 }]);
   });
 });

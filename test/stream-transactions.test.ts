@@ -439,6 +439,32 @@ describe("A QueryStream's transactions on the wire", () => {
     }
   });
 
+  it("a stream that fails as a transaction begins: the transaction stops waiting for messages, and its connection goes back to the pool", async () => {
+    const stats = async () => (await t.adminClient().admin().getPoolStats(platform)).pools.find((p) => p.database === `${platform}_main`)!;
+    await t.client().platform(platform).query("SELECT 1");
+    const before = await stats();
+    for (let i = 0; i < 5; i++) {
+      const s = rawStream();
+      try {
+        // The second begin reuses the number of the first, which is setting out: the stream fails before the first has read its signal.
+        const begin = { transaction: 3n, request: { kind: { case: "begin" as const, value: { platform } } } };
+        s.send({ transactions: [begin, begin] });
+        let error: GatewayError | undefined;
+        while (error === undefined)
+          await s.next().then(
+            (r) => assert.ok(r !== undefined, "the stream fails"),
+            (err: unknown) => (error = GatewayError.from(err)),
+          );
+        assert.equal(error.reason, "INVALID_REQUEST");
+      } finally {
+        s.close();
+      }
+    }
+    // Discarded once the cancel's grace period (2 s) was over, when the transaction went on waiting for a message that could not come.
+    await waitFor(async () => (await stats()).busy === 0, 5_000, "the connection is released");
+    assert.equal((await stats()).connectionsDiscarded, before.connectionsDiscarded, "no connection was discarded");
+  });
+
   it("a transaction number above 2^53 - 1 fails the stream (INVALID_ARGUMENT): it could not be answered exactly", async () => {
     const s = rawStream();
     try {

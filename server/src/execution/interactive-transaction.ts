@@ -211,6 +211,9 @@ function prepareAll(statements: readonly Parameters<typeof prepareStatement>[0][
 
 /** The next request, or undefined at half-close; interrupts the lease if none comes within `idleMillis`. */
 async function nextWithin(requests: Requests, lease: Lease, idleMillis: number): ReturnType<Requests["next"]> {
+  // Interrupted before its signal was first read (a QueryStream that failed as the transaction began): the signal is aborted
+  // already, and its "abort" event, which will not come again, would be waited for along with a message that may never come.
+  if (lease.signal.aborted) return undefined;
   const timer = setTimeout(
     () => lease.interrupt(new GatewayError("TRANSACTION_IDLE_TIMEOUT", `no message for ${idleMillis} ms inside an open transaction: it was rolled back`)),
     idleMillis,

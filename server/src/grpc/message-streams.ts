@@ -1,6 +1,7 @@
 // The message streams of a grpc-js call as handlers see them (the types of execution/call-streams.ts): responses with backpressure by bytes, requests pulled one at a time.
 import { create, toBinary, type DescMessage, type DescMethod, type MessageShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
+import { GatewayError } from "../errors.js";
 import { EncodedMessage, type RequestStream, type ResponseStream } from "../execution/call-streams.js";
 import type { CompressedMessage } from "./grpc-js-internals.js";
 import { compressed } from "./response-compression.js";
@@ -98,25 +99,46 @@ export function responseStream(
 }
 
 /**
+ * A request message whose bytes could not be decoded, as the deserializer
+ * hands it on: grpc-js answers a deserializer that throws with INTERNAL, as if
+ * the gateway had failed, where the client sent a bad request. The call fails
+ * with INVALID_ARGUMENT instead, once it is authenticated (service-adapter.ts),
+ * or, for a message of a stream, where the handler reads it.
+ */
+export class UndecodableRequest {
+  constructor(
+    readonly typeName: string,
+    readonly cause: unknown,
+  ) {}
+
+  error(): GatewayError {
+    const why = this.cause instanceof Error ? `: ${this.cause.message}` : "";
+    return new GatewayError("INVALID_REQUEST", `the request is not a valid ${this.typeName} message${why}`, { cause: this.cause });
+  }
+}
+
+/**
  * The reading side of a bidirectional call, pulled one message at a time:
  * the call is paused while a message waits to be read, so a client cannot
  * queue unbounded requests in the gateway. Resolves undefined at half-close
- * or when the call ends.
+ * or when the call ends; rejects with INVALID_ARGUMENT at a message that could
+ * not be decoded.
  */
 export function requestStream(call: grpc.ServerDuplexStream<object, object>): RequestStream<DescMessage> {
-  const queue: MessageShape<DescMessage>[] = [];
+  const queue: (MessageShape<DescMessage> | UndecodableRequest)[] = [];
   let ended = false;
-  let waiting: ((message: MessageShape<DescMessage> | undefined) => void) | undefined;
+  let waiting: { resolve: (message: MessageShape<DescMessage> | undefined) => void; reject: (err: GatewayError) => void } | undefined;
   const finish = () => {
     ended = true;
-    waiting?.(undefined);
+    waiting?.resolve(undefined);
     waiting = undefined;
   };
-  call.on("data", (message: MessageShape<DescMessage>) => {
+  call.on("data", (message: MessageShape<DescMessage> | UndecodableRequest) => {
     if (waiting !== undefined) {
-      const resolve = waiting;
+      const { resolve, reject } = waiting;
       waiting = undefined;
-      resolve(message);
+      if (message instanceof UndecodableRequest) reject(message.error());
+      else resolve(message);
       return;
     }
     queue.push(message);
@@ -130,10 +152,10 @@ export function requestStream(call: grpc.ServerDuplexStream<object, object>): Re
       const message = queue.shift();
       if (message !== undefined) {
         call.resume();
-        return Promise.resolve(message);
+        return message instanceof UndecodableRequest ? Promise.reject(message.error()) : Promise.resolve(message);
       }
       if (ended) return Promise.resolve(undefined);
-      return new Promise((resolve) => (waiting = resolve));
+      return new Promise((resolve, reject) => (waiting = { resolve, reject }));
     },
   };
 }

@@ -10,7 +10,7 @@ import type { BidiStreamingImpl, CallContext, ServerStreamingImpl, ServiceImpl, 
 import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
 import { CompressedMessage } from "./grpc-js-internals.js";
-import { requestStream, responseStream } from "./message-streams.js";
+import { requestStream, responseStream, UndecodableRequest } from "./message-streams.js";
 import type { OpenCalls } from "./open-calls.js";
 import { compressed, compressesResponses, type ResponseCompression } from "./response-compression.js";
 
@@ -80,7 +80,15 @@ export function addService<S extends GenServiceMethods>(server: grpc.Server, ser
 }
 
 function methodDefinition(service: DescService, method: DescMethod): grpc.MethodDefinition<object, object> {
-  const decode = decoderFor(method.input);
+  const decodeOrThrow = decoderFor(method.input);
+  // Never throws: grpc-js would answer INTERNAL (see UndecodableRequest).
+  const decode = (bytes: Uint8Array): object => {
+    try {
+      return decodeOrThrow(bytes);
+    } catch (err) {
+      return new UndecodableRequest(method.input.typeName, err);
+    }
+  };
   return {
     path: `/${service.typeName}/${method.name}`,
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
@@ -186,6 +194,11 @@ function startCall(
   } catch (err) {
     record.asked = askedFor(call.request);
     failWith(err);
+    return undefined;
+  }
+  // Only now: a caller that may not call learns nothing about what its bytes are.
+  if (call.request instanceof UndecodableRequest) {
+    failWith(call.request.error());
     return undefined;
   }
   if (hooks.calls !== undefined) untrack = hooks.calls.add(failWith);
