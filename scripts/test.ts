@@ -47,12 +47,7 @@ if ((await new Promise<number | null>((resolve) => build.on("exit", resolve))) !
 }
 
 const files = await testFiles();
-// Three files at a time, not node's default of one per core less one (one, on two cores): most tests wait on PostgreSQL and timers.
-const child = spawn(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=3", "--test-timeout=300000", ...files], {
-  cwd: root,
-  env,
-  stdio: "inherit",
-});
+const child = spawn(process.execPath, ["--import", "tsx", "--test", "--test-timeout=300000", ...files], { cwd: root, env, stdio: "inherit" });
 const code = await new Promise<number>((resolve) => child.on("exit", (c, signal) => resolve(c ?? (signal ? 1 : 0))));
 if (embedded === undefined) {
   // A shared server: the tests dropped their databases and roles; drop the
