@@ -9,7 +9,7 @@
 //                notifications/, audit/, telemetry/ (but tracing.ts and logger.ts)
 //   execution    execution/ (but its base modules): runs statements on a leased connection
 //   pool         pool/: connections to PostgreSQL
-//   base         what every layer shares: errors.ts, principal.ts, cleanup-stack.ts, pki/, execution/'s message streams
+//   base         what every layer shares: errors.ts, client-errors.ts, principal.ts, cleanup-stack.ts, pki/, execution/'s message streams
 //                and response-encoding.ts (wire's encoders bound to its errors), telemetry's tracing.ts and logger.ts
 
 /** Builds one regular expression matching any of `paths`, each relative to the repository and taken literally but for a trailing "/" (a folder). */
@@ -18,6 +18,7 @@ const any = (...paths) => `^(?:${paths.map((p) => p.replaceAll(".", "\\.") + (p.
 const S = "server/src/";
 const BASE = any(
   `${S}errors.ts`,
+  `${S}client-errors.ts`,
   `${S}principal.ts`,
   `${S}cleanup-stack.ts`,
   `${S}pki/`,

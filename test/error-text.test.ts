@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
 import { GatewayError, type PlatformDatabase } from "../client-sdk/src/index.js";
-import { setDatabaseErrorText } from "../server/src/errors.js";
+import { setDatabaseErrorText } from "../server/src/client-errors.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { keptLog } from "./helpers/kept-log.js";
 

@@ -2,7 +2,7 @@
 import { DEFAULT_CLIENT_IDENTITY, type ClientIdentityOptions, type IdentitySource } from "./grpc/client-identity.js";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
-import type { DatabaseErrorText } from "./errors.js";
+import type { DatabaseErrorText } from "./client-errors.js";
 import type { StatementClass } from "./execution/statement-policy.js";
 import { apiKeysOf, MIN_SECRET_LENGTH, signingSecretsOf, statementClassesOf } from "./access-settings.js";
 

@@ -311,6 +311,8 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     },
     calls,
     compression: options.compression ?? "gzip",
+    // The signing platforms are fixed at start (a reload changes only their secrets): the others pay nothing for signatures.
+    keepRequestBytes: (options.signingSecrets?.size ?? 0) > 0,
   };
   // Each call takes a token, and each QueryStream message but the first (which uses its call's).
   const admitPlatform: ServiceHooks["authorize"] = (principal, charge) => {

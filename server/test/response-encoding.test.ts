@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { GatewayError, toRpcStatus } from "../src/errors.js";
+import { toRpcStatus } from "../src/client-errors.js";
+import { GatewayError } from "../src/errors.js";
 import { QueryManyResponseSchema, QueryStreamResponseSchema } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { ResultSetSchema } from "../../wire/src/gen/dbgateway/v1/values_pb.js";
 import type { Outcome } from "../src/execution/pipeline.js";

@@ -5,7 +5,7 @@ import { join, relative, resolve } from "node:path";
 import { ConfigError, describeSettings, loadSettings, readSettings, type Settings } from "../config.js";
 import type { EmbeddedServer } from "../database/embedded-postgres.js";
 import type { DevelopmentKeys, DevelopmentPki } from "../dev/development-setup.js";
-import { setDatabaseErrorText } from "../errors.js";
+import { setDatabaseErrorText } from "../client-errors.js";
 import { startGateway, type Gateway, type ReloadedMaterial } from "../gateway.js";
 import { contextOptions, type TlsMaterial } from "../grpc/tls-credentials.js";
 import { createLogger, flushLogs } from "../telemetry/logger.js";

@@ -1,6 +1,7 @@
 // The Transaction call: an interactive transaction on one leased connection, statement by statement, until commit, rollback or a limit ends it.
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { GatewayError, leavesConnectionUsable, toGatewayError, toRpcStatus } from "../errors.js";
+import { toRpcStatus } from "../client-errors.js";
+import { GatewayError, leavesConnectionUsable, toGatewayError } from "../errors.js";
 import type { TransactionRequestSchema, TransactionResponseSchema } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import type { CallLimits, Lease, PoolManager } from "../pool/pool-manager.js";
 import { EncodedMessage, type RequestStream, type ResponseStream } from "./call-streams.js";

@@ -38,6 +38,32 @@ export function isCopy(sql: string): boolean {
 }
 
 /**
+ * Where the comment that starts at `i` ends, as PostgreSQL's lexer reads it:
+ * a `--` line comment at the line break, a `/* *\/` comment (they nest)
+ * after its close; `i` itself when none starts there, -1 when a block comment
+ * is never closed.
+ */
+export function commentEnd(sql: string, i: number): number {
+  const n = sql.length;
+  if (sql.startsWith("--", i)) {
+    while (i < n && sql[i] !== "\n" && sql[i] !== "\r") i++;
+    return i;
+  }
+  if (!sql.startsWith("/*", i)) return i;
+  let depth = 0;
+  do {
+    if (sql.startsWith("/*", i)) {
+      depth++;
+      i += 2;
+    } else if (sql.startsWith("*/", i)) {
+      depth--;
+      i += 2;
+    } else i++;
+  } while (depth > 0 && i < n);
+  return depth > 0 ? -1 : i;
+}
+
+/**
  * The statement's first token, as PostgreSQL's lexer reads it, when it is a
  * word of ASCII letters (upper-cased) or "(": after white space, `--` line
  * comments, nested `/* *\/` comments and semicolons (PostgreSQL drops the
@@ -48,20 +74,10 @@ export function leadingKeyword(sql: string): string {
   let i = 0;
   for (;;) {
     while (i < n && isSpace(sql.charCodeAt(i))) i++;
-    if (sql.startsWith("--", i)) {
-      while (i < n && sql[i] !== "\n" && sql[i] !== "\r") i++;
-    } else if (sql.startsWith("/*", i)) {
-      let depth = 0;
-      do {
-        if (sql.startsWith("/*", i)) {
-          depth++;
-          i += 2;
-        } else if (sql.startsWith("*/", i)) {
-          depth--;
-          i += 2;
-        } else i++;
-      } while (depth > 0 && i < n);
-      if (depth > 0) return ""; // unterminated
+    const comment = commentEnd(sql, i);
+    if (comment === -1) return ""; // unterminated
+    if (comment > i) {
+      i = comment;
     } else if (sql[i] === ";") {
       i++;
     } else break;

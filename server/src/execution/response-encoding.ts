@@ -1,6 +1,7 @@
 // The server's outcomes (encoded results, or GatewayErrors sent as google.rpc.Status) as Query, QueryMany, Batch and QueryStream responses, by wire's hand encoders.
 import { toBinary } from "@bufbuild/protobuf";
-import { toRpcStatus, type GatewayError } from "../errors.js";
+import { toRpcStatus } from "../client-errors.js";
+import type { GatewayError } from "../errors.js";
 import { StatusSchema } from "../../../wire/src/gen/google/rpc/status_pb.js";
 import * as wire from "../../../wire/src/response-encoding.js";
 import { EncodedMessage } from "./call-streams.js";

@@ -1,5 +1,6 @@
 // Which kinds of statement a platform may run (STATEMENT_CLASSES_<PLATFORM>), each statement classed by PostgreSQL's own parser (libpg_query).
 import { GatewayError } from "../errors.js";
+import { commentEnd } from "./leading-keyword.js";
 
 /**
  * The classes a policy allows or refuses:
@@ -89,26 +90,11 @@ function withEscapeStrings(sql: string): string {
   const n = sql.length;
   while (i < n) {
     const c = sql[i]!;
-    if (sql.startsWith("--", i)) {
-      const end = sql.indexOf("\n", i);
-      const stop = end === -1 ? n : end;
+    const comment = commentEnd(sql, i);
+    if (comment !== i) {
+      const stop = comment === -1 ? n : comment;
       out += sql.slice(i, stop);
       i = stop;
-    } else if (sql.startsWith("/*", i)) {
-      let depth = 0;
-      const start = i;
-      do {
-        if (sql.startsWith("/*", i)) {
-          depth++;
-          i += 2;
-        } else if (sql.startsWith("*/", i)) {
-          depth--;
-          i += 2;
-        } else {
-          i++;
-        }
-      } while (depth > 0 && i < n);
-      out += sql.slice(start, i);
     } else if (c === '"') {
       const end = sql.indexOf('"', i + 1);
       const stop = end === -1 ? n : end + 1;

@@ -4,7 +4,8 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import * as grpc from "@grpc/grpc-js";
 import { EncodedMessage } from "../execution/call-streams.js";
 import { decoderFor } from "../../../wire/src/codecs.js";
-import { GatewayError, toGatewayError, toStatusObject } from "../errors.js";
+import { toStatusObject } from "../client-errors.js";
+import { GatewayError, toGatewayError } from "../errors.js";
 import type { Principal } from "../principal.js";
 import type { BidiStreamingImpl, CallContext, ServerStreamingImpl, ServiceImpl, UnaryImpl } from "../services/service-contract.js";
 import { REQUEST_ID_HEADER, type CallRecord, type CallTelemetry } from "../telemetry/call-telemetry.js";
@@ -50,6 +51,8 @@ export interface ServiceHooks {
   calls?: OpenCalls;
   /** Response compression (default "none"): see `compressesResponses`. */
   compression?: ResponseCompression;
+  /** Keep each unary request's bytes for `requestBytesOf` (only signed requests need them). */
+  keepRequestBytes?: boolean;
 }
 
 /**
@@ -63,7 +66,7 @@ export function addService<S extends GenServiceMethods>(server: grpc.Server, ser
   const definition: Record<string, grpc.MethodDefinition<object, object>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of (service as DescService).methods) {
-    definition[method.name] = methodDefinition(service as DescService, method);
+    definition[method.name] = methodDefinition(service as DescService, method, hooks.keepRequestBytes === true);
     const handler = (impl as Record<string, AnyImpl | undefined>)[method.localName];
     handlers[method.name] =
       handler === undefined
@@ -79,7 +82,7 @@ export function addService<S extends GenServiceMethods>(server: grpc.Server, ser
   server.addService(definition as grpc.ServiceDefinition, handlers);
 }
 
-function methodDefinition(service: DescService, method: DescMethod): grpc.MethodDefinition<object, object> {
+function methodDefinition(service: DescService, method: DescMethod, keepRequestBytes: boolean): grpc.MethodDefinition<object, object> {
   const decodeOrThrow = decoderFor(method.input);
   // Never throws: grpc-js would answer INTERNAL (see UndecodableRequest).
   const decode = (bytes: Uint8Array): object => {
@@ -95,7 +98,7 @@ function methodDefinition(service: DescService, method: DescMethod): grpc.Method
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: (message) => Buffer.from(toBinary(method.input, message as MessageShape<DescMessage>)),
     requestDeserialize:
-      method.methodKind === "unary" || method.methodKind === "server_streaming"
+      keepRequestBytes && (method.methodKind === "unary" || method.methodKind === "server_streaming")
         ? (bytes: Buffer) => {
             const message = decode(bytes);
             requestBytes.set(message, bytes);
