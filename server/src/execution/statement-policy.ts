@@ -143,9 +143,9 @@ const MAX_REMEMBERED = 10_000;
 /** Statements longer than this are classed but not remembered: the memory of the cache stays bounded (about 20 MB). */
 const MAX_REMEMBERED_LENGTH = 2_048;
 /**
- * The longest statement a policy checks: parsing runs on the gateway's
- * thread, about 1.3 µs a byte, so a longer one is refused (parameters carry
- * large values).
+ * The longest statement a policy checks: parsing takes time in proportion to
+ * the text, on the gateway's thread (BENCHMARKS.md, "Statement policy"), so a
+ * longer one is refused; large values go as parameters.
  */
 export const MAX_CHECKED_SQL_BYTES = 65_536;
 

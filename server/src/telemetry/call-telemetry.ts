@@ -179,7 +179,8 @@ export class CallRecord {
       return;
     }
     const level = this.#telemetry.failedStatements;
-    if (level === "off" || level === "silent" || !(error.cause instanceof DatabaseError)) return;
+    // Not even made when the log would drop it (the default level, debug, under LOG_LEVEL=info).
+    if (level === "off" || !(error.cause instanceof DatabaseError) || !this.#telemetry.statements.isLevelEnabled(level)) return;
     // Every field PostgreSQL sent, but the empty ones; never the parameters, which the error does not hold.
     const fields = Object.fromEntries(
       Object.entries(postgresErrorDetail(error.cause)).filter(([key, value]) => key !== "$typeName" && value !== "" && value !== 0),
