@@ -1,6 +1,15 @@
 // createClient, the SDK's entry point: one HTTP/2 connection over mutual TLS to a platform's databases, its tenants and the admin calls.
 import { createClient as createConnectClient, type Client } from "@connectrpc/connect";
-import { AdminService, DatabaseType, type GetPoolStatsResponse } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  AdminService,
+  DatabaseType,
+  QuotaScope,
+  type GetPoolStatsResponse,
+  type ListQuotasResponse,
+  type QuotaLimits as QuotaLimitsMessage,
+  type QuotaSchema,
+} from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { validateClientOptions, type ClientOptions } from "./client-options.js";
 import { QueryCoalescer } from "./coalescer.js";
@@ -34,6 +43,27 @@ export interface AdminClient {
   listDatabases(platform?: string, options?: CallOptions): Promise<DatabaseInfo[]>;
   /** The gateway instance's connection pools, per database (of one platform, or all) and in total. */
   getPoolStats(platform?: string, options?: CallOptions): Promise<GetPoolStatsResponse>;
+  /**
+   * Replaces the limits stored for a platform's calls together (`{ platform }`),
+   * for each of its tenants (`{ platform, eachTenant: true }`), or for one tenant
+   * (`{ platform, tenantId }`, "" for the main database). Limits left out are
+   * inherited; `{}` removes the quota. Returns the limits as stored.
+   */
+  setQuota(target: QuotaTarget, limits: QuotaLimits, options?: CallOptions): Promise<QuotaLimits>;
+  /** The quotas stored for a platform (or every platform), and the limits the gateway applies where none are. */
+  listQuotas(platform?: string, options?: CallOptions): Promise<ListQuotasResponse>;
+}
+
+/** Whose calls a quota limits: see `AdminClient.setQuota`. */
+export type QuotaTarget = { platform: string; tenantId?: string; eachTenant?: boolean };
+
+/** Limits against noisy neighbours (see the gateway's README, "Quotas"). */
+export interface QuotaLimits {
+  callsPerSecond?: number;
+  burst?: number;
+  maxConcurrentStatements?: number;
+  maxConnections?: number;
+  maxStatementTimeMs?: number;
 }
 
 /** A connection to a gateway: one HTTP/2 connection shared by every call. */
@@ -92,6 +122,9 @@ export function createClient(options: ClientOptions): GatewayClient {
         dropTenant: (platform, tenantId, o = {}) => call(async (c) => describe((await admin.dropTenant({ platform, tenantId }, c)).database), o, false),
         listDatabases: (platform = "", o = {}) => call(async (c) => (await admin.listDatabases({ platform }, c)).databases.map(describe), o, true),
         getPoolStats: (platform = "", o = {}) => call((c) => admin.getPoolStats({ platform }, c), o, true),
+        setQuota: (target, limits, o = {}) =>
+          call(async (c) => quotaLimitsOf((await admin.setQuota({ quota: quotaRequest(target, limits) }, c)).quota?.limits), o, true),
+        listQuotas: (platform = "", o = {}) => call((c) => admin.listQuotas({ platform }, c), o, true),
       };
     },
     raw: { query, admin },
@@ -99,6 +132,26 @@ export function createClient(options: ClientOptions): GatewayClient {
       transport.close();
     },
   };
+}
+
+function quotaRequest(target: QuotaTarget, limits: QuotaLimits): MessageInitShape<typeof QuotaSchema> {
+  const scope = target.tenantId !== undefined ? QuotaScope.TENANT : target.eachTenant ? QuotaScope.EACH_TENANT : QuotaScope.PLATFORM;
+  const { maxStatementTimeMs, ...rest } = limits;
+  const time =
+    maxStatementTimeMs === undefined
+      ? {}
+      : { maxStatementTime: { seconds: BigInt(Math.floor(maxStatementTimeMs / 1000)), nanos: (maxStatementTimeMs % 1000) * 1e6 } };
+  return { platform: target.platform, tenantId: target.tenantId ?? "", scope, limits: { ...rest, ...time } };
+}
+
+function quotaLimitsOf(m: QuotaLimitsMessage | undefined): QuotaLimits {
+  const limits: QuotaLimits = {};
+  if (m?.callsPerSecond !== undefined) limits.callsPerSecond = m.callsPerSecond;
+  if (m?.burst !== undefined) limits.burst = m.burst;
+  if (m?.maxConcurrentStatements !== undefined) limits.maxConcurrentStatements = m.maxConcurrentStatements;
+  if (m?.maxConnections !== undefined) limits.maxConnections = m.maxConnections;
+  if (m?.maxStatementTime !== undefined) limits.maxStatementTimeMs = Number(m.maxStatementTime.seconds) * 1000 + m.maxStatementTime.nanos / 1e6;
+  return limits;
 }
 
 function describe(db: { name: string; platform: string; tenantId: string; type: DatabaseType } | undefined): DatabaseInfo {

@@ -2,7 +2,7 @@
  * @db-gateway/client: the TypeScript client of db-gateway.
  * The public API is exactly what this file exports.
  */
-export { createClient, type AdminClient, type DatabaseInfo, type GatewayClient, type PlatformDatabase } from "./client.js";
+export { createClient, type AdminClient, type DatabaseInfo, type GatewayClient, type PlatformDatabase, type QuotaLimits, type QuotaTarget } from "./client.js";
 export type { ClientOptions, PemSource, RetryOptions } from "./client-options.js";
 export type {
   BatchOptions,
@@ -23,5 +23,12 @@ export type { Transaction, TransactionOptions } from "./transaction.js";
 export { Code, GatewayError } from "./gateway-error.js";
 export type { Int8Mode, TypeParser } from "./type-parsers.js";
 export { toValue, type Param } from "./values.js";
-export { AdminService, type GetPoolStatsResponse, type PoolStats, type PoolTotals } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
+export {
+  AdminService,
+  type GetPoolStatsResponse,
+  type ListQuotasResponse,
+  type PoolStats,
+  type PoolTotals,
+  type Quota,
+} from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 export { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";

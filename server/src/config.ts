@@ -1,7 +1,7 @@
 // The gateway's settings, read once from the environment, validated with every problem reported at once, and printed with secrets redacted.
 import { DEFAULT_CLIENT_IDENTITY, type ClientIdentityOptions, type IdentitySource } from "./grpc/client-identity.js";
 import { accessSync, constants, readFileSync } from "node:fs";
-import { DEFAULT_CATALOG_DATABASE } from "./audit/audit-log.js";
+import { DEFAULT_CATALOG_DATABASE } from "./audit/catalog.js";
 import type { DatabaseErrorText } from "./client-errors.js";
 import type { StatementClass } from "./execution/statement-policy.js";
 import { apiKeysOf, MIN_SECRET_LENGTH, signingSecretsOf, statementClassesOf } from "./access-settings.js";

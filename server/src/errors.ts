@@ -33,8 +33,10 @@ export const Reason = {
   POOL_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
   /** Too many calls were already waiting for a connection to this database. */
   TOO_MANY_WAITERS: Status.RESOURCE_EXHAUSTED,
-  /** The platform is over its rate limit (RATE_LIMIT_PER_SEC); a RetryInfo says when to try again. */
+  /** The platform or the tenant is over its calls per second (RATE_LIMIT_PER_SEC, or its quota); a RetryInfo says when to try again. */
   RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
+  /** The platform or the tenant has as many statements running as its quota allows (metadata `limit`, `scope`); a RetryInfo says when to try again. */
+  QUOTA_EXCEEDED: Status.RESOURCE_EXHAUSTED,
   DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
   CANCELLED: Status.CANCELLED,
   /** A role the gateway would create exists already and is not one of the gateway's. */

@@ -8,12 +8,12 @@ import { beforeStatement, GatewayError } from "./errors.js";
 import { AdminService } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { AuditLog } from "./audit/audit-log.js";
+import { openCatalog } from "./audit/catalog.js";
 import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
 import type { ApiKeySet } from "./grpc/api-keys.js";
 import { loadStatementParser, StatementPolicy, type StatementClass } from "./execution/statement-policy.js";
 import { DEFAULT_CLIENT_CONNECTION_LIMITS, limitClientConnections, type ClientConnectionLimits } from "./grpc/client-connections.js";
 import type { ClientIdentityOptions } from "./grpc/client-identity.js";
-import { RateLimiter } from "./grpc/rate-limiter.js";
 import { exposeRequestEncodings, frameCompressedMessages, listeningServers } from "./grpc/grpc-js-internals.js";
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { OpenCalls } from "./grpc/open-calls.js";
@@ -30,6 +30,8 @@ import { TenantLifecycle } from "./tenancy/lifecycle.js";
 import { RegistrySync } from "./tenancy/registry-sync.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
 import { ADMIN_SEARCH_PATH, inspectAdministrativeRole, TenantRoles } from "./tenancy/roles.js";
+import { QuotaStore } from "./tenancy/quota-store.js";
+import { Quotas, type QuotaDefaults, type QuotaLimits } from "./tenancy/quotas.js";
 import { Router } from "./tenancy/router.js";
 import { CallTelemetry } from "./telemetry/call-telemetry.js";
 import { HealthMonitor } from "./telemetry/health.js";
@@ -61,10 +63,12 @@ export interface GatewayOptions extends ApiKeySet {
   logger: Logger;
   /** The operators' HTTP port (/metrics, /health): host and port (0 picks a free one). */
   metrics: { host: string; port: number };
-  /** Calls per second and burst allowed to each platform; undefined: no limit. */
+  /** Calls per second and burst allowed to each platform where no quota says otherwise; undefined: no limit. */
   rateLimit: { perSecond: number; burst: number } | undefined;
-  /** The database holding the audit trail (created if missing). */
+  /** The database holding the audit trail and the quotas (created if missing). */
   catalogDatabase: string;
+  /** How often the quotas are read from the catalog again (default 5 s), for those set through another gateway instance. */
+  quotaRefreshMillis?: number;
   /** How often PostgreSQL's availability is checked for the health endpoints. */
   healthCheckMillis: number;
   /** Once this many queries of one QueryStream are read and not yet answered (default 4,096), the stream is not read until some are answered. */
@@ -128,6 +132,7 @@ const SHUTDOWN_ANSWER_MILLIS = 2_000;
 const MAX_PENDING_NOTIFICATIONS = 10_000;
 /** Once this many queries of one QueryStream are read and not yet answered, the stream is not read until some are answered (a message may take it past). */
 const MAX_STREAM_QUERIES = 4_096;
+const QUOTA_REFRESH_MILLIS = 5_000;
 
 /**
  * A tenant role's CONNECTION LIMIT: each gateway instance's pool (its LISTEN
@@ -212,6 +217,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     return client;
   };
 
+  const quotas = new Quotas(quotaDefaults(options), (platform, limit, scope, n) => metrics.quotaRefusals.inc({ platform, limit, scope }, n));
   const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
   const pools = new PoolManager({
     ...options.pool,
@@ -224,6 +230,8 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     },
     onError: (database, err) => onError(`connection to "${database}" failed`, err),
     onAcquired: (waitMillis) => metrics.poolWait.observe(waitMillis / 1000),
+    shareOf: (database) => quotas.shareOf(database),
+    admit: (database) => quotas.admit(database),
   });
   cleanup.defer("pools", () => pools.closeAll());
 
@@ -250,8 +258,17 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     catalogs.signal,
   ).catch((err: unknown) => onError("the catalogs could not be reconciled", err));
   cleanup.defer("catalog reconciliation", () => (catalogs.abort(), reconciling));
-  const audit = await AuditLog.open(admin, adminConnection, options.catalogDatabase);
-  cleanup.defer("audit trail", () => audit.close());
+  const catalog = await openCatalog(admin, adminConnection, options.catalogDatabase);
+  cleanup.defer("catalog", () => catalog.end());
+  const audit = await AuditLog.open(catalog);
+  const quotaStore = await QuotaStore.open(catalog);
+  const stopQuotas = await quotaStore.follow(
+    quotas,
+    options.quotaRefreshMillis ?? QUOTA_REFRESH_MILLIS,
+    () => pools.reshare(),
+    (err) => onError("the quotas could not be read from the catalog", err),
+  );
+  cleanup.defer("quota refresh", stopQuotas);
 
   const router = new Router(registry, async (database) => {
     if (!lifecycle.isManaged(database)) return false;
@@ -302,7 +319,6 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     onError,
   });
   const calls = new OpenCalls();
-  const limiter = options.rateLimit === undefined ? undefined : new RateLimiter(options.rateLimit.perSecond, options.rateLimit.burst);
   const hooks: Omit<ServiceHooks, "authorize"> = {
     authenticate: (call, record) => authentication.authenticate(call, record),
     telemetry: new CallTelemetry(log, metrics, options.failedStatementLogLevel),
@@ -316,7 +332,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   };
   // Each call takes a token, and each QueryStream message but the first (which uses its call's).
   const admitPlatform: ServiceHooks["authorize"] = (principal, charge) => {
-    if (principal.kind === "platform" && charge) limiter?.take(principal.platform);
+    if (principal.kind === "platform" && charge) quotas.chargePlatform(principal.platform);
   };
   const policies = new Map<string, StatementPolicy>();
   if ((options.statementClasses?.size ?? 0) > 0) await loadStatementParser();
@@ -332,17 +348,37 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       maxStreamQueries: options.maxStreamQueries ?? MAX_STREAM_QUERIES,
       results,
       policies,
+      quotas: {
+        statementMillisOf: (database) => quotas.statementMillis(database, options.maxStatementMillis),
+        admitSome: (database, wanted) => quotas.admitSome(database, wanted),
+      },
     },
     draining.signal,
   );
   addService(server, QueryService, queryService, { ...hooks, authorize: admitPlatform });
-  const adminService = createAdminService(registry, lifecycle, pools, platforms, {
-    audit,
-    onAuditFailure: (err) => {
-      metrics.auditFailures.inc();
-      onError("an administrative action could not be recorded in the audit trail", err);
+  const adminService = createAdminService(
+    registry,
+    lifecycle,
+    pools,
+    platforms,
+    {
+      audit,
+      onAuditFailure: (err) => {
+        metrics.auditFailures.inc();
+        onError("an administrative action could not be recorded in the audit trail", err);
+      },
     },
-  });
+    {
+      store: quotaStore,
+      quotas,
+      onChange: () => pools.reshare(),
+      ceilings: {
+        maxConnectionsPerPool: options.pool.maxConnectionsPerPool,
+        maxTotalConnections: options.pool.maxTotalConnections,
+        maxStatementMillis: options.maxStatementMillis,
+      },
+    },
+  );
   addService(server, AdminService, adminService, { ...hooks, authorize: requireAdmin });
   const setServing = addStandardServices(server, [QueryService, AdminService]);
   const health = new HealthMonitor(
@@ -363,6 +399,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     postgresUp: () => health.report().postgres_connected,
     bufferedResultBytes: () => results.usedBytes,
     clientConnections: () => clientConnections.open,
+    statementsInFlight: () => quotas.inFlight(),
   });
 
   const address = `${formatHost(options.host)}:${options.port}`;
@@ -407,6 +444,13 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       await cleanup.unwind();
     },
   };
+}
+
+/** What applies where no quota in the catalog says otherwise: the settings' rate limit, pool size and statement time. */
+function quotaDefaults(options: GatewayOptions): QuotaDefaults {
+  const platform: QuotaLimits = {};
+  if (options.rateLimit !== undefined) Object.assign(platform, { callsPerSecond: options.rateLimit.perSecond, burst: options.rateLimit.burst });
+  return { platform, tenant: { maxConnections: options.pool.maxConnectionsPerPool, maxStatementMillis: options.maxStatementMillis } };
 }
 
 /** Connection settings from a URL: host, port, TLS, and the administrative user and database. */

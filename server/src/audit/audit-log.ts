@@ -1,12 +1,6 @@
 // The append-only audit trail of administrative actions, in the gateway's catalog database: who, from where, what, on which database, outcome.
-import pg from "pg";
-
-/**
- * The default name of the gateway's own catalog database (CATALOG_DATABASE).
- * The platform "dbgateway" is reserved (see config.ts), so no tenant database
- * can be called this.
- */
-export const DEFAULT_CATALOG_DATABASE = "dbgateway_catalog";
+import type pg from "pg";
+import { applySchema } from "./catalog.js";
 
 /** An administrative action and its outcome, as recorded. */
 export interface AuditEntry {
@@ -66,40 +60,16 @@ const SCHEMA = `
 /**
  * The audit trail of administrative actions, in the catalog database: who
  * (key and client certificate), from where, what, on which database, when,
- * and the outcome. Written with the gateway's administrative role on a small
- * pool of its own.
+ * and the outcome. Written with the gateway's administrative role on the
+ * catalog's pool.
  */
 export class AuditLog {
   private constructor(private readonly pool: pg.Pool) {}
 
-  /** Creates the catalog database and its schema if needed, and connects. */
-  static async open(admin: pg.Pool, connection: pg.ClientConfig, database: string): Promise<AuditLog> {
-    const exists = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [database]);
-    if (exists.rowCount === 0) {
-      try {
-        await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(database)}`);
-        await admin.query(`REVOKE ALL ON DATABASE ${pg.escapeIdentifier(database)} FROM PUBLIC`);
-      } catch (err) {
-        // Another instance created it first: 42P04 duplicate_database, or a unique violation in pg_database.
-        if (!(err instanceof pg.DatabaseError && (err.code === "42P04" || err.code === "23505"))) throw err;
-      }
-    }
-    const pool = new pg.Pool({ ...connection, database, max: 2, application_name: "db-gateway-audit" });
-    pool.on("error", () => undefined); // an idle connection lost: the next query opens another
-    const client = await pool.connect();
-    try {
-      await client.query("BEGIN");
-      await client.query("SELECT pg_advisory_xact_lock(hashtext('db-gateway audit_log schema'))");
-      await client.query(SCHEMA);
-      await client.query("COMMIT");
-    } catch (err) {
-      await client.query("ROLLBACK").catch(() => undefined);
-      client.release(true);
-      await pool.end();
-      throw err;
-    }
-    client.release();
-    return new AuditLog(pool);
+  /** Sets up the trail's schema in the catalog (see catalog.ts) if needed. */
+  static async open(catalog: pg.Pool): Promise<AuditLog> {
+    await applySchema(catalog, "audit_log", SCHEMA);
+    return new AuditLog(catalog);
   }
 
   async record(entry: AuditEntry): Promise<void> {
@@ -145,9 +115,5 @@ export class AuditLog {
       outcome: r.outcome,
       detail: r.detail,
     }));
-  }
-
-  close(): Promise<void> {
-    return this.pool.end();
   }
 }

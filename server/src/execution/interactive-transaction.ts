@@ -24,6 +24,8 @@ export interface TransactionLimits {
   onStatementError?: (error: GatewayError) => void;
   /** The statements the transaction's platform may run. */
   check?: StatementCheck;
+  /** A database's own longest statement (its quota), when shorter than `maxStatementMillis`. */
+  statementMillisOf?(database: string): number;
 }
 
 type Requests = RequestStream<typeof TransactionRequestSchema>;
@@ -54,7 +56,9 @@ export async function runTransaction(
       (lease) => {
         begun = true;
         onLease?.(lease);
-        return runInteractiveTransaction(lease, begin, requests, responses, limits);
+        const own = limits.statementMillisOf?.(database);
+        const tighter = own === undefined || own >= limits.maxStatementMillis ? limits : { ...limits, maxStatementMillis: own };
+        return runInteractiveTransaction(lease, begin, requests, responses, tighter);
       },
       callLimits,
     );

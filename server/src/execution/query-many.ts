@@ -102,6 +102,22 @@ export async function runQueryMany(
 /** A call's limits (deadline, cancellation) and the statements its platform may run. */
 export interface StatementLimits extends CallLimits {
   check?: StatementCheck;
+  /** A database's own longest statement (its quota): a call's statements on it end by then. */
+  statementMillisOf?(database: string): number;
+  /**
+   * Admits as many of `wanted` statements to a database as its quotas allow
+   * (the others fail with `refusal`); `leave` once they are over. Queries sent
+   * together are admitted here, each counted; other calls by the pool, once each.
+   */
+  admitSome?(database: string, wanted: number): { granted: number; refusal: GatewayError | undefined; leave: () => void };
+}
+
+/** The limits of a call's statements on one database: its deadline brought forward to the database's longest statement. */
+export function limitsOn(database: string, limits: StatementLimits): StatementLimits {
+  const own = limits.statementMillisOf?.(database);
+  if (own === undefined) return limits;
+  const deadline = Date.now() + own;
+  return deadline < limits.deadline ? { ...limits, deadline } : limits;
 }
 
 /** Refuses more queries than one QueryMany call or QueryStream message carries. */
@@ -157,7 +173,7 @@ export async function runQueries(
   // Each connection waited for listens to the call's signal until it is had: up to one listener per
   // statement, not a leak (node warns beyond 10).
   if (limits.signal !== undefined) setMaxListeners(0, limits.signal);
-  await Promise.all([...byDatabase].map(([database, runnable]) => runOnDatabase(pools, database, runnable, limits, account, answer, interruptions)));
+  await Promise.all([...byDatabase].map(([database, runnable]) => runAdmitted(pools, database, runnable, limits, account, answer, interruptions)));
   return [...byDatabase.keys()];
 }
 
@@ -174,6 +190,43 @@ export function connectionsFor(statements: number, available: number, statementM
   return Math.min(statements, Math.max(Math.min(available, Math.ceil(statements / depth)), Math.ceil(statements / Math.max(depth, PIPELINE_DEPTH))));
 }
 
+/**
+ * Runs one database's share of the queries as far as its quotas admit them
+ * (those beyond are answered with the refusal), within its own longest
+ * statement. Only the call's own deadline or cancellation interrupts the
+ * whole run: a database's shorter statement time is its queries' outcome.
+ */
+async function runAdmitted(
+  pools: PoolManager,
+  database: string,
+  runnable: Runnable[],
+  limits: StatementLimits,
+  account: ResultAccount,
+  answer: Answers,
+  interruptions: "throw" | "answer",
+): Promise<void> {
+  // Queries in request order (routing may have finished out of order): those admitted come first.
+  runnable.sort((a, b) => a.index - b.index);
+  const admission = limits.admitSome?.(database, runnable.length);
+  const admitted = admission === undefined ? runnable : runnable.slice(0, admission.granted);
+  if (admission?.refusal !== undefined) {
+    const refused = runnable.slice(admitted.length);
+    answer(
+      refused.map((r) => r.index),
+      refused.map(() => ({ error: admission.refusal! })),
+    );
+  }
+  if (admitted.length === 0) return;
+  const own = limitsOn(database, limits);
+  // The deadline that passed is the call's unless the database's own came first.
+  const callOver = (error: GatewayError) => error.reason === "CANCELLED" || (error.reason === "DEADLINE_EXCEEDED" && own.deadline >= limits.deadline);
+  try {
+    await runOnDatabase(pools, database, admitted, { ...own, unmetered: admission !== undefined }, account, answer, interruptions, callOver);
+  } finally {
+    admission?.leave();
+  }
+}
+
 /** Runs one database's share of the queries, answering each connection's share when it is done. */
 async function runOnDatabase(
   pools: PoolManager,
@@ -183,9 +236,8 @@ async function runOnDatabase(
   account: ResultAccount,
   answer: Answers,
   interruptions: "throw" | "answer",
+  callOver: (error: GatewayError) => boolean,
 ): Promise<void> {
-  // Queries in request order (routing may have finished out of order).
-  runnable.sort((a, b) => a.index - b.index);
   // Slow statements on as many connections as the pool can give at once, so that they run side by side
   // as separate Query calls would; fast ones pipelined as deep as the budget allows; and pipelines
   // (at most PIPELINE_DEPTH deep, or the budget's depth) while waiting for connections.
@@ -205,7 +257,7 @@ async function runOnDatabase(
         );
       } catch (err) {
         const error = toGatewayError(err);
-        if (interruptions === "throw" && (error.reason === "DEADLINE_EXCEEDED" || error.reason === "CANCELLED")) throw error;
+        if (interruptions === "throw" && callOver(error)) throw error;
         outcomes = chunk.map(() => ({ error }));
       }
       answer(indexes, outcomes);

@@ -221,7 +221,7 @@ class DatabaseListener {
     try {
       while (this.subscribers.size > 0 && !this.closing.aborted) {
         try {
-          await this.pools.withConnection(this.database, (lease) => this.#hold(lease, lost), { deadline: Infinity, signal: this.closing });
+          await this.pools.withConnection(this.database, (lease) => this.#hold(lease, lost), { deadline: Infinity, signal: this.closing, unmetered: true });
           delay = this.options.retryMillis;
           lost = false;
         } catch (err) {

@@ -4,6 +4,7 @@ import { GatewayError } from "../errors.js";
 import { passDataRowBytes } from "./data-row-parser.js";
 import { destroyConnection } from "./pg-internals.js";
 import { newPoolCounters, type PoolStats } from "./pool-stats.js";
+import type { ConnectionGroup } from "./pool-options.js";
 
 /** An open connection of a pool. */
 export interface Connection {
@@ -49,7 +50,13 @@ export class DatabasePool {
   retired = false;
   /** While PostgreSQL refuses this database more connections (53300): no new one is tried before `until` (performance.now()). */
   refused: { at: number; until: number; backoffMillis: number; error: DatabaseError } | undefined;
-  constructor(readonly database: string) {}
+  constructor(
+    readonly database: string,
+    /** Most connections it holds (its share of the cap: see `PoolManagerOptions.shareOf`). */
+    public maxSize: number,
+    /** The group whose limit it shares, if any. */
+    public group: ConnectionGroup | undefined,
+  ) {}
 
   get size(): number {
     return this.idle.length + this.busy.size + this.connecting;

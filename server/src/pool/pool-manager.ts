@@ -26,7 +26,7 @@ export class PoolManager {
   /** The lease of each call holding a connection (see `withConnection`), for `stop`. */
   readonly #leases = new Set<CallLease>();
 
-  constructor(options: PoolManagerOptions) {
+  constructor(private readonly options: PoolManagerOptions) {
     this.#scheduler = new Scheduler(options);
     this.#reset = new ConnectionReset(this.#scheduler, options);
   }
@@ -46,6 +46,22 @@ export class PoolManager {
    * network) has its connection destroyed instead.
    */
   async withConnection<T>(database: string, fn: (lease: Lease) => Promise<T>, limits: CallLimits): Promise<T> {
+    const admit = limits.unmetered ? undefined : this.options.admit;
+    if (admit === undefined) return this.#withConnection(database, fn, limits);
+    let leave: () => void;
+    try {
+      leave = admit(database);
+    } catch (err) {
+      throw beforeStatement(err);
+    }
+    try {
+      return await this.#withConnection(database, fn, limits);
+    } finally {
+      leave();
+    }
+  }
+
+  async #withConnection<T>(database: string, fn: (lease: Lease) => Promise<T>, limits: CallLimits): Promise<T> {
     let connection: Connection;
     try {
       connection = await withSpan("pool.acquire", { "db.namespace": database }, () => this.#scheduler.acquire(database, limits));
@@ -75,6 +91,11 @@ export class PoolManager {
       this.#leases.delete(lease);
       lease.end();
     }
+  }
+
+  /** Reads every pool's share of the cap again (`PoolManagerOptions.shareOf`), after the quotas changed. */
+  reshare(): void {
+    this.#scheduler.pools.reshare();
   }
 
   /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */

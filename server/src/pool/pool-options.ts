@@ -37,10 +37,41 @@ export interface PoolManagerOptions {
   onError?(database: string, err: unknown): void;
   /** Told how long each call waited for its connection (0 for a hit), for the wait-time histogram. */
   onAcquired?(waitMillis: number): void;
+  /**
+   * A database's share of the cap (quotas), read when its pool is made and on
+   * `PoolManager.reshare`: at most `maxConnections` of its own (never above
+   * `maxConnectionsPerPool`), and at most `group.maxConnections` for all the
+   * pools of its group (a platform's) together. Without it, every pool may
+   * hold `maxConnectionsPerPool`.
+   */
+  shareOf?(database: string): ConnectionShare;
+  /**
+   * Admits a call to a database before it asks for a connection (quotas):
+   * throws to refuse it, or returns what to call once the call is over.
+   */
+  admit?(database: string): () => void;
+}
+
+/** What `PoolManagerOptions.shareOf` says of a database. */
+export interface ConnectionShare {
+  maxConnections: number;
+  group?: { name: string; maxConnections: number };
+}
+
+/** Connections of a group of pools (a platform's), under a limit of their own. */
+export interface ConnectionGroup {
+  readonly name: string;
+  maxConnections: number;
+  /** Connections of its pools: connecting, idle and busy. */
+  size: number;
+  /** Connections of its pools closed and not yet gone (they count, as against the global cap). */
+  closing: number;
 }
 
 /** What a call brings to the pool: its deadline (epoch ms, Infinity for none) and cancellation. */
 export interface CallLimits {
   deadline: number;
   signal?: AbortSignal;
+  /** The gateway's own use of a connection (a LISTEN connection), not a call's: not subject to `admit`. */
+  unmetered?: boolean;
 }

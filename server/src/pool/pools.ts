@@ -2,7 +2,7 @@
 import { DatabaseError } from "pg";
 import { GatewayError } from "../errors.js";
 import { closeClient, DatabasePool, newClient, TOO_MANY_CONNECTIONS, type Connection } from "./database-pool.js";
-import type { PoolManagerOptions } from "./pool-options.js";
+import type { ConnectionGroup, PoolManagerOptions } from "./pool-options.js";
 import { newPoolCounters, type ManagerStats, type PoolCounters, type PoolStats } from "./pool-stats.js";
 
 /** Why a connection is closed, as its pool counts it ("closed" only as closed: its pool or the gateway is closing). */
@@ -30,6 +30,8 @@ export class Pools {
   withConnections = 0;
   /** Set by `closeAll`: no connection is kept from then on. */
   closed = false;
+  /** The groups of pools under a limit of their own (see `PoolManagerOptions.shareOf`), by name. */
+  readonly #groups = new Map<string, ConnectionGroup>();
   /** Every pool's counts added up, pools since retired included: counted as they happen, so no total ever goes down. */
   readonly #totals = newPoolCounters();
   #evictions = 0;
@@ -50,7 +52,8 @@ export class Pools {
   touch(database: string): DatabasePool {
     let pool = this.byDatabase.get(database);
     if (pool === undefined) {
-      pool = new DatabasePool(database);
+      pool = new DatabasePool(database, this.options.maxConnectionsPerPool, undefined);
+      this.#share(pool);
       this.#poolsCreated++;
     } else {
       this.byDatabase.delete(database); // re-inserted last: most recently used
@@ -59,11 +62,29 @@ export class Pools {
     return pool;
   }
 
+  /**
+   * Reads every pool's share of the cap again (quotas changed). A pool, or a
+   * group, above its new share closes idle connections now, and busy ones as
+   * they come back.
+   */
+  reshare(): void {
+    for (const group of this.#groups.values()) group.maxConnections = Infinity;
+    for (const pool of this.byDatabase.values()) this.#share(pool);
+    for (const pool of this.byDatabase.values()) {
+      const group = pool.group;
+      while (pool.idle.length > 0 && (pool.size > pool.maxSize || (group !== undefined && group.size > group.maxConnections))) {
+        void this.destroy(pool.idle[0]!, "closed");
+      }
+    }
+    this.pulse();
+  }
+
   /** Opens one more connection for the pool; once open, it is idle there. */
   open(pool: DatabasePool): void {
     if (pool.size === 0) this.withConnections++;
     pool.connecting++;
     this.total++;
+    if (pool.group) pool.group.size++;
     const client = newClient(this.options.connectionFor(pool.database));
     client.connect().then(
       () => {
@@ -82,6 +103,7 @@ export class Pools {
         if (pool.retired || this.closed) {
           this.count(pool, "closed");
           this.total--;
+          if (pool.group) pool.group.size--;
           this.#shrunk(pool);
           void this.#close(connection, false);
           return;
@@ -92,6 +114,7 @@ export class Pools {
       (err: unknown) => {
         pool.connecting--;
         this.total--;
+        if (pool.group) pool.group.size--;
         this.#shrunk(pool);
         const database = pool.database;
         if (err instanceof DatabaseError && err.code === "3D000") {
@@ -123,6 +146,7 @@ export class Pools {
     this.count(pool, "closed");
     if (why !== "closed") this.count(pool, why);
     this.total--;
+    if (pool.group) pool.group.size--;
     this.#shrunk(pool);
     const ending = this.#close(connection, force);
     this.pulse();
@@ -211,10 +235,38 @@ export class Pools {
    * cap (`closing`) until its socket has closed, by when its backend is gone.
    */
   #close(connection: Connection, force: boolean): Promise<void> {
+    const group = connection.pool.group;
     this.closing++;
+    if (group) group.closing++;
     return closeClient(connection.client, force).then(() => {
       this.closing--;
+      if (group) group.closing--;
       this.pulse();
     });
+  }
+
+  /**
+   * Reads the pool's share of the cap. A pool moved to another group (or out
+   * of one) takes its connections' count along, so that every group's size
+   * stays the sum of its pools'. Groups are kept once made: there is one per
+   * platform, a bounded number.
+   */
+  #share(pool: DatabasePool): void {
+    const share = this.options.shareOf?.(pool.database);
+    pool.maxSize = Math.max(1, Math.min(this.options.maxConnectionsPerPool, share?.maxConnections ?? Infinity));
+    let group: ConnectionGroup | undefined;
+    if (share?.group !== undefined) {
+      group = this.#groups.get(share.group.name);
+      if (group === undefined) {
+        group = { name: share.group.name, maxConnections: share.group.maxConnections, size: 0, closing: 0 };
+        this.#groups.set(group.name, group);
+      }
+      group.maxConnections = Math.min(group.maxConnections, share.group.maxConnections);
+    }
+    if (group !== pool.group) {
+      if (pool.group) pool.group.size -= pool.size;
+      if (group) group.size += pool.size;
+      pool.group = group;
+    }
   }
 }

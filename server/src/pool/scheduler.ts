@@ -151,10 +151,15 @@ export class Scheduler {
       void this.pools.destroy(connection, "closed");
       return;
     }
+    if (pool.size > pool.maxSize || this.#groupRoom(pool) < 0) {
+      // Its share of the cap was cut (quotas): it shrinks as its connections come back.
+      void this.pools.destroy(connection, "closed");
+      return;
+    }
     pool.busy.delete(connection);
     connection.idleSince = Date.now();
     pool.idle.push(connection);
-    const starving = this.#roomUnderCap() <= 0 ? this.#starving() : undefined;
+    const starving = this.#starving(pool);
     if (starving !== undefined) {
       // At the cap, a database without any connection gets this slot before our own next caller.
       starving.freeing++;
@@ -182,7 +187,7 @@ export class Scheduler {
     const pool = this.pools.byDatabase.get(database);
     const size = pool?.size ?? 0;
     const idle = Math.max(0, (pool?.idle.length ?? 0) - (pool?.waiters.length ?? 0));
-    const room = Math.max(0, Math.min(this.options.maxConnectionsPerPool - size, this.#roomUnderCap()));
+    const room = Math.max(0, Math.min((pool?.maxSize ?? this.options.maxConnectionsPerPool) - size, pool ? this.#room(pool) : this.#roomUnderCap()));
     return idle + room;
   }
 
@@ -239,17 +244,17 @@ export class Scheduler {
       // Refused by PostgreSQL: the callers wait for the pool's own connections, or for the next try.
       if (this.#refused(pool, now)) continue;
       let needed = pool.waiters.length - pool.connecting;
-      while (needed > 0 && pool.size < this.options.maxConnectionsPerPool && this.#roomUnderCap() > 0) {
+      while (needed > 0 && pool.size < pool.maxSize && this.#room(pool) > 0) {
         this.pools.open(pool);
         needed--;
       }
-      if (needed <= 0 || pool.size >= this.options.maxConnectionsPerPool) continue;
+      if (needed <= 0 || pool.size >= pool.maxSize) continue;
       const waited = now - pool.waiters[0]!.since;
       if (waited < stealAfterWait) {
         this.#pulseIn(stealAfterWait - waited);
         continue;
       }
-      while (needed > 0 && pool.size < this.options.maxConnectionsPerPool && this.#makeRoom(pool, STEAL_AFTER_IDLE_MILLIS)) {
+      while (needed > 0 && pool.size < pool.maxSize && this.#makeRoom(pool, STEAL_AFTER_IDLE_MILLIS)) {
         this.pools.open(pool);
         needed--;
       }
@@ -282,16 +287,30 @@ export class Scheduler {
     return this.options.maxTotalConnections - this.pools.total - this.pools.closing;
   }
 
+  /** Connections the pool's group (its platform's share of the cap) can still open; negative when its share was cut. */
+  #groupRoom(pool: DatabasePool): number {
+    const group = pool.group;
+    return group === undefined ? Infinity : group.maxConnections - group.size - group.closing;
+  }
+
+  /** Connections that can be opened for the pool now: under the global cap and its group's. */
+  #room(pool: DatabasePool): number {
+    return Math.min(this.#roomUnderCap(), this.#groupRoom(pool));
+  }
+
   /**
-   * A database with callers waiting and no connection at all, that may open
-   * one now, and for which no other database's connection is closing already:
+   * A database with callers waiting and no connection at all, that cannot
+   * open one for want of room that closing a connection of `from` would
+   * make, and for which no other database's connection is closing already:
    * not one that PostgreSQL refused and that waits out its backoff (a slot
    * freed for it would go unused, and the connection closed for it reopened).
    */
-  #starving(): DatabasePool | undefined {
+  #starving(from: DatabasePool): DatabasePool | undefined {
     const now = performance.now();
     for (const pool of this.#waiting) {
-      if (pool.waiters.length > 0 && pool.size === 0 && pool.freeing === 0 && !pool.inBackoff(now)) return pool;
+      if (pool.waiters.length === 0 || pool.size > 0 || pool.freeing > 0 || pool.inBackoff(now) || this.#room(pool) > 0) continue;
+      // Another group's connection makes room under the global cap only.
+      if (this.#groupRoom(pool) > 0 || pool.group === from.group) return pool;
     }
     return undefined;
   }
@@ -305,14 +324,16 @@ export class Scheduler {
    * others while it waits.
    */
   #makeRoom(forPool: DatabasePool, minIdleMillis = 0): boolean {
-    if (this.#roomUnderCap() > 0) return true;
+    if (this.#room(forPool) > 0) return true;
     if (forPool.freeing > 0) return false;
+    // At its group's limit, only a connection of the group makes room.
+    const sameGroup = this.#groupRoom(forPool) <= 0;
     // A connection a database can spare (it keeps another) before a database's last one.
     let spare: Connection | undefined;
     let last: Connection | undefined;
     const idleSince = Date.now() - minIdleMillis;
     for (const pool of this.pools.byDatabase.values()) {
-      if (pool === forPool || pool.waiters.length > 0) continue;
+      if (pool === forPool || pool.waiters.length > 0 || (sameGroup && pool.group !== forPool.group)) continue;
       const oldest = pool.idle[0];
       if (oldest === undefined || oldest.idleSince > idleSince) continue;
       if (pool.size > 1) {
@@ -361,7 +382,7 @@ export class Scheduler {
         }
       }
       // One warm connection per active pool, if it fits under the cap without taking anyone's.
-      if (pool.size === 0 && !this.pools.closed && this.#roomUnderCap() > 0 && !this.#refused(pool, performance.now())) this.pools.open(pool);
+      if (pool.size === 0 && !this.pools.closed && this.#room(pool) > 0 && !this.#refused(pool, performance.now())) this.pools.open(pool);
     }
     this.#pulse();
   }

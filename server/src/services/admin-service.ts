@@ -1,4 +1,4 @@
-// AdminService's handlers, for the admin key: tenant creation and removal (audited), the audit trail, database lists and pool statistics.
+// AdminService's handlers, for the admin key: tenant creation and removal and quotas (audited), the audit trail, database lists and pool statistics.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { AuditLog } from "../audit/audit-log.js";
@@ -8,6 +8,8 @@ import type { PoolManager } from "../pool/pool-manager.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
 import { databaseName, parseDatabaseName } from "../tenancy/naming.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
+import type { StoredQuota } from "../tenancy/quotas.js";
+import { limitsMessage, quotaDetail, quotaMessage, quotaOfRequest, type QuotaAdministration } from "./quota-admin.js";
 import type { CallContext, ServiceImpl } from "./service-contract.js";
 
 /** Where administrative actions are recorded. */
@@ -29,6 +31,7 @@ export function createAdminService(
   pools: PoolManager,
   configuredPlatforms: ReadonlySet<string>,
   { audit, onAuditFailure }: AuditOptions,
+  quotaAdministration: QuotaAdministration,
 ): ServiceImpl<(typeof AdminService)["method"]> {
   /** Runs an action and records it, whatever its outcome. */
   const audited = async (
@@ -39,7 +42,7 @@ export function createAdminService(
     run: () => Promise<string>,
   ) => {
     let outcome = "OK";
-    let database = "";
+    let database: string | undefined;
     try {
       database = await run();
       return database;
@@ -54,7 +57,8 @@ export function createAdminService(
           requestId: ctx.record.requestId,
           action,
           ...target,
-          database: database || safeDatabaseName(target.platform, target.tenantId),
+          // What it was about, as far as the request named it, when it failed before knowing.
+          database: database ?? safeDatabaseName(target.platform, target.tenantId),
           outcome,
           detail,
         })
@@ -123,6 +127,32 @@ export function createAdminService(
             connectionsDiscarded: BigInt(p.discarded),
             lastUsedTime: timestampFromMs(p.lastUsedAt),
           })),
+      };
+    },
+    async setQuota(request, ctx) {
+      const target = { platform: request.quota?.platform ?? "", tenantId: request.quota?.tenantId ?? "" };
+      // Filled in once the request is checked: the audit trail records the limits set.
+      const detail: Record<string, string> = {};
+      let stored: StoredQuota | undefined;
+      await audited(ctx, "quota.set", target, detail, async () => {
+        const quota = quotaOfRequest(request.quota, quotaAdministration);
+        lifecycle.requireConfigured(quota.platform);
+        Object.assign(detail, { scope: quota.scope }, quotaDetail(quota.limits));
+        stored = await quotaAdministration.store.put(quota);
+        quotaAdministration.quotas.put(stored);
+        quotaAdministration.onChange();
+        return quota.scope === "tenant" ? databaseName(quota.platform, quota.tenantId) : "";
+      });
+      return { quota: quotaMessage(stored!) };
+    },
+    async listQuotas(request) {
+      if (request.platform !== "") lifecycle.requireConfigured(request.platform);
+      const platforms = request.platform === "" ? configuredPlatforms : new Set([request.platform]);
+      const { quotas } = quotaAdministration;
+      return {
+        quotas: quotas.list(platforms).map(quotaMessage),
+        platformDefaults: limitsMessage(quotas.defaults.platform),
+        tenantDefaults: limitsMessage(quotas.defaults.tenant),
       };
     },
     async listDatabases(request) {

@@ -5,8 +5,8 @@ import { prepareBatch, runBatch } from "../execution/batch.js";
 import { prepareStatement } from "../execution/execute.js";
 import { runPipelined } from "../execution/pipeline.js";
 import { encodeQueryResponse, encodeResults } from "../execution/response-encoding.js";
-import { runQueryMany } from "../execution/query-many.js";
-import { runTransaction } from "../execution/interactive-transaction.js";
+import { limitsOn, runQueryMany, type StatementLimits } from "../execution/query-many.js";
+import { runTransaction, type TransactionLimits } from "../execution/interactive-transaction.js";
 import type { ResultBudget } from "../execution/result-budget.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
@@ -33,6 +33,8 @@ export interface QueryServiceLimits {
   results: ResultBudget;
   /** The statement policy of each platform that has one (STATEMENT_CLASSES_<PLATFORM>); others run any statement. */
   policies?: ReadonlyMap<string, StatementPolicy>;
+  /** Each database's quotas: its longest statement, and how many queries sent together it admits (the pool admits other calls). */
+  quotas?: Required<Pick<StatementLimits, "statementMillisOf" | "admitSome">>;
 }
 
 /**
@@ -57,15 +59,17 @@ export function createQueryService(
   draining: AbortSignal,
 ): ServiceImpl<(typeof QueryService)["method"]> {
   const checkOf = (platform: string) => limits.policies?.get(platform)?.check;
-  const statementLimits = (ctx: { deadline: number; signal: AbortSignal }, platform = "") => ({
+  const statementLimits = (ctx: { deadline: number; signal: AbortSignal }, platform = ""): StatementLimits => ({
     deadline: Math.min(ctx.deadline, Date.now() + limits.maxStatementMillis),
     signal: ctx.signal,
     check: checkOf(platform),
+    ...limits.quotas,
   });
-  const transactionLimits = {
+  const transactionLimits: TransactionLimits = {
     maxStatementMillis: limits.maxStatementMillis,
     idleTimeoutMillis: limits.transactionIdleTimeoutMillis,
     results: limits.results,
+    ...(limits.quotas === undefined ? {} : { statementMillisOf: limits.quotas.statementMillisOf }),
   };
   const streamShared: QueryStreamShared = {
     router,
@@ -83,7 +87,7 @@ export function createQueryService(
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request, undefined, checkOf(request.platform));
       return limits.results.withAccount(async (account) => {
-        const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement], account), statementLimits(ctx));
+        const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement], account), limitsOn(database, statementLimits(ctx)));
         if (outcome!.error !== undefined) throw outcome!.error;
         return encodeQueryResponse(outcome!.result, () => account.release());
       });
@@ -111,7 +115,7 @@ export function createQueryService(
       await pools.withConnection(
         database,
         (lease) => withStatementSpan(database, statement.sql, () => streamQuery(lease, statement, responses, chunks)),
-        statementLimits(ctx),
+        limitsOn(database, statementLimits(ctx)),
       );
     },
 
@@ -121,7 +125,7 @@ export function createQueryService(
       const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions, checkOf(request.platform));
       // One response carries every result: the limits apply to them together.
       return limits.results.withAccount(async (account) => {
-        const outcomes = await pools.withConnection(database, (lease) => runBatch(lease, batch, account), statementLimits(ctx));
+        const outcomes = await pools.withConnection(database, (lease) => runBatch(lease, batch, account), limitsOn(database, statementLimits(ctx)));
         return encodeResults(outcomes, () => account.release());
       }, true);
     },

@@ -10,10 +10,10 @@ import { prepareBatch, runBatch } from "../execution/batch.js";
 import type { RequestStream, ResponseStream } from "../execution/call-streams.js";
 import type { TransactionLimits } from "../execution/interactive-transaction.js";
 import type { Outcome } from "../execution/pipeline.js";
-import { checkQueryCount, runQueries, type Answers } from "../execution/query-many.js";
+import { checkQueryCount, limitsOn, runQueries, type Answers } from "../execution/query-many.js";
 import { encodeAnswers, encodeBatchResults, type StreamOutcome, type TransactionAnswer } from "../execution/response-encoding.js";
 import type { ResultAccount, ResultBudget } from "../execution/result-budget.js";
-import type { CallLimits, PoolManager } from "../pool/pool-manager.js";
+import type { PoolManager } from "../pool/pool-manager.js";
 import type { CallRecord } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
@@ -241,7 +241,7 @@ export class QueryStreamSession {
   }
 
   /** Runs one batch of a message as a Batch call runs it (its results limited together, in an account of their own); answers it. Returns its database. */
-  async #runBatch(platform: string, request: BatchRequest, number: number, limits: CallLimits, record: CallRecord): Promise<string[]> {
+  async #runBatch(platform: string, request: BatchRequest, number: number, limits: StatementLimits, record: CallRecord): Promise<string[]> {
     const { router, pools, results } = this.shared;
     const account = results.account(true);
     let database: string | undefined;
@@ -249,7 +249,7 @@ export class QueryStreamSession {
       if (request.platform !== "" && request.platform !== platform) throw new GatewayError("INVALID_REQUEST", "a batch's platform must be its message's");
       database = await router.database(platform, request.tenantId);
       const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions, this.shared.checkOf(platform));
-      const outcomes = await pools.withConnection(database, (lease) => runBatch(lease, batch, account), limits);
+      const outcomes = await pools.withConnection(database, (lease) => runBatch(lease, batch, account), limitsOn(database, limits));
       this.#batchAnswered(number, { batch: encodeBatchResults(outcomes) }, () => account.release());
     } catch (err) {
       account.release();

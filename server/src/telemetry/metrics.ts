@@ -14,6 +14,8 @@ export interface MetricSources {
   bufferedResultBytes?(): number;
   /** TCP connections open on the gRPC port now. */
   clientConnections?(): number;
+  /** Statements, batches and transactions running or waiting for a connection, per platform (see `Quotas.inFlight`). */
+  statementsInFlight?(): Map<string, number>;
 }
 
 /** Seconds: from a fast point query to a long report. */
@@ -39,6 +41,8 @@ export class GatewayMetrics {
   readonly errors: Counter<"type">;
   readonly poolWait: Histogram;
   readonly rateLimited: Counter<"platform">;
+  /** Calls refused by a quota, by platform, limit and scope (platform or tenant). */
+  readonly quotaRefusals: Counter<"platform" | "limit" | "scope">;
   readonly openStreams: Gauge<"method">;
   readonly openTransactions: Gauge;
   readonly auditFailures: Counter;
@@ -96,8 +100,16 @@ export class GatewayMetrics {
     });
     this.rateLimited = new Counter({
       name: "db_gateway_rate_limited_total",
-      help: "Calls refused by a platform's rate limit.",
+      help: "Calls refused by a rate limit (RATE_LIMITED): the platform's (RATE_LIMIT_PER_SEC or its quota), or one of its tenants' quota.",
       labelNames: ["platform"],
+      registers,
+    });
+    this.quotaRefusals = new Counter({
+      name: "db_gateway_quota_refusals_total",
+      help:
+        "Calls refused by a quota, by platform, limit (calls_per_second, max_concurrent_statements) and scope (platform: the platform's calls together; " +
+        "tenant: one of its databases). RATE_LIMITED and QUOTA_EXCEEDED errors.",
+      labelNames: ["platform", "limit", "scope"],
       registers,
     });
     this.openStreams = new Gauge({ name: "db_gateway_open_streams", help: "Streaming calls in progress, by method.", labelNames: ["method"], registers });
@@ -181,6 +193,16 @@ export class GatewayMetrics {
           this.set({ database: p.database, state: "busy" }, p.busy);
           this.set({ database: p.database, state: "connecting" }, p.connecting);
         }
+      },
+    });
+    new Gauge({
+      name: "db_gateway_platform_statements",
+      help: "Statements, batches and transactions of each platform running or waiting for a connection (what max_concurrent_statements limits).",
+      labelNames: ["platform"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [platform, n] of source()?.statementsInFlight?.() ?? []) this.set({ platform }, n);
       },
     });
     gauge("db_gateway_listen_connections", "Listening connections (one per database with Listen subscribers).", (sources) => sources.listeners().databases);

@@ -4,15 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file dbgateway/v1/admin_service.proto.
  */
 export const file_dbgateway_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSInChNHZXRQb29sU3RhdHNSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJImgKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmRiZ2F0ZXdheS52MS5Qb29sVG90YWxzEiYKBXBvb2xzGAIgAygLMhcuZGJnYXRld2F5LnYxLlBvb2xTdGF0cyLuAQoKUG9vbFRvdGFscxIZChF0b3RhbF9jb25uZWN0aW9ucxgBIAEoDRIdChVtYXhfdG90YWxfY29ubmVjdGlvbnMYAiABKA0SDQoFcG9vbHMYAyABKA0SDwoHd2FpdGluZxgEIAEoDRIRCglldmljdGlvbnMYBSABKAQSFQoNcG9vbHNfY3JlYXRlZBgGIAEoBBIMCgRoaXRzGAcgASgEEg4KBm1pc3NlcxgIIAEoBBIaChJjb25uZWN0aW9uc19vcGVuZWQYCSABKAQSEAoIdGltZW91dHMYCiABKAQSEAoIcmVqZWN0ZWQYCyABKAQikwMKCVBvb2xTdGF0cxIQCghkYXRhYmFzZRgBIAEoCRIMCgRzaXplGAIgASgNEhIKCmNvbm5lY3RpbmcYAyABKA0SDAoEaWRsZRgEIAEoDRIMCgRidXN5GAUgASgNEg8KB3dhaXRpbmcYBiABKA0SDAoEaGl0cxgHIAEoBBIOCgZtaXNzZXMYCCABKAQSEAoIdGltZW91dHMYCSABKAQSEAoIcmVqZWN0ZWQYCiABKAQSGgoSY29ubmVjdGlvbnNfb3BlbmVkGAsgASgEEhoKEmNvbm5lY3Rpb25zX2Nsb3NlZBgMIAEoBBIaChJjb25uZWN0aW9uc19zdG9sZW4YDSABKAQSHwoXY29ubmVjdGlvbnNfaWRsZV9jbG9zZWQYDiABKAQSGwoTY29ubmVjdGlvbnNfZXhwaXJlZBgPIAEoBBIdChVjb25uZWN0aW9uc19kaXNjYXJkZWQYECABKAQSMgoObGFzdF91c2VkX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrACCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEgwKBHBlZXIYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSEAoIcGxhdGZvcm0YByABKAkSEQoJdGVuYW50X2lkGAggASgJEhAKCGRhdGFiYXNlGAkgASgJEg8KB291dGNvbWUYCiABKAkSNAoGZGV0YWlsGAsgAygLMiQuZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQuRGV0YWlsRW50cnkaLQoLRGV0YWlsRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASpfCgxEYXRhYmFzZVR5cGUSHQoZREFUQUJBU0VfVFlQRV9VTlNQRUNJRklFRBAAEhYKEkRBVEFCQVNFX1RZUEVfTUFJThABEhgKFERBVEFCQVNFX1RZUEVfVEVOQU5UEAIyxwMKDEFkbWluU2VydmljZRJVCgxDcmVhdGVUZW5hbnQSIS5kYmdhdGV3YXkudjEuQ3JlYXRlVGVuYW50UmVxdWVzdBoiLmRiZ2F0ZXdheS52MS5DcmVhdGVUZW5hbnRSZXNwb25zZRJPCgpEcm9wVGVuYW50Eh8uZGJnYXRld2F5LnYxLkRyb3BUZW5hbnRSZXF1ZXN0GiAuZGJnYXRld2F5LnYxLkRyb3BUZW5hbnRSZXNwb25zZRJYCg1MaXN0RGF0YWJhc2VzEiIuZGJnYXRld2F5LnYxLkxpc3REYXRhYmFzZXNSZXF1ZXN0GiMuZGJnYXRld2F5LnYxLkxpc3REYXRhYmFzZXNSZXNwb25zZRJVCgxHZXRQb29sU3RhdHMSIS5kYmdhdGV3YXkudjEuR2V0UG9vbFN0YXRzUmVxdWVzdBoiLmRiZ2F0ZXdheS52MS5HZXRQb29sU3RhdHNSZXNwb25zZRJeCg9MaXN0QXVkaXRFdmVudHMSJC5kYmdhdGV3YXkudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBolLmRiZ2F0ZXdheS52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSInChNHZXRQb29sU3RhdHNSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJImgKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmRiZ2F0ZXdheS52MS5Qb29sVG90YWxzEiYKBXBvb2xzGAIgAygLMhcuZGJnYXRld2F5LnYxLlBvb2xTdGF0cyLuAQoKUG9vbFRvdGFscxIZChF0b3RhbF9jb25uZWN0aW9ucxgBIAEoDRIdChVtYXhfdG90YWxfY29ubmVjdGlvbnMYAiABKA0SDQoFcG9vbHMYAyABKA0SDwoHd2FpdGluZxgEIAEoDRIRCglldmljdGlvbnMYBSABKAQSFQoNcG9vbHNfY3JlYXRlZBgGIAEoBBIMCgRoaXRzGAcgASgEEg4KBm1pc3NlcxgIIAEoBBIaChJjb25uZWN0aW9uc19vcGVuZWQYCSABKAQSEAoIdGltZW91dHMYCiABKAQSEAoIcmVqZWN0ZWQYCyABKAQikwMKCVBvb2xTdGF0cxIQCghkYXRhYmFzZRgBIAEoCRIMCgRzaXplGAIgASgNEhIKCmNvbm5lY3RpbmcYAyABKA0SDAoEaWRsZRgEIAEoDRIMCgRidXN5GAUgASgNEg8KB3dhaXRpbmcYBiABKA0SDAoEaGl0cxgHIAEoBBIOCgZtaXNzZXMYCCABKAQSEAoIdGltZW91dHMYCSABKAQSEAoIcmVqZWN0ZWQYCiABKAQSGgoSY29ubmVjdGlvbnNfb3BlbmVkGAsgASgEEhoKEmNvbm5lY3Rpb25zX2Nsb3NlZBgMIAEoBBIaChJjb25uZWN0aW9uc19zdG9sZW4YDSABKAQSHwoXY29ubmVjdGlvbnNfaWRsZV9jbG9zZWQYDiABKAQSGwoTY29ubmVjdGlvbnNfZXhwaXJlZBgPIAEoBBIdChVjb25uZWN0aW9uc19kaXNjYXJkZWQYECABKAQSMgoObGFzdF91c2VkX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrACCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEgwKBHBlZXIYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSEAoIcGxhdGZvcm0YByABKAkSEQoJdGVuYW50X2lkGAggASgJEhAKCGRhdGFiYXNlGAkgASgJEg8KB291dGNvbWUYCiABKAkSNAoGZGV0YWlsGAsgAygLMiQuZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQuRGV0YWlsRW50cnkaLQoLRGV0YWlsRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKqAgoLUXVvdGFMaW1pdHMSHQoQY2FsbHNfcGVyX3NlY29uZBgBIAEoAUgAiAEBEhIKBWJ1cnN0GAIgASgNSAGIAQESJgoZbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50cxgDIAEoDUgCiAEBEhwKD21heF9jb25uZWN0aW9ucxgEIAEoDUgDiAEBEjoKEm1heF9zdGF0ZW1lbnRfdGltZRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkgEiAEBQhMKEV9jYWxsc19wZXJfc2Vjb25kQggKBl9idXJzdEIcChpfbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50c0ISChBfbWF4X2Nvbm5lY3Rpb25zQhUKE19tYXhfc3RhdGVtZW50X3RpbWUisQEKBVF1b3RhEhAKCHBsYXRmb3JtGAEgASgJEicKBXNjb3BlGAIgASgOMhguZGJnYXRld2F5LnYxLlF1b3RhU2NvcGUSEQoJdGVuYW50X2lkGAMgASgJEikKBmxpbWl0cxgEIAEoCzIZLmRiZ2F0ZXdheS52MS5RdW90YUxpbWl0cxIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNQoPU2V0UXVvdGFSZXF1ZXN0EiIKBXF1b3RhGAEgASgLMhMuZGJnYXRld2F5LnYxLlF1b3RhIjYKEFNldFF1b3RhUmVzcG9uc2USIgoFcXVvdGEYASABKAsyEy5kYmdhdGV3YXkudjEuUXVvdGEiJQoRTGlzdFF1b3Rhc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiowEKEkxpc3RRdW90YXNSZXNwb25zZRIjCgZxdW90YXMYASADKAsyEy5kYmdhdGV3YXkudjEuUXVvdGESNAoRcGxhdGZvcm1fZGVmYXVsdHMYAiABKAsyGS5kYmdhdGV3YXkudjEuUXVvdGFMaW1pdHMSMgoPdGVuYW50X2RlZmF1bHRzGAMgASgLMhkuZGJnYXRld2F5LnYxLlF1b3RhTGltaXRzKl8KDERhdGFiYXNlVHlwZRIdChlEQVRBQkFTRV9UWVBFX1VOU1BFQ0lGSUVEEAASFgoSREFUQUJBU0VfVFlQRV9NQUlOEAESGAoUREFUQUJBU0VfVFlQRV9URU5BTlQQAip4CgpRdW90YVNjb3BlEhsKF1FVT1RBX1NDT1BFX1VOU1BFQ0lGSUVEEAASGAoUUVVPVEFfU0NPUEVfUExBVEZPUk0QARIbChdRVU9UQV9TQ09QRV9FQUNIX1RFTkFOVBACEhYKElFVT1RBX1NDT1BFX1RFTkFOVBADMuMECgxBZG1pblNlcnZpY2USVQoMQ3JlYXRlVGVuYW50EiEuZGJnYXRld2F5LnYxLkNyZWF0ZVRlbmFudFJlcXVlc3QaIi5kYmdhdGV3YXkudjEuQ3JlYXRlVGVuYW50UmVzcG9uc2USTwoKRHJvcFRlbmFudBIfLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVxdWVzdBogLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVzcG9uc2USWAoNTGlzdERhdGFiYXNlcxIiLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVxdWVzdBojLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVzcG9uc2USVQoMR2V0UG9vbFN0YXRzEiEuZGJnYXRld2F5LnYxLkdldFBvb2xTdGF0c1JlcXVlc3QaIi5kYmdhdGV3YXkudjEuR2V0UG9vbFN0YXRzUmVzcG9uc2USXgoPTGlzdEF1ZGl0RXZlbnRzEiQuZGJnYXRld2F5LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5kYmdhdGV3YXkudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USSQoIU2V0UXVvdGESHS5kYmdhdGV3YXkudjEuU2V0UXVvdGFSZXF1ZXN0Gh4uZGJnYXRld2F5LnYxLlNldFF1b3RhUmVzcG9uc2USTwoKTGlzdFF1b3RhcxIfLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVxdWVzdBogLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message dbgateway.v1.CreateTenantRequest
@@ -563,6 +563,200 @@ export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
   messageDesc(file_dbgateway_v1_admin_service, 13);
 
 /**
+ * Limits against noisy neighbours. A limit left unset is inherited: a
+ * tenant's from its platform's QUOTA_SCOPE_EACH_TENANT quota, then from the
+ * gateway's settings (ListQuotasResponse.defaults). A call over a limit fails
+ * with RESOURCE_EXHAUSTED: RATE_LIMITED or QUOTA_EXCEEDED (ErrorInfo metadata
+ * "limit" and "scope"), with a RetryInfo.
+ *
+ * @generated from message dbgateway.v1.QuotaLimits
+ */
+export type QuotaLimits = Message<"dbgateway.v1.QuotaLimits"> & {
+  /**
+   * Calls per second on QueryService (each QueryStream query, batch and
+   * transaction counts as one). At QUOTA_SCOPE_TENANT and EACH_TENANT, calls
+   * reaching that database.
+   *
+   * @generated from field: optional double calls_per_second = 1;
+   */
+  callsPerSecond?: number | undefined;
+
+  /**
+   * Calls that may be made at once before calls_per_second applies; the rate
+   * (at least 1) when unset.
+   *
+   * @generated from field: optional uint32 burst = 2;
+   */
+  burst?: number | undefined;
+
+  /**
+   * Statements, batches and transactions running (or waiting for a
+   * connection) at once; one more fails at once.
+   *
+   * @generated from field: optional uint32 max_concurrent_statements = 3;
+   */
+  maxConcurrentStatements?: number | undefined;
+
+  /**
+   * Connections held at once (the share of the global connection cap,
+   * MAX_TOTAL_CONNECTIONS): one database's pool at most MAX_CONNECTIONS_PER_POOL,
+   * a platform's pools together at most MAX_TOTAL_CONNECTIONS. Calls beyond
+   * it wait for one of their own connections.
+   *
+   * @generated from field: optional uint32 max_connections = 4;
+   */
+  maxConnections?: number | undefined;
+
+  /**
+   * Longest a statement runs (at most MAX_STATEMENT_TIME_SECS); it is then
+   * cancelled with DEADLINE_EXCEEDED.
+   *
+   * @generated from field: optional google.protobuf.Duration max_statement_time = 5;
+   */
+  maxStatementTime?: Duration | undefined;
+};
+
+/**
+ * Describes the message dbgateway.v1.QuotaLimits.
+ * Use `create(QuotaLimitsSchema)` to create a new message.
+ */
+export const QuotaLimitsSchema: GenMessage<QuotaLimits> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 14);
+
+/**
+ * Limits stored for a platform, each of its tenants, or one tenant.
+ *
+ * @generated from message dbgateway.v1.Quota
+ */
+export type Quota = Message<"dbgateway.v1.Quota"> & {
+  /**
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * @generated from field: dbgateway.v1.QuotaScope scope = 2;
+   */
+  scope: QuotaScope;
+
+  /**
+   * With QUOTA_SCOPE_TENANT: the tenant's id, empty for the main database.
+   *
+   * @generated from field: string tenant_id = 3;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: dbgateway.v1.QuotaLimits limits = 4;
+   */
+  limits?: QuotaLimits | undefined;
+
+  /**
+   * When the limits were last set (empty in a request).
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 5;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message dbgateway.v1.Quota.
+ * Use `create(QuotaSchema)` to create a new message.
+ */
+export const QuotaSchema: GenMessage<Quota> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 15);
+
+/**
+ * @generated from message dbgateway.v1.SetQuotaRequest
+ */
+export type SetQuotaRequest = Message<"dbgateway.v1.SetQuotaRequest"> & {
+  /**
+   * update_time is ignored.
+   *
+   * @generated from field: dbgateway.v1.Quota quota = 1;
+   */
+  quota?: Quota | undefined;
+};
+
+/**
+ * Describes the message dbgateway.v1.SetQuotaRequest.
+ * Use `create(SetQuotaRequestSchema)` to create a new message.
+ */
+export const SetQuotaRequestSchema: GenMessage<SetQuotaRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 16);
+
+/**
+ * @generated from message dbgateway.v1.SetQuotaResponse
+ */
+export type SetQuotaResponse = Message<"dbgateway.v1.SetQuotaResponse"> & {
+  /**
+   * As stored; its limits are empty when the quota was removed.
+   *
+   * @generated from field: dbgateway.v1.Quota quota = 1;
+   */
+  quota?: Quota | undefined;
+};
+
+/**
+ * Describes the message dbgateway.v1.SetQuotaResponse.
+ * Use `create(SetQuotaResponseSchema)` to create a new message.
+ */
+export const SetQuotaResponseSchema: GenMessage<SetQuotaResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 17);
+
+/**
+ * @generated from message dbgateway.v1.ListQuotasRequest
+ */
+export type ListQuotasRequest = Message<"dbgateway.v1.ListQuotasRequest"> & {
+  /**
+   * Only this platform's quotas; empty for every configured platform's.
+   *
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.ListQuotasRequest.
+ * Use `create(ListQuotasRequestSchema)` to create a new message.
+ */
+export const ListQuotasRequestSchema: GenMessage<ListQuotasRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 18);
+
+/**
+ * @generated from message dbgateway.v1.ListQuotasResponse
+ */
+export type ListQuotasResponse = Message<"dbgateway.v1.ListQuotasResponse"> & {
+  /**
+   * Sorted by platform, scope and tenant id.
+   *
+   * @generated from field: repeated dbgateway.v1.Quota quotas = 1;
+   */
+  quotas: Quota[];
+
+  /**
+   * What this instance applies to a platform where no quota says otherwise.
+   *
+   * @generated from field: dbgateway.v1.QuotaLimits platform_defaults = 2;
+   */
+  platformDefaults?: QuotaLimits | undefined;
+
+  /**
+   * What this instance applies to each database where no quota says otherwise.
+   *
+   * @generated from field: dbgateway.v1.QuotaLimits tenant_defaults = 3;
+   */
+  tenantDefaults?: QuotaLimits | undefined;
+};
+
+/**
+ * Describes the message dbgateway.v1.ListQuotasResponse.
+ * Use `create(ListQuotasResponseSchema)` to create a new message.
+ */
+export const ListQuotasResponseSchema: GenMessage<ListQuotasResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 19);
+
+/**
  * @generated from enum dbgateway.v1.DatabaseType
  */
 export enum DatabaseType {
@@ -591,6 +785,45 @@ export enum DatabaseType {
  */
 export const DatabaseTypeSchema: GenEnum<DatabaseType> = /*@__PURE__*/
   enumDesc(file_dbgateway_v1_admin_service, 0);
+
+/**
+ * What a quota limits.
+ *
+ * @generated from enum dbgateway.v1.QuotaScope
+ */
+export enum QuotaScope {
+  /**
+   * @generated from enum value: QUOTA_SCOPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The platform's calls together, over all of its databases.
+   *
+   * @generated from enum value: QUOTA_SCOPE_PLATFORM = 1;
+   */
+  PLATFORM = 1,
+
+  /**
+   * Each database of the platform that has no quota of its own.
+   *
+   * @generated from enum value: QUOTA_SCOPE_EACH_TENANT = 2;
+   */
+  EACH_TENANT = 2,
+
+  /**
+   * One database: tenant_id's (the main database for an empty tenant_id).
+   *
+   * @generated from enum value: QUOTA_SCOPE_TENANT = 3;
+   */
+  TENANT = 3,
+}
+
+/**
+ * Describes the enum dbgateway.v1.QuotaScope.
+ */
+export const QuotaScopeSchema: GenEnum<QuotaScope> = /*@__PURE__*/
+  enumDesc(file_dbgateway_v1_admin_service, 1);
 
 /**
  * AdminService manages the lifecycle of tenant databases. Every call must carry
@@ -654,6 +887,31 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListAuditEventsRequestSchema;
     output: typeof ListAuditEventsResponseSchema;
+  },
+  /**
+   * SetQuota replaces the limits stored for a platform, for each of its
+   * tenants, or for one tenant (limits with nothing set remove them). They are
+   * kept in the gateway's catalog: this instance applies them at once, others
+   * serving the same catalog within a few seconds. Recorded in the audit trail
+   * as "quota.set".
+   *
+   * @generated from rpc dbgateway.v1.AdminService.SetQuota
+   */
+  setQuota: {
+    methodKind: "unary";
+    input: typeof SetQuotaRequestSchema;
+    output: typeof SetQuotaResponseSchema;
+  },
+  /**
+   * ListQuotas lists the limits stored for a platform (or every configured
+   * platform), and the limits this instance applies where none are stored.
+   *
+   * @generated from rpc dbgateway.v1.AdminService.ListQuotas
+   */
+  listQuotas: {
+    methodKind: "unary";
+    input: typeof ListQuotasRequestSchema;
+    output: typeof ListQuotasResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dbgateway_v1_admin_service, 0);
