@@ -43,6 +43,21 @@ describe("audit trail", () => {
       [events[2]!.id],
     );
     assert.equal(rest.nextPageToken, "");
+    // Newest first past nine events too (ids ordered as numbers, not as their text), page after page.
+    for (let i = 0; i < 9; i++) await assert.rejects(admin.createTenant(platform, "Not A Tenant Id"));
+    const all = (await raw.listAuditEvents({ platform })).events.map((e) => e.id);
+    assert.equal(all.length, 12);
+    assert.deepEqual(
+      all,
+      [...all].sort((a, b) => (a > b ? -1 : 1)),
+    );
+    const paged: bigint[] = [];
+    for (let token = ""; ;) {
+      const { events: some, nextPageToken } = await raw.listAuditEvents({ platform, pageSize: 5, pageToken: token });
+      paged.push(...some.map((e) => e.id));
+      if ((token = nextPageToken) === "") break;
+    }
+    assert.deepEqual(paged, all);
     // Append-only, even for the administrative role that writes it.
     const url = new URL(t.databaseUrl);
     url.pathname = `/catalog_${platform}`;

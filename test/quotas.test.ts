@@ -107,6 +107,7 @@ describe("quotas", () => {
         assert.equal(err.code, Code.ResourceExhausted);
         assert.equal(err.reason, "RATE_LIMITED");
         assert.deepEqual([err.metadata.scope, err.metadata.limit, err.metadata.tenant_id], ["tenant", "calls_per_second", "q1"]);
+        assert.equal(err.metadata.statement_sent, "false");
         assert.ok(retryDelayMillis(err) > 0 && retryDelayMillis(err) <= 1_000);
       }
       // Its neighbour has a rate of its own (none).
@@ -202,6 +203,41 @@ describe("quotas", () => {
       await admin.admin().setQuota({ platform: p, tenantId: "q1" }, {});
       await admin.admin().setQuota({ platform: p }, {});
     }
+  });
+
+  it("cut while connections are busy: the pools shrink to the new share as they come back, no further", async () => {
+    await admin.admin().setQuota({ platform: p }, { maxConnections: 6 });
+    try {
+      const sleeping = ["q1", "q2"].flatMap((tenant) => Array.from({ length: 3 }, () => client.platform(p).tenant(tenant).query("SELECT pg_sleep(0.6)")));
+      await waitFor(async () => (await backends(`${p}_q`)) === 6, 5_000, "six busy connections");
+      await admin.admin().setQuota({ platform: p }, { maxConnections: 4 });
+      await Promise.all(sleeping);
+      const sizes = (await admin.admin().getPoolStats(p)).pools.reduce((n, pool) => n + pool.size, 0);
+      assert.equal(sizes, 4);
+    } finally {
+      await admin.admin().setQuota({ platform: p }, {});
+    }
+  });
+
+  it("of a dropped tenant are removed with it; the audit trail records what each set replaced", async () => {
+    const quotas = admin.admin();
+    await quotas.createTenant(p, "q4");
+    await quotas.setQuota({ platform: p, tenantId: "q4" }, { maxConnections: 2 });
+    await quotas.setQuota({ platform: p, tenantId: "q4" }, { maxConnections: 3 });
+    const [latest] = (await admin.raw.admin.listAuditEvents({ platform: p, pageSize: 1 })).events;
+    assert.deepEqual(latest?.detail, { scope: "tenant", maxConnections: "3", previous_maxConnections: "2" });
+    await quotas.dropTenant(p, "q4");
+    assert.deepEqual(
+      (await quotas.listQuotas(p)).quotas.filter((q) => q.tenantId === "q4"),
+      [],
+    );
+    const rows = await asSuperuser(`catalog_${p}`, async (c) => (await c.query("SELECT 1 FROM public.quota WHERE tenant_id = 'q4'")).rowCount);
+    assert.equal(rows, 0);
+    // A refused request is recorded with what it asked.
+    await rejectsWith(quotas.setQuota({ platform: p }, { maxConnections: 999 }), Code.InvalidArgument, "INVALID_REQUEST");
+    const [refused] = (await admin.raw.admin.listAuditEvents({ platform: p, pageSize: 1 })).events;
+    assert.deepEqual([refused?.outcome, refused?.database, refused?.detail.maxConnections], ["INVALID_REQUEST", "", "999"]);
+    await assert.rejects(quotas.setQuota({ platform: p, tenantId: "q1", eachTenant: true }, {}), TypeError);
   });
 
   it("set through one gateway apply on another serving the same catalog", async () => {

@@ -122,8 +122,10 @@ export function createClient(options: ClientOptions): GatewayClient {
         dropTenant: (platform, tenantId, o = {}) => call(async (c) => describe((await admin.dropTenant({ platform, tenantId }, c)).database), o, false),
         listDatabases: (platform = "", o = {}) => call(async (c) => (await admin.listDatabases({ platform }, c)).databases.map(describe), o, true),
         getPoolStats: (platform = "", o = {}) => call((c) => admin.getPoolStats({ platform }, c), o, true),
-        setQuota: (target, limits, o = {}) =>
-          call(async (c) => quotaLimitsOf((await admin.setQuota({ quota: quotaRequest(target, limits) }, c)).quota?.limits), o, true),
+        async setQuota(target, limits, o = {}) {
+          const quota = quotaRequest(target, limits); // a TypeError before any call
+          return call(async (c) => quotaLimitsOf((await admin.setQuota({ quota }, c)).quota?.limits), o, true);
+        },
         listQuotas: (platform = "", o = {}) => call((c) => admin.listQuotas({ platform }, c), o, true),
       };
     },
@@ -135,12 +137,13 @@ export function createClient(options: ClientOptions): GatewayClient {
 }
 
 function quotaRequest(target: QuotaTarget, limits: QuotaLimits): MessageInitShape<typeof QuotaSchema> {
+  if (target.tenantId !== undefined && target.eachTenant === true) {
+    throw new TypeError("setQuota: a quota is for one tenant (tenantId) or for each tenant (eachTenant), not both");
+  }
   const scope = target.tenantId !== undefined ? QuotaScope.TENANT : target.eachTenant ? QuotaScope.EACH_TENANT : QuotaScope.PLATFORM;
   const { maxStatementTimeMs, ...rest } = limits;
-  const time =
-    maxStatementTimeMs === undefined
-      ? {}
-      : { maxStatementTime: { seconds: BigInt(Math.floor(maxStatementTimeMs / 1000)), nanos: (maxStatementTimeMs % 1000) * 1e6 } };
+  const nanos = Math.round((maxStatementTimeMs ?? 0) * 1e6);
+  const time = maxStatementTimeMs === undefined ? {} : { maxStatementTime: { seconds: BigInt(Math.floor(nanos / 1e9)), nanos: nanos % 1e9 } };
   return { platform: target.platform, tenantId: target.tenantId ?? "", scope, limits: { ...rest, ...time } };
 }
 

@@ -372,6 +372,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       store: quotaStore,
       quotas,
       onChange: () => pools.reshare(),
+      onError,
       ceilings: {
         maxConnectionsPerPool: options.pool.maxConnectionsPerPool,
         maxTotalConnections: options.pool.maxTotalConnections,

@@ -98,7 +98,7 @@ export class AuditLog {
       `SELECT id::text, time, actor, peer, request_id, action, platform, tenant_id, database, outcome, detail
          FROM public.audit_log
         WHERE ($1 = '' OR platform = $1) AND ($2::bigint IS NULL OR id < $2::bigint)
-        ORDER BY id DESC
+        ORDER BY audit_log.id DESC
         LIMIT $3`,
       [options.platform, options.beforeId?.toString() ?? null, options.limit],
     );

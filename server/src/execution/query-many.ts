@@ -1,6 +1,6 @@
 // The QueryMany call and QueryStream's queries: each run as its own Query would be, pipelined on its database's connections.
 import { setMaxListeners } from "node:events";
-import { GatewayError, toGatewayError } from "../errors.js";
+import { beforeStatement, GatewayError, toGatewayError } from "../errors.js";
 import type { TenantQuery } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import type { CallLimits, PoolManager } from "../pool/pool-manager.js";
 import { prepareStatement, type PreparedStatement } from "./execute.js";
@@ -208,19 +208,20 @@ async function runAdmitted(
   // Queries in request order (routing may have finished out of order): those admitted come first.
   runnable.sort((a, b) => a.index - b.index);
   const admission = limits.admitSome?.(database, runnable.length);
-  const admitted = admission === undefined ? runnable : runnable.slice(0, admission.granted);
-  if (admission?.refusal !== undefined) {
-    const refused = runnable.slice(admitted.length);
-    answer(
-      refused.map((r) => r.index),
-      refused.map(() => ({ error: admission.refusal! })),
-    );
-  }
-  if (admitted.length === 0) return;
-  const own = limitsOn(database, limits);
-  // The deadline that passed is the call's unless the database's own came first.
-  const callOver = (error: GatewayError) => error.reason === "CANCELLED" || (error.reason === "DEADLINE_EXCEEDED" && own.deadline >= limits.deadline);
   try {
+    const admitted = admission === undefined ? runnable : runnable.slice(0, admission.granted);
+    if (admission?.refusal !== undefined) {
+      const refused = runnable.slice(admitted.length);
+      const error = beforeStatement(admission.refusal);
+      answer(
+        refused.map((r) => r.index),
+        refused.map(() => ({ error })),
+      );
+    }
+    if (admitted.length === 0) return;
+    const own = limitsOn(database, limits);
+    // The deadline that passed is the call's unless the database's own came first.
+    const callOver = (error: GatewayError) => error.reason === "CANCELLED" || (error.reason === "DEADLINE_EXCEEDED" && own.deadline >= limits.deadline);
     await runOnDatabase(pools, database, admitted, { ...own, unmetered: admission !== undefined }, account, answer, interruptions, callOver);
   } finally {
     admission?.leave();

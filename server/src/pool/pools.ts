@@ -71,12 +71,18 @@ export class Pools {
     for (const group of this.#groups.values()) group.maxConnections = Infinity;
     for (const pool of this.byDatabase.values()) this.#share(pool);
     for (const pool of this.byDatabase.values()) {
-      const group = pool.group;
-      while (pool.idle.length > 0 && (pool.size > pool.maxSize || (group !== undefined && group.size > group.maxConnections))) {
-        void this.destroy(pool.idle[0]!, "closed");
-      }
+      while (pool.idle.length > 0 && this.overShare(pool)) void this.destroy(pool.idle[0]!, "closed");
     }
     this.pulse();
+  }
+
+  /**
+   * Whether a pool, or its group, holds more connections than its share of
+   * the cap: connections closing (no longer held) do not count here.
+   */
+  overShare(pool: DatabasePool): boolean {
+    const group = pool.group;
+    return pool.size > pool.maxSize || (group !== undefined && group.size > group.maxConnections);
   }
 
   /** Opens one more connection for the pool; once open, it is idle there. */
@@ -88,6 +94,8 @@ export class Pools {
     const client = newClient(this.options.connectionFor(pool.database));
     client.connect().then(
       () => {
+        // Over its share when it was asked for, or cut since (quotas): not kept.
+        const over = this.overShare(pool);
         pool.connecting--;
         this.count(pool, "opened");
         pool.refused = undefined;
@@ -100,7 +108,7 @@ export class Pools {
             void this.destroy(connection, "discarded", true);
           }
         });
-        if (pool.retired || this.closed) {
+        if (pool.retired || this.closed || over) {
           this.count(pool, "closed");
           this.total--;
           if (pool.group) pool.group.size--;

@@ -151,7 +151,7 @@ export class Scheduler {
       void this.pools.destroy(connection, "closed");
       return;
     }
-    if (pool.size > pool.maxSize || this.#groupRoom(pool) < 0) {
+    if (this.pools.overShare(pool)) {
       // Its share of the cap was cut (quotas): it shrinks as its connections come back.
       void this.pools.destroy(connection, "closed");
       return;

@@ -3,13 +3,13 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { AuditLog } from "../audit/audit-log.js";
 import { GatewayError, toGatewayError } from "../errors.js";
-import { DatabaseSchema, DatabaseType, type AdminService, type Database } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
+import { DatabaseSchema, DatabaseType, QuotaScope, type AdminService, type Database } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
 import { databaseName, parseDatabaseName } from "../tenancy/naming.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
 import type { StoredQuota } from "../tenancy/quotas.js";
-import { limitsMessage, quotaDetail, quotaMessage, quotaOfRequest, type QuotaAdministration } from "./quota-admin.js";
+import { forgetTenantQuota, limitsMessage, quotaDetail, quotaMessage, quotaOfRequest, requestedDetail, type QuotaAdministration } from "./quota-admin.js";
 import type { CallContext, ServiceImpl } from "./service-contract.js";
 
 /** Where administrative actions are recorded. */
@@ -37,7 +37,8 @@ export function createAdminService(
   const audited = async (
     ctx: CallContext,
     action: string,
-    target: { platform: string; tenantId: string },
+    /** What the action is about; `database` when it is not the tenant's database (a platform's quota: none). */
+    target: { platform: string; tenantId: string; database?: string },
     detail: Record<string, string>,
     run: () => Promise<string>,
   ) => {
@@ -56,9 +57,10 @@ export function createAdminService(
           peer: ctx.peer,
           requestId: ctx.record.requestId,
           action,
-          ...target,
+          platform: target.platform,
+          tenantId: target.tenantId,
           // What it was about, as far as the request named it, when it failed before knowing.
-          database: database ?? safeDatabaseName(target.platform, target.tenantId),
+          database: database ?? target.database ?? safeDatabaseName(target.platform, target.tenantId),
           outcome,
           detail,
         })
@@ -72,7 +74,11 @@ export function createAdminService(
       return { database: describe(name) };
     },
     async dropTenant(request, ctx) {
-      const name = await audited(ctx, "tenant.drop", request, {}, () => lifecycle.drop(request.platform, request.tenantId));
+      const name = await audited(ctx, "tenant.drop", request, {}, async () => {
+        const dropped = await lifecycle.drop(request.platform, request.tenantId);
+        await forgetTenantQuota(quotaAdministration, request.platform, request.tenantId);
+        return dropped;
+      });
       return { database: describe(name) };
     },
     async listAuditEvents(request) {
@@ -130,18 +136,22 @@ export function createAdminService(
       };
     },
     async setQuota(request, ctx) {
-      const target = { platform: request.quota?.platform ?? "", tenantId: request.quota?.tenantId ?? "" };
-      // Filled in once the request is checked: the audit trail records the limits set.
-      const detail: Record<string, string> = {};
+      const requested = request.quota;
+      const forTenant = requested?.scope === QuotaScope.TENANT;
+      const target = { platform: requested?.platform ?? "", tenantId: requested?.tenantId ?? "", ...(forTenant ? {} : { database: "" }) };
+      // What was asked, then what was set and what it replaced: the audit trail records them, never more.
+      const detail: Record<string, string> = requestedDetail(requested);
       let stored: StoredQuota | undefined;
       await audited(ctx, "quota.set", target, detail, async () => {
-        const quota = quotaOfRequest(request.quota, quotaAdministration);
+        const quota = quotaOfRequest(requested, quotaAdministration);
         lifecycle.requireConfigured(quota.platform);
-        Object.assign(detail, { scope: quota.scope }, quotaDetail(quota.limits));
+        const previous = quotaAdministration.quotas.stored(quota);
         stored = await quotaAdministration.store.put(quota);
         quotaAdministration.quotas.put(stored);
         quotaAdministration.onChange();
-        return quota.scope === "tenant" ? databaseName(quota.platform, quota.tenantId) : "";
+        for (const key of Object.keys(detail)) delete detail[key];
+        Object.assign(detail, { scope: quota.scope }, quotaDetail(quota.limits), quotaDetail(previous?.limits ?? {}, "previous_"));
+        return forTenant ? databaseName(quota.platform, quota.tenantId) : "";
       });
       return { quota: quotaMessage(stored!) };
     },

@@ -19,6 +19,8 @@ export interface QuotaAdministration {
   quotas: Quotas;
   /** Told after a quota was stored and applied (the pools read their shares again). */
   onChange(): void;
+  /** Told when a dropped tenant's quota could not be removed (a tenant created again with its id would inherit it). */
+  onError(message: string, err: unknown): void;
   ceilings: {
     /** MAX_CONNECTIONS_PER_POOL: a database's connections (each tenant role's connection limit allows for it). */
     maxConnectionsPerPool: number;
@@ -96,7 +98,29 @@ function duration(millis: number): Duration {
   return create(DurationSchema, { seconds: BigInt(Math.floor(millis / 1000)), nanos: (millis % 1000) * 1_000_000 });
 }
 
-/** What the audit trail records of a quota set: its limits, as text. */
-export function quotaDetail(limits: QuotaLimits): Record<string, string> {
-  return Object.fromEntries(Object.entries(limits).map(([k, v]) => [k, String(v)]));
+/** What the audit trail records of a quota set: its limits, as text, each key after `prefix`. */
+export function quotaDetail(limits: QuotaLimits, prefix = ""): Record<string, string> {
+  return Object.fromEntries(Object.entries(limits).map(([k, v]) => [prefix + k, String(v)]));
+}
+
+/** What a SetQuota request asked for, unchecked, as the audit trail records a refused one. */
+export function requestedDetail(quota: Quota | undefined): Record<string, string> {
+  const detail: Record<string, string> = { scope: SCOPES.get(quota?.scope ?? QuotaScope.UNSPECIFIED) ?? String(quota?.scope ?? "") };
+  const m = quota?.limits;
+  for (const k of ["callsPerSecond", "burst", "maxConcurrentStatements", "maxConnections"] as const) if (m?.[k] !== undefined) detail[k] = String(m[k]);
+  if (m?.maxStatementTime !== undefined) detail.maxStatementTime = `${m.maxStatementTime.seconds}s ${m.maxStatementTime.nanos}ns`;
+  return detail;
+}
+
+/** Removes a dropped tenant's own quota, here and in the catalog; a failure is reported, not thrown (the tenant is gone). */
+export async function forgetTenantQuota(admin: QuotaAdministration, platform: string, tenantId: string): Promise<void> {
+  try {
+    await admin.store.forget(platform, tenantId);
+  } catch (err) {
+    admin.onError(`the quota of dropped tenant "${tenantId}" of platform "${platform}" could not be removed`, err);
+    return;
+  }
+  if (admin.quotas.stored({ platform, scope: "tenant", tenantId }) === undefined) return;
+  admin.quotas.put({ platform, scope: "tenant", tenantId, limits: {}, updatedAt: new Date() });
+  admin.onChange();
 }

@@ -40,8 +40,15 @@ export class QuotaStore {
    */
   async follow(quotas: Quotas, everyMillis: number, onChange: () => void, onError: (err: unknown) => void): Promise<() => void> {
     if (quotas.replace(await this.all())) onChange();
+    let reading = false;
     const timer = setInterval(() => {
-      this.all().then((all) => quotas.replace(all) && onChange(), onError);
+      if (reading) return; // a slow catalog: one read at a time, applied in order
+      reading = true;
+      const generation = quotas.generation;
+      this.all()
+        // A quota set here while the read ran is newer than what it read: the next read has it.
+        .then((all) => generation === quotas.generation && quotas.replace(all) && onChange(), onError)
+        .finally(() => (reading = false));
     }, everyMillis);
     timer.unref();
     return () => clearInterval(timer);
@@ -53,6 +60,11 @@ export class QuotaStore {
   }
 
   /** Stores a scope's limits, replacing what it had; limits with nothing set remove the row. Returns what is stored now. */
+  /** Removes a tenant's own quota (its database was dropped): a tenant created again with its id starts from its platform's. */
+  async forget(platform: string, tenantId: string): Promise<void> {
+    await this.catalog.query("DELETE FROM public.quota WHERE platform = $1 AND scope = 'tenant' AND tenant_id = $2", [platform, tenantId]);
+  }
+
   async put(quota: Omit<StoredQuota, "updatedAt">): Promise<StoredQuota> {
     const limits: QuotaLimits = {};
     for (const k of QUOTA_LIMITS) if (quota.limits[k] !== undefined) limits[k] = quota.limits[k];

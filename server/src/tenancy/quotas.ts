@@ -54,17 +54,31 @@ class Meter {
     readonly tenantId: string | undefined,
   ) {}
 
-  /** Sets new limits; a bucket starts full, and keeps its level (within the new burst) when its limits change. */
+  /**
+   * Sets new limits, if they differ: a bucket starts full, and one whose rate
+   * changes keeps its level (refilled up to now at the old rate, within the
+   * new burst).
+   */
   setLimits(limits: QuotaLimits): void {
+    if (sameLimits(limits, this.limits)) return;
     const hadRate = this.limits.callsPerSecond !== undefined;
+    if (hadRate) this.#refill(performance.now());
     this.limits = limits;
     const burst = this.#burst();
     this.tokens = hadRate ? Math.min(this.tokens, burst) : burst;
     this.at = performance.now();
   }
 
+  /** A rate of 0 has no burst either: it refuses every call. */
   #burst(): number {
-    return this.limits.burst ?? Math.max(1, Math.ceil(this.limits.callsPerSecond ?? 1));
+    const rate = this.limits.callsPerSecond;
+    if (rate === 0) return 0;
+    return this.limits.burst ?? Math.max(1, Math.ceil(rate ?? 1));
+  }
+
+  #refill(now: number): void {
+    this.tokens = Math.min(this.#burst(), this.tokens + ((now - this.at) / 1000) * (this.limits.callsPerSecond ?? 0));
+    this.at = now;
   }
 
   /** Whether it has nothing that forgetting it would lose: nothing in flight, and its bucket (if any) full. */
@@ -78,9 +92,7 @@ class Meter {
   take(wanted: number): { took: number; waitMillis: number } {
     const rate = this.limits.callsPerSecond;
     if (rate === undefined) return { took: wanted, waitMillis: 0 };
-    const now = performance.now();
-    this.tokens = Math.min(this.#burst(), this.tokens + ((now - this.at) / 1000) * rate);
-    this.at = now;
+    this.#refill(performance.now());
     const took = Math.min(wanted, Math.floor(this.tokens));
     this.tokens -= took;
     return { took, waitMillis: rate > 0 ? ((1 - this.tokens) / rate) * 1000 : Infinity };
@@ -112,6 +124,7 @@ export class Quotas {
   readonly #stored = new Map<string, StoredQuota>();
   readonly #platforms = new Map<string, Meter>();
   readonly #databases = new Map<string, Meter>();
+  #generation = 0;
 
   constructor(
     readonly defaults: QuotaDefaults,
@@ -123,7 +136,10 @@ export class Quotas {
   replace(quotas: readonly StoredQuota[]): boolean {
     const next = new Map(quotas.map((q) => [keyOf(q), q]));
     let changed = next.size !== this.#stored.size;
-    for (const [key, q] of next) if (!changed && JSON.stringify(this.#stored.get(key)?.limits) !== JSON.stringify(q.limits)) changed = true;
+    for (const [key, q] of next) {
+      const was = this.#stored.get(key);
+      if (!changed && (was === undefined || !sameLimits(was.limits, q.limits))) changed = true;
+    }
     if (!changed) return false;
     this.#stored.clear();
     for (const [key, q] of next) this.#stored.set(key, q);
@@ -131,11 +147,22 @@ export class Quotas {
     return true;
   }
 
+  /** Counts the quotas applied by `put`: a read of the catalog begun before one is older than what it applied. */
+  get generation(): number {
+    return this.#generation;
+  }
+
   /** Applies one quota just stored (limits with nothing set: removed). */
   put(quota: StoredQuota): void {
+    this.#generation++;
     if (QUOTA_LIMITS.some((k) => quota.limits[k] !== undefined)) this.#stored.set(keyOf(quota), quota);
     else this.#stored.delete(keyOf(quota));
     this.#recompute();
+  }
+
+  /** The quota stored for a scope, if any. */
+  stored(scope: Pick<StoredQuota, "platform" | "scope" | "tenantId">): StoredQuota | undefined {
+    return this.#stored.get(keyOf(scope));
   }
 
   /** The stored quotas of a platform (every one when undefined), sorted by platform, scope and tenant. */
@@ -289,6 +316,10 @@ export class Quotas {
 }
 
 function noop(): void {}
+
+function sameLimits(a: QuotaLimits, b: QuotaLimits): boolean {
+  return QUOTA_LIMITS.every((k) => a[k] === b[k]);
+}
 
 function keyOf(q: Pick<StoredQuota, "platform" | "scope" | "tenantId">): string {
   return `${q.platform}\0${q.scope}\0${q.tenantId}`;

@@ -519,7 +519,7 @@ export type AuditEvent = Message<"dbgateway.v1.AuditEvent"> & {
   requestId: string;
 
   /**
-   * What: "tenant.create" or "tenant.drop".
+   * What: "tenant.create", "tenant.drop", "quota.set" or "gateway.reload".
    *
    * @generated from field: string action = 6;
    */
@@ -563,19 +563,21 @@ export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
   messageDesc(file_dbgateway_v1_admin_service, 13);
 
 /**
- * Limits against noisy neighbours. A limit left unset is inherited: a
- * tenant's from its platform's QUOTA_SCOPE_EACH_TENANT quota, then from the
- * gateway's settings (ListQuotasResponse.defaults). A call over a limit fails
- * with RESOURCE_EXHAUSTED: RATE_LIMITED or QUOTA_EXCEEDED (ErrorInfo metadata
- * "limit" and "scope"), with a RetryInfo.
+ * Limits against noisy neighbours, each limit of one gateway instance. A
+ * limit left unset is inherited: a database's from its platform's
+ * QUOTA_SCOPE_EACH_TENANT quota, then from the gateway's settings
+ * (ListQuotasResponse.platform_defaults and tenant_defaults). A call over a
+ * limit fails with RESOURCE_EXHAUSTED: RATE_LIMITED or QUOTA_EXCEEDED (ErrorInfo
+ * metadata "limit" and "scope"), with a RetryInfo, and statement_sent "false".
  *
  * @generated from message dbgateway.v1.QuotaLimits
  */
 export type QuotaLimits = Message<"dbgateway.v1.QuotaLimits"> & {
   /**
-   * Calls per second on QueryService (each QueryStream query, batch and
-   * transaction counts as one). At QUOTA_SCOPE_TENANT and EACH_TENANT, calls
-   * reaching that database.
+   * Calls per second on QueryService. At QUOTA_SCOPE_PLATFORM, each call and
+   * each QueryStream message counts as one; at QUOTA_SCOPE_TENANT and
+   * EACH_TENANT, each call reaching that database, and each query of a
+   * QueryMany call or QueryStream message. 0 refuses every call.
    *
    * @generated from field: optional double calls_per_second = 1;
    */
@@ -583,15 +585,16 @@ export type QuotaLimits = Message<"dbgateway.v1.QuotaLimits"> & {
 
   /**
    * Calls that may be made at once before calls_per_second applies; the rate
-   * (at least 1) when unset.
+   * (at least 1) when unset. Without a rate, it has no effect.
    *
    * @generated from field: optional uint32 burst = 2;
    */
   burst?: number | undefined;
 
   /**
-   * Statements, batches and transactions running (or waiting for a
-   * connection) at once; one more fails at once.
+   * Statements, batches and transactions running or waiting for a connection
+   * at once (each query of a QueryMany call or QueryStream message counts);
+   * those beyond it fail at once.
    *
    * @generated from field: optional uint32 max_concurrent_statements = 3;
    */
@@ -601,15 +604,19 @@ export type QuotaLimits = Message<"dbgateway.v1.QuotaLimits"> & {
    * Connections held at once (the share of the global connection cap,
    * MAX_TOTAL_CONNECTIONS): one database's pool at most MAX_CONNECTIONS_PER_POOL,
    * a platform's pools together at most MAX_TOTAL_CONNECTIONS. Calls beyond
-   * it wait for one of their own connections.
+   * it wait for one of their own connections. A platform's limit below the
+   * number of its databases busy at once moves connections between them, each
+   * move a new PostgreSQL backend.
    *
    * @generated from field: optional uint32 max_connections = 4;
    */
   maxConnections?: number | undefined;
 
   /**
-   * Longest a statement runs (at most MAX_STATEMENT_TIME_SECS); it is then
-   * cancelled with DEADLINE_EXCEEDED.
+   * Longest a statement runs (at most MAX_STATEMENT_TIME_SECS), counted as
+   * MAX_STATEMENT_TIME_SECS is, from when the call asks for a connection; it is
+   * then cancelled with DEADLINE_EXCEEDED. A platform's limit caps its
+   * databases' own.
    *
    * @generated from field: optional google.protobuf.Duration max_statement_time = 5;
    */
@@ -890,10 +897,11 @@ export const AdminService: GenService<{
   },
   /**
    * SetQuota replaces the limits stored for a platform, for each of its
-   * tenants, or for one tenant (limits with nothing set remove them). They are
-   * kept in the gateway's catalog: this instance applies them at once, others
-   * serving the same catalog within a few seconds. Recorded in the audit trail
-   * as "quota.set".
+   * tenants, or for one tenant (limits with nothing set remove them; a tenant
+   * that does not exist yet may have them, and DropTenant removes them). They
+   * are kept in the gateway's catalog: this instance applies them at once,
+   * others serving the same catalog within a few seconds. Recorded in the
+   * audit trail as "quota.set", with the limits it replaced.
    *
    * @generated from rpc dbgateway.v1.AdminService.SetQuota
    */
