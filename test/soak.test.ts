@@ -536,9 +536,13 @@ describe("soak: a gateway process under mixed load", () => {
       const started = Date.now();
       const cpuBefore = await gw.cpuMicros();
       const endAt = started + SOAK_MS;
+      // Until the end of the run, or of the test if it fails first (then the gateway and its clients are closed under the workers).
+      let stopped = false;
+      t.after(() => void (stopped = true));
+      const running = () => !stopped && Date.now() < endAt;
       const samples: Sample[] = [await sample()];
       const sampling = (async () => {
-        while (Date.now() < endAt) {
+        while (running()) {
           await sleep(Math.min(SAMPLE_MS, Math.max(0, endAt - Date.now())));
           samples.push(await sample());
         }
@@ -550,14 +554,14 @@ describe("soak: a gateway process under mixed load", () => {
         throw new Error("unreachable");
       };
       const workers = Array.from({ length: WORKERS }, async () => {
-        while (Date.now() < endAt) {
+        while (running()) {
           const kind = pick();
           const tenant = pickTenant();
           await run(kind, () => operations[kind](tenant));
         }
       });
       const churn = (async () => {
-        while (Date.now() < endAt) {
+        while (running()) {
           await run("tenant churn", churnTenant);
           await sleep(500);
         }
@@ -565,7 +569,7 @@ describe("soak: a gateway process under mixed load", () => {
       // Every operation has a deadline of CALL_DEADLINE_MS at most per call: one still running well after the end hung.
       const finished = await within(
         Promise.all([...workers, churn, sampling]).then(() => true),
-        2 * CALL_DEADLINE_MS + 30_000,
+        SOAK_MS + 2 * CALL_DEADLINE_MS + 30_000,
       );
       const loadMs = Date.now() - started;
       const cpu = (await gw.cpuMicros()) - cpuBefore;
