@@ -47,7 +47,9 @@ if ((await new Promise<number | null>((resolve) => build.on("exit", resolve))) !
 }
 
 const files = await testFiles();
-const child = spawn(process.execPath, ["--import", "tsx", "--test", "--test-timeout=300000", ...files], { cwd: root, env, stdio: "inherit" });
+// Each file's time limit: 5 minutes, and the soak's own length more (test/soak.test.ts runs SOAK_SECONDS of load).
+const timeout = 300_000 + Number(process.env.SOAK_SECONDS || 0) * 1000;
+const child = spawn(process.execPath, ["--import", "tsx", "--test", `--test-timeout=${timeout}`, ...files], { cwd: root, env, stdio: "inherit" });
 const code = await new Promise<number>((resolve) => child.on("exit", (c, signal) => resolve(c ?? (signal ? 1 : 0))));
 if (embedded === undefined) {
   // A shared server: the tests dropped their databases and roles; drop the

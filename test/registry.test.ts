@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
-import { Code } from "../client-sdk/src/index.js";
+import { Code, GatewayError } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { waitFor } from "./helpers/wait.js";
@@ -53,6 +53,40 @@ describe("registry: databases created or dropped elsewhere", () => {
       },
       5_000,
       "pool closed",
+    );
+    await rejectsWith(tenant.query("SELECT 1"), Code.NotFound, "DATABASE_NOT_FOUND");
+  });
+
+  it("a database PostgreSQL marks invalid (datconnlimit -2: a DROP DATABASE under way, or interrupted) is NOT_FOUND, looked up or refreshed", async () => {
+    // DROP DATABASE marks the database so before its slow part (a checkpoint), while its row stays visible until it commits:
+    // a refresh or look-up that took the row then routed calls to a tenant the gateway had just dropped.
+    const name = `${platform}_halfdropped`;
+    const admin = await t.pg();
+    const mark = (limit: number) => admin.query("UPDATE pg_database SET datconnlimit = $1 WHERE datname = $2", [limit, name]);
+    await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+    await mark(-2);
+    const tenant = t.client().platform(platform).tenant("halfdropped");
+    await rejectsWith(tenant.query("SELECT 1"), Code.NotFound, "DATABASE_NOT_FOUND");
+    await mark(-1);
+    // Looked up again once the miss is forgotten (a second).
+    await waitFor(
+      () =>
+        tenant.query("SELECT 1").then(
+          () => true,
+          () => false,
+        ),
+      5_000,
+      "routed once valid",
+    );
+    await mark(-2);
+    await waitFor(
+      () =>
+        tenant.query("SELECT 1").then(
+          () => false,
+          (err: unknown) => GatewayError.from(err).code === Code.NotFound,
+        ),
+      5_000,
+      "NOT_FOUND after a refresh",
     );
     await rejectsWith(tenant.query("SELECT 1"), Code.NotFound, "DATABASE_NOT_FOUND");
   });

@@ -272,7 +272,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
 
   const router = new Router(registry, async (database) => {
     if (!lifecycle.isManaged(database)) return false;
-    const { rowCount } = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn", [database]);
+    const { rowCount } = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn AND datconnlimit <> -2", [database]);
     if (rowCount !== 1) return false;
     // Unrouted (NOT_FOUND to the caller) until it is adopted: say why to the operator.
     await lifecycle.adopt([database]).catch((err: unknown) => {

@@ -1,7 +1,7 @@
 // A gateway run as a process of its own (the `npm start` entry point) for tests, with its clients, output, memory and CPU time.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before } from "node:test";
@@ -30,6 +30,8 @@ export interface GatewayProcess {
   rssBytes(): Promise<number>;
   /** User plus system CPU time so far, in microseconds, from /proc. */
   cpuMicros(): Promise<number>;
+  /** What each open file descriptor refers to, from /proc: a path, "socket:[inode]", "pipe:[inode]", "anon_inode:[eventpoll]" … */
+  openFiles(): Promise<string[]>;
   /** Everything the process printed. */
   output(): string;
   /** Sends the process a signal, leaving its clients open (SIGTERM, SIGINT: it drains and exits). */
@@ -147,6 +149,12 @@ export async function startGatewayProcess(options: {
       // Fields 14 and 15 of /proc/<pid>/stat (utime, stime), in clock ticks of 1/100 s; counted from after the ") ".
       const fields = await stat();
       return (Number(fields[11]) + Number(fields[12])) * 10_000;
+    },
+    async openFiles() {
+      const dir = `/proc/${child.pid}/fd`;
+      // A descriptor closed between the listing and its readlink is left out.
+      const links = await Promise.all((await readdir(dir)).map((fd) => readlink(join(dir, fd)).catch(() => undefined)));
+      return links.filter((l) => l !== undefined);
     },
     output: () => output,
     kill: (signal) => void child.kill(signal),

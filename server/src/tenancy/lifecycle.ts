@@ -168,6 +168,10 @@ export class TenantLifecycle {
         if (await exists(client, name).catch(() => true)) this.o.registry.add(name);
         throw err;
       }
+      // Gone now. A registry refresh or a call's look-up that read pg_database while the drop ran (before PostgreSQL
+      // marked the database invalid) may have put it back, and a call then opened a pool for it: not after this.
+      this.o.registry.delete(name);
+      this.o.pools.close(name);
       await this.o.roles.dropRole(client, name);
       return name;
     });

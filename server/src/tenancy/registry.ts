@@ -28,7 +28,8 @@ export class DatabaseRegistry {
 
   /** Replaces the contents with the databases that exist now, and says what changed. */
   async refresh(admin: Queryable): Promise<RegistryChanges> {
-    const result = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE datallowconn");
+    // datconnlimit -2: a database DROP DATABASE has begun to remove (or left half-removed); its row stays visible until the drop commits.
+    const result = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE datallowconn AND datconnlimit <> -2");
     const names = new Set(result.rows.map((r) => r.datname));
     const added = [...names].filter((n) => !this.#names.has(n));
     const removed = [...this.#names].filter((n) => !names.has(n));
