@@ -38,9 +38,23 @@ describe("Quotas", () => {
       (err: GatewayError) => err.reason === "RATE_LIMITED",
     );
     assert.deepEqual(refused, [2, 1]);
-    // A rate of 0 refuses everything, with a bounded delay.
-    quotas.put(stored({ platform: "p", scope: "tenant", tenantId: "a", limits: { callsPerSecond: 0 } }));
-    assert.equal(quotas.admitSome("p_a", 1).granted, 0);
+    // A rate of 0 refuses everything, from the first call.
+    quotas.put(stored({ platform: "p", scope: "tenant", tenantId: "b", limits: { callsPerSecond: 0 } }));
+    assert.equal(quotas.admitSome("p_b", 1).granted, 0);
+    quotas.put(stored({ platform: "p", scope: "platform", tenantId: "", limits: { callsPerSecond: 0, burst: 5 } }));
+    assert.throws(() => quotas.chargePlatform("p"));
+  });
+
+  it("keep refilling a bucket while other quotas change", async () => {
+    const quotas = new Quotas({ platform: {}, tenant: {} });
+    quotas.put(stored({ platform: "p", scope: "tenant", tenantId: "a", limits: { callsPerSecond: 20, burst: 1 } }));
+    quotas.admit("p_a")();
+    for (let i = 0; i < 4; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      quotas.put(stored({ platform: "p", scope: "tenant", tenantId: `other${i}`, limits: { maxConnections: 1 } }));
+    }
+    // 80 ms at 20 a second: the one token of its burst is back.
+    assert.equal(quotas.admitSome("p_a", 1).granted, 1);
   });
 
   it("count statements in flight per tenant and per platform, given back once each", () => {
