@@ -46,7 +46,11 @@ class Meter {
   inFlight = 0;
   tokens = 0;
   at = 0;
+  /** After a `take` that took fewer than wanted: milliseconds until the next token. */
+  waitMillis = 0;
   limits: QuotaLimits = {};
+  /** A database's meter: its platform's (kept for as long as the gateway runs). */
+  platformMeter: Meter | undefined;
 
   constructor(
     readonly platform: string,
@@ -88,14 +92,15 @@ class Meter {
     return rate === undefined || this.tokens + ((performance.now() - this.at) / 1000) * rate >= this.#burst();
   }
 
-  /** Takes up to `wanted` tokens: how many it took, and how many milliseconds until the next one is there. */
-  take(wanted: number): { took: number; waitMillis: number } {
+  /** Takes up to `wanted` tokens, and says how many it took; `waitMillis` is then how long until the next one is there. */
+  take(wanted: number): number {
     const rate = this.limits.callsPerSecond;
-    if (rate === undefined) return { took: wanted, waitMillis: 0 };
+    if (rate === undefined) return wanted;
     this.#refill(performance.now());
     const took = Math.min(wanted, Math.floor(this.tokens));
     this.tokens -= took;
-    return { took, waitMillis: rate > 0 ? ((1 - this.tokens) / rate) * 1000 : Infinity };
+    this.waitMillis = rate > 0 ? ((1 - this.tokens) / rate) * 1000 : Infinity;
+    return took;
   }
 
   /** Its scope, as errors and metrics name it. */
@@ -188,8 +193,7 @@ export class Quotas {
   /** Takes a token of the platform's rate for a call (or a QueryStream message), or throws RATE_LIMITED. */
   chargePlatform(platform: string): void {
     const meter = this.#platformMeter(platform);
-    const { took, waitMillis } = meter.take(1);
-    if (took === 0) throw this.#refuse(meter, "calls_per_second", waitMillis, 1);
+    if (meter.take(1) === 0) throw this.#refuse(meter, "calls_per_second", meter.waitMillis, 1);
   }
 
   /**
@@ -211,19 +215,19 @@ export class Quotas {
   admitSome(database: string, wanted: number): { granted: number; refusal: GatewayError | undefined; leave: () => void } {
     const meter = this.#databaseMeter(database);
     if (meter === undefined) return { granted: wanted, refusal: undefined, leave: noop }; // not a tenant database: no quota names it
-    const platform = this.#platformMeter(meter.platform);
+    const platform = meter.platformMeter!;
     let room = wanted;
     let full: Meter | undefined;
-    for (const m of [platform, meter]) {
-      const max = m.limits.maxConcurrentStatements;
-      if (max !== undefined && max - m.inFlight < room) [room, full] = [Math.max(0, max - m.inFlight), m];
-    }
-    const { took, waitMillis } = room > 0 ? meter.take(room) : { took: 0, waitMillis: 0 };
+    const platformMax = platform.limits.maxConcurrentStatements;
+    if (platformMax !== undefined && platformMax - platform.inFlight < room) [room, full] = [Math.max(0, platformMax - platform.inFlight), platform];
+    const ownMax = meter.limits.maxConcurrentStatements;
+    if (ownMax !== undefined && ownMax - meter.inFlight < room) [room, full] = [Math.max(0, ownMax - meter.inFlight), meter];
+    const took = room > 0 ? meter.take(room) : 0;
     let refusal: GatewayError | undefined;
     if (took < wanted) {
       refusal =
         took < room || full === undefined
-          ? this.#refuse(meter, "calls_per_second", waitMillis, wanted - took)
+          ? this.#refuse(meter, "calls_per_second", meter.waitMillis, wanted - took)
           : this.#refuse(full, "max_concurrent_statements", CONCURRENCY_RETRY_MILLIS, wanted - took);
     }
     if (took === 0) return { granted: 0, refusal, leave: noop };
@@ -280,6 +284,7 @@ export class Quotas {
     if (parsed === undefined) return undefined;
     if (this.#databases.size >= MAX_IDLE_METERS) for (const [name, m] of this.#databases) if (m.idle) this.#databases.delete(name);
     meter = new Meter(parsed.platform, parsed.tenantId);
+    meter.platformMeter = this.#platformMeter(parsed.platform);
     meter.setLimits(this.tenantLimits(parsed.platform, parsed.tenantId));
     this.#databases.set(database, meter);
     return meter;
