@@ -5,6 +5,7 @@ import type pg from "pg";
 import { Code, GatewayError, type Database } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { assertNoLeftovers } from "./helpers/leftovers.js";
 import { waitFor } from "./helpers/wait.js";
 
 /** The state of a backend in pg_stat_activity, or undefined once it is gone. */
@@ -82,6 +83,7 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     assert.equal(await pid(), backend, "the same backend served every call");
     const stats = await t.adminClient().admin().getPoolStats(t.platforms[0]);
     assert.equal(Number(stats.pools[0]!.connectionsDiscarded), 0);
+    await assertNoLeftovers(t, t.databaseUrl, `${t.platforms[0]}_main`);
   });
 
   it("a statement that outruns statement_timeout is DEADLINE_EXCEEDED; one cancelled by an operator is CANCELLED", async () => {
@@ -96,6 +98,8 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     await admin.query("SELECT pg_cancel_backend($1)", [backend]);
     const err = await rejectsWith(call, Code.Canceled, "QUERY_FAILED");
     assert.equal(err.sqlstate, "57014");
+    assert.equal(await pid(), backend, "the connection was kept");
+    await assertNoLeftovers(t, t.databaseUrl, `${t.platforms[0]}_main`);
   });
 });
 
