@@ -37,6 +37,7 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     await waitFor(async () => (await backendState(admin, backend))?.state === "idle", 2_000, "the backend idle again");
     assert.notEqual((await backendState(admin, backend))?.query, "SELECT pg_sleep(30)");
     assert.equal(await pid(), backend, "the connection was kept, not replaced");
+    await assertNoLeftovers(t, t.databaseUrl, `${t.platforms[0]}_main`);
   });
 
   it("a cancelled call (AbortSignal) is CANCELLED, and its statement stops on PostgreSQL", async () => {
@@ -49,6 +50,7 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     await rejectsWith(call, Code.Canceled, "Canceled");
     await waitFor(async () => (await backendState(admin, backend))?.state === "idle", 2_000, "the backend idle again");
     assert.equal(await pid(), backend);
+    await assertNoLeftovers(t, t.databaseUrl, `${t.platforms[0]}_main`);
   });
 
   it("with a pool of one connection, 100 concurrent cancels never cancel another call's statement", async () => {
