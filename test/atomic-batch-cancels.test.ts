@@ -4,6 +4,7 @@ import { createServer, connect, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { GatewayError, type Database } from "../client-sdk/src/index.js";
 import { pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { assertNoLeftovers } from "./helpers/leftovers.js";
 
 /** A proxy in front of PostgreSQL: `hold` stops passing the server's bytes back; cancel requests are forwarded after `cancelDelay` ms. */
 async function startProxy(target: { host: string; port: number }) {
@@ -105,6 +106,7 @@ describe("An atomic batch of writes when cancels go wrong", () => {
       1,
       `COMMIT was cancelled; the call answered ${outcome instanceof GatewayError ? outcome.reason + " " + outcome.message : "results"}`,
     );
+    await assertNoLeftovers(t, pgUrl(), `${t.platforms[0]}_main`);
   });
 
   it("a cancel not delivered within the grace period: the connection is not reused, so it cannot hit the next call's statement", async () => {
@@ -122,6 +124,8 @@ describe("An atomic batch of writes when cancels go wrong", () => {
     proxy.cancelDelay = 0;
     await new Promise((r) => setTimeout(r, 3_000)); // the delayed cancels all land
     assert.equal(next, "ok", `first call: ${first}; the next call on the reused connection: ${next}`);
+    // The connection whose cancel was late was closed, not lost track of.
+    await assertNoLeftovers(t, pgUrl(), `${t.platforms[0]}_main`);
   });
 
   it("a deadline while a statement runs: the SDK answers DEADLINE_EXCEEDED, and the batch must not commit after that", async () => {
@@ -137,5 +141,6 @@ describe("An atomic batch of writes when cancels go wrong", () => {
     await new Promise((r) => setTimeout(r, 1_500));
     const n = (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM stubborn_marks")).rows[0]!.n;
     assert.ok(answer === "results" || n === 0, `the call answered ${answer}, yet the batch committed ${n} row(s)`);
+    await assertNoLeftovers(t, pgUrl(), `${t.platforms[0]}_main`);
   });
 });

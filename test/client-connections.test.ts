@@ -52,6 +52,7 @@ describe("client connection limits", () => {
     assert.ok(closedAfter !== undefined, `still open ${HANDSHAKE_TIMEOUT_MS * 3} ms after it connected`);
     assert.ok(closedAfter >= HANDSHAKE_TIMEOUT_MS - 200, `closed after ${Math.round(closedAfter)} ms: before the timeout`);
     assert.equal(await refused("tls_handshake_timeout"), before + 1);
+    await query();
   });
 
   it("closes a connection that sent half a ClientHello, and one that sent a whole one and then nothing, at the same timeout", async () => {

@@ -5,6 +5,7 @@ import type pg from "pg";
 import { Code, GatewayError, type Database } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { assertNoLeftovers } from "./helpers/leftovers.js";
 import { waitFor } from "./helpers/wait.js";
 
 /** The state of a backend in pg_stat_activity, or undefined once it is gone. */
@@ -36,6 +37,7 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     await waitFor(async () => (await backendState(admin, backend))?.state === "idle", 2_000, "the backend idle again");
     assert.notEqual((await backendState(admin, backend))?.query, "SELECT pg_sleep(30)");
     assert.equal(await pid(), backend, "the connection was kept, not replaced");
+    await assertNoLeftovers(t, t.databaseUrl, `${t.platforms[0]}_main`);
   });
 
   it("a cancelled call (AbortSignal) is CANCELLED, and its statement stops on PostgreSQL", async () => {
@@ -48,6 +50,7 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     await rejectsWith(call, Code.Canceled, "Canceled");
     await waitFor(async () => (await backendState(admin, backend))?.state === "idle", 2_000, "the backend idle again");
     assert.equal(await pid(), backend);
+    await assertNoLeftovers(t, t.databaseUrl, `${t.platforms[0]}_main`);
   });
 
   it("with a pool of one connection, 100 concurrent cancels never cancel another call's statement", async () => {
@@ -82,6 +85,7 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     assert.equal(await pid(), backend, "the same backend served every call");
     const stats = await t.adminClient().admin().getPoolStats(t.platforms[0]);
     assert.equal(Number(stats.pools[0]!.connectionsDiscarded), 0);
+    await assertNoLeftovers(t, t.databaseUrl, `${t.platforms[0]}_main`);
   });
 
   it("a statement that outruns statement_timeout is DEADLINE_EXCEEDED; one cancelled by an operator is CANCELLED", async () => {
@@ -96,6 +100,8 @@ describe("deadlines and cancellation cancel the statement on PostgreSQL", () => 
     await admin.query("SELECT pg_cancel_backend($1)", [backend]);
     const err = await rejectsWith(call, Code.Canceled, "QUERY_FAILED");
     assert.equal(err.sqlstate, "57014");
+    assert.equal(await pid(), backend, "the connection was kept");
+    await assertNoLeftovers(t, t.databaseUrl, `${t.platforms[0]}_main`);
   });
 });
 

@@ -1,5 +1,6 @@
 // SIGTERM drains the gateway (its own process, production settings): calls in flight get their answers, or what their clients need to know.
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { createClient as createConnectClient } from "@connectrpc/connect";
@@ -8,7 +9,7 @@ import pg from "pg";
 import { TransactionRequestSchema, type TransactionResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, createClient, GatewayError, QueryService, toValue, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { dropPlatformDatabases, metricValue, pgUrl, rawTransport } from "./helpers/gateway.js";
+import { dropPlatformDatabases, metricValue, pgUrl, rawTransport, startTestGateway } from "./helpers/gateway.js";
 import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
 import { testPki } from "./helpers/pki.js";
 import { waitFor } from "./helpers/wait.js";
@@ -52,6 +53,14 @@ async function startDraining(env: Record<string, string> = {}) {
     async committed(): Promise<Set<number>> {
       const { rows } = await direct.query<{ id: string }>("SELECT id FROM writes");
       return new Set(rows.map((r) => Number(r.id)));
+    },
+    /** The gateway's backends still on the platform's database (any of its connections: pooled, listening). */
+    async backends(): Promise<number> {
+      const { rows } = await admin.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND starts_with(application_name, 'db-gateway')",
+        [`${gateway.platform}_main`],
+      );
+      return rows[0]!.n;
     },
     /** Backends of the platform's database running a statement whose text contains `text`. */
     async running(text: string): Promise<number> {
@@ -115,8 +124,10 @@ function transactionStream(client: GatewayClient, platform: string) {
 }
 
 describe("Shutdown: SIGTERM drains the gateway process", () => {
-  it("16 concurrent writers: every committed INSERT was answered OK or statement_sent true, none answered statement_sent false committed, no bare transport error", async () => {
-    const d = await startDraining();
+  it("16 concurrent writers: every committed INSERT was answered OK or statement_sent true, none answered statement_sent false committed, no bare transport error; no connection left, and a gateway started after it serves every committed write", async () => {
+    // A secret of the test's own, so that a gateway started afterwards derives the same tenant role passwords.
+    const gatewaySecret = randomBytes(32).toString("hex");
+    const d = await startDraining({ GATEWAY_SECRET: gatewaySecret });
     try {
       const sql = "INSERT INTO writes (id, via) SELECT $1, $2 FROM pg_sleep(0.02)";
       type Outcome = { id: number; via: string; error?: GatewayError };
@@ -169,6 +180,21 @@ describe("Shutdown: SIGTERM drains the gateway process", () => {
       assert.deepEqual(problems, [], `${problems.length} of ${outcomes.length} calls (${committed.size} rows committed)`);
       assert.ok(outcomes.filter((o) => o.error === undefined).length >= 48);
       await exitsCleanly(d.gateway);
+      // Nothing leaked: the exited gateway left no backend on PostgreSQL.
+      await waitFor(async () => (await d.backends()) === 0, 5_000, "no backend of the gateway left");
+      // Serving afterwards: another gateway on the same database (same key and secret) serves it, every committed write included.
+      const next = await startTestGateway({
+        platforms: 0,
+        overrides: { platformKeys: new Map([[d.platform, [d.gateway.platformKey]]]), gatewaySecret },
+      });
+      const client = createClient(next.clientOptions(d.gateway.platformKey));
+      try {
+        const { rows } = await client.platform(d.platform).query<{ id: string }>("SELECT id FROM writes");
+        assert.deepEqual(new Set(rows.map((r) => Number(r.id))), committed);
+      } finally {
+        client.close();
+        await next.close();
+      }
     } finally {
       await d.close();
     }
@@ -227,6 +253,7 @@ describe("Shutdown: SIGTERM drains the gateway process", () => {
       await rejectsWith(listening, Code.Unavailable, "SHUTTING_DOWN");
       await exitsCleanly(d.gateway);
       assert.deepEqual([...(await d.committed())].sort(), [1, 2, 3, 4, 5]);
+      await waitFor(async () => (await d.backends()) === 0, 5_000, "no backend of the gateway left");
     } finally {
       await d.close();
     }
@@ -287,6 +314,7 @@ describe("Shutdown: SIGTERM drains the gateway process", () => {
       assert.ok(!(await d.committed()).has(6), "the atomic batch stuck in its statement was rolled back");
       // The stuck statements were cancelled, not left to run their minute on PostgreSQL.
       await waitFor(async () => (await d.running("pg_sleep(60)")) === 0, 10_000, "the stuck statements end");
+      await waitFor(async () => (await d.backends()) === 0, 5_000, "no backend of the gateway left");
     } finally {
       await d.close();
     }

@@ -1,4 +1,4 @@
-// Hostile HTTP/2 over real mutual TLS against a gateway process: rapid reset, a CONTINUATION flood, random bytes. It keeps serving, in bounded memory, with no PostgreSQL connection left behind.
+// Hostile HTTP/2 over real mutual TLS against a gateway process: rapid reset, a CONTINUATION flood, random bytes, many idle connections and stalled handshakes. It keeps serving, in bounded memory, with no PostgreSQL connection left behind.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
@@ -12,6 +12,7 @@ import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-proc
 import { dropPlatformDatabases, metricSample, pgUrl } from "./helpers/gateway.js";
 import { testPki } from "./helpers/pki.js";
 import {
+  clientHelloBytes,
   closesWithin,
   frame,
   FrameFlag,
@@ -24,7 +25,7 @@ import {
   type FrameReader,
   type ReceivedFrame,
 } from "./helpers/raw-connections.js";
-import { waitFor } from "./helpers/wait.js";
+import { mapLimit, waitFor } from "./helpers/wait.js";
 
 const MIB = 1024 * 1024;
 /**
@@ -34,6 +35,8 @@ const MIB = 1024 * 1024;
  */
 const RSS_GROWTH_BOUND = 160 * MIB;
 const QUERY_PATH = "/dbgateway.v1.QueryService/Query";
+/** The gateway's TLS_HANDSHAKE_TIMEOUT_SECS, short so that the idle-connection test waits it out (each connection here completes its handshake at once). */
+const HANDSHAKE_TIMEOUT_MS = 3_000;
 
 describe("HTTP/2 abuse: a gateway process", () => {
   let gw: GatewayProcess;
@@ -41,7 +44,10 @@ describe("HTTP/2 abuse: a gateway process", () => {
   let warmRss: number;
   const sockets: Socket[] = [];
   before(async () => {
-    gw = await startGatewayProcess({ databaseUrl: pgUrl(), env: { MAX_CONNECTIONS_PER_POOL: "5" } });
+    gw = await startGatewayProcess({
+      databaseUrl: pgUrl(),
+      env: { MAX_CONNECTIONS_PER_POOL: "5", TLS_HANDSHAKE_TIMEOUT_SECS: String(HANDSHAKE_TIMEOUT_MS / 1000) },
+    });
     await gw.adminClient().admin().createTenant(gw.platform, "");
     admin = new pg.Client({ connectionString: pgUrl() });
     await admin.connect();
@@ -259,5 +265,56 @@ describe("HTTP/2 abuse: a gateway process", () => {
       socket.destroy();
     }
     await assertUnharmed("random bytes");
+  });
+
+  it("many idle connections and handshakes that never finish: 100 idle after mutual TLS and HTTP/2's preface are kept past the handshake timeout and answer PING; 200 stalled in their ClientHello are closed at it", async () => {
+    const IDLE = 100;
+    const STALLED = 200;
+    const metrics = async () => (await fetch(`http://127.0.0.1:${gw.metricsPort}/metrics`)).text();
+    const openConnections = async () => metricSample(await metrics(), "db_gateway_client_connections");
+    const timeouts = async () => metricSample(await metrics(), "db_gateway_client_connections_refused_total", { reason: "tls_handshake_timeout" });
+    // The admin client of the setup keeps its connection.
+    const base = await openConnections();
+    const timeoutsBefore = await timeouts();
+    // The idle ones first, so that they have been open longer than the handshake timeout when the stalled ones are closed.
+    const idle = await mapLimit(
+      Array.from({ length: IDLE }, (_, i) => i),
+      16,
+      () => openHttp2(),
+    );
+    const hello = await clientHelloBytes();
+    const stalled = await Promise.all(
+      Array.from({ length: STALLED }, async () => {
+        const socket = await openTcp(gw.port);
+        sockets.push(socket);
+        socket.write(hello.subarray(0, Math.floor(hello.length / 2)));
+        return socket;
+      }),
+    );
+    await waitFor(async () => (await openConnections()) === base + IDLE + STALLED, 10_000, `${IDLE + STALLED} client connections counted`);
+    // Served meanwhile.
+    const client = gw.client();
+    try {
+      assert.deepEqual((await client.platform(gw.platform).query<{ n: number }>("SELECT 41 + 1 AS n")).rows, [{ n: 42 }]);
+    } finally {
+      client.close();
+    }
+    const closedAfter = await Promise.all(stalled.map((socket) => closesWithin(socket, HANDSHAKE_TIMEOUT_MS * 4)));
+    assert.equal(closedAfter.filter((ms) => ms === undefined).length, 0, "stalled handshakes still open");
+    assert.equal(await timeouts(), timeoutsBefore + STALLED);
+    assert.equal(idle.filter(({ socket }) => socket.closed).length, 0, "idle connections were cut");
+    // Each idle connection is still served: node answers its PING.
+    const answered = await Promise.all(
+      idle.map(({ socket, reader }) => {
+        const ping = randomBytes(8);
+        socket.write(frame(FrameType.PING, 0, 0, ping));
+        return reader.until((f) => f.type === FrameType.PING && (f.flags & FrameFlag.ACK) !== 0 && f.payload.equals(ping), 10_000);
+      }),
+    );
+    assert.equal(answered.filter((ok) => !ok).length, 0, "idle connections left unanswered");
+    for (const { socket } of idle) socket.destroy();
+    // Nothing leaked: every connection gone from the gateway's count.
+    await waitFor(async () => (await openConnections()) === base, 10_000, "every client connection closed");
+    await assertUnharmed("many idle connections and stalled handshakes");
   });
 });

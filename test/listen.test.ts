@@ -164,6 +164,12 @@ describe("Listen", () => {
       assert.equal(err?.code, Code.ResourceExhausted);
       assert.equal(err?.reason, "SUBSCRIBER_TOO_SLOW");
       assert.ok(received < 15_000, `${received} notifications before the end`);
+      // Only the slow subscriber was ended: the channel serves a new one.
+      const next = await t.client().platform(platform).listen("flood");
+      const { events } = collect(next);
+      await direct.query("SELECT pg_notify('flood', 'after the slow one')");
+      await waitFor(() => events.some((e) => e.type === "notification" && e.payload === "after the slow one"), 5_000, "a notification for the next subscriber");
+      next.close();
       await new Promise((r) => setImmediate(r));
       assert.deepEqual(
         warnings.filter((w) => w.includes("MaxListeners")),

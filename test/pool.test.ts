@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code, createClient, GatewayError, type GatewayClient } from "../client-sdk/src/index.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { assertNoLeftovers } from "./helpers/leftovers.js";
 import { mapLimit, waitFor } from "./helpers/wait.js";
 
 async function poolStats(t: TestGateway, platform?: string) {
@@ -81,6 +82,25 @@ describe("pool manager: one global cap over 100 tenant databases", () => {
     for (const reason of reasons) assert.ok(["POOL_EXHAUSTED", "TOO_MANY_WAITERS"].includes(reason), reason);
     const stolen = stats.pools.reduce((sum, p) => sum + Number(p.connectionsStolen), 0);
     assert.ok(stolen > 0, "at the cap, idle connections of some databases were given to others");
+    // Nothing left behind: no call waiting, no connection busy, and PostgreSQL has exactly the connections the pools count, all idle.
+    let seen = "";
+    await waitFor(
+      async () => {
+        const { totals, pools } = await poolStats(t);
+        const { rows } = await sampler.query<{ total: number; active: number }>(
+          `SELECT count(*)::int AS total, (count(*) FILTER (WHERE state IS DISTINCT FROM 'idle'))::int AS active
+             FROM pg_stat_activity WHERE application_name = 'db-gateway' AND starts_with(usename, $1)`,
+          [`${platform}_`],
+        );
+        const busy = pools.reduce((sum, p) => sum + p.busy + p.connecting, 0);
+        seen = `${totals!.totalConnections} connections, ${busy} busy or connecting, ${totals!.waiting} waiting; PostgreSQL: ${rows[0]!.total} backends, ${rows[0]!.active} not idle`;
+        return busy === 0 && totals!.waiting === 0 && rows[0]!.active === 0 && rows[0]!.total === totals!.totalConnections;
+      },
+      10_000,
+      "the pools settled",
+    ).catch((err: Error) => assert.fail(`${err.message}: ${seen}`));
+    const { rows } = await client.platform(platform).tenant(TENANTS[0]!).query("SELECT 1 AS one");
+    assert.deepEqual(rows, [{ one: 1 }]);
   });
 });
 
@@ -146,6 +166,9 @@ describe("pool manager: fairness, limits, timeouts, hygiene", () => {
       const stats = statsOf(await poolStats(fast), `${fast.platforms[0]}_main`)!;
       assert.equal(Number(stats.timeouts), 2);
       assert.equal(Number(stats.rejected), 2);
+      // Once the holder is done, nothing is left waiting or busy, and the pool serves again.
+      await assertNoLeftovers(fast, fast.databaseUrl, `${fast.platforms[0]}_main`);
+      assert.deepEqual((await db.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
       separate.close();
     } finally {
       await fast.close();

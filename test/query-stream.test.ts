@@ -10,6 +10,7 @@ import { Code, createClient, GatewayError } from "../client-sdk/src/index.js";
 import type { QueryAnswer, QueryStreamRequestSchema, QueryStreamResponse } from "../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { callsOf, metricValue, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { startFaultProxy } from "./helpers/fault-proxy.js";
+import { assertNoLeftovers } from "./helpers/leftovers.js";
 import { waitFor } from "./helpers/wait.js";
 
 type Request = MessageInitShape<typeof QueryStreamRequestSchema>;
@@ -274,6 +275,8 @@ describe("QueryStream: a client that does not read its answers", () => {
       const answers = await stream.end();
       assert.equal(answers.size, 1 + sent);
       for (const n of [1, limit, sent]) assert.equal(cell(answers.get(n)), `${"x".repeat(100000)}${n}`);
+      await assertNoLeftovers(t, t.databaseUrl, `${platform}_main`);
+      assert.deepEqual((await t.client().platform(platform).query("SELECT 1 AS one")).rows, [{ one: 1 }]);
     } finally {
       stream.close();
       await proxy.close();

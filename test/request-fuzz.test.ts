@@ -10,6 +10,8 @@ import {
   GetPoolStatsRequestSchema,
   ListAuditEventsRequestSchema,
   ListDatabasesRequestSchema,
+  ListQuotasRequestSchema,
+  SetQuotaRequestSchema,
 } from "../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import {
   BatchRequestSchema,
@@ -29,7 +31,7 @@ import { testPki } from "./helpers/pki.js";
 
 /** Every call's deadline: far above what any generated call needs, so reaching it means a hang. */
 const DEADLINE_MS = 5_000;
-/** Runs per method: that many generated requests, and half as many of raw bytes (1,800 calls in all). */
+/** Runs per method: that many generated requests, and half as many of raw bytes (2,100 calls in all). */
 const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
 
 /** The codes the gateway documents for bad input and for calls ended early; INTERNAL, UNKNOWN, UNAVAILABLE and DATA_LOSS are not among them. */
@@ -176,8 +178,24 @@ describe("request fuzz: every request, typed and as raw bytes, ends with a docum
     check(call, await send(call));
   }
 
+  /**
+   * Removes every quota of the platform: SetQuota's runs store some (a rate of 0 would refuse the platform's
+   * every call), so that the calls after them meet the gateway's defaults again.
+   */
+  async function clearQuotas(): Promise<void> {
+    const admin = createClient(t.clientOptions(t.adminKey));
+    try {
+      const { quotas } = await admin.raw.admin.listQuotas({ platform: p });
+      for (const { platform, scope, tenantId } of quotas) await admin.raw.admin.setQuota({ quota: { platform, scope, tenantId, limits: {} } });
+      assert.deepEqual((await admin.raw.admin.listQuotas({ platform: p })).quotas, []);
+    } finally {
+      admin.close();
+    }
+  }
+
   /** After each method's runs: the gateway serves a normal SDK query, and no pool of the test's platforms has a busy connection or a waiter left. */
   async function stillServing(): Promise<void> {
+    await clearQuotas();
     const sdk = createClient(t.clientOptions(t.keys[p]!));
     try {
       assert.deepEqual((await sdk.platform(p).query("SELECT 1 AS one", [], { timeoutMs: DEADLINE_MS })).rows, [{ one: 1 }]);
@@ -342,6 +360,29 @@ describe("request fuzz: every request, typed and as raw bytes, ends with a docum
       fc.constant({}),
     );
   const deadline = fc.oneof({ weight: 9, arbitrary: fc.constant(DEADLINE_MS) }, fc.integer({ min: 1, max: 100 }));
+  /** A quota's limits: each unset, within its bounds, at them, or far outside (NaN, negative, zero, 2^32 - 1). */
+  const optional = <T>(arbitrary: fc.Arbitrary<T>) => fc.option(arbitrary, { nil: undefined });
+  const anyQuotaLimits = fc.record(
+    {
+      callsPerSecond: optional(fc.oneof(fc.constantFrom(0, 0.001, 1, 1_000_000, 1_000_001, -1), fc.double())),
+      burst: optional(uint32),
+      maxConcurrentStatements: optional(uint32),
+      maxConnections: optional(uint32),
+      maxStatementTime: optional(fc.record({ seconds: fc.oneof(fc.constantFrom(0n, 1n, 60n), int64), nanos: fc.integer() })),
+    },
+    { requiredKeys: [] },
+  );
+  /** Limits the gateway takes (within each one's bounds, for a pool of 5 connections): so that quotas are really stored and applied. */
+  const validQuotaLimits = fc.record(
+    {
+      callsPerSecond: optional(fc.double({ min: 0, max: 1_000_000, noNaN: true })),
+      burst: optional(fc.integer({ min: 1, max: 1_000_000 })),
+      maxConcurrentStatements: optional(fc.integer({ min: 1, max: 1_000 })),
+      maxConnections: optional(fc.integer({ min: 1, max: 5 })),
+      maxStatementTime: optional(fc.record({ seconds: fc.bigInt({ min: 0n, max: 59n }), nanos: fc.integer({ min: 1_000_000, max: 999_999_999 }) })),
+    },
+    { requiredKeys: [] },
+  );
 
   const bytesOf = <S extends DescMessage>(schema: S, init: MessageInitShape<S>) => toBinary(schema, create(schema, init));
 
@@ -452,6 +493,46 @@ describe("request fuzz: every request, typed and as raw bytes, ends with a docum
         bodies: fc.record({ platform: adminPlatform }).map((r) => [bytesOf(GetPoolStatsRequestSchema, r)]),
       },
       {
+        path: `${ADMIN}SetQuota`,
+        kind: "unary",
+        who: adminWho,
+        bodies: fc
+          .record({
+            quota: fc.oneof(
+              // Mostly a quota the gateway takes, for the test's platform: stored, applied, then replaced or removed by later runs.
+              {
+                weight: 3,
+                arbitrary: fc.oneof(
+                  fc.record({ platform: fc.constant(p), scope: fc.constantFrom(1, 2), limits: validQuotaLimits }),
+                  fc.record({ platform: fc.constant(p), scope: fc.constant(3), tenantId: adminTenant, limits: validQuotaLimits }),
+                ),
+              },
+              {
+                weight: 2,
+                arbitrary: fc.record(
+                  {
+                    platform: adminPlatform,
+                    // The three scopes, UNSPECIFIED, and values no enum has.
+                    scope: fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 0, max: 3 }) }, fc.integer()),
+                    tenantId: adminTenant,
+                    limits: anyQuotaLimits,
+                    updateTime: fc.record({ seconds: int64, nanos: fc.integer() }),
+                  },
+                  { requiredKeys: [] },
+                ),
+              },
+              fc.constant(undefined),
+            ),
+          })
+          .map((r) => [bytesOf(SetQuotaRequestSchema, r)]),
+      },
+      {
+        path: `${ADMIN}ListQuotas`,
+        kind: "unary",
+        who: adminWho,
+        bodies: fc.record({ platform: fc.oneof(adminPlatform, fc.constant(q)) }).map((r) => [bytesOf(ListQuotasRequestSchema, r)]),
+      },
+      {
         path: `${ADMIN}ListAuditEvents`,
         kind: "unary",
         who: adminWho,
@@ -486,7 +567,7 @@ describe("request fuzz: every request, typed and as raw bytes, ends with a docum
   // Built lazily: the arbitraries need the platform names made in before().
   const METHOD_NAMES = ["Query", "QueryMany", "StreamQuery", "Batch", "Transaction", "QueryStream", "Listen"]
     .map((m) => `${QUERY}${m}`)
-    .concat(["CreateTenant", "DropTenant", "ListDatabases", "GetPoolStats", "ListAuditEvents"].map((m) => `${ADMIN}${m}`));
+    .concat(["CreateTenant", "DropTenant", "ListDatabases", "GetPoolStats", "ListAuditEvents", "SetQuota", "ListQuotas"].map((m) => `${ADMIN}${m}`));
 
   for (const path of METHOD_NAMES) {
     const name = path.split("/").slice(1).join(".");

@@ -8,6 +8,7 @@ import { Code, type Database, type GatewayError } from "../client-sdk/src/index.
 import { rejectsWith } from "./helpers/assert-error.js";
 import { pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { gatewayProcessForSuite } from "./helpers/gateway-process.js";
+import { assertNoLeftovers } from "./helpers/leftovers.js";
 import { waitFor } from "./helpers/wait.js";
 
 describe("StreamQuery", () => {
@@ -237,6 +238,7 @@ describe("StreamQuery: a million rows through a slow consumer (gateway in its ow
     assert.equal(stream.summary?.rowCount, 1_000_000);
     const growth = peak - baseline;
     assert.ok(growth < 64 * 1024 * 1024, `gateway RSS grew by ${(growth / 1048576).toFixed(1)} MB (from ${(baseline / 1048576).toFixed(0)} MB)`);
+    await assertNoLeftovers(gateway, pgUrl(), `${gateway.platform}_main`);
   });
 
   it("pauses reading from PostgreSQL while the client does not read", async () => {
@@ -263,6 +265,8 @@ describe("StreamQuery: a million rows through a slow consumer (gateway in its ow
     }
     await iterator.return?.();
     assert.deepEqual((await db.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
+    // The abandoned stream's statement stopped, and its connection went back to the pool.
+    await assertNoLeftovers(gateway, pgUrl(), `${gateway.platform}_main`);
   });
 
   it("holds at most about a message's worth for a client that does not read, even with 4 MB messages", async () => {
@@ -279,5 +283,7 @@ describe("StreamQuery: a million rows through a slow consumer (gateway in its ow
     const during = await gateway.rssBytes();
     await iterator.return?.();
     assert.ok(during - before < 24 * 1024 * 1024, `RSS grew by ${((during - before) / 1048576).toFixed(1)} MB while the client was not reading`);
+    await assertNoLeftovers(gateway, pgUrl(), `${gateway.platform}_main`);
+    assert.deepEqual((await db.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
   });
 });

@@ -9,6 +9,7 @@ import type { QueryStreamRequestSchema, QueryStreamResponse, StreamTransactionRe
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";
 import { callsOf, metricValue, pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { assertNoLeftovers } from "./helpers/leftovers.js";
 import { begunStream, expectKind } from "./helpers/transaction-stream.js";
 import { waitFor } from "./helpers/wait.js";
 
@@ -207,6 +208,8 @@ describe("Batches and transactions over the SDK's QueryStream", () => {
       await waitFor(async () => (await balances())[0] === 100 && (await db.query("SELECT 1")).rowCount === 1, 5_000, "the transaction rolled back");
       const { rows } = await db.query("SELECT txid_current_if_assigned() AS x");
       assert.deepEqual(rows, [{ x: null }]);
+      await waitFor(async () => (await metricValue(t, "db_gateway_open_transactions")) === 0, 5_000, "no transaction open");
+      await assertNoLeftovers(t, t.databaseUrl, `${platform}_main`);
     } finally {
       cut.close();
       await proxy.close();
@@ -567,6 +570,10 @@ describe("A QueryStream's transactions and a client that does not read", () => {
       const direct = await t.pg(`${platform}_main`);
       assert.equal((await direct.query("SELECT 1 FROM events")).rowCount, transactions);
       requests.close();
+      // Nothing left open: no transaction, no connection busy; the gateway serves a normal call.
+      await waitFor(async () => (await open()) === 0, 5_000, "no transaction open");
+      await assertNoLeftovers(t, t.databaseUrl, `${platform}_main`);
+      assert.deepEqual((await t.client().platform(platform).query("SELECT 1 AS one")).rows, [{ one: 1 }]);
     } finally {
       client.close();
       await proxy.close();

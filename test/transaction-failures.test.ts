@@ -6,6 +6,7 @@ import { Code, GatewayError, type Database } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";
 import { pgUrl, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { assertNoLeftovers } from "./helpers/leftovers.js";
 import { waitFor } from "./helpers/wait.js";
 import { begunStream, expectKind, TRANSPORTS } from "./helpers/transaction-stream.js";
 
@@ -128,6 +129,7 @@ describe("Transaction: idle timeout and the unknown outcome of COMMIT", () => {
       await new Promise((r) => setTimeout(r, 800));
       await rejectsWith(s.next(), Code.Aborted, "TRANSACTION_IDLE_TIMEOUT");
       assert.equal(await count(), 0);
+      await assertNoLeftovers(t, pgUrl(), `${t.platforms[0]}_main`);
     });
 
   for (const transport of TRANSPORTS)
@@ -154,7 +156,8 @@ describe("Transaction: idle timeout and the unknown outcome of COMMIT", () => {
           "settled",
         );
         assert.equal(await count(), fault === "cut" ? before : before + 1);
-        // The gateway carries on with a new connection.
+        // The cut connection is out of the pool, and its backend gone with it; the gateway carries on with a new connection.
+        await assertNoLeftovers(t, pgUrl(), `${t.platforms[0]}_main`);
         assert.deepEqual((await db.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
       });
     }
@@ -171,6 +174,10 @@ describe("Transaction: idle timeout and the unknown outcome of COMMIT", () => {
     assert.equal(err?.code, Code.Unavailable);
     assert.equal(err?.reason, "COMMIT_OUTCOME_UNKNOWN");
     assert.equal(runs, 1);
+    // PostgreSQL got the COMMIT: the row is there, once, and nothing is left behind.
+    await waitFor(async () => (await direct.query("SELECT 1 FROM events WHERE id = 500")).rowCount === 1, 5_000, "the commit");
+    await assertNoLeftovers(t, pgUrl(), `${t.platforms[0]}_main`);
+    assert.deepEqual((await db.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
   });
 });
 
@@ -200,6 +207,7 @@ describe("A deadline while COMMIT runs", () => {
       5_000,
       "the COMMIT to finish",
     );
+    await assertNoLeftovers(t, pgUrl(), `${t.platforms[0]}_main`);
   });
 
   it("an atomic batch of writes whose client deadline passes while its COMMIT runs: the SDK waits for the gateway's answer, which says it committed", async () => {
@@ -207,6 +215,7 @@ describe("A deadline while COMMIT runs", () => {
     assert.ok(!(result instanceof GatewayError));
     assert.equal(result!.rowCount, 1);
     assert.equal((await db.query<{ balance: number }>("SELECT balance FROM accounts WHERE id = 1")).rows[0]!.balance, 9);
+    await assertNoLeftovers(t, pgUrl(), `${t.platforms[0]}_main`);
   });
 
   it("an atomic batch of writes (COMMIT sent with them): the COMMIT is not cancelled, and the answer says it committed", async () => {
@@ -214,5 +223,6 @@ describe("A deadline while COMMIT runs", () => {
     assert.ok(!(result instanceof GatewayError));
     assert.equal(result!.rowCount, 1);
     assert.equal((await db.query<{ balance: number }>("SELECT balance FROM accounts WHERE id = 1")).rows[0]!.balance, 8);
+    await assertNoLeftovers(t, pgUrl(), `${t.platforms[0]}_main`);
   });
 });

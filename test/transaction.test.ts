@@ -6,7 +6,8 @@ import { IsolationLevel } from "../wire/src/gen/dbgateway/v1/query_service_pb.js
 import { Code, createClient, GatewayError, type Database, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startFaultProxy } from "./helpers/fault-proxy.js";
-import { callsOf, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { callsOf, metricValue, startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { assertNoLeftovers } from "./helpers/leftovers.js";
 import { waitFor } from "./helpers/wait.js";
 import { begunStream, expectKind, expectSqlstate, openStream, TRANSPORTS } from "./helpers/transaction-stream.js";
 
@@ -54,6 +55,9 @@ for (const transport of TRANSPORTS)
       }
       const { rows } = await db.query("SELECT txid_current_if_assigned() AS x, current_setting('transaction_isolation') AS iso");
       assert.deepEqual(rows, [{ x: null, iso: "read committed" }], "the pooled connection came back clean");
+      // The gateway counts no transaction open, and PostgreSQL has only the pool's connections.
+      await waitFor(async () => (await metricValue(t, "db_gateway_open_transactions")) === 0, 5_000, "no transaction open");
+      await assertNoLeftovers(t, t.databaseUrl, `${platform}_main`);
     }
 
     it("commits: statements run on one connection, in order, and are answered one by one", async () => {
