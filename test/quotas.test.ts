@@ -244,7 +244,13 @@ describe("quotas", () => {
     const second = await startTestGateway({
       platforms: 0,
       createMain: false,
-      overrides: { platformKeys: keyLists(t.keys), adminKeys: [t.adminKey], catalogDatabase: `catalog_${p}`, quotaRefreshMillis: 200 },
+      overrides: {
+        platformKeys: keyLists(t.keys),
+        adminKeys: [t.adminKey],
+        gatewaySecret: t.gatewaySecret,
+        catalogDatabase: `catalog_${p}`,
+        quotaRefreshMillis: 200,
+      },
     });
     const secondClient = createClient(second.clientOptions(t.keys[p]!));
     try {

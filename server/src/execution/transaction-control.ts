@@ -4,6 +4,7 @@ import { GatewayError, toGatewayError } from "../errors.js";
 import { IsolationLevel, type TransactionOptions } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { RESET_STATEMENT, type Lease } from "../pool/pool-manager.js";
 import { runStatement, sendTraced, type PreparedStatement } from "./execute.js";
+import { isQueryable } from "../pool/pg-internals.js";
 import { lapTimer, sendPipelined, shieldedBegin } from "./pipeline.js";
 import type { BufferedResult } from "./buffered-query.js";
 import type { ResultAccount } from "./result-budget.js";
@@ -172,13 +173,21 @@ export class OpenTransaction {
  * a round trip of its own. A statement ERROR means PostgreSQL rolled back (a
  * serialization failure at commit, a deferred constraint): that error. A
  * COMMIT answered with ROLLBACK means the transaction had failed before:
- * TRANSACTION_ABORTED. Anything else after COMMIT was sent (a broken
+ * TRANSACTION_ABORTED. A connection lost before COMMIT could be sent
+ * rolled back: DATABASE_UNAVAILABLE. Anything else after COMMIT was sent (a broken
  * connection, a FATAL error, the call interrupted) leaves the outcome
  * unknown: COMMIT_OUTCOME_UNKNOWN, never an answer that claims either
  * outcome. An interruption sends no cancel: a COMMIT on its way is left to
  * finish.
  */
 export async function commit(lease: Lease): Promise<void> {
+  if (!isQueryable(lease.client)) {
+    // The connection was lost before COMMIT could be sent: PostgreSQL rolled the transaction back as its session ended.
+    throw new GatewayError(
+      "DATABASE_UNAVAILABLE",
+      "the connection to PostgreSQL was lost before COMMIT: the transaction was rolled back, nothing of it committed",
+    );
+  }
   const unknown = commitOutcomeUnknown;
   const answers = lease.uninterruptible(
     () => sendPipelined(lease, (client) => [client.query("COMMIT"), client.query(RESET_STATEMENT)]),
