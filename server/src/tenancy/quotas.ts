@@ -245,10 +245,10 @@ export class Quotas {
 
   /** The longest a statement of the database may run: its limit, its platform's, and `ceiling` (the gateway's), the least of them. */
   statementMillis(database: string, ceiling: number): number {
-    const parsed = parseDatabaseName(database);
-    if (parsed === undefined) return ceiling;
-    const own = this.tenantLimits(parsed.platform, parsed.tenantId).maxStatementMillis ?? Infinity;
-    return Math.min(ceiling, own, this.platformLimits(parsed.platform).maxStatementMillis ?? Infinity);
+    // Read from the meters, whose limits are resolved already: this runs for every call.
+    const meter = this.#databaseMeter(database);
+    if (meter === undefined) return ceiling;
+    return Math.min(ceiling, meter.limits.maxStatementMillis ?? Infinity, meter.platformMeter!.limits.maxStatementMillis ?? Infinity);
   }
 
   /** The database's share of the connection cap (see `PoolManagerOptions.shareOf`). */
