@@ -147,6 +147,28 @@ describe("pool manager: fairness, limits, timeouts, hygiene", () => {
     assert.ok(Number(busyStats?.connectionsStolen ?? 0) >= 1, "a connection of the busy tenant made room");
   });
 
+  it("a tenant whose only connection holds its Listen subscription is served as one without any, while a busy tenant holds the rest of the cap", async () => {
+    const quiet = client.platform(platform).tenant("quiet");
+    const subscription = await quiet.listen("news");
+    const busy = client.platform(platform).tenant("busy");
+    let running = true;
+    const load = Array.from({ length: 4 }, async () => {
+      while (running) await busy.query("SELECT pg_sleep(0.2)").catch(() => undefined);
+    });
+    try {
+      await waitFor(async () => (statsOf(await poolStats(t), `${platform}_busy`)?.busy ?? 0) === 1, 5_000, "busy tenant at the rest of the cap");
+      const started = Date.now();
+      // Before the listening connection stopped counting as one for calls, this waited for the acquire timeout (5 s).
+      const { rows } = await quiet.query("SELECT 1 AS one", [], { timeoutMs: 4_000 });
+      assert.deepEqual(rows, [{ one: 1 }]);
+      assert.ok(Date.now() - started < 2_000, `the listening tenant waited ${Date.now() - started} ms`);
+    } finally {
+      running = false;
+      await Promise.all(load);
+      subscription.close();
+    }
+  });
+
   it("too many waiters fail at once with TOO_MANY_WAITERS, waiting ones with POOL_EXHAUSTED after the acquire timeout", async () => {
     const fast = await startTestGateway({
       platforms: 1,

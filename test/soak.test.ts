@@ -193,13 +193,27 @@ describe("soak: a gateway process under mixed load", () => {
     });
   }
 
+  /** What `idle` found still open when it gave up: reported with the other problems. */
+  const stillOpen: string[] = [];
+
   /** Waits until the gateway holds no tenant connection (its pools closed as idle), and samples it then. */
   async function idle(): Promise<Sample> {
     const deadline = Date.now() + 30_000;
     for (;;) {
       const s = await sample();
       if (s.poolBackends === 0) return s;
-      assert.ok(Date.now() < deadline, `${s.poolBackends} tenant connections still open 30 s after the gateway was left idle`);
+      if (Date.now() >= deadline) {
+        // What they are, on both sides: PostgreSQL's sessions, and the gateway's pools.
+        const { rows } = await direct.query(
+          `SELECT datname, state, wait_event, left(query, 60) AS query, now() - state_change AS since FROM pg_stat_activity
+            WHERE application_name = 'db-gateway' AND starts_with(datname, $1)`,
+          [`${gw.platform}_`],
+        );
+        const pools = (await gw.adminClient().admin().getPoolStats(gw.platform)).pools.filter((p) => p.size > 0);
+        const describe = (v: unknown) => JSON.stringify(v, (_, x: unknown) => (typeof x === "bigint" ? Number(x) : x));
+        stillOpen.push(`${s.poolBackends} tenant connections still open 30 s after the gateway was left idle: ${describe(rows)}; pools ${describe(pools)}`);
+        return s;
+      }
       await sleep(100);
     }
   }
@@ -477,13 +491,15 @@ describe("soak: a gateway process under mixed load", () => {
       async function churnTenant(): Promise<string> {
         const id = `churn_${churned++}`;
         let step = "CreateTenant";
+        let subscription: ReturnType<typeof collect> | undefined;
         try {
           await admin.createTenant(platform, id);
           const db = streamClient.platform(platform).tenant(id);
           step = "CREATE TABLE";
           await db.query("CREATE TABLE items (id int8 PRIMARY KEY, via text NOT NULL)");
           step = "Listen";
-          const subscription = collect(await db.listen("churn"));
+          const listening = collect(await db.listen("churn"));
+          subscription = listening;
           step = "writes";
           const results = await db.batch(Array.from({ length: 10 }, (_, i) => insert(i + 1, "churn")));
           const failed = results.find((r) => r instanceof GatewayError);
@@ -492,15 +508,18 @@ describe("soak: a gateway process under mixed load", () => {
           if (rows[0]?.n !== 10n) throw new Mismatch(`a new tenant holds ${rows[0]?.n} of its 10 rows`);
           step = "NOTIFY";
           await db.query("SELECT pg_notify('churn', 'x')");
-          await waitFor(() => subscription.payloads.has("x"), 10_000, "a new tenant's NOTIFY");
+          await waitFor(() => listening.payloads.has("x"), 10_000, "a new tenant's NOTIFY");
           step = "DropTenant";
           await admin.dropTenant(platform, id);
           step = "its subscription after DropTenant";
-          const ended = await within(subscription.ended, 10_000);
+          const ended = await within(listening.ended, 10_000);
           if (ended?.code !== Code.NotFound) throw ended ?? new Mismatch("a dropped tenant's subscription did not end within 10 s");
           step = "a query after DropTenant";
           return `NotFound, then ${await failsWith(db.query("SELECT 1"), "NotFound DATABASE_NOT_FOUND")}`;
         } catch (err) {
+          // Its subscription and database go all the same: a failed step leaves nothing for the idle checks to find.
+          await subscription?.close();
+          if (step !== "CreateTenant" && step !== "a query after DropTenant") await admin.dropTenant(platform, id).catch(() => undefined);
           // Which step failed, in the report.
           if (err instanceof Mismatch) throw new Mismatch(`${step}: ${err.message}`);
           const error = GatewayError.from(err);
@@ -669,6 +688,7 @@ describe("soak: a gateway process under mixed load", () => {
       // Idle, the gateway's own PostgreSQL connections only: its administrative pool (4 at most) and the audit trail's (2).
       if (after.pgSockets > Math.max(before.pgSockets, 6))
         problems.push(`idle connections to PostgreSQL: ${before.pgSockets} before the load, ${after.pgSockets} after`);
+      problems.push(...stillOpen);
       assert.deepEqual(problems, []);
     },
   );

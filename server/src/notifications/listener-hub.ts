@@ -221,7 +221,12 @@ class DatabaseListener {
     try {
       while (this.subscribers.size > 0 && !this.closing.aborted) {
         try {
-          await this.pools.withConnection(this.database, (lease) => this.#hold(lease, lost), { deadline: Infinity, signal: this.closing, unmetered: true });
+          await this.pools.withConnection(this.database, (lease) => this.#hold(lease, lost), {
+            deadline: Infinity,
+            signal: this.closing,
+            unmetered: true,
+            held: true,
+          });
           delay = this.options.retryMillis;
           lost = false;
         } catch (err) {

@@ -43,6 +43,8 @@ export class DatabasePool {
   connecting = 0;
   /** Connections of other pools being closed to make room for this one (at most one at a time). */
   freeing = 0;
+  /** Busy connections held for the gateway's own long use (see `CallLimits.held`). */
+  held = 0;
   readonly waiters: Waiter[] = [];
   readonly counters = newPoolCounters();
   lastUsedAt = Date.now();
@@ -60,6 +62,11 @@ export class DatabasePool {
 
   get size(): number {
     return this.idle.length + this.busy.size + this.connecting;
+  }
+
+  /** Its connections there for calls: all but those held (a LISTEN connection). */
+  get serving(): number {
+    return this.size - this.held;
   }
 
   /** Whether the database waits out a backoff after PostgreSQL refused it a connection (see `refused`). */

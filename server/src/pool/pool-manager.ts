@@ -74,16 +74,21 @@ export class PoolManager {
       this.#reset.release(connection, undefined);
       throw beforeStatement(stopped);
     }
+    // Held for long (LISTEN): the scheduler does not count it as one of the pool's connections for calls, until it is given back.
+    const held = limits.held === true ? connection.pool : undefined;
+    if (held) held.held++;
     const lease = new CallLease(connection, limits, this.#reset);
     this.#leases.add(lease);
     const work = (async () => fn(lease))();
     try {
       const result = await lease.outcome(work);
+      if (held) held.held--;
       // Interrupted, yet its outcome was the work's (`Lease.settledByWork`): reused once its cancels are delivered.
       if (lease.isInterrupted) void this.#reset.recover(connection, work, false, () => lease.cancelsDelivered(), lease.wasReset);
       else this.#reset.release(connection, undefined, lease.wasReset);
       return result;
     } catch (err) {
+      if (held) held.held--;
       if (lease.isInterrupted) void this.#reset.recover(connection, work, lease.cancelsOnRecovery, () => lease.cancelsDelivered());
       else this.#reset.release(connection, err);
       throw err;

@@ -72,6 +72,12 @@ export interface ConnectionGroup {
 export interface CallLimits {
   deadline: number;
   signal?: AbortSignal;
-  /** The gateway's own use of a connection (a LISTEN connection), not a call's: not subject to `admit`. */
+  /** Admitted already (queries sent together, by their quotas), or the gateway's own use: not subject to `admit`. */
   unmetered?: boolean;
+  /**
+   * Held for as long as the gateway needs it (a LISTEN connection): not there
+   * for calls, so a pool whose connections are all held counts as having none
+   * when the scheduler decides who is starving.
+   */
+  held?: boolean;
 }

@@ -231,7 +231,9 @@ export class Scheduler {
     // 2. A database with callers and no connection gets one first, even at the cap.
     const now = performance.now();
     for (const pool of waiting) {
-      if (pool.waiters.length > 0 && pool.size === 0 && !this.#refused(pool, now) && this.#makeRoom(pool)) this.pools.open(pool);
+      if (pool.waiters.length > 0 && pool.serving === 0 && pool.size < pool.maxSize && !this.#refused(pool, now) && this.#makeRoom(pool)) {
+        this.pools.open(pool);
+      }
     }
     // 3. New connections for the callers still waiting, while capacity lasts. At the cap, a database
     //    that has connections takes the place of another's only if that one has been idle for a
@@ -308,7 +310,8 @@ export class Scheduler {
   #starving(from: DatabasePool): DatabasePool | undefined {
     const now = performance.now();
     for (const pool of this.#waiting) {
-      if (pool.waiters.length === 0 || pool.size > 0 || pool.freeing > 0 || pool.inBackoff(now) || this.#room(pool) > 0) continue;
+      if (pool.waiters.length === 0 || pool.serving > 0 || pool.size >= pool.maxSize || pool.freeing > 0 || pool.inBackoff(now) || this.#room(pool) > 0)
+        continue;
       // Another group's connection makes room under the global cap only.
       if (this.#groupRoom(pool) > 0 || pool.group === from.group) return pool;
     }
