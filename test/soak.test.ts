@@ -689,6 +689,14 @@ describe("soak: a gateway process under mixed load", () => {
       if (after.pgSockets > Math.max(before.pgSockets, 6))
         problems.push(`idle connections to PostgreSQL: ${before.pgSockets} before the load, ${after.pgSockets} after`);
       problems.push(...stillOpen);
+      // What the gateway itself warned of, to explain the rest.
+      if (problems.length > 0) {
+        const warnings = gw
+          .output()
+          .split("\n")
+          .filter((line) => /"level":(40|50|60)/.test(line));
+        problems.push(`the gateway's warnings and errors (${warnings.length}, the first 20): ${warnings.slice(0, 20).join("\n")}`);
+      }
       assert.deepEqual(problems, []);
     },
   );
