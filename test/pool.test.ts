@@ -158,7 +158,7 @@ describe("pool manager: fairness, limits, timeouts, hygiene", () => {
     try {
       await waitFor(async () => (statsOf(await poolStats(t), `${platform}_busy`)?.busy ?? 0) === 1, 5_000, "busy tenant at the rest of the cap");
       const started = Date.now();
-      // Before the listening connection stopped counting as one for calls, this waited for the acquire timeout (5 s).
+      // Within the deadline, well before the acquire timeout (5 s) a starved pool would wait out.
       const { rows } = await quiet.query("SELECT 1 AS one", [], { timeoutMs: 4_000 });
       assert.deepEqual(rows, [{ one: 1 }]);
       assert.ok(Date.now() - started < 2_000, `the listening tenant waited ${Date.now() - started} ms`);

@@ -225,10 +225,9 @@ describe("soak: a gateway process under mixed load", () => {
     { timeout: SOAK_MS + 300_000 },
     async (t) => {
       const platform = gw.platform;
-      // Four clients of each kind, as four backend replicas would be: node's HTTP/2 server (nghttp2's rapid-reset
-      // protection, which node 20 does not let a server configure) closes a connection whose client resets more than
-      // 33 streams a second after a burst of 1,000, with INTERNAL_ERROR for every call on it. This load's cancels,
-      // deadlines, streams left and subscriptions closed reset some 60 a second: on one connection, it met that.
+      // Four clients of each kind, as four backend replicas would be: node's HTTP/2 server closes a connection whose
+      // client resets streams faster than its rapid-reset limit (README: Deadlines and cancellation), which this load's
+      // cancels would pass on one connection.
       const pairs = Array.from({ length: CLIENT_PAIRS }, () => ({ stream: client(), unary: client({ coalesce: false }) }));
       const streamClient = pairs[0]!.stream;
       const tenants: Tenant[] = await mapLimit(
@@ -681,7 +680,7 @@ describe("soak: a gateway process under mixed load", () => {
       // PostgreSQL connections: never over the cap (nor, waited for above, any tenant connection left once idle).
       const peak = max(samples, "poolBackends");
       if (peak > MAX_TOTAL_CONNECTIONS) problems.push(`${peak} tenant connections at once, over the cap of ${MAX_TOTAL_CONNECTIONS}`);
-      // RSS: the last third's median under 130% of the first's: above GC's swings (medians 181/181 MiB in 10 minutes, samples up to +40), below 2 kB leaked per operation (some 90 MiB between the medians at 150 a second).
+      // RSS: the last third's median under 130% of the first's: above GC's swings, below 2 kB leaked per operation (BENCHMARKS.md, "Soak").
       if (median(last, "rss") > 1.3 * median(first, "rss")) problems.push(`RSS grew from ${mib(median(first, "rss"))} to ${mib(median(last, "rss"))} MiB`);
       // Files and handles besides PostgreSQL's: a fixed set, whatever the load; one left per call, subscription or tenant would pass the slack in seconds.
       for (const [key, slack] of [

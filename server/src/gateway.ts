@@ -31,7 +31,7 @@ import { RegistrySync } from "./tenancy/registry-sync.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
 import { ADMIN_SEARCH_PATH, inspectAdministrativeRole, TenantRoles } from "./tenancy/roles.js";
 import { QuotaStore } from "./tenancy/quota-store.js";
-import { Quotas, type QuotaDefaults, type QuotaLimits } from "./tenancy/quotas.js";
+import { quotaDefaults, Quotas } from "./tenancy/quotas.js";
 import { Router } from "./tenancy/router.js";
 import { CallTelemetry } from "./telemetry/call-telemetry.js";
 import { HealthMonitor } from "./telemetry/health.js";
@@ -217,7 +217,10 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     return client;
   };
 
-  const quotas = new Quotas(quotaDefaults(options), (platform, limit, scope, n) => metrics.quotaRefusals.inc({ platform, limit, scope }, n));
+  const quotas = new Quotas(
+    quotaDefaults({ ...options.pool, rateLimit: options.rateLimit, maxStatementMillis: options.maxStatementMillis }),
+    (platform, limit, scope, n) => metrics.quotaRefusals.inc({ platform, limit, scope }, n),
+  );
   const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
   const pools = new PoolManager({
     ...options.pool,
@@ -445,13 +448,6 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       await cleanup.unwind();
     },
   };
-}
-
-/** What applies where no quota in the catalog says otherwise: the settings' rate limit, pool size and statement time. */
-function quotaDefaults(options: GatewayOptions): QuotaDefaults {
-  const platform: QuotaLimits = {};
-  if (options.rateLimit !== undefined) Object.assign(platform, { callsPerSecond: options.rateLimit.perSecond, burst: options.rateLimit.burst });
-  return { platform, tenant: { maxConnections: options.pool.maxConnectionsPerPool, maxStatementMillis: options.maxStatementMillis } };
 }
 
 /** Connection settings from a URL: host, port, TLS, and the administrative user and database. */

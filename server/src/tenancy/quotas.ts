@@ -35,6 +35,19 @@ export interface QuotaDefaults {
   tenant: QuotaLimits;
 }
 
+/** What applies where the catalog says nothing: the settings' rate limit for platforms, their pool size and statement time for databases. */
+export function quotaDefaults(settings: {
+  rateLimit: { perSecond: number; burst: number } | undefined;
+  maxConnectionsPerPool: number;
+  maxStatementMillis: number;
+}): QuotaDefaults {
+  const { rateLimit, maxConnectionsPerPool, maxStatementMillis } = settings;
+  return {
+    platform: rateLimit === undefined ? {} : { callsPerSecond: rateLimit.perSecond, burst: rateLimit.burst },
+    tenant: { maxConnections: maxConnectionsPerPool, maxStatementMillis },
+  };
+}
+
 /** What a call over a limit is told to wait before it tries again, when no token bucket says better. */
 const CONCURRENCY_RETRY_MILLIS = 50;
 
