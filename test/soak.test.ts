@@ -30,6 +30,8 @@ const STREAM_ROWS = 3_000;
 const CALL_DEADLINE_MS = 30_000;
 /** A sample every second in a short run, every 5 s in 10 minutes. */
 const SAMPLE_MS = Math.min(5_000, Math.max(1_000, SOAK_MS / 40));
+/** Whether the run is long enough for its RSS to say anything about a leak (see the check). */
+const MEMORY_CHECKED = SOAK_MS >= 120_000;
 /** Samples before this share of the run are warm-up (code compiled, pools and buffers grown), not compared. */
 const WARM_UP = 0.25;
 /** The id of the row every tenant's `items` has from the start: inserting it again fails on the primary key. */
@@ -681,7 +683,9 @@ describe("soak: a gateway process under mixed load", () => {
       const peak = max(samples, "poolBackends");
       if (peak > MAX_TOTAL_CONNECTIONS) problems.push(`${peak} tenant connections at once, over the cap of ${MAX_TOTAL_CONNECTIONS}`);
       // RSS: the last third's median under 130% of the first's: above GC's swings, below 2 kB leaked per operation (BENCHMARKS.md, "Soak").
-      if (median(last, "rss") > 1.3 * median(first, "rss")) problems.push(`RSS grew from ${mib(median(first, "rss"))} to ${mib(median(last, "rss"))} MiB`);
+      // Only in a long run: in 20 s, V8 is still sizing its heap, and RSS rose 30% on a loaded CI machine with nothing leaked.
+      if (MEMORY_CHECKED && median(last, "rss") > 1.3 * median(first, "rss"))
+        problems.push(`RSS grew from ${mib(median(first, "rss"))} to ${mib(median(last, "rss"))} MiB`);
       // Files and handles besides PostgreSQL's: a fixed set, whatever the load; one left per call, subscription or tenant would pass the slack in seconds.
       for (const [key, slack] of [
         ["otherFds", 4],
