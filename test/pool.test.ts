@@ -260,6 +260,30 @@ describe("pool manager: no session state reaches the next call", () => {
     assert.deepEqual(rows, [{ work_mem: "4MB", app_tenant: "", prepared: 0, temp_gone: true, listening: 0, advisory: 0, search_path: '"$user", public' }]);
     assert.equal(await pid(), backend, "the same connection was reused, reset");
   });
+
+  // Why no reset is skipped by a statement's leading keyword: plain DML and SELECT run code that leaves session state.
+  it("an INSERT (a sequence's lastval, a trigger's set_config) and a SELECT through a view leave nothing for the next call either", async () => {
+    const db = t.client().platform(t.platforms[0]!);
+    await db.batch([
+      "CREATE TABLE leaky (id serial PRIMARY KEY, v int)",
+      `CREATE FUNCTION leaky_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM set_config('app.marked', NEW.v::text, false); RETURN NEW; END $$`,
+      "CREATE TRIGGER leaky_mark BEFORE INSERT ON leaky FOR EACH ROW EXECUTE FUNCTION leaky_mark()",
+      "CREATE FUNCTION leaky_lock() RETURNS int LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_lock(4343); RETURN 1; END $$",
+      "CREATE VIEW leaky_view AS SELECT leaky_lock() AS locked",
+    ]);
+    try {
+      await db.query("INSERT INTO leaky (v) VALUES (7)");
+      await db.query("SELECT * FROM leaky_view");
+      const { rows } = await db.query(`
+        SELECT coalesce(current_setting('app.marked', true), '') AS marked,
+               (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory`);
+      assert.deepEqual(rows, [{ marked: "", advisory: 0 }]);
+      await assert.rejects(db.query("SELECT lastval()"), (err: GatewayError) => err.sqlstate === "55000"); // lastval is not yet defined in this session
+    } finally {
+      await db.batch(["DROP VIEW leaky_view", "DROP FUNCTION leaky_lock()", "DROP TABLE leaky", "DROP FUNCTION leaky_mark()"]);
+    }
+  });
 });
 
 describe("pool manager: at the cap, a database with a busy connection", () => {
