@@ -14,6 +14,7 @@ import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.j
 import { validateClientOptions, type ClientOptions } from "./client-options.js";
 import { QueryCoalescer } from "./coalescer.js";
 import { createDatabase, type CallOptions, type Database } from "./database.js";
+import { migrationProgress, type MigrateOptions, type MigrationFile, type MigrationProgress } from "./migrations.js";
 import { GatewayError } from "./gateway-error.js";
 import { createGrpcJsTransport, tlsCredentials } from "./grpc-js-transport.js";
 import { withRetries } from "./retry.js";
@@ -52,6 +53,13 @@ export interface AdminClient {
   setQuota(target: QuotaTarget, limits: QuotaLimits, options?: CallOptions): Promise<QuotaLimits>;
   /** The quotas stored for a platform (or every platform), and the limits the gateway applies where none are. */
   listQuotas(platform?: string, options?: CallOptions): Promise<ListQuotasResponse>;
+  /**
+   * Brings the platform's databases to the latest of `migrations` (every one of
+   * them, as `loadMigrations` reads a directory): its main database, then each
+   * tenant's. Yields each database's result as it is done, then the totals.
+   * Running it again resumes a run that stopped. Never retried.
+   */
+  migrate(platform: string, migrations: readonly MigrationFile[], options?: MigrateOptions & CallOptions): AsyncIterable<MigrationProgress>;
 }
 
 /** Whose calls a quota limits: see `AdminClient.setQuota`. */
@@ -127,6 +135,7 @@ export function createClient(options: ClientOptions): GatewayClient {
           return call(async (c) => quotaLimitsOf((await admin.setQuota({ quota }, c)).quota?.limits), o, true);
         },
         listQuotas: (platform = "", o = {}) => call((c) => admin.listQuotas({ platform }, c), o, true),
+        migrate: (platform, migrations, o = {}) => migrationProgress(admin, platform, migrations, { ...o, timeoutMs: o.timeoutMs ?? resolved.timeoutMs }),
       };
     },
     raw: { query, admin },

@@ -18,6 +18,15 @@ export type {
   Subscription,
   TransactionCallOptions,
 } from "./database.js";
+export {
+  loadMigrations,
+  type DatabaseMigration,
+  type MigrateOptions,
+  type MigrationFile,
+  type MigrationOutcomeName,
+  type MigrationProgress,
+  type MigrationTotals,
+} from "./migrations.js";
 export type { Field, QueryResult, RowMode } from "./result.js";
 export type { Transaction, TransactionOptions } from "./transaction.js";
 export { Code, GatewayError } from "./gateway-error.js";

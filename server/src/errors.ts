@@ -41,6 +41,12 @@ export const Reason = {
   CANCELLED: Status.CANCELLED,
   /** A role the gateway would create exists already and is not one of the gateway's. */
   ROLE_CONFLICT: Status.FAILED_PRECONDITION,
+  /** A Migrate call's migrations are malformed (version, name, duplicates, empty SQL). */
+  INVALID_MIGRATION: Status.INVALID_ARGUMENT,
+  /** A database's record of its migrations disagrees with the migrations given: it was not touched. */
+  MIGRATION_DRIFT: Status.FAILED_PRECONDITION,
+  /** The bookkeeping schema `dbgateway` of a database exists and is not the gateway's. */
+  MIGRATION_SCHEMA_CONFLICT: Status.FAILED_PRECONDITION,
   /** PostgreSQL rejected the statement; the code comes from its SQLSTATE. */
   QUERY_FAILED: Status.UNKNOWN,
   /**

@@ -29,6 +29,7 @@ import { CleanupStack } from "./cleanup-stack.js";
 import { TenantLifecycle } from "./tenancy/lifecycle.js";
 import { RegistrySync } from "./tenancy/registry-sync.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
+import { Migrator } from "./tenancy/migrator.js";
 import { ADMIN_SEARCH_PATH, inspectAdministrativeRole, TenantRoles } from "./tenancy/roles.js";
 import { QuotaStore } from "./tenancy/quota-store.js";
 import { quotaDefaults, Quotas } from "./tenancy/quotas.js";
@@ -382,6 +383,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         maxStatementMillis: options.maxStatementMillis,
       },
     },
+    new Migrator({ pools, registry, connectTo }),
   );
   addService(server, AdminService, adminService, { ...hooks, authorize: requireAdmin });
   const setServing = addStandardServices(server, [QueryService, AdminService]);

@@ -154,6 +154,24 @@ function parsedClasses(sql: string): StatementClass[] {
   return (parser!.parseSync(sql).stmts ?? []).map((s) => classOf((s.stmt ?? {}) as Record<string, unknown>));
 }
 
+/**
+ * The statements of a script, each as its own text, split where PostgreSQL's
+ * grammar ends them (quotes, dollar quotes and comments kept whole); a
+ * syntax error is the parser's. Loads the parser when needed.
+ */
+export async function splitStatements(sql: string): Promise<string[]> {
+  await loadStatementParser();
+  const bytes = Buffer.from(sql);
+  // Locations count bytes of UTF-8; a length of 0 runs to the end.
+  return (parser!.parseSync(sql).stmts ?? []).map((s) => {
+    const start = s.stmt_location ?? 0;
+    return bytes
+      .subarray(start, s.stmt_len ? start + s.stmt_len : bytes.length)
+      .toString()
+      .trim();
+  });
+}
+
 /** The class that decides among several: any but dml. */
 function strictest(classes: readonly StatementClass[]): StatementClass {
   return classes.find((c) => c !== "dml") ?? "dml";

@@ -1,4 +1,4 @@
-// AdminService's handlers, for the admin key: tenant creation and removal and quotas (audited), the audit trail, database lists and pool statistics.
+// AdminService's handlers, for the admin key: tenant creation and removal, quotas and migrations (audited), the audit trail, database lists and pool statistics.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { AuditLog } from "../audit/audit-log.js";
@@ -10,6 +10,8 @@ import { databaseName, parseDatabaseName } from "../tenancy/naming.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
 import type { StoredQuota } from "../tenancy/quotas.js";
 import { forgetTenantQuota, limitsMessage, quotaDetail, quotaMessage, quotaOfRequest, requestedDetail, type QuotaAdministration } from "./quota-admin.js";
+import type { Migrator } from "../tenancy/migrator.js";
+import { migrate, type MigrationAdministration } from "./migration-admin.js";
 import type { CallContext, ServiceImpl } from "./service-contract.js";
 
 /** Where administrative actions are recorded. */
@@ -32,7 +34,15 @@ export function createAdminService(
   configuredPlatforms: ReadonlySet<string>,
   { audit, onAuditFailure }: AuditOptions,
   quotaAdministration: QuotaAdministration,
+  migrator: Migrator,
 ): ServiceImpl<(typeof AdminService)["method"]> {
+  const actorOf = (ctx: CallContext) => (ctx.clientCertificate ? `admin key, client certificate "${ctx.clientCertificate}"` : "admin key");
+  const migrationAdministration: MigrationAdministration = {
+    migrator,
+    actorOf,
+    requireConfigured: (platform) => lifecycle.requireConfigured(platform),
+    record: (ctx, entry) => audit.record({ actor: actorOf(ctx), peer: ctx.peer, requestId: ctx.record.requestId, ...entry }).catch(onAuditFailure),
+  };
   /** Runs an action and records it, whatever its outcome. */
   const audited = async (
     ctx: CallContext,
@@ -53,7 +63,7 @@ export function createAdminService(
     } finally {
       await audit
         .record({
-          actor: ctx.clientCertificate ? `admin key, client certificate "${ctx.clientCertificate}"` : "admin key",
+          actor: actorOf(ctx),
           peer: ctx.peer,
           requestId: ctx.record.requestId,
           action,
@@ -68,6 +78,7 @@ export function createAdminService(
     }
   };
   return {
+    migrate: (request, responses, ctx) => migrate(request, responses, ctx, migrationAdministration),
     async createTenant(request, ctx) {
       const detail: Record<string, string> = request.template ? { template: request.template } : {};
       const name = await audited(ctx, "tenant.create", request, detail, () => lifecycle.create(request.platform, request.tenantId, request.template));

@@ -4,6 +4,7 @@ import type pg from "pg";
 import { DatabaseError, escapeIdentifier, escapeLiteral } from "pg";
 import { GatewayError } from "../errors.js";
 import { hideCatalogs } from "./catalog-visibility.js";
+import { recordGrants, recordOwner } from "./migrations.js";
 
 /** The non-login role that owns every database of the gateway. */
 export const OWNER_ROLE = "dbgateway_owner";
@@ -114,6 +115,8 @@ export class TenantRoles {
       // revokes the template role's privileges on shared objects, such as
       // CONNECT on the template database itself.)
       await inside.query(GIVE_OBJECTS_TO_ROLE);
+      // A copy of a template that was migrated: its record (the owner role's) is readable by this database's role as well.
+      if ((await recordOwner(inside)) === OWNER_ROLE) await inside.query(`SET LOCAL ROLE ${escapeIdentifier(OWNER_ROLE)}; ${recordGrants(role)} RESET ROLE;`);
       // Only a superuser may change the catalogs' privileges; without one, see the start's report (gateway.ts).
       if (superuser) await hideCatalogs(inside);
       await inside.query("COMMIT");
@@ -200,8 +203,9 @@ async function createIgnoringDuplicate(admin: pg.ClientBase, sql: string): Promi
 
 /**
  * Runs inside a database as an administrator: gives every user object (tables,
- * views, sequences, routines, types, schemas; not extension members, and not
- * sequences that follow their table) to the role in `dbgateway.role`. Run with
+ * views, sequences, routines, types, schemas; not extension members, not
+ * sequences that follow their table, and not the owner role's own: the
+ * migrations' record) to the role in `dbgateway.role`. Run with
  * `ADMIN_SEARCH_PATH` only: the database's own schemas hold functions and
  * operators its tenant may have made to match these calls more closely than
  * the built-ins do (a `public.format(text, name, name)`, an `=(oid, regclass)`).
@@ -214,12 +218,13 @@ const GIVE_OBJECTS_TO_ROLE = `
 DO $$
 DECLARE
   target name := pg_catalog.current_setting('dbgateway.role');
+  gateway name := '${OWNER_ROLE}';
   r record;
 BEGIN
   FOR r IN
     SELECT n.nspname FROM pg_catalog.pg_namespace n
      WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
-       AND pg_catalog.pg_get_userbyid(n.nspowner) <> target
+       AND pg_catalog.pg_get_userbyid(n.nspowner) NOT IN (target, gateway)
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objid = n.oid AND d.deptype = 'e')
   LOOP
     EXECUTE pg_catalog.format('ALTER SCHEMA %I OWNER TO %I', r.nspname, target);
@@ -228,7 +233,7 @@ BEGIN
     SELECT c.oid::pg_catalog.regclass AS obj, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
        AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-       AND pg_catalog.pg_get_userbyid(c.relowner) <> target
+       AND pg_catalog.pg_get_userbyid(c.relowner) NOT IN (target, gateway)
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
   LOOP
     EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I',
@@ -238,7 +243,7 @@ BEGIN
   FOR r IN
     SELECT p.oid::pg_catalog.regprocedure AS obj FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
      WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
-       AND pg_catalog.pg_get_userbyid(p.proowner) <> target
+       AND pg_catalog.pg_get_userbyid(p.proowner) NOT IN (target, gateway)
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e')
   LOOP
     EXECUTE pg_catalog.format('ALTER ROUTINE %s OWNER TO %I', r.obj, target);
@@ -247,7 +252,7 @@ BEGIN
     SELECT t.oid::pg_catalog.regtype AS obj FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
      WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
        AND (t.typtype IN ('d', 'e', 'r') OR (t.typtype = 'c' AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c'))
-       AND pg_catalog.pg_get_userbyid(t.typowner) <> target
+       AND pg_catalog.pg_get_userbyid(t.typowner) NOT IN (target, gateway)
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = t.oid AND d.deptype = 'e')
   LOOP
     EXECUTE pg_catalog.format('ALTER TYPE %s OWNER TO %I', r.obj, target);

@@ -6,13 +6,15 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Status } from "../../google/rpc/status_pb.js";
+import { file_google_rpc_status } from "../../google/rpc/status_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file dbgateway/v1/admin_service.proto.
  */
 export const file_dbgateway_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSInChNHZXRQb29sU3RhdHNSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJImgKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmRiZ2F0ZXdheS52MS5Qb29sVG90YWxzEiYKBXBvb2xzGAIgAygLMhcuZGJnYXRld2F5LnYxLlBvb2xTdGF0cyLuAQoKUG9vbFRvdGFscxIZChF0b3RhbF9jb25uZWN0aW9ucxgBIAEoDRIdChVtYXhfdG90YWxfY29ubmVjdGlvbnMYAiABKA0SDQoFcG9vbHMYAyABKA0SDwoHd2FpdGluZxgEIAEoDRIRCglldmljdGlvbnMYBSABKAQSFQoNcG9vbHNfY3JlYXRlZBgGIAEoBBIMCgRoaXRzGAcgASgEEg4KBm1pc3NlcxgIIAEoBBIaChJjb25uZWN0aW9uc19vcGVuZWQYCSABKAQSEAoIdGltZW91dHMYCiABKAQSEAoIcmVqZWN0ZWQYCyABKAQikwMKCVBvb2xTdGF0cxIQCghkYXRhYmFzZRgBIAEoCRIMCgRzaXplGAIgASgNEhIKCmNvbm5lY3RpbmcYAyABKA0SDAoEaWRsZRgEIAEoDRIMCgRidXN5GAUgASgNEg8KB3dhaXRpbmcYBiABKA0SDAoEaGl0cxgHIAEoBBIOCgZtaXNzZXMYCCABKAQSEAoIdGltZW91dHMYCSABKAQSEAoIcmVqZWN0ZWQYCiABKAQSGgoSY29ubmVjdGlvbnNfb3BlbmVkGAsgASgEEhoKEmNvbm5lY3Rpb25zX2Nsb3NlZBgMIAEoBBIaChJjb25uZWN0aW9uc19zdG9sZW4YDSABKAQSHwoXY29ubmVjdGlvbnNfaWRsZV9jbG9zZWQYDiABKAQSGwoTY29ubmVjdGlvbnNfZXhwaXJlZBgPIAEoBBIdChVjb25uZWN0aW9uc19kaXNjYXJkZWQYECABKAQSMgoObGFzdF91c2VkX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrACCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEgwKBHBlZXIYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSEAoIcGxhdGZvcm0YByABKAkSEQoJdGVuYW50X2lkGAggASgJEhAKCGRhdGFiYXNlGAkgASgJEg8KB291dGNvbWUYCiABKAkSNAoGZGV0YWlsGAsgAygLMiQuZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQuRGV0YWlsRW50cnkaLQoLRGV0YWlsRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKqAgoLUXVvdGFMaW1pdHMSHQoQY2FsbHNfcGVyX3NlY29uZBgBIAEoAUgAiAEBEhIKBWJ1cnN0GAIgASgNSAGIAQESJgoZbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50cxgDIAEoDUgCiAEBEhwKD21heF9jb25uZWN0aW9ucxgEIAEoDUgDiAEBEjoKEm1heF9zdGF0ZW1lbnRfdGltZRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkgEiAEBQhMKEV9jYWxsc19wZXJfc2Vjb25kQggKBl9idXJzdEIcChpfbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50c0ISChBfbWF4X2Nvbm5lY3Rpb25zQhUKE19tYXhfc3RhdGVtZW50X3RpbWUisQEKBVF1b3RhEhAKCHBsYXRmb3JtGAEgASgJEicKBXNjb3BlGAIgASgOMhguZGJnYXRld2F5LnYxLlF1b3RhU2NvcGUSEQoJdGVuYW50X2lkGAMgASgJEikKBmxpbWl0cxgEIAEoCzIZLmRiZ2F0ZXdheS52MS5RdW90YUxpbWl0cxIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNQoPU2V0UXVvdGFSZXF1ZXN0EiIKBXF1b3RhGAEgASgLMhMuZGJnYXRld2F5LnYxLlF1b3RhIjYKEFNldFF1b3RhUmVzcG9uc2USIgoFcXVvdGEYASABKAsyEy5kYmdhdGV3YXkudjEuUXVvdGEiJQoRTGlzdFF1b3Rhc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiowEKEkxpc3RRdW90YXNSZXNwb25zZRIjCgZxdW90YXMYASADKAsyEy5kYmdhdGV3YXkudjEuUXVvdGESNAoRcGxhdGZvcm1fZGVmYXVsdHMYAiABKAsyGS5kYmdhdGV3YXkudjEuUXVvdGFMaW1pdHMSMgoPdGVuYW50X2RlZmF1bHRzGAMgASgLMhkuZGJnYXRld2F5LnYxLlF1b3RhTGltaXRzKl8KDERhdGFiYXNlVHlwZRIdChlEQVRBQkFTRV9UWVBFX1VOU1BFQ0lGSUVEEAASFgoSREFUQUJBU0VfVFlQRV9NQUlOEAESGAoUREFUQUJBU0VfVFlQRV9URU5BTlQQAip4CgpRdW90YVNjb3BlEhsKF1FVT1RBX1NDT1BFX1VOU1BFQ0lGSUVEEAASGAoUUVVPVEFfU0NPUEVfUExBVEZPUk0QARIbChdRVU9UQV9TQ09QRV9FQUNIX1RFTkFOVBACEhYKElFVT1RBX1NDT1BFX1RFTkFOVBADMuMECgxBZG1pblNlcnZpY2USVQoMQ3JlYXRlVGVuYW50EiEuZGJnYXRld2F5LnYxLkNyZWF0ZVRlbmFudFJlcXVlc3QaIi5kYmdhdGV3YXkudjEuQ3JlYXRlVGVuYW50UmVzcG9uc2USTwoKRHJvcFRlbmFudBIfLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVxdWVzdBogLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVzcG9uc2USWAoNTGlzdERhdGFiYXNlcxIiLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVxdWVzdBojLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVzcG9uc2USVQoMR2V0UG9vbFN0YXRzEiEuZGJnYXRld2F5LnYxLkdldFBvb2xTdGF0c1JlcXVlc3QaIi5kYmdhdGV3YXkudjEuR2V0UG9vbFN0YXRzUmVzcG9uc2USXgoPTGlzdEF1ZGl0RXZlbnRzEiQuZGJnYXRld2F5LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5kYmdhdGV3YXkudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USSQoIU2V0UXVvdGESHS5kYmdhdGV3YXkudjEuU2V0UXVvdGFSZXF1ZXN0Gh4uZGJnYXRld2F5LnYxLlNldFF1b3RhUmVzcG9uc2USTwoKTGlzdFF1b3RhcxIfLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVxdWVzdBogLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSInChNHZXRQb29sU3RhdHNSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJImgKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmRiZ2F0ZXdheS52MS5Qb29sVG90YWxzEiYKBXBvb2xzGAIgAygLMhcuZGJnYXRld2F5LnYxLlBvb2xTdGF0cyLuAQoKUG9vbFRvdGFscxIZChF0b3RhbF9jb25uZWN0aW9ucxgBIAEoDRIdChVtYXhfdG90YWxfY29ubmVjdGlvbnMYAiABKA0SDQoFcG9vbHMYAyABKA0SDwoHd2FpdGluZxgEIAEoDRIRCglldmljdGlvbnMYBSABKAQSFQoNcG9vbHNfY3JlYXRlZBgGIAEoBBIMCgRoaXRzGAcgASgEEg4KBm1pc3NlcxgIIAEoBBIaChJjb25uZWN0aW9uc19vcGVuZWQYCSABKAQSEAoIdGltZW91dHMYCiABKAQSEAoIcmVqZWN0ZWQYCyABKAQikwMKCVBvb2xTdGF0cxIQCghkYXRhYmFzZRgBIAEoCRIMCgRzaXplGAIgASgNEhIKCmNvbm5lY3RpbmcYAyABKA0SDAoEaWRsZRgEIAEoDRIMCgRidXN5GAUgASgNEg8KB3dhaXRpbmcYBiABKA0SDAoEaGl0cxgHIAEoBBIOCgZtaXNzZXMYCCABKAQSEAoIdGltZW91dHMYCSABKAQSEAoIcmVqZWN0ZWQYCiABKAQSGgoSY29ubmVjdGlvbnNfb3BlbmVkGAsgASgEEhoKEmNvbm5lY3Rpb25zX2Nsb3NlZBgMIAEoBBIaChJjb25uZWN0aW9uc19zdG9sZW4YDSABKAQSHwoXY29ubmVjdGlvbnNfaWRsZV9jbG9zZWQYDiABKAQSGwoTY29ubmVjdGlvbnNfZXhwaXJlZBgPIAEoBBIdChVjb25uZWN0aW9uc19kaXNjYXJkZWQYECABKAQSMgoObGFzdF91c2VkX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrACCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEgwKBHBlZXIYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSEAoIcGxhdGZvcm0YByABKAkSEQoJdGVuYW50X2lkGAggASgJEhAKCGRhdGFiYXNlGAkgASgJEg8KB291dGNvbWUYCiABKAkSNAoGZGV0YWlsGAsgAygLMiQuZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQuRGV0YWlsRW50cnkaLQoLRGV0YWlsRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKqAgoLUXVvdGFMaW1pdHMSHQoQY2FsbHNfcGVyX3NlY29uZBgBIAEoAUgAiAEBEhIKBWJ1cnN0GAIgASgNSAGIAQESJgoZbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50cxgDIAEoDUgCiAEBEhwKD21heF9jb25uZWN0aW9ucxgEIAEoDUgDiAEBEjoKEm1heF9zdGF0ZW1lbnRfdGltZRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkgEiAEBQhMKEV9jYWxsc19wZXJfc2Vjb25kQggKBl9idXJzdEIcChpfbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50c0ISChBfbWF4X2Nvbm5lY3Rpb25zQhUKE19tYXhfc3RhdGVtZW50X3RpbWUisQEKBVF1b3RhEhAKCHBsYXRmb3JtGAEgASgJEicKBXNjb3BlGAIgASgOMhguZGJnYXRld2F5LnYxLlF1b3RhU2NvcGUSEQoJdGVuYW50X2lkGAMgASgJEikKBmxpbWl0cxgEIAEoCzIZLmRiZ2F0ZXdheS52MS5RdW90YUxpbWl0cxIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNQoPU2V0UXVvdGFSZXF1ZXN0EiIKBXF1b3RhGAEgASgLMhMuZGJnYXRld2F5LnYxLlF1b3RhIjYKEFNldFF1b3RhUmVzcG9uc2USIgoFcXVvdGEYASABKAsyEy5kYmdhdGV3YXkudjEuUXVvdGEiJQoRTGlzdFF1b3Rhc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiowEKEkxpc3RRdW90YXNSZXNwb25zZRIjCgZxdW90YXMYASADKAsyEy5kYmdhdGV3YXkudjEuUXVvdGESNAoRcGxhdGZvcm1fZGVmYXVsdHMYAiABKAsyGS5kYmdhdGV3YXkudjEuUXVvdGFMaW1pdHMSMgoPdGVuYW50X2RlZmF1bHRzGAMgASgLMhkuZGJnYXRld2F5LnYxLlF1b3RhTGltaXRzIjcKCU1pZ3JhdGlvbhIPCgd2ZXJzaW9uGAEgASgDEgwKBG5hbWUYAiABKAkSCwoDc3FsGAMgASgJIqIBCg5NaWdyYXRlUmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIrCgptaWdyYXRpb25zGAIgAygLMhcuZGJnYXRld2F5LnYxLk1pZ3JhdGlvbhIPCgdkcnlfcnVuGAMgASgIEhMKC2NvbmN1cnJlbmN5GAQgASgNEhcKD3N0b3Bfb25fZmFpbHVyZRgFIAEoCBISCgp0ZW5hbnRfaWRzGAYgAygJIoEBCg9NaWdyYXRlUmVzcG9uc2USMwoIZGF0YWJhc2UYASABKAsyHy5kYmdhdGV3YXkudjEuRGF0YWJhc2VNaWdyYXRpb25IABIvCgZ0b3RhbHMYAiABKAsyHS5kYmdhdGV3YXkudjEuTWlncmF0aW9uVG90YWxzSABCCAoGcmVzdWx0IvMBChFEYXRhYmFzZU1pZ3JhdGlvbhIQCghkYXRhYmFzZRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSLwoHb3V0Y29tZRgDIAEoDjIeLmRiZ2F0ZXdheS52MS5NaWdyYXRpb25PdXRjb21lEg8KB2FwcGxpZWQYBCADKAMSDwoHdmVyc2lvbhgFIAEoAxIhCgVlcnJvchgGIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzEhYKDmZhaWxlZF92ZXJzaW9uGAcgASgDEisKCGR1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIs4BCg9NaWdyYXRpb25Ub3RhbHMSEQoJZGF0YWJhc2VzGAEgASgNEg8KB2FwcGxpZWQYAiABKA0SDwoHY3VycmVudBgDIAEoDRIPCgdwZW5kaW5nGAQgASgNEg4KBmZhaWxlZBgFIAEoDRIPCgdkcmlmdGVkGAYgASgNEg8KB3NraXBwZWQYByABKA0SFgoObGF0ZXN0X3ZlcnNpb24YCCABKAMSKwoIZHVyYXRpb24YCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24qXwoMRGF0YWJhc2VUeXBlEh0KGURBVEFCQVNFX1RZUEVfVU5TUEVDSUZJRUQQABIWChJEQVRBQkFTRV9UWVBFX01BSU4QARIYChREQVRBQkFTRV9UWVBFX1RFTkFOVBACKngKClF1b3RhU2NvcGUSGwoXUVVPVEFfU0NPUEVfVU5TUEVDSUZJRUQQABIYChRRVU9UQV9TQ09QRV9QTEFURk9STRABEhsKF1FVT1RBX1NDT1BFX0VBQ0hfVEVOQU5UEAISFgoSUVVPVEFfU0NPUEVfVEVOQU5UEAMq7gEKEE1pZ3JhdGlvbk91dGNvbWUSIQodTUlHUkFUSU9OX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlNSUdSQVRJT05fT1VUQ09NRV9BUFBMSUVEEAESHQoZTUlHUkFUSU9OX09VVENPTUVfQ1VSUkVOVBACEh0KGU1JR1JBVElPTl9PVVRDT01FX1BFTkRJTkcQAxIcChhNSUdSQVRJT05fT1VUQ09NRV9GQUlMRUQQBBIdChlNSUdSQVRJT05fT1VUQ09NRV9EUklGVEVEEAUSHQoZTUlHUkFUSU9OX09VVENPTUVfU0tJUFBFRBAGMq0FCgxBZG1pblNlcnZpY2USVQoMQ3JlYXRlVGVuYW50EiEuZGJnYXRld2F5LnYxLkNyZWF0ZVRlbmFudFJlcXVlc3QaIi5kYmdhdGV3YXkudjEuQ3JlYXRlVGVuYW50UmVzcG9uc2USTwoKRHJvcFRlbmFudBIfLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVxdWVzdBogLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVzcG9uc2USWAoNTGlzdERhdGFiYXNlcxIiLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVxdWVzdBojLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVzcG9uc2USVQoMR2V0UG9vbFN0YXRzEiEuZGJnYXRld2F5LnYxLkdldFBvb2xTdGF0c1JlcXVlc3QaIi5kYmdhdGV3YXkudjEuR2V0UG9vbFN0YXRzUmVzcG9uc2USXgoPTGlzdEF1ZGl0RXZlbnRzEiQuZGJnYXRld2F5LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5kYmdhdGV3YXkudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USSQoIU2V0UXVvdGESHS5kYmdhdGV3YXkudjEuU2V0UXVvdGFSZXF1ZXN0Gh4uZGJnYXRld2F5LnYxLlNldFF1b3RhUmVzcG9uc2USTwoKTGlzdFF1b3RhcxIfLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVxdWVzdBogLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVzcG9uc2USSAoHTWlncmF0ZRIcLmRiZ2F0ZXdheS52MS5NaWdyYXRlUmVxdWVzdBodLmRiZ2F0ZXdheS52MS5NaWdyYXRlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * @generated from message dbgateway.v1.CreateTenantRequest
@@ -764,6 +766,249 @@ export const ListQuotasResponseSchema: GenMessage<ListQuotasResponse> = /*@__PUR
   messageDesc(file_dbgateway_v1_admin_service, 19);
 
 /**
+ * One versioned migration: SQL run as the database's own role, in one
+ * transaction unless its first line is "-- db-gateway: no-transaction" (then
+ * each statement on its own, as CREATE INDEX CONCURRENTLY needs). Its checksum
+ * is the SHA-256 of `sql`.
+ *
+ * @generated from message dbgateway.v1.Migration
+ */
+export type Migration = Message<"dbgateway.v1.Migration"> & {
+  /**
+   * Positive; the migrations are applied in ascending order.
+   *
+   * @generated from field: int64 version = 1;
+   */
+  version: bigint;
+
+  /**
+   * A short name, e.g. "create_patients": letters, digits and underscores.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string sql = 3;
+   */
+  sql: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.Migration.
+ * Use `create(MigrationSchema)` to create a new message.
+ */
+export const MigrationSchema: GenMessage<Migration> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 20);
+
+/**
+ * @generated from message dbgateway.v1.MigrateRequest
+ */
+export type MigrateRequest = Message<"dbgateway.v1.MigrateRequest"> & {
+  /**
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * Every migration of the platform, not only the new ones: a database is
+   * checked against each version it has recorded.
+   *
+   * @generated from field: repeated dbgateway.v1.Migration migrations = 2;
+   */
+  migrations: Migration[];
+
+  /**
+   * Only report what would be applied, and which databases have drifted.
+   *
+   * @generated from field: bool dry_run = 3;
+   */
+  dryRun: boolean;
+
+  /**
+   * Databases migrated at once: 0 for the default (4), at most 32. Their
+   * connections come from the pools, under the gateway's cap.
+   *
+   * @generated from field: uint32 concurrency = 4;
+   */
+  concurrency: number;
+
+  /**
+   * Start no more databases after one fails (the default goes on).
+   *
+   * @generated from field: bool stop_on_failure = 5;
+   */
+  stopOnFailure: boolean;
+
+  /**
+   * Only these tenants ("" for the main database); empty: every database of the platform.
+   *
+   * @generated from field: repeated string tenant_ids = 6;
+   */
+  tenantIds: string[];
+};
+
+/**
+ * Describes the message dbgateway.v1.MigrateRequest.
+ * Use `create(MigrateRequestSchema)` to create a new message.
+ */
+export const MigrateRequestSchema: GenMessage<MigrateRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 21);
+
+/**
+ * @generated from message dbgateway.v1.MigrateResponse
+ */
+export type MigrateResponse = Message<"dbgateway.v1.MigrateResponse"> & {
+  /**
+   * @generated from oneof dbgateway.v1.MigrateResponse.result
+   */
+  result: {
+    /**
+     * One per database, as it is done.
+     *
+     * @generated from field: dbgateway.v1.DatabaseMigration database = 1;
+     */
+    value: DatabaseMigration;
+    case: "database";
+  } | {
+    /**
+     * Last.
+     *
+     * @generated from field: dbgateway.v1.MigrationTotals totals = 2;
+     */
+    value: MigrationTotals;
+    case: "totals";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dbgateway.v1.MigrateResponse.
+ * Use `create(MigrateResponseSchema)` to create a new message.
+ */
+export const MigrateResponseSchema: GenMessage<MigrateResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 22);
+
+/**
+ * @generated from message dbgateway.v1.DatabaseMigration
+ */
+export type DatabaseMigration = Message<"dbgateway.v1.DatabaseMigration"> & {
+  /**
+   * @generated from field: string database = 1;
+   */
+  database: string;
+
+  /**
+   * "" for the platform's main database.
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: dbgateway.v1.MigrationOutcome outcome = 3;
+   */
+  outcome: MigrationOutcome;
+
+  /**
+   * The versions applied (or, in a dry run, to apply), in order.
+   *
+   * @generated from field: repeated int64 applied = 4;
+   */
+  applied: bigint[];
+
+  /**
+   * The latest version recorded in the database afterwards (0: none).
+   *
+   * @generated from field: int64 version = 5;
+   */
+  version: bigint;
+
+  /**
+   * FAILED: the migration's error (its SQLSTATE in the details), with
+   * `failed_version`; DRIFTED: FAILED_PRECONDITION saying what differs.
+   *
+   * @generated from field: google.rpc.Status error = 6;
+   */
+  error?: Status | undefined;
+
+  /**
+   * @generated from field: int64 failed_version = 7;
+   */
+  failedVersion: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Duration duration = 8;
+   */
+  duration?: Duration | undefined;
+};
+
+/**
+ * Describes the message dbgateway.v1.DatabaseMigration.
+ * Use `create(DatabaseMigrationSchema)` to create a new message.
+ */
+export const DatabaseMigrationSchema: GenMessage<DatabaseMigration> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 23);
+
+/**
+ * @generated from message dbgateway.v1.MigrationTotals
+ */
+export type MigrationTotals = Message<"dbgateway.v1.MigrationTotals"> & {
+  /**
+   * @generated from field: uint32 databases = 1;
+   */
+  databases: number;
+
+  /**
+   * @generated from field: uint32 applied = 2;
+   */
+  applied: number;
+
+  /**
+   * @generated from field: uint32 current = 3;
+   */
+  current: number;
+
+  /**
+   * @generated from field: uint32 pending = 4;
+   */
+  pending: number;
+
+  /**
+   * @generated from field: uint32 failed = 5;
+   */
+  failed: number;
+
+  /**
+   * @generated from field: uint32 drifted = 6;
+   */
+  drifted: number;
+
+  /**
+   * @generated from field: uint32 skipped = 7;
+   */
+  skipped: number;
+
+  /**
+   * The latest version given.
+   *
+   * @generated from field: int64 latest_version = 8;
+   */
+  latestVersion: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Duration duration = 9;
+   */
+  duration?: Duration | undefined;
+};
+
+/**
+ * Describes the message dbgateway.v1.MigrationTotals.
+ * Use `create(MigrationTotalsSchema)` to create a new message.
+ */
+export const MigrationTotalsSchema: GenMessage<MigrationTotals> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 24);
+
+/**
  * @generated from enum dbgateway.v1.DatabaseType
  */
 export enum DatabaseType {
@@ -831,6 +1076,66 @@ export enum QuotaScope {
  */
 export const QuotaScopeSchema: GenEnum<QuotaScope> = /*@__PURE__*/
   enumDesc(file_dbgateway_v1_admin_service, 1);
+
+/**
+ * @generated from enum dbgateway.v1.MigrationOutcome
+ */
+export enum MigrationOutcome {
+  /**
+   * @generated from enum value: MIGRATION_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Migrations were applied: `applied` lists them.
+   *
+   * @generated from enum value: MIGRATION_OUTCOME_APPLIED = 1;
+   */
+  APPLIED = 1,
+
+  /**
+   * It had every migration already.
+   *
+   * @generated from enum value: MIGRATION_OUTCOME_CURRENT = 2;
+   */
+  CURRENT = 2,
+
+  /**
+   * A dry run: `applied` lists what would be applied.
+   *
+   * @generated from enum value: MIGRATION_OUTCOME_PENDING = 3;
+   */
+  PENDING = 3,
+
+  /**
+   * A migration failed: `error` says why; those before it in `applied` stay.
+   *
+   * @generated from enum value: MIGRATION_OUTCOME_FAILED = 4;
+   */
+  FAILED = 4,
+
+  /**
+   * Its record disagrees with the migrations given (a checksum differs, a
+   * recorded version is not among them, or a version below its latest is
+   * missing): not touched. `error` says where.
+   *
+   * @generated from enum value: MIGRATION_OUTCOME_DRIFTED = 5;
+   */
+  DRIFTED = 5,
+
+  /**
+   * Not started: the run stopped after a failure (stop_on_failure), or the call ended.
+   *
+   * @generated from enum value: MIGRATION_OUTCOME_SKIPPED = 6;
+   */
+  SKIPPED = 6,
+}
+
+/**
+ * Describes the enum dbgateway.v1.MigrationOutcome.
+ */
+export const MigrationOutcomeSchema: GenEnum<MigrationOutcome> = /*@__PURE__*/
+  enumDesc(file_dbgateway_v1_admin_service, 2);
 
 /**
  * AdminService manages the lifecycle of tenant databases. Every call must carry
@@ -920,6 +1225,23 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListQuotasRequestSchema;
     output: typeof ListQuotasResponseSchema;
+  },
+  /**
+   * Migrate brings a platform's databases to the latest of the given
+   * migrations: its main database first, then every tenant database (a
+   * template among them), a few at a time, and at the end any database created
+   * meanwhile. Each database records what it has in its table
+   * dbgateway.schema_migrations, which its tenant can read but not change. One
+   * result streams per database as it is done, then the totals. Running it
+   * again resumes a run that stopped part-way. Recorded in the audit trail
+   * ("migration.apply" per database changed or failed, "migration.run" once).
+   *
+   * @generated from rpc dbgateway.v1.AdminService.Migrate
+   */
+  migrate: {
+    methodKind: "server_streaming";
+    input: typeof MigrateRequestSchema;
+    output: typeof MigrateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dbgateway_v1_admin_service, 0);
