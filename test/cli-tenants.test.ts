@@ -1,11 +1,12 @@
-/** `db-gateway tenants`, run as a process against a gateway process over mutual TLS, with certificates and keys made by `certs` and `keys`. */
+/** `db-gateway tenants` and `db-gateway migrate`, run as a process against a gateway process over mutual TLS, with certificates and keys made by `certs` and `keys`. */
 import assert from "node:assert/strict";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { UsageError } from "../server/src/cli/command.js";
+import { migrateCommand } from "../server/src/cli/migrate.js";
 import { tenantsCommand } from "../server/src/cli/tenants.js";
 import { runCli, type CliResult } from "./helpers/cli.js";
 import { dropPlatformDatabases, pgUrl, randomPlatform } from "./helpers/gateway.js";
@@ -188,5 +189,70 @@ describe("db-gateway tenants", () => {
     ];
     // In this process: each would cost a CLI start, and none gets as far as reading a file or the environment's key.
     for (const args of mistakes) await assert.rejects(tenantsCommand.run(args), UsageError, args.join(" "));
+  });
+
+  it("migrate: a dry run, then the platform's databases brought to the directory's latest version; a failing tenant exits 1, named with its SQLSTATE", async () => {
+    const help = await runCli(["migrate", "--help"]);
+    assert.equal(help.code, 0);
+    for (const text of ["--dry-run", "--concurrency", "-- db-gateway: no-transaction", "GATEWAY_API_KEY_FILE", "migrations/NAME"])
+      assert.ok(help.stdout.includes(text), text);
+
+    const migrations = join(work, "migrations", platform);
+    await mkdir(migrations, { recursive: true });
+    await writeFile(join(migrations, "0001_create_patients.sql"), "CREATE TABLE patients (id bigint PRIMARY KEY, name text);\n");
+    await writeFile(join(migrations, "0002_add_born.sql"), "ALTER TABLE patients ADD COLUMN born date;\n");
+    const migrate = (args: string[]) => runCli(["migrate", "--platform", platform, ...args], { cwd: work, env });
+
+    const dry = await migrate(["--dry-run"]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, new RegExp(`^pending +${platform}_main 1,2 \\(now version 0, \\d+ ms\\)$`, "m"));
+    assert.match(dry.stdout, /^2 databases to version 2 in [\d.]+ s: 2 pending$/m);
+
+    const applied = await migrate(["--json", "--concurrency", "2"]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const lines = applied.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, Record<string, unknown>>);
+    assert.deepEqual(
+      lines.slice(0, -1).map((l) => [l.database!.database, l.database!.outcome, l.database!.applied, l.database!.version]),
+      [
+        [`${platform}_main`, "applied", ["1", "2"], "2"],
+        [`${platform}_clinic_002`, "applied", ["1", "2"], "2"],
+      ],
+    );
+    assert.deepEqual(
+      { ...lines.at(-1)!.totals, durationMs: 0 },
+      { databases: 2, applied: 2, current: 0, pending: 0, failed: 0, drifted: 0, skipped: 0, latestVersion: "2", durationMs: 0 },
+    );
+
+    // A table in clinic_002's way: that tenant fails alone, and the command exits 1.
+    const url = new URL(pgUrl());
+    url.pathname = `/${platform}_clinic_002`;
+    const tenant = new pg.Client({ connectionString: url.toString() });
+    await tenant.connect();
+    try {
+      await tenant.query("CREATE TABLE notes (x int)");
+    } finally {
+      await tenant.end();
+    }
+    await writeFile(join(migrations, "0003_create_notes.sql"), "CREATE TABLE notes (id bigint PRIMARY KEY);\n");
+    const failed = await migrate([]);
+    assert.equal(failed.code, 1, failed.stdout + failed.stderr);
+    assert.match(failed.stdout, new RegExp(`^applied +${platform}_main 3 `, "m"));
+    assert.match(
+      failed.stdout,
+      new RegExp(`^failed +${platform}_clinic_002 \\(now version 2, \\d+ ms\\) at version 3: QUERY_FAILED \\(SQLSTATE 42P07\\)`, "m"),
+    );
+    assert.match(failed.stdout, /: 1 applied, 1 failed$/m);
+  });
+
+  it("migrate: a directory that is not there exits 1; mistakes exit 2 before it connects", async () => {
+    const missing = await runCli(["migrate", "--platform", platform, "--dir", "nowhere"], { cwd: work, env });
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /cannot read the migrations in "nowhere" \(ENOENT\)/);
+    for (const args of [[], ["--platform", "Bad"], ["--platform", platform, "--concurrency", "0"], ["--platform", platform, "--concurrency", "33"]]) {
+      await assert.rejects(migrateCommand.run(args), UsageError, args.join(" "));
+    }
   });
 });
