@@ -69,6 +69,10 @@ export interface Settings {
   readonly rateLimit: { readonly perSecond: number; readonly burst: number } | undefined;
   /** The database of the gateway's audit trail. */
   readonly catalogDatabase: string;
+  /** BACKUP_DIR: where Backup writes its sets (development: {GATEWAY_DATA_DIR}/backups); undefined: no backups to files. */
+  readonly backupDir: string | undefined;
+  /** PG_BIN_DIR: the directory of pg_dump and pg_restore; undefined: the PATH. */
+  readonly pgBinDir: string | undefined;
   readonly healthCheckMillis: number;
   /** OpenTelemetry tracing: on when OTEL_* names an exporter or an OTLP endpoint (the SDK reads the rest of OTEL_* itself). */
   readonly tracing: { readonly serviceName: string } | undefined;
@@ -350,6 +354,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     compression,
     rateLimit: ratePerSecond > 0 ? { perSecond: ratePerSecond, burst: rateBurst } : undefined,
     catalogDatabase,
+    backupDir: env.BACKUP_DIR || undefined,
+    pgBinDir: env.PG_BIN_DIR || undefined,
     healthCheckMillis: int("HEALTH_CHECK_INTERVAL_SECS", 2, 1, 3_600) * 1000,
     tracing: tracingOn ? { serviceName: env.OTEL_SERVICE_NAME || "db-gateway" } : undefined,
     dataDir: env.GATEWAY_DATA_DIR || ".data",
@@ -389,6 +395,7 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     compression: settings.compression,
     failedStatementLogLevel: settings.failedStatementLogLevel,
     databaseErrorText: settings.databaseErrorText,
+    backupDir: settings.backupDir ?? "not set",
     tracing: settings.tracing === undefined ? "off" : "on",
   };
 }

@@ -47,6 +47,15 @@ export const Reason = {
   MIGRATION_DRIFT: Status.FAILED_PRECONDITION,
   /** The bookkeeping schema `dbgateway` of a database exists and is not the gateway's. */
   MIGRATION_SCHEMA_CONFLICT: Status.FAILED_PRECONDITION,
+  /** pg_dump or pg_restore is missing, or older than the server (BACKUP_DIR, PG_BIN_DIR). */
+  BACKUP_TOOLS_UNAVAILABLE: Status.FAILED_PRECONDITION,
+  /** No BACKUP_DIR is set, or it cannot be written. */
+  BACKUP_DIR_UNWRITABLE: Status.FAILED_PRECONDITION,
+  BACKUP_NOT_FOUND: Status.NOT_FOUND,
+  /** A backup file does not match its manifest's checksum. */
+  BACKUP_CORRUPT: Status.DATA_LOSS,
+  /** pg_dump or pg_restore failed: its message says why. */
+  BACKUP_FAILED: Status.INTERNAL,
   /** PostgreSQL rejected the statement; the code comes from its SQLSTATE. */
   QUERY_FAILED: Status.UNKNOWN,
   /**

@@ -30,6 +30,8 @@ import { TenantLifecycle } from "./tenancy/lifecycle.js";
 import { RegistrySync } from "./tenancy/registry-sync.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
 import { Migrator } from "./tenancy/migrator.js";
+import { RecentCalls } from "./tenancy/recent-calls.js";
+import { backupAdministration } from "./services/backup-admin.js";
 import { ADMIN_SEARCH_PATH, inspectAdministrativeRole, TenantRoles } from "./tenancy/roles.js";
 import { QuotaStore } from "./tenancy/quota-store.js";
 import { quotaDefaults, Quotas } from "./tenancy/quotas.js";
@@ -68,6 +70,10 @@ export interface GatewayOptions extends ApiKeySet {
   rateLimit: { perSecond: number; burst: number } | undefined;
   /** The database holding the audit trail and the quotas (created if missing). */
   catalogDatabase: string;
+  /** Where Backup writes its sets; undefined: Backup, RestoreTenant and VerifyBackup are refused. */
+  backupDir?: string;
+  /** The directory of pg_dump and pg_restore; undefined: the PATH. */
+  pgBinDir?: string;
   /** How often the quotas are read from the catalog again (default 5 s), for those set through another gateway instance. */
   quotaRefreshMillis?: number;
   /** How often PostgreSQL's availability is checked for the health endpoints. */
@@ -222,6 +228,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     quotaDefaults({ ...options.pool, rateLimit: options.rateLimit, maxStatementMillis: options.maxStatementMillis }),
     (platform, limit, scope, n) => metrics.quotaRefusals.inc({ platform, limit, scope }, n),
   );
+  const recentCalls = new RecentCalls();
   const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
   const pools = new PoolManager({
     ...options.pool,
@@ -233,7 +240,10 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       return { ...connection, database, user: role, password: roles.password(role), statement_timeout: options.maxStatementMillis };
     },
     onError: (database, err) => onError(`connection to "${database}" failed`, err),
-    onAcquired: (waitMillis) => metrics.poolWait.observe(waitMillis / 1000),
+    onAcquired: (waitMillis, database) => {
+      metrics.poolWait.observe(waitMillis / 1000);
+      recentCalls.count(database);
+    },
     shareOf: (database) => quotas.shareOf(database),
     admit: (database) => quotas.admit(database),
   });
@@ -273,6 +283,21 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     (err) => onError("the quotas could not be read from the catalog", err),
   );
   cleanup.defer("quota refresh", stopQuotas);
+  const backups = await backupAdministration({
+    databaseUrl: options.databaseUrl,
+    backupDir: options.backupDir,
+    pgBinDir: options.pgBinDir,
+    catalogDatabase: options.catalogDatabase,
+    password: connection.password as string | undefined,
+    admin,
+    catalog,
+    connectTo,
+    roles,
+    lifecycle,
+    registry,
+    pools,
+    recentCalls,
+  });
 
   const router = new Router(registry, async (database) => {
     if (!lifecycle.isManaged(database)) return false;
@@ -383,7 +408,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         maxStatementMillis: options.maxStatementMillis,
       },
     },
-    new Migrator({ pools, registry, connectTo }),
+    { migrator: new Migrator({ pools, registry, connectTo }), backups },
   );
   addService(server, AdminService, adminService, { ...hooks, authorize: requireAdmin });
   const setServing = addStandardServices(server, [QueryService, AdminService]);

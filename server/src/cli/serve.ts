@@ -130,6 +130,9 @@ async function serve(settings: Settings): Promise<void> {
       rateLimit: settings.rateLimit,
       compression: settings.compression,
       catalogDatabase: settings.catalogDatabase,
+      // Development keeps its backups with its other data.
+      backupDir: settings.backupDir ?? (embedded !== undefined ? join(dataDir, "backups") : undefined),
+      pgBinDir: settings.pgBinDir,
       healthCheckMillis: settings.healthCheckMillis,
       superuserExpected: embedded !== undefined,
       gatewayInstances: settings.gatewayInstances,

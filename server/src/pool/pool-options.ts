@@ -35,8 +35,8 @@ export interface PoolManagerOptions {
   cancelGraceMillis: number;
   /** Errors worth an operator's attention (a failing idle connection, a failed reset). */
   onError?(database: string, err: unknown): void;
-  /** Told how long each call waited for its connection (0 for a hit), for the wait-time histogram. */
-  onAcquired?(waitMillis: number): void;
+  /** Told how long each call waited for its connection to a database (0 for a hit): the wait-time histogram, calls per database. */
+  onAcquired?(waitMillis: number, database: string): void;
   /**
    * A database's share of the cap (quotas), read when its pool is made and on
    * `PoolManager.reshare`: at most `maxConnections` of its own (never above

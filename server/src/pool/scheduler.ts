@@ -74,7 +74,7 @@ export class Scheduler {
     pool.lastUsedAt = Date.now();
     if (pool.waiters.length === 0 && pool.idle.length > 0) {
       this.pools.count(pool, "hits");
-      this.options.onAcquired?.(0);
+      this.options.onAcquired?.(0, database);
       return this.#checkOut(pool.idle.pop()!);
     }
     if (pool.waiters.length >= this.options.maxWaitersPerPool) {
@@ -116,7 +116,7 @@ export class Scheduler {
       this.#waiting.add(pool);
       this.#pulse();
     });
-    this.options.onAcquired?.(Date.now() - waitStarted);
+    this.options.onAcquired?.(Date.now() - waitStarted, database);
     return this.#checkOut(connection);
   }
 

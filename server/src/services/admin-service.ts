@@ -1,17 +1,18 @@
 // AdminService's handlers, for the admin key: tenant creation and removal, quotas and migrations (audited), the audit trail, database lists and pool statistics.
-import { create } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { AuditLog } from "../audit/audit-log.js";
 import { GatewayError, toGatewayError } from "../errors.js";
-import { DatabaseSchema, DatabaseType, QuotaScope, type AdminService, type Database } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
+import { QuotaScope, type AdminService } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
-import { databaseName, parseDatabaseName } from "../tenancy/naming.js";
+import { databaseName } from "../tenancy/naming.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
 import type { StoredQuota } from "../tenancy/quotas.js";
 import { forgetTenantQuota, limitsMessage, quotaDetail, quotaMessage, quotaOfRequest, requestedDetail, type QuotaAdministration } from "./quota-admin.js";
 import type { Migrator } from "../tenancy/migrator.js";
+import { backupHandlers, type BackupAdministration } from "./backup-admin.js";
 import { migrate, type MigrationAdministration } from "./migration-admin.js";
+import { databaseMessage as describe, safeDatabaseName } from "./database-message.js";
 import type { CallContext, ServiceImpl } from "./service-contract.js";
 
 /** Where administrative actions are recorded. */
@@ -34,11 +35,12 @@ export function createAdminService(
   configuredPlatforms: ReadonlySet<string>,
   { audit, onAuditFailure }: AuditOptions,
   quotaAdministration: QuotaAdministration,
-  migrator: Migrator,
+  fleet: { migrator: Migrator; backups: Omit<BackupAdministration, "audited"> },
 ): ServiceImpl<(typeof AdminService)["method"]> {
   const actorOf = (ctx: CallContext) => (ctx.clientCertificate ? `admin key, client certificate "${ctx.clientCertificate}"` : "admin key");
   const migrationAdministration: MigrationAdministration = {
-    migrator,
+    migrator: fleet.migrator,
+    facts: fleet.backups.facts,
     actorOf,
     requireConfigured: (platform) => lifecycle.requireConfigured(platform),
     record: (ctx, entry) => audit.record({ actor: actorOf(ctx), peer: ctx.peer, requestId: ctx.record.requestId, ...entry }).catch(onAuditFailure),
@@ -78,6 +80,7 @@ export function createAdminService(
     }
   };
   return {
+    ...backupHandlers({ ...fleet.backups, audited }),
     migrate: (request, responses, ctx) => migrate(request, responses, ctx, migrationAdministration),
     async createTenant(request, ctx) {
       const detail: Record<string, string> = request.template ? { template: request.template } : {};
@@ -88,6 +91,7 @@ export function createAdminService(
       const name = await audited(ctx, "tenant.drop", request, {}, async () => {
         const dropped = await lifecycle.drop(request.platform, request.tenantId);
         await forgetTenantQuota(quotaAdministration, request.platform, request.tenantId);
+        await fleet.backups.facts.forget(dropped);
         return dropped;
       });
       return { database: describe(name) };
@@ -182,23 +186,4 @@ export function createAdminService(
       return { databases: registry.list(platforms).map((d) => describe(d.name)) };
     },
   };
-}
-
-/** The database an action was about, when its names are valid; empty otherwise (the error says why). */
-function safeDatabaseName(platform: string, tenantId: string): string {
-  try {
-    return databaseName(platform, tenantId);
-  } catch {
-    return "";
-  }
-}
-
-function describe(name: string): Database {
-  const parsed = parseDatabaseName(name)!;
-  return create(DatabaseSchema, {
-    name,
-    platform: parsed.platform,
-    tenantId: parsed.tenantId,
-    type: parsed.tenantId === "" ? DatabaseType.MAIN : DatabaseType.TENANT,
-  });
 }

@@ -13,6 +13,7 @@ import {
   type MigrationOutcome as Outcome,
   type Migrator,
 } from "../tenancy/migrator.js";
+import type { TenantFactStore } from "../tenancy/tenant-facts.js";
 import type { CallContext } from "./service-contract.js";
 
 const OUTCOMES: Record<Outcome, MigrationOutcome> = {
@@ -26,6 +27,8 @@ const OUTCOMES: Record<Outcome, MigrationOutcome> = {
 
 export interface MigrationAdministration {
   migrator: Migrator;
+  /** Where each database's version is noted for ListTenants. */
+  facts: Pick<TenantFactStore, "noteVersion">;
   requireConfigured(platform: string): void;
   /** Records an action in the audit trail (its failure is the caller's to report, not the call's). */
   record(ctx: CallContext, entry: Pick<AuditEntry, "action" | "platform" | "tenantId" | "database" | "outcome" | "detail">): Promise<void>;
@@ -55,6 +58,7 @@ export async function migrate(
       signal: ctx.signal,
       onResult: async (r: DatabaseMigrationResult) => {
         counts[r.outcome]++;
+        if (r.outcome !== "skipped" && r.outcome !== "pending" && r.version > 0n) await admin.facts.noteVersion(r.database, r.version);
         if (r.outcome === "applied" || r.outcome === "failed" || r.outcome === "drifted") {
           await admin.record(ctx, {
             action: "migration.apply",

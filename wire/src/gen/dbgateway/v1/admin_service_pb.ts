@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dbgateway/v1/admin_service.proto.
  */
 export const file_dbgateway_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSInChNHZXRQb29sU3RhdHNSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJImgKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmRiZ2F0ZXdheS52MS5Qb29sVG90YWxzEiYKBXBvb2xzGAIgAygLMhcuZGJnYXRld2F5LnYxLlBvb2xTdGF0cyLuAQoKUG9vbFRvdGFscxIZChF0b3RhbF9jb25uZWN0aW9ucxgBIAEoDRIdChVtYXhfdG90YWxfY29ubmVjdGlvbnMYAiABKA0SDQoFcG9vbHMYAyABKA0SDwoHd2FpdGluZxgEIAEoDRIRCglldmljdGlvbnMYBSABKAQSFQoNcG9vbHNfY3JlYXRlZBgGIAEoBBIMCgRoaXRzGAcgASgEEg4KBm1pc3NlcxgIIAEoBBIaChJjb25uZWN0aW9uc19vcGVuZWQYCSABKAQSEAoIdGltZW91dHMYCiABKAQSEAoIcmVqZWN0ZWQYCyABKAQikwMKCVBvb2xTdGF0cxIQCghkYXRhYmFzZRgBIAEoCRIMCgRzaXplGAIgASgNEhIKCmNvbm5lY3RpbmcYAyABKA0SDAoEaWRsZRgEIAEoDRIMCgRidXN5GAUgASgNEg8KB3dhaXRpbmcYBiABKA0SDAoEaGl0cxgHIAEoBBIOCgZtaXNzZXMYCCABKAQSEAoIdGltZW91dHMYCSABKAQSEAoIcmVqZWN0ZWQYCiABKAQSGgoSY29ubmVjdGlvbnNfb3BlbmVkGAsgASgEEhoKEmNvbm5lY3Rpb25zX2Nsb3NlZBgMIAEoBBIaChJjb25uZWN0aW9uc19zdG9sZW4YDSABKAQSHwoXY29ubmVjdGlvbnNfaWRsZV9jbG9zZWQYDiABKAQSGwoTY29ubmVjdGlvbnNfZXhwaXJlZBgPIAEoBBIdChVjb25uZWN0aW9uc19kaXNjYXJkZWQYECABKAQSMgoObGFzdF91c2VkX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrACCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEgwKBHBlZXIYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSEAoIcGxhdGZvcm0YByABKAkSEQoJdGVuYW50X2lkGAggASgJEhAKCGRhdGFiYXNlGAkgASgJEg8KB291dGNvbWUYCiABKAkSNAoGZGV0YWlsGAsgAygLMiQuZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQuRGV0YWlsRW50cnkaLQoLRGV0YWlsRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKqAgoLUXVvdGFMaW1pdHMSHQoQY2FsbHNfcGVyX3NlY29uZBgBIAEoAUgAiAEBEhIKBWJ1cnN0GAIgASgNSAGIAQESJgoZbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50cxgDIAEoDUgCiAEBEhwKD21heF9jb25uZWN0aW9ucxgEIAEoDUgDiAEBEjoKEm1heF9zdGF0ZW1lbnRfdGltZRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkgEiAEBQhMKEV9jYWxsc19wZXJfc2Vjb25kQggKBl9idXJzdEIcChpfbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50c0ISChBfbWF4X2Nvbm5lY3Rpb25zQhUKE19tYXhfc3RhdGVtZW50X3RpbWUisQEKBVF1b3RhEhAKCHBsYXRmb3JtGAEgASgJEicKBXNjb3BlGAIgASgOMhguZGJnYXRld2F5LnYxLlF1b3RhU2NvcGUSEQoJdGVuYW50X2lkGAMgASgJEikKBmxpbWl0cxgEIAEoCzIZLmRiZ2F0ZXdheS52MS5RdW90YUxpbWl0cxIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNQoPU2V0UXVvdGFSZXF1ZXN0EiIKBXF1b3RhGAEgASgLMhMuZGJnYXRld2F5LnYxLlF1b3RhIjYKEFNldFF1b3RhUmVzcG9uc2USIgoFcXVvdGEYASABKAsyEy5kYmdhdGV3YXkudjEuUXVvdGEiJQoRTGlzdFF1b3Rhc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiowEKEkxpc3RRdW90YXNSZXNwb25zZRIjCgZxdW90YXMYASADKAsyEy5kYmdhdGV3YXkudjEuUXVvdGESNAoRcGxhdGZvcm1fZGVmYXVsdHMYAiABKAsyGS5kYmdhdGV3YXkudjEuUXVvdGFMaW1pdHMSMgoPdGVuYW50X2RlZmF1bHRzGAMgASgLMhkuZGJnYXRld2F5LnYxLlF1b3RhTGltaXRzIjcKCU1pZ3JhdGlvbhIPCgd2ZXJzaW9uGAEgASgDEgwKBG5hbWUYAiABKAkSCwoDc3FsGAMgASgJIqIBCg5NaWdyYXRlUmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIrCgptaWdyYXRpb25zGAIgAygLMhcuZGJnYXRld2F5LnYxLk1pZ3JhdGlvbhIPCgdkcnlfcnVuGAMgASgIEhMKC2NvbmN1cnJlbmN5GAQgASgNEhcKD3N0b3Bfb25fZmFpbHVyZRgFIAEoCBISCgp0ZW5hbnRfaWRzGAYgAygJIoEBCg9NaWdyYXRlUmVzcG9uc2USMwoIZGF0YWJhc2UYASABKAsyHy5kYmdhdGV3YXkudjEuRGF0YWJhc2VNaWdyYXRpb25IABIvCgZ0b3RhbHMYAiABKAsyHS5kYmdhdGV3YXkudjEuTWlncmF0aW9uVG90YWxzSABCCAoGcmVzdWx0IvMBChFEYXRhYmFzZU1pZ3JhdGlvbhIQCghkYXRhYmFzZRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSLwoHb3V0Y29tZRgDIAEoDjIeLmRiZ2F0ZXdheS52MS5NaWdyYXRpb25PdXRjb21lEg8KB2FwcGxpZWQYBCADKAMSDwoHdmVyc2lvbhgFIAEoAxIhCgVlcnJvchgGIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzEhYKDmZhaWxlZF92ZXJzaW9uGAcgASgDEisKCGR1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIs4BCg9NaWdyYXRpb25Ub3RhbHMSEQoJZGF0YWJhc2VzGAEgASgNEg8KB2FwcGxpZWQYAiABKA0SDwoHY3VycmVudBgDIAEoDRIPCgdwZW5kaW5nGAQgASgNEg4KBmZhaWxlZBgFIAEoDRIPCgdkcmlmdGVkGAYgASgNEg8KB3NraXBwZWQYByABKA0SFgoObGF0ZXN0X3ZlcnNpb24YCCABKAMSKwoIZHVyYXRpb24YCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24qXwoMRGF0YWJhc2VUeXBlEh0KGURBVEFCQVNFX1RZUEVfVU5TUEVDSUZJRUQQABIWChJEQVRBQkFTRV9UWVBFX01BSU4QARIYChREQVRBQkFTRV9UWVBFX1RFTkFOVBACKngKClF1b3RhU2NvcGUSGwoXUVVPVEFfU0NPUEVfVU5TUEVDSUZJRUQQABIYChRRVU9UQV9TQ09QRV9QTEFURk9STRABEhsKF1FVT1RBX1NDT1BFX0VBQ0hfVEVOQU5UEAISFgoSUVVPVEFfU0NPUEVfVEVOQU5UEAMq7gEKEE1pZ3JhdGlvbk91dGNvbWUSIQodTUlHUkFUSU9OX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlNSUdSQVRJT05fT1VUQ09NRV9BUFBMSUVEEAESHQoZTUlHUkFUSU9OX09VVENPTUVfQ1VSUkVOVBACEh0KGU1JR1JBVElPTl9PVVRDT01FX1BFTkRJTkcQAxIcChhNSUdSQVRJT05fT1VUQ09NRV9GQUlMRUQQBBIdChlNSUdSQVRJT05fT1VUQ09NRV9EUklGVEVEEAUSHQoZTUlHUkFUSU9OX09VVENPTUVfU0tJUFBFRBAGMq0FCgxBZG1pblNlcnZpY2USVQoMQ3JlYXRlVGVuYW50EiEuZGJnYXRld2F5LnYxLkNyZWF0ZVRlbmFudFJlcXVlc3QaIi5kYmdhdGV3YXkudjEuQ3JlYXRlVGVuYW50UmVzcG9uc2USTwoKRHJvcFRlbmFudBIfLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVxdWVzdBogLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVzcG9uc2USWAoNTGlzdERhdGFiYXNlcxIiLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVxdWVzdBojLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVzcG9uc2USVQoMR2V0UG9vbFN0YXRzEiEuZGJnYXRld2F5LnYxLkdldFBvb2xTdGF0c1JlcXVlc3QaIi5kYmdhdGV3YXkudjEuR2V0UG9vbFN0YXRzUmVzcG9uc2USXgoPTGlzdEF1ZGl0RXZlbnRzEiQuZGJnYXRld2F5LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5kYmdhdGV3YXkudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USSQoIU2V0UXVvdGESHS5kYmdhdGV3YXkudjEuU2V0UXVvdGFSZXF1ZXN0Gh4uZGJnYXRld2F5LnYxLlNldFF1b3RhUmVzcG9uc2USTwoKTGlzdFF1b3RhcxIfLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVxdWVzdBogLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVzcG9uc2USSAoHTWlncmF0ZRIcLmRiZ2F0ZXdheS52MS5NaWdyYXRlUmVxdWVzdBodLmRiZ2F0ZXdheS52MS5NaWdyYXRlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status]);
+  fileDesc("CiBkYmdhdGV3YXkvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMZGJnYXRld2F5LnYxIkwKE0NyZWF0ZVRlbmFudFJlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJIkAKFENyZWF0ZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlIjgKEURyb3BUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSI+ChJEcm9wVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2UiKAoUTGlzdERhdGFiYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiQgoVTGlzdERhdGFiYXNlc1Jlc3BvbnNlEikKCWRhdGFiYXNlcxgBIAMoCzIWLmRiZ2F0ZXdheS52MS5EYXRhYmFzZSJnCghEYXRhYmFzZRIMCgRuYW1lGAEgASgJEigKBHR5cGUYAiABKA4yGi5kYmdhdGV3YXkudjEuRGF0YWJhc2VUeXBlEhAKCHBsYXRmb3JtGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCSInChNHZXRQb29sU3RhdHNSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJImgKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmRiZ2F0ZXdheS52MS5Qb29sVG90YWxzEiYKBXBvb2xzGAIgAygLMhcuZGJnYXRld2F5LnYxLlBvb2xTdGF0cyLuAQoKUG9vbFRvdGFscxIZChF0b3RhbF9jb25uZWN0aW9ucxgBIAEoDRIdChVtYXhfdG90YWxfY29ubmVjdGlvbnMYAiABKA0SDQoFcG9vbHMYAyABKA0SDwoHd2FpdGluZxgEIAEoDRIRCglldmljdGlvbnMYBSABKAQSFQoNcG9vbHNfY3JlYXRlZBgGIAEoBBIMCgRoaXRzGAcgASgEEg4KBm1pc3NlcxgIIAEoBBIaChJjb25uZWN0aW9uc19vcGVuZWQYCSABKAQSEAoIdGltZW91dHMYCiABKAQSEAoIcmVqZWN0ZWQYCyABKAQikwMKCVBvb2xTdGF0cxIQCghkYXRhYmFzZRgBIAEoCRIMCgRzaXplGAIgASgNEhIKCmNvbm5lY3RpbmcYAyABKA0SDAoEaWRsZRgEIAEoDRIMCgRidXN5GAUgASgNEg8KB3dhaXRpbmcYBiABKA0SDAoEaGl0cxgHIAEoBBIOCgZtaXNzZXMYCCABKAQSEAoIdGltZW91dHMYCSABKAQSEAoIcmVqZWN0ZWQYCiABKAQSGgoSY29ubmVjdGlvbnNfb3BlbmVkGAsgASgEEhoKEmNvbm5lY3Rpb25zX2Nsb3NlZBgMIAEoBBIaChJjb25uZWN0aW9uc19zdG9sZW4YDSABKAQSHwoXY29ubmVjdGlvbnNfaWRsZV9jbG9zZWQYDiABKAQSGwoTY29ubmVjdGlvbnNfZXhwaXJlZBgPIAEoBBIdChVjb25uZWN0aW9uc19kaXNjYXJkZWQYECABKAQSMgoObGFzdF91c2VkX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrACCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEgwKBHBlZXIYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSEAoIcGxhdGZvcm0YByABKAkSEQoJdGVuYW50X2lkGAggASgJEhAKCGRhdGFiYXNlGAkgASgJEg8KB291dGNvbWUYCiABKAkSNAoGZGV0YWlsGAsgAygLMiQuZGJnYXRld2F5LnYxLkF1ZGl0RXZlbnQuRGV0YWlsRW50cnkaLQoLRGV0YWlsRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKqAgoLUXVvdGFMaW1pdHMSHQoQY2FsbHNfcGVyX3NlY29uZBgBIAEoAUgAiAEBEhIKBWJ1cnN0GAIgASgNSAGIAQESJgoZbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50cxgDIAEoDUgCiAEBEhwKD21heF9jb25uZWN0aW9ucxgEIAEoDUgDiAEBEjoKEm1heF9zdGF0ZW1lbnRfdGltZRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkgEiAEBQhMKEV9jYWxsc19wZXJfc2Vjb25kQggKBl9idXJzdEIcChpfbWF4X2NvbmN1cnJlbnRfc3RhdGVtZW50c0ISChBfbWF4X2Nvbm5lY3Rpb25zQhUKE19tYXhfc3RhdGVtZW50X3RpbWUisQEKBVF1b3RhEhAKCHBsYXRmb3JtGAEgASgJEicKBXNjb3BlGAIgASgOMhguZGJnYXRld2F5LnYxLlF1b3RhU2NvcGUSEQoJdGVuYW50X2lkGAMgASgJEikKBmxpbWl0cxgEIAEoCzIZLmRiZ2F0ZXdheS52MS5RdW90YUxpbWl0cxIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNQoPU2V0UXVvdGFSZXF1ZXN0EiIKBXF1b3RhGAEgASgLMhMuZGJnYXRld2F5LnYxLlF1b3RhIjYKEFNldFF1b3RhUmVzcG9uc2USIgoFcXVvdGEYASABKAsyEy5kYmdhdGV3YXkudjEuUXVvdGEiJQoRTGlzdFF1b3Rhc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiowEKEkxpc3RRdW90YXNSZXNwb25zZRIjCgZxdW90YXMYASADKAsyEy5kYmdhdGV3YXkudjEuUXVvdGESNAoRcGxhdGZvcm1fZGVmYXVsdHMYAiABKAsyGS5kYmdhdGV3YXkudjEuUXVvdGFMaW1pdHMSMgoPdGVuYW50X2RlZmF1bHRzGAMgASgLMhkuZGJnYXRld2F5LnYxLlF1b3RhTGltaXRzIjcKCU1pZ3JhdGlvbhIPCgd2ZXJzaW9uGAEgASgDEgwKBG5hbWUYAiABKAkSCwoDc3FsGAMgASgJIqIBCg5NaWdyYXRlUmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIrCgptaWdyYXRpb25zGAIgAygLMhcuZGJnYXRld2F5LnYxLk1pZ3JhdGlvbhIPCgdkcnlfcnVuGAMgASgIEhMKC2NvbmN1cnJlbmN5GAQgASgNEhcKD3N0b3Bfb25fZmFpbHVyZRgFIAEoCBISCgp0ZW5hbnRfaWRzGAYgAygJIoEBCg9NaWdyYXRlUmVzcG9uc2USMwoIZGF0YWJhc2UYASABKAsyHy5kYmdhdGV3YXkudjEuRGF0YWJhc2VNaWdyYXRpb25IABIvCgZ0b3RhbHMYAiABKAsyHS5kYmdhdGV3YXkudjEuTWlncmF0aW9uVG90YWxzSABCCAoGcmVzdWx0IvMBChFEYXRhYmFzZU1pZ3JhdGlvbhIQCghkYXRhYmFzZRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSLwoHb3V0Y29tZRgDIAEoDjIeLmRiZ2F0ZXdheS52MS5NaWdyYXRpb25PdXRjb21lEg8KB2FwcGxpZWQYBCADKAMSDwoHdmVyc2lvbhgFIAEoAxIhCgVlcnJvchgGIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzEhYKDmZhaWxlZF92ZXJzaW9uGAcgASgDEisKCGR1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIs4BCg9NaWdyYXRpb25Ub3RhbHMSEQoJZGF0YWJhc2VzGAEgASgNEg8KB2FwcGxpZWQYAiABKA0SDwoHY3VycmVudBgDIAEoDRIPCgdwZW5kaW5nGAQgASgNEg4KBmZhaWxlZBgFIAEoDRIPCgdkcmlmdGVkGAYgASgNEg8KB3NraXBwZWQYByABKA0SFgoObGF0ZXN0X3ZlcnNpb24YCCABKAMSKwoIZHVyYXRpb24YCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSAoNQmFja3VwUmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRISCgp0ZW5hbnRfaWRzGAIgAygJEhEKCWtlZXBfZGF5cxgDIAEoDSJjCg5CYWNrdXBSZXNwb25zZRISCgpiYWNrdXBfc2V0GAEgASgJEicKBWZpbGVzGAIgAygLMhguZGJnYXRld2F5LnYxLkJhY2t1cEZpbGUSFAoMcmVtb3ZlZF9zZXRzGAMgAygJIrACCgpCYWNrdXBGaWxlEhAKCGRhdGFiYXNlGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIMCgRmaWxlGAMgASgJEg0KBWJ5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCRIsCgh0YWtlbl9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOwoKdGFibGVfcm93cxgHIAMoCzInLmRiZ2F0ZXdheS52MS5CYWNrdXBGaWxlLlRhYmxlUm93c0VudHJ5EjMKCm1pZ3JhdGlvbnMYCCADKAsyHy5kYmdhdGV3YXkudjEuUmVjb3JkZWRNaWdyYXRpb24aMAoOVGFibGVSb3dzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASKdAQoRUmVjb3JkZWRNaWdyYXRpb24SDwoHdmVyc2lvbhgBIAEoAxIMCgRuYW1lGAIgASgJEhAKCGNoZWNrc3VtGAMgASgJEi4KCmFwcGxpZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAUgASgDEhIKCmFwcGxpZWRfYnkYBiABKAkiPAoVRG93bmxvYWRCYWNrdXBSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCSJbChZEb3dubG9hZEJhY2t1cFJlc3BvbnNlEg8KBWNodW5rGAEgASgMSAASKAoEZG9uZRgCIAEoCzIYLmRiZ2F0ZXdheS52MS5CYWNrdXBGaWxlSABCBgoEcGFydCJJChRSZXN0b3JlVGVuYW50UmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSDAoEZmlsZRgDIAEoCSK7AQoVUmVzdG9yZVRlbmFudFJlc3BvbnNlEigKCGRhdGFiYXNlGAEgASgLMhYuZGJnYXRld2F5LnYxLkRhdGFiYXNlEkYKCnRhYmxlX3Jvd3MYAiADKAsyMi5kYmdhdGV3YXkudjEuUmVzdG9yZVRlbmFudFJlc3BvbnNlLlRhYmxlUm93c0VudHJ5GjAKDlRhYmxlUm93c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEiIwoTVmVyaWZ5QmFja3VwUmVxdWVzdBIMCgRmaWxlGAEgASgJIl4KFFZlcmlmeUJhY2t1cFJlc3BvbnNlEgoKAm9rGAEgASgIEigKBnRhYmxlcxgCIAMoCzIYLmRiZ2F0ZXdheS52MS5UYWJsZUNoZWNrEhAKCHByb2JsZW1zGAMgAygJIkkKClRhYmxlQ2hlY2sSDQoFdGFibGUYASABKAkSFQoNZXhwZWN0ZWRfcm93cxgCIAEoAxIVCg1yZXN0b3JlZF9yb3dzGAMgASgDIlIKEUZvcmtUZW5hbnRSZXF1ZXN0EhAKCHBsYXRmb3JtGAEgASgJEhgKEHNvdXJjZV90ZW5hbnRfaWQYAiABKAkSEQoJdGVuYW50X2lkGAMgASgJIuIBChJGb3JrVGVuYW50UmVzcG9uc2USKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2USQwoKdGFibGVfcm93cxgCIAMoCzIvLmRiZ2F0ZXdheS52MS5Gb3JrVGVuYW50UmVzcG9uc2UuVGFibGVSb3dzRW50cnkSKwoIZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aMAoOVGFibGVSb3dzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASJNChJMaXN0VGVuYW50c1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiWgoTTGlzdFRlbmFudHNSZXNwb25zZRIqCgd0ZW5hbnRzGAEgAygLMhkuZGJnYXRld2F5LnYxLlRlbmFudEZhY3RzEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLEAQoLVGVuYW50RmFjdHMSKAoIZGF0YWJhc2UYASABKAsyFi5kYmdhdGV3YXkudjEuRGF0YWJhc2USEgoKc2l6ZV9ieXRlcxgCIAEoAxIWCg5zY2hlbWFfdmVyc2lvbhgDIAEoAxIvCgtsYXN0X2JhY2t1cBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLY29ubmVjdGlvbnMYBSABKA0SGQoRY2FsbHNfbGFzdF9taW51dGUYBiABKAQqXwoMRGF0YWJhc2VUeXBlEh0KGURBVEFCQVNFX1RZUEVfVU5TUEVDSUZJRUQQABIWChJEQVRBQkFTRV9UWVBFX01BSU4QARIYChREQVRBQkFTRV9UWVBFX1RFTkFOVBACKngKClF1b3RhU2NvcGUSGwoXUVVPVEFfU0NPUEVfVU5TUEVDSUZJRUQQABIYChRRVU9UQV9TQ09QRV9QTEFURk9STRABEhsKF1FVT1RBX1NDT1BFX0VBQ0hfVEVOQU5UEAISFgoSUVVPVEFfU0NPUEVfVEVOQU5UEAMq7gEKEE1pZ3JhdGlvbk91dGNvbWUSIQodTUlHUkFUSU9OX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlNSUdSQVRJT05fT1VUQ09NRV9BUFBMSUVEEAESHQoZTUlHUkFUSU9OX09VVENPTUVfQ1VSUkVOVBACEh0KGU1JR1JBVElPTl9PVVRDT01FX1BFTkRJTkcQAxIcChhNSUdSQVRJT05fT1VUQ09NRV9GQUlMRUQQBBIdChlNSUdSQVRJT05fT1VUQ09NRV9EUklGVEVEEAUSHQoZTUlHUkFUSU9OX09VVENPTUVfU0tJUFBFRBAGMqcJCgxBZG1pblNlcnZpY2USVQoMQ3JlYXRlVGVuYW50EiEuZGJnYXRld2F5LnYxLkNyZWF0ZVRlbmFudFJlcXVlc3QaIi5kYmdhdGV3YXkudjEuQ3JlYXRlVGVuYW50UmVzcG9uc2USTwoKRHJvcFRlbmFudBIfLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVxdWVzdBogLmRiZ2F0ZXdheS52MS5Ecm9wVGVuYW50UmVzcG9uc2USWAoNTGlzdERhdGFiYXNlcxIiLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVxdWVzdBojLmRiZ2F0ZXdheS52MS5MaXN0RGF0YWJhc2VzUmVzcG9uc2USVQoMR2V0UG9vbFN0YXRzEiEuZGJnYXRld2F5LnYxLkdldFBvb2xTdGF0c1JlcXVlc3QaIi5kYmdhdGV3YXkudjEuR2V0UG9vbFN0YXRzUmVzcG9uc2USXgoPTGlzdEF1ZGl0RXZlbnRzEiQuZGJnYXRld2F5LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5kYmdhdGV3YXkudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USSQoIU2V0UXVvdGESHS5kYmdhdGV3YXkudjEuU2V0UXVvdGFSZXF1ZXN0Gh4uZGJnYXRld2F5LnYxLlNldFF1b3RhUmVzcG9uc2USTwoKTGlzdFF1b3RhcxIfLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVxdWVzdBogLmRiZ2F0ZXdheS52MS5MaXN0UXVvdGFzUmVzcG9uc2USSAoHTWlncmF0ZRIcLmRiZ2F0ZXdheS52MS5NaWdyYXRlUmVxdWVzdBodLmRiZ2F0ZXdheS52MS5NaWdyYXRlUmVzcG9uc2UwARJDCgZCYWNrdXASGy5kYmdhdGV3YXkudjEuQmFja3VwUmVxdWVzdBocLmRiZ2F0ZXdheS52MS5CYWNrdXBSZXNwb25zZRJdCg5Eb3dubG9hZEJhY2t1cBIjLmRiZ2F0ZXdheS52MS5Eb3dubG9hZEJhY2t1cFJlcXVlc3QaJC5kYmdhdGV3YXkudjEuRG93bmxvYWRCYWNrdXBSZXNwb25zZTABElgKDVJlc3RvcmVUZW5hbnQSIi5kYmdhdGV3YXkudjEuUmVzdG9yZVRlbmFudFJlcXVlc3QaIy5kYmdhdGV3YXkudjEuUmVzdG9yZVRlbmFudFJlc3BvbnNlElUKDFZlcmlmeUJhY2t1cBIhLmRiZ2F0ZXdheS52MS5WZXJpZnlCYWNrdXBSZXF1ZXN0GiIuZGJnYXRld2F5LnYxLlZlcmlmeUJhY2t1cFJlc3BvbnNlEk8KCkZvcmtUZW5hbnQSHy5kYmdhdGV3YXkudjEuRm9ya1RlbmFudFJlcXVlc3QaIC5kYmdhdGV3YXkudjEuRm9ya1RlbmFudFJlc3BvbnNlElIKC0xpc3RUZW5hbnRzEiAuZGJnYXRld2F5LnYxLkxpc3RUZW5hbnRzUmVxdWVzdBohLmRiZ2F0ZXdheS52MS5MaXN0VGVuYW50c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * @generated from message dbgateway.v1.CreateTenantRequest
@@ -1009,6 +1009,518 @@ export const MigrationTotalsSchema: GenMessage<MigrationTotals> = /*@__PURE__*/
   messageDesc(file_dbgateway_v1_admin_service, 24);
 
 /**
+ * @generated from message dbgateway.v1.BackupRequest
+ */
+export type BackupRequest = Message<"dbgateway.v1.BackupRequest"> & {
+  /**
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * These tenants ("" for the main database); empty: every database of the platform, and the catalog.
+   *
+   * @generated from field: repeated string tenant_ids = 2;
+   */
+  tenantIds: string[];
+
+  /**
+   * When set, the platform's sets older than this many days are removed after this one is taken.
+   *
+   * @generated from field: uint32 keep_days = 3;
+   */
+  keepDays: number;
+};
+
+/**
+ * Describes the message dbgateway.v1.BackupRequest.
+ * Use `create(BackupRequestSchema)` to create a new message.
+ */
+export const BackupRequestSchema: GenMessage<BackupRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 25);
+
+/**
+ * @generated from message dbgateway.v1.BackupResponse
+ */
+export type BackupResponse = Message<"dbgateway.v1.BackupResponse"> & {
+  /**
+   * The set's directory, relative to BACKUP_DIR: "{platform}/{UTC time}".
+   *
+   * @generated from field: string backup_set = 1;
+   */
+  backupSet: string;
+
+  /**
+   * @generated from field: repeated dbgateway.v1.BackupFile files = 2;
+   */
+  files: BackupFile[];
+
+  /**
+   * The older sets removed (keep_days).
+   *
+   * @generated from field: repeated string removed_sets = 3;
+   */
+  removedSets: string[];
+};
+
+/**
+ * Describes the message dbgateway.v1.BackupResponse.
+ * Use `create(BackupResponseSchema)` to create a new message.
+ */
+export const BackupResponseSchema: GenMessage<BackupResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 26);
+
+/**
+ * One database's backup, as the manifest records it.
+ *
+ * @generated from message dbgateway.v1.BackupFile
+ */
+export type BackupFile = Message<"dbgateway.v1.BackupFile"> & {
+  /**
+   * @generated from field: string database = 1;
+   */
+  database: string;
+
+  /**
+   * "" for the main database and the catalog.
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * Relative to BACKUP_DIR ("{set}/{database}.dump"); empty for a download.
+   *
+   * @generated from field: string file = 3;
+   */
+  file: string;
+
+  /**
+   * @generated from field: int64 bytes = 4;
+   */
+  bytes: bigint;
+
+  /**
+   * SHA-256 of the file, hex.
+   *
+   * @generated from field: string sha256 = 5;
+   */
+  sha256: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp taken_at = 6;
+   */
+  takenAt?: Timestamp | undefined;
+
+  /**
+   * Rows of each table ("schema.table") in the snapshot the backup was taken from.
+   *
+   * @generated from field: map<string, int64> table_rows = 7;
+   */
+  tableRows: { [key: string]: bigint };
+
+  /**
+   * The database's record of migrations in that snapshot. The file leaves out
+   * the schema dbgateway (the gateway's own, not its tenant's): a restore
+   * through the gateway records these again.
+   *
+   * @generated from field: repeated dbgateway.v1.RecordedMigration migrations = 8;
+   */
+  migrations: RecordedMigration[];
+};
+
+/**
+ * Describes the message dbgateway.v1.BackupFile.
+ * Use `create(BackupFileSchema)` to create a new message.
+ */
+export const BackupFileSchema: GenMessage<BackupFile> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 27);
+
+/**
+ * @generated from message dbgateway.v1.RecordedMigration
+ */
+export type RecordedMigration = Message<"dbgateway.v1.RecordedMigration"> & {
+  /**
+   * @generated from field: int64 version = 1;
+   */
+  version: bigint;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string checksum = 3;
+   */
+  checksum: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp applied_at = 4;
+   */
+  appliedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: int64 duration_ms = 5;
+   */
+  durationMs: bigint;
+
+  /**
+   * @generated from field: string applied_by = 6;
+   */
+  appliedBy: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.RecordedMigration.
+ * Use `create(RecordedMigrationSchema)` to create a new message.
+ */
+export const RecordedMigrationSchema: GenMessage<RecordedMigration> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 28);
+
+/**
+ * @generated from message dbgateway.v1.DownloadBackupRequest
+ */
+export type DownloadBackupRequest = Message<"dbgateway.v1.DownloadBackupRequest"> & {
+  /**
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.DownloadBackupRequest.
+ * Use `create(DownloadBackupRequestSchema)` to create a new message.
+ */
+export const DownloadBackupRequestSchema: GenMessage<DownloadBackupRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 29);
+
+/**
+ * @generated from message dbgateway.v1.DownloadBackupResponse
+ */
+export type DownloadBackupResponse = Message<"dbgateway.v1.DownloadBackupResponse"> & {
+  /**
+   * @generated from oneof dbgateway.v1.DownloadBackupResponse.part
+   */
+  part: {
+    /**
+     * The next bytes of the file.
+     *
+     * @generated from field: bytes chunk = 1;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | {
+    /**
+     * Last: what the file is.
+     *
+     * @generated from field: dbgateway.v1.BackupFile done = 2;
+     */
+    value: BackupFile;
+    case: "done";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dbgateway.v1.DownloadBackupResponse.
+ * Use `create(DownloadBackupResponseSchema)` to create a new message.
+ */
+export const DownloadBackupResponseSchema: GenMessage<DownloadBackupResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 30);
+
+/**
+ * @generated from message dbgateway.v1.RestoreTenantRequest
+ */
+export type RestoreTenantRequest = Message<"dbgateway.v1.RestoreTenantRequest"> & {
+  /**
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * The new tenant ("" for the main database).
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * A backup file, relative to BACKUP_DIR, as BackupFile.file names it.
+   *
+   * @generated from field: string file = 3;
+   */
+  file: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.RestoreTenantRequest.
+ * Use `create(RestoreTenantRequestSchema)` to create a new message.
+ */
+export const RestoreTenantRequestSchema: GenMessage<RestoreTenantRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 31);
+
+/**
+ * @generated from message dbgateway.v1.RestoreTenantResponse
+ */
+export type RestoreTenantResponse = Message<"dbgateway.v1.RestoreTenantResponse"> & {
+  /**
+   * @generated from field: dbgateway.v1.Database database = 1;
+   */
+  database?: Database | undefined;
+
+  /**
+   * @generated from field: map<string, int64> table_rows = 2;
+   */
+  tableRows: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message dbgateway.v1.RestoreTenantResponse.
+ * Use `create(RestoreTenantResponseSchema)` to create a new message.
+ */
+export const RestoreTenantResponseSchema: GenMessage<RestoreTenantResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 32);
+
+/**
+ * @generated from message dbgateway.v1.VerifyBackupRequest
+ */
+export type VerifyBackupRequest = Message<"dbgateway.v1.VerifyBackupRequest"> & {
+  /**
+   * @generated from field: string file = 1;
+   */
+  file: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.VerifyBackupRequest.
+ * Use `create(VerifyBackupRequestSchema)` to create a new message.
+ */
+export const VerifyBackupRequestSchema: GenMessage<VerifyBackupRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 33);
+
+/**
+ * @generated from message dbgateway.v1.VerifyBackupResponse
+ */
+export type VerifyBackupResponse = Message<"dbgateway.v1.VerifyBackupResponse"> & {
+  /**
+   * The checksum matched and every table has the rows counted at backup time.
+   *
+   * @generated from field: bool ok = 1;
+   */
+  ok: boolean;
+
+  /**
+   * @generated from field: repeated dbgateway.v1.TableCheck tables = 2;
+   */
+  tables: TableCheck[];
+
+  /**
+   * What did not match, for people.
+   *
+   * @generated from field: repeated string problems = 3;
+   */
+  problems: string[];
+};
+
+/**
+ * Describes the message dbgateway.v1.VerifyBackupResponse.
+ * Use `create(VerifyBackupResponseSchema)` to create a new message.
+ */
+export const VerifyBackupResponseSchema: GenMessage<VerifyBackupResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 34);
+
+/**
+ * @generated from message dbgateway.v1.TableCheck
+ */
+export type TableCheck = Message<"dbgateway.v1.TableCheck"> & {
+  /**
+   * @generated from field: string table = 1;
+   */
+  table: string;
+
+  /**
+   * @generated from field: int64 expected_rows = 2;
+   */
+  expectedRows: bigint;
+
+  /**
+   * @generated from field: int64 restored_rows = 3;
+   */
+  restoredRows: bigint;
+};
+
+/**
+ * Describes the message dbgateway.v1.TableCheck.
+ * Use `create(TableCheckSchema)` to create a new message.
+ */
+export const TableCheckSchema: GenMessage<TableCheck> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 35);
+
+/**
+ * @generated from message dbgateway.v1.ForkTenantRequest
+ */
+export type ForkTenantRequest = Message<"dbgateway.v1.ForkTenantRequest"> & {
+  /**
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * @generated from field: string source_tenant_id = 2;
+   */
+  sourceTenantId: string;
+
+  /**
+   * @generated from field: string tenant_id = 3;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.ForkTenantRequest.
+ * Use `create(ForkTenantRequestSchema)` to create a new message.
+ */
+export const ForkTenantRequestSchema: GenMessage<ForkTenantRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 36);
+
+/**
+ * @generated from message dbgateway.v1.ForkTenantResponse
+ */
+export type ForkTenantResponse = Message<"dbgateway.v1.ForkTenantResponse"> & {
+  /**
+   * @generated from field: dbgateway.v1.Database database = 1;
+   */
+  database?: Database | undefined;
+
+  /**
+   * @generated from field: map<string, int64> table_rows = 2;
+   */
+  tableRows: { [key: string]: bigint };
+
+  /**
+   * @generated from field: google.protobuf.Duration duration = 3;
+   */
+  duration?: Duration | undefined;
+};
+
+/**
+ * Describes the message dbgateway.v1.ForkTenantResponse.
+ * Use `create(ForkTenantResponseSchema)` to create a new message.
+ */
+export const ForkTenantResponseSchema: GenMessage<ForkTenantResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 37);
+
+/**
+ * @generated from message dbgateway.v1.ListTenantsRequest
+ */
+export type ListTenantsRequest = Message<"dbgateway.v1.ListTenantsRequest"> & {
+  /**
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * At most 1,000; 0 for 100.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From the previous page's next_page_token; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.ListTenantsRequest.
+ * Use `create(ListTenantsRequestSchema)` to create a new message.
+ */
+export const ListTenantsRequestSchema: GenMessage<ListTenantsRequest> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 38);
+
+/**
+ * @generated from message dbgateway.v1.ListTenantsResponse
+ */
+export type ListTenantsResponse = Message<"dbgateway.v1.ListTenantsResponse"> & {
+  /**
+   * @generated from field: repeated dbgateway.v1.TenantFacts tenants = 1;
+   */
+  tenants: TenantFacts[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message dbgateway.v1.ListTenantsResponse.
+ * Use `create(ListTenantsResponseSchema)` to create a new message.
+ */
+export const ListTenantsResponseSchema: GenMessage<ListTenantsResponse> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 39);
+
+/**
+ * @generated from message dbgateway.v1.TenantFacts
+ */
+export type TenantFacts = Message<"dbgateway.v1.TenantFacts"> & {
+  /**
+   * @generated from field: dbgateway.v1.Database database = 1;
+   */
+  database?: Database | undefined;
+
+  /**
+   * @generated from field: int64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * The latest migration recorded (0: none).
+   *
+   * @generated from field: int64 schema_version = 3;
+   */
+  schemaVersion: bigint;
+
+  /**
+   * Unset when it was never backed up through the gateway.
+   *
+   * @generated from field: google.protobuf.Timestamp last_backup = 4;
+   */
+  lastBackup?: Timestamp | undefined;
+
+  /**
+   * This instance's connections to it.
+   *
+   * @generated from field: uint32 connections = 5;
+   */
+  connections: number;
+
+  /**
+   * Calls to it on this instance in the last minute.
+   *
+   * @generated from field: uint64 calls_last_minute = 6;
+   */
+  callsLastMinute: bigint;
+};
+
+/**
+ * Describes the message dbgateway.v1.TenantFacts.
+ * Use `create(TenantFactsSchema)` to create a new message.
+ */
+export const TenantFactsSchema: GenMessage<TenantFacts> = /*@__PURE__*/
+  messageDesc(file_dbgateway_v1_admin_service, 40);
+
+/**
  * @generated from enum dbgateway.v1.DatabaseType
  */
 export enum DatabaseType {
@@ -1242,6 +1754,82 @@ export const AdminService: GenService<{
     methodKind: "server_streaming";
     input: typeof MigrateRequestSchema;
     output: typeof MigrateResponseSchema;
+  },
+  /**
+   * Backup takes a backup set into the gateway's BACKUP_DIR with pg_dump
+   * (custom format): of the tenants named, or of every database of the
+   * platform and the gateway's catalog. Each database is dumped from one
+   * snapshot, in which its tables' rows are counted for VerifyBackup. The set
+   * has a manifest (manifest.json) and checksums (SHA256SUMS); keep_days
+   * removes the platform's older sets. Needs pg_dump of the server's major
+   * version or newer (FAILED_PRECONDITION otherwise). Audited ("backup.take").
+   *
+   * @generated from rpc dbgateway.v1.AdminService.Backup
+   */
+  backup: {
+    methodKind: "unary";
+    input: typeof BackupRequestSchema;
+    output: typeof BackupResponseSchema;
+  },
+  /**
+   * DownloadBackup streams a backup of one tenant, taken now, to the caller:
+   * pg_dump's custom format in chunks, then what the file is.
+   *
+   * @generated from rpc dbgateway.v1.AdminService.DownloadBackup
+   */
+  downloadBackup: {
+    methodKind: "server_streaming";
+    input: typeof DownloadBackupRequestSchema;
+    output: typeof DownloadBackupResponseSchema;
+  },
+  /**
+   * RestoreTenant restores a backup file of BACKUP_DIR into a new tenant, with
+   * its own role as CreateTenant makes it: never over an existing database
+   * (ALREADY_EXISTS). The restore runs as the new tenant's role. Audited
+   * ("backup.restore").
+   *
+   * @generated from rpc dbgateway.v1.AdminService.RestoreTenant
+   */
+  restoreTenant: {
+    methodKind: "unary";
+    input: typeof RestoreTenantRequestSchema;
+    output: typeof RestoreTenantResponseSchema;
+  },
+  /**
+   * VerifyBackup checks a backup file's checksum, restores it into a scratch
+   * tenant, compares each table's rows with those counted when it was taken,
+   * and drops the scratch tenant.
+   *
+   * @generated from rpc dbgateway.v1.AdminService.VerifyBackup
+   */
+  verifyBackup: {
+    methodKind: "unary";
+    input: typeof VerifyBackupRequestSchema;
+    output: typeof VerifyBackupResponseSchema;
+  },
+  /**
+   * ForkTenant creates a tenant as a copy of another, from a pg_dump snapshot
+   * taken while the source keeps serving. Audited ("tenant.fork", naming the
+   * source).
+   *
+   * @generated from rpc dbgateway.v1.AdminService.ForkTenant
+   */
+  forkTenant: {
+    methodKind: "unary";
+    input: typeof ForkTenantRequestSchema;
+    output: typeof ForkTenantResponseSchema;
+  },
+  /**
+   * ListTenants lists a platform's databases with what operators need to know
+   * of each: size, schema version, last backup, connections held and calls in
+   * the last minute (on this gateway instance), a page at a time.
+   *
+   * @generated from rpc dbgateway.v1.AdminService.ListTenants
+   */
+  listTenants: {
+    methodKind: "unary";
+    input: typeof ListTenantsRequestSchema;
+    output: typeof ListTenantsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dbgateway_v1_admin_service, 0);

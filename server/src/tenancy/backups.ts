@@ -1,0 +1,386 @@
+// Backups of tenant databases with pg_dump (one snapshot per database, its rows counted in it), restores into new tenants as their own roles, verification, and forks of a serving tenant.
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { join, normalize, sep } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { Transform, type Writable } from "node:stream";
+import type pg from "pg";
+import { GatewayError } from "../errors.js";
+import type { TenantLifecycle } from "./lifecycle.js";
+import { MIGRATIONS_SCHEMA, recordSetup } from "./migrations.js";
+import { databaseName, parseDatabaseName } from "./naming.js";
+import type { PgTools, ToolConnection } from "./pg-tools.js";
+import type { DatabaseRegistry } from "./registry.js";
+import { OWNER_ROLE, type TenantRoles } from "./roles.js";
+
+/** A migration as a database recorded it. */
+export interface RecordedMigration {
+  version: string;
+  name: string;
+  checksum: string;
+  applied_at: string;
+  duration_ms: string;
+  applied_by: string;
+}
+
+/** One database's backup, as the manifest records it. */
+export interface BackupFile {
+  database: string;
+  tenantId: string;
+  /** Relative to BACKUP_DIR; "" for a download. */
+  file: string;
+  bytes: number;
+  sha256: string;
+  takenAt: Date;
+  tableRows: Record<string, number>;
+  migrations: RecordedMigration[];
+}
+
+/** A tenant made from a backup or a fork: its rows, and the latest migration it has. */
+export interface Restored {
+  database: string;
+  tableRows: Record<string, number>;
+  version: bigint;
+}
+
+export interface BackupsOptions {
+  /** BACKUP_DIR: where backup sets go; undefined when none is set (Backup, RestoreTenant and VerifyBackup are then refused). */
+  directory: string | undefined;
+  tools: PgTools;
+  /** The administrative role's connection for pg_dump. */
+  admin: ToolConnection;
+  /** A tenant role's connection for pg_restore. */
+  asRole(role: string, password: string): ToolConnection;
+  roles: TenantRoles;
+  lifecycle: TenantLifecycle;
+  registry: DatabaseRegistry;
+  /** Opens an administrative connection inside a database. */
+  connectTo(database: string): Promise<pg.Client>;
+  /** The gateway's catalog database, backed up with a platform's set. */
+  catalogDatabase: string;
+  /** Told of each database's backup once its set is complete. */
+  onTaken(file: BackupFile): Promise<void>;
+}
+
+const MANIFEST = "manifest.json";
+const CHECKSUMS = "SHA256SUMS";
+/** A set's directory name: its UTC time, sortable and safe in a path. */
+const SET_NAME = /^\d{8}T\d{6}\.\d{3}Z$/;
+
+/**
+ * Backups, restores and forks. pg_dump runs as the administrative role, in a
+ * snapshot exported by a transaction in which the tables' rows are counted
+ * and the migrations' record read, so a backup taken under writes is
+ * consistent and its counts are exact. The file leaves out the schema
+ * dbgateway; restores run pg_restore as the new tenant's own role, so
+ * nothing in a dump (a tenant's function in a CHECK constraint, say) runs
+ * with an administrator's rights, and then record the migrations again.
+ */
+export class Backups {
+  constructor(private readonly o: BackupsOptions) {}
+
+  /** Takes a set: the tenants named, or every database of the platform and the catalog. */
+  async take(platform: string, tenantIds: readonly string[] | undefined, keepDays: number): Promise<{ set: string; files: BackupFile[]; removed: string[] }> {
+    const root = this.#directory();
+    const databases =
+      tenantIds === undefined
+        ? [...this.o.registry.list(new Set([platform])).map((d) => d.name), this.o.catalogDatabase]
+        : tenantIds.map((t) => this.#existing(platform, t));
+    await this.o.tools.check("pg_dump");
+    const set = `${platform}/${new Date().toISOString().replace(/[-:]/g, "")}`;
+    const dir = join(root, set);
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await writeFile(join(dir, ".writable"), "");
+      await rm(join(dir, ".writable"));
+    } catch (err) {
+      throw new GatewayError(
+        "BACKUP_DIR_UNWRITABLE",
+        `the backup directory cannot be written (${(err as NodeJS.ErrnoException).code ?? "error"}): check BACKUP_DIR`,
+        { cause: err },
+      );
+    }
+    const files: BackupFile[] = [];
+    try {
+      for (const database of databases) {
+        const file = `${set}/${database}.dump`;
+        const output = createWriteStream(join(root, file), { mode: 0o600 });
+        const taken = await this.dump(database, output);
+        files.push({ ...taken, file });
+      }
+      await writeFile(join(dir, MANIFEST), JSON.stringify({ set, files }, null, 2) + "\n", { mode: 0o600 });
+      await writeFile(join(dir, CHECKSUMS), files.map((f) => `${f.sha256}  ${f.database}.dump\n`).join(""), { mode: 0o600 });
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true }); // no half set
+      throw err;
+    }
+    for (const f of files) await this.o.onTaken(f);
+    const removed = keepDays > 0 ? await this.#prune(root, platform, keepDays, set) : [];
+    return { set, files, removed };
+  }
+
+  /** Streams a backup of one tenant, taken now, into `output` (closed at the end). */
+  async download(platform: string, tenantId: string, output: Writable): Promise<BackupFile> {
+    const database = this.#existing(platform, tenantId);
+    await this.o.tools.check("pg_dump");
+    return { ...(await this.dump(database, output)), file: "" };
+  }
+
+  /**
+   * pg_dump of one database into `output` (custom format, without the schema
+   * dbgateway), from a snapshot in which its tables' rows are counted and its
+   * migrations' record is read.
+   */
+  async dump(database: string, output: Writable): Promise<BackupFile> {
+    const inside = await this.o.connectTo(database);
+    try {
+      await inside.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      const { rows } = await inside.query<{ snapshot: string; taken_at: Date }>(
+        "SELECT pg_catalog.pg_export_snapshot() AS snapshot, pg_catalog.now() AS taken_at",
+      );
+      const { snapshot, taken_at: takenAt } = rows[0]!;
+      const tableRows = await countRows(inside);
+      const migrations = await readRecord(inside);
+      const dump = this.o.tools.spawn("pg_dump", this.o.admin, database, [
+        "--format=custom",
+        `--snapshot=${snapshot}`,
+        `--exclude-schema=${MIGRATIONS_SCHEMA}`,
+        "--no-password",
+      ]);
+      dump.child.stdin.end();
+      const hash = createHash("sha256");
+      let bytes = 0;
+      const measure = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          hash.update(chunk);
+          bytes += chunk.length;
+          done(null, chunk);
+        },
+      });
+      await Promise.all([pipeline(dump.child.stdout, measure, output), dump.exited]);
+      await inside.query("COMMIT");
+      const parsed = parseDatabaseName(database);
+      return { database, tenantId: parsed?.tenantId ?? "", file: "", bytes, sha256: hash.digest("hex"), takenAt, tableRows, migrations };
+    } finally {
+      await inside.end().catch(() => undefined);
+    }
+  }
+
+  /** Restores a file of BACKUP_DIR into a new tenant (never over an existing one), checked against its manifest first. */
+  async restore(platform: string, tenantId: string, file: string): Promise<Restored> {
+    const root = this.#directory();
+    const entry = await this.#manifestEntry(root, file);
+    await this.o.tools.check("pg_restore");
+    const path = join(root, file);
+    const sha256 = await fileSha256(path);
+    if (sha256 !== entry.sha256) throw new GatewayError("BACKUP_CORRUPT", `${file} does not match its manifest's checksum`);
+    const database = await this.o.lifecycle.create(platform, tenantId, "");
+    try {
+      await this.#restoreInto(database, (restore) => pipeline(createReadStream(path), restore.child.stdin), entry.migrations);
+      return { database, tableRows: await this.#counted(database), version: latestVersion(entry.migrations) };
+    } catch (err) {
+      await this.o.lifecycle.drop(platform, tenantId).catch(() => undefined); // no half-restored tenant
+      throw err;
+    }
+  }
+
+  /** Restores a file into a scratch tenant of its platform, compares its rows with the manifest's counts, and drops it. */
+  async verify(file: string): Promise<{ ok: boolean; tables: { table: string; expected: number; restored: number }[]; problems: string[] }> {
+    const root = this.#directory();
+    const entry = await this.#manifestEntry(root, file);
+    const platform = parseDatabaseName(entry.database)?.platform;
+    if (platform === undefined)
+      throw new GatewayError("INVALID_REQUEST", `${file} is not a tenant database's backup (the catalog's is restored with pg_restore)`);
+    const scratch = `verify_${randomBytes(6).toString("hex")}`;
+    let restored: Record<string, number>;
+    try {
+      restored = (await this.restore(platform, scratch, file)).tableRows;
+    } catch (err) {
+      if (err instanceof GatewayError && err.reason === "BACKUP_CORRUPT") return { ok: false, tables: [], problems: [err.message] };
+      throw err;
+    }
+    try {
+      const names = [...new Set([...Object.keys(entry.tableRows), ...Object.keys(restored)])].sort();
+      const tables = names.map((table) => ({ table, expected: entry.tableRows[table] ?? -1, restored: restored[table] ?? -1 }));
+      const problems = tables
+        .filter((t) => t.expected !== t.restored)
+        .map((t) =>
+          t.expected < 0
+            ? `${t.table} is not in the manifest`
+            : t.restored < 0
+              ? `${t.table} was not restored`
+              : `${t.table}: ${t.restored} rows restored, ${t.expected} backed up`,
+        );
+      return { ok: problems.length === 0, tables, problems };
+    } finally {
+      await this.o.lifecycle.drop(platform, scratch);
+    }
+  }
+
+  /** A new tenant as a copy of a serving one: its snapshot dumped straight into the new tenant's restore. */
+  async fork(platform: string, sourceTenantId: string, tenantId: string): Promise<Restored> {
+    const source = this.#existing(platform, sourceTenantId);
+    await Promise.all([this.o.tools.check("pg_dump"), this.o.tools.check("pg_restore")]);
+    const database = await this.o.lifecycle.create(platform, tenantId, "");
+    try {
+      let migrations: RecordedMigration[] = [];
+      let tableRows: Record<string, number> = {};
+      await this.#restoreInto(
+        database,
+        async (restore) => {
+          const taken = await this.dump(source, restore.child.stdin);
+          migrations = taken.migrations;
+          tableRows = taken.tableRows;
+        },
+        () => migrations,
+      );
+      return { database, tableRows, version: latestVersion(migrations) };
+    } catch (err) {
+      await this.o.lifecycle.drop(platform, tenantId).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * pg_restore into `database` as its own role, in one transaction that a
+   * first error rolls back, fed by `feed`; then the migrations' record set up
+   * again with `migrations`.
+   */
+  async #restoreInto(
+    database: string,
+    feed: (restore: ReturnType<PgTools["spawn"]>) => Promise<void>,
+    migrations: RecordedMigration[] | (() => RecordedMigration[]),
+  ): Promise<void> {
+    const role = this.o.roles.roleName(database);
+    const restore = this.o.tools.spawn("pg_restore", this.o.asRole(role, this.o.roles.password(role)), database, [
+      "--no-owner",
+      "--no-acl",
+      "--single-transaction",
+      "--exit-on-error",
+      "--no-password",
+    ]);
+    restore.child.stdout.resume();
+    await Promise.all([feed(restore), restore.exited]);
+    const record = typeof migrations === "function" ? migrations() : migrations;
+    if (record.length === 0) return;
+    const inside = await this.o.connectTo(database);
+    try {
+      await inside.query(recordSetup(OWNER_ROLE, role));
+      await inside.query(
+        `INSERT INTO ${MIGRATIONS_SCHEMA}.schema_migrations (version, name, checksum, applied_at, duration_ms, applied_by)
+         SELECT * FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS r(version bigint, name text, checksum text, applied_at timestamptz, duration_ms bigint, applied_by text)`,
+        [JSON.stringify(record)],
+      );
+    } finally {
+      await inside.end().catch(() => undefined);
+    }
+  }
+
+  async #counted(database: string): Promise<Record<string, number>> {
+    const inside = await this.o.connectTo(database);
+    try {
+      return await countRows(inside);
+    } finally {
+      await inside.end().catch(() => undefined);
+    }
+  }
+
+  #directory(): string {
+    if (this.o.directory === undefined) throw new GatewayError("BACKUP_DIR_UNWRITABLE", "no backup directory is set: set BACKUP_DIR");
+    return this.o.directory;
+  }
+
+  /** A database of the platform that exists, by tenant id. */
+  #existing(platform: string, tenantId: string): string {
+    this.o.lifecycle.requireConfigured(platform);
+    const database = databaseName(platform, tenantId);
+    if (!this.o.registry.has(database)) throw new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database } });
+    return database;
+  }
+
+  /** The manifest's entry for a file of BACKUP_DIR ("{platform}/{set}/{database}.dump"), the path checked to stay inside it. */
+  async #manifestEntry(root: string, file: string): Promise<BackupFile> {
+    const parts = file.split("/");
+    const clean = normalize(file);
+    if (
+      parts.length !== 3 ||
+      clean !== file ||
+      clean.startsWith("..") ||
+      clean.includes(`..${sep}`) ||
+      !SET_NAME.test(parts[1]!) ||
+      !parts[2]!.endsWith(".dump")
+    ) {
+      throw new GatewayError("INVALID_REQUEST", "file must name a backup as BackupFile.file does: {platform}/{set}/{database}.dump");
+    }
+    let manifest: { files: BackupFile[] };
+    try {
+      manifest = JSON.parse(await readFile(join(root, parts[0]!, parts[1]!, MANIFEST), "utf8")) as { files: BackupFile[] };
+    } catch (err) {
+      throw new GatewayError("BACKUP_NOT_FOUND", `no backup set ${parts[0]}/${parts[1]} in BACKUP_DIR`, { cause: err });
+    }
+    const entry = manifest.files.find((f) => f.file === file);
+    if (entry === undefined) throw new GatewayError("BACKUP_NOT_FOUND", `${file} is not in its set's manifest`);
+    try {
+      await stat(join(root, file));
+    } catch (err) {
+      throw new GatewayError("BACKUP_NOT_FOUND", `${file} is missing from BACKUP_DIR`, { cause: err });
+    }
+    return entry;
+  }
+
+  /** Removes the platform's sets older than `keepDays`, never the one just taken. */
+  async #prune(root: string, platform: string, keepDays: number, kept: string): Promise<string[]> {
+    const cutoff = Date.now() - keepDays * 86_400_000;
+    const removed: string[] = [];
+    for (const name of await readdir(join(root, platform))) {
+      if (!SET_NAME.test(name) || `${platform}/${name}` === kept) continue;
+      const iso = `${name.slice(0, 4)}-${name.slice(4, 6)}-${name.slice(6, 8)}T${name.slice(9, 11)}:${name.slice(11, 13)}:${name.slice(13)}`;
+      if (Date.parse(iso) < cutoff) {
+        await rm(join(root, platform, name), { recursive: true, force: true });
+        removed.push(`${platform}/${name}`);
+      }
+    }
+    return removed;
+  }
+}
+
+/** Rows of every table of the database (in the transaction's snapshot), by "schema.table". Plain scans, which run none of the tenant's code. */
+async function countRows(inside: pg.ClientBase): Promise<Record<string, number>> {
+  const { rows: tables } = await inside.query<{ name: string; qualified: string }>(
+    `SELECT n.nspname || '.' || c.relname AS name, pg_catalog.format('%I.%I', n.nspname, c.relname) AS qualified
+       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', $1)
+      ORDER BY 1`,
+    [MIGRATIONS_SCHEMA],
+  );
+  const counts: Record<string, number> = {};
+  for (const t of tables) {
+    const { rows } = await inside.query<{ n: string }>(`SELECT pg_catalog.count(*) AS n FROM ONLY ${t.qualified}`);
+    counts[t.name] = Number(rows[0]!.n);
+  }
+  return counts;
+}
+
+async function readRecord(inside: pg.ClientBase): Promise<RecordedMigration[]> {
+  const exists = await inside.query("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1 AND pg_catalog.pg_get_userbyid(nspowner) = $2", [
+    MIGRATIONS_SCHEMA,
+    OWNER_ROLE,
+  ]);
+  if (exists.rowCount === 0) return [];
+  const { rows } = await inside.query<RecordedMigration>(
+    `SELECT version::text, name, checksum, pg_catalog.to_json(applied_at) #>> '{}' AS applied_at, duration_ms::text, applied_by
+       FROM ${MIGRATIONS_SCHEMA}.schema_migrations ORDER BY version`,
+  );
+  return rows;
+}
+
+function latestVersion(migrations: readonly RecordedMigration[]): bigint {
+  return migrations.reduce((max, m) => (BigInt(m.version) > max ? BigInt(m.version) : max), 0n);
+}
+
+async function fileSha256(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  await pipeline(createReadStream(path), hash);
+  return hash.digest("hex");
+}

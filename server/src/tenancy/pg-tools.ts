@@ -1,0 +1,114 @@
+// PostgreSQL's client tools (pg_dump, pg_restore) as child processes: found in PG_BIN_DIR or the PATH, checked against the server's major version, given passwords only through their environment.
+import { spawn, type ChildProcessByStdio } from "node:child_process";
+import { join } from "node:path";
+import type { Readable, Writable } from "node:stream";
+import { GatewayError } from "../errors.js";
+
+export type PgTool = "pg_dump" | "pg_restore";
+
+/** How the tools reach PostgreSQL: the server's URL without a password (a libpq URI), and the password apart. */
+export interface ToolConnection {
+  /** postgres://user@host:port/?sslmode=… with no database and no password. */
+  url: string;
+  password?: string;
+}
+
+/** The most a tool's standard error keeps for its failure's message. */
+const MAX_STDERR = 8 * 1024;
+
+/**
+ * Runs PostgreSQL's client tools. `binDir` (PG_BIN_DIR) holds them, or else
+ * the PATH does. Before first use, each tool's major version is checked
+ * against the server's: pg_dump refuses a newer server, and a restore of its
+ * output needs a pg_restore at least as new.
+ */
+export class PgTools {
+  readonly #checked = new Map<PgTool, Promise<void>>();
+
+  constructor(
+    private readonly binDir: string | undefined,
+    private readonly serverVersionNum: () => Promise<number>,
+  ) {}
+
+  path(tool: PgTool): string {
+    return this.binDir ? join(this.binDir, tool) : tool;
+  }
+
+  /** FAILED_PRECONDITION (BACKUP_TOOLS_UNAVAILABLE) unless the tool runs and is as new as the server. */
+  check(tool: PgTool): Promise<void> {
+    let checked = this.#checked.get(tool);
+    if (checked === undefined) {
+      checked = this.#check(tool);
+      this.#checked.set(tool, checked);
+      checked.catch(() => this.#checked.delete(tool)); // installed later: looked at again
+    }
+    return checked;
+  }
+
+  async #check(tool: PgTool): Promise<void> {
+    const [version, server] = await Promise.all([toolMajor(this.path(tool)), this.serverVersionNum()]);
+    const serverMajor = Math.floor(server / 10_000);
+    if (version === undefined) {
+      throw new GatewayError(
+        "BACKUP_TOOLS_UNAVAILABLE",
+        `${tool} was not found (${this.path(tool)}): install PostgreSQL ${serverMajor}'s client tools, or set PG_BIN_DIR`,
+      );
+    }
+    if (version < serverMajor) {
+      throw new GatewayError(
+        "BACKUP_TOOLS_UNAVAILABLE",
+        `${tool} ${version} cannot work with PostgreSQL ${serverMajor}: install PostgreSQL ${serverMajor}'s client tools (postgresql-client-${serverMajor}), or set PG_BIN_DIR`,
+      );
+    }
+  }
+
+  /**
+   * Starts a tool on one database: its arguments, then `--dbname` with the
+   * connection's URL; the password in PGPASSWORD, never on the command line.
+   */
+  spawn(tool: PgTool, connection: ToolConnection, database: string, args: readonly string[]): ToolProcess {
+    const url = new URL(connection.url);
+    url.pathname = `/${encodeURIComponent(database)}`;
+    const child = spawn(this.path(tool), [...args, `--dbname=${url.toString()}`], {
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { PATH: process.env.PATH, LANG: "C", ...(connection.password ? { PGPASSWORD: connection.password } : {}), PGAPPNAME: `db-gateway-${tool}` },
+    });
+    let stderr = "";
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (text: string) => {
+      if (stderr.length < MAX_STDERR) stderr += text;
+    });
+    const exited = new Promise<void>((resolve, reject) => {
+      child.on("error", (err) => reject(new GatewayError("BACKUP_TOOLS_UNAVAILABLE", `${tool} could not be started: ${err.message}`, { cause: err })));
+      child.on("close", (code, signal) => {
+        if (code === 0) resolve();
+        else reject(new GatewayError("BACKUP_FAILED", `${tool} failed (${signal ?? `exit code ${code}`}): ${lastLines(stderr)}`));
+      });
+    });
+    exited.catch(() => undefined); // awaited by the caller; not unhandled meanwhile
+    return { child, exited };
+  }
+}
+
+export interface ToolProcess {
+  child: ChildProcessByStdio<Writable, Readable, Readable>;
+  /** Resolves when the tool exits 0; rejects with BACKUP_FAILED and the end of its standard error otherwise. */
+  exited: Promise<void>;
+}
+
+async function toolMajor(path: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const child = spawn(path, ["--version"], { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (text: string) => (out += text));
+    child.on("error", () => resolve(undefined));
+    child.on("close", () => {
+      const match = /\(PostgreSQL\) (\d+)/.exec(out);
+      resolve(match ? Number(match[1]) : undefined);
+    });
+  });
+}
+
+function lastLines(text: string): string {
+  return text.trim().split("\n").slice(-5).join("; ") || "no message";
+}

@@ -1,0 +1,108 @@
+// A PostgreSQL that this machine's pg_dump can dump: PG_URL's when its version allows, else a scratch server from the same Debian binaries as pg_dump, run as the postgres user.
+import { execFileSync, spawn } from "node:child_process";
+import { chmod, chown, mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+
+export interface ToolsPostgres {
+  /** A superuser's URL. */
+  url: string;
+  /** Where pg_dump and pg_restore are (PG_BIN_DIR). */
+  binDir: string;
+  close(): Promise<void>;
+}
+
+/** The major version of the tools in `binDir`. */
+function toolMajor(binDir: string): number {
+  const out = execFileSync(join(binDir, "pg_dump"), ["--version"], { encoding: "utf8" });
+  return Number(/\(PostgreSQL\) (\d+)/.exec(out)![1]);
+}
+
+/**
+ * The client tools are PostgreSQL 15's from Debian (`pg_config --bindir`:
+ * postgresql-15, which .ci/run installs when missing); the suite's own
+ * server may be newer (the embedded PostgreSQL 18), which pg_dump 15 refuses.
+ */
+export async function postgresForTools(): Promise<ToolsPostgres> {
+  let binDir: string;
+  try {
+    binDir = execFileSync("pg_config", ["--bindir"], { encoding: "utf8" }).trim();
+  } catch {
+    throw new Error("PostgreSQL's client tools are not installed: apt-get install postgresql-15 (pg_config, pg_dump, pg_restore, initdb)");
+  }
+  const major = toolMajor(binDir);
+  const given = process.env.PG_URL;
+  if (given) {
+    const client = new pg.Client({ connectionString: given });
+    await client.connect();
+    const server = Number((await client.query<{ v: string }>("SHOW server_version_num")).rows[0]!.v);
+    await client.end();
+    if (Math.floor(server / 10_000) <= major) return { url: given, binDir, close: async () => undefined };
+  }
+  // A scratch server: PostgreSQL refuses to run as root, so as the postgres user, in a folder of its own.
+  const dir = await mkdtemp(join(tmpdir(), "db-gateway-pg-tools-"));
+  await chmod(dir, 0o755);
+  const data = join(dir, "data");
+  const { uid, gid } = userIds("postgres");
+  await chown(dir, uid, gid);
+  const asPostgres = { uid, gid, env: { PATH: process.env.PATH, LANG: "C" } };
+  execFileSync(join(binDir, "initdb"), ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], { ...asPostgres, stdio: "ignore" });
+  const port = await freePort();
+  const server = spawn(
+    join(binDir, "postgres"),
+    [
+      "-D",
+      data,
+      "-p",
+      String(port),
+      "-c",
+      "listen_addresses=127.0.0.1",
+      "-c",
+      `unix_socket_directories=${dir}`,
+      "-c",
+      "fsync=off",
+      "-c",
+      "max_connections=200",
+    ],
+    { ...asPostgres, stdio: "ignore" },
+  );
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+  for (let i = 0; ; i++) {
+    const client = new pg.Client({ connectionString: url });
+    try {
+      await client.connect();
+      await client.end();
+      break;
+    } catch (err) {
+      if (i > 100 || server.exitCode !== null) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  return {
+    url,
+    binDir,
+    async close() {
+      const exited = new Promise((resolve) => server.once("exit", resolve));
+      server.kill("SIGINT"); // fast shutdown
+      await exited;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function userIds(name: string): { uid: number; gid: number } {
+  return { uid: Number(execFileSync("id", ["-u", name], { encoding: "utf8" })), gid: Number(execFileSync("id", ["-g", name], { encoding: "utf8" })) };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
