@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
+import { createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -75,7 +76,7 @@ describe("backups, restores and forks", () => {
     );
 
     await admin.admin().dropTenant(platform, "clinic");
-    const restored = await raw().restoreTenant({ platform, tenantId: "clinic", file: file.file });
+    const restored = await admin.admin().restoreTenant(platform, "clinic", file.file);
     assert.equal(restored.database?.name, `${platform}_clinic`);
     assert.deepEqual(restored.tableRows, { "public.patients": BigInt(PATIENTS) });
     const back = tenant("clinic");
@@ -111,7 +112,7 @@ describe("backups, restores and forks", () => {
       const { files } = await raw().backup({ platform, tenantIds: ["busy"] });
       const counted = Number(files[0]!.tableRows["public.events"]);
       assert.ok(counted >= 200 && counted % 2 === 0, `${counted} rows in the snapshot: whole transactions only`);
-      const verified = await raw().verifyBackup({ file: files[0]!.file });
+      const verified = await admin.admin().verifyBackup(files[0]!.file);
       assert.deepEqual(verified.problems, []);
       assert.equal(verified.ok, true);
       assert.deepEqual(
@@ -149,14 +150,14 @@ describe("backups, restores and forks", () => {
     const old = join(dir, platform, "20200101T000000.000Z");
     await mkdir(old, { recursive: true });
     await tenant("clinic").query("SELECT count(*) FROM patients");
-    const { files, removedSets } = await raw().backup({ platform, keepDays: 7 });
+    const { files, removedSets } = await admin.admin().backup(platform, { keepDays: 7 });
     assert.deepEqual(removedSets, [`${platform}/20200101T000000.000Z`]);
     assert.deepEqual(
       files.map((f) => f.database),
       [`${platform}_busy`, `${platform}_clinic`, `${platform}_main`, `catalog_${platform}`],
     );
 
-    const first = await raw().listTenants({ platform, pageSize: 2 });
+    const first = await admin.admin().listTenants(platform, { pageSize: 2 });
     assert.equal(first.tenants.length, 2);
     assert.notEqual(first.nextPageToken, "");
     const second = await raw().listTenants({ platform, pageSize: 2, pageToken: first.nextPageToken });
@@ -188,7 +189,7 @@ describe("backups, restores and forks", () => {
     })();
     let forked;
     try {
-      forked = await raw().forkTenant({ platform, sourceTenantId: "clinic", tenantId: "preview" });
+      forked = await admin.admin().forkTenant(platform, "clinic", "preview");
     } finally {
       serving = false;
       await reader;
@@ -216,21 +217,21 @@ describe("backups, restores and forks", () => {
   });
 
   it("streams a backup of one tenant to the caller: its bytes pg_restore reads, its checksum and counts", async () => {
-    const chunks: Uint8Array[] = [];
-    let done;
-    for await (const response of raw().downloadBackup({ platform, tenantId: "clinic" })) {
-      if (response.part.case === "chunk") chunks.push(response.part.value);
-      else if (response.part.case === "done") done = response.part.value;
-    }
-    const bytes = Buffer.concat(chunks);
-    assert.ok(done);
-    assert.equal(createHash("sha256").update(bytes).digest("hex"), done.sha256);
-    assert.deepEqual(done.tableRows, { "public.patients": BigInt(PATIENTS) });
     const path = join(dir, "downloaded.dump");
-    await writeFile(path, bytes);
+    const output = createWriteStream(path);
+    const done = await admin.admin().downloadBackup(platform, "clinic", output);
+    await new Promise((resolve) => output.end(resolve));
+    const bytes = await readFile(path);
+    assert.equal(createHash("sha256").update(bytes).digest("hex"), done.sha256);
+    assert.equal(BigInt(bytes.length), done.bytes);
+    assert.deepEqual(done.tableRows, { "public.patients": BigInt(PATIENTS) });
     const list = execFileSync(join(postgres.binDir, "pg_restore"), ["--list", path], { encoding: "utf8" });
     assert.match(list, /TABLE DATA public patients/);
     assert.doesNotMatch(list, /dbgateway/);
+    await assert.rejects(
+      admin.admin().downloadBackup(platform, "missing", createWriteStream(join(dir, "missing.dump"))),
+      failure(Code.NotFound, "DATABASE_NOT_FOUND"),
+    );
   });
 
   it("an unwritable backup directory or missing tools fail cleanly (FAILED_PRECONDITION), leaving nothing", async () => {

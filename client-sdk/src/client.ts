@@ -5,8 +5,14 @@ import {
   AdminService,
   DatabaseType,
   QuotaScope,
+  type BackupFile,
+  type BackupResponse,
+  type ForkTenantResponse,
   type GetPoolStatsResponse,
   type ListQuotasResponse,
+  type ListTenantsResponse,
+  type RestoreTenantResponse,
+  type VerifyBackupResponse,
   type QuotaLimits as QuotaLimitsMessage,
   type QuotaSchema,
 } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
@@ -14,7 +20,7 @@ import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.j
 import { validateClientOptions, type ClientOptions } from "./client-options.js";
 import { QueryCoalescer } from "./coalescer.js";
 import { createDatabase, type CallOptions, type Database } from "./database.js";
-import { migrationProgress, type MigrateOptions, type MigrationFile, type MigrationProgress } from "./migrations.js";
+import { downloadBackup, migrationProgress, type MigrateOptions, type MigrationFile, type MigrationProgress } from "./fleet.js";
 import { GatewayError } from "./gateway-error.js";
 import { createGrpcJsTransport, tlsCredentials } from "./grpc-js-transport.js";
 import { withRetries } from "./retry.js";
@@ -60,6 +66,22 @@ export interface AdminClient {
    * Running it again resumes a run that stopped. Never retried.
    */
   migrate(platform: string, migrations: readonly MigrationFile[], options?: MigrateOptions & CallOptions): AsyncIterable<MigrationProgress>;
+  /**
+   * Takes a backup set into the gateway's BACKUP_DIR: of `tenantIds`, or of
+   * every database of the platform and the gateway's catalog; `keepDays`
+   * removes the platform's older sets. Never retried.
+   */
+  backup(platform: string, options?: { tenantIds?: readonly string[]; keepDays?: number } & CallOptions): Promise<BackupResponse>;
+  /** Writes a backup of one tenant, taken now, into `output` (pg_dump's custom format); resolves to what it is once written. */
+  downloadBackup(platform: string, tenantId: string, output: NodeJS.WritableStream, options?: CallOptions): Promise<BackupFile>;
+  /** Restores a backup file of the gateway's BACKUP_DIR (`BackupFile.file`) into a new tenant: never over an existing one. */
+  restoreTenant(platform: string, tenantId: string, file: string, options?: CallOptions): Promise<RestoreTenantResponse>;
+  /** Restores a backup file into a scratch tenant and compares its rows with those counted when it was taken. */
+  verifyBackup(file: string, options?: CallOptions): Promise<VerifyBackupResponse>;
+  /** Creates `tenantId` as a copy of `sourceTenantId`, taken while the source keeps serving. */
+  forkTenant(platform: string, sourceTenantId: string, tenantId: string, options?: CallOptions): Promise<ForkTenantResponse>;
+  /** A page of the platform's databases with their size, schema version, last backup, connections and calls in the last minute. */
+  listTenants(platform: string, options?: { pageSize?: number; pageToken?: string } & CallOptions): Promise<ListTenantsResponse>;
 }
 
 /** Whose calls a quota limits: see `AdminClient.setQuota`. */
@@ -136,6 +158,13 @@ export function createClient(options: ClientOptions): GatewayClient {
         },
         listQuotas: (platform = "", o = {}) => call((c) => admin.listQuotas({ platform }, c), o, true),
         migrate: (platform, migrations, o = {}) => migrationProgress(admin, platform, migrations, { ...o, timeoutMs: o.timeoutMs ?? resolved.timeoutMs }),
+        backup: (platform, o = {}) => call((c) => admin.backup({ platform, tenantIds: [...(o.tenantIds ?? [])], keepDays: o.keepDays ?? 0 }, c), o, false),
+        downloadBackup: (platform, tenantId, output, o = {}) =>
+          downloadBackup(admin, platform, tenantId, output, { ...o, timeoutMs: o.timeoutMs ?? resolved.timeoutMs }),
+        restoreTenant: (platform, tenantId, file, o = {}) => call((c) => admin.restoreTenant({ platform, tenantId, file }, c), o, false),
+        verifyBackup: (file, o = {}) => call((c) => admin.verifyBackup({ file }, c), o, true),
+        forkTenant: (platform, sourceTenantId, tenantId, o = {}) => call((c) => admin.forkTenant({ platform, sourceTenantId, tenantId }, c), o, false),
+        listTenants: (platform, o = {}) => call((c) => admin.listTenants({ platform, pageSize: o.pageSize ?? 0, pageToken: o.pageToken ?? "" }, c), o, true),
       };
     },
     raw: { query, admin },

@@ -26,7 +26,7 @@ export {
   type MigrationOutcomeName,
   type MigrationProgress,
   type MigrationTotals,
-} from "./migrations.js";
+} from "./fleet.js";
 export type { Field, QueryResult, RowMode } from "./result.js";
 export type { Transaction, TransactionOptions } from "./transaction.js";
 export { Code, GatewayError } from "./gateway-error.js";
@@ -34,8 +34,15 @@ export type { Int8Mode, TypeParser } from "./type-parsers.js";
 export { toValue, type Param } from "./values.js";
 export {
   AdminService,
+  type BackupFile,
+  type BackupResponse,
+  type ForkTenantResponse,
   type GetPoolStatsResponse,
   type ListQuotasResponse,
+  type ListTenantsResponse,
+  type RestoreTenantResponse,
+  type TenantFacts,
+  type VerifyBackupResponse,
   type PoolStats,
   type PoolTotals,
   type Quota,

@@ -1,9 +1,9 @@
-// A platform's migrations read from a directory of versioned SQL files, and AdminService.Migrate's stream as plain results.
+// Fleet operations' streams in the SDK: a platform's migrations read from a directory of versioned SQL files and Migrate's results, and a backup downloaded into a stream.
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Client } from "@connectrpc/connect";
 import { durationMs } from "@bufbuild/protobuf/wkt";
-import { MigrationOutcome, type AdminService } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
+import { MigrationOutcome, type AdminService, type BackupFile } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import type { CallOptions } from "./database.js";
 import { GatewayError } from "./gateway-error.js";
 
@@ -142,4 +142,26 @@ export async function* migrationProgress(
   } catch (err) {
     throw GatewayError.from(err);
   }
+}
+
+/** DownloadBackup's chunks written into `output` as they come (waiting when it is full); resolves to the final description. */
+export async function downloadBackup(
+  admin: Client<typeof AdminService>,
+  platform: string,
+  tenantId: string,
+  output: NodeJS.WritableStream,
+  options: CallOptions,
+): Promise<BackupFile> {
+  let done: BackupFile | undefined;
+  try {
+    for await (const response of admin.downloadBackup({ platform, tenantId }, { timeoutMs: options.timeoutMs, signal: options.signal })) {
+      if (response.part.case === "chunk") {
+        if (!output.write(response.part.value)) await new Promise((resolve) => output.once("drain", resolve));
+      } else if (response.part.case === "done") done = response.part.value;
+    }
+  } catch (err) {
+    throw GatewayError.from(err);
+  }
+  if (done === undefined) throw new GatewayError("the gateway ended the download without describing it", 13, "INTERNAL", {}, undefined);
+  return done;
 }
