@@ -1,16 +1,14 @@
 /** `db-gateway tenants` and `db-gateway migrate`, run as a process against a gateway process over mutual TLS, with certificates and keys made by `certs` and `keys`. */
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { UsageError } from "../server/src/cli/command.js";
 import { migrateCommand } from "../server/src/cli/migrate.js";
 import { tenantsCommand } from "../server/src/cli/tenants.js";
-import { runCli, type CliResult } from "./helpers/cli.js";
+import { runCli, startCliGateway, type CliGateway, type CliResult } from "./helpers/cli.js";
 import { dropPlatformDatabases, pgUrl, randomPlatform } from "./helpers/gateway.js";
-import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
 
 interface DatabaseInfo {
   name: string;
@@ -21,48 +19,20 @@ interface DatabaseInfo {
 
 describe("db-gateway tenants", () => {
   const platform = randomPlatform();
+  let cli: CliGateway | undefined;
   let work: string;
-  let gateway: GatewayProcess | undefined;
   /** The CLI's environment: the gateway's URL and the admin key's file; the TLS files are the defaults (./certs, as `certs` writes them). */
   let env: Record<string, string>;
   const tenants = (args: string[], extra: Record<string, string> = {}): Promise<CliResult> =>
     runCli(["tenants", ...args], { cwd: work, env: { ...env, ...extra } });
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), "db-gateway-tenants-"));
-    await chmod(work, 0o700);
-    const [certs, keys] = await Promise.all([
-      runCli(["certs", "--platform", platform, "--admin"], { cwd: work }),
-      runCli(["keys", "--platform", platform, "--admin", "--secret", "--out", "secrets"], { cwd: work }),
-    ]);
-    assert.equal(certs.code, 0, certs.stderr);
-    assert.equal(keys.code, 0, keys.stderr);
-    // The gateway reads what the two commands wrote: its TLS files, and its keys and secret through *_FILE settings.
-    const keyFiles = Object.fromEntries(
-      keys.stdout
-        .trim()
-        .split("\n")
-        .map((line) => line.split("=") as [string, string]),
-    );
-    gateway = await startGatewayProcess({
-      databaseUrl: pgUrl(),
-      platform,
-      env: {
-        TLS_CERT_FILE: join(work, "certs/server.crt"),
-        TLS_KEY_FILE: join(work, "certs/server.key"),
-        TLS_CLIENT_CA_FILE: join(work, "certs/ca.crt"),
-        [`API_KEY_${platform.toUpperCase()}`]: "",
-        API_KEY_ADMIN: "",
-        GATEWAY_SECRET: "",
-        ...keyFiles,
-      },
-    });
-    env = { GATEWAY_URL: gateway.url, GATEWAY_API_KEY_FILE: keyFiles.API_KEY_ADMIN_FILE! };
+    cli = await startCliGateway(platform, pgUrl());
+    ({ work, env } = cli);
   });
   after(async () => {
-    await gateway?.close();
+    await cli?.close();
     await dropPlatformDatabases([platform]);
-    await rm(work, { recursive: true, force: true });
   });
 
   async function exists(database: string): Promise<boolean> {

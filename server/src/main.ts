@@ -5,11 +5,21 @@ import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, type Command } from "./cl
 import { hideCatalogsCommand } from "./cli/hide-catalogs.js";
 import { keysCommand } from "./cli/keys.js";
 import { serveCommand } from "./cli/serve.js";
+import { backupsCommand } from "./cli/backups.js";
 import { migrateCommand } from "./cli/migrate.js";
 import { tenantsCommand } from "./cli/tenants.js";
 import { VERSION } from "./cli/version.js";
 
-const COMMANDS: readonly Command[] = [serveCommand, checkCommand, certsCommand, keysCommand, tenantsCommand, migrateCommand, hideCatalogsCommand];
+const COMMANDS: readonly Command[] = [
+  serveCommand,
+  checkCommand,
+  certsCommand,
+  keysCommand,
+  tenantsCommand,
+  migrateCommand,
+  backupsCommand,
+  hideCatalogsCommand,
+];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

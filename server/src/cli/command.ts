@@ -54,3 +54,8 @@ export function fail(json: boolean | undefined, message: string, details?: Recor
   process.stderr.write(`db-gateway: ${message}\n`);
   return EXIT_FAILED;
 }
+
+/** A value as --json prints it: bigints as strings, protobuf messages without their type names. */
+export function jsonSafe(value: unknown): unknown {
+  return JSON.parse(JSON.stringify(value, (key, v: unknown) => (key === "$typeName" ? undefined : typeof v === "bigint" ? v.toString() : v)));
+}

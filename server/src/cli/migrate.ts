@@ -1,7 +1,7 @@
 /** `db-gateway migrate`: a platform's migrations (a directory of versioned SQL files) over its databases, through a running gateway's AdminService. */
 import type { DatabaseMigration, MigrationTotals } from "@db-gateway/client";
 import { validatePlatform } from "../tenancy/naming.js";
-import { EXIT_FAILED, EXIT_OK, UsageError, fail, output, parseCommandArgs, type Command } from "./command.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, fail, jsonSafe, output, parseCommandArgs, type Command } from "./command.js";
 import { checkName, CONNECTION_OPTIONS, connectionHelp, withAdminClient } from "./gateway-connection.js";
 
 /** A fleet's run takes long: an hour unless --timeout says otherwise. */
@@ -106,9 +106,4 @@ function databaseLine(d: DatabaseMigration): string {
 function totalsLine(t: MigrationTotals): string {
   const counts = (["applied", "current", "pending", "failed", "drifted", "skipped"] as const).filter((k) => t[k] > 0).map((k) => `${t[k]} ${k}`);
   return `${t.databases} databases to version ${t.latestVersion} in ${(t.durationMs / 1000).toFixed(1)} s: ${counts.join(", ") || "none"}`;
-}
-
-/** bigints as strings, for JSON. */
-function jsonSafe(value: unknown): unknown {
-  return JSON.parse(JSON.stringify(value, (_, v: unknown) => (typeof v === "bigint" ? v.toString() : v)));
 }

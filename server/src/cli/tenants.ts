@@ -1,7 +1,8 @@
 /** `db-gateway tenants create|drop|list`: tenant databases through a running gateway's AdminService, with the SDK over mutual TLS. */
-import type { DatabaseInfo } from "@db-gateway/client";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { DatabaseInfo, TenantFacts } from "@db-gateway/client";
 import { databaseName, validatePlatform } from "../tenancy/naming.js";
-import { EXIT_OK, UsageError, output, parseCommandArgs, type Command } from "./command.js";
+import { EXIT_OK, UsageError, jsonSafe, output, parseCommandArgs, type Command } from "./command.js";
 import { checkName, CONNECTION, CONNECTION_OPTIONS, connectionHelp, withAdminClient } from "./gateway-connection.js";
 
 const DEFAULT_TIMEOUT_SECS = 60;
@@ -11,6 +12,8 @@ const SUBCOMMANDS: Record<string, readonly string[]> = {
   list: ["platform", ...CONNECTION],
   create: ["platform", "tenant", "main", "template", ...CONNECTION],
   drop: ["platform", "tenant", "yes", ...CONNECTION],
+  fork: ["platform", "tenant", "from", ...CONNECTION],
+  facts: ["platform", ...CONNECTION],
 };
 
 export const tenantsCommand: Command = {
@@ -19,6 +22,8 @@ export const tenantsCommand: Command = {
   help: `Usage: db-gateway tenants list [--platform NAME] [connection options] [--json]
        db-gateway tenants create --platform NAME (--tenant ID | --main) [--template DATABASE] [connection options] [--json]
        db-gateway tenants drop --platform NAME --tenant ID --yes [connection options] [--json]
+       db-gateway tenants fork --platform NAME --from ID --tenant NEW_ID [connection options] [--json]
+       db-gateway tenants facts --platform NAME [connection options] [--json]
 
 Calls a running gateway's AdminService with the admin API key over mutual TLS:
   list     the databases of a platform (of every configured platform without
@@ -28,6 +33,11 @@ Calls a running gateway's AdminService with the admin API key over mutual TLS:
            database of the same platform (e.g. medstoreapp_template)
   drop     drops {platform}_{tenant} and its role, closing its connections
            first. Its data is gone for good: refused without --yes
+  fork     creates {platform}_{NEW_ID} as a copy of {platform}_{ID}, taken
+           from a snapshot while ID keeps serving, with its own role
+  facts    each database of the platform with its size, schema version, last
+           backup, and this gateway instance's connections and calls in the
+           last minute
 
 ${connectionHelp(DEFAULT_TIMEOUT_SECS)}
 
@@ -49,21 +59,24 @@ Examples:
         main: { type: "boolean" },
         template: { type: "string" },
         yes: { type: "boolean" },
+        from: { type: "string" },
         ...CONNECTION_OPTIONS,
       },
       true,
     );
     const [subcommand, ...extra] = positionals;
-    if (subcommand === undefined) throw new UsageError("which one: tenants list, tenants create or tenants drop?");
+    if (subcommand === undefined) throw new UsageError("which one: tenants list, create, drop, fork or facts?");
     const allowed = SUBCOMMANDS[subcommand];
-    if (allowed === undefined) throw new UsageError(`unknown subcommand "${subcommand}": list, create or drop`);
+    if (allowed === undefined) throw new UsageError(`unknown subcommand "${subcommand}": list, create, drop, fork or facts`);
     if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
     for (const name of Object.keys(values)) if (!allowed.includes(name)) throw new UsageError(`--${name} is not an option of tenants ${subcommand}`);
 
     const platform = values.platform;
     if (platform !== undefined) checkName(() => validatePlatform(platform));
     let tenant = "";
-    if (subcommand !== "list") {
+    if (subcommand === "facts") {
+      if (platform === undefined) throw new UsageError("tenants facts needs --platform");
+    } else if (subcommand !== "list") {
       if (platform === undefined) throw new UsageError(`tenants ${subcommand} needs --platform`);
       if (subcommand === "create" && values.main) {
         if (values.tenant !== undefined) throw new UsageError("--main and --tenant exclude each other");
@@ -74,6 +87,10 @@ Examples:
       }
       const database = checkName(() => databaseName(platform, tenant));
       if (subcommand === "drop" && !values.yes) throw new UsageError(`dropping ${database} deletes its data for good: add --yes to drop it`);
+      if (subcommand === "fork") {
+        if (values.from === undefined) throw new UsageError("tenants fork needs --from, the tenant to copy");
+        checkName(() => databaseName(platform, values.from!));
+      }
     }
     return withAdminClient(values, DEFAULT_TIMEOUT_SECS, async (admin) => {
       if (subcommand === "list") {
@@ -82,9 +99,22 @@ Examples:
       } else if (subcommand === "create") {
         const database = await admin.createTenant(platform!, tenant, { template: values.template ?? "" });
         output(values.json, database, () => `created ${database.name}${values.template ? ` from ${values.template}` : ""}`);
-      } else {
+      } else if (subcommand === "drop") {
         const database = await admin.dropTenant(platform!, tenant);
         output(values.json, database, () => `dropped ${database.name}`);
+      } else if (subcommand === "fork") {
+        const forked = await admin.forkTenant(platform!, values.from!, tenant);
+        const seconds = Number(forked.duration?.seconds ?? 0n) + (forked.duration?.nanos ?? 0) / 1e9;
+        output(values.json, jsonSafe(forked), () => `forked ${forked.database?.name} from ${databaseName(platform!, values.from!)} in ${seconds.toFixed(1)} s`);
+      } else {
+        const facts: TenantFacts[] = [];
+        let pageToken = "";
+        do {
+          const page = await admin.listTenants(platform!, { pageSize: 1_000, pageToken });
+          facts.push(...page.tenants);
+          pageToken = page.nextPageToken;
+        } while (pageToken !== "");
+        output(values.json, jsonSafe(facts), () => factsTable(facts));
       }
       return EXIT_OK;
     });
@@ -94,6 +124,23 @@ Examples:
 function formatTable(databases: readonly DatabaseInfo[]): string {
   if (databases.length === 0) return "no databases";
   const rows = [["DATABASE", "PLATFORM", "TENANT", "TYPE"], ...databases.map((d) => [d.name, d.platform, d.tenantId || "-", d.type])];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")).join("\n");
+}
+
+function factsTable(facts: readonly TenantFacts[]): string {
+  if (facts.length === 0) return "no databases";
+  const rows = [
+    ["DATABASE", "SIZE_MB", "VERSION", "LAST_BACKUP", "CONNECTIONS", "CALLS_1M"],
+    ...facts.map((f) => [
+      f.database?.name ?? "",
+      (Number(f.sizeBytes) / 1024 / 1024).toFixed(1),
+      String(f.schemaVersion),
+      f.lastBackup ? timestampDate(f.lastBackup).toISOString() : "-",
+      String(f.connections),
+      String(f.callsLastMinute),
+    ]),
+  ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")).join("\n");
 }
