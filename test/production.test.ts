@@ -288,6 +288,22 @@ describe("db-gateway check", () => {
     assert.doesNotMatch(stdout + stderr, /S3cretPw|at .*\.ts:/);
   });
 
+  it("checks pg_dump and pg_restore against the server, and BACKUP_DIR: a problem when backups are set up, a warning otherwise", async () => {
+    const warned = await cli(["check", "--json"], { ...good(), PG_BIN_DIR: join(dir, "no-tools") });
+    assert.equal(warned.code, 0, warned.stdout);
+    const warnings = (JSON.parse(warned.stdout) as { warnings: string[] }).warnings.join("\n");
+    assert.match(
+      warnings,
+      /pg_dump was not found \(.*no-tools\/pg_dump\): install PostgreSQL \d+'s client tools, or set PG_BIN_DIR: backups, restores and forks will fail/,
+    );
+    await writeFile(join(dir, "a-file"), "");
+    const refused = await cli(["check", "--json"], { ...good(), PG_BIN_DIR: join(dir, "no-tools"), BACKUP_DIR: join(dir, "a-file", "backups") });
+    assert.equal(refused.code, 1);
+    const problems = (JSON.parse(refused.stdout) as { problems: string[] }).problems.join("\n");
+    assert.match(problems, /pg_restore was not found/);
+    assert.match(problems, /BACKUP_DIR: .*a-file\/backups cannot be written \(ENOTDIR\)/);
+  });
+
   it("warns when the server certificate does not chain to the client CA", async () => {
     const { code, stdout } = await cli(["check"], { ...good(), TLS_CLIENT_CA_FILE: join(dir, "other-ca.crt") });
     assert.equal(code, 0, stdout);

@@ -1,8 +1,10 @@
 /** `db-gateway check`: validates settings, TLS material and the PostgreSQL admin role, listing every problem at once. */
 import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { constants, readFileSync } from "node:fs";
+import { access, mkdir } from "node:fs/promises";
 import pg from "pg";
 import { describeFileSetting, readSettings, type Settings } from "../config.js";
+import { PgTools } from "../tenancy/pg-tools.js";
 import { inspectAdministrativeRole } from "../tenancy/roles.js";
 import { EXIT_FAILED, EXIT_OK, output, parseCommandArgs, type Command } from "./command.js";
 
@@ -31,7 +33,10 @@ Validates the settings in the environment as serve would read them, then:
     in its validity period (a warning within ${EXPIRY_WARNING_DAYS} days of its end), the key matches
     the server certificate, the chain is signed link by link, the client CA
     bundle holds CA certificates, and whether the server chain ends at that CA;
-  - connects to DATABASE_URL and checks the role has CREATEDB and CREATEROLE.
+  - connects to DATABASE_URL and checks the role has CREATEDB and CREATEROLE;
+  - checks pg_dump and pg_restore (PG_BIN_DIR, or the PATH) are as new as
+    that server (a problem when BACKUP_DIR is set, a warning otherwise), and
+    that BACKUP_DIR can be written.
 Exits 0 when nothing is wrong, 1 listing every problem. No secret is printed.
 
 Options:
@@ -52,7 +57,7 @@ export async function checkConfiguration(env: NodeJS.ProcessEnv, now = new Date(
   if (problems.length === 0) report.passed.push("settings are valid");
   if (settings.tls !== undefined) checkTls(settings.tls, now, report);
   // Not with a URL that is wrong (it may point anywhere, and would be sent the password).
-  if (settings.databaseUrl !== undefined && !problems.some((p) => p.startsWith("DATABASE_"))) await checkDatabase(settings.databaseUrl, report);
+  if (settings.databaseUrl !== undefined && !problems.some((p) => p.startsWith("DATABASE_"))) await checkDatabase(settings.databaseUrl, settings, report);
   report.ok = report.problems.length === 0;
   return report;
 }
@@ -152,7 +157,11 @@ function checkTls(tls: NonNullable<Settings["tls"]>, now: Date, report: CheckRep
     report.warnings.push("TLS_CERT_FILE does not chain to TLS_CLIENT_CA_FILE: clients must be given the server certificate's issuer separately");
 }
 
-async function checkDatabase(databaseUrl: string, report: CheckReport): Promise<void> {
+async function checkDatabase(
+  databaseUrl: string,
+  settings: { backupDir: string | undefined; pgBinDir: string | undefined },
+  report: CheckReport,
+): Promise<void> {
   let where = "the server";
   const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 10_000 });
   try {
@@ -165,10 +174,34 @@ async function checkDatabase(databaseUrl: string, report: CheckReport): Promise<
     if (role.problems.length > 0) report.problems.push(...role.problems.map((p) => `DATABASE_URL: ${p}`));
     else report.passed.push(`DATABASE_URL: the role "${role.role}" has CREATEDB and CREATEROLE`);
     if (role.superuser) report.warnings.push(`DATABASE_URL: the role "${role.role}" is a superuser; CREATEDB and CREATEROLE are enough (README: Security)`);
+    const version = Number((await client.query<{ v: string }>("SELECT pg_catalog.current_setting('server_version_num') AS v")).rows[0]!.v);
+    await checkBackupTools(new PgTools(settings.pgBinDir, async () => version), settings.backupDir, report);
   } catch (err) {
     // pg's messages name the host, user and database, never the password.
     report.problems.push(`DATABASE_URL: cannot use ${where}: ${(err as Error).message}`);
   } finally {
     await client.end().catch(() => {});
+  }
+}
+
+/** The backup tools against the server, and the backup directory: what Backup, RestoreTenant and ForkTenant need. */
+async function checkBackupTools(tools: PgTools, backupDir: string | undefined, report: CheckReport): Promise<void> {
+  for (const tool of ["pg_dump", "pg_restore"] as const) {
+    try {
+      await tools.check(tool);
+      report.passed.push(`${tool}: ${tools.path(tool)} is as new as the server`);
+    } catch (err) {
+      const message = `${(err as Error).message}: backups, restores and forks will fail`;
+      if (backupDir !== undefined) report.problems.push(message);
+      else report.warnings.push(message);
+    }
+  }
+  if (backupDir === undefined) return;
+  try {
+    await mkdir(backupDir, { recursive: true, mode: 0o700 });
+    await access(backupDir, constants.W_OK);
+    report.passed.push(`BACKUP_DIR: ${backupDir} can be written`);
+  } catch (err) {
+    report.problems.push(`BACKUP_DIR: ${backupDir} cannot be written (${(err as NodeJS.ErrnoException).code ?? "error"})`);
   }
 }
