@@ -188,7 +188,9 @@ export async function backupAdministration(p: BackupParts): Promise<Omit<BackupA
     u.username = encodeURIComponent(user);
     return { url: u.toString(), ...(password !== undefined ? { password } : {}) };
   };
-  const tools = new PgTools(p.pgBinDir, async () => Number((await p.admin.query<{ v: string }>("SELECT pg_catalog.current_setting('server_version_num') AS v")).rows[0]!.v));
+  const tools = new PgTools(p.pgBinDir, async () =>
+    Number((await p.admin.query<{ v: string }>("SELECT pg_catalog.current_setting('server_version_num') AS v")).rows[0]!.v),
+  );
   const facts = await TenantFactStore.open(p.catalog);
   const adminUser = decodeURIComponent(url.username) || process.env.USER || "postgres";
   const backups = new Backups({
