@@ -2,7 +2,7 @@
 import { createWriteStream } from "node:fs";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { validatePlatform } from "../tenancy/naming.js";
-import { EXIT_FAILED, EXIT_OK, UsageError, fail, jsonSafe, output, parseCommandArgs, type Command } from "./command.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, fail, jsonSafe, output, parseCommandArgs, subcommandOf, type Command } from "./command.js";
 import { checkName, CONNECTION, CONNECTION_OPTIONS, connectionHelp, withAdminClient } from "./gateway-connection.js";
 
 /** A platform's set takes as long as its databases' dumps: an hour unless --timeout says otherwise. */
@@ -55,14 +55,9 @@ Exits 1 when a call fails or a verification finds a difference.`,
       },
       true,
     );
-    const [subcommand, ...extra] = positionals;
-    if (subcommand === undefined) throw new UsageError("which one: backups take, restore, verify or download?");
-    const allowed = SUBCOMMANDS[subcommand];
-    if (allowed === undefined) throw new UsageError(`unknown subcommand "${subcommand}": take, restore, verify or download`);
-    if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
-    for (const name of Object.keys(values)) if (!allowed.includes(name)) throw new UsageError(`--${name} is not an option of backups ${subcommand}`);
+    const subcommand = subcommandOf("backups", positionals, values, SUBCOMMANDS);
     const platform = values.platform;
-    if (allowed.includes("platform")) {
+    if (SUBCOMMANDS[subcommand]!.includes("platform")) {
       if (platform === undefined) throw new UsageError(`backups ${subcommand} needs --platform`);
       checkName(() => validatePlatform(platform));
     }

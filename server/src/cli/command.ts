@@ -59,3 +59,20 @@ export function fail(json: boolean | undefined, message: string, details?: Recor
 export function jsonSafe(value: unknown): unknown {
   return JSON.parse(JSON.stringify(value, (key, v: unknown) => (key === "$typeName" ? undefined : typeof v === "bigint" ? v.toString() : v)));
 }
+
+/**
+ * The subcommand named first among `positionals`, checked against
+ * `subcommands` (each with the options it takes): no other positional, and
+ * no option it does not take. Throws a UsageError saying what is wrong.
+ */
+export function subcommandOf(command: string, positionals: readonly string[], values: object, subcommands: Record<string, readonly string[]>): string {
+  const names = Object.keys(subcommands);
+  const choices = `${names.slice(0, -1).join(", ")} or ${names.at(-1)}`;
+  const [subcommand, ...extra] = positionals;
+  if (subcommand === undefined) throw new UsageError(`which one: ${command} ${choices}?`);
+  const allowed = subcommands[subcommand];
+  if (allowed === undefined) throw new UsageError(`unknown subcommand "${subcommand}": ${choices}`);
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  for (const name of Object.keys(values)) if (!allowed.includes(name)) throw new UsageError(`--${name} is not an option of ${command} ${subcommand}`);
+  return subcommand;
+}

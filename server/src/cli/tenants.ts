@@ -2,7 +2,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { DatabaseInfo, TenantFacts } from "@db-gateway/client";
 import { databaseName, validatePlatform } from "../tenancy/naming.js";
-import { EXIT_OK, UsageError, jsonSafe, output, parseCommandArgs, type Command } from "./command.js";
+import { EXIT_OK, UsageError, jsonSafe, output, parseCommandArgs, subcommandOf, type Command } from "./command.js";
 import { checkName, CONNECTION, CONNECTION_OPTIONS, connectionHelp, withAdminClient } from "./gateway-connection.js";
 
 const DEFAULT_TIMEOUT_SECS = 60;
@@ -64,12 +64,7 @@ Examples:
       },
       true,
     );
-    const [subcommand, ...extra] = positionals;
-    if (subcommand === undefined) throw new UsageError("which one: tenants list, create, drop, fork or facts?");
-    const allowed = SUBCOMMANDS[subcommand];
-    if (allowed === undefined) throw new UsageError(`unknown subcommand "${subcommand}": list, create, drop, fork or facts`);
-    if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
-    for (const name of Object.keys(values)) if (!allowed.includes(name)) throw new UsageError(`--${name} is not an option of tenants ${subcommand}`);
+    const subcommand = subcommandOf("tenants", positionals, values, SUBCOMMANDS);
 
     const platform = values.platform;
     if (platform !== undefined) checkName(() => validatePlatform(platform));
