@@ -216,6 +216,47 @@ describe("backups, restores and forks", () => {
     assert.ok(!(await admin.admin().listDatabases(platform)).some((d) => d.tenantId === "other"));
   });
 
+  it("a hostile tenant's code run by its own restore (a CHECK constraint's function) runs as the new tenant's role and cannot take the gateway's record", async () => {
+    await admin.admin().createTenant(platform, "hostile");
+    const patients = { version: 1n, name: "patients", sql: "CREATE TABLE patients (id int PRIMARY KEY, name text NOT NULL, photo bytea, facts jsonb)" };
+    for await (const _ of admin.admin().migrate(platform, [patients], { tenantIds: ["hostile"] })) void _;
+    const hostile = tenant("hostile");
+    // During a restore, the function tries to take the record's name and plant a trigger that would make its role a superuser.
+    const relay =
+      "CREATE FUNCTION public.relay() RETURNS trigger LANGUAGE plpgsql AS $r$ BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', current_database()); RETURN NEW; END $r$";
+    await hostile.batch(
+      [
+        "CREATE TABLE seen (who text, superuser bool)",
+        `CREATE FUNCTION trap() RETURNS bool LANGUAGE plpgsql AS $f$
+       BEGIN
+         INSERT INTO public.seen SELECT current_user, current_setting('is_superuser')::bool;
+         BEGIN EXECUTE 'CREATE SCHEMA dbgateway'; EXCEPTION WHEN others THEN NULL; END;
+         BEGIN
+           EXECUTE 'CREATE TABLE dbgateway.schema_migrations (version bigint, name text, checksum text, applied_at timestamptz, duration_ms bigint, applied_by text)';
+           EXECUTE ${"$q$"}${relay}${"$q$"};
+           EXECUTE 'CREATE TRIGGER relay BEFORE INSERT ON dbgateway.schema_migrations FOR EACH ROW EXECUTE FUNCTION public.relay()';
+         EXCEPTION WHEN others THEN NULL; END;
+         RETURN true;
+       END $f$`,
+        "CREATE TABLE trap (id int CHECK (public.trap()))",
+        "INSERT INTO trap VALUES (1)",
+      ],
+      { atomic: true },
+    );
+    await admin.admin().forkTenant(platform, "hostile", "hostile_copy");
+    const copy = tenant("hostile_copy");
+    assert.deepEqual((await copy.query("SELECT who, superuser FROM seen ORDER BY who")).rows, [
+      { who: `${platform}_hostile`, superuser: false },
+      { who: `${platform}_hostile_copy`, superuser: false },
+    ]);
+    const record = await copy.query(
+      "SELECT pg_get_userbyid(nspowner) AS owner, (SELECT count(*)::int FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid WHERE c.relnamespace = n.oid) AS triggers FROM pg_namespace n WHERE nspname = 'dbgateway'",
+    );
+    assert.deepEqual(record.rows, [{ owner: "dbgateway_owner", triggers: 0 }]);
+    assert.deepEqual((await copy.query("SELECT version FROM dbgateway.schema_migrations")).rows, [{ version: 1n }]);
+    assert.equal((await copy.query("SELECT current_setting('is_superuser') AS su")).rows[0]!.su, "off");
+  });
+
   it("streams a backup of one tenant to the caller: its bytes pg_restore reads, its checksum and counts", async () => {
     const path = join(dir, "downloaded.dump");
     const output = createWriteStream(path);

@@ -205,6 +205,11 @@ describe("migrations over a platform's databases", () => {
     const all = [V1, V2, V3, { version: 5n, name: "create_held", sql: "CREATE TABLE held (id int)" }, { ...V4, version: 6n }];
     const { byDatabase } = await run(admin, platform, all, { tenantIds: ["copy"] });
     assert.equal(byDatabase.get("copy")!.outcome, "current");
+    // The template's role kept no right in the copy (its role could not be dropped otherwise), and the copy drops cleanly.
+    await admin.admin().dropTenant(platform, "copy");
+    const direct = await t.pg();
+    const { rows } = await direct.query("SELECT rolname FROM pg_roles WHERE rolname = $1", [`${platform}_copy`]);
+    assert.deepEqual(rows, []);
   });
 
   it("a schema named dbgateway that the tenant made is a conflict, never used", async () => {

@@ -68,10 +68,12 @@ export interface AdminClient {
   migrate(platform: string, migrations: readonly MigrationFile[], options?: MigrateOptions & CallOptions): AsyncIterable<MigrationProgress>;
   /**
    * Takes a backup set into the gateway's BACKUP_DIR: of `tenantIds`, or of
-   * every database of the platform and the gateway's catalog; `keepDays`
-   * removes the platform's older sets. Never retried.
+   * every database of the platform and the gateway's catalog; `verify`
+   * restores each of the platform's files into a scratch tenant and compares
+   * its rows; `keepDays` then removes the platform's older sets (not when a
+   * verification failed). Never retried.
    */
-  backup(platform: string, options?: { tenantIds?: readonly string[]; keepDays?: number } & CallOptions): Promise<BackupResponse>;
+  backup(platform: string, options?: { tenantIds?: readonly string[]; keepDays?: number; verify?: boolean } & CallOptions): Promise<BackupResponse>;
   /** Writes a backup of one tenant, taken now, into `output` (pg_dump's custom format); resolves to what it is once written. */
   downloadBackup(platform: string, tenantId: string, output: NodeJS.WritableStream, options?: CallOptions): Promise<BackupFile>;
   /** Restores a backup file of the gateway's BACKUP_DIR (`BackupFile.file`) into a new tenant: never over an existing one. */
@@ -158,7 +160,8 @@ export function createClient(options: ClientOptions): GatewayClient {
         },
         listQuotas: (platform = "", o = {}) => call((c) => admin.listQuotas({ platform }, c), o, true),
         migrate: (platform, migrations, o = {}) => migrationProgress(admin, platform, migrations, { ...o, timeoutMs: o.timeoutMs ?? resolved.timeoutMs }),
-        backup: (platform, o = {}) => call((c) => admin.backup({ platform, tenantIds: [...(o.tenantIds ?? [])], keepDays: o.keepDays ?? 0 }, c), o, false),
+        backup: (platform, o = {}) =>
+          call((c) => admin.backup({ platform, tenantIds: [...(o.tenantIds ?? [])], keepDays: o.keepDays ?? 0, verify: o.verify ?? false }, c), o, false),
         downloadBackup: (platform, tenantId, output, o = {}) =>
           downloadBackup(admin, platform, tenantId, output, { ...o, timeoutMs: o.timeoutMs ?? resolved.timeoutMs }),
         restoreTenant: (platform, tenantId, file, o = {}) => call((c) => admin.restoreTenant({ platform, tenantId, file }, c), o, false),

@@ -156,7 +156,13 @@ export async function downloadBackup(
   try {
     for await (const response of admin.downloadBackup({ platform, tenantId }, { timeoutMs: options.timeoutMs, signal: options.signal })) {
       if (response.part.case === "chunk") {
-        if (!output.write(response.part.value)) await new Promise((resolve) => output.once("drain", resolve));
+        if (!output.write(response.part.value)) {
+          await new Promise<void>((resolve, reject) => {
+            const drained = () => (output.off("error", failed), resolve());
+            const failed = (err: Error) => (output.off("drain", drained), reject(err));
+            output.once("drain", drained).once("error", failed);
+          });
+        }
       } else if (response.part.case === "done") done = response.part.value;
     }
   } catch (err) {

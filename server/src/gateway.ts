@@ -214,7 +214,8 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
 
   const connection = connectionConfig(options.databaseUrl);
   // Every administrative session, wherever it connects, resolves names in pg_catalog only (see ADMIN_SEARCH_PATH).
-  const adminConnection: pg.ClientConfig = { ...connection, options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")}` };
+  // And row_security off: a tenant's policy on a table the administrator reads (a backup's row counts) fails the read instead of running.
+  const adminConnection: pg.ClientConfig = { ...connection, options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")} -c row_security=off` };
   const admin = new pg.Pool({ ...adminConnection, max: 4, application_name: "db-gateway-admin" });
   admin.on("error", (err) => onError("idle administrative connection failed", err));
   cleanup.defer("administrative pool", () => admin.end());
@@ -288,6 +289,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     backupDir: options.backupDir,
     pgBinDir: options.pgBinDir,
     catalogDatabase: options.catalogDatabase,
+    user: connection.user,
     password: connection.password as string | undefined,
     admin,
     catalog,
@@ -408,7 +410,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         maxStatementMillis: options.maxStatementMillis,
       },
     },
-    { migrator: new Migrator({ pools, registry, connectTo }), backups },
+    { migrator: new Migrator({ pools, registry, connectTo, roleOf: (database) => roles.roleName(database) }), backups },
   );
   addService(server, AdminService, adminService, { ...hooks, authorize: requireAdmin });
   const setServing = addStandardServices(server, [QueryService, AdminService]);

@@ -3,9 +3,10 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { GatewayError } from "../src/errors.js";
-import { PgTools } from "../src/tenancy/pg-tools.js";
+import { PgTools, toolConnection } from "../src/tenancy/pg-tools.js";
+import { findBinDir } from "../../test/helpers/postgres-for-tools.js";
 
-const binDir = execFileSync("pg_config", ["--bindir"], { encoding: "utf8" }).trim();
+const binDir = findBinDir();
 const major = Number(/\(PostgreSQL\) (\d+)/.exec(execFileSync(`${binDir}/pg_dump`, ["--version"], { encoding: "utf8" }))![1]);
 
 describe("PgTools", () => {
@@ -23,9 +24,19 @@ describe("PgTools", () => {
     await assert.rejects(new PgTools("/nowhere", async () => major * 10_000).check("pg_restore"), /pg_restore was not found \(\/nowhere\/pg_restore\)/);
   });
 
+  it("gives the tools every setting as a libpq keyword, the role named apart from the URL's", () => {
+    assert.deepEqual(toolConnection("postgres://admin:pw@db.internal:6543/postgres?sslmode=no-verify&user=postgres", "tenant_a", "secret"), {
+      conninfo: "host='db.internal' port='6543' user='tenant_a' sslmode='require'",
+      password: "secret",
+    });
+    assert.deepEqual(toolConnection("postgres:///postgres?host=/var/run/postgresql&user=postgres", "o'brien", undefined), {
+      conninfo: "host='/var/run/postgresql' user='o\\'brien'",
+    });
+  });
+
   it("reports a failing tool's own words, and passes the password in its environment only", async () => {
     const tools = new PgTools(binDir, async () => major * 10_000);
-    const run = tools.spawn("pg_dump", { url: "postgres://nobody@127.0.0.1:1/", password: "s3cret-pw" }, "nowhere", ["--format=custom"]);
+    const run = tools.spawn("pg_dump", toolConnection("postgres://127.0.0.1:1/postgres?user=root", "nobody", "s3cret-pw"), "nowhere", ["--format=custom"]);
     assert.ok(!run.child.spawnargs.join(" ").includes("s3cret-pw"));
     run.child.stdout.resume();
     await assert.rejects(

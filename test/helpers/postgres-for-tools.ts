@@ -1,5 +1,6 @@
 // A PostgreSQL that this machine's pg_dump can dump: PG_URL's when its version allows, else a scratch server from the same Debian binaries as pg_dump, run as the postgres user.
 import { execFileSync, spawn } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
 import { chmod, chown, mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -21,17 +22,12 @@ function toolMajor(binDir: string): number {
 }
 
 /**
- * The client tools are PostgreSQL 15's from Debian (`pg_config --bindir`:
- * postgresql-15, which .ci/run installs when missing); the suite's own
+ * The client tools are PostgreSQL 15's from Debian (postgresql-15, which
+ * .ci/run installs when missing); the suite's own
  * server may be newer (the embedded PostgreSQL 18), which pg_dump 15 refuses.
  */
 export async function postgresForTools(): Promise<ToolsPostgres> {
-  let binDir: string;
-  try {
-    binDir = execFileSync("pg_config", ["--bindir"], { encoding: "utf8" }).trim();
-  } catch {
-    throw new Error("PostgreSQL's client tools are not installed: apt-get install postgresql-15 (pg_config, pg_dump, pg_restore, initdb)");
-  }
+  const binDir = findBinDir();
   const major = toolMajor(binDir);
   const given = process.env.PG_URL;
   if (given) {
@@ -43,12 +39,34 @@ export async function postgresForTools(): Promise<ToolsPostgres> {
   }
   // A scratch server: PostgreSQL refuses to run as root, so as the postgres user, in a folder of its own.
   const dir = await mkdtemp(join(tmpdir(), "db-gateway-pg-tools-"));
-  await chmod(dir, 0o755);
-  const data = join(dir, "data");
-  const { uid, gid } = userIds("postgres");
-  await chown(dir, uid, gid);
-  const asPostgres = { uid, gid, env: { PATH: process.env.PATH, LANG: "C" } };
-  execFileSync(join(binDir, "initdb"), ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], { ...asPostgres, stdio: "ignore" });
+  try {
+    await chmod(dir, 0o755);
+    const data = join(dir, "data");
+    const { uid, gid } = userIds("postgres");
+    await chown(dir, uid, gid);
+    const asPostgres = { uid, gid, env: { PATH: process.env.PATH, LANG: "C" } };
+    execFileSync(join(binDir, "initdb"), ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], { ...asPostgres, stdio: "ignore" });
+    // A port taken between choosing it and the server binding it: another try on another port.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await startServer(binDir, data, dir, asPostgres);
+      } catch (err) {
+        if (attempt === 3) throw err;
+      }
+    }
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Starts the scratch server on a free port and waits until it takes connections; stops it if it does not. */
+async function startServer(
+  binDir: string,
+  data: string,
+  dir: string,
+  asPostgres: { uid: number; gid: number; env: NodeJS.ProcessEnv },
+): Promise<ToolsPostgres> {
   const port = await freePort();
   const server = spawn(
     join(binDir, "postgres"),
@@ -68,28 +86,55 @@ export async function postgresForTools(): Promise<ToolsPostgres> {
     ],
     { ...asPostgres, stdio: "ignore" },
   );
+  const exited = new Promise<void>((resolve) => server.once("exit", () => resolve()));
+  server.on("error", () => undefined); // seen as its exit
+  const stop = async () => {
+    if (server.exitCode === null && server.signalCode === null) server.kill("SIGINT"); // fast shutdown
+    await exited;
+  };
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
-  for (let i = 0; ; i++) {
-    const client = new pg.Client({ connectionString: url });
-    try {
-      await client.connect();
-      await client.end();
-      break;
-    } catch (err) {
-      if (i > 100 || server.exitCode !== null) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 100));
+  try {
+    for (let i = 0; ; i++) {
+      const client = new pg.Client({ connectionString: url });
+      try {
+        await client.connect();
+        await client.end();
+        break;
+      } catch (err) {
+        if (i > 150 || server.exitCode !== null) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     }
+  } catch (err) {
+    await stop();
+    throw err;
   }
   return {
     url,
     binDir,
     async close() {
-      const exited = new Promise((resolve) => server.once("exit", resolve));
-      server.kill("SIGINT"); // fast shutdown
-      await exited;
+      await stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Where initdb, postgres, pg_dump and pg_restore are: `pg_config --bindir` when it has them, else Debian's newest /usr/lib/postgresql/N/bin. */
+export function findBinDir(): string {
+  const complete = (dir: string) => ["initdb", "postgres", "pg_dump", "pg_restore"].every((tool) => existsSync(join(dir, tool)));
+  try {
+    const dir = execFileSync("pg_config", ["--bindir"], { encoding: "utf8" }).trim();
+    if (complete(dir)) return dir;
+  } catch {
+    // no pg_config: look where Debian puts them
+  }
+  const versions = existsSync("/usr/lib/postgresql") ? readdirSync("/usr/lib/postgresql").filter((v) => /^\d+$/.test(v)) : [];
+  const found = versions
+    .sort((a, b) => Number(b) - Number(a))
+    .map((v) => `/usr/lib/postgresql/${v}/bin`)
+    .find(complete);
+  if (found === undefined) throw new Error("PostgreSQL's server binaries and client tools are not installed: apt-get install postgresql-15");
+  return found;
 }
 
 function userIds(name: string): { uid: number; gid: number } {

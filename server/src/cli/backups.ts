@@ -27,9 +27,10 @@ Backups are taken by the gateway with pg_dump (custom format) into its
 BACKUP_DIR, one snapshot per database, its tables' rows counted in it:
   take      a set of the tenants named (--tenant, "" for the main database), or
             of every database of the platform and the gateway's catalog, with
-            manifest.json and SHA256SUMS. --keep-days N removes the platform's
-            sets older than N days; --verify then restores each tenant's file
-            into a scratch tenant and compares its rows. The scheduled job:
+            manifest.json and SHA256SUMS. --verify restores each of the
+            platform's files into a scratch tenant, one at a time, and compares
+            its rows; --keep-days N then removes the platform's sets older than
+            N days (kept when a verification failed). The scheduled job:
               0 */6 * * * db-gateway backups take --platform medstoreapp --keep-days 30 --verify
   restore   FILE (as take prints it: {platform}/{set}/{database}.dump) into a
             new tenant NEW_ID, with its own role; never over an existing one
@@ -71,20 +72,14 @@ Exits 1 when a call fails or a verification finds a difference.`,
 
     return withAdminClient(values, DEFAULT_TIMEOUT_SECS, async (admin) => {
       if (subcommand === "take") {
-        const taken = await admin.backup(platform!, { tenantIds: tenants, keepDays });
-        const verified = values.verify
-          ? await Promise.all(
-              // The platform's databases; the catalog's file is restored with pg_restore by hand.
-              taken.files.filter((f) => f.database.startsWith(`${platform}_`)).map(async (f) => ({ file: f.file, ...(await admin.verifyBackup(f.file)) })),
-            )
-          : [];
-        const problems = verified.flatMap((v) => v.problems.map((p) => `${v.file}: ${p}`));
-        output(values.json, jsonSafe({ ...taken, verified: verified.map(({ file, ok, problems }) => ({ file, ok, problems })) }), () =>
+        const taken = await admin.backup(platform!, { tenantIds: tenants, keepDays, verify: values.verify ?? false });
+        const problems = taken.verified.flatMap((v) => v.problems.map((p) => `${v.file}: ${p}`));
+        output(values.json, jsonSafe(taken), () =>
           [
             `backup set ${taken.backupSet}:`,
             ...taken.files.map((f) => `  ${f.file}  ${f.bytes} bytes  sha256 ${f.sha256}`),
             ...taken.removedSets.map((s) => `removed ${s} (older than ${keepDays} days)`),
-            ...(values.verify ? [problems.length === 0 ? `verified ${verified.length} files` : problems.join("\n")] : []),
+            ...(values.verify ? [problems.length === 0 ? `verified ${taken.verified.length} files` : `${problems.join("\n")}\nolder sets kept`] : []),
           ].join("\n"),
         );
         if (problems.length > 0) return fail(values.json, `${problems.length} verification problems`);

@@ -12,12 +12,13 @@ import {
 } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import type pg from "pg";
 import type { PoolManager } from "../pool/pool-manager.js";
-import { Backups, type BackupFile } from "../tenancy/backups.js";
+import { Backups, type BackupFile, type Verification } from "../tenancy/backups.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
 import { parseDatabaseName } from "../tenancy/naming.js";
 import type { RecentCalls } from "../tenancy/recent-calls.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
-import { PgTools, type ToolConnection } from "../tenancy/pg-tools.js";
+import { userInfo } from "node:os";
+import { PgTools, toolConnection } from "../tenancy/pg-tools.js";
 import type { TenantRoles } from "../tenancy/roles.js";
 import { TenantFactStore } from "../tenancy/tenant-facts.js";
 import { databaseMessage as describe, safeDatabaseName } from "./database-message.js";
@@ -57,21 +58,35 @@ export function backupHandlers(
       const detail: Record<string, string> = { keep_days: String(request.keepDays) };
       await a.audited(ctx, "backup.take", { platform: request.platform, tenantId: "", database: "" }, detail, async () => {
         a.lifecycle.requireConfigured(request.platform);
-        taken = await a.backups.take(request.platform, request.tenantIds.length > 0 ? request.tenantIds : undefined, request.keepDays);
+        taken = await a.backups.take(request.platform, request.tenantIds.length > 0 ? request.tenantIds : undefined, {
+          keepDays: request.keepDays,
+          verify: request.verify,
+          signal: ctx.signal,
+        });
         Object.assign(detail, { set: taken.set, databases: String(taken.files.length), removed_sets: taken.removed.join(",") });
         return "";
       });
-      return { backupSet: taken!.set, files: taken!.files.map(fileMessage), removedSets: taken!.removed };
+      return {
+        backupSet: taken!.set,
+        files: taken!.files.map(fileMessage),
+        removedSets: taken!.removed,
+        verified: taken!.verified.map((v) => ({ file: v.file, ...verificationMessage(v) })),
+      };
     },
-    async downloadBackup(request, responses: ResponseStream<typeof DownloadBackupResponseSchema>) {
-      // Chunks leave as fast as the caller reads them: pg_dump waits meanwhile.
+    async downloadBackup(request, responses: ResponseStream<typeof DownloadBackupResponseSchema>, ctx) {
+      // Chunks leave as fast as the caller reads them: pg_dump waits meanwhile, and is stopped if the caller goes.
       const output = new Writable({
         write(chunk: Buffer, _encoding, done) {
-          responses.send({ part: { case: "chunk", value: chunk } }).then(() => done(), done);
+          if (ctx.signal.aborted) done(new GatewayError("CANCELLED", "the call was cancelled"));
+          else responses.send({ part: { case: "chunk", value: chunk } }).then(() => done(), done);
         },
       });
-      const file = await a.backups.download(request.platform, request.tenantId, output);
-      await responses.send({ part: { case: "done", value: fileMessage(file) } });
+      let file: BackupFile | undefined;
+      await a.audited(ctx, "backup.download", request, {}, async () => {
+        file = await a.backups.download(request.platform, request.tenantId, output, ctx.signal);
+        return file.database;
+      });
+      await responses.send({ part: { case: "done", value: fileMessage(file!) } });
     },
     async restoreTenant(request, ctx) {
       let rows: Record<string, number> = {};
@@ -83,20 +98,23 @@ export function backupHandlers(
       });
       return { database: describe(name), tableRows: bigints(rows) };
     },
-    async verifyBackup(request) {
-      const result = await a.backups.verify(request.file);
-      return {
-        ok: result.ok,
-        tables: result.tables.map((t) => ({ table: t.table, expectedRows: BigInt(t.expected), restoredRows: BigInt(t.restored) })),
-        problems: result.problems,
-      };
+    async verifyBackup(request, ctx) {
+      let result: Verification | undefined;
+      // The platform the file's path names, when it is one.
+      const named = request.file.split("/")[0]!;
+      const platform = /^[a-z][a-z0-9]*$/.test(named) ? named : "";
+      await a.audited(ctx, "backup.verify", { platform, tenantId: "", database: "" }, { file: request.file }, async () => {
+        result = await a.backups.verify(request.file);
+        return "";
+      });
+      return verificationMessage(result!);
     },
     async forkTenant(request, ctx) {
       const started = performance.now();
       let rows: Record<string, number> = {};
       const source = safeDatabaseName(request.platform, request.sourceTenantId);
       const name = await a.audited(ctx, "tenant.fork", request, { source }, async () => {
-        const forked = await a.backups.fork(request.platform, request.sourceTenantId, request.tenantId);
+        const forked = await a.backups.fork(request.platform, request.sourceTenantId, request.tenantId, ctx.signal);
         if (forked.version > 0n) await a.facts.noteVersion(forked.database, forked.version);
         rows = forked.tableRows;
         return forked.database;
@@ -134,6 +152,14 @@ export function backupHandlers(
   };
 }
 
+function verificationMessage(v: Verification) {
+  return {
+    ok: v.ok,
+    tables: v.tables.map((t) => ({ table: t.table, expectedRows: BigInt(t.expected), restoredRows: BigInt(t.restored) })),
+    problems: v.problems,
+  };
+}
+
 /** A backup file as the API describes it. */
 export function fileMessage(f: BackupFile): BackupFileMessage {
   return create(BackupFileSchema, {
@@ -162,6 +188,8 @@ function bigints(rows: Record<string, number>): Record<string, bigint> {
 /** What `backupAdministration` is made from: the gateway's parts (gateway.ts). */
 export interface BackupParts {
   databaseUrl: string;
+  /** The administrative role, when DATABASE_URL names it. */
+  user: string | undefined;
   /** The administrative role's password, when the URL's was moved out of it. */
   password: string | undefined;
   backupDir: string | undefined;
@@ -179,20 +207,13 @@ export interface BackupParts {
 
 /** Backups, their tools and the tenants' facts, made from the gateway's parts. */
 export async function backupAdministration(p: BackupParts): Promise<Omit<BackupAdministration, "audited">> {
-  // The tools reach PostgreSQL as the gateway does, by a libpq URL without a database or a password.
-  const url = new URL(p.databaseUrl);
-  url.password = "";
-  url.pathname = "/";
-  const asUser = (user: string, password: string | undefined): ToolConnection => {
-    const u = new URL(url);
-    u.username = encodeURIComponent(user);
-    return { url: u.toString(), ...(password !== undefined ? { password } : {}) };
-  };
+  const asUser = (user: string, password: string | undefined) => toolConnection(p.databaseUrl, user, password);
   const tools = new PgTools(p.pgBinDir, async () =>
     Number((await p.admin.query<{ v: string }>("SELECT pg_catalog.current_setting('server_version_num') AS v")).rows[0]!.v),
   );
   const facts = await TenantFactStore.open(p.catalog);
-  const adminUser = decodeURIComponent(url.username) || process.env.USER || "postgres";
+  // The administrative role as node-postgres resolves it: the URL's user (or ?user=), else PGUSER, else the process's user.
+  const adminUser = p.user ?? process.env.PGUSER ?? userInfo().username;
   const backups = new Backups({
     directory: p.backupDir,
     tools,

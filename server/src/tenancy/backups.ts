@@ -8,21 +8,13 @@ import { Transform, type Writable } from "node:stream";
 import type pg from "pg";
 import { GatewayError } from "../errors.js";
 import type { TenantLifecycle } from "./lifecycle.js";
-import { MIGRATIONS_SCHEMA, recordSetup } from "./migrations.js";
+import { ensureRecord, insertRecord, MIGRATIONS_SCHEMA, readRecord, recordState, type RecordedMigration } from "./migration-record.js";
 import { databaseName, parseDatabaseName } from "./naming.js";
-import type { PgTools, ToolConnection } from "./pg-tools.js";
+import type { PgTools, ToolConnection, ToolProcess } from "./pg-tools.js";
 import type { DatabaseRegistry } from "./registry.js";
-import { OWNER_ROLE, type TenantRoles } from "./roles.js";
+import type { TenantRoles } from "./roles.js";
 
-/** A migration as a database recorded it. */
-export interface RecordedMigration {
-  version: string;
-  name: string;
-  checksum: string;
-  applied_at: string;
-  duration_ms: string;
-  applied_by: string;
-}
+export type { RecordedMigration };
 
 /** One database's backup, as the manifest records it. */
 export interface BackupFile {
@@ -81,7 +73,11 @@ export class Backups {
   constructor(private readonly o: BackupsOptions) {}
 
   /** Takes a set: the tenants named, or every database of the platform and the catalog. */
-  async take(platform: string, tenantIds: readonly string[] | undefined, keepDays: number): Promise<{ set: string; files: BackupFile[]; removed: string[] }> {
+  async take(
+    platform: string,
+    tenantIds: readonly string[] | undefined,
+    { keepDays, verify, signal }: { keepDays: number; verify: boolean; signal?: AbortSignal },
+  ): Promise<{ set: string; files: BackupFile[]; removed: string[]; verified: (Verification & { file: string })[] }> {
     const root = this.#directory();
     const databases =
       tenantIds === undefined
@@ -106,8 +102,11 @@ export class Backups {
       for (const database of databases) {
         const file = `${set}/${database}.dump`;
         const output = createWriteStream(join(root, file), { mode: 0o600 });
-        const taken = await this.dump(database, output);
-        files.push({ ...taken, file });
+        try {
+          files.push({ ...(await this.dump(database, output, signal)), file });
+        } finally {
+          output.destroy(); // closed already when the dump succeeded
+        }
       }
       await writeFile(join(dir, MANIFEST), JSON.stringify({ set, files }, null, 2) + "\n", { mode: 0o600 });
       await writeFile(join(dir, CHECKSUMS), files.map((f) => `${f.sha256}  ${f.database}.dump\n`).join(""), { mode: 0o600 });
@@ -116,15 +115,20 @@ export class Backups {
       throw err;
     }
     for (const f of files) await this.o.onTaken(f);
-    const removed = keepDays > 0 ? await this.#prune(root, platform, keepDays, set) : [];
-    return { set, files, removed };
+    // Each of the platform's files restored and compared, one at a time; older sets removed only when all of them passed.
+    const verified: (Verification & { file: string })[] = [];
+    if (verify)
+      for (const f of files.filter((f) => parseDatabaseName(f.database)?.platform === platform))
+        verified.push({ file: f.file, ...(await this.verify(f.file)) });
+    const removed = keepDays > 0 && verified.every((v) => v.ok) ? await this.#prune(root, platform, keepDays, set) : [];
+    return { set, files, removed, verified };
   }
 
   /** Streams a backup of one tenant, taken now, into `output` (closed at the end). */
-  async download(platform: string, tenantId: string, output: Writable): Promise<BackupFile> {
+  async download(platform: string, tenantId: string, output: Writable, signal?: AbortSignal): Promise<BackupFile> {
     const database = this.#existing(platform, tenantId);
     await this.o.tools.check("pg_dump");
-    return { ...(await this.dump(database, output)), file: "" };
+    return { ...(await this.dump(database, output, signal)), file: "" };
   }
 
   /**
@@ -132,8 +136,11 @@ export class Backups {
    * dbgateway), from a snapshot in which its tables' rows are counted and its
    * migrations' record is read.
    */
-  async dump(database: string, output: Writable): Promise<BackupFile> {
+  async dump(database: string, output: Writable, signal?: AbortSignal): Promise<BackupFile> {
     const inside = await this.o.connectTo(database);
+    let dump: ToolProcess | undefined;
+    const stop = () => dump?.child.kill("SIGKILL");
+    signal?.addEventListener("abort", stop, { once: true });
     try {
       await inside.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
       const { rows } = await inside.query<{ snapshot: string; taken_at: Date }>(
@@ -141,11 +148,19 @@ export class Backups {
       );
       const { snapshot, taken_at: takenAt } = rows[0]!;
       const tableRows = await countRows(inside);
-      const migrations = await readRecord(inside);
-      const dump = this.o.tools.spawn("pg_dump", this.o.admin, database, [
+      // The gateway's record is left out (restores make it again); a schema of that name that is not the gateway's is the tenant's data.
+      let ours = false;
+      try {
+        ours = (await recordState(inside, database)) === "ours";
+      } catch (err) {
+        if (!(err instanceof GatewayError && err.reason === "MIGRATION_SCHEMA_CONFLICT")) throw err;
+      }
+      const migrations = ours ? await readRecord(inside) : [];
+      signal?.throwIfAborted();
+      dump = this.o.tools.spawn("pg_dump", this.o.admin, database, [
         "--format=custom",
         `--snapshot=${snapshot}`,
-        `--exclude-schema=${MIGRATIONS_SCHEMA}`,
+        ...(ours ? [`--exclude-schema=${MIGRATIONS_SCHEMA}`] : []),
         "--no-password",
       ]);
       dump.child.stdin.end();
@@ -158,11 +173,17 @@ export class Backups {
           done(null, chunk);
         },
       });
-      await Promise.all([pipeline(dump.child.stdout, measure, output), dump.exited]);
+      await settleTogether(pipeline(dump.child.stdout, measure, output), dump);
       await inside.query("COMMIT");
       const parsed = parseDatabaseName(database);
       return { database, tenantId: parsed?.tenantId ?? "", file: "", bytes, sha256: hash.digest("hex"), takenAt, tableRows, migrations };
+    } catch (err) {
+      stop();
+      output.destroy();
+      if (signal?.aborted) throw new GatewayError("CANCELLED", "the call was cancelled", { cause: err });
+      throw err;
     } finally {
+      signal?.removeEventListener("abort", stop);
       await inside.end().catch(() => undefined);
     }
   }
@@ -171,14 +192,22 @@ export class Backups {
   async restore(platform: string, tenantId: string, file: string): Promise<Restored> {
     const root = this.#directory();
     const entry = await this.#manifestEntry(root, file);
+    // A platform's own tenants' backups only: not another platform's, nor the catalog's (every platform's audit trail).
+    if (parseDatabaseName(entry.database)?.platform !== platform) {
+      throw new GatewayError("INVALID_REQUEST", `${file} is not a backup of a database of platform "${platform}"`);
+    }
     await this.o.tools.check("pg_restore");
     const path = join(root, file);
     const sha256 = await fileSha256(path);
     if (sha256 !== entry.sha256) throw new GatewayError("BACKUP_CORRUPT", `${file} does not match its manifest's checksum`);
     const database = await this.o.lifecycle.create(platform, tenantId, "");
     try {
-      await this.#restoreInto(database, (restore) => pipeline(createReadStream(path), restore.child.stdin), entry.migrations);
-      return { database, tableRows: await this.#counted(database), version: latestVersion(entry.migrations) };
+      const tableRows = await this.#restoreInto(
+        database,
+        (restore) => pipeline(createReadStream(path), restore.child.stdin),
+        () => entry.migrations,
+      );
+      return { database, tableRows, version: latestVersion(entry.migrations) };
     } catch (err) {
       await this.o.lifecycle.drop(platform, tenantId).catch(() => undefined); // no half-restored tenant
       throw err;
@@ -186,7 +215,7 @@ export class Backups {
   }
 
   /** Restores a file into a scratch tenant of its platform, compares its rows with the manifest's counts, and drops it. */
-  async verify(file: string): Promise<{ ok: boolean; tables: { table: string; expected: number; restored: number }[]; problems: string[] }> {
+  async verify(file: string): Promise<Verification> {
     const root = this.#directory();
     const entry = await this.#manifestEntry(root, file);
     const platform = parseDatabaseName(entry.database)?.platform;
@@ -219,19 +248,16 @@ export class Backups {
   }
 
   /** A new tenant as a copy of a serving one: its snapshot dumped straight into the new tenant's restore. */
-  async fork(platform: string, sourceTenantId: string, tenantId: string): Promise<Restored> {
+  async fork(platform: string, sourceTenantId: string, tenantId: string, signal?: AbortSignal): Promise<Restored> {
     const source = this.#existing(platform, sourceTenantId);
     await Promise.all([this.o.tools.check("pg_dump"), this.o.tools.check("pg_restore")]);
     const database = await this.o.lifecycle.create(platform, tenantId, "");
     try {
       let migrations: RecordedMigration[] = [];
-      let tableRows: Record<string, number> = {};
-      await this.#restoreInto(
+      const tableRows = await this.#restoreInto(
         database,
         async (restore) => {
-          const taken = await this.dump(source, restore.child.stdin);
-          migrations = taken.migrations;
-          tableRows = taken.tableRows;
+          migrations = (await this.dump(source, restore.child.stdin, signal)).migrations;
         },
         () => migrations,
       );
@@ -243,43 +269,47 @@ export class Backups {
   }
 
   /**
-   * pg_restore into `database` as its own role, in one transaction that a
-   * first error rolls back, fed by `feed`; then the migrations' record set up
-   * again with `migrations`.
+   * Fills the new `database` from a dump that `feed` writes into pg_restore's
+   * input. Holding the database's migration lock (no Migrate run touches it
+   * meanwhile), the gateway's record is made first, so that nothing restored
+   * can take its name; pg_restore then runs as the database's own role, in
+   * one transaction that a first error rolls back; every object restored is
+   * checked to be that role's; the migrations are recorded again. Returns the
+   * rows of each table.
    */
   async #restoreInto(
     database: string,
-    feed: (restore: ReturnType<PgTools["spawn"]>) => Promise<void>,
-    migrations: RecordedMigration[] | (() => RecordedMigration[]),
-  ): Promise<void> {
+    feed: (restore: ToolProcess) => Promise<void>,
+    migrations: () => readonly RecordedMigration[],
+  ): Promise<Record<string, number>> {
     const role = this.o.roles.roleName(database);
-    const restore = this.o.tools.spawn("pg_restore", this.o.asRole(role, this.o.roles.password(role)), database, [
-      "--no-owner",
-      "--no-acl",
-      "--single-transaction",
-      "--exit-on-error",
-      "--no-password",
-    ]);
-    restore.child.stdout.resume();
-    await Promise.all([feed(restore), restore.exited]);
-    const record = typeof migrations === "function" ? migrations() : migrations;
-    if (record.length === 0) return;
     const inside = await this.o.connectTo(database);
     try {
-      await inside.query(recordSetup(OWNER_ROLE, role));
-      await inside.query(
-        `INSERT INTO ${MIGRATIONS_SCHEMA}.schema_migrations (version, name, checksum, applied_at, duration_ms, applied_by)
-         SELECT * FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS r(version bigint, name text, checksum text, applied_at timestamptz, duration_ms bigint, applied_by text)`,
-        [JSON.stringify(record)],
+      await inside.query("SELECT pg_catalog.pg_advisory_lock(pg_catalog.hashtext($1))", [`db-gateway/migrate/${database}`]);
+      await ensureRecord(inside, database, role);
+      const restore = this.o.tools.spawn("pg_restore", this.o.asRole(role, this.o.roles.password(role)), database, [
+        "--no-owner",
+        "--no-acl",
+        "--single-transaction",
+        "--exit-on-error",
+        "--no-password",
+      ]);
+      restore.child.stdout.resume();
+      try {
+        await settleTogether(feed(restore), restore);
+      } catch (err) {
+        restore.child.stdin.destroy();
+        restore.child.kill("SIGKILL");
+        throw err;
+      }
+      const { rows } = await inside.query<{ object: string }>(
+        `SELECT c.oid::pg_catalog.regclass::text AS object FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', $1) AND pg_catalog.pg_get_userbyid(c.relowner) <> $2 LIMIT 1`,
+        [MIGRATIONS_SCHEMA, role],
       );
-    } finally {
-      await inside.end().catch(() => undefined);
-    }
-  }
-
-  async #counted(database: string): Promise<Record<string, number>> {
-    const inside = await this.o.connectTo(database);
-    try {
+      if (rows.length > 0) throw new GatewayError("BACKUP_FAILED", `${rows[0]!.object} was not restored as ${database}'s own role`);
+      const record = migrations();
+      if (record.length > 0) await insertRecord(inside, record);
       return await countRows(inside);
     } finally {
       await inside.end().catch(() => undefined);
@@ -345,7 +375,12 @@ export class Backups {
   }
 }
 
-/** Rows of every table of the database (in the transaction's snapshot), by "schema.table". Plain scans, which run none of the tenant's code. */
+/**
+ * Rows of every table of the database (in the transaction's snapshot), by
+ * "schema.table": plain scans, which run none of the tenant's code (the
+ * administrative sessions set row_security off, so a policy fails the count
+ * instead of running).
+ */
 async function countRows(inside: pg.ClientBase): Promise<Record<string, number>> {
   const { rows: tables } = await inside.query<{ name: string; qualified: string }>(
     `SELECT n.nspname || '.' || c.relname AS name, pg_catalog.format('%I.%I', n.nspname, c.relname) AS qualified
@@ -362,19 +397,6 @@ async function countRows(inside: pg.ClientBase): Promise<Record<string, number>>
   return counts;
 }
 
-async function readRecord(inside: pg.ClientBase): Promise<RecordedMigration[]> {
-  const exists = await inside.query("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1 AND pg_catalog.pg_get_userbyid(nspowner) = $2", [
-    MIGRATIONS_SCHEMA,
-    OWNER_ROLE,
-  ]);
-  if (exists.rowCount === 0) return [];
-  const { rows } = await inside.query<RecordedMigration>(
-    `SELECT version::text, name, checksum, pg_catalog.to_json(applied_at) #>> '{}' AS applied_at, duration_ms::text, applied_by
-       FROM ${MIGRATIONS_SCHEMA}.schema_migrations ORDER BY version`,
-  );
-  return rows;
-}
-
 function latestVersion(migrations: readonly RecordedMigration[]): bigint {
   return migrations.reduce((max, m) => (BigInt(m.version) > max ? BigInt(m.version) : max), 0n);
 }
@@ -383,4 +405,30 @@ async function fileSha256(path: string): Promise<string> {
   const hash = createHash("sha256");
   await pipeline(createReadStream(path), hash);
   return hash.digest("hex");
+}
+
+/** What a verification found. */
+export interface Verification {
+  ok: boolean;
+  tables: { table: string; expected: number; restored: number }[];
+  problems: string[];
+}
+
+/**
+ * Waits for a tool and the stream work around it, and fails with the tool's
+ * own error when both fail (a pipe broken because the tool died says less).
+ */
+async function settleTogether(work: Promise<unknown>, tool: ToolProcess): Promise<void> {
+  let stopped = false;
+  const [worked, exited] = await Promise.allSettled([
+    work.catch((err: unknown) => {
+      // The tool would wait for input or a reader that is gone.
+      stopped = true;
+      tool.child.kill("SIGKILL");
+      throw err;
+    }),
+    tool.exited,
+  ]);
+  if (exited.status === "rejected" && !stopped) throw exited.reason;
+  if (worked.status === "rejected") throw worked.reason;
 }

@@ -4,10 +4,10 @@ import type pg from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { splitStatements } from "../execution/statement-policy.js";
 import type { PoolManager } from "../pool/pool-manager.js";
-import { MIGRATIONS_SCHEMA, plan, recordOwner, recordSetup, type Migration, type Recorded } from "./migrations.js";
+import { ensureRecord, issueToken, MIGRATIONS_SCHEMA, readRecord, recordState, revokeToken } from "./migration-record.js";
+import { plan, type Migration, type Recorded } from "./migrations.js";
 import { databaseName } from "./naming.js";
 import type { DatabaseRegistry } from "./registry.js";
-import { OWNER_ROLE } from "./roles.js";
 
 /** Databases migrated at once unless the call asks otherwise, and at most. */
 export const DEFAULT_MIGRATION_CONCURRENCY = 4;
@@ -51,6 +51,8 @@ export interface MigratorOptions {
   registry: DatabaseRegistry;
   /** Opens an administrative connection inside a database. */
   connectTo(database: string): Promise<pg.Client>;
+  /** A database's login role (`TenantRoles.roleName`). */
+  roleOf(database: string): string;
 }
 
 /**
@@ -123,15 +125,10 @@ export class Migrator {
     const applied: bigint[] = [];
     let failedVersion: bigint | undefined;
     try {
-      await admin.query("SELECT pg_catalog.pg_advisory_lock(pg_catalog.hashtext($1))", [`db-gateway/migrate/${database}`]);
-      const owner = await recordOwner(admin);
-      if (owner !== undefined && owner !== OWNER_ROLE) {
-        throw new GatewayError("MIGRATION_SCHEMA_CONFLICT", `the schema "${MIGRATIONS_SCHEMA}" of ${database} belongs to "${owner}", not to db-gateway`, {
-          metadata: { database },
-        });
-      }
-      if (owner === undefined && !run.dryRun) await admin.query(recordSetup(OWNER_ROLE, database));
-      if (owner !== undefined || !run.dryRun) recorded = await readRecord(admin);
+      await lockMigrations(admin, database, run);
+      const role = this.o.roleOf(database);
+      const state = run.dryRun ? await recordState(admin, database) : (await ensureRecord(admin, database, role), "ours");
+      if (state === "ours") recorded = new Map((await readRecord(admin)).map((r) => [BigInt(r.version), { name: r.name, checksum: r.checksum }]));
       const needs = plan(run.migrations, recorded);
       if ("drift" in needs) {
         return result({
@@ -145,7 +142,7 @@ export class Migrator {
       if (pending.length === 0) return result({ outcome: "current", applied: [], version: latest(recorded) });
       if (run.dryRun) return result({ outcome: "pending", applied: pending.map((m) => m.version), version: latest(recorded) });
       const token = randomBytes(32).toString("base64url");
-      await admin.query(`INSERT INTO ${MIGRATIONS_SCHEMA}.migration_tokens (token) VALUES ($1)`, [token]);
+      await issueToken(admin, token);
       try {
         await this.o.pools.withConnection(
           database,
@@ -162,7 +159,7 @@ export class Migrator {
           { deadline: run.deadline, signal: run.signal, unmetered: true },
         );
       } finally {
-        await admin.query(`DELETE FROM ${MIGRATIONS_SCHEMA}.migration_tokens WHERE token = $1`, [token]);
+        await revokeToken(admin, token);
       }
       return result({ outcome: "applied", applied, version: applied.at(-1)! });
     } catch (err) {
@@ -212,19 +209,19 @@ async function apply(client: pg.ClientBase, migration: Migration, statements: re
   await client.query("BEGIN");
   try {
     await client.query(migration.sql);
+    if (client.getTransactionStatus() !== "T") {
+      // Its own COMMIT or ROLLBACK: what ran before it stays, unrecorded.
+      throw new GatewayError(
+        "INVALID_MIGRATION",
+        `migration ${migration.version} (${migration.name}) ended its transaction itself: leave COMMIT and ROLLBACK out, or make it a no-transaction migration`,
+      );
+    }
     await record();
     await client.query("COMMIT");
   } catch (err) {
     await client.query("ROLLBACK").catch(() => undefined);
     throw err;
   }
-}
-
-async function readRecord(admin: pg.ClientBase): Promise<Recorded> {
-  const { rows } = await admin.query<{ version: string; name: string; checksum: string }>(
-    `SELECT version::text, name, checksum FROM ${MIGRATIONS_SCHEMA}.schema_migrations`,
-  );
-  return new Map(rows.map((r) => [BigInt(r.version), { name: r.name, checksum: r.checksum }]));
 }
 
 function latest(recorded: Recorded): bigint {
@@ -236,6 +233,28 @@ function latest(recorded: Recorded): bigint {
 function unavailable(err: unknown): GatewayError {
   const error = toGatewayError(err);
   return error.reason === "INTERNAL" ? new GatewayError("DATABASE_UNAVAILABLE", "the database could not be reached", { cause: err }) : error;
+}
+
+/** How often a run waiting for another's lock on a database tries again. */
+const LOCK_RETRY_MILLIS = 100;
+
+/**
+ * Takes the database's migration lock (a session lock inside it, so two runs
+ * from any gateway take turns), trying again until the call's deadline or
+ * its cancellation rather than waiting on PostgreSQL without a bound.
+ */
+async function lockMigrations(admin: pg.ClientBase, database: string, run: Pick<MigrationRun, "deadline" | "signal">): Promise<void> {
+  for (;;) {
+    const { rows } = await admin.query<{ locked: boolean }>("SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext($1)) AS locked", [
+      `db-gateway/migrate/${database}`,
+    ]);
+    if (rows[0]!.locked) return;
+    if (run.signal.aborted) throw new GatewayError("CANCELLED", "the call was cancelled");
+    if (Date.now() + LOCK_RETRY_MILLIS > run.deadline) {
+      throw new GatewayError("DEADLINE_EXCEEDED", `another migration run held ${database} until the call's deadline`, { metadata: { database } });
+    }
+    await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MILLIS));
+  }
 }
 
 /** Runs `fn` over `items`, at most `limit` at a time. */

@@ -4,6 +4,9 @@ import { GatewayError } from "../errors.js";
 /** PostgreSQL truncates identifiers longer than this many bytes: a name must fit. */
 export const MAX_DATABASE_NAME_BYTES = 63;
 
+/** The non-login role that owns every database of the gateway, and each database's record of its migrations. */
+export const OWNER_ROLE = "dbgateway_owner";
+
 /** The tenant id that names a platform's main database; reserved for it. */
 export const MAIN = "main";
 

@@ -6,11 +6,42 @@ import { GatewayError } from "../errors.js";
 
 export type PgTool = "pg_dump" | "pg_restore";
 
-/** How the tools reach PostgreSQL: the server's URL without a password (a libpq URI), and the password apart. */
+/** How the tools reach PostgreSQL: libpq's keywords but the database's name and the password, and the password apart. */
 export interface ToolConnection {
-  /** postgres://user@host:port/?sslmode=… with no database and no password. */
-  url: string;
+  /** `host=… port=… user=… sslmode=…`, each value quoted. */
+  conninfo: string;
   password?: string;
+}
+
+/**
+ * A ToolConnection as `user`, from the gateway's DATABASE_URL: its host
+ * (or socket directory), port and TLS settings, every one given as a keyword
+ * so that nothing in the URL (a `?user=`) can stand in for `user`.
+ */
+export function toolConnection(databaseUrl: string, user: string, password: string | undefined): ToolConnection {
+  const url = new URL(databaseUrl);
+  const given = (name: string) => url.searchParams.get(name) ?? undefined;
+  const sslmode = given("sslmode");
+  const keywords: Record<string, string | undefined> = {
+    host: given("host") ?? (decodeURIComponent(url.hostname.replace(/^\[|\]$/g, "")) || undefined),
+    port: given("port") ?? (url.port || undefined),
+    user,
+    // node-postgres's own spelling for "encrypt, check nothing" is libpq's "require".
+    sslmode: sslmode === "no-verify" ? "require" : sslmode,
+    sslrootcert: given("sslrootcert"),
+    sslcert: given("sslcert"),
+    sslkey: given("sslkey"),
+  };
+  const conninfo = Object.entries(keywords)
+    .filter((entry): entry is [string, string] => entry[1] !== undefined)
+    .map(([key, value]) => `${key}=${quote(value)}`)
+    .join(" ");
+  return { conninfo, ...(password !== undefined ? { password } : {}) };
+}
+
+/** A libpq keyword's value, quoted. */
+function quote(value: string): string {
+  return `'${value.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
 }
 
 /** The most a tool's standard error keeps for its failure's message. */
@@ -67,11 +98,16 @@ export class PgTools {
    * connection's URL; the password in PGPASSWORD, never on the command line.
    */
   spawn(tool: PgTool, connection: ToolConnection, database: string, args: readonly string[]): ToolProcess {
-    const url = new URL(connection.url);
-    url.pathname = `/${encodeURIComponent(database)}`;
-    const child = spawn(this.path(tool), [...args, `--dbname=${url.toString()}`], {
+    const child = spawn(this.path(tool), [...args, `--dbname=${connection.conninfo} dbname=${quote(database)}`], {
       stdio: ["pipe", "pipe", "pipe"],
-      env: { PATH: process.env.PATH, LANG: "C", ...(connection.password ? { PGPASSWORD: connection.password } : {}), PGAPPNAME: `db-gateway-${tool}` },
+      // HOME: libpq's ~/.pgpass and ~/.postgresql/root.crt, where the gateway's own user keeps them.
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        LANG: "C",
+        PGAPPNAME: `db-gateway-${tool}`,
+        ...(connection.password ? { PGPASSWORD: connection.password } : {}),
+      },
     });
     let stderr = "";
     child.stderr.setEncoding("utf8");

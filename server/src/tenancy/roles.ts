@@ -4,10 +4,10 @@ import type pg from "pg";
 import { DatabaseError, escapeIdentifier, escapeLiteral } from "pg";
 import { GatewayError } from "../errors.js";
 import { hideCatalogs } from "./catalog-visibility.js";
-import { recordGrants, recordOwner } from "./migrations.js";
+import { resetRecordGrants } from "./migration-record.js";
+import { OWNER_ROLE } from "./naming.js";
 
-/** The non-login role that owns every database of the gateway. */
-export const OWNER_ROLE = "dbgateway_owner";
+export { OWNER_ROLE };
 
 /**
  * The only search path the administrative role works with. A tenant owns the
@@ -115,8 +115,8 @@ export class TenantRoles {
       // revokes the template role's privileges on shared objects, such as
       // CONNECT on the template database itself.)
       await inside.query(GIVE_OBJECTS_TO_ROLE);
-      // A copy of a template that was migrated: its record (the owner role's) is readable by this database's role as well.
-      if ((await recordOwner(inside)) === OWNER_ROLE) await inside.query(`SET LOCAL ROLE ${escapeIdentifier(OWNER_ROLE)}; ${recordGrants(role)} RESET ROLE;`);
+      // A copy of a template that was migrated: its record is this database's role's to read, and no longer the template's.
+      await resetRecordGrants(inside, role);
       // Only a superuser may change the catalogs' privileges; without one, see the start's report (gateway.ts).
       if (superuser) await hideCatalogs(inside);
       await inside.query("COMMIT");
