@@ -91,8 +91,14 @@ export async function recordState(inside: pg.ClientBase, database: string): Prom
  */
 export async function ensureRecord(inside: pg.ClientBase, database: string, role: string): Promise<void> {
   await asOwner(inside, async () => {
-    if ((await recordState(inside, database)) === "absent") await inside.query(CREATE_RECORD);
-    await grantOnly(inside, role);
+    if ((await recordState(inside, database)) === "absent") {
+      await inside.query(CREATE_RECORD);
+      await grantOnly(inside, role);
+    } else {
+      // Given at creation, and to a copy's role when it is made (resetRecordGrants): again only where that was missed.
+      const { rows } = await inside.query<{ granted: boolean }>("SELECT pg_catalog.has_schema_privilege($1, $2, 'USAGE') AS granted", [role, S]);
+      if (!rows[0]!.granted) await grantOnly(inside, role);
+    }
     // Tokens of a run that stopped (a gateway killed): useless to anyone, removed.
     await inside.query(`DELETE FROM ${S}.migration_tokens WHERE created_at < pg_catalog.now() - interval '1 hour'`);
   });
