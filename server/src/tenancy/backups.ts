@@ -84,10 +84,22 @@ export class Backups {
         ? [...this.o.registry.list(new Set([platform])).map((d) => d.name), this.o.catalogDatabase]
         : tenantIds.map((t) => this.#existing(platform, t));
     await this.o.tools.check("pg_dump");
-    const set = `${platform}/${new Date().toISOString().replace(/[-:]/g, "")}`;
-    const dir = join(root, set);
+    let set: string;
+    let dir: string;
     try {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await mkdir(join(root, platform), { recursive: true, mode: 0o700 });
+      // A set of its own, named by its time: a take begun in the same millisecond waits for the next.
+      for (;;) {
+        set = `${platform}/${new Date().toISOString().replace(/[-:]/g, "")}`;
+        dir = join(root, set);
+        try {
+          await mkdir(dir, { mode: 0o700 });
+          break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      }
       await writeFile(join(dir, ".writable"), "");
       await rm(join(dir, ".writable"));
     } catch (err) {
@@ -175,8 +187,9 @@ export class Backups {
       });
       await settleTogether(pipeline(dump.child.stdout, measure, output), dump);
       await inside.query("COMMIT");
-      const parsed = parseDatabaseName(database);
-      return { database, tenantId: parsed?.tenantId ?? "", file: "", bytes, sha256: hash.digest("hex"), takenAt, tableRows, migrations };
+      // The catalog is no tenant's, whatever its name looks like.
+      const tenantId = database === this.o.catalogDatabase ? "" : (parseDatabaseName(database)?.tenantId ?? "");
+      return { database, tenantId, file: "", bytes, sha256: hash.digest("hex"), takenAt, tableRows, migrations };
     } catch (err) {
       stop();
       output.destroy();
