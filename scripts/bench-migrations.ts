@@ -25,13 +25,15 @@
  * 200 connections, both changed with `--env`.
  */
 import { randomBytes } from "node:crypto";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { createClient, GatewayError, type DatabaseMigration, type GatewayClient, type MigrationFile, type MigrationTotals } from "../client-sdk/src/index.js";
+import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js";
 import { startGatewayProcess, type GatewayProcess } from "../test/helpers/gateway-process.js";
+import { coresBetween, cpuSample, postmasterOf, round, type Cores, type CpuSample } from "./measuring.js";
 import { testPki } from "../test/helpers/pki.js";
 import { postgresForRun, type RunPostgres } from "../test/helpers/run-postgres.js";
 import { mapLimit } from "../test/helpers/wait.js";
@@ -88,7 +90,10 @@ function cleanUp(): Promise<void> {
     loadClient?.close();
     const steps: [string, () => Promise<unknown> | undefined][] = [
       ["stopping the gateway", () => gateway?.close()],
-      ["dropping the run's databases and roles", () => (postgres?.embedded === false ? dropShared() : undefined)],
+      [
+        "dropping the run's databases and roles",
+        () => (postgres?.embedded === false ? dropPlatformDatabases([PLATFORM, LOAD], postgres.url).then(() => dropOwnerRole(postgres!.url)) : undefined),
+      ],
       ["closing the direct connection", () => direct?.end()],
       ["stopping PostgreSQL and removing its data", () => postgres?.close()],
     ];
@@ -340,108 +345,8 @@ function print(r: RunReport): void {
   );
 }
 
-/** CPU time so far, in microseconds: the gateway's, PostgreSQL's (NaN on PG_URL's server), this process's, and the whole machine's when not idle. */
-interface CpuSample {
-  at: number;
-  gateway: number;
-  postgres: number;
-  benchmark: number;
-  machineBusy: number;
-}
-
-/** CPU seconds a second between two samples; `other`: the rest of the machine (other programs, the kernel's own threads). */
-interface Cores {
-  gateway: number;
-  postgres: number;
-  benchmark: number;
-  other: number;
-  machineBusy: number;
-}
-
-async function cpuSample(gw: GatewayProcess, postmaster: number | undefined): Promise<CpuSample> {
-  const [gateway, postgres, machineBusy] = await Promise.all([gw.cpuMicros(), postgresMicros(postmaster), machineBusyMicros()]);
-  const { user, system } = process.cpuUsage();
-  return { at: performance.now(), gateway, postgres, benchmark: user + system, machineBusy };
-}
-
-function coresBetween(a: CpuSample, b: CpuSample): Cores {
-  const micros = (b.at - a.at) * 1000;
-  const [gateway, postgres, benchmark, machineBusy] = [
-    b.gateway - a.gateway,
-    b.postgres - a.postgres,
-    b.benchmark - a.benchmark,
-    b.machineBusy - a.machineBusy,
-  ];
-  return {
-    gateway: round(gateway / micros),
-    postgres: round(postgres / micros),
-    benchmark: round(benchmark / micros),
-    other: round((machineBusy - gateway - (Number.isNaN(postgres) ? 0 : postgres) - benchmark) / micros),
-    machineBusy: round(machineBusy / micros),
-  };
-}
-
-/** The embedded PostgreSQL's postmaster: the process started with its data directory. */
-async function postmasterOf(dataDir: string): Promise<number | undefined> {
-  for (const pid of await readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    const args = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-    if (args.split("\0").includes(dataDir)) return Number(pid);
-  }
-  return undefined;
-}
-
-/**
- * The CPU time of the postmaster and all its children so far: their own (the
- * living ones, from /proc) and that of those ended and reaped (the
- * postmaster's cutime and cstime), so the backends of the migrations' short
- * connections count too.
- */
-async function postgresMicros(postmaster: number | undefined): Promise<number> {
-  if (postmaster === undefined) return NaN;
-  const fields = async (pid: string) => {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-    // After the ") ": field 3 (state) is [0], ppid [1], utime [11], stime [12], cutime [13], cstime [14].
-    return stat
-      .slice(stat.lastIndexOf(")") + 2)
-      .split(" ")
-      .map(Number);
-  };
-  const own = await fields(String(postmaster));
-  let ticks = own[11]! + own[12]! + own[13]! + own[14]!;
-  for (const pid of await readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    const child = await fields(pid).catch(() => undefined);
-    if (child?.[1] === postmaster) ticks += child[11]! + child[12]!;
-  }
-  return ticks * 10_000;
-}
-
-/** The machine's non-idle CPU time so far (the cpu line of /proc/stat less idle and iowait), in microseconds. */
-async function machineBusyMicros(): Promise<number> {
-  const ticks = (await readFile("/proc/stat", "utf8")).split("\n")[0]!.split(/ +/).slice(1, 9).map(Number);
-  return (ticks.reduce((a, b) => a + b, 0) - ticks[3]! - ticks[4]!) * 10_000;
-}
-
-/** On PG_URL's server: drops the databases and roles the run made. */
-async function dropShared(): Promise<void> {
-  if (direct === undefined) return;
-  for (const prefix of [`${PLATFORM}_`, `${LOAD}_`]) {
-    const { rows } = await direct.query<{ datname: string }>("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", [prefix]);
-    for (const { datname } of rows) await direct.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);
-    const roles = await direct.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", [prefix]);
-    for (const { rolname } of roles.rows) await direct.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(rolname)}`);
-  }
-  await direct.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(`catalog_${PLATFORM}`)} WITH (FORCE)`);
-  await direct.query("DROP ROLE IF EXISTS dbgateway_owner").catch(() => undefined);
-}
-
 function pct(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
-function round(n: number): number {
-  return Math.round(n * 100) / 100;
 }
 
 function sleep(ms: number): Promise<void> {

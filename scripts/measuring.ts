@@ -1,7 +1,8 @@
 /**
  * What the benchmark and profiling scripts read about the processes they
  * measure (CPU time from /proc, a gateway's connection count from /metrics)
- * and the bare gRPC server they compare the gateway with.
+ * and the bare gRPC server they compare the gateway with; CPU cores used
+ * between two samples, by the gateway, PostgreSQL and the rest.
  */
 import { fork } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
@@ -46,4 +47,92 @@ export async function startBareServer(databaseUrl: string, mode: "reset" | "stat
     server.once("exit", (code) => reject(new Error(`bare-grpc-server.ts exited (${code})`)));
   });
   return { port, close: () => server.kill() };
+}
+
+/** CPU time so far, in microseconds: the gateway's, PostgreSQL's (NaN on PG_URL's server), this process's, and the whole machine's when not idle. */
+export interface CpuSample {
+  at: number;
+  gateway: number;
+  postgres: number;
+  benchmark: number;
+  machineBusy: number;
+}
+
+/** CPU seconds a second between two samples; `other`: the rest of the machine (other programs, the kernel's own threads). */
+export interface Cores {
+  gateway: number;
+  postgres: number;
+  benchmark: number;
+  other: number;
+  machineBusy: number;
+}
+
+export async function cpuSample(gw: Pick<GatewayProcess, "cpuMicros">, postmaster: number | undefined): Promise<CpuSample> {
+  const [gateway, postgres, machineBusy] = await Promise.all([gw.cpuMicros(), postgresMicros(postmaster), machineBusyMicros()]);
+  const { user, system } = process.cpuUsage();
+  return { at: performance.now(), gateway, postgres, benchmark: user + system, machineBusy };
+}
+
+export function coresBetween(a: CpuSample, b: CpuSample): Cores {
+  const micros = (b.at - a.at) * 1000;
+  const [gateway, postgres, benchmark, machineBusy] = [
+    b.gateway - a.gateway,
+    b.postgres - a.postgres,
+    b.benchmark - a.benchmark,
+    b.machineBusy - a.machineBusy,
+  ];
+  return {
+    gateway: round(gateway / micros),
+    postgres: round(postgres / micros),
+    benchmark: round(benchmark / micros),
+    other: round((machineBusy - gateway - (Number.isNaN(postgres) ? 0 : postgres) - benchmark) / micros),
+    machineBusy: round(machineBusy / micros),
+  };
+}
+
+/** The embedded PostgreSQL's postmaster: the process started with its data directory. */
+export async function postmasterOf(dataDir: string): Promise<number | undefined> {
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const args = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (args.split("\0").includes(dataDir)) return Number(pid);
+  }
+  return undefined;
+}
+
+/**
+ * The CPU time of the postmaster and all its children so far: their own (the
+ * living ones, from /proc) and that of those ended and reaped (the
+ * postmaster's cutime and cstime), so the backends of the migrations' short
+ * connections count too.
+ */
+async function postgresMicros(postmaster: number | undefined): Promise<number> {
+  if (postmaster === undefined) return NaN;
+  const fields = async (pid: string) => {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // After the ") ": field 3 (state) is [0], ppid [1], utime [11], stime [12], cutime [13], cstime [14].
+    return stat
+      .slice(stat.lastIndexOf(")") + 2)
+      .split(" ")
+      .map(Number);
+  };
+  const own = await fields(String(postmaster));
+  let ticks = own[11]! + own[12]! + own[13]! + own[14]!;
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const child = await fields(pid).catch(() => undefined);
+    if (child?.[1] === postmaster) ticks += child[11]! + child[12]!;
+  }
+  return ticks * 10_000;
+}
+
+/** The machine's non-idle CPU time so far (the cpu line of /proc/stat less idle and iowait), in microseconds. */
+async function machineBusyMicros(): Promise<number> {
+  const ticks = (await readFile("/proc/stat", "utf8")).split("\n")[0]!.split(/ +/).slice(1, 9).map(Number);
+  return (ticks.reduce((a, b) => a + b, 0) - ticks[3]! - ticks[4]!) * 10_000;
+}
+
+/** Two decimals. */
+export function round(n: number): number {
+  return Math.round(n * 100) / 100;
 }
