@@ -1,8 +1,8 @@
 // Backups of tenant databases with pg_dump (one snapshot per database, its rows counted in it), restores into new tenants as their own roles, verification, and forks of a serving tenant.
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { join, normalize, sep } from "node:path";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Transform, type Writable } from "node:stream";
 import type pg from "pg";
@@ -10,24 +10,12 @@ import { GatewayError } from "../errors.js";
 import type { TenantLifecycle } from "./lifecycle.js";
 import { ensureRecord, insertRecord, MIGRATIONS_SCHEMA, readRecord, recordState, type RecordedMigration } from "./migration-record.js";
 import { databaseName, parseDatabaseName } from "./naming.js";
-import type { PgTools, ToolConnection, ToolProcess } from "./pg-tools.js";
+import { settleTogether, type PgTools, type ToolConnection, type ToolProcess } from "./pg-tools.js";
+import { createSet, fileSha256, indexSet, manifestEntry, pruneSets, type BackupFile } from "./backup-sets.js";
 import type { DatabaseRegistry } from "./registry.js";
 import type { TenantRoles } from "./roles.js";
 
-export type { RecordedMigration };
-
-/** One database's backup, as the manifest records it. */
-export interface BackupFile {
-  database: string;
-  tenantId: string;
-  /** Relative to BACKUP_DIR; "" for a download. */
-  file: string;
-  bytes: number;
-  sha256: string;
-  takenAt: Date;
-  tableRows: Record<string, number>;
-  migrations: RecordedMigration[];
-}
+export type { BackupFile, RecordedMigration };
 
 /** A tenant made from a backup or a fork: its rows, and the latest migration it has. */
 export interface Restored {
@@ -55,11 +43,6 @@ export interface BackupsOptions {
   onTaken(file: BackupFile): Promise<void>;
 }
 
-const MANIFEST = "manifest.json";
-const CHECKSUMS = "SHA256SUMS";
-/** A set's directory name: its UTC time, sortable and safe in a path. */
-const SET_NAME = /^\d{8}T\d{6}\.\d{3}Z$/;
-
 /**
  * Backups, restores and forks. pg_dump runs as the administrative role, in a
  * snapshot exported by a transaction in which the tables' rows are counted
@@ -84,31 +67,7 @@ export class Backups {
         ? [...this.o.registry.list(new Set([platform])).map((d) => d.name), this.o.catalogDatabase]
         : tenantIds.map((t) => this.#existing(platform, t));
     await this.o.tools.check("pg_dump");
-    let set: string;
-    let dir: string;
-    try {
-      await mkdir(join(root, platform), { recursive: true, mode: 0o700 });
-      // A set of its own, named by its time: a take begun in the same millisecond waits for the next.
-      for (;;) {
-        set = `${platform}/${new Date().toISOString().replace(/[-:]/g, "")}`;
-        dir = join(root, set);
-        try {
-          await mkdir(dir, { mode: 0o700 });
-          break;
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-          await new Promise((resolve) => setTimeout(resolve, 2));
-        }
-      }
-      await writeFile(join(dir, ".writable"), "");
-      await rm(join(dir, ".writable"));
-    } catch (err) {
-      throw new GatewayError(
-        "BACKUP_DIR_UNWRITABLE",
-        `the backup directory cannot be written (${(err as NodeJS.ErrnoException).code ?? "error"}): check BACKUP_DIR`,
-        { cause: err },
-      );
-    }
+    const set = await createSet(root, platform);
     const files: BackupFile[] = [];
     try {
       for (const database of databases) {
@@ -120,10 +79,9 @@ export class Backups {
           output.destroy(); // closed already when the dump succeeded
         }
       }
-      await writeFile(join(dir, MANIFEST), JSON.stringify({ set, files }, null, 2) + "\n", { mode: 0o600 });
-      await writeFile(join(dir, CHECKSUMS), files.map((f) => `${f.sha256}  ${f.database}.dump\n`).join(""), { mode: 0o600 });
+      await indexSet(root, set, files);
     } catch (err) {
-      await rm(dir, { recursive: true, force: true }); // no half set
+      await rm(join(root, set), { recursive: true, force: true }); // no half set
       throw err;
     }
     for (const f of files) await this.o.onTaken(f);
@@ -132,7 +90,7 @@ export class Backups {
     if (verify)
       for (const f of files.filter((f) => parseDatabaseName(f.database)?.platform === platform))
         verified.push({ file: f.file, ...(await this.verify(f.file)) });
-    const removed = keepDays > 0 && verified.every((v) => v.ok) ? await this.#prune(root, platform, keepDays, set) : [];
+    const removed = keepDays > 0 && verified.every((v) => v.ok) ? await pruneSets(root, platform, keepDays, set) : [];
     return { set, files, removed, verified };
   }
 
@@ -204,7 +162,7 @@ export class Backups {
   /** Restores a file of BACKUP_DIR into a new tenant (never over an existing one), checked against its manifest first. */
   async restore(platform: string, tenantId: string, file: string): Promise<Restored> {
     const root = this.#directory();
-    const entry = await this.#manifestEntry(root, file);
+    const entry = await manifestEntry(root, file);
     // A platform's own tenants' backups only: not another platform's, nor the catalog's (every platform's audit trail).
     if (parseDatabaseName(entry.database)?.platform !== platform) {
       throw new GatewayError("INVALID_REQUEST", `${file} is not a backup of a database of platform "${platform}"`);
@@ -230,7 +188,7 @@ export class Backups {
   /** Restores a file into a scratch tenant of its platform, compares its rows with the manifest's counts, and drops it. */
   async verify(file: string): Promise<Verification> {
     const root = this.#directory();
-    const entry = await this.#manifestEntry(root, file);
+    const entry = await manifestEntry(root, file);
     const platform = parseDatabaseName(entry.database)?.platform;
     if (platform === undefined)
       throw new GatewayError("INVALID_REQUEST", `${file} is not a tenant database's backup (the catalog's is restored with pg_restore)`);
@@ -341,51 +299,6 @@ export class Backups {
     if (!this.o.registry.has(database)) throw new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database } });
     return database;
   }
-
-  /** The manifest's entry for a file of BACKUP_DIR ("{platform}/{set}/{database}.dump"), the path checked to stay inside it. */
-  async #manifestEntry(root: string, file: string): Promise<BackupFile> {
-    const parts = file.split("/");
-    const clean = normalize(file);
-    if (
-      parts.length !== 3 ||
-      clean !== file ||
-      clean.startsWith("..") ||
-      clean.includes(`..${sep}`) ||
-      !SET_NAME.test(parts[1]!) ||
-      !parts[2]!.endsWith(".dump")
-    ) {
-      throw new GatewayError("INVALID_REQUEST", "file must name a backup as BackupFile.file does: {platform}/{set}/{database}.dump");
-    }
-    let manifest: { files: BackupFile[] };
-    try {
-      manifest = JSON.parse(await readFile(join(root, parts[0]!, parts[1]!, MANIFEST), "utf8")) as { files: BackupFile[] };
-    } catch (err) {
-      throw new GatewayError("BACKUP_NOT_FOUND", `no backup set ${parts[0]}/${parts[1]} in BACKUP_DIR`, { cause: err });
-    }
-    const entry = manifest.files.find((f) => f.file === file);
-    if (entry === undefined) throw new GatewayError("BACKUP_NOT_FOUND", `${file} is not in its set's manifest`);
-    try {
-      await stat(join(root, file));
-    } catch (err) {
-      throw new GatewayError("BACKUP_NOT_FOUND", `${file} is missing from BACKUP_DIR`, { cause: err });
-    }
-    return entry;
-  }
-
-  /** Removes the platform's sets older than `keepDays`, never the one just taken. */
-  async #prune(root: string, platform: string, keepDays: number, kept: string): Promise<string[]> {
-    const cutoff = Date.now() - keepDays * 86_400_000;
-    const removed: string[] = [];
-    for (const name of await readdir(join(root, platform))) {
-      if (!SET_NAME.test(name) || `${platform}/${name}` === kept) continue;
-      const iso = `${name.slice(0, 4)}-${name.slice(4, 6)}-${name.slice(6, 8)}T${name.slice(9, 11)}:${name.slice(11, 13)}:${name.slice(13)}`;
-      if (Date.parse(iso) < cutoff) {
-        await rm(join(root, platform, name), { recursive: true, force: true });
-        removed.push(`${platform}/${name}`);
-      }
-    }
-    return removed;
-  }
 }
 
 /**
@@ -414,34 +327,9 @@ function latestVersion(migrations: readonly RecordedMigration[]): bigint {
   return migrations.reduce((max, m) => (BigInt(m.version) > max ? BigInt(m.version) : max), 0n);
 }
 
-async function fileSha256(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  await pipeline(createReadStream(path), hash);
-  return hash.digest("hex");
-}
-
 /** What a verification found. */
 export interface Verification {
   ok: boolean;
   tables: { table: string; expected: number; restored: number }[];
   problems: string[];
-}
-
-/**
- * Waits for a tool and the stream work around it, and fails with the tool's
- * own error when both fail (a pipe broken because the tool died says less).
- */
-async function settleTogether(work: Promise<unknown>, tool: ToolProcess): Promise<void> {
-  let stopped = false;
-  const [worked, exited] = await Promise.allSettled([
-    work.catch((err: unknown) => {
-      // The tool would wait for input or a reader that is gone.
-      stopped = true;
-      tool.child.kill("SIGKILL");
-      throw err;
-    }),
-    tool.exited,
-  ]);
-  if (exited.status === "rejected" && !stopped) throw exited.reason;
-  if (worked.status === "rejected") throw worked.reason;
 }

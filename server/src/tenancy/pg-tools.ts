@@ -148,3 +148,22 @@ async function toolMajor(path: string): Promise<number | undefined> {
 function lastLines(text: string): string {
   return text.trim().split("\n").slice(-5).join("; ") || "no message";
 }
+
+/**
+ * Waits for a tool and the stream work around it, and fails with the tool's
+ * own error when both fail (a pipe broken because the tool died says less).
+ */
+export async function settleTogether(work: Promise<unknown>, tool: ToolProcess): Promise<void> {
+  let stopped = false;
+  const [worked, exited] = await Promise.allSettled([
+    work.catch((err: unknown) => {
+      // The tool would wait for input or a reader that is gone.
+      stopped = true;
+      tool.child.kill("SIGKILL");
+      throw err;
+    }),
+    tool.exited,
+  ]);
+  if (exited.status === "rejected" && !stopped) throw exited.reason;
+  if (worked.status === "rejected") throw worked.reason;
+}
