@@ -1,7 +1,9 @@
 // AdminService's backup, restore, verification, fork and ListTenants handlers: each change audited, files described as the manifest does.
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { userInfo } from "node:os";
 import { Writable } from "node:stream";
+import type pg from "pg";
 import { GatewayError } from "../errors.js";
 import type { ResponseStream } from "../execution/call-streams.js";
 import {
@@ -10,14 +12,12 @@ import {
   type BackupFile as BackupFileMessage,
   type DownloadBackupResponseSchema,
 } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
-import type pg from "pg";
 import type { PoolManager } from "../pool/pool-manager.js";
 import { Backups, type BackupFile, type Verification } from "../tenancy/backups.js";
 import type { TenantLifecycle } from "../tenancy/lifecycle.js";
 import { parseDatabaseName } from "../tenancy/naming.js";
 import type { RecentCalls } from "../tenancy/recent-calls.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
-import { userInfo } from "node:os";
 import { PgTools, toolConnection } from "../tenancy/pg-tools.js";
 import type { TenantRoles } from "../tenancy/roles.js";
 import { TenantFactStore } from "../tenancy/tenant-facts.js";
@@ -92,7 +92,6 @@ export function backupHandlers(
       let rows: Record<string, number> = {};
       const name = await a.audited(ctx, "backup.restore", request, { file: request.file }, async () => {
         const restored = await a.backups.restore(request.platform, request.tenantId, request.file);
-        if (restored.version > 0n) await a.facts.noteVersion(restored.database, restored.version);
         rows = restored.tableRows;
         return restored.database;
       });
@@ -100,9 +99,9 @@ export function backupHandlers(
     },
     async verifyBackup(request, ctx) {
       let result: Verification | undefined;
-      // The platform the file's path names, when it is one.
+      // The platform the file's path names, when it is one (naming.ts decides).
       const named = request.file.split("/")[0]!;
-      const platform = /^[a-z][a-z0-9]*$/.test(named) ? named : "";
+      const platform = safeDatabaseName(named, "") === "" ? "" : named;
       await a.audited(ctx, "backup.verify", { platform, tenantId: "", database: "" }, { file: request.file }, async () => {
         result = await a.backups.verify(request.file);
         return "";
@@ -115,7 +114,6 @@ export function backupHandlers(
       const source = safeDatabaseName(request.platform, request.sourceTenantId);
       const name = await a.audited(ctx, "tenant.fork", request, { source }, async () => {
         const forked = await a.backups.fork(request.platform, request.sourceTenantId, request.tenantId, ctx.signal);
-        if (forked.version > 0n) await a.facts.noteVersion(forked.database, forked.version);
         rows = forked.tableRows;
         return forked.database;
       });
@@ -225,6 +223,9 @@ export async function backupAdministration(p: BackupParts): Promise<Omit<BackupA
     connectTo: p.connectTo,
     catalogDatabase: p.catalogDatabase,
     onTaken: (file) => facts.noteBackup(file.database, file.takenAt),
+    onRestored: async (database, version) => {
+      if (version > 0n) await facts.noteVersion(database, version);
+    },
   });
   return {
     backups,

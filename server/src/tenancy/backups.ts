@@ -41,6 +41,8 @@ export interface BackupsOptions {
   catalogDatabase: string;
   /** Told of each database's backup once its set is complete. */
   onTaken(file: BackupFile): Promise<void>;
+  /** Told of each tenant made by a restore or a fork, with the latest migration it has (0n: none). */
+  onRestored(database: string, version: bigint): Promise<void>;
 }
 
 /**
@@ -178,7 +180,9 @@ export class Backups {
         (restore) => pipeline(createReadStream(path), restore.child.stdin),
         () => entry.migrations,
       );
-      return { database, tableRows, version: latestVersion(entry.migrations) };
+      const version = latestVersion(entry.migrations);
+      await this.o.onRestored(database, version);
+      return { database, tableRows, version };
     } catch (err) {
       await this.o.lifecycle.drop(platform, tenantId).catch(() => undefined); // no half-restored tenant
       throw err;
@@ -232,7 +236,9 @@ export class Backups {
         },
         () => migrations,
       );
-      return { database, tableRows, version: latestVersion(migrations) };
+      const version = latestVersion(migrations);
+      await this.o.onRestored(database, version);
+      return { database, tableRows, version };
     } catch (err) {
       await this.o.lifecycle.drop(platform, tenantId).catch(() => undefined);
       throw err;
