@@ -124,8 +124,10 @@ describe("backups, restores and forks", () => {
       await writer;
     }
     assert.ok(written > 200);
-    // The scratch tenant of the verification is gone.
+    // The scratch tenant of the verification is gone, and left no facts in the catalog.
     assert.ok(!(await admin.admin().listDatabases(platform)).some((d) => d.tenantId.startsWith("verify_")));
+    const catalog = await t.pg(`catalog_${platform}`);
+    assert.deepEqual((await catalog.query("SELECT database FROM tenant_fact WHERE database LIKE '%verify%'")).rows, []);
   });
 
   it("a corrupt file fails verification and is not restored (DATA_LOSS)", async () => {

@@ -163,6 +163,13 @@ export class Backups {
 
   /** Restores a file of BACKUP_DIR into a new tenant (never over an existing one), checked against its manifest first. */
   async restore(platform: string, tenantId: string, file: string): Promise<Restored> {
+    const restored = await this.#restore(platform, tenantId, file);
+    await this.o.onRestored(restored.database, restored.version);
+    return restored;
+  }
+
+  /** `restore`, without telling anyone: a verification's scratch tenant is gone again at once. */
+  async #restore(platform: string, tenantId: string, file: string): Promise<Restored> {
     const root = this.#directory();
     const entry = await manifestEntry(root, file);
     // A platform's own tenants' backups only: not another platform's, nor the catalog's (every platform's audit trail).
@@ -180,9 +187,7 @@ export class Backups {
         (restore) => pipeline(createReadStream(path), restore.child.stdin),
         () => entry.migrations,
       );
-      const version = latestVersion(entry.migrations);
-      await this.o.onRestored(database, version);
-      return { database, tableRows, version };
+      return { database, tableRows, version: latestVersion(entry.migrations) };
     } catch (err) {
       await this.o.lifecycle.drop(platform, tenantId).catch(() => undefined); // no half-restored tenant
       throw err;
@@ -199,7 +204,7 @@ export class Backups {
     const scratch = `verify_${randomBytes(6).toString("hex")}`;
     let restored: Record<string, number>;
     try {
-      restored = (await this.restore(platform, scratch, file)).tableRows;
+      restored = (await this.#restore(platform, scratch, file)).tableRows;
     } catch (err) {
       if (err instanceof GatewayError && err.reason === "BACKUP_CORRUPT") return { ok: false, tables: [], problems: [err.message] };
       throw err;
