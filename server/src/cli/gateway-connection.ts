@@ -45,7 +45,7 @@ export function connectionHelp(defaultTimeoutSecs: number): string {
 export async function withAdminClient(
   values: Record<string, unknown>,
   defaultTimeoutSecs: number,
-  fn: (admin: AdminClient) => Promise<number>,
+  fn: (admin: AdminClient, sdk: typeof import("@db-gateway/client")) => Promise<number>,
 ): Promise<number> {
   const json = values.json as boolean | undefined;
   const connection = connectionSettings(values, process.env, defaultTimeoutSecs);
@@ -68,7 +68,7 @@ export async function withAdminClient(
     return fail(json, (err as Error).message.replace(/\btls\.(ca|cert|key)\b/g, "--$1"));
   }
   try {
-    return await fn(client.admin());
+    return await fn(client.admin(), sdk);
   } catch (err) {
     const error = sdk.GatewayError.from(err);
     const status = statusName(sdk.Code[error.code] ?? String(error.code));

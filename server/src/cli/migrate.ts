@@ -1,5 +1,6 @@
 /** `db-gateway migrate`: a platform's migrations (a directory of versioned SQL files) over its databases, through a running gateway's AdminService. */
 import type { DatabaseMigration, MigrationTotals } from "@db-gateway/client";
+import { MAX_MIGRATION_CONCURRENCY } from "../tenancy/migrator.js";
 import { validatePlatform } from "../tenancy/naming.js";
 import { EXIT_FAILED, EXIT_OK, UsageError, fail, jsonSafe, output, parseCommandArgs, type Command } from "./command.js";
 import { checkName, CONNECTION_OPTIONS, connectionHelp, withAdminClient } from "./gateway-connection.js";
@@ -60,20 +61,19 @@ Examples:
     if (platform === undefined) throw new UsageError("migrate needs --platform");
     checkName(() => validatePlatform(platform));
     const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
-    if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 32)) {
-      throw new UsageError(`--concurrency must be a whole number from 1 to 32 (got "${values.concurrency}")`);
+    if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_MIGRATION_CONCURRENCY)) {
+      throw new UsageError(`--concurrency must be a whole number from 1 to ${MAX_MIGRATION_CONCURRENCY} (got "${values.concurrency}")`);
     }
     const directory = values.dir ?? `migrations/${platform}`;
-    const { loadMigrations } = await import("@db-gateway/client");
-    let migrations;
-    try {
-      migrations = await loadMigrations(directory);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      return fail(values.json, code ? `cannot read the migrations in "${directory}" (${code}): give --dir DIRECTORY` : (err as Error).message);
-    }
-    if (migrations.length === 0) return fail(values.json, `no migrations (<version>_<name>.sql) in "${directory}"`);
-    return withAdminClient(values, DEFAULT_TIMEOUT_SECS, async (admin) => {
+    return withAdminClient(values, DEFAULT_TIMEOUT_SECS, async (admin, { loadMigrations }) => {
+      let migrations;
+      try {
+        migrations = await loadMigrations(directory);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        return fail(values.json, code ? `cannot read the migrations in "${directory}" (${code}): give --dir DIRECTORY` : (err as Error).message);
+      }
+      if (migrations.length === 0) return fail(values.json, `no migrations (<version>_<name>.sql) in "${directory}"`);
       let troubled = 0;
       for await (const progress of admin.migrate(platform, migrations, {
         dryRun: values["dry-run"] ?? false,
