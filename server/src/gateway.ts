@@ -2,7 +2,6 @@
 import { setMaxListeners } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
-import { parse as parseConnectionString } from "pg-connection-string";
 import type { PoolSettings } from "./config.js";
 import { beforeStatement, GatewayError } from "./errors.js";
 import { AdminService } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
@@ -29,6 +28,8 @@ import { CleanupStack } from "./cleanup-stack.js";
 import { TenantLifecycle } from "./tenancy/lifecycle.js";
 import { RegistrySync } from "./tenancy/registry-sync.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
+import { connectionConfig } from "./database/connection-config.js";
+import { reconcileCatalogs } from "./tenancy/catalog-reconciliation.js";
 import { Migrator } from "./tenancy/migrator.js";
 import { RecentCalls } from "./tenancy/recent-calls.js";
 import { backupAdministration } from "./services/backup-admin.js";
@@ -169,41 +170,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await cleanup.unwind();
     throw err;
   }
-}
-
-/**
- * Closes to tenant SQL the catalogs that name other databases and roles, in
- * every database of a configured platform that still has them open (those
- * made by an older gateway, or while the administrative role was not a
- * superuser); new ones are closed when provisioned. An administrative role
- * that is not a superuser cannot, so it only looks, here and in `template1`
- * (which CreateTenant copies), and says once what is open and what to run.
- */
-async function reconcileCatalogs(
-  lifecycle: TenantLifecycle,
-  databases: readonly string[],
-  administrator: { role: string; superuser: boolean },
-  log: Logger,
-  onError: (message: string, err: unknown) => void,
-  signal: AbortSignal,
-): Promise<void> {
-  const { open, failed } = await lifecycle.reconcileCatalogs(databases, administrator.superuser, signal);
-  for (const { database, error } of failed) onError(`the catalogs of database "${database}" could not be checked`, error);
-  if (administrator.superuser) {
-    if (open.length > 0) log.info({ databases: open.length }, "closed the catalogs that name other databases and roles to tenant SQL");
-    return;
-  }
-  const template = await lifecycle.reconcileCatalogs(["template1"], false, signal);
-  if (signal.aborted) return;
-  const templateOpen = template.open.length > 0 || template.failed.length > 0;
-  if (open.length === 0 && !templateOpen) return;
-  log.warn(
-    { databases: open.length, of: databases.length, template1: templateOpen ? "open" : "closed" },
-    `the administrative role "${administrator.role}" is not a superuser and cannot close the catalogs that name other databases and roles ` +
-      `(pg_database, pg_roles, pg_stat_activity …): tenant SQL can list them in ${open.length} of ${databases.length} databases` +
-      (templateOpen ? ", and in those CreateTenant makes from template1" : "") +
-      "; a superuser closes them with `db-gateway hide-catalogs` (README: Security)",
-  );
 }
 
 /** Makes the gateway's parts in order, each registering its cleanup on `cleanup` as it is made. */
@@ -477,19 +443,6 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       await cleanup.unwind();
     },
   };
-}
-
-/** Connection settings from a URL: host, port, TLS, and the administrative user and database. */
-function connectionConfig(url: string): pg.ClientConfig {
-  const parsed = parseConnectionString(url);
-  const config: pg.ClientConfig = {};
-  if (parsed.host) config.host = parsed.host;
-  if (parsed.port) config.port = Number(parsed.port);
-  if (parsed.user) config.user = parsed.user;
-  if (parsed.password) config.password = parsed.password;
-  if (parsed.database) config.database = parsed.database;
-  if (parsed.ssl !== undefined && parsed.ssl !== null) config.ssl = parsed.ssl as pg.ClientConfig["ssl"];
-  return config;
 }
 
 function formatHost(host: string): string {
