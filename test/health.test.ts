@@ -32,11 +32,15 @@ describe("health", () => {
       assert.equal(await status(), HealthCheckResponse_ServingStatus.SERVING);
       const healthy = await http("/health");
       assert.equal(healthy.status, 200);
-      assert.deepEqual(Object.keys(healthy.body).sort(), ["active_pools", "postgres_connected", "status", "total_connections"]);
+      assert.deepEqual(Object.keys(healthy.body).sort(), ["active_pools", "clusters", "postgres_connected", "status", "total_connections"]);
+      assert.deepEqual(healthy.body.clusters, { primary: { connected: true } });
       assert.equal(healthy.body.status, "healthy");
       await server.stop();
       await waitFor(async () => (await status()) === HealthCheckResponse_ServingStatus.NOT_SERVING, 5_000, "NOT_SERVING");
-      assert.deepEqual(await http("/health"), { status: 503, body: { status: "unhealthy", postgres_connected: false, active_pools: 0, total_connections: 0 } });
+      assert.deepEqual(await http("/health"), {
+        status: 503,
+        body: { status: "unhealthy", postgres_connected: false, active_pools: 0, total_connections: 0, clusters: { primary: { connected: false } } },
+      });
       assert.equal((await http("/health/ready")).status, 503);
       assert.equal((await http("/health/live")).status, 200, "alive: restarting the gateway would not help");
       assert.equal(metricSample(await metricsText(t), "db_gateway_postgres_up"), 0);

@@ -40,12 +40,17 @@ export interface DatabaseInfo {
   /** Empty for the main database. */
   tenantId: string;
   type: "main" | "tenant";
+  /** The PostgreSQL cluster that holds it, by the name the gateway's settings give it ("" from a gateway that does not say). */
+  cluster: string;
 }
 
 /** Tenant lifecycle calls; needs the admin key. */
 export interface AdminClient {
-  /** Creates `{platform}_{tenantId}` (the main database for an empty tenant id), optionally as a copy of `template`. */
-  createTenant(platform: string, tenantId: string, options?: { template?: string } & CallOptions): Promise<DatabaseInfo>;
+  /**
+   * Creates `{platform}_{tenantId}` (the main database for an empty tenant id), optionally as a copy of `template`,
+   * on `cluster` (a name from the gateway's settings) or where the gateway's placement policy puts it.
+   */
+  createTenant(platform: string, tenantId: string, options?: { template?: string; cluster?: string } & CallOptions): Promise<DatabaseInfo>;
   dropTenant(platform: string, tenantId: string, options?: CallOptions): Promise<DatabaseInfo>;
   listDatabases(platform?: string, options?: CallOptions): Promise<DatabaseInfo[]>;
   /** The gateway instance's connection pools, per database (of one platform, or all) and in total. */
@@ -150,7 +155,11 @@ export function createClient(options: ClientOptions): GatewayClient {
       };
       return {
         createTenant: (platform, tenantId, o = {}) =>
-          call(async (c) => describe((await admin.createTenant({ platform, tenantId, template: o.template ?? "" }, c)).database), o, false),
+          call(
+            async (c) => describe((await admin.createTenant({ platform, tenantId, template: o.template ?? "", cluster: o.cluster ?? "" }, c)).database),
+            o,
+            false,
+          ),
         dropTenant: (platform, tenantId, o = {}) => call(async (c) => describe((await admin.dropTenant({ platform, tenantId }, c)).database), o, false),
         listDatabases: (platform = "", o = {}) => call(async (c) => (await admin.listDatabases({ platform }, c)).databases.map(describe), o, true),
         getPoolStats: (platform = "", o = {}) => call((c) => admin.getPoolStats({ platform }, c), o, true),
@@ -198,7 +207,7 @@ function quotaLimitsOf(m: QuotaLimitsMessage | undefined): QuotaLimits {
   return limits;
 }
 
-function describe(db: { name: string; platform: string; tenantId: string; type: DatabaseType } | undefined): DatabaseInfo {
+function describe(db: { name: string; platform: string; tenantId: string; type: DatabaseType; cluster: string } | undefined): DatabaseInfo {
   if (db === undefined) throw new GatewayError("the gateway sent no database", 13, "INTERNAL", {}, undefined);
-  return { name: db.name, platform: db.platform, tenantId: db.tenantId, type: db.type === DatabaseType.MAIN ? "main" : "tenant" };
+  return { name: db.name, platform: db.platform, tenantId: db.tenantId, type: db.type === DatabaseType.MAIN ? "main" : "tenant", cluster: db.cluster };
 }

@@ -12,6 +12,7 @@ import { DEFAULT_CLIENT_CONNECTION_LIMITS, type ClientConnectionLimits } from ".
 import type { ResponseCompression } from "./grpc/response-compression.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
 import { parseDatabaseName } from "./tenancy/naming.js";
+import { clustersOf, type ClusterSettings } from "./cluster-settings.js";
 
 /**
  * The gateway's settings, read once from the environment (names as in the
@@ -24,6 +25,8 @@ export interface Settings {
   readonly development: boolean;
   /** PostgreSQL server URL for the gateway's administrative connection; undefined: run an embedded PostgreSQL. */
   readonly databaseUrl: string | undefined;
+  /** DATABASE_URL's cluster, which holds the catalog, and any others tenants are placed on (cluster-settings.ts). */
+  readonly clusters: ClusterSettings;
   readonly host: string;
   readonly port: number;
   /** Server certificate chain, its key, and the CA that client certificates must chain to (PEM file paths). */
@@ -316,6 +319,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
   const settings: Settings = {
     development,
     databaseUrl,
+    clusters: clustersOf(env, secret, int, problems),
     host,
     port: int("GATEWAY_PORT", 9000, 0, 65535),
     tls,
@@ -375,6 +379,8 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
   }
   return {
     database,
+    // Names only: their URLs may carry passwords.
+    clusters: [settings.clusters.primary.name, ...settings.clusters.others.map((c) => c.name)],
     listen: `${settings.host}:${settings.port}`,
     // How many keys, never which: two say a rotation is under way.
     platforms: Object.fromEntries([...settings.platformKeys].sort(([a], [b]) => a.localeCompare(b)).map(([platform, keys]) => [platform, keys.length])),

@@ -29,6 +29,12 @@ export const Reason = {
   TEMPLATE_NOT_FOUND: Status.NOT_FOUND,
   DATABASE_EXISTS: Status.ALREADY_EXISTS,
   TEMPLATE_IN_USE: Status.FAILED_PRECONDITION,
+  /** CreateTenant named a cluster the settings do not define. */
+  CLUSTER_NOT_FOUND: Status.NOT_FOUND,
+  /** Every cluster the placement could pick holds its capacity of tenants (CLUSTER_CAPACITY_<NAME>). */
+  CLUSTERS_FULL: Status.RESOURCE_EXHAUSTED,
+  /** CreateTenant named a cluster other than its template's: a database is copied within one server only. */
+  TEMPLATE_ON_OTHER_CLUSTER: Status.FAILED_PRECONDITION,
   /** No connection became free within the acquire timeout or the call's deadline. */
   POOL_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
   /** Too many calls were already waiting for a connection to this database. */

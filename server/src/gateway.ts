@@ -25,8 +25,8 @@ import { requireAdmin } from "./principal.js";
 import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
 import { CleanupStack } from "./cleanup-stack.js";
-import { TenantLifecycle } from "./tenancy/lifecycle.js";
-import { RegistrySync } from "./tenancy/registry-sync.js";
+import { Clusters, type ClusterHandle } from "./tenancy/clusters.js";
+import { PlacementStore } from "./tenancy/placement-store.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
 import { connectionConfig } from "./database/connection-config.js";
 import { reconcileCatalogs } from "./tenancy/catalog-reconciliation.js";
@@ -48,8 +48,12 @@ export interface GatewayOptions extends ApiKeySet {
   host: string;
   /** 0 picks a free port (see `Gateway.port`). */
   port: number;
-  /** The administrative PostgreSQL connection: it reads pg_database, creates and drops databases and roles. */
+  /** The administrative PostgreSQL connection: it reads pg_database, creates and drops databases and roles; its server holds the catalog. */
   databaseUrl: string;
+  /** DATABASE_URL's cluster: its name (default "primary") and limits. */
+  primaryCluster?: ClusterSetting;
+  /** Other PostgreSQL clusters tenants are placed on, each with its administrative URL. */
+  clusters?: readonly (ClusterSetting & { name: string; url: string })[];
   tls: TlsMaterial;
   /** How client certificates are bound to principals (default: a SPIFFE ID, else the CN). */
   clientIdentity?: ClientIdentityOptions;
@@ -97,6 +101,15 @@ export interface GatewayOptions extends ApiKeySet {
   failedStatementLogLevel?: LogLevel | "off";
   /** gzip (default): the responses of calls whose client compresses its requests with gzip are compressed too; none: no response is. */
   compression?: ResponseCompression;
+}
+
+/** A cluster's name and limits (see cluster-settings.ts). */
+export interface ClusterSetting {
+  name?: string;
+  /** Tenant databases the placement policy puts on it at most. */
+  capacity?: number;
+  /** The gateway's connections to it at most. */
+  maxConnections?: number;
 }
 
 /** A running gateway. */
@@ -178,19 +191,13 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   const metrics = new GatewayMetrics();
   const results = new ResultBudget(options.results ?? DEFAULT_RESULT_LIMITS);
 
-  const connection = connectionConfig(options.databaseUrl);
-  // Every administrative session, wherever it connects, resolves names in pg_catalog only (see ADMIN_SEARCH_PATH).
-  // And row_security off: a tenant's policy on a table the administrator reads (a backup's row counts) fails the read instead of running.
-  const adminConnection: pg.ClientConfig = { ...connection, options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")} -c row_security=off` };
-  const admin = new pg.Pool({ ...adminConnection, max: 4, application_name: "db-gateway-admin" });
-  admin.on("error", (err) => onError("idle administrative connection failed", err));
-  cleanup.defer("administrative pool", () => admin.end());
-  const connectTo = async (database: string) => {
-    const client = new pg.Client({ ...adminConnection, database, application_name: "db-gateway-admin" });
-    await client.connect();
-    return client;
-  };
-
+  const clusterSettings = [
+    { ...options.primaryCluster, name: options.primaryCluster?.name ?? "primary", url: options.databaseUrl },
+    ...(options.clusters ?? []),
+  ];
+  const handles = clusterSettings.map((c) => administrativeConnections(c, onError, cleanup));
+  const { connection, adminConnection, admin } = handles[0]!;
+  const registry = new DatabaseRegistry();
   const quotas = new Quotas(
     quotaDefaults({ ...options.pool, rateLimit: options.rateLimit, maxStatementMillis: options.maxStatementMillis }),
     (platform, limit, scope, n) => metrics.quotaRefusals.inc({ platform, limit, scope }, n),
@@ -203,8 +210,13 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     cancelGraceMillis: CANCEL_GRACE_MILLIS,
     connectionFor: (database) => {
       const role = roles.roleName(database);
+      const on = handles.find((h) => h.name === registry.clusterOf(database)) ?? handles[0]!;
       // statement_timeout: PostgreSQL's own backstop for the longest statement, should the gateway's timer not fire.
-      return { ...connection, database, user: role, password: roles.password(role), statement_timeout: options.maxStatementMillis };
+      return { ...on.connection, database, user: role, password: roles.password(role), statement_timeout: options.maxStatementMillis };
+    },
+    clusterOf: (database) => {
+      const on = handles.find((h) => h.name === registry.clusterOf(database)) ?? handles[0]!;
+      return { name: on.name, maxConnections: on.maxConnections ?? Infinity };
     },
     onError: (database, err) => onError(`connection to "${database}" failed`, err),
     onAcquired: (waitMillis, database) => {
@@ -216,31 +228,45 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   });
   cleanup.defer("pools", () => pools.closeAll());
 
-  const registry = new DatabaseRegistry();
   const platforms = new Set(options.platformKeys.keys());
-  const lifecycle = new TenantLifecycle({ admin, connectTo, roles, registry, pools, platforms, onError });
-  const administrator = await inspectAdministrativeRole(admin);
-  for (const problem of administrator.problems) log.warn(problem);
-  if (administrator.superuser && options.superuserExpected !== true) {
-    log.warn(`the administrative role "${administrator.role}" is a superuser: db-gateway needs only CREATEDB and CREATEROLE (README: Security)`);
-  }
-  const registrySync = new RegistrySync(registry, admin, pools, lifecycle);
-  await registrySync.sync();
-  registrySync.start(options.registryRefreshMillis, (err) => onError("registry refresh failed", err));
-  cleanup.defer("registry refresh", () => registrySync.stop());
-  // In the background (one connection per database): start is not held up by a server of many tenants.
-  const catalogs = new AbortController();
-  const reconciling = reconcileCatalogs(
-    lifecycle,
-    registry.names().filter((d) => lifecycle.isManaged(d)),
-    administrator,
-    log,
-    onError,
-    catalogs.signal,
-  ).catch((err: unknown) => onError("the catalogs could not be reconciled", err));
-  cleanup.defer("catalog reconciliation", () => (catalogs.abort(), reconciling));
   const catalog = await openCatalog(admin, adminConnection, options.catalogDatabase);
   cleanup.defer("catalog", () => catalog.end());
+  const placements = await PlacementStore.open(catalog);
+  registry.place(await placements.all());
+  // Made with the services below: until then, every cluster counts as answering.
+  const health: { monitor?: HealthMonitor } = {};
+  const connected = (cluster: string) => health.monitor?.connected(cluster) ?? true;
+  const clusters = new Clusters(handles, { roles, registry, pools, platforms, onError, placements, connected });
+  // The catalog's cluster must answer at start; another that does not is served once it does (its tenants' calls fail until then).
+  await clusters.primary.sync.sync();
+  await clusters.sync(onError);
+  const stopSync = clusters.follow(options.registryRefreshMillis, onError);
+  cleanup.defer("registry refresh", stopSync);
+  const administrators = await Promise.all(
+    clusters.all().map(async (cluster) => {
+      const where = handles.length > 1 ? ` (cluster "${cluster.name}")` : "";
+      const administrator = await inspectAdministrativeRole(cluster.admin).catch((err: unknown) => {
+        if (cluster === clusters.primary) throw err;
+        onError(`the administrative role of cluster "${cluster.name}" could not be inspected`, err);
+        return undefined;
+      });
+      for (const problem of administrator?.problems ?? []) log.warn(problem + where);
+      if (administrator?.superuser === true && options.superuserExpected !== true) {
+        log.warn(`the administrative role "${administrator.role}"${where} is a superuser: db-gateway needs only CREATEDB and CREATEROLE (README: Security)`);
+      }
+      return { cluster, administrator };
+    }),
+  );
+  // In the background (one connection per database): start is not held up by a server of many tenants.
+  const catalogs = new AbortController();
+  const reconciling = Promise.all(
+    administrators.map(async ({ cluster, administrator }) => {
+      if (administrator === undefined) return;
+      const managed = registry.namesOn(cluster.name).filter((d) => clusters.isManaged(d));
+      await reconcileCatalogs(cluster.lifecycle, managed, administrator, log, onError, catalogs.signal);
+    }),
+  ).catch((err: unknown) => onError("the catalogs could not be reconciled", err));
+  cleanup.defer("catalog reconciliation", () => (catalogs.abort(), reconciling));
   const audit = await AuditLog.open(catalog);
   const quotaStore = await QuotaStore.open(catalog);
   const stopQuotas = await quotaStore.follow(
@@ -259,25 +285,21 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     password: connection.password as string | undefined,
     admin,
     catalog,
-    connectTo,
+    connectTo: (database) => clusters.connectTo(database),
     roles,
-    lifecycle,
+    lifecycle: clusters,
     registry,
     pools,
     recentCalls,
   });
 
   const router = new Router(registry, async (database) => {
-    if (!lifecycle.isManaged(database)) return false;
-    const { rowCount } = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn AND datconnlimit <> -2", [database]);
-    if (rowCount !== 1) return false;
+    if (!clusters.isManaged(database)) return false;
     // Unrouted (NOT_FOUND to the caller) until it is adopted: say why to the operator.
-    await lifecycle.adopt([database]).catch((err: unknown) => {
+    return clusters.lookUp(database).catch((err: unknown) => {
       onError(`database "${database}" could not be brought under the role scheme`, err);
       throw err;
     });
-    registry.add(database);
-    return true;
   });
   const listeners = new ListenerHub(pools, {
     retryMillis: 100,
@@ -355,7 +377,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   addService(server, QueryService, queryService, { ...hooks, authorize: admitPlatform });
   const adminService = createAdminService(
     registry,
-    lifecycle,
+    clusters,
     pools,
     platforms,
     {
@@ -376,12 +398,15 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         maxStatementMillis: options.maxStatementMillis,
       },
     },
-    { migrator: new Migrator({ pools, registry, connectTo, roleOf: (database) => roles.roleName(database) }), backups },
+    {
+      migrator: new Migrator({ pools, registry, connectTo: (database) => clusters.connectTo(database), roleOf: (database) => roles.roleName(database) }),
+      backups,
+    },
   );
   addService(server, AdminService, adminService, { ...hooks, authorize: requireAdmin });
   const setServing = addStandardServices(server, [QueryService, AdminService]);
-  const health = new HealthMonitor(
-    admin,
+  const monitor = new HealthMonitor(
+    handles,
     options.healthCheckMillis,
     () => pools.stats(),
     (serving) => {
@@ -389,16 +414,34 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       if (draining.signal.aborted) return; // not PostgreSQL's doing
       log.warn({ serving }, serving ? "PostgreSQL answers again: serving" : "PostgreSQL does not answer: not serving");
     },
+    (cluster, connected) => {
+      if (draining.signal.aborted) return;
+      log.warn({ cluster, connected }, connected ? `cluster "${cluster}" answers again` : `cluster "${cluster}" does not answer: its tenants' calls fail`);
+    },
   );
-  cleanup.defer("health checks", () => health.drain());
+  health.monitor = monitor;
+  cleanup.defer("health checks", () => monitor.drain());
   metrics.observe({
     poolTotals: () => pools.stats(),
     pools: () => pools.poolStats(),
     listeners: () => listeners.stats(),
-    postgresUp: () => health.report().postgres_connected,
+    postgresUp: () => monitor.report().postgres_connected,
     bufferedResultBytes: () => results.usedBytes,
     clientConnections: () => clientConnections.open,
     statementsInFlight: () => quotas.inFlight(),
+    clusters: () => {
+      const connections = new Map<string, number>();
+      for (const p of pools.poolStats()) {
+        const cluster = registry.clusterOf(p.database) ?? handles[0]!.name;
+        connections.set(cluster, (connections.get(cluster) ?? 0) + p.size);
+      }
+      return handles.map((h) => ({
+        name: h.name,
+        up: monitor.connected(h.name),
+        connections: connections.get(h.name) ?? 0,
+        maxConnections: h.maxConnections ?? Infinity,
+      }));
+    },
   });
 
   const address = `${formatHost(options.host)}:${options.port}`;
@@ -411,7 +454,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   const clientConnections = limitClientConnections(listeningServers(server), connectionLimits.maxConnections, (reason) =>
     metrics.clientConnectionsRefused.inc({ reason }),
   );
-  const http = await startHttpEndpoints({ host: options.metrics.host, port: options.metrics.port, metrics, health });
+  const http = await startHttpEndpoints({ host: options.metrics.host, port: options.metrics.port, metrics, health: monitor });
   cleanup.defer("HTTP endpoints", () => http.close());
   setServing("SERVING");
 
@@ -422,7 +465,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     async close(graceMillis = 5_000) {
       calls.refuse(beforeStatement(new GatewayError("SHUTTING_DOWN", "the gateway is shutting down: the call was not run")));
       draining.abort();
-      health.drain();
+      monitor.drain();
       listeners.close();
       // GOAWAY on every connection (calls sent after it are refused by HTTP/2, unprocessed), and the port closes.
       const closed = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
@@ -441,6 +484,34 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_ANSWER_MILLIS)))]);
       clearTimeout(timer);
       await cleanup.unwind();
+    },
+  };
+}
+
+/** A cluster's administrative pool and connection settings, its pool ended at cleanup. */
+function administrativeConnections(
+  cluster: ClusterSetting & { name: string; url: string },
+  onError: (message: string, err: unknown) => void,
+  cleanup: CleanupStack,
+): ClusterHandle & { connection: pg.ClientConfig; adminConnection: pg.ClientConfig; maxConnections: number | undefined } {
+  const connection = connectionConfig(cluster.url);
+  // Every administrative session, wherever it connects, resolves names in pg_catalog only (see ADMIN_SEARCH_PATH).
+  // And row_security off: a tenant's policy on a table the administrator reads (a backup's row counts) fails the read instead of running.
+  const adminConnection: pg.ClientConfig = { ...connection, options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")} -c row_security=off` };
+  const admin = new pg.Pool({ ...adminConnection, max: 4, application_name: "db-gateway-admin" });
+  admin.on("error", (err) => onError(`idle administrative connection to cluster "${cluster.name}" failed`, err));
+  cleanup.defer(`administrative pool of cluster "${cluster.name}"`, () => admin.end());
+  return {
+    name: cluster.name,
+    connection,
+    adminConnection,
+    admin,
+    capacity: cluster.capacity,
+    maxConnections: cluster.maxConnections,
+    async connectTo(database) {
+      const client = new pg.Client({ ...adminConnection, database, application_name: "db-gateway-admin" });
+      await client.connect();
+      return client;
     },
   };
 }

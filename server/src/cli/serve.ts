@@ -115,6 +115,8 @@ async function serve(settings: Settings): Promise<void> {
       host: settings.host,
       port: settings.port,
       databaseUrl: databaseUrl!,
+      primaryCluster: definedLimits(settings.clusters.primary),
+      clusters: settings.clusters.others.map((c) => ({ ...definedLimits(c), url: c.url })),
       tls,
       clientIdentity: settings.clientIdentity,
       clientConnections: settings.clientConnections,
@@ -251,4 +253,17 @@ import { createSecureContext } from "node:tls";
   console.log(rows);
   gateway.close();
 `);
+}
+
+/** A cluster's name and limits without the unset ones (GatewayOptions leaves them out). */
+function definedLimits(c: { name: string; capacity: number | undefined; maxConnections: number | undefined }): {
+  name: string;
+  capacity?: number;
+  maxConnections?: number;
+} {
+  return {
+    name: c.name,
+    ...(c.capacity !== undefined && { capacity: c.capacity }),
+    ...(c.maxConnections !== undefined && { maxConnections: c.maxConnections }),
+  };
 }

@@ -58,6 +58,8 @@ export class DatabasePool {
     public maxSize: number,
     /** The group whose limit it shares, if any. */
     public group: ConnectionGroup | undefined,
+    /** Its cluster's connections, when the cluster has a limit of its own. */
+    readonly cluster: ConnectionGroup | undefined = undefined,
   ) {}
 
   get size(): number {

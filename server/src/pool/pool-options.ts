@@ -46,6 +46,13 @@ export interface PoolManagerOptions {
    */
   shareOf?(database: string): ConnectionShare;
   /**
+   * The cluster a database's connections go to, and the most connections the
+   * gateway holds to that cluster, read when its pool is made (a database
+   * moved to another cluster gets a new pool: see `PoolManager.close`).
+   * Without it, every pool counts against the global cap only.
+   */
+  clusterOf?(database: string): { name: string; maxConnections: number } | undefined;
+  /**
    * Admits a call to a database before it asks for a connection (quotas):
    * throws to refuse it, or returns what to call once the call is over.
    */
@@ -58,7 +65,7 @@ export interface ConnectionShare {
   group?: { name: string; maxConnections: number };
 }
 
-/** Connections of a group of pools (a platform's), under a limit of their own. */
+/** Connections of a group of pools (a platform's, or a cluster's), under a limit of their own. */
 export interface ConnectionGroup {
   readonly name: string;
   maxConnections: number;

@@ -32,6 +32,8 @@ export class Pools {
   closed = false;
   /** The groups of pools under a limit of their own (see `PoolManagerOptions.shareOf`), by name. */
   readonly #groups = new Map<string, ConnectionGroup>();
+  /** Each cluster's connections, by name (see `PoolManagerOptions.clusterOf`). */
+  readonly clusters = new Map<string, ConnectionGroup>();
   /** Every pool's counts added up, pools since retired included: counted as they happen, so no total ever goes down. */
   readonly #totals = newPoolCounters();
   #evictions = 0;
@@ -52,7 +54,7 @@ export class Pools {
   touch(database: string): DatabasePool {
     let pool = this.byDatabase.get(database);
     if (pool === undefined) {
-      pool = new DatabasePool(database, this.options.maxConnectionsPerPool, undefined);
+      pool = new DatabasePool(database, this.options.maxConnectionsPerPool, undefined, this.#clusterOf(database));
       this.#share(pool);
       this.#poolsCreated++;
     } else {
@@ -91,6 +93,7 @@ export class Pools {
     pool.connecting++;
     this.total++;
     if (pool.group) pool.group.size++;
+    if (pool.cluster) pool.cluster.size++;
     const client = newClient(this.options.connectionFor(pool.database));
     client.connect().then(
       () => {
@@ -112,6 +115,7 @@ export class Pools {
           this.count(pool, "closed");
           this.total--;
           if (pool.group) pool.group.size--;
+          if (pool.cluster) pool.cluster.size--;
           this.#shrunk(pool);
           void this.#close(connection, false);
           return;
@@ -123,6 +127,7 @@ export class Pools {
         pool.connecting--;
         this.total--;
         if (pool.group) pool.group.size--;
+        if (pool.cluster) pool.cluster.size--;
         this.#shrunk(pool);
         const database = pool.database;
         if (err instanceof DatabaseError && err.code === "3D000") {
@@ -155,6 +160,7 @@ export class Pools {
     if (why !== "closed") this.count(pool, why);
     this.total--;
     if (pool.group) pool.group.size--;
+    if (pool.cluster) pool.cluster.size--;
     this.#shrunk(pool);
     const ending = this.#close(connection, force);
     this.pulse();
@@ -243,14 +249,25 @@ export class Pools {
    * cap (`closing`) until its socket has closed, by when its backend is gone.
    */
   #close(connection: Connection, force: boolean): Promise<void> {
-    const group = connection.pool.group;
+    const { group, cluster } = connection.pool;
     this.closing++;
     if (group) group.closing++;
+    if (cluster) cluster.closing++;
     return closeClient(connection.client, force).then(() => {
       this.closing--;
       if (group) group.closing--;
+      if (cluster) cluster.closing--;
       this.pulse();
     });
+  }
+
+  /** The group of a new pool's cluster, made on first use; none for a cluster without a limit. */
+  #clusterOf(database: string): ConnectionGroup | undefined {
+    const cluster = this.options.clusterOf?.(database);
+    if (cluster === undefined || !Number.isFinite(cluster.maxConnections)) return undefined;
+    let group = this.clusters.get(cluster.name);
+    if (group === undefined) this.clusters.set(cluster.name, (group = { name: cluster.name, maxConnections: cluster.maxConnections, size: 0, closing: 0 }));
+    return group;
   }
 
   /**

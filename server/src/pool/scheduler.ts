@@ -295,9 +295,15 @@ export class Scheduler {
     return group === undefined ? Infinity : group.maxConnections - group.size - group.closing;
   }
 
-  /** Connections that can be opened for the pool now: under the global cap and its group's. */
+  /** Connections the pool's cluster can still open, when the cluster has a limit of its own. */
+  #clusterRoom(pool: DatabasePool): number {
+    const cluster = pool.cluster;
+    return cluster === undefined ? Infinity : cluster.maxConnections - cluster.size - cluster.closing;
+  }
+
+  /** Connections that can be opened for the pool now: under the global cap, its group's and its cluster's. */
   #room(pool: DatabasePool): number {
-    return Math.min(this.#roomUnderCap(), this.#groupRoom(pool));
+    return Math.min(this.#roomUnderCap(), this.#groupRoom(pool), this.#clusterRoom(pool));
   }
 
   /**
@@ -312,8 +318,8 @@ export class Scheduler {
     for (const pool of this.#waiting) {
       if (pool.waiters.length === 0 || pool.serving > 0 || pool.size >= pool.maxSize || pool.freeing > 0 || pool.inBackoff(now) || this.#room(pool) > 0)
         continue;
-      // Another group's connection makes room under the global cap only.
-      if (this.#groupRoom(pool) > 0 || pool.group === from.group) return pool;
+      // Another group's (or cluster's) connection makes room under the global cap only.
+      if ((this.#groupRoom(pool) > 0 || pool.group === from.group) && (this.#clusterRoom(pool) > 0 || pool.cluster === from.cluster)) return pool;
     }
     return undefined;
   }
@@ -329,14 +335,16 @@ export class Scheduler {
   #makeRoom(forPool: DatabasePool, minIdleMillis = 0): boolean {
     if (this.#room(forPool) > 0) return true;
     if (forPool.freeing > 0) return false;
-    // At its group's limit, only a connection of the group makes room.
+    // At its group's (or cluster's) limit, only a connection of the group (or cluster) makes room.
     const sameGroup = this.#groupRoom(forPool) <= 0;
+    const sameCluster = this.#clusterRoom(forPool) <= 0;
     // A connection a database can spare (it keeps another) before a database's last one.
     let spare: Connection | undefined;
     let last: Connection | undefined;
     const idleSince = Date.now() - minIdleMillis;
     for (const pool of this.pools.byDatabase.values()) {
-      if (pool === forPool || pool.waiters.length > 0 || (sameGroup && pool.group !== forPool.group)) continue;
+      if (pool === forPool || pool.waiters.length > 0 || (sameGroup && pool.group !== forPool.group) || (sameCluster && pool.cluster !== forPool.cluster))
+        continue;
       const oldest = pool.idle[0];
       if (oldest === undefined || oldest.idleSince > idleSince) continue;
       if (pool.size > 1) {

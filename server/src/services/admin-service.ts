@@ -4,7 +4,7 @@ import type { AuditLog } from "../audit/audit-log.js";
 import { GatewayError, toGatewayError } from "../errors.js";
 import { QuotaScope, type AdminService } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import type { PoolManager } from "../pool/pool-manager.js";
-import type { TenantLifecycle } from "../tenancy/lifecycle.js";
+import type { Clusters } from "../tenancy/clusters.js";
 import { databaseName } from "../tenancy/naming.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
 import type { StoredQuota } from "../tenancy/quotas.js";
@@ -30,7 +30,7 @@ export interface AuditOptions {
  */
 export function createAdminService(
   registry: DatabaseRegistry,
-  lifecycle: TenantLifecycle,
+  lifecycle: Clusters,
   pools: PoolManager,
   configuredPlatforms: ReadonlySet<string>,
   { audit, onAuditFailure }: AuditOptions,
@@ -84,17 +84,22 @@ export function createAdminService(
     migrate: (request, responses, ctx) => migrate(request, responses, ctx, migrationAdministration),
     async createTenant(request, ctx) {
       const detail: Record<string, string> = request.template ? { template: request.template } : {};
-      const name = await audited(ctx, "tenant.create", request, detail, () => lifecycle.create(request.platform, request.tenantId, request.template));
-      return { database: describe(name) };
+      if (request.cluster) detail.cluster = request.cluster;
+      const name = await audited(ctx, "tenant.create", request, detail, () =>
+        lifecycle.create(request.platform, request.tenantId, request.template, request.cluster),
+      );
+      return { database: describe(name, registry.clusterOf(name)) };
     },
     async dropTenant(request, ctx) {
+      let cluster: string | undefined;
       const name = await audited(ctx, "tenant.drop", request, {}, async () => {
+        cluster = registry.clusterOf(safeDatabaseName(request.platform, request.tenantId));
         const dropped = await lifecycle.drop(request.platform, request.tenantId);
         await forgetTenantQuota(quotaAdministration, request.platform, request.tenantId);
         await fleet.backups.facts.forget(dropped);
         return dropped;
       });
-      return { database: describe(name) };
+      return { database: describe(name, cluster) };
     },
     async listAuditEvents(request) {
       if (request.platform !== "") lifecycle.requireConfigured(request.platform);
@@ -183,7 +188,7 @@ export function createAdminService(
     async listDatabases(request) {
       if (request.platform !== "") lifecycle.requireConfigured(request.platform);
       const platforms = request.platform === "" ? configuredPlatforms : new Set([request.platform]);
-      return { databases: registry.list(platforms).map((d) => describe(d.name)) };
+      return { databases: registry.list(platforms).map((d) => describe(d.name, registry.clusterOf(d.name))) };
     },
   };
 }

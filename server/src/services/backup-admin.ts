@@ -14,7 +14,7 @@ import {
 } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import { Backups, type BackupFile, type Verification } from "../tenancy/backups.js";
-import type { TenantLifecycle } from "../tenancy/lifecycle.js";
+import type { Clusters } from "../tenancy/clusters.js";
 import { parseDatabaseName } from "../tenancy/naming.js";
 import type { RecentCalls } from "../tenancy/recent-calls.js";
 import type { DatabaseRegistry } from "../tenancy/registry.js";
@@ -28,7 +28,7 @@ export interface BackupAdministration {
   backups: Backups;
   facts: TenantFactStore;
   recentCalls: RecentCalls;
-  lifecycle: TenantLifecycle;
+  lifecycle: Clusters;
   registry: DatabaseRegistry;
   pools: PoolManager;
   /** The admin pool, for database sizes. */
@@ -197,7 +197,7 @@ export interface BackupParts {
   catalogDatabase: string;
   connectTo(database: string): Promise<pg.Client>;
   roles: TenantRoles;
-  lifecycle: TenantLifecycle;
+  lifecycle: Clusters;
   registry: DatabaseRegistry;
   pools: PoolManager;
   recentCalls: RecentCalls;
@@ -218,8 +218,14 @@ export async function backupAdministration(p: BackupParts): Promise<Omit<BackupA
     admin: asUser(adminUser, p.password),
     asRole: asUser,
     roles: p.roles,
-    lifecycle: p.lifecycle,
+    // Restores and forks make their tenants where the tools reach.
+    lifecycle: {
+      requireConfigured: (platform) => p.lifecycle.requireConfigured(platform),
+      create: (platform, tenantId, template) => p.lifecycle.create(platform, tenantId, template, p.lifecycle.primary.name),
+      drop: (platform, tenantId) => p.lifecycle.drop(platform, tenantId),
+    },
     registry: p.registry,
+    toolsCluster: p.lifecycle.primary.name,
     connectTo: p.connectTo,
     catalogDatabase: p.catalogDatabase,
     onTaken: (file) => facts.noteBackup(file.database, file.takenAt),

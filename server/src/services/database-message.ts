@@ -3,11 +3,12 @@ import { create } from "@bufbuild/protobuf";
 import { DatabaseSchema, DatabaseType, type Database } from "../../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import { databaseName, parseDatabaseName } from "../tenancy/naming.js";
 
-/** The Database message of one of a platform's databases. */
-export function databaseMessage(name: string): Database {
+/** The Database message of one of a platform's databases, with the cluster that holds it when known. */
+export function databaseMessage(name: string, cluster = ""): Database {
   const parsed = parseDatabaseName(name)!;
   return create(DatabaseSchema, {
     name,
+    cluster,
     platform: parsed.platform,
     tenantId: parsed.tenantId,
     type: parsed.tenantId === "" ? DatabaseType.MAIN : DatabaseType.TENANT,

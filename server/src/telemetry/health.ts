@@ -1,50 +1,80 @@
-// Whether the gateway is serving: PostgreSQL checked with SELECT 1 at intervals, and draining, for /health and grpc.health.v1.
+// Whether the gateway is serving: each PostgreSQL cluster checked with SELECT 1 at intervals, and draining, for /health and grpc.health.v1.
 import type pg from "pg";
 
 /** What /health reports, in the shape of seed 001 §4.4. */
 export interface HealthReport {
-  status: "healthy" | "unhealthy" | "draining";
+  /** degraded: some clusters answer, not all (their tenants' calls fail; the others' are served). */
+  status: "healthy" | "degraded" | "unhealthy" | "draining";
+  /** Every cluster answers. */
   postgres_connected: boolean;
   active_pools: number;
   total_connections: number;
+  /** Whether each cluster answers, by name. */
+  clusters: Record<string, { connected: boolean }>;
+}
+
+/** A cluster the monitor checks: its name and administrative pool. */
+export interface CheckedCluster {
+  readonly name: string;
+  readonly admin: Pick<pg.Pool, "query">;
 }
 
 /**
- * Watches whether PostgreSQL answers (`SELECT 1` on the administrative pool,
- * every `intervalMillis`, each check bounded by the interval) and whether the
- * gateway is draining; tells `onChange` whether the gateway is serving, so
- * that grpc.health.v1 reports NOT_SERVING while PostgreSQL is unreachable.
+ * Watches whether each PostgreSQL cluster answers (`SELECT 1` on its
+ * administrative pool, every `intervalMillis`, each check bounded by the
+ * interval) and whether the gateway is draining; tells `onChange` whether the
+ * gateway is serving, so that grpc.health.v1 reports NOT_SERVING while no
+ * cluster is reachable (with one down, its tenants' calls fail and the
+ * others' are served), and `onClusterChange` when a cluster goes or comes back.
  */
 export class HealthMonitor {
-  #postgresConnected = true;
+  readonly #connected = new Map<string, boolean>();
   #draining = false;
   #checking = false;
   readonly #timer: NodeJS.Timeout;
 
   constructor(
-    private readonly admin: Pick<pg.Pool, "query">,
+    private readonly clusters: readonly CheckedCluster[],
     private readonly intervalMillis: number,
     private readonly pools: () => { activePools: number; totalConnections: number },
     private readonly onChange: (serving: boolean) => void,
+    private readonly onClusterChange: (cluster: string, connected: boolean) => void = () => undefined,
   ) {
+    for (const cluster of clusters) this.#connected.set(cluster.name, true);
     this.#timer = setInterval(() => void this.check(), intervalMillis);
     this.#timer.unref();
   }
 
   get serving(): boolean {
-    return this.#postgresConnected && !this.#draining;
+    return !this.#draining && [...this.#connected.values()].some(Boolean);
   }
 
-  /** Checks PostgreSQL once (single-flight) and reports a change. */
+  /** Whether a cluster answered its last check. */
+  connected(cluster: string): boolean {
+    return this.#connected.get(cluster) ?? false;
+  }
+
+  /** Checks every cluster once (single-flight) and reports changes. */
   async check(): Promise<void> {
     if (this.#checking) return;
     this.#checking = true;
     const before = this.serving;
     try {
-      await this.admin.query({ text: "SELECT 1", query_timeout: this.intervalMillis } as pg.QueryConfig);
-      this.#postgresConnected = true;
-    } catch {
-      this.#postgresConnected = false;
+      await Promise.all(
+        this.clusters.map(async ({ name, admin }) => {
+          let connected: boolean;
+          try {
+            await admin.query({ text: "SELECT 1", query_timeout: this.intervalMillis } as pg.QueryConfig);
+            connected = true;
+          } catch {
+            connected = false;
+          }
+          if (this.#connected.get(name) !== connected) {
+            this.#connected.set(name, connected);
+            if (this.clusters.length > 1) this.onClusterChange(name, connected);
+          }
+        }),
+      );
     } finally {
       this.#checking = false;
     }
@@ -61,11 +91,14 @@ export class HealthMonitor {
 
   report(): HealthReport {
     const { activePools, totalConnections } = this.pools();
+    const states = [...this.#connected.values()];
+    const all = states.every(Boolean);
     return {
-      status: this.#draining ? "draining" : this.#postgresConnected ? "healthy" : "unhealthy",
-      postgres_connected: this.#postgresConnected,
+      status: this.#draining ? "draining" : all ? "healthy" : states.some(Boolean) ? "degraded" : "unhealthy",
+      postgres_connected: all,
       active_pools: activePools,
       total_connections: totalConnections,
+      clusters: Object.fromEntries([...this.#connected].map(([name, connected]) => [name, { connected }])),
     };
   }
 }

@@ -41,7 +41,7 @@ export async function startHttpEndpoints(options: { host: string; port: number; 
         return;
       case "/health": {
         const report = options.health.report();
-        json(report.status === "healthy" ? 200 : 503, report);
+        json(report.status === "healthy" || report.status === "degraded" ? 200 : 503, report);
         return;
       }
       case "/health/live":

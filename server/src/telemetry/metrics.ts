@@ -16,6 +16,16 @@ export interface MetricSources {
   clientConnections?(): number;
   /** Statements, batches and transactions running or waiting for a connection, per platform (see `Quotas.inFlight`). */
   statementsInFlight?(): Map<string, number>;
+  /** Each PostgreSQL cluster: whether it answered its last health check, the gateway's connections to it and its limit (Infinity: none). */
+  clusters?(): ClusterMetrics[];
+}
+
+/** What the metrics show of one cluster. */
+export interface ClusterMetrics {
+  name: string;
+  up: boolean;
+  connections: number;
+  maxConnections: number;
 }
 
 /** Seconds: from a fast point query to a long report. */
@@ -193,6 +203,36 @@ export class GatewayMetrics {
           this.set({ database: p.database, state: "busy" }, p.busy);
           this.set({ database: p.database, state: "connecting" }, p.connecting);
         }
+      },
+    });
+    new Gauge({
+      name: "db_gateway_cluster_up",
+      help: "1 when the PostgreSQL cluster answered its last health check, else 0, by cluster (the settings' names).",
+      labelNames: ["cluster"],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of source()?.clusters?.() ?? []) this.set({ cluster: c.name }, c.up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "db_gateway_cluster_connections",
+      help: "PostgreSQL connections of all pools to each cluster: connecting, idle and busy.",
+      labelNames: ["cluster"],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of source()?.clusters?.() ?? []) this.set({ cluster: c.name }, c.connections);
+      },
+    });
+    new Gauge({
+      name: "db_gateway_cluster_max_connections",
+      help: "The connection cap of each cluster with one (CLUSTER_MAX_CONNECTIONS_<NAME>).",
+      labelNames: ["cluster"],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of source()?.clusters?.() ?? []) if (Number.isFinite(c.maxConnections)) this.set({ cluster: c.name }, c.maxConnections);
       },
     });
     new Gauge({

@@ -7,7 +7,6 @@ import { pipeline } from "node:stream/promises";
 import { Transform, type Writable } from "node:stream";
 import type pg from "pg";
 import { GatewayError } from "../errors.js";
-import type { TenantLifecycle } from "./lifecycle.js";
 import { ensureRecord, insertRecord, MIGRATIONS_SCHEMA, readRecord, recordState, type RecordedMigration } from "./migration-record.js";
 import { databaseName, parseDatabaseName } from "./naming.js";
 import { settleTogether, type PgTools, type ToolConnection, type ToolProcess } from "./pg-tools.js";
@@ -33,8 +32,15 @@ export interface BackupsOptions {
   /** A tenant role's connection for pg_restore. */
   asRole(role: string, password: string): ToolConnection;
   roles: TenantRoles;
-  lifecycle: TenantLifecycle;
+  /** Creates and drops tenants on the cluster the tools reach (the catalog's). */
+  lifecycle: {
+    requireConfigured(platform: string): void;
+    create(platform: string, tenantId: string, template: string): Promise<string>;
+    drop(platform: string, tenantId: string): Promise<string>;
+  };
   registry: DatabaseRegistry;
+  /** The cluster the tools reach (DATABASE_URL's): a database elsewhere is refused. */
+  toolsCluster: string;
   /** Opens an administrative connection inside a database. */
   connectTo(database: string): Promise<pg.Client>;
   /** The gateway's catalog database, backed up with a platform's set. */
@@ -66,7 +72,7 @@ export class Backups {
     const root = this.#directory();
     const databases =
       tenantIds === undefined
-        ? [...this.o.registry.list(new Set([platform])).map((d) => d.name), this.o.catalogDatabase]
+        ? [...this.o.registry.list(new Set([platform])).map((d) => d.name), this.o.catalogDatabase].map((d) => this.#onToolsCluster(d))
         : tenantIds.map((t) => this.#existing(platform, t));
     await this.o.tools.check("pg_dump");
     const set = await createSet(root, platform);
@@ -303,13 +309,27 @@ export class Backups {
     return this.o.directory;
   }
 
+  #onToolsCluster(database: string): string {
+    const cluster = this.o.registry.clusterOf(database) ?? this.o.toolsCluster;
+    if (cluster !== this.o.toolsCluster) throw onOtherCluster(database, cluster);
+    return database;
+  }
+
   /** A database of the platform that exists, by tenant id. */
   #existing(platform: string, tenantId: string): string {
     this.o.lifecycle.requireConfigured(platform);
     const database = databaseName(platform, tenantId);
-    if (!this.o.registry.has(database)) throw new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database } });
+    const cluster = this.o.registry.clusterOf(database);
+    if (cluster === undefined) throw new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database } });
+    if (cluster !== this.o.toolsCluster) throw onOtherCluster(database, cluster);
     return database;
   }
+}
+
+function onOtherCluster(database: string, cluster: string): GatewayError {
+  return new GatewayError("BACKUP_TOOLS_UNAVAILABLE", `database "${database}" is on cluster "${cluster}": backups reach the catalog's cluster only`, {
+    metadata: { database, cluster },
+  });
 }
 
 /**

@@ -11,7 +11,7 @@ import type { TenantLifecycle } from "./lifecycle.js";
  * (which CreateTenant copies), and says once what is open and what to run.
  */
 export async function reconcileCatalogs(
-  lifecycle: TenantLifecycle,
+  lifecycle: Pick<TenantLifecycle, "reconcileCatalogs">,
   databases: readonly string[],
   administrator: { role: string; superuser: boolean },
   log: Logger,

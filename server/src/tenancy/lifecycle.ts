@@ -10,8 +10,18 @@ import type { TenantRoles } from "./roles.js";
 
 /** What the lifecycle needs besides the registry and the pools. */
 export interface TenantLifecycleOptions {
-  /** The administrative pool (on the server's maintenance database). */
+  /** The cluster this lifecycle works on, by name. */
+  cluster: string;
+  /** The administrative pool (on the cluster's maintenance database). */
   admin: pg.Pool;
+  /**
+   * Where a change of a name takes its lock: the catalog cluster's
+   * administrative pool, so that changes on different clusters of one name
+   * also run one after the other. Default: `admin`.
+   */
+  lock?: pg.Pool;
+  /** Another cluster holding a database of this name, if any: a name exists once in the fleet. */
+  elsewhere?(database: string): Promise<string | undefined>;
   /** Opens an administrative connection to a given database (for work inside it). */
   connectTo(database: string): Promise<pg.Client>;
   roles: TenantRoles;
@@ -57,8 +67,9 @@ export class TenantLifecycle {
     const name = databaseName(platform, tenantId);
     if (template !== "") this.#validateTemplate(platform, template, name);
     return this.#locked(name, async (client) => {
-      if (await exists(client, name)) {
-        this.o.registry.add(name);
+      const there = (await exists(client, name)) ? this.o.cluster : await this.o.elsewhere?.(name);
+      if (there !== undefined) {
+        this.o.registry.add(name, there);
         throw new GatewayError("DATABASE_EXISTS", `database "${name}" already exists`, { metadata: { database: name } });
       }
       let sql = `CREATE DATABASE ${escapeIdentifier(name)}`;
@@ -83,7 +94,7 @@ export class TenantLifecycle {
         await this.o.roles.dropRole(client, name).catch(() => undefined);
         throw err;
       }
-      this.o.registry.add(name);
+      this.o.registry.add(name, this.o.cluster);
       return name;
     });
   }
@@ -156,21 +167,21 @@ export class TenantLifecycle {
     const name = databaseName(platform, tenantId);
     return this.#locked(name, async (client) => {
       if (!(await exists(client, name))) {
-        this.o.registry.delete(name);
+        this.o.registry.delete(name, this.o.cluster);
         throw new GatewayError("DATABASE_NOT_FOUND", `database "${name}" does not exist`, { metadata: { database: name } });
       }
       // New calls are refused from here on; calls in flight end when their backends are terminated.
-      this.o.registry.delete(name);
+      this.o.registry.delete(name, this.o.cluster);
       this.o.pools.close(name);
       try {
         await client.query(`DROP DATABASE IF EXISTS ${escapeIdentifier(name)} WITH (FORCE)`);
       } catch (err) {
-        if (await exists(client, name).catch(() => true)) this.o.registry.add(name);
+        if (await exists(client, name).catch(() => true)) this.o.registry.add(name, this.o.cluster);
         throw err;
       }
       // Gone now. A registry refresh or a call's look-up that read pg_database while the drop ran (before PostgreSQL
       // marked the database invalid) may have put it back, and a call then opened a pool for it: not after this.
-      this.o.registry.delete(name);
+      this.o.registry.delete(name, this.o.cluster);
       this.o.pools.close(name);
       await this.o.roles.dropRole(client, name);
       return name;
@@ -186,20 +197,40 @@ export class TenantLifecycle {
   }
 
   async #locked<T>(name: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const lockPool = this.o.lock ?? this.o.admin;
+    let lockClient: pg.PoolClient;
+    try {
+      lockClient = await lockPool.connect();
+    } catch (err) {
+      throw new GatewayError("DATABASE_UNAVAILABLE", "the database server is unavailable", { cause: err });
+    }
+    let lockBroken: Error | undefined;
+    try {
+      await lockClient.query("SELECT pg_advisory_lock(hashtext($1))", [databaseLockKey(name)]);
+      try {
+        return lockPool === this.o.admin ? await fn(lockClient) : await this.#onCluster(fn);
+      } finally {
+        await lockClient.query("SELECT pg_advisory_unlock(hashtext($1))", [databaseLockKey(name)]);
+      }
+    } catch (err) {
+      if (!leavesConnectionUsable(err)) lockBroken = err as Error;
+      throw err;
+    } finally {
+      lockClient.release(lockBroken);
+    }
+  }
+
+  /** Runs `fn` on an administrative connection of this lifecycle's cluster (the lock held elsewhere). */
+  async #onCluster<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     let client: pg.PoolClient;
     try {
       client = await this.o.admin.connect();
     } catch (err) {
-      throw new GatewayError("DATABASE_UNAVAILABLE", "the database server is unavailable", { cause: err });
+      throw new GatewayError("DATABASE_UNAVAILABLE", `cluster "${this.o.cluster}" is unavailable`, { cause: err });
     }
     let broken: Error | undefined;
     try {
-      await client.query("SELECT pg_advisory_lock(hashtext($1))", [databaseLockKey(name)]);
-      try {
-        return await fn(client);
-      } finally {
-        await client.query("SELECT pg_advisory_unlock(hashtext($1))", [databaseLockKey(name)]);
-      }
+      return await fn(client);
     } catch (err) {
       if (!leavesConnectionUsable(err)) broken = err as Error;
       throw err;

@@ -1,4 +1,4 @@
-/** Keeps the database registry in step with pg_database: closes the pools of dropped databases and adopts new ones, periodically and on demand. */
+/** Keeps the database registry in step with one cluster's pg_database: closes the pools of dropped databases and adopts new ones, periodically and on demand. */
 import type pg from "pg";
 import type { TenantLifecycle } from "./lifecycle.js";
 import type { DatabaseRegistry } from "./registry.js";
@@ -17,15 +17,19 @@ export class RegistrySync {
     private readonly admin: Pick<pg.Pool, "query">,
     private readonly pools: Pools,
     private readonly lifecycle: Pick<TenantLifecycle, "adopt">,
+    private readonly cluster: string,
+    /** Told of the databases found new on the cluster once adopted (`Clusters` records where they are). */
+    private readonly onAdded: (databases: string[]) => Promise<void> = async () => undefined,
   ) {}
 
   /** Reads pg_database again: closes the pools of dropped databases, adopts new ones. Single-flight: callers share a run in progress. */
   sync(): Promise<void> {
     this.#running ??= (async () => {
       try {
-        const changes = await this.registry.refresh(this.admin);
+        const changes = await this.registry.refresh(this.admin, this.cluster);
         changes.removed.forEach((d) => this.pools.close(d));
         await this.lifecycle.adopt(changes.added);
+        await this.onAdded(changes.added);
       } finally {
         this.#running = undefined;
       }
