@@ -23,8 +23,14 @@ describe("AdminService: tenant databases", () => {
 
   it("creates the main database (empty tenant id) and tenants, and lists them by platform", async () => {
     const admin = t.adminClient().admin();
-    assert.deepEqual(await admin.createTenant(platform, ""), { name: `${platform}_main`, platform, tenantId: "", type: "main" });
-    assert.deepEqual(await admin.createTenant(platform, "clinic_001"), { name: `${platform}_clinic_001`, platform, tenantId: "clinic_001", type: "tenant" });
+    assert.deepEqual(await admin.createTenant(platform, ""), { name: `${platform}_main`, platform, tenantId: "", type: "main", cluster: "primary" });
+    assert.deepEqual(await admin.createTenant(platform, "clinic_001"), {
+      name: `${platform}_clinic_001`,
+      platform,
+      tenantId: "clinic_001",
+      type: "tenant",
+      cluster: "primary",
+    });
     await admin.createTenant(t.platforms[1]!, "other");
     assert.ok(await exists(`${platform}_clinic_001`));
     assert.deepEqual(
@@ -88,7 +94,13 @@ describe("AdminService: tenant databases", () => {
     sleeping.catch(() => undefined);
     await waitFor(async () => (await activity(`${platform}_doomed`)) >= 2);
 
-    assert.deepEqual(await admin.dropTenant(platform, "doomed"), { name: `${platform}_doomed`, platform, tenantId: "doomed", type: "tenant" });
+    assert.deepEqual(await admin.dropTenant(platform, "doomed"), {
+      name: `${platform}_doomed`,
+      platform,
+      tenantId: "doomed",
+      type: "tenant",
+      cluster: "primary",
+    });
     assert.equal(await exists(`${platform}_doomed`), false);
     await assert.rejects(sleeping, (err: unknown) => err instanceof GatewayError && err.code === Code.Unavailable);
     await rejectsWith(tenant.query("SELECT 1"), Code.NotFound, "DATABASE_NOT_FOUND");

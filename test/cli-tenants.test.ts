@@ -55,17 +55,17 @@ describe("db-gateway tenants", () => {
   it("creates the main database and a tenant, and one from a template", async () => {
     const main = await tenants(["create", "--platform", platform, "--main"]);
     assert.equal(main.code, 0, main.stderr);
-    assert.equal(main.stdout, `created ${platform}_main\n`);
+    assert.equal(main.stdout, `created ${platform}_main on cluster primary\n`);
     const created = await tenants(["create", "--platform", platform, "--tenant", "clinic_001", "--json"]);
     assert.equal(created.code, 0, created.stderr);
-    assert.deepEqual(JSON.parse(created.stdout), { name: `${platform}_clinic_001`, platform, tenantId: "clinic_001", type: "tenant" });
+    assert.deepEqual(JSON.parse(created.stdout), { name: `${platform}_clinic_001`, platform, tenantId: "clinic_001", type: "tenant", cluster: "primary" });
     // The key from --api-key-file instead of the environment.
     const copy = await tenants(
       ["create", "--platform", platform, "--tenant", "clinic_002", "--template", `${platform}_clinic_001`, "--api-key-file", env.GATEWAY_API_KEY_FILE!],
       { GATEWAY_API_KEY_FILE: "" },
     );
     assert.equal(copy.code, 0, copy.stderr);
-    assert.equal(copy.stdout, `created ${platform}_clinic_002 from ${platform}_clinic_001\n`);
+    assert.equal(copy.stdout, `created ${platform}_clinic_002 from ${platform}_clinic_001 on cluster primary\n`);
     assert.ok(await exists(`${platform}_clinic_002`));
   });
 
@@ -95,7 +95,7 @@ describe("db-gateway tenants", () => {
 
     const dropped = await tenants(["drop", "--platform", platform, "--tenant", "clinic_001", "--yes", "--json"]);
     assert.equal(dropped.code, 0, dropped.stderr);
-    assert.deepEqual(JSON.parse(dropped.stdout), { name: `${platform}_clinic_001`, platform, tenantId: "clinic_001", type: "tenant" });
+    assert.deepEqual(JSON.parse(dropped.stdout), { name: `${platform}_clinic_001`, platform, tenantId: "clinic_001", type: "tenant", cluster: "primary" });
     assert.equal(await exists(`${platform}_clinic_001`), false);
 
     const [again, list] = await Promise.all([

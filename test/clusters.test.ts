@@ -216,6 +216,14 @@ describe("several clusters", () => {
       // Created through the first gateway, on the second cluster: found by the other at once.
       await t.adminClient().admin().createTenant(platform, "d1", { cluster: "second" });
       assert.deepEqual((await db.tenant("d1").query("SELECT 7 AS seven")).rows, [{ seven: 7 }]);
+      // Announced on the catalog: the other gateway's list has a tenant created elsewhere within a second, without a call for it
+      // (its registry refresh is a minute away), and loses it as soon once dropped.
+      const otherAdmin = createClient({ ...t.clientOptions(t.adminKey), url: other.url }).admin();
+      const listed = async () => (await otherAdmin.listDatabases(platform)).map((d) => `${d.name}@${d.cluster}`);
+      await t.adminClient().admin().createTenant(platform, "d2");
+      await waitFor(async () => (await listed()).includes(`${platform}_d2@primary`), 1_000, "d2 listed by the other gateway");
+      await t.adminClient().admin().dropTenant(platform, "d2");
+      await waitFor(async () => !(await listed()).includes(`${platform}_d2@primary`), 1_000, "d2 gone from the other gateway's list");
       await t.adminClient().admin().dropTenant(platform, "d1");
       client.close();
     } finally {

@@ -1,7 +1,6 @@
 // Starts a gateway from resolved options (registry, roles, pools, services over mutual TLS, operators' port); its close drains calls first.
 import { setMaxListeners } from "node:events";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
 import type { PoolSettings } from "./config.js";
 import { beforeStatement, GatewayError } from "./errors.js";
 import { AdminService } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
@@ -25,15 +24,15 @@ import { requireAdmin } from "./principal.js";
 import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
 import { CleanupStack } from "./cleanup-stack.js";
-import { Clusters, type ClusterHandle } from "./tenancy/clusters.js";
-import { PlacementStore } from "./tenancy/placement-store.js";
+import { Clusters } from "./tenancy/clusters.js";
+import { followTenantChanges, PlacementStore } from "./tenancy/placement-store.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
-import { connectionConfig } from "./database/connection-config.js";
-import { reconcileCatalogs } from "./tenancy/catalog-reconciliation.js";
+import { administrativeConnections, type ClusterSetting } from "./database/cluster-connections.js";
+import { startReconciliation } from "./tenancy/catalog-reconciliation.js";
 import { Migrator } from "./tenancy/migrator.js";
 import { RecentCalls } from "./tenancy/recent-calls.js";
 import { backupAdministration } from "./services/backup-admin.js";
-import { ADMIN_SEARCH_PATH, inspectAdministrativeRole, TenantRoles } from "./tenancy/roles.js";
+import { TenantRoles } from "./tenancy/roles.js";
 import { QuotaStore } from "./tenancy/quota-store.js";
 import { quotaDefaults, Quotas } from "./tenancy/quotas.js";
 import { Router } from "./tenancy/router.js";
@@ -101,15 +100,6 @@ export interface GatewayOptions extends ApiKeySet {
   failedStatementLogLevel?: LogLevel | "off";
   /** gzip (default): the responses of calls whose client compresses its requests with gzip are compressed too; none: no response is. */
   compression?: ResponseCompression;
-}
-
-/** A cluster's name and limits (see cluster-settings.ts). */
-export interface ClusterSetting {
-  name?: string;
-  /** Tenant databases the placement policy puts on it at most. */
-  capacity?: number;
-  /** The gateway's connections to it at most. */
-  maxConnections?: number;
 }
 
 /** A running gateway. */
@@ -240,32 +230,19 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   // The catalog's cluster must answer at start; another that does not is served once it does (its tenants' calls fail until then).
   await clusters.primary.sync.sync();
   await clusters.sync(onError);
-  const stopSync = clusters.follow(options.registryRefreshMillis, onError);
-  cleanup.defer("registry refresh", stopSync);
-  const administrators = await Promise.all(
-    clusters.all().map(async (cluster) => {
-      const where = handles.length > 1 ? ` (cluster "${cluster.name}")` : "";
-      const administrator = await inspectAdministrativeRole(cluster.admin).catch((err: unknown) => {
-        if (cluster === clusters.primary) throw err;
-        onError(`the administrative role of cluster "${cluster.name}" could not be inspected`, err);
-        return undefined;
-      });
-      for (const problem of administrator?.problems ?? []) log.warn(problem + where);
-      if (administrator?.superuser === true && options.superuserExpected !== true) {
-        log.warn(`the administrative role "${administrator.role}"${where} is a superuser: db-gateway needs only CREATEDB and CREATEROLE (README: Security)`);
-      }
-      return { cluster, administrator };
-    }),
+  const following = clusters.follow(options.registryRefreshMillis, onError);
+  cleanup.defer("registry refresh", () => following.stop());
+  // Tenants created, dropped or moved through another gateway are seen at once, not at the next refresh.
+  const stopChanges = followTenantChanges(
+    { ...adminConnection, database: options.catalogDatabase },
+    () => following.soon(),
+    (err) => onError("the catalog's announcements of tenant changes are not heard: the registry refresh sees them", err),
   );
-  // In the background (one connection per database): start is not held up by a server of many tenants.
+  cleanup.defer("tenant changes", stopChanges);
+  // The roles are inspected now; the catalogs reconciled in the background (one connection per database): start is not held up by a server of many tenants.
   const catalogs = new AbortController();
-  const reconciling = Promise.all(
-    administrators.map(async ({ cluster, administrator }) => {
-      if (administrator === undefined) return;
-      const managed = registry.namesOn(cluster.name).filter((d) => clusters.isManaged(d));
-      await reconcileCatalogs(cluster.lifecycle, managed, administrator, log, onError, catalogs.signal);
-    }),
-  ).catch((err: unknown) => onError("the catalogs could not be reconciled", err));
+  const reconciliation = await startReconciliation(clusters, registry, log, onError, options.superuserExpected === true, catalogs.signal);
+  const reconciling = reconciliation.done.catch((err: unknown) => onError("the catalogs could not be reconciled", err));
   cleanup.defer("catalog reconciliation", () => (catalogs.abort(), reconciling));
   const audit = await AuditLog.open(catalog);
   const quotaStore = await QuotaStore.open(catalog);
@@ -484,34 +461,6 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_ANSWER_MILLIS)))]);
       clearTimeout(timer);
       await cleanup.unwind();
-    },
-  };
-}
-
-/** A cluster's administrative pool and connection settings, its pool ended at cleanup. */
-function administrativeConnections(
-  cluster: ClusterSetting & { name: string; url: string },
-  onError: (message: string, err: unknown) => void,
-  cleanup: CleanupStack,
-): ClusterHandle & { connection: pg.ClientConfig; adminConnection: pg.ClientConfig; maxConnections: number | undefined } {
-  const connection = connectionConfig(cluster.url);
-  // Every administrative session, wherever it connects, resolves names in pg_catalog only (see ADMIN_SEARCH_PATH).
-  // And row_security off: a tenant's policy on a table the administrator reads (a backup's row counts) fails the read instead of running.
-  const adminConnection: pg.ClientConfig = { ...connection, options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")} -c row_security=off` };
-  const admin = new pg.Pool({ ...adminConnection, max: 4, application_name: "db-gateway-admin" });
-  admin.on("error", (err) => onError(`idle administrative connection to cluster "${cluster.name}" failed`, err));
-  cleanup.defer(`administrative pool of cluster "${cluster.name}"`, () => admin.end());
-  return {
-    name: cluster.name,
-    connection,
-    adminConnection,
-    admin,
-    capacity: cluster.capacity,
-    maxConnections: cluster.maxConnections,
-    async connectTo(database) {
-      const client = new pg.Client({ ...adminConnection, database, application_name: "db-gateway-admin" });
-      await client.connect();
-      return client;
     },
   };
 }

@@ -10,7 +10,7 @@ const DEFAULT_TIMEOUT_SECS = 60;
 /** The options each subcommand takes; any other is a usage error rather than silently ignored. */
 const SUBCOMMANDS: Record<string, readonly string[]> = {
   list: ["platform", ...CONNECTION],
-  create: ["platform", "tenant", "main", "template", ...CONNECTION],
+  create: ["platform", "tenant", "main", "template", "cluster", ...CONNECTION],
   drop: ["platform", "tenant", "yes", ...CONNECTION],
   fork: ["platform", "tenant", "from", ...CONNECTION],
   facts: ["platform", ...CONNECTION],
@@ -20,7 +20,7 @@ export const tenantsCommand: Command = {
   name: "tenants",
   summary: "create, drop and list tenant databases (through the gateway's AdminService)",
   help: `Usage: db-gateway tenants list [--platform NAME] [connection options] [--json]
-       db-gateway tenants create --platform NAME (--tenant ID | --main) [--template DATABASE] [connection options] [--json]
+       db-gateway tenants create --platform NAME (--tenant ID | --main) [--template DATABASE] [--cluster NAME] [connection options] [--json]
        db-gateway tenants drop --platform NAME --tenant ID --yes [connection options] [--json]
        db-gateway tenants fork --platform NAME --from ID --tenant NEW_ID [connection options] [--json]
        db-gateway tenants facts --platform NAME [connection options] [--json]
@@ -30,7 +30,8 @@ Calls a running gateway's AdminService with the admin API key over mutual TLS:
            --platform): name, platform, tenant id, type
   create   the database {platform}_{tenant} (--main: the platform's main
            database, {platform}_main), empty or as a copy of --template, a
-           database of the same platform (e.g. medstoreapp_template)
+           database of the same platform (e.g. medstoreapp_template), on
+           --cluster or where the gateway's placement policy puts it
   drop     drops {platform}_{tenant} and its role, closing its connections
            first. Its data is gone for good: refused without --yes
   fork     creates {platform}_{NEW_ID} as a copy of {platform}_{ID}, taken
@@ -42,7 +43,7 @@ Calls a running gateway's AdminService with the admin API key over mutual TLS:
 ${connectionHelp(DEFAULT_TIMEOUT_SECS)}
 
 Output: a table (list) or a line; --json the database objects
-({name, platform, tenantId, type}: an array for list). A failed call prints its
+({name, platform, tenantId, type, cluster}: an array for list). A failed call prints its
 gRPC status and message (NOT_FOUND (DATABASE_NOT_FOUND): …) and exits 1.
 
 Examples:
@@ -58,6 +59,7 @@ Examples:
         tenant: { type: "string" },
         main: { type: "boolean" },
         template: { type: "string" },
+        cluster: { type: "string" },
         yes: { type: "boolean" },
         from: { type: "string" },
         ...CONNECTION_OPTIONS,
@@ -92,8 +94,8 @@ Examples:
         const databases = await admin.listDatabases(platform ?? "");
         output(values.json, databases, () => formatTable(databases));
       } else if (subcommand === "create") {
-        const database = await admin.createTenant(platform!, tenant, { template: values.template ?? "" });
-        output(values.json, database, () => `created ${database.name}${values.template ? ` from ${values.template}` : ""}`);
+        const database = await admin.createTenant(platform!, tenant, { template: values.template ?? "", cluster: values.cluster ?? "" });
+        output(values.json, database, () => `created ${database.name}${values.template ? ` from ${values.template}` : ""} on cluster ${database.cluster}`);
       } else if (subcommand === "drop") {
         const database = await admin.dropTenant(platform!, tenant);
         output(values.json, database, () => `dropped ${database.name}`);

@@ -1,6 +1,50 @@
 // At start, the catalogs that name other databases and roles closed to tenant SQL wherever they are still open, or, without a superuser, what is open said once.
 import type { Logger } from "../telemetry/logger.js";
 import type { TenantLifecycle } from "./lifecycle.js";
+import type { Clusters } from "./clusters.js";
+import type { DatabaseRegistry } from "./registry.js";
+import { inspectAdministrativeRole } from "./roles.js";
+
+/**
+ * At start: inspects each cluster's administrative role now (the catalog's
+ * must answer; another's problems are reported), saying what it lacks or
+ * has too much of, and returns the reconciliation of each cluster's catalogs
+ * (`reconcileCatalogs`) as `done`: it runs in the background until `signal` aborts.
+ */
+export async function startReconciliation(
+  clusters: Clusters,
+  registry: DatabaseRegistry,
+  log: Logger,
+  onError: (message: string, err: unknown) => void,
+  superuserExpected: boolean,
+  signal: AbortSignal,
+): Promise<{ done: Promise<unknown> }> {
+  const several = clusters.all().length > 1;
+  const administrators = await Promise.all(
+    clusters.all().map(async (cluster) => {
+      const where = several ? ` (cluster "${cluster.name}")` : "";
+      const administrator = await inspectAdministrativeRole(cluster.admin).catch((err: unknown) => {
+        if (cluster === clusters.primary) throw err;
+        onError(`the administrative role of cluster "${cluster.name}" could not be inspected`, err);
+        return undefined;
+      });
+      for (const problem of administrator?.problems ?? []) log.warn(problem + where);
+      if (administrator?.superuser === true && !superuserExpected) {
+        log.warn(`the administrative role "${administrator.role}"${where} is a superuser: db-gateway needs only CREATEDB and CREATEROLE (README: Security)`);
+      }
+      return { cluster, administrator };
+    }),
+  );
+  // In a wrapper: returned bare, the promise would be awaited by this function's own.
+  const done = Promise.all(
+    administrators.map(async ({ cluster, administrator }) => {
+      if (administrator === undefined) return;
+      const managed = registry.namesOn(cluster.name).filter((d) => clusters.isManaged(d));
+      await reconcileCatalogs(cluster.lifecycle, managed, administrator, log, onError, signal);
+    }),
+  );
+  return { done };
+}
 
 /**
  * Closes to tenant SQL the catalogs that name other databases and roles, in

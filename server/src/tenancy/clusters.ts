@@ -108,17 +108,39 @@ export class Clusters {
     ]);
   }
 
-  /** Syncs every `intervalMillis` until the returned function is called (and awaited). */
-  follow(intervalMillis: number, onError: (message: string, err: unknown) => void): () => Promise<void> {
+  /**
+   * Syncs every `intervalMillis`, and soon after each `soon()` (a change
+   * announced by another gateway: changes announced while a sync runs are
+   * read by one more), until `stop` is called (and awaited).
+   */
+  follow(intervalMillis: number, onError: (message: string, err: unknown) => void): { soon(): void; stop(): Promise<void> } {
     let running: Promise<void> | undefined;
-    const timer = setInterval(() => {
-      running ??= this.sync(onError).finally(() => (running = undefined));
-    }, intervalMillis);
+    let again = false;
+    let stopped = false;
+    const run = (): void => {
+      if (stopped) return;
+      if (running !== undefined) {
+        again = true;
+        return;
+      }
+      running = this.sync(onError).finally(() => {
+        running = undefined;
+        if (again) {
+          again = false;
+          run();
+        }
+      });
+    };
+    const timer = setInterval(run, intervalMillis);
     timer.unref();
-    return async () => {
-      clearInterval(timer);
-      await running;
-      await Promise.all(this.all().map((c) => c.sync.stop()));
+    return {
+      soon: run,
+      stop: async () => {
+        stopped = true;
+        clearInterval(timer);
+        await running;
+        await Promise.all(this.all().map((c) => c.sync.stop()));
+      },
     };
   }
 

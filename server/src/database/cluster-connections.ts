@@ -1,0 +1,43 @@
+// A PostgreSQL cluster's administrative connections: its pool, its settings, and connections into its databases, each session resolving names in pg_catalog only.
+import pg from "pg";
+import type { CleanupStack } from "../cleanup-stack.js";
+import type { ClusterHandle } from "../tenancy/clusters.js";
+import { ADMIN_SEARCH_PATH } from "../tenancy/roles.js";
+import { connectionConfig } from "./connection-config.js";
+
+/** A cluster's name and limits (see cluster-settings.ts). */
+export interface ClusterSetting {
+  name?: string;
+  /** Tenant databases the placement policy puts on it at most. */
+  capacity?: number;
+  /** The gateway's connections to it at most. */
+  maxConnections?: number;
+}
+
+/** A cluster's administrative pool and connection settings, its pool ended at cleanup. */
+export function administrativeConnections(
+  cluster: ClusterSetting & { name: string; url: string },
+  onError: (message: string, err: unknown) => void,
+  cleanup: CleanupStack,
+): ClusterHandle & { connection: pg.ClientConfig; adminConnection: pg.ClientConfig; maxConnections: number | undefined } {
+  const connection = connectionConfig(cluster.url);
+  // Every administrative session, wherever it connects, resolves names in pg_catalog only (see ADMIN_SEARCH_PATH).
+  // And row_security off: a tenant's policy on a table the administrator reads (a backup's row counts) fails the read instead of running.
+  const adminConnection: pg.ClientConfig = { ...connection, options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")} -c row_security=off` };
+  const admin = new pg.Pool({ ...adminConnection, max: 4, application_name: "db-gateway-admin" });
+  admin.on("error", (err) => onError(`idle administrative connection to cluster "${cluster.name}" failed`, err));
+  cleanup.defer(`administrative pool of cluster "${cluster.name}"`, () => admin.end());
+  return {
+    name: cluster.name,
+    connection,
+    adminConnection,
+    admin,
+    capacity: cluster.capacity,
+    maxConnections: cluster.maxConnections,
+    async connectTo(database) {
+      const client = new pg.Client({ ...adminConnection, database, application_name: "db-gateway-admin" });
+      await client.connect();
+      return client;
+    },
+  };
+}
