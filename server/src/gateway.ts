@@ -376,7 +376,10 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         maxStatementMillis: options.maxStatementMillis,
       },
     },
-    { migrator: new Migrator({ pools, registry, connectTo, roleOf: (database) => roles.roleName(database) }), backups },
+    {
+      migrator: new Migrator({ pools, registry, refreshRegistry: () => registrySync.sync(), connectTo, roleOf: (database) => roles.roleName(database) }),
+      backups,
+    },
   );
   addService(server, AdminService, adminService, { ...hooks, authorize: requireAdmin });
   const setServing = addStandardServices(server, [QueryService, AdminService]);
