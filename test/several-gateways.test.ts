@@ -88,7 +88,7 @@ describe("several gateways serving the same PostgreSQL", () => {
 
   before(async () => {
     // The same platform, keys, gateway secret and catalog (catalog_{platform}) on each: the same settings.
-    gateways = await Promise.all([0, 1, 2].map(() => startGatewayProcess({ databaseUrl: pgUrl(), platform, secrets })));
+    gateways = await Promise.all([0, 1, 2].map(() => startGatewayProcess({ databaseUrl: pgUrl(), platform, secrets, env: { GATEWAY_INSTANCES: "3" } })));
     await adminOf(gateways[0]!).createTenant(platform, "");
     const url = new URL(pgUrl());
     url.pathname = `/${platform}_main`;

@@ -29,7 +29,7 @@ interface Group {
  * saves is the per-call cost of gRPC on both sides, and round trips to
  * PostgreSQL (the gateway pipelines queries to one database).
  *
- * They go over the platform's QueryStream (`QueryStreamSession`), a message
+ * They go over the platform's QueryStream to a gateway (`QueryStreamSession`; one per gateway, each message to the gateway the client's balancer picks), a message
  * per turn (up to `MAX_QUERIES_PER_CALL` queries each), a lone query too:
  * each query is answered as soon as its connection's share is done, so the
  * callers answered first send their next queries while the rest still run,
