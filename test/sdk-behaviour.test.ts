@@ -1,6 +1,7 @@
-// The SDK's behaviour: options checked up front, safe retries, transaction() re-run, one HTTP/2 connection reopened, default deadlines.
+// The SDK's behaviour: options checked up front (one gateway or a list), safe retries, transaction() re-run, one HTTP/2 connection reopened, default deadlines.
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -42,7 +43,58 @@ describe("SDK options are checked up front", () => {
     );
     assert.throws(() => createClient({ url: "https://x", apiKey: "", tls: undefined } as unknown as ClientOptions), /apiKey is required[\s\S]*tls is required/);
   });
+
+  it("checks each gateway of a list, naming it by its place", () => {
+    const pki = testPki();
+    const tls = { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key };
+    assert.throws(() => createClient({ url: [], apiKey: "k", tls }), /url must name at least one gateway/);
+    assert.throws(
+      () =>
+        createClient({ url: ["https://a.internal:9000", "http://b.internal:9000", "https://c.internal:9000/path", 7 as unknown as string], apiKey: "k", tls }),
+      (err: TypeError) => {
+        assert.match(err.message, /url\[1\] must be https:\/\//);
+        assert.match(err.message, /url\[2\] must be the gateway's origin only/);
+        assert.match(err.message, /url\[3\] must be a string/);
+        assert.doesNotMatch(err.message, /url\[0\]/);
+        return true;
+      },
+    );
+  });
+
+  it("with no gateway of a list reachable, a call fails UNAVAILABLE, saying it was not sent", async () => {
+    const pki = testPki();
+    const ports = await Promise.all([0, 1].map(() => freePort()));
+    const client = createClient({
+      url: ports.map((p) => `https://127.0.0.1:${p}`),
+      apiKey: "k",
+      tls: { ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key },
+      retry: { maxAttempts: 3, baseDelayMs: 10 },
+    });
+    try {
+      const error = await client
+        .platform("nowhere")
+        .query("SELECT 1")
+        .then(
+          () => undefined,
+          (err: unknown) => err as GatewayError,
+        );
+      assert.ok(error instanceof GatewayError);
+      assert.equal(error.code, Code.Unavailable, error.message);
+      assert.equal(error.notSent, true, error.message);
+    } finally {
+      client.close();
+    }
+  });
 });
+
+/** A port nothing listens on (taken, then given back). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 describe("SDK connection, retries and limits", () => {
   let t: TestGateway;

@@ -18,8 +18,14 @@ export interface RetryOptions {
 
 /** Options of `createClient`. */
 export interface ClientOptions {
-  /** The gateway's address, e.g. "https://db-gateway.internal:9000". */
-  url: string;
+  /**
+   * The gateway's address, e.g. "https://db-gateway.internal:9000", or the
+   * addresses of several gateways serving the same clusters: calls are
+   * balanced over them round-robin, skipping one that cannot be reached (see
+   * the README, "Several gateways"). A host name that resolves to several
+   * addresses is balanced over them too.
+   */
+  url: string | readonly string[];
   /** The API key: a platform's, or the admin key for `admin()`. */
   apiKey: string;
   /** Mutual TLS: the CA that signed the gateway's certificate, and this client's certificate and key (PEM text, bytes, or file paths). */
@@ -65,11 +71,19 @@ export interface ClientOptions {
   signingSecret?: string;
 }
 
+/** One gateway of a client's: its address, and the host its certificate must name. */
+export interface GatewayAddress {
+  url: URL;
+  /** host:port, as grpc-js takes it. */
+  target: string;
+  /** The host name or IP address (without brackets) the gateway's certificate is checked for. */
+  host: string;
+}
+
 /** Options after validation: files read, defaults filled in. */
 export interface ResolvedClientOptions {
-  url: URL;
-  /** host:port */
-  target: string;
+  /** In the order given, without repeats. */
+  gateways: GatewayAddress[];
   apiKey: string;
   tls: { ca: Buffer; cert: Buffer; key: Buffer };
   int8: Int8Mode;
@@ -95,15 +109,22 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
   const problems: string[] = [];
   if (typeof options !== "object" || options === null) throw new TypeError("createClient: options must be an object");
 
-  let url: URL | undefined;
-  if (typeof options.url !== "string") problems.push("url must be a string such as https://db-gateway.internal:9000");
-  else {
+  const gateways = new Map<string, GatewayAddress>();
+  const urls: unknown[] = Array.isArray(options.url) ? [...(options.url as unknown[])] : [options.url];
+  if (urls.length === 0) problems.push("url must name at least one gateway");
+  for (const [i, given] of urls.entries()) {
+    const name = Array.isArray(options.url) ? `url[${i}]` : "url";
+    if (typeof given !== "string") {
+      problems.push(`${name} must be a string such as https://db-gateway.internal:9000`);
+      continue;
+    }
     try {
-      url = new URL(options.url);
-      if (url.protocol !== "https:") problems.push(`url must be https:// (the gateway requires TLS), got "${options.url}"`);
-      else if (url.pathname !== "/" || url.search !== "" || url.username !== "") problems.push(`url must be the gateway's origin only, got "${options.url}"`);
+      const url = new URL(given);
+      if (url.protocol !== "https:") problems.push(`${name} must be https:// (the gateway requires TLS), got "${given}"`);
+      else if (url.pathname !== "/" || url.search !== "" || url.username !== "") problems.push(`${name} must be the gateway's origin only, got "${given}"`);
+      else gateways.set(url.host, { url, target: `${url.hostname}:${url.port || 443}`, host: url.hostname.replace(/^\[(.*)\]$/, "$1") });
     } catch {
-      problems.push(`url is not a valid URL: "${options.url}"`);
+      problems.push(`${name} is not a valid URL: "${given}"`);
     }
   }
 
@@ -150,10 +171,9 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
 
   if (options.signingSecret !== undefined && (typeof options.signingSecret !== "string" || options.signingSecret.length < 32))
     problems.push("signingSecret must be the platform's signing secret (at least 32 characters)");
-  if (problems.length > 0 || url === undefined) throw new TypeError(`createClient: invalid options:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  if (problems.length > 0) throw new TypeError(`createClient: invalid options:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   return {
-    url,
-    target: `${url.hostname}:${url.port || 443}`,
+    gateways: [...gateways.values()],
     apiKey: options.apiKey,
     tls,
     int8: options.int8 ?? "bigint",

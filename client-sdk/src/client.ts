@@ -1,4 +1,4 @@
-// createClient, the SDK's entry point: one HTTP/2 connection over mutual TLS to a platform's databases, its tenants and the admin calls.
+// createClient, the SDK's entry point: HTTP/2 over mutual TLS to one gateway or several, for a platform's databases, its tenants and the admin calls.
 import { createClient as createConnectClient, type Client } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
@@ -22,6 +22,7 @@ import { QueryCoalescer } from "./coalescer.js";
 import { createDatabase, type CallOptions, type Database } from "./database.js";
 import { downloadBackup, migrationProgress, type MigrateOptions, type MigrationFile, type MigrationProgress } from "./fleet.js";
 import { GatewayError } from "./gateway-error.js";
+import { createBalancedTransport } from "./gateway-balancer.js";
 import { createGrpcJsTransport, tlsCredentials } from "./grpc-js-transport.js";
 import { withRetries } from "./retry.js";
 import { injectTraceContext, traceContextReady } from "./trace-context.js";
@@ -103,13 +104,13 @@ export interface QuotaLimits {
   maxStatementTimeMs?: number;
 }
 
-/** A connection to a gateway: one HTTP/2 connection shared by every call. */
+/** A connection to a gateway (one HTTP/2 connection shared by every call), or to several, each call balanced over them. */
 export interface GatewayClient {
   platform(platform: string): PlatformDatabase;
   admin(): AdminClient;
   /** The generated Connect clients, for calls this API does not wrap. */
   readonly raw: { query: Client<typeof QueryService>; admin: Client<typeof AdminService> };
-  /** Closes the connection; calls in flight fail. */
+  /** Closes the connections; calls in flight fail. */
   close(): void;
 }
 
@@ -117,30 +118,39 @@ export interface GatewayClient {
  * Connects to a gateway over mutual TLS with an API key. The options are
  * checked (and TLS files read) here, all problems reported in one TypeError.
  * One HTTP/2 connection carries every call, kept alive with pings and opened
- * again with backoff when it is lost.
+ * again with backoff when it is lost. With several gateways (`url` a list, or
+ * a host name with several addresses), there is one such connection to each,
+ * and each call goes to the next gateway in turn that has its connection up.
  */
 export function createClient(options: ClientOptions): GatewayClient {
   const resolved = validateClientOptions(options);
-  const transport = createGrpcJsTransport({
-    target: resolved.target,
-    credentials: tlsCredentials(resolved.target.slice(0, resolved.target.lastIndexOf(":")), resolved.tls),
-    maxReceiveMessageBytes: resolved.maxReceiveMessageBytes,
-    compression: resolved.compression,
-    ready: traceContextReady,
-    ...(resolved.signingSecret === undefined ? {} : { sign: (path: string, body: Uint8Array | undefined) => signRequest(resolved.signingSecret!, path, body) }),
-    decorate(metadata) {
-      metadata.set("x-api-key", resolved.apiKey);
-      injectTraceContext(metadata);
-    },
-  });
+  const gateways = resolved.gateways.map((gateway) =>
+    createGrpcJsTransport({
+      target: gateway.target,
+      credentials: tlsCredentials(gateway.host, resolved.tls),
+      maxReceiveMessageBytes: resolved.maxReceiveMessageBytes,
+      compression: resolved.compression,
+      ready: traceContextReady,
+      ...(resolved.signingSecret === undefined
+        ? {}
+        : { sign: (path: string, body: Uint8Array | undefined) => signRequest(resolved.signingSecret!, path, body) }),
+      decorate(metadata) {
+        metadata.set("x-api-key", resolved.apiKey);
+        injectTraceContext(metadata);
+      },
+    }),
+  );
+  const transport = createBalancedTransport(gateways);
   const query = createConnectClient(QueryService, transport);
   const admin = createConnectClient(AdminService, transport);
+  // A platform's QueryStreams are one per gateway: the coalescer picks the gateway, not the transport.
+  const streamClients = gateways.map((gateway) => createConnectClient(QueryService, gateway));
   const context = {
     client: query,
     parserFor: typeParsers(resolved.int8, resolved.typeParsers),
     retry: resolved.retry,
     timeoutMs: resolved.timeoutMs,
-    coalescer: resolved.coalesce ? new QueryCoalescer(query, resolved.queryStream) : undefined,
+    coalescer: resolved.coalesce ? new QueryCoalescer(query, resolved.queryStream, { clients: streamClients, pick: transport.pick }) : undefined,
   };
 
   return {

@@ -29,7 +29,7 @@ interface Group {
  * saves is the per-call cost of gRPC on both sides, and round trips to
  * PostgreSQL (the gateway pipelines queries to one database).
  *
- * They go over the platform's QueryStream (`QueryStreamSession`), a message
+ * They go over the platform's QueryStream to a gateway (`QueryStreamSession`; one per gateway, each message to the gateway the client's balancer picks), a message
  * per turn (up to `MAX_QUERIES_PER_CALL` queries each), a lone query too:
  * each query is answered as soon as its connection's share is done, so the
  * callers answered first send their next queries while the rest still run,
@@ -46,7 +46,7 @@ interface Group {
  */
 export class QueryCoalescer {
   readonly #groups = new Map<string, Group>();
-  /** Each platform's open QueryStream. */
+  /** Each platform's open QueryStream to each gateway, by `${gateway}/${platform}`. */
   readonly #sessions = new Map<string, QueryStreamSession>();
   /** Until the gateway answers QueryStream with UNIMPLEMENTED. */
   #streams: boolean;
@@ -54,10 +54,18 @@ export class QueryCoalescer {
   /** Query and QueryMany calls sent and not yet answered. */
   #calls = 0;
 
-  /** With `streams` false, a turn's queries go as one QueryMany call (not over a QueryStream). */
+  /**
+   * With `streams` false, a turn's queries go as one QueryMany call (not over
+   * a QueryStream). `client` balances its calls over the gateways; a
+   * platform's QueryStreams are one per gateway, over `gateways.clients`
+   * (each bound to its gateway), and each message goes to the one
+   * `gateways.pick()` names, so that a busy platform's queries are balanced
+   * as its calls are.
+   */
   constructor(
     private readonly client: Client<typeof QueryService>,
     streams = true,
+    private readonly gateways: { clients: readonly Client<typeof QueryService>[]; pick(): number } = { clients: [client], pick: () => 0 },
   ) {
     this.#streams = streams;
   }
@@ -137,22 +145,24 @@ export class QueryCoalescer {
     }
   }
 
-  /** The platform's open QueryStream, opened if need be (undefined once the gateway has shown it has none). */
+  /** The platform's open QueryStream to the next gateway, opened if need be (undefined once a gateway has shown it has none). */
   #session(platform: string): QueryStreamSession | undefined {
     if (!this.#streams) return undefined;
-    let session = this.#sessions.get(platform);
+    const gateway = this.gateways.pick();
+    const key = `${gateway}/${platform}`;
+    let session = this.#sessions.get(key);
     // A stream whose gateway is shutting down finishes what it carries; new work goes to a new one.
     if (session === undefined || session.draining) {
       session = new QueryStreamSession(
-        this.client,
+        this.gateways.clients[gateway]!,
         platform,
         (closed, error) => {
-          if (this.#sessions.get(platform) === closed) this.#sessions.delete(platform);
+          if (this.#sessions.get(key) === closed) this.#sessions.delete(key);
           if (error?.code === Code.Unimplemented) this.#streams = false;
         },
         (unanswered, timeout) => this.#send({ platform, timeoutMs: timeout, queries: unanswered, batches: [] }, unanswered, []),
       );
-      this.#sessions.set(platform, session);
+      this.#sessions.set(key, session);
     }
     return session;
   }

@@ -1,4 +1,4 @@
-// The SDK's Connect transport over @grpc/grpc-js (one HTTP/2 channel, keepalive, reconnection) and its mutual-TLS credentials.
+// The SDK's Connect transport to one gateway address over @grpc/grpc-js (a channel: keepalive, reconnection, round-robin over the addresses of a name) and its mutual-TLS credentials.
 import {
   create,
   fromBinary,
@@ -18,7 +18,7 @@ import { decoderFor, encoderFor } from "../../wire/src/codecs.js";
 
 /** Options of `createGrpcJsTransport`. */
 export interface GrpcJsTransportOptions {
-  /** `host:port` of the gateway. */
+  /** `host:port` of the gateway (a host name's addresses are each connected and used round-robin). */
   target: string;
   credentials: grpc.ChannelCredentials;
   /** Adds the metadata every call carries (the API key, trace context). */
@@ -84,6 +84,12 @@ export interface ClosableTransport extends Transport {
   close(): void;
 }
 
+/** A transport to one gateway address, which tells whether it has a connection. */
+export interface GatewayTransport extends ClosableTransport {
+  /** The channel's state; `connect` starts connecting an idle one (a call does too). */
+  connectivity(connect: boolean): grpc.connectivityState;
+}
+
 /**
  * A Connect `Transport` over @grpc/grpc-js: Connect's typed clients on top,
  * grpc-js's HTTP/2 and gRPC framing underneath. Measured against Connect's
@@ -92,8 +98,10 @@ export interface ClosableTransport extends Transport {
  * reconnection with backoff. Errors are ConnectErrors with the status details
  * the gateway sent (google.rpc.Status in grpc-status-details-bin).
  */
-export function createGrpcJsTransport(options: GrpcJsTransportOptions): ClosableTransport {
+export function createGrpcJsTransport(options: GrpcJsTransportOptions): GatewayTransport {
   const client = new grpc.Client(options.target, options.credentials, {
+    // Every address a host name resolves to is connected and used in turn (pick_first, the default, would use one).
+    "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
@@ -227,6 +235,8 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): Closable
       }
       return { stream: true, service: method.parent, method, header: responseHeader, message: messages(), trailer };
     },
+
+    connectivity: (connect) => client.getChannel().getConnectivityState(connect),
 
     close() {
       for (const call of active) call.cancel();

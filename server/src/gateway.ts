@@ -376,7 +376,13 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       },
     },
     {
-      migrator: new Migrator({ pools, registry, connectTo: (database) => clusters.connectTo(database), roleOf: (database) => roles.roleName(database) }),
+      migrator: new Migrator({
+        pools,
+        registry,
+        refreshRegistry: () => clusters.sync(onError),
+        connectTo: (database) => clusters.connectTo(database),
+        roleOf: (database) => roles.roleName(database),
+      }),
       backups,
     },
   );

@@ -50,7 +50,9 @@ export interface GatewayProcess {
  * `root` runs another checkout's gateway (its own `server/`), for comparisons;
  * `entry` another entry point than the sources (the compiled `server/dist/server/src/main.js`);
  * `secretsInFiles` passes the API keys, the gateway secret and the database
- * password as `*_FILE` settings instead of values.
+ * password as `*_FILE` settings instead of values; `secrets` gives the keys
+ * and the gateway secret instead of random ones (several gateways serving
+ * the same platform share them, as they share `platform`).
  */
 export async function startGatewayProcess(options: {
   databaseUrl: string;
@@ -60,6 +62,7 @@ export async function startGatewayProcess(options: {
   root?: string;
   entry?: string[];
   secretsInFiles?: boolean;
+  secrets?: { platformKey: string; adminKey: string; gatewaySecret: string };
 }): Promise<GatewayProcess> {
   const work = await mkdtemp(join(tmpdir(), "db-gateway-process-"));
   await chmod(work, 0o700);
@@ -68,12 +71,12 @@ export async function startGatewayProcess(options: {
   await writeFile(join(work, "server.crt"), pki.server.cert);
   await writeFile(join(work, "server.key"), pki.server.key);
   const platform = options.platform ?? `p${randomBytes(5).toString("hex")}`;
-  const platformKey = `key-${randomBytes(16).toString("hex")}`;
-  const adminKey = `admin-${randomBytes(16).toString("hex")}`;
+  const platformKey = options.secrets?.platformKey ?? `key-${randomBytes(16).toString("hex")}`;
+  const adminKey = options.secrets?.adminKey ?? `admin-${randomBytes(16).toString("hex")}`;
   const secrets: Record<string, string> = {
     [`API_KEY_${platform.toUpperCase()}`]: platformKey,
     API_KEY_ADMIN: adminKey,
-    GATEWAY_SECRET: randomBytes(32).toString("hex"),
+    GATEWAY_SECRET: options.secrets?.gatewaySecret ?? randomBytes(32).toString("hex"),
   };
   let databaseUrl = options.databaseUrl;
   if (options.secretsInFiles) {

@@ -49,6 +49,8 @@ export interface MigrationRun {
 export interface MigratorOptions {
   pools: PoolManager;
   registry: DatabaseRegistry;
+  /** Reads pg_database into the registry again: databases another gateway created or dropped since the last refresh. */
+  refreshRegistry(): Promise<void>;
   /** Opens an administrative connection inside a database. */
   connectTo(database: string): Promise<pg.Client>;
   /** A database's login role (`TenantRoles.roleName`). */
@@ -88,6 +90,8 @@ export class Migrator {
     };
     // The main database first, on its own; then the rest; then, until there are none, those created meanwhile.
     for (let round = 0; ; round++) {
+      // Another gateway may have created a tenant since this one's last refresh: a run must not skip it unseen.
+      await this.o.refreshRegistry();
       const waiting = this.o.registry.list(platforms).filter((d) => !done.has(d.name) && (chosen === undefined || chosen.has(d.name)));
       if (waiting.length === 0) break;
       const first = waiting.find((d) => d.name === main);
