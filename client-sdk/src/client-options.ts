@@ -47,6 +47,16 @@ export interface ClientOptions {
    */
   coalesce?: boolean;
   /**
+   * Read-your-writes for the whole client: the commit token of each write
+   * (on a cluster with streaming replicas) is kept per database, and every
+   * read-only read or transaction of that database carries the latest, so a
+   * replica serves it only once it shows the client's writes. Every query
+   * then goes as a Query call of its own (writes must answer with their
+   * tokens), not coalesced. For one flow of work only, use `session()`
+   * instead. Default false.
+   */
+  readYourWrites?: boolean;
+  /**
    * Queries travel over one long-lived QueryStream per platform, a message
    * per turn (a lone query too), each answered as soon as it is done
    * (BENCHMARKS.md); false: one QueryMany call per turn (a lone query as a
@@ -92,6 +102,7 @@ export interface ResolvedClientOptions {
   retry: Required<RetryOptions>;
   maxReceiveMessageBytes: number;
   coalesce: boolean;
+  readYourWrites: boolean;
   queryStream: boolean;
   compression: "gzip" | "none";
   signingSecret: string | undefined;
@@ -159,6 +170,7 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
   };
   positive(options.timeoutMs, "timeoutMs");
   if (options.coalesce !== undefined && typeof options.coalesce !== "boolean") problems.push("coalesce must be a boolean");
+  if (options.readYourWrites !== undefined && typeof options.readYourWrites !== "boolean") problems.push("readYourWrites must be a boolean");
   if (options.queryStream !== undefined && typeof options.queryStream !== "boolean") problems.push("queryStream must be a boolean");
   positive(options.maxReceiveMessageBytes, "maxReceiveMessageBytes");
   if (options.compression !== undefined && options.compression !== "gzip" && options.compression !== "none")
@@ -182,6 +194,7 @@ export function validateClientOptions(options: ClientOptions): ResolvedClientOpt
     retry,
     maxReceiveMessageBytes: options.maxReceiveMessageBytes ?? 256 * 1024 * 1024,
     coalesce: options.coalesce ?? true,
+    readYourWrites: options.readYourWrites ?? false,
     queryStream: options.queryStream ?? true,
     compression: options.compression ?? "none",
     signingSecret: options.signingSecret,

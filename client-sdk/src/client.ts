@@ -19,6 +19,7 @@ import {
 import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { validateClientOptions, type ClientOptions } from "./client-options.js";
 import { QueryCoalescer } from "./coalescer.js";
+import { CommitTokens } from "./commit-tokens.js";
 import { createDatabase, type CallOptions, type Database } from "./database.js";
 import { downloadBackup, migrationProgress, type MigrateOptions, type MigrationFile, type MigrationProgress } from "./fleet.js";
 import { GatewayError } from "./gateway-error.js";
@@ -151,6 +152,7 @@ export function createClient(options: ClientOptions): GatewayClient {
     retry: resolved.retry,
     timeoutMs: resolved.timeoutMs,
     coalescer: resolved.coalesce ? new QueryCoalescer(query, resolved.queryStream, { clients: streamClients, pick: transport.pick }) : undefined,
+    tokens: resolved.readYourWrites ? new CommitTokens() : undefined,
   };
 
   return {

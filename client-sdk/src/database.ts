@@ -8,6 +8,7 @@ import { decodeResult, durationMs, RowDecoder, type Field, type QueryResult, typ
 import { withRetries } from "./retry.js";
 import { runTransactionOnce, streamTransaction, transactionCall, transactionOptions, type Transaction, type TransactionOptions } from "./transaction.js";
 import type { TypeParser } from "./type-parsers.js";
+import { CommitTokens } from "./commit-tokens.js";
 import { toValue, type Param } from "./values.js";
 
 /** Per-call options. */
@@ -23,8 +24,25 @@ export interface CallOptions {
   idempotent?: boolean;
 }
 
+/** Where a read may be served: by a streaming replica of the tenant's cluster, seeing the writes a commit token names. */
+export interface ReadOptions {
+  /**
+   * The statement only reads: the gateway may serve it from a streaming
+   * replica whose lag is within its bound (else the primary), and it may be
+   * retried like an idempotent call. Sent as a Query call of its own (not
+   * coalesced). A statement that writes fails there (SQLSTATE 25006).
+   */
+  readOnly?: boolean;
+  /**
+   * With `readOnly`: a commit token (`QueryResult.commitToken`) of a write
+   * the read must see. Default: the latest of this session's (`session()`),
+   * or the client's with `readYourWrites`, for this database.
+   */
+  readAfter?: string;
+}
+
 /** Options of `query`. */
-export interface QueryOptions extends CallOptions {
+export interface QueryOptions extends CallOptions, ReadOptions {
   /** "array": each row as an array of values in column order, as with pg's `rowMode: "array"`. */
   rowMode?: RowMode;
 }
@@ -35,8 +53,8 @@ export interface QueryConfig extends QueryOptions {
   values?: readonly Param[];
 }
 
-/** Options of `stream`: how the gateway cuts the result into messages (0 or absent: its defaults). */
-export interface StreamOptions extends CallOptions {
+/** Options of `stream`: how the gateway cuts the result into messages (0 or absent: its defaults), and where it may be read. */
+export interface StreamOptions extends CallOptions, ReadOptions {
   maxRowsPerMessage?: number;
   maxBytesPerMessage?: number;
 }
@@ -129,6 +147,13 @@ export interface Database {
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionCallOptions): Promise<T>;
   /** Subscribes to NOTIFY on the channels; resolves once the gateway listens on all of them. */
   listen(channels: string | readonly string[], options?: CallOptions): Promise<Subscription>;
+  /**
+   * The same database with commit tokens of its own: its writes' tokens are
+   * kept, and its read-only reads and transactions carry the latest
+   * (read-your-writes for this session, whatever the client does). Cheap: no
+   * connection of its own.
+   */
+  session(): Database;
 }
 
 /** What every database handle of one client shares. */
@@ -140,6 +165,8 @@ export interface DatabaseContext {
   timeoutMs: number | undefined;
   /** Coalesces concurrent queries (absent when the client turned it off). */
   coalescer: QueryCoalescer | undefined;
+  /** The commit tokens kept (the client's with `readYourWrites`, or a session's); undefined: none kept. */
+  tokens: CommitTokens | undefined;
 }
 
 /** The handle of one database, over the QueryService client. */
@@ -150,21 +177,32 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
     const timeoutMs = options.timeoutMs ?? context.timeoutMs;
     return withRetries((t) => fn({ ...options, timeoutMs: t }), context.retry, { ...options, timeoutMs });
   };
+  const key = `${target.platform}/${target.tenantId}`;
+  const { tokens } = context;
+  /** What a read sends of where it may run; with tokens kept, every query goes as its own Query call, so that writes answer with theirs. */
+  const readRequest = (options: ReadOptions) => {
+    const readOnly = options.readOnly === true;
+    return { readOnly, readAfter: options.readAfter ?? (readOnly ? (tokens?.latest(key) ?? "") : "") };
+  };
   return {
     query(first: string | QueryConfig, params?: readonly Param[], options?: QueryOptions) {
       const { text, values, ...rest } = typeof first === "string" ? { text: first, values: params, ...options } : first;
       const bound = (values ?? []).map(toValue);
-      const { coalescer } = context;
+      const read = readRequest(rest);
+      const coalescer = read.readOnly || read.readAfter !== "" || tokens !== undefined ? undefined : context.coalescer;
       return call(
-        async (o) =>
-          decodeResult(
-            coalescer !== undefined && o.signal === undefined
-              ? await coalescer.query(target, text, bound, o.timeoutMs)
-              : (await client.query({ ...target, sql: text, params: bound }, o)).result,
-            parserFor,
-            rest.rowMode,
-          ),
-        rest,
+        async (o) => {
+          if (coalescer !== undefined && o.signal === undefined)
+            return decodeResult(await coalescer.query(target, text, bound, o.timeoutMs), parserFor, rest.rowMode);
+          const response = await client.query({ ...target, sql: text, params: bound, ...read }, o);
+          const result = decodeResult(response.result, parserFor, rest.rowMode);
+          if (response.commitToken !== "") {
+            tokens?.note(key, response.commitToken);
+            result.commitToken = response.commitToken;
+          }
+          return result;
+        },
+        { ...rest, idempotent: rest.idempotent ?? read.readOnly },
       );
     },
 
@@ -178,6 +216,7 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
         params: params.map(toValue),
         maxRowsPerMessage: options.maxRowsPerMessage ?? 0,
         maxBytesPerMessage: options.maxBytesPerMessage ?? 0,
+        ...readRequest(options),
       };
       return {
         get fields() {
@@ -244,7 +283,8 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
           // Over the platform's QueryStream when it carries transactions; a transaction with a signal has a call of its own, which the signal cancels.
           const session = options.signal === undefined ? context.coalescer?.transactions(target.platform) : undefined;
           const channel = session !== undefined ? streamTransaction(session, timeoutMs) : transactionCall(client, { signal: options.signal, timeoutMs });
-          return await runTransactionOnce(channel, target, fn, options, parserFor);
+          const readAfter = options.readAfter ?? (options.readOnly === true ? (tokens?.latest(key) ?? "") : "");
+          return await runTransactionOnce(channel, target, fn, { ...options, readAfter }, parserFor, (token) => tokens?.note(key, token));
         } catch (err) {
           const error = GatewayError.from(err);
           // ABORTED: rolled back, run it again; UNAVAILABLE before anything was sent (a gateway shutting down): nothing ran.
@@ -297,6 +337,8 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
         },
       };
     },
+
+    session: () => createDatabase({ ...context, tokens: new CommitTokens() }, target),
   };
 }
 

@@ -12,6 +12,7 @@ export type {
   NotificationEvent,
   QueryConfig,
   QueryOptions,
+  ReadOptions,
   RowStream,
   StreamOptions,
   StreamSummary,

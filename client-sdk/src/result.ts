@@ -24,6 +24,12 @@ export interface QueryResult<Row> {
   command: string;
   /** Time PostgreSQL took, as measured by the gateway. */
   executionTimeMs: number;
+  /**
+   * For a write on a cluster with streaming replicas, sent as its own Query
+   * (see `QueryOptions.readOnly`): its commit token, which a read-only read
+   * gives as `readAfter` to see it. Absent otherwise.
+   */
+  commitToken?: string;
 }
 
 /** How rows are returned: objects keyed by column name (default), or arrays in column order. */

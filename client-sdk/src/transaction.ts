@@ -15,6 +15,12 @@ export interface TransactionOptions {
   readOnly?: boolean;
   /** Only meaningful for a serializable read-only transaction. */
   deferrable?: boolean;
+  /**
+   * For a read-only transaction (not serializable), which a streaming replica
+   * may serve: a commit token of a write it must see (default: the session's
+   * or the client's latest for the database, as for `query`).
+   */
+  readAfter?: string;
 }
 
 /** The handle a `transaction()` callback runs its statements on. */
@@ -30,11 +36,12 @@ const ISOLATION = {
 } as const;
 
 /** Encodes transaction options for the wire. */
-export function transactionOptions(options: TransactionOptions): { isolationLevel: IsolationLevel; readOnly: boolean; deferrable: boolean } {
+export function transactionOptions(options: TransactionOptions): { isolationLevel: IsolationLevel; readOnly: boolean; deferrable: boolean; readAfter: string } {
   return {
     isolationLevel: options.isolationLevel === undefined ? IsolationLevel.UNSPECIFIED : ISOLATION[options.isolationLevel],
     readOnly: options.readOnly ?? false,
     deferrable: options.deferrable ?? false,
+    readAfter: options.readAfter ?? "",
   };
 }
 
@@ -148,6 +155,7 @@ export async function runTransactionOnce<T>(
   fn: (tx: Transaction) => Promise<T>,
   options: TransactionOptions,
   parserFor: (oid: number) => TypeParser,
+  onCommitToken?: (token: string) => void,
 ): Promise<T> {
   const { send, receive } = channel;
   let open = true;
@@ -198,7 +206,9 @@ export async function runTransactionOnce<T>(
     channel.halfClose();
     await queue; // a statement sent after the callback returned (one it did not await) is answered before the commit
     try {
-      expect(await receive(), "committed");
+      const committed = await receive();
+      expect(committed, "committed");
+      if (committed.case === "committed") onCommitToken?.(committed.value.commitToken);
     } catch (err) {
       const error = GatewayError.from(err);
       if (!UNCERTAIN.has(error.code) || error.reason === "COMMIT_OUTCOME_UNKNOWN") throw error;

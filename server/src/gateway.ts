@@ -1,5 +1,6 @@
 // Starts a gateway from resolved options (registry, roles, pools, services over mutual TLS, operators' port); its close drains calls first.
 import { setMaxListeners } from "node:events";
+import type pg from "pg";
 import * as grpc from "@grpc/grpc-js";
 import type { PoolSettings } from "./config.js";
 import { beforeStatement, GatewayError } from "./errors.js";
@@ -19,15 +20,16 @@ import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import type { TlsMaterial } from "./grpc/tls-credentials.js";
 import { ListenerHub } from "./notifications/listener-hub.js";
-import { PoolManager } from "./pool/pool-manager.js";
+import { PoolManager, type PoolManagerOptions } from "./pool/pool-manager.js";
 import { requireAdmin } from "./principal.js";
 import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
 import { CleanupStack } from "./cleanup-stack.js";
 import { Clusters } from "./tenancy/clusters.js";
+import { parseLsn, Replicas } from "./tenancy/replicas.js";
 import { followTenantChanges, PlacementStore } from "./tenancy/placement-store.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
-import { administrativeConnections, type ClusterSetting } from "./database/cluster-connections.js";
+import { administrativeConnections, replicaConnections, type ClusterSetting } from "./database/cluster-connections.js";
 import { startReconciliation } from "./tenancy/catalog-reconciliation.js";
 import { Migrator } from "./tenancy/migrator.js";
 import { RecentCalls } from "./tenancy/recent-calls.js";
@@ -53,6 +55,10 @@ export interface GatewayOptions extends ApiKeySet {
   primaryCluster?: ClusterSetting;
   /** Other PostgreSQL clusters tenants are placed on, each with its administrative URL. */
   clusters?: readonly (ClusterSetting & { name: string; url: string })[];
+  /** A replica further behind its primary serves no read (default 1,000 ms). */
+  replicaMaxLagMillis?: number;
+  /** How long a read with a commit token waits for a replica to replay past it before the primary serves it (default 100 ms). */
+  readAfterWaitMillis?: number;
   tls: TlsMaterial;
   /** How client certificates are bound to principals (default: a SPIFFE ID, else the CN). */
   clientIdentity?: ClientIdentityOptions;
@@ -194,27 +200,29 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   );
   const recentCalls = new RecentCalls();
   const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
-  const pools = new PoolManager({
-    ...options.pool,
-    reapIntervalMillis: Math.min(1_000, options.pool.connectionIdleTimeoutMillis, options.pool.maxLifetimeMillis),
-    cancelGraceMillis: CANCEL_GRACE_MILLIS,
-    connectionFor: (database) => {
-      const role = roles.roleName(database);
-      const on = handles.find((h) => h.name === registry.clusterOf(database)) ?? handles[0]!;
-      // statement_timeout: PostgreSQL's own backstop for the longest statement, should the gateway's timer not fire.
-      return { ...on.connection, database, user: role, password: roles.password(role), statement_timeout: options.maxStatementMillis };
-    },
-    clusterOf: (database) => {
-      const on = handles.find((h) => h.name === registry.clusterOf(database)) ?? handles[0]!;
-      return { name: on.name, maxConnections: on.maxConnections ?? Infinity };
-    },
-    onError: (database, err) => onError(`connection to "${database}" failed`, err),
-    onAcquired: (waitMillis, database) => {
-      metrics.poolWait.observe(waitMillis / 1000);
-      recentCalls.count(database);
-    },
-    shareOf: (database) => quotas.shareOf(database),
-    admit: (database) => quotas.admit(database),
+  /** Pools of tenant connections to a server (a cluster's primary, or a replica): each as the database's own role. */
+  const poolsOn = (serverOf: (database: string) => pg.ClientConfig, limits: Partial<PoolManagerOptions>) =>
+    new PoolManager({
+      ...options.pool,
+      reapIntervalMillis: Math.min(1_000, options.pool.connectionIdleTimeoutMillis, options.pool.maxLifetimeMillis),
+      cancelGraceMillis: CANCEL_GRACE_MILLIS,
+      connectionFor: (database) => {
+        const role = roles.roleName(database);
+        // statement_timeout: PostgreSQL's own backstop for the longest statement, should the gateway's timer not fire.
+        return { ...serverOf(database), database, user: role, password: roles.password(role), statement_timeout: options.maxStatementMillis };
+      },
+      onError: (database, err) => onError(`connection to "${database}" failed`, err),
+      onAcquired: (waitMillis, database) => {
+        metrics.poolWait.observe(waitMillis / 1000);
+        recentCalls.count(database);
+      },
+      shareOf: (database) => quotas.shareOf(database),
+      admit: (database) => quotas.admit(database),
+      ...limits,
+    });
+  const clusterOf = (database: string) => handles.find((h) => h.name === registry.clusterOf(database)) ?? handles[0]!;
+  const pools = poolsOn((database) => clusterOf(database).connection, {
+    clusterOf: (database) => ({ name: clusterOf(database).name, maxConnections: clusterOf(database).maxConnections ?? Infinity }),
   });
   cleanup.defer("pools", () => pools.closeAll());
 
@@ -230,6 +238,32 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   // The catalog's cluster must answer at start; another that does not is served once it does (its tenants' calls fail until then).
   await clusters.primary.sync.sync();
   await clusters.sync(onError);
+  const replicas = new Replicas(
+    handles.flatMap((cluster) =>
+      cluster.replicas.map((url, i) => {
+        const replica = replicaConnections(cluster.name, url, i, onError, cleanup);
+        const replicaPools = poolsOn(() => replica.connection, { maxTotalConnections: cluster.maxConnections ?? options.pool.maxTotalConnections });
+        return { cluster: cluster.name, name: replica.name, admin: replica.admin, pools: replicaPools };
+      }),
+    ),
+    {
+      maxLagMillis: options.replicaMaxLagMillis ?? 1_000,
+      readAfterWaitMillis: options.readAfterWaitMillis ?? 100,
+      checkMillis: Math.min(options.healthCheckMillis, 500),
+      clusterOf: (database) => registry.clusterOf(database),
+      async primaryLsn(cluster) {
+        const { rows } = await handles.find((h) => h.name === cluster)!.admin.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn");
+        return parseLsn(rows[0]!.lsn);
+      },
+      onChange: (replica) =>
+        log.warn(
+          { cluster: replica.cluster, replica: replica.name, up: replica.up },
+          `replica ${replica.name} of cluster "${replica.cluster}" ${replica.up ? "serves reads" : "is down: its reads go to the primary"}`,
+        ),
+    },
+  );
+  await replicas.start();
+  cleanup.defer("replicas", () => replicas.stop());
   const following = clusters.follow(options.registryRefreshMillis, onError);
   cleanup.defer("registry refresh", () => following.stop());
   // Tenants created, dropped or moved through another gateway are seen at once, not at the next refresh.
@@ -348,6 +382,13 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         statementMillisOf: (database) => quotas.statementMillis(database, options.maxStatementMillis),
         admitSome: (database, wanted) => quotas.admitSome(database, wanted),
       },
+      reads:
+        replicas.all().length === 0
+          ? undefined
+          : {
+              replicas,
+              onServed: (database, servedBy) => metrics.readOnlyCalls.inc({ cluster: registry.clusterOf(database) ?? handles[0]!.name, served_by: servedBy }),
+            },
     },
     draining.signal,
   );
@@ -401,6 +442,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
       if (draining.signal.aborted) return;
       log.warn({ cluster, connected }, connected ? `cluster "${cluster}" answers again` : `cluster "${cluster}" does not answer: its tenants' calls fail`);
     },
+    () => replicas.all(),
   );
   health.monitor = monitor;
   cleanup.defer("health checks", () => monitor.drain());
@@ -412,6 +454,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     bufferedResultBytes: () => results.usedBytes,
     clientConnections: () => clientConnections.open,
     statementsInFlight: () => quotas.inFlight(),
+    replicas: () => replicas.all(),
     clusters: () => {
       const connections = new Map<string, number>();
       for (const p of pools.poolStats()) {

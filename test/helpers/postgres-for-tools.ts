@@ -12,6 +12,9 @@ export interface ToolsPostgres {
   url: string;
   /** Where pg_dump and pg_restore are (PG_BIN_DIR). */
   binDir: string;
+  /** Stops the server, its data kept. */
+  stop(): Promise<void>;
+  /** Stops the server and removes its folder. */
   close(): Promise<void>;
 }
 
@@ -35,7 +38,7 @@ export async function postgresForTools(): Promise<ToolsPostgres> {
     await client.connect();
     const server = Number((await client.query<{ v: string }>("SHOW server_version_num")).rows[0]!.v);
     await client.end();
-    if (Math.floor(server / 10_000) <= major) return { url: given, binDir, close: async () => undefined };
+    if (Math.floor(server / 10_000) <= major) return { url: given, binDir, stop: async () => undefined, close: async () => undefined };
   }
   // A scratch server: PostgreSQL refuses to run as root, so as the postgres user, in a folder of its own.
   const dir = await mkdtemp(join(tmpdir(), "db-gateway-pg-tools-"));
@@ -60,14 +63,16 @@ export async function postgresForTools(): Promise<ToolsPostgres> {
   }
 }
 
-/** Starts the scratch server on a free port and waits until it takes connections; stops it if it does not. */
-async function startServer(
+/** Starts a scratch server on `data` on `port` or a free one (with `settings`, `-c` pairs) and waits until it takes connections; stops it if it does not. */
+export async function startServer(
   binDir: string,
   data: string,
   dir: string,
   asPostgres: { uid: number; gid: number; env: NodeJS.ProcessEnv },
+  settings: readonly string[] = [],
+  givenPort?: number,
 ): Promise<ToolsPostgres> {
-  const port = await freePort();
+  const port = givenPort ?? (await freePort());
   const server = spawn(
     join(binDir, "postgres"),
     [
@@ -83,6 +88,7 @@ async function startServer(
       "fsync=off",
       "-c",
       "max_connections=200",
+      ...settings.flatMap((setting) => ["-c", setting]),
     ],
     { ...asPostgres, stdio: "ignore" },
   );
@@ -112,6 +118,7 @@ async function startServer(
   return {
     url,
     binDir,
+    stop,
     async close() {
       await stop();
       await rm(dir, { recursive: true, force: true });
@@ -137,7 +144,7 @@ export function findBinDir(): string {
   return found;
 }
 
-function userIds(name: string): { uid: number; gid: number } {
+export function userIds(name: string): { uid: number; gid: number } {
   return { uid: Number(execFileSync("id", ["-u", name], { encoding: "utf8" })), gid: Number(execFileSync("id", ["-g", name], { encoding: "utf8" })) };
 }
 

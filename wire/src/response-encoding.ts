@@ -4,6 +4,7 @@ import {
   BATCH_RESULT,
   QUERY_ANSWER,
   QUERY_ANSWER_BATCH,
+  QUERY_RESPONSE_COMMIT_TOKEN,
   QUERY_RESPONSE_RESULT,
   RESULTS,
   STREAM_TRANSACTION_RESPONSE,
@@ -17,8 +18,11 @@ import { encodeBytesField, lengthDelimitedSize, varintSize, writeBytesField, wri
 export type Outcome<E> = { result: Uint8Array; error?: undefined; batch?: undefined } | { result?: undefined; error: E; batch?: undefined };
 
 /** A QueryResponse holding one ResultSet, encoded. */
-export function encodeQueryResponse(resultSet: Uint8Array): Buffer {
-  return encodeBytesField(QUERY_RESPONSE_RESULT, resultSet);
+export function encodeQueryResponse(resultSet: Uint8Array, commitToken = ""): Buffer {
+  const result = encodeBytesField(QUERY_RESPONSE_RESULT, resultSet);
+  if (commitToken === "") return result;
+  // A token is an LSN's text (at most 17 ASCII bytes): its length fits one byte.
+  return Buffer.concat([result, Buffer.from([QUERY_RESPONSE_COMMIT_TOKEN, commitToken.length]), Buffer.from(commitToken, "latin1")]);
 }
 
 /** A TransactionResponse holding a statement's ResultSet, encoded. */

@@ -26,6 +26,7 @@ import {
   DURATION,
   QUERY_ANSWER,
   QUERY_ANSWER_BATCH,
+  QUERY_RESPONSE_COMMIT_TOKEN,
   QUERY_RESPONSE_RESULT,
   RESULT_SET,
   RESULT_SET_SUMMARY,
@@ -76,9 +77,13 @@ function reading(read: (r: Reader) => object): (bytes: Uint8Array) => object {
 }
 
 function readQueryResponse(r: Reader): QueryResponse {
-  const message: QueryResponse = { $typeName: "dbgateway.v1.QueryResponse" };
+  const message: QueryResponse = { $typeName: "dbgateway.v1.QueryResponse", commitToken: "" };
   while (r.more()) {
     const tag = r.tag();
+    if (tag === QUERY_RESPONSE_COMMIT_TOKEN) {
+      message.commitToken = r.string();
+      continue;
+    }
     if (tag !== QUERY_RESPONSE_RESULT || message.result !== undefined) throw GIVE_UP;
     message.result = readResultSet(r.sub());
   }

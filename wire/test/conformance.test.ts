@@ -181,6 +181,10 @@ describe("the wire codecs against protobuf-es", () => {
         toBinary(QueryResponseSchema, create(QueryResponseSchema, { result: resultSet })),
         what,
       );
+      const commitToken = `${r.int(0x10000).toString(16).toUpperCase()}/${r.u32().toString(16).toUpperCase()}`;
+      const withToken = encodeQueryResponse(resultBytes, commitToken);
+      assert.deepEqual(new Uint8Array(withToken), toBinary(QueryResponseSchema, create(QueryResponseSchema, { result: resultSet, commitToken })), what);
+      assert.equal((decodeByHand(QueryResponseSchema.typeName, withToken) as { commitToken: string } | undefined)?.commitToken, commitToken, what);
       assert.deepEqual(
         new Uint8Array(encodeTransactionResult(resultBytes)),
         toBinary(TransactionResponseSchema, create(TransactionResponseSchema, { kind: { case: "result", value: resultSet } })),

@@ -3,6 +3,8 @@ import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { join, relative, resolve } from "node:path";
 import { ConfigError, describeSettings, loadSettings, readSettings, type Settings } from "../config.js";
+import type { ClusterLimits } from "../cluster-settings.js";
+import type { ClusterSetting } from "../database/cluster-connections.js";
 import type { EmbeddedServer } from "../database/embedded-postgres.js";
 import type { DevelopmentKeys, DevelopmentPki } from "../dev/development-setup.js";
 import { setDatabaseErrorText } from "../client-errors.js";
@@ -117,6 +119,8 @@ async function serve(settings: Settings): Promise<void> {
       databaseUrl: databaseUrl!,
       primaryCluster: definedLimits(settings.clusters.primary),
       clusters: settings.clusters.others.map((c) => ({ ...definedLimits(c), url: c.url })),
+      replicaMaxLagMillis: settings.clusters.replicaMaxLagMillis,
+      readAfterWaitMillis: settings.clusters.readAfterWaitMillis,
       tls,
       clientIdentity: settings.clientIdentity,
       clientConnections: settings.clientConnections,
@@ -256,13 +260,10 @@ import { createSecureContext } from "node:tls";
 }
 
 /** A cluster's name and limits without the unset ones (GatewayOptions leaves them out). */
-function definedLimits(c: { name: string; capacity: number | undefined; maxConnections: number | undefined }): {
-  name: string;
-  capacity?: number;
-  maxConnections?: number;
-} {
+function definedLimits(c: ClusterLimits & { name: string }): ClusterSetting & { name: string } {
   return {
     name: c.name,
+    replicas: c.replicas,
     ...(c.capacity !== undefined && { capacity: c.capacity }),
     ...(c.maxConnections !== undefined && { maxConnections: c.maxConnections }),
   };

@@ -12,6 +12,8 @@ export interface ClusterSetting {
   capacity?: number;
   /** The gateway's connections to it at most. */
   maxConnections?: number;
+  /** Its streaming replicas' URLs (the administrative role's, as the cluster's): read-only calls may go there. */
+  replicas?: readonly string[];
 }
 
 /** A cluster's administrative pool and connection settings, its pool ended at cleanup. */
@@ -19,7 +21,7 @@ export function administrativeConnections(
   cluster: ClusterSetting & { name: string; url: string },
   onError: (message: string, err: unknown) => void,
   cleanup: CleanupStack,
-): ClusterHandle & { connection: pg.ClientConfig; adminConnection: pg.ClientConfig; maxConnections: number | undefined } {
+): ClusterHandle & { connection: pg.ClientConfig; adminConnection: pg.ClientConfig; maxConnections: number | undefined; replicas: readonly string[] } {
   const connection = connectionConfig(cluster.url);
   // Every administrative session, wherever it connects, resolves names in pg_catalog only (see ADMIN_SEARCH_PATH).
   // And row_security off: a tenant's policy on a table the administrator reads (a backup's row counts) fails the read instead of running.
@@ -34,10 +36,32 @@ export function administrativeConnections(
     admin,
     capacity: cluster.capacity,
     maxConnections: cluster.maxConnections,
+    replicas: cluster.replicas ?? [],
     async connectTo(database) {
       const client = new pg.Client({ ...adminConnection, database, application_name: "db-gateway-admin" });
       await client.connect();
       return client;
     },
   };
+}
+
+/** A streaming replica's administrative pool (to watch its replay) and connection settings, its pool ended at cleanup. */
+export function replicaConnections(
+  cluster: string,
+  url: string,
+  index: number,
+  onError: (message: string, err: unknown) => void,
+  cleanup: CleanupStack,
+): { name: string; admin: pg.Pool; connection: pg.ClientConfig } {
+  const name = `r${index + 1}`;
+  const connection = connectionConfig(url);
+  const admin = new pg.Pool({
+    ...connection,
+    options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")}`,
+    max: 2,
+    application_name: "db-gateway-admin",
+  });
+  admin.on("error", (err) => onError(`idle administrative connection to replica ${name} of cluster "${cluster}" failed`, err));
+  cleanup.defer(`administrative pool of replica ${name} of cluster "${cluster}"`, () => admin.end());
+  return { name, admin, connection };
 }

@@ -26,6 +26,8 @@ export interface TransactionLimits {
   check?: StatementCheck;
   /** A database's own longest statement (its quota), when shorter than `maxStatementMillis`. */
   statementMillisOf?(database: string): number;
+  /** The commit token of a transaction just committed on `lease` (see `QueryResponse.commit_token`): "" for none. */
+  commitToken?(database: string, lease: Lease): Promise<string>;
 }
 
 type Requests = RequestStream<typeof TransactionRequestSchema>;
@@ -58,7 +60,7 @@ export async function runTransaction(
         onLease?.(lease);
         const own = limits.statementMillisOf?.(database);
         const tighter = own === undefined || own >= limits.maxStatementMillis ? limits : { ...limits, maxStatementMillis: own };
-        return runInteractiveTransaction(lease, begin, requests, responses, tighter);
+        return runInteractiveTransaction(lease, begin, requests, responses, tighter, database);
       },
       callLimits,
     );
@@ -92,6 +94,7 @@ export async function runInteractiveTransaction(
   requests: Requests,
   responses: Responses,
   limits: TransactionLimits,
+  database = "",
 ): Promise<void> {
   const transaction = OpenTransaction.deferred(lease, begin);
   await responses.send({ kind: { case: "begun", value: {} } });
@@ -109,7 +112,7 @@ export async function runInteractiveTransaction(
         throw new GatewayError("INVALID_REQUEST", "begin must be the first message of a transaction stream, and only the first");
       case "commit":
         await transaction.commit();
-        await responses.send({ kind: { case: "committed", value: {} } });
+        await responses.send({ kind: { case: "committed", value: { commitToken: (await limits.commitToken?.(database, lease)) ?? "" } } });
         return;
       case "rollback":
         await transaction.rollback();

@@ -11,13 +11,14 @@ import type { ResultBudget } from "../execution/result-budget.js";
 import { chunkLimits, streamQuery } from "../execution/stream-query.js";
 import { beginStatement } from "../execution/transaction-control.js";
 import { validateChannels, type ListenerHub } from "../notifications/listener-hub.js";
-import type { PoolManager } from "../pool/pool-manager.js";
+import type { Lease, PoolManager } from "../pool/pool-manager.js";
 import { withStatementSpan } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
 import { QueryStreamSession, type QueryStreamShared } from "./query-stream-session.js";
 import type { ServiceImpl } from "./service-contract.js";
 import { databaseNameOrEmpty } from "../tenancy/naming.js";
 import type { StatementPolicy } from "../execution/statement-policy.js";
+import { commitToken, onReadTarget, readRequestOf, type ReadRouting } from "./read-targets.js";
 
 /** Limits of the data plane. */
 export interface QueryServiceLimits {
@@ -35,6 +36,8 @@ export interface QueryServiceLimits {
   policies?: ReadonlyMap<string, StatementPolicy>;
   /** Each database's quotas: its longest statement, and how many queries sent together it admits (the pool admits other calls). */
   quotas?: Required<Pick<StatementLimits, "statementMillisOf" | "admitSome">>;
+  /** The clusters' streaming replicas, for read-only Query, StreamQuery and Transaction calls; undefined: every call runs on the primary. */
+  reads?: ReadRouting;
 }
 
 /**
@@ -59,6 +62,7 @@ export function createQueryService(
   draining: AbortSignal,
 ): ServiceImpl<(typeof QueryService)["method"]> {
   const checkOf = (platform: string) => limits.policies?.get(platform)?.check;
+  const reads = limits.reads;
   const statementLimits = (ctx: { deadline: number; signal: AbortSignal }, platform = ""): StatementLimits => ({
     deadline: Math.min(ctx.deadline, Date.now() + limits.maxStatementMillis),
     signal: ctx.signal,
@@ -70,10 +74,12 @@ export function createQueryService(
     idleTimeoutMillis: limits.transactionIdleTimeoutMillis,
     results: limits.results,
     ...(limits.quotas === undefined ? {} : { statementMillisOf: limits.quotas.statementMillisOf }),
+    ...(limits.reads === undefined ? {} : { commitToken: (database: string, lease: Lease) => commitToken(limits.reads, database, lease) }),
   };
   const streamShared: QueryStreamShared = {
     router,
     pools,
+    reads,
     maxStreamQueries: limits.maxStreamQueries,
     results: limits.results,
     statementLimits,
@@ -87,9 +93,20 @@ export function createQueryService(
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request, undefined, checkOf(request.platform));
       return limits.results.withAccount(async (account) => {
-        const [outcome] = await pools.withConnection(database, (lease) => runPipelined(lease, [statement], account), limitsOn(database, statementLimits(ctx)));
-        if (outcome!.error !== undefined) throw outcome!.error;
-        return encodeQueryResponse(outcome!.result, () => account.release());
+        const { outcome, token } = await onReadTarget(limits.reads, pools, database, request, (target) =>
+          target.withConnection(
+            database,
+            async (lease) => {
+              const [outcome] = await runPipelined(lease, [statement], account);
+              // A write's token, once it committed: the position a replica must replay to show it.
+              const token = request.readOnly || outcome!.error !== undefined ? "" : await commitToken(limits.reads, database, lease);
+              return { outcome: outcome!, token };
+            },
+            limitsOn(database, statementLimits(ctx)),
+          ),
+        );
+        if (outcome.error !== undefined) throw outcome.error;
+        return encodeQueryResponse(outcome.result, () => account.release(), token);
       });
     },
 
@@ -112,10 +129,12 @@ export function createQueryService(
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request, undefined, checkOf(request.platform));
       const chunks = chunkLimits(request.maxRowsPerMessage, request.maxBytesPerMessage);
-      await pools.withConnection(
-        database,
-        (lease) => withStatementSpan(database, statement.sql, () => streamQuery(lease, statement, responses, chunks)),
-        limitsOn(database, statementLimits(ctx)),
+      await onReadTarget(limits.reads, pools, database, request, (target) =>
+        target.withConnection(
+          database,
+          (lease) => withStatementSpan(database, statement.sql, () => streamQuery(lease, statement, responses, chunks)),
+          limitsOn(database, statementLimits(ctx)),
+        ),
       );
     },
 
@@ -147,7 +166,9 @@ export function createQueryService(
         },
       };
       const limits = { ...transactionLimits, onStatementError: (error: GatewayError) => ctx.record.queryFailed(error), check: checkOf(platform) };
-      await runTransaction(pools, database, begin, counted, responses, limits, { deadline: ctx.deadline, signal: ctx.signal });
+      await onReadTarget(reads, pools, database, readRequestOf(options), (target) =>
+        runTransaction(target, database, begin, counted, responses, limits, { deadline: ctx.deadline, signal: ctx.signal }),
+      );
     },
 
     async listen(request, responses, ctx) {

@@ -14,6 +14,7 @@ import { checkQueryCount, limitsOn, runQueries, type Answers } from "../executio
 import { encodeAnswers, encodeBatchResults, type StreamOutcome, type TransactionAnswer } from "../execution/response-encoding.js";
 import type { ResultAccount, ResultBudget } from "../execution/result-budget.js";
 import type { PoolManager } from "../pool/pool-manager.js";
+import type { ReadRouting } from "./read-targets.js";
 import type { CallRecord } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
@@ -27,6 +28,8 @@ import type { StatementCheck } from "../execution/statement-policy.js";
 export interface QueryStreamShared {
   readonly router: Router;
   readonly pools: PoolManager;
+  /** As `QueryServiceLimits.reads`: for the READ ONLY transactions the stream carries. */
+  readonly reads?: ReadRouting;
   /** As `QueryServiceLimits.maxStreamQueries`. */
   readonly maxStreamQueries: number;
   /** The budget a message's results draw on (each message has an account of its own, each batch too). */
@@ -124,6 +127,7 @@ export class QueryStreamSession {
     this.#transactions = new StreamTransactions({
       router: shared.router,
       pools: shared.pools,
+      reads: shared.reads,
       limits: shared.transactions,
       checkOf: shared.checkOf,
       ctx,

@@ -13,6 +13,7 @@ import { EncodedMessage, type RequestStream, type ResponseStream } from "../exec
 import type { TransactionAnswer } from "../execution/response-encoding.js";
 import { rolledBackAtShutdown, runTransaction, type TransactionLimits } from "../execution/interactive-transaction.js";
 import { beginStatement } from "../execution/transaction-control.js";
+import { onReadTarget, readRequestOf, type ReadRouting } from "./read-targets.js";
 import type { Lease, PoolManager } from "../pool/pool-manager.js";
 import type { CallRecord } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
@@ -24,6 +25,8 @@ import type { StatementCheck } from "../execution/statement-policy.js";
 export interface StreamTransactionsHost {
   readonly router: Router;
   readonly pools: PoolManager;
+  /** The clusters' replicas, for READ ONLY transactions; undefined: every transaction runs on the primary. */
+  readonly reads?: ReadRouting;
   readonly limits: TransactionLimits;
   /** The statement check of a platform's policy, if it has one. */
   readonly checkOf: (platform: string) => StatementCheck | undefined;
@@ -107,7 +110,7 @@ export class StreamTransactions {
   }
 
   #begin(number: number, request: TransactionRequest, timeoutMs: number): void {
-    const { ctx, router, pools, limits, checkOf } = this.host;
+    const { ctx, router, pools, reads, limits, checkOf } = this.host;
     const begin = request.kind.value as Extract<TransactionRequest["kind"], { case: "begin" }>["value"];
     const record = ctx.startPart();
     record.countAsTransaction();
@@ -121,17 +124,19 @@ export class StreamTransactions {
       ctx.reauthorize(record);
       const database = await router.route({ principal: ctx.principal, record }, begin.platform, begin.tenantId);
       const statement = beginStatement(begin.options);
-      await runTransaction(
-        pools,
-        database,
-        statement,
-        transaction.counted(record),
-        transaction.responses,
-        { ...limits, onStatementError: (error) => record.queryFailed(error), check: checkOf(begin.platform) },
-        { deadline, signal: this.#signal },
-        (lease) => {
-          transaction.lease = lease;
-        },
+      await onReadTarget(reads, pools, database, readRequestOf(begin.options), (target) =>
+        runTransaction(
+          target,
+          database,
+          statement,
+          transaction.counted(record),
+          transaction.responses,
+          { ...limits, onStatementError: (error) => record.queryFailed(error), check: checkOf(begin.platform) },
+          { deadline, signal: this.#signal },
+          (lease) => {
+            transaction.lease = lease;
+          },
+        ),
       );
     };
     transaction.done = runInContext(record.traceContext, run).then(

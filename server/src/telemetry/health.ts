@@ -9,8 +9,8 @@ export interface HealthReport {
   postgres_connected: boolean;
   active_pools: number;
   total_connections: number;
-  /** Whether each cluster answers, by name. */
-  clusters: Record<string, { connected: boolean }>;
+  /** Whether each cluster answers, by name, and its streaming replicas (when it has any). */
+  clusters: Record<string, { connected: boolean; replicas?: Record<string, { serving: boolean; lag_seconds: number | null }> }>;
 }
 
 /** A cluster the monitor checks: its name and administrative pool. */
@@ -39,6 +39,7 @@ export class HealthMonitor {
     private readonly pools: () => { activePools: number; totalConnections: number },
     private readonly onChange: (serving: boolean) => void,
     private readonly onClusterChange: (cluster: string, connected: boolean) => void = () => undefined,
+    private readonly replicas: () => readonly { cluster: string; name: string; up: boolean; lagMillis: number }[] = () => [],
   ) {
     for (const cluster of clusters) this.#connected.set(cluster.name, true);
     this.#timer = setInterval(() => void this.check(), intervalMillis);
@@ -98,7 +99,14 @@ export class HealthMonitor {
       postgres_connected: all,
       active_pools: activePools,
       total_connections: totalConnections,
-      clusters: Object.fromEntries([...this.#connected].map(([name, connected]) => [name, { connected }])),
+      clusters: Object.fromEntries(
+        [...this.#connected].map(([name, connected]) => {
+          const replicas = this.replicas().filter((r) => r.cluster === name);
+          if (replicas.length === 0) return [name, { connected }];
+          const states = replicas.map((r) => [r.name, { serving: r.up, lag_seconds: r.up && Number.isFinite(r.lagMillis) ? r.lagMillis / 1000 : null }]);
+          return [name, { connected, replicas: Object.fromEntries(states) }];
+        }),
+      ),
     };
   }
 }

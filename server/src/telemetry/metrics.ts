@@ -18,6 +18,8 @@ export interface MetricSources {
   statementsInFlight?(): Map<string, number>;
   /** Each PostgreSQL cluster: whether it answered its last health check, the gateway's connections to it and its limit (Infinity: none). */
   clusters?(): ClusterMetrics[];
+  /** Each streaming replica: whether it serves reads, and how far behind its primary it was at its last check. */
+  replicas?(): { cluster: string; name: string; up: boolean; lagMillis: number }[];
 }
 
 /** What the metrics show of one cluster. */
@@ -53,6 +55,8 @@ export class GatewayMetrics {
   readonly rateLimited: Counter<"platform">;
   /** Calls refused by a quota, by platform, limit and scope (platform or tenant). */
   readonly quotaRefusals: Counter<"platform" | "limit" | "scope">;
+  /** Read-only calls (Query, StreamQuery, READ ONLY transactions) on clusters with replicas, by cluster and who served them. */
+  readonly readOnlyCalls: Counter<"cluster" | "served_by">;
   readonly openStreams: Gauge<"method">;
   readonly openTransactions: Gauge;
   readonly auditFailures: Counter;
@@ -112,6 +116,12 @@ export class GatewayMetrics {
       name: "db_gateway_rate_limited_total",
       help: "Calls refused by a rate limit (RATE_LIMITED): the platform's (RATE_LIMIT_PER_SEC or its quota), or one of its tenants' quota.",
       labelNames: ["platform"],
+      registers,
+    });
+    this.readOnlyCalls = new Counter({
+      name: "db_gateway_read_only_calls_total",
+      help: "Read-only calls to databases of clusters with streaming replicas, by cluster and by who served them: a replica's name (r1, r2 …) or primary.",
+      labelNames: ["cluster", "served_by"],
       registers,
     });
     this.quotaRefusals = new Counter({
@@ -233,6 +243,27 @@ export class GatewayMetrics {
       collect() {
         this.reset();
         for (const c of source()?.clusters?.() ?? []) if (Number.isFinite(c.maxConnections)) this.set({ cluster: c.name }, c.maxConnections);
+      },
+    });
+    new Gauge({
+      name: "db_gateway_replica_up",
+      help: "1 when the streaming replica answered its last check as a replica, else 0, by cluster and replica.",
+      labelNames: ["cluster", "replica"],
+      registers,
+      collect() {
+        this.reset();
+        for (const r of source()?.replicas?.() ?? []) this.set({ cluster: r.cluster, replica: r.name }, r.up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "db_gateway_replica_lag_seconds",
+      help: "How far behind its primary the streaming replica was at its last check (0: it had replayed everything), by cluster and replica.",
+      labelNames: ["cluster", "replica"],
+      registers,
+      collect() {
+        this.reset();
+        for (const r of source()?.replicas?.() ?? [])
+          if (r.up && Number.isFinite(r.lagMillis)) this.set({ cluster: r.cluster, replica: r.name }, r.lagMillis / 1000);
       },
     });
     new Gauge({
