@@ -1,5 +1,8 @@
 // Tenants over two PostgreSQL clusters: placement by policy or by request, routing, a cluster's connection cap, and a cluster that goes down failing only its own tenants' calls.
 import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
@@ -7,6 +10,7 @@ import { createClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { startOwnPostgres, type OwnPostgres } from "./helpers/own-postgres.js";
+import { postgresForTools } from "./helpers/postgres-for-tools.js";
 import { waitFor } from "./helpers/wait.js";
 
 /** Runs `fn` on a direct superuser connection to a database of the server at `url`. */
@@ -250,6 +254,47 @@ describe("cluster capacity", () => {
       assert.equal((await admin.createTenant(platform, "x3", { cluster: "spare" })).cluster, "spare");
     } finally {
       await t.close();
+      await second.close();
+    }
+  });
+});
+
+describe("backups, restores and forks across clusters", () => {
+  it("backs up a tenant of the second cluster from there, restores and forks it onto whichever cluster the placement picks", async () => {
+    const first = await postgresForTools({ fresh: true });
+    const second = await postgresForTools({ fresh: true });
+    const dir = await mkdtemp(join(tmpdir(), "db-gateway-cluster-backups-"));
+    const t = await startTestGateway({
+      platforms: 1,
+      databaseUrl: first.url,
+      overrides: { clusters: [{ name: "second", url: second.url }], backupDir: dir, pgBinDir: first.binDir },
+    });
+    try {
+      const platform = t.platforms[0]!;
+      const admin = t.adminClient();
+      assert.equal((await admin.admin().createTenant(platform, "src", { cluster: "second" })).cluster, "second");
+      const tenant = (id: string) => t.client().platform(platform).tenant(id);
+      await tenant("src").query("CREATE TABLE visit (id int PRIMARY KEY, note text)");
+      await tenant("src").query("INSERT INTO visit SELECT g, 'visit ' || g FROM generate_series(1, 500) g");
+
+      const { files } = await admin.raw.admin.backup({ platform, tenantIds: ["src"] });
+      assert.deepEqual(files[0]!.tableRows, { "public.visit": 500n });
+      // Restored under a new name: placed by the policy (the first cluster holds only the main database now, as the second holds src).
+      const restored = await admin.raw.admin.restoreTenant({ platform, tenantId: "copy", file: files[0]!.file });
+      assert.deepEqual(restored.tableRows, { "public.visit": 500n });
+      assert.equal(restored.database?.cluster, "primary");
+      assert.deepEqual((await tenant("copy").query("SELECT count(*)::int AS n FROM visit")).rows, [{ n: 500 }]);
+      assert.deepEqual(await databasesOn(first.url, `${platform}_copy`), [`${platform}_copy`]);
+      // A fork from the second cluster to wherever the placement puts it: its rows and its own role there.
+      const forked = await admin.raw.admin.forkTenant({ platform, sourceTenantId: "src", tenantId: "fork" });
+      assert.deepEqual(forked.tableRows, { "public.visit": 500n });
+      assert.deepEqual((await tenant("fork").query("SELECT count(*)::int AS n, current_user AS who FROM visit")).rows, [{ n: 500, who: `${platform}_fork` }]);
+      const verified = await admin.raw.admin.verifyBackup({ file: files[0]!.file });
+      assert.equal(verified.ok, true);
+    } finally {
+      await t.close();
+      await rm(dir, { recursive: true, force: true });
+      await first.close();
       await second.close();
     }
   });

@@ -192,7 +192,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     ...(options.clusters ?? []),
   ];
   const handles = clusterSettings.map((c) => administrativeConnections(c, onError, cleanup));
-  const { connection, adminConnection, admin } = handles[0]!;
+  const { adminConnection, admin } = handles[0]!;
   const registry = new DatabaseRegistry();
   const quotas = new Quotas(
     quotaDefaults({ ...options.pool, rateLimit: options.rateLimit, maxStatementMillis: options.maxStatementMillis }),
@@ -288,13 +288,16 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   );
   cleanup.defer("quota refresh", stopQuotas);
   const backups = await backupAdministration({
-    databaseUrl: options.databaseUrl,
+    clusters: clusterSettings.map((c, i) => ({
+      name: c.name,
+      url: c.url,
+      user: handles[i]!.connection.user,
+      password: handles[i]!.connection.password as string | undefined,
+      admin: handles[i]!.admin,
+    })),
     backupDir: options.backupDir,
     pgBinDir: options.pgBinDir,
     catalogDatabase: options.catalogDatabase,
-    user: connection.user,
-    password: connection.password as string | undefined,
-    admin,
     catalog,
     connectTo: (database) => clusters.connectTo(database),
     roles,

@@ -25,14 +25,15 @@ function toolMajor(binDir: string): number {
 }
 
 /**
+ * With `fresh`, always a scratch server of its own (a second cluster, say).
  * The client tools are PostgreSQL 15's from Debian (postgresql-15, which
  * .ci/run installs when missing); the suite's own
  * server may be newer (the embedded PostgreSQL 18), which pg_dump 15 refuses.
  */
-export async function postgresForTools(): Promise<ToolsPostgres> {
+export async function postgresForTools(options: { fresh?: boolean } = {}): Promise<ToolsPostgres> {
   const binDir = findBinDir();
   const major = toolMajor(binDir);
-  const given = process.env.PG_URL;
+  const given = options.fresh === true ? undefined : process.env.PG_URL;
   if (given) {
     const client = new pg.Client({ connectionString: given });
     await client.connect();

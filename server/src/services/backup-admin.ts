@@ -95,7 +95,7 @@ export function backupHandlers(
         rows = restored.tableRows;
         return restored.database;
       });
-      return { database: describe(name), tableRows: bigints(rows) };
+      return { database: describe(name, a.registry.clusterOf(name)), tableRows: bigints(rows) };
     },
     async verifyBackup(request, ctx) {
       let result: Verification | undefined;
@@ -117,7 +117,11 @@ export function backupHandlers(
         rows = forked.tableRows;
         return forked.database;
       });
-      return { database: describe(name), tableRows: bigints(rows), duration: durationFromMs(Math.round(performance.now() - started)) };
+      return {
+        database: describe(name, a.registry.clusterOf(name)),
+        tableRows: bigints(rows),
+        duration: durationFromMs(Math.round(performance.now() - started)),
+      };
     },
     async listTenants(request) {
       a.lifecycle.requireConfigured(request.platform);
@@ -136,7 +140,7 @@ export function backupHandlers(
         tenants: page.map((d) => {
           const f = facts.get(d.name);
           return {
-            database: describe(d.name),
+            database: describe(d.name, a.registry.clusterOf(d.name)),
             sizeBytes: sizes.get(d.name) ?? 0n,
             schemaVersion: f?.schemaVersion ?? 0n,
             ...(f?.lastBackup !== undefined ? { lastBackup: timestampFromDate(f.lastBackup) } : {}),
@@ -185,14 +189,14 @@ function bigints(rows: Record<string, number>): Record<string, bigint> {
 
 /** What `backupAdministration` is made from: the gateway's parts (gateway.ts). */
 export interface BackupParts {
-  databaseUrl: string;
-  /** The administrative role, when DATABASE_URL names it. */
-  user: string | undefined;
-  /** The administrative role's password, when the URL's was moved out of it. */
-  password: string | undefined;
+  /**
+   * Each cluster (the catalog's first): its administrative URL, its role
+   * (when the URL names it) and password (when moved out of the URL), and
+   * its administrative pool.
+   */
+  clusters: readonly { name: string; url: string; user: string | undefined; password: string | undefined; admin: pg.Pool }[];
   backupDir: string | undefined;
   pgBinDir: string | undefined;
-  admin: pg.Pool;
   catalog: pg.Pool;
   catalogDatabase: string;
   connectTo(database: string): Promise<pg.Client>;
@@ -205,27 +209,27 @@ export interface BackupParts {
 
 /** Backups, their tools and the tenants' facts, made from the gateway's parts. */
 export async function backupAdministration(p: BackupParts): Promise<Omit<BackupAdministration, "audited">> {
-  const asUser = (user: string, password: string | undefined) => toolConnection(p.databaseUrl, user, password);
-  const tools = new PgTools(p.pgBinDir, async () =>
-    Number((await p.admin.query<{ v: string }>("SELECT pg_catalog.current_setting('server_version_num') AS v")).rows[0]!.v),
-  );
+  const clusterOf = (database: string) => p.clusters.find((c) => c.name === p.registry.clusterOf(database)) ?? p.clusters[0]!;
+  // The tools must be as new as the newest cluster (one that does not answer is not counted).
+  const tools = new PgTools(p.pgBinDir, async () => {
+    const versions = await Promise.all(
+      p.clusters.map(async (c) => Number((await c.admin.query<{ v: string }>("SELECT pg_catalog.current_setting('server_version_num') AS v")).rows[0]!.v)),
+    );
+    return Math.max(...versions);
+  });
   const facts = await TenantFactStore.open(p.catalog);
-  // The administrative role as node-postgres resolves it: the URL's user (or ?user=), else PGUSER, else the process's user.
-  const adminUser = p.user ?? process.env.PGUSER ?? userInfo().username;
   const backups = new Backups({
     directory: p.backupDir,
     tools,
-    admin: asUser(adminUser, p.password),
-    asRole: asUser,
-    roles: p.roles,
-    // Restores and forks make their tenants where the tools reach.
-    lifecycle: {
-      requireConfigured: (platform) => p.lifecycle.requireConfigured(platform),
-      create: (platform, tenantId, template) => p.lifecycle.create(platform, tenantId, template, p.lifecycle.primary.name),
-      drop: (platform, tenantId) => p.lifecycle.drop(platform, tenantId),
+    adminOf: (database) => {
+      const cluster = clusterOf(database);
+      // The administrative role as node-postgres resolves it: the URL's user (or ?user=), else PGUSER, else the process's user.
+      return toolConnection(cluster.url, cluster.user ?? process.env.PGUSER ?? userInfo().username, cluster.password);
     },
+    asRoleOn: (database, role, password) => toolConnection(clusterOf(database).url, role, password),
+    roles: p.roles,
+    lifecycle: p.lifecycle,
     registry: p.registry,
-    toolsCluster: p.lifecycle.primary.name,
     connectTo: p.connectTo,
     catalogDatabase: p.catalogDatabase,
     onTaken: (file) => facts.noteBackup(file.database, file.takenAt),
@@ -241,11 +245,17 @@ export async function backupAdministration(p: BackupParts): Promise<Omit<BackupA
     registry: p.registry,
     pools: p.pools,
     async sizes(databases) {
-      const { rows } = await p.admin.query<{ datname: string; size: string }>(
-        "SELECT datname, pg_catalog.pg_database_size(oid)::text AS size FROM pg_catalog.pg_database WHERE datname = ANY($1::text[])",
-        [databases],
-      );
-      return new Map(rows.map((r) => [r.datname, BigInt(r.size)]));
+      const sizes = new Map<string, bigint>();
+      for (const cluster of p.clusters) {
+        const here = databases.filter((d) => clusterOf(d) === cluster);
+        if (here.length === 0) continue;
+        const { rows } = await cluster.admin.query<{ datname: string; size: string }>(
+          "SELECT datname, pg_catalog.pg_database_size(oid)::text AS size FROM pg_catalog.pg_database WHERE datname = ANY($1::text[])",
+          [here],
+        );
+        for (const r of rows) sizes.set(r.datname, BigInt(r.size));
+      }
+      return sizes;
     },
   };
 }

@@ -27,20 +27,18 @@ export interface BackupsOptions {
   /** BACKUP_DIR: where backup sets go; undefined when none is set (Backup, RestoreTenant and VerifyBackup are then refused). */
   directory: string | undefined;
   tools: PgTools;
-  /** The administrative role's connection for pg_dump. */
-  admin: ToolConnection;
-  /** A tenant role's connection for pg_restore. */
-  asRole(role: string, password: string): ToolConnection;
+  /** The administrative role's connection for pg_dump of a database, on its cluster. */
+  adminOf(database: string): ToolConnection;
+  /** A tenant role's connection for pg_restore into its database, on its cluster. */
+  asRoleOn(database: string, role: string, password: string): ToolConnection;
   roles: TenantRoles;
-  /** Creates and drops tenants on the cluster the tools reach (the catalog's). */
+  /** Creates (where the placement puts them) and drops tenants. */
   lifecycle: {
     requireConfigured(platform: string): void;
     create(platform: string, tenantId: string, template: string): Promise<string>;
     drop(platform: string, tenantId: string): Promise<string>;
   };
   registry: DatabaseRegistry;
-  /** The cluster the tools reach (DATABASE_URL's): a database elsewhere is refused. */
-  toolsCluster: string;
   /** Opens an administrative connection inside a database. */
   connectTo(database: string): Promise<pg.Client>;
   /** The gateway's catalog database, backed up with a platform's set. */
@@ -72,7 +70,7 @@ export class Backups {
     const root = this.#directory();
     const databases =
       tenantIds === undefined
-        ? [...this.o.registry.list(new Set([platform])).map((d) => d.name), this.o.catalogDatabase].map((d) => this.#onToolsCluster(d))
+        ? [...this.o.registry.list(new Set([platform])).map((d) => d.name), this.o.catalogDatabase]
         : tenantIds.map((t) => this.#existing(platform, t));
     await this.o.tools.check("pg_dump");
     const set = await createSet(root, platform);
@@ -135,7 +133,7 @@ export class Backups {
       }
       const migrations = ours ? await readRecord(inside) : [];
       signal?.throwIfAborted();
-      dump = this.o.tools.spawn("pg_dump", this.o.admin, database, [
+      dump = this.o.tools.spawn("pg_dump", this.o.adminOf(database), database, [
         "--format=custom",
         `--snapshot=${snapshot}`,
         ...(ours ? [`--exclude-schema=${MIGRATIONS_SCHEMA}`] : []),
@@ -275,7 +273,7 @@ export class Backups {
     try {
       await inside.query("SELECT pg_catalog.pg_advisory_lock(pg_catalog.hashtext($1))", [`db-gateway/migrate/${database}`]);
       await ensureRecord(inside, database, role);
-      const restore = this.o.tools.spawn("pg_restore", this.o.asRole(role, this.o.roles.password(role)), database, [
+      const restore = this.o.tools.spawn("pg_restore", this.o.asRoleOn(database, role, this.o.roles.password(role)), database, [
         "--no-owner",
         "--no-acl",
         "--single-transaction",
@@ -309,27 +307,13 @@ export class Backups {
     return this.o.directory;
   }
 
-  #onToolsCluster(database: string): string {
-    const cluster = this.o.registry.clusterOf(database) ?? this.o.toolsCluster;
-    if (cluster !== this.o.toolsCluster) throw onOtherCluster(database, cluster);
-    return database;
-  }
-
   /** A database of the platform that exists, by tenant id. */
   #existing(platform: string, tenantId: string): string {
     this.o.lifecycle.requireConfigured(platform);
     const database = databaseName(platform, tenantId);
-    const cluster = this.o.registry.clusterOf(database);
-    if (cluster === undefined) throw new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database } });
-    if (cluster !== this.o.toolsCluster) throw onOtherCluster(database, cluster);
+    if (!this.o.registry.has(database)) throw new GatewayError("DATABASE_NOT_FOUND", `database "${database}" does not exist`, { metadata: { database } });
     return database;
   }
-}
-
-function onOtherCluster(database: string, cluster: string): GatewayError {
-  return new GatewayError("BACKUP_TOOLS_UNAVAILABLE", `database "${database}" is on cluster "${cluster}": backups reach the catalog's cluster only`, {
-    metadata: { database, cluster },
-  });
 }
 
 /**
