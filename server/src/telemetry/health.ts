@@ -5,6 +5,8 @@ import type pg from "pg";
 export interface HealthReport {
   status: "healthy" | "unhealthy" | "draining";
   postgres_connected: boolean;
+  /** With REDIS_URL only: whether Redis answers (false: rate limits and nonces are per process; the gateway still serves). */
+  redis_connected?: boolean;
   active_pools: number;
   total_connections: number;
 }
@@ -25,6 +27,8 @@ export class HealthMonitor {
     private readonly admin: Pick<pg.Pool, "query">,
     private readonly intervalMillis: number,
     private readonly pools: () => { activePools: number; totalConnections: number },
+    /** With REDIS_URL: whether Redis answers, reported but not part of serving. */
+    private readonly redisConnected: (() => boolean) | undefined,
     private readonly onChange: (serving: boolean) => void,
   ) {
     this.#timer = setInterval(() => void this.check(), intervalMillis);
@@ -64,6 +68,7 @@ export class HealthMonitor {
     return {
       status: this.#draining ? "draining" : this.#postgresConnected ? "healthy" : "unhealthy",
       postgres_connected: this.#postgresConnected,
+      ...(this.redisConnected === undefined ? {} : { redis_connected: this.redisConnected() }),
       active_pools: activePools,
       total_connections: totalConnections,
     };

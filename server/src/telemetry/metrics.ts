@@ -16,6 +16,8 @@ export interface MetricSources {
   clientConnections?(): number;
   /** Statements, batches and transactions running or waiting for a connection, per platform (see `Quotas.inFlight`). */
   statementsInFlight?(): Map<string, number>;
+  /** With REDIS_URL only: whether Redis answers (rates and nonces shared), else absent. */
+  redisUp?(): boolean;
 }
 
 /** Seconds: from a fast point query to a long report. */
@@ -60,7 +62,8 @@ export class GatewayMetrics {
     this.#sources = sources;
   }
 
-  constructor() {
+  /** `redis`: REDIS_URL is set, and `db_gateway_redis_up` is reported. */
+  constructor(options: { redis?: boolean } = {}) {
     const registers = [this.registry];
     const source = () => this.#sources;
     collectDefaultMetrics({ register: this.registry });
@@ -166,6 +169,14 @@ export class GatewayMetrics {
         },
       });
     gauge("db_gateway_postgres_up", "1 when PostgreSQL answered the last health check, else 0.", (sources) => (sources.postgresUp() ? 1 : 0));
+    // Only with REDIS_URL: a gauge without labels would otherwise read 0, "Redis down", where there is none.
+    if (options.redis) {
+      gauge(
+        "db_gateway_redis_up",
+        "1 while Redis (REDIS_URL) answers: rate limits and signed-request nonces shared by the gateways; 0 while each gateway applies its own.",
+        (sources) => (sources.redisUp?.() === true ? 1 : 0),
+      );
+    }
     gauge("db_gateway_active_pools", "Database pools holding connections.", (sources) => sources.poolTotals().activePools);
     gauge(
       "db_gateway_total_connections",

@@ -2,6 +2,7 @@
 import { create } from "@bufbuild/protobuf";
 import { GatewayError } from "../errors.js";
 import { RetryInfoSchema } from "../../../wire/src/gen/google/rpc/error_details_pb.js";
+import type { SharedRateLimits, SharedTokens } from "../coordination/shared-rate-limits.js";
 import { parseDatabaseName } from "./naming.js";
 
 /** What a quota limits: a platform's calls together, each of its databases without a quota of its own, or one database. */
@@ -64,11 +65,14 @@ class Meter {
   limits: QuotaLimits = {};
   /** A database's meter: its platform's (kept for as long as the gateway runs). */
   platformMeter: Meter | undefined;
+  /** With a rate and REDIS_URL: the bucket all gateways share, used while Redis answers (else this process's own). */
+  shared: SharedTokens | undefined;
 
   constructor(
     readonly platform: string,
     /** Undefined for a platform's meter. */
     readonly tenantId: string | undefined,
+    private readonly sharedLimits: SharedRateLimits | undefined,
   ) {}
 
   /**
@@ -84,6 +88,15 @@ class Meter {
     const burst = this.#burst();
     this.tokens = hadRate ? Math.min(this.tokens, burst) : burst;
     this.at = performance.now();
+    const rate = limits.callsPerSecond;
+    this.shared =
+      this.sharedLimits === undefined || rate === undefined || rate <= 0
+        ? undefined
+        : this.sharedLimits.bucket(this.tenantId === undefined ? "platform" : "database", this.#name(), rate, burst);
+  }
+
+  #name(): string {
+    return this.tenantId === undefined ? this.platform : `${this.platform}:${this.tenantId}`;
   }
 
   /** A rate of 0 has no burst either: it refuses every call. */
@@ -109,6 +122,12 @@ class Meter {
   take(wanted: number): number {
     const rate = this.limits.callsPerSecond;
     if (rate === undefined) return wanted;
+    const shared = this.shared;
+    if (shared !== undefined && this.sharedLimits!.available) {
+      const took = shared.take(wanted);
+      this.waitMillis = shared.waitMillis;
+      return took;
+    }
     this.#refill(performance.now());
     const took = Math.min(wanted, Math.floor(this.tokens));
     this.tokens -= took;
@@ -148,6 +167,12 @@ export class Quotas {
     readonly defaults: QuotaDefaults,
     /** Told of every call refused for a limit, for the metrics. */
     private readonly onRefused?: (platform: string, limit: string, scope: "platform" | "tenant", statements: number) => void,
+    /**
+     * REDIS_URL: the rates (calls per second and burst) are buckets shared by
+     * every gateway using that Redis, while it answers; this process's own
+     * buckets otherwise. Concurrent statements are counted per process always.
+     */
+    private readonly shared?: SharedRateLimits,
   ) {}
 
   /** Replaces the stored quotas with the catalog's; true when anything changed. */
@@ -283,7 +308,7 @@ export class Quotas {
   #platformMeter(platform: string): Meter {
     let meter = this.#platforms.get(platform);
     if (meter === undefined) {
-      meter = new Meter(platform, undefined);
+      meter = new Meter(platform, undefined, this.shared);
       meter.setLimits(this.platformLimits(platform));
       this.#platforms.set(platform, meter);
     }
@@ -296,7 +321,7 @@ export class Quotas {
     const parsed = parseDatabaseName(database);
     if (parsed === undefined) return undefined;
     if (this.#databases.size >= MAX_IDLE_METERS) for (const [name, m] of this.#databases) if (m.idle) this.#databases.delete(name);
-    meter = new Meter(parsed.platform, parsed.tenantId);
+    meter = new Meter(parsed.platform, parsed.tenantId, this.shared);
     meter.platformMeter = this.#platformMeter(parsed.platform);
     meter.setLimits(this.tenantLimits(parsed.platform, parsed.tenantId));
     this.#databases.set(database, meter);
