@@ -27,7 +27,6 @@ type TakeTokens = (key: string, rate: number, burst: number, wanted: number) => 
 
 /** A gateway holds at most this long of a bucket's rate, and a quarter of its burst (at least one token). */
 const BATCH_MILLIS = 50;
-const MAX_BATCH = 1_000;
 
 /**
  * The platforms' and databases' rates shared through Redis: see `SharedTokens`.
@@ -85,7 +84,7 @@ export class SharedTokens {
     readonly rate: number,
     readonly burst: number,
   ) {
-    this.#batch = Math.max(1, Math.min(MAX_BATCH, Math.floor(burst / 4), Math.ceil((rate * BATCH_MILLIS) / 1000)));
+    this.#batch = Math.max(1, Math.min(Math.floor(burst / 4), Math.ceil((rate * BATCH_MILLIS) / 1000)));
     this.#epoch = limits.redis.epoch;
   }
 
