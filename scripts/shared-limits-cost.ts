@@ -1,5 +1,6 @@
-// What sharing through Redis (REDIS_URL) costs a call: the platform's and a database's rates from shared buckets against this process's own, and a signed request's nonce claim.
+// What sharing through Redis (REDIS_URL) costs: a call's rates from shared buckets against this process's own, the statements-in-flight heartbeat, a signed request's nonce claim.
 import { setImmediate as yieldToLoop } from "node:timers/promises";
+import { SharedConcurrency } from "../server/src/coordination/shared-concurrency.js";
 import { SharedNonces } from "../server/src/coordination/shared-nonces.js";
 import { SharedRateLimits } from "../server/src/coordination/shared-rate-limits.js";
 import { SharedRedis } from "../server/src/coordination/shared-redis.js";
@@ -51,6 +52,26 @@ try {
         `(${viaRedis.refused} of ${RUNS} refused waiting for a batch)`,
     );
   }
+  // The statements-in-flight heartbeat, every 250 ms off the calls' path: databases with a limit, each with a statement in flight.
+  for (const inFlight of [200, 10_000]) {
+    const many = new Quotas({ platform: {}, tenant: {} });
+    many.put({ platform: "p", scope: "each-tenant", tenantId: "", limits: { maxConcurrentStatements: 10 }, updatedAt: new Date() });
+    const leaves = Array.from({ length: inFlight }, (_, i) => many.admit(`p_h${i}`));
+    const concurrency = new SharedConcurrency(
+      redis,
+      () => many.ownInFlight(),
+      (others) => many.setOthersInFlight(others),
+    );
+    const beats = 20;
+    const started = process.hrtime.bigint();
+    for (let i = 0; i < beats; i++) await concurrency.beat();
+    console.log(
+      `statements-in-flight heartbeat, ${inFlight} databases in flight: ${(Number(process.hrtime.bigint() - started) / beats / 1e6).toFixed(2)} ms a beat`,
+    );
+    await concurrency.stop();
+    leaves.forEach((leave) => leave());
+  }
+  if (!redis.available) throw new Error("Redis was marked unreachable during the run: the numbers are not Redis's");
   const nonces = new SharedNonces(redis);
   for (let round = 0; round < 3; round++) {
     const claims = 20_000;

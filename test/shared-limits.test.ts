@@ -1,4 +1,4 @@
-// Two gateways sharing one Redis (REDIS_URL): one platform rate over both, a signed request's nonce taken once over both, and per-process limits while Redis is down.
+// Gateways sharing one Redis (REDIS_URL): one platform rate over all, a signed request's nonce taken once, statements in flight counted over all (a killed gateway's freed), per-process limits while Redis is down or hung.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
@@ -20,6 +20,7 @@ import {
   type TestGateway,
 } from "./helpers/gateway.js";
 import { keptLog } from "./helpers/kept-log.js";
+import { startGatewayProcess, type GatewayProcess } from "./helpers/gateway-process.js";
 import { startOwnRedis, type OwnRedis } from "./helpers/own-redis.js";
 import { waitFor } from "./helpers/wait.js";
 
@@ -185,5 +186,96 @@ describe("limits shared through Redis", () => {
     } finally {
       await c.close();
     }
+  });
+
+  it("serves calls, signed ones too, while Redis hangs without closing its connection, and shares again when it answers", async () => {
+    redis.pause();
+    try {
+      const client = createClient({ ...a.clientOptions(keys[signing]!), signingSecret: secret, coalesce: false, retry: { maxAttempts: 1 } });
+      clients.push(client);
+      // Bounded here so that a call waiting on Redis fails the test instead of holding it: each nonce claim gives up after REDIS_TIMEOUT_MS.
+      for (let i = 0; i < 3; i++)
+        assert.deepEqual((await client.platform(signing).query("SELECT 1 AS one", [], { signal: AbortSignal.timeout(5_000) })).rows, [{ one: 1 }]);
+      assert.equal((await health(a)).redis_connected, false);
+      assert.equal(warnings(logs.a, "Redis is unreachable"), 2, "one more warning, for this outage");
+    } finally {
+      redis.resume();
+    }
+    await waitFor(async () => (await health(a)).redis_connected === true, 10_000, "Redis answering again");
+    assert.equal(warnings(logs.a, "Redis answers again"), 2);
+  });
+});
+
+describe("statements in flight counted through Redis", () => {
+  const prefix = `test${randomBytes(4).toString("hex")}:`;
+  const p = randomPlatform("cs");
+  const key = `key-${randomBytes(16).toString("hex")}`;
+  const gatewaySecret = randomBytes(32).toString("hex");
+  let redis: OwnRedis;
+  let a: TestGateway;
+  let killed: GatewayProcess | undefined;
+  const clients: GatewayClient[] = [];
+
+  before(async () => {
+    redis = await startOwnRedis();
+    await asSuperuser("postgres", (c) => c.query(`CREATE DATABASE ${p}_main`));
+    a = await startTestGateway({
+      platforms: 0,
+      createMain: false,
+      overrides: {
+        platformKeys: keyLists({ [p]: key }),
+        gatewaySecret,
+        catalogDatabase: `catalog_${p}`,
+        redis: { url: redis.url, keyPrefix: prefix },
+        quotaRefreshMillis: 200,
+      },
+    });
+  });
+  after(async () => {
+    clients.forEach((c) => c.close());
+    await killed?.close();
+    await a?.close();
+    await dropPlatformDatabases([p]);
+    await redis?.stop();
+  });
+
+  it("holds a platform's max_concurrent_statements over both gateways, and a gateway killed mid-statement frees its slots", async () => {
+    const admin = createClient(a.clientOptions(a.adminKey));
+    clients.push(admin);
+    await admin.admin().setQuota({ platform: p }, { maxConcurrentStatements: 2 });
+    // A gateway process of the same platform (its own key), killed below as a crash would.
+    killed = await startGatewayProcess({
+      databaseUrl: a.databaseUrl,
+      platform: p,
+      env: { GATEWAY_SECRET: gatewaySecret, CATALOG_DATABASE: `catalog_${p}`, REDIS_URL: redis.url, REDIS_KEY_PREFIX: prefix },
+    });
+    const other = createClient({ ...killed.clientOptions(killed.platformKey), retry: { maxAttempts: 1 } });
+    clients.push(other);
+    const sleeping = [1, 2].map(() =>
+      other
+        .platform(p)
+        .query("SELECT pg_sleep(60)")
+        .catch(() => undefined),
+    );
+    const db = createClient({ ...a.clientOptions(key), retry: { maxAttempts: 1 } });
+    clients.push(db);
+    const refusal = async () =>
+      db
+        .platform(p)
+        .query("SELECT 1")
+        .then(
+          () => undefined,
+          (err: unknown) => GatewayError.from(err),
+        );
+    let refused: GatewayError | undefined;
+    await waitFor(async () => (refused = await refusal()) !== undefined, 5_000, "the other gateway's statements counted here");
+    assert.equal(refused!.code, Code.ResourceExhausted);
+    assert.equal(refused!.reason, "QUOTA_EXCEEDED");
+    assert.match(refused!.message, /has 2 statements running or waiting/);
+    killed.kill("SIGKILL");
+    await killed.exited;
+    await Promise.all(sleeping);
+    // Its counts expire with its heartbeat: no slot is held forever.
+    await waitFor(async () => (await refusal()) === undefined, 5_000, "the killed gateway's slots freed");
   });
 });

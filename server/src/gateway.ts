@@ -42,6 +42,7 @@ import { HealthMonitor } from "./telemetry/health.js";
 import { startHttpEndpoints } from "./telemetry/http-endpoints.js";
 import { loggableError, type Logger, type LogLevel } from "./telemetry/logger.js";
 import { GatewayMetrics } from "./telemetry/metrics.js";
+import { SharedConcurrency } from "./coordination/shared-concurrency.js";
 import { SharedNonces } from "./coordination/shared-nonces.js";
 import { SharedRateLimits } from "./coordination/shared-rate-limits.js";
 import { SharedRedis } from "./coordination/shared-redis.js";
@@ -214,6 +215,15 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     (platform, limit, scope, n) => metrics.quotaRefusals.inc({ platform, limit, scope }, n),
     redis && new SharedRateLimits(redis),
   );
+  if (redis !== undefined) {
+    const concurrency = new SharedConcurrency(
+      redis,
+      () => quotas.ownInFlight(),
+      (others) => quotas.setOthersInFlight(others),
+    );
+    concurrency.start();
+    cleanup.defer("statements in flight shared", () => concurrency.stop());
+  }
   const recentCalls = new RecentCalls();
   const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
   const pools = new PoolManager({

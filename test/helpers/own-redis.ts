@@ -11,6 +11,9 @@ export interface OwnRedis {
   kill(): Promise<void>;
   /** Starts it again on the same port, empty. */
   restart(): Promise<void>;
+  /** Stops it answering without closing a connection (SIGSTOP), until `resume` (SIGCONT): a hung server. */
+  pause(): void;
+  resume(): void;
   /** Stops it for good. */
   stop(): Promise<void>;
 }
@@ -47,7 +50,16 @@ export async function startOwnRedis(): Promise<OwnRedis> {
     await exited;
   };
   await start();
-  return { port, url: `redis://127.0.0.1:${port}`, kill: () => end("SIGKILL"), restart: start, stop: () => end("SIGTERM") };
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    kill: () => end("SIGKILL"),
+    restart: start,
+    pause: () => child?.kill("SIGSTOP"),
+    resume: () => child?.kill("SIGCONT"),
+    // A paused server would not act on SIGTERM: continued first.
+    stop: () => (child?.kill("SIGCONT"), end("SIGTERM")),
+  };
 }
 
 async function freePort(): Promise<number> {

@@ -30,7 +30,7 @@ const BATCH_MILLIS = 50;
 
 /**
  * The platforms' and databases' rates shared through Redis: see `SharedTokens`.
- * Keys: `{prefix}rate:{scope}:{name}`.
+ * Keys: `{prefix}rate:platform:{platform}`, `{prefix}rate:database:{platform}:{tenant id}`.
  */
 export class SharedRateLimits {
   readonly #take: TakeTokens;
@@ -46,9 +46,9 @@ export class SharedRateLimits {
     return this.redis.available;
   }
 
-  /** The shared bucket of a platform's ("platform") or a database's ("database") calls, with its rate and burst. */
-  bucket(scope: "platform" | "database", name: string, rate: number, burst: number): SharedTokens {
-    return new SharedTokens(this, `rate:${scope}:${name}`, rate, burst);
+  /** The shared bucket of a scope's calls (`platform:{platform}`, `database:{platform}:{tenant id}`), with its rate and burst. */
+  bucket(name: string, rate: number, burst: number): SharedTokens {
+    return new SharedTokens(this, `rate:${name}`, rate, burst);
   }
 
   /** Takes up to `wanted` tokens from a shared bucket: how many it took and the wait for the next; undefined when Redis did not answer. */

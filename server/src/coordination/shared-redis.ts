@@ -19,7 +19,7 @@ const DEFAULT_COMMAND_TIMEOUT_MILLIS = 250;
 
 /**
  * The Redis shared by the gateways serving the same clusters (rate limits,
- * signed-request nonces). No call ever waits for Redis beyond the command
+ * statements in flight, signed-request nonces). No call ever waits for Redis beyond the command
  * timeout: commands are not queued while it is disconnected (they fail at
  * once), nor retried after a reconnection. Any failure marks it unreachable:
  * the users fall back to this process's own state, a warning is logged once
@@ -116,8 +116,8 @@ export class SharedRedis {
     this.#settled?.();
     clearInterval(this.#probe);
     this.#probe = undefined;
-    if (was === "down") this.#log.warn("Redis answers again: rate limits and signed-request nonces are shared again");
-    else this.#log.info("Redis answers: rate limits and signed-request nonces are shared with the other gateways");
+    if (was === "down") this.#log.warn("Redis answers again: rate limits, statements in flight and signed-request nonces are shared again");
+    else this.#log.info("Redis answers: rate limits, statements in flight and signed-request nonces are shared with the other gateways");
   }
 
   #down(err: unknown): void {
@@ -126,7 +126,7 @@ export class SharedRedis {
     this.#settled?.();
     this.#log.warn(
       { err: loggableError(err) },
-      "Redis is unreachable: rate limits and signed-request nonces are this gateway's own (per process) until it answers again",
+      "Redis is unreachable: rate limits, statements in flight and signed-request nonces are this gateway's own (per process) until it answers again",
     );
     // A server that stopped answering on an open connection sends no "ready": ask it.
     this.#probe = setInterval(() => {

@@ -173,7 +173,7 @@ export class GatewayMetrics {
     if (options.redis) {
       gauge(
         "db_gateway_redis_up",
-        "1 while Redis (REDIS_URL) answers: rate limits and signed-request nonces shared by the gateways; 0 while each gateway applies its own.",
+        "1 while Redis (REDIS_URL) answers: rate limits, statements in flight and signed-request nonces shared by the gateways; 0 while each gateway applies its own.",
         (sources) => (sources.redisUp?.() === true ? 1 : 0),
       );
     }

@@ -58,6 +58,8 @@ const MAX_IDLE_METERS = 10_000;
 /** One scope's limits and where it stands against them: statements in flight, and a token bucket when it has a rate. */
 class Meter {
   inFlight = 0;
+  /** With REDIS_URL: the other gateways' statements in flight in this scope, as of their last heartbeat (see `SharedConcurrency`). */
+  others = 0;
   tokens = 0;
   at = 0;
   /** After a `take` that took fewer than wanted: milliseconds until the next token. */
@@ -89,14 +91,12 @@ class Meter {
     this.tokens = hadRate ? Math.min(this.tokens, burst) : burst;
     this.at = performance.now();
     const rate = limits.callsPerSecond;
-    this.shared =
-      this.sharedLimits === undefined || rate === undefined || rate <= 0
-        ? undefined
-        : this.sharedLimits.bucket(this.tenantId === undefined ? "platform" : "database", this.#name(), rate, burst);
+    this.shared = this.sharedLimits === undefined || rate === undefined || rate <= 0 ? undefined : this.sharedLimits.bucket(this.sharedName, rate, burst);
   }
 
-  #name(): string {
-    return this.tenantId === undefined ? this.platform : `${this.platform}:${this.tenantId}`;
+  /** Its name in what gateways share: `platform:{platform}` or `database:{platform}:{tenant id}`. */
+  get sharedName(): string {
+    return this.tenantId === undefined ? `platform:${this.platform}` : `database:${this.platform}:${this.tenantId}`;
   }
 
   /** A rate of 0 has no burst either: it refuses every call. */
@@ -162,6 +162,8 @@ export class Quotas {
   readonly #platforms = new Map<string, Meter>();
   readonly #databases = new Map<string, Meter>();
   #generation = 0;
+  /** The other gateways' statements in flight as last heard (see `setOthersInFlight`), for meters made in between. */
+  #others: ReadonlyMap<string, number> = new Map();
 
   constructor(
     readonly defaults: QuotaDefaults,
@@ -170,7 +172,8 @@ export class Quotas {
     /**
      * REDIS_URL: the rates (calls per second and burst) are buckets shared by
      * every gateway using that Redis, while it answers; this process's own
-     * buckets otherwise. Concurrent statements are counted per process always.
+     * buckets otherwise. The other gateways' concurrent statements are told
+     * through `setOthersInFlight`.
      */
     private readonly shared?: SharedRateLimits,
   ) {}
@@ -257,9 +260,11 @@ export class Quotas {
     let room = wanted;
     let full: Meter | undefined;
     const platformMax = platform.limits.maxConcurrentStatements;
-    if (platformMax !== undefined && platformMax - platform.inFlight < room) [room, full] = [Math.max(0, platformMax - platform.inFlight), platform];
+    const platformFree = platformMax === undefined ? Infinity : platformMax - platform.inFlight - platform.others;
+    if (platformFree < room) [room, full] = [Math.max(0, platformFree), platform];
     const ownMax = meter.limits.maxConcurrentStatements;
-    if (ownMax !== undefined && ownMax - meter.inFlight < room) [room, full] = [Math.max(0, ownMax - meter.inFlight), meter];
+    const ownFree = ownMax === undefined ? Infinity : ownMax - meter.inFlight - meter.others;
+    if (ownFree < room) [room, full] = [Math.max(0, ownFree), meter];
     const took = room > 0 ? meter.take(room) : 0;
     let refusal: GatewayError | undefined;
     if (took < wanted) {
@@ -300,6 +305,20 @@ export class Quotas {
     };
   }
 
+  /** This gateway's statements in flight in each scope with a concurrency limit, by shared name (for `SharedConcurrency`). */
+  *ownInFlight(): Iterable<[string, number]> {
+    for (const meters of [this.#platforms, this.#databases]) {
+      for (const meter of meters.values())
+        if (meter.limits.maxConcurrentStatements !== undefined && meter.inFlight > 0) yield [meter.sharedName, meter.inFlight];
+    }
+  }
+
+  /** The other gateways' statements in flight, by shared name (absent: none); counted against the concurrency limits from now on. */
+  setOthersInFlight(sums: ReadonlyMap<string, number>): void {
+    this.#others = sums;
+    for (const meters of [this.#platforms, this.#databases]) for (const meter of meters.values()) meter.others = sums.get(meter.sharedName) ?? 0;
+  }
+
   /** Statements in flight per platform (those that have made calls), for the metrics. */
   inFlight(): Map<string, number> {
     return new Map([...this.#platforms].map(([platform, meter]) => [platform, meter.inFlight]));
@@ -310,6 +329,7 @@ export class Quotas {
     if (meter === undefined) {
       meter = new Meter(platform, undefined, this.shared);
       meter.setLimits(this.platformLimits(platform));
+      meter.others = this.#others.get(meter.sharedName) ?? 0;
       this.#platforms.set(platform, meter);
     }
     return meter;
@@ -324,6 +344,7 @@ export class Quotas {
     meter = new Meter(parsed.platform, parsed.tenantId, this.shared);
     meter.platformMeter = this.#platformMeter(parsed.platform);
     meter.setLimits(this.tenantLimits(parsed.platform, parsed.tenantId));
+    meter.others = this.#others.get(meter.sharedName) ?? 0;
     this.#databases.set(database, meter);
     return meter;
   }
@@ -352,7 +373,7 @@ export class Quotas {
     }
     return new GatewayError(
       "QUOTA_EXCEEDED",
-      `${meter.describe()} has ${meter.inFlight} statements running or waiting, its limit (max_concurrent_statements): try again shortly`,
+      `${meter.describe()} has ${meter.inFlight + meter.others} statements running or waiting, its limit (max_concurrent_statements): try again shortly`,
       { metadata, details },
     );
   }
