@@ -5,7 +5,7 @@
 // server/src, from the top down (a layer may import the layers below it, never those above):
 //   composition  main.ts, gateway.ts, config.ts, access-settings.ts, cli/, dev/, database/: builds the gateway; may import anything
 //   transport    grpc/: serves the services on grpc-js, authenticates calls
-//   services     services/ (their contract with grpc/: services/service-contract.ts), and beside them tenancy/,
+//   services     services/ (their contract with grpc/: services/service-contract.ts), and beside them tenancy/, coordination/,
 //                notifications/, audit/, telemetry/ (but tracing.ts and logger.ts)
 //   execution    execution/ (but its base modules): runs statements on a leased connection
 //   pool         pool/: connections to PostgreSQL
@@ -30,7 +30,7 @@ const BASE = any(
 const POOL = any(`${S}pool/`);
 const EXECUTION = any(`${S}execution/`); // with its base modules: rules that use it exclude BASE where it matters
 const SERVICES = any(`${S}services/`);
-const BESIDE_SERVICES = any(`${S}tenancy/`, `${S}notifications/`, `${S}audit/`, `${S}telemetry/`);
+const BESIDE_SERVICES = any(`${S}tenancy/`, `${S}notifications/`, `${S}audit/`, `${S}telemetry/`, `${S}coordination/`);
 const TRANSPORT = any(`${S}grpc/`);
 const COMPOSITION = any(`${S}main.ts`, `${S}gateway.ts`, `${S}config.ts`, `${S}access-settings.ts`, `${S}cli/`, `${S}dev/`, `${S}database/`);
 /** Every module of server/src. */

@@ -43,6 +43,10 @@ import { HealthMonitor } from "./telemetry/health.js";
 import { startHttpEndpoints } from "./telemetry/http-endpoints.js";
 import { loggableError, type Logger, type LogLevel } from "./telemetry/logger.js";
 import { GatewayMetrics } from "./telemetry/metrics.js";
+import { SharedConcurrency } from "./coordination/shared-concurrency.js";
+import { SharedNonces } from "./coordination/shared-nonces.js";
+import { SharedRateLimits } from "./coordination/shared-rate-limits.js";
+import { SharedRedis } from "./coordination/shared-redis.js";
 
 /** Everything a gateway needs, resolved: no environment is read below this point. */
 export interface GatewayOptions extends ApiKeySet {
@@ -106,6 +110,12 @@ export interface GatewayOptions extends ApiKeySet {
   failedStatementLogLevel?: LogLevel | "off";
   /** gzip (default): the responses of calls whose client compresses its requests with gzip are compressed too; none: no response is. */
   compression?: ResponseCompression;
+  /**
+   * The Redis shared with the other gateway instances (see `SharedRedis`):
+   * rates and signed-request nonces are shared while it answers. Undefined:
+   * each process keeps its own.
+   */
+  redis?: { url: string; keyPrefix: string; commandTimeoutMillis?: number };
 }
 
 /** A running gateway. */
@@ -150,6 +160,8 @@ const MAX_PENDING_NOTIFICATIONS = 10_000;
 /** Once this many queries of one QueryStream are read and not yet answered, the stream is not read until some are answered (a message may take it past). */
 const MAX_STREAM_QUERIES = 4_096;
 const QUOTA_REFRESH_MILLIS = 5_000;
+/** At start, how long the gateway waits for Redis before it serves on its own limits (sharing starts when Redis answers). */
+const REDIS_START_MILLIS = 2_000;
 
 /**
  * A tenant role's CONNECTION LIMIT: each gateway instance's pool (its LISTEN
@@ -184,7 +196,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 /** Makes the gateway's parts in order, each registering its cleanup on `cleanup` as it is made. */
 async function compose(options: GatewayOptions, onError: (message: string, err: unknown) => void, cleanup: CleanupStack): Promise<Gateway> {
   const log = options.logger;
-  const metrics = new GatewayMetrics();
+  const metrics = new GatewayMetrics({ redis: options.redis !== undefined });
   const results = new ResultBudget(options.results ?? DEFAULT_RESULT_LIMITS);
 
   const clusterSettings = [
@@ -194,10 +206,28 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   const handles = clusterSettings.map((c) => administrativeConnections(c, onError, cleanup));
   const { adminConnection, admin } = handles[0]!;
   const registry = new DatabaseRegistry();
+
+  let redis: SharedRedis | undefined;
+  if (options.redis !== undefined) {
+    redis = new SharedRedis({ ...options.redis, log });
+    cleanup.defer("Redis", () => redis!.close());
+    // Not required: a gateway that starts while Redis is away serves on its own limits meanwhile.
+    await redis.ready(REDIS_START_MILLIS);
+  }
   const quotas = new Quotas(
     quotaDefaults({ ...options.pool, rateLimit: options.rateLimit, maxStatementMillis: options.maxStatementMillis }),
     (platform, limit, scope, n) => metrics.quotaRefusals.inc({ platform, limit, scope }, n),
+    redis && new SharedRateLimits(redis),
   );
+  if (redis !== undefined) {
+    const concurrency = new SharedConcurrency(
+      redis,
+      () => quotas.ownInFlight(),
+      (others) => quotas.setOthersInFlight(others),
+    );
+    concurrency.start();
+    cleanup.defer("statements in flight shared", () => concurrency.stop());
+  }
   const recentCalls = new RecentCalls();
   const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
   /** Pools of tenant connections to a server (a cluster's primary, or a replica): each as the database's own role. */
@@ -346,6 +376,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     clientIdentity: options.clientIdentity,
     signingSecrets: options.signingSecrets,
     signatureMaxSkewMillis: options.signatureMaxSkewMillis,
+    sharedNonces: redis && new SharedNonces(redis),
     metrics,
     audit,
     log,
@@ -353,7 +384,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   });
   const calls = new OpenCalls();
   const hooks: Omit<ServiceHooks, "authorize"> = {
-    authenticate: (call, record) => authentication.authenticate(call, record),
+    authenticate: (call, record, defer) => authentication.authenticate(call, record, defer),
     telemetry: new CallTelemetry(log, metrics, options.failedStatementLogLevel),
     onError: (method, err: GatewayError) => {
       if (err.reason === "INTERNAL") onError(`${method.parent.typeName}/${method.name} failed`, err.cause ?? err);
@@ -436,6 +467,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     handles,
     options.healthCheckMillis,
     () => pools.stats(),
+    redis && (() => redis.available),
     (serving) => {
       setServing(serving ? "SERVING" : "NOT_SERVING");
       if (draining.signal.aborted) return; // not PostgreSQL's doing
@@ -471,6 +503,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         maxConnections: h.maxConnections ?? Infinity,
       }));
     },
+    redisUp: redis && (() => redis.available),
   });
 
   const address = `${formatHost(options.host)}:${options.port}`;

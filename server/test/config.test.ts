@@ -172,6 +172,30 @@ describe("settings", () => {
     );
   });
 
+  it("reads REDIS_URL (unset: nothing shared), its key prefix and command timeout, and never prints its password", () => {
+    assert.equal(loadSettings(DEV).redis, undefined);
+    const s = loadSettings({ ...DEV, REDIS_URL: "redis://:r3dis-pass@cache:6379/2" });
+    assert.deepEqual(s.redis, { url: "redis://:r3dis-pass@cache:6379/2", keyPrefix: "dbgateway:", commandTimeoutMillis: 250 });
+    assert.doesNotMatch(JSON.stringify(describeSettings(s)), /r3dis-pass|cache/);
+    assert.deepEqual(loadSettings({ ...DEV, REDIS_URL: "rediss://cache", REDIS_KEY_PREFIX: "eu-1:", REDIS_TIMEOUT_MS: "50" }).redis, {
+      url: "rediss://cache",
+      keyPrefix: "eu-1:",
+      commandTimeoutMillis: 50,
+    });
+    assert.throws(
+      () => loadSettings({ ...DEV, REDIS_URL: "http://cache:6379", REDIS_KEY_PREFIX: "with space", REDIS_TIMEOUT_MS: "0" }),
+      (err: ConfigError) =>
+        err.problems.length === 3 &&
+        err.problems[0]!.startsWith("REDIS_URL must be a redis://") &&
+        err.problems[1]!.startsWith("REDIS_KEY_PREFIX") &&
+        err.problems[2]!.startsWith("REDIS_TIMEOUT_MS"),
+    );
+    assert.throws(
+      () => loadSettings({ ...DEV, REDIS_URL: "not a url" }),
+      (err: ConfigError) => err.problems.length === 1 && err.problems[0] === "REDIS_URL is not a valid URL",
+    );
+  });
+
   it("never prints secrets", () => {
     const s = loadSettings({
       DATABASE_URL: "postgres://gateway:s3cret-pass@db:5432/postgres",

@@ -147,6 +147,7 @@ async function serve(settings: Settings): Promise<void> {
       statementClasses: settings.statementClasses,
       signingSecrets: settings.signingSecrets,
       signatureMaxSkewMillis: settings.signatureMaxSkewMillis,
+      redis: settings.redis,
     });
   } catch (err) {
     await tracing?.shutdown();

@@ -1,5 +1,6 @@
 // What calls are authenticated with (TLS material, API keys, the certificate binding, signing secrets), and all of it replaced at once on a reload.
 import type { AuditLog } from "../audit/audit-log.js";
+import type { SharedNonces } from "../coordination/shared-nonces.js";
 import type { Principal } from "../principal.js";
 import type { CallRecord } from "../telemetry/call-telemetry.js";
 import type { Logger } from "../telemetry/logger.js";
@@ -28,6 +29,8 @@ export interface AuthenticationOptions {
   clientIdentity?: ClientIdentityOptions;
   signingSecrets?: ReadonlyMap<string, string>;
   signatureMaxSkewMillis?: number;
+  /** REDIS_URL: signed requests' nonces claimed in Redis too, so that no gateway sharing it takes a replay. */
+  sharedNonces?: SharedNonces;
   metrics: GatewayMetrics;
   /** Where reloads are recorded. */
   audit: AuditLog;
@@ -60,7 +63,7 @@ export class Authentication {
     this.#tls = o.tls;
     this.#keys = new ApiKeys(o.keys, this.#countKeyUse);
     this.#signingSecrets = o.signingSecrets ?? new Map();
-    this.#signatures = new RequestSignatures(this.#signingSecrets, o.signatureMaxSkewMillis ?? 300_000);
+    this.#signatures = new RequestSignatures(this.#signingSecrets, o.signatureMaxSkewMillis ?? 300_000, o.sharedNonces);
     this.#clientIdentity = o.clientIdentity ?? DEFAULT_CLIENT_IDENTITY;
     if (this.#clientIdentity.sources === "any") {
       o.log.warn(
@@ -78,17 +81,24 @@ export class Authentication {
   /**
    * The call's principal, or the error that refuses it. Refusals are logged
    * and counted where the call's record ends (CallRecord), with what the
-   * call asked for: `record` learns the peer for that.
+   * call asked for: `record` learns the peer for that. A check that needs
+   * Redis (a signed request's nonce, shared) is handed to `defer`: the call
+   * may run only once it has resolved, and is refused if it rejects.
    */
-  authenticate(call: AuthenticatedCall, record: CallRecord | undefined): Principal {
+  authenticate(call: AuthenticatedCall, record: CallRecord | undefined, defer?: (check: Promise<void>) => void): Principal {
     let peer = this.#peers.get(call);
     if (peer === undefined) this.#peers.set(call, (peer = peerOf(call.getPeer(), call.getAuthContext().sslPeerCertificate, this.#clientIdentity)));
     if (record !== undefined) record.peer = peer;
     const principal = this.#keys.authenticate(call.metadata);
     checkPeer(principal, peer, this.#clientIdentity);
     if (principal.kind === "platform" && this.#signatures.requires(principal.platform) && !this.#signed.has(call)) {
-      this.#signatures.check(principal.platform, call.getPath(), call.metadata, requestBytesOf(call.request));
+      const shared = this.#signatures.check(principal.platform, call.getPath(), call.metadata, requestBytesOf(call.request));
       this.#signed.add(call);
+      if (shared !== undefined) {
+        // Without `defer` the call is being refused anyway (an unimplemented method): its check is of no use.
+        if (defer !== undefined) defer(shared);
+        else shared.catch(() => undefined);
+      }
     }
     return principal;
   }

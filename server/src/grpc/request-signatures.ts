@@ -2,6 +2,7 @@
 import { timingSafeEqual } from "node:crypto";
 import type { Metadata } from "@grpc/grpc-js";
 import { GatewayError } from "../errors.js";
+import type { SharedNonces } from "../coordination/shared-nonces.js";
 import { NONCE, SIGNATURE_HEADER, SIGNATURE_NONCE_HEADER, SIGNATURE_TIMESTAMP_HEADER, signature } from "../../../wire/src/request-signing.js";
 
 /** Nonces remembered per platform at most: past it, signed calls are refused until older ones leave the window (a platform's own flood). */
@@ -11,7 +12,9 @@ const MAX_NONCES = 200_000;
  * The signing secrets of the platforms that must sign, and the nonces each
  * has used within the window: a nonce is remembered for twice the allowed
  * skew (a timestamp that old is refused anyway), in memory, per gateway
- * process (gateways sharing state would keep them in Redis).
+ * process, and with `shared` (REDIS_URL) claimed in Redis too, so that a
+ * request replayed to another gateway is refused there; while Redis does not
+ * answer, each gateway refuses the replays it sees itself.
  */
 export class RequestSignatures {
   readonly #nonces = new Map<string, Map<string, number>>();
@@ -19,6 +22,7 @@ export class RequestSignatures {
   constructor(
     private secrets: ReadonlyMap<string, string>,
     private readonly maxSkewMillis: number,
+    private readonly shared?: SharedNonces,
   ) {}
 
   /** Replaces the secrets (a reload); the nonces seen stay. */
@@ -34,9 +38,11 @@ export class RequestSignatures {
   /**
    * Checks the signature of a call of `platform` to `path`, whose request
    * message was `body` (undefined for a call whose client streams its
-   * messages); UNAUTHENTICATED saying what is wrong otherwise.
+   * messages); UNAUTHENTICATED saying what is wrong otherwise. With shared
+   * nonces, what it returns rejects (UNAUTHENTICATED) if another gateway has
+   * seen the nonce: the call must wait for it before it runs.
    */
-  check(platform: string, path: string, metadata: Metadata, body: Uint8Array | undefined, now = Date.now()): void {
+  check(platform: string, path: string, metadata: Metadata, body: Uint8Array | undefined, now = Date.now()): Promise<void> | undefined {
     const secret = this.secrets.get(platform);
     if (secret === undefined) return;
     const [timestamp, nonce, given] = [SIGNATURE_TIMESTAMP_HEADER, SIGNATURE_NONCE_HEADER, SIGNATURE_HEADER].map((name) => {
@@ -59,13 +65,17 @@ export class RequestSignatures {
       throw refused("stale_signature", `the request signature's timestamp is more than ${this.maxSkewMillis / 1000} s from the gateway's clock`);
     }
     this.#remember(platform, nonce, now);
+    if (this.shared === undefined || !this.shared.available) return undefined;
+    return this.shared.claim(platform, nonce, 2 * this.maxSkewMillis).then((claimed) => {
+      if (claimed === false) throw replayed();
+    });
   }
 
   #remember(platform: string, nonce: string, now: number): void {
     let seen = this.#nonces.get(platform);
     if (seen === undefined) this.#nonces.set(platform, (seen = new Map()));
     const expiry = seen.get(nonce);
-    if (expiry !== undefined && expiry > now) throw refused("replayed_signature", "the request signature's nonce was used already: a replay");
+    if (expiry !== undefined && expiry > now) throw replayed();
     if (seen.size >= MAX_NONCES) {
       // Insertion order is expiry order: those that have left the window go first.
       for (const [old, until] of seen) {
@@ -77,6 +87,10 @@ export class RequestSignatures {
     seen.delete(nonce); // set anew at the end: the map stays in expiry order
     seen.set(nonce, now + 2 * this.maxSkewMillis);
   }
+}
+
+function replayed(): GatewayError {
+  return refused("replayed_signature", "the request signature's nonce was used already: a replay");
 }
 
 function refused(event: string, message: string): GatewayError {

@@ -33,8 +33,13 @@ export function requestBytesOf(message: unknown): Uint8Array | undefined {
 
 /** Cross-cutting behaviour applied to every call of a service. */
 export interface ServiceHooks {
-  /** Authenticates the call from its metadata and its peer's certificate, telling `record` the peer; throws to refuse it. */
-  authenticate(call: AuthenticatedCall, record?: CallRecord): Principal;
+  /**
+   * Authenticates the call from its metadata and its peer's certificate,
+   * telling `record` the peer; throws to refuse it. A check it cannot finish
+   * at once (one that asks Redis) goes to `defer`: the handler runs once it
+   * resolves, and the call is refused if it rejects.
+   */
+  authenticate(call: AuthenticatedCall, record?: CallRecord, defer?: (check: Promise<void>) => void): Principal;
   /**
    * Further checks of the principal for this service (admin only, rate
    * limits), for a call or one part of a long-lived stream (see
@@ -179,9 +184,11 @@ function startCall(
     sendHeaders();
     fail(toStatusObject(error));
   };
+  /** A check of the call's authentication still under way (see `ServiceHooks.authenticate`): the handler waits for it. */
+  let pending: Promise<void> | undefined;
   /** Authenticates and authorizes the call's key, telling `into` the platform; throws to refuse. */
   const admit = (into: CallRecord, charge: boolean): Principal => {
-    const principal = hooks.authenticate(call, into);
+    const principal = hooks.authenticate(call, into, (check) => (pending = check));
     into.platform = principal.kind === "admin" ? "admin" : principal.platform;
     hooks.authorize?.(principal, charge);
     return principal;
@@ -230,10 +237,21 @@ function startCall(
     sendHeaders,
     compress,
     answer: () => take("answered"),
-    run: (handler) =>
-      runInContext(record.traceContext, handler).then(() => {
+    run: (handler) => {
+      const running =
+        pending === undefined
+          ? runInContext(record.traceContext, handler)
+          : pending.then(
+              () => runInContext(record.traceContext, handler),
+              (err: unknown) => {
+                record.asked = askedFor(call.request);
+                throw err;
+              },
+            );
+      running.then(() => {
         if (state === "answered") record.end(undefined);
-      }, failWith),
+      }, failWith);
+    },
   };
 }
 

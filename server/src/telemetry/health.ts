@@ -7,6 +7,8 @@ export interface HealthReport {
   status: "healthy" | "degraded" | "unhealthy" | "draining";
   /** Every cluster answers. */
   postgres_connected: boolean;
+  /** With REDIS_URL only: whether Redis answers (false: rate limits and nonces are per process; the gateway still serves). */
+  redis_connected?: boolean;
   active_pools: number;
   total_connections: number;
   /** Whether each cluster answers, by name, and its streaming replicas (when it has any). */
@@ -37,6 +39,8 @@ export class HealthMonitor {
     private readonly clusters: readonly CheckedCluster[],
     private readonly intervalMillis: number,
     private readonly pools: () => { activePools: number; totalConnections: number },
+    /** With REDIS_URL: whether Redis answers, reported but not part of serving. */
+    private readonly redisConnected: (() => boolean) | undefined,
     private readonly onChange: (serving: boolean) => void,
     private readonly onClusterChange: (cluster: string, connected: boolean) => void = () => undefined,
     private readonly replicas: () => readonly { cluster: string; name: string; up: boolean; lagMillis: number }[] = () => [],
@@ -97,6 +101,7 @@ export class HealthMonitor {
     return {
       status: this.#draining ? "draining" : all ? "healthy" : states.some(Boolean) ? "degraded" : "unhealthy",
       postgres_connected: all,
+      ...(this.redisConnected === undefined ? {} : { redis_connected: this.redisConnected() }),
       active_pools: activePools,
       total_connections: totalConnections,
       clusters: Object.fromEntries(

@@ -20,6 +20,8 @@ export interface MetricSources {
   clusters?(): ClusterMetrics[];
   /** Each streaming replica: whether it serves reads, and how far behind its primary it was at its last check. */
   replicas?(): { cluster: string; name: string; up: boolean; lagMillis: number }[];
+  /** With REDIS_URL only: whether Redis answers (rates and nonces shared), else absent. */
+  redisUp?(): boolean;
 }
 
 /** What the metrics show of one cluster. */
@@ -74,7 +76,8 @@ export class GatewayMetrics {
     this.#sources = sources;
   }
 
-  constructor() {
+  /** `redis`: REDIS_URL is set, and `db_gateway_redis_up` is reported. */
+  constructor(options: { redis?: boolean } = {}) {
     const registers = [this.registry];
     const source = () => this.#sources;
     collectDefaultMetrics({ register: this.registry });
@@ -186,6 +189,14 @@ export class GatewayMetrics {
         },
       });
     gauge("db_gateway_postgres_up", "1 when PostgreSQL answered the last health check, else 0.", (sources) => (sources.postgresUp() ? 1 : 0));
+    // Only with REDIS_URL: a gauge without labels would otherwise read 0, "Redis down", where there is none.
+    if (options.redis) {
+      gauge(
+        "db_gateway_redis_up",
+        "1 while Redis (REDIS_URL) answers: rate limits, statements in flight and signed-request nonces shared by the gateways; 0 while each gateway applies its own.",
+        (sources) => (sources.redisUp?.() === true ? 1 : 0),
+      );
+    }
     gauge("db_gateway_active_pools", "Database pools holding connections.", (sources) => sources.poolTotals().activePools);
     gauge(
       "db_gateway_total_connections",

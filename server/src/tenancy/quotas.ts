@@ -2,6 +2,7 @@
 import { create } from "@bufbuild/protobuf";
 import { GatewayError } from "../errors.js";
 import { RetryInfoSchema } from "../../../wire/src/gen/google/rpc/error_details_pb.js";
+import type { SharedRateLimits, SharedTokens } from "../coordination/shared-rate-limits.js";
 import { parseDatabaseName } from "./naming.js";
 
 /** What a quota limits: a platform's calls together, each of its databases without a quota of its own, or one database. */
@@ -57,6 +58,8 @@ const MAX_IDLE_METERS = 10_000;
 /** One scope's limits and where it stands against them: statements in flight, and a token bucket when it has a rate. */
 class Meter {
   inFlight = 0;
+  /** With REDIS_URL: the other gateways' statements in flight in this scope, as of their last heartbeat (see `SharedConcurrency`). */
+  others = 0;
   tokens = 0;
   at = 0;
   /** After a `take` that took fewer than wanted: milliseconds until the next token. */
@@ -64,11 +67,14 @@ class Meter {
   limits: QuotaLimits = {};
   /** A database's meter: its platform's (kept for as long as the gateway runs). */
   platformMeter: Meter | undefined;
+  /** With a rate and REDIS_URL: the bucket all gateways share, used while Redis answers (else this process's own). */
+  shared: SharedTokens | undefined;
 
   constructor(
     readonly platform: string,
     /** Undefined for a platform's meter. */
     readonly tenantId: string | undefined,
+    private readonly sharedLimits: SharedRateLimits | undefined,
   ) {}
 
   /**
@@ -84,6 +90,13 @@ class Meter {
     const burst = this.#burst();
     this.tokens = hadRate ? Math.min(this.tokens, burst) : burst;
     this.at = performance.now();
+    const rate = limits.callsPerSecond;
+    this.shared = this.sharedLimits === undefined || rate === undefined || rate <= 0 ? undefined : this.sharedLimits.bucket(this.sharedName, rate, burst);
+  }
+
+  /** Its name in what gateways share: `platform:{platform}` or `database:{platform}:{tenant id}`. */
+  get sharedName(): string {
+    return this.tenantId === undefined ? `platform:${this.platform}` : `database:${this.platform}:${this.tenantId}`;
   }
 
   /** A rate of 0 has no burst either: it refuses every call. */
@@ -109,6 +122,12 @@ class Meter {
   take(wanted: number): number {
     const rate = this.limits.callsPerSecond;
     if (rate === undefined) return wanted;
+    const shared = this.shared;
+    if (shared !== undefined && this.sharedLimits!.available) {
+      const took = shared.take(wanted);
+      this.waitMillis = shared.waitMillis;
+      return took;
+    }
     this.#refill(performance.now());
     const took = Math.min(wanted, Math.floor(this.tokens));
     this.tokens -= took;
@@ -143,11 +162,20 @@ export class Quotas {
   readonly #platforms = new Map<string, Meter>();
   readonly #databases = new Map<string, Meter>();
   #generation = 0;
+  /** The other gateways' statements in flight as last heard (see `setOthersInFlight`), for meters made in between. */
+  #others: ReadonlyMap<string, number> = new Map();
 
   constructor(
     readonly defaults: QuotaDefaults,
     /** Told of every call refused for a limit, for the metrics. */
     private readonly onRefused?: (platform: string, limit: string, scope: "platform" | "tenant", statements: number) => void,
+    /**
+     * REDIS_URL: the rates (calls per second and burst) are buckets shared by
+     * every gateway using that Redis, while it answers; this process's own
+     * buckets otherwise. The other gateways' concurrent statements are told
+     * through `setOthersInFlight`.
+     */
+    private readonly shared?: SharedRateLimits,
   ) {}
 
   /** Replaces the stored quotas with the catalog's; true when anything changed. */
@@ -232,9 +260,11 @@ export class Quotas {
     let room = wanted;
     let full: Meter | undefined;
     const platformMax = platform.limits.maxConcurrentStatements;
-    if (platformMax !== undefined && platformMax - platform.inFlight < room) [room, full] = [Math.max(0, platformMax - platform.inFlight), platform];
+    const platformFree = platformMax === undefined ? Infinity : platformMax - platform.inFlight - platform.others;
+    if (platformFree < room) [room, full] = [Math.max(0, platformFree), platform];
     const ownMax = meter.limits.maxConcurrentStatements;
-    if (ownMax !== undefined && ownMax - meter.inFlight < room) [room, full] = [Math.max(0, ownMax - meter.inFlight), meter];
+    const ownFree = ownMax === undefined ? Infinity : ownMax - meter.inFlight - meter.others;
+    if (ownFree < room) [room, full] = [Math.max(0, ownFree), meter];
     const took = room > 0 ? meter.take(room) : 0;
     let refusal: GatewayError | undefined;
     if (took < wanted) {
@@ -275,6 +305,20 @@ export class Quotas {
     };
   }
 
+  /** This gateway's statements in flight in each scope with a concurrency limit, by shared name (for `SharedConcurrency`). */
+  *ownInFlight(): Iterable<[string, number]> {
+    for (const meters of [this.#platforms, this.#databases]) {
+      for (const meter of meters.values())
+        if (meter.limits.maxConcurrentStatements !== undefined && meter.inFlight > 0) yield [meter.sharedName, meter.inFlight];
+    }
+  }
+
+  /** The other gateways' statements in flight, by shared name (absent: none); counted against the concurrency limits from now on. */
+  setOthersInFlight(sums: ReadonlyMap<string, number>): void {
+    this.#others = sums;
+    for (const meters of [this.#platforms, this.#databases]) for (const meter of meters.values()) meter.others = sums.get(meter.sharedName) ?? 0;
+  }
+
   /** Statements in flight per platform (those that have made calls), for the metrics. */
   inFlight(): Map<string, number> {
     return new Map([...this.#platforms].map(([platform, meter]) => [platform, meter.inFlight]));
@@ -283,8 +327,9 @@ export class Quotas {
   #platformMeter(platform: string): Meter {
     let meter = this.#platforms.get(platform);
     if (meter === undefined) {
-      meter = new Meter(platform, undefined);
+      meter = new Meter(platform, undefined, this.shared);
       meter.setLimits(this.platformLimits(platform));
+      meter.others = this.#others.get(meter.sharedName) ?? 0;
       this.#platforms.set(platform, meter);
     }
     return meter;
@@ -296,9 +341,10 @@ export class Quotas {
     const parsed = parseDatabaseName(database);
     if (parsed === undefined) return undefined;
     if (this.#databases.size >= MAX_IDLE_METERS) for (const [name, m] of this.#databases) if (m.idle) this.#databases.delete(name);
-    meter = new Meter(parsed.platform, parsed.tenantId);
+    meter = new Meter(parsed.platform, parsed.tenantId, this.shared);
     meter.platformMeter = this.#platformMeter(parsed.platform);
     meter.setLimits(this.tenantLimits(parsed.platform, parsed.tenantId));
+    meter.others = this.#others.get(meter.sharedName) ?? 0;
     this.#databases.set(database, meter);
     return meter;
   }
@@ -327,7 +373,7 @@ export class Quotas {
     }
     return new GatewayError(
       "QUOTA_EXCEEDED",
-      `${meter.describe()} has ${meter.inFlight} statements running or waiting, its limit (max_concurrent_statements): try again shortly`,
+      `${meter.describe()} has ${meter.inFlight + meter.others} statements running or waiting, its limit (max_concurrent_statements): try again shortly`,
       { metadata, details },
     );
   }
