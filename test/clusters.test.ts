@@ -131,6 +131,14 @@ describe("several clusters", () => {
     // A name exists once in the fleet: not again on the other cluster.
     await rejectsWith(admin.createTenant(platform, "b1", { cluster: "primary" }), Code.AlreadyExists, "DATABASE_EXISTS");
     assert.deepEqual(await databasesOn(t.databaseUrl, `${platform}_b1`), []);
+    // More creates at once than the catalog cluster's administrative pool has connections (4): each holds one for its lock.
+    const many = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    const made = await Promise.all(many.map((id) => admin.createTenant(platform, id, { cluster: "second" })));
+    assert.deepEqual(
+      made.map((d) => d.cluster),
+      many.map(() => "second"),
+    );
+    await Promise.all(many.map((id) => admin.dropTenant(platform, id)));
     for (const id of ["b1", "b2", "b5"]) await admin.dropTenant(platform, id);
     assert.deepEqual(await databasesOn(second.url, `${platform}_b`), []);
     const roles = await direct(

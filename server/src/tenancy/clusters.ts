@@ -56,7 +56,7 @@ export class Clusters {
         admin: handle.admin,
         connectTo: (database) => handle.connectTo(database),
         lock: handles[0]!.admin,
-        elsewhere: (database) => this.#elsewhere(database, handle.name),
+        elsewhere: (database, lockConnection) => this.#elsewhere(database, handle.name, lockConnection),
       });
       this.#clusters.set(handle.name, {
         ...handle,
@@ -233,11 +233,17 @@ export class Clusters {
     return best.cluster;
   }
 
-  /** Another cluster than `except` whose pg_database has `database` (for one that does not answer: whose last known databases had it). */
-  async #elsewhere(database: string, except: string): Promise<string | undefined> {
+  /**
+   * Another cluster than `except` whose pg_database has `database` (for one
+   * that does not answer: whose last known databases had it). The catalog's
+   * cluster is asked on `lockConnection`, the connection holding the name's
+   * lock there, not on another of its pool (see `TenantLifecycle`).
+   */
+  async #elsewhere(database: string, except: string, lockConnection: pg.ClientBase): Promise<string | undefined> {
     for (const cluster of this.all()) {
       if (cluster.name === except) continue;
-      const there = await cluster.admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [database]).then(
+      const on = cluster === this.primary ? lockConnection : cluster.admin;
+      const there = await on.query("SELECT 1 FROM pg_database WHERE datname = $1", [database]).then(
         (result) => result.rowCount === 1,
         () => this.o.registry.namesOn(cluster.name).includes(database),
       );

@@ -21,7 +21,7 @@ export interface TenantLifecycleOptions {
    */
   lock?: pg.Pool;
   /** Another cluster holding a database of this name, if any: a name exists once in the fleet. */
-  elsewhere?(database: string): Promise<string | undefined>;
+  elsewhere?(database: string, lockConnection: pg.ClientBase): Promise<string | undefined>;
   /** Opens an administrative connection to a given database (for work inside it). */
   connectTo(database: string): Promise<pg.Client>;
   roles: TenantRoles;
@@ -66,8 +66,8 @@ export class TenantLifecycle {
     this.requireConfigured(platform);
     const name = databaseName(platform, tenantId);
     if (template !== "") this.#validateTemplate(platform, template, name);
-    return this.#locked(name, async (client) => {
-      const there = (await exists(client, name)) ? this.o.cluster : await this.o.elsewhere?.(name);
+    return this.#locked(name, async (client, lockClient) => {
+      const there = (await exists(client, name)) ? this.o.cluster : await this.o.elsewhere?.(name, lockClient);
       if (there !== undefined) {
         this.o.registry.add(name, there);
         throw new GatewayError("DATABASE_EXISTS", `database "${name}" already exists`, { metadata: { database: name } });
@@ -196,7 +196,8 @@ export class TenantLifecycle {
     if (template === name) throw new GatewayError("INVALID_TEMPLATE", "a database cannot be its own template");
   }
 
-  async #locked<T>(name: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  /** Runs `fn` holding the name's lock: on a connection of this cluster, and the lock's own (the same one when the lock is taken here). */
+  async #locked<T>(name: string, fn: (client: pg.PoolClient, lockClient: pg.PoolClient) => Promise<T>): Promise<T> {
     const lockPool = this.o.lock ?? this.o.admin;
     let lockClient: pg.PoolClient;
     try {
@@ -208,7 +209,8 @@ export class TenantLifecycle {
     try {
       await lockClient.query("SELECT pg_advisory_lock(hashtext($1))", [databaseLockKey(name)]);
       try {
-        return lockPool === this.o.admin ? await fn(lockClient) : await this.#onCluster(fn);
+        // The lock's connection is lent to `fn`: taking another from the lock's pool while holding this one could wait forever.
+        return lockPool === this.o.admin ? await fn(lockClient, lockClient) : await this.#onCluster((client) => fn(client, lockClient));
       } finally {
         await lockClient.query("SELECT pg_advisory_unlock(hashtext($1))", [databaseLockKey(name)]);
       }
