@@ -45,6 +45,14 @@ export interface ReadOptions {
 export interface QueryOptions extends CallOptions, ReadOptions {
   /** "array": each row as an array of values in column order, as with pg's `rowMode: "array"`. */
   rowMode?: RowMode;
+  /**
+   * Milliseconds the result may be served from, and kept in, the gateways'
+   * shared result cache (a gateway with RESULT_CACHE=on; elsewhere it runs
+   * as usual): keyed by database, SQL and parameters, ended by any write to
+   * the database through the gateways. A read only (SELECT, VALUES, TABLE,
+   * SHOW). Sent as a Query call of its own (not coalesced).
+   */
+  cacheTtlMs?: number;
 }
 
 /** A query as one object, as pg's `client.query({ text, values, rowMode })` takes it. */
@@ -189,20 +197,22 @@ export function createDatabase(context: DatabaseContext, target: { platform: str
       const { text, values, ...rest } = typeof first === "string" ? { text: first, values: params, ...options } : first;
       const bound = (values ?? []).map(toValue);
       const read = readRequest(rest);
-      const coalescer = read.readOnly || read.readAfter !== "" || tokens !== undefined ? undefined : context.coalescer;
+      const cacheTtlMs = rest.cacheTtlMs ?? 0;
+      const coalescer = read.readOnly || read.readAfter !== "" || tokens !== undefined || cacheTtlMs > 0 ? undefined : context.coalescer;
       return call(
         async (o) => {
           if (coalescer !== undefined && o.signal === undefined)
             return decodeResult(await coalescer.query(target, text, bound, o.timeoutMs), parserFor, rest.rowMode);
-          const response = await client.query({ ...target, sql: text, params: bound, ...read }, o);
+          const response = await client.query({ ...target, sql: text, params: bound, ...read, cacheTtlMs }, o);
           const result = decodeResult(response.result, parserFor, rest.rowMode);
+          if (response.fromCache) result.fromCache = true;
           if (response.commitToken !== "") {
             tokens?.note(key, response.commitToken);
             result.commitToken = response.commitToken;
           }
           return result;
         },
-        { ...rest, idempotent: rest.idempotent ?? read.readOnly },
+        { ...rest, idempotent: rest.idempotent ?? (read.readOnly || cacheTtlMs > 0) },
       );
     },
 

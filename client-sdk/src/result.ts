@@ -30,6 +30,8 @@ export interface QueryResult<Row> {
    * gives as `readAfter` to see it. Absent otherwise.
    */
   commitToken?: string;
+  /** True when the gateways' result cache served it (see `QueryOptions.cacheTtlMs`). */
+  fromCache?: boolean;
 }
 
 /** How rows are returned: objects keyed by column name (default), or arrays in column order. */

@@ -13,6 +13,7 @@ import type { ResponseCompression } from "./grpc/response-compression.js";
 import { LOG_LEVELS, type LogLevel } from "./telemetry/logger.js";
 import { parseDatabaseName } from "./tenancy/naming.js";
 import { clustersOf, type ClusterSettings } from "./cluster-settings.js";
+import { redisOf, type RedisSettings } from "./redis-settings.js";
 
 /**
  * The gateway's settings, read once from the environment (names as in the
@@ -90,7 +91,7 @@ export interface Settings {
    * signed-request nonces (keys under REDIS_KEY_PREFIX, each command bounded by
    * REDIS_TIMEOUT_MS); undefined: each process keeps its own.
    */
-  readonly redis: { readonly url: string; readonly keyPrefix: string; readonly commandTimeoutMillis: number } | undefined;
+  readonly redis: RedisSettings | undefined;
 }
 
 /** Pool manager settings (see `PoolManagerOptions`), in milliseconds. */
@@ -315,19 +316,6 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       `MAX_RESULT_BYTES (${results.maxBytes}) cannot be more than MAX_BUFFERED_RESULT_BYTES (${results.maxBufferedBytes}): a result at the limit must fit`,
     );
   }
-  const redisUrl = secret("REDIS_URL");
-  if (redisUrl !== undefined) {
-    let protocol: string | undefined;
-    try {
-      protocol = new URL(redisUrl).protocol;
-    } catch {
-      problems.push("REDIS_URL is not a valid URL");
-    }
-    if (protocol !== undefined && protocol !== "redis:" && protocol !== "rediss:") problems.push("REDIS_URL must be a redis:// or rediss:// URL");
-  }
-  const redisKeyPrefix = env.REDIS_KEY_PREFIX ?? "dbgateway:";
-  if (!/^[A-Za-z0-9_:.-]{1,64}$/.test(redisKeyPrefix)) problems.push("REDIS_KEY_PREFIX must be 1 to 64 letters, digits, _ : . or -");
-  const redisTimeoutMillis = int("REDIS_TIMEOUT_MS", 250, 10, 10_000);
   const clientIdentity = clientIdentityOf(env, problems);
   const host = env.GATEWAY_HOST || "127.0.0.1";
   const tracesExporter = env.OTEL_TRACES_EXPORTER?.trim();
@@ -384,7 +372,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     dataDir: env.GATEWAY_DATA_DIR || ".data",
     embeddedPostgresPort: int("EMBEDDED_PG_PORT", 0, 0, 65535),
     gatewayInstances: int("GATEWAY_INSTANCES", 1, 1, 10_000),
-    redis: redisUrl === undefined ? undefined : { url: redisUrl, keyPrefix: redisKeyPrefix, commandTimeoutMillis: redisTimeoutMillis },
+    redis: redisOf(env, secret, int, problems),
   };
   return { settings: Object.freeze(settings), problems };
 }
@@ -424,6 +412,7 @@ export function describeSettings(settings: Settings): Record<string, unknown> {
     backupDir: settings.backupDir ?? "not set",
     // Where, never the URL: it may hold a password.
     redis: settings.redis === undefined ? "not set (limits per process)" : `set (keys under ${settings.redis.keyPrefix})`,
+    resultCache: settings.redis?.resultCache === undefined ? "off" : `on (at most ${settings.redis.resultCache.maxTtlMillis} ms)`,
     tracing: settings.tracing === undefined ? "off" : "on",
   };
 }

@@ -47,6 +47,7 @@ import { SharedConcurrency } from "./coordination/shared-concurrency.js";
 import { SharedNonces } from "./coordination/shared-nonces.js";
 import { SharedRateLimits } from "./coordination/shared-rate-limits.js";
 import { SharedRedis } from "./coordination/shared-redis.js";
+import { ResultCache, type ResultCacheLimits } from "./coordination/result-cache.js";
 
 /** Everything a gateway needs, resolved: no environment is read below this point. */
 export interface GatewayOptions extends ApiKeySet {
@@ -115,7 +116,7 @@ export interface GatewayOptions extends ApiKeySet {
    * rates and signed-request nonces are shared while it answers. Undefined:
    * each process keeps its own.
    */
-  redis?: { url: string; keyPrefix: string; commandTimeoutMillis?: number };
+  redis?: { url: string; keyPrefix: string; commandTimeoutMillis?: number; resultCache?: ResultCacheLimits };
 }
 
 /** A running gateway. */
@@ -416,6 +417,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         statementMillisOf: (database) => quotas.statementMillis(database, options.maxStatementMillis),
         admitSome: (database, wanted) => quotas.admitSome(database, wanted),
       },
+      cache: redis !== undefined && options.redis?.resultCache !== undefined ? new ResultCache(redis, options.redis.resultCache) : undefined,
       reads:
         replicas.all().length === 0
           ? undefined

@@ -5,6 +5,7 @@ import {
   QUERY_ANSWER,
   QUERY_ANSWER_BATCH,
   QUERY_RESPONSE_COMMIT_TOKEN,
+  QUERY_RESPONSE_FROM_CACHE,
   QUERY_RESPONSE_RESULT,
   RESULTS,
   STREAM_TRANSACTION_RESPONSE,
@@ -18,11 +19,14 @@ import { encodeBytesField, lengthDelimitedSize, varintSize, writeBytesField, wri
 export type Outcome<E> = { result: Uint8Array; error?: undefined; batch?: undefined } | { result?: undefined; error: E; batch?: undefined };
 
 /** A QueryResponse holding one ResultSet, encoded. */
-export function encodeQueryResponse(resultSet: Uint8Array, commitToken = ""): Buffer {
+export function encodeQueryResponse(resultSet: Uint8Array, commitToken = "", fromCache = false): Buffer {
   const result = encodeBytesField(QUERY_RESPONSE_RESULT, resultSet);
-  if (commitToken === "") return result;
+  if (commitToken === "" && !fromCache) return result;
+  const parts = [result];
   // A token is an LSN's text (at most 17 ASCII bytes): its length fits one byte.
-  return Buffer.concat([result, Buffer.from([QUERY_RESPONSE_COMMIT_TOKEN, commitToken.length]), Buffer.from(commitToken, "latin1")]);
+  if (commitToken !== "") parts.push(Buffer.from([QUERY_RESPONSE_COMMIT_TOKEN, commitToken.length]), Buffer.from(commitToken, "latin1"));
+  if (fromCache) parts.push(Buffer.from([QUERY_RESPONSE_FROM_CACHE, 1]));
+  return Buffer.concat(parts);
 }
 
 /** A TransactionResponse holding a statement's ResultSet, encoded. */

@@ -27,6 +27,7 @@ import {
   QUERY_ANSWER,
   QUERY_ANSWER_BATCH,
   QUERY_RESPONSE_COMMIT_TOKEN,
+  QUERY_RESPONSE_FROM_CACHE,
   QUERY_RESPONSE_RESULT,
   RESULT_SET,
   RESULT_SET_SUMMARY,
@@ -77,11 +78,15 @@ function reading(read: (r: Reader) => object): (bytes: Uint8Array) => object {
 }
 
 function readQueryResponse(r: Reader): QueryResponse {
-  const message: QueryResponse = { $typeName: "dbgateway.v1.QueryResponse", commitToken: "" };
+  const message: QueryResponse = { $typeName: "dbgateway.v1.QueryResponse", commitToken: "", fromCache: false };
   while (r.more()) {
     const tag = r.tag();
     if (tag === QUERY_RESPONSE_COMMIT_TOKEN) {
       message.commitToken = r.string();
+      continue;
+    }
+    if (tag === QUERY_RESPONSE_FROM_CACHE) {
+      message.fromCache = r.bool();
       continue;
     }
     if (tag !== QUERY_RESPONSE_RESULT || message.result !== undefined) throw GIVE_UP;

@@ -43,6 +43,7 @@ export const VALUE = {
 
 export const QUERY_RESPONSE_RESULT = oneByteTag(QueryResponseSchema, "result");
 export const QUERY_RESPONSE_COMMIT_TOKEN = oneByteTag(QueryResponseSchema, "commitToken");
+export const QUERY_RESPONSE_FROM_CACHE = oneByteTag(QueryResponseSchema, "fromCache");
 export const TRANSACTION_RESPONSE_RESULT = oneByteTag(TransactionResponseSchema, "result");
 /** QueryManyResponse.results and BatchResponse.results: the two messages share their wire format. */
 export const RESULTS = oneByteTag(QueryManyResponseSchema, "results");

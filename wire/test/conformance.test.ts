@@ -185,6 +185,9 @@ describe("the wire codecs against protobuf-es", () => {
       const withToken = encodeQueryResponse(resultBytes, commitToken);
       assert.deepEqual(new Uint8Array(withToken), toBinary(QueryResponseSchema, create(QueryResponseSchema, { result: resultSet, commitToken })), what);
       assert.equal((decodeByHand(QueryResponseSchema.typeName, withToken) as { commitToken: string } | undefined)?.commitToken, commitToken, what);
+      const cached = encodeQueryResponse(resultBytes, "", true);
+      assert.deepEqual(new Uint8Array(cached), toBinary(QueryResponseSchema, create(QueryResponseSchema, { result: resultSet, fromCache: true })), what);
+      assert.equal((decodeByHand(QueryResponseSchema.typeName, cached) as { fromCache: boolean } | undefined)?.fromCache, true, what);
       assert.deepEqual(
         new Uint8Array(encodeTransactionResult(resultBytes)),
         toBinary(TransactionResponseSchema, create(TransactionResponseSchema, { kind: { case: "result", value: resultSet } })),

@@ -28,6 +28,8 @@ export interface TransactionLimits {
   statementMillisOf?(database: string): number;
   /** The commit token of a transaction just committed on `lease` (see `QueryResponse.commit_token`): "" for none. */
   commitToken?(database: string, lease: Lease): Promise<string>;
+  /** Awaited once a transaction committed, before it is answered (the result cache ends the database's results). */
+  afterWrites?(database: string): Promise<void>;
 }
 
 type Requests = RequestStream<typeof TransactionRequestSchema>;
@@ -112,6 +114,7 @@ export async function runInteractiveTransaction(
         throw new GatewayError("INVALID_REQUEST", "begin must be the first message of a transaction stream, and only the first");
       case "commit":
         await transaction.commit();
+        await limits.afterWrites?.(database);
         await responses.send({ kind: { case: "committed", value: { commitToken: (await limits.commitToken?.(database, lease)) ?? "" } } });
         return;
       case "rollback":

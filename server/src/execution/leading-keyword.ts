@@ -98,3 +98,15 @@ function isSpace(c: number): boolean {
 function isIdentifierPart(c: number): boolean {
   return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x24 || c >= 0x80;
 }
+
+/** The statements that only read (a parenthesized query among them), as far as their first word tells. */
+const READS = new Set(["SELECT", "VALUES", "TABLE", "SHOW", "("]);
+
+/**
+ * Whether a statement may change its database, as far as its first word
+ * tells: anything but SELECT, VALUES, TABLE, SHOW or "(". A SELECT that
+ * calls a function that writes is taken for a read.
+ */
+export function mayWrite(sql: string): boolean {
+  return !READS.has(leadingKeyword(sql));
+}

@@ -9,6 +9,7 @@ import { runPipelined, type Outcome } from "./pipeline.js";
 import type { ResultAccount } from "./result-budget.js";
 import { queryTraceContext } from "../telemetry/tracing.js";
 import type { StatementCheck } from "./statement-policy.js";
+import { mayWrite } from "./leading-keyword.js";
 
 /**
  * Statements pipelined on one connection when the pool has no connection
@@ -110,6 +111,8 @@ export interface StatementLimits extends CallLimits {
    * together are admitted here, each counted; other calls by the pool, once each.
    */
   admitSome?(database: string, wanted: number): { granted: number; refusal: GatewayError | undefined; leave: () => void };
+  /** Awaited before the answers of statements that may have written to a database are handed over (the result cache ends its results). */
+  afterWrites?(database: string): Promise<void>;
 }
 
 /** The limits of a call's statements on one database: its deadline brought forward to the database's longest statement. */
@@ -222,7 +225,17 @@ async function runAdmitted(
     const own = limitsOn(database, limits);
     // The deadline that passed is the call's unless the database's own came first.
     const callOver = (error: GatewayError) => error.reason === "CANCELLED" || (error.reason === "DEADLINE_EXCEEDED" && own.deadline >= limits.deadline);
-    await runOnDatabase(pools, database, admitted, { ...own, unmetered: admission !== undefined }, account, answer, interruptions, callOver);
+    await runOnDatabase(
+      pools,
+      database,
+      admitted,
+      { ...own, unmetered: admission !== undefined },
+      account,
+      answer,
+      interruptions,
+      callOver,
+      limits.afterWrites,
+    );
   } finally {
     admission?.leave();
   }
@@ -238,6 +251,7 @@ async function runOnDatabase(
   answer: Answers,
   interruptions: "throw" | "answer",
   callOver: (error: GatewayError) => boolean,
+  afterWrites?: (database: string) => Promise<void>,
 ): Promise<void> {
   // Slow statements on as many connections as the pool can give at once, so that they run side by side
   // as separate Query calls would; fast ones pipelined as deep as the budget allows; and pipelines
@@ -261,6 +275,7 @@ async function runOnDatabase(
         if (interruptions === "throw" && callOver(error)) throw error;
         outcomes = chunk.map(() => ({ error }));
       }
+      if (afterWrites !== undefined && chunk.some((r) => mayWrite(r.statement.sql))) await afterWrites(database);
       answer(indexes, outcomes);
     }),
   );

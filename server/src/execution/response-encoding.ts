@@ -11,9 +11,9 @@ export type Outcome = wire.Outcome<GatewayError>;
 
 const statusBytes = (error: GatewayError): Uint8Array => toBinary(StatusSchema, toRpcStatus(error));
 
-/** A QueryResponse of one encoded ResultSet, with the write's commit token if any; `onSent` as for any `EncodedMessage`. */
-export function encodeQueryResponse(resultSet: Uint8Array, onSent?: () => void, commitToken = ""): EncodedMessage {
-  return new EncodedMessage(wire.encodeQueryResponse(resultSet, commitToken), onSent);
+/** A QueryResponse of one encoded ResultSet, with the write's commit token if any and whether it came from the result cache; `onSent` as for any `EncodedMessage`. */
+export function encodeQueryResponse(resultSet: Uint8Array, onSent?: () => void, commitToken = "", fromCache = false): EncodedMessage {
+  return new EncodedMessage(wire.encodeQueryResponse(resultSet, commitToken, fromCache), onSent);
 }
 
 /** A QueryManyResponse or a BatchResponse of `outcomes`; `onSent` as for any `EncodedMessage`. */

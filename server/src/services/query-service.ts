@@ -19,6 +19,8 @@ import type { ServiceImpl } from "./service-contract.js";
 import { databaseNameOrEmpty } from "../tenancy/naming.js";
 import type { StatementPolicy } from "../execution/statement-policy.js";
 import { commitToken, onReadTarget, readRequestOf, type ReadRouting } from "./read-targets.js";
+import type { ResultCache } from "../coordination/result-cache.js";
+import { mayWrite } from "../execution/leading-keyword.js";
 
 /** Limits of the data plane. */
 export interface QueryServiceLimits {
@@ -38,6 +40,8 @@ export interface QueryServiceLimits {
   quotas?: Required<Pick<StatementLimits, "statementMillisOf" | "admitSome">>;
   /** The clusters' streaming replicas, for read-only Query, StreamQuery and Transaction calls; undefined: every call runs on the primary. */
   reads?: ReadRouting;
+  /** The result cache (RESULT_CACHE=on): Query calls with cache_ttl_ms, and the writes that end a database's cached results. */
+  cache?: ResultCache;
 }
 
 /**
@@ -63,11 +67,15 @@ export function createQueryService(
 ): ServiceImpl<(typeof QueryService)["method"]> {
   const checkOf = (platform: string) => limits.policies?.get(platform)?.check;
   const reads = limits.reads;
+  const cache = limits.cache;
+  /** Before a write is answered: the database's cached results end (see `ResultCache`). */
+  const afterWrites = cache === undefined ? undefined : (database: string) => cache.invalidate(database);
   const statementLimits = (ctx: { deadline: number; signal: AbortSignal }, platform = ""): StatementLimits => ({
     deadline: Math.min(ctx.deadline, Date.now() + limits.maxStatementMillis),
     signal: ctx.signal,
     check: checkOf(platform),
     ...limits.quotas,
+    ...(afterWrites === undefined ? {} : { afterWrites }),
   });
   const transactionLimits: TransactionLimits = {
     maxStatementMillis: limits.maxStatementMillis,
@@ -75,6 +83,7 @@ export function createQueryService(
     results: limits.results,
     ...(limits.quotas === undefined ? {} : { statementMillisOf: limits.quotas.statementMillisOf }),
     ...(limits.reads === undefined ? {} : { commitToken: (database: string, lease: Lease) => commitToken(limits.reads, database, lease) }),
+    ...(afterWrites === undefined ? {} : { afterWrites }),
   };
   const streamShared: QueryStreamShared = {
     router,
@@ -92,6 +101,11 @@ export function createQueryService(
       ctx.record.statements = 1;
       const database = await router.route(ctx, request.platform, request.tenantId);
       const statement = prepareStatement(request, undefined, checkOf(request.platform));
+      if (request.cacheTtlMs > 0 && mayWrite(request.sql)) {
+        throw new GatewayError("INVALID_REQUEST", "cache_ttl_ms is for statements that only read (SELECT, VALUES, TABLE, SHOW)");
+      }
+      const cached = request.cacheTtlMs > 0 ? await cache?.lookUp(database, request) : undefined;
+      if (cached?.hit !== undefined) return encodeQueryResponse(cached.hit, undefined, "", true);
       return limits.results.withAccount(async (account) => {
         const { outcome, token } = await onReadTarget(limits.reads, pools, database, request, (target) =>
           target.withConnection(
@@ -106,6 +120,8 @@ export function createQueryService(
           ),
         );
         if (outcome.error !== undefined) throw outcome.error;
+        cached?.keep(outcome.result);
+        if (afterWrites !== undefined && !request.readOnly && mayWrite(request.sql)) await afterWrites(database);
         return encodeQueryResponse(outcome.result, () => account.release(), token);
       });
     },
@@ -136,6 +152,8 @@ export function createQueryService(
           limitsOn(database, statementLimits(ctx)),
         ),
       );
+      // Once committed, which is after its last message was sent: a read racing that message may still find a cached result.
+      if (afterWrites !== undefined && !request.readOnly && mayWrite(request.sql)) await afterWrites(database);
     },
 
     async batch(request, ctx) {
@@ -145,6 +163,7 @@ export function createQueryService(
       // One response carries every result: the limits apply to them together.
       return limits.results.withAccount(async (account) => {
         const outcomes = await pools.withConnection(database, (lease) => runBatch(lease, batch, account), limitsOn(database, statementLimits(ctx)));
+        if (afterWrites !== undefined && batch.statements.some((st) => mayWrite(st.sql))) await afterWrites(database);
         return encodeResults(outcomes, () => account.release());
       }, true);
     },

@@ -15,6 +15,7 @@ import { encodeAnswers, encodeBatchResults, type StreamOutcome, type Transaction
 import type { ResultAccount, ResultBudget } from "../execution/result-budget.js";
 import type { PoolManager } from "../pool/pool-manager.js";
 import type { ReadRouting } from "./read-targets.js";
+import { mayWrite } from "../execution/leading-keyword.js";
 import type { CallRecord } from "../telemetry/call-telemetry.js";
 import { runInContext } from "../telemetry/tracing.js";
 import type { Router } from "../tenancy/router.js";
@@ -254,6 +255,7 @@ export class QueryStreamSession {
       database = await router.database(platform, request.tenantId);
       const batch = prepareBatch(request.statements, request.atomic, request.transactionOptions, this.shared.checkOf(platform));
       const outcomes = await pools.withConnection(database, (lease) => runBatch(lease, batch, account), limitsOn(database, limits));
+      if (limits.afterWrites !== undefined && batch.statements.some((st) => mayWrite(st.sql))) await limits.afterWrites(database);
       this.#batchAnswered(number, { batch: encodeBatchResults(outcomes) }, () => account.release());
     } catch (err) {
       account.release();
