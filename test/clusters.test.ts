@@ -8,22 +8,14 @@ import { Code } from "@connectrpc/connect";
 import pg from "pg";
 import { createClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { asSuperuser, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { startOwnPostgres, type OwnPostgres } from "./helpers/own-postgres.js";
 import { postgresForTools } from "./helpers/postgres-for-tools.js";
 import { waitFor } from "./helpers/wait.js";
 
 /** Runs `fn` on a direct superuser connection to a database of the server at `url`. */
-async function direct<T>(url: string, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const u = new URL(url);
-  u.pathname = `/${database}`;
-  const client = new pg.Client({ connectionString: u.toString() });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
+function direct<T>(url: string, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  return asSuperuser(database, fn, url);
 }
 
 async function databasesOn(url: string, prefix: string): Promise<string[]> {

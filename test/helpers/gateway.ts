@@ -17,9 +17,9 @@ export function pgUrl(): string {
   return url;
 }
 
-/** Runs `fn` on a direct connection to one database of the test server, as PG_URL's user (a superuser), closed afterwards. */
-export async function asSuperuser<T>(database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const url = new URL(pgUrl());
+/** Runs `fn` on a direct connection to one database of the test server (or the server at `server`), as its URL's user (a superuser), closed afterwards. */
+export async function asSuperuser<T>(database: string, fn: (client: pg.Client) => Promise<T>, server = pgUrl()): Promise<T> {
+  const url = new URL(server);
   url.pathname = `/${database}`;
   const client = new pg.Client({ connectionString: url.toString() });
   await client.connect();
