@@ -42,8 +42,18 @@ describe("pg-compatible pool over a tenant database", () => {
   });
 
   it("values come back exactly as pg returns them (int8, numeric, jsonb, timestamptz, bytea, arrays)", async () => {
-    const row = [9007199254740993n, "12345678901234567890.123456789", { a: [1, "x"], b: null }, new Date("2024-02-29T12:34:56.789Z"), Buffer.from([0, 255, 1]), ["a", "b,c", 'd"e']];
-    const { rows } = await pool.query("INSERT INTO pets (name, big, price, meta, born, photo, tags) VALUES ('v', $1, $2, $3, $4, $5, $6) RETURNING big, price, meta, born, photo, tags", row);
+    const row = [
+      9007199254740993n,
+      "12345678901234567890.123456789",
+      { a: [1, "x"], b: null },
+      new Date("2024-02-29T12:34:56.789Z"),
+      Buffer.from([0, 255, 1]),
+      ["a", "b,c", 'd"e'],
+    ];
+    const { rows } = await pool.query(
+      "INSERT INTO pets (name, big, price, meta, born, photo, tags) VALUES ('v', $1, $2, $3, $4, $5, $6) RETURNING big, price, meta, born, photo, tags",
+      row,
+    );
     const theirs = await direct.query("SELECT big, price, meta, born, photo, tags FROM pets WHERE name = 'v'");
     assert.deepEqual(rows, theirs.rows);
     assert.deepEqual(rows[0], { big: "9007199254740993", price: row[1], meta: row[2], born: row[3], photo: row[4], tags: row[5] });
@@ -83,7 +93,11 @@ describe("pg-compatible pool over a tenant database", () => {
     try {
       await client.query("BEGIN");
       await client.query("INSERT INTO owners (name) VALUES ('cat')");
-      const sqlstate = (sql: string) => client.query(sql).then(() => "none", (err: { sqlstate?: string }) => err.sqlstate);
+      const sqlstate = (sql: string) =>
+        client.query(sql).then(
+          () => "none",
+          (err: { sqlstate?: string }) => err.sqlstate,
+        );
       assert.equal(await sqlstate("INSERT INTO owners (name) VALUES ('cat')"), "23505");
       assert.equal(await sqlstate("SELECT 1"), "25P02"); // as on one connection
       assert.equal((await client.query("COMMIT")).command, "ROLLBACK");

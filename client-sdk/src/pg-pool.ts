@@ -124,11 +124,15 @@ export class GatewayPool extends EventEmitter implements Queryable {
     const make = () => {
       if (this.#ended) throw new GatewayError("the pool has ended", Code.FailedPrecondition, "POOL_ENDED", {}, undefined);
       this.#checkedOut++;
-      const client = new GatewayPoolClient(this.#database, (q) => this.#run(q.run, q.query), () => {
-        this.#checkedOut--;
-        this.emit("release", undefined, client);
-        this.emit("remove", client);
-      });
+      const client = new GatewayPoolClient(
+        this.#database,
+        (q) => this.#run(q.run, q.query),
+        () => {
+          this.#checkedOut--;
+          this.emit("release", undefined, client);
+          this.emit("remove", client);
+        },
+      );
       this.emit("connect", client);
       this.emit("acquire", client);
       return client;
@@ -158,7 +162,10 @@ export class GatewayPool extends EventEmitter implements Queryable {
     return Promise.resolve();
   }
 
-  async #run<Row>(run: (sql: string, params: Param[]) => Promise<{ rows: unknown[][]; rowCount: number; fields: Field[]; command: string }>, query: NormalQuery): Promise<PgQueryResult<Row>> {
+  async #run<Row>(
+    run: (sql: string, params: Param[]) => Promise<{ rows: unknown[][]; rowCount: number; fields: Field[]; command: string }>,
+    query: NormalQuery,
+  ): Promise<PgQueryResult<Row>> {
     const result = await run(query.text, query.values);
     const fields = result.fields.map((f) => ({ ...f, dataTypeSize: -1, format: "text" as const }));
     const parsers = fields.map((f) => parserOf(query.types ?? this.#types, f.dataTypeID));
@@ -198,7 +205,10 @@ export class GatewayPoolClient extends EventEmitter implements Queryable {
   /** @internal Made by `GatewayPool.connect()`. */
   constructor(
     private readonly database: Database,
-    private readonly run: <Row>(q: { run: (sql: string, params: Param[]) => Promise<{ rows: unknown[][]; rowCount: number; fields: Field[]; command: string }>; query: NormalQuery }) => Promise<PgQueryResult<Row>>,
+    private readonly run: <Row>(q: {
+      run: (sql: string, params: Param[]) => Promise<{ rows: unknown[][]; rowCount: number; fields: Field[]; command: string }>;
+      query: NormalQuery;
+    }) => Promise<PgQueryResult<Row>>,
     private readonly onRelease: () => void,
   ) {
     super();
@@ -251,7 +261,7 @@ export class GatewayPoolClient extends EventEmitter implements Queryable {
           await tx.commit();
         } catch (err) {
           // A transaction that had failed is rolled back by its COMMIT, which PostgreSQL reports as ROLLBACK, not as an error.
-          if (err instanceof GatewayError && err.sqlstate === "25P02") return emptyResult(query.text, "ROLLBACK");
+          if (err instanceof GatewayError && err.reason === "TRANSACTION_ABORTED") return emptyResult(query.text, "ROLLBACK");
           throw err;
         }
         return emptyResult(query.text, "COMMIT");
@@ -277,7 +287,10 @@ function normalize(text: string | PgQueryConfig, values: readonly unknown[] | un
   if (typeof text === "string") return { text, values: (values ?? []) as Param[], rowMode: undefined, types: undefined };
   if (text === null || typeof text !== "object") throw new TypeError("query: expected SQL text or a { text, values } config");
   if (typeof (text as { submit?: unknown }).submit === "function") {
-    throw unsupportedByGateway("a Submittable (pg-cursor, pg-query-stream)", "use database.stream(sql, params) of @db-gateway/client to read rows as they come");
+    throw unsupportedByGateway(
+      "a Submittable (pg-cursor, pg-query-stream)",
+      "use database.stream(sql, params) of @db-gateway/client to read rows as they come",
+    );
   }
   if (text.name !== undefined) {
     throw unsupportedByGateway("a prepared statement by name (`name`)", "the gateway prepares and caches parameterized statements itself: leave `name` out");

@@ -80,7 +80,8 @@ function transactionOptionsOf(text: string): TransactionOptions {
   const options: TransactionOptions = {};
   const isolation = /isolation\s+level\s+(serializable|repeatable\s+read|read\s+committed|read\s+uncommitted)/.exec(text)?.[1]?.replace(/\s+/g, " ");
   // PostgreSQL runs READ UNCOMMITTED as READ COMMITTED.
-  if (isolation !== undefined) options.isolationLevel = isolation === "read uncommitted" ? "read committed" : (isolation as TransactionOptions["isolationLevel"]);
+  if (isolation !== undefined)
+    options.isolationLevel = isolation === "read uncommitted" ? "read committed" : (isolation as TransactionOptions["isolationLevel"]);
   if (/read\s+only/.test(text)) options.readOnly = true;
   if (/(?<!not\s+)deferrable/.test(text)) options.deferrable = true;
   return options;

@@ -20,7 +20,11 @@ export interface TransactionOptions {
 /** The handle a `transaction()` callback runs its statements on. */
 export interface Transaction {
   /** Runs one statement inside the transaction. Statements run in call order; those issued together (say with Promise.all) reach PostgreSQL together. */
-  query<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[], options?: { rowMode?: undefined }): Promise<QueryResult<Row>>;
+  query<Row extends Record<string, unknown> = Record<string, unknown>>(
+    sql: string,
+    params?: readonly Param[],
+    options?: { rowMode?: undefined },
+  ): Promise<QueryResult<Row>>;
   /** The same, each row an array of values in column order (pg's `rowMode: "array"`). */
   query<Row extends unknown[] = unknown[]>(sql: string, params: readonly Param[] | undefined, options: { rowMode: "array" }): Promise<QueryResult<Row>>;
 }
