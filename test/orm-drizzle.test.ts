@@ -8,7 +8,7 @@ import { eq, relations, sql } from "drizzle-orm";
 import { bigint, bigserial, customType, jsonb, numeric, pgTable, text, timestamp } from "drizzle-orm/pg-core";
 import type pg from "pg";
 import type { GatewayClient } from "../client-sdk/src/index.js";
-import { drizzle, migrate, type GatewayDrizzleDatabase } from "../client-sdk/src/drizzle-driver.js";
+import { drizzle, drizzleMigrationFiles, migrate, type GatewayDrizzleDatabase } from "../client-sdk/src/drizzle-driver.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 
 const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => "bytea" });
@@ -82,6 +82,24 @@ describe("Drizzle over a tenant database", () => {
       tables.rows.map((r) => r.table_name),
       ["owners", "pets"],
     );
+  });
+
+  it("the same folder as the fleet's migrations: the gateway's Migrate brings other tenants to it", async () => {
+    const admin = t.adminClient().admin();
+    await admin.createTenant(platform, "fleet_a");
+    const files = await drizzleMigrationFiles(dir);
+    assert.deepEqual(
+      files.map((f) => [f.version, f.name]),
+      [[1n, "init"]],
+    );
+    const outcomes: string[] = [];
+    for await (const progress of admin.migrate(platform, files, { tenantIds: ["fleet_a"] })) {
+      if ("database" in progress) outcomes.push(`${progress.database.tenantId}:${progress.database.outcome}`);
+    }
+    assert.deepEqual(outcomes, ["fleet_a:applied"]);
+    const fleetTenant = drizzle(client.platform(platform).tenant("fleet_a"), { schema });
+    await fleetTenant.insert(owners).values({ name: "via fleet" });
+    assert.deepEqual(await fleetTenant.select({ name: owners.name }).from(owners), [{ name: "via fleet" }]);
   });
 
   it("insert, select with a join, update, relational queries", async () => {

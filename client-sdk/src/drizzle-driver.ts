@@ -1,4 +1,6 @@
 // @db-gateway/client/drizzle: a Drizzle driver over one gateway database: the query builder, relational queries, transactions, batches and the migrator.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import * as drizzleOrm from "drizzle-orm";
 import {
   createTableRelationsHelpers,
@@ -30,6 +32,7 @@ import {
 } from "drizzle-orm/pg-core";
 import types from "pg-types";
 import { withTypeParsers, type Database } from "./database.js";
+import type { MigrationFile } from "./fleet.js";
 import { GatewayError } from "./gateway-error.js";
 import type { QueryResult } from "./result.js";
 import type { Transaction, TransactionOptions } from "./transaction.js";
@@ -298,6 +301,27 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
 export async function migrate(db: GatewayDrizzleDatabase<Record<string, unknown>>, config: MigrationConfig): Promise<void> {
   const migrations = readMigrationFiles(config);
   await dialectOf(db).migrate(migrations, sessionOf(db) as unknown as PgSession, config);
+}
+
+/**
+ * A drizzle-kit migration folder as the gateway's fleet migrations
+ * (`gateway.admin().migrate(platform, files)`, which brings the platform's main
+ * database and every tenant to the latest): the journal's entries in order,
+ * version n+1 for its n-th entry (`0000_init` → version 1, name `init`), each
+ * file's SQL whole (its statement breakpoints are comments). Use one of the two
+ * on a platform, not both: the fleet records versions in its own table,
+ * Drizzle's migrator in `drizzle.__drizzle_migrations`.
+ */
+export async function drizzleMigrationFiles(migrationsFolder: string): Promise<MigrationFile[]> {
+  const journal = JSON.parse(await readFile(join(migrationsFolder, "meta", "_journal.json"), "utf8")) as { entries?: { idx: number; tag: string }[] };
+  if (!Array.isArray(journal.entries)) throw new TypeError(`${migrationsFolder}/meta/_journal.json has no entries: not a drizzle-kit migration folder`);
+  return Promise.all(
+    journal.entries.map(async (entry) => ({
+      version: BigInt(entry.idx + 1),
+      name: entry.tag.replace(/^\d+_/, ""),
+      sql: await readFile(join(migrationsFolder, `${entry.tag}.sql`), "utf8"),
+    })),
+  );
 }
 
 function transactionRunner(tx: Transaction): Runner {
