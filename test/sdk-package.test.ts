@@ -1,7 +1,7 @@
 // The SDK as a package: packed with npm, installed outside the workspace, type-checked and run as ESM and as CommonJS.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -76,6 +76,24 @@ const DRIZZLE_USAGE = `
 const DRIZZLE_IMPORTS =
   'import { createClient } from "@db-gateway/client";\nimport { drizzle } from "@db-gateway/client/drizzle";\nimport { sql } from "drizzle-orm";';
 
+/** Prisma through its subpath export: a Prisma Client generated in the consumer project (ESM), one raw query through it. */
+const PRISMA_USAGE = `import { createClient } from "@db-gateway/client";
+import { PrismaGateway } from "@db-gateway/client/prisma";
+import { PrismaClient } from "./generated/client.js";
+
+const client = createClient({
+  url: process.env.GATEWAY_URL!,
+  apiKey: process.env.GATEWAY_KEY!,
+  tls: { ca: process.env.CA_FILE!, cert: process.env.CERT_FILE!, key: process.env.KEY_FILE! },
+});
+const prisma = new PrismaClient({ adapter: new PrismaGateway(client.platform(process.env.PLATFORM!)) });
+const rows = await prisma.$transaction((tx) => tx.$queryRaw<{ n: bigint }[]>\`SELECT \${10}::int8 AS n\`);
+await prisma.$disconnect();
+client.close();
+console.log(JSON.stringify({ prisma: String(rows[0]!.n) }));
+`;
+const PRISMA_SCHEMA = 'generator client {\n  provider = "prisma-client"\n  output = "../generated"\n}\ndatasource db {\n  provider = "postgresql"\n}\n';
+
 const EXPECTED = {
   orms: ["7", "8"],
   n: "42",
@@ -107,7 +125,7 @@ describe("the SDK as a package: npm pack, installed in a project outside the wor
     await writeFile(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
     // Each ORM at the version the SDK is tested with (its devDependencies), as a consumer installs an optional peer.
     const sdk = JSON.parse(await readFile(join(root, "client-sdk/package.json"), "utf8")) as { devDependencies: Record<string, string> };
-    const orms = ["kysely", "drizzle-orm"].map((name) => `${name}@${sdk.devDependencies[name]}`);
+    const orms = ["kysely", "drizzle-orm", "@prisma/driver-adapter-utils"].map((name) => `${name}@${sdk.devDependencies[name]}`);
     await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts", `./${tarball}`, ...orms], { cwd: dir, timeout: 180_000 });
 
     await writeFile(join(dir, "esm.mts"), `import { Code, createClient, GatewayError, type QueryResult } from "@db-gateway/client";\n${ORM_IMPORTS}\n${USAGE}`);
@@ -130,6 +148,25 @@ describe("the SDK as a package: npm pack, installed in a project outside the wor
         files: ["esm.mts", "cjs.cts"],
       }),
     );
+    // Prisma's CLI and client, at the workspace's versions, and a client generated as a consumer would (prisma generate
+    // runs no engine binary, but its CLI would download the schema engine's, unreachable here: a placeholder stands in).
+    const workspace = JSON.parse(await readFile(join(root, "package.json"), "utf8")) as { devDependencies: Record<string, string> };
+    const prismaPackages = ["prisma", "@prisma/client"].map((name) => `${name}@${workspace.devDependencies[name]}`);
+    await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts", ...prismaPackages], { cwd: dir, timeout: 180_000 });
+    await mkdir(join(dir, "prisma"));
+    await writeFile(join(dir, "prisma/schema.prisma"), PRISMA_SCHEMA);
+    await writeFile(join(dir, "no-schema-engine"), "");
+    await run(process.execPath, [join(dir, "node_modules/prisma/build/index.js"), "generate"], {
+      cwd: dir,
+      env: { PATH: process.env.PATH, PRISMA_SCHEMA_ENGINE_BINARY: join(dir, "no-schema-engine"), CHECKPOINT_DISABLE: "1" },
+      timeout: 120_000,
+    });
+    await writeFile(join(dir, "prisma-esm.mts"), PRISMA_USAGE);
+    await writeFile(
+      join(dir, "tsconfig.prisma.json"),
+      JSON.stringify({ extends: "./tsconfig.json", compilerOptions: { skipLibCheck: true }, files: ["prisma-esm.mts"] }),
+    );
+
     await writeFile(join(dir, "drizzle-esm.mts"), `${DRIZZLE_IMPORTS}\n${DRIZZLE_USAGE}`);
     await writeFile(join(dir, "drizzle-cjs.cts"), `${DRIZZLE_IMPORTS}\nasync function main() {${DRIZZLE_USAGE}}\nvoid main();\n`);
     await writeFile(
@@ -137,7 +174,7 @@ describe("the SDK as a package: npm pack, installed in a project outside the wor
       JSON.stringify({ extends: "./tsconfig.json", compilerOptions: { skipLibCheck: true }, files: ["drizzle-esm.mts", "drizzle-cjs.cts"] }),
     );
     // Type-check and compile with the workspace's TypeScript: the package's own declarations must be enough.
-    for (const project of ["tsconfig.json", "tsconfig.drizzle.json"]) {
+    for (const project of ["tsconfig.json", "tsconfig.drizzle.json", "tsconfig.prisma.json"]) {
       await run(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", project], { cwd: dir, timeout: 120_000 }).catch(
         (err: { stdout: string }) => {
           assert.fail(`tsc -p ${project} failed:\n${err.stdout}`);
@@ -167,6 +204,9 @@ describe("the SDK as a package: npm pack, installed in a project outside the wor
       assert.deepEqual(JSON.parse(stdout), EXPECTED, file);
       ctx.diagnostic(`${file}: ok`);
     }
+    const prismaRun = await run(process.execPath, ["out/prisma-esm.mjs"], { cwd: dir, env, timeout: 60_000 });
+    assert.deepEqual(JSON.parse(prismaRun.stdout), { prisma: "10" }, "out/prisma-esm.mjs");
+    ctx.diagnostic("out/prisma-esm.mjs: ok");
     for (const file of ["out/drizzle-esm.mjs", "out/drizzle-cjs.cjs"]) {
       const { stdout } = await run(process.execPath, [file], { cwd: dir, env, timeout: 60_000 });
       assert.deepEqual(JSON.parse(stdout), { drizzle: "9" }, file);
