@@ -1,6 +1,6 @@
 /**
  * `npm run bench:orm`: what each integration of the SDK (the pg-compatible
- * pool, Kysely, Drizzle) costs per query over the SDK's own `query()`, against
+ * pool, Kysely, Drizzle, Prisma) costs per query over the SDK's own `query()`, against
  * one gateway running as its own process (real mTLS) on the embedded
  * PostgreSQL (or PG_URL). The same point query (one row by primary key) through each:
  *
@@ -22,6 +22,8 @@ import { createClient } from "../client-sdk/src/index.js";
 import { createPgPool } from "../client-sdk/src/pg-pool.js";
 import { createKysely } from "../client-sdk/src/kysely-dialect.js";
 import { drizzle } from "../client-sdk/src/drizzle-driver.js";
+import { PrismaGateway } from "../client-sdk/src/prisma-adapter.js";
+import { generatePrismaClient } from "../test/helpers/prisma-client.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -43,6 +45,13 @@ function median(values: number[]): number {
 
 const items = pgTable("items", { id: integer("id").primaryKey(), name: text("name").notNull() });
 
+/** The part of the generated Prisma Client used here. */
+interface Prisma {
+  item: { findUnique(args: unknown): Promise<unknown> };
+  $disconnect(): Promise<void>;
+}
+const generated = await generatePrismaClient<Prisma>('model Item {\n  id   Int    @id\n  name String\n  @@map("items")\n}\n');
+
 const postgres = await postgresForRun("db-gateway-bench-orm-");
 const gateway = await startGatewayProcess({ databaseUrl: postgres.url });
 const results: { integration: string; concurrency: number; callsPerSecond: number; clientCpuMicros: number; gatewayCpuMicros: number }[] = [];
@@ -57,12 +66,14 @@ try {
   const pool = createPgPool(db);
   const kysely = createKysely<{ items: { id: number; name: string } }>(db);
   const orm = drizzle(db);
+  const prisma = new generated.PrismaClient({ adapter: new PrismaGateway(db) });
   const id = () => 1 + Math.floor(Math.random() * 1000);
   const integrations: [string, () => Promise<unknown>][] = [
     ["SDK query()", () => db.query('select "id", "name" from "items" where "id" = $1', [id()])],
     ["pg pool query()", () => pool.query('select "id", "name" from "items" where "id" = $1', [id()])],
     ["Kysely selectFrom()", () => kysely.selectFrom("items").select(["id", "name"]).where("id", "=", id()).executeTakeFirst()],
     ["Drizzle select()", () => orm.select({ id: items.id, name: items.name }).from(items).where(eq(items.id, id()))],
+    ["Prisma findUnique()", () => prisma.item.findUnique({ where: { id: id() }, select: { id: true, name: true } })],
   ];
 
   const measure = async (call: () => Promise<unknown>, concurrency: number) => {
@@ -105,6 +116,7 @@ try {
       });
     }
   }
+  await prisma.$disconnect();
   client.close();
 
   console.log(`\n${CALLS} point queries per measurement, median of ${ROUNDS} rounds\n`);
@@ -122,4 +134,5 @@ try {
   await dropPlatformDatabases([gateway.platform], postgres.url);
   await dropOwnerRole(postgres.url);
   await postgres.close();
+  await generated.remove();
 }

@@ -1,27 +1,13 @@
 // Prisma Client on a tenant database through a live gateway (@db-gateway/client/prisma): a client generated for the test, its queries, transactions and exact types.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { promisify } from "node:util";
 import type pg from "pg";
 import type { GatewayClient } from "../client-sdk/src/index.js";
 import { PrismaGateway } from "../client-sdk/src/prisma-adapter.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { generatePrismaClient, type GeneratedPrismaClient } from "./helpers/prisma-client.js";
 
-const run = promisify(execFile);
-const root = new URL("..", import.meta.url).pathname;
-
-const SCHEMA = `
-generator client {
-  provider = "prisma-client"
-  output   = "./generated"
-}
-datasource db {
-  provider = "postgresql"
-}
+const MODELS = `
 model Owner {
   id   BigInt @id @default(autoincrement())
   name String @unique
@@ -62,49 +48,26 @@ interface Prisma {
   $disconnect(): Promise<void>;
 }
 
-/**
- * Generates the client with the workspace's prisma CLI. Generating runs no
- * engine binary, but the CLI insists that the schema engine's be present and
- * would download it from binaries.prisma.sh (unreachable here): a placeholder
- * path stands in for it.
- */
-async function generateClient(dir: string): Promise<new (options: { adapter: PrismaGateway }) => Prisma> {
-  await symlink(join(root, "node_modules"), join(dir, "node_modules"));
-  await writeFile(join(dir, "schema.prisma"), SCHEMA);
-  await writeFile(join(dir, "prisma.config.ts"), 'export default { schema: "schema.prisma" };\n');
-  const placeholder = join(dir, "no-schema-engine");
-  await writeFile(placeholder, "");
-  await run(process.execPath, [join(root, "node_modules/prisma/build/index.js"), "generate"], {
-    cwd: dir,
-    env: { ...process.env, PRISMA_SCHEMA_ENGINE_BINARY: placeholder, PRISMA_HIDE_UPDATE_MESSAGE: "1", CHECKPOINT_DISABLE: "1" },
-    timeout: 120_000,
-  });
-  const generated = (await import(join(dir, "generated/client.ts"))) as { PrismaClient: new (options: { adapter: PrismaGateway }) => Prisma };
-  return generated.PrismaClient;
-}
-
 describe("Prisma Client over a tenant database", () => {
   let t: TestGateway;
   let client: GatewayClient;
   let platform: string;
-  let dir: string;
-  let PrismaClient: new (options: { adapter: PrismaGateway }) => Prisma;
+  let generated: GeneratedPrismaClient<Prisma>;
   let prisma: Prisma;
   let direct: pg.Client;
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "prisma-client-"));
-    PrismaClient = await generateClient(dir);
+    generated = await generatePrismaClient<Prisma>(MODELS);
     t = await startTestGateway({ platforms: 1 });
     platform = t.platforms[0]!;
     await t.adminClient().admin().createTenant(platform, "acme");
     client = t.client();
-    prisma = new PrismaClient({ adapter: new PrismaGateway(client.platform(platform).tenant("acme")) });
+    prisma = new generated.PrismaClient({ adapter: new PrismaGateway(client.platform(platform).tenant("acme")) });
     direct = await t.pg(`${platform}_acme`);
   });
   after(async () => {
     await prisma?.$disconnect();
     await t?.close();
-    await rm(dir, { recursive: true, force: true });
+    await generated?.remove();
   });
 
   it("creates the tables through Prisma (migrate needs the schema engine: see the README)", async () => {
@@ -134,7 +97,7 @@ describe("Prisma Client over a tenant database", () => {
   });
 
   it("BigInt, Decimal, Json, DateTime, Bytes and String[] round-trip exactly", async () => {
-    const { Decimal } = (await import(join(dir, "node_modules/@prisma/client/runtime/client.js"))) as { Decimal: new (v: string) => { toFixed(): string } };
+    const { Decimal } = generated;
     const values = {
       name: "v",
       big: 9223372036854775807n,
@@ -204,7 +167,7 @@ describe("Prisma Client over a tenant database", () => {
 
   it("per-tenant clients over one gateway client: each sees its own tenant", async () => {
     await t.adminClient().admin().createTenant(platform, "other");
-    const other = new PrismaClient({ adapter: new PrismaGateway(client.platform(platform).tenant("other")) });
+    const other = new generated.PrismaClient({ adapter: new PrismaGateway(client.platform(platform).tenant("other")) });
     try {
       await assert.rejects(other.owner.count(), (err: { code?: string }) => err.code === "P2021"); // the table does not exist there
     } finally {
