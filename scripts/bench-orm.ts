@@ -116,6 +116,23 @@ try {
       });
     }
   }
+  // What a handle per request costs: making one over a tenant's database handle, before any query.
+  const HANDLES = 2_000;
+  const handleCosts: [string, () => unknown][] = [
+    ["SDK tenant(t)", () => client.platform(gateway.platform).tenant("t")],
+    ["pg pool", () => createPgPool(client.platform(gateway.platform).tenant("t"))],
+    ["Kysely", () => createKysely(client.platform(gateway.platform).tenant("t"))],
+    ["Drizzle", () => drizzle(client.platform(gateway.platform).tenant("t"))],
+    ["Prisma Client", () => new generated.PrismaClient({ adapter: new PrismaGateway(client.platform(gateway.platform).tenant("t")) })],
+  ];
+  const handleMicros: [string, number][] = [];
+  for (const [name, make] of handleCosts) {
+    for (let i = 0; i < 200; i++) make(); // warm-up
+    const started = performance.now();
+    for (let i = 0; i < HANDLES; i++) make();
+    handleMicros.push([name, Math.round(((performance.now() - started) * 1000) / HANDLES)]);
+  }
+
   await prisma.$disconnect();
   client.close();
 
@@ -128,7 +145,11 @@ try {
       `| ${r.integration} | ${r.concurrency} | ${r.callsPerSecond} | ${r.clientCpuMicros} | ${r.clientCpuMicros - base.clientCpuMicros} | ${r.gatewayCpuMicros} |`,
     );
   }
-  if (args.json) await writeFile(args.json, JSON.stringify({ calls: CALLS, rounds: ROUNDS, results }, null, 2));
+  console.log(`\nMaking a handle per request (${HANDLES} each, no query)\n`);
+  console.log("| handle | µs to make |");
+  console.log("|---|---|");
+  for (const [name, micros] of handleMicros) console.log(`| ${name} | ${micros} |`);
+  if (args.json) await writeFile(args.json, JSON.stringify({ calls: CALLS, rounds: ROUNDS, results, handleMicros }, null, 2));
 } finally {
   await gateway.close();
   await dropPlatformDatabases([gateway.platform], postgres.url);
