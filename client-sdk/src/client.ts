@@ -157,7 +157,9 @@ export function createClient(options: ClientOptions): GatewayClient {
 
   return {
     platform(platform) {
-      return { ...createDatabase(context, { platform, tenantId: "" }), tenant: (tenantId) => createDatabase(context, { platform, tenantId }) };
+      return Object.assign(createDatabase(context, { platform, tenantId: "" }), {
+        tenant: (tenantId: string) => createDatabase(context, { platform, tenantId }),
+      });
     },
     admin() {
       /** Admin calls: reads are idempotent; creating and dropping are retried only when they never reached the gateway's database. */

@@ -177,8 +177,29 @@ export interface DatabaseContext {
   tokens: CommitTokens | undefined;
 }
 
+/** What each handle was made from, for `withTypeParsers`. */
+const origins = new WeakMap<Database, { context: DatabaseContext; target: { platform: string; tenantId: string } }>();
+
+/**
+ * The same database, on the same connection, with rows decoded by
+ * `parserFor` instead of the client's parsers: for the integrations whose
+ * libraries expect pg's own values (or PostgreSQL's text) rather than the
+ * SDK's. Cheap: no call, no connection.
+ */
+export function withTypeParsers(database: Database, parserFor: (oid: number) => TypeParser): Database {
+  const origin = origins.get(database);
+  if (origin === undefined) throw new TypeError("not a database handle of this SDK (gateway.platform(p) or gateway.platform(p).tenant(t))");
+  return createDatabase({ ...origin.context, parserFor }, origin.target);
+}
+
 /** The handle of one database, over the QueryService client. */
 export function createDatabase(context: DatabaseContext, target: { platform: string; tenantId: string }): Database {
+  const database = databaseOver(context, target);
+  origins.set(database, { context, target });
+  return database;
+}
+
+function databaseOver(context: DatabaseContext, target: { platform: string; tenantId: string }): Database {
   const { client, parserFor } = context;
   /** A unary call with the client's default deadline and safe retries; errors become GatewayErrors. */
   const call = <T>(fn: (options: CallOptions) => Promise<T>, options: CallOptions): Promise<T> => {

@@ -5,7 +5,7 @@ import { createWritableIterable } from "@connectrpc/connect/protocol";
 import { IsolationLevel, TransactionRequestSchema, type QueryService, type TransactionResponse } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { Code, GatewayError } from "./gateway-error.js";
 import type { QueryStreamSession } from "./query-stream.js";
-import { decodeResult, type QueryResult } from "./result.js";
+import { decodeResult, type QueryResult, type RowMode } from "./result.js";
 import type { TypeParser } from "./type-parsers.js";
 import { toValue, type Param } from "./values.js";
 
@@ -26,7 +26,13 @@ export interface TransactionOptions {
 /** The handle a `transaction()` callback runs its statements on. */
 export interface Transaction {
   /** Runs one statement inside the transaction. Statements run in call order; those issued together (say with Promise.all) reach PostgreSQL together. */
-  query<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: readonly Param[]): Promise<QueryResult<Row>>;
+  query<Row extends Record<string, unknown> = Record<string, unknown>>(
+    sql: string,
+    params?: readonly Param[],
+    options?: { rowMode?: undefined },
+  ): Promise<QueryResult<Row>>;
+  /** The same, each row an array of values in column order (pg's `rowMode: "array"`). */
+  query<Row extends unknown[] = unknown[]>(sql: string, params: readonly Param[] | undefined, options: { rowMode: "array" }): Promise<QueryResult<Row>>;
 }
 
 const ISOLATION = {
@@ -168,7 +174,7 @@ export async function runTransactionOnce<T>(
     begun.catch(() => undefined); // awaited before anything else is read
     let queue: Promise<unknown> = Promise.resolve();
     const tx: Transaction = {
-      query<Row extends Record<string, unknown>>(sql: string, params: readonly Param[] = []) {
+      query<Row>(sql: string, params: readonly Param[] = [], options: { rowMode?: RowMode } = {}) {
         if (!open || ending) return Promise.reject(transactionOver());
         // Sent at once, not after the answers before it: statements issued together travel, and reach PostgreSQL, together.
         send({ kind: { case: "statement", value: { sql, params: params.map(toValue) } } });
@@ -177,7 +183,7 @@ export async function runTransactionOnce<T>(
           const answer = await receive();
           if (answer.case === "error") throw GatewayError.fromStatus(answer.value);
           if (answer.case !== "result") throw unexpected(answer.case);
-          return decodeResult<Row>(answer.value, parserFor);
+          return decodeResult<Row>(answer.value, parserFor, options.rowMode);
         };
         const result = queue.then(run, run);
         queue = result.catch(() => undefined);
