@@ -27,6 +27,9 @@ import { CleanupStack } from "./cleanup-stack.js";
 import { Clusters } from "./tenancy/clusters.js";
 import { followTenantChanges, PlacementStore } from "./tenancy/placement-store.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
+import { MoveStore } from "./tenancy/move-store.js";
+import { TenantMover } from "./tenancy/tenant-move.js";
+import { TenantPauses } from "./tenancy/tenant-pause.js";
 import { administrativeConnections, type ClusterSetting } from "./database/cluster-connections.js";
 import { startReconciliation } from "./tenancy/catalog-reconciliation.js";
 import { Migrator } from "./tenancy/migrator.js";
@@ -193,6 +196,8 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     (platform, limit, scope, n) => metrics.quotaRefusals.inc({ platform, limit, scope }, n),
   );
   const recentCalls = new RecentCalls();
+  // A tenant being switched to another cluster: its new calls wait (see tenancy/tenant-move.ts).
+  const pauses = new TenantPauses();
   const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
   const pools = new PoolManager({
     ...options.pool,
@@ -215,6 +220,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     },
     shareOf: (database) => quotas.shareOf(database),
     admit: (database) => quotas.admit(database),
+    hold: (database, limits) => pauses.hold(database, limits),
   });
   cleanup.defer("pools", () => pools.closeAll());
 
@@ -384,6 +390,21 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         roleOf: (database) => roles.roleName(database),
       }),
       backups,
+      mover: new TenantMover({
+        clusters,
+        registry,
+        placements,
+        moves: await MoveStore.open(catalog),
+        pauses,
+        roles,
+        closePool: (database, error) => pools.close(database, error),
+        access: (cluster) => {
+          const at = clusterSettings.findIndex((c) => c.name === cluster);
+          const { user, password } = handles[at]!.connection;
+          return { url: clusterSettings[at]!.url, user: user ?? "", password: password as string | undefined };
+        },
+        pgBinDir: options.pgBinDir,
+      }),
     },
   );
   addService(server, AdminService, adminService, { ...hooks, authorize: requireAdmin });
