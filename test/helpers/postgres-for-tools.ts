@@ -26,11 +26,13 @@ function toolMajor(binDir: string): number {
  * .ci/run installs when missing); the suite's own
  * server may be newer (the embedded PostgreSQL 18), which pg_dump 15 refuses.
  */
-export async function postgresForTools(): Promise<ToolsPostgres> {
+export async function postgresForTools(options: { settings?: Record<string, string> } = {}): Promise<ToolsPostgres> {
   const binDir = findBinDir();
   const major = toolMajor(binDir);
   const given = process.env.PG_URL;
-  if (given) {
+  // Settings of its own (wal_level = logical, say): always a scratch server.
+  const settings = Object.entries(options.settings ?? {}).flatMap(([name, value]) => ["-c", `${name}=${value}`]);
+  if (given && settings.length === 0) {
     const client = new pg.Client({ connectionString: given });
     await client.connect();
     const server = Number((await client.query<{ v: string }>("SHOW server_version_num")).rows[0]!.v);
@@ -49,7 +51,7 @@ export async function postgresForTools(): Promise<ToolsPostgres> {
     // A port taken between choosing it and the server binding it: another try on another port.
     for (let attempt = 1; ; attempt++) {
       try {
-        return await startServer(binDir, data, dir, asPostgres);
+        return await startServer(binDir, data, dir, asPostgres, settings);
       } catch (err) {
         if (attempt === 3) throw err;
       }
@@ -66,6 +68,7 @@ async function startServer(
   data: string,
   dir: string,
   asPostgres: { uid: number; gid: number; env: NodeJS.ProcessEnv },
+  settings: readonly string[],
 ): Promise<ToolsPostgres> {
   const port = await freePort();
   const server = spawn(
@@ -83,6 +86,7 @@ async function startServer(
       "fsync=off",
       "-c",
       "max_connections=200",
+      ...settings,
     ],
     { ...asPostgres, stdio: "ignore" },
   );

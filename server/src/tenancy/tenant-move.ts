@@ -371,6 +371,7 @@ export class TenantMover {
       }
       const sequences = await copySequences(sourceInside, target, database);
       request.signal.throwIfAborted();
+      if (performance.now() > until) throw pauseExceeded(database, request.maxPauseMillis, "the switch was not over");
       this.o.registry.add(database, target.name);
       await this.o.placements.place(database, target.name);
       flipped = true;
