@@ -87,7 +87,9 @@ try {
   stop = true;
   await Promise.all(writers);
   const sorted = [...pauses].sort((a, b) => a - b);
-  console.log(`\npause: median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(0)} ms, max ${sorted.at(-1)!.toFixed(0)} ms; failed writes by reason: ${JSON.stringify(Object.fromEntries(errors))}`);
+  console.log(
+    `\npause: median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(0)} ms, max ${sorted.at(-1)!.toFixed(0)} ms; failed writes by reason: ${JSON.stringify(Object.fromEntries(errors))}`,
+  );
 } finally {
   await t.close();
   await Promise.all(clusters.map((c) => c.close()));

@@ -255,8 +255,9 @@ export class TenantMover {
     const conninfo = `${toolConnection(a.url, a.user, a.password).conninfo}${a.password !== undefined ? ` password=${libpqQuote(a.password)}` : ""} dbname=${libpqQuote(database)}`;
     const inside = await target.connectTo(database);
     try {
+      // synchronous_commit on: the target flushes each change it applies at once, so it confirms the source's position without waiting for its WAL writer (the pause).
       await inside.query(
-        `CREATE SUBSCRIPTION ${escapeIdentifier(name)} CONNECTION ${escapeLiteral(conninfo)} PUBLICATION ${escapeIdentifier(name)} WITH (slot_name = ${escapeLiteral(name)})`,
+        `CREATE SUBSCRIPTION ${escapeIdentifier(name)} CONNECTION ${escapeLiteral(conninfo)} PUBLICATION ${escapeIdentifier(name)} WITH (slot_name = ${escapeLiteral(name)}, synchronous_commit = on)`,
       );
     } finally {
       await inside.end();
@@ -348,13 +349,15 @@ export class TenantMover {
       await source.admin.query(`ALTER ROLE ${escapeIdentifier(role)} CONNECTION LIMIT 0`);
       const drainUntil = started + request.maxPauseMillis * DRAIN_SHARE;
       while (performance.now() < drainUntil && (await busySessions(source, database, role)) > 0) await sleep(POLL_MILLIS);
-      // pg_terminate_backend's timeout: it returns once each session has ended, so no write of theirs commits after the position read next.
-      for (let left = 1; left > 0;) {
-        await source.admin.query("SELECT pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity WHERE datname = $1 AND usename = $2", [
+      // Until every session is gone from pg_stat_activity (its transaction ended), so no write of theirs commits after the position read next.
+      // Not pg_terminate_backend's own wait: it looks every 100 ms, one session after the other.
+      for (;;) {
+        await source.admin.query("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE datname = $1 AND usename = $2", [
           database,
           role,
         ]);
-        left = await sessions(source, database, role);
+        await sleep(POLL_MILLIS / 4);
+        if ((await sessions(source, database, role)) === 0) break;
         if (performance.now() > until) throw pauseExceeded(database, request.maxPauseMillis, "the tenant's sessions on the source did not end");
       }
       const catchUpLsn = (await source.admin.query<{ lsn: string }>("SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn")).rows[0]!.lsn;
