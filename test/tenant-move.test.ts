@@ -3,9 +3,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
-import { GatewayError } from "../client-sdk/src/index.js";
+import { createClient, GatewayError } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
-import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
+import { keyLists, startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { postgresForTools, type ToolsPostgres } from "./helpers/postgres-for-tools.js";
 
 const LOGICAL = { wal_level: "logical", max_replication_slots: "10", max_wal_senders: "10" };
@@ -134,6 +134,71 @@ describe("moving a tenant between clusters", () => {
     const event = events.find((e) => e.action === "tenant.move");
     assert.equal(event?.outcome, "OK");
     assert.equal(event?.detail.source, "east");
+  });
+
+  it("writes through another gateway of the same catalog are all on the target too, and it serves the target after the flip", async () => {
+    const second = await startTestGateway({
+      platforms: 0,
+      createMain: false,
+      overrides: {
+        platformKeys: keyLists(t.keys),
+        adminKeys: [t.adminKey],
+        gatewaySecret: t.gatewaySecret,
+        catalogDatabase: `catalog_${platform}`,
+        clusters: [
+          { name: "east", url: east.url },
+          { name: "west", url: west.url },
+        ],
+        pgBinDir: east.binDir,
+      },
+    });
+    const viaSecond = createClient(second.clientOptions(t.keys[platform]!));
+    try {
+      const admin = t.adminClient().admin();
+      await admin.createTenant(platform, "g1", { cluster: "east" });
+      const dbs = [t.client().platform(platform).tenant("g1"), viaSecond.platform(platform).tenant("g1")];
+      await dbs[0]!.query("CREATE TABLE item (id bigserial PRIMARY KEY, k text UNIQUE NOT NULL)");
+      const acknowledged: string[] = [];
+      const failed = new Map<string, number>();
+      let stop = false;
+      let n = 0;
+      const writer = async (which: number) => {
+        while (!stop) {
+          const k = `g${which}-${n++}`;
+          try {
+            await dbs[which]!.query("INSERT INTO item (k) VALUES ($1)", [k]);
+            acknowledged.push(k);
+          } catch (err) {
+            const reason = err instanceof GatewayError ? err.reason : String(err);
+            failed.set(reason, (failed.get(reason) ?? 0) + 1);
+          }
+        }
+      };
+      const writers = [0, 0, 1, 1].map((which) => writer(which));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const moved = await admin.moveTenant(platform, "g1", "west", { timeoutMs: 120_000 });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      stop = true;
+      await Promise.all(writers);
+      console.log(
+        `# two gateways: pause ${millis(moved.pause).toFixed(1)} ms, ${acknowledged.length} acknowledged, failed ${JSON.stringify(Object.fromEntries(failed))}`,
+      );
+      assert.ok(acknowledged.some((k) => k.startsWith("g1-")) && acknowledged.some((k) => k.startsWith("g0-")));
+      const onTarget = new Set(
+        await direct(west.url, `${platform}_g1`, async (c) => (await c.query<{ k: string }>("SELECT k FROM item")).rows.map((r) => r.k)),
+      );
+      assert.deepEqual(
+        acknowledged.filter((k) => !onTarget.has(k)),
+        [],
+        "every write acknowledged by either gateway is on the target",
+      );
+      await direct(east.url, moved.keptSource, (c) => c.query("INSERT INTO item (k) VALUES ('marker')"));
+      assert.deepEqual((await dbs[1]!.query("SELECT k FROM item WHERE k = 'marker'")).rows, []);
+      assert.equal((await dbs[1]!.query("SELECT count(*)::int AS n FROM item")).rows[0]!.n, onTarget.size);
+    } finally {
+      viaSecond.close();
+      await second.close();
+    }
   });
 
   it("a move that fails or is cut off leaves the tenant on its source, serving; the next run resumes and completes", async () => {

@@ -125,6 +125,8 @@ export class TenantMover {
         const stale = clusters.all().find((c) => c.name === record.target);
         if (stale !== undefined) await this.#discardCopy(database, stale);
       }
+      // A run that stopped in its pause (its gateway gone) left the tenant's role refused on the source: it may connect again.
+      if (record?.phase === "copying") await this.#allowOn(served, database);
       await this.#checkPossible(database, served, target);
       await this.o.moves.begin(database, served.name, target.name);
       try {
@@ -389,17 +391,21 @@ export class TenantMover {
       await this.o.moves.reached(database, "switched", Math.round(pauseMillis));
       return { pauseMillis, catchUpLsn, sequences };
     } catch (err) {
-      if (!flipped) {
-        // The tenant stays where it was: its role may connect to the source again.
-        const client = await source.admin.connect().catch(() => undefined);
-        if (client !== undefined) {
-          await this.o.roles.syncConnectionLimits(client, [database]).catch(() => undefined);
-          client.release();
-        }
-      }
+      // The tenant stays where it was: its role may connect to the source again.
+      if (!flipped) await this.#allowOn(source, database).catch(() => undefined);
       throw err;
     } finally {
       resume();
+    }
+  }
+
+  /** Gives the tenant's role on `cluster` its connection limit back (from the CONNECTION LIMIT 0 of a switch). */
+  async #allowOn(cluster: Cluster, database: string): Promise<void> {
+    const client = await cluster.admin.connect();
+    try {
+      await this.o.roles.syncConnectionLimits(client, [database]);
+    } finally {
+      client.release();
     }
   }
 
