@@ -132,8 +132,9 @@ export class TenantMover {
       try {
         return await this.#move(database, served, target, request);
       } catch (err) {
-        await this.o.moves.failed(database, toGatewayError(err).message).catch(() => undefined);
-        throw err;
+        const failure = request.signal.aborted ? stopped(request.signal, database, err) : toGatewayError(err);
+        await this.o.moves.failed(database, failure.message).catch(() => undefined);
+        throw failure;
       }
     });
   }
@@ -539,6 +540,16 @@ async function copySequences(sourceInside: pg.Client, target: Cluster, database:
     await inside.end();
   }
   return rows.length;
+}
+
+/** A move stopped by its call's deadline or cancellation (the signal's abort surfaces as whatever step was running). */
+function stopped(signal: AbortSignal, database: string, cause: unknown): GatewayError {
+  const deadline = (signal.reason as { name?: string } | undefined)?.name === "TimeoutError";
+  return new GatewayError(
+    deadline ? "DEADLINE_EXCEEDED" : "CANCELLED",
+    `the move of "${database}" stopped where it was (${deadline ? "the call's deadline passed" : "the call was cancelled"}): run it again to go on`,
+    { metadata: { database }, cause },
+  );
 }
 
 function pauseExceeded(database: string, maxPauseMillis: number, why: string): GatewayError {
