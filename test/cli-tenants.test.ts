@@ -141,6 +141,18 @@ describe("db-gateway tenants", () => {
     assert.match(noGateway.stderr, /^db-gateway: UNAVAILABLE: /);
   });
 
+  it("move reaches MoveTenant and prints its refusal: the only cluster, or one not configured", async () => {
+    assert.equal((await tenants(["create", "--platform", platform, "--tenant", "mover"])).code, 0);
+    const same = await tenants(["move", "--platform", platform, "--tenant", "mover", "--to", "primary", "--max-pause-ms", "2000"]);
+    assert.equal(same.code, 1);
+    assert.match(same.stderr, /FAILED_PRECONDITION \(MOVE_TO_SAME_CLUSTER\)/);
+    const nowhere = await tenants(["move", "--platform", platform, "--tenant", "mover", "--to", "nowhere"]);
+    assert.equal(nowhere.code, 1);
+    assert.match(nowhere.stderr, /NOT_FOUND \(CLUSTER_NOT_FOUND\)/);
+    // The tests after count the platform's databases.
+    assert.equal((await tenants(["drop", "--platform", platform, "--tenant", "mover", "--yes"])).code, 0);
+  });
+
   it("refuses other mistakes before it connects (UsageError: exit 2)", async () => {
     const mistakes = [
       [],
@@ -156,6 +168,11 @@ describe("db-gateway tenants", () => {
       ["create", "--platform", "Bad", "--main"],
       ["drop", "--tenant", "x", "--yes"],
       ["drop", "--platform", platform, "--tenant", "x"],
+      ["move", "--platform", platform, "--tenant", "x"],
+      ["move", "--platform", platform, "--to", "west"],
+      ["move", "--platform", platform, "--tenant", "x", "--to", "west", "--max-pause-ms", "0"],
+      ["move", "--platform", platform, "--tenant", "x", "--to", "west", "--max-pause-ms", "1.5"],
+      ["move", "--platform", platform, "--tenant", "x", "--to", "west", "--from", "y"],
     ];
     // In this process: each would cost a CLI start, and none gets as far as reading a file or the environment's key.
     for (const args of mistakes) await assert.rejects(tenantsCommand.run(args), UsageError, args.join(" "));

@@ -11,6 +11,7 @@ import {
   type GetPoolStatsResponse,
   type ListQuotasResponse,
   type ListTenantsResponse,
+  type MoveTenantResponse,
   type RestoreTenantResponse,
   type VerifyBackupResponse,
   type QuotaLimits as QuotaLimitsMessage,
@@ -91,6 +92,18 @@ export interface AdminClient {
   forkTenant(platform: string, sourceTenantId: string, tenantId: string, options?: CallOptions): Promise<ForkTenantResponse>;
   /** A page of the platform's databases with their size, schema version, last backup, connections and calls in the last minute. */
   listTenants(platform: string, options?: { pageSize?: number; pageToken?: string } & CallOptions): Promise<ListTenantsResponse>;
+  /**
+   * Moves a tenant to another cluster (logical replication, then a pause of
+   * at most `maxPauseMs`, default 5,000, while the target catches up). Never
+   * retried: calling again resumes a move that stopped. `dropSource` drops
+   * the source database instead of keeping it renamed.
+   */
+  moveTenant(
+    platform: string,
+    tenantId: string,
+    cluster: string,
+    options?: { maxPauseMs?: number; dropSource?: boolean } & CallOptions,
+  ): Promise<MoveTenantResponse>;
 }
 
 /** Whose calls a quota limits: see `AdminClient.setQuota`. */
@@ -190,6 +203,22 @@ export function createClient(options: ClientOptions): GatewayClient {
         restoreTenant: (platform, tenantId, file, o = {}) => call((c) => admin.restoreTenant({ platform, tenantId, file }, c), o, false),
         verifyBackup: (file, o = {}) => call((c) => admin.verifyBackup({ file }, c), o, true),
         forkTenant: (platform, sourceTenantId, tenantId, o = {}) => call((c) => admin.forkTenant({ platform, sourceTenantId, tenantId }, c), o, false),
+        moveTenant: (platform, tenantId, cluster, o = {}) =>
+          call(
+            (c) =>
+              admin.moveTenant(
+                {
+                  platform,
+                  tenantId,
+                  cluster,
+                  dropSource: o.dropSource ?? false,
+                  ...(o.maxPauseMs !== undefined ? { maxPause: { seconds: BigInt(Math.floor(o.maxPauseMs / 1000)), nanos: (o.maxPauseMs % 1000) * 1e6 } } : {}),
+                },
+                c,
+              ),
+            o,
+            false,
+          ),
         listTenants: (platform, o = {}) => call((c) => admin.listTenants({ platform, pageSize: o.pageSize ?? 0, pageToken: o.pageToken ?? "" }, c), o, true),
       };
     },

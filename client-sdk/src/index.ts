@@ -38,6 +38,7 @@ export {
   type BackupFile,
   type BackupResponse,
   type ForkTenantResponse,
+  type MoveTenantResponse,
   type GetPoolStatsResponse,
   type ListQuotasResponse,
   type ListTenantsResponse,

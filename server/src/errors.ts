@@ -35,6 +35,16 @@ export const Reason = {
   CLUSTERS_FULL: Status.RESOURCE_EXHAUSTED,
   /** CreateTenant named a cluster other than its template's: a database is copied within one server only. */
   TEMPLATE_ON_OTHER_CLUSTER: Status.FAILED_PRECONDITION,
+  /** MoveTenant named the cluster that already serves the tenant. */
+  MOVE_TO_SAME_CLUSTER: Status.FAILED_PRECONDITION,
+  /** A move cannot run: wal_level is not logical on the source, an administrative role is not a superuser, a table has no replica identity. */
+  MOVE_NOT_POSSIBLE: Status.FAILED_PRECONDITION,
+  /** Another MoveTenant of the same tenant runs (on this or another gateway instance). */
+  MOVE_IN_PROGRESS: Status.ABORTED,
+  /** The target did not catch up within the move's longest pause: the tenant stays on its source, serving; run the move again. */
+  MOVE_PAUSE_EXCEEDED: Status.ABORTED,
+  /** The tenant moved to another cluster while the call waited for a connection: it was not run; try again. */
+  TENANT_MOVED: Status.UNAVAILABLE,
   /** No connection became free within the acquire timeout or the call's deadline. */
   POOL_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
   /** Too many calls were already waiting for a connection to this database. */

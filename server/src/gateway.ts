@@ -29,6 +29,9 @@ import { Clusters } from "./tenancy/clusters.js";
 import { parseLsn, Replicas } from "./tenancy/replicas.js";
 import { followTenantChanges, PlacementStore } from "./tenancy/placement-store.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
+import { MoveStore } from "./tenancy/move-store.js";
+import { TenantMover } from "./tenancy/tenant-move.js";
+import { TenantPauses } from "./tenancy/tenant-pause.js";
 import { administrativeConnections, replicaConnections, type ClusterSetting } from "./database/cluster-connections.js";
 import { startReconciliation } from "./tenancy/catalog-reconciliation.js";
 import { Migrator } from "./tenancy/migrator.js";
@@ -230,6 +233,8 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     cleanup.defer("statements in flight shared", () => concurrency.stop());
   }
   const recentCalls = new RecentCalls();
+  // A tenant being switched to another cluster: its new calls wait (see tenancy/tenant-move.ts).
+  const pauses = new TenantPauses();
   const roles = new TenantRoles(options.gatewaySecret, roleConnectionLimit(options.pool.maxConnectionsPerPool, options.gatewayInstances ?? 1));
   /** Pools of tenant connections to a server (a cluster's primary, or a replica): each as the database's own role. */
   const poolsOn = (serverOf: (database: string) => pg.ClientConfig, limits: Partial<PoolManagerOptions>) =>
@@ -254,6 +259,7 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   const clusterOf = (database: string) => handles.find((h) => h.name === registry.clusterOf(database)) ?? handles[0]!;
   const pools = poolsOn((database) => clusterOf(database).connection, {
     clusterOf: (database) => ({ name: clusterOf(database).name, maxConnections: clusterOf(database).maxConnections ?? Infinity }),
+    hold: (database, limits) => pauses.hold(database, limits),
   });
   cleanup.defer("pools", () => pools.closeAll());
 
@@ -461,6 +467,21 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
         roleOf: (database) => roles.roleName(database),
       }),
       backups,
+      mover: new TenantMover({
+        clusters,
+        registry,
+        placements,
+        moves: await MoveStore.open(catalog),
+        pauses,
+        roles,
+        closePool: (database, error) => pools.close(database, error),
+        access: (cluster) => {
+          const at = clusterSettings.findIndex((c) => c.name === cluster);
+          const { user, password } = handles[at]!.connection;
+          return { url: clusterSettings[at]!.url, user: user ?? "", password: password as string | undefined };
+        },
+        pgBinDir: options.pgBinDir,
+      }),
     },
   );
   addService(server, AdminService, adminService, { ...hooks, authorize: requireAdmin });

@@ -30,11 +30,13 @@ function toolMajor(binDir: string): number {
  * .ci/run installs when missing); the suite's own
  * server may be newer (the embedded PostgreSQL 18), which pg_dump 15 refuses.
  */
-export async function postgresForTools(options: { fresh?: boolean } = {}): Promise<ToolsPostgres> {
+export async function postgresForTools(options: { fresh?: boolean; settings?: Record<string, string> } = {}): Promise<ToolsPostgres> {
   const binDir = findBinDir();
   const major = toolMajor(binDir);
   const given = options.fresh === true ? undefined : process.env.PG_URL;
-  if (given) {
+  // Settings of its own (wal_level = logical, say): always a scratch server.
+  const settings = Object.entries(options.settings ?? {}).flatMap(([name, value]) => ["-c", `${name}=${value}`]);
+  if (given && settings.length === 0) {
     const client = new pg.Client({ connectionString: given });
     await client.connect();
     const server = Number((await client.query<{ v: string }>("SHOW server_version_num")).rows[0]!.v);
@@ -53,7 +55,7 @@ export async function postgresForTools(options: { fresh?: boolean } = {}): Promi
     // A port taken between choosing it and the server binding it: another try on another port.
     for (let attempt = 1; ; attempt++) {
       try {
-        return await startServer(binDir, data, dir, asPostgres);
+        return await startServer(binDir, data, dir, asPostgres, settings);
       } catch (err) {
         if (attempt === 3) throw err;
       }
@@ -89,7 +91,7 @@ export async function startServer(
       "fsync=off",
       "-c",
       "max_connections=200",
-      ...settings.flatMap((setting) => ["-c", setting]),
+      ...settings,
     ],
     { ...asPostgres, stdio: "ignore" },
   );

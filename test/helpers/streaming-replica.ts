@@ -21,7 +21,7 @@ export interface ReplicatedPostgres {
   close(): Promise<void>;
 }
 
-const REPLICATION = ["wal_level=replica", "max_wal_senders=5", "hot_standby=on", "wal_keep_size=64MB"];
+const REPLICATION = ["wal_level=replica", "max_wal_senders=5", "hot_standby=on", "wal_keep_size=64MB"].flatMap((setting) => ["-c", setting]);
 
 /** Starts a primary, takes a base backup of it for a replica (with its standby settings), and starts the replica. */
 export async function startReplicatedPostgres(): Promise<ReplicatedPostgres> {

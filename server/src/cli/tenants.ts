@@ -1,4 +1,4 @@
-/** `db-gateway tenants create|drop|list`: tenant databases through a running gateway's AdminService, with the SDK over mutual TLS. */
+/** `db-gateway tenants create|drop|list|fork|facts|move`: tenant databases through a running gateway's AdminService, with the SDK over mutual TLS. */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { DatabaseInfo, TenantFacts } from "@db-gateway/client";
 import { databaseName, validatePlatform } from "../tenancy/naming.js";
@@ -14,6 +14,7 @@ const SUBCOMMANDS: Record<string, readonly string[]> = {
   drop: ["platform", "tenant", "yes", ...CONNECTION],
   fork: ["platform", "tenant", "from", ...CONNECTION],
   facts: ["platform", ...CONNECTION],
+  move: ["platform", "tenant", "main", "to", "max-pause-ms", "drop-source", ...CONNECTION],
 };
 
 export const tenantsCommand: Command = {
@@ -24,6 +25,7 @@ export const tenantsCommand: Command = {
        db-gateway tenants drop --platform NAME --tenant ID --yes [connection options] [--json]
        db-gateway tenants fork --platform NAME --from ID --tenant NEW_ID [connection options] [--json]
        db-gateway tenants facts --platform NAME [connection options] [--json]
+       db-gateway tenants move --platform NAME (--tenant ID | --main) --to CLUSTER [--max-pause-ms N] [--drop-source] [connection options] [--json]
 
 Calls a running gateway's AdminService with the admin API key over mutual TLS:
   list     the databases of a platform (of every configured platform without
@@ -39,6 +41,11 @@ Calls a running gateway's AdminService with the admin API key over mutual TLS:
   facts    each database of the platform with its size, schema version, last
            backup, and this gateway instance's connections and calls in the
            last minute
+  move     moves {platform}_{tenant} to cluster --to with PostgreSQL's logical
+           replication while it serves, then holds its calls at most
+           --max-pause-ms (default 5000) while the target catches up, and
+           switches. The source is kept renamed {database}-moved-{time}, or
+           dropped with --drop-source. Run again to resume a move that stopped
 
 ${connectionHelp(DEFAULT_TIMEOUT_SECS)}
 
@@ -62,6 +69,9 @@ Examples:
         cluster: { type: "string" },
         yes: { type: "boolean" },
         from: { type: "string" },
+        to: { type: "string" },
+        "max-pause-ms": { type: "string" },
+        "drop-source": { type: "boolean" },
         ...CONNECTION_OPTIONS,
       },
       true,
@@ -75,10 +85,12 @@ Examples:
       if (platform === undefined) throw new UsageError("tenants facts needs --platform");
     } else if (subcommand !== "list") {
       if (platform === undefined) throw new UsageError(`tenants ${subcommand} needs --platform`);
-      if (subcommand === "create" && values.main) {
+      if ((subcommand === "create" || subcommand === "move") && values.main) {
         if (values.tenant !== undefined) throw new UsageError("--main and --tenant exclude each other");
       } else if (values.tenant === undefined || values.tenant === "") {
-        throw new UsageError(`tenants ${subcommand} needs --tenant${subcommand === "create" ? " (or --main for the platform's main database)" : ""}`);
+        throw new UsageError(
+          `tenants ${subcommand} needs --tenant${subcommand === "create" || subcommand === "move" ? " (or --main for the platform's main database)" : ""}`,
+        );
       } else {
         tenant = values.tenant;
       }
@@ -87,6 +99,11 @@ Examples:
       if (subcommand === "fork") {
         if (values.from === undefined) throw new UsageError("tenants fork needs --from, the tenant to copy");
         checkName(() => databaseName(platform, values.from!));
+      }
+      if (subcommand === "move") {
+        if (values.to === undefined || values.to === "") throw new UsageError("tenants move needs --to, the cluster to move the tenant to");
+        const pause = values["max-pause-ms"];
+        if (pause !== undefined && !/^[1-9]\d{0,6}$/.test(pause)) throw new UsageError("--max-pause-ms must be a whole number of milliseconds, 1 to 9999999");
       }
     }
     return withAdminClient(values, DEFAULT_TIMEOUT_SECS, async (admin) => {
@@ -103,6 +120,20 @@ Examples:
         const forked = await admin.forkTenant(platform!, values.from!, tenant);
         const seconds = Number(forked.duration?.seconds ?? 0n) + (forked.duration?.nanos ?? 0) / 1e9;
         output(values.json, jsonSafe(forked), () => `forked ${forked.database?.name} from ${databaseName(platform!, values.from!)} in ${seconds.toFixed(1)} s`);
+      } else if (subcommand === "move") {
+        const pause = values["max-pause-ms"];
+        const moved = await admin.moveTenant(platform!, tenant, values.to!, {
+          dropSource: values["drop-source"] ?? false,
+          ...(pause !== undefined ? { maxPauseMs: Number(pause) } : {}),
+        });
+        const ms = (d: typeof moved.pause) => Number(d?.seconds ?? 0n) * 1000 + (d?.nanos ?? 0) / 1e6;
+        output(
+          values.json,
+          jsonSafe(moved),
+          () =>
+            `moved ${moved.database?.name} from cluster ${moved.sourceCluster} to ${moved.database?.cluster}: calls paused ${ms(moved.pause).toFixed(0)} ms, ` +
+            `${(ms(moved.duration) / 1000).toFixed(1)} s in all; ${moved.keptSource ? `source kept as ${moved.keptSource}` : "source dropped"}`,
+        );
       } else {
         const facts: TenantFacts[] = [];
         let pageToken = "";

@@ -46,6 +46,14 @@ export class PoolManager {
    * network) has its connection destroyed instead.
    */
   async withConnection<T>(database: string, fn: (lease: Lease) => Promise<T>, limits: CallLimits): Promise<T> {
+    const holding = this.options.hold?.(database, limits);
+    if (holding !== undefined) {
+      try {
+        await holding;
+      } catch (err) {
+        throw beforeStatement(err);
+      }
+    }
     const admit = limits.unmetered ? undefined : this.options.admit;
     if (admit === undefined) return this.#withConnection(database, fn, limits);
     let leave: () => void;
@@ -103,9 +111,9 @@ export class PoolManager {
     this.#scheduler.pools.reshare();
   }
 
-  /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */
-  close(database: string): void {
-    this.#scheduler.pools.close(database);
+  /** Closes a database's pool: waiting calls fail with `error` (default DATABASE_NOT_FOUND), connections close once released. */
+  close(database: string, error?: GatewayError): void {
+    this.#scheduler.pools.close(database, error);
   }
 
   /**

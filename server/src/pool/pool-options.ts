@@ -57,6 +57,12 @@ export interface PoolManagerOptions {
    * throws to refuse it, or returns what to call once the call is over.
    */
   admit?(database: string): () => void;
+  /**
+   * Holds a call to a database before anything else (a tenant being moved):
+   * a promise the call waits for, within its deadline, or undefined to go on
+   * at once. A rejection fails the call before its statement is sent.
+   */
+  hold?(database: string, limits: CallLimits): Promise<void> | undefined;
 }
 
 /** What `PoolManagerOptions.shareOf` says of a database. */

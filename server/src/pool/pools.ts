@@ -167,14 +167,14 @@ export class Pools {
     return ending;
   }
 
-  /** Closes a database's pool: waiting calls fail with DATABASE_NOT_FOUND, connections close once released. */
-  close(database: string): void {
+  /** Closes a database's pool: waiting calls fail with `error` (default DATABASE_NOT_FOUND), connections close once released. */
+  close(database: string, error?: GatewayError): void {
     const pool = this.byDatabase.get(database);
     if (pool === undefined) return;
     this.#retire(pool);
     this.#evictions++;
     for (const waiter of pool.waiters.splice(0)) {
-      waiter.reject(new GatewayError("DATABASE_NOT_FOUND", `database "${database}" was dropped`, { metadata: { database } }));
+      waiter.reject(error ?? new GatewayError("DATABASE_NOT_FOUND", `database "${database}" was dropped`, { metadata: { database } }));
     }
     for (const connection of [...pool.idle]) void this.destroy(connection, "closed");
     // Busy connections are destroyed when released: their pool is retired.

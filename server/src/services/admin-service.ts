@@ -12,6 +12,8 @@ import { forgetTenantQuota, limitsMessage, quotaDetail, quotaMessage, quotaOfReq
 import type { Migrator } from "../tenancy/migrator.js";
 import { backupHandlers, type BackupAdministration } from "./backup-admin.js";
 import { migrate, type MigrationAdministration } from "./migration-admin.js";
+import { moveTenant } from "./move-admin.js";
+import type { TenantMover } from "../tenancy/tenant-move.js";
 import { databaseMessage as describe, safeDatabaseName } from "./database-message.js";
 import type { CallContext, ServiceImpl } from "./service-contract.js";
 
@@ -35,7 +37,7 @@ export function createAdminService(
   configuredPlatforms: ReadonlySet<string>,
   { audit, onAuditFailure }: AuditOptions,
   quotaAdministration: QuotaAdministration,
-  fleet: { migrator: Migrator; backups: Omit<BackupAdministration, "audited"> },
+  fleet: { migrator: Migrator; backups: Omit<BackupAdministration, "audited">; mover: TenantMover },
 ): ServiceImpl<(typeof AdminService)["method"]> {
   const actorOf = (ctx: CallContext) => (ctx.clientCertificate ? `admin key, client certificate "${ctx.clientCertificate}"` : "admin key");
   const migrationAdministration: MigrationAdministration = {
@@ -82,6 +84,7 @@ export function createAdminService(
   return {
     ...backupHandlers({ ...fleet.backups, audited }),
     migrate: (request, responses, ctx) => migrate(request, responses, ctx, migrationAdministration),
+    moveTenant: (request, ctx) => moveTenant(request, ctx, fleet.mover, audited),
     async createTenant(request, ctx) {
       const detail: Record<string, string> = request.template ? { template: request.template } : {};
       if (request.cluster) detail.cluster = request.cluster;

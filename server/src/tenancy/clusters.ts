@@ -99,6 +99,7 @@ export class Clusters {
 
   /** Reads every cluster's pg_database and the catalog's placements again; a cluster that does not answer keeps what was known of it. */
   async sync(onError: (message: string, err: unknown) => void = () => undefined): Promise<void> {
+    const servedFrom = new Map(this.o.registry.names().map((d) => [d, this.o.registry.clusterOf(d)]));
     await Promise.all([
       this.o.placements.all().then(
         (placements) => this.o.registry.place(placements),
@@ -106,6 +107,11 @@ export class Clusters {
       ),
       ...this.all().map((c) => c.sync.sync().catch((err: unknown) => onError(`the databases of cluster "${c.name}" could not be read`, err))),
     ]);
+    // A database moved (by another gateway): its pool's connections are to the old cluster.
+    for (const [database, was] of servedFrom) {
+      const now = this.o.registry.clusterOf(database);
+      if (was !== undefined && now !== undefined && now !== was) this.o.pools.close(database, movedAway(database, now));
+    }
   }
 
   /**
@@ -251,4 +257,11 @@ export class Clusters {
     }
     return undefined;
   }
+}
+
+/** The error of calls that waited for a connection to a database when it moved: not run, to be tried again. */
+function movedAway(database: string, cluster: string): GatewayError {
+  return new GatewayError("TENANT_MOVED", `database "${database}" moved to cluster "${cluster}" while the call waited: it was not run`, {
+    metadata: { database, statement_sent: "false" },
+  });
 }

@@ -26,8 +26,10 @@ export class RegistrySync {
   sync(): Promise<void> {
     this.#running ??= (async () => {
       try {
+        // Only the pools of databases this cluster served: one moved away (its source renamed or dropped) keeps its pool on the target.
+        const served = new Set(this.registry.namesOn(this.cluster).filter((d) => this.registry.clusterOf(d) === this.cluster));
         const changes = await this.registry.refresh(this.admin, this.cluster);
-        changes.removed.forEach((d) => this.pools.close(d));
+        changes.removed.filter((d) => served.has(d)).forEach((d) => this.pools.close(d));
         await this.lifecycle.adopt(changes.added);
         await this.onAdded(changes.added);
       } finally {
