@@ -175,12 +175,13 @@ describe("settings", () => {
   it("reads REDIS_URL (unset: nothing shared), its key prefix and command timeout, and never prints its password", () => {
     assert.equal(loadSettings(DEV).redis, undefined);
     const s = loadSettings({ ...DEV, REDIS_URL: "redis://:r3dis-pass@cache:6379/2" });
-    assert.deepEqual(s.redis, { url: "redis://:r3dis-pass@cache:6379/2", keyPrefix: "dbgateway:", commandTimeoutMillis: 250 });
+    assert.deepEqual(s.redis, { url: "redis://:r3dis-pass@cache:6379/2", keyPrefix: "dbgateway:", commandTimeoutMillis: 250, resultCache: undefined });
     assert.doesNotMatch(JSON.stringify(describeSettings(s)), /r3dis-pass|cache/);
     assert.deepEqual(loadSettings({ ...DEV, REDIS_URL: "rediss://cache", REDIS_KEY_PREFIX: "eu-1:", REDIS_TIMEOUT_MS: "50" }).redis, {
       url: "rediss://cache",
       keyPrefix: "eu-1:",
       commandTimeoutMillis: 50,
+      resultCache: undefined,
     });
     assert.throws(
       () => loadSettings({ ...DEV, REDIS_URL: "http://cache:6379", REDIS_KEY_PREFIX: "with space", REDIS_TIMEOUT_MS: "0" }),
@@ -193,6 +194,67 @@ describe("settings", () => {
     assert.throws(
       () => loadSettings({ ...DEV, REDIS_URL: "not a url" }),
       (err: ConfigError) => err.problems.length === 1 && err.problems[0] === "REDIS_URL is not a valid URL",
+    );
+  });
+
+  it("reads the clusters (CLUSTER_NAME, CLUSTER_URL_<NAME>, their capacities, caps and replicas), and never prints their URLs", () => {
+    const one = loadSettings(DEV).clusters;
+    assert.deepEqual(one.primary, { name: "primary", capacity: undefined, maxConnections: undefined, replicas: [] });
+    assert.deepEqual(one.others, []);
+    const s = loadSettings({
+      ...DEV,
+      CLUSTER_NAME: "eu1",
+      CLUSTER_CAPACITY_EU1: "100",
+      CLUSTER_REPLICAS_EU1: "postgres://admin:s3cret@replica-a/postgres, postgres://admin:s3cret@replica-b/postgres",
+      CLUSTER_URL_EU2: "postgres://admin:s3cret@eu2/postgres",
+      CLUSTER_MAX_CONNECTIONS_EU2: "40",
+      REPLICA_MAX_LAG_MS: "250",
+    });
+    assert.deepEqual(s.clusters.primary, {
+      name: "eu1",
+      capacity: 100,
+      maxConnections: undefined,
+      replicas: ["postgres://admin:s3cret@replica-a/postgres", "postgres://admin:s3cret@replica-b/postgres"],
+    });
+    assert.deepEqual(s.clusters.others, [{ name: "eu2", url: "postgres://admin:s3cret@eu2/postgres", capacity: undefined, maxConnections: 40, replicas: [] }]);
+    assert.equal(s.clusters.replicaMaxLagMillis, 250);
+    assert.doesNotMatch(JSON.stringify(describeSettings(s)), /s3cret|replica-a|eu2\//);
+    assert.throws(
+      () =>
+        loadSettings({
+          ...DEV,
+          CLUSTER_URL_PRIMARY: "postgres://x/postgres",
+          CLUSTER_URL_BAD: "mysql://s3cret@x",
+          CLUSTER_CAPACITY_NOWHERE: "3",
+          CLUSTER_REPLICAS_PRIMARY: "not a url",
+        }),
+      (err: ConfigError) =>
+        err.problems.length === 4 &&
+        err.problems.some((p) => p.startsWith('CLUSTER_URL_PRIMARY: cluster "primary" is DATABASE_URL\'s')) &&
+        err.problems.some((p) => p === "CLUSTER_URL_BAD must be a postgres:// or postgresql:// URL") &&
+        err.problems.some((p) => p.startsWith("CLUSTER_CAPACITY_NOWHERE: no cluster")) &&
+        err.problems.some((p) => p.startsWith("CLUSTER_REPLICAS_PRIMARY must be")) &&
+        !err.problems.join(" ").includes("s3cret"),
+    );
+  });
+
+  it("turns the result cache on with RESULT_CACHE=on, which needs REDIS_URL, with its limits", () => {
+    assert.equal(loadSettings({ ...DEV, REDIS_URL: "redis://cache" }).redis?.resultCache, undefined);
+    assert.deepEqual(loadSettings({ ...DEV, REDIS_URL: "redis://cache", RESULT_CACHE: "on", RESULT_CACHE_MAX_TTL_MS: "5000" }).redis?.resultCache, {
+      maxTtlMillis: 5_000,
+      maxBytes: 1_048_576,
+    });
+    assert.match(
+      JSON.stringify(describeSettings(loadSettings({ ...DEV, REDIS_URL: "redis://cache", RESULT_CACHE: "on" }))),
+      /"resultCache":"on \(at most 60000 ms\)"/,
+    );
+    assert.throws(
+      () => loadSettings({ ...DEV, RESULT_CACHE: "yes" }),
+      (err: ConfigError) => err.problems.length === 1 && err.problems[0]!.startsWith("RESULT_CACHE must be on or off"),
+    );
+    assert.throws(
+      () => loadSettings({ ...DEV, RESULT_CACHE: "on" }),
+      (err: ConfigError) => err.problems.length === 1 && err.problems[0]!.startsWith("RESULT_CACHE=on needs REDIS_URL"),
     );
   });
 
