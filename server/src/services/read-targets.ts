@@ -65,14 +65,16 @@ export async function onReadTarget<T>(
 
 /**
  * The commit token of a write just run on `lease` (its statement committed,
- * the connection reset): the primary's WAL position now, at or past the
- * commit; "" where the database's cluster has no replicas, or the position
- * cannot be read.
+ * the connection reset): the primary's WAL insert position now, at or past
+ * the end of the commit's record; "" where the database's cluster has no
+ * replicas, or the position cannot be read. Not the write position
+ * (`pg_current_wal_lsn`): an asynchronous commit returns before its record is
+ * written, so that position can lie before it.
  */
 export async function commitToken(routing: ReadRouting | undefined, database: string, lease: Lease): Promise<string> {
   if (routing === undefined || !routing.replicas.hasReplicas(database)) return "";
   try {
-    const { rows } = await lease.client.query<{ lsn: string }>("SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn");
+    const { rows } = await lease.client.query<{ lsn: string }>("SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn");
     return rows[0]?.lsn ?? "";
   } catch {
     return "";
