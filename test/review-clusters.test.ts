@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
-import { createClient, type Client } from "../client-sdk/src/index.js";
+import { createClient, type GatewayClient } from "../client-sdk/src/index.js";
 import { rejectsWith } from "./helpers/assert-error.js";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
 import { postgresForTools, type ToolsPostgres } from "./helpers/postgres-for-tools.js";
@@ -28,8 +28,8 @@ describe("a cluster down when a gateway starts", () => {
   let t: TestGateway;
   let other: TestGateway;
   let platform: string;
-  let client: Client;
-  let otherAdmin: Client;
+  let client: GatewayClient;
+  let otherAdmin: GatewayClient;
 
   before(async () => {
     first = await postgresForTools({ fresh: true });
