@@ -64,6 +64,16 @@ export async function onReadTarget<T>(
 }
 
 /**
+ * Makes the session of a read_only call that the primary serves read-only
+ * until the connection's reset (DISCARD ALL), so that a write fails there with
+ * 25006 as it would on a replica: a call marked read-only never writes,
+ * wherever it runs (the SDK retries such calls as idempotent).
+ */
+export async function readOnlySession(lease: Lease): Promise<void> {
+  await lease.client.query("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY");
+}
+
+/**
  * The commit token of a write just run on `lease` (its statement committed,
  * the connection reset): the primary's WAL insert position now, at or past
  * the end of the commit's record; "" where the database's cluster has no
