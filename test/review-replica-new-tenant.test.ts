@@ -23,6 +23,16 @@ describe("a new tenant that a replica has not replayed yet", () => {
     });
     platform = t.platforms[0]!;
     await waitFor(async () => (await replicaServing()) === true, 5_000, "the replica serving");
+    await waitFor(
+      async () =>
+        (await t
+          .client()
+          .platform(platform)
+          .query("SELECT pg_is_in_recovery() AS standby", [], { readOnly: true })
+          .then((r) => r.rows[0]?.standby === true)) && (await replicaServing()) === true,
+      10_000,
+      "the main database read on the replica",
+    );
   });
   after(async () => {
     await t?.close();
