@@ -348,7 +348,9 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
     if (!clusters.isManaged(database)) return false;
     // Unrouted (NOT_FOUND to the caller) until it is adopted: say why to the operator.
     return clusters.lookUp(database).catch((err: unknown) => {
-      onError(`database "${database}" could not be brought under the role scheme`, err);
+      // Its cluster not answering is the health checks' to report, not each call's.
+      if (!(err instanceof GatewayError && err.reason === "DATABASE_UNAVAILABLE"))
+        onError(`database "${database}" could not be brought under the role scheme`, err);
       throw err;
     });
   });

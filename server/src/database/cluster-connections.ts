@@ -5,6 +5,14 @@ import type { ClusterHandle } from "../tenancy/clusters.js";
 import { ADMIN_SEARCH_PATH } from "../tenancy/roles.js";
 import { connectionConfig } from "./connection-config.js";
 
+/**
+ * How long an administrative connection may take to open: a cluster that
+ * accepts connections and never answers (a hung server, a half-open network
+ * path) must not hold up the start, the registry's refresh or the health
+ * checks of every cluster (they wait for each other).
+ */
+export const ADMIN_CONNECT_TIMEOUT_MILLIS = 5_000;
+
 /** A cluster's name and limits (see cluster-settings.ts). */
 export interface ClusterSetting {
   name?: string;
@@ -25,7 +33,11 @@ export function administrativeConnections(
   const connection = connectionConfig(cluster.url);
   // Every administrative session, wherever it connects, resolves names in pg_catalog only (see ADMIN_SEARCH_PATH).
   // And row_security off: a tenant's policy on a table the administrator reads (a backup's row counts) fails the read instead of running.
-  const adminConnection: pg.ClientConfig = { ...connection, options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")} -c row_security=off` };
+  const adminConnection: pg.ClientConfig = {
+    ...connection,
+    options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")} -c row_security=off`,
+    connectionTimeoutMillis: ADMIN_CONNECT_TIMEOUT_MILLIS,
+  };
   const admin = new pg.Pool({ ...adminConnection, max: 4, application_name: "db-gateway-admin" });
   admin.on("error", (err) => onError(`idle administrative connection to cluster "${cluster.name}" failed`, err));
   cleanup.defer(`administrative pool of cluster "${cluster.name}"`, () => admin.end());
@@ -58,6 +70,7 @@ export function replicaConnections(
   const admin = new pg.Pool({
     ...connection,
     options: `-c search_path=${ADMIN_SEARCH_PATH.replaceAll(" ", "")}`,
+    connectionTimeoutMillis: ADMIN_CONNECT_TIMEOUT_MILLIS,
     max: 2,
     application_name: "db-gateway-admin",
   });

@@ -212,10 +212,12 @@ export async function backupAdministration(p: BackupParts): Promise<Omit<BackupA
   const clusterOf = (database: string) => p.clusters.find((c) => c.name === p.registry.clusterOf(database)) ?? p.clusters[0]!;
   // The tools must be as new as the newest cluster (one that does not answer is not counted).
   const tools = new PgTools(p.pgBinDir, async () => {
-    const versions = await Promise.all(
+    const versions = await Promise.allSettled(
       p.clusters.map(async (c) => Number((await c.admin.query<{ v: string }>("SELECT pg_catalog.current_setting('server_version_num') AS v")).rows[0]!.v)),
     );
-    return Math.max(...versions);
+    const answered = versions.flatMap((v) => (v.status === "fulfilled" ? [v.value] : []));
+    if (answered.length === 0) throw (versions[0] as PromiseRejectedResult).reason;
+    return Math.max(...answered);
   });
   const facts = await TenantFactStore.open(p.catalog);
   const backups = new Backups({

@@ -18,7 +18,7 @@ import { QueryStreamSession, type QueryStreamShared } from "./query-stream-sessi
 import type { ServiceImpl } from "./service-contract.js";
 import { databaseNameOrEmpty } from "../tenancy/naming.js";
 import type { StatementPolicy } from "../execution/statement-policy.js";
-import { commitToken, onReadTarget, readRequestOf, type ReadRouting } from "./read-targets.js";
+import { commitToken, onReadTarget, readOnlySession, readRequestOf, type ReadRouting } from "./read-targets.js";
 import type { ResultCache } from "../coordination/result-cache.js";
 import { mayWrite } from "../execution/leading-keyword.js";
 
@@ -111,6 +111,7 @@ export function createQueryService(
           target.withConnection(
             database,
             async (lease) => {
+              if (request.readOnly && target === pools) await readOnlySession(lease);
               const [outcome] = await runPipelined(lease, [statement], account);
               // A write's token, once it committed: the position a replica must replay to show it.
               const token = request.readOnly || outcome!.error !== undefined ? "" : await commitToken(limits.reads, database, lease);
@@ -148,7 +149,10 @@ export function createQueryService(
       await onReadTarget(limits.reads, pools, database, request, (target) =>
         target.withConnection(
           database,
-          (lease) => withStatementSpan(database, statement.sql, () => streamQuery(lease, statement, responses, chunks)),
+          async (lease) => {
+            if (request.readOnly && target === pools) await readOnlySession(lease);
+            return withStatementSpan(database, statement.sql, () => streamQuery(lease, statement, responses, chunks));
+          },
           limitsOn(database, statementLimits(ctx)),
         ),
       );

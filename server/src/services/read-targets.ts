@@ -1,4 +1,5 @@
 // Where a read-only call runs: a streaming replica that can serve it (its commit token honoured), else the primary; and the commit token a write answers with.
+import { DatabaseError } from "pg";
 import { GatewayError } from "../errors.js";
 import { IsolationLevel, type TransactionOptions } from "../../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import type { Lease } from "../pool/lease.js";
@@ -26,11 +27,15 @@ export interface ReadRouting {
   onServed?(database: string, servedBy: string): void;
 }
 
+/** A replica's refusals of a connection, before any statement, that the primary may serve instead: it is down, or has not replayed the database or its role yet. */
+const FALLS_BACK = new Set(["DATABASE_UNAVAILABLE", "DATABASE_NOT_FOUND"]);
+
 /**
  * Runs `run` on the pools that serve the call: a replica's for a read-only
  * call when one can (see `Replicas.choose`), else the primary's. A replica
- * whose connection fails before the statement was sent is marked down and
- * the call runs on the primary instead, so a replica stopped fails no read.
+ * whose connection fails before the statement was sent is marked down (unless
+ * PostgreSQL there answered: a role or database not replayed yet) and the
+ * call runs on the primary instead, so a replica stopped fails no read.
  */
 export async function onReadTarget<T>(
   routing: ReadRouting | undefined,
@@ -54,8 +59,9 @@ export async function onReadTarget<T>(
       routing.onServed?.(database, replica.name);
       return result;
     } catch (err) {
-      if (!(err instanceof GatewayError && err.reason === "DATABASE_UNAVAILABLE" && err.metadata.statement_sent === "false")) throw err;
-      routing.replicas.markDown(replica);
+      if (!(err instanceof GatewayError && FALLS_BACK.has(err.reason) && err.metadata.statement_sent === "false")) throw err;
+      // A replica that answered (a role or database it has not replayed yet, a full server) is not down: only this call moves.
+      if (!(err.cause instanceof DatabaseError)) routing.replicas.markDown(replica);
     }
   }
   const result = await run(primary);
@@ -64,11 +70,22 @@ export async function onReadTarget<T>(
 }
 
 /**
+ * Makes the session of a read_only call that the primary serves read-only
+ * until the connection's reset (DISCARD ALL), so that a write fails there with
+ * 25006 as it would on a replica: a call marked read-only never writes,
+ * wherever it runs (the SDK retries such calls as idempotent).
+ */
+export async function readOnlySession(lease: Lease): Promise<void> {
+  await lease.client.query("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY");
+}
+
+/**
  * The commit token of a write just run on `lease` (its statement committed,
  * the connection reset): the primary's WAL insert position now, at or past
- * the commit's record even when the commit did not wait for its flush
- * (synchronous_commit off); "" where the database's cluster has no replicas,
- * or the position cannot be read.
+ * the end of the commit's record; "" where the database's cluster has no
+ * replicas, or the position cannot be read. Not the write position
+ * (`pg_current_wal_lsn`): an asynchronous commit returns before its record is
+ * written, so that position can lie before it.
  */
 export async function commitToken(routing: ReadRouting | undefined, database: string, lease: Lease): Promise<string> {
   if (routing === undefined || !routing.replicas.hasReplicas(database)) return "";

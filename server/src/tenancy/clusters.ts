@@ -1,6 +1,6 @@
 // The PostgreSQL clusters tenants are placed on: where each database is, which cluster a new tenant goes to, and tenant changes sent to the right cluster.
 import type pg from "pg";
-import { GatewayError } from "../errors.js";
+import { beforeStatement, GatewayError } from "../errors.js";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle.js";
 import { databaseName } from "./naming.js";
 import type { PlacementStore } from "./placement-store.js";
@@ -153,17 +153,30 @@ export class Clusters {
   /**
    * Finds a database missing from the registry on the clusters themselves
    * (created by another gateway or out of band): registers and adopts it
-   * where found, and says whether it was.
+   * where found, and says whether it was. Found on none of the clusters that
+   * answer while the catalog places it on one that does not: DATABASE_UNAVAILABLE
+   * (it exists, as far as anyone knows; NOT_FOUND would invite its creation elsewhere).
    */
   async lookUp(database: string): Promise<boolean> {
-    const found = await Promise.all(
+    const answers = await Promise.allSettled(
       this.all().map(async (c) => {
         const { rowCount } = await c.admin.query("SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn AND datconnlimit <> -2", [database]);
         return rowCount === 1 ? c : undefined;
       }),
-    ).catch(() => []);
-    const cluster = found.find((c) => c !== undefined);
-    if (cluster === undefined) return false;
+    );
+    const cluster = answers.map((a) => (a.status === "fulfilled" ? a.value : undefined)).find((c) => c !== undefined);
+    if (cluster === undefined) {
+      const silent = this.all().filter((_, i) => answers[i]!.status === "rejected");
+      if (silent.length === 0) return false;
+      const placed = await this.o.placements.clusterOf(database);
+      const down = silent.find((c) => c.name === placed);
+      if (down === undefined) return false;
+      throw beforeStatement(
+        new GatewayError("DATABASE_UNAVAILABLE", `cluster "${down.name}", which holds database "${database}", does not answer`, {
+          metadata: { database, cluster: down.name },
+        }),
+      );
+    }
     await cluster.lifecycle.adopt([database]);
     this.o.registry.add(database, cluster.name);
     await this.o.placements.placeUnplaced([database], cluster.name);
@@ -249,9 +262,11 @@ export class Clusters {
     for (const cluster of this.all()) {
       if (cluster.name === except) continue;
       const on = cluster === this.primary ? lockConnection : cluster.admin;
+      // A cluster that does not answer holds it if it did when last read, or if the catalog places it there
+      // (this gateway may never have read that cluster: it was down at start).
       const there = await on.query("SELECT 1 FROM pg_database WHERE datname = $1", [database]).then(
         (result) => result.rowCount === 1,
-        () => this.o.registry.namesOn(cluster.name).includes(database),
+        async () => this.o.registry.namesOn(cluster.name).includes(database) || (await this.o.placements.clusterOf(database)) === cluster.name,
       );
       if (there) return cluster.name;
     }

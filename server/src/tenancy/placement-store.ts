@@ -37,6 +37,12 @@ export class PlacementStore {
     return new Map(rows.map((r) => [r.database, r.cluster]));
   }
 
+  /** The cluster a database is placed on, or undefined when it has no placement. */
+  async clusterOf(database: string): Promise<string | undefined> {
+    const { rows } = await this.catalog.query<{ cluster: string }>("SELECT cluster FROM public.tenant_placement WHERE database = $1", [database]);
+    return rows[0]?.cluster;
+  }
+
   /** Places a database on a cluster, replacing where it was placed before. */
   async place(database: string, cluster: string): Promise<void> {
     await this.catalog.query(

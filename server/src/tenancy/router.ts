@@ -62,8 +62,12 @@ export class Router {
     if (missedAt !== undefined && Date.now() - missedAt < MISS_TTL_MILLIS) return false;
     let pending = this.#lookups.get(name);
     if (pending === undefined) {
+      // A cluster that holds it and does not answer: the caller is told so (UNAVAILABLE), and nothing is remembered.
       pending = this.lookup(name)
-        .catch(() => false)
+        .catch((err: unknown) => {
+          if (err instanceof GatewayError && err.reason === "DATABASE_UNAVAILABLE") throw err;
+          return false;
+        })
         .finally(() => this.#lookups.delete(name));
       this.#lookups.set(name, pending);
     }
