@@ -1,4 +1,4 @@
-// Review reproductions (issue 27): a cluster that is down when a gateway starts, and what the gateway then does with its tenants, their names and the other clusters' backups.
+// A cluster that is down when a gateway starts, and what the gateway then does with its tenants, their names and the other clusters' backups.
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";

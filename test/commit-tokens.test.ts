@@ -1,4 +1,4 @@
-// Review reproduction (issue 27): a commit token must be at or past its commit's WAL record, also when commits are asynchronous (synchronous_commit off, an operator's or a tenant's choice).
+// A commit token must be at or past its commit's WAL record, also when commits are asynchronous (synchronous_commit off, an operator's or a tenant's choice).
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";

@@ -1,4 +1,4 @@
-// Review reproduction (issue 27): a cluster that accepts connections and never answers (a hung server, a half-open network) holds up neither the gateway's start nor the other clusters' tenants and health.
+// A cluster that accepts connections and never answers (a hung server, a half-open network) holds up neither the gateway's start nor the other clusters' tenants and health.
 import assert from "node:assert/strict";
 import { createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";

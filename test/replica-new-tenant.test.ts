@@ -1,4 +1,4 @@
-// Review reproduction (issue 27): a tenant created moments ago, which a replica within its lag bound has not replayed yet, is read from the primary, and the replica keeps serving everyone else.
+// A tenant created moments ago, which a replica within its lag bound has not replayed yet, is read from the primary, and the replica keeps serving everyone else.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";

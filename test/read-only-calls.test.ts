@@ -1,4 +1,4 @@
-// Review reproduction (issue 27): a Query or StreamQuery marked read_only that the primary serves (no replica, or none that can) is read-only there too, as the contract says: a write fails with 25006, and is never run by the SDK's retries of a "read".
+// A Query or StreamQuery marked read_only that the primary serves (no replica, or none that can) is read-only there too, as the contract says: a write fails with 25006, and is never run by the SDK's retries of a "read".
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { startTestGateway, type TestGateway } from "./helpers/gateway.js";
