@@ -2,23 +2,18 @@
 import { setMaxListeners } from "node:events";
 import type pg from "pg";
 import * as grpc from "@grpc/grpc-js";
-import type { PoolSettings } from "./config.js";
 import { beforeStatement, GatewayError } from "./errors.js";
 import { AdminService } from "../../wire/src/gen/dbgateway/v1/admin_service_pb.js";
 import { QueryService } from "../../wire/src/gen/dbgateway/v1/query_service_pb.js";
 import { AuditLog } from "./audit/audit-log.js";
 import { openCatalog } from "./audit/catalog.js";
-import { DEFAULT_RESULT_LIMITS, ResultBudget, type ResultLimits } from "./execution/result-budget.js";
-import type { ApiKeySet } from "./grpc/api-keys.js";
-import { loadStatementParser, StatementPolicy, type StatementClass } from "./execution/statement-policy.js";
-import { DEFAULT_CLIENT_CONNECTION_LIMITS, limitClientConnections, type ClientConnectionLimits } from "./grpc/client-connections.js";
-import type { ClientIdentityOptions } from "./grpc/client-identity.js";
+import { DEFAULT_RESULT_LIMITS, ResultBudget } from "./execution/result-budget.js";
+import { loadStatementParser, StatementPolicy } from "./execution/statement-policy.js";
+import { DEFAULT_CLIENT_CONNECTION_LIMITS, limitClientConnections } from "./grpc/client-connections.js";
 import { exposeRequestEncodings, frameCompressedMessages, listeningServers } from "./grpc/grpc-js-internals.js";
-import type { ResponseCompression } from "./grpc/response-compression.js";
 import { OpenCalls } from "./grpc/open-calls.js";
 import { addService, type ServiceHooks } from "./grpc/service-adapter.js";
 import { addStandardServices } from "./grpc/standard-services.js";
-import type { TlsMaterial } from "./grpc/tls-credentials.js";
 import { ListenerHub } from "./notifications/listener-hub.js";
 import { PoolManager, type PoolManagerOptions } from "./pool/pool-manager.js";
 import { requireAdmin } from "./principal.js";
@@ -26,13 +21,12 @@ import { createAdminService } from "./services/admin-service.js";
 import { createQueryService } from "./services/query-service.js";
 import { CleanupStack } from "./cleanup-stack.js";
 import { Clusters } from "./tenancy/clusters.js";
-import { parseLsn, Replicas } from "./tenancy/replicas.js";
 import { followTenantChanges, PlacementStore } from "./tenancy/placement-store.js";
 import { DatabaseRegistry } from "./tenancy/registry.js";
 import { MoveStore } from "./tenancy/move-store.js";
 import { TenantMover } from "./tenancy/tenant-move.js";
 import { TenantPauses } from "./tenancy/tenant-pause.js";
-import { administrativeConnections, replicaConnections, type ClusterSetting } from "./database/cluster-connections.js";
+import { administrativeConnections, clusterReplicas } from "./database/cluster-connections.js";
 import { startReconciliation } from "./tenancy/catalog-reconciliation.js";
 import { Migrator } from "./tenancy/migrator.js";
 import { RecentCalls } from "./tenancy/recent-calls.js";
@@ -44,83 +38,16 @@ import { Router } from "./tenancy/router.js";
 import { CallTelemetry } from "./telemetry/call-telemetry.js";
 import { HealthMonitor } from "./telemetry/health.js";
 import { startHttpEndpoints } from "./telemetry/http-endpoints.js";
-import { loggableError, type Logger, type LogLevel } from "./telemetry/logger.js";
+import { loggableError } from "./telemetry/logger.js";
 import { GatewayMetrics } from "./telemetry/metrics.js";
 import { SharedConcurrency } from "./coordination/shared-concurrency.js";
 import { SharedNonces } from "./coordination/shared-nonces.js";
 import { SharedRateLimits } from "./coordination/shared-rate-limits.js";
 import { SharedRedis } from "./coordination/shared-redis.js";
-import { ResultCache, type ResultCacheLimits } from "./coordination/result-cache.js";
+import { ResultCache } from "./coordination/result-cache.js";
 
-/** Everything a gateway needs, resolved: no environment is read below this point. */
-export interface GatewayOptions extends ApiKeySet {
-  host: string;
-  /** 0 picks a free port (see `Gateway.port`). */
-  port: number;
-  /** The administrative PostgreSQL connection: it reads pg_database, creates and drops databases and roles; its server holds the catalog. */
-  databaseUrl: string;
-  /** DATABASE_URL's cluster: its name (default "primary") and limits. */
-  primaryCluster?: ClusterSetting;
-  /** Other PostgreSQL clusters tenants are placed on, each with its administrative URL. */
-  clusters?: readonly (ClusterSetting & { name: string; url: string })[];
-  /** A replica further behind its primary serves no read (default 1,000 ms). */
-  replicaMaxLagMillis?: number;
-  /** How long a read with a commit token waits for a replica to replay past it before the primary serves it (default 100 ms). */
-  readAfterWaitMillis?: number;
-  tls: TlsMaterial;
-  /** How client certificates are bound to principals (default: a SPIFFE ID, else the CN). */
-  clientIdentity?: ClientIdentityOptions;
-  /** The gRPC port's TCP connections at once, and the time each has for its TLS handshake (default `DEFAULT_CLIENT_CONNECTION_LIMITS`). */
-  clientConnections?: ClientConnectionLimits;
-  /** Tenant role passwords are derived from it. */
-  gatewaySecret: string;
-  pool: PoolSettings;
-  registryRefreshMillis: number;
-  /** Longest a statement may run when its call has no (shorter) deadline. */
-  maxStatementMillis: number;
-  /** Longest an interactive transaction may wait for its client's next message. */
-  transactionIdleTimeoutMillis: number;
-  /** Where the call log and errors worth an operator's attention go. */
-  logger: Logger;
-  /** The operators' HTTP port (/metrics, /health): host and port (0 picks a free one). */
-  metrics: { host: string; port: number };
-  /** Calls per second and burst allowed to each platform where no quota says otherwise; undefined: no limit. */
-  rateLimit: { perSecond: number; burst: number } | undefined;
-  /** The database holding the audit trail and the quotas (created if missing). */
-  catalogDatabase: string;
-  /** Where Backup writes its sets; undefined: Backup, RestoreTenant and VerifyBackup are refused. */
-  backupDir?: string;
-  /** The directory of pg_dump and pg_restore; undefined: the PATH. */
-  pgBinDir?: string;
-  /** How often the quotas are read from the catalog again (default 5 s), for those set through another gateway instance. */
-  quotaRefreshMillis?: number;
-  /** How often PostgreSQL's availability is checked for the health endpoints. */
-  healthCheckMillis: number;
-  /** Once this many queries of one QueryStream are read and not yet answered (default 4,096), the stream is not read until some are answered. */
-  maxStreamQueries?: number;
-  /** Gateways serving the same databases (default 1): each tenant role's connection limit allows for all of their pools. */
-  gatewayInstances?: number;
-  /** A superuser as the administrative role is expected (development, on the embedded PostgreSQL): no warning about it at start. */
-  superuserExpected?: boolean;
-  /** Limits of buffered results, per call and for the gateway (default `DEFAULT_RESULT_LIMITS`). */
-  results?: ResultLimits;
-  /** The signing secret of each platform whose calls must be signed (see `RequestSignatures`). */
-  signingSecrets?: ReadonlyMap<string, string>;
-  /** How far a signed request's timestamp may be from the gateway's clock (default 300 s). */
-  signatureMaxSkewMillis?: number;
-  /** The statement classes each platform with a policy may run; others run any statement. */
-  statementClasses?: ReadonlyMap<string, readonly StatementClass[]>;
-  /** The level at which a failed statement's full error is logged (default off): PostgreSQL's messages may quote data. */
-  failedStatementLogLevel?: LogLevel | "off";
-  /** gzip (default): the responses of calls whose client compresses its requests with gzip are compressed too; none: no response is. */
-  compression?: ResponseCompression;
-  /**
-   * The Redis shared with the other gateway instances (see `SharedRedis`):
-   * rates and signed-request nonces are shared while it answers. Undefined:
-   * each process keeps its own.
-   */
-  redis?: { url: string; keyPrefix: string; commandTimeoutMillis?: number; resultCache?: ResultCacheLimits };
-}
+export type { GatewayOptions } from "./gateway-options.js";
+import type { GatewayOptions } from "./gateway-options.js";
 
 /** A running gateway. */
 export interface Gateway {
@@ -275,30 +202,17 @@ async function compose(options: GatewayOptions, onError: (message: string, err: 
   // The catalog's cluster must answer at start; another that does not is served once it does (its tenants' calls fail until then).
   await clusters.primary.sync.sync();
   await clusters.sync(onError);
-  const replicas = new Replicas(
-    handles.flatMap((cluster) =>
-      cluster.replicas.map((url, i) => {
-        const replica = replicaConnections(cluster.name, url, i, onError, cleanup);
-        const replicaPools = poolsOn(() => replica.connection, { maxTotalConnections: cluster.maxConnections ?? options.pool.maxTotalConnections });
-        return { cluster: cluster.name, name: replica.name, admin: replica.admin, pools: replicaPools };
-      }),
-    ),
-    {
-      maxLagMillis: options.replicaMaxLagMillis ?? 1_000,
-      readAfterWaitMillis: options.readAfterWaitMillis ?? 100,
-      checkMillis: Math.min(options.healthCheckMillis, 500),
-      clusterOf: (database) => registry.clusterOf(database),
-      async primaryLsn(cluster) {
-        const { rows } = await handles.find((h) => h.name === cluster)!.admin.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn");
-        return parseLsn(rows[0]!.lsn);
-      },
-      onChange: (replica) =>
-        log.warn(
-          { cluster: replica.cluster, replica: replica.name, up: replica.up },
-          `replica ${replica.name} of cluster "${replica.cluster}" ${replica.up ? "serves reads" : "is down: its reads go to the primary"}`,
-        ),
-    },
-  );
+  const replicas = clusterReplicas(handles, {
+    poolsOn: (server, maxTotalConnections) => poolsOn(() => server, { maxTotalConnections }),
+    maxTotalConnections: options.pool.maxTotalConnections,
+    maxLagMillis: options.replicaMaxLagMillis ?? 1_000,
+    readAfterWaitMillis: options.readAfterWaitMillis ?? 100,
+    checkMillis: Math.min(options.healthCheckMillis, 500),
+    clusterOf: (database) => registry.clusterOf(database),
+    log,
+    onError,
+    cleanup,
+  });
   await replicas.start();
   cleanup.defer("replicas", () => replicas.stop());
   const following = clusters.follow(options.registryRefreshMillis, onError);

@@ -2,6 +2,9 @@
 import pg from "pg";
 import type { CleanupStack } from "../cleanup-stack.js";
 import type { ClusterHandle } from "../tenancy/clusters.js";
+import type { Logger } from "../telemetry/logger.js";
+import type { PoolManager } from "../pool/pool-manager.js";
+import { parseLsn, Replicas } from "../tenancy/replicas.js";
 import { ADMIN_SEARCH_PATH } from "../tenancy/roles.js";
 import { connectionConfig } from "./connection-config.js";
 
@@ -58,7 +61,7 @@ export function administrativeConnections(
 }
 
 /** A streaming replica's administrative pool (to watch its replay) and connection settings, its pool ended at cleanup. */
-export function replicaConnections(
+function replicaConnections(
   cluster: string,
   url: string,
   index: number,
@@ -77,4 +80,50 @@ export function replicaConnections(
   admin.on("error", (err) => onError(`idle administrative connection to replica ${name} of cluster "${cluster}" failed`, err));
   cleanup.defer(`administrative pool of replica ${name} of cluster "${cluster}"`, () => admin.end());
   return { name, admin, connection };
+}
+
+/** What `clusterReplicas` needs besides the clusters. */
+export interface ClusterReplicasOptions {
+  /** Pools of tenant connections to one replica, at most `maxTotalConnections` in all. */
+  poolsOn(server: pg.ClientConfig, maxTotalConnections: number): PoolManager;
+  /** The global cap: a replica's pools' when its cluster has no cap of its own. */
+  maxTotalConnections: number;
+  maxLagMillis: number;
+  readAfterWaitMillis: number;
+  checkMillis: number;
+  clusterOf(database: string): string | undefined;
+  log: Logger;
+  onError: (message: string, err: unknown) => void;
+  cleanup: CleanupStack;
+}
+
+/** The streaming replicas of every cluster (`replicas` of each handle): each with its administrative pool and pools of its own, watched by `Replicas`. */
+export function clusterReplicas(
+  clusters: readonly (ClusterHandle & { replicas: readonly string[]; maxConnections: number | undefined })[],
+  o: ClusterReplicasOptions,
+): Replicas {
+  return new Replicas(
+    clusters.flatMap((cluster) =>
+      cluster.replicas.map((url, i) => {
+        const replica = replicaConnections(cluster.name, url, i, o.onError, o.cleanup);
+        const pools = o.poolsOn(replica.connection, cluster.maxConnections ?? o.maxTotalConnections);
+        return { cluster: cluster.name, name: replica.name, admin: replica.admin, pools };
+      }),
+    ),
+    {
+      maxLagMillis: o.maxLagMillis,
+      readAfterWaitMillis: o.readAfterWaitMillis,
+      checkMillis: o.checkMillis,
+      clusterOf: o.clusterOf,
+      async primaryLsn(name) {
+        const { rows } = await clusters.find((c) => c.name === name)!.admin.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn");
+        return parseLsn(rows[0]!.lsn);
+      },
+      onChange: (replica) =>
+        o.log.warn(
+          { cluster: replica.cluster, replica: replica.name, up: replica.up },
+          `replica ${replica.name} of cluster "${replica.cluster}" ${replica.up ? "serves reads" : "is down: its reads go to the primary"}`,
+        ),
+    },
+  );
 }

@@ -1,10 +1,10 @@
 // Moves a tenant's database to another cluster with PostgreSQL's logical replication: copy while serving, then a short pause to catch up and flip the placement.
-import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { escapeIdentifier, escapeLiteral } from "pg";
 import { GatewayError, toGatewayError } from "../errors.js";
 import type { Cluster, Clusters } from "./clusters.js";
+import { busySessions, copySequences, hasDatabase, replicationName, serverVersion, sessions } from "./move-steps.js";
 import { ensureRecord, MIGRATIONS_SCHEMA, recordState } from "./migration-record.js";
 import type { MoveStore } from "./move-store.js";
 import { databaseLockKey, databaseName } from "./naming.js";
@@ -495,51 +495,6 @@ export class TenantMover {
       client.release();
     }
   }
-}
-
-/** The publication's, subscription's and slot's name for a database: a slot's name is the source cluster's, so unique per database, within 63 bytes. */
-function replicationName(database: string): string {
-  return `dbgateway_move_${createHash("sha256").update(database).digest("hex").slice(0, 24)}`;
-}
-
-async function hasDatabase(cluster: Cluster, database: string): Promise<boolean> {
-  return (await cluster.admin.query("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", [database])).rowCount === 1;
-}
-
-async function serverVersion(cluster: Cluster): Promise<number> {
-  return Number((await cluster.admin.query<{ v: string }>("SHOW server_version_num")).rows[0]!.v);
-}
-
-/** The tenant role's sessions in the database that are not idle (a statement running, a transaction open). */
-async function busySessions(cluster: Cluster, database: string, role: string): Promise<number> {
-  const { rows } = await cluster.admin.query<{ n: number }>(
-    "SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE datname = $1 AND usename = $2 AND state <> 'idle'",
-    [database, role],
-  );
-  return rows[0]!.n;
-}
-
-async function sessions(cluster: Cluster, database: string, role: string): Promise<number> {
-  const { rows } = await cluster.admin.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE datname = $1 AND usename = $2", [
-    database,
-    role,
-  ]);
-  return rows[0]!.n;
-}
-
-/** Logical replication copies no sequence: each is set on the target to its value on the source (the source written no more). */
-async function copySequences(sourceInside: pg.Client, target: Cluster, database: string): Promise<number> {
-  const { rows } = await sourceInside.query<{ name: string; value: string }>(
-    "SELECT pg_catalog.format('%I.%I', schemaname, sequencename) AS name, last_value::text AS value FROM pg_catalog.pg_sequences WHERE last_value IS NOT NULL",
-  );
-  if (rows.length === 0) return 0;
-  const inside = await target.connectTo(database);
-  try {
-    for (const { name, value } of rows) await inside.query("SELECT pg_catalog.setval($1::pg_catalog.regclass, $2::bigint, true)", [name, value]);
-  } finally {
-    await inside.end();
-  }
-  return rows.length;
 }
 
 /** A move stopped by its call's deadline or cancellation (the signal's abort surfaces as whatever step was running). */
