@@ -232,9 +232,13 @@ export class GatewayPoolClient extends EventEmitter implements Queryable {
   release(_err?: unknown): void {
     if (this.#released) return;
     this.#released = true;
-    const open = this.#transaction;
-    this.#transaction = undefined;
-    if (open !== undefined) void this.#queue.then(() => open.rollback()).catch(() => undefined);
+    // Behind the statements already queued, which run in the transaction as they would on pg's connection, not on their own.
+    this.#queue = this.#queue.then(() => {
+      const open = this.#transaction;
+      this.#transaction = undefined;
+      return open?.rollback();
+    });
+    this.#queue.catch(() => undefined);
     this.onRelease();
     this.emit("end");
   }

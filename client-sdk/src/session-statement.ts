@@ -10,8 +10,30 @@ export type SessionStatement =
   | { kind: "refused"; error: GatewayError }
   | { kind: "sql"; inTransactionOnly: boolean };
 
-/** Leading comments and whitespace, which PostgreSQL ignores before a statement's first keyword. */
-const LEADING = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/;
+/** `sql` after its leading whitespace and comments, which PostgreSQL ignores before a statement's first keyword (block comments nest, line comments end at \n or \r). */
+function withoutLeadingComments(sql: string): string {
+  let i = 0;
+  for (;;) {
+    while (i < sql.length && /\s/.test(sql[i]!)) i++;
+    if (sql.startsWith("--", i)) {
+      while (i < sql.length && sql[i] !== "\n" && sql[i] !== "\r") i++;
+    } else if (sql.startsWith("/*", i)) {
+      let depth = 0;
+      do {
+        if (sql.startsWith("/*", i) || sql.startsWith("*/", i)) {
+          depth += sql[i] === "/" ? 1 : -1;
+          i += 2;
+        } else i++;
+      } while (depth > 0 && i < sql.length);
+    } else return sql.slice(i);
+  }
+}
+
+/** Whether something other than comments follows the first `;`: several statements, which the gateway runs one call at a time. */
+function hasSeveralStatements(text: string): boolean {
+  const semicolon = text.indexOf(";");
+  return semicolon !== -1 && withoutLeadingComments(text.slice(semicolon + 1)).replace(/^[;\s]*/, "").length > 0;
+}
 
 /**
  * Classifies `sql` by its first keywords. Each gateway call may run on
@@ -21,9 +43,15 @@ const LEADING = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/;
  * error rather than silently lost.
  */
 export function classifySessionStatement(sql: string): SessionStatement {
-  const text = sql.replace(LEADING, "").toLowerCase();
+  const text = withoutLeadingComments(sql).toLowerCase();
   const words = text.match(/^[a-z_]+(?:\s+[a-z_]+){0,3}/)?.[0].split(/\s+/) ?? [];
   const [first = "", second = ""] = words;
+  // A transaction-control keyword is handled here, not sent: what follows it in the same string would be lost.
+  if (["begin", "start", "commit", "end", "abort", "rollback"].includes(first) && hasSeveralStatements(text))
+    return refused("several statements in one query", "send each statement as a query of its own");
+  // AND CHAIN opens a new transaction at once, which a pg-style client here does not do.
+  if (["commit", "end", "abort", "rollback"].includes(first) && /\band\s+chain\b/.test(text))
+    return refused(`${first.toUpperCase()} AND CHAIN`, "end the transaction, then send BEGIN again");
   switch (first) {
     case "begin":
     case "start":
