@@ -37,6 +37,7 @@ import { GatewayError } from "./gateway-error.js";
 import type { QueryResult } from "./result.js";
 import type { Transaction, TransactionOptions } from "./transaction.js";
 import type { TypeParser } from "./type-parsers.js";
+import { refuseSessionControl } from "./session-statement.js";
 import type { Param } from "./values.js";
 
 /** What `db.execute(sql)` resolves to: the SDK's result (rows as objects, rowCount, fields, command), shaped like pg's. */
@@ -285,7 +286,10 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     }
   }
   const decoded = withTypeParsers(database, drizzleParser);
-  const run: Runner = (text, params, arrays) => (arrays ? decoded.query(text, params, { rowMode: "array" }) : decoded.query(text, params));
+  const run: Runner = (text, params, arrays) => {
+    refuseSessionControl(text, "use db.transaction()");
+    return arrays ? decoded.query(text, params, { rowMode: "array" }) : decoded.query(text, params);
+  };
   const session = new GatewaySession(decoded, run, dialect, schema, { logger, transactionAttempts: config.transactionAttempts ?? 1 });
   const db = new GatewayDrizzleDatabase<TSchema>(dialect, session, schema as RelationalSchemaConfig<never> | undefined);
   sessions.set(db, session as unknown as GatewaySession<Record<string, unknown>, TablesRelationalConfig>);

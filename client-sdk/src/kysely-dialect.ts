@@ -20,7 +20,7 @@ import {
 } from "kysely";
 import type { Database } from "./database.js";
 import { openTransaction, type OpenTransaction } from "./open-transaction.js";
-import { classifySessionStatement, unsupportedByGateway } from "./session-statement.js";
+import { refuseSessionControl, unsupportedByGateway } from "./session-statement.js";
 import type { TransactionOptions } from "./transaction.js";
 import type { Param } from "./values.js";
 
@@ -132,10 +132,7 @@ class GatewayConnection implements DatabaseConnection {
 
   async executeQuery<R>(compiledQuery: CompiledQuery, options?: { signal?: AbortSignal }): Promise<QueryResult<R>> {
     const params = compiledQuery.parameters as readonly Param[];
-    // Raw BEGIN would end with its own call, leaving the statements after it committed one by one.
-    const statement = classifySessionStatement(compiledQuery.sql);
-    if (statement.kind === "refused") throw statement.error;
-    if (statement.kind !== "sql") throw unsupportedByGateway("transaction control as SQL (BEGIN, COMMIT, ROLLBACK)", "use db.transaction()");
+    refuseSessionControl(compiledQuery.sql, "use db.transaction()");
     const tx = this.#transaction;
     const result =
       tx !== undefined ? await tx.query(compiledQuery.sql, params) : await this.database.query(compiledQuery.sql, params, { signal: options?.signal });

@@ -99,6 +99,18 @@ export function unsupportedByGateway(what: string, why: string): GatewayError {
   return new GatewayError(`${what} is not supported through the gateway: ${why}`, Code.Unimplemented, "NOT_SUPPORTED_BY_GATEWAY", {}, undefined);
 }
 
+/**
+ * Refuses, for an ORM's statements outside its own transactions, what the
+ * gateway cannot run as one call: transaction control (BEGIN would end with
+ * its call, leaving the statements after it committed one by one; `use`
+ * names the ORM's way) and session state (see `classifySessionStatement`).
+ */
+export function refuseSessionControl(sql: string, use: string): void {
+  const statement = classifySessionStatement(sql);
+  if (statement.kind === "refused") throw statement.error;
+  if (statement.kind !== "sql") throw unsupportedByGateway("transaction control as SQL (BEGIN, COMMIT, ROLLBACK)", use);
+}
+
 function refused(what: string, why: string): SessionStatement {
   return { kind: "refused", error: unsupportedByGateway(what, why) };
 }

@@ -1,4 +1,4 @@
-// Review reproductions for the pg-compatible pool: statements that must not run outside the transaction the caller is in, nor be dropped.
+// The pg-compatible pool: statements that must not run outside the transaction the caller is in, nor be dropped.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
