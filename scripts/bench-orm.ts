@@ -24,6 +24,7 @@ import { createKysely } from "../client-sdk/src/kysely-dialect.js";
 import { drizzle } from "../client-sdk/src/drizzle-driver.js";
 import { PrismaGateway } from "../client-sdk/src/prisma-adapter.js";
 import { generatePrismaClient } from "../test/helpers/prisma-client.js";
+import { measureCalls, type CallsMeasured } from "./measuring.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -76,28 +77,10 @@ try {
     ["Prisma findUnique()", () => prisma.item.findUnique({ where: { id: id() }, select: { id: true, name: true } })],
   ];
 
-  const measure = async (call: () => Promise<unknown>, concurrency: number) => {
-    for (let i = 0; i < 500; i++) await call(); // warm-up: JIT, connection, pool
-    const cpu = process.cpuUsage();
-    const gatewayCpu = await gateway.cpuMicros();
-    const started = performance.now();
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (next++ < CALLS) await call();
-      }),
-    );
-    const seconds = (performance.now() - started) / 1000;
-    const used = process.cpuUsage(cpu);
-    return {
-      callsPerSecond: CALLS / seconds,
-      clientCpuMicros: (used.user + used.system) / CALLS,
-      gatewayCpuMicros: ((await gateway.cpuMicros()) - gatewayCpu) / CALLS,
-    };
-  };
+  const measure = (call: () => Promise<unknown>, concurrency: number) => measureCalls(gateway, call, { calls: CALLS, concurrency, warmUp: 500 });
 
   for (const concurrency of CONCURRENCY) {
-    const runs = new Map<string, { callsPerSecond: number; clientCpuMicros: number; gatewayCpuMicros: number }[]>();
+    const runs = new Map<string, CallsMeasured[]>();
     for (let round = 0; round < ROUNDS; round++) {
       // Each round starts with another integration, so none is always measured first (or right after the same neighbour).
       for (let i = 0; i < integrations.length; i++) {

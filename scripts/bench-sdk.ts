@@ -26,6 +26,7 @@ import { dropOwnerRole, dropPlatformDatabases } from "../test/helpers/gateway.js
 import { startGatewayProcess } from "../test/helpers/gateway-process.js";
 import { testPki } from "../test/helpers/pki.js";
 import { createClient } from "../client-sdk/src/index.js";
+import { measureCalls, type CallsMeasured } from "./measuring.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -91,28 +92,10 @@ try {
     ["bare grpc-js client (floor)", () => new Promise<void>((resolve, reject) => bareQuery(request, metadata, (e) => (e ? reject(e) : resolve())))],
   ];
 
-  const measure = async (call: () => Promise<unknown>, concurrency: number) => {
-    for (let i = 0; i < 1_000; i++) await call(); // warm-up: JIT, connection, pool
-    const cpu = process.cpuUsage();
-    const gatewayCpu = await gateway.cpuMicros();
-    const started = performance.now();
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (next++ < CALLS) await call();
-      }),
-    );
-    const seconds = (performance.now() - started) / 1000;
-    const used = process.cpuUsage(cpu);
-    return {
-      callsPerSecond: CALLS / seconds,
-      clientCpuMicros: (used.user + used.system) / CALLS,
-      gatewayCpuMicros: ((await gateway.cpuMicros()) - gatewayCpu) / CALLS,
-    };
-  };
+  const measure = (call: () => Promise<unknown>, concurrency: number) => measureCalls(gateway, call, { calls: CALLS, concurrency, warmUp: 1_000 });
 
   for (const concurrency of CONCURRENCY) {
-    const sums = new Map<string, { callsPerSecond: number; clientCpuMicros: number; gatewayCpuMicros: number }>();
+    const sums = new Map<string, CallsMeasured>();
     for (let round = 0; round < ROUNDS; round++) {
       for (const [name, call] of transports) {
         const r = await measure(call, concurrency);

@@ -136,3 +136,35 @@ async function machineBusyMicros(): Promise<number> {
 export function round(n: number): number {
   return Math.round(n * 100) / 100;
 }
+
+/** Calls per second, and the client's and the gateway's CPU per call, of `calls` calls made by `concurrency` callers. */
+export interface CallsMeasured {
+  callsPerSecond: number;
+  clientCpuMicros: number;
+  gatewayCpuMicros: number;
+}
+
+/** Makes `warmUp` calls (JIT, connections, pools), then `calls` calls by `concurrency` callers, and measures them (`CallsMeasured`). */
+export async function measureCalls(
+  gateway: Pick<GatewayProcess, "cpuMicros">,
+  call: () => Promise<unknown>,
+  { calls, concurrency, warmUp }: { calls: number; concurrency: number; warmUp: number },
+): Promise<CallsMeasured> {
+  for (let i = 0; i < warmUp; i++) await call();
+  const cpu = process.cpuUsage();
+  const gatewayCpu = await gateway.cpuMicros();
+  const started = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next++ < calls) await call();
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const used = process.cpuUsage(cpu);
+  return {
+    callsPerSecond: calls / seconds,
+    clientCpuMicros: (used.user + used.system) / calls,
+    gatewayCpuMicros: ((await gateway.cpuMicros()) - gatewayCpu) / calls,
+  };
+}

@@ -9,7 +9,7 @@ import type pg from "pg";
 import { GatewayError } from "../errors.js";
 import { ensureRecord, insertRecord, MIGRATIONS_SCHEMA, readRecord, recordState, type RecordedMigration } from "./migration-record.js";
 import { databaseName, parseDatabaseName } from "./naming.js";
-import { settleTogether, type PgTools, type ToolConnection, type ToolProcess } from "./pg-tools.js";
+import { RESTORE_AS_ROLE, settleTogether, type PgTools, type ToolConnection, type ToolProcess } from "./pg-tools.js";
 import { createSet, fileSha256, indexSet, manifestEntry, pruneSets, type BackupFile } from "./backup-sets.js";
 import type { DatabaseRegistry } from "./registry.js";
 import type { TenantRoles } from "./roles.js";
@@ -273,13 +273,7 @@ export class Backups {
     try {
       await inside.query("SELECT pg_catalog.pg_advisory_lock(pg_catalog.hashtext($1))", [`db-gateway/migrate/${database}`]);
       await ensureRecord(inside, database, role);
-      const restore = this.o.tools.spawn("pg_restore", this.o.asRoleOn(database, role, this.o.roles.password(role)), database, [
-        "--no-owner",
-        "--no-acl",
-        "--single-transaction",
-        "--exit-on-error",
-        "--no-password",
-      ]);
+      const restore = this.o.tools.spawn("pg_restore", this.o.asRoleOn(database, role, this.o.roles.password(role)), database, [...RESTORE_AS_ROLE]);
       restore.child.stdout.resume();
       try {
         await settleTogether(feed(restore), restore);

@@ -6,6 +6,13 @@ import { GatewayError } from "../errors.js";
 
 export type PgTool = "pg_dump" | "pg_restore";
 
+/**
+ * pg_restore's options for a restore run as the tenant's own role: the
+ * objects become that role's (nothing of the dump's owners or grants is
+ * applied), all or nothing, and no password prompt.
+ */
+export const RESTORE_AS_ROLE = ["--no-owner", "--no-acl", "--single-transaction", "--exit-on-error", "--no-password"] as const;
+
 /** How the tools reach PostgreSQL: libpq's keywords but the database's name and the password, and the password apart. */
 export interface ToolConnection {
   /** `host=… port=… user=… sslmode=…`, each value quoted. */

@@ -16,9 +16,6 @@ export interface RegistryChanges {
   removed: string[];
 }
 
-/** The cluster of a gateway with one: where every database is unless said otherwise. */
-const ONLY_CLUSTER = "";
-
 /**
  * The set of databases that exist on each cluster, read from `pg_database`
  * at start, kept current by tenant creation and removal, and refreshed
@@ -35,7 +32,7 @@ export class DatabaseRegistry {
   #placements: ReadonlyMap<string, string> = new Map();
 
   /** Replaces what `cluster` holds with the databases that exist there now, and says what changed. */
-  async refresh(admin: Queryable, cluster = ONLY_CLUSTER): Promise<RegistryChanges> {
+  async refresh(admin: Queryable, cluster: string): Promise<RegistryChanges> {
     // datconnlimit -2: a database DROP DATABASE has begun to remove (or left half-removed); its row stays visible until the drop commits.
     const result = await admin.query<{ datname: string }>("SELECT datname FROM pg_database WHERE datallowconn AND datconnlimit <> -2");
     const names = new Set(result.rows.map((r) => r.datname));
@@ -76,14 +73,14 @@ export class DatabaseRegistry {
     return false;
   }
 
-  add(name: string, cluster = ONLY_CLUSTER): void {
+  add(name: string, cluster: string): void {
     let names = this.#byCluster.get(cluster);
     if (names === undefined) this.#byCluster.set(cluster, (names = new Set()));
     names.add(name);
   }
 
   /** Forgets a database on one cluster. */
-  delete(name: string, cluster = ONLY_CLUSTER): void {
+  delete(name: string, cluster: string): void {
     this.#byCluster.get(cluster)?.delete(name);
   }
 

@@ -8,7 +8,7 @@ import { busySessions, copySequences, hasDatabase, replicationName, serverVersio
 import { ensureRecord, MIGRATIONS_SCHEMA, recordState } from "./migration-record.js";
 import type { MoveStore } from "./move-store.js";
 import { databaseLockKey, databaseName } from "./naming.js";
-import { PgTools, settleTogether, toolConnection } from "./pg-tools.js";
+import { PgTools, RESTORE_AS_ROLE, settleTogether, toolConnection } from "./pg-tools.js";
 import type { PlacementStore } from "./placement-store.js";
 import type { DatabaseRegistry } from "./registry.js";
 import type { TenantRoles } from "./roles.js";
@@ -294,13 +294,7 @@ export class TenantMover {
         "--no-password",
       ]);
       dump.child.stdin.end();
-      const restore = restoreTools.spawn("pg_restore", toolConnection(dst.url, role, this.o.roles.password(role)), database, [
-        "--no-owner",
-        "--no-acl",
-        "--single-transaction",
-        "--exit-on-error",
-        "--no-password",
-      ]);
+      const restore = restoreTools.spawn("pg_restore", toolConnection(dst.url, role, this.o.roles.password(role)), database, [...RESTORE_AS_ROLE]);
       restore.child.stdout.resume();
       const stop = () => (dump.child.kill("SIGKILL"), restore.child.kill("SIGKILL"));
       signal.addEventListener("abort", stop, { once: true });
